@@ -1,0 +1,45 @@
+"""The `debate-engine` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from services.launcher import SuiteConfig, run_up
+
+
+def _add_up(sub: argparse._SubParsersAction) -> None:
+    up = sub.add_parser("up", help="start the suite and keep it running until Ctrl-C")
+    defaults = SuiteConfig()
+    up.add_argument("--host", default=defaults.host)
+    up.add_argument("--orchestrator-port", type=int, default=defaults.orchestrator_port)
+    up.add_argument("--judge-port", type=int, default=defaults.judge_port)
+    up.add_argument("--accounting-port", type=int, default=defaults.accounting_port)
+    up.add_argument("--data-dir", default=defaults.data_dir, help="folder of the SQLite files")
+    up.add_argument("--log-level", default=defaults.log_level)
+
+    def handle(args: argparse.Namespace) -> int:
+        config = SuiteConfig(
+            host=args.host,
+            orchestrator_port=args.orchestrator_port,
+            judge_port=args.judge_port,
+            accounting_port=args.accounting_port,
+            data_dir=args.data_dir,
+            log_level=args.log_level,
+        )
+        return asyncio.run(run_up(config))
+
+    up.set_defaults(handler=handle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="debate-engine", description="Multi-LLM debates over gRPC")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_up(sub)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The one place where domain errors become gRPC statuses."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from services.common.errors import ERROR_DOMAIN, DomainError, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def status_for(error: DomainError) -> status_pb2.Status:
+    """A google.rpc.Status with ErrorInfo, and BadRequest for invalid arguments."""
+    details = []
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    details.append(info)
+    if isinstance(error, InvalidArgument):
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            )
+        )
+    packed = []
+    for detail in details:
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)
+        packed.append(any_detail)
+    return status_pb2.Status(code=getattr(code_pb2, error.code), message=error.message, details=packed)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> None:
+    status = status_for(error)
+    await context.abort(
+        getattr(grpc.StatusCode, error.code),
+        status.message,
+        trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),),
+    )
+
+
+async def _abort_internal(context: grpc.aio.ServicerContext, method: str) -> None:
+    log.exception("unexpected error in %s", method)
+    await abort_with(context, DomainError("internal error; see the service log"))
+
+
+def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]):
+    async def guarded(request, context):
+        try:
+            return await behavior(request, context)
+        except DomainError as error:
+            await abort_with(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except NotImplementedError:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+        except Exception:
+            await _abort_internal(context, method)
+
+    return guarded
+
+
+def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]):
+    if not inspect.isasyncgenfunction(behavior):  # written with `await context.write(...)`
+        return _wrap_unary(method, behavior)
+
+    async def guarded(request, context):
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except DomainError as error:
+            await abort_with(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except NotImplementedError:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+        except Exception:
+            await _abort_internal(context, method)
+
+    return guarded
+
+
+class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps DomainError to a rich status, and any other exception to a bare INTERNAL."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def error_details(error: grpc.aio.AioRpcError | grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo | None, list[tuple[str, str]]]:
+    """Client side: the ErrorInfo and field violations carried by a failed call."""
+    info = None
+    violations: list[tuple[str, str]] = []
+    trailing = error.trailing_metadata() or ()
+    for key, value in trailing:
+        if key != STATUS_DETAILS_KEY:
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations.extend((v.field, v.description) for v in bad.field_violations)
+    return info, violations

@@ -1,0 +1,119 @@
+"""Server bootstrap shared by every service: a grpc.aio server with health, reflection,
+the domain-error interceptor and a graceful stop.
+
+A service's composition root builds its domain objects and servicer, then hands them here:
+
+    service = GrpcService(settings, [ServiceBinding(NAME, add_fn, servicer)], on_stop=[store.close])
+    await service.serve_until_signal()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.grpc_errors import DomainErrorInterceptor
+from services.common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One gRPC service of a process: its full name, generated add function and servicer."""
+
+    name: str
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+
+
+class GrpcService:
+    """Runs the gRPC services of one process until SIGTERM or SIGINT."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        bindings: Sequence[ServiceBinding],
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        on_stop: Sequence[Callable[[], Awaitable[None] | None]] = (),
+    ):
+        self.settings = settings
+        self.bindings = list(bindings)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[*interceptors, DomainErrorInterceptor()],
+            options=SERVER_OPTIONS,
+        )
+        self._on_stop = list(on_stop)
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> int:
+        for binding in self.bindings:
+            binding.add_to_server(binding.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [b.name for b in self.bindings]
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on {self.settings.host}:{self.settings.port}")
+        await self.server.start()
+        for name in ["", *names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving %s on %s", ", ".join(names), self.address)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health goes NOT_SERVING first, then in-flight calls get `grace` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grace_seconds if grace is None else grace)
+        for hook in self._on_stop:
+            result = hook()
+            if asyncio.iscoroutine(result):
+                await result
+        log.info("stopped")
+
+    async def serve_until_signal(self) -> None:
+        stop_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        await self.start()
+        serving = asyncio.ensure_future(self.server.wait_for_termination())
+        stopping = asyncio.ensure_future(stop_requested.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping.done():
+            log.info("signal received; stopping within %.1fs", self.settings.grace_seconds)
+            await self.stop()
+        serving.cancel()
+        stopping.cancel()
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    """Runs a service's async main on uvloop."""
+    import uvloop
+
+    uvloop.run(main())

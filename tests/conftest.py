@@ -1,0 +1,4 @@
+import os
+
+# Tokenizer files and prices come from installed packages only (see ARCHITECTURE.md).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
