@@ -1,0 +1,141 @@
+"""The one small interface through which the orchestrator and the judge reach models.
+
+    async for event in llm.stream(CompletionRequest(model="sim/debater", messages=[...])):
+        if isinstance(event, TextDelta): ...      # zero or more, in order
+        elif isinstance(event, Completion): ...   # exactly one, last: usage and finish reason
+
+Failures are typed `LLMError`s (subclasses of the domain errors, so a servicer maps them to a
+gRPC status without knowing about models). Domain code never sees LiteLLM or httpx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from services.common.errors import DomainError, FailedPrecondition, Unavailable
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+    name: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        message = {"role": self.role, "content": self.content}
+        if self.name:
+            message["name"] = self.name
+        return message
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int = 512
+    temperature: float | None = None
+    # Seed for simulated models (and providers that honour one).
+    seed: int | None = None
+    # Opaque key for logs and idempotency, e.g. "debates/x/rounds/1/turns/alice/attempts/1".
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    reasoning_tokens: int = 0
+    # True when counted with our tokenizer because the provider reported nothing.
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The last event of a stream."""
+
+    model: str  # the model that answered (a fallback may differ from the one asked for)
+    usage: Usage
+    finish_reason: str = "stop"  # "stop" | "length"
+    simulated: bool = False
+
+
+StreamEvent = TextDelta | Completion
+
+
+class LLMClient(Protocol):
+    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]: ...
+
+
+class LLMError(DomainError):
+    """A model call failed. `partial_text` is what streamed before the failure (void)."""
+
+    code = "UNAVAILABLE"
+    reason = "LLM_ERROR"
+
+    def __init__(self, message: str, *, model: str = "", partial_text: str = "", retryable: bool = False, **kwargs):
+        super().__init__(message, **kwargs)
+        self.model = model
+        self.partial_text = partial_text
+        self.retryable = retryable
+
+
+class ModelNotAllowed(LLMError):
+    code = FailedPrecondition.code
+    reason = "MODEL_NOT_ALLOWED"
+
+
+class ProviderError(LLMError):
+    code = Unavailable.code
+    reason = "PROVIDER_ERROR"
+
+
+class RateLimited(ProviderError):
+    reason = "PROVIDER_RATE_LIMITED"
+
+
+class ProviderTimeout(LLMError):
+    """No first token within the first-token timeout."""
+
+    code = "DEADLINE_EXCEEDED"
+    reason = "PROVIDER_TIMEOUT"
+
+
+class StreamStalled(LLMError):
+    """The inter-chunk watchdog cut a stream that stopped sending."""
+
+    code = "DEADLINE_EXCEEDED"
+    reason = "PROVIDER_STALLED"
+
+
+@dataclass
+class CollectedCompletion:
+    text: str
+    completion: Completion
+    deltas: list[str] = field(default_factory=list)
+
+
+async def collect(llm: LLMClient, request: CompletionRequest) -> CollectedCompletion:
+    """Reads a whole stream: its text and final Completion (for callers that need no deltas)."""
+    parts: list[str] = []
+    completion: Completion | None = None
+    async for event in llm.stream(request):
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        else:
+            completion = event
+    if completion is None:
+        raise ProviderError(f"stream for {request.model} ended without a completion", model=request.model,
+                            partial_text="".join(parts))
+    return CollectedCompletion("".join(parts), completion, parts)
