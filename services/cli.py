@@ -6,10 +6,18 @@ import argparse
 import asyncio
 import sys
 
+import importlib
+
 from services.launcher import SuiteConfig, run_up
 
+# Modules that add a subcommand: each has `register(subparsers)`, and the parser it adds
+# sets `handler=` to a function of the parsed args that returns the exit code.
+COMMAND_MODULES = [
+    "services.cli",  # up
+]
 
-def _add_up(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="start the suite and keep it running until Ctrl-C")
     defaults = SuiteConfig()
     up.add_argument("--host", default=defaults.host)
@@ -36,7 +44,8 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="debate-engine", description="Multi-LLM debates over gRPC")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_up(sub)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     args = parser.parse_args(argv)
     return args.handler(args)
 
