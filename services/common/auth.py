@@ -1,18 +1,210 @@
 """Who is calling: the tenant of the current call.
 
-An interceptor (filled in by the reliability issue) sets `tenant_var` from the caller's
-bearer token; without configured API keys every caller is the tenant "default".
+Callers authenticate with an API key sent as `authorization: Bearer <key>`. The keys come
+from the settings (`API_KEYS="key1=tenantA,key2=tenantB"`); each maps to one tenant.
+
+- With keys configured, `AuthInterceptor` answers UNAUTHENTICATED to a call without a key or
+  with an unknown one (health and reflection stay open, so probes and grpcurl's `list` work),
+  and runs every other handler with `tenant_var` set to the key's tenant.
+- Without configured keys every caller is the tenant "default" (the local demo and tests).
+
 Domain code reads `current_tenant()` and stores it with what it creates.
+
+A key is never logged and never part of an error message: keys are kept as SHA-256 digests
+once parsed, and a rejected call's log line and status say only "missing" or "unknown".
+
+Service-to-service calls carry the calling service's own key (`SERVICE_API_KEY`), added by
+`services.common.channels.open_channel` as call metadata; give that key an entry in the
+called services' `API_KEYS` (for example `API_KEYS="<user key>=alice,<service key>=suite"`).
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import hmac
+import inspect
+import logging
+import re
+from collections.abc import Iterable, Mapping
+
+import grpc
 
 DEFAULT_TENANT = "default"
 
 tenant_var: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default=DEFAULT_TENANT)
 
+log = logging.getLogger(__name__)
+
+AUTHORIZATION_HEADER = "authorization"
+BEARER = "bearer"
+
+# Methods every caller may use without a key: health probes and server reflection.
+OPEN_METHOD_PREFIXES: tuple[str, ...] = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+_TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_MIN_KEY_LENGTH = 8
+
 
 def current_tenant() -> str:
     return tenant_var.get()
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+class ApiKeys:
+    """API key -> tenant, held as SHA-256 digests of the keys (the keys themselves are dropped)."""
+
+    def __init__(self, pairs: Mapping[str, str] | Iterable[tuple[str, str]] = ()):
+        items = pairs.items() if isinstance(pairs, Mapping) else pairs
+        self._tenants: dict[bytes, str] = {}
+        for index, (key, tenant) in enumerate(items, start=1):
+            # Error messages name the entry's position and the tenant, never the key.
+            if len(key) < _MIN_KEY_LENGTH or any(c.isspace() for c in key):
+                raise ValueError(f"API key #{index} (tenant {tenant!r}) must be at least {_MIN_KEY_LENGTH} "
+                                 "characters without spaces")
+            if not _TENANT_NAME.match(tenant):
+                raise ValueError(f"API key #{index}: tenant {tenant!r} must match {_TENANT_NAME.pattern}")
+            digest = _digest(key)
+            if digest in self._tenants and self._tenants[digest] != tenant:
+                raise ValueError(f"API key #{index} is given twice with different tenants")
+            self._tenants[digest] = tenant
+
+    @classmethod
+    def parse(cls, spec: str) -> ApiKeys:
+        """`key1=tenantA,key2=tenantB` (commas or newlines between entries, spaces ignored)."""
+        pairs = []
+        for index, entry in enumerate(re.split(r"[,\n]", spec or ""), start=1):
+            entry = entry.strip()
+            if not entry:
+                continue
+            key, sep, tenant = entry.partition("=")
+            if not sep:
+                raise ValueError(f"API_KEYS entry #{index} is not of the form key=tenant")
+            pairs.append((key.strip(), tenant.strip()))
+        return cls(pairs)
+
+    def __bool__(self) -> bool:
+        return bool(self._tenants)
+
+    def __len__(self) -> int:
+        return len(self._tenants)
+
+    def __repr__(self) -> str:  # never shows a key
+        return f"ApiKeys({len(self)} keys, tenants={sorted(set(self._tenants.values()))})"
+
+    @property
+    def tenants(self) -> set[str]:
+        return set(self._tenants.values())
+
+    def tenant_for(self, key: str) -> str | None:
+        digest = _digest(key)
+        # A dict lookup by digest leaks nothing useful about the key; compare_digest guards the last step.
+        for known, tenant in self._tenants.items():
+            if hmac.compare_digest(known, digest):
+                return tenant
+        return None
+
+
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The token of an `authorization: Bearer <token>` header, or None."""
+    for name, value in metadata or ():
+        if name.lower() != AUTHORIZATION_HEADER:
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() == BEARER and token.strip():
+            return token.strip()
+        return None
+    return None
+
+
+def bearer_metadata(key: str) -> tuple[tuple[str, str], ...]:
+    """Metadata a client sends to authenticate with `key`."""
+    return ((AUTHORIZATION_HEADER, f"Bearer {key}"),)
+
+
+def is_open_method(method: str) -> bool:
+    return method.startswith(OPEN_METHOD_PREFIXES)
+
+
+# --- server side -------------------------------------------------------------------------
+
+def _with_tenant(behavior, tenant: str):
+    """Runs a handler behaviour with `tenant_var` set, inside the call's own task."""
+    if inspect.isasyncgenfunction(behavior):
+        async def stream(request_or_iterator, context):
+            tenant_var.set(tenant)  # the call's task owns this context; nothing leaks out of it
+            async for item in behavior(request_or_iterator, context):
+                yield item
+
+        return stream
+
+    async def call(request_or_iterator, context):
+        token = tenant_var.set(tenant)
+        try:
+            return await behavior(request_or_iterator, context)
+        finally:
+            tenant_var.reset(token)
+
+    return call
+
+
+def _rejecting(message: str):
+    async def reject(request_or_iterator, context):
+        from services.common.errors import Unauthenticated
+        from services.common.grpc_errors import abort_with
+
+        await abort_with(context, Unauthenticated(message, reason="UNAUTHENTICATED"))
+
+    return reject
+
+
+def _replace_behaviors(handler: grpc.RpcMethodHandler, make, *, keep_deserializer: bool = True) -> grpc.RpcMethodHandler:
+    deserializer = handler.request_deserializer if keep_deserializer else None
+    serializer = handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(make(handler.unary_unary), deserializer, serializer)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(make(handler.unary_stream), deserializer, serializer)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(make(handler.stream_unary), deserializer, serializer)
+    return grpc.stream_stream_rpc_method_handler(make(handler.stream_stream), deserializer, serializer)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the bearer key of every call and sets the caller's tenant for its handler.
+
+    With no keys configured it lets every call through as the tenant "default".
+    """
+
+    def __init__(self, keys: ApiKeys | Mapping[str, str] | None = None):
+        if keys is None:
+            keys = ApiKeys()
+        elif not isinstance(keys, ApiKeys):
+            keys = ApiKeys(keys)
+        self.keys = keys
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or not self.keys:
+            return handler
+        method = handler_call_details.method
+        if is_open_method(method):
+            return handler
+        token = bearer_token(handler_call_details.invocation_metadata)
+        if token is None:
+            log.warning("rejected a call to %s: no bearer key", method)
+            return _replace_behaviors(handler, lambda _: _rejecting("missing bearer API key"), keep_deserializer=False)
+        tenant = self.keys.tenant_for(token)
+        if tenant is None:
+            log.warning("rejected a call to %s: unknown API key", method)
+            return _replace_behaviors(handler, lambda _: _rejecting("unknown API key"), keep_deserializer=False)
+        return _replace_behaviors(handler, lambda behavior: _with_tenant(behavior, tenant))

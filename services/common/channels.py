@@ -3,13 +3,25 @@
 Every channel retries UNAVAILABLE through gRPC's own retry policy (the call is re-sent only
 when the server did not act on it, and every call that spends or records money carries an
 idempotency key anyway).
+
+Two optional settings shape every channel (see docs/reliability.md):
+- `SERVICE_API_KEY`: sent as `authorization: Bearer <key>` on every call, so the called
+  service's `API_KEYS` can admit the suite's own services;
+- `TLS_CERT_FILE`/`TLS_KEY_FILE`/`TLS_CA_FILE`: the channel uses TLS, verifies the server
+  against the CA and presents this service's certificate (mutual TLS).
+Both come from the `settings` passed in, or from the environment when none is.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from types import SimpleNamespace
 
 import grpc
+
+from services.common.auth import AUTHORIZATION_HEADER, bearer_metadata
+from services.common.tls import TlsFiles
 
 RETRY_SERVICE_CONFIG = json.dumps(
     {
@@ -36,6 +48,84 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
-    """An aio channel to another service of the suite."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+def _with_metadata(details: grpc.aio.ClientCallDetails, extra: tuple[tuple[str, str], ...]) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*(tuple(details.metadata) if details.metadata else ()))
+    for key, value in extra:
+        if key not in metadata:  # a call that brings its own authorization keeps it
+            metadata.add(key, value)
+    return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
+                                      details.wait_for_ready)
+
+
+class _UnaryUnaryBearer(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, extra):
+        self.extra = extra
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(_with_metadata(client_call_details, self.extra), request)
+
+
+class _UnaryStreamBearer(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, extra):
+        self.extra = extra
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(_with_metadata(client_call_details, self.extra), request)
+
+
+class _StreamUnaryBearer(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, extra):
+        self.extra = extra
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await continuation(_with_metadata(client_call_details, self.extra), request_iterator)
+
+
+class _StreamStreamBearer(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, extra):
+        self.extra = extra
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await continuation(_with_metadata(client_call_details, self.extra), request_iterator)
+
+
+def bearer_interceptors(key: str) -> list[grpc.aio.ClientInterceptor]:
+    """Client interceptors that send `key` as a bearer token on every kind of call."""
+    extra = bearer_metadata(key)
+    assert extra[0][0] == AUTHORIZATION_HEADER
+    return [_UnaryUnaryBearer(extra), _UnaryStreamBearer(extra), _StreamUnaryBearer(extra), _StreamStreamBearer(extra)]
+
+
+def _settings_from_environment() -> SimpleNamespace:
+    env = os.environ
+    return SimpleNamespace(
+        service_api_key=env.get("SERVICE_API_KEY", ""),
+        tls_cert_file=env.get("TLS_CERT_FILE", ""),
+        tls_key_file=env.get("TLS_KEY_FILE", ""),
+        tls_ca_file=env.get("TLS_CA_FILE", ""),
+        tls_server_name=env.get("TLS_SERVER_NAME", ""),
+    )
+
+
+def _secret(value) -> str:
+    if value is None:
+        return ""
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+
+
+def open_channel(address: str, *, settings=None, service_key: str | None = None,
+                 tls: TlsFiles | None = None) -> grpc.aio.Channel:
+    """An aio channel to another service of the suite.
+
+    `settings` (a ServiceSettings) gives SERVICE_API_KEY and the TLS files; without it they are
+    read from the environment. `service_key` and `tls` override either.
+    """
+    source = settings if settings is not None else _settings_from_environment()
+    key = service_key if service_key is not None else _secret(getattr(source, "service_api_key", ""))
+    files = tls if tls is not None else TlsFiles.from_settings(source)
+    interceptors = bearer_interceptors(key) if key else None
+    if files is not None:
+        return grpc.aio.secure_channel(address, files.channel_credentials(),
+                                       options=[*CHANNEL_OPTIONS, *files.channel_options()],
+                                       interceptors=interceptors)
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)

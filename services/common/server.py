@@ -20,8 +20,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.auth import ApiKeys, AuthInterceptor
 from services.common.grpc_errors import DomainErrorInterceptor
 from services.common.settings import ServiceSettings
+from services.common.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,12 @@ class GrpcService:
         self.settings = settings
         self.bindings = list(bindings)
         self.health = health.aio.HealthServicer()
+        # Checks bearer keys when API_KEYS is set and sets the caller's tenant (services.common.auth).
+        self.auth = AuthInterceptor(_api_keys(settings))
+        # Mutual TLS when TLS_CERT_FILE/TLS_KEY_FILE/TLS_CA_FILE are set (services.common.tls).
+        self.tls = TlsFiles.from_settings(settings)
         self.server = grpc.aio.server(
-            interceptors=[*interceptors, DomainErrorInterceptor()],
+            interceptors=[self.auth, *interceptors, DomainErrorInterceptor()],
             options=SERVER_OPTIONS,
         )
         self._on_stop = list(on_stop)
@@ -77,13 +83,19 @@ class GrpcService:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [b.name for b in self.bindings]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        listen = f"{self.settings.host}:{self.settings.port}"
+        if self.tls is not None:
+            self.port = self.server.add_secure_port(listen, self.tls.server_credentials())
+        else:
+            self.port = self.server.add_insecure_port(listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         await self.server.start()
         for name in ["", *names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving %s on %s", ", ".join(names), self.address)
+        log.info("serving %s on %s (%s, %s)", ", ".join(names), self.address,
+                 "mutual TLS" if self.tls else "plaintext",
+                 f"API keys for {len(self.auth.keys.tenants)} tenants" if self.auth.keys else "no API keys")
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -110,6 +122,13 @@ class GrpcService:
             await self.stop()
         serving.cancel()
         stopping.cancel()
+
+
+def _api_keys(settings: ServiceSettings) -> ApiKeys:
+    spec = getattr(settings, "api_keys", None)
+    if spec is None:
+        return ApiKeys()
+    return ApiKeys.parse(spec.get_secret_value() if hasattr(spec, "get_secret_value") else str(spec))
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:

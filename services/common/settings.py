@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,20 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     grace_seconds: float = Field(5.0, ge=0, description="how long in-flight calls may finish on SIGTERM")
     data_dir: str = Field("var", description="folder of the service's SQLite files")
+
+    # Authentication and transport security (see docs/reliability.md). Empty: off.
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="API keys this service accepts and their tenants: key1=tenantA,key2=tenantB "
+        "(empty: no authentication, every caller is the tenant 'default')",
+    )
+    service_api_key: SecretStr = Field(
+        SecretStr(""), description="key this service sends as a bearer token on its calls to other services"
+    )
+    tls_cert_file: str = Field("", description="PEM certificate chain of this service (enables TLS with the key)")
+    tls_key_file: str = Field("", description="PEM private key of this service")
+    tls_ca_file: str = Field("", description="PEM CA bundle that peers' certificates must chain to (mutual TLS)")
+    tls_server_name: str = Field("", description="name to verify in the server certificate, if not the host")
 
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
