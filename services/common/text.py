@@ -37,14 +37,16 @@ def is_invisible(char: str) -> bool:
     return unicodedata.category(char) in _REMOVED_CATEGORIES
 
 
-def clean_text(text: str, max_length: int, *, keep_newlines: bool = False) -> str:
+def clean_text(text: str, max_length: int | None = None, *, keep_newlines: bool = False) -> str:
     """`text` without control, zero-width or bidirectional characters, at most `max_length` chars.
+
+    `max_length=None` cleans without truncating (for a caller that rejects long input instead).
 
     Whitespace runs collapse to one space (with `keep_newlines`, line breaks survive, "\\r\\n"
     becomes "\\n" and more than one blank line collapses to one). The result is stripped.
     Idempotent: cleaning a cleaned text changes nothing.
     """
-    if max_length < 0:
+    if max_length is not None and max_length < 0:
         raise ValueError("max_length must be >= 0")
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n"))
     kept: list[str] = []
@@ -61,4 +63,4 @@ def clean_text(text: str, max_length: int, *, keep_newlines: bool = False) -> st
         cleaned = _BLANK_LINE_RUNS.sub("\n\n", "\n".join(lines)).strip()
     else:
         cleaned = _ALL_WHITESPACE_RUNS.sub(" ", cleaned).strip()
-    return cleaned[:max_length].rstrip()
+    return cleaned if max_length is None else cleaned[:max_length].rstrip()

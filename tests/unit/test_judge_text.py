@@ -37,3 +37,7 @@ def test_result_is_bounded_clean_and_stable(text, limit, keep_newlines):
     assert len(cleaned) <= limit
     assert not any(c in cleaned for c in ZERO_WIDTH + BIDI + CONTROL)
     assert clean_text(cleaned, limit, keep_newlines=keep_newlines) == cleaned
+
+
+def test_no_max_length_cleans_without_truncating():
+    assert clean_text("a\u200b" * 1000) == "a" * 1000
