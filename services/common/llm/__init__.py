@@ -1,0 +1,57 @@
+"""The LLM layer: one interface (base.py), the router that serves it (router.py), the simulated
+models (simulated.py), and the real-provider paths (openai_compat.py, litellm_provider.py).
+
+Importing this package imports neither LiteLLM nor httpx; they load on the first real call.
+"""
+
+from services.common.llm.base import (
+    ChatMessage,
+    CollectedCompletion,
+    Completion,
+    CompletionRequest,
+    LLMClient,
+    LLMError,
+    ModelNotAllowed,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    StreamEvent,
+    StreamStalled,
+    TextDelta,
+    UnknownModel,
+    Usage,
+    collect,
+)
+from services.common.llm.router import LLMRouter, build_llm_client
+from services.common.llm.settings import Endpoint, LLMSettings
+from services.common.llm.simulated import (
+    debater_system_prompt,
+    register_simulated_model,
+    unregister_simulated_model,
+)
+
+__all__ = [
+    "ChatMessage",
+    "CollectedCompletion",
+    "Completion",
+    "CompletionRequest",
+    "Endpoint",
+    "LLMClient",
+    "LLMError",
+    "LLMRouter",
+    "LLMSettings",
+    "ModelNotAllowed",
+    "ProviderError",
+    "ProviderTimeout",
+    "RateLimited",
+    "StreamEvent",
+    "StreamStalled",
+    "TextDelta",
+    "UnknownModel",
+    "Usage",
+    "build_llm_client",
+    "collect",
+    "debater_system_prompt",
+    "register_simulated_model",
+    "unregister_simulated_model",
+]

@@ -104,6 +104,19 @@ class ProviderError(LLMError):
 class RateLimited(ProviderError):
     reason = "PROVIDER_RATE_LIMITED"
 
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs):
+        kwargs.setdefault("retryable", True)
+        super().__init__(message, **kwargs)
+        # Seconds the provider asked us to wait (its Retry-After header), if it said.
+        self.retry_after = retry_after
+
+
+class UnknownModel(LLMError):
+    """An allowed name that nothing serves, e.g. `sim/judge` before the judge registered it."""
+
+    code = FailedPrecondition.code
+    reason = "MODEL_UNKNOWN"
+
 
 class ProviderTimeout(LLMError):
     """No first token within the first-token timeout."""

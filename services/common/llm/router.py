@@ -1,0 +1,143 @@
+"""The LLM client the services use: allowlist, dispatch, retries before the first token, fallbacks.
+
+    llm = build_llm_client(settings)
+    async for event in llm.stream(CompletionRequest(model="sim/debater", messages=...)): ...
+
+Dispatch by model name:
+- `sim/...`: the simulated models (simulated.py);
+- `<endpoint>/...` for an endpoint in LLM_ENDPOINTS: that OpenAI-compatible server, through
+  the lean SSE reader (openai_compat.py) or LiteLLM, as the endpoint says;
+- `openai/...`: the lean reader against LLM_OPENAI_API_BASE with OPENAI_API_KEY (unless
+  LLM_OPENAI_LEAN is false);
+- anything else: LiteLLM (litellm_provider.py), imported on first use only.
+
+A model is checked against the allowlist before anything else; a request carries no api_base
+or key, so a caller can reach only what the settings allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from services.common.llm.base import (
+    CompletionRequest,
+    LLMClient,
+    LLMError,
+    ModelNotAllowed,
+    RateLimited,
+    StreamEvent,
+    UnknownModel,
+)
+from services.common.llm.settings import LLMSettings
+from services.common.llm.simulated import SimulatedLLM, is_simulated
+
+log = logging.getLogger(__name__)
+
+
+class LLMRouter:
+    def __init__(self, settings: LLMSettings):
+        self.settings = settings
+        self.simulated = SimulatedLLM(
+            first_token_latency=settings.sim_first_token_latency,
+            tokens_per_second=settings.sim_tokens_per_second,
+            seed=settings.sim_seed,
+        )
+        self._providers: dict[str, LLMClient] = {}
+
+    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        return self._stream(request)
+
+    def candidates(self, model: str) -> list[str]:
+        """The model, then its configured fallbacks that are allowed too."""
+        chain = [model]
+        for alternative in self.settings.llm_fallbacks.get(model, ()):
+            if alternative in chain:
+                continue
+            if self.settings.model_allowed(alternative):
+                chain.append(alternative)
+            else:
+                log.warning("fallback %s of %s is not in the allowlist; skipped", alternative, model)
+        return chain
+
+    async def _stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        if not self.settings.model_allowed(request.model):
+            raise ModelNotAllowed(f"model {request.model!r} is not in the allowlist", model=request.model)
+        error: LLMError | None = None
+        for model in self.candidates(request.model):
+            attempt_request = request if model == request.model else replace(request, model=model)
+            if error is not None:
+                log.warning("falling back from %s to %s after: %s", request.model, model, error.message)
+            for attempt in range(self.settings.llm_retries + 1):
+                started = False
+                try:
+                    provider = self.provider_for(model)
+                    async for event in provider.stream(attempt_request):
+                        started = True
+                        yield event
+                    return
+                except LLMError as caught:
+                    if started or caught.partial_text:
+                        raise  # text already went out: never replayed, never mixed with another model's
+                    error = caught
+                    if not caught.retryable or attempt == self.settings.llm_retries:
+                        break
+                    delay = self._retry_delay(caught, attempt)
+                    log.info("retrying %s in %.2fs (attempt %d): %s", model, delay, attempt + 2, caught.message)
+                    await asyncio.sleep(delay)
+        assert error is not None
+        raise error
+
+    def _retry_delay(self, error: LLMError, attempt: int) -> float:
+        cap = self.settings.llm_backoff_max
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return min(max(0.0, error.retry_after), cap)
+        # Exponential backoff with jitter, so that many debates do not retry in step.
+        return min(cap, self.settings.llm_backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
+
+    def provider_for(self, model: str) -> LLMClient:
+        if is_simulated(model):
+            return self.simulated
+        prefix, _, rest = model.partition("/")
+        if not rest:
+            raise UnknownModel(f"model {model!r} names no provider (expected provider/model)", model=model)
+        key = prefix if prefix in self.settings.llm_endpoints else (
+            "openai" if prefix == "openai" and self.settings.llm_openai_lean else "litellm")
+        provider = self._providers.get(key)
+        if provider is None:
+            provider = self._providers[key] = self._make_provider(key)
+        return provider
+
+    def _make_provider(self, key: str) -> LLMClient:
+        settings = self.settings
+        endpoint = settings.llm_endpoints.get(key)
+        if endpoint is not None and endpoint.transport == "lean":
+            from services.common.llm.openai_compat import OpenAICompatProvider
+
+            return OpenAICompatProvider(settings, api_base=endpoint.api_base, api_key_env=endpoint.api_key_env)
+        if endpoint is not None:
+            from services.common.llm.litellm_provider import LiteLLMProvider
+
+            return LiteLLMProvider(settings, api_base=endpoint.api_base, api_key_env=endpoint.api_key_env)
+        if key == "openai":
+            from services.common.llm.openai_compat import OpenAICompatProvider
+
+            return OpenAICompatProvider(settings, api_base=settings.llm_openai_api_base, api_key_env="OPENAI_API_KEY")
+        from services.common.llm.litellm_provider import LiteLLMProvider
+
+        return LiteLLMProvider(settings)
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+        self._providers.clear()
+
+
+def build_llm_client(settings: LLMSettings) -> LLMRouter:
+    """The LLMClient for a service's settings (one per process; `await client.aclose()` at shutdown)."""
+    return LLMRouter(settings)
