@@ -1,0 +1,362 @@
+"""The client's subcommands: demo, debate, attach, list and cancel (see services/client/__init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal, InvalidOperation
+from typing import TextIO
+
+import grpc
+
+from debate.common.v1 import common_pb2
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
+from debate.orchestrator.v1 import orchestrator_pb2_grpc
+from services.client.follow import StreamLost, follow
+from services.client.style import Style, money, safe_text, table
+from services.client.view import DebateView, state_name
+from services.common.channels import open_channel
+from services.common.grpc_errors import error_details
+from services.launcher import ProcessDied, Suite, SuiteConfig
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DEMO_TOPIC = "Cities should ban private cars from their historic centres"
+DEMO_DEBATERS = (
+    common_pb2.Participant(
+        name="Ada", model="sim/debater", stance="for",
+        persona="an urban economist who argues from data, costs and measured outcomes in cities that tried it"),
+    common_pb2.Participant(
+        name="Milo", model="sim/debater", stance="against",
+        persona="a third-generation shopkeeper and civil-liberties advocate wary of top-down rules"),
+)
+
+
+# -- configuration ------------------------------------------------------------------------
+
+def demo_config(rounds: int = 3, seed: int = 7) -> common_pb2.DebateConfig:
+    return common_pb2.DebateConfig(
+        topic=DEMO_TOPIC,
+        participants=DEMO_DEBATERS,
+        judge=common_pb2.JudgeConfig(models=["sim/judge"]),
+        format=common_pb2.DebateFormat(round_limit=rounds, turn_order=common_pb2.TURN_ORDER_SIMULTANEOUS),
+        max_tokens_per_turn=220,
+        seed=seed,
+    )
+
+
+def parse_debater(spec: str) -> common_pb2.Participant:
+    """NAME=MODEL:PERSONA[:STANCE]; the model ends at the first ':', the stance starts at the last."""
+    name, equals, rest = spec.partition("=")
+    model, colon, persona = rest.partition(":")
+    if not equals or not colon or not name.strip() or not model.strip() or not persona.strip():
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected NAME=MODEL:PERSONA[:STANCE]")
+    stance = ""
+    if ":" in persona:
+        persona, _, stance = persona.rpartition(":")
+    return common_pb2.Participant(name=name.strip(), model=model.strip(), persona=persona.strip(), stance=stance.strip())
+
+
+def parse_budget(text: str) -> common_pb2.Money:
+    try:
+        amount = Decimal(text.lstrip("$"))
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount in USD") from None
+    if not amount.is_finite() or amount <= 0:
+        raise argparse.ArgumentTypeError("the budget must be a positive amount in USD")
+    return common_pb2.Money(currency_code="USD", amount=str(amount))
+
+
+def debate_config(args: argparse.Namespace) -> common_pb2.DebateConfig:
+    turn_order = {"simultaneous": common_pb2.TURN_ORDER_SIMULTANEOUS,
+                  "sequential": common_pb2.TURN_ORDER_SEQUENTIAL}[args.format]
+    config = common_pb2.DebateConfig(
+        topic=args.topic,
+        participants=args.debater,
+        judge=common_pb2.JudgeConfig(models=args.judge),
+        format=common_pb2.DebateFormat(round_limit=args.rounds, turn_order=turn_order),
+        max_tokens_per_turn=args.max_tokens_per_turn or 0,
+        seed=args.seed or 0,
+    )
+    if args.budget is not None:
+        config.budget.CopyFrom(args.budget)
+    return config
+
+
+# -- connections --------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def orchestrator(target: str | None, out: TextIO, style: Style, *, data_dir: str | None = None,
+                       verbose: bool = False) -> AsyncIterator[orchestrator_pb2_grpc.OrchestratorServiceStub]:
+    """A stub for `target`, or for a suite started here (free ports, a temporary data dir)
+    and stopped on the way out."""
+    if target:
+        async with open_channel(target) as channel:
+            yield orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        return
+    with tempfile.TemporaryDirectory(prefix="debate-engine-") as scratch:
+        config = SuiteConfig(orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(),
+                             data_dir=data_dir or scratch, log_level="INFO" if verbose else "WARNING",
+                             extra_env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+        relay = (lambda line: print(style.paint(line, "dim"), file=sys.stderr, flush=True)) if verbose else None
+        suite = Suite(config.process_specs(), output=relay)
+        began = time.monotonic()
+        out.write(style.paint("starting the suite: accounting, judge, orchestrator ...", "dim") + "\n")
+        out.flush()
+        await suite.start()
+        try:
+            out.write(style.paint(f"suite up in {time.monotonic() - began:.1f}s; orchestrator on "
+                                  f"{config.orchestrator_address}", "dim") + "\n")
+            async with open_channel(config.orchestrator_address) as channel:
+                yield orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        finally:
+            out.write(style.paint("stopping the suite ...", "dim") + "\n")
+            out.flush()
+            await asyncio.shield(suite.stop())
+
+
+# -- running and watching -----------------------------------------------------------------
+
+def intro_lines(style: Style, config: common_pb2.DebateConfig, debate_id: str = "") -> list[str]:
+    s = style
+    order = {common_pb2.TURN_ORDER_SEQUENTIAL: "sequential"}.get(config.format.turn_order, "simultaneous")
+    lines = ["", s.rule("Debate"), "  " + s.paint(safe_text(config.topic), "bold")]
+    facts = [f"{config.format.round_limit} rounds", f"{order} turns",
+             f"judge {', '.join(config.judge.models) or 'default'}"]
+    if config.HasField("budget") and config.budget.amount:
+        facts.append(f"budget {money(config.budget.amount, config.budget.currency_code)}")
+    if debate_id:
+        facts.append(f"id {debate_id}")
+    lines.append("  " + s.paint(" · ".join(facts), "dim"))
+    width = max(len(p.name) for p in config.participants) if config.participants else 0
+    for index, p in enumerate(config.participants):
+        stance = f" ({p.stance})" if p.stance else ""
+        lines.append(f"  {s.debater(index, s.glyph('●', '*') + ' ' + p.name.ljust(width), 'bold')}"
+                     f"  {s.paint(p.model, 'dim')}{stance}: {safe_text(p.persona)}")
+    if any(p.model.startswith("sim/") for p in config.participants) or any(m.startswith("sim/") for m in config.judge.models):
+        lines.append(s.paint("  sim/... are the built-in simulated models: offline, deterministic, paced like real "
+                             "models; no provider key is used.", "dim"))
+    return lines
+
+
+async def run_debate(stub, config: common_pb2.DebateConfig, out: TextIO, style: Style) -> int:
+    """Creates, starts and watches one debate; Ctrl-C cancels it."""
+    created = await stub.CreateDebate(pb.CreateDebateRequest(config=config, request_id=str(uuid.uuid4())), timeout=30)
+    debate = created.debate
+    out.write("\n".join(intro_lines(style, debate.config if debate.HasField("config") else config, debate.debate_id)) + "\n")
+    out.flush()
+    started = await stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id), timeout=30)
+    if started.debate.state == pb.DEBATE_STATE_QUEUED:
+        out.write(style.paint(f"  queued at position {started.debate.queue_position}", "dim") + "\n")
+    view = DebateView(out, style, participants=config.participants, round_limit=config.format.round_limit)
+    try:
+        await follow(stub, debate.debate_id, view)
+    except asyncio.CancelledError:
+        view.close()
+        out.write(style.paint("\ninterrupted: cancelling the debate ...", "yellow") + "\n")
+        out.flush()
+        try:
+            await asyncio.shield(stub.CancelDebate(
+                pb.CancelDebateRequest(debate_id=debate.debate_id, reason="interrupted from the terminal"), timeout=5))
+        except grpc.RpcError:
+            pass
+        raise
+    view.close()
+    return _outcome(view, out, style)
+
+
+async def watch(stub, debate_id: str, after: int, out: TextIO, style: Style) -> int:
+    got = await stub.GetDebate(pb.GetDebateRequest(debate_id=debate_id), timeout=30)
+    config = got.debate.config
+    out.write("\n".join(intro_lines(style, config, debate_id)) + "\n")
+    out.write(style.paint(f"  {state_name(got.debate.state)} · {got.debate.last_sequence} events so far"
+                          f"{f'; showing those after {after}' if after else ''}", "dim") + "\n")
+    view = DebateView(out, style, participants=config.participants, round_limit=config.format.round_limit)
+    try:
+        await follow(stub, debate_id, view, after=after)
+    finally:
+        view.close()
+    return _outcome(view, out, style)
+
+
+def _outcome(view: DebateView, out: TextIO, style: Style) -> int:
+    if view.succeeded:
+        out.write("\n" + style.paint(f"{style.glyph('✓', 'OK')} debate completed", "bold", "green") + "\n")
+        out.flush()
+        return EXIT_OK
+    state = state_name(view.state) if view.finished else "not finished"
+    print(f"debate-engine: the debate ended {state}{': ' + view.end_reason if view.end_reason else ''}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+# -- error handling -----------------------------------------------------------------------
+
+def report_rpc_error(error: grpc.RpcError, style: Style) -> int:
+    info, violations = error_details(error)
+    err = sys.stderr
+    if violations:
+        print(style.paint("debate-engine: the server rejected the request:", "bold", "red"), file=err)
+        width = max(len(f) for f, _ in violations)
+        for field_path, description in violations:
+            print(f"  {field_path.ljust(width)}  {description}", file=err)
+        return EXIT_USAGE
+    reason = f" [{info.reason}]" if info and info.reason and info.reason != error.code().name else ""
+    print(f"debate-engine: {error.code().name}{reason}: {error.details()}", file=err)
+    if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def run(main: Callable[[Style], Awaitable[int]]) -> int:
+    """Runs a command's coroutine and turns every failure into a message and an exit code."""
+    style = Style.for_stream(sys.stdout)
+    err_style = Style.for_stream(sys.stderr)
+    try:
+        return asyncio.run(main(style))
+    except KeyboardInterrupt:
+        print("\ndebate-engine: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except grpc.RpcError as error:
+        return report_rpc_error(error, err_style)
+    except (ProcessDied, TimeoutError, StreamLost) as error:
+        print(f"debate-engine: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        sys.stdout.flush()
+
+
+# -- subcommands --------------------------------------------------------------------------
+
+def _target(parser: argparse.ArgumentParser, *, starts_suite: bool) -> None:
+    if starts_suite:
+        parser.add_argument("--target", metavar="HOST:PORT",
+                            help="an orchestrator already running (default: start the suite here, and stop it after)")
+        parser.add_argument("--data-dir", help="where a suite started here keeps its SQLite files (default: a temporary folder)")
+        parser.add_argument("--verbose", action="store_true", help="relay the services' logs to stderr")
+    else:
+        parser.add_argument("--target", metavar="HOST:PORT", default=os.environ.get("DEBATE_ENGINE_TARGET", "127.0.0.1:50051"),
+                            help="the orchestrator (default: $DEBATE_ENGINE_TARGET or 127.0.0.1:50051)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="start the suite and run a three-round debate between two simulated debaters")
+    _target(demo, starts_suite=True)
+    demo.add_argument("--rounds", type=_positive, default=3)
+    demo.add_argument("--seed", type=int, default=7, help="the same seed gives the same debate")
+    demo.set_defaults(handler=_demo)
+
+    debate = sub.add_parser("debate", help="run a debate and watch it live",
+                            description="Runs a debate and watches it live. Models are named as LiteLLM names them "
+                                        "(openai/gpt-4o, anthropic/...) or sim/debater, sim/judge; provider keys come "
+                                        "from the environment of the services.")
+    debate.add_argument("--topic", required=True)
+    debate.add_argument("--debater", action="append", required=True, type=parse_debater, metavar="NAME=MODEL:PERSONA[:STANCE]",
+                        help="repeat for each debater (2 to 8); the model must not contain ':'")
+    debate.add_argument("--judge", action="append", required=True, metavar="MODEL", help="repeat for a panel")
+    debate.add_argument("--rounds", type=_positive, default=3)
+    debate.add_argument("--format", choices=("simultaneous", "sequential"), default="simultaneous")
+    debate.add_argument("--max-tokens-per-turn", type=_positive)
+    debate.add_argument("--budget", type=parse_budget, metavar="USD", help="a spending cap, e.g. 0.50")
+    debate.add_argument("--seed", type=int, help="seed for the simulated models")
+    _target(debate, starts_suite=True)
+    debate.set_defaults(handler=_debate)
+
+    attach = sub.add_parser("attach", help="watch a debate by id (reconnects when the stream drops)")
+    attach.add_argument("debate_id")
+    attach.add_argument("--after", type=int, default=0, metavar="N", help="only events after sequence N")
+    _target(attach, starts_suite=False)
+    attach.set_defaults(handler=_attach)
+
+    listing = sub.add_parser("list", help="list debates, newest first")
+    listing.add_argument("--state", choices=[state_name(v).lower() for v in pb.DebateState.values() if v])
+    listing.add_argument("--limit", type=_positive, default=50)
+    _target(listing, starts_suite=False)
+    listing.set_defaults(handler=_list)
+
+    cancel = sub.add_parser("cancel", help="cancel a queued or running debate")
+    cancel.add_argument("debate_id")
+    cancel.add_argument("--reason", default="cancelled from the command line")
+    _target(cancel, starts_suite=False)
+    cancel.set_defaults(handler=_cancel)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    async def main(style: Style) -> int:
+        out = sys.stdout
+        out.write("\n" + style.paint("Debate Engine", "bold") + style.paint(" · a live multi-LLM debate over gRPC", "dim") + "\n")
+        async with orchestrator(args.target, out, style, data_dir=args.data_dir, verbose=args.verbose) as stub:
+            return await run_debate(stub, demo_config(args.rounds, args.seed), out, style)
+    return run(main)
+
+
+def _debate(args: argparse.Namespace) -> int:
+    async def main(style: Style) -> int:
+        async with orchestrator(args.target, sys.stdout, style, data_dir=args.data_dir, verbose=args.verbose) as stub:
+            return await run_debate(stub, debate_config(args), sys.stdout, style)
+    return run(main)
+
+
+def _attach(args: argparse.Namespace) -> int:
+    async def main(style: Style) -> int:
+        async with orchestrator(args.target, sys.stdout, style) as stub:
+            return await watch(stub, args.debate_id, args.after, sys.stdout, style)
+    return run(main)
+
+
+def _list(args: argparse.Namespace) -> int:
+    async def main(style: Style) -> int:
+        state = pb.DebateState.Value(f"DEBATE_STATE_{args.state.upper()}") if args.state else 0
+        rows, token = [], ""
+        async with orchestrator(args.target, sys.stdout, style) as stub:
+            while len(rows) < args.limit:
+                page = await stub.ListDebates(pb.ListDebatesRequest(page_size=min(100, args.limit - len(rows)),
+                                                                    page_token=token, state=state), timeout=30)
+                rows += [[d.debate_id, state_name(d.state).lower(), f"{d.current_round}/{d.round_limit}",
+                          money(d.cost.amount, d.cost.currency_code),
+                          d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if d.HasField("create_time") else "",
+                          _clip(safe_text(d.topic), 48)] for d in page.debates]
+                token = page.next_page_token
+                if not token:
+                    break
+        if not rows:
+            print("no debates")
+            return EXIT_OK
+        print("\n".join(table(style, ["id", "state", "round", "cost", "created (UTC)", "topic"], rows, align="llrrll")))
+        return EXIT_OK
+    return run(main)
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    async def main(style: Style) -> int:
+        async with orchestrator(args.target, sys.stdout, style) as stub:
+            reply = await stub.CancelDebate(pb.CancelDebateRequest(debate_id=args.debate_id, reason=args.reason), timeout=30)
+        d = reply.debate
+        print(f"{d.debate_id}: {state_name(d.state).lower()}; spent {money(d.cost.amount, d.cost.currency_code)}")
+        return EXIT_OK
+    return run(main)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+

@@ -1,0 +1,86 @@
+"""Following a debate's event stream to its end, resuming with after_sequence when it drops.
+
+The stream drops when the orchestrator restarts (UNAVAILABLE) or cuts off a subscriber that
+fell behind (a status that asks it to resume). Either way the follower asks again from the
+last sequence the view has applied; the view ignores anything at or below it, so nothing is
+printed twice even if a server replays more than asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
+from services.client.view import TERMINAL_STATES, DebateView
+from services.common.grpc_errors import error_details
+
+RESUME_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
+# Codes that mean "resume" only when the status says the subscriber was too slow.
+SLOW_CODES = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class StreamLost(RuntimeError):
+    """The stream stayed down longer than the follower waits."""
+
+
+def should_resume(error: grpc.RpcError) -> bool:
+    code = error.code()
+    if code in RESUME_CODES:
+        return True
+    if code in SLOW_CODES:
+        info, _ = error_details(error)
+        said = f"{info.reason if info else ''} {error.details() or ''}".lower()
+        return any(word in said for word in ("slow", "resume", "behind", "lag"))
+    return False
+
+
+async def follow(stub, debate_id: str, view: DebateView, *, after: int = 0, give_up_after: float = 60.0,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """Feeds the debate's events to `view` until the debate ends.
+
+    Raises StreamLost when no event arrived for `give_up_after` seconds of failed attempts,
+    and the AioRpcError of any failure that resuming cannot fix (NOT_FOUND, say).
+    """
+    view.last_sequence = max(view.last_sequence, after)
+    delay = 0.2
+    failing_since: float | None = None
+    while not view.finished:
+        call = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=view.last_sequence))
+        try:
+            async for response in call:
+                view.handle(response.event)
+                failing_since, delay = None, 0.2
+                if view.finished:
+                    break
+        except grpc.RpcError as error:
+            if not should_resume(error):
+                raise
+            reason = f"stream interrupted ({error.code().name})"
+        else:
+            if view.finished:
+                call.cancel()
+                return
+            # Ended cleanly without an end event: the debate may have ended before we joined
+            # (or the server is shutting down): ask.
+            reason = "stream ended early"
+            try:
+                status = await stub.GetDebateStatus(pb.GetDebateStatusRequest(debate_id=debate_id), timeout=10)
+            except grpc.RpcError as error:
+                if not should_resume(error):
+                    raise
+            else:
+                if status.debate.state in TERMINAL_STATES and status.debate.last_sequence <= view.last_sequence:
+                    view.end_from_summary(status.debate)
+                    return
+        now = time.monotonic()
+        if failing_since is None:
+            failing_since = now
+            view.notice(f"{reason}; resuming after event {view.last_sequence}")
+        elif now - failing_since > give_up_after:
+            raise StreamLost(f"{reason}; no events for {give_up_after:.0f}s, giving up")
+        await sleep(delay)
+        delay = min(delay * 2, 2.0)
