@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.synced
 
-.PHONY: setup test demo bench protos lint up clean
+.PHONY: setup test demo bench protos lint up clean web browser
 
 setup: $(STAMP)
 
@@ -15,16 +15,16 @@ $(STAMP): pyproject.toml uv.lock tools/bootstrap-requirements.txt
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --python $(PY)
 	touch $@
 
-test: setup
+test: setup web browser
 	$(PY) -m pytest -q
 
-demo: setup
+demo: setup web
 	$(VENV)/bin/debate-engine demo
 
 bench: setup
 	$(PY) -m tests.benchmarks.run_all
 
-up: setup
+up: setup web
 	$(VENV)/bin/debate-engine up
 
 protos: setup
@@ -34,5 +34,26 @@ lint: setup
 	cd protos && ../$(VENV)/bin/buf lint
 	$(VENV)/bin/ruff check services tests scripts
 
+# The browser page (web/): npm packages from the lock file, then generate, type-check, bundle.
+# Rebuilt only when web/dist is missing or older than its sources or the protos.
+WEB_SOURCES := web/package.json web/buf.gen.yaml web/build.mjs web/tsconfig.json \
+	$(wildcard web/src/*.ts web/src/*.html web/src/*.css web/proto/google/rpc/*.proto protos/debate/*/v1/*.proto)
+
+web: web/dist/index.html
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && npm run --silent build
+
+# Chromium from Debian's packages for the real-browser tests (Playwright's own download
+# cannot work here).
+browser: /usr/bin/chromium
+
+/usr/bin/chromium:
+	apt-get update && apt-get install -y chromium
+
 clean:
-	rm -rf $(VENV) var reports
+	rm -rf $(VENV) var reports web/node_modules web/dist web/src/gen

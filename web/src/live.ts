@@ -1,0 +1,363 @@
+// The live view of one debate: a column per debater whose text grows token by token, the
+// judge's round scores, the verdict and the cost. Events are applied in sequence order;
+// a dropped stream is reopened with after_sequence, so nothing is missed or shown twice.
+import type { DebateConfig, DebateCost, RoundAssessment, Verdict } from "./gen/debate/common/v1/common_pb";
+import { DebateState, type DebateEvent } from "./gen/debate/orchestrator/v1/orchestrator_pb";
+import { isTransient, readError, type Orchestrator } from "./api";
+import { el, formatInt, formatMoney, formatScore } from "./dom";
+
+const PALETTE = ["#4f46e5", "#db2777", "#0891b2", "#ca8a04", "#16a34a", "#9333ea", "#ea580c", "#475569"];
+// Reopen a stream that has said nothing (not even a heartbeat) for this long.
+const SILENCE_LIMIT_MS = 45_000;
+
+const STATE_LABELS: Record<number, string> = {
+  [DebateState.CREATED]: "Created",
+  [DebateState.QUEUED]: "Queued",
+  [DebateState.RUNNING]: "Live",
+  [DebateState.COMPLETED]: "Finished",
+  [DebateState.FAILED]: "Failed",
+  [DebateState.CANCELLED]: "Cancelled",
+  [DebateState.BUDGET_EXCEEDED]: "Budget exceeded",
+};
+
+interface TurnView {
+  attempt: number;
+  text: Text;
+  body: HTMLElement;
+  section: HTMLElement;
+}
+
+export type ConnectionState = "idle" | "connecting" | "live" | "reconnecting" | "closed";
+
+export class LiveDebate {
+  private lastSequence = 0n;
+  private finished = false;
+  private stopped = false;
+  private abort: AbortController | null = null;
+  private readonly columns = new Map<string, HTMLElement>();
+  private readonly colors = new Map<string, string>();
+  private readonly turns = new Map<string, TurnView>();
+  private roundLimit: number;
+  private currentRound = 0;
+
+  constructor(
+    private readonly client: Orchestrator,
+    readonly debateId: string,
+    private readonly config: DebateConfig,
+    private readonly onConnection: (state: ConnectionState, detail?: string) => void,
+    private readonly onError: (message: string) => void,
+  ) {
+    this.roundLimit = config.format?.roundLimit ?? 0;
+    this.render();
+  }
+
+  private render(): void {
+    (document.getElementById("live-topic") as HTMLElement).textContent = this.config.topic;
+    this.setState(DebateState.CREATED);
+    this.setRound(0);
+    const columns = document.getElementById("columns") as HTMLElement;
+    columns.replaceChildren();
+    columns.style.setProperty("--count", String(this.config.participants.length));
+    this.config.participants.forEach((p, i) => {
+      const color = PALETTE[i % PALETTE.length];
+      this.colors.set(p.name, color);
+      const column = el("article", {
+        class: "card column",
+        "data-testid": "debater-column",
+        "data-participant": p.name,
+        style: `--accent: ${color}`,
+      },
+        el("header", { class: "column-head" },
+          el("div", { class: "avatar", "aria-hidden": "true" }, initials(p.name)),
+          el("div", { class: "column-title" },
+            el("h2", {}, p.name),
+            el("p", { class: "muted small" }, p.model),
+          ),
+          el("span", { class: "stance", title: "Stance" }, p.stance || "—"),
+        ),
+        el("p", { class: "persona" }, p.persona),
+        el("div", { class: "column-body", "data-testid": "debater-text" }),
+      );
+      this.columns.set(p.name, column);
+      columns.append(column);
+    });
+    (document.getElementById("round-scores") as HTMLElement).replaceChildren();
+    (document.getElementById("scores-empty") as HTMLElement).hidden = false;
+    const verdict = document.getElementById("verdict") as HTMLElement;
+    verdict.hidden = true;
+    verdict.replaceChildren();
+    const breakdown = document.getElementById("cost-breakdown") as HTMLElement;
+    breakdown.hidden = true;
+    breakdown.replaceChildren();
+    (document.getElementById("cost-total") as HTMLElement).textContent = formatMoney("0");
+    (document.getElementById("token-total") as HTMLElement).textContent = "0";
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.abort?.abort();
+  }
+
+  /** Follows the debate's event log until the debate ends, reopening the stream when it drops. */
+  async follow(): Promise<void> {
+    let failures = 0;
+    while (!this.finished && !this.stopped) {
+      this.onConnection(failures === 0 ? "connecting" : "reconnecting");
+      this.abort = new AbortController();
+      let silence = window.setTimeout(() => this.abort?.abort(), SILENCE_LIMIT_MS);
+      try {
+        const stream = this.client.streamDebateEvents(
+          { debateId: this.debateId, afterSequence: this.lastSequence },
+          { signal: this.abort.signal },
+        );
+        for await (const response of stream) {
+          window.clearTimeout(silence);
+          silence = window.setTimeout(() => this.abort?.abort(), SILENCE_LIMIT_MS);
+          if (failures > 0 || this.lastSequence === 0n) this.onConnection("live");
+          failures = 0;
+          if (response.event) this.apply(response.event);
+          if (this.finished) break;
+        }
+        if (!this.finished && !this.stopped) failures += 1; // closed early: resume after a pause
+      } catch (error) {
+        if (this.stopped) break;
+        if (!isTransient(error) && !this.abort.signal.aborted) {
+          const info = readError(error);
+          this.onError(`The event stream failed: ${info.message} (${info.codeName})`);
+          this.onConnection("closed");
+          return;
+        }
+        failures += 1;
+      } finally {
+        window.clearTimeout(silence);
+      }
+      if (!this.finished && !this.stopped) {
+        const delay = Math.min(500 * 2 ** Math.min(failures - 1, 4), 8000);
+        this.onConnection("reconnecting", `resuming after event ${this.lastSequence}`);
+        await new Promise((resolve) => window.setTimeout(resolve, delay));
+      }
+    }
+    this.onConnection("closed");
+  }
+
+  private apply(event: DebateEvent): void {
+    if (event.sequence <= this.lastSequence) return; // already shown before a reconnect
+    this.lastSequence = event.sequence;
+    const payload = event.payload;
+    switch (payload.case) {
+      case "stateChanged":
+        this.setState(payload.value.state);
+        break;
+      case "roundStarted":
+        this.setState(DebateState.RUNNING);
+        this.setRound(payload.value.roundNumber);
+        break;
+      case "turnStarted": {
+        const v = payload.value;
+        this.turn(v.roundNumber, v.participant, v.attempt).section.classList.add("streaming");
+        break;
+      }
+      case "tokenDelta": {
+        const v = payload.value;
+        const turn = this.turn(v.roundNumber, v.participant, v.attempt);
+        turn.section.classList.add("streaming");
+        turn.text.appendData(v.text);
+        this.follow_scroll(v.participant);
+        break;
+      }
+      case "turnCompleted": {
+        const t = payload.value.turn;
+        if (!t) break;
+        const turn = this.turn(t.roundNumber, t.participant, t.attempt);
+        turn.text.data = t.text;
+        turn.section.classList.remove("streaming", "retrying");
+        const usage = t.usage ? `${formatInt(t.usage.completionTokens)} tokens` : "";
+        const cost = t.cost ? ` · ${formatMoney(t.cost.amount, t.cost.currencyCode)}` : "";
+        turn.section.querySelector(".turn-meta")!.textContent = `${usage}${cost}${t.simulated ? " · simulated" : ""}`;
+        break;
+      }
+      case "turnFailed": {
+        const v = payload.value;
+        const turn = this.turn(v.roundNumber, v.participant, v.attempt);
+        turn.section.classList.remove("streaming");
+        turn.section.classList.add("retrying");
+        turn.section.querySelector(".turn-meta")!.textContent = v.willRetry
+          ? `Model call failed (${v.reason}); retrying…`
+          : `Model call failed: ${v.message || v.reason}`;
+        break;
+      }
+      case "roundAssessed":
+        if (payload.value.assessment) this.showAssessment(payload.value.assessment);
+        break;
+      case "verdictRendered":
+        if (payload.value.verdict) this.showVerdict(payload.value.verdict);
+        break;
+      case "costUpdated": {
+        const v = payload.value;
+        if (v.total) (document.getElementById("cost-total") as HTMLElement).textContent = formatMoney(v.total.amount, v.total.currencyCode);
+        if (v.usage) (document.getElementById("token-total") as HTMLElement).textContent = formatInt(v.usage.totalTokens);
+        break;
+      }
+      case "debateCompleted": {
+        const v = payload.value;
+        if (v.verdict) this.showVerdict(v.verdict);
+        if (v.cost) this.showCost(v.cost);
+        this.setState(DebateState.COMPLETED);
+        this.finish();
+        break;
+      }
+      case "debateFailed": {
+        const v = payload.value;
+        if (v.cost) this.showCost(v.cost);
+        this.setState(v.state || DebateState.FAILED);
+        this.onError(`The debate ended early: ${v.message || v.reason}`);
+        this.finish();
+        break;
+      }
+      case "heartbeat":
+      default:
+        break;
+    }
+  }
+
+  private finish(): void {
+    this.finished = true;
+    document.querySelectorAll(".turn.streaming").forEach((node) => node.classList.remove("streaming"));
+  }
+
+  private follow_scroll(participant: string): void {
+    const body = this.columns.get(participant)?.querySelector(".column-body") as HTMLElement | null;
+    if (!body) return;
+    // Keep the newest text in view unless the reader scrolled up.
+    if (body.scrollHeight - body.scrollTop - body.clientHeight < 80) body.scrollTop = body.scrollHeight;
+  }
+
+  /** The text of one debater's turn in one round; a new attempt replaces a failed one's text. */
+  private turn(round: number, participant: string, attempt: number): TurnView {
+    const key = `${round}/${participant}`;
+    let view = this.turns.get(key);
+    if (view && attempt > view.attempt) {
+      view.text.data = "";
+      view.attempt = attempt;
+      view.section.classList.remove("retrying");
+      view.section.querySelector(".turn-meta")!.textContent = `attempt ${attempt}`;
+    }
+    if (view) return view;
+    let column = this.columns.get(participant);
+    if (!column) {
+      // A participant not in the config (should not happen); give it a column anyway.
+      column = el("article", { class: "card column", "data-testid": "debater-column", "data-participant": participant },
+        el("header", { class: "column-head" }, el("h2", {}, participant)),
+        el("div", { class: "column-body", "data-testid": "debater-text" }));
+      this.columns.set(participant, column);
+      document.getElementById("columns")!.append(column);
+    }
+    const text = document.createTextNode("");
+    const body = el("p", { class: "turn-text" }, text);
+    const section = el("section", { class: "turn", "data-round": String(round) },
+      el("h3", { class: "turn-round" }, `Round ${round}`),
+      body,
+      el("p", { class: "turn-meta muted small" }),
+    );
+    column.querySelector(".column-body")!.append(section);
+    view = { attempt, text, body, section };
+    this.turns.set(key, view);
+    return view;
+  }
+
+  private setState(state: DebateState): void {
+    const badge = document.getElementById("live-state") as HTMLElement;
+    badge.textContent = STATE_LABELS[state] ?? "Unknown";
+    badge.dataset.state = DebateState[state]?.toLowerCase() ?? "";
+  }
+
+  private setRound(round: number): void {
+    this.currentRound = Math.max(this.currentRound, round);
+    const label = document.getElementById("live-round") as HTMLElement;
+    label.textContent = this.currentRound > 0 ? `Round ${this.currentRound} of ${this.roundLimit}` : `${this.roundLimit} rounds`;
+  }
+
+  private showAssessment(a: RoundAssessment): void {
+    (document.getElementById("scores-empty") as HTMLElement).hidden = true;
+    const container = document.getElementById("round-scores") as HTMLElement;
+    container.querySelector(`[data-round="${a.roundNumber}"]`)?.remove();
+    const criteria = [...new Set(a.scores.flatMap((s) => s.criteria.map((c) => c.criterion)))];
+    const table = el("table", { class: "score-table" },
+      el("thead", {}, el("tr", {},
+        el("th", { scope: "col" }, "Debater"),
+        ...criteria.map((c) => el("th", { scope: "col", class: "num" }, humanize(c))),
+        el("th", { scope: "col", class: "num" }, "Total"),
+      )),
+      el("tbody", {}, ...[...a.scores]
+        .sort((x, y) => y.weightedTotal - x.weightedTotal)
+        .map((s) => el("tr", { class: s.debater === a.leader ? "leader" : "", "data-debater": s.debater },
+          el("th", { scope: "row" }, el("span", { class: "dot", style: `background:${this.colors.get(s.debater) ?? "#888"}` }), s.debater),
+          ...criteria.map((c) => el("td", { class: "num" }, formatScore(s.criteria.find((x) => x.criterion === c)?.score ?? 0))),
+          el("td", { class: "num total" }, formatScore(s.weightedTotal)),
+        ))),
+    );
+    const card = el("article", { class: "card round-card", "data-round": String(a.roundNumber), "data-testid": "round-score" },
+      el("header", { class: "round-card-head" },
+        el("h3", {}, `Round ${a.roundNumber}`),
+        el("span", { class: "leader-badge" }, a.tie ? "Tie" : `Leader: ${a.leader}`),
+      ),
+      el("div", { class: "table-wrap" }, table),
+      a.rationale ? el("p", { class: "rationale muted" }, a.rationale) : null,
+    );
+    // Rounds in order, whatever order the judge finished them in.
+    const later = [...container.children].find((c) => Number((c as HTMLElement).dataset.round) > a.roundNumber);
+    container.insertBefore(card, later ?? null);
+  }
+
+  private showVerdict(v: Verdict): void {
+    const box = document.getElementById("verdict") as HTMLElement;
+    const top = Math.max(10, ...v.finalScores.map((s) => s.score));
+    box.replaceChildren(
+      el("div", { class: "verdict-head" },
+        el("p", { class: "eyebrow" }, "Verdict"),
+        el("h2", {}, v.tie ? "A tie" : `${v.winner} wins`),
+        el("p", { class: "muted small" }, `Confidence ${Math.round(v.confidence * 100)}% · judged by ${v.judgeModels.join(", ") || "the judge"}${v.simulated ? " (simulated)" : ""}`),
+      ),
+      el("ol", { class: "final-scores" }, ...[...v.finalScores]
+        .sort((x, y) => y.score - x.score)
+        .map((s) => el("li", { class: s.debater === v.winner ? "winner" : "" },
+          el("span", { class: "final-name" }, s.debater),
+          el("span", { class: "bar" }, el("span", { style: `width:${(s.score / top) * 100}%; background:${this.colors.get(s.debater) ?? "#888"}` })),
+          el("span", { class: "final-score num" }, formatScore(s.score)),
+        ))),
+    );
+    if (v.summary) box.append(el("p", { class: "verdict-summary" }, v.summary));
+    box.hidden = false;
+  }
+
+  private showCost(cost: DebateCost): void {
+    if (cost.total) (document.getElementById("cost-total") as HTMLElement).textContent = formatMoney(cost.total.amount, cost.total.currencyCode);
+    if (cost.usage) (document.getElementById("token-total") as HTMLElement).textContent = formatInt(cost.usage.totalTokens);
+    const box = document.getElementById("cost-breakdown") as HTMLElement;
+    const lines = (title: string, rows: typeof cost.byParticipant) => rows.length === 0 ? null : el("div", { class: "cost-group" },
+      el("h3", {}, title),
+      el("table", { class: "cost-table" }, el("tbody", {}, ...rows.map((line) => el("tr", {},
+        el("th", { scope: "row" }, humanize(line.key)),
+        el("td", { class: "num muted" }, `${formatInt(line.usage?.totalTokens ?? 0n)} tokens`),
+        el("td", { class: "num" }, formatMoney(line.cost?.amount, line.cost?.currencyCode)),
+      )))),
+    );
+    box.replaceChildren(
+      el("header", { class: "round-card-head" },
+        el("h2", {}, "What it cost"),
+        el("span", { class: "cost-final" }, formatMoney(cost.total?.amount, cost.total?.currencyCode)),
+      ),
+      el("div", { class: "cost-groups" }, lines("By debater", cost.byParticipant), lines("By role", cost.byRole), lines("By model", cost.byModel)),
+    );
+    box.hidden = false;
+  }
+}
+
+function initials(name: string): string {
+  return name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0]!.toUpperCase()).join("") || "?";
+}
+
+function humanize(key: string): string {
+  const text = key.replace(/^ROLE_/, "").replace(/_/g, " ").toLowerCase();
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
