@@ -1,0 +1,228 @@
+"""The accounting domain: validated token counts, prices, the ledger and budgets.
+
+`Accounting` is what the servicer calls. It validates every input first (one field
+violation per problem, nothing written on bad input), prices with the `PriceBook`, and runs
+the store on one dedicated thread: SQLite calls are short, but a commit with
+synchronous=FULL waits for an fsync, which must not stall the event loop. One thread also
+serialises the writers of this process, so concurrent identical requests simply queue up
+behind each other (BEGIN IMMEDIATE and the request_id primary key keep other processes
+honest as well).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TypeVar
+
+from services.accounting import tokens
+from services.accounting.breakdown import GroupedTally, Line, Tally
+from services.accounting.estimate import DebatePlan, Estimate, estimate_debate
+from services.accounting.pricing import Cost, PriceBook, Usage, cost_of
+from services.accounting.store import (
+    Budget,
+    LedgerStore,
+    Reservation,
+    ReserveResult,
+    Role,
+    UsageRow,
+)
+from services.common.errors import Violations
+
+MAX_TEXT_BYTES = 1 << 20  # a CountTokens text or the whole of its messages
+MAX_MESSAGES = 10_000
+MAX_ID_LENGTH = 512
+MESSAGE_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+# Texts longer than this are counted on a worker thread (tiktoken releases the GIL).
+INLINE_COUNT_CHARS = 32 * 1024
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class DebateCostReport:
+    debate_id: str
+    total: Line
+    by_participant: list[Line]
+    by_role: list[Line]
+    by_round: list[Line]
+    by_model: list[Line]
+    budget: Budget
+
+
+def _check_id(v: Violations, field: str, value: str, *, required: bool = True) -> None:
+    if required and not value:
+        v.add(field, "must not be empty")
+    elif len(value) > MAX_ID_LENGTH:
+        v.add(field, f"must be at most {MAX_ID_LENGTH} characters")
+
+
+def check_usage(v: Violations, usage: Usage, field: str = "usage", total_tokens: int = 0) -> None:
+    """Token counts: not negative, cached within prompt, reasoning within completion, and a
+    given total equal to prompt + completion."""
+    for name in ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens"):
+        if getattr(usage, name) < 0:
+            v.add(f"{field}.{name}", "must not be negative")
+    if usage.cached_prompt_tokens > usage.prompt_tokens >= 0:
+        v.add(f"{field}.cached_prompt_tokens", "must not exceed prompt_tokens")
+    if usage.reasoning_tokens > usage.completion_tokens >= 0:
+        v.add(f"{field}.reasoning_tokens", "must not exceed completion_tokens")
+    if total_tokens < 0:
+        v.add(f"{field}.total_tokens", "must not be negative")
+    elif total_tokens and total_tokens != usage.total_tokens:
+        v.add(f"{field}.total_tokens", "must be 0 or prompt_tokens + completion_tokens")
+
+
+def _utf8_len_over(text: str, limit: int) -> bool:
+    return len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit)
+
+
+class Accounting:
+    def __init__(self, prices: PriceBook, store: LedgerStore):
+        self.prices = prices
+        self.store = store
+        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+
+    async def _db(self, fn: Callable[..., T], *args) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
+
+    async def close(self) -> None:
+        await self._db(self.store.close)
+        self._db_thread.shutdown(wait=True)
+
+    # -- tokens and prices
+
+    async def count_tokens(
+        self, model: str, text: str = "", messages: Sequence[Mapping[str, str]] = ()
+    ) -> tokens.TokenCount:
+        v = Violations()
+        if not model:
+            v.add("model", "must not be empty")
+        if bool(text) == bool(messages):
+            v.add("text", "exactly one of text and messages must be given")
+        if text and _utf8_len_over(text, MAX_TEXT_BYTES):
+            v.add("text", f"must be at most {MAX_TEXT_BYTES} bytes")
+        if len(messages) > MAX_MESSAGES:
+            v.add("messages", f"at most {MAX_MESSAGES} messages")
+        elif messages:
+            for i, message in enumerate(messages):
+                if message.get("role") not in MESSAGE_ROLES:
+                    v.add(f"messages[{i}].role", f"must be one of {', '.join(sorted(MESSAGE_ROLES))}")
+            size = sum(len(m.get("content") or "") + len(m.get("name") or "") for m in messages)
+            if size > MAX_TEXT_BYTES or _utf8_len_over("".join(m.get("content") or "" for m in messages), MAX_TEXT_BYTES):
+                v.add("messages", f"contents must be at most {MAX_TEXT_BYTES} bytes in all")
+        v.raise_if_any()
+        count = (lambda: tokens.count_tokens(model, text=text)) if text else (lambda: tokens.count_tokens(model, messages=messages))
+        chars = len(text) if text else sum(len(m.get("content") or "") for m in messages)
+        if chars > INLINE_COUNT_CHARS:
+            return await asyncio.to_thread(count)
+        return count()
+
+    def calculate_cost(self, model: str, usage: Usage, total_tokens: int = 0) -> Cost:
+        v = Violations()
+        if not model:
+            v.add("model", "must not be empty")
+        check_usage(v, usage, total_tokens=total_tokens)
+        v.raise_if_any()
+        return self.prices.cost(model, usage)
+
+    # -- the ledger
+
+    async def record_usage(
+        self, *, request_id: str, debate_id: str, participant: str, role: Role | None, round_number: int,
+        model: str, attempt: int, usage: Usage, total_tokens: int = 0, estimated: bool = False,
+        reservation_id: str = "",
+    ) -> tuple[UsageRow, bool]:
+        """One ledger row per request_id: (the row, False) the first time, (the first row,
+        True) on a repeat, which writes nothing."""
+        v = Violations()
+        _check_id(v, "request_id", request_id)
+        _check_id(v, "debate_id", debate_id)
+        _check_id(v, "participant", participant, required=False)
+        _check_id(v, "reservation_id", reservation_id, required=False)
+        if role is None:
+            v.add("role", "must be ROLE_DEBATER, ROLE_JUDGE or ROLE_VERDICT")
+        if round_number < 0:
+            v.add("round_number", "must not be negative")
+        if attempt < 0:
+            v.add("attempt", "must not be negative")
+        if not model:
+            v.add("model", "must not be empty")
+        check_usage(v, usage, total_tokens=total_tokens)
+        v.raise_if_any()
+        cost = self.prices.cost(model, usage).total
+        row = UsageRow(request_id, debate_id, participant, role, round_number, model, attempt, usage, estimated,
+                       cost, reservation_id=reservation_id)
+        return await self._db(self.store.record, row)
+
+    async def debate_cost(self, debate_id: str) -> DebateCostReport:
+        v = Violations()
+        _check_id(v, "debate_id", debate_id)
+        v.raise_if_any()
+        rows, budget = await self._db(self.store.snapshot, debate_id)
+        return report(debate_id, rows, budget)
+
+    # -- budgets
+
+    async def set_budget(self, debate_id: str, cap: Decimal | None, cap_field: str = "cap.amount") -> Budget:
+        v = Violations()
+        _check_id(v, "debate_id", debate_id)
+        if cap is not None and cap < 0:
+            v.add(cap_field, "must not be negative")
+        v.raise_if_any()
+        return await self._db(self.store.set_cap, debate_id, cap)
+
+    def worst_case(self, model: str, prompt_tokens: int, max_completion_tokens: int) -> Decimal:
+        """prompt_tokens at the input price plus max_completion_tokens at the output price."""
+        return cost_of(self.prices.price(model), Usage(prompt_tokens, max_completion_tokens)).total
+
+    async def reserve(
+        self, reservation_id: str, debate_id: str, model: str, prompt_tokens: int, max_completion_tokens: int
+    ) -> ReserveResult:
+        v = Violations()
+        _check_id(v, "reservation_id", reservation_id)
+        _check_id(v, "debate_id", debate_id)
+        if not model:
+            v.add("model", "must not be empty")
+        if prompt_tokens < 0:
+            v.add("prompt_tokens", "must not be negative")
+        if max_completion_tokens < 0:
+            v.add("max_completion_tokens", "must not be negative")
+        v.raise_if_any()
+        amount = self.worst_case(model, prompt_tokens, max_completion_tokens)
+        reservation = Reservation(reservation_id, debate_id, model, prompt_tokens, max_completion_tokens, amount)
+        return await self._db(self.store.reserve, reservation)
+
+    async def release(self, reservation_id: str) -> Budget:
+        v = Violations()
+        _check_id(v, "reservation_id", reservation_id)
+        v.raise_if_any()
+        return await self._db(self.store.release, reservation_id)
+
+    # -- estimates
+
+    def estimate(self, plan: DebatePlan) -> Estimate:
+        return estimate_debate(plan, self.prices)
+
+
+def report(debate_id: str, rows: Sequence[UsageRow], budget: Budget) -> DebateCostReport:
+    """Every figure is the exact sum of the rows."""
+    total = Tally()
+    by_participant: GroupedTally[UsageRow] = GroupedTally(lambda r: r.participant)
+    by_role: GroupedTally[UsageRow] = GroupedTally(lambda r: r.role.value, _ROLE_ORDER.__getitem__)
+    by_round: GroupedTally[UsageRow] = GroupedTally(lambda r: str(r.round_number), int)
+    by_model: GroupedTally[UsageRow] = GroupedTally(lambda r: r.model)
+    for row in rows:
+        total.add(row.usage, row.cost, row.estimated)
+        for group in (by_participant, by_role, by_round, by_model):
+            group.add(row, row.usage, row.cost, row.estimated)
+    return DebateCostReport(debate_id, total.line("total"), by_participant.lines(), by_role.lines(),
+                            by_round.lines(), by_model.lines(), budget)
+
+
+_ROLE_ORDER = {role.value: i for i, role in enumerate(Role)}
+
+__all__ = ["Accounting", "DebateCostReport", "check_usage", "report"]

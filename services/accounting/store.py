@@ -1,0 +1,314 @@
+"""The usage ledger and budgets, behind a narrow store interface.
+
+`LedgerStore` is what the domain needs; `SqliteLedgerStore` serves it from one SQLite file
+(WAL mode, synchronous=FULL, every write a BEGIN IMMEDIATE transaction), and another backend
+(PostgreSQL for several replicas) would implement the same methods with the same
+transactions. The store is synchronous; `services.accounting.ledger` runs it on one
+dedicated thread so a commit's fsync never blocks the event loop.
+
+Money is stored as exact decimal strings and summed as Decimals in Python.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Protocol
+
+from services.accounting.money import EXACT, exact_sum, format_amount
+from services.accounting.pricing import Usage
+from services.common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+
+
+class Role(enum.Enum):
+    DEBATER = "debater"
+    JUDGE = "judge"
+    VERDICT = "verdict"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    request_id: str
+    debate_id: str
+    participant: str
+    role: Role
+    round_number: int
+    model: str
+    attempt: int
+    usage: Usage
+    estimated: bool
+    cost: Decimal
+    record_time_ns: int = 0
+    reservation_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    debate_id: str
+    cap: Decimal | None
+    spent: Decimal
+    reserved: Decimal
+
+    @property
+    def remaining(self) -> Decimal | None:
+        """cap - spent - reserved (negative when real costs overran it); None without a cap."""
+        if self.cap is None:
+            return None
+        return EXACT.subtract(EXACT.subtract(self.cap, self.spent), self.reserved)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    reservation_id: str
+    debate_id: str
+    model: str
+    prompt_tokens: int
+    max_completion_tokens: int
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    granted: bool
+    amount: Decimal
+    budget: Budget
+    # True when the reservation_id was already held (or closed) and this call changed nothing.
+    duplicate: bool = False
+
+
+class ReservationNotFound(NotFound):
+    reason = "RESERVATION_NOT_FOUND"
+
+    def __init__(self, reservation_id: str):
+        super().__init__(f"no reservation {reservation_id!r}", metadata={"reservation_id": reservation_id})
+
+
+class LedgerStore(Protocol):
+    def record(self, row: UsageRow) -> tuple[UsageRow, bool]:
+        """Insert the row unless its request_id exists: (the stored row, duplicate?). With
+        row.reservation_id, close that held reservation in the same transaction."""
+
+    def snapshot(self, debate_id: str) -> tuple[list[UsageRow], Budget]:
+        """The debate's rows and budget, read in one consistent transaction."""
+
+    def budget(self, debate_id: str) -> Budget: ...
+
+    def set_cap(self, debate_id: str, cap: Decimal | None) -> Budget: ...
+
+    def reserve(self, reservation: Reservation) -> ReserveResult:
+        """Hold the amount unless spent + reserved + amount would pass the cap, atomically."""
+
+    def release(self, reservation_id: str) -> Budget: ...
+
+    def close(self) -> None: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    request_id TEXT PRIMARY KEY,
+    debate_id TEXT NOT NULL,
+    participant TEXT NOT NULL,
+    role TEXT NOT NULL,
+    round_number INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    estimated INTEGER NOT NULL,
+    cost TEXT NOT NULL,
+    reservation_id TEXT NOT NULL,
+    record_time_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_by_debate ON usage (debate_id);
+CREATE TABLE IF NOT EXISTS budgets (
+    debate_id TEXT PRIMARY KEY,
+    cap TEXT
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    reservation_id TEXT PRIMARY KEY,
+    debate_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    max_completion_tokens INTEGER NOT NULL,
+    amount TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('held', 'committed', 'released')),
+    created_ns INTEGER NOT NULL,
+    closed_ns INTEGER,
+    request_id TEXT
+);
+CREATE INDEX IF NOT EXISTS reservations_held ON reservations (debate_id) WHERE state = 'held';
+PRAGMA user_version = 1;
+"""
+
+_USAGE_COLUMNS = (
+    "request_id, debate_id, participant, role, round_number, model, attempt, prompt_tokens, completion_tokens, "
+    "cached_prompt_tokens, reasoning_tokens, estimated, cost, reservation_id, record_time_ns"
+)
+
+
+def _row_from_db(r: tuple) -> UsageRow:
+    return UsageRow(
+        request_id=r[0], debate_id=r[1], participant=r[2], role=Role(r[3]), round_number=r[4], model=r[5],
+        attempt=r[6], usage=Usage(r[7], r[8], r[9], r[10]), estimated=bool(r[11]), cost=Decimal(r[12]),
+        reservation_id=r[13], record_time_ns=r[14],
+    )
+
+
+class SqliteLedgerStore:
+    """The ledger in one SQLite file. Not thread-safe: use it from one thread at a time."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are exactly the BEGIN IMMEDIATE ... COMMIT written below.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _transaction(self):
+        return _Immediate(self._db)
+
+    # -- the ledger
+
+    def record(self, row: UsageRow) -> tuple[UsageRow, bool]:
+        with self._transaction() as db:
+            first = db.execute(f"SELECT {_USAGE_COLUMNS} FROM usage WHERE request_id = ?", (row.request_id,)).fetchone()
+            if first is not None:
+                return _row_from_db(first), True
+            now = time.time_ns()
+            if row.reservation_id:
+                held = db.execute(
+                    "SELECT debate_id, state FROM reservations WHERE reservation_id = ?", (row.reservation_id,)
+                ).fetchone()
+                if held is None:
+                    raise ReservationNotFound(row.reservation_id)
+                if held[0] != row.debate_id:
+                    raise InvalidArgument([FieldViolation("reservation_id", f"belongs to debate {held[0]!r}, not {row.debate_id!r}")])
+                # A reservation released earlier (say, on a timeout) stays released: the usage
+                # is still charged, since the money was spent.
+                db.execute(
+                    "UPDATE reservations SET state = 'committed', closed_ns = ?, request_id = ? "
+                    "WHERE reservation_id = ? AND state = 'held'",
+                    (now, row.request_id, row.reservation_id),
+                )
+            u = row.usage
+            stored = UsageRow(**{**_fields(row), "record_time_ns": now})
+            db.execute(
+                f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.request_id, row.debate_id, row.participant, row.role.value, row.round_number, row.model,
+                 row.attempt, u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens, u.reasoning_tokens,
+                 int(row.estimated), format_amount(row.cost), row.reservation_id, now),
+            )
+            return stored, False
+
+    def snapshot(self, debate_id: str) -> tuple[list[UsageRow], Budget]:
+        with _Deferred(self._db) as db:
+            rows = [_row_from_db(r) for r in db.execute(
+                f"SELECT {_USAGE_COLUMNS} FROM usage WHERE debate_id = ? ORDER BY record_time_ns, request_id", (debate_id,)
+            )]
+            return rows, self._budget(db, debate_id)
+
+    # -- budgets
+
+    def _budget(self, db: sqlite3.Connection, debate_id: str) -> Budget:
+        cap_row = db.execute("SELECT cap FROM budgets WHERE debate_id = ?", (debate_id,)).fetchone()
+        cap = Decimal(cap_row[0]) if cap_row is not None and cap_row[0] is not None else None
+        spent = exact_sum(Decimal(c) for (c,) in db.execute("SELECT cost FROM usage WHERE debate_id = ?", (debate_id,)))
+        reserved = exact_sum(
+            Decimal(a) for (a,) in db.execute(
+                "SELECT amount FROM reservations WHERE debate_id = ? AND state = 'held'", (debate_id,)
+            )
+        )
+        return Budget(debate_id, cap, spent, reserved)
+
+    def budget(self, debate_id: str) -> Budget:
+        with _Deferred(self._db) as db:
+            return self._budget(db, debate_id)
+
+    def set_cap(self, debate_id: str, cap: Decimal | None) -> Budget:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO budgets (debate_id, cap) VALUES (?, ?) ON CONFLICT (debate_id) DO UPDATE SET cap = excluded.cap",
+                (debate_id, None if cap is None else format_amount(cap)),
+            )
+            return self._budget(db, debate_id)
+
+    def reserve(self, reservation: Reservation) -> ReserveResult:
+        r = reservation
+        with self._transaction() as db:
+            known = db.execute(
+                "SELECT debate_id, model, prompt_tokens, max_completion_tokens, amount FROM reservations "
+                "WHERE reservation_id = ?", (r.reservation_id,),
+            ).fetchone()
+            if known is not None:
+                if tuple(known[:4]) != (r.debate_id, r.model, r.prompt_tokens, r.max_completion_tokens):
+                    raise FailedPrecondition(
+                        f"reservation {r.reservation_id!r} already exists with different arguments",
+                        reason="RESERVATION_ID_REUSED", metadata={"reservation_id": r.reservation_id},
+                    )
+                return ReserveResult(True, Decimal(known[4]), self._budget(db, r.debate_id), duplicate=True)
+            budget = self._budget(db, r.debate_id)
+            if budget.remaining is not None and r.amount > budget.remaining:
+                return ReserveResult(False, r.amount, budget)
+            db.execute(
+                "INSERT INTO reservations (reservation_id, debate_id, model, prompt_tokens, max_completion_tokens, "
+                "amount, state, created_ns) VALUES (?, ?, ?, ?, ?, ?, 'held', ?)",
+                (r.reservation_id, r.debate_id, r.model, r.prompt_tokens, r.max_completion_tokens,
+                 format_amount(r.amount), time.time_ns()),
+            )
+            held = Budget(budget.debate_id, budget.cap, budget.spent, EXACT.add(budget.reserved, r.amount))
+            return ReserveResult(True, r.amount, held)
+
+    def release(self, reservation_id: str) -> Budget:
+        """Idempotent: a reservation already released or committed is left as it is."""
+        with self._transaction() as db:
+            known = db.execute("SELECT debate_id FROM reservations WHERE reservation_id = ?", (reservation_id,)).fetchone()
+            if known is None:
+                raise ReservationNotFound(reservation_id)
+            db.execute(
+                "UPDATE reservations SET state = 'released', closed_ns = ? WHERE reservation_id = ? AND state = 'held'",
+                (time.time_ns(), reservation_id),
+            )
+            return self._budget(db, known[0])
+
+
+def _fields(row: UsageRow) -> dict:
+    return {name: getattr(row, name) for name in UsageRow.__slots__}
+
+
+class _Immediate:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (domain errors included)."""
+
+    begin = "BEGIN IMMEDIATE"
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute(self.begin)
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+class _Deferred(_Immediate):
+    """A read transaction: one consistent snapshot for several SELECTs."""
+
+    begin = "BEGIN DEFERRED"
