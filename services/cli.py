@@ -14,6 +14,7 @@ from services.launcher import SuiteConfig, run_up
 # sets `handler=` to a function of the parsed args that returns the exit code.
 COMMAND_MODULES = [
     "services.cli",  # up
+    "services.loadtest.cli",  # load
     "services.client.commands",  # demo, debate, attach, list, cancel
 ]
 

@@ -1,0 +1,1 @@
+"""Load-testing tools: `debate-engine load`, a ghz-compatible gRPC load client."""

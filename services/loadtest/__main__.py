@@ -1,0 +1,5 @@
+import sys
+
+from services.loadtest.cli import main
+
+sys.exit(main())

@@ -1,0 +1,401 @@
+"""ghz's report, computed and printed the way ghz does it.
+
+The shapes and the arithmetic follow bojand/ghz `runner/reporter.go` (structs `Report`,
+`Options`, `LatencyDistribution`, `Bucket`, `ResultDetail`; functions `latencies` and
+`histogram`) and `printer/printer.go` + `printer/template.go` (the summary and CSV
+formats), so that a dashboard that reads ghz's JSON reads ours:
+
+- durations are integer nanoseconds (Go's `time.Duration`);
+- `date` is RFC 3339 in seconds, a detail's `timestamp` RFC 3339 with nanoseconds;
+- maps come out with sorted keys (Go's encoding/json sorts them), empty maps as `{}`, and
+  `latencyDistribution`, `histogram` and `details` as `null` when there is nothing in them;
+- the `options` object follows the Go struct's field order and `omitempty` tags.
+
+One extension, which Go's decoder (and ghz's web importer) ignores: a server-streaming or
+bidirectional run adds a top-level `messages` object, the same statistics per received
+message (see `MessageStats`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import json
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+# ghz keeps at most this many details (runner/requester.go: maxResult).
+MAX_RESULT = 1_000_000
+PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
+NS = 1_000_000_000
+
+
+# --- collection -----------------------------------------------------------------------
+
+
+@dataclass
+class CallRecorder:
+    """What every finished call leaves behind, kept compact (arrays of int64)."""
+
+    skip_first: int = 0
+    count: int = 0
+    total_latency_ns: int = 0
+    status_dist: dict[str, int] = field(default_factory=dict)
+    error_dist: dict[str, int] = field(default_factory=dict)
+    latencies: array = field(default_factory=lambda: array("q"))
+    timestamps: array = field(default_factory=lambda: array("q"))  # wall clock, ns
+    # Sparse: index in `latencies` -> (status, error) for calls that did not end OK.
+    failures: dict[int, tuple[str, str]] = field(default_factory=dict)
+    _skipped: int = 0
+
+    def add(self, latency_ns: int, end_wall_ns: int, status: str = "OK", error: str = "") -> None:
+        if self._skipped < self.skip_first:
+            self._skipped += 1
+            return
+        self.count += 1
+        self.total_latency_ns += latency_ns
+        self.status_dist[status] = self.status_dist.get(status, 0) + 1
+        if error:
+            self.error_dist[error] = self.error_dist.get(error, 0) + 1
+        if len(self.latencies) < MAX_RESULT:
+            if status != "OK" or error:
+                self.failures[len(self.latencies)] = (status, error)
+            self.latencies.append(latency_ns)
+            self.timestamps.append(end_wall_ns)
+
+
+@dataclass
+class MessageStats:
+    """Messages received on streaming calls.
+
+    `gap` is a message's latency: the time since the previous message of its call, or since
+    the call began for the first one. `first` is the time to the first message of a call.
+    """
+
+    count: int = 0
+    calls_with_messages: int = 0
+    gaps: array = field(default_factory=lambda: array("q"))
+    first: array = field(default_factory=lambda: array("q"))
+    total_gap_ns: int = 0
+
+    def add_call(self, gaps_ns: list[int]) -> None:
+        if not gaps_ns:
+            return
+        self.count += len(gaps_ns)
+        self.calls_with_messages += 1
+        self.total_gap_ns += sum(gaps_ns)
+        if len(self.first) < MAX_RESULT:
+            self.first.append(gaps_ns[0])
+        room = MAX_RESULT - len(self.gaps)
+        if room > 0:
+            self.gaps.extend(gaps_ns[:room])
+
+
+# --- ghz's arithmetic ------------------------------------------------------------------
+
+
+def go_float(value: float) -> float | int:
+    """Go's encoding/json writes a whole float64 without a fraction (0, not 0.0)."""
+    return int(value) if value.is_integer() and abs(value) < 1e21 else value
+
+
+def latency_distribution(sorted_ns: list[int]) -> list[dict[str, int]]:
+    """ghz's `latencies()`: nearest-rank percentiles; a zero latency gives a zero entry."""
+    n = len(sorted_ns)
+    out = []
+    for p in PERCENTILES:
+        ip = p / 100.0 * n
+        di = int(ip)
+        if ip == float(di):
+            di -= 1
+        di = max(di, 0)
+        value = sorted_ns[di]
+        out.append({"percentage": p, "latency": value} if value > 0 else {"percentage": 0, "latency": 0})
+    return out
+
+
+def histogram(sorted_ns: list[int]) -> list[dict[str, Any]]:
+    """ghz's `histogram()`: 11 marks in seconds, from the fastest to the slowest in 10 equal
+    steps; a latency counts in the first bucket whose mark is >= it."""
+    seconds = [v / NS for v in sorted_ns]
+    fastest, slowest = seconds[0], seconds[-1]
+    bc = 10
+    step = (slowest - fastest) / bc
+    marks = [fastest + step * i for i in range(bc)] + [slowest]
+    counts = []
+    below = 0
+    for mark in marks:
+        upto = bisect.bisect_right(seconds, mark)
+        counts.append(max(upto - below, 0))
+        below = max(below, upto)
+    n = len(seconds)
+    return [{"mark": go_float(m), "count": c, "frequency": go_float(c / n)} for m, c in zip(marks, counts)]
+
+
+def _stats(values: array | list[int], total_ns: int, count: int) -> dict[str, Any]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"average": 0, "fastest": 0, "slowest": 0, "latencyDistribution": None}
+    return {
+        "average": int(total_ns / count) if count else 0,
+        "fastest": ordered[0],
+        "slowest": ordered[-1],
+        "latencyDistribution": latency_distribution(ordered),
+    }
+
+
+# --- times as Go writes them -------------------------------------------------------------
+
+
+def _offset(seconds: float) -> str:
+    local = time.localtime(seconds)
+    off = local.tm_gmtoff or 0
+    if off == 0:
+        return "Z"
+    sign = "+" if off > 0 else "-"
+    off = abs(off)
+    return f"{sign}{off // 3600:02d}:{off % 3600 // 60:02d}"
+
+
+def rfc3339(seconds: float) -> str:
+    """Go's time.RFC3339 in local time, e.g. 2026-11-27T09:30:00Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(seconds)) + _offset(seconds)
+
+
+def rfc3339nano(wall_ns: int) -> str:
+    """Go's encoding of a time.Time: RFC 3339 with the fraction's trailing zeros trimmed."""
+    secs, frac = divmod(wall_ns, NS)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(secs))
+    if frac:
+        text += "." + f"{frac:09d}".rstrip("0")
+    return text + _offset(secs)
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunOptions:
+    """The run's settings, reported as ghz's `Options` struct."""
+
+    call: str = ""
+    host: str = ""
+    proto: str = ""
+    protoset: str = ""
+    insecure: bool = False
+    cacert: str = ""
+    cert: str = ""
+    key: str = ""
+    cname: str = ""
+    authority: str = ""
+    rps: int = 0
+    concurrency: int = 50
+    total: int = 200
+    connections: int = 1
+    duration_ns: int = 0
+    timeout_ns: int = 20 * NS
+    dial_timeout_ns: int = 10 * NS
+    keepalive_ns: int = 0
+    data: Any = None
+    metadata: dict[str, str] | None = None
+    cpus: int = 1
+    name: str = ""
+    skip_first: int = 0
+    count_errors: bool = False
+    enable_compression: bool = False
+    tags: dict[str, str] | None = None
+
+    def to_ghz(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+
+        def put(key: str, value: Any, omitempty: bool = True) -> None:
+            if omitempty and not value:
+                return
+            out[key] = value
+
+        put("call", self.call)
+        put("host", self.host)
+        put("proto", self.proto)
+        put("protoset", self.protoset)
+        put("enable-compression", self.enable_compression)
+        put("cacert", self.cacert)
+        put("cert", self.cert)
+        put("key", self.key)
+        put("cname", self.cname)
+        put("insecure", self.insecure, omitempty=False)
+        put("authority", self.authority)
+        put("rps", self.rps)
+        out.update({
+            "load-schedule": "const", "load-start": 0, "load-end": 0, "load-step": 0,
+            "load-step-duration": 0, "load-max-duration": 0,
+        })
+        put("concurrency", self.concurrency)
+        out.update({
+            "concurrency-schedule": "const", "concurrency-start": 0, "concurrency-end": 0,
+            "concurrency-step": 0, "concurrency-step-duration": 0, "concurrency-max-duration": 0,
+        })
+        put("total", self.total)
+        put("connections", self.connections)
+        put("duration", self.duration_ns)
+        put("timeout", self.timeout_ns)
+        put("dial-timeout", self.dial_timeout_ns)
+        put("keepalive", self.keepalive_ns)
+        if self.data is not None:
+            out["data"] = self.data
+        out["binary"] = False
+        if self.metadata is not None:
+            out["metadata"] = self.metadata
+        out["CPUs"] = self.cpus
+        put("name", self.name)
+        put("skipFirst", self.skip_first)
+        put("count-errors", self.count_errors)
+        return out
+
+
+def build_report(
+    options: RunOptions,
+    calls: CallRecorder,
+    total_ns: int,
+    end_reason: str,
+    messages: MessageStats | None = None,
+    date: float | None = None,
+) -> dict[str, Any]:
+    """ghz's `Reporter.Finalize`, as a dict in the order Go marshals it."""
+    report: dict[str, Any] = {"date": rfc3339(time.time() if date is None else date)}
+    if options.name:
+        report["name"] = options.name
+    if end_reason:
+        report["endReason"] = end_reason
+    report["options"] = options.to_ghz()
+    report.update({
+        "count": calls.count, "total": total_ns, "average": 0, "fastest": 0, "slowest": 0, "rps": 0,
+        "errorDistribution": dict(sorted(calls.error_dist.items())),
+        "statusCodeDistribution": dict(sorted(calls.status_dist.items())),
+        "latencyDistribution": None, "histogram": None, "details": None,
+    })
+    if len(calls.latencies):
+        report["average"] = int(calls.total_latency_ns / calls.count)
+        report["rps"] = go_float(calls.count / (total_ns / NS)) if total_ns else 0
+        if options.count_errors or not calls.failures:
+            ok = sorted(calls.latencies)
+        else:
+            ok = sorted(v for i, v in enumerate(calls.latencies) if i not in calls.failures)
+        if ok:
+            report["fastest"], report["slowest"] = ok[0], ok[-1]
+            report["histogram"] = histogram(ok)
+            report["latencyDistribution"] = latency_distribution(ok)
+        details = []
+        failures = calls.failures
+        for i, (lat, ts) in enumerate(zip(calls.latencies, calls.timestamps)):
+            status, error = failures.get(i, ("OK", ""))
+            details.append({"timestamp": rfc3339nano(ts), "latency": lat, "error": error, "status": status})
+        report["details"] = details
+    if options.tags:
+        report["tags"] = options.tags
+    if messages is not None:
+        section: dict[str, Any] = {
+            "count": messages.count,
+            "rate": go_float(messages.count / (total_ns / NS)) if total_ns else 0,
+            "perCall": go_float(messages.count / calls.count) if calls.count else 0,
+        }
+        section.update(_stats(messages.gaps, messages.total_gap_ns, messages.count))
+        first_total = sum(messages.first)
+        section["firstMessage"] = _stats(messages.first, first_total, len(messages.first))
+        report["messages"] = section
+    return report
+
+
+def to_json(report: dict[str, Any], pretty: bool = False) -> str:
+    if pretty:
+        return json.dumps(report, indent=2, ensure_ascii=False)
+    return json.dumps(report, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- ghz's text formats ---------------------------------------------------------------------
+
+
+def format_nano_unit(ns: int) -> str:
+    """printer.go formatNanoUnit."""
+    if ns < 10000:
+        return f"{ns} ns"
+    ms = ns / 1_000_000
+    if ms < 1000:
+        return f"{ms:4.2f} ms"
+    return f"{ms / 1000:4.2f} s"
+
+
+def _histogram_text(buckets: list[dict[str, Any]] | None) -> str:
+    if not buckets:
+        return ""
+    max_mark = max([0.0, *(b["mark"] for b in buckets)])
+    max_count = max([0, *(b["count"] for b in buckets)])
+
+    def mark(m: float) -> str:
+        return f"{m * 1000:.3f}"
+
+    mark_len, count_len = len(mark(max_mark)), len(str(max_count))
+    lines = []
+    for b in buckets:
+        bar = (b["count"] * 40 + max_count // 2) // max_count if max_count > 0 else 0
+        m, c = mark(b["mark"]), str(b["count"])
+        lines.append(f"  {m}{' ' * (mark_len - len(m))} [{c}]{' ' * (count_len - len(c))} |{'∎' * bar}\n")
+    return "".join(lines)
+
+
+def _tabwrite(rows: list[tuple[str, str]], padding: int = 3) -> str:
+    """Go's text/tabwriter with a trailing tab per line: every cell padded to its column."""
+    if not rows:
+        return ""
+    widths = [max(len(r[i]) for r in rows) + padding for i in range(2)]
+    return "".join(f"{a:<{widths[0]}}{b:<{widths[1]}}\n" for a, b in rows)
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """printer/template.go defaultTmpl, plus a Messages section for streaming calls."""
+    out = io.StringIO()
+    out.write("\nSummary:\n")
+    if report.get("name"):
+        out.write(f"  Name:\t\t{report['name']}\n")
+    out.write(f"  Count:\t{report['count']}\n")
+    out.write(f"  Total:\t{format_nano_unit(report['total'])}\n")
+    out.write(f"  Slowest:\t{format_nano_unit(report['slowest'])}\n")
+    out.write(f"  Fastest:\t{format_nano_unit(report['fastest'])}\n")
+    out.write(f"  Average:\t{format_nano_unit(report['average'])}\n")
+    out.write(f"  Requests/sec:\t{report['rps']:4.2f}\n\n")
+    out.write("Response time histogram:\n")
+    out.write(_histogram_text(report["histogram"]))
+    out.write("\nLatency distribution:")
+    for entry in report["latencyDistribution"] or []:
+        out.write(f"\n  {entry['percentage']} % in {format_nano_unit(entry['latency'])} ")
+    out.write("\n\n")
+    if report["statusCodeDistribution"]:
+        out.write("Status code distribution:\n")
+        out.write(_tabwrite([(f"  [{k}]", f"{v} responses") for k, v in report["statusCodeDistribution"].items()]))
+    out.write("\n")
+    if report["errorDistribution"]:
+        out.write("Error distribution:\n")
+        out.write(_tabwrite([(f"  [{v}]", k) for k, v in report["errorDistribution"].items()]))
+    out.write("\n")
+    messages = report.get("messages")
+    if messages is not None:
+        out.write("\nMessages received (streaming):\n")
+        out.write(f"  Count:\t{messages['count']}\n")
+        out.write(f"  Messages/sec:\t{messages['rate']:4.2f}\n")
+        out.write(f"  Per call:\t{messages['perCall']:4.2f}\n")
+        out.write(f"  Time to first message, average:\t{format_nano_unit(messages['firstMessage']['average'])}\n")
+        out.write(f"  Gap between messages, average:\t{format_nano_unit(messages['average'])}\n")
+        out.write("\nMessage latency distribution (time since the previous message of the call):")
+        for entry in messages["latencyDistribution"] or []:
+            out.write(f"\n  {entry['percentage']} % in {format_nano_unit(entry['latency'])} ")
+        out.write("\n")
+    return out.getvalue()
+
+
+def format_csv(report: dict[str, Any]) -> str:
+    """printer/template.go csvTmpl."""
+    lines = ["", "duration (ms),status,error"]
+    for d in report["details"] or []:
+        lines.append(f"{d['latency'] / 1_000_000:4.2f},{d['status']},{d['error']}")
+    return "\n".join(lines) + "\n"
