@@ -1,16 +1,26 @@
 """Composition root of the accounting service: settings, domain objects, servicer, server."""
 
+from pathlib import Path
+
 from debate.accounting.v1 import accounting_pb2, accounting_pb2_grpc
-from services.common.server import GrpcService, ServiceBinding
+
+from services.accounting.ledger import Accounting
+from services.accounting.pricing import PriceBook
 from services.accounting.servicer import AccountingServicer
 from services.accounting.settings import AccountingSettings
+from services.accounting.store import SqliteLedgerStore
+from services.common.server import GrpcService, ServiceBinding
 
 SERVICE_NAME = accounting_pb2.DESCRIPTOR.services_by_name["AccountingService"].full_name
 
 
 async def build_service(settings: AccountingSettings) -> GrpcService:
-    servicer = AccountingServicer()
+    prices = PriceBook()
+    store = SqliteLedgerStore(Path(settings.data_dir) / settings.ledger_file)
+    accounting = Accounting(prices, store)
+    servicer = AccountingServicer(accounting)
     return GrpcService(
         settings,
         [ServiceBinding(SERVICE_NAME, accounting_pb2_grpc.add_AccountingServiceServicer_to_server, servicer)],
+        on_stop=[accounting.close],
     )

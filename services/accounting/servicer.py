@@ -1,7 +1,163 @@
-"""gRPC transport of the accounting service: protobuf in, domain calls, protobuf out."""
+"""gRPC transport of the accounting service: protobuf in, domain calls, protobuf out.
 
-from debate.accounting.v1 import accounting_pb2_grpc
+Domain errors (InvalidArgument with field violations, ModelNotPriced, ...) are raised by
+the domain and turned into rich statuses by the shared interceptor.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from debate.accounting.v1 import accounting_pb2, accounting_pb2_grpc
+from debate.common.v1 import common_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.accounting.breakdown import Line
+from services.accounting.estimate import DebatePlan, DebaterPlan
+from services.accounting.ledger import Accounting
+from services.accounting.money import CURRENCY, format_amount, parse_amount
+from services.accounting.pricing import ModelPrice, Usage, per_million
+from services.accounting.store import Budget, Role, UsageRow
+from services.common.errors import Violations
+
+_ROLE_FROM_PB = {common_pb2.ROLE_DEBATER: Role.DEBATER, common_pb2.ROLE_JUDGE: Role.JUDGE, common_pb2.ROLE_VERDICT: Role.VERDICT}
+_ROLE_TO_PB = {role: pb for pb, role in _ROLE_FROM_PB.items()}
+
+
+def money(amount: Decimal) -> common_pb2.Money:
+    return common_pb2.Money(currency_code=CURRENCY, amount=format_amount(amount))
+
+
+def usage_from_pb(pb: common_pb2.TokenUsage) -> Usage:
+    return Usage(pb.prompt_tokens, pb.completion_tokens, pb.cached_prompt_tokens, pb.reasoning_tokens)
+
+
+def usage_to_pb(usage: Usage, estimated: bool = False) -> common_pb2.TokenUsage:
+    return common_pb2.TokenUsage(
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        cached_prompt_tokens=usage.cached_prompt_tokens, reasoning_tokens=usage.reasoning_tokens,
+        total_tokens=usage.total_tokens, estimated=estimated,
+    )
+
+
+def price_to_pb(price: ModelPrice) -> accounting_pb2.ModelPrice:
+    r = price.rates
+    return accounting_pb2.ModelPrice(
+        model=price.model, input_per_million=per_million(r.input), output_per_million=per_million(r.output),
+        cached_input_per_million=per_million(r.cached_input), reasoning_per_million=per_million(r.reasoning),
+        source=price.source,
+    )
+
+
+def line_to_pb(line: Line) -> common_pb2.CostLine:
+    return common_pb2.CostLine(key=line.key, usage=usage_to_pb(line.usage, line.estimated), cost=money(line.cost), calls=line.calls)
+
+
+def budget_to_pb(budget: Budget) -> common_pb2.BudgetStatus:
+    pb = common_pb2.BudgetStatus(spent=money(budget.spent), reserved=money(budget.reserved))
+    if budget.cap is not None:
+        pb.cap.CopyFrom(money(budget.cap))
+        pb.remaining.CopyFrom(money(budget.remaining))
+    return pb
+
+
+def record_to_pb(row: UsageRow) -> accounting_pb2.UsageRecord:
+    record_time = Timestamp()
+    record_time.FromNanoseconds(row.record_time_ns)
+    return accounting_pb2.UsageRecord(
+        request_id=row.request_id, debate_id=row.debate_id, participant=row.participant, role=_ROLE_TO_PB[row.role],
+        round_number=row.round_number, model=row.model, attempt=row.attempt,
+        usage=usage_to_pb(row.usage, row.estimated), cost=money(row.cost), record_time=record_time,
+    )
+
+
+def plan_from_pb(request: accounting_pb2.EstimateDebateCostRequest) -> DebatePlan:
+    c = request.config
+    return DebatePlan(
+        topic=c.topic,
+        debaters=tuple(DebaterPlan(p.name, p.model, p.persona, p.stance) for p in c.participants),
+        judge_models=tuple(c.judge.models),
+        orderings=c.judge.orderings,
+        rounds=c.format.round_limit,
+        sequential=c.format.turn_order == common_pb2.TURN_ORDER_SEQUENTIAL,
+        max_tokens_per_turn=c.max_tokens_per_turn,
+        context_max_tokens=c.context.max_tokens,
+        window_size=c.context.window_size,
+        expected_completion_tokens=request.expected_completion_tokens,
+    )
+
+
+def _cap_from_pb(request: accounting_pb2.SetDebateBudgetRequest) -> Decimal | None:
+    if not request.HasField("cap"):
+        return None
+    v = Violations()
+    if request.cap.currency_code not in ("", CURRENCY):
+        v.add("cap.currency_code", f"must be {CURRENCY}")
+    amount = parse_amount(request.cap.amount)
+    if amount is None:
+        v.add("cap.amount", "must be a decimal number such as \"2.50\"")
+    v.raise_if_any()
+    return amount
 
 
 class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
-    """Every RPC answers UNIMPLEMENTED until the accounting issue fills it in."""
+    def __init__(self, accounting: Accounting):
+        self.accounting = accounting
+
+    async def CountTokens(self, request, context):
+        messages = [{"role": m.role, "content": m.content, "name": m.name} for m in request.messages]
+        count = await self.accounting.count_tokens(request.model, request.text, messages)
+        method = accounting_pb2.COUNT_METHOD_EXACT if count.exact else accounting_pb2.COUNT_METHOD_ESTIMATE
+        return accounting_pb2.CountTokensResponse(tokens=count.tokens, method=method, tokenizer=count.tokenizer)
+
+    async def CalculateCost(self, request, context):
+        cost = self.accounting.calculate_cost(request.model, usage_from_pb(request.usage), request.usage.total_tokens)
+        return accounting_pb2.CalculateCostResponse(
+            cost=money(cost.total), input_cost=money(cost.input), cached_input_cost=money(cost.cached_input),
+            output_cost=money(cost.output), reasoning_cost=money(cost.reasoning), price=price_to_pb(cost.price),
+        )
+
+    async def RecordUsage(self, request, context):
+        row, duplicate = await self.accounting.record_usage(
+            request_id=request.request_id, debate_id=request.debate_id, participant=request.participant,
+            role=_ROLE_FROM_PB.get(request.role), round_number=request.round_number, model=request.model,
+            attempt=request.attempt, usage=usage_from_pb(request.usage), total_tokens=request.usage.total_tokens,
+            estimated=request.usage.estimated, reservation_id=request.reservation_id,
+        )
+        return accounting_pb2.RecordUsageResponse(record=record_to_pb(row), duplicate=duplicate)
+
+    async def GetDebateCost(self, request, context):
+        r = await self.accounting.debate_cost(request.debate_id)
+        return accounting_pb2.GetDebateCostResponse(cost=common_pb2.DebateCost(
+            debate_id=r.debate_id, total=money(r.total.cost), usage=usage_to_pb(r.total.usage, r.total.estimated),
+            by_participant=[line_to_pb(x) for x in r.by_participant], by_role=[line_to_pb(x) for x in r.by_role],
+            by_round=[line_to_pb(x) for x in r.by_round], by_model=[line_to_pb(x) for x in r.by_model],
+            budget=budget_to_pb(r.budget),
+        ))
+
+    async def SetDebateBudget(self, request, context):
+        budget = await self.accounting.set_budget(request.debate_id, _cap_from_pb(request))
+        return accounting_pb2.SetDebateBudgetResponse(budget=budget_to_pb(budget))
+
+    async def ReserveBudget(self, request, context):
+        result = await self.accounting.reserve(
+            request.reservation_id, request.debate_id, request.model, request.prompt_tokens, request.max_completion_tokens
+        )
+        reply = accounting_pb2.ReserveBudgetResponse(
+            granted=result.granted, amount=money(result.amount), budget=budget_to_pb(result.budget)
+        )
+        if result.budget.remaining is not None:
+            reply.remaining.CopyFrom(money(result.budget.remaining))
+        return reply
+
+    async def ReleaseBudget(self, request, context):
+        budget = await self.accounting.release(request.reservation_id)
+        return accounting_pb2.ReleaseBudgetResponse(budget=budget_to_pb(budget))
+
+    async def EstimateDebateCost(self, request, context):
+        estimate = self.accounting.estimate(plan_from_pb(request))
+        return accounting_pb2.EstimateDebateCostResponse(
+            expected=money(estimate.expected.cost), worst_case=money(estimate.worst_case.cost),
+            expected_usage=usage_to_pb(estimate.expected.usage), worst_case_usage=usage_to_pb(estimate.worst_case.usage),
+            by_model=[line_to_pb(x) for x in estimate.by_model],
+        )
