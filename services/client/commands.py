@@ -21,7 +21,7 @@ from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 from services.client.follow import StreamLost, follow
-from services.client.style import Style, money, safe_text, table
+from services.client.style import Style, Wrapper, money, safe_text, table
 from services.client.view import DebateView, state_name
 from services.common.channels import open_channel
 from services.common.grpc_errors import error_details
@@ -99,13 +99,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _channel(address: str) -> grpc.aio.Channel:
+    """A channel with the user's key (DEBATE_ENGINE_API_KEY), when the suite asks for one."""
+    return open_channel(address, service_key=os.environ.get("DEBATE_ENGINE_API_KEY") or None)
+
+
 @asynccontextmanager
 async def orchestrator(target: str | None, out: TextIO, style: Style, *, data_dir: str | None = None,
                        verbose: bool = False) -> AsyncIterator[orchestrator_pb2_grpc.OrchestratorServiceStub]:
     """A stub for `target`, or for a suite started here (free ports, a temporary data dir)
     and stopped on the way out."""
     if target:
-        async with open_channel(target) as channel:
+        async with _channel(target) as channel:
             yield orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         return
     with tempfile.TemporaryDirectory(prefix="debate-engine-") as scratch:
@@ -121,7 +126,7 @@ async def orchestrator(target: str | None, out: TextIO, style: Style, *, data_di
         try:
             out.write(style.paint(f"suite up in {time.monotonic() - began:.1f}s; orchestrator on "
                                   f"{config.orchestrator_address}", "dim") + "\n")
-            async with open_channel(config.orchestrator_address) as channel:
+            async with _channel(config.orchestrator_address) as channel:
                 yield orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         finally:
             out.write(style.paint("stopping the suite ...", "dim") + "\n")
@@ -144,12 +149,12 @@ def intro_lines(style: Style, config: common_pb2.DebateConfig, debate_id: str = 
     lines.append("  " + s.paint(" · ".join(facts), "dim"))
     width = max(len(p.name) for p in config.participants) if config.participants else 0
     for index, p in enumerate(config.participants):
-        stance = f" ({p.stance})" if p.stance else ""
-        lines.append(f"  {s.debater(index, s.glyph('●', '*') + ' ' + p.name.ljust(width), 'bold')}"
-                     f"  {s.paint(p.model, 'dim')}{stance}: {safe_text(p.persona)}")
+        facts = " · ".join(x for x in (p.stance and f"argues {p.stance}", p.model) if x)
+        lines.append(f"  {s.debater(index, s.glyph('●', '*') + ' ' + p.name.ljust(width), 'bold')}  {s.paint(facts, 'dim')}")
+        wrapper = Wrapper(s.width, " " * (width + 6), width + 6)
+        lines.append(wrapper.feed(safe_text(p.persona)) + wrapper.finish().rstrip("\n"))
     if any(p.model.startswith("sim/") for p in config.participants) or any(m.startswith("sim/") for m in config.judge.models):
-        lines.append(s.paint("  sim/... are the built-in simulated models: offline, deterministic, paced like real "
-                             "models; no provider key is used.", "dim"))
+        lines.append(s.paint("  sim/... are the built-in simulated models: offline, deterministic, paced like real ones.", "dim"))
     return lines
 
 
@@ -216,6 +221,8 @@ def report_rpc_error(error: grpc.RpcError, style: Style) -> int:
         return EXIT_USAGE
     reason = f" [{info.reason}]" if info and info.reason and info.reason != error.code().name else ""
     print(f"debate-engine: {error.code().name}{reason}: {error.details()}", file=err)
+    if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+        print("  set DEBATE_ENGINE_API_KEY to an API key the orchestrator accepts", file=err)
     if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
         return EXIT_USAGE
     return EXIT_FAILED
@@ -230,13 +237,14 @@ def run(main: Callable[[Style], Awaitable[int]]) -> int:
     except KeyboardInterrupt:
         print("\ndebate-engine: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `debate-engine demo | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except grpc.RpcError as error:
         return report_rpc_error(error, err_style)
     except (ProcessDied, TimeoutError, StreamLost) as error:
         print(f"debate-engine: {error}", file=sys.stderr)
         return EXIT_FAILED
-    finally:
-        sys.stdout.flush()
 
 
 # -- subcommands --------------------------------------------------------------------------

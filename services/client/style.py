@@ -62,7 +62,12 @@ class Style:
         return "\x1b[" + ";".join(CODES[s] for s in styles) + "m" + text + RESET
 
     def debater(self, index: int, text: str, *extra: str) -> str:
-        return self.paint(text, DEBATER_COLOURS[index % len(DEBATER_COLOURS)], *extra)
+        """`text` in the debater's colour; with "tint", the softer shade used for its words."""
+        colour = DEBATER_COLOURS[index % len(DEBATER_COLOURS)]
+        if "tint" in extra:
+            colour = colour.removeprefix("bright_")
+            extra = tuple(e for e in extra if e != "tint")
+        return self.paint(text, colour, *extra)
 
     def glyph(self, fancy: str, plain: str) -> str:
         return fancy if self.unicode else plain

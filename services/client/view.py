@@ -79,7 +79,7 @@ class DebateView:
         self.simulated = False
         self.idle_status = "waiting for the debate to start"
         self._line = ""  # not-yet-written part of the current line (non-TTY only)
-        self._status_shown = False
+        self._status_shown = ""  # the transient status line on screen, if any
 
     # -- events -------------------------------------------------------------------------
 
@@ -325,7 +325,7 @@ class DebateView:
             else:
                 name = turn.participant.ljust(self._name_width())
                 gutter, gutter_width = s.debater(index, f"  {name} {s.glyph('│', '|')} "), len(name) + 5
-            turn.wrapper = Wrapper(s.width, gutter, gutter_width)
+            turn.wrapper = Wrapper(s.width, gutter, gutter_width, lambda word: s.debater(index, word, "tint"))
         if turn.written < len(turn.text):
             self._write(turn.wrapper.feed(turn.text[turn.written:]))
             turn.written = len(turn.text)
@@ -352,15 +352,17 @@ class DebateView:
             waiting = segment.status if isinstance(segment, Block) else ""  # a turn is mid-line
         else:
             waiting = self.idle_status
-        if self.finished or not waiting or self._status_shown:
+        if self.finished or waiting == self._status_shown:
             return
-        self.out.write(self._dim(f"  {self.style.glyph('⋯', '...')} {waiting}"))
-        self._status_shown = True
+        self._erase_status()
+        if waiting:
+            self.out.write(self._dim(f"  {self.style.glyph('⋯', '...')} {waiting}"))
+            self._status_shown = waiting
 
     def _erase_status(self) -> None:
         if self._status_shown:
             self.out.write("\r\x1b[2K")
-            self._status_shown = False
+            self._status_shown = ""
 
     # -- pieces -------------------------------------------------------------------------
 

@@ -1,0 +1,129 @@
+"""The client's commands against a fake orchestrator on a real channel (port 0, in process)."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+import pytest
+
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
+from debate.orchestrator.v1 import orchestrator_pb2_grpc
+from services.cli import main
+from services.client.commands import parse_debater
+from services.common.errors import FieldViolation, InvalidArgument
+from services.common.grpc_errors import STATUS_DETAILS_KEY, status_for
+from tests.unit.test_client_view import simultaneous_debate
+
+
+class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
+    def __init__(self):
+        self.log = simultaneous_debate().log
+        self.configs = {}
+        self.cancelled = []
+
+    def CreateDebate(self, request, context):
+        violations = []
+        if not request.config.topic:
+            violations.append(FieldViolation("config.topic", "must not be empty"))
+        if len(request.config.participants) < 2:
+            violations.append(FieldViolation("config.participants", "2 to 8 debaters"))
+        if violations:
+            status = status_for(InvalidArgument(violations))
+            context.set_trailing_metadata(((STATUS_DETAILS_KEY, status.SerializeToString()),))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, status.message)
+        self.configs["d1"] = request.config
+        return pb.CreateDebateResponse(debate=pb.Debate(debate_id="d1", config=request.config, state=pb.DEBATE_STATE_CREATED))
+
+    def StartDebate(self, request, context):
+        return pb.StartDebateResponse(debate=pb.DebateSummary(debate_id=request.debate_id, state=pb.DEBATE_STATE_RUNNING))
+
+    def GetDebate(self, request, context):
+        if request.debate_id not in self.configs:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"debate {request.debate_id} not found")
+        return pb.GetDebateResponse(debate=pb.Debate(debate_id=request.debate_id, config=self.configs[request.debate_id],
+                                                     state=pb.DEBATE_STATE_RUNNING, last_sequence=len(self.log)))
+
+    def StreamDebateEvents(self, request, context):
+        for event in self.log:
+            if event.sequence > request.after_sequence:
+                yield pb.StreamDebateEventsResponse(event=event)
+
+    def ListDebates(self, request, context):
+        return pb.ListDebatesResponse(debates=[pb.DebateSummary(
+            debate_id="d1", topic="Cities should ban cars", state=pb.DEBATE_STATE_COMPLETED, current_round=3, round_limit=3)])
+
+    def CancelDebate(self, request, context):
+        self.cancelled.append(request.debate_id)
+        return pb.CancelDebateResponse(debate=pb.DebateSummary(debate_id=request.debate_id, state=pb.DEBATE_STATE_CANCELLED))
+
+
+@pytest.fixture
+def orchestrator():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    fake = FakeOrchestrator()
+    orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    fake.target = f"127.0.0.1:{port}"
+    yield fake
+    server.stop(None)
+
+
+def test_demo_against_a_target_shows_the_debate_and_exits_zero(orchestrator, capsys):
+    assert main(["demo", "--target", orchestrator.target]) == 0
+    out = capsys.readouterr().out
+    for marker in ("Cities should ban private cars", "Ada", "Milo", "Round 1 scores", "Round 3 scores", "Winner: Ada", "Cost",
+                   "debate completed"):
+        assert marker in out
+    assert "starting the suite" not in out
+
+
+def test_bad_input_shows_the_field_violations_and_exits_two(orchestrator, capsys):
+    code = main(["debate", "--target", orchestrator.target, "--topic", "", "--debater", "A=sim/debater:a poet",
+                 "--judge", "sim/judge"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "config.topic" in err and "must not be empty" in err and "config.participants" in err
+
+
+def test_attach_replays_a_debate_by_id(orchestrator, capsys):
+    main(["demo", "--target", orchestrator.target])
+    capsys.readouterr()
+    assert main(["attach", "d1", "--target", orchestrator.target, "--after", "3"]) == 0
+    assert "Winner: Ada" in capsys.readouterr().out
+
+
+def test_attach_to_an_unknown_debate_fails_plainly(orchestrator, capsys):
+    assert main(["attach", "nope", "--target", orchestrator.target]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_list_and_cancel(orchestrator, capsys):
+    assert main(["list", "--target", orchestrator.target]) == 0
+    assert "completed" in capsys.readouterr().out
+    assert main(["cancel", "d1", "--target", orchestrator.target]) == 0
+    assert orchestrator.cancelled == ["d1"] and "cancelled" in capsys.readouterr().out
+
+
+def test_an_unreachable_orchestrator_is_a_clear_failure(capsys):
+    from tests.helpers import free_port
+    assert main(["list", "--target", f"127.0.0.1:{free_port()}"]) == 1
+    assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("Ada=sim/debater:an economist:for", ("Ada", "sim/debater", "an economist", "for")),
+    ("Ada=openai/gpt-4o:an economist", ("Ada", "openai/gpt-4o", "an economist", "")),
+    ("Ada=sim/debater:a skeptic: hard to please:against the motion", ("Ada", "sim/debater", "a skeptic: hard to please", "against the motion")),
+])
+def test_debater_specs(spec, expected):
+    p = parse_debater(spec)
+    assert (p.name, p.model, p.persona, p.stance) == expected
+
+
+@pytest.mark.parametrize("spec", ["Ada", "Ada=sim/debater", "=sim/debater:x", "Ada=:x"])
+def test_bad_debater_specs_are_refused(spec):
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_debater(spec)
