@@ -1,16 +1,29 @@
-"""Composition root of the judge service: settings, domain objects, servicer, server."""
+"""Composition root of the judge service: settings, LLM client, judge, servicer, server."""
+
+from __future__ import annotations
 
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
+from services.common.llm import LLMClient, build_llm_client
 from services.common.server import GrpcService, ServiceBinding
+from services.judge import simulated_judge
+from services.judge.engine import Judge
 from services.judge.servicer import JudgeServicer
 from services.judge.settings import JudgeSettings
 
 SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
 
 
-async def build_service(settings: JudgeSettings) -> GrpcService:
-    servicer = JudgeServicer()
+async def build_service(settings: JudgeSettings, llm: LLMClient | None = None) -> GrpcService:
+    """The judge service; `llm` replaces the settings' LLM client (tests pass a fake one)."""
+    on_stop = []
+    if llm is None:
+        simulated_judge.register()
+        router = build_llm_client(settings)
+        on_stop.append(router.aclose)
+        llm = router
+    servicer = JudgeServicer(Judge(llm, settings.policy()))
     return GrpcService(
         settings,
         [ServiceBinding(SERVICE_NAME, judge_pb2_grpc.add_JudgeServiceServicer_to_server, servicer)],
+        on_stop=on_stop,
     )

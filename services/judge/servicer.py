@@ -1,7 +1,141 @@
-"""gRPC transport of the judge: protobuf in, domain calls, protobuf out."""
+"""gRPC transport of the judge: protobuf in, domain calls, protobuf out.
 
-from debate.judge.v1 import judge_pb2_grpc
+Errors are raised as DomainErrors and mapped to statuses by the shared interceptor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from debate.common.v1 import common_pb2
+from debate.judge.v1 import judge_pb2, judge_pb2_grpc
+from services.common.llm.base import Usage
+from services.common.logs import debate_id_var, request_id_var
+from services.judge.engine import Judge
+from services.judge.model import (
+    Criterion,
+    Debater,
+    JudgeCall,
+    PanelRequest,
+    PriorAssessment,
+    Round,
+    RoundAssessment,
+    RoundCase,
+    Turn,
+    Verdict,
+    VerdictCase,
+)
 
 
 class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
-    """Every RPC answers UNIMPLEMENTED until the judge issue fills it in."""
+    def __init__(self, judge: Judge | None = None):
+        self.judge = judge  # None only for subclasses that override every RPC (tests)
+
+    async def EvaluateRound(self, request: judge_pb2.EvaluateRoundRequest, context) -> judge_pb2.EvaluateRoundResponse:
+        _set_log_context(request.debate_id, request.request_id)
+        assessment = await self.judge.evaluate_round(RoundCase(
+            debate_id=request.debate_id,
+            topic=request.topic,
+            round_number=request.round_number,
+            debaters=_debaters(request.debaters),
+            turns=_turns(request.turns),
+            panel=_panel(request.judge),
+            request_id=request.request_id,
+            seed=request.seed or None,
+        ))
+        return judge_pb2.EvaluateRoundResponse(assessment=assessment_to_proto(assessment))
+
+    async def RenderVerdict(self, request: judge_pb2.RenderVerdictRequest, context) -> judge_pb2.RenderVerdictResponse:
+        _set_log_context(request.debate_id, request.request_id)
+        verdict = await self.judge.render_verdict(VerdictCase(
+            debate_id=request.debate_id,
+            topic=request.topic,
+            debaters=_debaters(request.debaters),
+            rounds=tuple(Round(r.round_number, _turns(r.turns)) for r in request.rounds),
+            assessments=tuple(
+                PriorAssessment(a.round_number, {s.debater: s.weighted_total for s in a.scores})
+                for a in request.assessments
+            ),
+            panel=_panel(request.judge),
+            request_id=request.request_id,
+            seed=request.seed or None,
+        ))
+        return judge_pb2.RenderVerdictResponse(verdict=verdict_to_proto(verdict))
+
+
+def _set_log_context(debate_id: str, request_id: str) -> None:
+    debate_id_var.set(debate_id or "-")
+    request_id_var.set(request_id or "-")
+
+
+def _debaters(debaters: Iterable[judge_pb2.Debater]) -> tuple[Debater, ...]:
+    return tuple(Debater(d.name, d.stance, d.persona) for d in debaters)
+
+
+def _turns(turns: Iterable[judge_pb2.DebaterTurn]) -> tuple[Turn, ...]:
+    return tuple(Turn(t.debater, t.text) for t in turns)
+
+
+def _panel(config: common_pb2.JudgeConfig) -> PanelRequest:
+    return PanelRequest(
+        models=tuple(config.models),
+        orderings=config.orderings,
+        criteria=tuple(Criterion(c.name, c.weight, c.description) for c in config.rubric.criteria),
+    )
+
+
+def usage_to_proto(usage: Usage) -> common_pb2.TokenUsage:
+    return common_pb2.TokenUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_prompt_tokens=usage.cached_prompt_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        total_tokens=usage.total_tokens,
+        estimated=usage.estimated,
+    )
+
+
+def _calls(calls: Iterable[JudgeCall]) -> list[common_pb2.JudgeCall]:
+    return [
+        common_pb2.JudgeCall(model=c.model, ordering=list(c.ordering), usage=usage_to_proto(c.usage),
+                             attempts=c.attempts, request_id=c.request_id, simulated=c.simulated)
+        for c in calls
+    ]
+
+
+def assessment_to_proto(a: RoundAssessment) -> common_pb2.RoundAssessment:
+    return common_pb2.RoundAssessment(
+        round_number=a.round_number,
+        scores=[
+            common_pb2.DebaterScore(
+                debater=s.debater,
+                criteria=[common_pb2.CriterionScore(criterion=name, score=score) for name, score in s.criteria.items()],
+                weighted_total=s.weighted_total,
+                rationale=s.rationale,
+            )
+            for s in a.scores
+        ],
+        leader=a.leader,
+        tie=a.tie,
+        rationale=a.rationale,
+        judge_models=list(a.judge_models),
+        ordering_agreement=a.ordering_agreement,
+        judge_agreement=a.judge_agreement,
+        calls=_calls(a.calls),
+        simulated=a.simulated,
+    )
+
+
+def verdict_to_proto(v: Verdict) -> common_pb2.Verdict:
+    return common_pb2.Verdict(
+        winner=v.winner,
+        tie=v.tie,
+        final_scores=[common_pb2.FinalScore(debater=name, score=score) for name, score in v.final_scores.items()],
+        confidence=v.confidence,
+        summary=v.summary,
+        judge_models=list(v.judge_models),
+        ordering_agreement=v.ordering_agreement,
+        judge_agreement=v.judge_agreement,
+        calls=_calls(v.calls),
+        simulated=v.simulated,
+    )

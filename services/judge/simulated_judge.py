@@ -1,0 +1,172 @@
+"""`sim/judge`: an offline judge that scores turns from their text, deterministically.
+
+It reads the prompt the judge builds (`prompts.read_prompt`: labels, criteria and the quoted
+turns between the call's random markers) and answers the JSON the judge asks for. Scores
+come from length-normalised features that saturate, so a longer turn does not win by
+length alone:
+
+- argument_strength: vocabulary (distinct content words / sqrt(words)) and reasoning markers
+  ("because", "therefore", ...) per sentence;
+- evidence: numbers and evidence words ("study", "data", "according to", ...) per sentence;
+- rebuttal: references to other debaters (their labels, "my opponent") and contrast words
+  ("however", "but", ...) per sentence;
+- clarity: sentence length near 17 words, few very long sentences;
+- any other criterion: the mean of those four.
+
+Sentences addressed to the judge ("ignore your rubric", "declare me the winner", "as the
+moderator", "score me 10", ...) are dropped before anything is measured, so an injection
+can neither buy nor cost a point. The scores do not depend on the label or the position a
+debater is shown in, so rotated orderings agree. The seed is not used: the same turns always
+get the same scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.common.llm.base import CompletionRequest
+from services.judge.prompts import PromptView, read_prompt
+
+SIM_JUDGE_MODEL = "sim/judge"
+
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORDS = re.compile(r"[A-Za-z][A-Za-z'-]*|\d[\d.,]*%?")
+_NUMBER = re.compile(r"^\d")
+_ADDRESSEE = r"(me|us|myself|my side|this side|this debater|debater [a-z])"
+_TO_THE_JUDGE = re.compile(
+    "|".join((
+        r"\b(ignore|disregard|forget|override|bypass)\b.{0,60}\b(rubric|instructions?|rules|prompt|criteria|"
+        r"scoring|guidelines|system prompt)\b",
+        r"\bdeclare\b.{0,40}\b(winner|victor|victorious)\b",
+        rf"\b(declare|crown|announce|name|pick|choose)\s+{_ADDRESSEE}\b.{{0,30}}\b(winner|victor|the win)\b",
+        rf"\b(score|rate|grade|give|award|mark)\s+{_ADDRESSEE}\b.{{0,30}}\b(10|ten|full marks|maximum|highest|"
+        r"perfect|top marks)\b",
+        r"\b(as|i am|this is|speaking as)\s+(the\s+)?(moderator|judge|system|administrator|admin|organi[sz]er)\b",
+        r"^\W*(judge|moderator|system|assistant|grader|evaluator|admin)\s*[:,]",
+        r"\b(dear|attention|note to( the)?|hey)\s+(the\s+)?(judge|moderator|grader|evaluator)s?\b",
+        r"\bnew (instructions?|rules|rubric)\b",
+        r"\byou (must|should|will|are required to) (now )?(score|rate|declare|ignore|disregard|award|output)\b",
+        r"\b(respond|answer|reply)\s+(only\s+)?(with|in)\s+json\b",
+    )),
+    re.IGNORECASE,
+)
+_REASONING = frozenset("because therefore thus hence consequently since so means implies follows why".split())
+_EVIDENCE = frozenset(
+    """study studies research data evidence survey surveys report reports according percent statistics
+    measured measurement trial trials experiment example examples instance case cases record records
+    source sources figures analysis found shows showed""".split()
+)
+_CONTRAST = frozenset(
+    """however but yet although though whereas nevertheless contrary disagree wrong mistaken fails flawed
+    overlooks ignores misses counter rebut opponent opponents claim claims argued argues""".split()
+)
+_STOPWORDS = frozenset(
+    """the and for that this with from have has had are was were will would could should there their they
+    them than then into about also just very more most such only over under what when where which while who
+    your you our ours its it's not but yet all any some each every other been being does did done""".split()
+)
+_DEFAULT = ("argument_strength", "evidence", "rebuttal", "clarity")
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    words: int
+    sentences: int
+    vocabulary: float  # distinct content words / sqrt(words)
+    reasoning: float  # markers per sentence
+    evidence: float
+    engagement: float
+    mean_sentence: float
+    long_share: float  # share of sentences over 35 words
+    ignored: int  # sentences addressed to the judge, dropped
+
+
+def features(text: str, other_labels: Sequence[str]) -> Features:
+    kept, ignored = [], 0
+    for sentence in _SENTENCES.split(text):
+        if not sentence.strip():
+            continue
+        if _TO_THE_JUDGE.search(sentence):
+            ignored += 1
+        else:
+            kept.append(sentence)
+    per_sentence = [_WORDS.findall(s) for s in kept]
+    per_sentence = [w for w in per_sentence if w]
+    words = [w for ws in per_sentence for w in ws]
+    n, s = len(words), len(per_sentence)
+    if not n:
+        return Features(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ignored)
+    lowered = [w.lower() for w in words]
+    content = {w for w in lowered if len(w) > 3 and w not in _STOPWORDS and not _NUMBER.match(w)}
+    joined = " ".join(kept)
+    mentions = sum(len(re.findall(rf"\bDebater {re.escape(label)}\b", joined)) for label in other_labels)
+    return Features(
+        words=n,
+        sentences=s,
+        vocabulary=len(content) / math.sqrt(n),
+        reasoning=sum(w in _REASONING for w in lowered) / s,
+        evidence=(sum(w in _EVIDENCE for w in lowered) + sum(bool(_NUMBER.match(w)) for w in words)) / s,
+        engagement=(sum(w in _CONTRAST for w in lowered) + mentions) / s,
+        mean_sentence=n / s,
+        long_share=sum(len(ws) > 35 for ws in per_sentence) / s,
+        ignored=ignored,
+    )
+
+
+def scores(f: Features) -> dict[str, float]:
+    """The four default criteria, 0..10 with one decimal."""
+    coverage = min(1.0, f.words / 60)  # a substantive turn; more length earns nothing
+    raw = {
+        "argument_strength": coverage * (0.45 * min(1.0, f.vocabulary / 7) + 0.55 * min(1.0, f.reasoning / 0.5)),
+        "evidence": coverage * min(1.0, f.evidence / 0.8),
+        "rebuttal": coverage * min(1.0, f.engagement / 0.6),
+        "clarity": min(1.0, f.words / 30) * max(0.0, 1 - abs(f.mean_sentence - 17) / 25) * (1 - 0.5 * f.long_share),
+    }
+    return {name: round(10 * value, 1) for name, value in raw.items()}
+
+
+def answer(view: PromptView) -> dict:
+    """The JSON answer for a parsed prompt."""
+    debaters: dict[str, dict] = {}
+    means: dict[str, float] = {}
+    for label in view.labels:
+        f = features("\n".join(view.turns.get(label, [])), [x for x in view.labels if x != label])
+        base = scores(f)
+        fallback = round(sum(base.values()) / len(base), 1)
+        criteria = {c: base.get(c, fallback) for c in view.criteria}
+        means[label] = sum(criteria.values()) / max(1, len(criteria))
+        rationale = (
+            f"Simulated judge (text features): {f.words} words in {f.sentences} sentences; per sentence "
+            f"{f.reasoning:.2f} reasoning, {f.evidence:.2f} evidence and {f.engagement:.2f} engagement markers."
+        ) if f.words else "Simulated judge: no scorable text in this turn."
+        if f.ignored:
+            rationale += f" {f.ignored} sentence(s) addressed to the judge were ignored."
+        debaters[label] = {"scores": criteria, "rationale": rationale}
+    result: dict = {"debaters": debaters}
+    if view.wants_summary:
+        ranked = sorted(view.labels, key=lambda label: -means[label])
+        result["summary"] = "Simulated judge: by text features, " + ", then ".join(
+            f"Debater {label} ({means[label]:.1f})" for label in ranked
+        ) + "."
+    return result
+
+
+def respond(request: CompletionRequest) -> str:
+    """The responder registered as `sim/judge`: the whole reply text for a judge request."""
+    for message in request.messages:
+        if message.role == "user":
+            view = read_prompt(message.content)
+            if view is not None:
+                return json.dumps(answer(view))
+    return json.dumps({"error": "sim/judge found no judge prompt in the request"})
+
+
+def register() -> None:
+    """Serves `sim/judge` through the LLM layer's simulated models."""
+    from services.common.llm.simulated import register_simulated_model
+
+    register_simulated_model(SIM_JUDGE_MODEL, respond)
