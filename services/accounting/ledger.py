@@ -36,7 +36,8 @@ MAX_TEXT_BYTES = 1 << 20  # a CountTokens text or the whole of its messages
 MAX_MESSAGES = 10_000
 MAX_ID_LENGTH = 512
 MESSAGE_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
-# Texts longer than this are counted on a worker thread (tiktoken releases the GIL).
+# Texts longer than this, and a model's first count (which loads its tokenizer file), are
+# counted on a worker thread so the event loop keeps serving (tiktoken releases the GIL).
 INLINE_COUNT_CHARS = 32 * 1024
 
 T = TypeVar("T")
@@ -117,7 +118,7 @@ class Accounting:
         v.raise_if_any()
         count = (lambda: tokens.count_tokens(model, text=text)) if text else (lambda: tokens.count_tokens(model, messages=messages))
         chars = len(text) if text else sum(len(m.get("content") or "") for m in messages)
-        if chars > INLINE_COUNT_CHARS:
+        if chars > INLINE_COUNT_CHARS or not tokens.tokenizer_ready(model):
             return await asyncio.to_thread(count)
         return count()
 
@@ -204,8 +205,9 @@ class Accounting:
 
     # -- estimates
 
-    def estimate(self, plan: DebatePlan) -> Estimate:
-        return estimate_debate(plan, self.prices)
+    async def estimate(self, plan: DebatePlan) -> Estimate:
+        """On a worker thread: it counts prompt texts, possibly with a tokenizer not loaded yet."""
+        return await asyncio.to_thread(estimate_debate, plan, self.prices)
 
 
 def report(debate_id: str, rows: Sequence[UsageRow], budget: Budget) -> DebateCostReport:

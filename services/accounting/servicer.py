@@ -155,7 +155,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
         return accounting_pb2.ReleaseBudgetResponse(budget=budget_to_pb(budget))
 
     async def EstimateDebateCost(self, request, context):
-        estimate = self.accounting.estimate(plan_from_pb(request))
+        estimate = await self.accounting.estimate(plan_from_pb(request))
         return accounting_pb2.EstimateDebateCostResponse(
             expected=money(estimate.expected.cost), worst_case=money(estimate.worst_case.cost),
             expected_usage=usage_to_pb(estimate.expected.usage), worst_case_usage=usage_to_pb(estimate.worst_case.usage),

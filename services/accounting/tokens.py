@@ -29,10 +29,10 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
-from services.common.errors import InvalidArgument, FieldViolation
+from services.common.errors import FieldViolation, InvalidArgument
 
 __all__ = [
     "TokenCount",
@@ -42,6 +42,7 @@ __all__ = [
     "count_tokens",
     "tokenizer_dir",
     "tokenizer_for",
+    "tokenizer_ready",
 ]
 
 SIMULATED_PREFIX = "sim/"
@@ -113,7 +114,7 @@ _point_tiktoken_at_bundled_files()
 _load_lock = threading.Lock()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tiktoken_encoding(name: str):
     """The tiktoken Encoding, loaded from the bundled cache file only (checked first)."""
     import tiktoken
@@ -131,7 +132,7 @@ def _tiktoken_encoding(name: str):
         return tiktoken.get_encoding(name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hf_tokenizer(filename: str):
     from tokenizers import Tokenizer as HFTokenizer
 
@@ -172,9 +173,27 @@ def _openai_encoding(base: str) -> str | None:
     return name if name in _TIKTOKEN_FILES else None
 
 
-@lru_cache(maxsize=4096)
+_resolved: dict[str, Tokenizer] = {}
+_MAX_RESOLVED = 4096
+
+
 def tokenizer_for(model: str) -> Tokenizer:
-    """The tokenizer used for a model, as LiteLLM names it, with or without provider prefix."""
+    """The tokenizer used for a model, as LiteLLM names it, with or without provider prefix.
+    The first call for a model may load a tokenizer file (0.1-0.5 s); later calls are a dict hit."""
+    tok = _resolved.get(model)
+    if tok is None:
+        tok = _resolve(model)
+        if len(_resolved) < _MAX_RESOLVED:
+            _resolved[model] = tok
+    return tok
+
+
+def tokenizer_ready(model: str) -> bool:
+    """True when counting for this model will not load a tokenizer file first."""
+    return model in _resolved
+
+
+def _resolve(model: str) -> Tokenizer:
     if model.startswith(SIMULATED_PREFIX):
         return _tiktoken_counter(SIMULATED_ENCODING, exact=True)
     provider, base = _split_provider(model)

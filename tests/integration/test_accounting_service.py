@@ -9,10 +9,10 @@ from decimal import Decimal
 import grpc
 import pytest
 import tiktoken
-
 from debate.accounting.v1 import accounting_pb2 as pb
 from debate.accounting.v1 import accounting_pb2_grpc
 from debate.common.v1 import common_pb2
+
 from services.accounting.server import build_service
 from services.accounting.settings import AccountingSettings
 from services.common.grpc_errors import error_details

@@ -19,12 +19,12 @@ def prices() -> PriceBook:
 
 
 def plan(**changes) -> DebatePlan:
-    base = dict(
-        topic="Should cities ban cars?",
-        debaters=(DebaterPlan("pro", "claude-3-5-sonnet-20241022", "an urbanist", "for"),
-                  DebaterPlan("con", "gpt-4", "an engineer", "against")),
-        judge_models=("claude-3-opus-20240229",), orderings=2, rounds=3, max_tokens_per_turn=500,
-    )
+    base = {
+        "topic": "Should cities ban cars?",
+        "debaters": (DebaterPlan("pro", "claude-3-5-sonnet-20241022", "an urbanist", "for"),
+                     DebaterPlan("con", "gpt-4", "an engineer", "against")),
+        "judge_models": ("claude-3-opus-20240229",), "orderings": 2, "rounds": 3, "max_tokens_per_turn": 500,
+    }
     base.update(changes)
     return DebatePlan(**base)
 

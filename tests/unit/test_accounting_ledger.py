@@ -11,11 +11,17 @@ import pytest
 
 from services.accounting.ledger import Accounting
 from services.accounting.pricing import ModelNotPriced, PriceBook, Usage
-from services.accounting.store import ReservationNotFound, Role, SqliteLedgerStore, UsageRow
+from services.accounting.store import (
+    ReservationNotFound,
+    Role,
+    SqliteLedgerStore,
+    UsageRow,
+)
 from services.common.errors import FailedPrecondition, InvalidArgument
 
 SONNET = "claude-3-5-sonnet-20241022"
 OPUS = "claude-3-opus-20240229"
+TURN_USAGE = Usage(1000, 500)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +42,7 @@ def rows_in(tmp_path) -> int:
 
 
 def usage_call(request_id: str, *, debate="d1", participant="alice", role=Role.DEBATER, round_number=1,
-               model=SONNET, usage=Usage(1000, 500), **extra):
+               model=SONNET, usage=TURN_USAGE, **extra):
     return dict(request_id=request_id, debate_id=debate, participant=participant, role=role,
                 round_number=round_number, model=model, attempt=1, usage=usage, **extra)
 
@@ -173,8 +179,8 @@ async def test_count_tokens_validation(accounting):
 
 async def test_no_cap_always_grants(accounting):
     result = await accounting.reserve("r1", "d1", OPUS, 1_000_000, 1_000_000)
-    assert result.granted and result.amount == Decimal("90") and result.budget.remaining is None
-    assert result.budget.reserved == Decimal("90")
+    assert result.granted and result.amount == Decimal(90) and result.budget.remaining is None
+    assert result.budget.reserved == Decimal(90)
 
 
 async def test_refused_reservation_says_what_is_left(accounting):
@@ -222,16 +228,16 @@ async def test_commit_charges_real_cost_in_one_transaction(accounting, tmp_path)
 
 
 async def test_cap_can_be_removed_and_is_validated(accounting):
-    assert (await accounting.set_budget("d1", Decimal("1"))).remaining == 1
+    assert (await accounting.set_budget("d1", Decimal(1))).remaining == 1
     assert (await accounting.set_budget("d1", None)).cap is None
     with pytest.raises(InvalidArgument) as negative:
-        await accounting.set_budget("d1", Decimal("-1"))
+        await accounting.set_budget("d1", Decimal(-1))
     assert [v.field for v in negative.value.violations] == ["cap.amount"]
 
 
 async def test_ledger_survives_a_restart(prices, tmp_path):
     acc = Accounting(prices, SqliteLedgerStore(tmp_path / "ledger.sqlite3"))
-    await acc.set_budget("d1", Decimal("5"))
+    await acc.set_budget("d1", Decimal(5))
     await acc.record_usage(**usage_call("u1"))
     await acc.close()
     acc = Accounting(prices, SqliteLedgerStore(tmp_path / "ledger.sqlite3"))

@@ -111,7 +111,7 @@ def test_money_parsing():
         assert parse_amount(bad) is None
     assert format_amount(Decimal("18.000000")) == "18"
     assert format_amount(Decimal("1E-7")) == "0.0000001"
-    assert format_amount(Decimal("120")) == "120"
+    assert format_amount(Decimal(120)) == "120"
 
 
 def test_pricing_never_imports_litellm():
@@ -124,7 +124,7 @@ def test_pricing_never_imports_litellm():
         assert "litellm" not in sys.modules, "litellm was imported"
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
 
 
