@@ -11,6 +11,7 @@ Money is stored as exact decimal strings and summed as Decimals in Python.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import sqlite3
 import time
@@ -105,7 +106,9 @@ class LedgerStore(Protocol):
     def set_cap(self, debate_id: str, cap: Decimal | None) -> Budget: ...
 
     def reserve(self, reservation: Reservation) -> ReserveResult:
-        """Hold the amount unless spent + reserved + amount would pass the cap, atomically."""
+        """Hold the amount unless spent + reserved + amount would pass the cap, atomically.
+        A known reservation_id returns the original grant (held or since closed) and changes
+        nothing; a refusal stores nothing, so its retry is decided afresh."""
 
     def release(self, reservation_id: str) -> Budget: ...
 
@@ -208,7 +211,7 @@ class SqliteLedgerStore:
                     (now, row.request_id, row.reservation_id),
                 )
             u = row.usage
-            stored = UsageRow(**{**_fields(row), "record_time_ns": now})
+            stored = dataclasses.replace(row, record_time_ns=now)
             db.execute(
                 f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.request_id, row.debate_id, row.participant, row.role.value, row.round_number, row.model,
@@ -288,10 +291,6 @@ class SqliteLedgerStore:
             return self._budget(db, known[0])
 
 
-def _fields(row: UsageRow) -> dict:
-    return {name: getattr(row, name) for name in UsageRow.__slots__}
-
-
 class _Immediate:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (domain errors included)."""
 
@@ -305,7 +304,10 @@ class _Immediate:
         return self.db
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+            self.db.execute("ROLLBACK")
 
 
 class _Deferred(_Immediate):
