@@ -25,7 +25,7 @@ from services.client.style import Style, Wrapper, money, safe_text, table
 from services.client.view import DebateView, state_name
 from services.common.channels import open_channel
 from services.common.grpc_errors import error_details
-from services.launcher import ProcessDied, Suite, SuiteConfig
+from services.launcher import GatewayConfig, ProcessDied, Suite, SuiteConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -116,7 +116,8 @@ async def orchestrator(target: str | None, out: TextIO, style: Style, *, data_di
     with tempfile.TemporaryDirectory(prefix="debate-engine-") as scratch:
         config = SuiteConfig(orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(),
                              data_dir=data_dir or scratch, log_level="INFO" if verbose else "WARNING",
-                             extra_env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+                             extra_env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+                             gateway=GatewayConfig(enabled=False))  # a terminal needs no grpc-web
         relay = (lambda line: print(style.paint(line, "dim"), file=sys.stderr, flush=True)) if verbose else None
         suite = Suite(config.process_specs(), output=relay)
         began = time.monotonic()

@@ -149,19 +149,19 @@ class Wrapper:
         self.column += len(word)
 
 
-def table(style: Style, headers: Sequence[str], rows: Sequence[Sequence[str]], *, align: str = "",
+def table(style: Style, headers: Sequence[str], rows: Sequence[Sequence[str] | str | None], *, align: str = "",
           indent: int = 2, paint: Callable[[int, int, str], str] | None = None) -> list[str]:
     """A plain table: a bold header, a rule, then rows; columns two spaces apart.
 
     `align` holds one of "l"/"r" per column (default: first left, the rest right); `paint`
     (row, column, padded text) styles a cell after padding, so colours never break alignment
     (row -1 is the header, bold by default).
-    A row that is a single string is a section title spanning the table.
+    A row that is a single string is a section title spanning the table; None is a rule.
     """
     align = align or "l" + "r" * (len(headers) - 1)
     widths = [len(h) for h in headers]
     for row in rows:
-        if isinstance(row, str):
+        if row is None or isinstance(row, str):
             continue
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
@@ -173,8 +173,12 @@ def table(style: Style, headers: Sequence[str], rows: Sequence[Sequence[str]], *
     head = [fit(h, i) for i, h in enumerate(headers)]
     head = [paint(-1, i, h) for i, h in enumerate(head)] if paint else [style.paint(h, "bold") for h in head]
     lines = [(pad + "  ".join(head)).rstrip()]
-    lines.append(pad + style.paint(style.glyph("─", "-") * (sum(widths) + 2 * (len(widths) - 1)), "dim"))
+    rule = pad + style.paint(style.glyph("─", "-") * (sum(widths) + 2 * (len(widths) - 1)), "dim")
+    lines.append(rule)
     for r, row in enumerate(rows):
+        if row is None:
+            lines.append(rule)
+            continue
         if isinstance(row, str):
             lines.append(pad + style.paint(row, "dim", "italic"))
             continue

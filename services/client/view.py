@@ -449,7 +449,7 @@ class DebateView:
 
     def _cost_lines(self, cost: common_pb2.DebateCost) -> list[str]:
         s = self.style
-        rows: list[list[str] | str] = []
+        rows: list[list[str] | str | None] = []
 
         def add(title: str, cost_lines, label=lambda key: key) -> None:
             if cost_lines:
@@ -460,9 +460,11 @@ class DebateView:
 
         add("by participant", cost.by_participant)
         add("by role", cost.by_role, lambda key: key.removeprefix("ROLE_").lower())
-        add("by round", cost.by_round, lambda key: f"round {key}" if key.isdigit() else key)
+        # round 0 holds what belongs to no round: the verdict
+        add("by round", cost.by_round, lambda key: ("verdict" if key == "0" else f"round {key}") if key.isdigit() else key)
         add("by model", cost.by_model)
         calls = sum(line.calls for line in cost.by_model) or sum(line.calls for line in cost.by_role)
+        rows.append(None)
         rows.append(["total", count(calls), count(cost.usage.prompt_tokens), count(cost.usage.completion_tokens),
                      count(cost.usage.total_tokens), money(cost.total.amount, cost.total.currency_code)])
         last = len(rows) - 1
