@@ -94,7 +94,40 @@ def ledger_commit(seconds: float) -> list[dict]:
 
         per, _ = _per_call(commit, seconds)
         store.close()
-    return [_row("ledger commit (WAL, synchronous=FULL)", "per row, off the event loop", per * 1e3, "ms/row")]
+        hop = asyncio.run(_thread_hop(seconds))
+        via_domain = asyncio.run(_domain_record(Path(tmp) / "domain.sqlite3", seconds))
+    return [
+        _row("ledger commit (WAL, synchronous=FULL)", "per row, off the event loop", per * 1e3, "ms/row"),
+        _row("ledger thread hop (await run_in_executor)", "small next to a commit", hop * 1e6, "µs"),
+        _row("RecordUsage in process (validate, price, commit)", "per call, sequential", via_domain * 1e3, "ms/call"),
+    ]
+
+
+async def _thread_hop(seconds: float) -> float:
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1) as thread:
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            await loop.run_in_executor(thread, int)
+            calls += 1
+    return (time.perf_counter() - start) / calls
+
+
+async def _domain_record(path: Path, seconds: float) -> float:
+    from services.accounting.ledger import Accounting
+
+    accounting = Accounting(PriceBook(), SqliteLedgerStore(path))
+    try:
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            await accounting.record_usage(request_id=f"r{calls}", debate_id="bench", participant="pro", role=Role.DEBATER,
+                                          round_number=1, model=SONNET, attempt=1, usage=Usage(1000, 500))
+            calls += 1
+        return (time.perf_counter() - start) / calls
+    finally:
+        await accounting.close()
 
 
 async def _wait_ready(address: str, timeout: float = 30) -> None:
