@@ -1,15 +1,17 @@
 """Orderings, aggregation and agreement: the judge's bias control, as plain arithmetic.
 
-Agreement between two rankings of the same debaters is the share of debater pairs they
-order the same way: for each pair, 1 if both put the same debater ahead (or both call it a
-tie, totals within the tie margin), 1/2 if exactly one calls it a tie, 0 if they disagree.
-So 1 means identical rankings, 0.5 what unrelated rankings give on average, 0 reversed
-rankings (it is (Kendall's tau-b + 1) / 2 when there are no ties). Agreement among several
-rankings is the mean over their pairs; a single ranking agrees with itself (1).
+Agreement between two rankings of the same debaters (debater -> weighted total) is
+(Kendall's tau-b + 1) / 2, with totals within the tie margin counted as tied: 1 means the
+same order, 0 the reverse order, 0.5 no relation. Tau-b leaves out of its count the pairs
+either ranking calls a tie and corrects for them, so debaters that both rankings lump
+together neither inflate nor deflate it. If a ranking ties everyone, agreement is 1 when
+the other does too and 0.5 otherwise. Agreement among several rankings is the mean over
+their pairs; a single ranking agrees with itself (1).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 from statistics import fmean
@@ -72,15 +74,23 @@ def mean_scores(ballots: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[st
 
 def pair_agreement(a: Mapping[str, float], b: Mapping[str, float], margin: float) -> float:
     """Agreement (0..1) of two rankings given as debater -> total (see the module docstring)."""
-    names = list(a)
-    pairs = list(combinations(names, 2))
+    pairs = list(combinations(list(a), 2))
     if not pairs:
         return 1.0
-    total = 0.0
+    concordant = discordant = tied_a = tied_b = 0
     for x, y in pairs:
         da, db = _direction(a[x] - a[y], margin), _direction(b[x] - b[y], margin)
-        total += 1.0 if da == db else 0.5 if da == 0 or db == 0 else 0.0
-    return total / len(pairs)
+        tied_a += da == 0
+        tied_b += db == 0
+        if da and db:
+            if da == db:
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((len(pairs) - tied_a) * (len(pairs) - tied_b))
+    if denominator == 0:
+        return 1.0 if tied_a == tied_b == len(pairs) else 0.5
+    return ((concordant - discordant) / denominator + 1) / 2
 
 
 def agreement(rankings: Sequence[Mapping[str, float]], margin: float) -> float:

@@ -32,7 +32,13 @@ from services.judge.model import (
     VerdictCase,
 )
 from services.judge.output import JudgeOutputError, parse_answer
-from services.judge.prompts import NameMasker, PromptParts, build_messages, repair_messages, unmask_labels
+from services.judge.prompts import (
+    NameMasker,
+    PromptParts,
+    build_messages,
+    repair_messages,
+    unmask_labels,
+)
 from services.judge.validation import validate_round, validate_verdict
 
 MAX_RATIONALE_CHARS = 500

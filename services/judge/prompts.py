@@ -109,8 +109,8 @@ def build_messages(parts: PromptParts, ordering: Sequence[int], masker: NameMask
     else:
         lines.append(f"Score round {parts.rounds[0].number} of a debate.")
     lines += [
-        f'The data markers of this request use the token {token}: quoted data starts with a line "<<<{token} '
-        f'BEGIN ...>>>" and ends with the line "<<<{token} END>>>".',
+        (f'The data markers of this request use the token {token}: quoted data starts with a line "<<<{token} '
+         f'BEGIN ...>>>" and ends with the line "<<<{token} END>>>".'),
         "",
         "The topic of the debate:",
         quote("TOPIC", "", parts.topic),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
+
 from services.common.llm import LLMClient, build_llm_client
 from services.common.server import GrpcService, ServiceBinding
 from services.judge import simulated_judge

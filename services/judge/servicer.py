@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from debate.common.v1 import common_pb2
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
+
 from services.common.llm.base import Usage
 from services.common.logs import debate_id_var, request_id_var
 from services.judge.engine import Judge

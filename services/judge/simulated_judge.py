@@ -39,12 +39,12 @@ _NUMBER = re.compile(r"^\d")
 _ADDRESSEE = r"(me|us|myself|my side|this side|this debater|debater [a-z])"
 _TO_THE_JUDGE = re.compile(
     "|".join((
-        r"\b(ignore|disregard|forget|override|bypass)\b.{0,60}\b(rubric|instructions?|rules|prompt|criteria|"
-        r"scoring|guidelines|system prompt)\b",
+        (r"\b(ignore|disregard|forget|override|bypass)\b.{0,60}\b(rubric|instructions?|rules|prompt|criteria|"
+         r"scoring|guidelines|system prompt)\b"),
         r"\bdeclare\b.{0,40}\b(winner|victor|victorious)\b",
         rf"\b(declare|crown|announce|name|pick|choose)\s+{_ADDRESSEE}\b.{{0,30}}\b(winner|victor|the win)\b",
-        rf"\b(score|rate|grade|give|award|mark)\s+{_ADDRESSEE}\b.{{0,30}}\b(10|ten|full marks|maximum|highest|"
-        r"perfect|top marks)\b",
+        (rf"\b(score|rate|grade|give|award|mark)\s+{_ADDRESSEE}\b.{{0,30}}\b(10|ten|full marks|maximum|highest|"
+         r"perfect|top marks)\b"),
         r"\b(as|i am|this is|speaking as)\s+(the\s+)?(moderator|judge|system|administrator|admin|organi[sz]er)\b",
         r"^\W*(judge|moderator|system|assistant|grader|evaluator|admin)\s*[:,]",
         r"\b(dear|attention|note to( the)?|hey)\s+(the\s+)?(judge|moderator|grader|evaluator)s?\b",
@@ -54,20 +54,26 @@ _TO_THE_JUDGE = re.compile(
     )),
     re.IGNORECASE,
 )
-_REASONING = frozenset("because therefore thus hence consequently since so means implies follows why".split())
-_EVIDENCE = frozenset(
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_REASONING = _words("because therefore thus hence consequently since so means implies follows why")
+_EVIDENCE = _words(
     """study studies research data evidence survey surveys report reports according percent statistics
     measured measurement trial trials experiment example examples instance case cases record records
-    source sources figures analysis found shows showed""".split()
+    source sources figures analysis found shows showed"""
 )
-_CONTRAST = frozenset(
+_CONTRAST = _words(
     """however but yet although though whereas nevertheless contrary disagree wrong mistaken fails flawed
-    overlooks ignores misses counter rebut opponent opponents claim claims argued argues""".split()
+    overlooks ignores misses counter rebut opponent opponents claim claims argued argues"""
 )
-_STOPWORDS = frozenset(
+_STOPWORDS = _words(
     """the and for that this with from have has had are was were will would could should there their they
-    them than then into about also just very more most such only over under what when where which while who
-    your you our ours its it's not but yet all any some each every other been being does did done""".split()
+    them than then into about also just very more most such only over under what when where which while
+    who your you our ours its it's not but yet all any some each every other been being does did done"""
 )
 _DEFAULT = ("argument_strength", "evidence", "rebuttal", "clarity")
 

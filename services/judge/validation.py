@@ -21,7 +21,11 @@ from services.common.text import (
     MAX_TOPIC_LENGTH,
     clean_text,
 )
-from services.judge.aggregate import candidate_orderings, choose_orderings, normalise_weights
+from services.judge.aggregate import (
+    candidate_orderings,
+    choose_orderings,
+    normalise_weights,
+)
 from services.judge.model import (
     DEFAULT_CRITERIA,
     Criterion,
