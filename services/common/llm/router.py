@@ -47,6 +47,7 @@ class LLMRouter:
             seed=settings.sim_seed,
         )
         self._providers: dict[str, LLMClient] = {}
+        self._sleep = asyncio.sleep  # the backoff's sleep (tests record the delays)
 
     def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         return self._stream(request)
@@ -87,7 +88,7 @@ class LLMRouter:
                         break
                     delay = self._retry_delay(caught, attempt)
                     log.info("retrying %s in %.2fs (attempt %d): %s", model, delay, attempt + 2, caught.message)
-                    await asyncio.sleep(delay)
+                    await self._sleep(delay)
         assert error is not None
         raise error
 
