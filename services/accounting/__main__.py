@@ -2,11 +2,11 @@
 
 import sys
 
+from services.accounting.server import build_service
+from services.accounting.settings import AccountingSettings
 from services.common.logs import configure_logging
 from services.common.server import run
 from services.common.settings import load_settings
-from services.accounting.server import build_service
-from services.accounting.settings import AccountingSettings
 
 
 def main(argv: list[str] | None = None) -> None:
