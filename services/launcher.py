@@ -354,7 +354,10 @@ def envoy_config(*, listen_host: str, listen_port: int, orchestrator: str, web: 
         routes.append({"match": {"prefix": INTERNAL_PREFIXES[name]}, "route": {"cluster": name, **grpc_route}})
         clusters.append(_cluster(name, *_split(address), http2=True))
     if web:
-        routes.append({"match": {"prefix": "/"}, "route": {"cluster": "web", "timeout": "30s"}})
+        # Only GET and HEAD reach the file server: a call to an unrouted gRPC method gets
+        # Envoy's 404, never the page.
+        routes.append({"match": {"prefix": "/", "headers": [{"name": ":method", "string_match": {
+            "safe_regex": {"regex": "GET|HEAD"}}}]}, "route": {"cluster": "web", "timeout": "30s"}})
         clusters.append(_cluster("web", *_split(web), http2=False))
     origins = [o.strip() for o in allowed_origins.split(",") if o.strip()]
     origin_match = ([{"safe_regex": {"regex": ".*"}}] if origins == ["*"] or not origins

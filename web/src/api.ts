@@ -50,7 +50,10 @@ export function readError(error: unknown): ServerError {
 
 /** Errors after which a stream is worth opening again (the gateway or the network dropped it). */
 export function isTransient(error: unknown): boolean {
-  const code = ConnectError.from(error).code;
+  const err = ConnectError.from(error);
+  // A subscriber that fell behind is told to resume with after_sequence.
+  if (err.findDetails(ErrorInfoSchema).some((info) => info.reason === "SUBSCRIBER_TOO_SLOW")) return true;
+  const code = err.code;
   return [Code.Unavailable, Code.Unknown, Code.Internal, Code.DeadlineExceeded, Code.Aborted, Code.Canceled].includes(code);
 }
 

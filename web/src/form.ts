@@ -69,6 +69,8 @@ export class DebateForm {
     for (const p of config.participants) this.addDebater(p);
     (document.getElementById("judge-model") as HTMLInputElement).value = config.judge?.models[0] ?? "sim/judge";
     (document.getElementById("rounds") as HTMLInputElement).value = String(config.format?.roundLimit ?? 2);
+    (document.getElementById("max-tokens") as HTMLInputElement).value = String(config.maxTokensPerTurn || "");
+    (document.getElementById("budget") as HTMLInputElement).value = config.budget?.amount ?? "";
     (document.getElementById("turn-order") as HTMLSelectElement).value =
       config.format?.turnOrder === TurnOrder.SEQUENTIAL ? "sequential" : "simultaneous";
   }
@@ -83,8 +85,8 @@ export class DebateForm {
       el("div", { class: "debater-grid" },
         this.input("Name", "name", draft.name, { autocomplete: "off" }),
         this.input("Model", "model", draft.model, { list: "model-options", autocomplete: "off" }),
-        this.input("Persona", "persona", draft.persona, {}, "wide"),
         this.input("Stance", "stance", draft.stance, {}),
+        this.input("Persona", "persona", draft.persona, {}, "wide"),
       ),
       el("p", { class: "field-error debater-error", hidden: "" }),
     );
@@ -132,7 +134,9 @@ export class DebateForm {
       return { name: get("name"), model: get("model"), persona: get("persona"), stance: get("stance") };
     });
     const rounds = Number.parseInt(value("rounds"), 10);
+    const maxTokens = Number.parseInt(value("max-tokens"), 10);
     const judge = value("judge-model").trim();
+    const budget = value("budget").trim().replace(/^\$/, "");
     return create(DebateConfigSchema, {
       topic: value("topic").trim(),
       participants,
@@ -141,6 +145,9 @@ export class DebateForm {
         roundLimit: Number.isFinite(rounds) ? rounds : 0,
         turnOrder: value("turn-order") === "sequential" ? TurnOrder.SEQUENTIAL : TurnOrder.SIMULTANEOUS,
       },
+      maxTokensPerTurn: Number.isFinite(maxTokens) ? maxTokens : 0,
+      // Money stays a decimal string; the server checks it.
+      budget: budget ? { currencyCode: "USD", amount: budget } : undefined,
     });
   }
 

@@ -1,0 +1,150 @@
+"""The page in a real browser: Debian's Chromium driven by Playwright, against the suite that
+`debate-engine up` starts (Envoy serves the page and grpc-web on one origin).
+
+The simulated models are paced (SIM_TOKENS_PER_SECOND) so that streaming is visible: the test
+samples each debater's column while the debate runs and expects the text to grow in several
+steps, not to appear at once. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_gateway import start_suite, stop_suite
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+if not CHROMIUM.exists():  # `make test` installs it (the `browser` target)
+    pytest.skip("Chromium is not installed; run `make browser`", allow_module_level=True)
+if not (ROOT / "web" / "dist" / "index.html").exists():
+    pytest.skip("the page is not built; run `make web`", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    # ~12 tokens a second: a 40-token turn streams for a few seconds, in many visible steps.
+    running = start_suite(tmp_path_factory.mktemp("browser-suite"), tokens_per_second=12, first_token_latency=0.3)
+    yield running
+    stop_suite(running)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"the page threw: {errors}"
+
+
+def _column_lengths(page) -> dict[str, int]:
+    return page.evaluate("""() => Object.fromEntries(
+        [...document.querySelectorAll('[data-testid=debater-column]')].map(c =>
+            [c.dataset.participant, [...c.querySelectorAll('.turn-text')].reduce((n, t) => n + t.textContent.length, 0)]))""")
+
+
+def test_a_debate_streams_live_into_each_column_then_scores_and_verdict(suite, page):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(suite.gateway_url + "/")
+    page.fill("#topic", "Cities should ban private cars from their centres")
+    page.click("#add-debater")  # a third debater
+    page.fill("[data-field='config.participants[2].name']", "Linus")
+    page.fill("#rounds", "2")
+    page.fill("#max-tokens", "40")
+    page.click("#start")
+
+    page.wait_for_selector("#live:not([hidden])")
+    assert page.locator("[data-testid=debater-column]").count() == 3
+    names = ["Ada", "Grace", "Linus"]
+
+    # Sample every column's text length while the debate runs.
+    samples: dict[str, list[int]] = {name: [] for name in names}
+    mid_debate_shot = False
+    for _ in range(1200):  # bounded: at most ~2 minutes of sampling
+        lengths = _column_lengths(page)
+        for name in names:
+            samples[name].append(lengths.get(name, 0))
+        if not mid_debate_shot and all(lengths.get(n, 0) > 80 for n in names):
+            page.screenshot(path=str(ARTIFACTS / "browser-debate-live.png"), full_page=True)
+            mid_debate_shot = True
+        if page.locator("#verdict:not([hidden])").count():
+            break
+        page.wait_for_timeout(100)
+
+    for name in names:
+        seen = samples[name]
+        distinct = sorted(set(seen))
+        # Several distinct, growing lengths: the text arrived token by token, not all at once.
+        assert len([n for n in distinct if n > 0]) >= 4, (name, distinct)
+        assert all(a <= b for a, b in zip(seen, seen[1:])), f"{name}'s text shrank: {seen}"
+
+    # The verdict, the round scores and the cost.
+    verdict = page.locator("[data-testid=verdict]")
+    verdict.wait_for(state="visible")
+    assert re.search(r"wins|tie", verdict.inner_text(), re.I)
+    rounds = page.locator("[data-testid=round-score]")
+    assert rounds.count() == 2
+    for i in range(2):
+        card = rounds.nth(i)
+        assert card.locator("tbody tr").count() == 3
+        assert re.search(r"Leader: (Ada|Grace|Linus)|Tie", card.inner_text())
+    assert re.fullmatch(r"\$\d[\d,]*\.\d+", page.locator("[data-testid=cost]").inner_text())
+    page.locator("#cost-breakdown:not([hidden])").wait_for()
+    assert page.locator("#live-state").text_content() == "Finished"
+    for name in names:  # the finished text of each turn stays in its column
+        column = page.locator(f"[data-testid=debater-column][data-participant='{name}']")
+        assert column.locator(".turn").count() == 2
+
+    page.screenshot(path=str(ARTIFACTS / "browser-debate.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    page.screenshot(path=str(ARTIFACTS / "browser-debate-phone.png"), full_page=False)
+
+
+def test_the_servers_field_errors_are_shown_next_to_their_fields(suite, page):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(suite.gateway_url + "/")
+    page.fill("#topic", "")
+    page.click("[data-field='config.participants[1]'] .remove-debater")  # a single debater
+    page.click("#start")
+
+    topic_error = page.locator("[data-error-for='config.topic']")
+    topic_error.wait_for(state="visible")
+    assert "empty" in topic_error.inner_text()
+    assert page.locator("#topic").get_attribute("aria-invalid") == "true"
+    debaters_error = page.locator("[data-error-for='config.participants']")
+    assert debaters_error.is_visible()
+    assert re.search(r"2 to \d+ debaters", debaters_error.inner_text())
+    assert page.locator("#live").is_hidden()  # nothing started
+
+    # A violation inside one debater lands on that debater's input.
+    page.fill("#topic", "Tea is better than coffee")
+    page.click("#add-debater")
+    page.fill("[data-field='config.participants[1].name']", "Ada")  # a duplicate name
+    page.click("#start")
+    name_error = page.locator("[data-error-for='config.participants[1].name']")
+    name_error.wait_for(state="visible")
+    assert "duplicate" in name_error.inner_text().lower()
+    assert page.locator("[data-error-for='config.topic']").is_hidden()
+    page.screenshot(path=str(ARTIFACTS / "browser-field-errors.png"), full_page=True)
+
