@@ -16,10 +16,10 @@ from decimal import Decimal, InvalidOperation
 from typing import TextIO
 
 import grpc
-
 from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
+
 from services.client.follow import StreamLost, follow
 from services.client.style import Style, Wrapper, money, safe_text, table
 from services.client.view import DebateView, state_name

@@ -13,8 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 import grpc
-
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
+
 from services.client.view import TERMINAL_STATES, DebateView
 from services.common.grpc_errors import error_details
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -26,14 +27,36 @@ CODES = {
 DEBATER_COLOURS = ("bright_cyan", "bright_magenta", "bright_yellow", "bright_green",
                    "bright_blue", "bright_red", "cyan", "magenta")
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Control characters a model could use to move the cursor or rewrite the terminal; newline
 # and tab are kept.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def visible_len(text: str) -> int:
-    return len(_ANSI.sub("", text))
+def cell_len(text: str) -> int:
+    """Terminal columns of plain text: wide (East Asian, emoji) characters take two,
+    combining marks none."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def clip_right(text: str, columns: int) -> str:
+    """The start of `text` that fits in `columns` (at least one character)."""
+    used = 0
+    for i, ch in enumerate(text):
+        used += cell_len(ch)
+        if used > columns:
+            return text[: max(i, 1)]
+    return text
+
+
+def clip_left(text: str, columns: int) -> str:
+    """The end of `text` that fits in `columns`."""
+    kept, used = [], 0
+    for ch in reversed(text):
+        used += cell_len(ch)
+        if used > columns:
+            break
+        kept.append(ch)
+    return "".join(reversed(kept))
 
 
 def safe_text(text: str) -> str:
@@ -54,7 +77,8 @@ class Style:
         color = tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
         encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
         columns = shutil.get_terminal_size((100, 24)).columns if tty else 100
-        return cls(color=color, unicode=encoding.startswith("utf"), width=max(50, min(columns, 110)), live=tty)
+        # one column spare: a line that fills the last column makes some terminals wrap early
+        return cls(color=color, unicode=encoding.startswith("utf"), width=max(50, min(columns - 1, 110)), live=tty)
 
     def paint(self, text: str, *styles: str) -> str:
         if not self.color or not styles or not text:
@@ -134,19 +158,19 @@ class Wrapper:
             for _ in range(min(self.newlines, 2)):
                 self._newline(out)
         elif self.space:
-            if self.column + 1 + len(word) > self.width:
+            if self.column + 1 + cell_len(word) > self.width:
                 self._newline(out)
             else:
                 out.append(" ")
                 self.column += 1
         self.space, self.newlines = False, 0
-        while self.column + len(word) > self.width and len(word) > self.width - self.prefix_width:
-            room = self.width - self.column
-            out.append(self.paint(word[:room]))
-            word = word[room:]
+        while self.column + cell_len(word) > self.width:  # longer than a whole line: split it
+            head = clip_right(word, self.width - self.column)
+            out.append(self.paint(head))
+            word = word[len(head):]
             self._newline(out)
         out.append(self.paint(word))
-        self.column += len(word)
+        self.column += cell_len(word)
 
 
 def table(style: Style, headers: Sequence[str], rows: Sequence[Sequence[str] | str | None], *, align: str = "",

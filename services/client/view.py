@@ -9,8 +9,11 @@ live part), later segments buffer until they reach the head. A round's score tab
 reserved a place before the next round's header, so the next round waits for the judge in
 the view, not in the engine.
 
-On a TTY, text is written word by word and a transient status line ("the judge is scoring
-round 1") is shown while nothing else happens. Elsewhere (CI logs, pipes) only whole lines
+On a TTY, finished lines scroll up as usual and a small live region under them is redrawn
+on every event: the partial line of the turn being printed (so text appears word by word), a
+one-line ticker per other debater still speaking (so every debater is seen live), or what the
+debate waits for ("the judge is scoring round 1"). Every region line fits in one terminal row,
+so the region is erased by moving up its length. Elsewhere (CI logs, pipes) only whole lines
 are written, each of a debater's lines prefixed with its name.
 
 Events are de-duplicated by their sequence number, so a resumed stream never prints twice.
@@ -24,7 +27,17 @@ from typing import TextIO
 
 from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2
-from services.client.style import Style, Wrapper, count, money, safe_text, table
+
+from services.client.style import (
+    Style,
+    Wrapper,
+    cell_len,
+    clip_left,
+    count,
+    money,
+    safe_text,
+    table,
+)
 
 pb = orchestrator_pb2
 TERMINAL_STATES = {pb.DEBATE_STATE_COMPLETED, pb.DEBATE_STATE_FAILED, pb.DEBATE_STATE_CANCELLED,
@@ -78,8 +91,10 @@ class DebateView:
         self.cost: pb.CostUpdated | None = None
         self.simulated = False
         self.idle_status = "waiting for the debate to start"
-        self._line = ""  # not-yet-written part of the current line (non-TTY only)
-        self._status_shown = ""  # the transient status line on screen, if any
+        self._line = ""  # the current partial line (on a TTY, shown in the live region)
+        self._done_lines: list[str] = []  # whole lines not yet written
+        self._region: list[str] = []  # the live region on screen (TTY only)
+        self._closed = False
 
     # -- events -------------------------------------------------------------------------
 
@@ -223,12 +238,10 @@ class DebateView:
     def close(self) -> None:
         """Writes everything still held (incomplete turns are marked as interrupted)."""
         self._settle()
-        self._pump()
-        self._erase_status()
+        self._closed = True
         if self._line:
-            self.out.write(self._line + "\n")
-            self._line = ""
-        self.out.flush()
+            self._write("\n")
+        self._pump()
 
     @property
     def succeeded(self) -> bool:
@@ -304,9 +317,7 @@ class DebateView:
             if not segment.done:
                 break
             self.head += 1
-        if self.style.live:
-            self._show_status()
-        self.out.flush()
+        self._flush()
 
     def _write_turn(self, turn: TurnSegment) -> None:
         s = self.style
@@ -335,34 +346,50 @@ class DebateView:
                 self._write(f"  {turn.footer}\n")
 
     def _write(self, text: str) -> None:
-        if not text:
-            return
-        self._erase_status()
-        if self.style.live:
-            self.out.write(text)
-            return
-        head, newline, tail = (self._line + text).rpartition("\n")
+        """Queues text; whole lines become permanent at the next flush, a partial one waits."""
+        head, newline, self._line = (self._line + text).rpartition("\n")
         if newline:
-            self.out.write(head + "\n")
-        self._line = tail
+            self._done_lines.append(head + "\n")
 
-    def _show_status(self) -> None:
-        if self.head < len(self.segments):
-            segment = self.segments[self.head]
-            waiting = segment.status if isinstance(segment, Block) else ""  # a turn is mid-line
+    def _flush(self) -> None:
+        """Plain: writes the whole lines. TTY: also redraws the live region under them."""
+        lines, self._done_lines = "".join(self._done_lines), []
+        if not self.style.live:
+            self.out.write(lines)
         else:
-            waiting = self.idle_status
-        if self.finished or waiting == self._status_shown:
-            return
-        self._erase_status()
-        if waiting:
-            self.out.write(self._dim(f"  {self.style.glyph('⋯', '...')} {waiting}"))
-            self._status_shown = waiting
+            region = self._region_lines()
+            if lines or region != self._region:
+                self.out.write(self._erase_region() + lines + "\n".join(region))
+                self._region = region
+        self.out.flush()
 
-    def _erase_status(self) -> None:
-        if self._status_shown:
-            self.out.write("\r\x1b[2K")
-            self._status_shown = ""
+    def _erase_region(self) -> str:
+        """Moves to the region's first row and clears to the end of the screen."""
+        if not self._region:
+            return ""
+        up = len(self._region) - 1
+        return "\r" + (f"\x1b[{up}A" if up else "") + "\x1b[J"
+
+    def _region_lines(self) -> list[str]:
+        """The live region, one terminal row a line: the partial line of the turn being
+        printed, a ticker for each other debater still speaking, or what we wait for."""
+        s = self.style
+        lines = [self._line] if self._line else []
+        if self.finished or self._closed:
+            return lines
+        for turn in self.segments[self.head + 1:]:
+            if isinstance(turn, TurnSegment) and turn.text and len(lines) < 8:
+                index = self._colour(turn.participant)
+                label = f"  {s.glyph('●', '*')} {turn.participant} {s.glyph('✓', 'done') if turn.done else s.glyph('▸', '>')} "
+                room = s.width - cell_len(label) - 2
+                tail = " ".join(turn.text.split())
+                tail = tail if cell_len(tail) <= room else s.glyph("…", "...") + clip_left(tail, room - 3)
+                lines.append(s.debater(index, label, "bold") + s.debater(index, tail, "tint", "dim"))
+        at_head = self.segments[self.head] if self.head < len(self.segments) else None
+        waiting = at_head.status if isinstance(at_head, Block) else "" if at_head else self.idle_status
+        if waiting and not self._line:
+            lines.append(self._dim(f"  {s.glyph('⋯', '...')} {waiting}"))
+        return lines
 
     # -- pieces -------------------------------------------------------------------------
 

@@ -6,9 +6,9 @@ from concurrent import futures
 
 import grpc
 import pytest
-
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
+
 from services.cli import main
 from services.client.commands import parse_debater
 from services.common.errors import FieldViolation, InvalidArgument

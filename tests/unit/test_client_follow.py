@@ -6,10 +6,10 @@ import io
 
 import grpc
 import pytest
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from services.client.follow import StreamLost, follow, should_resume
 from services.client.view import DebateView
 from services.common.grpc_errors import STATUS_DETAILS_KEY

@@ -7,6 +7,7 @@ import re
 
 from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
+
 from services.client.style import Style, Wrapper, money
 from services.client.view import DebateView
 
@@ -16,7 +17,7 @@ PARTICIPANTS = [c.Participant(name="Ada", model="sim/debater", persona="economis
                 c.Participant(name="Milo", model="sim/debater", persona="shopkeeper", stance="against")]
 PLAIN = Style(color=False, unicode=True, width=80, live=False)
 TTY = Style(color=True, unicode=True, width=80, live=True)
-ANSI = re.compile(r"\x1b\[[0-9;]*[mK]|\r")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours only
 
 
 class Events:
@@ -125,23 +126,68 @@ def test_each_debater_turn_is_one_block_even_when_streams_interleave():
     assert speakers == sorted(speakers, key=["Ada", "Milo"].index)
 
 
-def test_tokens_appear_incrementally_on_a_tty():
+def screen(raw: str) -> list[str]:
+    """What a terminal shows after `raw`: lines, carriage returns, cursor up, erase below."""
+    lines, row, col = [""], 0, 0
+    for match in re.finditer(r"\x1b\[([\d;]*)([A-Za-z])|\r|\n|[^\x1b\r\n]+", raw):
+        text, code = match.group(0), match.group(2)
+        if text == "\r":
+            col = 0
+        elif text == "\n":
+            row, col = row + 1, 0
+            lines += [""] * (row + 1 - len(lines))
+        elif code == "A":
+            row = max(0, row - int(match.group(1) or 1))
+        elif code == "J":
+            lines[row] = lines[row][:col]
+            del lines[row + 1:]
+        elif code is None:
+            lines[row] = lines[row][:col] + text + lines[row][col + len(text):]
+            col += len(text)
+    return lines
+
+
+def test_tokens_appear_live_for_every_debater_on_a_tty():
     out = io.StringIO()
     view = DebateView(out, TTY, participants=PARTICIPANTS, round_limit=1)
     e = Events()
     view.handle(e.add(round_started=pb.RoundStarted(round_number=1, participants=["Ada", "Milo"])))
     view.handle(e.add(turn_started=pb.TurnStarted(round_number=1, participant="Ada", attempt=1)))
-    seen = []
+    view.handle(e.add(turn_started=pb.TurnStarted(round_number=1, participant="Milo", attempt=1)))
+    shown = ""
     for word in ["Cars ", "crowd ", "the ", "old ", "streets. "]:
         view.handle(e.add(token_delta=pb.TokenDelta(round_number=1, participant="Ada", text=word, attempt=1)))
-        seen.append(ANSI.sub("", out.getvalue()))
-    assert all(a != b for a, b in zip(seen, seen[1:]))  # every delta showed up at once
-    assert "Cars crowd the old streets." in seen[-1]
-    # a second debater streaming at the same time is held until Ada's turn is done
+        now = screen(out.getvalue())[-1]
+        assert now.startswith("  ┃ ") and len(now) > len(shown)  # each delta shows at once
+        shown = now
+    assert shown == "  ┃ Cars crowd the old streets."
+    # Milo speaks at the same time: a live ticker under Ada's text
     view.handle(e.add(token_delta=pb.TokenDelta(round_number=1, participant="Milo", text="Shops die ", attempt=1)))
-    assert "Shops" not in ANSI.sub("", out.getvalue())
-    view.handle(e.add(turn_completed=pb.TurnCompleted(turn=c.Turn(round_number=1, participant="Ada", text="Cars crowd the old streets. ", attempt=1))))
-    assert "Shops" in ANSI.sub("", out.getvalue())
+    assert screen(out.getvalue())[-2:] == ["  ┃ Cars crowd the old streets.", "  ● Milo ▸ Shops die"]
+    # Ada done: her turn stays above, Milo's turn is printed as a block and goes on live
+    view.handle(e.add(turn_completed=pb.TurnCompleted(turn=c.Turn(
+        round_number=1, participant="Ada", text="Cars crowd the old streets. ", attempt=1,
+        usage=c.TokenUsage(completion_tokens=6)))))
+    view.handle(e.add(token_delta=pb.TokenDelta(round_number=1, participant="Milo", text="when ", attempt=1)))
+    lines = screen(out.getvalue())
+    assert lines[-5:] == ["  ┃ Cars crowd the old streets.", "  6 tokens", "", "● Milo  round 1 · against · sim/debater",
+                          "  ┃ Shops die when"]
+    view.handle(e.add(token_delta=pb.TokenDelta(round_number=1, participant="Milo", text="customers ", attempt=1)))
+    assert screen(out.getvalue())[-1] == "  ┃ Shops die when customers"
+    assert sum("Cars crowd" in line for line in screen(out.getvalue())) == 1
+
+
+def test_the_tty_view_ends_with_every_turn_once_and_no_live_lines():
+    out = io.StringIO()
+    view = DebateView(out, TTY, participants=PARTICIPANTS, round_limit=3)
+    for event in simultaneous_debate().log:
+        view.handle(event)
+    view.close()
+    lines = screen(ANSI.sub("", out.getvalue()))
+    spoken = " ".join(line.removeprefix("  ┃ ") for line in lines if line.startswith("  ┃ "))
+    assert spoken == " ".join(f"R{r} {text}" for r in (1, 2, 3) for text in (ADA_TEXT, MILO_TEXT))
+    assert not [line for line in lines if "▸" in line or "⋯" in line]
+    assert "Winner: Ada" in "\n".join(lines)
 
 
 def test_plain_mode_writes_whole_lines_only():
