@@ -164,13 +164,17 @@ def rfc3339(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(seconds)) + _offset(seconds)
 
 
-def rfc3339nano(wall_ns: int) -> str:
+def rfc3339nano(wall_ns: int, _cache: dict[int, tuple[str, str]] = {}) -> str:  # noqa: B006
     """Go's encoding of a time.Time: RFC 3339 with the fraction's trailing zeros trimmed."""
     secs, frac = divmod(wall_ns, NS)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(secs))
+    parts = _cache.get(secs)
+    if parts is None:  # one strftime per second of the run, not one per call
+        if len(_cache) > 4096:
+            _cache.clear()
+        parts = _cache[secs] = (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(secs)), _offset(secs))
     if frac:
-        text += "." + f"{frac:09d}".rstrip("0")
-    return text + _offset(secs)
+        return parts[0] + "." + f"{frac:09d}".rstrip("0") + parts[1]
+    return parts[0] + parts[1]
 
 
 # --- the report ----------------------------------------------------------------------------

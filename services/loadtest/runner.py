@@ -28,7 +28,12 @@ from typing import Any
 import grpc
 
 from services.loadtest.reflection import CallError, Method, decode_json, resolve
-from services.loadtest.report import CallRecorder, MessageStats, RunOptions, build_report
+from services.loadtest.report import (
+    CallRecorder,
+    MessageStats,
+    RunOptions,
+    build_report,
+)
 
 # Go's names of the status codes (google.golang.org/grpc/codes String()).
 GO_CODE_NAMES = {
@@ -344,7 +349,7 @@ class LoadRunner:
                                 break
                             try:
                                 message = await asyncio.wait_for(call.read(), left)
-                            except asyncio.TimeoutError:
+                            except TimeoutError:
                                 call.cancel()
                                 break
                         else:
@@ -380,6 +385,15 @@ class LoadRunner:
 
     async def run(self) -> dict[str, Any]:
         """Runs the load and returns ghz's report as a dict."""
+        return self.report(await self.drive())
+
+    def report(self, total_ns: int) -> dict[str, Any]:
+        assert self.payloads is not None
+        return build_report(self.config.run_options(self.payloads.data), self.calls, total_ns, self.end_reason,
+                            self.messages)
+
+    async def drive(self) -> int:
+        """Makes the calls; returns the run's total time in ns (the results are in self.calls)."""
         if self.method is None:
             self.prepare()
         config, method = self.config, self.method
@@ -387,7 +401,7 @@ class LoadRunner:
         channels = [config.aio_channel() for _ in range(config.connections)]
         try:
             await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), config.dial_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             for channel in channels:
                 await channel.close()
             raise CallError(f"cannot connect to {config.target} within {config.dial_timeout:g}s") from None
@@ -426,8 +440,7 @@ class LoadRunner:
         for task in self._tasks:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()
-        return build_report(config.run_options(self.payloads.data), self.calls, total_ns, self.end_reason,
-                            self.messages)
+        return total_ns
 
 
 def run_load(config: LoadConfig) -> dict[str, Any]:

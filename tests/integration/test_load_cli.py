@@ -54,7 +54,7 @@ def accounting(tmp_path_factory):
 
 def _load(*args: str) -> dict:
     out = subprocess.run([str(BIN / "debate-engine"), "load", *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=240)
+                         timeout=240, check=False)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -85,7 +85,7 @@ def test_summary_and_data_from_stdin(accounting, tmp_path):
         [str(BIN / "debate-engine"), "load", "--call", "grpc.health.v1.Health/Check", "-d", "@", "-n", "20",
          "-c", "2", "--insecure", accounting],
         cwd=ROOT, input='{"service":"debate.accounting.v1.AccountingService"}', capture_output=True, text=True,
-        timeout=120,
+        timeout=120, check=False,
     )
     assert out.returncode == 0, out.stderr
     assert "Summary:\n  Count:\t20\n" in out.stdout
@@ -94,7 +94,7 @@ def test_summary_and_data_from_stdin(accounting, tmp_path):
 
 def test_a_bad_call_fails_before_any_load(accounting):
     out = subprocess.run([str(BIN / "debate-engine"), "load", "--call", "debate.accounting.v1.AccountingService.Nope",
-                          "--insecure", accounting], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          "--insecure", accounting], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 1
     assert "CalculateCost" in out.stderr  # the methods the service does have
 
@@ -103,6 +103,6 @@ def test_a_report_file_is_written(accounting, tmp_path: Path):
     target = tmp_path / "report.json"
     out = subprocess.run([str(BIN / "debate-engine"), "load", "--call", "grpc.health.v1.Health.Check", "-n", "10",
                           "-c", "2", "--insecure", "-O", "pretty", "-o", str(target), accounting],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     jsonschema.validate(json.loads(target.read_text()), SCHEMA)

@@ -42,13 +42,12 @@ from grpc.experimental import gevent as grpc_gevent
 
 grpc_gevent.init_gevent()
 
-import grpc  # noqa: E402
-from locust import User, between, events, task  # noqa: E402
-
-from debate.accounting.v1 import accounting_pb2, accounting_pb2_grpc  # noqa: E402
-from debate.common.v1 import common_pb2  # noqa: E402
-from debate.judge.v1 import judge_pb2, judge_pb2_grpc  # noqa: E402
-from debate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc  # noqa: E402
+import grpc
+from debate.accounting.v1 import accounting_pb2, accounting_pb2_grpc
+from debate.common.v1 import common_pb2
+from debate.judge.v1 import judge_pb2, judge_pb2_grpc
+from debate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from locust import User, between, events, task
 
 DEFAULT_ADDRS = {
     "orchestrator": "127.0.0.1:50051",
