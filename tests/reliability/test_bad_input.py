@@ -14,26 +14,23 @@ Bounded: `MAX_EXAMPLES` per RPC (env BAD_INPUT_EXAMPLES), no per-example deadlin
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sqlite3
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import pytest
+from debate.accounting.v1 import accounting_pb2
+from debate.common.v1 import common_pb2
+from debate.judge.v1 import judge_pb2
+from debate.orchestrator.v1 import orchestrator_pb2
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from debate.accounting.v1 import accounting_pb2
-from debate.common.v1 import common_pb2
-from debate.judge.v1 import judge_pb2
-from debate.orchestrator.v1 import orchestrator_pb2
 from services.common.grpc_errors import error_details
+from tests.reliability.inprocess import InProcessSuite
 from tests.reliability.proto_strategies import requests
 
 MAX_EXAMPLES = int(os.environ.get("BAD_INPUT_EXAMPLES", "30"))
@@ -61,72 +58,6 @@ RPCS = [(name, method.name) for name, service in SERVICES.items() for method in 
 # Known bugs in other engineers' services, found by this suite: (service, method) -> reason.
 # Each stays a strict xfail until fixed (then the xfail itself fails and is removed here).
 KNOWN_BUGS: dict[tuple[str, str], str] = {}
-
-
-@dataclass
-class InProcessSuite:
-    """accounting, judge and orchestrator in this process, on one loop in a daemon thread."""
-
-    root: Path
-    addresses: dict[str, str] = field(default_factory=dict)
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    services: dict = field(default_factory=dict)
-    thread: threading.Thread | None = None
-
-    def run(self, coro, timeout: float = 60.0):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self.loop.run_forever, name="bad-input-suite", daemon=True)
-        self.thread.start()
-        for name in ("accounting", "judge", "orchestrator"):
-            self.run(self._start(name))
-
-    async def _start(self, name: str) -> None:
-        settings_module = __import__(f"services.{name}.settings", fromlist=["x"])
-        cls = next(v for k, v in vars(settings_module).items()
-                   if k.endswith("Settings") and isinstance(v, type) and v.__module__ == settings_module.__name__)
-        extra = {}
-        if name == "orchestrator":
-            extra = {"judge_service_addr": self.addresses["judge"],
-                     "accounting_service_addr": self.addresses["accounting"]}
-        data_dir = self.root / name
-        data_dir.mkdir(parents=True, exist_ok=True)
-        settings_obj = cls(port=0, data_dir=str(data_dir), **extra)
-        build = __import__(f"services.{name}.server", fromlist=["build_service"]).build_service
-        service = await build(settings_obj)
-        await service.start()
-        self.services[name] = service
-        self.addresses[name] = service.address
-
-    def stop(self) -> None:
-        for name in ("orchestrator", "judge", "accounting"):
-            if name in self.services:
-                try:
-                    self.run(self.services[name].stop(grace=0), timeout=30)
-                except Exception:  # noqa: BLE001 - best effort at teardown
-                    pass
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        if self.thread:
-            self.thread.join(timeout=10)
-
-    def row_counts(self) -> dict[str, int]:
-        """Rows of every table of every SQLite file under the services' data dirs."""
-        counts: dict[str, int] = {}
-        for path in sorted(self.root.rglob("*")):
-            if not path.is_file() or path.name.endswith(("-wal", "-shm", "-journal")):
-                continue
-            with path.open("rb") as handle:
-                if handle.read(16) != b"SQLite format 3\x00":
-                    continue
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-            try:
-                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-                for table in tables:
-                    counts[f"{path.name}:{table}"] = db.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
-            finally:
-                db.close()
-        return counts
 
 
 @pytest.fixture(scope="module")

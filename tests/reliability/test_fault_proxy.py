@@ -145,25 +145,24 @@ async def test_grpc_through_the_proxy():
     service = GrpcService(ServiceSettings(port=0), [])
     await service.start()
     try:
-        async with FaultProxy("127.0.0.1", service.port) as proxy:
-            async with grpc.aio.insecure_channel(proxy.address) as channel:
-                health = health_pb2_grpc.HealthStub(channel)
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=SOON)
-                assert reply.status == health_pb2.HealthCheckResponse.SERVING
-                # A Watch stream stays open; cutting the connection ends it with UNAVAILABLE.
-                watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=SOON * 3)
-                first = await watch.read()
-                assert first.status == health_pb2.HealthCheckResponse.SERVING
-                proxy.drop_new = True
-                proxy.cut()
-                with pytest.raises(grpc.aio.AioRpcError) as cut:
-                    await watch.read()
-                assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
-                with pytest.raises(grpc.aio.AioRpcError) as dropped:
-                    await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                assert dropped.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-                proxy.drop_new = False
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=SOON, wait_for_ready=True)
-                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        async with FaultProxy("127.0.0.1", service.port) as proxy, grpc.aio.insecure_channel(proxy.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=SOON)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            # A Watch stream stays open; cutting the connection ends it with UNAVAILABLE.
+            watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=SOON * 3)
+            first = await watch.read()
+            assert first.status == health_pb2.HealthCheckResponse.SERVING
+            proxy.drop_new = True
+            proxy.cut()
+            with pytest.raises(grpc.aio.AioRpcError) as cut:
+                await watch.read()
+            assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+            with pytest.raises(grpc.aio.AioRpcError) as dropped:
+                await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert dropped.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            proxy.drop_new = False
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=SOON, wait_for_ready=True)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await service.stop(grace=0)

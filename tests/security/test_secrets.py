@@ -59,7 +59,7 @@ class KeyEchoServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    async def __aenter__(self) -> KeyEchoServer:
+    async def __aenter__(self) -> KeyEchoServer:  # noqa: PYI034
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -152,7 +152,13 @@ def _llm_cases():
 async def test_llm_layer_errors_and_logs_never_carry_the_key(echo_server, monkeypatch, caplog, model_prefix,
                                                             transport, mode):
     from services.common.grpc_errors import status_for
-    from services.common.llm import ChatMessage, CompletionRequest, LLMError, build_llm_client, collect
+    from services.common.llm import (
+        ChatMessage,
+        CompletionRequest,
+        LLMError,
+        build_llm_client,
+        collect,
+    )
 
     monkeypatch.setenv("OPENAI_API_KEY", CANARY_OPENAI)
     monkeypatch.setenv("LOCAL_API_KEY", CANARY_LOCAL)
@@ -236,6 +242,7 @@ async def _run_debate(stub, config, seen: list[str]) -> str:
 async def test_suite_processes_never_reveal_the_key(echo_server, tmp_path):
     from debate.accounting.v1 import accounting_pb2, accounting_pb2_grpc
     from debate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+
     from services.launcher import GatewayConfig, Suite, SuiteConfig
 
     data_dir = tmp_path / "data"

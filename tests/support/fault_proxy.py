@@ -99,7 +99,7 @@ class FaultProxy:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=2)
 
-    async def __aenter__(self) -> FaultProxy:
+    async def __aenter__(self) -> FaultProxy:  # noqa: PYI034
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -82,7 +84,7 @@ async def test_plaintext_client_is_refused(tls_server):
 
 
 async def test_client_without_a_certificate_is_refused(tls_server, pki):
-    ca = open(pki["server"].ca_file, "rb").read()
+    ca = Path(pki["server"].ca_file).read_bytes()
     async with grpc.aio.secure_channel(tls_server.address, grpc.ssl_channel_credentials(root_certificates=ca)) as channel:
         assert await _refused(channel) == grpc.StatusCode.UNAVAILABLE
 
