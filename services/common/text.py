@@ -18,13 +18,12 @@ import unicodedata
 # below), Cf format (zero-width space/joiners, BOM, soft hyphen, every bidi embedding,
 # override, isolate and mark), Cs lone surrogates, Co private use, Cn unassigned.
 _REMOVED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
-# Characters that look like whitespace to a reader and become a plain space or newline.
-_SPACE_LIKE = frozenset({"\t", "\v", "\f", "\x85", "\u2028", "\u2029"})
-_NEWLINES = frozenset({"\n", "\r", "\x85", "\u2028", "\u2029"})
-
-_HORIZONTAL_RUNS = re.compile(r"[^\S\n]+")
-_BLANK_LINE_RUNS = re.compile(r"\n{3,}")
-_ALL_WHITESPACE_RUNS = re.compile(r"\s+")
+# Characters that look like whitespace to a reader become a plain newline or space.
+_TO_NEWLINE = str.maketrans({"\r": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n"})
+_TO_SPACE = str.maketrans({"\t": " ", "\v": " ", "\f": " "})
+_SPECIAL_WHITESPACE = "\r\x85\u2028\u2029\t\v\f"
+# Anything outside printable ASCII and "\n" is looked at one by one; plain text skips the work.
+_SUSPECT_RUNS = re.compile(r"[^\x20-\x7e\n]+")
 
 MAX_TOPIC_LENGTH = 500
 MAX_PERSONA_LENGTH = 500
@@ -35,6 +34,10 @@ MAX_NAME_LENGTH = 64
 def is_invisible(char: str) -> bool:
     """True for a control, format (zero-width, bidi), surrogate, private or unassigned char."""
     return unicodedata.category(char) in _REMOVED_CATEGORIES
+
+
+def _visible_only(run: re.Match[str]) -> str:
+    return "".join(char for char in run.group(0) if not is_invisible(char))
 
 
 def clean_text(text: str, max_length: int | None = None, *, keep_newlines: bool = False) -> str:
@@ -48,19 +51,21 @@ def clean_text(text: str, max_length: int | None = None, *, keep_newlines: bool 
     """
     if max_length is not None and max_length < 0:
         raise ValueError("max_length must be >= 0")
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n"))
-    kept: list[str] = []
-    for char in text:
-        if char in _NEWLINES:
-            kept.append("\n" if keep_newlines else " ")
-        elif char in _SPACE_LIKE:
-            kept.append(" ")
-        elif not is_invisible(char):
-            kept.append(char)
-    cleaned = "".join(kept)
+    if any(char in text for char in _SPECIAL_WHITESPACE):
+        text = text.replace("\r\n", "\n").translate(_TO_NEWLINE).translate(_TO_SPACE)
+    if not keep_newlines:
+        text = text.replace("\n", " ")
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    # str.isprintable is False for every removed category (and for spaces other than " ").
+    cleaned = text if text.replace("\n", "").isprintable() else _SUSPECT_RUNS.sub(_visible_only, text)
     if keep_newlines:
-        lines = (_HORIZONTAL_RUNS.sub(" ", line).strip() for line in cleaned.split("\n"))
-        cleaned = _BLANK_LINE_RUNS.sub("\n\n", "\n".join(lines)).strip()
+        lines: list[str] = []
+        for line in cleaned.split("\n"):
+            line = " ".join(line.split())
+            if line or (lines and lines[-1]):  # at most one blank line in a row
+                lines.append(line)
+        cleaned = "\n".join(lines).strip()
     else:
-        cleaned = _ALL_WHITESPACE_RUNS.sub(" ", cleaned).strip()
+        cleaned = " ".join(cleaned.split())
     return cleaned if max_length is None else cleaned[:max_length].rstrip()

@@ -14,7 +14,6 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from statistics import fmean
 
 from services.common.errors import Aborted, DomainError
 from services.common.llm.base import CompletionRequest, LLMClient, Usage, collect
@@ -142,7 +141,8 @@ class Judge:
         priors = [a.totals for a in case.assessments]
         weight = self.policy.verdict_round_weight if priors else 0.0
         final = {
-            name: weight * (fmean(p[name] for p in priors) if priors else 0.0) + (1 - weight) * tally.totals[name]
+            name: weight * (aggregate.mean([p[name] for p in priors]) if priors else 0.0)
+            + (1 - weight) * tally.totals[name]
             for name in names
         }
         winner, tie, ranked = aggregate.leader(final, margin)
@@ -150,7 +150,7 @@ class Judge:
         if tie:
             confidence = aggregate.agreement(rankings, margin)
         else:
-            support = fmean(aggregate.top_share(r, winner, margin) for r in rankings)
+            support = aggregate.mean([aggregate.top_share(r, winner, margin) for r in rankings])
             lead = final[winner] - final[ranked[1]]
             confidence = support * min(1.0, lead / self.policy.decisive_margin)
 
@@ -261,8 +261,8 @@ class _Tally:
         self.panel = panel
         self.ballot_totals = [self._totals(b.scores) for b in ballots]
         by_model = {m: [i for i, b in enumerate(ballots) if b.model == m] for m in panel.models}
-        self.ordering_agreement = round(fmean(
-            aggregate.agreement([self.ballot_totals[i] for i in idx], margin) for idx in by_model.values()
+        self.ordering_agreement = round(aggregate.mean(
+            [aggregate.agreement([self.ballot_totals[i] for i in idx], margin) for idx in by_model.values()]
         ), 4)
         model_means = [aggregate.mean_scores([ballots[i].scores for i in idx]) for idx in by_model.values()]
         self.judge_agreement = round(aggregate.agreement([self._totals(m) for m in model_means], margin), 4)

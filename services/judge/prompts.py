@@ -53,7 +53,8 @@ def new_token() -> str:
 
 def neutralise(text: str, token: str) -> str:
     """Quoted text that can neither contain the call's token nor build a marker line."""
-    return _ANGLE_RUNS.sub(r"\1\1", text.replace(token, ""))
+    text = text.replace(token, "")
+    return _ANGLE_RUNS.sub(r"\1\1", text) if "<<<" in text or ">>>" in text else text
 
 
 def block(token: str, kind: str, label: str, text: str) -> str:
@@ -65,17 +66,39 @@ class NameMasker:
     """Replaces debaters' names in quoted text by their label for one ordering.
 
     Whole words only and case-sensitive, longest name first, so "Ann" inside "Annual" or
-    "Anna" stays untouched.
+    "Anna" stays untouched. Each text is split at names once and rejoined per ordering.
     """
 
     def __init__(self, names: Sequence[str]):
         words = sorted({n for n in names if n}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(rf"(?<!\w){re.escape(w)}(?!\w)" for w in words)) if words else None
+        self._pattern = re.compile("|".join(re.escape(w) for w in words)) if words else None
+        self._split: dict[str, list[str]] = {}
 
     def mask(self, text: str, labels: dict[str, str]) -> str:
-        if self._pattern is None:
+        pieces = self._split.get(text)
+        if pieces is None:
+            pieces = self._split[text] = self._pieces(text)
+        if len(pieces) == 1:
             return text
-        return self._pattern.sub(lambda m: labels.get(m.group(0), m.group(0)), text)
+        return "".join(labels.get(p, p) if i % 2 else p for i, p in enumerate(pieces))
+
+    def _pieces(self, text: str) -> list[str]:
+        """text, name, text, name, ..., text: the names that stand as whole words."""
+        if self._pattern is None:
+            return [text]
+        pieces, last = [], 0
+        for match in self._pattern.finditer(text):
+            start, end = match.span()
+            if (start and _is_word(text[start - 1])) or (end < len(text) and _is_word(text[end])):
+                continue
+            pieces += [text[last:start], match.group(0)]
+            last = end
+        pieces.append(text[last:])
+        return pieces
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,9 +184,14 @@ def _panel(request: PanelRequest | Panel, debaters: int, policy: JudgePolicy, v:
     return Panel(models=tuple(models), orderings=orderings, criteria=criteria)
 
 
+def default_rubric() -> tuple[Criterion, ...]:
+    """argument_strength, evidence, rebuttal and clarity, equally weighted."""
+    return normalise_weights([Criterion(name, 1.0, text) for name, text in DEFAULT_CRITERIA])
+
+
 def _criteria(criteria: Sequence[Criterion], policy: JudgePolicy, v: Violations) -> tuple[Criterion, ...]:
     if not criteria:
-        return normalise_weights([Criterion(name, 1.0, text) for name, text in DEFAULT_CRITERIA])
+        return default_rubric()
     if len(criteria) > policy.max_criteria:
         v.add("judge.rubric.criteria", f"at most {policy.max_criteria} criteria, got {len(criteria)}")
     seen: dict[str, int] = {}
