@@ -11,12 +11,12 @@ import time
 
 import grpc
 import pytest
-
 from debate.accounting.v1 import accounting_pb2, accounting_pb2_grpc
 from debate.common.v1 import common_pb2
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
+
 from services.common.grpc_errors import error_details
 from tests.reliability.inprocess import InProcessSuite
 
