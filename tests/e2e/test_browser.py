@@ -116,6 +116,7 @@ def test_a_debate_streams_live_into_each_column_then_scores_and_verdict(suite, p
         column = page.locator(f"[data-testid=debater-column][data-participant='{name}']")
         assert column.locator(".turn").count() == 2
 
+    page.wait_for_timeout(600)  # let the verdict's entrance animation finish
     page.screenshot(path=str(ARTIFACTS / "browser-debate.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.screenshot(path=str(ARTIFACTS / "browser-debate-phone.png"), full_page=False)
@@ -146,5 +147,7 @@ def test_the_servers_field_errors_are_shown_next_to_their_fields(suite, page):
     name_error.wait_for(state="visible")
     assert "duplicate" in name_error.inner_text().lower()
     assert page.locator("[data-error-for='config.topic']").is_hidden()
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(400)
     page.screenshot(path=str(ARTIFACTS / "browser-field-errors.png"), full_page=True)
 

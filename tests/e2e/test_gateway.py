@@ -121,6 +121,7 @@ class RunningSuite:
     process: subprocess.Popen
     gateway_url: str
     output: list[str]
+    ports: dict[str, int]
 
 
 def start_suite(data_dir, *, tokens_per_second: float, first_token_latency: float = 0.2,
@@ -157,7 +158,7 @@ def start_suite(data_dir, *, tokens_per_second: float, first_token_latency: floa
     if process.poll() is not None or not any("suite is up" in line for line in output):
         process.kill()
         raise AssertionError("the suite did not come up:\n" + "".join(output[-40:]))
-    return RunningSuite(process, f"http://127.0.0.1:{ports['gateway']}", output)
+    return RunningSuite(process, f"http://127.0.0.1:{ports['gateway']}", output, ports)
 
 
 def stop_suite(suite: RunningSuite) -> None:

