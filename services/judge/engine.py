@@ -11,6 +11,7 @@ scores.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from services.judge.prompts import (
     unmask_labels,
 )
 from services.judge.validation import validate_round, validate_verdict
+
+log = logging.getLogger(__name__)
 
 MAX_RATIONALE_CHARS = 500
 MAX_SUMMARY_CHARS = 800
@@ -106,6 +109,9 @@ class Judge:
             for name in (d.name for d in case.debaters)
         )
         simulated = any(b.call.simulated for b in ballots)
+        log.info("round %d judged by %d call(s): %s; ordering agreement %.2f, judge agreement %.2f",
+                 case.round_number, len(ballots), "tie" if tie else f"{leader} leads", tally.ordering_agreement,
+                 tally.judge_agreement)
         if tie:
             tied = [n for n in ranked if totals[ranked[0]] - totals[n] <= self.policy.tie_margin]
             outcome = (f"Round {case.round_number} is a tie between {_names(tied)} "
@@ -155,6 +161,8 @@ class Judge:
             confidence = support * min(1.0, lead / self.policy.decisive_margin)
 
         simulated = any(b.call.simulated for b in ballots)
+        log.info("verdict by %d call(s): %s, confidence %.2f", len(ballots), "tie" if tie else f"{winner} wins",
+                 confidence)
         if tie:
             tied = [n for n in ranked if final[ranked[0]] - final[n] <= margin]
             outcome = f"The debate is a tie between {_names(tied)} ({_listing(tied, final)})."
@@ -233,6 +241,8 @@ class Judge:
                 answer = parse_answer(reply.text, shape)
             except JudgeOutputError as error:
                 problems = error.problems
+                log.warning("judge answer %s refused (attempt %d of %d): %s", key, attempt, attempts,
+                            "; ".join(problems[:3]))
                 conversation = repair_messages(messages, reply.text, problems)
                 continue
             shown = tuple(parts.debaters[i].name for i in ordering)

@@ -22,8 +22,8 @@ from services.common.text import (
     clean_text,
 )
 from services.judge.aggregate import (
-    candidate_orderings,
     choose_orderings,
+    distinct_orderings,
     normalise_weights,
 )
 from services.judge.model import (
@@ -171,8 +171,7 @@ def _panel(request: PanelRequest | Panel, debaters: int, policy: JudgePolicy, v:
         seen.setdefault(model, i)
 
     k = request.orderings or policy.default_orderings or max(debaters, 1)
-    possible = len(candidate_orderings(debaters)) if debaters >= 2 else 1
-    limit = min(policy.max_orderings, possible)
+    limit = min(policy.max_orderings, distinct_orderings(debaters))
     if request.orderings < 0:
         v.add("judge.orderings", f"must not be negative, got {request.orderings}")
     elif request.orderings > limit:

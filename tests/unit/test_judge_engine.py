@@ -301,3 +301,13 @@ async def test_verdict_validation_lists_each_problem():
 def test_canned_answers_match_what_the_judge_asks_for():
     data = json.loads(canned_answer(3, ("a", "b"), True, {"B": 7.0}))
     assert list(data["debaters"]) == ["A", "B", "C"] and data["debaters"]["B"]["scores"] == {"a": 7.0, "b": 7.0}
+
+
+async def test_a_debater_without_a_turn_is_shown_as_silent_and_several_turns_are_kept_together():
+    llm = FakeJudgeLLM()
+    case = round_case(3, turns=(Turn("Alice", "First point."), Turn("Bob", TEXTS[1]), Turn("Alice", "Second point.")))
+    assessment = await Judge(llm).evaluate_round(case)
+    carol = next(s for s in assessment.scores if s.debater == "Carol")
+    assert set(carol.criteria.values()) == {0.0}  # the sim judge had nothing to score
+    view = read_prompt(llm.requests[0].messages[1].content)
+    assert view.turns["A"] == ["First point.\n\nSecond point."] and view.turns["C"] == []
