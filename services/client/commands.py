@@ -165,9 +165,8 @@ async def run_debate(stub, config: common_pb2.DebateConfig, out: TextIO, style: 
     debate = created.debate
     out.write("\n".join(intro_lines(style, debate.config if debate.HasField("config") else config, debate.debate_id)) + "\n")
     out.flush()
-    started = await stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id), timeout=30)
-    if started.debate.state == pb.DEBATE_STATE_QUEUED:
-        out.write(style.paint(f"  queued at position {started.debate.queue_position}", "dim") + "\n")
+    began = time.monotonic()
+    await stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id), timeout=30)
     view = DebateView(out, style, participants=config.participants, round_limit=config.format.round_limit)
     try:
         await follow(stub, debate.debate_id, view)
@@ -182,7 +181,7 @@ async def run_debate(stub, config: common_pb2.DebateConfig, out: TextIO, style: 
             pass
         raise
     view.close()
-    return _outcome(view, out, style)
+    return _outcome(view, out, style, time.monotonic() - began)
 
 
 async def watch(stub, debate_id: str, after: int, out: TextIO, style: Style) -> int:
@@ -199,9 +198,10 @@ async def watch(stub, debate_id: str, after: int, out: TextIO, style: Style) -> 
     return _outcome(view, out, style)
 
 
-def _outcome(view: DebateView, out: TextIO, style: Style) -> int:
+def _outcome(view: DebateView, out: TextIO, style: Style, seconds: float | None = None) -> int:
     if view.succeeded:
-        out.write("\n" + style.paint(f"{style.glyph('✓', 'OK')} debate completed", "bold", "green") + "\n")
+        took = f" in {seconds:.1f}s" if seconds is not None else ""
+        out.write("\n" + style.paint(f"{style.glyph('✓', 'OK')} debate completed{took}", "bold", "green") + "\n")
         out.flush()
         return EXIT_OK
     state = state_name(view.state) if view.finished else "not finished"

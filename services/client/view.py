@@ -150,9 +150,10 @@ class DebateView:
         attempt = failed.attempt or 1
         if attempt < turn.attempt or turn.done:
             return
-        what = f"attempt {attempt} failed ({failed.reason or 'error'}{': ' + failed.message if failed.message else ''})"
+        what = f"attempt {attempt} failed ({failed.reason or 'error'})" + (f": {failed.message}" if failed.message else "")
         if failed.will_retry:
-            self._restart(turn, attempt + 1, note=f"{what}; its text is void, retrying")
+            void = "" if "void" in what else "; its text is void"
+            self._restart(turn, attempt + 1, note=f"{what}{void}. Retrying.")
         else:
             turn.done = True
             turn.footer = self.style.paint(f"{self.style.glyph('✗', 'x')} {what}", "red")
@@ -267,7 +268,7 @@ class DebateView:
         if turn.started and turn.wrapper is not None:
             self._write(turn.wrapper.finish())
             if note:
-                self._write(f"  {self.style.paint(note, 'yellow')}\n")
+                self._write_note(note)
         elif note:
             turn.notes.append(note)
         turn.attempt, turn.text, turn.written = attempt, "", 0
@@ -329,7 +330,7 @@ class DebateView:
             marker = s.glyph("●", "*")
             self._write("\n" + s.debater(index, f"{marker} {turn.participant}", "bold") + "  " + self._dim(" · ".join(about)) + "\n")
             for note in turn.notes:
-                self._write(f"  {s.paint(note, 'yellow')}\n")
+                self._write_note(note)
         if turn.wrapper is None:
             if s.live:
                 gutter, gutter_width = s.debater(index, s.glyph("  ┃ ", "  | ")), 4
@@ -344,6 +345,10 @@ class DebateView:
             self._write(turn.wrapper.finish())
             if turn.footer:
                 self._write(f"  {turn.footer}\n")
+
+    def _write_note(self, note: str) -> None:
+        for line in self._wrapped(note, "  ", "yellow"):
+            self._write(line + "\n")
 
     def _write(self, text: str) -> None:
         """Queues text; whole lines become permanent at the next flush, a partial one waits."""
