@@ -88,6 +88,10 @@ class Judge:
     # ----------------------------------------------------------------------- rounds
 
     async def evaluate_round(self, case: RoundCase) -> RoundAssessment:
+        """Scores one round. Each criterion score is the mean over a model's orderings, then
+        over the models (each model weighs the same); the weighted total uses the normalised
+        rubric weights; the leader must be ahead by more than the tie margin. Per-debater
+        rationales are those of the first call (first model, orderings[0])."""
         case = validate_round(case, self.policy)
         panel = _panel(case.panel)
         parts = PromptParts(case.topic, case.debaters, panel.criteria,
@@ -135,6 +139,18 @@ class Judge:
     # ----------------------------------------------------------------------- verdicts
 
     async def render_verdict(self, case: VerdictCase) -> Verdict:
+        """Decides the debate from the whole transcript, judged like a round (same rubric,
+        orderings and panel), blended with the round assessments given:
+
+            final = w * mean(round weighted totals) + (1 - w) * whole-debate weighted total
+
+        with w = policy.verdict_round_weight (0 when no assessments are given). The winner must
+        be ahead by more than the tie margin. Confidence (0..1), with every verdict call and
+        every round assessment counted as one ballot:
+        - a win: the winner's share of the ballots' first places (shared first places split)
+          times min(1, lead / policy.decisive_margin);
+        - a tie: the agreement among the ballots (a tie every ballot sees is a confident tie; one
+          that comes from ballots cancelling out is not)."""
         case = validate_verdict(case, self.policy)
         panel = _panel(case.panel)
         parts = PromptParts(case.topic, case.debaters, panel.criteria, case.rounds, verdict=True)
