@@ -55,10 +55,10 @@ def clean_text(text: str, max_length: int | None = None, *, keep_newlines: bool 
         text = text.replace("\r\n", "\n").translate(_TO_NEWLINE).translate(_TO_SPACE)
     if not keep_newlines:
         text = text.replace("\n", " ")
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
     # str.isprintable is False for every removed category (and for spaces other than " ").
     cleaned = text if text.replace("\n", "").isprintable() else _SUSPECT_RUNS.sub(_visible_only, text)
+    if not cleaned.isascii():  # after the removal, which can let marks compose ("e", ZWJ, U+0301)
+        cleaned = unicodedata.normalize("NFC", cleaned)
     if keep_newlines:
         lines: list[str] = []
         for line in cleaned.split("\n"):

@@ -43,7 +43,9 @@ def choose_orderings(n: int, k: int) -> tuple[tuple[int, ...], ...]:
     """k orderings of n debaters, spread evenly over `candidate_orderings(n)`.
 
     With k = n every debater is shown first (and in every other position) once, so a judge
-    that favours a position favours every debater equally.
+    that favours a position favours every debater equally. With fewer orderings than
+    debaters that balance is impossible (someone is never shown first), which is why the
+    default is one ordering per debater.
     """
     candidates = candidate_orderings(n)
     if not 1 <= k <= len(candidates):

@@ -42,3 +42,8 @@ def test_result_is_bounded_clean_and_stable(text, limit, keep_newlines):
 
 def test_no_max_length_cleans_without_truncating():
     assert clean_text("a\u200b" * 1000) == "a" * 1000
+
+
+def test_marks_that_compose_once_a_hidden_character_is_gone_are_normalised():
+    assert clean_text("cafe\u200d\u0301", 100) == "caf\u00e9"
+    assert clean_text(clean_text("cafe\u200d\u0301", 100), 100) == "caf\u00e9"
