@@ -391,7 +391,10 @@ class DebateView:
                 tail = tail if cell_len(tail) <= room else s.glyph("…", "...") + clip_left(tail, room - 3)
                 lines.append(s.debater(index, label, "bold") + s.debater(index, tail, "tint", "dim"))
         at_head = self.segments[self.head] if self.head < len(self.segments) else None
-        waiting = at_head.status if isinstance(at_head, Block) else "" if at_head else self.idle_status
+        if isinstance(at_head, TurnSegment):
+            waiting = "" if at_head.text else f"{at_head.participant} is thinking"
+        else:
+            waiting = at_head.status if at_head else self.idle_status
         if waiting and not self._line:
             lines.append(self._dim(f"  {s.glyph('⋯', '...')} {waiting}"))
         return lines

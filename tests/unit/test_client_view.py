@@ -204,7 +204,8 @@ def test_plain_mode_writes_whole_lines_only():
 def test_a_repeated_event_prints_nothing():
     log = simultaneous_debate(1).log
     once, _ = render(log)
-    twice, _ = render(log[:20] + log[10:] + log)
+    heartbeat = pb.DebateEvent(sequence=20, debate_id="d1", heartbeat=pb.Heartbeat())  # repeats the last sequence
+    twice, _ = render(log[:20] + [heartbeat] + log[10:] + log)
     assert once == twice
 
 
