@@ -1,0 +1,435 @@
+"""Scale on one machine (issue 8, point 4): how many concurrent 4-debater debates the suite
+carries, and how many subscribers one orchestrator serves on one debate, with the simulated
+models paced at 50 tokens/s and 200 tokens per turn.
+
+    python -m tests.benchmarks.scale                  # the full ramp (bounded: --budget 900 s)
+    python -m tests.benchmarks.scale --quick          # a small ramp, about a minute
+    python -m tests.benchmarks.scale --debates 50,100,200 --subscribers 1000,5000 --json reports/scale.json
+
+What it does, all on 127.0.0.1:
+
+1. Starts the three services with the launcher's `Suite` (no gateway), with
+   SIM_TOKENS_PER_SECOND=50 and MAX_RUNNING_DEBATES high enough that no debate queues.
+2. Debates: for each level N, creates N debates (4 `sim/debater` debaters, one round,
+   max_tokens_per_turn 200, judged by `sim/judge`), subscribes one watcher to each, starts
+   them all at once and follows them to the end. A level passes when every debate completes,
+   no stream fails, and the relay latency p99 is under 250 ms. The ramp stops at the first
+   level that does not pass.
+3. Subscribers: for each level K, one debate (4 debaters, --subscriber-rounds rounds) with K
+   subscribers connected before it starts. A few "probe" subscribers parse every event to
+   measure relay latency; the others take the raw frames and count them (what a thin
+   client costs), so that this process is not the first thing to saturate. A level passes
+   when every subscriber receives the whole debate (its terminal event) without being cut
+   off and the probes' p99 is under 250 ms.
+
+Relay latency is the time from an event's `time` (stamped by the orchestrator when the
+token delta is appended to the debate's log) to its arrival at a subscriber, both clocks
+being this machine's. Memory is the orchestrator process's RSS (psutil), sampled every
+100 ms: per debate = (peak during the level - RSS before it) / N; per subscriber =
+(peak during the level - RSS with the debate alone) / K. The harness's own CPU is reported:
+on a 2-core machine the watchers share the cores with the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+import psutil
+from debate.common.v1 import common_pb2
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
+from debate.orchestrator.v1 import orchestrator_pb2_grpc
+
+from services.launcher import Suite, SuiteConfig
+from tests.helpers import free_port
+
+P99_LIMIT_MS = 250.0
+SERVICES = {"accounting", "judge", "orchestrator"}
+TERMINAL_EVENTS = {"debate_completed", "debate_failed"}
+
+
+def debate_config(rounds: int, seed: int) -> common_pb2.DebateConfig:
+    return common_pb2.DebateConfig(
+        topic="Should cities ban private cars from their centres?",
+        participants=[
+            common_pb2.Participant(name=name, model="sim/debater", persona=persona, stance=stance)
+            for name, persona, stance in (
+                ("Ada", "An urban planner", "for"), ("Brook", "A shop owner", "against"),
+                ("Cyd", "A paramedic", "for, with exceptions"), ("Dee", "A commuter", "against"),
+            )
+        ],
+        judge=common_pb2.JudgeConfig(models=["sim/judge"]),
+        format=common_pb2.DebateFormat(round_limit=rounds, turn_order=common_pb2.TURN_ORDER_SIMULTANEOUS),
+        max_tokens_per_turn=200,
+        seed=seed,
+    )
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, math.ceil(p / 100 * len(sorted_values)) - 1))  # nearest rank
+    return sorted_values[index]
+
+
+class RssSampler:
+    """Peak RSS of a process, sampled every `interval` seconds while running."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self._task: asyncio.Task | None = None
+
+    def rss(self) -> int:
+        return self.process.memory_info().rss
+
+    async def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.rss())
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self.peak = self.rss()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> int:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.peak = max(self.peak, self.rss())
+        return self.peak
+
+
+@dataclass
+class Level:
+    kind: str  # "debates" or "subscribers"
+    n: int
+    passed: bool = False
+    seconds: float = 0.0
+    completed: int = 0
+    failed: int = 0
+    stream_errors: int = 0
+    events: int = 0
+    token_events: int = 0
+    relay_p50_ms: float = float("nan")
+    relay_p99_ms: float = float("nan")
+    relay_max_ms: float = float("nan")
+    rss_before_mib: float = 0.0
+    rss_peak_mib: float = 0.0
+    per_unit_kib: float = 0.0
+    harness_cpu_s: float = 0.0
+    orchestrator_cpu_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class Harness:
+    def __init__(self, stub: orchestrator_pb2_grpc.OrchestratorServiceStub, channel_factory, orchestrator_pid: int):
+        self.stub = stub
+        self.channel_factory = channel_factory
+        self.orchestrator = psutil.Process(orchestrator_pid)
+        self.sampler = RssSampler(orchestrator_pid)
+
+    def _cpu(self) -> float:
+        t = self.orchestrator.cpu_times()
+        return t.user + t.system
+
+    async def _create(self, rounds: int, seed: int) -> str:
+        reply = await self.stub.CreateDebate(pb.CreateDebateRequest(
+            config=debate_config(rounds, seed), request_id=f"scale-{uuid.uuid4()}"), timeout=60)
+        return reply.debate.debate_id
+
+    async def _watch(self, stub, debate_id: str, latencies: list[float] | None, counts: dict) -> str:
+        """Follows a debate to its end; returns "completed", "failed:<reason>" or "error:<code>"."""
+        call = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id), timeout=900)
+        try:
+            async for reply in call:
+                event = reply.event
+                counts["events"] += 1
+                kind = event.WhichOneof("payload")
+                if kind == "token_delta":
+                    counts["token_events"] += 1
+                    if latencies is not None:
+                        latencies.append((time.time_ns() - event.time.ToNanoseconds()) / 1e6)
+                elif kind == "debate_completed":
+                    return "completed"
+                elif kind == "debate_failed":
+                    return f"failed:{event.debate_failed.reason}"
+        except grpc.aio.AioRpcError as error:
+            return f"error:{error.code().name}:{error.details()}"
+        return "error:stream ended before the debate did"
+
+    async def _watch_raw(self, stub_raw, debate_id: str, counts: dict) -> str:
+        """A thin subscriber: raw frames, counted; the debate's end is the stream's end."""
+        call = stub_raw(pb.StreamDebateEventsRequest(debate_id=debate_id).SerializeToString(), timeout=900)
+        try:
+            async for _ in call:
+                counts["events"] += 1
+        except grpc.aio.AioRpcError as error:
+            return f"error:{error.code().name}:{error.details()}"
+        return "completed"
+
+    # --- debates ---------------------------------------------------------------------------------
+
+    async def debates_level(self, n: int, timeout: float) -> Level:
+        level = Level("debates", n)
+        creating = asyncio.Semaphore(32)
+
+        async def create(i: int) -> str:
+            async with creating:
+                return await self._create(1, i)
+
+        ids = await asyncio.gather(*(create(i) for i in range(n)))
+        latencies: list[float] = []
+        counts = {"events": 0, "token_events": 0}
+        level.rss_before_mib = self.sampler.rss() / 2**20
+        cpu0, orch0 = time.process_time(), self._cpu()
+        self.sampler.start()
+        watchers = [asyncio.create_task(self._watch(self.stub, d, latencies, counts)) for d in ids]
+        await asyncio.sleep(0.2)  # the watchers are subscribed before the first token
+        start = time.perf_counter()
+        await asyncio.gather(*(self.stub.StartDebate(pb.StartDebateRequest(debate_id=d), timeout=60) for d in ids))
+        done, pending = await asyncio.wait(watchers, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        level.seconds = time.perf_counter() - start
+        peak = await self.sampler.stop()
+        level.harness_cpu_s = time.process_time() - cpu0
+        level.orchestrator_cpu_s = self._cpu() - orch0
+        outcomes = [t.result() for t in done]
+        level.completed = outcomes.count("completed")
+        level.failed = sum(o.startswith("failed:") for o in outcomes)
+        level.stream_errors = sum(o.startswith("error:") for o in outcomes) + len(pending)
+        if pending:
+            level.notes.append(f"{len(pending)} debates not finished within {timeout:.0f}s")
+        level.notes += sorted({o for o in outcomes if o != "completed"})[:3]
+        self._latency(level, latencies, counts)
+        level.rss_peak_mib = peak / 2**20
+        level.per_unit_kib = (peak / 2**10 - level.rss_before_mib * 2**10) / n
+        level.passed = level.completed == n and level.relay_p99_ms < P99_LIMIT_MS
+        return level
+
+    # --- subscribers -----------------------------------------------------------------------------
+
+    async def subscribers_level(self, k: int, rounds: int, probes: int, timeout: float) -> Level:
+        level = Level("subscribers", k)
+        debate_id = await self._create(rounds, 7)
+        await asyncio.sleep(0.2)
+        level.rss_before_mib = self.sampler.rss() / 2**20
+        channels = [self.channel_factory() for _ in range(max(1, (k + 499) // 500))]
+        stubs = [orchestrator_pb2_grpc.OrchestratorServiceStub(c) for c in channels]
+        raws = [c.unary_stream("/debate.orchestrator.v1.OrchestratorService/StreamDebateEvents",
+                               request_serializer=None, response_deserializer=None) for c in channels]
+        latencies: list[float] = []
+        counts = {"events": 0, "token_events": 0}
+        raw_counts = {"events": 0}
+        cpu0, orch0 = time.process_time(), self._cpu()
+        self.sampler.start()
+        tasks = []
+        for i in range(k):
+            if i < probes:
+                tasks.append(asyncio.create_task(self._watch(stubs[i % len(stubs)], debate_id, latencies, counts)))
+            else:
+                tasks.append(asyncio.create_task(self._watch_raw(raws[i % len(raws)], debate_id, raw_counts)))
+            if i % 200 == 199:
+                await asyncio.sleep(0)  # let the streams open as they are created
+        await asyncio.sleep(min(5.0, 0.5 + k / 2000))  # every subscriber connected before the first token
+        start = time.perf_counter()
+        await self.stub.StartDebate(pb.StartDebateRequest(debate_id=debate_id), timeout=60)
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        level.seconds = time.perf_counter() - start
+        peak = await self.sampler.stop()
+        level.harness_cpu_s = time.process_time() - cpu0
+        level.orchestrator_cpu_s = self._cpu() - orch0
+        for channel in channels:
+            await channel.close()
+        outcomes = [t.result() for t in done]
+        level.completed = outcomes.count("completed")
+        level.failed = sum(o.startswith("failed:") for o in outcomes)
+        level.stream_errors = sum(o.startswith("error:") for o in outcomes) + len(pending)
+        if pending:
+            level.notes.append(f"{len(pending)} subscribers not finished within {timeout:.0f}s")
+        level.notes += sorted({o for o in outcomes if o != "completed"})[:3]
+        counts["events"] += raw_counts["events"]
+        self._latency(level, latencies, counts)
+        level.rss_peak_mib = peak / 2**20
+        level.per_unit_kib = (peak / 2**10 - level.rss_before_mib * 2**10) / k
+        level.passed = level.completed == k and level.relay_p99_ms < P99_LIMIT_MS
+        return level
+
+    @staticmethod
+    def _latency(level: Level, latencies: list[float], counts: dict) -> None:
+        level.events = counts["events"]
+        level.token_events = counts["token_events"]
+        if latencies:
+            latencies.sort()
+            level.relay_p50_ms = round(statistics.median(latencies), 2)
+            level.relay_p99_ms = round(percentile(latencies, 99), 2)
+            level.relay_max_ms = round(latencies[-1], 2)
+        else:
+            level.notes.append("no token delta observed")
+
+
+def _print_level(level: Level) -> None:
+    unit = "debate" if level.kind == "debates" else "subscriber"
+    verdict = "PASS" if level.passed else "FAIL"
+    print(f"  {level.kind:<11} {level.n:>6}  {verdict}  {level.seconds:6.1f}s  completed {level.completed}/{level.n}"
+          f"  relay p50 {level.relay_p50_ms} ms p99 {level.relay_p99_ms} ms max {level.relay_max_ms} ms"
+          f"  events {level.events}  RSS {level.rss_before_mib:.0f}->{level.rss_peak_mib:.0f} MiB"
+          f"  {level.per_unit_kib:.0f} KiB/{unit}  cpu orch {level.orchestrator_cpu_s:.1f}s"
+          f" harness {level.harness_cpu_s:.1f}s", flush=True)
+    for note in level.notes:
+        print(f"      {note}", flush=True)
+
+
+async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budget: float, subscriber_rounds: int,
+                probes: int, tokens_per_second: float, first_token_latency: float, log_level: str) -> dict:
+    """Starts the suite, runs both ramps within `budget` seconds, returns the results."""
+    deadline = time.monotonic() + budget
+    most = max(debate_levels or [1])
+    results: dict = {
+        "settings": {"sim_tokens_per_second": tokens_per_second, "sim_first_token_latency": first_token_latency,
+                     "tokens_per_turn": 200, "debaters": 4, "p99_limit_ms": P99_LIMIT_MS,
+                     "cpus": os.cpu_count(), "subscriber_rounds": subscriber_rounds, "probes": probes},
+        "debates": [], "subscribers": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="scale-") as data_dir:
+        config = SuiteConfig(
+            orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(),
+            data_dir=data_dir, log_level=log_level,
+            extra_env={
+                "SIM_TOKENS_PER_SECOND": str(tokens_per_second),
+                "SIM_FIRST_TOKEN_LATENCY": str(first_token_latency),
+                "MAX_RUNNING_DEBATES": str(most + 10),
+                "MAX_QUEUED_DEBATES": str(most + 10),
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            },
+        )
+        specs = [spec for spec in config.process_specs() if spec.name in SERVICES]
+        tail: list[str] = []
+        async with Suite(specs, output=tail.append) as suite:
+            pid = next(p.process.pid for p in suite.running if p.spec.name == "orchestrator")
+            options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 * 2**20)]
+            address = config.orchestrator_address
+            async with grpc.aio.insecure_channel(address, options=options) as channel:
+                harness = Harness(orchestrator_pb2_grpc.OrchestratorServiceStub(channel),
+                                  lambda: grpc.aio.insecure_channel(address, options=options), pid)
+                await asyncio.sleep(1.0)
+                results["orchestrator_rss_at_rest_mib"] = round(harness.sampler.rss() / 2**20, 1)
+                # A first debate loads what every debate shares (tokenizers, the simulated
+                # models' text, the judge client): not counted as any level's memory.
+                warm = await harness.debates_level(1, timeout=120)
+                results["warm_up"] = asdict(warm)
+                results["orchestrator_rss_warm_mib"] = round(harness.sampler.rss() / 2**20, 1)
+                # One turn takes 200 tokens at the pace, plus the first token; a level gets 4x
+                # what a debate needs (one round, then the judge) and at least 60 s.
+                turn = 200 / tokens_per_second + first_token_latency if tokens_per_second else 1.0
+                for n in debate_levels:
+                    if time.monotonic() + 4 * turn > deadline:
+                        results["notes"] = results.get("notes", []) + [f"time budget spent before {n} debates"]
+                        break
+                    level = await harness.debates_level(n, timeout=min(max(60.0, 4 * turn * 2),
+                                                                       deadline - time.monotonic()))
+                    _print_level(level)
+                    results["debates"].append(asdict(level))
+                    if not level.passed:
+                        break
+                    await asyncio.sleep(1.0)
+                for k in subscriber_levels:
+                    need = 4 * turn * subscriber_rounds
+                    if time.monotonic() + need > deadline:
+                        results["notes"] = results.get("notes", []) + [f"time budget spent before {k} subscribers"]
+                        break
+                    level = await harness.subscribers_level(
+                        k, subscriber_rounds, probes, timeout=min(max(60.0, 2 * need), deadline - time.monotonic()))
+                    _print_level(level)
+                    results["subscribers"].append(asdict(level))
+                    if not level.passed:
+                        break
+                    await asyncio.sleep(1.0)
+        errors = [line for line in tail if " ERROR " in line or "Traceback" in line]
+        if errors:
+            results["service_errors"] = errors[:20]
+    return results
+
+
+def summary(results: dict) -> dict:
+    """The figures the README reports: the largest passing levels and their memory."""
+    def best(kind: str) -> dict | None:
+        passed = [lv for lv in results[kind] if lv["passed"]]
+        return max(passed, key=lambda lv: lv["n"]) if passed else None
+
+    out: dict = {}
+    debates, subscribers = best("debates"), best("subscribers")
+    if debates:
+        out["concurrent_debates"] = debates["n"]
+        out["relay_p99_ms_at_that"] = debates["relay_p99_ms"]
+        out["memory_per_debate_kib"] = round(debates["per_unit_kib"], 1)
+    if subscribers:
+        out["subscribers_on_one_debate"] = subscribers["n"]
+        out["relay_p99_ms_at_that_subscribers"] = subscribers["relay_p99_ms"]
+        out["memory_per_subscriber_kib"] = round(subscribers["per_unit_kib"], 2)
+    tried = {kind: [lv["n"] for lv in results[kind]] for kind in ("debates", "subscribers")}
+    out["levels_tried"] = tried
+    return out
+
+
+def _levels(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small levels, about a minute")
+    parser.add_argument("--debates", default="", help="levels of concurrent debates (default 10,25,50,100,200,300)")
+    parser.add_argument("--subscribers", default="",
+                        help="levels of subscribers on one debate (default 100,500,1000,2000,5000)")
+    parser.add_argument("--subscriber-rounds", type=int, default=2, help="rounds of the subscribers' debate")
+    parser.add_argument("--probes", type=int, default=20, help="subscribers that parse every event for latency")
+    parser.add_argument("--tokens-per-second", type=float, default=50.0)
+    parser.add_argument("--first-token-latency", type=float, default=0.3)
+    parser.add_argument("--budget", type=float, default=0.0, help="seconds for the whole run (default 900, quick 150)")
+    parser.add_argument("--json", default="", help="write the results to this file")
+    parser.add_argument("--log-level", default="WARNING", help="of the services")
+    args = parser.parse_args(argv)
+    debates = _levels(args.debates) or ([4, 10] if args.quick else [10, 25, 50, 100, 200, 300])
+    subscribers = _levels(args.subscribers) or ([20, 100] if args.quick else [100, 500, 1000, 2000, 5000])
+    budget = args.budget or (150.0 if args.quick else 900.0)
+    print(f"scale: {os.cpu_count()} cores, sim models at {args.tokens_per_second:g} tokens/s, 200 tokens a turn, "
+          f"4 debaters; budget {budget:.0f}s", flush=True)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    results = runner(scale(debates, subscribers, budget=budget, subscriber_rounds=args.subscriber_rounds,
+                           probes=args.probes, tokens_per_second=args.tokens_per_second,
+                           first_token_latency=args.first_token_latency, log_level=args.log_level))
+    results["summary"] = summary(results)
+    print(json.dumps(results["summary"], indent=2))
+    for line in results.get("service_errors", [])[:5]:
+        print(f"service error: {line}")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
