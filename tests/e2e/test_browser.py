@@ -8,6 +8,7 @@ steps, not to appear at once. Screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -97,12 +98,12 @@ def test_a_debate_streams_live_into_each_column_then_scores_and_verdict(suite, p
         distinct = sorted(set(seen))
         # Several distinct, growing lengths: the text arrived token by token, not all at once.
         assert len([n for n in distinct if n > 0]) >= 4, (name, distinct)
-        assert all(a <= b for a, b in zip(seen, seen[1:])), f"{name}'s text shrank: {seen}"
+        assert all(a <= b for a, b in itertools.pairwise(seen)), f"{name}'s text shrank: {seen}"
 
     # The verdict, the round scores and the cost.
     verdict = page.locator("[data-testid=verdict]")
     verdict.wait_for(state="visible")
-    assert re.search(r"wins|tie", verdict.inner_text(), re.I)
+    assert re.search(r"wins|tie", verdict.inner_text(), re.IGNORECASE)
     rounds = page.locator("[data-testid=round-score]")
     assert rounds.count() == 2
     for i in range(2):

@@ -18,7 +18,12 @@ import sys
 import pytest
 import yaml
 
-from services.launcher import COMPOSE_ENVOY_HEADER, SuiteConfig, compose_envoy_config, render_envoy_yaml
+from services.launcher import (
+    COMPOSE_ENVOY_HEADER,
+    SuiteConfig,
+    compose_envoy_config,
+    render_envoy_yaml,
+)
 from tests.e2e.test_gateway import start_suite, stop_suite
 from tests.helpers import BIN, ROOT
 
@@ -33,8 +38,10 @@ SERVICES = {
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    run = lambda *args: subprocess.run([str(BIN / "docker-compose"), "-f", str(ROOT / "docker-compose.yml"), *args],  # noqa: E731
-                                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "docker-compose"), "-f", str(ROOT / "docker-compose.yml"), *args],
+                              check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
     quiet = run("config", "--quiet")
     assert quiet.returncode == 0, quiet.stderr
     resolved = run("config", "--format", "json")
@@ -90,13 +97,13 @@ def test_envoy_in_compose_runs_the_generated_config_which_envoy_accepts(compose)
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     assert "9901/ready" in " ".join(envoy["healthcheck"]["test"])
     validate = subprocess.run([str(BIN / "envoy"), "--mode", "validate", "-c", str(ROOT / "gateway" / "envoy.yaml"),
-                               "--disable-hot-restart", "--log-level", "error"], capture_output=True, text=True, timeout=60)
+                               "--disable-hot-restart", "--log-level", "error"], check=False, capture_output=True, text=True, timeout=60)
     assert validate.returncode == 0, validate.stdout + validate.stderr
 
 
 def test_dockerfile_builds_the_page_and_installs_the_locked_suite():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM node:20\S* AS web$", dockerfile, re.M)
+    assert re.search(r"^FROM node:20\S* AS web$", dockerfile, re.MULTILINE)
     assert "npm ci" in dockerfile and "npm run build" in dockerfile
     assert "uv sync --frozen --no-dev" in dockerfile
     assert "COPY --from=web /src/web/dist web/dist" in dockerfile
@@ -113,9 +120,9 @@ def test_the_compose_health_checks_ask_grpc_health_of_the_running_suite(compose,
             assert check[:2] == ["CMD", "python"]
             command = [sys.executable, *check[2:]]  # the image's python is the suite's python
             env = {**os.environ, **compose["services"][name]["environment"], "PORT": str(suite.ports[name])}
-            assert subprocess.run(command, env=env, timeout=30).returncode == 0, name
+            assert subprocess.run(command, check=False, env=env, timeout=30).returncode == 0, name
             # And it fails for a service that is not there.
             wrong = {**env, "HEALTH_SERVICE": "debate.nothing.v1.NothingService"}
-            assert subprocess.run(command, env=wrong, capture_output=True, timeout=30).returncode != 0, name
+            assert subprocess.run(command, check=False, env=wrong, capture_output=True, timeout=30).returncode != 0, name
     finally:
         stop_suite(suite)

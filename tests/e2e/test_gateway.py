@@ -9,6 +9,7 @@ gateway, the page is served on the same origin, and the judge and accounting are
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import struct
@@ -18,14 +19,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import httpx
 import pytest
+from debate.common.v1 import common_pb2
+from debate.orchestrator.v1 import orchestrator_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from debate.common.v1 import common_pb2
-from debate.orchestrator.v1 import orchestrator_pb2
 from tests.helpers import BIN, ROOT, free_port
 
 pytestmark = pytest.mark.e2e
@@ -69,11 +71,7 @@ def _raise_for(headers: dict[str, str]) -> None:
         return
     details = None
     if raw := headers.get("grpc-status-details-bin"):
-        import base64
-
         details = status_pb2.Status.FromString(base64.b64decode(raw + "=" * (-len(raw) % 4)))
-    from urllib.parse import unquote
-
     raise GrpcWebError(status, unquote(headers.get("grpc-message", "")), details)
 
 
