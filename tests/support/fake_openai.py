@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Self
 
 DEFAULT_TEXT = (
     "Streets built for cars move cars, streets built for people move people. A city centre without private "
@@ -166,7 +167,7 @@ class FakeOpenAIServer:
             self._thread.join(10)
             self._thread = None
 
-    def __enter__(self) -> FakeOpenAIServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -250,7 +251,7 @@ class FakeOpenAIServer:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                      b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
 
-        prefix = ('{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"system_fingerprint":null,'
+        prefix = ('{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"system_fingerprint":null,'  # noqa: UP031
                   '"choices":' % (ident, created, json.dumps(model)))
         tail = ',"usage":null}' if include_usage else "}"
 
@@ -259,7 +260,7 @@ class FakeOpenAIServer:
             return b"%x\r\n%s\r\n" % (len(data), data)
 
         def choice(delta: str, finish_reason: str | None = None) -> str:
-            return '[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]' % (
+            return '[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]' % (  # noqa: UP031
                 delta, json.dumps(finish_reason))
 
         writer.write(event(choice('{"role":"assistant","content":"","refusal":null}')))
@@ -283,10 +284,11 @@ class FakeOpenAIServer:
         writer.write(event(choice("{}", finish)))
         usage_sent = include_usage and behavior.usage
         if usage_sent:
-            usage = ('{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,"prompt_tokens_details":'
-                     '{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}'
-                     % (prompt_tokens, sent, prompt_tokens + sent))
-            writer.write(event("[]", ',"usage":' + usage))
+            usage = json.dumps({
+                "prompt_tokens": prompt_tokens, "completion_tokens": sent, "total_tokens": prompt_tokens + sent,
+                "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0},
+            }, separators=(",", ":"))
+            writer.write(event("[]", ',"usage":' + usage + "}"))
         data = b"data: [DONE]\n\n"
         writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
         await writer.drain()

@@ -14,13 +14,28 @@ import asyncio
 import os
 from collections.abc import Sequence
 
-from services.common.llm.base import ChatMessage, LLMError, ProviderTimeout, StreamStalled, Usage
+from services.common.llm.base import (
+    ChatMessage,
+    LLMError,
+    ProviderTimeout,
+    StreamStalled,
+    Usage,
+)
 from services.common.logs import redact, secret_values
 
 
 class Watchdog:
-    __slots__ = ("_loop", "_task", "_handle", "_deadline", "_reading", "first_token_timeout", "stall_timeout",
-                 "timeout", "fired", "_first_deadline")
+    __slots__ = (
+        "_deadline",
+        "_first_deadline",
+        "_handle",
+        "_loop",
+        "_reading",
+        "_task",
+        "fired",
+        "first_token_timeout",
+        "stall_timeout",
+    )
 
     def __init__(self, first_token_timeout: float, stall_timeout: float):
         self._loop = asyncio.get_running_loop()
@@ -28,7 +43,6 @@ class Watchdog:
         self._handle: asyncio.TimerHandle | None = None
         self.first_token_timeout = first_token_timeout
         self.stall_timeout = stall_timeout
-        self.timeout = first_token_timeout
         # Until the first token, the limit runs from the request, not from the last read.
         self._first_deadline: float | None = self._loop.time() + first_token_timeout
         self._deadline = self._first_deadline
@@ -37,7 +51,6 @@ class Watchdog:
 
     def first_token(self) -> None:
         self._first_deadline = None
-        self.timeout = self.stall_timeout
         self.close()  # the stall deadline may come before the armed first-token one
 
     def begin(self) -> None:

@@ -10,6 +10,7 @@ provider's usual environment variable, or an endpoint's `api_key_env` is passed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -25,7 +26,13 @@ from services.common.llm.base import (
     StreamEvent,
     TextDelta,
 )
-from services.common.llm.guard import Watchdog, env_key, estimated_usage, safe_text, usage_from_openai
+from services.common.llm.guard import (
+    Watchdog,
+    env_key,
+    estimated_usage,
+    safe_text,
+    usage_from_openai,
+)
 from services.common.llm.openai_compat import retry_after_seconds
 from services.common.llm.settings import LLMSettings
 
@@ -149,17 +156,15 @@ class LiteLLMProvider:
                 raise
             except LLMError:
                 raise
-            except Exception as error:  # LiteLLM maps every provider's errors to its own types
+            except Exception as error:  # noqa: BLE001 - LiteLLM maps every provider's errors to its own types
                 raise _error_from(litellm, error, model, "".join(parts), key) from None
             finally:
                 watchdog.end()
         finally:
             watchdog.close()
             if stream is not None and hasattr(stream, "aclose"):
-                try:
+                with contextlib.suppress(Exception):  # closing a finished or broken stream
                     await stream.aclose()
-                except Exception:  # noqa: BLE001 - closing a finished or broken stream
-                    pass
         text = "".join(parts)
         usage = _reported_usage(stream)
         yield Completion(

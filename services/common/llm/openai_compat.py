@@ -31,7 +31,13 @@ from services.common.llm.base import (
     StreamEvent,
     TextDelta,
 )
-from services.common.llm.guard import Watchdog, env_key, estimated_usage, safe_text, usage_from_openai
+from services.common.llm.guard import (
+    Watchdog,
+    env_key,
+    estimated_usage,
+    safe_text,
+    usage_from_openai,
+)
 from services.common.llm.settings import LLMSettings
 
 log = logging.getLogger(__name__)
@@ -172,7 +178,13 @@ class OpenAICompatProvider:
                         if payload == b"[DONE]":
                             done = True
                             break
-                        chunk = loads(payload)
+                        try:
+                            chunk = loads(payload)
+                        except ValueError:
+                            raise ProviderError(
+                                f"{model}: malformed chunk in stream", model=model, partial_text="".join(parts),
+                                retryable=not parts,
+                            ) from None
                         choices = chunk.get("choices")
                         if choices:
                             choice = choices[0]

@@ -160,11 +160,7 @@ def parse_context(messages: Sequence[ChatMessage]) -> DebateContext:
 # --------------------------------------------------------------------------- writing
 
 _STOPWORDS = frozenset(
-    """a an the and or but if of to in on at by for with from as is are was were be been being it its this that
-    these those there their they them we our you your i my me he she his her not no so than then too very can could
-    should would will shall may might must do does did done have has had having about into over under more most
-    less least such only also just any all some each every other which who whom what when where why how simulated
-    while because however therefore thus yet still even much many own same""".split()
+    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "their", "they", "them", "we", "our", "you", "your", "i", "my", "me", "he", "she", "his", "her", "not", "no", "so", "than", "then", "too", "very", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "do", "does", "did", "done", "have", "has", "had", "having", "about", "into", "over", "under", "more", "most", "less", "least", "such", "only", "also", "just", "any", "all", "some", "each", "every", "other", "which", "who", "whom", "what", "when", "where", "why", "how", "simulated", "while", "because", "however", "therefore", "thus", "yet", "still", "even", "much", "many", "own", "same"]
 )
 
 _LENSES = {
