@@ -27,7 +27,12 @@ from services.common.llm import (
     build_llm_client,
     collect,
 )
-from tests.support.fake_openai import Behavior, FakeOpenAIServer, content_chunks, prompt_tokens_of
+from tests.support.fake_openai import (
+    Behavior,
+    FakeOpenAIServer,
+    content_chunks,
+    prompt_tokens_of,
+)
 
 CANARY = "sk-canary-7f3a9c1e5b2d4f608a1b"
 TRANSPORTS = ["fake", "lite"]  # lean reader, LiteLLM
