@@ -163,15 +163,19 @@ async def run_debate(stub, config: common_pb2.DebateConfig, out: TextIO, style: 
     """Creates, starts and watches one debate; Ctrl-C cancels it."""
     created = await stub.CreateDebate(pb.CreateDebateRequest(config=config, request_id=str(uuid.uuid4())), timeout=30)
     debate = created.debate
-    out.write("\n".join(intro_lines(style, debate.config if debate.HasField("config") else config, debate.debate_id)) + "\n")
+    if debate.HasField("config"):
+        config = debate.config  # as the server stored it
+    out.write("\n".join(intro_lines(style, config, debate.debate_id)) + "\n")
     out.flush()
     began = time.monotonic()
     await stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id), timeout=30)
     view = DebateView(out, style, participants=config.participants, round_limit=config.format.round_limit)
     try:
-        await follow(stub, debate.debate_id, view)
+        try:
+            await follow(stub, debate.debate_id, view)
+        finally:
+            view.close()
     except asyncio.CancelledError:
-        view.close()
         out.write(style.paint("\ninterrupted: cancelling the debate ...", "yellow") + "\n")
         out.flush()
         try:
@@ -180,7 +184,6 @@ async def run_debate(stub, config: common_pb2.DebateConfig, out: TextIO, style: 
         except grpc.RpcError:
             pass
         raise
-    view.close()
     return _outcome(view, out, style, time.monotonic() - began)
 
 
