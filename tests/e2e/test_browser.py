@@ -8,14 +8,19 @@ steps, not to appear at once. Screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
+import struct
+import threading
 from pathlib import Path
 
 import pytest
+from debate.orchestrator.v1 import orchestrator_pb2
 
-from tests.e2e.test_gateway import start_suite, stop_suite
+from tests.e2e.test_gateway import GrpcWeb, start_suite, stop_suite
 from tests.helpers import ROOT
+from tests.support.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -152,3 +157,70 @@ def test_the_servers_field_errors_are_shown_next_to_their_fields(suite, page):
     page.wait_for_timeout(400)
     page.screenshot(path=str(ARTIFACTS / "browser-field-errors.png"), full_page=True)
 
+
+
+class ThreadedFaultProxy:
+    """tests.support.fault_proxy.FaultProxy on its own event loop, for the sync Playwright API."""
+
+    def __init__(self, target: str):
+        host, _, port = target.rpartition(":")
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.proxy = self._run(FaultProxy(host, int(port)).start())
+        self.url = f"http://127.0.0.1:{self.proxy.port}"
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=15)
+
+    def cut(self) -> int:
+        async def cut() -> int:
+            return self.proxy.cut()
+        return self._run(cut())
+
+    def close(self) -> None:
+        self._run(self.proxy.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+def _after_sequence(body: bytes | None) -> int:
+    """The after_sequence of a grpc-web StreamDebateEvents request body."""
+    assert body and body[0] == 0
+    (length,) = struct.unpack(">I", body[1:5])
+    return orchestrator_pb2.StreamDebateEventsRequest.FromString(body[5:5 + length]).after_sequence
+
+
+def test_the_page_resumes_a_dropped_stream_with_after_sequence(suite, page):
+    """The connection under the event stream is reset mid-debate (a proxy between the browser
+    and Envoy cuts it); the page opens the stream again after the last event it applied and
+    ends with the same transcript as the server."""
+    proxy = ThreadedFaultProxy(suite.gateway_url.removeprefix("http://"))
+    try:
+        streams: list[int] = []
+        page.on("request", lambda request: streams.append(_after_sequence(request.post_data_buffer))
+                if request.url.endswith("/StreamDebateEvents") else None)
+        page.goto(proxy.url + "/")
+        page.fill("#topic", "Libraries matter more than ever")
+        page.fill("#rounds", "2")
+        page.fill("#max-tokens", "40")
+        page.click("#start")
+        page.wait_for_selector("#live:not([hidden])")
+        page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=debater-column]')]
+            .every(c => c.textContent.includes('[simulated]'))""")
+        assert proxy.cut() >= 1  # the event stream's connection, reset under the page
+        page.locator("[data-testid=verdict]").wait_for(state="visible", timeout=120_000)
+
+        assert len(streams) >= 2, streams
+        assert streams[0] == 0 and streams[-1] > 0, f"the page did not resume after its last event: {streams}"
+        debate_id = page.evaluate("decodeURIComponent(location.hash.slice('#debate='.length))")
+        debate = GrpcWeb(suite.gateway_url).unary(
+            "GetDebate", orchestrator_pb2.GetDebateRequest(debate_id=debate_id), orchestrator_pb2.GetDebateResponse).debate
+        for round_ in debate.rounds:
+            for turn in round_.turns:
+                shown = page.locator(f"[data-testid=debater-column][data-participant='{turn.participant}'] "
+                                     f".turn[data-round='{round_.round_number}'] .turn-text").text_content()
+                assert shown == turn.text, (round_.round_number, turn.participant)
+        assert page.locator("[data-testid=round-score]").count() == 2
+    finally:
+        proxy.close()
