@@ -495,8 +495,9 @@ class DebateView:
 
         add("by participant", cost.by_participant)
         add("by role", cost.by_role, lambda key: key.removeprefix("ROLE_").lower())
-        # round 0 holds what belongs to no round: the verdict
-        add("by round", cost.by_round, lambda key: ("verdict" if key == "0" else f"round {key}") if key.isdigit() else key)
+        # round 0 holds what belongs to no round, the verdict: listed last
+        by_round = sorted(cost.by_round, key=lambda line: (line.key == "0", int(line.key) if line.key.isdigit() else 0))
+        add("by round", by_round, lambda key: ("verdict" if key == "0" else f"round {key}") if key.isdigit() else key)
         add("by model", cost.by_model)
         calls = sum(line.calls for line in cost.by_model) or sum(line.calls for line in cost.by_role)
         rows.append(None)
