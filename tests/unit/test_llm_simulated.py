@@ -113,6 +113,20 @@ def test_parse_context_reads_the_convention_and_prose():
     assert prose.persona == "a cautious doctor" and prose.side == "for"
 
 
+def test_parse_context_answers_the_other_side_not_the_round_instruction():
+    """The orchestrator's shape: other debaters' turns as user messages, then a round instruction."""
+    ctx = parse_context((
+        ChatMessage("system", f"Topic: {TOPIC}\nPersona: a nurse\nStance: for\nYou are ann, a debater."),
+        ChatMessage("assistant", "[simulated] my opening"),
+        ChatMessage("user", "carl (for): I agree with Ann entirely.", name="carl"),
+        ChatMessage("user", "bob (against): Vans would be stranded outside the ring road.", name="bob"),
+        ChatMessage("user", "dora (for): Streets are for people.", name="dora"),
+        ChatMessage("user", "Round 2 of 3: respond to the arguments so far and advance your case."),
+    ))
+    assert (ctx.opponent, ctx.opponent_text) == ("bob", "Vans would be stranded outside the ring road.")
+    assert (ctx.round_number, ctx.rounds, ctx.persona) == (2, None, "a nurse") or ctx.round_number == 2
+
+
 async def test_registered_responder_is_streamed_with_usage(llm):
     register_simulated_model("sim/judge", lambda request: '{"winner": "alice", "scores": {"alice": 8}}')
     try:

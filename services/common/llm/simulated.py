@@ -108,7 +108,35 @@ def _side(stance: str) -> str:
     return "position"
 
 
-_SPEAKER = re.compile(r"^\s*\[?([A-Z][\w .'-]{0,40}?)\]?\s*(?:\(([^)]{1,40})\))?\s*:\s+", re.DOTALL)
+_SPEAKER = re.compile(r"^\s*\[?([^\s:()\[\]][^:()\[\]\n]{0,40}?)\]?\s*(?:\(([^)\n]{1,60})\))?\s*:\s+")
+_INSTRUCTION = re.compile(r"^\s*(round\s+\d+|your turn|please|now\b|give\b|respond\b)", re.IGNORECASE)
+
+
+def _opponent(messages: Sequence[ChatMessage], own_side: str) -> tuple[str, str]:
+    """(speaker, text) of the turn to answer: among the other debaters' turns since the speaker's
+    own last turn, the latest from the other side, else the latest. Round instructions are skipped."""
+    turns: list[tuple[str, str, str]] = []  # (speaker, side, text)
+    loose: list[str] = []  # user text with no speaker: a last resort
+    for message in reversed(messages):
+        if message.role == "assistant":
+            break
+        text = message.content.strip()
+        if message.role != "user" or not text:
+            continue
+        match = _SPEAKER.match(text)
+        if match and (message.name or match.group(2) or match.group(1)[:1].isupper()):
+            speaker = match.group(1).strip()
+            turns.append((speaker, _side(match.group(2) or ""), text[match.end():]))
+        elif message.name:
+            turns.append((message.name, "position", text))
+        elif not _INSTRUCTION.match(text):
+            loose.append(text)
+    for speaker, side, text in turns:
+        if own_side != "position" and side not in (own_side, "position"):
+            return speaker, text
+    if turns:
+        return turns[0][0], turns[0][2]
+    return ("", loose[0]) if loose else ("", "")
 
 
 def parse_context(messages: Sequence[ChatMessage]) -> DebateContext:
@@ -127,29 +155,22 @@ def parse_context(messages: Sequence[ChatMessage]) -> DebateContext:
         user_first = next((m.content for m in messages if m.role == "user"), "")
         topic = match.group(1).strip().rstrip(".") if match else (user_first.strip().split("\n")[0][:120])
     round_text = _field(system, "round")
+    if not round_text:  # or from a round instruction: "Round 2 of 3: ..."
+        instruction = next((m.content for m in reversed(messages) if m.role == "user"
+                            and re.match(r"\s*round\s+\d+", m.content, re.IGNORECASE)), "")
+        round_text = re.sub(r"^\s*round\s+", "", instruction.split(":")[0], flags=re.IGNORECASE)
     numbers = [int(n) for n in re.findall(r"\d+", round_text)]
     own_turns = sum(1 for m in messages if m.role == "assistant")
     round_number = numbers[0] if numbers else own_turns + 1
     rounds = numbers[1] if len(numbers) > 1 else None
 
-    opponent, opponent_text = "", ""
-    for message in reversed(messages):
-        if message.role == "assistant":
-            break
-        if message.role == "user" and message.content.strip():
-            text = message.content.strip()
-            speaker = message.name or ""
-            match = _SPEAKER.match(text)
-            if match:
-                speaker = speaker or match.group(1).strip()
-                text = text[match.end():]
-            opponent, opponent_text = speaker, text
-            break
+    side = _side(stance)
+    opponent, opponent_text = _opponent(messages, side)
     return DebateContext(
         topic=topic or "the question before us",
         persona=persona or "a debater",
         stance=stance or "a considered middle ground",
-        side=_side(stance),
+        side=side,
         round_number=max(1, round_number),
         rounds=rounds,
         opponent=opponent,
@@ -277,7 +298,7 @@ def _key_phrase(topic: str, rng: random.Random) -> str:
         return "this proposal"
     pairs = [i for i in content if i + 1 in content]
     if pairs and rng.random() < 0.6:
-        i = rng.choice(pairs)
+        i = pairs[0] if rng.random() < 0.5 else rng.choice(pairs)  # the motion's subject, mostly
         return f"{words[i]} {words[i + 1]}".lower()
     return words[rng.choice(content)].lower()
 
@@ -290,8 +311,8 @@ def _quote(text: str, rng: random.Random) -> str:
     if not sentences:
         sentences = [text.strip()]
     words = rng.choice(sentences).strip("\"“” ").split()
-    start = rng.randrange(max(1, len(words) - 8)) if len(words) > 10 else 0
-    return " ".join(words[start:start + rng.randint(6, 10)]).rstrip(".,;:!?\"")
+    quote = " ".join(words[:12]).rstrip(".,;:!?\"")
+    return quote + ("..." if len(words) > 12 else "")
 
 
 def _lenses(persona: str, rng: random.Random) -> list[str]:
