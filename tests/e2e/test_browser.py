@@ -224,3 +224,26 @@ def test_the_page_resumes_a_dropped_stream_with_after_sequence(suite, page):
         assert page.locator("[data-testid=round-score]").count() == 2
     finally:
         proxy.close()
+
+
+def test_a_suite_with_api_keys_asks_the_page_for_one_and_the_page_sends_it(browser, tmp_path):
+    keys = {"API_KEYS": "page-key-0123456789=alice,suite-key-0123456789=suite", "SERVICE_API_KEY": "suite-key-0123456789"}
+    keyed = start_suite(tmp_path, tokens_per_second=40, extra_env=keys)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(keyed.gateway_url + "/")
+        page.click("#start")
+        banner = page.locator("#banner")
+        banner.wait_for(state="visible")
+        assert "API key" in banner.inner_text()
+        assert page.locator("#live").is_hidden()
+        page.fill("#api-key", "page-key-0123456789")
+        page.click("#start")
+        page.wait_for_selector("#live:not([hidden])")
+        page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=debater-column]')]
+            .every(c => c.textContent.includes('[simulated]'))""")
+        assert page.locator("#banner").is_hidden()
+    finally:
+        context.close()
+        stop_suite(keyed)

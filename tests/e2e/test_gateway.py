@@ -263,3 +263,23 @@ def test_the_page_is_served_on_the_same_origin_and_internal_services_are_not_rou
         # Not a gRPC answer from the service: the gateway's static route (404) or no route at all.
         assert reply.headers.get("grpc-status") is None, (method, reply.headers)
         assert reply.status_code == 404
+
+
+def test_the_judge_and_accounting_are_routed_only_when_the_settings_say_so(tmp_path):
+    from services.launcher import envoy_config, render_envoy_yaml
+
+    def prefixes(config: dict) -> set[str]:
+        manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        return {r["match"]["prefix"] for r in manager["route_config"]["virtual_hosts"][0]["routes"]}
+
+    closed = envoy_config(listen_host="127.0.0.1", listen_port=8080, orchestrator="127.0.0.1:50051")
+    assert prefixes(closed) == {"/debate.orchestrator.v1.OrchestratorService/"}
+    opened = envoy_config(listen_host="127.0.0.1", listen_port=8080, orchestrator="127.0.0.1:50051",
+                          internal={"judge": "127.0.0.1:50052", "accounting": "127.0.0.1:50053"})
+    assert prefixes(opened) == {"/debate.orchestrator.v1.OrchestratorService/", "/debate.judge.v1.JudgeService/",
+                                "/debate.accounting.v1.AccountingService/"}
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render_envoy_yaml(opened))
+    validate = subprocess.run([str(BIN / "envoy"), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                               "--log-level", "error"], check=False, capture_output=True, text=True, timeout=60)
+    assert validate.returncode == 0, validate.stdout + validate.stderr

@@ -1,6 +1,6 @@
 // The page's one way to the suite: the generated OrchestratorService client over grpc-web,
 // and a reading of the server's google.rpc.Status details into something a form can show.
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { OrchestratorService } from "./gen/debate/orchestrator/v1/orchestrator_pb";
 import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb";
@@ -16,8 +16,26 @@ export function apiBaseUrl(): string {
   return window.location.origin;
 }
 
+const API_KEY_STORAGE = "debate-engine.api-key";
+
+/** The API key for suites that require one (API_KEYS); kept for this browser tab only. */
+export function apiKey(): string {
+  return window.sessionStorage.getItem(API_KEY_STORAGE) ?? "";
+}
+
+export function setApiKey(key: string): void {
+  if (key) window.sessionStorage.setItem(API_KEY_STORAGE, key);
+  else window.sessionStorage.removeItem(API_KEY_STORAGE);
+}
+
+const bearer: Interceptor = (next) => (request) => {
+  const key = apiKey();
+  if (key) request.header.set("authorization", `Bearer ${key}`);
+  return next(request);
+};
+
 export function orchestrator(baseUrl: string = apiBaseUrl()): Orchestrator {
-  return createClient(OrchestratorService, createGrpcWebTransport({ baseUrl }));
+  return createClient(OrchestratorService, createGrpcWebTransport({ baseUrl, interceptors: [bearer] }));
 }
 
 export interface FieldViolation {

@@ -1,7 +1,8 @@
 // The page: the form creates and starts a debate, then the live view follows its events.
 // The debate id goes into the URL (#debate=...), so a reload picks the same debate up again.
 import type { DebateConfig } from "./gen/debate/common/v1/common_pb";
-import { newRequestId, orchestrator, readError } from "./api";
+import { apiKey, newRequestId, orchestrator, readError, setApiKey } from "./api";
+import { Code } from "@connectrpc/connect";
 import { DebateForm } from "./form";
 import { LiveDebate, type ConnectionState } from "./live";
 
@@ -45,6 +46,11 @@ async function start(config: DebateConfig): Promise<void> {
     watch(debate.debateId, debate.config ?? config);
   } catch (error) {
     const info = readError(error);
+    if (info.code === Code.Unauthenticated) {
+      (document.querySelector(".connection-settings") as HTMLDetailsElement).open = true;
+      showBanner(`This suite needs an API key: ${info.message}`);
+      return;
+    }
     const unplaced = form.showViolations(info.violations);
     if (info.violations.length === 0 || unplaced.length > 0) {
       const details = unplaced.map((v) => `${v.field}: ${v.description}`).join("; ");
@@ -93,6 +99,9 @@ async function route(): Promise<void> {
   }
 }
 
+const keyInput = document.getElementById("api-key") as HTMLInputElement;
+keyInput.value = apiKey();
+keyInput.addEventListener("input", () => setApiKey(keyInput.value.trim()));
 document.getElementById("new-debate")!.addEventListener("click", backToForm);
 window.addEventListener("popstate", () => void route());
 void route();
