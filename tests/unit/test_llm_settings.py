@@ -48,6 +48,12 @@ def test_dispatch_by_model_name():
     assert isinstance(local, OpenAICompatProvider) and local.url == "http://127.0.0.1:9/v1/chat/completions"
     openai = llm.provider_for("openai/gpt-4o")
     assert isinstance(openai, OpenAICompatProvider) and openai.api_key_env == "OPENAI_API_KEY"
+    from services.common.llm import ChatMessage, CompletionRequest
+
+    body = openai._body(CompletionRequest("openai/gpt-5-mini", (ChatMessage("user", "hi"),), max_tokens=9, temperature=0))
+    assert body["max_completion_tokens"] == 9 and "temperature" not in body and body["model"] == "gpt-5-mini"
+    body = local._body(CompletionRequest("local/qwen", (), max_tokens=9, temperature=0, seed=3))
+    assert (body["max_tokens"], body["temperature"], body["seed"], body["model"]) == (9, 0, 3, "qwen")
     assert type(llm.provider_for("anthropic/claude-haiku-4-5")).__name__ == "LiteLLMProvider"
     assert llm.candidates("local/a") == ["local/a"]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 from time import time as _now
@@ -42,6 +43,7 @@ from services.common.llm.settings import LLMSettings
 
 log = logging.getLogger(__name__)
 
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 
@@ -78,10 +80,13 @@ def http_error(model: str, status: int, headers: httpx.Headers | dict, body: byt
 class OpenAICompatProvider:
     """Streams `<prefix>/<model>` from `api_base` as `<model>`, with the key from `api_key_env`."""
 
-    def __init__(self, settings: LLMSettings, *, api_base: str, api_key_env: str | None):
+    def __init__(self, settings: LLMSettings, *, api_base: str, api_key_env: str | None, openai: bool = False):
         self.settings = settings
         self.url = api_base.rstrip("/") + "/chat/completions"
         self.api_key_env = api_key_env
+        # OpenAI itself: max_completion_tokens (its reasoning models refuse max_tokens); other
+        # OpenAI-compatible servers (vLLM, Ollama, llama.cpp...) all read max_tokens.
+        self.openai = openai
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -101,14 +106,16 @@ class OpenAICompatProvider:
             self._client = None
 
     def _body(self, request: CompletionRequest) -> dict:
+        model = request.model.split("/", 1)[1]
         body: dict = {
-            "model": request.model.split("/", 1)[1],
+            "model": model,
             "messages": [m.as_dict() for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
-            "max_tokens": request.max_tokens,
+            ("max_completion_tokens" if self.openai else "max_tokens"): request.max_tokens,
         }
-        if request.temperature is not None:
+        # OpenAI's reasoning models (o1, o3, o4-mini, gpt-5...) accept only the default temperature.
+        if request.temperature is not None and not (self.openai and _REASONING_MODEL.match(model)):
             body["temperature"] = request.temperature
         if request.seed is not None:
             body["seed"] = request.seed

@@ -126,7 +126,9 @@ class LLMRouter:
         if key == "openai":
             from services.common.llm.openai_compat import OpenAICompatProvider
 
-            return OpenAICompatProvider(settings, api_base=settings.llm_openai_api_base, api_key_env="OPENAI_API_KEY")
+            return OpenAICompatProvider(
+                settings, api_base=settings.llm_openai_api_base, api_key_env="OPENAI_API_KEY", openai=True
+            )
         from services.common.llm.litellm_provider import LiteLLMProvider
 
         return LiteLLMProvider(settings)
