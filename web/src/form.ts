@@ -85,7 +85,7 @@ export class DebateForm {
       el("div", { class: "debater-grid" },
         this.input("Name", "name", draft.name, { autocomplete: "off" }),
         this.input("Model", "model", draft.model, { list: "model-options", autocomplete: "off" }),
-        this.input("Stance", "stance", draft.stance, {}),
+        this.input("Stance", "stance", draft.stance, {}, "stance-field"),
         this.input("Persona", "persona", draft.persona, {}, "wide"),
       ),
       el("p", { class: "field-error debater-error", hidden: "" }),
