@@ -239,3 +239,15 @@ async def test_rate_limited_error_when_retries_run_out(llm, fake, settings):
     with pytest.raises(RateLimited) as caught:
         await collect(llm, request("fake/gpt-test"))
     assert caught.value.retry_after == 3 and caught.value.retryable
+
+
+async def test_consumer_that_stops_early_closes_the_stream(llm, fake):
+    """A cancelled debate stops reading: the provider stream is closed at once, not at GC."""
+    fake.script(Behavior(chunks=200, chunk_delay=0.01))
+    stream = llm.stream(request("fake/gpt-test"))
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            break
+    await stream.aclose()
+    connections = llm.provider_for("fake/gpt-test")._http()._transport._pool.connections
+    assert all(c.is_idle() or c.is_closed() for c in connections)  # none left mid-response

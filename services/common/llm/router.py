@@ -18,6 +18,7 @@ or key, so a caller can reach only what the settings allow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -76,9 +77,11 @@ class LLMRouter:
                 started = False
                 try:
                     provider = self.provider_for(model)
-                    async for event in provider.stream(attempt_request):
-                        started = True
-                        yield event
+                    # aclosing: a consumer that stops early (a cancelled debate) frees the connection now.
+                    async with contextlib.aclosing(provider.stream(attempt_request)) as events:
+                        async for event in events:
+                            started = True
+                            yield event
                     return
                 except LLMError as caught:
                     if started or caught.partial_text:
