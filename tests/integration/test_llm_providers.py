@@ -15,9 +15,7 @@ from services.accounting.tokens import count_message_tokens, count_text_tokens
 from services.common.llm import (
     ChatMessage,
     CompletionRequest,
-    Endpoint,
     LLMError,
-    LLMSettings,
     ModelNotAllowed,
     ProviderError,
     ProviderTimeout,
@@ -27,11 +25,12 @@ from services.common.llm import (
     build_llm_client,
     collect,
 )
-from tests.support.fake_openai import (
-    Behavior,
-    FakeOpenAIServer,
-    content_chunks,
-    prompt_tokens_of,
+from tests.support.fake_openai import Behavior, content_chunks, prompt_tokens_of
+from tests.support.fixtures import (  # noqa: F401 - fixtures
+    FAKE_KEY_ENV,
+    fake_openai,
+    fake_openai_server,
+    settings_for,
 )
 
 CANARY = "sk-canary-7f3a9c1e5b2d4f608a1b"
@@ -39,34 +38,16 @@ TRANSPORTS = ["fake", "lite"]  # lean reader, LiteLLM
 MESSAGES = (ChatMessage("system", "Topic: testing\nStance: for"), ChatMessage("user", "Your turn."))
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeOpenAIServer() as fake:
-        yield fake
-
-
 @pytest.fixture
-def fake(server):
-    server.reset()
-    yield server
-    server.reset()
+def fake(fake_openai):  # noqa: F811 - the imported fixture
+    return fake_openai
 
 
 @pytest.fixture
 def settings(fake, monkeypatch):
-    monkeypatch.setenv("FAKE_API_KEY", CANARY)
-    return LLMSettings(
-        llm_allowed_models=["sim/*", "fake/*", "lite/*"],
-        llm_endpoints={
-            "fake": Endpoint(api_base=fake.base_url, api_key_env="FAKE_API_KEY"),
-            "lite": Endpoint(api_base=fake.base_url, api_key_env="FAKE_API_KEY", transport="litellm"),
-        },
-        llm_first_token_timeout=5.0,
-        llm_stall_timeout=0.5,
-        llm_retries=2,
-        llm_backoff_base=0.01,
-        sim_first_token_latency=0,
-        sim_tokens_per_second=0,
+    monkeypatch.setenv(FAKE_KEY_ENV, CANARY)
+    return settings_for(
+        fake, llm_first_token_timeout=5.0, llm_stall_timeout=0.5, llm_retries=2, llm_backoff_base=0.01
     )
 
 
