@@ -61,14 +61,15 @@ def load_litellm() -> Any:
 
 
 def _reported_usage(stream: Any) -> dict | None:
-    """The usage the provider reported, or None: LiteLLM fills in its own count when there is
-    none, so ask its chunk log what the provider actually sent."""
+    """The usage the provider reported, or None. LiteLLM puts a usage of its own on the last
+    chunk when the provider sent none, so ask its log of raw chunks what the provider sent (a
+    private helper of the pinned version: if it goes away, usage is estimated, never invented)."""
     try:
         from litellm.litellm_core_utils.streaming_handler import _reported_total_usage
 
         usage = _reported_total_usage(chunks=stream.chunks)
     except (ImportError, AttributeError, TypeError):
-        usage = getattr(stream, "_last_usage", None)
+        return None
     return usage.model_dump() if usage is not None and hasattr(usage, "model_dump") else usage
 
 
