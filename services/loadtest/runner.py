@@ -106,7 +106,9 @@ class LoadConfig:
         return RunOptions(
             call=self.call, host=self.target, protoset=self.protoset, insecure=self.insecure,
             cacert=self.cacert, cert=self.cert, key=self.key, cname=self.cname, authority=self.authority,
-            rps=self.rps, concurrency=self.concurrency, total=self.total, connections=self.connections,
+            rps=self.rps, concurrency=self.concurrency, connections=self.connections,
+            # ghz sets n to MaxInt32 when a duration is given (runner/options.go).
+            total=2**31 - 1 if self.duration > 0 else self.total,
             duration_ns=int(self.duration * 1e9), timeout_ns=int(self.timeout * 1e9),
             dial_timeout_ns=int(self.dial_timeout * 1e9), keepalive_ns=int(self.keepalive * 1e9),
             data=data, metadata=self.metadata, cpus=self.cpus, name=self.name,

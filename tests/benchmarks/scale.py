@@ -16,18 +16,20 @@ What it does, all on 127.0.0.1:
    no stream fails, and the relay latency p99 is under 250 ms. The ramp stops at the first
    level that does not pass.
 3. Subscribers: for each level K, one debate (4 debaters, --subscriber-rounds rounds) with K
-   subscribers connected before it starts. A few "probe" subscribers parse every event to
-   measure relay latency; the others take the raw frames and count them (what a thin
-   client costs), so that this process is not the first thing to saturate. A level passes
-   when every subscriber receives the whole debate (its terminal event) without being cut
-   off and the probes' p99 is under 250 ms.
+   subscribers connected before it starts. A few "probe" subscribers (here) parse every
+   event to measure relay latency; the others, in a separate process, take the raw frames
+   and count them (the cheapest a Python client can be), so that the probes' latency is not
+   this process's backlog. A level passes when every subscriber reads the whole debate to
+   its end without being cut off and the probes' p99 is under 250 ms.
 
 Relay latency is the time from an event's `time` (stamped by the orchestrator when the
 token delta is appended to the debate's log) to its arrival at a subscriber, both clocks
 being this machine's. Memory is the orchestrator process's RSS (psutil), sampled every
 100 ms: per debate = (peak during the level - RSS before it) / N; per subscriber =
-(peak during the level - RSS with the debate alone) / K. The harness's own CPU is reported:
-on a 2-core machine the watchers share the cores with the suite.
+(peak during the level - RSS with the debate alone) / K. CPU per delivered event is reported
+for the orchestrator and for the harness (probes and thin subscribers together): on a 2-core
+machine the subscribers share the cores with the suite, and past some level the harness, not
+the orchestrator, is what saturates; the per-event figures say which.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import argparse
 import asyncio
 import json
 import math
+import multiprocessing
 import os
 import statistics
 import sys
@@ -129,14 +132,69 @@ class Level:
     rss_before_mib: float = 0.0
     rss_peak_mib: float = 0.0
     per_unit_kib: float = 0.0
+    p99_by_second_ms: list[float] = field(default_factory=list)
+    orchestrator_cpu_per_event_us: float = 0.0
+    harness_cpu_per_event_us: float = 0.0
     harness_cpu_s: float = 0.0
     orchestrator_cpu_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
+STREAM_PATH = "/debate.orchestrator.v1.OrchestratorService/StreamDebateEvents"
+
+
+async def _thin(address: str, debate_id: str, count: int, ready, results) -> None:
+    """`count` thin subscribers on one debate: raw frames, counted, until each stream ends."""
+    options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 * 2**20)]
+    channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(max(1, (count + 499) // 500))]
+    calls = [channels[i % len(channels)].unary_stream(STREAM_PATH, request_serializer=None,
+                                                      response_deserializer=None)
+             for i in range(len(channels))]
+    request = pb.StreamDebateEventsRequest(debate_id=debate_id).SerializeToString()
+    events = 0
+    errors: list[str] = []
+
+    async def one(i: int) -> bool:
+        nonlocal events
+        call = calls[i % len(calls)](request, timeout=900)
+        try:
+            await call.wait_for_connection()
+            opened.append(i)
+            async for _ in call:
+                events += 1
+        except grpc.aio.AioRpcError as error:
+            errors.append(f"error:{error.code().name}:{error.details()}")
+            return False
+        return True
+
+    opened: list[int] = []
+    cpu = time.process_time()
+    tasks = [asyncio.create_task(one(i)) for i in range(count)]
+    while len(opened) + len(errors) < count:
+        await asyncio.sleep(0.05)
+    ready.put(len(opened))
+    outcomes = await asyncio.gather(*tasks)
+    for channel in channels:
+        await channel.close()
+    results.put({"completed": sum(outcomes), "errors": errors[:3], "error_count": len(errors), "events": events,
+                 "cpu": time.process_time() - cpu})
+
+
+def thin_subscribers_process(address: str, debate_id: str, count: int, ready, results) -> None:
+    """Entry point of a subscriber process (multiprocessing, spawn)."""
+    try:
+        import uvloop
+
+        uvloop.run(_thin(address, debate_id, count, ready, results))
+    except ImportError:
+        asyncio.run(_thin(address, debate_id, count, ready, results))
+
+
 class Harness:
-    def __init__(self, stub: orchestrator_pb2_grpc.OrchestratorServiceStub, channel_factory, orchestrator_pid: int):
+    def __init__(self, stub: orchestrator_pb2_grpc.OrchestratorServiceStub, channel_factory, orchestrator_pid: int,
+                 address: str = ""):
         self.stub = stub
+        self.address = address
         self.channel_factory = channel_factory
         self.orchestrator = psutil.Process(orchestrator_pid)
         self.sampler = RssSampler(orchestrator_pid)
@@ -150,7 +208,7 @@ class Harness:
             config=debate_config(rounds, seed), request_id=f"scale-{uuid.uuid4()}"), timeout=60)
         return reply.debate.debate_id
 
-    async def _watch(self, stub, debate_id: str, latencies: list[float] | None, counts: dict) -> str:
+    async def _watch(self, stub, debate_id: str, latencies: list | None, counts: dict) -> str:
         """Follows a debate to its end; returns "completed", "failed:<reason>" or "error:<code>"."""
         call = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id), timeout=900)
         try:
@@ -161,7 +219,8 @@ class Harness:
                 if kind == "token_delta":
                     counts["token_events"] += 1
                     if latencies is not None:
-                        latencies.append((time.time_ns() - event.time.ToNanoseconds()) / 1e6)
+                        now = time.time_ns()
+                        latencies.append((now, (now - event.time.ToNanoseconds()) / 1e6))
                 elif kind == "debate_completed":
                     return "completed"
                 elif kind == "debate_failed":
@@ -169,16 +228,6 @@ class Harness:
         except grpc.aio.AioRpcError as error:
             return f"error:{error.code().name}:{error.details()}"
         return "error:stream ended before the debate did"
-
-    async def _watch_raw(self, stub_raw, debate_id: str, counts: dict) -> str:
-        """A thin subscriber: raw frames, counted; the debate's end is the stream's end."""
-        call = stub_raw(pb.StreamDebateEventsRequest(debate_id=debate_id).SerializeToString(), timeout=900)
-        try:
-            async for _ in call:
-                counts["events"] += 1
-        except grpc.aio.AioRpcError as error:
-            return f"error:{error.code().name}:{error.details()}"
-        return "completed"
 
     # --- debates ---------------------------------------------------------------------------------
 
@@ -191,7 +240,7 @@ class Harness:
                 return await self._create(1, i)
 
         ids = await asyncio.gather(*(create(i) for i in range(n)))
-        latencies: list[float] = []
+        latencies: list[tuple[int, float]] = []
         counts = {"events": 0, "token_events": 0}
         level.rss_before_mib = self.sampler.rss() / 2**20
         cpu0, orch0 = time.process_time(), self._cpu()
@@ -227,41 +276,58 @@ class Harness:
         debate_id = await self._create(rounds, 7)
         await asyncio.sleep(0.2)
         level.rss_before_mib = self.sampler.rss() / 2**20
-        channels = [self.channel_factory() for _ in range(max(1, (k + 499) // 500))]
-        stubs = [orchestrator_pb2_grpc.OrchestratorServiceStub(c) for c in channels]
-        raws = [c.unary_stream("/debate.orchestrator.v1.OrchestratorService/StreamDebateEvents",
-                               request_serializer=None, response_deserializer=None) for c in channels]
-        latencies: list[float] = []
+        probes = min(probes, k)
+        channel = self.channel_factory()
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        latencies: list[tuple[int, float]] = []
         counts = {"events": 0, "token_events": 0}
-        raw_counts = {"events": 0}
+        raw_counts = {"events": 0, "cpu": 0.0}
         cpu0, orch0 = time.process_time(), self._cpu()
         self.sampler.start()
-        tasks = []
-        for i in range(k):
-            if i < probes:
-                tasks.append(asyncio.create_task(self._watch(stubs[i % len(stubs)], debate_id, latencies, counts)))
-            else:
-                tasks.append(asyncio.create_task(self._watch_raw(raws[i % len(raws)], debate_id, raw_counts)))
-            if i % 200 == 199:
-                await asyncio.sleep(0)  # let the streams open as they are created
-        await asyncio.sleep(min(5.0, 0.5 + k / 2000))  # every subscriber connected before the first token
+        # The thin subscribers live in their own process, so that the probes' latency is not
+        # this event loop's backlog; the probes are here.
+        context = multiprocessing.get_context("spawn")
+        ready, results = context.Queue(), context.Queue()
+        worker = None
+        if k > probes:
+            worker = context.Process(target=thin_subscribers_process,
+                                     args=(self.address, debate_id, k - probes, ready, results), daemon=True)
+            worker.start()
+        tasks = [asyncio.create_task(self._watch(stub, debate_id, latencies, counts)) for _ in range(probes)]
+        loop = asyncio.get_running_loop()
+        if worker is not None:
+            opened = await loop.run_in_executor(None, ready.get, True, max(30.0, k / 50))
+            if opened < k - probes:
+                level.notes.append(f"only {opened} of {k - probes} thin subscribers opened their stream")
+        await asyncio.sleep(0.5)
         start = time.perf_counter()
         await self.stub.StartDebate(pb.StartDebateRequest(debate_id=debate_id), timeout=60)
         done, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:
             task.cancel()
+        outcomes = [t.result() for t in done]
+        if worker is not None:
+            try:
+                thin = await loop.run_in_executor(None, results.get, True, max(5.0, timeout - (time.perf_counter() - start)))
+            except Exception:  # noqa: BLE001 -- queue.Empty: the worker did not finish
+                thin = {"completed": 0, "errors": ["thin subscribers did not finish"], "error_count": k - probes,
+                        "events": 0, "cpu": 0.0}
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
+            outcomes += ["completed"] * thin["completed"] + thin["errors"]
+            level.stream_errors += max(0, thin["error_count"] - len(thin["errors"]))
+            raw_counts = {"events": thin["events"], "cpu": thin["cpu"]}
         level.seconds = time.perf_counter() - start
         peak = await self.sampler.stop()
-        level.harness_cpu_s = time.process_time() - cpu0
+        level.harness_cpu_s = time.process_time() - cpu0 + raw_counts["cpu"]
         level.orchestrator_cpu_s = self._cpu() - orch0
-        for channel in channels:
-            await channel.close()
-        outcomes = [t.result() for t in done]
+        await channel.close()
         level.completed = outcomes.count("completed")
         level.failed = sum(o.startswith("failed:") for o in outcomes)
-        level.stream_errors = sum(o.startswith("error:") for o in outcomes) + len(pending)
+        level.stream_errors += sum(o.startswith("error:") for o in outcomes) + len(pending)
         if pending:
-            level.notes.append(f"{len(pending)} subscribers not finished within {timeout:.0f}s")
+            level.notes.append(f"{len(pending)} probes not finished within {timeout:.0f}s")
         level.notes += sorted({o for o in outcomes if o != "completed"})[:3]
         counts["events"] += raw_counts["events"]
         self._latency(level, latencies, counts)
@@ -271,14 +337,23 @@ class Harness:
         return level
 
     @staticmethod
-    def _latency(level: Level, latencies: list[float], counts: dict) -> None:
+    def _latency(level: Level, samples: list[tuple[int, float]], counts: dict) -> None:
         level.events = counts["events"]
         level.token_events = counts["token_events"]
-        if latencies:
-            latencies.sort()
+        if level.events:
+            level.orchestrator_cpu_per_event_us = round(level.orchestrator_cpu_s / level.events * 1e6, 1)
+            level.harness_cpu_per_event_us = round(level.harness_cpu_s / level.events * 1e6, 1)
+        if samples:
+            latencies = sorted(ms for _, ms in samples)
             level.relay_p50_ms = round(statistics.median(latencies), 2)
             level.relay_p99_ms = round(percentile(latencies, 99), 2)
             level.relay_max_ms = round(latencies[-1], 2)
+            # Where in the level the slow deliveries were: p99 of each second since the first.
+            first = min(t for t, _ in samples)
+            seconds: dict[int, list[float]] = {}
+            for t, ms in samples:
+                seconds.setdefault((t - first) // 1_000_000_000, []).append(ms)
+            level.p99_by_second_ms = [round(percentile(sorted(v), 99), 1) for _, v in sorted(seconds.items())]
         else:
             level.notes.append("no token delta observed")
 
@@ -290,7 +365,10 @@ def _print_level(level: Level) -> None:
           f"  relay p50 {level.relay_p50_ms} ms p99 {level.relay_p99_ms} ms max {level.relay_max_ms} ms"
           f"  events {level.events}  RSS {level.rss_before_mib:.0f}->{level.rss_peak_mib:.0f} MiB"
           f"  {level.per_unit_kib:.0f} KiB/{unit}  cpu orch {level.orchestrator_cpu_s:.1f}s"
-          f" harness {level.harness_cpu_s:.1f}s", flush=True)
+          f" ({level.orchestrator_cpu_per_event_us:.0f} µs/event) harness {level.harness_cpu_s:.1f}s"
+          f" ({level.harness_cpu_per_event_us:.0f} µs/event)", flush=True)
+    if level.p99_by_second_ms:
+        print(f"      relay p99 by second: {level.p99_by_second_ms}", flush=True)
     for note in level.notes:
         print(f"      {note}", flush=True)
 
@@ -326,7 +404,7 @@ async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budge
             address = config.orchestrator_address
             async with grpc.aio.insecure_channel(address, options=options) as channel:
                 harness = Harness(orchestrator_pb2_grpc.OrchestratorServiceStub(channel),
-                                  lambda: grpc.aio.insecure_channel(address, options=options), pid)
+                                  lambda: grpc.aio.insecure_channel(address, options=options), pid, address)
                 await asyncio.sleep(1.0)
                 results["orchestrator_rss_at_rest_mib"] = round(harness.sampler.rss() / 2**20, 1)
                 # A first debate loads what every debate shares (tokenizers, the simulated
@@ -382,6 +460,14 @@ def summary(results: dict) -> dict:
         out["subscribers_on_one_debate"] = subscribers["n"]
         out["relay_p99_ms_at_that_subscribers"] = subscribers["relay_p99_ms"]
         out["memory_per_subscriber_kib"] = round(subscribers["per_unit_kib"], 2)
+        out["orchestrator_cpu_per_delivered_event_us"] = subscribers["orchestrator_cpu_per_event_us"]
+        out["harness_cpu_per_delivered_event_us"] = subscribers["harness_cpu_per_event_us"]
+    for kind in ("debates", "subscribers"):
+        failed = [lv for lv in results[kind] if not lv["passed"]]
+        if failed:
+            lv = failed[0]
+            out[f"first_failing_{kind}_level"] = {"n": lv["n"], "relay_p99_ms": lv["relay_p99_ms"],
+                                                  "completed": lv["completed"], "notes": lv["notes"]}
     tried = {kind: [lv["n"] for lv in results[kind]] for kind in ("debates", "subscribers")}
     out["levels_tried"] = tried
     return out

@@ -196,6 +196,8 @@ def test_duration_ignores_total_and_ends_as_timeout(server):
     jsonschema.validate(report, SCHEMA)
     assert report["endReason"] == "timeout"
     assert report["count"] > 1
+    assert report["options"]["total"] == 2**31 - 1  # ghz: n is MaxInt32 under -z
+    assert report["options"]["duration"] == 300_000_000
     assert set(report["statusCodeDistribution"]) == {"OK"}
     # "close" (ghz's default) reports the calls still in flight as Canceled.
     closed = _run(address, f"{SERVICE}.Forever", data="{}", concurrency=2, duration=0.2)
