@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 from concurrent import futures
 
 import grpc
 import pytest
+from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
 from services.cli import main
 from services.client.commands import parse_debater
+from services.client.style import Style
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.grpc_errors import STATUS_DETAILS_KEY, status_for
 from tests.unit.test_client_view import simultaneous_debate
@@ -127,3 +130,33 @@ def test_bad_debater_specs_are_refused(spec):
     import argparse
     with pytest.raises(argparse.ArgumentTypeError):
         parse_debater(spec)
+
+
+def test_debate_flags_become_the_config(orchestrator, capsys):
+    code = main(["debate", "--target", orchestrator.target, "--topic", "Tabs or spaces?",
+                 "--debater", "T=openai/gpt-4o:a tab purist:tabs", "--debater", "S=anthropic/claude-3-5-sonnet-20241022:a pep8 fan:spaces",
+                 "--judge", "sim/judge", "--judge", "openai/gpt-4o-mini", "--rounds", "2", "--format", "sequential",
+                 "--max-tokens-per-turn", "300", "--budget", "0.50", "--seed", "3"])
+    assert code == 0
+    config = orchestrator.configs["d1"]
+    assert [(p.name, p.model, p.persona, p.stance) for p in config.participants] == [
+        ("T", "openai/gpt-4o", "a tab purist", "tabs"), ("S", "anthropic/claude-3-5-sonnet-20241022", "a pep8 fan", "spaces")]
+    assert list(config.judge.models) == ["sim/judge", "openai/gpt-4o-mini"]
+    assert (config.format.round_limit, config.format.turn_order) == (2, c.TURN_ORDER_SEQUENTIAL)
+    assert (config.max_tokens_per_turn, config.budget.amount, config.budget.currency_code, config.seed) == (300, "0.50", "USD", 3)
+    assert "budget $0.50" in capsys.readouterr().out
+
+
+def test_colour_only_on_a_terminal_without_no_color(monkeypatch):
+    class Terminal(io.StringIO):
+        encoding = "utf-8"
+
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert Style.for_stream(Terminal()).color and Style.for_stream(Terminal()).live
+    assert not Style.for_stream(io.StringIO()).color
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not Style.for_stream(Terminal()).color
