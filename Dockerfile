@@ -28,6 +28,7 @@ COPY tools/bootstrap-requirements.txt tools/
 RUN python -m venv /app/.venv \
  && /app/.venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes -r tools/bootstrap-requirements.txt
 COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-cache --no-install-project
 COPY protos/ protos/
 COPY services/ services/
 RUN uv sync --frozen --no-dev --no-cache

@@ -127,6 +127,16 @@ def test_a_debate_streams_live_into_each_column_then_scores_and_verdict(suite, p
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.screenshot(path=str(ARTIFACTS / "browser-debate-phone.png"), full_page=False)
 
+    # Back on the form, the debate is among the recent ones; opening it replays its log.
+    page.set_viewport_size({"width": 1360, "height": 900})
+    page.click("#new-debate")
+    recent = page.locator("#recent-list a", has_text="Cities should ban private cars")
+    recent.first.wait_for()
+    recent.first.click()
+    page.locator("[data-testid=verdict]").wait_for(state="visible")
+    assert page.locator("[data-testid=round-score]").count() == 2
+    assert page.locator("#live-state").text_content() == "Finished"
+
 
 def test_the_servers_field_errors_are_shown_next_to_their_fields(suite, page):
     ARTIFACTS.mkdir(exist_ok=True)
@@ -243,6 +253,10 @@ def test_a_suite_with_api_keys_asks_the_page_for_one_and_the_page_sends_it(brows
         page.wait_for_selector("#live:not([hidden])")
         page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=debater-column]')]
             .every(c => c.textContent.includes('[simulated]'))""")
+        assert page.locator("#banner").is_hidden()
+        page.click("#cancel-debate")  # stop it: it ends CANCELLED, with no error shown
+        page.wait_for_function("document.getElementById('live-state').textContent === 'Cancelled'")
+        assert page.locator("#cancel-debate").is_hidden()
         assert page.locator("#banner").is_hidden()
     finally:
         context.close()

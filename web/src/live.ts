@@ -10,7 +10,7 @@ const PALETTE = ["#4f46e5", "#db2777", "#0891b2", "#ca8a04", "#16a34a", "#9333ea
 // Reopen a stream that has said nothing (not even a heartbeat) for this long.
 const SILENCE_LIMIT_MS = 45_000;
 
-const STATE_LABELS: Record<number, string> = {
+export const STATE_LABELS: Record<number, string> = {
   [DebateState.CREATED]: "Created",
   [DebateState.QUEUED]: "Queued",
   [DebateState.RUNNING]: "Live",
@@ -210,7 +210,7 @@ export class LiveDebate {
         const v = payload.value;
         if (v.cost) this.showCost(v.cost);
         this.setState(v.state || DebateState.FAILED);
-        this.onError(`The debate ended early: ${v.message || v.reason}`);
+        if (v.state !== DebateState.CANCELLED) this.onError(`The debate ended early: ${v.message || v.reason}`);
         this.finish();
         break;
       }
@@ -266,6 +266,8 @@ export class LiveDebate {
   }
 
   private setState(state: DebateState): void {
+    const cancel = document.getElementById("cancel-debate") as HTMLButtonElement;
+    cancel.hidden = ![DebateState.CREATED, DebateState.QUEUED, DebateState.RUNNING].includes(state);
     const badge = document.getElementById("live-state") as HTMLElement;
     badge.textContent = STATE_LABELS[state] ?? "Unknown";
     badge.dataset.state = DebateState[state]?.toLowerCase() ?? "";

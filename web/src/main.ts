@@ -1,10 +1,12 @@
 // The page: the form creates and starts a debate, then the live view follows its events.
 // The debate id goes into the URL (#debate=...), so a reload picks the same debate up again.
 import type { DebateConfig } from "./gen/debate/common/v1/common_pb";
+import { DebateState } from "./gen/debate/orchestrator/v1/orchestrator_pb";
 import { apiKey, newRequestId, orchestrator, readError, setApiKey } from "./api";
 import { Code } from "@connectrpc/connect";
 import { DebateForm } from "./form";
-import { LiveDebate, type ConnectionState } from "./live";
+import { LiveDebate, STATE_LABELS, type ConnectionState } from "./live";
+import { el, formatMoney } from "./dom";
 
 const client = orchestrator();
 const setup = document.getElementById("setup") as HTMLElement;
@@ -70,6 +72,38 @@ function watch(debateId: string, config: DebateConfig): void {
   void current.follow();
 }
 
+/** The caller's latest debates under the form, each a link that opens its live view. */
+async function showRecent(): Promise<void> {
+  const section = document.getElementById("recent") as HTMLElement;
+  try {
+    const { debates } = await client.listDebates({ pageSize: 6 });
+    const list = document.getElementById("recent-list") as HTMLElement;
+    list.replaceChildren(...debates.map((d) => el("li", {},
+      el("a", { href: `#debate=${encodeURIComponent(d.debateId)}` },
+        el("span", { class: "recent-topic" }, d.topic),
+        el("span", { class: "recent-cost" }, formatMoney(d.cost?.amount, d.cost?.currencyCode)),
+        el("span", { class: "state", "data-state": (DebateState[d.state] ?? "").toLowerCase() },
+          STATE_LABELS[d.state] ?? "Unknown"),
+      ))));
+    section.hidden = debates.length === 0;
+  } catch {
+    section.hidden = true; // e.g. a suite that wants an API key not given yet
+  }
+}
+
+async function cancel(): Promise<void> {
+  if (!current) return;
+  const button = document.getElementById("cancel-debate") as HTMLButtonElement;
+  button.disabled = true;
+  try {
+    await client.cancelDebate({ debateId: current.debateId, reason: "stopped from the page" });
+  } catch (error) {
+    showBanner(`Could not stop the debate: ${readError(error).message}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function backToForm(): void {
   current?.stop();
   current = null;
@@ -77,8 +111,11 @@ function backToForm(): void {
   showBanner("");
   live.hidden = true;
   setup.hidden = false;
+  void showRecent();
   if (window.location.hash) window.history.pushState(null, "", window.location.pathname + window.location.search);
 }
+
+let opening: string | null = null;
 
 async function route(): Promise<void> {
   const match = /^#debate=(.+)$/.exec(window.location.hash);
@@ -87,7 +124,8 @@ async function route(): Promise<void> {
     return;
   }
   const debateId = decodeURIComponent(match[1]!);
-  if (current?.debateId === debateId) return;
+  if (current?.debateId === debateId || opening === debateId) return;
+  opening = debateId;
   try {
     const { debate } = await client.getDebate({ debateId });
     if (!debate?.config) throw new Error("the debate has no config");
@@ -96,6 +134,8 @@ async function route(): Promise<void> {
   } catch (error) {
     backToForm();
     showBanner(`Could not open debate ${debateId}: ${readError(error).message}`);
+  } finally {
+    opening = null;
   }
 }
 
@@ -103,5 +143,8 @@ const keyInput = document.getElementById("api-key") as HTMLInputElement;
 keyInput.value = apiKey();
 keyInput.addEventListener("input", () => setApiKey(keyInput.value.trim()));
 document.getElementById("new-debate")!.addEventListener("click", backToForm);
+document.getElementById("cancel-debate")!.addEventListener("click", () => void cancel());
 window.addEventListener("popstate", () => void route());
+window.addEventListener("hashchange", () => void route());
 void route();
+void showRecent();
