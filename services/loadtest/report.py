@@ -21,9 +21,12 @@ from __future__ import annotations
 import bisect
 import io
 import json
+import math
+import re
 import time
 from array import array
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 # ghz keeps at most this many details (runner/requester.go: maxResult).
@@ -97,8 +100,31 @@ class MessageStats:
 
 
 def go_float(value: float) -> float | int:
-    """Go's encoding/json writes a whole float64 without a fraction (0, not 0.0)."""
+    """A whole float64 as an int (Go writes 0, not 0.0); to_json formats the rest as Go does."""
     return int(value) if value.is_integer() and abs(value) < 1e21 else value
+
+
+def go_float_text(value: float) -> str:
+    """encoding/json's float64: the shortest digits that read back the same (as Python's
+    repr), positional between 1e-6 and 1e21, else exponent form with e-7 rather than e-07."""
+    if not math.isfinite(value):
+        raise ValueError(f"Go cannot encode {value!r} in JSON")
+    if value == 0:
+        return "0"
+    text = repr(value)
+    if abs(value) < 1e-6 or abs(value) >= 1e21:
+        if "e" not in text:
+            text = f"{value:e}"  # not reached for doubles repr() writes positionally
+        mantissa, exponent = text.split("e")
+        sign = exponent[0] if exponent[0] in "+-" else "+"
+        digits = exponent.lstrip("+-").lstrip("0") or "0"
+        if sign == "+" and len(digits) < 2:
+            digits = digits.rjust(2, "0")
+        return f"{mantissa}e{sign}{digits}"
+    text = format(Decimal(text), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 def latency_distribution(sorted_ns: list[int]) -> list[dict[str, int]]:
@@ -311,10 +337,33 @@ def build_report(
     return report
 
 
+_FLOAT_MARK = re.compile(r'"\\u0000gofloat(\d+)"')
+
+
+def _mark_floats(value: Any, floats: list[float]) -> Any:
+    if isinstance(value, float):
+        floats.append(value)
+        return f"\x00gofloat{len(floats) - 1}"
+    if isinstance(value, dict):
+        # The details (up to a million) hold no floats: left as they are.
+        return {k: (v if k == "details" else _mark_floats(v, floats)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mark_floats(v, floats) for v in value]
+    return value
+
+
 def to_json(report: dict[str, Any], pretty: bool = False) -> str:
+    """The report as Go's encoding/json writes it (json.Indent with two spaces for pretty):
+    floats in Go's layout, and <, >, & escaped as \\u003c, \\u003e, \\u0026."""
+    floats: list[float] = []
+    marked = _mark_floats(report, floats)
     if pretty:
-        return json.dumps(report, indent=2, ensure_ascii=False)
-    return json.dumps(report, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(marked, indent=2, ensure_ascii=False)
+    else:
+        text = json.dumps(marked, separators=(",", ":"), ensure_ascii=False)
+    text = _FLOAT_MARK.sub(lambda m: go_float_text(floats[int(m.group(1))]), text)
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
 # --- ghz's text formats ---------------------------------------------------------------------

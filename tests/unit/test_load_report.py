@@ -141,3 +141,19 @@ def test_go_durations():
     assert go_duration("0") == 0
     with pytest.raises(argparse.ArgumentTypeError):
         go_duration("ten seconds")
+
+
+@pytest.mark.parametrize("value, text", [
+    (0.0, "0"), (1.0, "1"), (0.5, "0.5"), (8.5e-05, "0.000085"), (1e-06, "0.000001"), (1.5e-07, "1.5e-7"),
+    (1e21, "1e+21"), (1e16, "10000000000000000"), (0.1 + 0.2, "0.30000000000000004"),
+])
+def test_floats_are_written_as_go_encoding_json_does(value, text):
+    from services.loadtest.report import go_float_text
+
+    assert go_float_text(value) == text
+
+
+def test_json_escapes_html_characters_as_go_does():
+    text = to_json({"rps": 8.5e-05, "errorDistribution": {"rpc error: code = Internal desc = a<b & c>d": 1}})
+    assert text == '{"rps":0.000085,"errorDistribution":{"rpc error: code = Internal desc = a\\u003cb \\u0026 c\\u003ed":1}}'
+    assert json.loads(text)["errorDistribution"] == {"rpc error: code = Internal desc = a<b & c>d": 1}
