@@ -1,0 +1,107 @@
+"""The suite's three services as separate processes that a test can SIGKILL and restart one by one.
+
+Built on the launcher's own process specs (ports, environment) and health polling; each
+service keeps its port across restarts so the others' channels reconnect to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+from services.launcher import GatewayConfig, ProcessSpec, SuiteConfig, wait_serving
+from tests.helpers import free_port
+
+
+class KillableSuite:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, *, log_level: str = "INFO"):
+        self.data_dir = Path(data_dir)
+        self.config = SuiteConfig(orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(),
+                                  data_dir=str(self.data_dir), log_level=log_level, extra_env=dict(env or {}),
+                                  gateway=GatewayConfig(enabled=False))
+        self.specs: dict[str, ProcessSpec] = {s.name: s for s in self.config.process_specs()}
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.output: list[str] = []
+        self._relays: list[asyncio.Task] = []
+        self.kills: list[str] = []
+
+    def address(self, name: str) -> str:
+        return self.specs[name].health_address
+
+    async def start(self, name: str, timeout: float = 60.0) -> None:
+        spec = self.specs[name]
+        process = await asyncio.create_subprocess_exec(
+            *spec.argv, env={**os.environ, **spec.env}, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        self._relays.append(asyncio.create_task(self._relay(name, process)))
+        ready = asyncio.create_task(wait_serving(spec.health_address, spec.health_service, timeout))
+        died = asyncio.create_task(process.wait())
+        await asyncio.wait({ready, died}, return_when=asyncio.FIRST_COMPLETED)
+        if died.done():
+            ready.cancel()
+            tail = "\n".join(self.output[-15:])
+            raise RuntimeError(f"{name} exited with {process.returncode} while starting:\n{tail}")
+        died.cancel()
+        ready.result()
+
+    async def _relay(self, name: str, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            self.output.append(f"[{name}] {raw.decode(errors='replace').rstrip()}")
+
+    async def start_all(self) -> None:
+        for name in ("accounting", "judge", "orchestrator"):
+            await self.start(name)
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL: no cleanup, no flush, no graceful stop."""
+        process = self.processes[name]
+        if process.returncode is None:
+            process.send_signal(signal.SIGKILL)
+        await process.wait()
+        self.kills.append(name)
+
+    async def stop_all(self, timeout: float = 15.0) -> None:
+        alive = [p for p in self.processes.values() if p.returncode is None]
+        for process in alive:
+            process.send_signal(signal.SIGTERM)
+        if alive:
+            await asyncio.wait({asyncio.create_task(p.wait()) for p in alive}, timeout=timeout)
+        for process in alive:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        if self._relays:
+            await asyncio.wait(self._relays, timeout=2)
+
+    def sqlite_files(self) -> list[Path]:
+        files = []
+        for path in sorted(self.data_dir.rglob("*")):
+            if path.is_file() and not path.name.endswith(("-wal", "-shm", "-journal")):
+                with path.open("rb") as handle:
+                    if handle.read(16) == b"SQLite format 3\x00":
+                        files.append(path)
+        return files
+
+    def file_with_table(self, table: str) -> Path:
+        for path in self.sqlite_files():
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            try:
+                if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone():
+                    return path
+            finally:
+                db.close()
+        raise LookupError(f"no SQLite file has a table {table!r}")
+
+    def query(self, table: str, sql: str, params: tuple = ()) -> list[tuple]:
+        """A read-only query on the services' SQLite file that has `table`."""
+        path = self.file_with_table(table)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
