@@ -160,6 +160,7 @@ export class LiveDebate {
       case "tokenDelta": {
         const v = payload.value;
         const turn = this.turn(v.roundNumber, v.participant, v.attempt);
+        if (turn.attempt !== v.attempt) break; // a late delta of a failed attempt: void
         turn.section.classList.add("streaming");
         turn.text.appendData(v.text);
         this.follow_scroll(v.participant);
