@@ -180,6 +180,7 @@ export class LiveDebate {
       case "turnFailed": {
         const v = payload.value;
         const turn = this.turn(v.roundNumber, v.participant, v.attempt);
+        if (turn.attempt !== v.attempt) break;
         turn.section.classList.remove("streaming");
         turn.section.classList.add("retrying");
         turn.section.querySelector(".turn-meta")!.textContent = v.willRetry
