@@ -1,16 +1,51 @@
-"""Composition root of the orchestrator service: settings, domain objects, servicer, server."""
+"""Composition root of the orchestrator service: settings, store, event hub, scheduler, clients,
+engine, servicer, server. Debates left RUNNING or QUEUED by a previous process resume here."""
 
-from debate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from __future__ import annotations
+
+import os
+
+from debate.orchestrator.v1 import orchestrator_pb2
+from services.common.llm import build_llm_client
 from services.common.server import GrpcService, ServiceBinding
-from services.orchestrator.servicer import OrchestratorServicer
+from services.orchestrator.clients import Accounting, GrpcAccounting, GrpcJudge, Judge
+from services.orchestrator.engine import Engine
+from services.orchestrator.events import EventHub
+from services.orchestrator.scheduler import Scheduler
+from services.orchestrator.servicer import OrchestratorServicer, add_to_server
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.store import Store
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 
 
-async def build_service(settings: OrchestratorSettings) -> GrpcService:
-    servicer = OrchestratorServicer()
-    return GrpcService(
+async def build_service(settings: OrchestratorSettings, *, llm=None, judge: Judge | None = None,
+                        accounting: Accounting | None = None) -> GrpcService:
+    """The service, ready to start. Tests may pass their own LLM client, judge or accounting."""
+    store = Store(os.path.join(settings.data_dir, "orchestrator.sqlite3"))
+    hub = EventHub(store, coalesce_s=settings.coalesce_ms / 1000, tail_events=settings.memory_tail_events,
+                   heartbeat_s=settings.heartbeat_seconds, max_lag=settings.subscriber_max_lag)
+    scheduler = Scheduler(settings.max_running_debates, settings.max_queued_debates)
+    llm = llm or build_llm_client(settings)
+    judge = judge or GrpcJudge(settings.judge_service_addr, settings.rpc_timeout_seconds)
+    accounting = accounting or GrpcAccounting(settings.accounting_service_addr, settings.rpc_timeout_seconds)
+    engine = Engine(store, hub, scheduler, llm, judge, accounting, settings, settings.model_allowed)
+    hub.start()
+    await engine.resume_all()
+    servicer = OrchestratorServicer(engine, hub)
+
+    async def close_clients() -> None:
+        for client in (judge, accounting, llm):
+            for name in ("close", "aclose"):
+                closer = getattr(client, name, None)
+                if closer is not None:
+                    await closer()
+                    break
+
+    service = GrpcService(
         settings,
-        [ServiceBinding(SERVICE_NAME, orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, servicer)],
+        [ServiceBinding(SERVICE_NAME, add_to_server, servicer)],
+        on_stop=[engine.shutdown, hub.stop, close_clients, store.close],
     )
+    service.engine = engine  # for in-process tests and benchmarks
+    return service

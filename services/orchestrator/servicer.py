@@ -1,7 +1,140 @@
-"""gRPC transport of the orchestrator: protobuf in, domain calls, protobuf out."""
+"""gRPC transport of the orchestrator: protobuf in, domain calls, protobuf out.
 
+StreamDebateEvents yields pre-serialised frames (see events.py); `add_to_server` registers it
+with a pass-through serializer so each event is serialised once for all its subscribers.
+"""
+
+from __future__ import annotations
+
+from debate.common.v1 import common_pb2
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
+from services.common.auth import current_tenant
+from services.common.errors import FieldViolation, InvalidArgument
+from services.common.logs import debate_id_var, request_id_var
+from services.orchestrator.engine import TERMINAL, Engine
+from services.orchestrator.events import EventHub
+from services.orchestrator.store import DebateRow
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+def _timestamp(target, ns: int) -> None:
+    target.FromNanoseconds(ns)
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
-    """Every RPC answers UNIMPLEMENTED until the orchestrator issue fills it in."""
+    def __init__(self, engine: Engine, hub: EventHub):
+        self.engine = engine
+        self.hub = hub
+
+    # -- conversions ----------------------------------------------------------------------
+    def summary(self, row: DebateRow) -> pb.DebateSummary:
+        summary = pb.DebateSummary(
+            debate_id=row.debate_id, topic=row.config.topic, state=row.state, current_round=row.current_round,
+            round_limit=row.config.format.round_limit,
+            cost=common_pb2.Money(currency_code="USD", amount=row.cost_amount or "0"),
+            last_sequence=self.engine.last_sequence(row),
+            queue_position=self.engine.scheduler.position(row.debate_id), end_reason=row.end_reason)
+        _timestamp(summary.create_time, row.create_ns)
+        _timestamp(summary.update_time, row.update_ns)
+        return summary
+
+    def debate(self, row: DebateRow) -> pb.Debate:
+        debate = pb.Debate(debate_id=row.debate_id, config=row.config, state=row.state, end_reason=row.end_reason,
+                           last_sequence=self.engine.last_sequence(row))
+        turns, assessments = self.engine.transcript(row.debate_id)
+        rounds: dict[int, pb.Round] = {}
+        order = {p.name: i for i, p in enumerate(row.config.participants)}
+        for turn in sorted(turns, key=lambda t: (t.round_number, order.get(t.participant, 0))):
+            rounds.setdefault(turn.round_number, pb.Round(round_number=turn.round_number)).turns.append(turn)
+        for assessment in assessments:
+            rounds.setdefault(assessment.round_number,
+                              pb.Round(round_number=assessment.round_number)).assessment.CopyFrom(assessment)
+        debate.rounds.extend(rounds[r] for r in sorted(rounds))
+        if row.verdict is not None and row.verdict_recorded:
+            debate.verdict.ParseFromString(row.verdict)
+        if row.cost is not None:
+            debate.cost.ParseFromString(row.cost)
+        else:
+            debate.cost.debate_id = row.debate_id
+            debate.cost.total.CopyFrom(common_pb2.Money(currency_code="USD", amount=row.cost_amount or "0"))
+        _timestamp(debate.create_time, row.create_ns)
+        _timestamp(debate.update_time, row.update_ns)
+        return debate
+
+    # -- RPCs -------------------------------------------------------------------------------
+    async def CreateDebate(self, request, context):
+        request_id_var.set(request.request_id or "-")
+        row = self.engine.create(current_tenant(), request.config, request.request_id)
+        debate_id_var.set(row.debate_id)
+        return pb.CreateDebateResponse(debate=self.debate(row))
+
+    async def StartDebate(self, request, context):
+        debate_id_var.set(request.debate_id)
+        return pb.StartDebateResponse(debate=self.summary(self.engine.start(current_tenant(), request.debate_id)))
+
+    async def GetDebate(self, request, context):
+        debate_id_var.set(request.debate_id)
+        return pb.GetDebateResponse(debate=self.debate(self.engine.get_row(current_tenant(), request.debate_id)))
+
+    async def GetDebateStatus(self, request, context):
+        row = self.engine.get_row(current_tenant(), request.debate_id)
+        return pb.GetDebateStatusResponse(debate=self.summary(row))
+
+    async def ListDebates(self, request, context):
+        violations = []
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            violations.append(FieldViolation("page_size", f"must be 0 to {MAX_PAGE_SIZE}"))
+        if request.state not in pb.DebateState.values():
+            violations.append(FieldViolation("state", "unknown state"))
+        if violations:
+            raise InvalidArgument(violations)
+        rows, token = self.engine.list(current_tenant(), request.state, request.page_size or DEFAULT_PAGE_SIZE,
+                                       request.page_token)
+        return pb.ListDebatesResponse(debates=[self.summary(r) for r in rows], next_page_token=token)
+
+    async def CancelDebate(self, request, context):
+        debate_id_var.set(request.debate_id)
+        row = await self.engine.cancel(current_tenant(), request.debate_id, request.reason)
+        return pb.CancelDebateResponse(debate=self.summary(row))
+
+    async def StreamDebateEvents(self, request, context):
+        debate_id_var.set(request.debate_id)
+        row = self.engine.get_row(current_tenant(), request.debate_id)
+        frames = self.hub.subscribe(row.debate_id, request.after_sequence, terminal=row.state in TERMINAL,
+                                    last_sequence=row.last_sequence)
+        async for frame in frames:
+            yield frame
+
+
+def _pass_through(message) -> bytes:
+    return message if type(message) is bytes else message.SerializeToString()
+
+
+class _Capture:
+    """Stands in for a server to collect the generated method handlers."""
+
+    handlers: dict = {}
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        pass
+
+    def add_registered_method_handlers(self, name, handlers) -> None:
+        self.handlers = dict(handlers)
+
+
+def add_to_server(servicer: OrchestratorServicer, server) -> None:
+    """The generated registration, with StreamDebateEvents sending pre-serialised frames."""
+    import grpc
+
+    capture = _Capture()
+    orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, capture)
+    handlers = capture.handlers
+    stream = handlers["StreamDebateEvents"]
+    handlers["StreamDebateEvents"] = grpc.unary_stream_rpc_method_handler(
+        stream.unary_stream, request_deserializer=stream.request_deserializer, response_serializer=_pass_through)
+    name = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)

@@ -1,9 +1,41 @@
+"""Settings of the orchestrator service (environment variables or flags, read once)."""
+
 from pydantic import Field
 
+from services.common.llm.settings import LLMSettings
 from services.common.settings import ServiceSettings
 
 
-class OrchestratorSettings(ServiceSettings):
+class OrchestratorSettings(LLMSettings, ServiceSettings):
     port: int = Field(50051, ge=0, le=65535)
     judge_service_addr: str = Field("127.0.0.1:50052", description="host:port of the judge service")
     accounting_service_addr: str = Field("127.0.0.1:50053", description="host:port of the accounting service")
+
+    # Scheduler
+    max_running_debates: int = Field(200, ge=1, description="debates generating at once")
+    max_queued_debates: int = Field(1000, ge=0, description="debates waiting for a running slot")
+
+    # Limits of a debate config
+    max_participants: int = Field(8, ge=2, le=64)
+    max_rounds: int = Field(20, ge=1, le=1000)
+    max_topic_chars: int = Field(2000, ge=1)
+    max_persona_chars: int = Field(2000, ge=1)
+    max_stance_chars: int = Field(500, ge=1)
+    max_tokens_per_turn_limit: int = Field(4096, ge=1, description="upper bound of max_tokens_per_turn")
+    default_max_tokens_per_turn: int = Field(512, ge=1)
+    default_window_size: int = Field(5, ge=1)
+    default_context_tokens: int = Field(4096, ge=64)
+    max_context_tokens: int = Field(200_000, ge=64)
+    default_judge_model: str = Field("sim/judge")
+
+    # Live events
+    coalesce_ms: float = Field(25.0, gt=0, le=200, description="token deltas are batched and stored this often")
+    heartbeat_seconds: float = Field(10.0, gt=0, description="a heartbeat after this much silence on a stream")
+    subscriber_max_lag: int = Field(4096, ge=16, description="events a subscriber may fall behind before it is cut off")
+    memory_tail_events: int = Field(4096, ge=64, description="recent events of a debate kept in memory for subscribers")
+    max_streams_per_debate: int = Field(100_000, ge=1)
+
+    # Engine
+    max_turn_attempts: int = Field(3, ge=1, description="attempts of a debater turn whose model call fails")
+    rpc_timeout_seconds: float = Field(60.0, gt=0, description="deadline of a call to the judge or accounting")
+    judge_attempts: int = Field(3, ge=1)

@@ -1,0 +1,107 @@
+"""The judge and accounting services as the engine sees them, and their gRPC implementations.
+
+The engine depends on the two small protocols only (tests pass in-process fakes). The gRPC
+clients put a deadline on every call, ride on `open_channel`'s UNAVAILABLE retry policy,
+and turn a failed call into a domain error, so the engine never imports grpc.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import grpc
+
+from debate.accounting.v1 import accounting_pb2 as acc
+from debate.accounting.v1 import accounting_pb2_grpc
+from debate.common.v1 import common_pb2
+from debate.judge.v1 import judge_pb2, judge_pb2_grpc
+from services.common import errors
+from services.common.channels import open_channel
+from services.common.grpc_errors import error_details
+
+
+class Judge(Protocol):
+    async def evaluate_round(self, request: judge_pb2.EvaluateRoundRequest) -> common_pb2.RoundAssessment: ...
+    async def render_verdict(self, request: judge_pb2.RenderVerdictRequest) -> common_pb2.Verdict: ...
+
+
+class Accounting(Protocol):
+    async def record_usage(self, request: acc.RecordUsageRequest) -> acc.RecordUsageResponse: ...
+    async def reserve_budget(self, request: acc.ReserveBudgetRequest) -> acc.ReserveBudgetResponse: ...
+    async def release_budget(self, reservation_id: str) -> None: ...
+    async def set_debate_budget(self, debate_id: str, cap: common_pb2.Money | None) -> None: ...
+    async def debate_cost(self, debate_id: str) -> common_pb2.DebateCost: ...
+
+
+_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.FailedPrecondition,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.ABORTED: errors.Aborted,
+}
+
+
+def _domain_error(service: str, error: grpc.aio.AioRpcError) -> errors.DomainError:
+    info, _ = error_details(error)
+    cls = _CODES.get(error.code(), errors.Unavailable)
+    reason = f"{service.upper()}_UNAVAILABLE" if cls is errors.Unavailable else (info.reason if info else None)
+    return cls(f"{service} service: {error.code().name}: {error.details()}", reason=reason)
+
+
+class GrpcJudge:
+    def __init__(self, address: str, timeout: float):
+        self.channel = open_channel(address)
+        self.stub = judge_pb2_grpc.JudgeServiceStub(self.channel)
+        self.timeout = timeout
+
+    async def evaluate_round(self, request):
+        try:
+            return (await self.stub.EvaluateRound(request, timeout=self.timeout, wait_for_ready=True)).assessment
+        except grpc.aio.AioRpcError as error:
+            raise _domain_error("judge", error) from None
+
+    async def render_verdict(self, request):
+        try:
+            return (await self.stub.RenderVerdict(request, timeout=self.timeout, wait_for_ready=True)).verdict
+        except grpc.aio.AioRpcError as error:
+            raise _domain_error("judge", error) from None
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class GrpcAccounting:
+    def __init__(self, address: str, timeout: float):
+        self.channel = open_channel(address)
+        self.stub = accounting_pb2_grpc.AccountingServiceStub(self.channel)
+        self.timeout = timeout
+
+    async def _call(self, method, request):
+        try:
+            return await method(request, timeout=self.timeout, wait_for_ready=True)
+        except grpc.aio.AioRpcError as error:
+            raise _domain_error("accounting", error) from None
+
+    async def record_usage(self, request):
+        return await self._call(self.stub.RecordUsage, request)
+
+    async def reserve_budget(self, request):
+        return await self._call(self.stub.ReserveBudget, request)
+
+    async def release_budget(self, reservation_id):
+        await self._call(self.stub.ReleaseBudget, acc.ReleaseBudgetRequest(reservation_id=reservation_id))
+
+    async def set_debate_budget(self, debate_id, cap):
+        request = acc.SetDebateBudgetRequest(debate_id=debate_id)
+        if cap is not None:
+            request.cap.CopyFrom(cap)
+        await self._call(self.stub.SetDebateBudget, request)
+
+    async def debate_cost(self, debate_id):
+        return (await self._call(self.stub.GetDebateCost, acc.GetDebateCostRequest(debate_id=debate_id))).cost
+
+    async def close(self) -> None:
+        await self.channel.close()

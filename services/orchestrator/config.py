@@ -1,0 +1,150 @@
+"""Validation and normalisation of a debate config.
+
+`validate_config` reports every problem at once (one field violation each, with paths such
+as "config.participants[1].name") and returns a normalised copy: defaults filled in, text
+cleaned of control, zero-width and bidirectional characters. Nothing is stored on failure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+
+from debate.common.v1 import common_pb2
+from services.common.errors import Violations
+from services.common.text import clean_text
+
+# Names end up in idempotency keys ("debates/{id}/rounds/{r}/turns/{name}/attempts/{a}"),
+# so no slash and no surrounding space.
+_NAME = re.compile(r"^[\w][\w .\-]{0,62}[\w.\-]$|^[\w]$")
+
+
+class Limits:
+    """The bounds a config is validated against (taken from the settings)."""
+
+    def __init__(self, settings) -> None:
+        self.max_participants = settings.max_participants
+        self.max_rounds = settings.max_rounds
+        self.max_topic_chars = settings.max_topic_chars
+        self.max_persona_chars = settings.max_persona_chars
+        self.max_stance_chars = settings.max_stance_chars
+        self.max_tokens_per_turn = settings.max_tokens_per_turn_limit
+        self.default_max_tokens_per_turn = settings.default_max_tokens_per_turn
+        self.default_window_size = settings.default_window_size
+        self.default_context_tokens = settings.default_context_tokens
+        self.max_context_tokens = settings.max_context_tokens
+        self.default_judge_model = settings.default_judge_model
+
+
+def validate_config(
+    config: common_pb2.DebateConfig,
+    limits: Limits,
+    is_known_model: Callable[[str], bool],
+    *,
+    path: str = "config",
+) -> common_pb2.DebateConfig:
+    """Returns the normalised config, or raises InvalidArgument listing every problem."""
+    v = Violations()
+    out = common_pb2.DebateConfig()
+    out.CopyFrom(config)
+
+    topic = clean_text(config.topic)
+    if not topic:
+        v.add(f"{path}.topic", "must not be empty")
+    elif len(topic) > limits.max_topic_chars:
+        v.add(f"{path}.topic", f"must be at most {limits.max_topic_chars} characters")
+    out.topic = topic
+
+    n = len(config.participants)
+    if not 2 <= n <= limits.max_participants:
+        v.add(f"{path}.participants", f"must have 2 to {limits.max_participants} debaters, got {n}")
+    seen: dict[str, int] = {}
+    for i, participant in enumerate(config.participants):
+        p = f"{path}.participants[{i}]"
+        target = out.participants[i]
+        name = clean_text(participant.name)
+        if not name:
+            v.add(f"{p}.name", "must not be empty")
+        elif not _NAME.match(name):
+            v.add(f"{p}.name", "must be 1 to 64 letters, digits, spaces, '.', '_' or '-', not starting or ending with a space")
+        elif name.casefold() in seen:
+            v.add(f"{p}.name", f"duplicates participants[{seen[name.casefold()]}].name")
+        else:
+            seen[name.casefold()] = i
+        target.name = name
+        if not participant.model:
+            v.add(f"{p}.model", "must not be empty")
+        elif not is_known_model(participant.model):
+            v.add(f"{p}.model", f"unknown or not allowed model {participant.model!r}")
+        persona = clean_text(participant.persona)
+        if len(persona) > limits.max_persona_chars:
+            v.add(f"{p}.persona", f"must be at most {limits.max_persona_chars} characters")
+        target.persona = persona
+        stance = clean_text(participant.stance)
+        if len(stance) > limits.max_stance_chars:
+            v.add(f"{p}.stance", f"must be at most {limits.max_stance_chars} characters")
+        target.stance = stance
+
+    judge = out.judge
+    if not config.judge.models:
+        judge.models.append(limits.default_judge_model)
+    for i, model in enumerate(config.judge.models):
+        if not model or not is_known_model(model):
+            v.add(f"{path}.judge.models[{i}]", f"unknown or not allowed model {model!r}")
+    if len(config.judge.models) > 5:
+        v.add(f"{path}.judge.models", "at most 5 judge models")
+    if not 0 <= config.judge.orderings <= 8:
+        v.add(f"{path}.judge.orderings", "must be 0 to 8")
+    criteria_names: set[str] = set()
+    for i, criterion in enumerate(config.judge.rubric.criteria):
+        c = f"{path}.judge.rubric.criteria[{i}]"
+        if not criterion.name.strip():
+            v.add(f"{c}.name", "must not be empty")
+        elif criterion.name in criteria_names:
+            v.add(f"{c}.name", "duplicate criterion")
+        criteria_names.add(criterion.name)
+        if not math.isfinite(criterion.weight) or criterion.weight <= 0:
+            v.add(f"{c}.weight", "must be a positive number")
+
+    rounds = config.format.round_limit
+    if not 1 <= rounds <= limits.max_rounds:
+        v.add(f"{path}.format.round_limit", f"must be 1 to {limits.max_rounds}, got {rounds}")
+    if config.format.turn_order not in (common_pb2.TURN_ORDER_UNSPECIFIED, common_pb2.TURN_ORDER_SIMULTANEOUS,
+                                        common_pb2.TURN_ORDER_SEQUENTIAL):
+        v.add(f"{path}.format.turn_order", "unknown turn order")
+    if config.format.turn_order == common_pb2.TURN_ORDER_UNSPECIFIED:
+        out.format.turn_order = common_pb2.TURN_ORDER_SIMULTANEOUS
+
+    ctx = config.context
+    if ctx.max_tokens == 0:
+        out.context.max_tokens = limits.default_context_tokens
+    elif not 64 <= ctx.max_tokens <= limits.max_context_tokens:
+        v.add(f"{path}.context.max_tokens", f"must be 64 to {limits.max_context_tokens} (0: default)")
+    if ctx.window_size == 0:
+        out.context.window_size = limits.default_window_size
+    elif not 1 <= ctx.window_size <= 100:
+        v.add(f"{path}.context.window_size", "must be 1 to 100 (0: default)")
+
+    if config.max_tokens_per_turn == 0:
+        out.max_tokens_per_turn = limits.default_max_tokens_per_turn
+    elif not 1 <= config.max_tokens_per_turn <= limits.max_tokens_per_turn:
+        v.add(f"{path}.max_tokens_per_turn", f"must be 1 to {limits.max_tokens_per_turn} (0: default)")
+
+    if config.HasField("budget"):
+        b = config.budget
+        if b.currency_code not in ("", "USD"):
+            v.add(f"{path}.budget.currency_code", "only USD is supported")
+        try:
+            amount = Decimal(b.amount)
+            if not amount.is_finite() or amount <= 0:
+                raise InvalidOperation
+        except (InvalidOperation, ValueError):
+            v.add(f"{path}.budget.amount", "must be a positive decimal such as \"0.50\"")
+        else:
+            out.budget.currency_code = "USD"
+            out.budget.amount = str(amount)
+
+    v.raise_if_any()
+    return out
