@@ -1,7 +1,7 @@
 // The live view of one debate: a column per debater whose text grows token by token, the
 // judge's round scores, the verdict and the cost. Events are applied in sequence order;
 // a dropped stream is reopened with after_sequence, so nothing is missed or shown twice.
-import type { DebateConfig, DebateCost, RoundAssessment, Verdict } from "./gen/debate/common/v1/common_pb";
+import type { BudgetStatus, DebateConfig, DebateCost, RoundAssessment, Verdict } from "./gen/debate/common/v1/common_pb";
 import { DebateState, type DebateEvent } from "./gen/debate/orchestrator/v1/orchestrator_pb";
 import { isTransient, readError, type Orchestrator } from "./api";
 import { el, formatInt, formatMoney, formatScore } from "./dom";
@@ -91,6 +91,7 @@ export class LiveDebate {
     breakdown.replaceChildren();
     (document.getElementById("cost-total") as HTMLElement).textContent = formatMoney("0");
     (document.getElementById("token-total") as HTMLElement).textContent = "0";
+    (document.getElementById("budget-metric") as HTMLElement).hidden = true;
   }
 
   stop(): void {
@@ -198,6 +199,7 @@ export class LiveDebate {
         const v = payload.value;
         if (v.total) (document.getElementById("cost-total") as HTMLElement).textContent = formatMoney(v.total.amount, v.total.currencyCode);
         if (v.usage) (document.getElementById("token-total") as HTMLElement).textContent = formatInt(v.usage.totalTokens);
+        if (v.budget) this.showBudget(v.budget);
         break;
       }
       case "debateCompleted": {
@@ -334,7 +336,15 @@ export class LiveDebate {
     box.hidden = false;
   }
 
+  private showBudget(budget: BudgetStatus): void {
+    if (!budget.cap || !budget.remaining) return; // no cap on this debate
+    (document.getElementById("budget-metric") as HTMLElement).hidden = false;
+    (document.getElementById("budget-left") as HTMLElement).textContent =
+      `${formatMoney(budget.remaining.amount, budget.remaining.currencyCode)} of ${formatMoney(budget.cap.amount, budget.cap.currencyCode)}`;
+  }
+
   private showCost(cost: DebateCost): void {
+    if (cost.budget) this.showBudget(cost.budget);
     if (cost.total) (document.getElementById("cost-total") as HTMLElement).textContent = formatMoney(cost.total.amount, cost.total.currencyCode);
     if (cost.usage) (document.getElementById("token-total") as HTMLElement).textContent = formatInt(cost.usage.totalTokens);
     const box = document.getElementById("cost-breakdown") as HTMLElement;
