@@ -73,11 +73,13 @@ def system_prompt(config: common_pb2.DebateConfig, participant: common_pb2.Parti
 
 
 def round_instruction(round_number: int, round_limit: int) -> str:
+    """The closing user message (no "Name:" prefix, so no model mistakes it for a debater)."""
     if round_number == 1:
-        return f"Round 1 of {round_limit}: give your opening argument."
+        return f"Please give your opening argument (round 1 of {round_limit})."
     if round_number == round_limit:
-        return f"Round {round_number} of {round_limit}: give your closing argument."
-    return f"Round {round_number} of {round_limit}: respond to the arguments so far and advance your case."
+        return f"Please give your closing argument (round {round_number} of {round_limit})."
+    return (f"Please respond to the arguments so far and advance your case "
+            f"(round {round_number} of {round_limit}).")
 
 
 @dataclass(slots=True)
