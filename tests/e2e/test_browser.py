@@ -82,6 +82,7 @@ def test_a_debate_streams_live_into_each_column_then_scores_and_verdict(suite, p
     page.fill("[data-field='config.participants[2].name']", "Linus")
     page.fill("#rounds", "2")
     page.fill("#max-tokens", "60")
+    page.fill("#budget", "5")
     page.click("#start")
 
     page.wait_for_selector("#live:not([hidden])")
@@ -123,6 +124,7 @@ def test_a_debate_streams_live_into_each_column_then_scores_and_verdict(suite, p
         assert re.search(r"Leader: (Ada|Grace|Linus)|Tie", card.inner_text())
     assert re.fullmatch(r"\$\d[\d,]*\.\d+", page.locator("[data-testid=cost]").inner_text())
     page.locator("#cost-breakdown:not([hidden])").wait_for()
+    assert re.fullmatch(r"\$\d[\d,]*\.\d+ of \$5\.00", page.locator("#budget-left").inner_text())
     assert page.locator("#live-state").text_content() == "Finished"
     for name in names:  # the finished text of each turn stays in its column
         column = page.locator(f"[data-testid=debater-column][data-participant='{name}']")
