@@ -73,7 +73,7 @@ export class LiveDebate {
             el("h2", {}, p.name),
             el("p", { class: "muted small" }, p.model),
           ),
-          el("span", { class: "stance", title: "Stance" }, p.stance || "—"),
+          el("span", { class: "stance", title: `Stance: ${p.stance}` }, p.stance || "—"),
         ),
         el("p", { class: "persona" }, p.persona),
         el("div", { class: "column-body", "data-testid": "debater-text" }),
