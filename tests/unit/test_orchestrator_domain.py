@@ -1,0 +1,229 @@
+"""Domain code of the orchestrator as plain Python: config validation, the sliding window, the
+scheduler, the event hub (resume, slow subscribers, heartbeats) and tenant isolation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from debate.common.v1 import common_pb2 as c
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
+from services.common.errors import InvalidArgument, NotFound
+from services.orchestrator.config import Limits, validate_config
+from services.orchestrator.context import ContextBuilder, Transcript
+from services.orchestrator.engine import Engine
+from services.orchestrator.events import EventHub, SubscriberTooSlow
+from services.orchestrator.scheduler import QUEUED, RUNNING, QueueFull, Scheduler
+from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.store import Store, decode_page_token, encode_page_token
+from services.orchestrator.testing import MemoryAccounting, MemoryJudge, ScriptedLLM
+
+SETTINGS = OrchestratorSettings()
+
+
+def cfg(**kwargs) -> c.DebateConfig:
+    base = dict(topic="Remote work beats the office",
+                participants=[c.Participant(name="ann", model="sim/debater", persona="an engineer", stance="for"),
+                              c.Participant(name="bo", model="sim/debater", persona="a manager", stance="against")],
+                format=c.DebateFormat(round_limit=3))
+    base.update(kwargs)
+    return c.DebateConfig(**base)
+
+
+def validate(config: c.DebateConfig) -> c.DebateConfig:
+    return validate_config(config, Limits(SETTINGS), SETTINGS.model_allowed)
+
+
+# -- config ---------------------------------------------------------------------------------
+def test_valid_config_is_normalised_and_cleaned():
+    dirty = cfg(topic="Remote\u200b work \u202ebeats\u202c the office",
+                participants=[c.Participant(name="ann", model="sim/debater", persona="an\u0007 engineer\u2066"),
+                              c.Participant(name="bo", model="sim/debater")])
+    out = validate(dirty)
+    assert out.topic == "Remote work beats the office"
+    assert out.participants[0].persona == "an engineer"
+    assert out.format.turn_order == c.TURN_ORDER_SIMULTANEOUS
+    assert out.context.window_size == SETTINGS.default_window_size
+    assert out.context.max_tokens == SETTINGS.default_context_tokens
+    assert out.max_tokens_per_turn == SETTINGS.default_max_tokens_per_turn
+    assert list(out.judge.models) == ["sim/judge"]
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(participants=[c.Participant(name="solo", model="sim/debater")]), "config.participants"),
+    (dict(format=c.DebateFormat(round_limit=0)), "config.format.round_limit"),
+    (dict(context=c.ContextSettings(max_tokens=10)), "config.context.max_tokens"),
+    (dict(budget=c.Money(currency_code="USD", amount="-1")), "config.budget.amount"),
+    (dict(budget=c.Money(currency_code="EUR", amount="1")), "config.budget.currency_code"),
+    (dict(judge=c.JudgeConfig(models=["evil/model"])), "config.judge.models[0]"),
+    (dict(judge=c.JudgeConfig(rubric=c.Rubric(criteria=[c.Criterion(name="x", weight=float("nan"))]))),
+     "config.judge.rubric.criteria[0].weight"),
+])
+def test_each_problem_is_one_field_violation(change, field):
+    with pytest.raises(InvalidArgument) as caught:
+        validate(cfg(**change))
+    assert [v.field for v in caught.value.violations] == [field]
+
+
+def test_nine_debaters_and_duplicate_names_are_refused():
+    people = [c.Participant(name=f"p{i % 8}", model="sim/debater") for i in range(9)]
+    with pytest.raises(InvalidArgument) as caught:
+        validate(cfg(participants=people))
+    fields = [v.field for v in caught.value.violations]
+    assert fields == ["config.participants", "config.participants[8].name"]
+
+
+# -- sliding window -------------------------------------------------------------------------
+class CountingTokenizer:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model: str, text: str) -> int:
+        self.calls += 1
+        return len(text.split())
+
+
+def history(rounds: int, words: int = 120) -> Transcript:
+    transcript = Transcript()
+    for r in range(1, rounds + 1):
+        for name in ("ann", "bo"):
+            transcript.add(r, name, " ".join(f"{name}{r}w{i}" for i in range(words)))
+    return transcript
+
+
+def test_window_stays_bounded_and_its_cost_does_not_grow_with_the_debate():
+    long_debates = Limits(OrchestratorSettings(max_rounds=100))
+    config = validate_config(cfg(format=c.DebateFormat(round_limit=60),
+                                 context=c.ContextSettings(max_tokens=1000, window_size=5)),
+                             long_debates, SETTINGS.model_allowed)
+    sizes, counts = [], []
+    for rounds in (5, 10, 20, 50):
+        tokenizer = CountingTokenizer()
+        builder = ContextBuilder(config, tokenizer)
+        window = builder.build(config.participants[0], rounds + 1, history(rounds))
+        sizes.append((len(window.messages), window.prompt_tokens))
+        counts.append(tokenizer.calls)
+        assert window.prompt_tokens <= 1000
+        assert window.messages[0].role == "system" and "Persona: an engineer" in window.messages[0].content
+    assert len(set(sizes)) == 1  # same window at 5 and at 50 rounds
+    assert len(set(counts)) == 1  # same tokenizer work: only the window's turns are counted
+
+
+def test_system_prompt_is_kept_even_when_nothing_else_fits():
+    config = validate(cfg(context=c.ContextSettings(max_tokens=64, window_size=3)))
+    window = ContextBuilder(config, CountingTokenizer()).build(config.participants[1], 3, history(2))
+    assert [m.role for m in window.messages] == ["system", "user"]
+    assert window.turns_dropped == 4 and "Stance: against" in window.messages[0].content
+
+
+def test_window_shows_own_turns_as_assistant_and_others_named():
+    config = validate(cfg())
+    window = ContextBuilder(config, CountingTokenizer()).build(config.participants[0], 2, history(1, words=3))
+    assert [m.role for m in window.messages] == ["system", "assistant", "user", "user"]
+    assert window.messages[2].content.startswith("bo (against): ") and window.messages[2].name == "bo"
+
+
+# -- scheduler ------------------------------------------------------------------------------
+def test_scheduler_runs_up_to_the_limit_then_queues_fifo_then_refuses():
+    scheduler = Scheduler(running_limit=2, queue_limit=2)
+    assert [scheduler.admit(x) for x in "abcd"] == [RUNNING, RUNNING, QUEUED, QUEUED]
+    with pytest.raises(QueueFull):
+        scheduler.admit("e")
+    assert scheduler.admit("c") == QUEUED and scheduler.position("d") == 2
+    assert scheduler.finish("a") == ["c"] and scheduler.position("d") == 1
+    assert scheduler.finish("d") == [] and scheduler.finish("b") == []
+
+
+# -- event hub ------------------------------------------------------------------------------
+def delta(text: str) -> dict:
+    return {"token_delta": pb.TokenDelta(round_number=1, participant="ann", text=text, attempt=1)}
+
+
+async def read(gen, n: int) -> list[pb.DebateEvent]:
+    out = []
+    async for frame in gen:
+        out.append(pb.StreamDebateEventsResponse.FromString(frame).event)
+        if len(out) == n:
+            break
+    return out
+
+
+async def test_events_become_visible_only_once_stored_and_resume_reads_the_store(tmp_path):
+    store = Store(str(tmp_path / "o.sqlite3"))
+    hub = EventHub(store, tail_events=64)
+    hub.open_log("d1", 0).active = True
+    for i in range(300):  # more than the memory tail holds
+        hub.emit("d1", **delta(f"t{i} "))
+    assert hub.get("d1").durable == 0  # nothing announced before the commit
+    hub.flush()
+    assert store.last_sequence("d1") == 300 and hub.get("d1").base > 1
+    events = await read(hub.subscribe("d1", 10, terminal=False, last_sequence=300), 290)
+    assert [e.sequence for e in events] == list(range(11, 301))
+    assert events[0].token_delta.text == "t10 "
+
+
+async def test_token_text_is_coalesced_per_tick(tmp_path):
+    from services.orchestrator.events import DeltaBuffer
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")))
+    buffer = DeltaBuffer("d1", 1, "ann", 1)
+    for word in ("a ", "b ", "c "):
+        hub.add_text(buffer, word)
+    hub.flush()
+    events = await read(hub.subscribe("d1", 0, terminal=False, last_sequence=0), 1)
+    assert events[0].token_delta.text == "a b c " and hub.get("d1").durable == 1
+
+
+async def test_slow_live_subscriber_is_cut_off_with_its_last_sequence_others_unaffected(tmp_path):
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), max_lag=20, tail_events=1000)
+    hub.open_log("d1", 0).active = True
+    slow = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
+    fast = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
+    slow_first = asyncio.ensure_future(slow.__anext__())
+    fast_task = asyncio.ensure_future(read(fast, 100))
+    await asyncio.sleep(0)
+    hub.emit("d1", **delta("x"))
+    hub.flush()
+    await slow_first  # live now, then it stops reading while 99 more events arrive, 11 per tick
+    for tick in range(9):
+        for i in range(11):
+            hub.emit("d1", **delta(f"{tick}.{i}"))
+        hub.flush()
+        for _ in range(3):
+            await asyncio.sleep(0)
+    assert len(await fast_task) == 100
+    with pytest.raises(SubscriberTooSlow) as caught:
+        await read(slow, 100)
+    assert caught.value.metadata["last_sequence"] == "1" and caught.value.reason == "SUBSCRIBER_TOO_SLOW"
+
+
+async def test_idle_subscriber_gets_heartbeats_with_its_last_sequence(tmp_path):
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), coalesce_s=0.005, heartbeat_s=0.05)
+    hub.open_log("d1", 0).active = True
+    hub.emit("d1", **delta("x"))
+    hub.start()
+    try:
+        events = await asyncio.wait_for(read(hub.subscribe("d1", 0, terminal=False, last_sequence=0), 3), 5)
+    finally:
+        await hub.stop()
+    assert [e.WhichOneof("payload") for e in events] == ["token_delta", "heartbeat", "heartbeat"]
+    assert [e.sequence for e in events] == [1, 1, 1]
+
+
+def test_page_tokens_round_trip_and_refuse_garbage():
+    assert decode_page_token(encode_page_token(123, "abc", 4)) == (123, "abc", 4)
+    with pytest.raises(Exception):
+        decode_page_token("not-a-token")
+
+
+# -- tenants -------------------------------------------------------------------------------
+def test_another_tenant_sees_nothing(tmp_path):
+    store = Store(str(tmp_path / "o.sqlite3"))
+    engine = Engine(store, EventHub(store), Scheduler(2, 2), ScriptedLLM(), MemoryJudge(), MemoryAccounting(),
+                    SETTINGS, SETTINGS.model_allowed)
+    row = engine.create("tenant-a", cfg(), "req")
+    assert engine.get_row("tenant-a", row.debate_id).debate_id == row.debate_id
+    with pytest.raises(NotFound):
+        engine.get_row("tenant-b", row.debate_id)
+    assert engine.list("tenant-b", 0, 10, "")[0] == []
+    assert engine.create("tenant-b", cfg(), "req").debate_id != row.debate_id  # request ids are per tenant
