@@ -374,8 +374,12 @@ def _print_level(level: Level) -> None:
 
 
 async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budget: float, subscriber_rounds: int,
-                probes: int, tokens_per_second: float, first_token_latency: float, log_level: str) -> dict:
-    """Starts the suite, runs both ramps within `budget` seconds, returns the results."""
+                probes: int, tokens_per_second: float, first_token_latency: float, log_level: str,
+                profile: str = "") -> dict:
+    """Starts the suite, runs both ramps within `budget` seconds, returns the results.
+
+    With `profile`, the orchestrator runs under cProfile and writes its profile there when
+    it stops (SIGTERM, graceful), to see where its time goes."""
     deadline = time.monotonic() + budget
     most = max(debate_levels or [1])
     results: dict = {
@@ -397,6 +401,10 @@ async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budge
             },
         )
         specs = [spec for spec in config.process_specs() if spec.name in SERVICES]
+        if profile:
+            for spec in specs:
+                if spec.name == "orchestrator":
+                    spec.argv = [spec.argv[0], "-m", "cProfile", "-o", str(Path(profile).resolve()), *spec.argv[1:]]
         tail: list[str] = []
         async with Suite(specs, output=tail.append) as suite:
             pid = next(p.process.pid for p in suite.running if p.spec.name == "orchestrator")
@@ -491,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=0.0, help="seconds for the whole run (default 900, quick 150)")
     parser.add_argument("--json", default="", help="write the results to this file")
     parser.add_argument("--log-level", default="WARNING", help="of the services")
+    parser.add_argument("--profile", default="", help="run the orchestrator under cProfile, writing this file; "
+                        "the top functions by own time are printed at the end")
     args = parser.parse_args(argv)
     debates = _levels(args.debates) or ([4, 10] if args.quick else [10, 25, 50, 100, 200, 300])
     subscribers = _levels(args.subscribers) or ([20, 100] if args.quick else [100, 500, 1000, 2000, 5000])
@@ -505,11 +515,17 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.run
     results = runner(scale(debates, subscribers, budget=budget, subscriber_rounds=args.subscriber_rounds,
                            probes=args.probes, tokens_per_second=args.tokens_per_second,
-                           first_token_latency=args.first_token_latency, log_level=args.log_level))
+                           first_token_latency=args.first_token_latency, log_level=args.log_level,
+                           profile=args.profile))
     results["summary"] = summary(results)
     print(json.dumps(results["summary"], indent=2))
     for line in results.get("service_errors", [])[:5]:
         print(f"service error: {line}")
+    if args.profile and Path(args.profile).exists():
+        import pstats
+
+        print(f"\norchestrator profile ({args.profile}), top 25 by own time:")
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
