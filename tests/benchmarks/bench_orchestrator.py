@@ -1,0 +1,350 @@
+"""Orchestrator benchmarks: the test plan's latency and memory figures (sections 2 and 3),
+ported to the gRPC suite.
+
+    python -m tests.benchmarks.bench_orchestrator [--quick]
+
+The orchestrator runs in this process (so its time and memory can be measured) on a real gRPC
+port, with an instant scripted model, and talks to the real judge and accounting services,
+started as processes. Clients speak gRPC to it. Figures only: nothing here asserts a time.
+
+- orchestration overhead per debater per round: from RoundStarted to the round's last
+  TurnCompleted (event times, set by the orchestrator), divided by the debaters; it includes
+  the window build, the TurnStarted/TokenDelta/TurnCompleted events, the store commits, the
+  RecordUsage call to accounting and (with a budget) the ReserveBudget call;
+- parallel stream setup: RoundStarted to the first chunk of the last of 4 model streams;
+- sliding window over 20 rounds: ContextBuilder.build with the real tokenizer;
+- memory: tracemalloc peak of a whole 5-round 4-debater debate, per waiting subscriber (the
+  orchestrator's own state per stream), retained after 3 debates; plus the process's RSS;
+- relay latency: model chunk to a gRPC subscriber (p50, p99) with a paced model;
+- messages per second one gRPC subscriber receives replaying a long log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+
+import grpc
+import psutil
+
+from debate.common.v1 import common_pb2 as c
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
+from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
+from services.launcher import SuiteConfig
+from services.orchestrator.context import ContextBuilder, Transcript
+from services.orchestrator.server import build_service
+from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.testing import ScriptedLLM
+from tests.helpers import ROOT, free_port
+
+MB = 1024 * 1024
+
+
+class TimedLLM(ScriptedLLM):
+    """The scripted model, remembering when each stream produced its first chunk and each word."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.first_chunk_ns: list[int] = []
+        self.word_ns: dict[str, float] = {}
+        self.track_words = False
+
+    async def stream(self, request):
+        first = True
+        async for event in super().stream(request):
+            if first:
+                self.first_chunk_ns.append(time.time_ns())
+                first = False
+            if self.track_words and hasattr(event, "text"):
+                self.word_ns[f"{request.request_id}|{event.text.strip()}"] = time.perf_counter()
+            yield event
+
+
+def start_backends(data_dir: str) -> tuple[SuiteConfig, list[subprocess.Popen]]:
+    config = SuiteConfig(judge_port=free_port(), accounting_port=free_port(), data_dir=data_dir,
+                         log_level="WARNING", extra_env={"SIM_FIRST_TOKEN_LATENCY": "0", "SIM_TOKENS_PER_SECOND": "0"})
+    specs = [s for s in config.process_specs() if s.name in ("judge", "accounting")]
+    procs = [subprocess.Popen(s.argv, cwd=ROOT, env={**os.environ, **s.env}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for s in specs]
+    from tests.integration.test_orchestrator_suite import wait_serving
+    for s in specs:
+        wait_serving(s.health_address, s.health_service)
+    return config, procs
+
+
+def debate_config(n: int, rounds: int, **kwargs) -> c.DebateConfig:
+    return c.DebateConfig(
+        topic="Cities should ban private cars from their centres",
+        participants=[c.Participant(name=f"d{i}", model="sim/debater", persona=f"persona {i}",
+                                    stance="for" if i % 2 == 0 else "against") for i in range(n)],
+        format=c.DebateFormat(round_limit=rounds), **kwargs)
+
+
+class Bench:
+    def __init__(self, backends: SuiteConfig, data_dir: str, llm: TimedLLM, **collaborators):
+        self.backends, self.data_dir, self.llm = backends, data_dir, llm
+        self.collaborators = collaborators  # judge= / accounting= stand-ins instead of the services
+
+    async def __aenter__(self):
+        settings = OrchestratorSettings(port=0, data_dir=self.data_dir, log_level="WARNING",
+                                        judge_service_addr=self.backends.address(self.backends.judge_port),
+                                        accounting_service_addr=self.backends.address(self.backends.accounting_port))
+        self.service = await build_service(settings, llm=self.llm, **self.collaborators)
+        port = await self.service.start()
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = pbg.OrchestratorServiceStub(self.channel)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.channel.close()
+        await self.service.stop(0)
+
+    async def run(self, cfg: c.DebateConfig) -> list[pb.DebateEvent]:
+        debate = (await self.stub.CreateDebate(pb.CreateDebateRequest(config=cfg))).debate
+        await self.stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id))
+        return [r.event async for r in self.stub.StreamDebateEvents(
+            pb.StreamDebateEventsRequest(debate_id=debate.debate_id))]
+
+
+def round_overheads(events: list[pb.DebateEvent], debaters: int) -> list[float]:
+    """Seconds per debater of each round: RoundStarted to the round's last TurnCompleted."""
+    starts, ends = {}, {}
+    for e in events:
+        kind = e.WhichOneof("payload")
+        if kind == "round_started":
+            starts[e.round_started.round_number] = e.time.ToNanoseconds()
+        elif kind == "turn_completed":
+            ends[e.turn_completed.turn.round_number] = e.time.ToNanoseconds()
+    return [(ends[r] - starts[r]) / 1e9 / debaters for r in starts if r in ends]
+
+
+async def bench_overhead(bench: Bench, quick: bool) -> list[dict]:
+    rows = []
+    debates = 2 if quick else 8
+    means = {}
+    for n in (2, 3, 4):
+        await bench.run(debate_config(n, 2))  # warm-up
+        samples = []
+        for _ in range(debates):
+            samples += round_overheads(await bench.run(debate_config(n, 3)), n)
+        means[n] = statistics.mean(samples)
+        rows.append(dict(metric=f"orchestration overhead per debater per round, {n} debaters",
+                         target="< 10 ms mean", value=round(means[n] * 1000, 3), unit="ms",
+                         note=f"instant model, real judge+accounting over gRPC, {len(samples)} rounds"))
+    samples = []
+    for _ in range(debates):
+        samples += round_overheads(await bench.run(debate_config(
+            4, 3, budget=c.Money(currency_code="USD", amount="100"))), 4)
+    rows.append(dict(metric="orchestration overhead per debater per round, 4 debaters, with budget",
+                     target="< 10 ms mean", value=round(statistics.mean(samples) * 1000, 3), unit="ms",
+                     note="adds a ReserveBudget call per turn"))
+    rows.append(dict(metric="overhead growth 2 -> 4 debaters (per debater)", target="<= 2x (linear)",
+                     value=round(means[4] / means[2], 2), unit="x"))
+    return rows
+
+
+async def bench_own_overhead(backends: SuiteConfig, data_dir: str, quick: bool) -> list[dict]:
+    """The same measure with the judge and ledger in process: the orchestrator's own share."""
+    from services.orchestrator.testing import MemoryAccounting, MemoryJudge
+    rows = []
+    async with Bench(backends, os.path.join(data_dir, "own"), TimedLLM(chunks=20), judge=MemoryJudge(),
+                     accounting=MemoryAccounting()) as bench:
+        for n in (2, 4):
+            await bench.run(debate_config(n, 2))
+            samples = []
+            for _ in range(2 if quick else 8):
+                samples += round_overheads(await bench.run(debate_config(n, 3)), n)
+            rows.append(dict(metric=f"orchestrator's own overhead per debater per round, {n} debaters",
+                             target="< 10 ms mean (aim < 1 ms)", value=round(statistics.mean(samples) * 1000, 3),
+                             unit="ms", note="judge and ledger in process: no RPC, no ledger fsync"))
+    return rows
+
+
+async def bench_stream_setup(bench: Bench, quick: bool) -> list[dict]:
+    samples = []
+    for _ in range(3 if quick else 15):
+        bench.llm.first_chunk_ns.clear()
+        events = await bench.run(debate_config(4, 1))
+        start = next(e.time.ToNanoseconds() for e in events if e.WhichOneof("payload") == "round_started")
+        samples.append((max(bench.llm.first_chunk_ns[:4]) - start) / 1e6)
+    return [dict(metric="parallel stream setup, 4 debaters", target="< 20 ms mean",
+                 value=round(statistics.mean(samples), 3), unit="ms", note="RoundStarted to the 4th stream's first chunk")]
+
+
+def bench_window(quick: bool) -> list[dict]:
+    config = debate_config(4, 20)
+    config.context.CopyFrom(c.ContextSettings(max_tokens=4096, window_size=5))
+    config.max_tokens_per_turn = 512
+    words = "the evidence from cities that tried it shows fewer accidents and cleaner air".split()
+    transcript = Transcript()
+    for r in range(1, 21):
+        for p in config.participants:
+            transcript.add(r, p.name, " ".join(words[(r + i) % len(words)] for i in range(200)))
+    builder = ContextBuilder(config)
+    builder.build(config.participants[0], 21, transcript)  # counts each turn once, as a debate does
+    n = 200 if quick else 5000
+    started = time.perf_counter()
+    for i in range(n):
+        builder.build(config.participants[i % 4], 21, transcript)
+    warm = (time.perf_counter() - started) / n
+    started = time.perf_counter()
+    cold_n = 20 if quick else 200
+    for i in range(cold_n):
+        fresh = Transcript()
+        fresh.rounds = [{k: type(v)(v.participant, v.text) for k, v in rd.items()} for rd in transcript.rounds]
+        ContextBuilder(config).build(config.participants[0], 21, fresh)
+    cold = (time.perf_counter() - started) / cold_n
+    return [dict(metric="sliding window build over 20 rounds (4 debaters, window 5, 4096 tokens)",
+                 target="< 5 ms mean", value=round(warm * 1000, 4), unit="ms", note="token counts cached per turn"),
+            dict(metric="sliding window build, nothing cached (tokenizes the window)", target="< 5 ms mean",
+                 value=round(cold * 1000, 3), unit="ms")]
+
+
+async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
+    rows = []
+    process = psutil.Process()
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    rss0 = process.memory_info().rss
+    tracemalloc.reset_peak()
+    await bench.run(debate_config(4, 5))
+    peak = tracemalloc.get_traced_memory()[1] - base
+    rows.append(dict(metric="memory of a whole 5-round debate, 4 debaters (peak, Python heap)",
+                     target="< 100 MB", value=round(peak / MB, 3), unit="MB",
+                     note=f"RSS grew {(process.memory_info().rss - rss0) / MB:.1f} MB"))
+
+    # Subscribers: the orchestrator's own state per waiting stream (cursor, generator, future).
+    hub = bench.service.engine.hub
+    debate = (await bench.stub.CreateDebate(pb.CreateDebateRequest(config=debate_config(2, 1)))).debate
+    count = 200 if quick else 2000
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    gens = [hub.subscribe(debate.debate_id, 0, terminal=False, last_sequence=0) for _ in range(count)]
+    tasks = [asyncio.ensure_future(g.__anext__()) for g in gens]
+    await asyncio.sleep(0.05)
+    per_sub = (tracemalloc.get_traced_memory()[0] - before) / count
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for g in gens:
+        await g.aclose()
+    rows.append(dict(metric="memory per active stream (orchestrator state of a waiting subscriber)",
+                     target="< 10 MB", value=round(per_sub / 1024, 2), unit="KB",
+                     note="gRPC's own per-call buffers not included"))
+
+    gc.collect()
+    base = tracemalloc.get_traced_memory()[0]
+    rss0 = process.memory_info().rss
+    for _ in range(3):
+        await bench.run(debate_config(4, 3))
+    gc.collect()
+    await asyncio.sleep(0.1)
+    retained = tracemalloc.get_traced_memory()[0] - base
+    rows.append(dict(metric="memory retained after 3 debates (Python heap)", target="< 50 MB",
+                     value=round(retained / MB, 3), unit="MB",
+                     note=f"RSS grew {(process.memory_info().rss - rss0) / MB:.1f} MB"))
+    tracemalloc.stop()
+    return rows
+
+
+async def bench_relay(bench: Bench, quick: bool) -> list[dict]:
+    llm = bench.llm
+    llm.delay, llm.chunks, llm.track_words = 0.005, (60 if quick else 200), True
+    llm.word_ns.clear()
+    latencies = []
+    debate = (await bench.stub.CreateDebate(pb.CreateDebateRequest(config=debate_config(4, 1 if quick else 2)))).debate
+    keys = {}
+    call = bench.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id))
+    await bench.stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id))
+    async for response in call:
+        e = response.event
+        kind = e.WhichOneof("payload")
+        if kind == "turn_started":
+            t = e.turn_started
+            keys[(t.round_number, t.participant)] = (
+                f"debates/{debate.debate_id}/rounds/{t.round_number}/turns/{t.participant}/attempts/{t.attempt}")
+        elif kind == "token_delta":
+            now = time.perf_counter()
+            d = e.token_delta
+            key = keys[(d.round_number, d.participant)]
+            for word in d.text.split():
+                sent = llm.word_ns.get(f"{key}|{word}")
+                if sent is not None:
+                    latencies.append(now - sent)
+    llm.delay, llm.chunks, llm.track_words = 0.0, 20, False
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    coalesce = bench.service.engine.settings.coalesce_ms
+    return [dict(metric="relay latency model chunk -> subscriber, p50", target="(issue 8: p99 < 250 ms)",
+                 value=round(p50, 2), unit="ms", note=f"{len(latencies)} chunks, coalescing {coalesce:.0f} ms"),
+            dict(metric="relay latency model chunk -> subscriber, p99", target="< 250 ms", value=round(p99, 2),
+                 unit="ms")]
+
+
+async def bench_messages(bench: Bench, quick: bool) -> list[dict]:
+    llm = bench.llm
+    llm.chunks = 400 if quick else 2000
+    llm.delay = 0.0
+    events = await bench.run(debate_config(4, 2))
+    llm.chunks = 20
+    deltas = sum(1 for e in events if e.WhichOneof("payload") == "token_delta")
+    debate_id = events[0].debate_id
+    best = 0.0
+    for _ in range(2 if quick else 5):
+        started = time.perf_counter()
+        n = 0
+        async for _ in bench.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id)):
+            n += 1
+        best = max(best, n / (time.perf_counter() - started))
+    return [dict(metric="messages/s one gRPC subscriber receives (replay of a stored log)", target="-",
+                 value=round(best), unit="msg/s", note=f"{len(events)} events ({deltas} token deltas), client in process")]
+
+
+async def main_async(quick: bool) -> list[dict]:
+    with tempfile.TemporaryDirectory() as data_dir:
+        backends, procs = start_backends(data_dir)
+        try:
+            rows = bench_window(quick)
+            async with Bench(backends, data_dir, TimedLLM(chunks=20)) as bench:
+                rows = (await bench_overhead(bench, quick)) + (await bench_stream_setup(bench, quick)) + rows
+                rows += await bench_relay(bench, quick)
+                rows += await bench_messages(bench, quick)
+                rows += await bench_memory(bench, quick)
+            own = await bench_own_overhead(backends, data_dir, quick)
+            return own + rows
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=15)
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Rows {metric, target, value, unit[, note]} (see tests/benchmarks/run_all.py)."""
+    return asyncio.run(main_async(quick))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples (what the test suite runs)")
+    args = parser.parse_args(argv)
+    rows = run(args.quick)
+    width = max(len(r["metric"]) for r in rows)
+    print(f"{'metric':<{width}}  {'target':<22} {'value':>10} unit   note")
+    for r in rows:
+        print(f"{r['metric']:<{width}}  {r['target']:<22} {r['value']:>10} {r['unit']:<6} {r.get('note', '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
