@@ -100,6 +100,9 @@ class LoadConfig:
     # after this many messages or this long, and the call counts as OK.
     stream_call_count: int = 0
     stream_call_duration: float = 0.0
+    # Request numbers of this run start here (a process of a multi-process run takes its
+    # own range, so that {{.RequestNumber}} stays unique across processes).
+    first_number: int = 0
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def run_options(self, data: Any) -> RunOptions:
@@ -245,7 +248,7 @@ class LoadRunner:
         self.payloads: Payloads | None = None
         self.calls = CallRecorder(skip_first=config.skip_first)
         self.messages: MessageStats | None = None
-        self.state = RunState()
+        self.state = RunState(next_number=config.first_number)
         self.end_reason = "normal"
         self._tasks: list[asyncio.Task] = []
 
@@ -282,7 +285,7 @@ class LoadRunner:
         if state.stopping:
             return None
         number = state.next_number
-        if self.config.duration <= 0 and number >= self.config.total:
+        if self.config.duration <= 0 and number >= self.config.first_number + self.config.total:
             return None
         state.next_number = number + 1
         return number
@@ -290,7 +293,7 @@ class LoadRunner:
     async def _pace(self, number: int, t0: float) -> bool:
         rps = self.config.rps
         if rps > 0:
-            delay = t0 + number / rps - time.perf_counter()
+            delay = t0 + (number - self.config.first_number) / rps - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
         return not self.state.stopping

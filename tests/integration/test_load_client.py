@@ -9,6 +9,7 @@ stream.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from concurrent import futures
@@ -229,3 +230,26 @@ def test_parse_call_takes_both_ghz_spellings():
     assert parse_call("/a.b.Svc/Method") == ("a.b.Svc", "Method")
     with pytest.raises(CallError):
         parse_call("Method")
+
+
+def test_several_processes_make_one_report_with_unique_request_numbers(server):
+    from services.loadtest.multi import run_procs, split
+
+    address, servicer = server
+    with servicer.lock:
+        servicer.seen.clear()
+    config = LoadConfig(target=address, call=f"{SERVICE}.Echo", data='{"value":"p-{{.RequestNumber}}"}', total=41,
+                        concurrency=6, insecure=True)
+    assert [c.total for c in split(config, 2)] == [21, 20]
+    assert [c.first_number for c in split(config, 2)] == [0, 21]
+    report = run_procs(config, 2)
+    jsonschema.validate(report, SCHEMA)
+    assert report["count"] == 41 and report["statusCodeDistribution"] == {"OK": 41}
+    def instant(text: str) -> tuple[str, str]:  # same offset throughout: whole seconds, then the fraction
+        whole, fraction = re.fullmatch(r"(.*?)(?:\.(\d+))?(?:Z|[+-]\d\d:\d\d)", text).groups()
+        return whole, (fraction or "").ljust(9, "0")
+
+    stamps = [instant(d["timestamp"]) for d in report["details"]]
+    assert stamps == sorted(stamps)
+    with servicer.lock:
+        assert sorted(int(v.split("-")[1]) for v in servicer.seen) == list(range(41))
