@@ -281,6 +281,8 @@ class Engine:
             await self._end(run, S.DEBATE_STATE_FAILED, "INTERNAL", f"internal error: {type(error).__name__}")
         finally:
             for task in run.assess_tasks.values():
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: it was reported through the debate's end
                 task.cancel()
             if not run.shutting_down:
                 self.runs.pop(run.debate_id, None)
@@ -344,11 +346,19 @@ class Engine:
                 except BaseExceptionGroup as group:
                     raise _first_error(group) from None
             run.assess_tasks[r] = asyncio.create_task(self._assess(run, r))
+            self._raise_judge_failure(run)
         for r in range(1, rounds + 1):
             if r in run.assess_tasks:
                 await run.assess_tasks[r]
         verdict = await self._verdict(run)
         await self._complete(run, verdict)
+
+    @staticmethod
+    def _raise_judge_failure(run: DebateRun) -> None:
+        """A round's assessment runs beside the next round; its failure ends the debate at once."""
+        for task in run.assess_tasks.values():
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()
 
     # ---- turns -------------------------------------------------------------------------------
     async def _turn(self, run: DebateRun, r: int, participant: common.Participant) -> None:

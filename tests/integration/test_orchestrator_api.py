@@ -241,3 +241,32 @@ async def test_unknown_debate_is_not_found_everywhere(orchestrator):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await orchestrator.events("nope")
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_failed_model_call_is_retried_under_a_new_attempt(orchestrator):
+    from services.common.llm.base import ProviderError
+    debate = await orchestrator.create(config(n=2, rounds=1))
+    key = f"debates/{debate.debate_id}/rounds/1/turns/debater1/attempts/1"
+    orchestrator.llm.fail = {key: ProviderError("boom", retryable=True)}
+    await orchestrator.start(debate.debate_id)
+    events = await orchestrator.events(debate.debate_id)
+    failed = [e.turn_failed for e in events if e.WhichOneof("payload") == "turn_failed"]
+    assert [(f.participant, f.attempt, f.reason, f.will_retry) for f in failed] == [
+        ("debater1", 1, "PROVIDER_ERROR", True)]
+    final = (await orchestrator.stub.GetDebate(pb.GetDebateRequest(debate_id=debate.debate_id))).debate
+    assert final.state == S.DEBATE_STATE_COMPLETED
+    assert {t.participant: t.attempt for t in final.rounds[0].turns} == {"debater0": 1, "debater1": 2}
+    assert key not in orchestrator.accounting.records  # the void attempt charged nothing (no usage came back)
+
+
+async def test_a_judge_that_fails_ends_the_debate_failed_with_its_reason(orchestrator):
+    from services.common.errors import Unavailable
+
+    async def broken(request):
+        raise Unavailable("judge down", reason="JUDGE_UNAVAILABLE")
+
+    orchestrator.judge.evaluate_round = broken
+    debate, events = await orchestrator.run(config(n=2, rounds=3))
+    assert debate.state == S.DEBATE_STATE_FAILED
+    assert events[-1].debate_failed.reason == "JUDGE_UNAVAILABLE"
+    assert "JUDGE_UNAVAILABLE" in debate.end_reason
