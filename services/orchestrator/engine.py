@@ -28,7 +28,8 @@ from debate.accounting.v1 import accounting_pb2 as acc
 from debate.common.v1 import common_pb2 as common
 from debate.judge.v1 import judge_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
-from services.common.errors import DomainError, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.common.errors import (DeadlineExceeded, DomainError, FailedPrecondition, FieldViolation, InvalidArgument,
+                                   NotFound, Unavailable)
 from services.common.llm.base import CompletionRequest, LLMClient, LLMError, TextDelta
 from services.common.logs import debate_id_var
 from services.orchestrator.clients import Accounting, Judge
@@ -505,10 +506,21 @@ class Engine:
             if not reply.duplicate:
                 self._add_cost(run, reply.record)
 
+    async def _ask_judge(self, method, request):
+        """The judge's own calls are idempotent by request_id: an unavailable judge is asked again."""
+        attempts = self.settings.judge_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return await method(request)
+            except (Unavailable, DeadlineExceeded):
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(min(5.0, 0.5 * 2 ** attempt))
+
     async def _assess(self, run: DebateRun, r: int) -> common.RoundAssessment:
         config = run.config
         prefix = f"debates/{run.debate_id}/rounds/{r}/judge"
-        assessment = await self.judge.evaluate_round(judge_pb2.EvaluateRoundRequest(
+        assessment = await self._ask_judge(self.judge.evaluate_round, judge_pb2.EvaluateRoundRequest(
             debate_id=run.debate_id, topic=config.topic, round_number=r, debaters=self._debaters(config),
             turns=self._round_turns(run, r), judge=config.judge, request_id=prefix, seed=config.seed))
         assessment.round_number = r
@@ -532,7 +544,7 @@ class Engine:
         else:
             rounds = [judge_pb2.RoundTranscript(round_number=r, turns=self._round_turns(run, r))
                       for r in range(1, config.format.round_limit + 1)]
-            verdict = await self.judge.render_verdict(judge_pb2.RenderVerdictRequest(
+            verdict = await self._ask_judge(self.judge.render_verdict, judge_pb2.RenderVerdictRequest(
                 debate_id=run.debate_id, topic=config.topic, debaters=self._debaters(config), rounds=rounds,
                 assessments=[run.assessments[r] for r in sorted(run.assessments)], judge=config.judge,
                 request_id=prefix, seed=config.seed))

@@ -259,6 +259,7 @@ async def test_a_failed_model_call_is_retried_under_a_new_attempt(orchestrator):
     assert key not in orchestrator.accounting.records  # the void attempt charged nothing (no usage came back)
 
 
+@pytest.mark.parametrize("orchestrator", [dict(judge_attempts=1)], indirect=True)
 async def test_a_judge_that_fails_ends_the_debate_failed_with_its_reason(orchestrator):
     from services.common.errors import Unavailable
 
@@ -270,3 +271,18 @@ async def test_a_judge_that_fails_ends_the_debate_failed_with_its_reason(orchest
     assert debate.state == S.DEBATE_STATE_FAILED
     assert events[-1].debate_failed.reason == "JUDGE_UNAVAILABLE"
     assert "JUDGE_UNAVAILABLE" in debate.end_reason
+
+
+async def test_an_unavailable_judge_is_asked_again(orchestrator):
+    from services.common.errors import Unavailable
+    evaluate = orchestrator.judge.evaluate_round
+    failures = [Unavailable("restarting", reason="JUDGE_UNAVAILABLE")]
+
+    async def flaky(request):
+        if failures:
+            raise failures.pop()
+        return await evaluate(request)
+
+    orchestrator.judge.evaluate_round = flaky
+    debate, _ = await orchestrator.run(config(n=2, rounds=1))
+    assert debate.state == S.DEBATE_STATE_COMPLETED and not failures
