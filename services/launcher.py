@@ -273,7 +273,7 @@ class GatewayConfig:
     enabled: bool = True
     host: str = "127.0.0.1"  # where Envoy listens (0.0.0.0 to reach it from a phone)
     port: int = 8080
-    web_port: int = 8081  # the page's file server, on loopback behind Envoy
+    web_port: int = 0  # the page's file server, on loopback behind Envoy (0: any free port)
     web_dir: str = str(WEB_DIST)
     # Also route the judge's and accounting's gRPC methods through the gateway (off: only
     # the public orchestrator API is reachable from outside).
@@ -436,6 +436,14 @@ def compose_envoy_config() -> dict:
                         web="web:8081", admin_port=9901)
 
 
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 async def _http_ok(url: str) -> bool:
     import httpx
 
@@ -462,9 +470,10 @@ def gateway_specs(config: SuiteConfig) -> list[ProcessSpec]:
     specs: list[ProcessSpec] = []
     web_address = None
     if gateway.web_available:
-        web_address = f"127.0.0.1:{gateway.web_port}"
+        web_port = gateway.web_port or _free_loopback_port()
+        web_address = f"127.0.0.1:{web_port}"
         specs.append(ProcessSpec(
-            "web", [sys.executable, "-m", "http.server", str(gateway.web_port), "--bind", "127.0.0.1",
+            "web", [sys.executable, "-m", "http.server", str(web_port), "--bind", "127.0.0.1",
                     "--directory", gateway.web_dir],
             None, env={"PYTHONUNBUFFERED": "1"},
             ready_check=lambda: _http_ok(f"http://{web_address}/index.html"),
@@ -516,7 +525,7 @@ def _main(argv: list[str] | None = None) -> int:
     else:
         suite = SuiteConfig()
         gateway = suite.gateway
-        web = f"127.0.0.1:{gateway.web_port}" if gateway.web_available else None
+        web = f"127.0.0.1:{gateway.web_port or 8081}" if gateway.web_available else None
         sys.stdout.write(render_envoy_yaml(envoy_config(
             listen_host=gateway.host, listen_port=gateway.port, orchestrator=suite.orchestrator_address, web=web,
             allowed_origins=gateway.allowed_origins)))
