@@ -312,6 +312,8 @@ class Engine:
                 self.hub.emit(debate_id, turn_failed=pb.TurnFailed(
                     round_number=round_number, participant=name, attempt=attempt, reason="ORCHESTRATOR_RESTARTED",
                     message="the orchestrator restarted during this attempt; its text is void", will_retry=True))
+        self.hub.emit(debate_id, state_changed=pb.DebateStateChanged(
+            state=S.DEBATE_STATE_RUNNING, reason="resumed after an orchestrator restart"))
         cost = await self.accounting.debate_cost(debate_id)
         run.total = Decimal(cost.total.amount or "0")
         run.usage.CopyFrom(cost.usage)

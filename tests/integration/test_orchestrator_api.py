@@ -286,3 +286,25 @@ async def test_an_unavailable_judge_is_asked_again(orchestrator):
     orchestrator.judge.evaluate_round = flaky
     debate, _ = await orchestrator.run(config(n=2, rounds=1))
     assert debate.state == S.DEBATE_STATE_COMPLETED and not failures
+
+
+@pytest.mark.parametrize("orchestrator", [dict(api_keys="key-alice-123=alice,key-bob-4567=bob")], indirect=True)
+async def test_another_tenant_can_neither_see_stream_nor_cancel_a_debate(orchestrator):
+    alice = (("authorization", "Bearer key-alice-123"),)
+    bob = (("authorization", "Bearer key-bob-4567"),)
+    stub = orchestrator.stub
+    debate = (await stub.CreateDebate(pb.CreateDebateRequest(config=config()), metadata=alice)).debate
+    assert (await stub.GetDebate(pb.GetDebateRequest(debate_id=debate.debate_id), metadata=alice)).debate.debate_id
+    for call in (stub.GetDebate(pb.GetDebateRequest(debate_id=debate.debate_id), metadata=bob),
+                 stub.GetDebateStatus(pb.GetDebateStatusRequest(debate_id=debate.debate_id), metadata=bob),
+                 stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id), metadata=bob),
+                 stub.CancelDebate(pb.CancelDebateRequest(debate_id=debate.debate_id), metadata=bob)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id), metadata=bob):
+            pass
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert list((await stub.ListDebates(pb.ListDebatesRequest(), metadata=bob)).debates) == []
+    assert len((await stub.ListDebates(pb.ListDebatesRequest(), metadata=alice)).debates) == 1
