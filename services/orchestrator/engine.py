@@ -106,6 +106,8 @@ class DebateRun:
     turns: dict[tuple[int, str], common.Turn] = field(default_factory=dict)
     last_attempt: dict[tuple[int, str], int] = field(default_factory=dict)
     assessments: dict[int, common.RoundAssessment] = field(default_factory=dict)
+    # Stored before a crash but their judge calls not yet recorded: recorded, not asked again.
+    unrecorded_assessments: dict[int, common.RoundAssessment] = field(default_factory=dict)
     assess_tasks: dict[int, asyncio.Task] = field(default_factory=dict)
     inflight: dict[tuple[int, str], Inflight] = field(default_factory=dict)
     current_round: int = 0
@@ -304,6 +306,8 @@ class Engine:
         for assessment, recorded in self.store.assessments(debate_id):
             if recorded:
                 run.assessments[assessment.round_number] = assessment
+            else:
+                run.unrecorded_assessments[assessment.round_number] = assessment
         for round_number, name, attempt, reservation_id in self.store.open_attempts(debate_id):
             if reservation_id:
                 await self.accounting.release_budget(reservation_id)
@@ -522,12 +526,14 @@ class Engine:
     async def _assess(self, run: DebateRun, r: int) -> common.RoundAssessment:
         config = run.config
         prefix = f"debates/{run.debate_id}/rounds/{r}/judge"
-        assessment = await self._ask_judge(self.judge.evaluate_round, judge_pb2.EvaluateRoundRequest(
-            debate_id=run.debate_id, topic=config.topic, round_number=r, debaters=self._debaters(config),
-            turns=self._round_turns(run, r), judge=config.judge, request_id=prefix, seed=config.seed))
-        assessment.round_number = r
-        self.store.put_assessment(run.debate_id, assessment, recorded=False)
-        self.hub.flush()
+        assessment = run.unrecorded_assessments.pop(r, None)
+        if assessment is None:
+            assessment = await self._ask_judge(self.judge.evaluate_round, judge_pb2.EvaluateRoundRequest(
+                debate_id=run.debate_id, topic=config.topic, round_number=r, debaters=self._debaters(config),
+                turns=self._round_turns(run, r), judge=config.judge, request_id=prefix, seed=config.seed))
+            assessment.round_number = r
+            self.store.put_assessment(run.debate_id, assessment, recorded=False)
+            self.hub.flush()  # stored before its usage is recorded anywhere
         await self._record_judge_calls(run, assessment.calls, prefix, common.ROLE_JUDGE, r)
         self.store.put_assessment(run.debate_id, assessment, recorded=True)
         run.assessments[r] = assessment

@@ -308,3 +308,47 @@ async def test_another_tenant_can_neither_see_stream_nor_cancel_a_debate(orchest
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert list((await stub.ListDebates(pb.ListDebatesRequest(), metadata=bob)).debates) == []
     assert len((await stub.ListDebates(pb.ListDebatesRequest(), metadata=alice)).debates) == 1
+
+
+async def test_restart_records_a_stored_turn_without_generating_it_again(tmp_path):
+    """The orchestrator stops after a turn was stored but before its usage was recorded; the next
+    process records it under the same key and never asks the model for that turn again."""
+    accounting, judge = MemoryAccounting(), MemoryJudge()
+    record = accounting.record_usage
+    stuck = asyncio.Event()
+
+    async def hang_on_round_two(request):
+        if "/rounds/2/turns/debater0/" in request.request_id:
+            stuck.set()
+            await asyncio.Event().wait()  # accounting never answers this one
+        return await record(request)
+
+    accounting.record_usage = hang_on_round_two
+    settings = OrchestratorSettings(port=0, data_dir=str(tmp_path))
+    first = await build_service(settings, llm=ScriptedLLM(chunks=8), judge=judge, accounting=accounting)
+    await first.start()
+    row = first.engine.create("default", config(n=2, rounds=3), "")
+    first.engine.start("default", row.debate_id)
+    await asyncio.wait_for(stuck.wait(), 10)
+    await first.stop(0)  # the debate stays RUNNING in the store
+
+    accounting.record_usage = record
+    llm = ScriptedLLM(chunks=8)
+    second = await build_service(settings, llm=llm, judge=judge, accounting=accounting)
+    await second.start()
+    try:
+        for _ in range(400):
+            row = second.engine.store.get_debate(row.debate_id)
+            if row.state == S.DEBATE_STATE_COMPLETED:
+                break
+            await asyncio.sleep(0.025)
+        assert row.state == S.DEBATE_STATE_COMPLETED
+        asked = {r.request_id.split("/attempts/")[0].split("/rounds/")[1] for r in llm.requests}
+        assert "2/turns/debater0" not in asked  # stored before the stop: not generated again
+        assert f"debates/{row.debate_id}/rounds/2/turns/debater0/attempts/1" in accounting.records
+        turns = [r for r in accounting.records.values() if r.role == c.ROLE_DEBATER]
+        assert len(turns) == 6 and accounting.duplicates == 0
+        events = [e for _, e in second.engine.store.read_events(row.debate_id, 0, 10**9, 10**6)]
+        assert len(events) == row.last_sequence
+    finally:
+        await second.stop(0)
