@@ -7,6 +7,7 @@ rows of every SQLite file the services wrote.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sqlite3
 import threading
 from dataclasses import dataclass, field
@@ -44,7 +45,16 @@ class InProcessSuite:
                      "accounting_service_addr": self.addresses["accounting"]}
         data_dir = self.root / name
         data_dir.mkdir(parents=True, exist_ok=True)
-        settings_obj = cls(port=0, data_dir=str(data_dir), **{**extra, **self.overrides.get(name, {})})
+        # An override may be a callable of this suite, evaluated now (e.g. a proxy in front of a started service).
+        # It runs on the suite's loop: it may be a coroutine function (never `self.run(...)`: that would deadlock).
+        overrides = {}
+        for key, value in self.overrides.get(name, {}).items():
+            if callable(value):
+                value = value(self)
+                if inspect.isawaitable(value):
+                    value = await value
+            overrides[key] = value
+        settings_obj = cls(port=0, data_dir=str(data_dir), **{**extra, **overrides})
         build = __import__(f"services.{name}.server", fromlist=["build_service"]).build_service
         service = await build(settings_obj)
         await service.start()

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import grpc
 import pytest
-
 from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
+
 from tests.reliability.processes import KillableSuite
 
 pytestmark = pytest.mark.e2e
