@@ -116,12 +116,13 @@ class DebateLog:
 
 class EventHub:
     def __init__(self, store: Store, *, coalesce_s: float = 0.025, tail_events: int = 4096,
-                 heartbeat_s: float = 10.0, max_lag: int = 4096):
+                 heartbeat_s: float = 10.0, max_lag: int = 4096, max_subscribers: int = 100_000):
         self.store = store
         self.coalesce_s = coalesce_s
         self.tail_events = tail_events
         self.heartbeat_s = heartbeat_s
         self.max_lag = max_lag
+        self.max_subscribers = max_subscribers
         self._logs: dict[str, DebateLog] = {}
         self._dirty_buffers: list[DeltaBuffer] = []
         self._dirty_logs: list[DebateLog] = []
@@ -256,6 +257,9 @@ class EventHub:
         if after_sequence > debate_log.durable:
             raise OutOfRange(f"after_sequence {after_sequence} is past the last event {debate_log.durable}",
                              reason="SEQUENCE_OUT_OF_RANGE", metadata={"last_sequence": str(debate_log.durable)})
+        if debate_log.subscribers >= self.max_subscribers:
+            raise ResourceExhausted(f"this debate already has {debate_log.subscribers} subscribers",
+                                    reason="TOO_MANY_SUBSCRIBERS")
         cursor = after_sequence
         live = False
         max_lag = self.max_lag

@@ -227,3 +227,15 @@ def test_another_tenant_sees_nothing(tmp_path):
         engine.get_row("tenant-b", row.debate_id)
     assert engine.list("tenant-b", 0, 10, "")[0] == []
     assert engine.create("tenant-b", cfg(), "req").debate_id != row.debate_id  # request ids are per tenant
+
+
+async def test_subscribers_per_debate_are_bounded(tmp_path):
+    from services.common.errors import ResourceExhausted
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), max_subscribers=1)
+    hub.open_log("d1", 0).active = True
+    first = asyncio.ensure_future(hub.subscribe("d1", 0, terminal=False, last_sequence=0).__anext__())
+    await asyncio.sleep(0)
+    with pytest.raises(ResourceExhausted) as caught:
+        await hub.subscribe("d1", 0, terminal=False, last_sequence=0).__anext__()
+    assert caught.value.reason == "TOO_MANY_SUBSCRIBERS"
+    first.cancel()
