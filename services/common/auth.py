@@ -179,26 +179,94 @@ def _replace_behaviors(handler: grpc.RpcMethodHandler, make, *, keep_deserialize
     return grpc.stream_stream_rpc_method_handler(make(handler.stream_stream), deserializer, serializer)
 
 
+class StreamLimiter:
+    """At most `limit` server-streaming calls open at once per tenant (0: no limit)."""
+
+    def __init__(self, limit: int = 0):
+        self.limit = limit
+        self.open: dict[str, int] = {}
+
+    def wrap(self, behavior, tenant: str, method: str):
+        limiter = self
+
+        async def refuse(context) -> None:
+            from services.common.errors import ResourceExhausted
+            from services.common.grpc_errors import abort_with
+
+            log.warning("refused a stream %s: tenant %s has %d open (limit %d)", method, tenant,
+                        limiter.open.get(tenant, 0), limiter.limit)
+            await abort_with(context, ResourceExhausted(
+                f"too many open streams for this caller (limit {limiter.limit}); close one and retry",
+                reason="TOO_MANY_STREAMS", metadata={"limit": str(limiter.limit)}))
+
+        if inspect.isasyncgenfunction(behavior):
+            async def stream(request_or_iterator, context):
+                if limiter.open.get(tenant, 0) >= limiter.limit:
+                    await refuse(context)
+                    return
+                limiter.open[tenant] = limiter.open.get(tenant, 0) + 1
+                try:
+                    async for item in behavior(request_or_iterator, context):
+                        yield item
+                finally:
+                    limiter._release(tenant)
+
+            return stream
+
+        async def call(request_or_iterator, context):
+            if limiter.open.get(tenant, 0) >= limiter.limit:
+                await refuse(context)
+                return None
+            limiter.open[tenant] = limiter.open.get(tenant, 0) + 1
+            try:
+                return await behavior(request_or_iterator, context)
+            finally:
+                limiter._release(tenant)
+
+        return call
+
+    def _release(self, tenant: str) -> None:
+        left = self.open.get(tenant, 1) - 1
+        if left > 0:
+            self.open[tenant] = left
+        else:
+            self.open.pop(tenant, None)
+
+
+def _is_streaming(handler: grpc.RpcMethodHandler) -> bool:
+    return handler.unary_stream is not None or handler.stream_stream is not None
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks the bearer key of every call and sets the caller's tenant for its handler.
 
     With no keys configured it lets every call through as the tenant "default".
+    With `max_streams_per_caller` > 0, a tenant's server-streaming calls beyond that many open at
+    once answer RESOURCE_EXHAUSTED (reason TOO_MANY_STREAMS).
     """
 
-    def __init__(self, keys: ApiKeys | Mapping[str, str] | None = None):
+    def __init__(self, keys: ApiKeys | Mapping[str, str] | None = None, *, max_streams_per_caller: int = 0):
         if keys is None:
             keys = ApiKeys()
         elif not isinstance(keys, ApiKeys):
             keys = ApiKeys(keys)
         self.keys = keys
+        self.streams = StreamLimiter(max_streams_per_caller)
+
+    def _limited(self, handler: grpc.RpcMethodHandler, tenant: str, method: str) -> grpc.RpcMethodHandler:
+        if self.streams.limit <= 0 or not _is_streaming(handler):
+            return handler
+        return _replace_behaviors(handler, lambda behavior: self.streams.wrap(behavior, tenant, method))
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or not self.keys:
+        if handler is None:
             return handler
         method = handler_call_details.method
         if is_open_method(method):
             return handler
+        if not self.keys:
+            return self._limited(handler, DEFAULT_TENANT, method)
         token = bearer_token(handler_call_details.invocation_metadata)
         if token is None:
             log.warning("rejected a call to %s: no bearer key", method)
@@ -207,4 +275,4 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if tenant is None:
             log.warning("rejected a call to %s: unknown API key", method)
             return _replace_behaviors(handler, lambda _: _rejecting("unknown API key"), keep_deserializer=False)
-        return _replace_behaviors(handler, lambda behavior: _with_tenant(behavior, tenant))
+        return _replace_behaviors(self._limited(handler, tenant, method), lambda behavior: _with_tenant(behavior, tenant))

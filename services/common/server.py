@@ -63,7 +63,8 @@ class GrpcService:
         self.bindings = list(bindings)
         self.health = health.aio.HealthServicer()
         # Checks bearer keys when API_KEYS is set and sets the caller's tenant (services.common.auth).
-        self.auth = AuthInterceptor(_api_keys(settings))
+        self.auth = AuthInterceptor(_api_keys(settings),
+                                    max_streams_per_caller=getattr(settings, "max_streams_per_caller", 0))
         # Mutual TLS when TLS_CERT_FILE/TLS_KEY_FILE/TLS_CA_FILE are set (services.common.tls).
         self.tls = TlsFiles.from_settings(settings)
         self.server = grpc.aio.server(

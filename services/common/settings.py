@@ -40,6 +40,9 @@ class ServiceSettings(BaseSettings):
     service_api_key: SecretStr = Field(
         SecretStr(""), description="key this service sends as a bearer token on its calls to other services"
     )
+    max_streams_per_caller: int = Field(
+        0, ge=0, description="server-streaming calls one tenant may hold open at once (0: no limit)"
+    )
     tls_cert_file: str = Field("", description="PEM certificate chain of this service (enables TLS with the key)")
     tls_key_file: str = Field("", description="PEM private key of this service")
     tls_ca_file: str = Field("", description="PEM CA bundle that peers' certificates must chain to (mutual TLS)")

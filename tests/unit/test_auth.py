@@ -220,3 +220,50 @@ async def test_a_bad_key_spec_stops_the_service_from_starting():
     with pytest.raises(ValueError) as error:
         GrpcService(ServiceSettings(port=0, api_keys="sk-secret-zzzzzzzz"), [ServiceBinding(SERVICE, _add, None)])
     assert "sk-secret" not in str(error.value)
+
+
+async def _hold_stream(request: bytes, context):
+    yield current_tenant().encode()
+    await asyncio.sleep(30)  # held open until the client cancels
+
+
+def _add_holding(servicer, server: grpc.aio.Server) -> None:
+    _add(servicer, server)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "test.auth.v1.HoldService", {"Hold": grpc.unary_stream_rpc_method_handler(_hold_stream)})])
+
+
+@pytest.mark.parametrize("keys", [KEYS, ""], ids=["tenants", "no-keys"])
+async def test_open_streams_per_caller_are_limited(keys):
+    service = GrpcService(ServiceSettings(port=0, api_keys=keys, max_streams_per_caller=2),
+                          [ServiceBinding(SERVICE, _add_holding, None)])
+    await service.start()
+    try:
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            hold = channel.unary_stream("/test.auth.v1.HoldService/Hold")
+            first = [hold(b"", metadata=_bearer(KEY_A), timeout=20) for _ in range(2)]
+            for call in first:
+                assert await call.read() == (b"tenantA" if keys else b"default")
+            third = hold(b"", metadata=_bearer(KEY_A), timeout=20)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await third.read()
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            info, _ = error_details(refused.value)
+            assert info is not None and info.reason == "TOO_MANY_STREAMS"
+            if keys:  # another tenant has its own allowance
+                other = hold(b"", metadata=_bearer(KEY_B), timeout=20)
+                assert await other.read() == b"tenantB"
+                other.cancel()
+            # Unary calls are not counted.
+            assert await _who(channel, _bearer(KEY_A)) == ("tenantA" if keys else "default")
+            first[0].cancel()
+            for _ in range(100):  # the server notices the cancellation
+                if service.auth.streams.open.get("tenantA" if keys else "default", 0) < 2:
+                    break
+                await asyncio.sleep(0.05)
+            again = hold(b"", metadata=_bearer(KEY_A), timeout=20)
+            assert await again.read() == (b"tenantA" if keys else b"default")
+            again.cancel()
+            first[1].cancel()
+    finally:
+        await service.stop(grace=0)
