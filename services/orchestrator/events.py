@@ -227,9 +227,9 @@ class EventHub:
                 if buffer.dirty:
                     self.flush_text(buffer)
         logs, self._dirty_logs = self._dirty_logs, []
-        for debate_log in logs:
-            if debate_log.pending:
-                self.store.add_events(debate_log.debate_id, debate_log.pending)
+        rows = [(debate_log.debate_id, seq, data) for debate_log in logs for seq, data in debate_log.pending]
+        if rows:
+            self.store.add_events(rows)
         self.store.commit()
         self.flushes += 1
         for debate_log in logs:
