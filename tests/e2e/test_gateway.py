@@ -125,10 +125,10 @@ class RunningSuite:
 def start_suite(data_dir, *, tokens_per_second: float, first_token_latency: float = 0.2,
                 extra_env: dict[str, str] | None = None) -> RunningSuite:
     """`debate-engine up` with Envoy and the page on free ports, sim models paced as asked."""
-    ports = {name: free_port() for name in ("orchestrator", "judge", "accounting", "gateway", "web")}
+    ports = {name: free_port() for name in ("orchestrator", "judge", "accounting", "gateway")}
     env = {
         **os.environ, "PYTHONUNBUFFERED": "1",
-        "GATEWAY_PORT": str(ports["gateway"]), "WEB_PORT": str(ports["web"]),
+        "GATEWAY_PORT": str(ports["gateway"]),  # the page's file server picks its own port
         "SIM_TOKENS_PER_SECOND": str(tokens_per_second), "SIM_FIRST_TOKEN_LATENCY": str(first_token_latency),
         **(extra_env or {}),
     }
