@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Protocol
 
 import grpc
-
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.accounting.v1 import accounting_pb2_grpc
 from debate.common.v1 import common_pb2
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
+
 from services.common import errors
 from services.common.channels import open_channel
 from services.common.grpc_errors import error_details

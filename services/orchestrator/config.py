@@ -13,6 +13,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 
 from debate.common.v1 import common_pb2
+
 from services.common.errors import Violations
 from services.common.text import clean_text
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from debate.common.v1 import common_pb2
+
 from services.common.llm.base import ChatMessage
 from services.common.llm.simulated import debater_system_prompt
 
@@ -24,7 +25,9 @@ MESSAGE_OVERHEAD = 4
 
 
 def default_counter() -> Callable[[str, str], int]:
-    from services.accounting.tokens import count_text_tokens  # in process: no RPC per message
+    from services.accounting.tokens import (
+        count_text_tokens,  # in process: no RPC per message
+    )
 
     return count_text_tokens
 

@@ -28,8 +28,16 @@ from debate.accounting.v1 import accounting_pb2 as acc
 from debate.common.v1 import common_pb2 as common
 from debate.judge.v1 import judge_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
-from services.common.errors import (DeadlineExceeded, DomainError, FailedPrecondition, FieldViolation, InvalidArgument,
-                                   NotFound, Unavailable)
+
+from services.common.errors import (
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from services.common.llm.base import CompletionRequest, LLMClient, LLMError, TextDelta
 from services.common.logs import debate_id_var
 from services.orchestrator.clients import Accounting, Judge
@@ -37,7 +45,12 @@ from services.orchestrator.config import Limits, validate_config
 from services.orchestrator.context import ContextBuilder, Transcript
 from services.orchestrator.events import DeltaBuffer, EventHub
 from services.orchestrator.scheduler import RUNNING, Scheduler
-from services.orchestrator.store import DebateRow, Store, decode_page_token, encode_page_token
+from services.orchestrator.store import (
+    DebateRow,
+    Store,
+    decode_page_token,
+    encode_page_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +209,7 @@ class Engine:
         if page_token:
             try:
                 create_ns, last_id, token_state = decode_page_token(page_token)
-            except Exception:
+            except (ValueError, TypeError):
                 raise InvalidArgument([FieldViolation("page_token", "not a token from a previous response")]) from None
             if token_state != state:
                 raise InvalidArgument([FieldViolation("page_token", "was made for another state filter")])

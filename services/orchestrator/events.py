@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
+
 from services.common.errors import OutOfRange, ResourceExhausted
 from services.orchestrator.store import Store
 
@@ -63,7 +64,7 @@ class SubscriberTooSlow(ResourceExhausted):
 class DeltaBuffer:
     """Text of one turn attempt not yet turned into a TokenDelta event."""
 
-    __slots__ = ("debate_id", "round_number", "participant", "attempt", "parts", "dirty")
+    __slots__ = ("attempt", "debate_id", "dirty", "participant", "parts", "round_number")
 
     def __init__(self, debate_id: str, round_number: int, participant: str, attempt: int):
         self.debate_id = debate_id
@@ -77,8 +78,20 @@ class DeltaBuffer:
 class DebateLog:
     """One debate's log as subscribers see it: frames of sequences base .. head, readable up to durable."""
 
-    __slots__ = ("debate_id", "frames", "base", "head", "durable", "pending", "closing", "closed", "_waiters",
-                 "subscribers", "active", "last_wake")
+    __slots__ = (
+        "_waiters",
+        "active",
+        "base",
+        "closed",
+        "closing",
+        "debate_id",
+        "durable",
+        "frames",
+        "head",
+        "last_wake",
+        "pending",
+        "subscribers",
+    )
 
     def __init__(self, debate_id: str, last_sequence: int, *, closed: bool = False):
         self.debate_id = debate_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from debate.orchestrator.v1 import orchestrator_pb2
+
 from services.common.llm import build_llm_client
 from services.common.server import GrpcService, ServiceBinding
 from services.orchestrator.clients import Accounting, GrpcAccounting, GrpcJudge, Judge

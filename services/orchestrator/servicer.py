@@ -9,6 +9,7 @@ from __future__ import annotations
 from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
+
 from services.common.auth import current_tenant
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.logs import debate_id_var, request_id_var
@@ -116,7 +117,8 @@ def _pass_through(message) -> bytes:
 class _Capture:
     """Stands in for a server to collect the generated method handlers."""
 
-    handlers: dict = {}
+    def __init__(self) -> None:
+        self.handlers: dict = {}
 
     def add_generic_rpc_handlers(self, handlers) -> None:
         pass

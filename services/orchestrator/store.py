@@ -118,11 +118,11 @@ def encode_page_token(create_ns: int, debate_id: str, state: int) -> str:
 
 
 def decode_page_token(token: str) -> tuple[int, str, int]:
-    """Raises ValueError on a token we did not make."""
+    """Raises ValueError (or TypeError) on a token we did not make."""
     padded = token + "=" * (-len(token) % 4)
     create_ns, debate_id, state = json.loads(base64.urlsafe_b64decode(padded.encode()))
     if not isinstance(create_ns, int) or not isinstance(debate_id, str) or not isinstance(state, int):
-        raise ValueError("bad page token")
+        raise TypeError("bad page token")
     return create_ns, debate_id, state
 
 

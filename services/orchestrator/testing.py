@@ -10,7 +10,14 @@ from decimal import Decimal
 
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.common.v1 import common_pb2 as common
-from services.common.llm.base import Completion, CompletionRequest, StreamEvent, TextDelta, Usage
+
+from services.common.llm.base import (
+    Completion,
+    CompletionRequest,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 
 PRICE_PER_TOKEN = Decimal("0.000001")
 

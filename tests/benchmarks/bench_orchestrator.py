@@ -34,10 +34,10 @@ import tracemalloc
 
 import grpc
 import psutil
-
 from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
+
 from services.launcher import SuiteConfig
 from services.orchestrator.context import ContextBuilder, Transcript
 from services.orchestrator.server import build_service
@@ -136,18 +136,18 @@ async def bench_overhead(bench: Bench, quick: bool) -> list[dict]:
         for _ in range(debates):
             samples += round_overheads(await bench.run(debate_config(n, 3)), n)
         means[n] = statistics.mean(samples)
-        rows.append(dict(metric=f"orchestration overhead per debater per round, {n} debaters",
-                         target="< 10 ms mean", value=round(means[n] * 1000, 3), unit="ms",
-                         note=f"instant model, real judge+accounting over gRPC, {len(samples)} rounds"))
+        rows.append({"metric": f"orchestration overhead per debater per round, {n} debaters",
+                         "target": "< 10 ms mean", "value": round(means[n] * 1000, 3), "unit": "ms",
+                         "note": f"instant model, real judge+accounting over gRPC, {len(samples)} rounds"})
     samples = []
     for _ in range(debates):
         samples += round_overheads(await bench.run(debate_config(
             4, 3, budget=c.Money(currency_code="USD", amount="100"))), 4)
-    rows.append(dict(metric="orchestration overhead per debater per round, 4 debaters, with budget",
-                     target="< 10 ms mean", value=round(statistics.mean(samples) * 1000, 3), unit="ms",
-                     note="adds a ReserveBudget call per turn"))
-    rows.append(dict(metric="overhead growth 2 -> 4 debaters (per debater)", target="<= 2x (linear)",
-                     value=round(means[4] / means[2], 2), unit="x"))
+    rows.append({"metric": "orchestration overhead per debater per round, 4 debaters, with budget",
+                     "target": "< 10 ms mean", "value": round(statistics.mean(samples) * 1000, 3), "unit": "ms",
+                     "note": "adds a ReserveBudget call per turn"})
+    rows.append({"metric": "overhead growth 2 -> 4 debaters (per debater)", "target": "<= 2x (linear)",
+                     "value": round(means[4] / means[2], 2), "unit": "x"})
     return rows
 
 
@@ -162,9 +162,9 @@ async def bench_own_overhead(backends: SuiteConfig, data_dir: str, quick: bool) 
             samples = []
             for _ in range(2 if quick else 8):
                 samples += round_overheads(await bench.run(debate_config(n, 3)), n)
-            rows.append(dict(metric=f"orchestrator's own overhead per debater per round, {n} debaters",
-                             target="< 10 ms mean (aim < 1 ms)", value=round(statistics.mean(samples) * 1000, 3),
-                             unit="ms", note="judge and ledger in process: no RPC, no ledger fsync"))
+            rows.append({"metric": f"orchestrator's own overhead per debater per round, {n} debaters",
+                             "target": "< 10 ms mean (aim < 1 ms)", "value": round(statistics.mean(samples) * 1000, 3),
+                             "unit": "ms", "note": "judge and ledger in process: no RPC, no ledger fsync"})
     return rows
 
 
@@ -175,15 +175,15 @@ async def bench_stream_setup(bench: Bench, quick: bool) -> list[dict]:
         events = await bench.run(debate_config(4, 1))
         start = next(e.time.ToNanoseconds() for e in events if e.WhichOneof("payload") == "round_started")
         samples.append((max(bench.llm.first_chunk_ns[:4]) - start) / 1e6)
-    return [dict(metric="parallel stream setup, 4 debaters", target="< 20 ms mean",
-                 value=round(statistics.mean(samples), 3), unit="ms", note="RoundStarted to the 4th stream's first chunk")]
+    return [{"metric": "parallel stream setup, 4 debaters", "target": "< 20 ms mean",
+                 "value": round(statistics.mean(samples), 3), "unit": "ms", "note": "RoundStarted to the 4th stream's first chunk"}]
 
 
 def bench_window(quick: bool) -> list[dict]:
     config = debate_config(4, 20)
     config.context.CopyFrom(c.ContextSettings(max_tokens=4096, window_size=5))
     config.max_tokens_per_turn = 512
-    words = "the evidence from cities that tried it shows fewer accidents and cleaner air".split()
+    words = ["the", "evidence", "from", "cities", "that", "tried", "it", "shows", "fewer", "accidents", "and", "cleaner", "air"]
     transcript = Transcript()
     for r in range(1, 21):
         for p in config.participants:
@@ -202,10 +202,10 @@ def bench_window(quick: bool) -> list[dict]:
         fresh.rounds = [{k: type(v)(v.participant, v.text) for k, v in rd.items()} for rd in transcript.rounds]
         ContextBuilder(config).build(config.participants[0], 21, fresh)
     cold = (time.perf_counter() - started) / cold_n
-    return [dict(metric="sliding window build over 20 rounds (4 debaters, window 5, 4096 tokens)",
-                 target="< 5 ms mean", value=round(warm * 1000, 4), unit="ms", note="token counts cached per turn"),
-            dict(metric="sliding window build, nothing cached (tokenizes the window)", target="< 5 ms mean",
-                 value=round(cold * 1000, 3), unit="ms")]
+    return [{"metric": "sliding window build over 20 rounds (4 debaters, window 5, 4096 tokens)",
+                 "target": "< 5 ms mean", "value": round(warm * 1000, 4), "unit": "ms", "note": "token counts cached per turn"},
+            {"metric": "sliding window build, nothing cached (tokenizes the window)", "target": "< 5 ms mean",
+                 "value": round(cold * 1000, 3), "unit": "ms"}]
 
 
 async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
@@ -218,9 +218,9 @@ async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
     tracemalloc.reset_peak()
     await bench.run(debate_config(4, 5))
     peak = tracemalloc.get_traced_memory()[1] - base
-    rows.append(dict(metric="memory of a whole 5-round debate, 4 debaters (peak, Python heap)",
-                     target="< 100 MB", value=round(peak / MB, 3), unit="MB",
-                     note=f"RSS grew {(process.memory_info().rss - rss0) / MB:.1f} MB"))
+    rows.append({"metric": "memory of a whole 5-round debate, 4 debaters (peak, Python heap)",
+                     "target": "< 100 MB", "value": round(peak / MB, 3), "unit": "MB",
+                     "note": f"RSS grew {(process.memory_info().rss - rss0) / MB:.1f} MB"})
 
     # Subscribers: the orchestrator's own state per waiting stream (cursor, generator, future).
     hub = bench.service.engine.hub
@@ -237,9 +237,9 @@ async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
     await asyncio.gather(*tasks, return_exceptions=True)
     for g in gens:
         await g.aclose()
-    rows.append(dict(metric="memory per active stream (orchestrator state of a waiting subscriber)",
-                     target="< 10 MB", value=round(per_sub / 1024, 2), unit="KB",
-                     note="gRPC's own per-call buffers not included"))
+    rows.append({"metric": "memory per active stream (orchestrator state of a waiting subscriber)",
+                     "target": "< 10 MB", "value": round(per_sub / 1024, 2), "unit": "KB",
+                     "note": "gRPC's own per-call buffers not included"})
 
     gc.collect()
     base = tracemalloc.get_traced_memory()[0]
@@ -249,9 +249,9 @@ async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
     gc.collect()
     await asyncio.sleep(0.1)
     retained = tracemalloc.get_traced_memory()[0] - base
-    rows.append(dict(metric="memory retained after 3 debates (Python heap)", target="< 50 MB",
-                     value=round(retained / MB, 3), unit="MB",
-                     note=f"RSS grew {(process.memory_info().rss - rss0) / MB:.1f} MB"))
+    rows.append({"metric": "memory retained after 3 debates (Python heap)", "target": "< 50 MB",
+                     "value": round(retained / MB, 3), "unit": "MB",
+                     "note": f"RSS grew {(process.memory_info().rss - rss0) / MB:.1f} MB"})
     tracemalloc.stop()
     return rows
 
@@ -285,10 +285,10 @@ async def bench_relay(bench: Bench, quick: bool) -> list[dict]:
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
     coalesce = bench.service.engine.settings.coalesce_ms
-    return [dict(metric="relay latency model chunk -> subscriber, p50", target="(issue 8: p99 < 250 ms)",
-                 value=round(p50, 2), unit="ms", note=f"{len(latencies)} chunks, coalescing {coalesce:.0f} ms"),
-            dict(metric="relay latency model chunk -> subscriber, p99", target="< 250 ms", value=round(p99, 2),
-                 unit="ms")]
+    return [{"metric": "relay latency model chunk -> subscriber, p50", "target": "(issue 8: p99 < 250 ms)",
+                 "value": round(p50, 2), "unit": "ms", "note": f"{len(latencies)} chunks, coalescing {coalesce:.0f} ms"},
+            {"metric": "relay latency model chunk -> subscriber, p99", "target": "< 250 ms", "value": round(p99, 2),
+                 "unit": "ms"}]
 
 
 async def bench_messages(bench: Bench, quick: bool) -> list[dict]:
@@ -306,8 +306,8 @@ async def bench_messages(bench: Bench, quick: bool) -> list[dict]:
         async for _ in bench.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id)):
             n += 1
         best = max(best, n / (time.perf_counter() - started))
-    return [dict(metric="messages/s one gRPC subscriber receives (replay of a stored log)", target="-",
-                 value=round(best), unit="msg/s", note=f"{len(events)} events ({deltas} token deltas), client in process")]
+    return [{"metric": "messages/s one gRPC subscriber receives (replay of a stored log)", "target": "-",
+                 "value": round(best), "unit": "msg/s", "note": f"{len(events)} events ({deltas} token deltas), client in process"}]
 
 
 async def main_async(quick: bool) -> list[dict]:

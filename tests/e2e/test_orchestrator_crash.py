@@ -4,20 +4,24 @@ subscriber resumes with after_sequence."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 
 import grpc
 import pytest
-
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.accounting.v1 import accounting_pb2_grpc as accg
-from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
+
 from tests.helpers import ROOT
-from tests.integration.test_orchestrator_suite import Client, debate_config, start_suite, stop_suite, wait_serving
+from tests.integration.test_orchestrator_suite import (
+    Client,
+    debate_config,
+    start_suite,
+    stop_suite,
+    wait_serving,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -44,9 +48,9 @@ async def test_sigkill_mid_debate_then_restart_completes_without_regeneration_or
         call.cancel()
         await client.channel.close()
 
-        log = open(os.path.join(str(tmp_path), "orchestrator.log"), "ab")
-        procs.append(subprocess.Popen(spec.argv, cwd=ROOT, env={**os.environ, **spec.env}, stdout=log,
-                                      stderr=subprocess.STDOUT))
+        with open(os.path.join(str(tmp_path), "orchestrator.log"), "ab") as log:  # noqa: ASYNC230
+            procs.append(subprocess.Popen(spec.argv, cwd=ROOT, env={**os.environ, **spec.env},  # noqa: ASYNC220
+                                          stdout=log, stderr=subprocess.STDOUT))
         wait_serving(spec.health_address, spec.health_service)
         client = Client(config.orchestrator_address)
         after = await client.events(debate_id, after=before[-1].sequence)

@@ -9,10 +9,10 @@ import asyncio
 
 import grpc
 import pytest
-
 from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
+
 from services.common.grpc_errors import error_details
 from services.orchestrator.server import build_service
 from services.orchestrator.settings import OrchestratorSettings
@@ -185,7 +185,7 @@ async def test_cancel_stops_generation_and_keeps_what_was_spent(orchestrator):
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-@pytest.mark.parametrize("orchestrator", [dict(max_running_debates=1, max_queued_debates=2)], indirect=True)
+@pytest.mark.parametrize("orchestrator", [{"max_running_debates": 1, "max_queued_debates": 2}], indirect=True)
 async def test_running_limit_then_bounded_queue_then_resource_exhausted(orchestrator):
     orchestrator.llm.delay = 0.01
     ids = [(await orchestrator.create(config(rounds=1))).debate_id for _ in range(4)]
@@ -259,7 +259,7 @@ async def test_a_failed_model_call_is_retried_under_a_new_attempt(orchestrator):
     assert key not in orchestrator.accounting.records  # the void attempt charged nothing (no usage came back)
 
 
-@pytest.mark.parametrize("orchestrator", [dict(judge_attempts=1)], indirect=True)
+@pytest.mark.parametrize("orchestrator", [{"judge_attempts": 1}], indirect=True)
 async def test_a_judge_that_fails_ends_the_debate_failed_with_its_reason(orchestrator):
     from services.common.errors import Unavailable
 
@@ -288,7 +288,7 @@ async def test_an_unavailable_judge_is_asked_again(orchestrator):
     assert debate.state == S.DEBATE_STATE_COMPLETED and not failures
 
 
-@pytest.mark.parametrize("orchestrator", [dict(api_keys="key-alice-123=alice,key-bob-4567=bob")], indirect=True)
+@pytest.mark.parametrize("orchestrator", [{"api_keys": "key-alice-123=alice,key-bob-4567=bob"}], indirect=True)
 async def test_another_tenant_can_neither_see_stream_nor_cancel_a_debate(orchestrator):
     alice = (("authorization", "Bearer key-alice-123"),)
     bob = (("authorization", "Bearer key-bob-4567"),)

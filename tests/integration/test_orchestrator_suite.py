@@ -11,13 +11,13 @@ import time
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.accounting.v1 import accounting_pb2_grpc as accg
 from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from services.launcher import SuiteConfig
 from tests.helpers import ROOT, free_port
 
@@ -34,9 +34,9 @@ def start_suite(data_dir: str, extra_env: dict[str, str] | None = None) -> tuple
     specs = [spec for spec in config.process_specs() if spec.name in SERVICES]
     procs = []
     for spec in specs:
-        log = open(os.path.join(data_dir, f"{spec.name}.log"), "ab")
-        procs.append(subprocess.Popen(spec.argv, cwd=ROOT, env={**os.environ, **spec.env}, stdout=log,
-                                      stderr=subprocess.STDOUT))
+        with open(os.path.join(data_dir, f"{spec.name}.log"), "ab") as log:  # the child keeps its own copy
+            procs.append(subprocess.Popen(spec.argv, cwd=ROOT, env={**os.environ, **spec.env}, stdout=log,
+                                          stderr=subprocess.STDOUT))
     for spec in specs:
         wait_serving(spec.health_address, spec.health_service)
     return config, procs
