@@ -222,6 +222,21 @@ async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
                      "target": "< 100 MB", "value": round(peak / MB, 3), "unit": "MB",
                      "note": f"RSS grew {(process.memory_info().rss - rss0) / MB:.1f} MB"})
 
+    # Debater streams: the debate's state while 4 model streams are open, per stream.
+    llm = bench.llm
+    llm.delay, llm.chunks = 0.01, 60
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    debate = (await bench.stub.CreateDebate(pb.CreateDebateRequest(config=debate_config(4, 1)))).debate
+    await bench.stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id))
+    await asyncio.sleep(0.3)  # mid-turn: 4 streams open, text buffered, events logged
+    per_stream = (tracemalloc.get_traced_memory()[0] - before) / 4
+    async for _ in bench.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id)):
+        pass
+    llm.delay, llm.chunks = 0.0, 20
+    rows.append(dict(metric="memory per active debater stream (4 streams open, mid-turn)", target="< 10 MB",
+                     value=round(per_stream / 1024, 2), unit="KB", note="Python heap of the running debate / 4"))
+
     # Subscribers: the orchestrator's own state per waiting stream (cursor, generator, future).
     hub = bench.service.engine.hub
     debate = (await bench.stub.CreateDebate(pb.CreateDebateRequest(config=debate_config(2, 1)))).debate
@@ -237,7 +252,7 @@ async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
     await asyncio.gather(*tasks, return_exceptions=True)
     for g in gens:
         await g.aclose()
-    rows.append({"metric": "memory per active stream (orchestrator state of a waiting subscriber)",
+    rows.append({"metric": "memory per subscriber stream (orchestrator state of a waiting subscriber)",
                      "target": "< 10 MB", "value": round(per_sub / 1024, 2), "unit": "KB",
                      "note": "gRPC's own per-call buffers not included"})
 
@@ -292,22 +307,31 @@ async def bench_relay(bench: Bench, quick: bool) -> list[dict]:
 
 
 async def bench_messages(bench: Bench, quick: bool) -> list[dict]:
-    llm = bench.llm
-    llm.chunks = 400 if quick else 2000
-    llm.delay = 0.0
-    events = await bench.run(debate_config(4, 2))
-    llm.chunks = 20
-    deltas = sum(1 for e in events if e.WhichOneof("payload") == "token_delta")
-    debate_id = events[0].debate_id
+    """A log of token deltas as a debate writes them, read by one gRPC subscriber from the start."""
+    hub = bench.service.engine.hub
+    debate = (await bench.stub.CreateDebate(pb.CreateDebateRequest(config=debate_config(4, 1)))).debate
+    total = 2000 if quick else 20000
+    hub.open_log(debate.debate_id, 0)
+    for i in range(total):
+        hub.emit(debate.debate_id, token_delta=pb.TokenDelta(round_number=1, participant=f"d{i % 4}",
+                                                             text=f"word{i} and more ", attempt=1))
+        if i % 500 == 499:
+            hub.flush()
+    hub.flush()
     best = 0.0
-    for _ in range(2 if quick else 5):
+    for _ in range(2 if quick else 4):
         started = time.perf_counter()
         n = 0
-        async for _ in bench.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id)):
+        call = bench.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id))
+        async for _ in call:
             n += 1
+            if n == total:
+                call.cancel()
+                break
         best = max(best, n / (time.perf_counter() - started))
-    return [{"metric": "messages/s one gRPC subscriber receives (replay of a stored log)", "target": "-",
-                 "value": round(best), "unit": "msg/s", "note": f"{len(events)} events ({deltas} token deltas), client in process"}]
+    await bench.stub.CancelDebate(pb.CancelDebateRequest(debate_id=debate.debate_id))
+    return [dict(metric="messages/s one gRPC subscriber receives", target="-", value=round(best), unit="msg/s",
+                 note=f"{total} token deltas from memory and SQLite; client in the same process")]
 
 
 async def main_async(quick: bool) -> list[dict]:
