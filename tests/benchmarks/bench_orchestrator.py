@@ -234,8 +234,8 @@ async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
     async for _ in bench.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id)):
         pass
     llm.delay, llm.chunks = 0.0, 20
-    rows.append(dict(metric="memory per active debater stream (4 streams open, mid-turn)", target="< 10 MB",
-                     value=round(per_stream / 1024, 2), unit="KB", note="Python heap of the running debate / 4"))
+    rows.append({"metric": "memory per active debater stream (4 streams open, mid-turn)", "target": "< 10 MB",
+                     "value": round(per_stream / 1024, 2), "unit": "KB", "note": "Python heap of the running debate / 4"})
 
     # Subscribers: the orchestrator's own state per waiting stream (cursor, generator, future).
     hub = bench.service.engine.hub
@@ -330,8 +330,8 @@ async def bench_messages(bench: Bench, quick: bool) -> list[dict]:
                 break
         best = max(best, n / (time.perf_counter() - started))
     await bench.stub.CancelDebate(pb.CancelDebateRequest(debate_id=debate.debate_id))
-    return [dict(metric="messages/s one gRPC subscriber receives", target="-", value=round(best), unit="msg/s",
-                 note=f"{total} token deltas from memory and SQLite; client in the same process")]
+    return [{"metric": "messages/s one gRPC subscriber receives", "target": "-", "value": round(best), "unit": "msg/s",
+                 "note": f"{total} token deltas from memory and SQLite; client in the same process"}]
 
 
 async def main_async(quick: bool) -> list[dict]:
