@@ -134,6 +134,9 @@ class Level:
     per_unit_kib: float = 0.0
     p99_by_second_ms: list[float] = field(default_factory=list)
     orchestrator_cpu_per_event_us: float = 0.0
+    # The machine's 1-minute load average at the level's end: on a shared machine, a level
+    # can fail for want of a core rather than for the suite's own cost.
+    load_average: float = 0.0
     harness_cpu_per_event_us: float = 0.0
     harness_cpu_s: float = 0.0
     orchestrator_cpu_s: float = 0.0
@@ -340,6 +343,7 @@ class Harness:
     def _latency(level: Level, samples: list[tuple[int, float]], counts: dict) -> None:
         level.events = counts["events"]
         level.token_events = counts["token_events"]
+        level.load_average = round(os.getloadavg()[0], 2)
         if level.events:
             level.orchestrator_cpu_per_event_us = round(level.orchestrator_cpu_s / level.events * 1e6, 1)
             level.harness_cpu_per_event_us = round(level.harness_cpu_s / level.events * 1e6, 1)
@@ -366,7 +370,7 @@ def _print_level(level: Level) -> None:
           f"  events {level.events}  RSS {level.rss_before_mib:.0f}->{level.rss_peak_mib:.0f} MiB"
           f"  {level.per_unit_kib:.0f} KiB/{unit}  cpu orch {level.orchestrator_cpu_s:.1f}s"
           f" ({level.orchestrator_cpu_per_event_us:.0f} µs/event) harness {level.harness_cpu_s:.1f}s"
-          f" ({level.harness_cpu_per_event_us:.0f} µs/event)", flush=True)
+          f" ({level.harness_cpu_per_event_us:.0f} µs/event)  load avg {level.load_average}", flush=True)
     if level.p99_by_second_ms:
         print(f"      relay p99 by second: {level.p99_by_second_ms}", flush=True)
     for note in level.notes:
