@@ -10,6 +10,7 @@ A service's composition root builds its domain objects and servicer, then hands 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,6 +38,72 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
+
+
+class _Malformed:
+    """Stands for a request whose bytes did not parse as the method's request type."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _tolerant(deserializer):
+    def deserialize(raw: bytes):
+        try:
+            return deserializer(raw)
+        except Exception as error:  # noqa: BLE001 - DecodeError, bad UTF-8, ...: reported as INVALID_ARGUMENT
+            return _Malformed(error)
+
+    return deserialize
+
+
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    """A request whose bytes do not parse answers INVALID_ARGUMENT (one field violation on
+    `request`) instead of grpc's own UNKNOWN "Unexpected DecodeError"."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None or handler.request_streaming:
+            return handler
+        method = handler_call_details.method
+
+        async def refuse(request: _Malformed, context) -> None:
+            from services.common.errors import FieldViolation, InvalidArgument
+            from services.common.grpc_errors import abort_with
+
+            detail = str(request.error).split(":")[-1].strip() or type(request.error).__name__
+            await abort_with(context, InvalidArgument(
+                [FieldViolation("request", f"is not a valid request message for {method}: {detail[:200]}")],
+                reason="MALFORMED_REQUEST"))
+
+        if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+
+            async def unary(request, context):
+                if isinstance(request, _Malformed):
+                    return await refuse(request, context)
+                return await behavior(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(unary, _tolerant(handler.request_deserializer),
+                                                       handler.response_serializer)
+        stream_behavior = handler.unary_stream
+        if inspect.isasyncgenfunction(stream_behavior):
+            async def stream(request, context):
+                if isinstance(request, _Malformed):
+                    await refuse(request, context)
+                    return
+                async for item in stream_behavior(request, context):
+                    yield item
+        else:
+            async def stream(request, context):
+                if isinstance(request, _Malformed):
+                    return await refuse(request, context)
+                return await stream_behavior(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(stream, _tolerant(handler.request_deserializer),
+                                                    handler.response_serializer)
 
 
 @dataclass(frozen=True)
@@ -68,7 +135,7 @@ class GrpcService:
         # Mutual TLS when TLS_CERT_FILE/TLS_KEY_FILE/TLS_CA_FILE are set (services.common.tls).
         self.tls = TlsFiles.from_settings(settings)
         self.server = grpc.aio.server(
-            interceptors=[self.auth, *interceptors, DomainErrorInterceptor()],
+            interceptors=[MalformedRequestInterceptor(), self.auth, *interceptors, DomainErrorInterceptor()],
             options=SERVER_OPTIONS,
         )
         self._on_stop = list(on_stop)

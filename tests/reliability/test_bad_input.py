@@ -252,3 +252,40 @@ def valid_examples(channels):
     except grpc.RpcError:
         debate_id = ""
     return _valid_examples(debate_id)
+
+
+@pytest.mark.parametrize("service,method", RPCS, ids=[f"{s}.{m}" for s, m in RPCS])
+def test_undecodable_bytes_are_invalid_argument(suite, channels, service, method):
+    """Bytes that are not a request message at all: INVALID_ARGUMENT, never grpc's UNKNOWN."""
+    descriptor = SERVICES[service].methods_by_name[method]
+    path = f"/{SERVICES[service].full_name}/{method}"
+    channel = channels[service]
+    call = (channel.unary_stream(path) if descriptor.server_streaming else channel.unary_unary(path))
+    request_cls = message_factory.GetMessageClass(descriptor.input_type)
+
+    def parses(data: bytes) -> bool:
+        try:
+            request_cls.FromString(data)
+            return True
+        except Exception:  # noqa: BLE001 - any parse failure
+            return False
+
+    @settings(max_examples=max(5, MAX_EXAMPLES // 3), deadline=None, derandomize=bool(os.environ.get("CI")),
+              database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(st.one_of(st.sampled_from([b"\xff", b"\x0a\x05ab", b"\x12\x03\xff\xfe\xfd", b"\x08" + b"\xff" * 11]),
+                     st.binary(min_size=1, max_size=64)).filter(lambda b: not parses(b)))
+    def property_(raw: bytes):
+        before = suite.row_counts()
+        try:
+            result = call(raw, timeout=STREAM_TIMEOUT if descriptor.server_streaming else UNARY_TIMEOUT)
+            if descriptor.server_streaming:
+                list(result)
+            code = grpc.StatusCode.OK
+            error = None
+        except grpc.RpcError as rpc_error:
+            code, error = rpc_error.code(), rpc_error
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, f"{code}: {error and error.details()!r} for {raw!r}"
+        assert error_details(error)[1], "no field violation"
+        assert suite.row_counts() == before
+
+    property_()
