@@ -352,3 +352,13 @@ async def test_restart_records_a_stored_turn_without_generating_it_again(tmp_pat
         assert len(events) == row.last_sequence
     finally:
         await second.stop(0)
+
+
+async def test_resuming_past_the_end_of_the_log_is_out_of_range(orchestrator):
+    debate, events = await orchestrator.run(config(n=2, rounds=1))
+    assert await orchestrator.events(debate.debate_id, after=len(events)) == []  # nothing missed, ended
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await orchestrator.events(debate.debate_id, after=len(events) + 1)
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    info, _ = error_details(caught.value)
+    assert info.metadata["last_sequence"] == str(len(events))
