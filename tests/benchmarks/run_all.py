@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import json
 import sys
+import textwrap
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+METRIC_WIDTH = 80
 
 # The benchmarks of issue 8, in the order the table shows them.
 KNOWN = [
@@ -125,6 +127,13 @@ def table(outcomes: list[Outcome]) -> str:
             metric = str(row["metric"]) + (f" ({row['note']})" if row.get("note") else "")
             lines.append((outcome.name, metric, str(row.get("target", "") or ""), _with_unit(row["value"], unit),
                           "" if floor is None else _with_unit(floor, unit)))
+    # Long metrics wrap under themselves, so that the figures stay on a normal screen.
+    wrapped: list[tuple[str, ...]] = []
+    for line in lines:
+        parts = textwrap.wrap(line[1], METRIC_WIDTH, subsequent_indent="  ") or [""]
+        wrapped.append((line[0], parts[0], *line[2:]))
+        wrapped.extend(("", part, "", "", "") for part in parts[1:])
+    lines = wrapped
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
 
     def fmt(cells: tuple[str, ...]) -> str:
@@ -135,7 +144,7 @@ def table(outcomes: list[Outcome]) -> str:
     previous = None
     for line in lines:
         shown = line if line[0] != previous else ("", *line[1:])
-        previous = line[0]
+        previous = line[0] or previous
         out.append(fmt(shown))
     return "\n".join(out)
 

