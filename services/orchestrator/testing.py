@@ -28,8 +28,10 @@ class ScriptedLLM:
     `fail` maps a request_id to an exception raised after `fail_after` chunks.
     """
 
-    def __init__(self, chunks: int = 20, delay: float = 0.0, fail: dict | None = None, fail_after: int = 2):
+    def __init__(self, chunks: int = 20, delay: float = 0.0, fail: dict | None = None, fail_after: int = 2,
+                 filler: str = ""):
         self.chunks = chunks
+        self.filler = filler  # appended to every chunk (big events for flow-control tests)
         self.delay = delay
         self.fail = fail or {}
         self.fail_after = fail_after
@@ -43,7 +45,7 @@ class ScriptedLLM:
                 raise self.fail.pop(request.request_id)
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield TextDelta(f"{speaker}-w{i} ")
+            yield TextDelta(f"{speaker}-w{i}{self.filler} ")
         yield Completion(model=request.model, usage=Usage(prompt_tokens=len(request.messages) * 10,
                                                           completion_tokens=self.chunks), simulated=True)
 

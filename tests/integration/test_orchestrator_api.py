@@ -31,8 +31,9 @@ def config(n: int = 2, rounds: int = 2, **kwargs) -> c.DebateConfig:
 
 
 class Harness:
-    def __init__(self, service, stub, llm, accounting, judge):
+    def __init__(self, service, stub, llm, accounting, judge, address=""):
         self.service, self.stub, self.llm, self.accounting, self.judge = service, stub, llm, accounting, judge
+        self.address = address
 
     async def create(self, cfg: c.DebateConfig, request_id: str = "") -> pb.Debate:
         return (await self.stub.CreateDebate(pb.CreateDebateRequest(config=cfg, request_id=request_id))).debate
@@ -66,7 +67,7 @@ async def orchestrator(tmp_path, request):
     service = await build_service(settings, llm=llm, judge=judge, accounting=accounting)
     port = await service.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield Harness(service, pbg.OrchestratorServiceStub(channel), llm, accounting, judge)
+    yield Harness(service, pbg.OrchestratorServiceStub(channel), llm, accounting, judge, f"127.0.0.1:{port}")
     await channel.close()
     await service.stop(0)
 
@@ -362,3 +363,32 @@ async def test_resuming_past_the_end_of_the_log_is_out_of_range(orchestrator):
     assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
     info, _ = error_details(caught.value)
     assert info.metadata["last_sequence"] == str(len(events))
+
+
+@pytest.mark.parametrize("orchestrator", [dict(subscriber_max_lag=16)], indirect=True)
+async def test_a_stalled_subscriber_is_cut_off_with_where_to_resume_and_the_debate_goes_on(orchestrator):
+    orchestrator.llm.delay, orchestrator.llm.chunks, orchestrator.llm.filler = 0.004, 150, "x" * 4000
+    debate = await orchestrator.create(config(n=2, rounds=2))
+    await orchestrator.start(debate.debate_id)
+    # A small receive window, so the stall reaches the server instead of the client's buffers.
+    channel = grpc.aio.insecure_channel(orchestrator.address, options=[
+        ("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16384)])
+    stub = pbg.OrchestratorServiceStub(channel)
+    call = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id))
+    first = await call.read()
+    await asyncio.sleep(2.0)  # stalls while gRPC's flow-control window fills and the log moves on
+    received = [first.event]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        while True:
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                break
+            received.append(response.event)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    info, _ = error_details(caught.value)
+    assert info.reason == "SUBSCRIBER_TOO_SLOW"
+    assert info.metadata["last_sequence"] == str(received[-1].sequence)
+    rest = await orchestrator.events(debate.debate_id, after=received[-1].sequence)  # resumes where it was cut
+    assert [e.sequence for e in received + rest] == list(range(1, len(received) + len(rest) + 1))
+    assert rest[-1].WhichOneof("payload") == "debate_completed"
+    await channel.close()
