@@ -365,7 +365,7 @@ async def test_resuming_past_the_end_of_the_log_is_out_of_range(orchestrator):
     assert info.metadata["last_sequence"] == str(len(events))
 
 
-@pytest.mark.parametrize("orchestrator", [dict(subscriber_max_lag=16)], indirect=True)
+@pytest.mark.parametrize("orchestrator", [{"subscriber_max_lag": 16}], indirect=True)
 async def test_a_stalled_subscriber_is_cut_off_with_where_to_resume_and_the_debate_goes_on(orchestrator):
     orchestrator.llm.delay, orchestrator.llm.chunks, orchestrator.llm.filler = 0.004, 150, "x" * 4000
     debate = await orchestrator.create(config(n=2, rounds=2))
