@@ -1,0 +1,21 @@
+"""The orchestrator: the public API (debate.orchestrator.v1) and the engine behind it.
+
+    server.py     composition root: settings, store, event hub, scheduler, clients, engine, servicer
+    servicer.py   gRPC transport only (protobuf in and out; events sent as pre-serialised frames)
+    config.py     validation and normalisation of a DebateConfig (one field violation per problem)
+    scheduler.py  running limit and bounded FIFO queue
+    engine.py     runs debates round by round, records usage, asks the judge, resumes after a crash
+    context.py    the sliding window each debater sees
+    events.py     the per-debate event log, coalescing, subscribers
+    store.py      SQLite (WAL) for debates, turns, attempts, assessments, verdicts and events
+    clients.py    the judge and accounting services behind two small protocols
+    testing.py    in-process stand-ins for tests and benchmarks
+
+What a crash (SIGKILL) can lose: only what no subscriber has seen and no ledger row depends
+on, i.e. the token deltas of in-flight turns since the last tick (at most `coalesce_ms`) and
+any event appended in that tick. Those attempts are void after the restart: their
+reservations are released, a TurnFailed(ORCHESTRATOR_RESTARTED, will_retry) is logged, and
+the turns run again as the next attempt under a new idempotency key. Completed turns are
+never generated again, and their usage is recorded exactly once (RecordUsage is idempotent by
+the turn's key and is re-sent after a restart if it was not confirmed).
+"""
