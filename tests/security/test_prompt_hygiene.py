@@ -119,3 +119,39 @@ def test_hidden_characters_never_reach_the_store_or_a_model(stub, fake, topic, p
                       if m.get("role") == "system")
     for word in persona:
         assert word in system, "the persona's words did not reach the model"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "gap in services/orchestrator/context.py: earlier turns' raw model output goes into the next debater's "
+    "prompt uncleaned (zero-width, bidi overrides, ESC stay), although services/common/text.py's clean_text "
+    "is meant for turn text too (keep_newlines=True)"))
+def test_a_models_hidden_characters_never_reach_the_next_model(stub, fake):
+    """Model output is untrusted too: Ada's reply hides characters; Milo's model must not receive them."""
+    from tests.support.fake_openai import Behavior
+
+    fake.reset()
+    fake.script(Behavior(text="Streets\u200b for\u202e people\u2066 and\x1b[2J trade \ufeffnow"))
+    config = common_pb2.DebateConfig(
+        topic="Should streets be for people?",
+        participants=[common_pb2.Participant(name="Ada", model="openai/gpt-4o-mini", persona="an urbanist",
+                                             stance="for"),
+                      common_pb2.Participant(name="Milo", model="openai/gpt-4o-mini", persona="a shopkeeper",
+                                             stance="against")],
+        judge=common_pb2.JudgeConfig(models=["sim/judge"]),
+        format=common_pb2.DebateFormat(round_limit=1, turn_order=common_pb2.TURN_ORDER_SEQUENTIAL),
+        max_tokens_per_turn=16,
+    )
+    debate_id = stub.CreateDebate(pb.CreateDebateRequest(config=config), timeout=30).debate.debate_id
+    stub.StartDebate(pb.StartDebateRequest(debate_id=debate_id), timeout=30)
+    deadline = time.monotonic() + 60
+    while len(fake.requests) < 2:
+        assert time.monotonic() < deadline, "Milo's model was not called"
+        time.sleep(0.05)
+    milo = fake.requests[1].body["messages"]
+    seen = " ".join(str(m.get("content") or "") for m in milo)
+    assert "people" in seen and "trade" in seen, "Ada's turn is not in Milo's context"
+    assert not _invisible_in(seen), f"the next model received hidden characters: {_invisible_in(seen)}"
+    try:
+        stub.CancelDebate(pb.CancelDebateRequest(debate_id=debate_id, reason="seen enough"), timeout=10)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
