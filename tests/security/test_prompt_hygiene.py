@@ -143,15 +143,17 @@ def test_a_models_hidden_characters_never_reach_the_next_model(stub, fake):
     )
     debate_id = stub.CreateDebate(pb.CreateDebateRequest(config=config), timeout=30).debate.debate_id
     stub.StartDebate(pb.StartDebateRequest(debate_id=debate_id), timeout=30)
-    deadline = time.monotonic() + 60
-    while len(fake.requests) < 2:
-        assert time.monotonic() < deadline, "Milo's model was not called"
-        time.sleep(0.05)
-    milo = fake.requests[1].body["messages"]
-    seen = " ".join(str(m.get("content") or "") for m in milo)
-    assert "people" in seen and "trade" in seen, "Ada's turn is not in Milo's context"
-    assert not _invisible_in(seen), f"the next model received hidden characters: {_invisible_in(seen)}"
     try:
-        stub.CancelDebate(pb.CancelDebateRequest(debate_id=debate_id, reason="seen enough"), timeout=10)
-    except grpc.RpcError as error:
-        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
+        deadline = time.monotonic() + 60
+        while len(fake.requests) < 2:
+            assert time.monotonic() < deadline, "Milo's model was not called"
+            time.sleep(0.05)
+        milo = fake.requests[1].body["messages"]
+        seen = " ".join(str(m.get("content") or "") for m in milo)
+        assert "people" in seen and "trade" in seen, "Ada's turn is not in Milo's context"
+        assert not _invisible_in(seen), f"the next model received hidden characters: {_invisible_in(seen)}"
+    finally:
+        try:
+            stub.CancelDebate(pb.CancelDebateRequest(debate_id=debate_id, reason="seen enough"), timeout=10)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
