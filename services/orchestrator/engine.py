@@ -149,13 +149,19 @@ class Engine:
 
     # ==== public operations (called by the servicer) ========================================
     def create(self, tenant: str, config: common.DebateConfig, request_id: str) -> DebateRow:
-        if request_id:
-            if len(request_id) > 128:
-                raise InvalidArgument([FieldViolation("request_id", "must be at most 128 characters")])
+        id_problems = []
+        if len(request_id) > 128:
+            id_problems.append(FieldViolation("request_id", "must be at most 128 characters"))
+        elif request_id:
             existing = self.store.find_by_request(tenant, request_id)
             if existing is not None:
-                return existing
-        normalised = validate_config(config, self.limits, self.is_known_model)
+                return existing  # a retried create: the first debate, whatever this config says
+        try:
+            normalised = validate_config(config, self.limits, self.is_known_model)
+        except InvalidArgument as error:
+            raise InvalidArgument(id_problems + error.violations) from None
+        if id_problems:
+            raise InvalidArgument(id_problems)
         now = time.time_ns()
         row = DebateRow(str(uuid.uuid4()), tenant, request_id, normalised, S.DEBATE_STATE_CREATED, now, now, 0, 0,
                         "", "", None, None, False, 0)
@@ -226,7 +232,7 @@ class Engine:
         return live.durable if live is not None else row.last_sequence
 
     def transcript(self, debate_id: str) -> tuple[list[common.Turn], list[common.RoundAssessment]]:
-        return [t for t, _, _ in self.store.turns(debate_id)], [a for a, _ in self.store.assessments(debate_id)]
+        return [t for t, _ in self.store.turns(debate_id)], [a for a, _ in self.store.assessments(debate_id)]
 
     # ==== lifecycle ========================================================================
     async def resume_all(self) -> int:
@@ -310,7 +316,7 @@ class Engine:
         row = self.store.get_debate(debate_id)
         run.current_round = row.current_round
         unrecorded = []
-        for turn, _tokens, recorded in self.store.turns(debate_id):
+        for turn, recorded in self.store.turns(debate_id):
             run.turns[(turn.round_number, turn.participant)] = turn
             run.transcript.add(turn.round_number, turn.participant, turn.text)
             if not recorded:
@@ -452,7 +458,7 @@ class Engine:
                 attempt=attempt, simulated=completion.simulated)
             run.turns[(r, name)] = turn
             run.transcript.add(r, name, turn.text)
-            self.store.put_turn(debate_id, turn, 0, recorded=False)
+            self.store.put_turn(debate_id, turn, recorded=False)
             self.store.close_attempt(debate_id, r, name, attempt)
             self.hub.flush()  # the turn is stored before its usage is recorded anywhere
             await self._record_turn(run, turn, key, reservation_id)
@@ -464,7 +470,7 @@ class Engine:
             round_number=turn.round_number, model=turn.model, attempt=turn.attempt, usage=turn.usage,
             reservation_id=reservation_id))
         turn.cost.CopyFrom(reply.record.cost)
-        self.store.put_turn(run.debate_id, turn, 0, recorded=True)
+        self.store.put_turn(run.debate_id, turn, recorded=True)
         self.hub.emit(run.debate_id, turn_completed=pb.TurnCompleted(turn=turn))
         if not reply.duplicate:
             self._add_cost(run, reply.record)

@@ -50,7 +50,6 @@ CREATE TABLE IF NOT EXISTS turns (
     round INTEGER NOT NULL,
     participant TEXT NOT NULL,
     turn BLOB NOT NULL,
-    tokens INTEGER NOT NULL,
     recorded INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (debate_id, round, participant)
 ) WITHOUT ROWID;
@@ -204,16 +203,17 @@ class Store:
         return [_debate(r) for r in self.db.execute(sql, args).fetchall()]
 
     # -- turns, attempts, assessments ---------------------------------------------------
-    def put_turn(self, debate_id: str, turn: common_pb2.Turn, tokens: int, recorded: bool) -> None:
+    def put_turn(self, debate_id: str, turn: common_pb2.Turn, recorded: bool) -> None:
+        """A completed turn; `recorded` once accounting has confirmed its usage."""
         self._tx().execute(
-            "INSERT OR REPLACE INTO turns (debate_id, round, participant, turn, tokens, recorded) VALUES (?,?,?,?,?,?)",
-            (debate_id, turn.round_number, turn.participant, turn.SerializeToString(), tokens, int(recorded)),
+            "INSERT OR REPLACE INTO turns (debate_id, round, participant, turn, recorded) VALUES (?,?,?,?,?)",
+            (debate_id, turn.round_number, turn.participant, turn.SerializeToString(), int(recorded)),
         )
 
-    def turns(self, debate_id: str) -> list[tuple[common_pb2.Turn, int, bool]]:
-        rows = self.db.execute("SELECT turn, tokens, recorded FROM turns WHERE debate_id=? ORDER BY round",
+    def turns(self, debate_id: str) -> list[tuple[common_pb2.Turn, bool]]:
+        rows = self.db.execute("SELECT turn, recorded FROM turns WHERE debate_id=? ORDER BY round",
                                (debate_id,)).fetchall()
-        return [(common_pb2.Turn.FromString(r[0]), r[1], bool(r[2])) for r in rows]
+        return [(common_pb2.Turn.FromString(r[0]), bool(r[1])) for r in rows]
 
     def open_attempt(self, debate_id: str, round_number: int, participant: str, attempt: int,
                      reservation_id: str) -> None:

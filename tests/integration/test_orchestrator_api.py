@@ -392,3 +392,10 @@ async def test_a_stalled_subscriber_is_cut_off_with_where_to_resume_and_the_deba
     assert [e.sequence for e in received + rest] == list(range(1, len(received) + len(rest) + 1))
     assert rest[-1].WhichOneof("payload") == "debate_completed"
     await channel.close()
+
+
+async def test_a_bad_request_id_is_reported_with_the_config_problems(orchestrator):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await orchestrator.create(config(n=1), request_id="r" * 200)
+    _, violations = error_details(caught.value)
+    assert [f for f, _ in violations] == ["request_id", "config.participants"]
