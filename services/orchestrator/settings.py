@@ -33,7 +33,8 @@ class OrchestratorSettings(LLMSettings, ServiceSettings):
     heartbeat_seconds: float = Field(10.0, gt=0, description="a heartbeat after this much silence on a stream")
     subscriber_max_lag: int = Field(4096, ge=16, description="events a subscriber may fall behind before it is cut off")
     memory_tail_events: int = Field(4096, ge=64, description="recent events of a debate kept in memory for subscribers")
-    max_streams_per_debate: int = Field(100_000, ge=1)
+    max_streams_per_debate: int = Field(100_000, ge=1, description="concurrent event streams of one debate")
+    max_streams_per_tenant: int = Field(10_000, ge=1, description="concurrent event streams of one caller")
 
     # Engine
     max_turn_attempts: int = Field(3, ge=1, description="attempts of a debater turn whose model call fails")

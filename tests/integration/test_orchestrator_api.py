@@ -399,3 +399,25 @@ async def test_a_bad_request_id_is_reported_with_the_config_problems(orchestrato
         await orchestrator.create(config(n=1), request_id="r" * 200)
     _, violations = error_details(caught.value)
     assert [f for f, _ in violations] == ["request_id", "config.participants"]
+
+
+@pytest.mark.parametrize("orchestrator", [{"max_streams_per_tenant": 2}], indirect=True)
+async def test_concurrent_streams_per_caller_are_bounded(orchestrator):
+    debate = await orchestrator.create(config())
+    calls = [orchestrator.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id))
+             for _ in range(3)]
+    waits = [asyncio.ensure_future(call.read()) for call in calls[:2]]
+    await asyncio.sleep(0.2)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await calls[2].read()
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_details(caught.value)[0].reason == "TOO_MANY_STREAMS"
+    calls[0].cancel()
+    await asyncio.sleep(0.2)
+    again = orchestrator.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id))
+    await orchestrator.start(debate.debate_id)
+    assert (await again.read()).event.sequence == 1  # a freed slot is usable again
+    for call in (calls[1], again):
+        call.cancel()
+    for wait in waits:
+        wait.cancel()
