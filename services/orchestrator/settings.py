@@ -4,6 +4,7 @@ from pydantic import Field
 
 from services.common.llm.settings import LLMSettings
 from services.common.settings import ServiceSettings
+from services.common.text import MAX_PERSONA_LENGTH, MAX_STANCE_LENGTH, MAX_TOPIC_LENGTH
 
 
 class OrchestratorSettings(LLMSettings, ServiceSettings):
@@ -18,9 +19,9 @@ class OrchestratorSettings(LLMSettings, ServiceSettings):
     # Limits of a debate config
     max_participants: int = Field(8, ge=2, le=64)
     max_rounds: int = Field(20, ge=1, le=1000)
-    max_topic_chars: int = Field(2000, ge=1)
-    max_persona_chars: int = Field(2000, ge=1)
-    max_stance_chars: int = Field(500, ge=1)
+    max_topic_chars: int = Field(MAX_TOPIC_LENGTH, ge=1)
+    max_persona_chars: int = Field(MAX_PERSONA_LENGTH, ge=1)
+    max_stance_chars: int = Field(MAX_STANCE_LENGTH, ge=1)
     max_tokens_per_turn_limit: int = Field(4096, ge=1, description="upper bound of max_tokens_per_turn")
     default_max_tokens_per_turn: int = Field(512, ge=1)
     default_window_size: int = Field(5, ge=1)
