@@ -7,9 +7,10 @@ Then:
 - the LLM layer, in this process, is called through it: the typed error (message, repr,
   metadata, partial text, the gRPC status it becomes) and every log record (raw records at
   DEBUG, before any masking filter) must be free of the key;
-- the suite, started as processes by `services.launcher.Suite` with its output captured,
-  runs debates whose debaters and judges call it: no output line, event, RPC answer or error,
-  and no byte of any file in the data dir (SQLite, WAL and all) may contain the key.
+- the suite, started as processes by `services.launcher.Suite` with its output captured, with
+  API keys on (a caller's key in API_KEYS, the suite's own key in SERVICE_API_KEY, both canaries
+  too), runs debates whose debaters and judges call it: no output line, event, RPC answer or
+  error, and no byte of any file in the data dir (SQLite, WAL and all) may contain any of them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from tests.helpers import free_port
 
 CANARY_OPENAI = f"sk-canary-{secrets.token_hex(16)}"
 CANARY_LOCAL = f"sk-canary-local-{secrets.token_hex(16)}"
-CANARIES = (CANARY_OPENAI, CANARY_LOCAL)
+CANARY_USER = f"sk-canary-user-{secrets.token_hex(16)}"  # a caller's API key (API_KEYS)
+CANARY_SERVICE = f"sk-canary-service-{secrets.token_hex(16)}"  # the suite's own key (SERVICE_API_KEY)
+CANARIES = (CANARY_OPENAI, CANARY_LOCAL, CANARY_USER, CANARY_SERVICE)
 
 
 def _leaks(text: str | bytes) -> list[str]:
@@ -210,25 +213,30 @@ def _config(debater_model: str, judge_model: str):
     )
 
 
+USER = (("authorization", f"Bearer {CANARY_USER}"),)
+
+
 async def _run_debate(stub, config, seen: list[str]) -> str:
     from debate.orchestrator.v1 import orchestrator_pb2
 
     try:
-        created = await stub.CreateDebate(orchestrator_pb2.CreateDebateRequest(config=config), timeout=30)
+        created = await stub.CreateDebate(orchestrator_pb2.CreateDebateRequest(config=config), timeout=30,
+                                          metadata=USER)
     except grpc.aio.AioRpcError as error:
         seen.append(f"{error.code()} {error.details()} {error.trailing_metadata()}")
         return ""
     debate_id = created.debate.debate_id
     seen.append(str(created))
     try:
-        started = await stub.StartDebate(orchestrator_pb2.StartDebateRequest(debate_id=debate_id), timeout=30)
+        started = await stub.StartDebate(orchestrator_pb2.StartDebateRequest(debate_id=debate_id), timeout=30,
+                                         metadata=USER)
         seen.append(str(started))
     except grpc.aio.AioRpcError as error:
         seen.append(f"{error.code()} {error.details()} {error.trailing_metadata()}")
         return debate_id
     try:
         async for reply in stub.StreamDebateEvents(
-                orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id), timeout=90):
+                orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id), timeout=90, metadata=USER):
             seen.append(str(reply))
             seen.append(reply.SerializeToString().decode("utf-8", "replace"))
             if reply.event.WhichOneof("payload") in TERMINAL:
@@ -252,6 +260,8 @@ async def test_suite_processes_never_reveal_the_key(echo_server, tmp_path):
         extra_env={
             "OPENAI_API_KEY": CANARY_OPENAI,
             "LOCAL_API_KEY": CANARY_LOCAL,
+            "API_KEYS": f"{CANARY_USER}=alice,{CANARY_SERVICE}=suite",
+            "SERVICE_API_KEY": CANARY_SERVICE,
             "LLM_OPENAI_API_BASE": echo_server.base_url,
             "LLM_ENDPOINTS": json.dumps({"local": {"api_base": echo_server.base_url, "api_key_env": "LOCAL_API_KEY"}}),
             "LLM_ALLOWED_MODELS": "sim/*,openai/*,local/*",
@@ -276,14 +286,24 @@ async def test_suite_processes_never_reveal_the_key(echo_server, tmp_path):
                                    ("sim/debater", "openai/gpt-canary-401"), ("sim/debater", "local/canary-502")]:
                 debates.append(await _run_debate(stub, _config(debater, judge), seen))
             for debate_id in filter(None, debates):
-                reply = await stub.GetDebate(orchestrator_pb2.GetDebateRequest(debate_id=debate_id), timeout=30)
+                reply = await stub.GetDebate(orchestrator_pb2.GetDebateRequest(debate_id=debate_id), timeout=30,
+                                             metadata=USER)
                 seen.append(str(reply))
-            seen.append(str(await stub.ListDebates(orchestrator_pb2.ListDebatesRequest(page_size=50), timeout=30)))
+            seen.append(str(await stub.ListDebates(orchestrator_pb2.ListDebatesRequest(page_size=50), timeout=30,
+                                                   metadata=USER)))
+            # A wrong key and a near miss of the right one: refused, and neither is echoed anywhere.
+            for wrong in (CANARY_USER[:-1] + "x", CANARY_SERVICE + "0"):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.ListDebates(orchestrator_pb2.ListDebatesRequest(), timeout=30,
+                                           metadata=(("authorization", f"Bearer {wrong}"),))
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                seen.append(f"{refused.value.details()} {refused.value.trailing_metadata()}")
         async with grpc.aio.insecure_channel(config.address(config.accounting_port)) as channel:
             accounting = accounting_pb2_grpc.AccountingServiceStub(channel)
             for debate_id in filter(None, debates):
                 cost = await accounting.GetDebateCost(accounting_pb2.GetDebateCostRequest(debate_id=debate_id),
-                                                      timeout=30)
+                                                      timeout=30,
+                                                      metadata=(("authorization", f"Bearer {CANARY_SERVICE}"),))
                 seen.append(str(cost))
     assert echo_server.calls, "no model call reached the provider"
     assert all(debates), "a debate could not be created"
