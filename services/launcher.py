@@ -23,6 +23,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent() -> None:
+    """In the child: SIGTERM when the launcher dies, even by SIGKILL, so nothing is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
 
 @dataclass
 class ProcessSpec:
@@ -147,6 +157,7 @@ class Suite:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches the launcher only
+                preexec_fn=_terminate_with_parent,
             )
             running = RunningProcess(spec, process)
             running.relay = asyncio.create_task(self._relay(running))

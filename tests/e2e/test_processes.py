@@ -71,7 +71,7 @@ def _launcher(tmp_path, ports: dict[str, int]) -> subprocess.Popen:
          "--orchestrator-port", str(ports["orchestrator"]), "--judge-port", str(ports["judge"]),
          "--accounting-port", str(ports["accounting"])],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "GATEWAY_PORT": str(free_port()), "WEB_PORT": str(free_port())},
     )
 
 

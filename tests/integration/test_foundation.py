@@ -30,10 +30,14 @@ async def grpcurl(*args: str) -> str:
 
 @pytest.fixture
 def settings_for(tmp_path):
+    from services.accounting.settings import AccountingSettings
+    from services.judge.settings import JudgeSettings
+    from services.orchestrator.settings import OrchestratorSettings
+
+    classes = {"orchestrator": OrchestratorSettings, "judge": JudgeSettings, "accounting": AccountingSettings}
+
     def make(module):
-        cls = __import__(f"services.{module}.settings", fromlist=["x"])
-        settings_cls = next(v for k, v in vars(cls).items() if k.endswith("Settings") and k != "ServiceSettings")
-        return settings_cls(port=0, data_dir=str(tmp_path / module))
+        return classes[module](port=0, data_dir=str(tmp_path / module))
 
     return make
 
