@@ -122,6 +122,11 @@ def test_bootstrap_requirements_are_hashed_and_match_the_lock():
         assert hashes <= lock_hashes, f"{name}: bootstrap hashes differ from uv.lock"
 
 
+# `python -m venv` seeds pip into the environment (the Makefile then uses it once, with
+# --require-hashes, to install uv); it comes with the interpreter, not from the lock.
+VENV_SEED_PACKAGES = {"pip"}
+
+
 def test_installed_distributions_are_the_locked_ones():
     if not sys.prefix.startswith(str(ROOT / ".venv")):
         pytest.skip("not running in the project's .venv")
@@ -129,6 +134,8 @@ def test_installed_distributions_are_the_locked_ones():
     stray, drifted = [], []
     for dist in importlib.metadata.distributions():
         name = _normalize(dist.metadata["Name"])
+        if name in VENV_SEED_PACKAGES:
+            continue
         if name not in locked:
             stray.append(f"{name}=={dist.version}")
         elif locked[name] != dist.version:
