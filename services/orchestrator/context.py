@@ -19,6 +19,7 @@ from debate.common.v1 import common_pb2
 
 from services.common.llm.base import ChatMessage
 from services.common.llm.simulated import debater_system_prompt
+from services.common.text import clean_text
 
 # Per-message framing tokens of chat formats (OpenAI counts about 3-4).
 MESSAGE_OVERHEAD = 4
@@ -48,9 +49,11 @@ class Transcript:
         self.rounds: list[dict[str, TurnEntry]] = []
 
     def add(self, round_number: int, participant: str, text: str) -> TurnEntry:
+        """Keeps a turn as the next models will read it: a model's hidden characters
+        (zero-width, bidirectional, escapes) never reach another model."""
         while len(self.rounds) < round_number:
             self.rounds.append({})
-        entry = TurnEntry(participant, text)
+        entry = TurnEntry(participant, clean_text(text, keep_newlines=True))
         self.rounds[round_number - 1][participant] = entry
         return entry
 

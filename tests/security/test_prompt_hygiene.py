@@ -121,10 +121,6 @@ def test_hidden_characters_never_reach_the_store_or_a_model(stub, fake, topic, p
         assert word in system, "the persona's words did not reach the model"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gap in services/orchestrator/context.py: earlier turns' raw model output goes into the next debater's "
-    "prompt uncleaned (zero-width, bidi overrides, ESC stay), although services/common/text.py's clean_text "
-    "is meant for turn text too (keep_newlines=True)"))
 def test_a_models_hidden_characters_never_reach_the_next_model(stub, fake):
     """Model output is untrusted too: Ada's reply hides characters; Milo's model must not receive them."""
     from tests.support.fake_openai import Behavior
