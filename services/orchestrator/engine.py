@@ -435,9 +435,11 @@ class Engine:
             except LLMError as error:
                 del run.inflight[(r, name)]
                 self.hub.flush_text(buffer)
-                self.store.close_attempt(debate_id, r, name, attempt)
-                if reservation_id:
+                if parts:  # the provider streamed tokens before the cut, and bills them
+                    await self._record_cut_call(run, inflight)
+                elif reservation_id:
                     await self.accounting.release_budget(reservation_id)
+                self.store.close_attempt(debate_id, r, name, attempt)
                 will_retry = error.retryable and attempt < max_attempts
                 self.hub.emit(debate_id, turn_failed=pb.TurnFailed(
                     round_number=r, participant=name, attempt=attempt, reason=error.reason,
@@ -492,27 +494,31 @@ class Engine:
         """Calls cut short (cancel, budget, failure): what they spent is recorded as an estimate."""
         for (r, name), inflight in list(run.inflight.items()):
             del run.inflight[(r, name)]
-            participant = inflight.participant
-            key = turn_key(run.debate_id, r, name, inflight.attempt)
-            text = "".join(inflight.parts)
-            counter = run.context.count
-            completion_tokens = counter(participant.model, text) if text else 0
-            usage = common.TokenUsage(prompt_tokens=inflight.prompt_tokens, completion_tokens=completion_tokens,
-                                      total_tokens=inflight.prompt_tokens + completion_tokens, estimated=True)
-            try:
-                reply = await self.accounting.record_usage(acc.RecordUsageRequest(
-                    request_id=key, debate_id=run.debate_id, participant=name, role=common.ROLE_DEBATER,
-                    round_number=r, model=participant.model, attempt=inflight.attempt, usage=usage,
-                    reservation_id=inflight.reservation_id))
-                if not reply.duplicate:
-                    self._add_cost(run, reply.record)
-            except DomainError as error:
-                log.warning("could not record the usage of a cut call %s: %s", key, error.message)
+            await self._record_cut_call(run, inflight)
             self.store.close_attempt(run.debate_id, r, name, inflight.attempt)
             self.hub.flush_text(inflight.buffer)
             self.hub.emit(run.debate_id, turn_failed=pb.TurnFailed(
                 round_number=r, participant=name, attempt=inflight.attempt, reason=reason,
                 message="the call was stopped; its text is void", will_retry=False))
+
+    async def _record_cut_call(self, run: DebateRun, inflight: Inflight) -> None:
+        """Records a call that did not complete, as an estimate: its prompt and the text it streamed
+        (counted with our tokenizer), under its attempt's key, committing its reservation."""
+        participant, r = inflight.participant, inflight.round_number
+        key = turn_key(run.debate_id, r, participant.name, inflight.attempt)
+        text = "".join(inflight.parts)
+        completion_tokens = run.context.count(participant.model, text) if text else 0
+        usage = common.TokenUsage(prompt_tokens=inflight.prompt_tokens, completion_tokens=completion_tokens,
+                                  total_tokens=inflight.prompt_tokens + completion_tokens, estimated=True)
+        try:
+            reply = await self.accounting.record_usage(acc.RecordUsageRequest(
+                request_id=key, debate_id=run.debate_id, participant=participant.name, role=common.ROLE_DEBATER,
+                round_number=r, model=participant.model, attempt=inflight.attempt, usage=usage,
+                reservation_id=inflight.reservation_id))
+            if not reply.duplicate:
+                self._add_cost(run, reply.record)
+        except DomainError as error:
+            log.warning("could not record the usage of a cut call %s: %s", key, error.message)
 
     # ---- judge -----------------------------------------------------------------------------------
     def _debaters(self, config: common.DebateConfig) -> list[judge_pb2.Debater]:
