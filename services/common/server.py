@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,8 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.auth import ApiKeys, AuthInterceptor
 from services.common.grpc_errors import DomainErrorInterceptor
-from services.common.settings import ServiceSettings
+from services.common.logs import configure_logging
+from services.common.settings import ServiceSettings, SettingsT, load_settings
 from services.common.tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -199,8 +201,21 @@ def _api_keys(settings: ServiceSettings) -> ApiKeys:
     return ApiKeys.parse(spec.get_secret_value() if hasattr(spec, "get_secret_value") else str(spec))
 
 
-def run(main: Callable[[], Awaitable[None]]) -> None:
-    """Runs a service's async main on uvloop."""
+def run_service(
+    name: str,
+    settings_class: type[SettingsT],
+    build_service: Callable[[SettingsT], Awaitable[GrpcService]],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """What every `python -m services.<name>` does: settings from the environment and flags,
+    logging configured once, then the service on uvloop until SIGTERM."""
     import uvloop
 
-    uvloop.run(main())
+    settings = load_settings(settings_class, sys.argv[1:] if argv is None else argv)
+    configure_logging(name, settings.log_level)
+
+    async def serve() -> None:
+        service = await build_service(settings)
+        await service.serve_until_signal()
+
+    uvloop.run(serve())
