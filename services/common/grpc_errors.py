@@ -54,18 +54,24 @@ async def _abort_internal(context: grpc.aio.ServicerContext, method: str) -> Non
     await abort_with(context, DomainError("internal error; see the service log"))
 
 
+async def _abort_for(context: grpc.aio.ServicerContext, method: str, error: BaseException) -> None:
+    """Ends the call with the status `error` deserves; re-raises what is not ours to map."""
+    if isinstance(error, DomainError):
+        await abort_with(context, error)
+    elif isinstance(error, NotImplementedError):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+    elif isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
+        await _abort_internal(context, method)
+    else:
+        raise error
+
+
 def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]):
     async def guarded(request, context):
         try:
             return await behavior(request, context)
-        except DomainError as error:
-            await abort_with(context, error)
-        except grpc.aio.AbortError:
-            raise
-        except NotImplementedError:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
-        except Exception:
-            await _abort_internal(context, method)
+        except Exception as error:
+            await _abort_for(context, method, error)
 
     return guarded
 
@@ -78,14 +84,8 @@ def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]):
         try:
             async for item in behavior(request, context):
                 yield item
-        except DomainError as error:
-            await abort_with(context, error)
-        except grpc.aio.AbortError:
-            raise
-        except NotImplementedError:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
-        except Exception:
-            await _abort_internal(context, method)
+        except Exception as error:
+            await _abort_for(context, method, error)
 
     return guarded
 
