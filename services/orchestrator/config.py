@@ -16,6 +16,7 @@ from debate.common.v1 import common_pb2
 
 from services.common.errors import Violations
 from services.common.text import clean_text
+from services.judge.aggregate import distinct_orderings  # the judge rejects more
 
 # Names end up in idempotency keys ("debates/{id}/rounds/{r}/turns/{name}/attempts/{a}"),
 # so no slash and no surrounding space.
@@ -96,8 +97,9 @@ def validate_config(
             v.add(f"{path}.judge.models[{i}]", f"unknown or not allowed model {model!r}")
     if len(config.judge.models) > 5:
         v.add(f"{path}.judge.models", "at most 5 judge models")
-    if not 0 <= config.judge.orderings <= 8:
-        v.add(f"{path}.judge.orderings", "must be 0 to 8")
+    most_orderings = min(8, distinct_orderings(len(config.participants)))
+    if not 0 <= config.judge.orderings <= most_orderings:
+        v.add(f"{path}.judge.orderings", f"must be 0 to {most_orderings} for {len(config.participants)} debaters")
     criteria_names: set[str] = set()
     for i, criterion in enumerate(config.judge.rubric.criteria):
         c = f"{path}.judge.rubric.criteria[{i}]"

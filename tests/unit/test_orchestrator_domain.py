@@ -57,6 +57,8 @@ def test_valid_config_is_normalised_and_cleaned():
     ({"budget": c.Money(currency_code="USD", amount="-1")}, "config.budget.amount"),
     ({"budget": c.Money(currency_code="EUR", amount="1")}, "config.budget.currency_code"),
     ({"judge": c.JudgeConfig(models=["evil/model"])}, "config.judge.models[0]"),
+    # two debaters have only two distinct orderings: the judge would refuse a third
+    ({"judge": c.JudgeConfig(orderings=3)}, "config.judge.orderings"),
     ({"judge": c.JudgeConfig(rubric=c.Rubric(criteria=[c.Criterion(name="x", weight=float("nan"))]))},
      "config.judge.rubric.criteria[0].weight"),
 ])
