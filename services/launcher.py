@@ -21,6 +21,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.tls import TlsFiles
+
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
@@ -93,21 +95,46 @@ class SuiteConfig:
             **self.extra_env,
         }
         python = sys.executable
+        orchestrator_env = {**common, "PORT": str(self.orchestrator_port)}
+        jwt = self.gateway.jwt() if self.gateway.enabled else None
+        if jwt is not None:
+            # The gateway authenticates callers and names their tenant in this header; the
+            # orchestrator believes it (services.common.auth), so it must be reachable only
+            # through the gateway or over mutual TLS (docs/reliability.md).
+            orchestrator_env["TRUSTED_TENANT_HEADER"] = jwt.tenant_header
         return [
             ProcessSpec("accounting", [python, "-m", "services.accounting"], self.address(self.accounting_port),
                         "debate.accounting.v1.AccountingService", {**common, "PORT": str(self.accounting_port)}),
             ProcessSpec("judge", [python, "-m", "services.judge"], self.address(self.judge_port),
                         "debate.judge.v1.JudgeService", {**common, "PORT": str(self.judge_port)}),
             ProcessSpec("orchestrator", [python, "-m", "services.orchestrator"], self.orchestrator_address,
-                        "debate.orchestrator.v1.OrchestratorService", {**common, "PORT": str(self.orchestrator_port)}),
+                        "debate.orchestrator.v1.OrchestratorService", orchestrator_env),
             *gateway_specs(self),
         ]
 
 
-async def wait_serving(address: str, service: str, timeout: float) -> None:
-    """Polls grpc.health.v1 until `service` reports SERVING."""
+def _dial(address: str, tls: TlsFiles | None) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(address)
+    from services.common.channels import open_channel
+
+    # The credentials a service's own channels use: verify the server against the CA and
+    # present the certificate (health is open, so no key is sent).
+    return open_channel(address, service_key="", tls=tls)
+
+
+def _process_tls(env: dict[str, str]) -> TlsFiles | None:
+    """The TLS files a process is started with (its env over ours), None for plaintext."""
+    try:
+        return TlsFiles.from_environment({**os.environ, **env})
+    except ValueError:
+        return None  # the service itself stops at start with the error; the launcher reports that
+
+
+async def wait_serving(address: str, service: str, timeout: float, *, tls: TlsFiles | None = None) -> None:
+    """Polls grpc.health.v1 until `service` reports SERVING (over mutual TLS with `tls`)."""
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with _dial(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
@@ -170,7 +197,8 @@ class Suite:
 
     async def _wait_ready(self, proc: RunningProcess) -> None:
         if proc.spec.health_address is not None:
-            check = wait_serving(proc.spec.health_address, proc.spec.health_service, self.startup_timeout)
+            check = wait_serving(proc.spec.health_address, proc.spec.health_service, self.startup_timeout,
+                                 tls=_process_tls(proc.spec.env))
         elif proc.spec.ready_check is not None:
             check = wait_ready_check(proc.spec.name, proc.spec.ready_check, self.startup_timeout)
         else:
@@ -293,6 +321,15 @@ class GatewayConfig:
     allowed_origins: str = "*"
     envoy_binary: str = str(Path(sys.executable).parent / "envoy")
     log_level: str = "warning"
+    # JWT checking (Envoy's jwt_authn), on when jwks_file is set: tokens signed by a key of that
+    # local JWKS file (nothing is fetched), from `jwt_issuer`, for one of `jwt_audiences`
+    # (comma-separated; empty: not checked). The `jwt_tenant_claim` claim is sent to the
+    # orchestrator as the `jwt_tenant_header` header, which it then trusts.
+    jwt_issuer: str = ""
+    jwt_audiences: str = ""
+    jwks_file: str = ""
+    jwt_tenant_claim: str = "tenant"
+    jwt_tenant_header: str = "x-debate-tenant"
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -308,7 +345,32 @@ class GatewayConfig:
             allowed_origins=env.get("GATEWAY_ALLOWED_ORIGINS", default.allowed_origins),
             envoy_binary=env.get("ENVOY_BINARY", default.envoy_binary),
             log_level=env.get("GATEWAY_LOG_LEVEL", default.log_level),
+            jwt_issuer=env.get("GATEWAY_JWT_ISSUER", default.jwt_issuer),
+            jwt_audiences=env.get("GATEWAY_JWT_AUDIENCES", default.jwt_audiences),
+            jwks_file=env.get("GATEWAY_JWKS_FILE", default.jwks_file),
+            jwt_tenant_claim=env.get("GATEWAY_JWT_TENANT_CLAIM", default.jwt_tenant_claim),
+            jwt_tenant_header=env.get("GATEWAY_JWT_TENANT_HEADER", default.jwt_tenant_header),
         )
+
+    def jwt(self) -> GatewayJwt | None:
+        """The JWT settings, None when off; a half-made configuration is an error."""
+        if not self.jwks_file:
+            if self.jwt_issuer or self.jwt_audiences:
+                raise ValueError("GATEWAY_JWT_ISSUER/GATEWAY_JWT_AUDIENCES need GATEWAY_JWKS_FILE (a local JWKS file)")
+            return None
+        if not self.jwt_issuer:
+            raise ValueError("GATEWAY_JWKS_FILE needs GATEWAY_JWT_ISSUER (the issuer tokens must name)")
+        path = Path(self.jwks_file)
+        if not path.is_file():
+            raise ValueError(f"GATEWAY_JWKS_FILE is not a readable file: {self.jwks_file}")
+        from services.common.auth import parse_tenant_header
+
+        claim = self.jwt_tenant_claim.strip()
+        if not claim:
+            raise ValueError("GATEWAY_JWT_TENANT_CLAIM must name a claim")
+        return GatewayJwt(issuer=self.jwt_issuer.strip(), jwks_file=str(path.resolve()),
+                          audiences=tuple(a.strip() for a in self.jwt_audiences.split(",") if a.strip()),
+                          tenant_claim=claim, tenant_header=parse_tenant_header(self.jwt_tenant_header))
 
     @property
     def browse_host(self) -> str:
@@ -319,7 +381,74 @@ class GatewayConfig:
         return (Path(self.web_dir) / "index.html").is_file()
 
 
-def _cluster(name: str, host: str, port: int, *, http2: bool) -> dict:
+@dataclass(frozen=True)
+class GatewayJwt:
+    """What Envoy's jwt_authn checks, and the header that carries the caller's tenant on."""
+
+    issuer: str
+    jwks_file: str
+    audiences: tuple[str, ...] = ()
+    tenant_claim: str = "tenant"
+    tenant_header: str = "x-debate-tenant"
+
+
+def _jwt_filters(jwt: GatewayJwt, prefixes: list[str]) -> list[dict]:
+    """A filter that drops any tenant header a caller sends, then jwt_authn.
+
+    Every gRPC method needs a valid token (CORS preflights pass; the page's GETs are not
+    gRPC routes). The token is taken from `authorization: Bearer`, not forwarded upstream, and
+    its tenant claim becomes the tenant header; a token without that claim reaches the
+    orchestrator without the header and is refused there.
+    """
+    provider: dict = {
+        "issuer": jwt.issuer,
+        "local_jwks": {"filename": jwt.jwks_file},
+        "forward": False,
+        "claim_to_headers": [{"header_name": jwt.tenant_header, "claim_name": jwt.tenant_claim}],
+    }
+    if jwt.audiences:
+        provider["audiences"] = list(jwt.audiences)
+    return [
+        {"name": "envoy.filters.http.header_mutation", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [{"remove": jwt.tenant_header}]}}},
+        {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"debate": provider},
+            "rules": [{"match": {"prefix": prefix}, "requires": {"provider_name": "debate"}} for prefix in prefixes],
+            "bypass_cors_preflight": True,
+        }},
+    ]
+
+
+def _upstream_tls(tls: TlsFiles, host: str) -> dict:
+    """Envoy's side of mutual TLS to a service: its certificate, the CA, the server's name checked."""
+    name = tls.server_name or host
+    try:
+        import ipaddress
+
+        ipaddress.ip_address(name)
+        san_type = "IP_ADDRESS"
+    except ValueError:
+        san_type = "DNS"
+    context: dict = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [{"certificate_chain": {"filename": str(Path(tls.cert_file).resolve())},
+                                  "private_key": {"filename": str(Path(tls.key_file).resolve())}}],
+            "validation_context": {
+                "trusted_ca": {"filename": str(Path(tls.ca_file).resolve())},
+                "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": name}}],
+            },
+        },
+    }
+    if san_type == "DNS":
+        context["sni"] = name
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def _cluster(name: str, host: str, port: int, *, http2: bool, tls: TlsFiles | None = None) -> dict:
     cluster: dict = {
         "name": name,
         "type": "STRICT_DNS",
@@ -340,6 +469,8 @@ def _cluster(name: str, host: str, port: int, *, http2: bool) -> dict:
                     "connection_keepalive": {"interval": "30s", "timeout": "10s"}}},
             }
         }
+    if tls is not None:
+        cluster["transport_socket"] = _upstream_tls(tls, host)
     return cluster
 
 
@@ -350,20 +481,26 @@ def _split(address: str) -> tuple[str, int]:
 
 def envoy_config(*, listen_host: str, listen_port: int, orchestrator: str, web: str | None = None,
                  internal: dict[str, str] | None = None, allowed_origins: str = "*",
-                 admin_port: int = 0) -> dict:
+                 admin_port: int = 0, jwt: GatewayJwt | None = None, upstream_tls: TlsFiles | None = None) -> dict:
     """Envoy's bootstrap: grpc_web, cors and router in front of the orchestrator.
 
     `orchestrator`, `web` and the `internal` services ({"judge": addr, "accounting": addr},
     routed only when given) are host:port addresses. Streams are never cut: the route has no
     timeout and the connection manager no stream idle timeout (the orchestrator's heartbeats
     keep long-quiet streams warm through proxies further out).
+
+    `jwt` adds JWT checking of every gRPC call (see `_jwt_filters`); `upstream_tls` makes Envoy
+    dial the gRPC services over mutual TLS with those files (the page's server stays plaintext
+    on loopback).
     """
     grpc_route = {"timeout": "0s", "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
     routes = [{"match": {"prefix": ORCHESTRATOR_PREFIX}, "route": {"cluster": "orchestrator", **grpc_route}}]
-    clusters = [_cluster("orchestrator", *_split(orchestrator), http2=True)]
+    clusters = [_cluster("orchestrator", *_split(orchestrator), http2=True, tls=upstream_tls)]
+    grpc_prefixes = [ORCHESTRATOR_PREFIX]
     for name, address in (internal or {}).items():
         routes.append({"match": {"prefix": INTERNAL_PREFIXES[name]}, "route": {"cluster": name, **grpc_route}})
-        clusters.append(_cluster(name, *_split(address), http2=True))
+        clusters.append(_cluster(name, *_split(address), http2=True, tls=upstream_tls))
+        grpc_prefixes.append(INTERNAL_PREFIXES[name])
     if web:
         # Only GET and HEAD reach the file server: a call to an unrouted gRPC method gets
         # Envoy's 404, never the page.
@@ -401,6 +538,7 @@ def envoy_config(*, listen_host: str, listen_port: int, orchestrator: str, web: 
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"}},
             {"name": "envoy.filters.http.cors", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
+            *(_jwt_filters(jwt, grpc_prefixes) if jwt else []),
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
@@ -498,9 +636,12 @@ def gateway_specs(config: SuiteConfig) -> list[ProcessSpec]:
     admin_path = run_dir / f"envoy-{gateway.port}.admin"
     internal = ({"judge": config.address(config.judge_port), "accounting": config.address(config.accounting_port)}
                 if gateway.expose_internal else None)
+    # Envoy dials the services with the suite's own TLS files, when they are configured.
+    upstream_tls = TlsFiles.from_environment({**os.environ, **config.extra_env})
     config_path.write_text(render_envoy_yaml(envoy_config(
         listen_host=gateway.host, listen_port=gateway.port, orchestrator=config.orchestrator_address,
-        web=web_address, internal=internal, allowed_origins=gateway.allowed_origins)))
+        web=web_address, internal=internal, allowed_origins=gateway.allowed_origins,
+        jwt=gateway.jwt(), upstream_tls=upstream_tls)))
     admin_path.unlink(missing_ok=True)
 
     async def envoy_ready() -> bool:
@@ -539,7 +680,7 @@ def _main(argv: list[str] | None = None) -> int:
         web = f"127.0.0.1:{gateway.web_port or 8081}" if gateway.web_available else None
         sys.stdout.write(render_envoy_yaml(envoy_config(
             listen_host=gateway.host, listen_port=gateway.port, orchestrator=suite.orchestrator_address, web=web,
-            allowed_origins=gateway.allowed_origins)))
+            allowed_origins=gateway.allowed_origins, jwt=gateway.jwt(), upstream_tls=TlsFiles.from_environment())))
     return 0
 
 

@@ -13,6 +13,14 @@ Domain code reads `current_tenant()` and stores it with what it creates.
 A key is never logged and never part of an error message: keys are kept as SHA-256 digests
 once parsed, and a rejected call's log line and status say only "missing" or "unknown".
 
+Behind a gateway that authenticates callers itself (Envoy's jwt_authn, see
+docs/reliability.md), the orchestrator can take the tenant from a header that gateway sets:
+`TRUSTED_TENANT_HEADER=x-debate-tenant`. Only then, and only for that one header, does
+`AuthInterceptor` believe what a caller says about itself, so such a service must be reachable
+only through that gateway (or over mutual TLS by the suite's own peers): the header is the
+trust boundary. A call without the header falls back to the API keys (if any; otherwise it is
+refused, never the tenant "default").
+
 Service-to-service calls carry the calling service's own key (`SERVICE_API_KEY`), added by
 `services.common.channels.open_channel` as call metadata; give that key an entry in the
 called services' `API_KEYS` (for example `API_KEYS="<user key>=alice,<service key>=suite"`).
@@ -25,6 +33,7 @@ import hashlib
 import hmac
 import inspect
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 
@@ -48,6 +57,31 @@ OPEN_METHOD_PREFIXES: tuple[str, ...] = (
 
 _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _MIN_KEY_LENGTH = 8
+
+# The setting that names a header whose value is taken as the caller's tenant (off when empty).
+TRUSTED_TENANT_HEADER_ENV = "TRUSTED_TENANT_HEADER"
+_HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_RESERVED_HEADERS = {AUTHORIZATION_HEADER, "content-type", "te", "user-agent", "host"}
+
+
+def parse_tenant_header(name: str | None) -> str:
+    """The validated (lower-case) header name of TRUSTED_TENANT_HEADER, or "" when off."""
+    name = (name or "").strip().lower()
+    if not name:
+        return ""
+    if not _HEADER_NAME.match(name) or name in _RESERVED_HEADERS or name.startswith("grpc-") or name.endswith("-bin"):
+        raise ValueError(f"{TRUSTED_TENANT_HEADER_ENV} {name!r} must be a plain lower-case header name "
+                         "(letters, digits, '-'; not authorization, grpc-*, or *-bin)")
+    return name
+
+
+def header_values(metadata: Iterable[tuple[str, str | bytes]] | None, name: str) -> list[str]:
+    """Every value of header `name` in call metadata."""
+    values = []
+    for key, value in metadata or ():
+        if key.lower() == name:
+            values.append(value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value)
+    return values
 
 
 def current_tenant() -> str:
@@ -241,16 +275,26 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks the bearer key of every call and sets the caller's tenant for its handler.
 
     With no keys configured it lets every call through as the tenant "default".
+    With `trusted_tenant_header` (default: the TRUSTED_TENANT_HEADER environment variable, read
+    once here; empty: off) a call that carries that header exactly once with a valid tenant name
+    runs as that tenant without a key; a bad value answers UNAUTHENTICATED; a call without it
+    needs a key (and is refused when no keys are configured).
     With `max_streams_per_caller` > 0, a tenant's server-streaming calls beyond that many open at
     once answer RESOURCE_EXHAUSTED (reason TOO_MANY_STREAMS).
     """
 
-    def __init__(self, keys: ApiKeys | Mapping[str, str] | None = None, *, max_streams_per_caller: int = 0):
+    def __init__(self, keys: ApiKeys | Mapping[str, str] | None = None, *, max_streams_per_caller: int = 0,
+                 trusted_tenant_header: str | None = None):
         if keys is None:
             keys = ApiKeys()
         elif not isinstance(keys, ApiKeys):
             keys = ApiKeys(keys)
         self.keys = keys
+        if trusted_tenant_header is None:
+            trusted_tenant_header = os.environ.get(TRUSTED_TENANT_HEADER_ENV, "")
+        self.trusted_tenant_header = parse_tenant_header(trusted_tenant_header)
+        if self.trusted_tenant_header:
+            log.info("trusting the tenant named by the %r header (set by the gateway)", self.trusted_tenant_header)
         self.streams = StreamLimiter(max_streams_per_caller)
 
     def _limited(self, handler: grpc.RpcMethodHandler, tenant: str, method: str) -> grpc.RpcMethodHandler:
@@ -265,6 +309,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if is_open_method(method):
             return handler
+        if self.trusted_tenant_header:
+            values = header_values(handler_call_details.invocation_metadata, self.trusted_tenant_header)
+            if values:
+                if len(values) != 1 or not _TENANT_NAME.match(values[0]):
+                    log.warning("rejected a call to %s: malformed %s header", method, self.trusted_tenant_header)
+                    return _replace_behaviors(handler, lambda _: _rejecting("malformed tenant header"),
+                                              keep_deserializer=False)
+                tenant = values[0]
+                return _replace_behaviors(self._limited(handler, tenant, method),
+                                          lambda behavior: _with_tenant(behavior, tenant))
+            if not self.keys:
+                log.warning("rejected a call to %s: no tenant header and no API keys", method)
+                return _replace_behaviors(handler, lambda _: _rejecting("missing tenant (authenticate at the gateway)"),
+                                          keep_deserializer=False)
         if not self.keys:
             return self._limited(handler, DEFAULT_TENANT, method)
         token = bearer_token(handler_call_details.invocation_metadata)

@@ -15,8 +15,11 @@ With none of the three set, servers and channels use plaintext (the local defaul
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 
@@ -47,6 +50,18 @@ class TlsFiles:
                 raise ValueError(f"{name} is not a readable file: {path}")
         return cls(names["TLS_CERT_FILE"], names["TLS_KEY_FILE"], names["TLS_CA_FILE"],
                    getattr(settings, "tls_server_name", "") or "")
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str] | None = None) -> TlsFiles | None:
+        """As `from_settings`, from TLS_* variables of `env` (default: this process's environment).
+
+        The launcher uses it for what it dials itself (readiness checks, Envoy's upstream), with
+        the environment a service is started with, so both sides read the same files.
+        """
+        env = os.environ if env is None else env
+        return cls.from_settings(SimpleNamespace(
+            tls_cert_file=env.get("TLS_CERT_FILE", ""), tls_key_file=env.get("TLS_KEY_FILE", ""),
+            tls_ca_file=env.get("TLS_CA_FILE", ""), tls_server_name=env.get("TLS_SERVER_NAME", "")))
 
     def _read(self) -> tuple[bytes, bytes, bytes]:
         return Path(self.cert_file).read_bytes(), Path(self.key_file).read_bytes(), Path(self.ca_file).read_bytes()
