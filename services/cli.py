@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-
 import importlib
+import sys
 
 from services.launcher import SuiteConfig, run_up
 

@@ -247,8 +247,14 @@ class Suite:
 
 
 async def run_up(config: SuiteConfig) -> int:
-    """Brings the suite up and keeps it up until Ctrl-C/SIGTERM (exit 0) or a death (exit 1)."""
-    suite = Suite(config.process_specs())
+    """Brings the suite up and keeps it up until Ctrl-C/SIGTERM (exit 0) or a death (exit 1);
+    a bad setting (e.g. half a JWT or TLS configuration) is one line and exit 2."""
+    try:
+        specs = config.process_specs()
+    except ValueError as error:
+        print(f"debate-engine up: bad setting: {error}", file=sys.stderr)
+        return 2
+    suite = Suite(specs)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
