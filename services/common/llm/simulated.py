@@ -795,6 +795,8 @@ def _truncate(model: str, pieces: list[str], max_tokens: int, count) -> tuple[li
 class SimulatedLLM:
     """Serves every `sim/...` model: registered responders, else the built-in debater."""
 
+    pace_tick = 0.1  # seconds between the chunks of a paced stream
+
     def __init__(self, *, first_token_latency: float = 0.0, tokens_per_second: float = 0.0, seed: int = 0):
         self.first_token_latency = first_token_latency
         self.tokens_per_second = tokens_per_second
@@ -822,15 +824,25 @@ class SimulatedLLM:
         text = await self._reply_text(request)
         pieces, truncated = _truncate(request.model, _pieces(text), max(0, request.max_tokens), count_text_tokens)
         latency, rate = self.first_token_latency, self.tokens_per_second
-        for i, piece in enumerate(pieces):
-            if latency or rate:
-                due = started + latency + (i / rate if rate else 0.0)
-                delay = due - loop.time()
+        if not (latency or rate):
+            for i, piece in enumerate(pieces):
+                if i % 32 == 31:
+                    await asyncio.sleep(0)  # instant mode still lets other debates run
+                yield TextDelta(piece)
+        else:
+            # Paced: token i is due at started + latency + i/rate, and the tokens due go out as
+            # one chunk at most every `pace_tick` seconds: one timer per tick rather than one per
+            # token (40,000 timers a second for 200 debates), at the same average rate.
+            first, tick = started + latency, self.pace_tick
+            i, n, last = 0, len(pieces), float("-inf")
+            while i < n:
+                delay = max(first + (i / rate if rate else 0.0), last + tick) - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            elif i % 32 == 31:
-                await asyncio.sleep(0)  # instant mode still lets other debates run
-            yield TextDelta(piece)
+                last = loop.time()
+                end = min(n, max(i + 1, int((last - first) * rate + 1e-9) + 1)) if rate else n
+                yield TextDelta("".join(pieces[i:end]))
+                i = end
         usage = Usage(
             prompt_tokens=count_message_tokens(request.model, [m.as_dict() for m in request.messages]),
             completion_tokens=count_text_tokens(request.model, "".join(pieces)),
