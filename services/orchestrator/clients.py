@@ -7,6 +7,7 @@ and turn a failed call into a domain error, so the engine never imports grpc.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import grpc
@@ -74,14 +75,19 @@ class GrpcJudge:
 
 
 class GrpcAccounting:
-    def __init__(self, address: str, timeout: float):
+    def __init__(self, address: str, timeout: float, max_concurrent: int = 8):
         self.channel = open_channel(address)
         self.stub = accounting_pb2_grpc.AccountingServiceStub(self.channel)
         self.timeout = timeout
+        # At the end of a round every turn of every debate records its usage at once (800
+        # calls for 200 debates): the accounting service answers them one after the other
+        # anyway, and a few in flight at a time keep this event loop free for the live streams.
+        self._slots = asyncio.Semaphore(max_concurrent)
 
     async def _call(self, method, request):
         try:
-            return await method(request, timeout=self.timeout, wait_for_ready=True)
+            async with self._slots:
+                return await method(request, timeout=self.timeout, wait_for_ready=True)
         except grpc.aio.AioRpcError as error:
             raise _domain_error("accounting", error) from None
 

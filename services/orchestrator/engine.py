@@ -462,7 +462,7 @@ class Engine:
             run.transcript.add(r, name, turn.text)
             self.store.put_turn(debate_id, turn, recorded=False)
             self.store.close_attempt(debate_id, r, name, attempt)
-            self.hub.flush()  # the turn is stored before its usage is recorded anywhere
+            await self.hub.committed()  # the turn is stored before its usage is recorded anywhere
             await self._record_turn(run, turn, key, reservation_id)
             return
 

@@ -139,6 +139,7 @@ class EventHub:
         self._logs: dict[str, DebateLog] = {}
         self._dirty_buffers: list[DeltaBuffer] = []
         self._dirty_logs: list[DebateLog] = []
+        self._commit_waiters: list[asyncio.Future] = []
         self._task: asyncio.Task | None = None
         self._last_heartbeat_scan = time.monotonic()
         self.flushes = 0
@@ -174,6 +175,17 @@ class EventHub:
                             debate_log.wake(HEARTBEAT)
             except Exception:  # never let the ticker die: it carries every debate's events
                 log.exception("event flush failed")
+
+    async def committed(self) -> None:
+        """Returns once everything written so far is committed: at the ticker's next flush, so that
+        the turns ending in one tick (every turn of a round, in every debate) share one commit;
+        at once (a flush now) when the ticker does not run."""
+        if self._task is None or self._task.done():
+            self.flush()
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._commit_waiters.append(waiter)
+        await waiter
 
     # -- logs ---------------------------------------------------------------------------
     def open_log(self, debate_id: str, last_sequence: int | None = None) -> DebateLog:
@@ -234,6 +246,19 @@ class EventHub:
     # -- the tick -------------------------------------------------------------------------
     def flush(self) -> None:
         """Coalesced deltas become events; every pending write is committed; then subscribers see it."""
+        waiters, self._commit_waiters = self._commit_waiters, []
+        try:
+            self._flush()
+        except BaseException as error:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            raise
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _flush(self) -> None:
         if self._dirty_buffers:
             buffers, self._dirty_buffers = self._dirty_buffers, []
             for buffer in buffers:
