@@ -274,7 +274,7 @@ class Harness:
 
     # --- subscribers -----------------------------------------------------------------------------
 
-    async def subscribers_level(self, k: int, rounds: int, probes: int, timeout: float) -> Level:
+    async def subscribers_level(self, k: int, rounds: int, probes: int, timeout: float, processes: int = 1) -> Level:
         level = Level("subscribers", k)
         debate_id = await self._create(rounds, 7)
         await asyncio.sleep(0.2)
@@ -291,17 +291,23 @@ class Harness:
         # this event loop's backlog; the probes are here.
         context = multiprocessing.get_context("spawn")
         ready, results = context.Queue(), context.Queue()
-        worker = None
-        if k > probes:
-            worker = context.Process(target=thin_subscribers_process,
-                                     args=(self.address, debate_id, k - probes, ready, results), daemon=True)
+        # The thin subscribers are spread over `processes` processes (one process that cannot
+        # read as fast as the orchestrator sends would measure its own backlog).
+        thin_count = k - probes
+        shares = [thin_count // processes + (i < thin_count % processes) for i in range(max(1, processes))]
+        workers = [context.Process(target=thin_subscribers_process,
+                                   args=(self.address, debate_id, share, ready, results), daemon=True)
+                   for share in shares if share > 0]
+        for worker in workers:
             worker.start()
         tasks = [asyncio.create_task(self._watch(stub, debate_id, latencies, counts)) for _ in range(probes)]
         loop = asyncio.get_running_loop()
-        if worker is not None:
-            opened = await loop.run_in_executor(None, ready.get, True, max(30.0, k / 50))
-            if opened < k - probes:
-                level.notes.append(f"only {opened} of {k - probes} thin subscribers opened their stream")
+        if workers:
+            opened = 0
+            for _ in workers:
+                opened += await loop.run_in_executor(None, ready.get, True, max(30.0, k / 50))
+            if opened < thin_count:
+                level.notes.append(f"only {opened} of {thin_count} thin subscribers opened their stream")
         await asyncio.sleep(0.5)
         start = time.perf_counter()
         await self.stub.StartDebate(pb.StartDebateRequest(debate_id=debate_id), timeout=60)
@@ -309,18 +315,19 @@ class Harness:
         for task in pending:
             task.cancel()
         outcomes = [t.result() for t in done]
-        if worker is not None:
+        for worker, share in zip(workers, [s for s in shares if s > 0]):
             try:
                 thin = await loop.run_in_executor(None, results.get, True, max(5.0, timeout - (time.perf_counter() - start)))
-            except Exception:  # noqa: BLE001 -- queue.Empty: the worker did not finish
-                thin = {"completed": 0, "errors": ["thin subscribers did not finish"], "error_count": k - probes,
+            except Exception:  # noqa: BLE001 -- queue.Empty: a worker did not finish
+                thin = {"completed": 0, "errors": ["thin subscribers did not finish"], "error_count": share,
                         "events": 0, "cpu": 0.0}
+            outcomes += ["completed"] * thin["completed"] + thin["errors"]
+            level.stream_errors += max(0, thin["error_count"] - len(thin["errors"]))
+            raw_counts = {"events": raw_counts["events"] + thin["events"], "cpu": raw_counts["cpu"] + thin["cpu"]}
+        for worker in workers:
             worker.join(timeout=10)
             if worker.is_alive():
                 worker.kill()
-            outcomes += ["completed"] * thin["completed"] + thin["errors"]
-            level.stream_errors += max(0, thin["error_count"] - len(thin["errors"]))
-            raw_counts = {"events": thin["events"], "cpu": thin["cpu"]}
         level.seconds = time.perf_counter() - start
         peak = await self.sampler.stop()
         level.harness_cpu_s = time.process_time() - cpu0 + raw_counts["cpu"]
@@ -379,7 +386,7 @@ def _print_level(level: Level) -> None:
 
 async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budget: float, subscriber_rounds: int,
                 probes: int, tokens_per_second: float, first_token_latency: float, log_level: str,
-                profile: str = "") -> dict:
+                profile: str = "", subscriber_processes: int = 1) -> dict:
     """Starts the suite, runs both ramps within `budget` seconds, returns the results.
 
     With `profile`, the orchestrator runs under cProfile and writes its profile there when
@@ -389,7 +396,8 @@ async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budge
     results: dict = {
         "settings": {"sim_tokens_per_second": tokens_per_second, "sim_first_token_latency": first_token_latency,
                      "tokens_per_turn": 200, "debaters": 4, "p99_limit_ms": P99_LIMIT_MS,
-                     "cpus": os.cpu_count(), "subscriber_rounds": subscriber_rounds, "probes": probes},
+                     "cpus": os.cpu_count(), "subscriber_rounds": subscriber_rounds, "probes": probes,
+                     "subscriber_processes": subscriber_processes},
         "debates": [], "subscribers": [],
     }
     with tempfile.TemporaryDirectory(prefix="scale-") as data_dir:
@@ -444,7 +452,8 @@ async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budge
                         results["notes"] = results.get("notes", []) + [f"time budget spent before {k} subscribers"]
                         break
                     level = await harness.subscribers_level(
-                        k, subscriber_rounds, probes, timeout=min(max(60.0, 2 * need), deadline - time.monotonic()))
+                        k, subscriber_rounds, probes, timeout=min(max(60.0, 2 * need), deadline - time.monotonic()),
+                        processes=subscriber_processes)
                     _print_level(level)
                     results["subscribers"].append(asdict(level))
                     if not level.passed:
@@ -498,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="levels of subscribers on one debate (default 100,500,1000,2000,5000)")
     parser.add_argument("--subscriber-rounds", type=int, default=2, help="rounds of the subscribers' debate")
     parser.add_argument("--probes", type=int, default=20, help="subscribers that parse every event for latency")
+    parser.add_argument("--subscriber-processes", type=int, default=1,
+                        help="processes the thin subscribers are spread over")
     parser.add_argument("--tokens-per-second", type=float, default=50.0)
     parser.add_argument("--first-token-latency", type=float, default=0.3)
     parser.add_argument("--budget", type=float, default=0.0, help="seconds for the whole run (default 900, quick 150)")
@@ -520,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     results = runner(scale(debates, subscribers, budget=budget, subscriber_rounds=args.subscriber_rounds,
                            probes=args.probes, tokens_per_second=args.tokens_per_second,
                            first_token_latency=args.first_token_latency, log_level=args.log_level,
-                           profile=args.profile))
+                           profile=args.profile, subscriber_processes=max(1, args.subscriber_processes)))
     results["summary"] = summary(results)
     print(json.dumps(results["summary"], indent=2))
     for line in results.get("service_errors", [])[:5]:
