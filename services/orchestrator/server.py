@@ -34,7 +34,7 @@ async def build_service(settings: OrchestratorSettings, *, llm=None, judge: Judg
     engine = Engine(store, hub, scheduler, llm, judge, accounting, settings, settings.model_allowed)
     hub.start()
     await engine.resume_all()
-    servicer = OrchestratorServicer(engine, hub, settings.max_streams_per_tenant)
+    servicer = OrchestratorServicer(engine, hub)
 
     async def close_clients() -> None:
         for client in (judge, accounting, llm):

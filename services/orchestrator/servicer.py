@@ -11,7 +11,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
 from services.common.auth import current_tenant
-from services.common.errors import FieldViolation, InvalidArgument, ResourceExhausted
+from services.common.errors import FieldViolation, InvalidArgument
 from services.common.logs import debate_id_var, request_id_var
 from services.orchestrator.engine import TERMINAL, Engine
 from services.orchestrator.events import EventHub
@@ -26,11 +26,9 @@ def _timestamp(target, ns: int) -> None:
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
-    def __init__(self, engine: Engine, hub: EventHub, max_streams_per_tenant: int = 10_000):
+    def __init__(self, engine: Engine, hub: EventHub):
         self.engine = engine
         self.hub = hub
-        self.max_streams_per_tenant = max_streams_per_tenant
-        self._streams: dict[str, int] = {}  # open event streams per tenant
 
     # -- conversions ----------------------------------------------------------------------
     def summary(self, row: DebateRow) -> pb.DebateSummary:
@@ -105,24 +103,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     async def StreamDebateEvents(self, request, context):
         debate_id_var.set(request.debate_id)
-        tenant = current_tenant()
-        row = self.engine.get_row(tenant, request.debate_id)
-        open_streams = self._streams.get(tenant, 0)
-        if open_streams >= self.max_streams_per_tenant:
-            raise ResourceExhausted(f"{open_streams} event streams already open for this caller",
-                                    reason="TOO_MANY_STREAMS")
-        self._streams[tenant] = open_streams + 1
-        try:
-            frames = self.hub.subscribe(row.debate_id, request.after_sequence, terminal=row.state in TERMINAL,
-                                        last_sequence=row.last_sequence)
-            async for frame in frames:
-                yield frame
-        finally:
-            left = self._streams[tenant] - 1
-            if left:
-                self._streams[tenant] = left
-            else:
-                del self._streams[tenant]
+        row = self.engine.get_row(current_tenant(), request.debate_id)
+        frames = self.hub.subscribe(row.debate_id, request.after_sequence, terminal=row.state in TERMINAL,
+                                    last_sequence=row.last_sequence)
+        async for frame in frames:
+            yield frame
 
 
 def _pass_through(message) -> bytes:

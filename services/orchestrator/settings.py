@@ -35,7 +35,11 @@ class OrchestratorSettings(LLMSettings, ServiceSettings):
     subscriber_max_lag: int = Field(4096, ge=16, description="events a subscriber may fall behind before it is cut off")
     memory_tail_events: int = Field(4096, ge=64, description="recent events of a debate kept in memory for subscribers")
     max_streams_per_debate: int = Field(100_000, ge=1, description="concurrent event streams of one debate")
-    max_streams_per_tenant: int = Field(10_000, ge=1, description="concurrent event streams of one caller")
+    # The per-caller cap is the common one (every service's auth interceptor enforces it); the
+    # orchestrator, whose streams are the ones watchers hold, sets a default.
+    max_streams_per_caller: int = Field(
+        10_000, ge=0, description="server-streaming calls one tenant may hold open at once (0: no limit)"
+    )
 
     # Engine
     max_turn_attempts: int = Field(3, ge=1, description="attempts of a debater turn whose model call fails")

@@ -404,7 +404,7 @@ async def test_a_bad_request_id_is_reported_with_the_config_problems(orchestrato
     assert [f for f, _ in violations] == ["request_id", "config.participants"]
 
 
-@pytest.mark.parametrize("orchestrator", [{"max_streams_per_tenant": 2}], indirect=True)
+@pytest.mark.parametrize("orchestrator", [{"max_streams_per_caller": 2}], indirect=True)
 async def test_concurrent_streams_per_caller_are_bounded(orchestrator):
     debate = await orchestrator.create(config())
     calls = [orchestrator.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id))
