@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.synced
+# uv, which syncs .venv from uv.lock; the same pin (with hashes) as tools/bootstrap-requirements.txt
+UV_VERSION := $(shell sed -n 's/^uv==\([0-9.]*\).*/\1/p' tools/bootstrap-requirements.txt)
 
 .PHONY: setup test demo bench protos lint up clean web browser
 
@@ -11,7 +13,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml uv.lock tools/bootstrap-requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r tools/bootstrap-requirements.txt
+	$(UV) --version 2>/dev/null | grep -q "^uv $(UV_VERSION) " || \
+		$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r tools/bootstrap-requirements.txt
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --python $(PY)
 	touch $@
 
