@@ -177,15 +177,23 @@ class EventHub:
                 log.exception("event flush failed")
 
     async def committed(self) -> None:
-        """Returns once everything written so far is committed: at the ticker's next flush, so that
-        the turns ending in one tick (every turn of a round, in every debate) share one commit;
-        at once (a flush now) when the ticker does not run."""
-        if self._task is None or self._task.done():
-            self.flush()
-            return
-        waiter = asyncio.get_running_loop().create_future()
+        """Returns once everything written so far is committed. A group commit: the first waiter
+        schedules a flush for the end of the current pass of the event loop, so every turn that
+        ends in that pass (at scale, the turns of many debates end together) shares one commit,
+        and a lone turn waits for no tick."""
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        if not self._commit_waiters:
+            loop.call_soon(self._group_commit)
         self._commit_waiters.append(waiter)
         await waiter
+
+    def _group_commit(self) -> None:
+        if self._commit_waiters:  # else the ticker's flush already served them
+            try:
+                self.flush()
+            except Exception:  # the waiters got the error; the ticker retries the writes
+                log.exception("group commit failed")
 
     # -- logs ---------------------------------------------------------------------------
     def open_log(self, debate_id: str, last_sequence: int | None = None) -> DebateLog:
