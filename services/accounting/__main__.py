@@ -1,8 +1,8 @@
 """`python -m services.accounting`: run the accounting service until SIGTERM."""
 
-from services.common.server import run_service
 from services.accounting.server import build_service
 from services.accounting.settings import AccountingSettings
+from services.common.server import run_service
 
 
 def main(argv: list[str] | None = None) -> None:

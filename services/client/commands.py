@@ -25,7 +25,8 @@ from services.client.style import Style, Wrapper, money, safe_text, table
 from services.client.view import DebateView, state_name
 from services.common.channels import open_channel
 from services.common.grpc_errors import error_details
-from services.launcher import GatewayConfig, ProcessDied, Suite, SuiteConfig
+from services.gateway import GatewayConfig
+from services.launcher import ProcessDied, Suite, SuiteConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -70,7 +70,7 @@ def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]):
     async def guarded(request, context):
         try:
             return await behavior(request, context)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (mapped to a status in one place)
             await _abort_for(context, method, error)
 
     return guarded
@@ -84,7 +84,7 @@ def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]):
         try:
             async for item in behavior(request, context):
                 yield item
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (mapped to a status in one place)
             await _abort_for(context, method, error)
 
     return guarded

@@ -18,12 +18,12 @@ import sys
 import pytest
 import yaml
 
-from services.launcher import (
+from services.gateway import (
     COMPOSE_ENVOY_HEADER,
-    SuiteConfig,
     compose_envoy_config,
     render_envoy_yaml,
 )
+from services.launcher import SuiteConfig
 from tests.e2e.test_gateway import start_suite, stop_suite
 from tests.helpers import BIN, ROOT
 
@@ -86,7 +86,7 @@ def test_envoy_in_compose_runs_the_generated_config_which_envoy_accepts(compose)
     committed = (ROOT / "gateway" / "envoy.yaml").read_text()
     assert committed == render_envoy_yaml(compose_envoy_config(), COMPOSE_ENVOY_HEADER), (
         "gateway/envoy.yaml drifted from the generator; run "
-        "`.venv/bin/python -m services.launcher envoy-config --compose > gateway/envoy.yaml`")
+        "`.venv/bin/python -m services.gateway envoy-config --compose > gateway/envoy.yaml`")
     config = yaml.safe_load(committed)
     clusters = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
                 for c in config["static_resources"]["clusters"]}

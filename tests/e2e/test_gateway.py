@@ -266,7 +266,7 @@ def test_the_page_is_served_on_the_same_origin_and_internal_services_are_not_rou
 
 
 def test_the_judge_and_accounting_are_routed_only_when_the_settings_say_so(tmp_path):
-    from services.launcher import envoy_config, render_envoy_yaml
+    from services.gateway import envoy_config, render_envoy_yaml
 
     def prefixes(config: dict) -> set[str]:
         manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]

@@ -33,7 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from debate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from google.protobuf.message import Message
 
-from services.launcher import GatewayConfig, ProcessSpec, Suite, SuiteConfig
+from services.gateway import GatewayConfig
+from services.launcher import ProcessSpec, Suite, SuiteConfig
 from tests.e2e.test_gateway import (
     SERVICE,
     GrpcWeb,

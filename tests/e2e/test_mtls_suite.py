@@ -20,7 +20,8 @@ from debate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.tls import TlsFiles
-from services.launcher import GatewayConfig, SuiteConfig
+from services.gateway import GatewayConfig
+from services.launcher import SuiteConfig
 from tests.e2e.test_gateway import GrpcWeb, debate_config
 from tests.e2e.test_gateway_jwt import suite_in_thread
 from tests.helpers import free_port

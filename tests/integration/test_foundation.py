@@ -6,11 +6,11 @@ import asyncio
 
 import grpc
 import pytest
+from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 from services.accounting.server import SERVICE_NAME as ACCOUNTING
-from services.common.errors import InvalidArgument, FieldViolation
+from services.common.errors import FieldViolation, InvalidArgument
 from services.common.grpc_errors import error_details
 from services.common.server import GrpcService, ServiceBinding
 from services.common.settings import ServiceSettings

@@ -12,7 +12,8 @@ import signal
 import sqlite3
 from pathlib import Path
 
-from services.launcher import GatewayConfig, ProcessSpec, SuiteConfig, wait_serving
+from services.gateway import GatewayConfig
+from services.launcher import ProcessSpec, SuiteConfig, wait_serving
 from tests.helpers import free_port
 
 

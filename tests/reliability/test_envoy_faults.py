@@ -1,6 +1,6 @@
 """Envoy's fault filter aborting and delaying calls on their way to the orchestrator.
 
-The gateway's own Envoy configuration (services.launcher.envoy_config) gets Envoy's HTTP
+The gateway's own Envoy configuration (services.gateway.envoy_config) gets Envoy's HTTP
 fault filter before its router, controlled by request headers
 (`x-envoy-fault-abort-grpc-request: 14`, `x-envoy-fault-delay-request: <ms>`). Clients call
 through Envoy with native gRPC. An aborted CreateDebate retried with the same request_id
@@ -22,7 +22,7 @@ from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
-from services.launcher import envoy_config
+from services.gateway import envoy_config
 from tests.helpers import BIN, free_port
 from tests.reliability.inprocess import InProcessSuite
 

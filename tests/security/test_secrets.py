@@ -251,7 +251,8 @@ async def test_suite_processes_never_reveal_the_key(echo_server, tmp_path):
     from debate.accounting.v1 import accounting_pb2, accounting_pb2_grpc
     from debate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
-    from services.launcher import GatewayConfig, Suite, SuiteConfig
+    from services.gateway import GatewayConfig
+    from services.launcher import Suite, SuiteConfig
 
     data_dir = tmp_path / "data"
     config = SuiteConfig(
