@@ -89,3 +89,16 @@ class InProcessSuite:
             finally:
                 db.close()
         return counts
+
+
+def behind_fault_proxy(proxies: dict, name: str):
+    """An address override for InProcessSuite: the service `name`, reached through a
+    FaultProxy that is started with the suite and kept in `proxies[name]`."""
+    from tests.support.fault_proxy import FaultProxy
+
+    async def make(running: InProcessSuite) -> str:
+        host, port = running.addresses[name].rsplit(":", 1)
+        proxies[name] = await FaultProxy(host, int(port)).start()
+        return proxies[name].address
+
+    return make

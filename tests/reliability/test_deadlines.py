@@ -17,7 +17,7 @@ from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
-from tests.reliability.inprocess import InProcessSuite
+from tests.reliability.inprocess import InProcessSuite, behind_fault_proxy
 from tests.support.fault_proxy import FaultProxy
 
 TERMINAL = {pb.DEBATE_STATE_COMPLETED, pb.DEBATE_STATE_FAILED, pb.DEBATE_STATE_CANCELLED,
@@ -29,17 +29,9 @@ RPC_TIMEOUT = 1.5
 def suite(tmp_path_factory):
     proxies: dict[str, FaultProxy] = {}
 
-    def proxied(name: str):
-        async def make(running: InProcessSuite) -> str:
-            host, port = running.addresses[name].rsplit(":", 1)
-            proxies[name] = await FaultProxy(host, int(port)).start()
-            return proxies[name].address
-
-        return make
-
     running = InProcessSuite(tmp_path_factory.mktemp("deadlines"), overrides={"orchestrator": {
-        "judge_service_addr": proxied("judge"),
-        "accounting_service_addr": proxied("accounting"),
+        "judge_service_addr": behind_fault_proxy(proxies, "judge"),
+        "accounting_service_addr": behind_fault_proxy(proxies, "accounting"),
         "rpc_timeout_seconds": RPC_TIMEOUT,
         "judge_attempts": 1,
         "sim_tokens_per_second": 3000.0,

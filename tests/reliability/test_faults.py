@@ -18,7 +18,7 @@ from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
-from tests.reliability.inprocess import InProcessSuite
+from tests.reliability.inprocess import InProcessSuite, behind_fault_proxy
 from tests.support.fake_openai import Behavior, FakeOpenAIServer
 from tests.support.fault_proxy import FaultProxy
 
@@ -39,17 +39,9 @@ def suite(tmp_path_factory, fake):
     env = pytest.MonkeyPatch()
     env.setenv("OPENAI_API_KEY", "sk-fault-tests-not-a-real-key")  # openai/* goes to the fake server
 
-    def proxied(name: str):
-        async def make(running: InProcessSuite) -> str:
-            host, port = running.addresses[name].rsplit(":", 1)
-            proxies[name] = await FaultProxy(host, int(port)).start()
-            return proxies[name].address
-
-        return make
-
     running = InProcessSuite(tmp_path_factory.mktemp("faults"), overrides={"orchestrator": {
-        "judge_service_addr": proxied("judge"),
-        "accounting_service_addr": proxied("accounting"),
+        "judge_service_addr": behind_fault_proxy(proxies, "judge"),
+        "accounting_service_addr": behind_fault_proxy(proxies, "accounting"),
         "llm_openai_api_base": fake.base_url,
         "llm_allowed_models": ["sim/*", "openai/gpt-4o-mini"],
         "llm_retries": 1,
