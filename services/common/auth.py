@@ -39,6 +39,8 @@ from collections.abc import Iterable, Mapping
 
 import grpc
 
+from services.common.handlers import replace_behavior
+
 DEFAULT_TENANT = "default"
 
 tenant_var: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default=DEFAULT_TENANT)
@@ -201,18 +203,6 @@ def _rejecting(message: str):
     return reject
 
 
-def _replace_behaviors(handler: grpc.RpcMethodHandler, make, *, keep_deserializer: bool = True) -> grpc.RpcMethodHandler:
-    deserializer = handler.request_deserializer if keep_deserializer else None
-    serializer = handler.response_serializer
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(make(handler.unary_unary), deserializer, serializer)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(make(handler.unary_stream), deserializer, serializer)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(make(handler.stream_unary), deserializer, serializer)
-    return grpc.stream_stream_rpc_method_handler(make(handler.stream_stream), deserializer, serializer)
-
-
 class StreamLimiter:
     """At most `limit` server-streaming calls open at once per tenant (0: no limit)."""
 
@@ -300,7 +290,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def _limited(self, handler: grpc.RpcMethodHandler, tenant: str, method: str) -> grpc.RpcMethodHandler:
         if self.streams.limit <= 0 or not _is_streaming(handler):
             return handler
-        return _replace_behaviors(handler, lambda behavior: self.streams.wrap(behavior, tenant, method))
+        return replace_behavior(handler, lambda behavior: self.streams.wrap(behavior, tenant, method))
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -314,23 +304,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if values:
                 if len(values) != 1 or not _TENANT_NAME.match(values[0]):
                     log.warning("rejected a call to %s: malformed %s header", method, self.trusted_tenant_header)
-                    return _replace_behaviors(handler, lambda _: _rejecting("malformed tenant header"),
-                                              keep_deserializer=False)
+                    return replace_behavior(handler, lambda _: _rejecting("malformed tenant header"),
+                                              request_deserializer=None)
                 tenant = values[0]
-                return _replace_behaviors(self._limited(handler, tenant, method),
+                return replace_behavior(self._limited(handler, tenant, method),
                                           lambda behavior: _with_tenant(behavior, tenant))
             if not self.keys:
                 log.warning("rejected a call to %s: no tenant header and no API keys", method)
-                return _replace_behaviors(handler, lambda _: _rejecting("missing tenant (authenticate at the gateway)"),
-                                          keep_deserializer=False)
+                return replace_behavior(handler, lambda _: _rejecting("missing tenant (authenticate at the gateway)"),
+                                          request_deserializer=None)
         if not self.keys:
             return self._limited(handler, DEFAULT_TENANT, method)
         token = bearer_token(handler_call_details.invocation_metadata)
         if token is None:
             log.warning("rejected a call to %s: no bearer key", method)
-            return _replace_behaviors(handler, lambda _: _rejecting("missing bearer API key"), keep_deserializer=False)
+            return replace_behavior(handler, lambda _: _rejecting("missing bearer API key"), request_deserializer=None)
         tenant = self.keys.tenant_for(token)
         if tenant is None:
             log.warning("rejected a call to %s: unknown API key", method)
-            return _replace_behaviors(handler, lambda _: _rejecting("unknown API key"), keep_deserializer=False)
-        return _replace_behaviors(self._limited(handler, tenant, method), lambda behavior: _with_tenant(behavior, tenant))
+            return replace_behavior(handler, lambda _: _rejecting("unknown API key"), request_deserializer=None)
+        return replace_behavior(self._limited(handler, tenant, method), lambda behavior: _with_tenant(behavior, tenant))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -12,6 +12,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from services.common.errors import ERROR_DOMAIN, DomainError, InvalidArgument
+from services.common.handlers import replace_behavior
 
 log = logging.getLogger(__name__)
 
@@ -66,28 +67,25 @@ async def _abort_for(context: grpc.aio.ServicerContext, method: str, error: Base
         raise error
 
 
-def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]):
-    async def guarded(request, context):
+def _guarded(method: str, behavior: Callable[..., Any]):
+    """`behavior` with its exceptions mapped to statuses; an async generator stays one."""
+    if inspect.isasyncgenfunction(behavior):
+        async def stream(request, context):
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except Exception as error:  # noqa: BLE001 (mapped to a status in one place)
+                await _abort_for(context, method, error)
+
+        return stream
+
+    async def call(request, context):  # unary, or streaming written with `await context.write(...)`
         try:
             return await behavior(request, context)
         except Exception as error:  # noqa: BLE001 (mapped to a status in one place)
             await _abort_for(context, method, error)
 
-    return guarded
-
-
-def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]):
-    if not inspect.isasyncgenfunction(behavior):  # written with `await context.write(...)`
-        return _wrap_unary(method, behavior)
-
-    async def guarded(request, context):
-        try:
-            async for item in behavior(request, context):
-                yield item
-        except Exception as error:  # noqa: BLE001 (mapped to a status in one place)
-            await _abort_for(context, method, error)
-
-    return guarded
+    return call
 
 
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -95,22 +93,10 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+        if handler is None or handler.request_streaming:
+            return handler
         method = handler_call_details.method
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return replace_behavior(handler, lambda behavior: _guarded(method, behavior))
 
 
 def error_details(error: grpc.aio.AioRpcError | grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo | None, list[tuple[str, str]]]:

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.auth import ApiKeys, AuthInterceptor
 from services.common.grpc_errors import DomainErrorInterceptor
+from services.common.handlers import replace_behavior
 from services.common.logs import configure_logging
 from services.common.settings import ServiceSettings, SettingsT, load_settings
 from services.common.tls import TlsFiles
@@ -80,32 +81,25 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
                 [FieldViolation("request", f"is not a valid request message for {method}: {detail[:200]}")],
                 reason="MALFORMED_REQUEST"))
 
-        if handler.unary_unary is not None:
-            behavior = handler.unary_unary
+        def guard(behavior):
+            if inspect.isasyncgenfunction(behavior):
+                async def stream(request, context):
+                    if isinstance(request, _Malformed):
+                        await refuse(request, context)
+                        return
+                    async for item in behavior(request, context):
+                        yield item
 
-            async def unary(request, context):
+                return stream
+
+            async def call(request, context):
                 if isinstance(request, _Malformed):
                     return await refuse(request, context)
                 return await behavior(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(unary, _tolerant(handler.request_deserializer),
-                                                       handler.response_serializer)
-        stream_behavior = handler.unary_stream
-        if inspect.isasyncgenfunction(stream_behavior):
-            async def stream(request, context):
-                if isinstance(request, _Malformed):
-                    await refuse(request, context)
-                    return
-                async for item in stream_behavior(request, context):
-                    yield item
-        else:
-            async def stream(request, context):
-                if isinstance(request, _Malformed):
-                    return await refuse(request, context)
-                return await stream_behavior(request, context)
+            return call
 
-        return grpc.unary_stream_rpc_method_handler(stream, _tolerant(handler.request_deserializer),
-                                                    handler.response_serializer)
+        return replace_behavior(handler, guard, request_deserializer=_tolerant(handler.request_deserializer))
 
 
 @dataclass(frozen=True)
