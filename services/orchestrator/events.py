@@ -2,11 +2,16 @@
 
 Design for many debates and many watchers on one event loop:
 
-- An event is serialised once, when appended; its wire frame (the bytes of a
-  `StreamDebateEventsResponse` carrying it) is what every subscriber sends, through a
-  pass-through serializer. No per-subscriber copy, no per-subscriber queue.
+- An event is serialised once, when appended, and kept length-prefixed; a response is that
+  body behind the tag of `event` (one event a message) or several bodies each behind the tag
+  of `events` (`batch_events`), sent through a pass-through serializer. No per-subscriber
+  copy, no per-subscriber queue; the batch that every caught-up subscriber sends after a
+  wake is joined once (`DebateLog.batch`).
+- Batching is what lets one debate have thousands of watchers: gRPC costs tens of
+  microseconds a message whatever its size, so a subscriber sends one message for all it is
+  behind on rather than one per event.
 - A subscriber is a cursor (the last sequence it sent) over the debate's shared log: a
-  bounded in-memory tail of recent frames, and SQLite for anything older. New durable
+  bounded in-memory tail of recent event bodies, and SQLite for anything older. New durable
   events wake the debate's waiting subscribers (one future each, so a leaver cancels only its own).
 - Token text is coalesced per turn and turned into `TokenDelta` events on one process-wide
   tick (`coalesce_s`, e.g. 25 ms); the same tick writes every pending event of every debate
@@ -46,9 +51,24 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+EVENT_TAG = b"\x0a"  # StreamDebateEventsResponse.event: field 1, length-delimited
+EVENTS_TAG = b"\x12"  # StreamDebateEventsResponse.events: field 2, length-delimited
+MAX_BATCH_BYTES = 256 * 1024  # a batch stops growing past this (far below any receive limit)
+
+
+def body(event_bytes: bytes) -> bytes:
+    """A serialised event with its length prefix: what follows a field tag on the wire."""
+    return _varint(len(event_bytes)) + event_bytes
+
+
 def frame(event_bytes: bytes) -> bytes:
     """The serialised StreamDebateEventsResponse{event} around an already serialised event."""
-    return b"\n" + _varint(len(event_bytes)) + event_bytes
+    return EVENT_TAG + body(event_bytes)
+
+
+def batch_frame(bodies: list[bytes]) -> bytes:
+    """The serialised StreamDebateEventsResponse{events} of event bodies (at least one)."""
+    return EVENTS_TAG + EVENTS_TAG.join(bodies)
 
 
 class SubscriberTooSlow(ResourceExhausted):
@@ -76,17 +96,18 @@ class DeltaBuffer:
 
 
 class DebateLog:
-    """One debate's log as subscribers see it: frames of sequences base .. head, readable up to durable."""
+    """One debate's log as subscribers see it: event bodies of sequences base .. head, readable up to durable."""
 
     __slots__ = (
+        "_batches",
         "_waiters",
         "active",
         "base",
+        "bodies",
         "closed",
         "closing",
         "debate_id",
         "durable",
-        "frames",
         "head",
         "last_wake",
         "pending",
@@ -95,14 +116,15 @@ class DebateLog:
 
     def __init__(self, debate_id: str, last_sequence: int, *, closed: bool = False):
         self.debate_id = debate_id
-        self.frames: list[bytes] = []
-        self.base = last_sequence + 1  # sequence of frames[0]
+        self.bodies: list[bytes] = []
+        self.base = last_sequence + 1  # sequence of bodies[0]
         self.head = last_sequence  # last appended
         self.durable = last_sequence  # last committed: what subscribers may see
         self.pending: list[tuple[int, bytes]] = []
         self.closing = False
         self.closed = closed
         self._waiters: list[asyncio.Future] = []
+        self._batches: dict[int, tuple[bytes, int]] = {}  # after sequence -> (batch frame, its last sequence)
         self.subscribers = 0
         self.active = False
         self.last_wake = time.monotonic()
@@ -116,6 +138,7 @@ class DebateLog:
 
     def wake(self, value=None) -> None:
         self.last_wake = time.monotonic()
+        self._batches.clear()  # built for the old durable watermark
         if self._waiters:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
@@ -125,6 +148,22 @@ class DebateLog:
     @property
     def has_waiters(self) -> bool:
         return bool(self._waiters)
+
+    def batch(self, after: int) -> tuple[bytes, int]:
+        """The batch frame of the durable events after `after` (all in the memory tail), up to
+        MAX_BATCH_BYTES, and its last sequence. Subscribers woken together ask for the same
+        batch: it is joined once per wake."""
+        cached = self._batches.get(after)
+        if cached is not None:
+            return cached
+        bodies = self.bodies
+        start, stop = after + 1 - self.base, self.durable + 1 - self.base
+        size, end = 0, start
+        while end < stop and (end == start or size < MAX_BATCH_BYTES):
+            size += len(bodies[end]) + 1
+            end += 1
+        built = self._batches[after] = (batch_frame(bodies[start:end]), self.base + end - 1)
+        return built
 
 
 class EventHub:
@@ -219,10 +258,10 @@ class EventHub:
         if not debate_log.pending:
             self._dirty_logs.append(debate_log)
         debate_log.pending.append((seq, data))
-        debate_log.frames.append(frame(data))
-        if len(debate_log.frames) > 2 * self.tail_events:
-            drop = len(debate_log.frames) - self.tail_events
-            del debate_log.frames[:drop]
+        debate_log.bodies.append(body(data))
+        if len(debate_log.bodies) > 2 * self.tail_events:
+            drop = len(debate_log.bodies) - self.tail_events
+            del debate_log.bodies[:drop]
             debate_log.base += drop
         return seq
 
@@ -289,8 +328,9 @@ class EventHub:
 
     # -- subscribers ------------------------------------------------------------------------
     async def subscribe(self, debate_id: str, after_sequence: int, *, terminal: bool,
-                        last_sequence: int) -> AsyncIterator[bytes]:
-        """Frames of every event after `after_sequence`, in order, once; then live ones until the debate ends.
+                        last_sequence: int, batch: bool = False) -> AsyncIterator[bytes]:
+        """Responses carrying every event after `after_sequence`, in order, once; then live ones
+        until the debate ends. One event a response, or with `batch` all that are ready.
 
         `terminal` and `last_sequence` are the debate's stored state when the call arrived.
         """
@@ -313,32 +353,34 @@ class EventHub:
         debate_log.subscribers += 1
         try:
             while True:
-                durable = debate_log.durable
-                if cursor < durable:
+                if cursor < debate_log.durable:
                     if cursor + 1 < debate_log.base:  # older than the memory tail
-                        rows = store.read_events(debate_id, cursor, min(durable, debate_log.base - 1), 256)
-                        for seq, data in rows:
-                            yield frame(data)
-                            cursor = seq
-                        continue
-                    frames = debate_log.frames
-                    while cursor < debate_log.durable:
+                        rows = store.read_events(debate_id, cursor, min(debate_log.durable, debate_log.base - 1), 256)
+                        if not rows:
+                            raise RuntimeError(f"events after {cursor} of debate {debate_id} are missing from the store")
+                        if batch:
+                            yield batch_frame([body(data) for _, data in rows])
+                            cursor = rows[-1][0]
+                        else:
+                            for seq, data in rows:
+                                yield frame(data)
+                                cursor = seq
+                    elif batch:
+                        response, cursor = debate_log.batch(cursor)
+                        yield response
+                    else:
                         index = cursor + 1 - debate_log.base
-                        if index < 0:
-                            break  # the tail moved on while we were writing: read the store
-                        if frames is not debate_log.frames:
-                            frames = debate_log.frames
-                        yield frames[index]
+                        yield EVENT_TAG + debate_log.bodies[index]
                         cursor += 1
-                        if live and debate_log.durable - cursor > max_lag:
-                            raise SubscriberTooSlow(cursor)
+                    if live and debate_log.durable - cursor > max_lag:
+                        raise SubscriberTooSlow(cursor)
                     continue
                 live = True
                 if debate_log.closed:
                     return
                 woke = await debate_log.wait()
                 if woke is HEARTBEAT and debate_log.durable == cursor:
-                    yield heartbeat_frame(debate_id, cursor)
+                    yield heartbeat_frame(debate_id, cursor, batch=batch)
         finally:
             debate_log.subscribers -= 1
             if (debate_log.subscribers == 0 and not debate_log.active and not debate_log.pending
@@ -346,8 +388,9 @@ class EventHub:
                 del self._logs[debate_id]
 
 
-def heartbeat_frame(debate_id: str, last_sequence: int) -> bytes:
+def heartbeat_frame(debate_id: str, last_sequence: int, *, batch: bool = False) -> bytes:
     """Heartbeats are not logged: they repeat the last sequence the subscriber has seen."""
     event = pb.DebateEvent(sequence=last_sequence, debate_id=debate_id, heartbeat=pb.Heartbeat())
     event.time.FromNanoseconds(time.time_ns())
-    return frame(event.SerializeToString())
+    data = event.SerializeToString()
+    return batch_frame([body(data)]) if batch else frame(data)

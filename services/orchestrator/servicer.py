@@ -105,7 +105,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         debate_id_var.set(request.debate_id)
         row = self.engine.get_row(current_tenant(), request.debate_id)
         frames = self.hub.subscribe(row.debate_id, request.after_sequence, terminal=row.state in TERMINAL,
-                                    last_sequence=row.last_sequence)
+                                    last_sequence=row.last_sequence, batch=request.batch_events)
         async for frame in frames:
             yield frame
 

@@ -424,3 +424,35 @@ async def test_concurrent_streams_per_caller_are_bounded(orchestrator):
         call.cancel()
     for wait in waits:
         wait.cancel()
+
+
+async def test_a_batched_stream_carries_the_same_events_as_one_event_a_message(orchestrator):
+    debate = await orchestrator.create(config(n=3, rounds=2))
+    live = orchestrator.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(
+        debate_id=debate.debate_id, batch_events=True))
+    await orchestrator.start(debate.debate_id)
+    live_responses = [response async for response in live]
+    assert all(not r.HasField("event") and len(r.events) >= 1 for r in live_responses)
+    live_events = [event for r in live_responses for event in r.events]
+    one_each = await orchestrator.events(debate.debate_id)
+    assert live_events == one_each and kinds(one_each)[-1] == "debate_completed"
+    replay = [r async for r in orchestrator.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(
+        debate_id=debate.debate_id, after_sequence=5, batch_events=True))]
+    assert len(replay) == 1 and list(replay[0].events) == one_each[5:]  # the ended debate's rest, in one message
+
+
+async def test_a_burst_of_thousands_of_watchers_all_get_their_stream(orchestrator):
+    """gRPC's default cancels calls past 1,000 not yet taken up by the server (see SERVER_OPTIONS)."""
+    debate = await orchestrator.create(config(n=2, rounds=1))
+    await orchestrator.start(debate.debate_id)
+    expected = await orchestrator.events(debate.debate_id)
+    request = pb.StreamDebateEventsRequest(debate_id=debate.debate_id, batch_events=True)
+
+    async def watch() -> int | str:
+        try:
+            return sum([len(r.events) async for r in orchestrator.stub.StreamDebateEvents(request, timeout=120)])
+        except grpc.aio.AioRpcError as error:
+            return error.code().name
+
+    outcomes = await asyncio.gather(*(watch() for _ in range(3000)))
+    assert outcomes == [len(expected)] * 3000

@@ -212,6 +212,80 @@ async def test_idle_subscriber_gets_heartbeats_with_its_last_sequence(tmp_path):
     assert [e.sequence for e in events] == [1, 1, 1]
 
 
+async def read_batches(gen, n: int) -> list[list[pb.DebateEvent]]:
+    """Responses of a batch_events subscription, as lists of events, until n events were read."""
+    out, total = [], 0
+    async for frame in gen:
+        response = pb.StreamDebateEventsResponse.FromString(frame)
+        assert not response.HasField("event") and len(response.events) >= 1
+        out.append(list(response.events))
+        total += len(response.events)
+        if total >= n:
+            break
+    return out
+
+
+async def test_batched_subscription_carries_the_same_events_in_far_fewer_responses(tmp_path):
+    store = Store(str(tmp_path / "o.sqlite3"))
+    hub = EventHub(store, tail_events=64)
+    hub.open_log("d1", 0).active = True
+    for i in range(300):  # the first ones only in the store, the last ones in the memory tail too
+        hub.emit("d1", **delta(f"t{i} "))
+    hub.flush()
+    single = await read(hub.subscribe("d1", 10, terminal=False, last_sequence=300), 290)
+    batches = await read_batches(hub.subscribe("d1", 10, terminal=False, last_sequence=300, batch=True), 290)
+    batched = [event for batch in batches for event in batch]
+    assert batched == single and [e.sequence for e in batched] == list(range(11, 301))
+    assert len(batches) <= 4  # store pages of 256, then the tail in one
+
+
+async def test_a_batch_stops_growing_past_its_size_limit(tmp_path):
+    from services.orchestrator.events import MAX_BATCH_BYTES
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), tail_events=1000)
+    hub.open_log("d1", 0).active = True
+    text = "x" * 4000
+    count = 3 * MAX_BATCH_BYTES // len(text)
+    for _ in range(count):
+        hub.emit("d1", **delta(text))
+    hub.flush()
+    batches = await read_batches(hub.subscribe("d1", 0, terminal=False, last_sequence=count, batch=True), count)
+    assert [e.sequence for batch in batches for e in batch] == list(range(1, count + 1))
+    assert 3 <= len(batches) <= 4
+    assert all(sum(e.ByteSize() for e in batch[:-1]) < MAX_BATCH_BYTES for batch in batches)
+
+
+async def test_subscribers_woken_together_send_one_joined_batch(tmp_path):
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")))
+    hub.open_log("d1", 0).active = True
+    subscribers = [hub.subscribe("d1", 0, terminal=False, last_sequence=0, batch=True) for _ in range(3)]
+    pending = [asyncio.ensure_future(gen.__anext__()) for gen in subscribers]
+    await asyncio.sleep(0)
+    for i in range(5):
+        hub.emit("d1", **delta(f"w{i}"))
+    hub.flush()
+    frames = await asyncio.gather(*pending)
+    assert frames[0] is frames[1] is frames[2]  # the same bytes object: joined once, not per subscriber
+    assert [e.sequence for e in pb.StreamDebateEventsResponse.FromString(frames[0]).events] == [1, 2, 3, 4, 5]
+    hub.emit("d1", **delta("next"))
+    hub.flush()
+    later = await asyncio.gather(*(gen.__anext__() for gen in subscribers))
+    assert [e.sequence for e in pb.StreamDebateEventsResponse.FromString(later[0]).events] == [6]
+
+
+async def test_batched_heartbeats_come_alone(tmp_path):
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), coalesce_s=0.005, heartbeat_s=0.05)
+    hub.open_log("d1", 0).active = True
+    hub.emit("d1", **delta("x"))
+    hub.start()
+    try:
+        batches = await asyncio.wait_for(
+            read_batches(hub.subscribe("d1", 0, terminal=False, last_sequence=0, batch=True), 2), 5)
+    finally:
+        await hub.stop()
+    assert [[e.WhichOneof("payload") for e in batch] for batch in batches] == [["token_delta"], ["heartbeat"]]
+    assert batches[1][0].sequence == 1
+
+
 def test_page_tokens_round_trip_and_refuse_garbage():
     assert decode_page_token(encode_page_token(123, "abc", 4)) == (123, "abc", 4)
     with pytest.raises((ValueError, TypeError)):

@@ -459,18 +459,25 @@ class StreamDebateEventsRequest(_message.Message):
 
     DEBATE_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    BATCH_EVENTS_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     after_sequence: _builtins.int
     """Resume after this sequence number; 0 replays the whole log."""
+    batch_events: _builtins.bool
+    """Lets a response carry several events (in `events`): everything the subscriber is behind
+    on, or what became visible together, up to a size limit. Far fewer messages for a watcher
+    of a busy debate or a replay; the order and the events themselves are the same.
+    """
     def __init__(
         self,
         *,
         debate_id: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
+        batch_events: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "debate_id", b"debate_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "batch_events", b"batch_events", "debate_id", b"debate_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -478,19 +485,29 @@ Global___StreamDebateEventsRequest: _TypeAlias = StreamDebateEventsRequest  # no
 
 @_typing.final
 class StreamDebateEventsResponse(_message.Message):
+    """Exactly one of `event` (batch_events unset) or `events` (batch_events set) is filled."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___DebateEvent: ...
+    def event(self) -> Global___DebateEvent:
+        """The next event, one per response."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___DebateEvent]:
+        """The next events in sequence order, at least one; heartbeats come alone."""
+
     def __init__(
         self,
         *,
         event: Global___DebateEvent | None = ...,
+        events: _abc.Iterable[Global___DebateEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
