@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
@@ -21,6 +21,11 @@ from services.common.grpc_errors import error_details
 RESUME_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
 # Codes that mean "resume" only when the status says the subscriber was too slow.
 SLOW_CODES = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def events_of(response: pb.StreamDebateEventsResponse) -> Sequence[pb.DebateEvent]:
+    """The events a StreamDebateEvents response carries: `event` alone, or a batch in `events`."""
+    return (response.event,) if response.HasField("event") else response.events
 
 
 class StreamLost(RuntimeError):
@@ -49,10 +54,12 @@ async def follow(stub, debate_id: str, view: DebateView, *, after: int = 0, give
     delay = 0.2
     failing_since: float | None = None
     while not view.finished:
-        call = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=view.last_sequence))
+        call = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(
+            debate_id=debate_id, after_sequence=view.last_sequence, batch_events=True))
         try:
             async for response in call:
-                view.handle(response.event)
+                for event in events_of(response):
+                    view.handle(event)
                 failing_since, delay = None, 0.2
                 if view.finished:
                     break

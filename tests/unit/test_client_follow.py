@@ -28,15 +28,19 @@ def rpc_error(code: grpc.StatusCode, details: str = "", reason: str = "") -> grp
 class Call:
     """A fake server-streaming call: yields responses, then optionally raises."""
 
-    def __init__(self, events, error=None):
-        self.events, self.error, self.cancelled = events, error, False
+    def __init__(self, events, error=None, batch: int = 0):
+        self.events, self.error, self.cancelled, self.batch = events, error, False, batch
 
     def __aiter__(self):
         return self._run()
 
     async def _run(self):
-        for event in self.events:
-            yield pb.StreamDebateEventsResponse(event=event)
+        if self.batch:  # as a batch_events subscription: several events a response
+            for i in range(0, len(self.events), self.batch):
+                yield pb.StreamDebateEventsResponse(events=self.events[i:i + self.batch])
+        else:
+            for event in self.events:
+                yield pb.StreamDebateEventsResponse(event=event)
         if self.error is not None:
             raise self.error
 
@@ -50,8 +54,8 @@ class FlakyStub:
     `overlap` replays that many already-sent events on each resume, as a sloppy server might.
     """
 
-    def __init__(self, log, cuts, overlap: int = 0, status_state=pb.DEBATE_STATE_RUNNING):
-        self.log, self.cuts, self.overlap = log, list(cuts), overlap
+    def __init__(self, log, cuts, overlap: int = 0, status_state=pb.DEBATE_STATE_RUNNING, batch: int = 0):
+        self.log, self.cuts, self.overlap, self.batch = log, list(cuts), overlap, batch
         self.requests: list[int] = []
         self.status_state = status_state
 
@@ -61,8 +65,8 @@ class FlakyStub:
         remaining = [e for e in self.log if e.sequence > start]
         if self.cuts:
             n, error = self.cuts.pop(0)
-            return Call(remaining[:n], error)
-        return Call(remaining)
+            return Call(remaining[:n], error, self.batch if request.batch_events else 0)
+        return Call(remaining, batch=self.batch if request.batch_events else 0)
 
     async def GetDebateStatus(self, request, timeout=None):
         return pb.GetDebateStatusResponse(debate=pb.DebateSummary(
@@ -81,13 +85,14 @@ async def follow_all(stub, after: int = 0) -> tuple[str, DebateView]:
     return out.getvalue(), view
 
 
-async def test_drops_resume_after_the_last_event_and_print_nothing_twice():
+@pytest.mark.parametrize("batch", [0, 7], ids=["one-event-a-response", "batches-of-7"])
+async def test_drops_resume_after_the_last_event_and_print_nothing_twice(batch):
     log = simultaneous_debate().log
     expected, _ = render(log)
     too_slow = rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "subscriber too slow; resume with after_sequence",
                          reason="SUBSCRIBER_TOO_SLOW")
     stub = FlakyStub(log, [(25, rpc_error(grpc.StatusCode.UNAVAILABLE)), (0, rpc_error(grpc.StatusCode.UNAVAILABLE)),
-                           (40, too_slow)], overlap=5)
+                           (40, too_slow)], overlap=5, batch=batch)
     output, view = await follow_all(stub)
     assert view.succeeded
     assert stub.requests == [0, 25, 25, 60]  # the third stream replayed 21-25 itself
