@@ -10,6 +10,7 @@ A service's composition root builds its domain objects and servicer, then hands 
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import signal
@@ -40,6 +41,11 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    # Calls that arrived but that the event loop has not yet taken up. gRPC's default (1,000,
+    # hard limit 3,000) cancels part of a burst of new streams, such as thousands of watchers
+    # joining a debate at once; past these the server still sheds load.
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 40_000),
 ]
 
 
@@ -210,6 +216,16 @@ def run_service(
 
     async def serve() -> None:
         service = await build_service(settings)
+        calm_garbage_collector()
         await service.serve_until_signal()
 
     uvloop.run(serve())
+
+
+def calm_garbage_collector() -> None:
+    """Every gRPC message allocates short-lived futures and frames; with the default thresholds
+    the collector ran every few hundred messages, walking everything loaded at start-up.
+    Freezing what exists now and collecting the young generation less often cut a streamed
+    message from 41 to 35 µs of server CPU (tests/benchmarks/grpc_floor.py)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
