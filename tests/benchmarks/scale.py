@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import multiprocessing
@@ -54,6 +55,7 @@ from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
+from services.client.follow import events_of
 from services.launcher import Suite, SuiteConfig
 from tests.helpers import free_port
 
@@ -124,7 +126,8 @@ class Level:
     completed: int = 0
     failed: int = 0
     stream_errors: int = 0
-    events: int = 0
+    events: int = 0  # events delivered, over all subscribers
+    messages: int = 0  # gRPC messages that carried them
     token_events: int = 0
     relay_p50_ms: float = float("nan")
     relay_p99_ms: float = float("nan")
@@ -138,6 +141,8 @@ class Level:
     # can fail for want of a core rather than for the suite's own cost.
     load_average: float = 0.0
     harness_cpu_per_event_us: float = 0.0
+    orchestrator_cpu_per_message_us: float = 0.0
+    harness_cpu_per_message_us: float = 0.0
     harness_cpu_s: float = 0.0
     orchestrator_cpu_s: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -146,25 +151,25 @@ class Level:
 STREAM_PATH = "/debate.orchestrator.v1.OrchestratorService/StreamDebateEvents"
 
 
-async def _thin(address: str, debate_id: str, count: int, ready, results) -> None:
-    """`count` thin subscribers on one debate: raw frames, counted, until each stream ends."""
+async def _thin(address: str, debate_id: str, count: int, batch: bool, ready, results) -> None:
+    """`count` thin subscribers on one debate: raw messages, counted, until each stream ends."""
     options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 * 2**20)]
     channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(max(1, (count + 499) // 500))]
     calls = [channels[i % len(channels)].unary_stream(STREAM_PATH, request_serializer=None,
                                                       response_deserializer=None)
              for i in range(len(channels))]
-    request = pb.StreamDebateEventsRequest(debate_id=debate_id).SerializeToString()
-    events = 0
+    request = pb.StreamDebateEventsRequest(debate_id=debate_id, batch_events=batch).SerializeToString()
+    messages = 0
     errors: list[str] = []
 
     async def one(i: int) -> bool:
-        nonlocal events
+        nonlocal messages
         call = calls[i % len(calls)](request, timeout=900)
         try:
             await call.wait_for_connection()
             opened.append(i)
             async for _ in call:
-                events += 1
+                messages += 1
         except grpc.aio.AioRpcError as error:
             errors.append(f"error:{error.code().name}:{error.details()}")
             return False
@@ -179,24 +184,26 @@ async def _thin(address: str, debate_id: str, count: int, ready, results) -> Non
     outcomes = await asyncio.gather(*tasks)
     for channel in channels:
         await channel.close()
-    results.put({"completed": sum(outcomes), "errors": errors[:3], "error_count": len(errors), "events": events,
+    results.put({"completed": sum(outcomes), "errors": errors[:3], "error_count": len(errors), "messages": messages,
                  "cpu": time.process_time() - cpu})
 
 
-def thin_subscribers_process(address: str, debate_id: str, count: int, ready, results) -> None:
+def thin_subscribers_process(address: str, debate_id: str, count: int, batch: bool, ready, results) -> None:
     """Entry point of a subscriber process (multiprocessing, spawn)."""
+    gc.freeze()  # the many small objects of many streams: no need to walk the imports each time
     try:
         import uvloop
 
-        uvloop.run(_thin(address, debate_id, count, ready, results))
+        uvloop.run(_thin(address, debate_id, count, batch, ready, results))
     except ImportError:
-        asyncio.run(_thin(address, debate_id, count, ready, results))
+        asyncio.run(_thin(address, debate_id, count, batch, ready, results))
 
 
 class Harness:
     def __init__(self, stub: orchestrator_pb2_grpc.OrchestratorServiceStub, channel_factory, orchestrator_pid: int,
-                 address: str = ""):
+                 address: str = "", batch: bool = True):
         self.stub = stub
+        self.batch = batch  # subscribe with batch_events (several events a message)
         self.address = address
         self.channel_factory = channel_factory
         self.orchestrator = psutil.Process(orchestrator_pid)
@@ -213,21 +220,23 @@ class Harness:
 
     async def _watch(self, stub, debate_id: str, latencies: list | None, counts: dict) -> str:
         """Follows a debate to its end; returns "completed", "failed:<reason>" or "error:<code>"."""
-        call = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id), timeout=900)
+        call = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id, batch_events=self.batch),
+                                       timeout=900)
         try:
             async for reply in call:
-                event = reply.event
-                counts["events"] += 1
-                kind = event.WhichOneof("payload")
-                if kind == "token_delta":
-                    counts["token_events"] += 1
-                    if latencies is not None:
-                        now = time.time_ns()
-                        latencies.append((now, (now - event.time.ToNanoseconds()) / 1e6))
-                elif kind == "debate_completed":
-                    return "completed"
-                elif kind == "debate_failed":
-                    return f"failed:{event.debate_failed.reason}"
+                now = time.time_ns()
+                counts["messages"] += 1
+                for event in events_of(reply):
+                    counts["events"] += 1
+                    kind = event.WhichOneof("payload")
+                    if kind == "token_delta":
+                        counts["token_events"] += 1
+                        if latencies is not None:
+                            latencies.append((now, (now - event.time.ToNanoseconds()) / 1e6))
+                    elif kind == "debate_completed":
+                        return "completed"
+                    elif kind == "debate_failed":
+                        return f"failed:{event.debate_failed.reason}"
         except grpc.aio.AioRpcError as error:
             return f"error:{error.code().name}:{error.details()}"
         return "error:stream ended before the debate did"
@@ -244,7 +253,7 @@ class Harness:
 
         ids = await asyncio.gather(*(create(i) for i in range(n)))
         latencies: list[tuple[int, float]] = []
-        counts = {"events": 0, "token_events": 0}
+        counts = {"events": 0, "messages": 0, "token_events": 0}
         level.rss_before_mib = self.sampler.rss() / 2**20
         cpu0, orch0 = time.process_time(), self._cpu()
         self.sampler.start()
@@ -283,8 +292,8 @@ class Harness:
         channel = self.channel_factory()
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         latencies: list[tuple[int, float]] = []
-        counts = {"events": 0, "token_events": 0}
-        raw_counts = {"events": 0, "cpu": 0.0}
+        counts = {"events": 0, "messages": 0, "token_events": 0}
+        raw_counts = {"messages": 0, "cpu": 0.0}
         cpu0, orch0 = time.process_time(), self._cpu()
         self.sampler.start()
         # The thin subscribers live in their own process, so that the probes' latency is not
@@ -296,7 +305,7 @@ class Harness:
         thin_count = k - probes
         shares = [thin_count // processes + (i < thin_count % processes) for i in range(max(1, processes))]
         workers = [context.Process(target=thin_subscribers_process,
-                                   args=(self.address, debate_id, share, ready, results), daemon=True)
+                                   args=(self.address, debate_id, share, self.batch, ready, results), daemon=True)
                    for share in shares if share > 0]
         for worker in workers:
             worker.start()
@@ -320,10 +329,10 @@ class Harness:
                 thin = await loop.run_in_executor(None, results.get, True, max(5.0, timeout - (time.perf_counter() - start)))
             except Exception:  # noqa: BLE001 -- queue.Empty: a worker did not finish
                 thin = {"completed": 0, "errors": ["thin subscribers did not finish"], "error_count": share,
-                        "events": 0, "cpu": 0.0}
+                        "messages": 0, "cpu": 0.0}
             outcomes += ["completed"] * thin["completed"] + thin["errors"]
             level.stream_errors += max(0, thin["error_count"] - len(thin["errors"]))
-            raw_counts = {"events": raw_counts["events"] + thin["events"], "cpu": raw_counts["cpu"] + thin["cpu"]}
+            raw_counts = {"messages": raw_counts["messages"] + thin["messages"], "cpu": raw_counts["cpu"] + thin["cpu"]}
         for worker in workers:
             worker.join(timeout=10)
             if worker.is_alive():
@@ -339,7 +348,9 @@ class Harness:
         if pending:
             level.notes.append(f"{len(pending)} probes not finished within {timeout:.0f}s")
         level.notes += sorted({o for o in outcomes if o != "completed"})[:3]
-        counts["events"] += raw_counts["events"]
+        # Every subscriber reads the same whole debate: the probes' count per subscriber holds for all.
+        counts["events"] = round(counts["events"] / max(1, probes) * k)
+        counts["messages"] += raw_counts["messages"]
         self._latency(level, latencies, counts)
         level.rss_peak_mib = peak / 2**20
         level.per_unit_kib = (peak / 2**10 - level.rss_before_mib * 2**10) / k
@@ -349,11 +360,15 @@ class Harness:
     @staticmethod
     def _latency(level: Level, samples: list[tuple[int, float]], counts: dict) -> None:
         level.events = counts["events"]
+        level.messages = counts["messages"]
         level.token_events = counts["token_events"]
         level.load_average = round(os.getloadavg()[0], 2)
         if level.events:
             level.orchestrator_cpu_per_event_us = round(level.orchestrator_cpu_s / level.events * 1e6, 1)
             level.harness_cpu_per_event_us = round(level.harness_cpu_s / level.events * 1e6, 1)
+        if level.messages:
+            level.orchestrator_cpu_per_message_us = round(level.orchestrator_cpu_s / level.messages * 1e6, 1)
+            level.harness_cpu_per_message_us = round(level.harness_cpu_s / level.messages * 1e6, 1)
         if samples:
             latencies = sorted(ms for _, ms in samples)
             level.relay_p50_ms = round(statistics.median(latencies), 2)
@@ -374,10 +389,11 @@ def _print_level(level: Level) -> None:
     verdict = "PASS" if level.passed else "FAIL"
     print(f"  {level.kind:<11} {level.n:>6}  {verdict}  {level.seconds:6.1f}s  completed {level.completed}/{level.n}"
           f"  relay p50 {level.relay_p50_ms} ms p99 {level.relay_p99_ms} ms max {level.relay_max_ms} ms"
-          f"  events {level.events}  RSS {level.rss_before_mib:.0f}->{level.rss_peak_mib:.0f} MiB"
+          f"  events {level.events} in {level.messages} messages  RSS {level.rss_before_mib:.0f}->{level.rss_peak_mib:.0f} MiB"
           f"  {level.per_unit_kib:.0f} KiB/{unit}  cpu orch {level.orchestrator_cpu_s:.1f}s"
-          f" ({level.orchestrator_cpu_per_event_us:.0f} µs/event) harness {level.harness_cpu_s:.1f}s"
-          f" ({level.harness_cpu_per_event_us:.0f} µs/event)  load avg {level.load_average}", flush=True)
+          f" ({level.orchestrator_cpu_per_event_us:.0f} µs/event, {level.orchestrator_cpu_per_message_us:.0f} µs/message)"
+          f" harness {level.harness_cpu_s:.1f}s ({level.harness_cpu_per_event_us:.0f} µs/event,"
+          f" {level.harness_cpu_per_message_us:.0f} µs/message)  load avg {level.load_average}", flush=True)
     if level.p99_by_second_ms:
         print(f"      relay p99 by second: {level.p99_by_second_ms}", flush=True)
     for note in level.notes:
@@ -386,7 +402,7 @@ def _print_level(level: Level) -> None:
 
 async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budget: float, subscriber_rounds: int,
                 probes: int, tokens_per_second: float, first_token_latency: float, log_level: str,
-                profile: str = "", subscriber_processes: int = 1) -> dict:
+                profile: str = "", subscriber_processes: int = 1, batch: bool = True) -> dict:
     """Starts the suite, runs both ramps within `budget` seconds, returns the results.
 
     With `profile`, the orchestrator runs under cProfile and writes its profile there when
@@ -397,7 +413,7 @@ async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budge
         "settings": {"sim_tokens_per_second": tokens_per_second, "sim_first_token_latency": first_token_latency,
                      "tokens_per_turn": 200, "debaters": 4, "p99_limit_ms": P99_LIMIT_MS,
                      "cpus": os.cpu_count(), "subscriber_rounds": subscriber_rounds, "probes": probes,
-                     "subscriber_processes": subscriber_processes},
+                     "subscriber_processes": subscriber_processes, "batch_events": batch},
         "debates": [], "subscribers": [],
     }
     with tempfile.TemporaryDirectory(prefix="scale-") as data_dir:
@@ -424,7 +440,7 @@ async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budge
             address = config.orchestrator_address
             async with grpc.aio.insecure_channel(address, options=options) as channel:
                 harness = Harness(orchestrator_pb2_grpc.OrchestratorServiceStub(channel),
-                                  lambda: grpc.aio.insecure_channel(address, options=options), pid, address)
+                                  lambda: grpc.aio.insecure_channel(address, options=options), pid, address, batch)
                 await asyncio.sleep(1.0)
                 results["orchestrator_rss_at_rest_mib"] = round(harness.sampler.rss() / 2**20, 1)
                 # A first debate loads what every debate shares (tokenizers, the simulated
@@ -483,6 +499,7 @@ def summary(results: dict) -> dict:
         out["memory_per_subscriber_kib"] = round(subscribers["per_unit_kib"], 2)
         out["orchestrator_cpu_per_delivered_event_us"] = subscribers["orchestrator_cpu_per_event_us"]
         out["harness_cpu_per_delivered_event_us"] = subscribers["harness_cpu_per_event_us"]
+        out["events_per_message_at_that"] = round(subscribers["events"] / max(1, subscribers["messages"]), 1)
     for kind in ("debates", "subscribers"):
         failed = [lv for lv in results[kind] if not lv["passed"]]
         if failed:
@@ -509,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", type=int, default=20, help="subscribers that parse every event for latency")
     parser.add_argument("--subscriber-processes", type=int, default=1,
                         help="processes the thin subscribers are spread over")
+    parser.add_argument("--one-event-per-message", action="store_true",
+                        help="subscribe without batch_events, to compare with the batched default")
     parser.add_argument("--tokens-per-second", type=float, default=50.0)
     parser.add_argument("--first-token-latency", type=float, default=0.3)
     parser.add_argument("--budget", type=float, default=0.0, help="seconds for the whole run (default 900, quick 150)")
@@ -531,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     results = runner(scale(debates, subscribers, budget=budget, subscriber_rounds=args.subscriber_rounds,
                            probes=args.probes, tokens_per_second=args.tokens_per_second,
                            first_token_latency=args.first_token_latency, log_level=args.log_level,
-                           profile=args.profile, subscriber_processes=max(1, args.subscriber_processes)))
+                           profile=args.profile, subscriber_processes=max(1, args.subscriber_processes),
+                           batch=not args.one_event_per_message))
     results["summary"] = summary(results)
     print(json.dumps(results["summary"], indent=2))
     for line in results.get("service_errors", [])[:5]:
