@@ -1,0 +1,179 @@
+"""Fan-out to many watchers of one debate: what a streamed gRPC message costs, and what
+`batch_events` saves, measured in the same run.
+
+    python -m tests.benchmarks.bench_fanout [--quick]
+
+1. The floor: bare grpcio, no debate engine. A server process holds N server-streaming calls
+   and, 0.1 s apart, sends one small message on each; this process reads them. Process CPU
+   (user + system) per message on each side, with Python's default garbage collector and
+   with the one the services run (`calm_garbage_collector`). This is what a message costs
+   whatever it carries: the orchestrator cannot send a subscriber a message for less.
+2. The orchestrator: the real suite (tests/benchmarks/scale.py's harness) with K watchers of
+   one 4-debater debate of simulated models, once with one event a message and once with
+   `batch_events`: orchestrator CPU per delivered event, events per message, relay p99.
+
+`run(quick)` returns rows for `make bench` (tests/benchmarks/run_all.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import multiprocessing
+import time
+
+import grpc
+import psutil
+
+PATH = "/bench.Fanout/Stream"
+PAYLOAD = b"x" * 200  # about a batch of a few token deltas
+
+
+def _cpu() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+async def _floor_server(streams: int, sends: int, calm_gc: bool, ports, results) -> None:
+    if calm_gc:
+        from services.common.server import calm_garbage_collector
+
+        calm_garbage_collector()
+    waiters: list[asyncio.Future] = []
+
+    async def stream(request, context):
+        for _ in range(sends):
+            waiter = asyncio.get_running_loop().create_future()
+            waiters.append(waiter)
+            await waiter
+            yield PAYLOAD
+
+    handler = grpc.unary_stream_rpc_method_handler(stream, request_deserializer=None, response_serializer=None)
+    server = grpc.aio.server(options=[("grpc.server.max_pending_requests", 4 * streams)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Fanout", {"Stream": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    ports.put(port)
+    while len(waiters) < streams:
+        await asyncio.sleep(0.01)
+    cpu = _cpu()
+    for _ in range(sends):
+        while len(waiters) < streams:  # every stream sent its last message and waits again
+            await asyncio.sleep(0.001)
+        woken, waiters[:] = list(waiters), []
+        for waiter in woken:
+            waiter.set_result(None)
+        await asyncio.sleep(0.1)
+    results.put((_cpu() - cpu) / (streams * sends) * 1e6)
+    await server.stop(1)
+
+
+def _floor_server_process(streams: int, sends: int, calm_gc: bool, ports, results) -> None:
+    import uvloop
+
+    uvloop.run(_floor_server(streams, sends, calm_gc, ports, results))
+
+
+async def _floor_client(port: int, streams: int) -> tuple[int, float]:
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range((streams + 499) // 500)]
+    calls = [channel.unary_stream(PATH, request_serializer=None, response_deserializer=None) for channel in channels]
+    received = 0
+
+    async def one(i: int) -> None:
+        nonlocal received
+        async for _ in calls[i % len(calls)](b""):
+            received += 1
+
+    tasks = [asyncio.create_task(one(i)) for i in range(streams)]
+    await asyncio.sleep(0.5)  # the streams are open before the first message
+    cpu = _cpu()
+    await asyncio.gather(*tasks)
+    spent = _cpu() - cpu
+    for channel in channels:
+        await channel.close()
+    return received, spent / max(1, received) * 1e6
+
+
+def grpc_floor(streams: int, sends: int, calm_gc: bool) -> tuple[float, float]:
+    """(server µs, client µs) of CPU per streamed message with `streams` open streams."""
+    import uvloop
+
+    context = multiprocessing.get_context("spawn")
+    ports, results = context.Queue(), context.Queue()
+    server = context.Process(target=_floor_server_process, args=(streams, sends, calm_gc, ports, results), daemon=True)
+    server.start()
+    try:
+        port = ports.get(timeout=60)
+        received, client_us = uvloop.run(_floor_client(port, streams))
+        server_us = results.get(timeout=60)
+    finally:
+        server.join(timeout=10)
+        if server.is_alive():
+            server.kill()
+    if received != streams * sends:
+        raise RuntimeError(f"received {received} of {streams * sends} messages")
+    return server_us, client_us
+
+
+async def orchestrator_fanout(watchers: int, quick: bool) -> dict[bool, dict]:
+    """The subscribers level of the scale harness at `watchers`, without and with batch_events."""
+    from tests.benchmarks import scale
+
+    levels = {}
+    for batch in (False, True):
+        results = await scale.scale([], [watchers], budget=300, subscriber_rounds=1, probes=10,
+                                    tokens_per_second=400 if quick else 50, first_token_latency=0.05 if quick else 0.3,
+                                    log_level="WARNING", batch=batch)
+        (levels[batch],) = results["subscribers"]
+    return levels
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Rows {metric, target, value, unit[, floor, note]} (see tests/benchmarks/run_all.py)."""
+    streams, sends = (200, 10) if quick else (1000, 30)
+    gc.collect()
+    default_server, _ = grpc_floor(streams, sends, calm_gc=False)
+    calm_server, client = grpc_floor(streams, sends, calm_gc=True)
+    rows = [
+        {"metric": f"bare grpcio: server CPU per streamed message, {streams} streams",
+         "target": "(the floor)", "value": round(calm_server, 1), "unit": "µs",
+         "floor": f"default gc: {default_server:.1f}",
+         "note": "what the services run: gc.freeze() and a young-generation threshold of 50,000"},
+        {"metric": f"bare grpcio: client CPU per received message, {streams} streams",
+         "target": "(the floor)", "value": round(client, 1), "unit": "µs"},
+    ]
+    watchers = 100 if quick else 1000
+    levels = asyncio.run(orchestrator_fanout(watchers, quick))
+    one, batched = levels[False], levels[True]
+    rows += [
+        {"metric": f"orchestrator CPU per delivered event, {watchers} watchers of one debate, batch_events",
+         "target": "(lower is better)", "value": batched["orchestrator_cpu_per_event_us"], "unit": "µs",
+         "floor": f"one event a message: {one['orchestrator_cpu_per_event_us']}"},
+        {"metric": f"events per message, {watchers} watchers, batch_events",
+         "target": "(higher is better)", "value": round(batched["events"] / max(1, batched["messages"]), 2),
+         "unit": "events", "floor": "one event a message: 1"},
+        {"metric": f"relay p99 to the last-served watcher, {watchers} watchers, batch_events",
+         "target": "< 250 ms", "value": batched["relay_p99_ms"], "unit": "ms",
+         "floor": f"one event a message: {one['relay_p99_ms']}",
+         "note": f"all completed: {batched['completed'] == watchers and one['completed'] == watchers}"},
+    ]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer streams and watchers (what the test suite runs)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    rows = run(args.quick)
+    width = max(len(r["metric"]) for r in rows)
+    for r in rows:
+        print(f"{r['metric']:<{width}}  {r['value']:>8} {r['unit']:<6} {r.get('floor', '')}  {r.get('note', '')}")
+    print(f"({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
