@@ -49,6 +49,8 @@ from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 from debate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from locust import User, between, events, task
 
+from services.client.follow import events_of
+
 DEFAULT_ADDRS = {
     "orchestrator": "127.0.0.1:50051",
     "judge": "127.0.0.1:50052",
@@ -225,12 +227,12 @@ class WatcherUser(GrpcUser):
         events_seen = 0
         try:
             stream = self.stub.StreamDebateEvents(
-                orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=0),
+                orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=0, batch_events=True),
                 timeout=timeout, metadata=self.metadata)
-            for _ in stream:
+            for response in stream:
                 if events_seen == 0:
                     self._fire("StreamDebateEvents: first event", start, 0, None, request_type="grpc-stream")
-                events_seen += 1
+                events_seen += len(events_of(response))
         except grpc.RpcError as error:
             self._fire("StreamDebateEvents", start, events_seen, error, request_type="grpc-stream")
             return
