@@ -17,10 +17,15 @@ What it does, all on 127.0.0.1:
    level that does not pass.
 3. Subscribers: for each level K, one debate (4 debaters, --subscriber-rounds rounds) with K
    subscribers connected before it starts. A few "probe" subscribers (here) parse every
-   event to measure relay latency; the others, in a separate process, take the raw frames
-   and count them (the cheapest a Python client can be), so that the probes' latency is not
-   this process's backlog. A level passes when every subscriber reads the whole debate to
-   its end without being cut off and the probes' p99 is under 250 ms.
+   event to measure relay latency; the others, in a separate process, take the raw
+   messages and count them (the cheapest a Python client can be), so that the probes'
+   latency is not this process's backlog. The probes subscribe last, so they are the last
+   the orchestrator serves after each new event: their p99 is the worst watcher's. A level
+   passes when every subscriber reads the whole debate to its end without being cut off
+   and the probes' p99 is under 250 ms.
+
+Every subscriber asks for `batch_events` (several events a message), as the project's own
+clients do; `--one-event-per-message` measures the one-event-a-message shape instead.
 
 Relay latency is the time from an event's `time` (stamped by the orchestrator when the
 token delta is appended to the debate's log) to its arrival at a subscriber, both clocks
