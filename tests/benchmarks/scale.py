@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import math
 import multiprocessing
@@ -61,6 +60,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
 from services.client.follow import events_of
+from services.common.server import calm_garbage_collector
 from services.launcher import Suite, SuiteConfig
 from tests.helpers import free_port
 
@@ -195,7 +195,7 @@ async def _thin(address: str, debate_id: str, count: int, batch: bool, ready, re
 
 def thin_subscribers_process(address: str, debate_id: str, count: int, batch: bool, ready, results) -> None:
     """Entry point of a subscriber process (multiprocessing, spawn)."""
-    gc.freeze()  # the many small objects of many streams: no need to walk the imports each time
+    calm_garbage_collector()  # as the services do: the load generator should cost as little as it can
     try:
         import uvloop
 
