@@ -151,12 +151,18 @@ async def read(gen, n: int) -> list[pb.DebateEvent]:
     return out
 
 
-async def test_events_become_visible_only_once_stored_and_resume_reads_the_store(tmp_path):
+def hub_with_300_events(tmp_path) -> tuple[Store, EventHub]:
+    """A debate log of 300 emitted, not yet flushed events: more than its memory tail of 64 holds."""
     store = Store(str(tmp_path / "o.sqlite3"))
     hub = EventHub(store, tail_events=64)
     hub.open_log("d1", 0).active = True
-    for i in range(300):  # more than the memory tail holds
+    for i in range(300):
         hub.emit("d1", **delta(f"t{i} "))
+    return store, hub
+
+
+async def test_events_become_visible_only_once_stored_and_resume_reads_the_store(tmp_path):
+    store, hub = hub_with_300_events(tmp_path)
     assert hub.get("d1").durable == 0  # nothing announced before the commit
     hub.flush()
     assert store.last_sequence("d1") == 300 and hub.get("d1").base > 1
@@ -226,11 +232,7 @@ async def read_batches(gen, n: int) -> list[list[pb.DebateEvent]]:
 
 
 async def test_batched_subscription_carries_the_same_events_in_far_fewer_responses(tmp_path):
-    store = Store(str(tmp_path / "o.sqlite3"))
-    hub = EventHub(store, tail_events=64)
-    hub.open_log("d1", 0).active = True
-    for i in range(300):  # the first ones only in the store, the last ones in the memory tail too
-        hub.emit("d1", **delta(f"t{i} "))
+    _, hub = hub_with_300_events(tmp_path)  # the first ones only in the store, the last ones in the tail too
     hub.flush()
     single = await read(hub.subscribe("d1", 10, terminal=False, last_sequence=300), 290)
     batches = await read_batches(hub.subscribe("d1", 10, terminal=False, last_sequence=300, batch=True), 290)
