@@ -5,9 +5,11 @@
 
 1. The floor: bare grpcio, no debate engine. A server process holds N server-streaming calls
    and, 0.1 s apart, sends one small message on each; this process reads them. Process CPU
-   (user + system) per message on each side, with Python's default garbage collector and
-   with the one the services run (`calm_garbage_collector`). This is what a message costs
-   whatever it carries: the orchestrator cannot send a subscriber a message for less.
+   (user + system) per message on each side, and the time from waking every stream to each
+   having sent its message, with Python's default garbage collector and with the one the
+   services run (`calm_garbage_collector`). This is what a message costs whatever it
+   carries: the orchestrator cannot send a subscriber a message for less, nor reach every
+   watcher of a debate sooner than one such fan-out.
 2. The orchestrator: the real suite (tests/benchmarks/scale.py's harness) with K watchers of
    one 4-debater debate of simulated models, once with one event a message and once with
    `batch_events`: orchestrator CPU per delivered event, events per message, relay p99.
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import gc
 import multiprocessing
+import statistics
 import time
 
 import grpc
@@ -58,14 +61,18 @@ async def _floor_server(streams: int, sends: int, calm_gc: bool, ports, results)
     while len(waiters) < streams:
         await asyncio.sleep(0.01)
     cpu = _cpu()
-    for _ in range(sends):
-        while len(waiters) < streams:  # every stream sent its last message and waits again
-            await asyncio.sleep(0.001)
+    fanouts = []
+    for i in range(sends):
+        started = time.perf_counter()
         woken, waiters[:] = list(waiters), []
         for waiter in woken:
             waiter.set_result(None)
-        await asyncio.sleep(0.1)
-    results.put((_cpu() - cpu) / (streams * sends) * 1e6)
+        if i < sends - 1:
+            while len(waiters) < streams:  # every stream sent its message and waits again
+                await asyncio.sleep(0.0005)
+            fanouts.append(time.perf_counter() - started)
+            await asyncio.sleep(0.1)
+    results.put(((_cpu() - cpu) / (streams * sends) * 1e6, statistics.median(fanouts) * 1e3))
     await server.stop(1)
 
 
@@ -96,8 +103,9 @@ async def _floor_client(port: int, streams: int) -> tuple[int, float]:
     return received, spent / max(1, received) * 1e6
 
 
-def grpc_floor(streams: int, sends: int, calm_gc: bool) -> tuple[float, float]:
-    """(server µs, client µs) of CPU per streamed message with `streams` open streams."""
+def grpc_floor(streams: int, sends: int, calm_gc: bool) -> tuple[float, float, float]:
+    """(server µs, client µs) of CPU per streamed message with `streams` open streams, and the
+    median ms from waking every stream to each having sent its message (one fan-out)."""
     import uvloop
 
     context = multiprocessing.get_context("spawn")
@@ -107,14 +115,14 @@ def grpc_floor(streams: int, sends: int, calm_gc: bool) -> tuple[float, float]:
     try:
         port = ports.get(timeout=60)
         received, client_us = uvloop.run(_floor_client(port, streams))
-        server_us = results.get(timeout=60)
+        server_us, fanout_ms = results.get(timeout=60)
     finally:
         server.join(timeout=10)
         if server.is_alive():
             server.kill()
     if received != streams * sends:
         raise RuntimeError(f"received {received} of {streams * sends} messages")
-    return server_us, client_us
+    return server_us, client_us, fanout_ms
 
 
 async def orchestrator_fanout(watchers: int, quick: bool) -> dict[bool, dict]:
@@ -132,11 +140,14 @@ async def orchestrator_fanout(watchers: int, quick: bool) -> dict[bool, dict]:
 
 def run(quick: bool = False) -> list[dict]:
     """Rows {metric, target, value, unit[, floor, note]} (see tests/benchmarks/run_all.py)."""
-    streams, sends = (200, 10) if quick else (1000, 30)
+    streams, sends = (200, 10) if quick else (5000, 15)
     gc.collect()
-    default_server, _ = grpc_floor(streams, sends, calm_gc=False)
-    calm_server, client = grpc_floor(streams, sends, calm_gc=True)
+    default_server, _, default_fanout = grpc_floor(streams, sends, calm_gc=False)
+    calm_server, client, fanout = grpc_floor(streams, sends, calm_gc=True)
     rows = [
+        {"metric": f"bare grpcio: one message to each of {streams} streams (median wall time)",
+         "target": "(the floor)", "value": round(fanout, 1), "unit": "ms", "floor": f"default gc: {default_fanout:.1f}",
+         "note": "the readers in another process, on the other core"},
         {"metric": f"bare grpcio: server CPU per streamed message, {streams} streams",
          "target": "(the floor)", "value": round(calm_server, 1), "unit": "µs",
          "floor": f"default gc: {default_server:.1f}",
