@@ -1,7 +1,7 @@
 """Regenerate the Python code and type stubs of protos/ into protos/gen/python.
 
-    python scripts/gen_protos.py           # rewrite protos/gen/python
-    python scripts/gen_protos.py --check   # exit 1 when the committed code drifted
+python scripts/gen_protos.py           # rewrite protos/gen/python
+python scripts/gen_protos.py --check   # exit 1 when the committed code drifted
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def generate(out_dir: Path) -> None:
     files = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
     subprocess.run(
         [
-            sys.executable, "-m", "grpc_tools.protoc",
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
             f"-I{PROTO_ROOT}",
             f"--python_out={out_dir}",
             f"--grpc_python_out={out_dir}",
@@ -39,7 +41,9 @@ def generate(out_dir: Path) -> None:
             f"--mypy_grpc_out={out_dir}",
             *files,
         ],
-        check=True, cwd=PROTO_ROOT, env=env,
+        check=True,
+        cwd=PROTO_ROOT,
+        env=env,
     )
     for package_dir in [p for p in out_dir.rglob("*") if p.is_dir()]:
         (package_dir / "__init__.py").touch()

@@ -24,11 +24,16 @@ from services.common.tls import TlsFiles
 ROOT = Path(__file__).resolve().parent.parent
 WEB_DIST = ROOT / "web" / "dist"
 ORCHESTRATOR_PREFIX = "/debate.orchestrator.v1.OrchestratorService/"
-INTERNAL_PREFIXES = {"judge": "/debate.judge.v1.JudgeService/", "accounting": "/debate.accounting.v1.AccountingService/"}
+INTERNAL_PREFIXES = {
+    "judge": "/debate.judge.v1.JudgeService/",
+    "accounting": "/debate.accounting.v1.AccountingService/",
+}
 # Headers a grpc-web client sends, and the ones its code must be able to read.
-CORS_ALLOW_HEADERS = ("authorization,content-type,x-grpc-web,x-user-agent,grpc-timeout,keep-alive,user-agent,"
-                      "cache-control,content-transfer-encoding,x-accept-content-transfer-encoding,"
-                      "x-accept-response-streaming,connect-protocol-version,connect-timeout-ms")
+CORS_ALLOW_HEADERS = (
+    "authorization,content-type,x-grpc-web,x-user-agent,grpc-timeout,keep-alive,user-agent,"
+    "cache-control,content-transfer-encoding,x-accept-content-transfer-encoding,"
+    "x-accept-response-streaming,connect-protocol-version,connect-timeout-ms"
+)
 CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin"
 
 
@@ -100,9 +105,13 @@ class GatewayConfig:
         claim = self.jwt_tenant_claim.strip()
         if not claim:
             raise ValueError("GATEWAY_JWT_TENANT_CLAIM must name a claim")
-        return GatewayJwt(issuer=self.jwt_issuer.strip(), jwks_file=str(path.resolve()),
-                          audiences=tuple(a.strip() for a in self.jwt_audiences.split(",") if a.strip()),
-                          tenant_claim=claim, tenant_header=parse_tenant_header(self.jwt_tenant_header))
+        return GatewayJwt(
+            issuer=self.jwt_issuer.strip(),
+            jwks_file=str(path.resolve()),
+            audiences=tuple(a.strip() for a in self.jwt_audiences.split(",") if a.strip()),
+            tenant_claim=claim,
+            tenant_header=parse_tenant_header(self.jwt_tenant_header),
+        )
 
     @property
     def browse_host(self) -> str:
@@ -141,15 +150,24 @@ def _jwt_filters(jwt: GatewayJwt, prefixes: list[str]) -> list[dict]:
     if jwt.audiences:
         provider["audiences"] = list(jwt.audiences)
     return [
-        {"name": "envoy.filters.http.header_mutation", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            "mutations": {"request_mutations": [{"remove": jwt.tenant_header}]}}},
-        {"name": "envoy.filters.http.jwt_authn", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {"debate": provider},
-            "rules": [{"match": {"prefix": prefix}, "requires": {"provider_name": "debate"}} for prefix in prefixes],
-            "bypass_cors_preflight": True,
-        }},
+        {
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                "mutations": {"request_mutations": [{"remove": jwt.tenant_header}]},
+            },
+        },
+        {
+            "name": "envoy.filters.http.jwt_authn",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                "providers": {"debate": provider},
+                "rules": [
+                    {"match": {"prefix": prefix}, "requires": {"provider_name": "debate"}} for prefix in prefixes
+                ],
+                "bypass_cors_preflight": True,
+            },
+        },
     ]
 
 
@@ -167,8 +185,12 @@ def _upstream_tls(tls: TlsFiles, host: str) -> dict:
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context": {
             "alpn_protocols": ["h2"],
-            "tls_certificates": [{"certificate_chain": {"filename": str(Path(tls.cert_file).resolve())},
-                                  "private_key": {"filename": str(Path(tls.key_file).resolve())}}],
+            "tls_certificates": [
+                {
+                    "certificate_chain": {"filename": str(Path(tls.cert_file).resolve())},
+                    "private_key": {"filename": str(Path(tls.key_file).resolve())},
+                }
+            ],
             "validation_context": {
                 "trusted_ca": {"filename": str(Path(tls.ca_file).resolve())},
                 "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": name}}],
@@ -188,8 +210,9 @@ def _cluster(name: str, host: str, port: int, *, http2: bool, tls: TlsFiles | No
         "connect_timeout": "5s",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": host, "port_value": port}}}}]}],
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}
+            ],
         },
     }
     if http2:
@@ -197,8 +220,9 @@ def _cluster(name: str, host: str, port: int, *, http2: bool, tls: TlsFiles | No
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {
-                    "connection_keepalive": {"interval": "30s", "timeout": "10s"}}},
+                "explicit_http_config": {
+                    "http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "10s"}}
+                },
             }
         }
     if tls is not None:
@@ -211,9 +235,18 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def envoy_config(*, listen_host: str, listen_port: int, orchestrator: str, web: str | None = None,
-                 internal: dict[str, str] | None = None, allowed_origins: str = "*",
-                 admin_port: int = 0, jwt: GatewayJwt | None = None, upstream_tls: TlsFiles | None = None) -> dict:
+def envoy_config(
+    *,
+    listen_host: str,
+    listen_port: int,
+    orchestrator: str,
+    web: str | None = None,
+    internal: dict[str, str] | None = None,
+    allowed_origins: str = "*",
+    admin_port: int = 0,
+    jwt: GatewayJwt | None = None,
+    upstream_tls: TlsFiles | None = None,
+) -> dict:
     """Envoy's bootstrap: grpc_web, cors and router in front of the orchestrator.
 
     `orchestrator`, `web` and the `internal` services ({"judge": addr, "accounting": addr},
@@ -236,12 +269,22 @@ def envoy_config(*, listen_host: str, listen_port: int, orchestrator: str, web: 
     if web:
         # Only GET and HEAD reach the file server: a call to an unrouted gRPC method gets
         # Envoy's 404, never the page.
-        routes.append({"match": {"prefix": "/", "headers": [{"name": ":method", "string_match": {
-            "safe_regex": {"regex": "GET|HEAD"}}}]}, "route": {"cluster": "web", "timeout": "30s"}})
+        routes.append(
+            {
+                "match": {
+                    "prefix": "/",
+                    "headers": [{"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}],
+                },
+                "route": {"cluster": "web", "timeout": "30s"},
+            }
+        )
         clusters.append(_cluster("web", *_split(web), http2=False))
     origins = [o.strip() for o in allowed_origins.split(",") if o.strip()]
-    origin_match = ([{"safe_regex": {"regex": ".*"}}] if origins == ["*"] or not origins
-                    else [{"exact": origin} for origin in origins])
+    origin_match = (
+        [{"safe_regex": {"regex": ".*"}}]
+        if origins == ["*"] or not origins
+        else [{"exact": origin} for origin in origins]
+    )
     cors_policy = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
         "allow_origin_string_match": origin_match,
@@ -258,40 +301,60 @@ def envoy_config(*, listen_host: str, listen_port: int, orchestrator: str, web: 
         "request_timeout": "0s",
         "route_config": {
             "name": "debate",
-            "virtual_hosts": [{
-                "name": "debate",
-                "domains": ["*"],
-                "typed_per_filter_config": {"envoy.filters.http.cors": cors_policy},
-                "routes": routes,
-            }],
+            "virtual_hosts": [
+                {
+                    "name": "debate",
+                    "domains": ["*"],
+                    "typed_per_filter_config": {"envoy.filters.http.cors": cors_policy},
+                    "routes": routes,
+                }
+            ],
         },
         "http_filters": [
-            {"name": "envoy.filters.http.grpc_web", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"}},
-            {"name": "envoy.filters.http.cors", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
+            {
+                "name": "envoy.filters.http.grpc_web",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"},
+            },
+            {
+                "name": "envoy.filters.http.cors",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+            },
             *(_jwt_filters(jwt, grpc_prefixes) if jwt else []),
-            {"name": "envoy.filters.http.router", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            },
         ],
     }
     return {
         # The admin interface (stats, /ready, /quitquitquit) is on loopback only.
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
-        "overload_manager": {"resource_monitors": [{
-            "name": "envoy.resource_monitors.global_downstream_max_connections",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
-                         "DownstreamConnectionsConfig",
-                "max_active_downstream_connections": 10000,
-            }}]},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                        "DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 10000,
+                    },
+                }
+            ]
+        },
         "static_resources": {
-            "listeners": [{
-                "name": "grpc_web",
-                "address": {"socket_address": {"address": listen_host, "port_value": listen_port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}],
-            }],
+            "listeners": [
+                {
+                    "name": "grpc_web",
+                    "address": {"socket_address": {"address": listen_host, "port_value": listen_port}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
+                            ]
+                        }
+                    ],
+                }
+            ],
             "clusters": clusters,
         },
     }
@@ -313,8 +376,9 @@ COMPOSE_ENVOY_HEADER = """\
 
 
 def compose_envoy_config() -> dict:
-    return envoy_config(listen_host="0.0.0.0", listen_port=8080, orchestrator="orchestrator:50051",
-                        web="web:8081", admin_port=9901)
+    return envoy_config(
+        listen_host="0.0.0.0", listen_port=8080, orchestrator="orchestrator:50051", web="web:8081", admin_port=9901
+    )
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -336,9 +400,19 @@ def _main(argv: list[str] | None = None) -> int:
         suite = SuiteConfig()
         gateway = suite.gateway
         web = f"127.0.0.1:{gateway.web_port or 8081}" if gateway.web_available else None
-        sys.stdout.write(render_envoy_yaml(envoy_config(
-            listen_host=gateway.host, listen_port=gateway.port, orchestrator=suite.orchestrator_address, web=web,
-            allowed_origins=gateway.allowed_origins, jwt=gateway.jwt(), upstream_tls=TlsFiles.from_environment())))
+        sys.stdout.write(
+            render_envoy_yaml(
+                envoy_config(
+                    listen_host=gateway.host,
+                    listen_port=gateway.port,
+                    orchestrator=suite.orchestrator_address,
+                    web=web,
+                    allowed_origins=gateway.allowed_origins,
+                    jwt=gateway.jwt(),
+                    upstream_tls=TlsFiles.from_environment(),
+                )
+            )
+        )
     return 0
 
 

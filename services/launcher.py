@@ -104,12 +104,27 @@ class SuiteConfig:
             # through the gateway or over mutual TLS (docs/reliability.md).
             orchestrator_env["TRUSTED_TENANT_HEADER"] = jwt.tenant_header
         return [
-            ProcessSpec("accounting", [python, "-m", "services.accounting"], self.address(self.accounting_port),
-                        "debate.accounting.v1.AccountingService", {**common, "PORT": str(self.accounting_port)}),
-            ProcessSpec("judge", [python, "-m", "services.judge"], self.address(self.judge_port),
-                        "debate.judge.v1.JudgeService", {**common, "PORT": str(self.judge_port)}),
-            ProcessSpec("orchestrator", [python, "-m", "services.orchestrator"], self.orchestrator_address,
-                        "debate.orchestrator.v1.OrchestratorService", orchestrator_env),
+            ProcessSpec(
+                "accounting",
+                [python, "-m", "services.accounting"],
+                self.address(self.accounting_port),
+                "debate.accounting.v1.AccountingService",
+                {**common, "PORT": str(self.accounting_port)},
+            ),
+            ProcessSpec(
+                "judge",
+                [python, "-m", "services.judge"],
+                self.address(self.judge_port),
+                "debate.judge.v1.JudgeService",
+                {**common, "PORT": str(self.judge_port)},
+            ),
+            ProcessSpec(
+                "orchestrator",
+                [python, "-m", "services.orchestrator"],
+                self.orchestrator_address,
+                "debate.orchestrator.v1.OrchestratorService",
+                orchestrator_env,
+            ),
             *gateway_specs(self),
         ]
 
@@ -152,8 +167,14 @@ async def wait_serving(address: str, service: str, timeout: float, *, tls: TlsFi
 class Suite:
     """The suite's processes. Use `async with Suite(specs):` or start()/stop()."""
 
-    def __init__(self, specs: list[ProcessSpec], *, output: Callable[[str], None] | None = print,
-                 startup_timeout: float = 60.0, stop_timeout: float = 15.0):
+    def __init__(
+        self,
+        specs: list[ProcessSpec],
+        *,
+        output: Callable[[str], None] | None = print,
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 15.0,
+    ):
         self.specs = specs
         self.output = output
         self.startup_timeout = startup_timeout
@@ -198,8 +219,12 @@ class Suite:
 
     async def _wait_ready(self, proc: RunningProcess) -> None:
         if proc.spec.health_address is not None:
-            check = wait_serving(proc.spec.health_address, proc.spec.health_service, self.startup_timeout,
-                                 tls=_process_tls(proc.spec.env))
+            check = wait_serving(
+                proc.spec.health_address,
+                proc.spec.health_service,
+                self.startup_timeout,
+                tls=_process_tls(proc.spec.env),
+            )
         elif proc.spec.ready_check is not None:
             check = wait_ready_check(proc.spec.name, proc.spec.ready_check, self.startup_timeout)
         else:
@@ -322,27 +347,52 @@ def gateway_specs(config: SuiteConfig) -> list[ProcessSpec]:
     if gateway.web_available:
         web_port = gateway.web_port or _free_loopback_port()
         web_address = f"127.0.0.1:{web_port}"
-        specs.append(ProcessSpec(
-            "web", [sys.executable, "-m", "http.server", str(web_port), "--bind", "127.0.0.1",
-                    "--directory", gateway.web_dir],
-            None, env={"PYTHONUNBUFFERED": "1"},
-            ready_check=lambda: _http_ok(f"http://{web_address}/index.html"),
-            display_address=f"{web_address} (web/dist, served through the gateway)",
-        ))
+        specs.append(
+            ProcessSpec(
+                "web",
+                [
+                    sys.executable,
+                    "-m",
+                    "http.server",
+                    str(web_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--directory",
+                    gateway.web_dir,
+                ],
+                None,
+                env={"PYTHONUNBUFFERED": "1"},
+                ready_check=lambda: _http_ok(f"http://{web_address}/index.html"),
+                display_address=f"{web_address} (web/dist, served through the gateway)",
+            )
+        )
     else:
         log.warning("%s has no built page (run `make web`); the gateway serves the API only", gateway.web_dir)
     run_dir = Path(config.data_dir).resolve() / "gateway"
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / f"envoy-{gateway.port}.yaml"
     admin_path = run_dir / f"envoy-{gateway.port}.admin"
-    internal = ({"judge": config.address(config.judge_port), "accounting": config.address(config.accounting_port)}
-                if gateway.expose_internal else None)
+    internal = (
+        {"judge": config.address(config.judge_port), "accounting": config.address(config.accounting_port)}
+        if gateway.expose_internal
+        else None
+    )
     # Envoy dials the services with the suite's own TLS files, when they are configured.
     upstream_tls = TlsFiles.from_environment({**os.environ, **config.extra_env})
-    config_path.write_text(render_envoy_yaml(envoy_config(
-        listen_host=gateway.host, listen_port=gateway.port, orchestrator=config.orchestrator_address,
-        web=web_address, internal=internal, allowed_origins=gateway.allowed_origins,
-        jwt=gateway.jwt(), upstream_tls=upstream_tls)))
+    config_path.write_text(
+        render_envoy_yaml(
+            envoy_config(
+                listen_host=gateway.host,
+                listen_port=gateway.port,
+                orchestrator=config.orchestrator_address,
+                web=web_address,
+                internal=internal,
+                allowed_origins=gateway.allowed_origins,
+                jwt=gateway.jwt(),
+                upstream_tls=upstream_tls,
+            )
+        )
+    )
     admin_path.unlink(missing_ok=True)
 
     async def envoy_ready() -> bool:
@@ -353,12 +403,22 @@ def gateway_specs(config: SuiteConfig) -> list[ProcessSpec]:
             return False
         return bool(admin) and await _http_ok(f"http://{admin}/ready")
 
-    specs.append(ProcessSpec(
-        "envoy",
-        [gateway.envoy_binary, "-c", str(config_path), "--admin-address-path", str(admin_path),
-         "--disable-hot-restart",  # no shared memory: several Envoys (tests) can run at once
-         "--log-level", gateway.log_level],
-        None, ready_check=envoy_ready,
-        display_address=f"{gateway.browse_host}:{gateway.port} (grpc-web and the page)",
-    ))
+    specs.append(
+        ProcessSpec(
+            "envoy",
+            [
+                gateway.envoy_binary,
+                "-c",
+                str(config_path),
+                "--admin-address-path",
+                str(admin_path),
+                "--disable-hot-restart",  # no shared memory: several Envoys (tests) can run at once
+                "--log-level",
+                gateway.log_level,
+            ],
+            None,
+            ready_check=envoy_ready,
+            display_address=f"{gateway.browse_host}:{gateway.port} (grpc-web and the page)",
+        )
+    )
     return specs

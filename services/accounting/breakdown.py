@@ -41,7 +41,9 @@ class Tally:
         self.estimated = self.estimated or estimated
 
     def line(self, key: str) -> Line:
-        return Line(key, Usage(self.prompt, self.completion, self.cached, self.reasoning), self.cost, self.calls, self.estimated)
+        return Line(
+            key, Usage(self.prompt, self.completion, self.cached, self.reasoning), self.cost, self.calls, self.estimated
+        )
 
 
 T = TypeVar("T")
@@ -64,4 +66,3 @@ class GroupedTally(Generic[T]):
 
     def lines(self) -> list[Line]:
         return [self._tallies[k].line(k) for k in sorted(self._tallies, key=self._sort_key)]
-

@@ -131,15 +131,22 @@ def estimate_debate(plan: DebatePlan, prices: PriceBook) -> Estimate:
             charge(
                 debater.model,
                 Usage(_debater_prompt(plan, debater, round_number, index, expected_completion), expected_completion),
-                Usage(_debater_prompt(plan, debater, round_number, index, plan.max_tokens_per_turn), plan.max_tokens_per_turn),
+                Usage(
+                    _debater_prompt(plan, debater, round_number, index, plan.max_tokens_per_turn),
+                    plan.max_tokens_per_turn,
+                ),
             )
         for model in judges:
             topic = count_text_tokens(model, plan.topic)
             charge(
                 model,
-                Usage(JUDGE_INSTRUCTIONS_TOKENS + topic + n * (expected_completion + TURN_FRAMING_TOKENS), judge_expected),
-                Usage(JUDGE_INSTRUCTIONS_TOKENS + topic + n * (plan.max_tokens_per_turn + TURN_FRAMING_TOKENS),
-                      JUDGE_MAX_COMPLETION_TOKENS),
+                Usage(
+                    JUDGE_INSTRUCTIONS_TOKENS + topic + n * (expected_completion + TURN_FRAMING_TOKENS), judge_expected
+                ),
+                Usage(
+                    JUDGE_INSTRUCTIONS_TOKENS + topic + n * (plan.max_tokens_per_turn + TURN_FRAMING_TOKENS),
+                    JUDGE_MAX_COMPLETION_TOKENS,
+                ),
                 calls=orderings,
             )
     for model in judges:
@@ -147,10 +154,20 @@ def estimate_debate(plan: DebatePlan, prices: PriceBook) -> Estimate:
         transcript = plan.rounds * n
         charge(
             model,
-            Usage(VERDICT_INSTRUCTIONS_TOKENS + topic + transcript * (expected_completion + TURN_FRAMING_TOKENS)
-                  + plan.rounds * judge_expected, VERDICT_EXPECTED_TOKENS),
-            Usage(VERDICT_INSTRUCTIONS_TOKENS + topic + transcript * (plan.max_tokens_per_turn + TURN_FRAMING_TOKENS)
-                  + plan.rounds * JUDGE_MAX_COMPLETION_TOKENS, VERDICT_MAX_COMPLETION_TOKENS),
+            Usage(
+                VERDICT_INSTRUCTIONS_TOKENS
+                + topic
+                + transcript * (expected_completion + TURN_FRAMING_TOKENS)
+                + plan.rounds * judge_expected,
+                VERDICT_EXPECTED_TOKENS,
+            ),
+            Usage(
+                VERDICT_INSTRUCTIONS_TOKENS
+                + topic
+                + transcript * (plan.max_tokens_per_turn + TURN_FRAMING_TOKENS)
+                + plan.rounds * JUDGE_MAX_COMPLETION_TOKENS,
+                VERDICT_MAX_COMPLETION_TOKENS,
+            ),
         )
     return Estimate(expected.line("expected"), worst.line("worst_case"), by_model.lines())
 
@@ -168,8 +185,12 @@ def _debater_prompt(plan: DebatePlan, debater: DebaterPlan, round_number: int, i
 
 
 def _times(usage: Usage, calls: int) -> Usage:
-    return Usage(usage.prompt_tokens * calls, usage.completion_tokens * calls,
-                 usage.cached_prompt_tokens * calls, usage.reasoning_tokens * calls)
+    return Usage(
+        usage.prompt_tokens * calls,
+        usage.completion_tokens * calls,
+        usage.cached_prompt_tokens * calls,
+        usage.reasoning_tokens * calls,
+    )
 
 
 __all__ = ["DebatePlan", "DebaterPlan", "Estimate", "estimate_debate", "validate_plan"]

@@ -113,10 +113,16 @@ class Accounting:
                 if message.get("role") not in MESSAGE_ROLES:
                     v.add(f"messages[{i}].role", f"must be one of {', '.join(sorted(MESSAGE_ROLES))}")
             size = sum(len(m.get("content") or "") + len(m.get("name") or "") for m in messages)
-            if size > MAX_TEXT_BYTES or _utf8_len_over("".join(m.get("content") or "" for m in messages), MAX_TEXT_BYTES):
+            if size > MAX_TEXT_BYTES or _utf8_len_over(
+                "".join(m.get("content") or "" for m in messages), MAX_TEXT_BYTES
+            ):
                 v.add("messages", f"contents must be at most {MAX_TEXT_BYTES} bytes in all")
         v.raise_if_any()
-        count = (lambda: tokens.count_tokens(model, text=text)) if text else (lambda: tokens.count_tokens(model, messages=messages))
+        count = (
+            (lambda: tokens.count_tokens(model, text=text))
+            if text
+            else (lambda: tokens.count_tokens(model, messages=messages))
+        )
         chars = len(text) if text else sum(len(m.get("content") or "") for m in messages)
         if chars > INLINE_COUNT_CHARS or not tokens.tokenizer_ready(model):
             return await asyncio.to_thread(count)
@@ -133,8 +139,18 @@ class Accounting:
     # -- the ledger
 
     async def record_usage(
-        self, *, request_id: str, debate_id: str, participant: str, role: Role | None, round_number: int,
-        model: str, attempt: int, usage: Usage, total_tokens: int = 0, estimated: bool = False,
+        self,
+        *,
+        request_id: str,
+        debate_id: str,
+        participant: str,
+        role: Role | None,
+        round_number: int,
+        model: str,
+        attempt: int,
+        usage: Usage,
+        total_tokens: int = 0,
+        estimated: bool = False,
         reservation_id: str = "",
     ) -> tuple[UsageRow, bool]:
         """One ledger row per request_id: (the row, False) the first time, (the first row,
@@ -155,8 +171,19 @@ class Accounting:
         check_usage(v, usage, total_tokens=total_tokens)
         v.raise_if_any()
         cost = self.prices.cost(model, usage).total
-        row = UsageRow(request_id, debate_id, participant, role, round_number, model, attempt, usage, estimated,
-                       cost, reservation_id=reservation_id)
+        row = UsageRow(
+            request_id,
+            debate_id,
+            participant,
+            role,
+            round_number,
+            model,
+            attempt,
+            usage,
+            estimated,
+            cost,
+            reservation_id=reservation_id,
+        )
         return await self._db(self.store.record, row)
 
     async def debate_cost(self, debate_id: str) -> DebateCostReport:
@@ -221,8 +248,15 @@ def report(debate_id: str, rows: Sequence[UsageRow], budget: Budget) -> DebateCo
         total.add(row.usage, row.cost, row.estimated)
         for group in (by_participant, by_role, by_round, by_model):
             group.add(row, row.usage, row.cost, row.estimated)
-    return DebateCostReport(debate_id, total.line("total"), by_participant.lines(), by_role.lines(),
-                            by_round.lines(), by_model.lines(), budget)
+    return DebateCostReport(
+        debate_id,
+        total.line("total"),
+        by_participant.lines(),
+        by_role.lines(),
+        by_round.lines(),
+        by_model.lines(),
+        budget,
+    )
 
 
 _ROLE_ORDER = {role.value: i for i, role in enumerate(Role)}

@@ -97,8 +97,10 @@ class ModelNotPriced(NotFound):
     reason = "MODEL_NOT_PRICED"
 
     def __init__(self, model: str):
-        super().__init__(f"no price is known for model {model!r}; add it to services/accounting/prices.toml",
-                         metadata={"model": model})
+        super().__init__(
+            f"no price is known for model {model!r}; add it to services/accounting/prices.toml",
+            metadata={"model": model},
+        )
         self.model = model
 
 
@@ -131,12 +133,17 @@ def _litellm_price(name: str, entry: dict, source: str) -> ModelPrice | None:
         tier_in = num(f"input_cost_per_token_above_{k}")
         tier_out = num(f"output_cost_per_token_above_{k}")
         tier_cached = num(f"cache_read_input_token_cost_above_{k}")
-        tiers.append((int(match.group(1)) * 1000, Rates(
-            tier_in if tier_in is not None else base.input,
-            tier_out if tier_out is not None else base.output,
-            tier_cached if tier_cached is not None else base.cached_input,
-            base.reasoning,
-        )))
+        tiers.append(
+            (
+                int(match.group(1)) * 1000,
+                Rates(
+                    tier_in if tier_in is not None else base.input,
+                    tier_out if tier_out is not None else base.output,
+                    tier_cached if tier_cached is not None else base.cached_input,
+                    base.reasoning,
+                ),
+            )
+        )
     return ModelPrice(name, base, source, tuple(sorted(tiers, key=lambda t: t[0])))
 
 
@@ -144,8 +151,12 @@ def _project_rates(entry: dict) -> Rates:
     def opt(key: str) -> Decimal | None:
         return _per_million(entry[key]) if entry.get(key) not in (None, "") else None
 
-    return Rates(_per_million(entry["input_per_million"]), _per_million(entry["output_per_million"]),
-                 opt("cached_input_per_million"), opt("reasoning_per_million"))
+    return Rates(
+        _per_million(entry["input_per_million"]),
+        _per_million(entry["output_per_million"]),
+        opt("cached_input_per_million"),
+        opt("reasoning_per_million"),
+    )
 
 
 class PriceBook:

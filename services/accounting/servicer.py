@@ -20,7 +20,11 @@ from services.accounting.pricing import ModelPrice, Usage, per_million
 from services.accounting.store import Budget, Role, UsageRow
 from services.common.errors import Violations
 
-_ROLE_FROM_PB = {common_pb2.ROLE_DEBATER: Role.DEBATER, common_pb2.ROLE_JUDGE: Role.JUDGE, common_pb2.ROLE_VERDICT: Role.VERDICT}
+_ROLE_FROM_PB = {
+    common_pb2.ROLE_DEBATER: Role.DEBATER,
+    common_pb2.ROLE_JUDGE: Role.JUDGE,
+    common_pb2.ROLE_VERDICT: Role.VERDICT,
+}
 _ROLE_TO_PB = {role: pb for pb, role in _ROLE_FROM_PB.items()}
 
 
@@ -34,23 +38,31 @@ def usage_from_pb(pb: common_pb2.TokenUsage) -> Usage:
 
 def usage_to_pb(usage: Usage, estimated: bool = False) -> common_pb2.TokenUsage:
     return common_pb2.TokenUsage(
-        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-        cached_prompt_tokens=usage.cached_prompt_tokens, reasoning_tokens=usage.reasoning_tokens,
-        total_tokens=usage.total_tokens, estimated=estimated,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_prompt_tokens=usage.cached_prompt_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        total_tokens=usage.total_tokens,
+        estimated=estimated,
     )
 
 
 def price_to_pb(price: ModelPrice) -> accounting_pb2.ModelPrice:
     r = price.rates
     return accounting_pb2.ModelPrice(
-        model=price.model, input_per_million=per_million(r.input), output_per_million=per_million(r.output),
-        cached_input_per_million=per_million(r.cached_input), reasoning_per_million=per_million(r.reasoning),
+        model=price.model,
+        input_per_million=per_million(r.input),
+        output_per_million=per_million(r.output),
+        cached_input_per_million=per_million(r.cached_input),
+        reasoning_per_million=per_million(r.reasoning),
         source=price.source,
     )
 
 
 def line_to_pb(line: Line) -> common_pb2.CostLine:
-    return common_pb2.CostLine(key=line.key, usage=usage_to_pb(line.usage, line.estimated), cost=money(line.cost), calls=line.calls)
+    return common_pb2.CostLine(
+        key=line.key, usage=usage_to_pb(line.usage, line.estimated), cost=money(line.cost), calls=line.calls
+    )
 
 
 def budget_to_pb(budget: Budget) -> common_pb2.BudgetStatus:
@@ -65,9 +77,16 @@ def record_to_pb(row: UsageRow) -> accounting_pb2.UsageRecord:
     record_time = Timestamp()
     record_time.FromNanoseconds(row.record_time_ns)
     return accounting_pb2.UsageRecord(
-        request_id=row.request_id, debate_id=row.debate_id, participant=row.participant, role=_ROLE_TO_PB[row.role],
-        round_number=row.round_number, model=row.model, attempt=row.attempt,
-        usage=usage_to_pb(row.usage, row.estimated), cost=money(row.cost), record_time=record_time,
+        request_id=row.request_id,
+        debate_id=row.debate_id,
+        participant=row.participant,
+        role=_ROLE_TO_PB[row.role],
+        round_number=row.round_number,
+        model=row.model,
+        attempt=row.attempt,
+        usage=usage_to_pb(row.usage, row.estimated),
+        cost=money(row.cost),
+        record_time=record_time,
     )
 
 
@@ -95,7 +114,7 @@ def _cap_from_pb(request: accounting_pb2.SetDebateBudgetRequest) -> Decimal | No
         v.add("cap.currency_code", f"must be {CURRENCY}")
     amount = parse_amount(request.cap.amount)
     if amount is None:
-        v.add("cap.amount", "must be a decimal number such as \"2.50\"")
+        v.add("cap.amount", 'must be a decimal number such as "2.50"')
     v.raise_if_any()
     return amount
 
@@ -113,27 +132,44 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
     async def CalculateCost(self, request, context):
         cost = self.accounting.calculate_cost(request.model, usage_from_pb(request.usage), request.usage.total_tokens)
         return accounting_pb2.CalculateCostResponse(
-            cost=money(cost.total), input_cost=money(cost.input), cached_input_cost=money(cost.cached_input),
-            output_cost=money(cost.output), reasoning_cost=money(cost.reasoning), price=price_to_pb(cost.price),
+            cost=money(cost.total),
+            input_cost=money(cost.input),
+            cached_input_cost=money(cost.cached_input),
+            output_cost=money(cost.output),
+            reasoning_cost=money(cost.reasoning),
+            price=price_to_pb(cost.price),
         )
 
     async def RecordUsage(self, request, context):
         row, duplicate = await self.accounting.record_usage(
-            request_id=request.request_id, debate_id=request.debate_id, participant=request.participant,
-            role=_ROLE_FROM_PB.get(request.role), round_number=request.round_number, model=request.model,
-            attempt=request.attempt, usage=usage_from_pb(request.usage), total_tokens=request.usage.total_tokens,
-            estimated=request.usage.estimated, reservation_id=request.reservation_id,
+            request_id=request.request_id,
+            debate_id=request.debate_id,
+            participant=request.participant,
+            role=_ROLE_FROM_PB.get(request.role),
+            round_number=request.round_number,
+            model=request.model,
+            attempt=request.attempt,
+            usage=usage_from_pb(request.usage),
+            total_tokens=request.usage.total_tokens,
+            estimated=request.usage.estimated,
+            reservation_id=request.reservation_id,
         )
         return accounting_pb2.RecordUsageResponse(record=record_to_pb(row), duplicate=duplicate)
 
     async def GetDebateCost(self, request, context):
         r = await self.accounting.debate_cost(request.debate_id)
-        return accounting_pb2.GetDebateCostResponse(cost=common_pb2.DebateCost(
-            debate_id=r.debate_id, total=money(r.total.cost), usage=usage_to_pb(r.total.usage, r.total.estimated),
-            by_participant=[line_to_pb(x) for x in r.by_participant], by_role=[line_to_pb(x) for x in r.by_role],
-            by_round=[line_to_pb(x) for x in r.by_round], by_model=[line_to_pb(x) for x in r.by_model],
-            budget=budget_to_pb(r.budget),
-        ))
+        return accounting_pb2.GetDebateCostResponse(
+            cost=common_pb2.DebateCost(
+                debate_id=r.debate_id,
+                total=money(r.total.cost),
+                usage=usage_to_pb(r.total.usage, r.total.estimated),
+                by_participant=[line_to_pb(x) for x in r.by_participant],
+                by_role=[line_to_pb(x) for x in r.by_role],
+                by_round=[line_to_pb(x) for x in r.by_round],
+                by_model=[line_to_pb(x) for x in r.by_model],
+                budget=budget_to_pb(r.budget),
+            )
+        )
 
     async def SetDebateBudget(self, request, context):
         budget = await self.accounting.set_budget(request.debate_id, _cap_from_pb(request))
@@ -141,7 +177,11 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
 
     async def ReserveBudget(self, request, context):
         result = await self.accounting.reserve(
-            request.reservation_id, request.debate_id, request.model, request.prompt_tokens, request.max_completion_tokens
+            request.reservation_id,
+            request.debate_id,
+            request.model,
+            request.prompt_tokens,
+            request.max_completion_tokens,
         )
         reply = accounting_pb2.ReserveBudgetResponse(
             granted=result.granted, amount=money(result.amount), budget=budget_to_pb(result.budget)
@@ -157,7 +197,9 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
     async def EstimateDebateCost(self, request, context):
         estimate = await self.accounting.estimate(plan_from_pb(request))
         return accounting_pb2.EstimateDebateCostResponse(
-            expected=money(estimate.expected.cost), worst_case=money(estimate.worst_case.cost),
-            expected_usage=usage_to_pb(estimate.expected.usage), worst_case_usage=usage_to_pb(estimate.worst_case.usage),
+            expected=money(estimate.expected.cost),
+            worst_case=money(estimate.worst_case.cost),
+            expected_usage=usage_to_pb(estimate.expected.usage),
+            worst_case_usage=usage_to_pb(estimate.worst_case.usage),
             by_model=[line_to_pb(x) for x in estimate.by_model],
         )

@@ -162,9 +162,18 @@ _USAGE_COLUMNS = (
 
 def _row_from_db(r: tuple) -> UsageRow:
     return UsageRow(
-        request_id=r[0], debate_id=r[1], participant=r[2], role=Role(r[3]), round_number=r[4], model=r[5],
-        attempt=r[6], usage=Usage(r[7], r[8], r[9], r[10]), estimated=bool(r[11]), cost=Decimal(r[12]),
-        reservation_id=r[13], record_time_ns=r[14],
+        request_id=r[0],
+        debate_id=r[1],
+        participant=r[2],
+        role=Role(r[3]),
+        round_number=r[4],
+        model=r[5],
+        attempt=r[6],
+        usage=Usage(r[7], r[8], r[9], r[10]),
+        estimated=bool(r[11]),
+        cost=Decimal(r[12]),
+        reservation_id=r[13],
+        record_time_ns=r[14],
     )
 
 
@@ -202,7 +211,9 @@ class SqliteLedgerStore:
                 if held is None:
                     raise ReservationNotFound(row.reservation_id)
                 if held[0] != row.debate_id:
-                    raise InvalidArgument([FieldViolation("reservation_id", f"belongs to debate {held[0]!r}, not {row.debate_id!r}")])
+                    raise InvalidArgument(
+                        [FieldViolation("reservation_id", f"belongs to debate {held[0]!r}, not {row.debate_id!r}")]
+                    )
                 # A reservation released earlier (say, on a timeout) stays released: the usage
                 # is still charged, since the money was spent.
                 db.execute(
@@ -214,17 +225,35 @@ class SqliteLedgerStore:
             stored = dataclasses.replace(row, record_time_ns=now)
             db.execute(
                 f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.request_id, row.debate_id, row.participant, row.role.value, row.round_number, row.model,
-                 row.attempt, u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens, u.reasoning_tokens,
-                 int(row.estimated), format_amount(row.cost), row.reservation_id, now),
+                (
+                    row.request_id,
+                    row.debate_id,
+                    row.participant,
+                    row.role.value,
+                    row.round_number,
+                    row.model,
+                    row.attempt,
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cached_prompt_tokens,
+                    u.reasoning_tokens,
+                    int(row.estimated),
+                    format_amount(row.cost),
+                    row.reservation_id,
+                    now,
+                ),
             )
             return stored, False
 
     def snapshot(self, debate_id: str) -> tuple[list[UsageRow], Budget]:
         with _Deferred(self._db) as db:
-            rows = [_row_from_db(r) for r in db.execute(
-                f"SELECT {_USAGE_COLUMNS} FROM usage WHERE debate_id = ? ORDER BY record_time_ns, request_id", (debate_id,)
-            )]
+            rows = [
+                _row_from_db(r)
+                for r in db.execute(
+                    f"SELECT {_USAGE_COLUMNS} FROM usage WHERE debate_id = ? ORDER BY record_time_ns, request_id",
+                    (debate_id,),
+                )
+            ]
             return rows, self._budget(db, debate_id)
 
     # -- budgets
@@ -234,7 +263,8 @@ class SqliteLedgerStore:
         cap = Decimal(cap_row[0]) if cap_row is not None and cap_row[0] is not None else None
         spent = exact_sum(Decimal(c) for (c,) in db.execute("SELECT cost FROM usage WHERE debate_id = ?", (debate_id,)))
         reserved = exact_sum(
-            Decimal(a) for (a,) in db.execute(
+            Decimal(a)
+            for (a,) in db.execute(
                 "SELECT amount FROM reservations WHERE debate_id = ? AND state = 'held'", (debate_id,)
             )
         )
@@ -257,13 +287,15 @@ class SqliteLedgerStore:
         with self._transaction() as db:
             known = db.execute(
                 "SELECT debate_id, model, prompt_tokens, max_completion_tokens, amount FROM reservations "
-                "WHERE reservation_id = ?", (r.reservation_id,),
+                "WHERE reservation_id = ?",
+                (r.reservation_id,),
             ).fetchone()
             if known is not None:
                 if tuple(known[:4]) != (r.debate_id, r.model, r.prompt_tokens, r.max_completion_tokens):
                     raise FailedPrecondition(
                         f"reservation {r.reservation_id!r} already exists with different arguments",
-                        reason="RESERVATION_ID_REUSED", metadata={"reservation_id": r.reservation_id},
+                        reason="RESERVATION_ID_REUSED",
+                        metadata={"reservation_id": r.reservation_id},
                     )
                 return ReserveResult(True, Decimal(known[4]), self._budget(db, r.debate_id), duplicate=True)
             budget = self._budget(db, r.debate_id)
@@ -272,8 +304,15 @@ class SqliteLedgerStore:
             db.execute(
                 "INSERT INTO reservations (reservation_id, debate_id, model, prompt_tokens, max_completion_tokens, "
                 "amount, state, created_ns) VALUES (?, ?, ?, ?, ?, ?, 'held', ?)",
-                (r.reservation_id, r.debate_id, r.model, r.prompt_tokens, r.max_completion_tokens,
-                 format_amount(r.amount), time.time_ns()),
+                (
+                    r.reservation_id,
+                    r.debate_id,
+                    r.model,
+                    r.prompt_tokens,
+                    r.max_completion_tokens,
+                    format_amount(r.amount),
+                    time.time_ns(),
+                ),
             )
             held = Budget(budget.debate_id, budget.cap, budget.spent, EXACT.add(budget.reserved, r.amount))
             return ReserveResult(True, r.amount, held)
@@ -281,7 +320,9 @@ class SqliteLedgerStore:
     def release(self, reservation_id: str) -> Budget:
         """Idempotent: a reservation already released or committed is left as it is."""
         with self._transaction() as db:
-            known = db.execute("SELECT debate_id FROM reservations WHERE reservation_id = ?", (reservation_id,)).fetchone()
+            known = db.execute(
+                "SELECT debate_id FROM reservations WHERE reservation_id = ?", (reservation_id,)
+            ).fetchone()
             if known is None:
                 raise ReservationNotFound(reservation_id)
             db.execute(

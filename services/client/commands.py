@@ -33,15 +33,22 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_TOPIC = "Cities should ban private cars from their historic centres"
 DEMO_DEBATERS = (
     common_pb2.Participant(
-        name="Ada", model="sim/debater", stance="for",
-        persona="an urban economist who argues from data, costs and measured outcomes in cities that tried it"),
+        name="Ada",
+        model="sim/debater",
+        stance="for",
+        persona="an urban economist who argues from data, costs and measured outcomes in cities that tried it",
+    ),
     common_pb2.Participant(
-        name="Milo", model="sim/debater", stance="against",
-        persona="a third-generation shopkeeper and civil-liberties advocate wary of top-down rules"),
+        name="Milo",
+        model="sim/debater",
+        stance="against",
+        persona="a third-generation shopkeeper and civil-liberties advocate wary of top-down rules",
+    ),
 )
 
 
 # -- configuration ------------------------------------------------------------------------
+
 
 def demo_config(rounds: int = 3, seed: int = 7) -> common_pb2.DebateConfig:
     return common_pb2.DebateConfig(
@@ -63,7 +70,9 @@ def parse_debater(spec: str) -> common_pb2.Participant:
     stance = ""
     if ":" in persona:
         persona, _, stance = persona.rpartition(":")
-    return common_pb2.Participant(name=name.strip(), model=model.strip(), persona=persona.strip(), stance=stance.strip())
+    return common_pb2.Participant(
+        name=name.strip(), model=model.strip(), persona=persona.strip(), stance=stance.strip()
+    )
 
 
 def parse_budget(text: str) -> common_pb2.Money:
@@ -77,8 +86,9 @@ def parse_budget(text: str) -> common_pb2.Money:
 
 
 def debate_config(args: argparse.Namespace) -> common_pb2.DebateConfig:
-    turn_order = {"simultaneous": common_pb2.TURN_ORDER_SIMULTANEOUS,
-                  "sequential": common_pb2.TURN_ORDER_SEQUENTIAL}[args.format]
+    turn_order = {"simultaneous": common_pb2.TURN_ORDER_SIMULTANEOUS, "sequential": common_pb2.TURN_ORDER_SEQUENTIAL}[
+        args.format
+    ]
     config = common_pb2.DebateConfig(
         topic=args.topic,
         participants=args.debater,
@@ -94,6 +104,7 @@ def debate_config(args: argparse.Namespace) -> common_pb2.DebateConfig:
 
 # -- connections --------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -106,8 +117,9 @@ def _channel(address: str) -> grpc.aio.Channel:
 
 
 @asynccontextmanager
-async def orchestrator(target: str | None, out: TextIO, style: Style, *, data_dir: str | None = None,
-                       verbose: bool = False) -> AsyncIterator[orchestrator_pb2_grpc.OrchestratorServiceStub]:
+async def orchestrator(
+    target: str | None, out: TextIO, style: Style, *, data_dir: str | None = None, verbose: bool = False
+) -> AsyncIterator[orchestrator_pb2_grpc.OrchestratorServiceStub]:
     """A stub for `target`, or for a suite started here (free ports, a temporary data dir)
     and stopped on the way out."""
     if target:
@@ -115,10 +127,15 @@ async def orchestrator(target: str | None, out: TextIO, style: Style, *, data_di
             yield orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         return
     with tempfile.TemporaryDirectory(prefix="debate-engine-") as scratch:
-        config = SuiteConfig(orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(),
-                             data_dir=data_dir or scratch, log_level="INFO" if verbose else "WARNING",
-                             extra_env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
-                             gateway=GatewayConfig(enabled=False))  # a terminal needs no grpc-web
+        config = SuiteConfig(
+            orchestrator_port=free_port(),
+            judge_port=free_port(),
+            accounting_port=free_port(),
+            data_dir=data_dir or scratch,
+            log_level="INFO" if verbose else "WARNING",
+            extra_env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+            gateway=GatewayConfig(enabled=False),
+        )  # a terminal needs no grpc-web
         relay = (lambda line: print(style.paint(line, "dim"), file=sys.stderr, flush=True)) if verbose else None
         suite = Suite(config.process_specs(), output=relay)
         began = time.monotonic()
@@ -126,8 +143,12 @@ async def orchestrator(target: str | None, out: TextIO, style: Style, *, data_di
         out.flush()
         await suite.start()
         try:
-            out.write(style.paint(f"suite up in {time.monotonic() - began:.1f}s; orchestrator on "
-                                  f"{config.orchestrator_address}", "dim") + "\n")
+            out.write(
+                style.paint(
+                    f"suite up in {time.monotonic() - began:.1f}s; orchestrator on {config.orchestrator_address}", "dim"
+                )
+                + "\n"
+            )
             async with _channel(config.orchestrator_address) as channel:
                 yield orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         finally:
@@ -138,12 +159,16 @@ async def orchestrator(target: str | None, out: TextIO, style: Style, *, data_di
 
 # -- running and watching -----------------------------------------------------------------
 
+
 def intro_lines(style: Style, config: common_pb2.DebateConfig, debate_id: str = "") -> list[str]:
     s = style
     order = {common_pb2.TURN_ORDER_SEQUENTIAL: "sequential"}.get(config.format.turn_order, "simultaneous")
     lines = ["", s.rule("Debate"), "  " + s.paint(safe_text(config.topic), "bold")]
-    facts = [f"{config.format.round_limit} rounds", f"{order} turns",
-             f"judge {', '.join(config.judge.models) or 'default'}"]
+    facts = [
+        f"{config.format.round_limit} rounds",
+        f"{order} turns",
+        f"judge {', '.join(config.judge.models) or 'default'}",
+    ]
     if config.HasField("budget") and config.budget.amount:
         facts.append(f"budget {money(config.budget.amount, config.budget.currency_code)}")
     if debate_id:
@@ -152,11 +177,17 @@ def intro_lines(style: Style, config: common_pb2.DebateConfig, debate_id: str = 
     width = max(len(p.name) for p in config.participants) if config.participants else 0
     for index, p in enumerate(config.participants):
         facts = " · ".join(x for x in (p.stance and f"argues {p.stance}", p.model) if x)
-        lines.append(f"  {s.debater(index, s.glyph('●', '*') + ' ' + p.name.ljust(width), 'bold')}  {s.paint(facts, 'dim')}")
+        lines.append(
+            f"  {s.debater(index, s.glyph('●', '*') + ' ' + p.name.ljust(width), 'bold')}  {s.paint(facts, 'dim')}"
+        )
         wrapper = Wrapper(s.width, " " * (width + 6), width + 6)
         lines.append(wrapper.feed(safe_text(p.persona)) + wrapper.finish().rstrip("\n"))
-    if any(p.model.startswith("sim/") for p in config.participants) or any(m.startswith("sim/") for m in config.judge.models):
-        lines.append(s.paint("  sim/... are the built-in simulated models: offline, deterministic, paced like real ones.", "dim"))
+    if any(p.model.startswith("sim/") for p in config.participants) or any(
+        m.startswith("sim/") for m in config.judge.models
+    ):
+        lines.append(
+            s.paint("  sim/... are the built-in simulated models: offline, deterministic, paced like real ones.", "dim")
+        )
     return lines
 
 
@@ -180,8 +211,12 @@ async def run_debate(stub, config: common_pb2.DebateConfig, out: TextIO, style: 
         out.write(style.paint("\ninterrupted: cancelling the debate ...", "yellow") + "\n")
         out.flush()
         try:
-            await asyncio.shield(stub.CancelDebate(
-                pb.CancelDebateRequest(debate_id=debate.debate_id, reason="interrupted from the terminal"), timeout=5))
+            await asyncio.shield(
+                stub.CancelDebate(
+                    pb.CancelDebateRequest(debate_id=debate.debate_id, reason="interrupted from the terminal"),
+                    timeout=5,
+                )
+            )
         except grpc.RpcError:
             pass
         raise
@@ -192,8 +227,14 @@ async def watch(stub, debate_id: str, after: int, out: TextIO, style: Style) -> 
     got = await stub.GetDebate(pb.GetDebateRequest(debate_id=debate_id), timeout=30)
     config = got.debate.config
     out.write("\n".join(intro_lines(style, config, debate_id)) + "\n")
-    out.write(style.paint(f"  {state_name(got.debate.state)} · {got.debate.last_sequence} events so far"
-                          f"{f'; showing those after {after}' if after else ''}", "dim") + "\n")
+    out.write(
+        style.paint(
+            f"  {state_name(got.debate.state)} · {got.debate.last_sequence} events so far"
+            f"{f'; showing those after {after}' if after else ''}",
+            "dim",
+        )
+        + "\n"
+    )
     view = DebateView(out, style, participants=config.participants, round_limit=config.format.round_limit)
     try:
         await follow(stub, debate_id, view, after=after)
@@ -209,11 +250,14 @@ def _outcome(view: DebateView, out: TextIO, style: Style, seconds: float | None 
         out.flush()
         return EXIT_OK
     state = state_name(view.state) if view.finished else "not finished"
-    print(f"debate-engine: the debate ended {state}{': ' + view.end_reason if view.end_reason else ''}", file=sys.stderr)
+    print(
+        f"debate-engine: the debate ended {state}{': ' + view.end_reason if view.end_reason else ''}", file=sys.stderr
+    )
     return EXIT_FAILED
 
 
 # -- error handling -----------------------------------------------------------------------
+
 
 def report_rpc_error(error: grpc.RpcError, style: Style) -> int:
     info, violations = error_details(error)
@@ -254,15 +298,25 @@ def run(main: Callable[[Style], Awaitable[int]]) -> int:
 
 # -- subcommands --------------------------------------------------------------------------
 
+
 def _target(parser: argparse.ArgumentParser, *, starts_suite: bool) -> None:
     if starts_suite:
-        parser.add_argument("--target", metavar="HOST:PORT",
-                            help="an orchestrator already running (default: start the suite here, and stop it after)")
-        parser.add_argument("--data-dir", help="where a suite started here keeps its SQLite files (default: a temporary folder)")
+        parser.add_argument(
+            "--target",
+            metavar="HOST:PORT",
+            help="an orchestrator already running (default: start the suite here, and stop it after)",
+        )
+        parser.add_argument(
+            "--data-dir", help="where a suite started here keeps its SQLite files (default: a temporary folder)"
+        )
         parser.add_argument("--verbose", action="store_true", help="relay the services' logs to stderr")
     else:
-        parser.add_argument("--target", metavar="HOST:PORT", default=os.environ.get("DEBATE_ENGINE_TARGET", "127.0.0.1:50051"),
-                            help="the orchestrator (default: $DEBATE_ENGINE_TARGET or 127.0.0.1:50051)")
+        parser.add_argument(
+            "--target",
+            metavar="HOST:PORT",
+            default=os.environ.get("DEBATE_ENGINE_TARGET", "127.0.0.1:50051"),
+            help="the orchestrator (default: $DEBATE_ENGINE_TARGET or 127.0.0.1:50051)",
+        )
 
 
 def _positive(text: str) -> int:
@@ -279,13 +333,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=7, help="the same seed gives the same debate")
     demo.set_defaults(handler=_demo)
 
-    debate = sub.add_parser("debate", help="run a debate and watch it live",
-                            description="Runs a debate and watches it live. Models are named as LiteLLM names them "
-                                        "(openai/gpt-4o, anthropic/...) or sim/debater, sim/judge; provider keys come "
-                                        "from the environment of the services.")
+    debate = sub.add_parser(
+        "debate",
+        help="run a debate and watch it live",
+        description="Runs a debate and watches it live. Models are named as LiteLLM names them "
+        "(openai/gpt-4o, anthropic/...) or sim/debater, sim/judge; provider keys come "
+        "from the environment of the services.",
+    )
     debate.add_argument("--topic", required=True)
-    debate.add_argument("--debater", action="append", required=True, type=parse_debater, metavar="NAME=MODEL:PERSONA[:STANCE]",
-                        help="repeat for each debater (2 to 8); the model must not contain ':'")
+    debate.add_argument(
+        "--debater",
+        action="append",
+        required=True,
+        type=parse_debater,
+        metavar="NAME=MODEL:PERSONA[:STANCE]",
+        help="repeat for each debater (2 to 8); the model must not contain ':'",
+    )
     debate.add_argument("--judge", action="append", required=True, metavar="MODEL", help="repeat for a panel")
     debate.add_argument("--rounds", type=_positive, default=3)
     debate.add_argument("--format", choices=("simultaneous", "sequential"), default="simultaneous")
@@ -317,9 +380,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     async def main(style: Style) -> int:
         out = sys.stdout
-        out.write("\n" + style.paint("Debate Engine", "bold") + style.paint(" · a live multi-LLM debate over gRPC", "dim") + "\n")
+        out.write(
+            "\n"
+            + style.paint("Debate Engine", "bold")
+            + style.paint(" · a live multi-LLM debate over gRPC", "dim")
+            + "\n"
+        )
         async with orchestrator(args.target, out, style, data_dir=args.data_dir, verbose=args.verbose) as stub:
             return await run_debate(stub, demo_config(args.rounds, args.seed), out, style)
+
     return run(main)
 
 
@@ -327,6 +396,7 @@ def _debate(args: argparse.Namespace) -> int:
     async def main(style: Style) -> int:
         async with orchestrator(args.target, sys.stdout, style, data_dir=args.data_dir, verbose=args.verbose) as stub:
             return await run_debate(stub, debate_config(args), sys.stdout, style)
+
     return run(main)
 
 
@@ -334,6 +404,7 @@ def _attach(args: argparse.Namespace) -> int:
     async def main(style: Style) -> int:
         async with orchestrator(args.target, sys.stdout, style) as stub:
             return await watch(stub, args.debate_id, args.after, sys.stdout, style)
+
     return run(main)
 
 
@@ -343,12 +414,21 @@ def _list(args: argparse.Namespace) -> int:
         rows, token = [], ""
         async with orchestrator(args.target, sys.stdout, style) as stub:
             while len(rows) < args.limit:
-                page = await stub.ListDebates(pb.ListDebatesRequest(page_size=min(100, args.limit - len(rows)),
-                                                                    page_token=token, state=state), timeout=30)
-                rows += [[d.debate_id, state_name(d.state).lower(), f"{d.current_round}/{d.round_limit}",
-                          money(d.cost.amount, d.cost.currency_code),
-                          d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if d.HasField("create_time") else "",
-                          _clip(safe_text(d.topic), 48)] for d in page.debates]
+                page = await stub.ListDebates(
+                    pb.ListDebatesRequest(page_size=min(100, args.limit - len(rows)), page_token=token, state=state),
+                    timeout=30,
+                )
+                rows += [
+                    [
+                        d.debate_id,
+                        state_name(d.state).lower(),
+                        f"{d.current_round}/{d.round_limit}",
+                        money(d.cost.amount, d.cost.currency_code),
+                        d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if d.HasField("create_time") else "",
+                        _clip(safe_text(d.topic), 48),
+                    ]
+                    for d in page.debates
+                ]
                 token = page.next_page_token
                 if not token:
                     break
@@ -357,19 +437,22 @@ def _list(args: argparse.Namespace) -> int:
             return EXIT_OK
         print("\n".join(table(style, ["id", "state", "round", "cost", "created (UTC)", "topic"], rows, align="llrrll")))
         return EXIT_OK
+
     return run(main)
 
 
 def _cancel(args: argparse.Namespace) -> int:
     async def main(style: Style) -> int:
         async with orchestrator(args.target, sys.stdout, style) as stub:
-            reply = await stub.CancelDebate(pb.CancelDebateRequest(debate_id=args.debate_id, reason=args.reason), timeout=30)
+            reply = await stub.CancelDebate(
+                pb.CancelDebateRequest(debate_id=args.debate_id, reason=args.reason), timeout=30
+            )
         d = reply.debate
         print(f"{d.debate_id}: {state_name(d.state).lower()}; spent {money(d.cost.amount, d.cost.currency_code)}")
         return EXIT_OK
+
     return run(main)
 
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-

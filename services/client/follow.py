@@ -43,8 +43,15 @@ def should_resume(error: grpc.RpcError) -> bool:
     return False
 
 
-async def follow(stub, debate_id: str, view: DebateView, *, after: int = 0, give_up_after: float = 60.0,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+async def follow(
+    stub,
+    debate_id: str,
+    view: DebateView,
+    *,
+    after: int = 0,
+    give_up_after: float = 60.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
     """Feeds the debate's events to `view` until the debate ends.
 
     Raises StreamLost when no event arrived for `give_up_after` seconds of failed attempts,
@@ -54,8 +61,9 @@ async def follow(stub, debate_id: str, view: DebateView, *, after: int = 0, give
     delay = 0.2
     failing_since: float | None = None
     while not view.finished:
-        call = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(
-            debate_id=debate_id, after_sequence=view.last_sequence, batch_events=True))
+        call = stub.StreamDebateEvents(
+            pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=view.last_sequence, batch_events=True)
+        )
         try:
             async for response in call:
                 for event in events_of(response):

@@ -18,14 +18,34 @@ from typing import TextIO
 
 RESET = "\x1b[0m"
 CODES = {
-    "bold": "1", "dim": "2", "italic": "3", "underline": "4",
-    "red": "31", "green": "32", "yellow": "33", "blue": "34", "magenta": "35", "cyan": "36",
-    "bright_red": "91", "bright_green": "92", "bright_yellow": "93", "bright_blue": "94",
-    "bright_magenta": "95", "bright_cyan": "96",
+    "bold": "1",
+    "dim": "2",
+    "italic": "3",
+    "underline": "4",
+    "red": "31",
+    "green": "32",
+    "yellow": "33",
+    "blue": "34",
+    "magenta": "35",
+    "cyan": "36",
+    "bright_red": "91",
+    "bright_green": "92",
+    "bright_yellow": "93",
+    "bright_blue": "94",
+    "bright_magenta": "95",
+    "bright_cyan": "96",
 }
 # One colour per debater, in the order of the debate's participants.
-DEBATER_COLOURS = ("bright_cyan", "bright_magenta", "bright_yellow", "bright_green",
-                   "bright_blue", "bright_red", "cyan", "magenta")
+DEBATER_COLOURS = (
+    "bright_cyan",
+    "bright_magenta",
+    "bright_yellow",
+    "bright_green",
+    "bright_blue",
+    "bright_red",
+    "cyan",
+    "magenta",
+)
 
 # Control characters a model could use to move the cursor or rewrite the terminal; newline
 # and tab are kept.
@@ -167,14 +187,21 @@ class Wrapper:
         while self.column + cell_len(word) > self.width:  # longer than a whole line: split it
             head = clip_right(word, self.width - self.column)
             out.append(self.paint(head))
-            word = word[len(head):]
+            word = word[len(head) :]
             self._newline(out)
         out.append(self.paint(word))
         self.column += cell_len(word)
 
 
-def table(style: Style, headers: Sequence[str], rows: Sequence[Sequence[str] | str | None], *, align: str = "",
-          indent: int = 2, paint: Callable[[int, int, str], str] | None = None) -> list[str]:
+def table(
+    style: Style,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str] | str | None],
+    *,
+    align: str = "",
+    indent: int = 2,
+    paint: Callable[[int, int, str], str] | None = None,
+) -> list[str]:
     """A plain table: a bold header, a rule, then rows; columns two spaces apart.
 
     `align` holds one of "l"/"r" per column (default: first left, the rest right); `paint`

@@ -40,8 +40,12 @@ from services.client.style import (
 )
 
 pb = orchestrator_pb2
-TERMINAL_STATES = {pb.DEBATE_STATE_COMPLETED, pb.DEBATE_STATE_FAILED, pb.DEBATE_STATE_CANCELLED,
-                   pb.DEBATE_STATE_BUDGET_EXCEEDED}
+TERMINAL_STATES = {
+    pb.DEBATE_STATE_COMPLETED,
+    pb.DEBATE_STATE_FAILED,
+    pb.DEBATE_STATE_CANCELLED,
+    pb.DEBATE_STATE_BUDGET_EXCEEDED,
+}
 
 
 def state_name(state: int) -> str:
@@ -71,8 +75,14 @@ class TurnSegment:
 
 
 class DebateView:
-    def __init__(self, out: TextIO, style: Style | None = None, *,
-                 participants: Sequence[common_pb2.Participant] = (), round_limit: int = 0):
+    def __init__(
+        self,
+        out: TextIO,
+        style: Style | None = None,
+        *,
+        participants: Sequence[common_pb2.Participant] = (),
+        round_limit: int = 0,
+    ):
         self.out = out
         self.style = style or Style.for_stream(out)
         self.round_limit = round_limit
@@ -150,7 +160,9 @@ class DebateView:
         attempt = failed.attempt or 1
         if attempt < turn.attempt or turn.done:
             return
-        what = f"attempt {attempt} failed ({failed.reason or 'error'})" + (f": {failed.message}" if failed.message else "")
+        what = f"attempt {attempt} failed ({failed.reason or 'error'})" + (
+            f": {failed.message}" if failed.message else ""
+        )
         if failed.will_retry:
             void = "" if "void" in what else "; its text is void"
             self._restart(turn, attempt + 1, note=f"{what}{void}. Retrying.")
@@ -232,8 +244,16 @@ class DebateView:
     def end_from_summary(self, summary: pb.DebateSummary) -> None:
         """Ends the view when the debate is over but its final events were not seen."""
         self._end(summary.state, summary.end_reason)
-        self._block(["", self.style.paint(f"debate ended {state_name(summary.state)}"
-                                          f"{': ' + summary.end_reason if summary.end_reason else ''}", "bold")])
+        self._block(
+            [
+                "",
+                self.style.paint(
+                    f"debate ended {state_name(summary.state)}"
+                    f"{': ' + summary.end_reason if summary.end_reason else ''}",
+                    "bold",
+                ),
+            ]
+        )
         self._pump()
 
     def close(self) -> None:
@@ -326,9 +346,17 @@ class DebateView:
         if not turn.started:
             turn.started = True
             p = self.participants.get(turn.participant)
-            about = [f"round {turn.round}"] + ([p.stance] if p and p.stance else []) + ([p.model] if p and p.model else [])
+            about = (
+                [f"round {turn.round}"] + ([p.stance] if p and p.stance else []) + ([p.model] if p and p.model else [])
+            )
             marker = s.glyph("●", "*")
-            self._write("\n" + s.debater(index, f"{marker} {turn.participant}", "bold") + "  " + self._dim(" · ".join(about)) + "\n")
+            self._write(
+                "\n"
+                + s.debater(index, f"{marker} {turn.participant}", "bold")
+                + "  "
+                + self._dim(" · ".join(about))
+                + "\n"
+            )
             for note in turn.notes:
                 self._write_note(note)
         if turn.wrapper is None:
@@ -339,7 +367,7 @@ class DebateView:
                 gutter, gutter_width = s.debater(index, f"  {name} {s.glyph('│', '|')} "), len(name) + 5
             turn.wrapper = Wrapper(s.width, gutter, gutter_width, lambda word: s.debater(index, word, "tint"))
         if turn.written < len(turn.text):
-            self._write(turn.wrapper.feed(turn.text[turn.written:]))
+            self._write(turn.wrapper.feed(turn.text[turn.written :]))
             turn.written = len(turn.text)
         if turn.done:
             self._write(turn.wrapper.finish())
@@ -382,7 +410,7 @@ class DebateView:
         lines = [self._line] if self._line else []
         if self.finished or self._closed:
             return lines
-        for turn in self.segments[self.head + 1:]:
+        for turn in self.segments[self.head + 1 :]:
             if isinstance(turn, TurnSegment) and turn.text and len(lines) < 8:
                 index = self._colour(turn.participant)
                 label = f"  {s.glyph('●', '*')} {turn.participant} {s.glyph('✓', 'done') if turn.done else s.glyph('▸', '>')} "
@@ -425,8 +453,10 @@ class DebateView:
         for score in scores:
             criteria += [c.criterion for c in score.criteria if c.criterion not in criteria]
         by_debater = {score.debater: {c.criterion: c.score for c in score.criteria} for score in scores}
-        rows = [[criterion.replace("_", " ")] + [f"{by_debater[n].get(criterion, 0):.1f}" for n in names]
-                for criterion in criteria]
+        rows = [
+            [criterion.replace("_", " ")] + [f"{by_debater[n].get(criterion, 0):.1f}" for n in names]
+            for criterion in criteria
+        ]
         rows.append(["total"] + [f"{score.weighted_total:.2f}" for score in scores])
         total_row = len(rows) - 1
 
@@ -437,11 +467,17 @@ class DebateView:
                 return s.paint(cell, "bold") if row == total_row else cell
             name = names[column - 1]
             if row == total_row:
-                return s.debater(self._colour(name), cell, "bold") if name == assessment.leader else s.paint(cell, "bold")
+                return (
+                    s.debater(self._colour(name), cell, "bold") if name == assessment.leader else s.paint(cell, "bold")
+                )
             return cell
 
         judges = ", ".join(assessment.judge_models)
-        lines = ["", s.paint(f"  Round {assessment.round_number} scores", "bold") + (self._dim(f"  judged by {judges}") if judges else "")]
+        lines = [
+            "",
+            s.paint(f"  Round {assessment.round_number} scores", "bold")
+            + (self._dim(f"  judged by {judges}") if judges else ""),
+        ]
         lines += table(s, ["criterion", *(n[:14] for n in names)], rows, paint=paint)
         star = s.glyph("★", "*")
         if assessment.tie or not assessment.leader:
@@ -458,8 +494,12 @@ class DebateView:
         lines += self._wrapped(assessment.rationale, "  ", "dim")
         if self.cost is not None and self.cost.HasField("total"):
             usage = self.cost.usage
-            lines.append(self._dim(f"  cost so far {money(self.cost.total.amount, self.cost.total.currency_code)}"
-                                   f" · {count(usage.total_tokens)} tokens"))
+            lines.append(
+                self._dim(
+                    f"  cost so far {money(self.cost.total.amount, self.cost.total.currency_code)}"
+                    f" · {count(usage.total_tokens)} tokens"
+                )
+            )
         return lines
 
     def _verdict_lines(self, verdict: common_pb2.Verdict) -> list[str]:
@@ -474,7 +514,9 @@ class DebateView:
             width = max(len(f.debater) for f in verdict.final_scores)
             for final in verdict.final_scores:
                 filled = round(max(0.0, min(10.0, final.score)) * 2)
-                bar = s.debater(self._colour(final.debater), s.glyph("█", "#") * filled) + self._dim(s.glyph("░", ".") * (20 - filled))
+                bar = s.debater(self._colour(final.debater), s.glyph("█", "#") * filled) + self._dim(
+                    s.glyph("░", ".") * (20 - filled)
+                )
                 lines.append(f"  {self._name(final.debater.ljust(width))}  {bar}  {final.score:.2f}")
         lines.append("")
         lines += self._wrapped(verdict.summary)
@@ -489,9 +531,17 @@ class DebateView:
         def add(title: str, cost_lines, label=lambda key: key) -> None:
             if cost_lines:
                 rows.append(title)
-                rows.extend([f"  {label(line.key)}", count(line.calls), count(line.usage.prompt_tokens),
-                             count(line.usage.completion_tokens), count(line.usage.total_tokens),
-                             money(line.cost.amount, line.cost.currency_code)] for line in cost_lines)
+                rows.extend(
+                    [
+                        f"  {label(line.key)}",
+                        count(line.calls),
+                        count(line.usage.prompt_tokens),
+                        count(line.usage.completion_tokens),
+                        count(line.usage.total_tokens),
+                        money(line.cost.amount, line.cost.currency_code),
+                    ]
+                    for line in cost_lines
+                )
 
         add("by participant", cost.by_participant)
         add("by role", cost.by_role, lambda key: key.removeprefix("ROLE_").lower())
@@ -501,17 +551,31 @@ class DebateView:
         add("by model", cost.by_model)
         calls = sum(line.calls for line in cost.by_model) or sum(line.calls for line in cost.by_role)
         rows.append(None)
-        rows.append(["total", count(calls), count(cost.usage.prompt_tokens), count(cost.usage.completion_tokens),
-                     count(cost.usage.total_tokens), money(cost.total.amount, cost.total.currency_code)])
+        rows.append(
+            [
+                "total",
+                count(calls),
+                count(cost.usage.prompt_tokens),
+                count(cost.usage.completion_tokens),
+                count(cost.usage.total_tokens),
+                money(cost.total.amount, cost.total.currency_code),
+            ]
+        )
         last = len(rows) - 1
         lines = ["", s.rule("Cost")]
-        lines += table(s, ["", "calls", "prompt tok", "completion tok", "total tok", "cost"], rows,
-                       paint=lambda r, c, cell: s.paint(cell, "bold") if r in (-1, last) else cell)
+        lines += table(
+            s,
+            ["", "calls", "prompt tok", "completion tok", "total tok", "cost"],
+            rows,
+            paint=lambda r, c, cell: s.paint(cell, "bold") if r in (-1, last) else cell,
+        )
         budget = cost.budget
         if budget.HasField("cap") and budget.cap.amount:
-            lines.append(f"  budget {money(budget.cap.amount, budget.cap.currency_code)}: spent "
-                         f"{money(budget.spent.amount, budget.spent.currency_code)}, remaining "
-                         f"{money(budget.remaining.amount, budget.remaining.currency_code)}")
+            lines.append(
+                f"  budget {money(budget.cap.amount, budget.cap.currency_code)}: spent "
+                f"{money(budget.spent.amount, budget.spent.currency_code)}, remaining "
+                f"{money(budget.remaining.amount, budget.remaining.currency_code)}"
+            )
         simulated = self.simulated or any(line.key.startswith("sim/") for line in cost.by_model)
         if simulated:
             lines.append(self._dim("  The built-in simulated models (sim/...) cost $0; every token count above comes"))

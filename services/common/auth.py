@@ -72,8 +72,10 @@ def parse_tenant_header(name: str | None) -> str:
     if not name:
         return ""
     if not _HEADER_NAME.match(name) or name in _RESERVED_HEADERS or name.startswith("grpc-") or name.endswith("-bin"):
-        raise ValueError(f"{TRUSTED_TENANT_HEADER_ENV} {name!r} must be a plain lower-case header name "
-                         "(letters, digits, '-'; not authorization, grpc-*, or *-bin)")
+        raise ValueError(
+            f"{TRUSTED_TENANT_HEADER_ENV} {name!r} must be a plain lower-case header name "
+            "(letters, digits, '-'; not authorization, grpc-*, or *-bin)"
+        )
     return name
 
 
@@ -103,8 +105,9 @@ class ApiKeys:
         for index, (key, tenant) in enumerate(items, start=1):
             # Error messages name the entry's position and the tenant, never the key.
             if len(key) < _MIN_KEY_LENGTH or any(c.isspace() for c in key):
-                raise ValueError(f"API key #{index} (tenant {tenant!r}) must be at least {_MIN_KEY_LENGTH} "
-                                 "characters without spaces")
+                raise ValueError(
+                    f"API key #{index} (tenant {tenant!r}) must be at least {_MIN_KEY_LENGTH} characters without spaces"
+                )
             if not _TENANT_NAME.match(tenant):
                 raise ValueError(f"API key #{index}: tenant {tenant!r} must match {_TENANT_NAME.pattern}")
             digest = _digest(key)
@@ -173,9 +176,11 @@ def is_open_method(method: str) -> bool:
 
 # --- server side -------------------------------------------------------------------------
 
+
 def _with_tenant(behavior, tenant: str):
     """Runs a handler behaviour with `tenant_var` set, inside the call's own task."""
     if inspect.isasyncgenfunction(behavior):
+
         async def stream(request_or_iterator, context):
             tenant_var.set(tenant)  # the call's task owns this context; nothing leaks out of it
             async for item in behavior(request_or_iterator, context):
@@ -217,13 +222,24 @@ class StreamLimiter:
             from services.common.errors import ResourceExhausted
             from services.common.grpc_errors import abort_with
 
-            log.warning("refused a stream %s: tenant %s has %d open (limit %d)", method, tenant,
-                        limiter.open.get(tenant, 0), limiter.limit)
-            await abort_with(context, ResourceExhausted(
-                f"too many open streams for this caller (limit {limiter.limit}); close one and retry",
-                reason="TOO_MANY_STREAMS", metadata={"limit": str(limiter.limit)}))
+            log.warning(
+                "refused a stream %s: tenant %s has %d open (limit %d)",
+                method,
+                tenant,
+                limiter.open.get(tenant, 0),
+                limiter.limit,
+            )
+            await abort_with(
+                context,
+                ResourceExhausted(
+                    f"too many open streams for this caller (limit {limiter.limit}); close one and retry",
+                    reason="TOO_MANY_STREAMS",
+                    metadata={"limit": str(limiter.limit)},
+                ),
+            )
 
         if inspect.isasyncgenfunction(behavior):
+
             async def stream(request_or_iterator, context):
                 if limiter.open.get(tenant, 0) >= limiter.limit:
                     await refuse(context)
@@ -273,8 +289,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     once answer RESOURCE_EXHAUSTED (reason TOO_MANY_STREAMS).
     """
 
-    def __init__(self, keys: ApiKeys | Mapping[str, str] | None = None, *, max_streams_per_caller: int = 0,
-                 trusted_tenant_header: str | None = None):
+    def __init__(
+        self,
+        keys: ApiKeys | Mapping[str, str] | None = None,
+        *,
+        max_streams_per_caller: int = 0,
+        trusted_tenant_header: str | None = None,
+    ):
         if keys is None:
             keys = ApiKeys()
         elif not isinstance(keys, ApiKeys):
@@ -304,15 +325,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if values:
                 if len(values) != 1 or not _TENANT_NAME.match(values[0]):
                     log.warning("rejected a call to %s: malformed %s header", method, self.trusted_tenant_header)
-                    return replace_behavior(handler, lambda _: _rejecting("malformed tenant header"),
-                                              request_deserializer=None)
+                    return replace_behavior(
+                        handler, lambda _: _rejecting("malformed tenant header"), request_deserializer=None
+                    )
                 tenant = values[0]
-                return replace_behavior(self._limited(handler, tenant, method),
-                                          lambda behavior: _with_tenant(behavior, tenant))
+                return replace_behavior(
+                    self._limited(handler, tenant, method), lambda behavior: _with_tenant(behavior, tenant)
+                )
             if not self.keys:
                 log.warning("rejected a call to %s: no tenant header and no API keys", method)
-                return replace_behavior(handler, lambda _: _rejecting("missing tenant (authenticate at the gateway)"),
-                                          request_deserializer=None)
+                return replace_behavior(
+                    handler,
+                    lambda _: _rejecting("missing tenant (authenticate at the gateway)"),
+                    request_deserializer=None,
+                )
         if not self.keys:
             return self._limited(handler, DEFAULT_TENANT, method)
         token = bearer_token(handler_call_details.invocation_metadata)

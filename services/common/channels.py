@@ -48,13 +48,16 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def _with_metadata(details: grpc.aio.ClientCallDetails, extra: tuple[tuple[str, str], ...]) -> grpc.aio.ClientCallDetails:
+def _with_metadata(
+    details: grpc.aio.ClientCallDetails, extra: tuple[tuple[str, str], ...]
+) -> grpc.aio.ClientCallDetails:
     metadata = grpc.aio.Metadata(*(tuple(details.metadata) if details.metadata else ()))
     for key, value in extra:
         if key not in metadata:  # a call that brings its own authorization keeps it
             metadata.add(key, value)
-    return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
-                                      details.wait_for_ready)
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
 
 
 class _UnaryUnaryBearer(grpc.aio.UnaryUnaryClientInterceptor):
@@ -113,8 +116,9 @@ def _secret(value) -> str:
     return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
 
 
-def open_channel(address: str, *, settings=None, service_key: str | None = None,
-                 tls: TlsFiles | None = None) -> grpc.aio.Channel:
+def open_channel(
+    address: str, *, settings=None, service_key: str | None = None, tls: TlsFiles | None = None
+) -> grpc.aio.Channel:
     """An aio channel to another service of the suite.
 
     `settings` (a ServiceSettings) gives SERVICE_API_KEY and the TLS files; without it they are
@@ -125,7 +129,10 @@ def open_channel(address: str, *, settings=None, service_key: str | None = None,
     files = tls if tls is not None else TlsFiles.from_settings(source)
     interceptors = bearer_interceptors(key) if key else None
     if files is not None:
-        return grpc.aio.secure_channel(address, files.channel_credentials(),
-                                       options=[*CHANNEL_OPTIONS, *files.channel_options()],
-                                       interceptors=interceptors)
+        return grpc.aio.secure_channel(
+            address,
+            files.channel_credentials(),
+            options=[*CHANNEL_OPTIONS, *files.channel_options()],
+            interceptors=interceptors,
+        )
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)

@@ -70,6 +70,7 @@ async def _abort_for(context: grpc.aio.ServicerContext, method: str, error: Base
 def _guarded(method: str, behavior: Callable[..., Any]):
     """`behavior` with its exceptions mapped to statuses; an async generator stays one."""
     if inspect.isasyncgenfunction(behavior):
+
         async def stream(request, context):
             try:
                 async for item in behavior(request, context):
@@ -99,7 +100,9 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
         return replace_behavior(handler, lambda behavior: _guarded(method, behavior))
 
 
-def error_details(error: grpc.aio.AioRpcError | grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo | None, list[tuple[str, str]]]:
+def error_details(
+    error: grpc.aio.AioRpcError | grpc.RpcError,
+) -> tuple[error_details_pb2.ErrorInfo | None, list[tuple[str, str]]]:
     """Client side: the ErrorInfo and field violations carried by a failed call."""
     info = None
     violations: list[tuple[str, str]] = []

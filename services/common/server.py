@@ -83,12 +83,17 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
             from services.common.grpc_errors import abort_with
 
             detail = str(request.error).split(":")[-1].strip() or type(request.error).__name__
-            await abort_with(context, InvalidArgument(
-                [FieldViolation("request", f"is not a valid request message for {method}: {detail[:200]}")],
-                reason="MALFORMED_REQUEST"))
+            await abort_with(
+                context,
+                InvalidArgument(
+                    [FieldViolation("request", f"is not a valid request message for {method}: {detail[:200]}")],
+                    reason="MALFORMED_REQUEST",
+                ),
+            )
 
         def guard(behavior):
             if inspect.isasyncgenfunction(behavior):
+
                 async def stream(request, context):
                     if isinstance(request, _Malformed):
                         await refuse(request, context)
@@ -132,8 +137,9 @@ class GrpcService:
         self.bindings = list(bindings)
         self.health = health.aio.HealthServicer()
         # Checks bearer keys when API_KEYS is set and sets the caller's tenant (services.common.auth).
-        self.auth = AuthInterceptor(_api_keys(settings),
-                                    max_streams_per_caller=getattr(settings, "max_streams_per_caller", 0))
+        self.auth = AuthInterceptor(
+            _api_keys(settings), max_streams_per_caller=getattr(settings, "max_streams_per_caller", 0)
+        )
         # Mutual TLS when TLS_CERT_FILE/TLS_KEY_FILE/TLS_CA_FILE are set (services.common.tls).
         self.tls = TlsFiles.from_settings(settings)
         self.server = grpc.aio.server(
@@ -163,9 +169,13 @@ class GrpcService:
         await self.server.start()
         for name in ["", *names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving %s on %s (%s, %s)", ", ".join(names), self.address,
-                 "mutual TLS" if self.tls else "plaintext",
-                 f"API keys for {len(self.auth.keys.tenants)} tenants" if self.auth.keys else "no API keys")
+        log.info(
+            "serving %s on %s (%s, %s)",
+            ", ".join(names),
+            self.address,
+            "mutual TLS" if self.tls else "plaintext",
+            f"API keys for {len(self.auth.keys.tenants)} tenants" if self.auth.keys else "no API keys",
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:

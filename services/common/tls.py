@@ -44,12 +44,18 @@ class TlsFiles:
             return None
         missing = sorted(set(names) - set(given))
         if missing:
-            raise ValueError(f"mutual TLS needs TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE; missing: {', '.join(missing)}")
+            raise ValueError(
+                f"mutual TLS needs TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE; missing: {', '.join(missing)}"
+            )
         for name, path in given.items():
             if not Path(path).is_file():
                 raise ValueError(f"{name} is not a readable file: {path}")
-        return cls(names["TLS_CERT_FILE"], names["TLS_KEY_FILE"], names["TLS_CA_FILE"],
-                   getattr(settings, "tls_server_name", "") or "")
+        return cls(
+            names["TLS_CERT_FILE"],
+            names["TLS_KEY_FILE"],
+            names["TLS_CA_FILE"],
+            getattr(settings, "tls_server_name", "") or "",
+        )
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> TlsFiles | None:
@@ -59,9 +65,14 @@ class TlsFiles:
         the environment a service is started with, so both sides read the same files.
         """
         env = os.environ if env is None else env
-        return cls.from_settings(SimpleNamespace(
-            tls_cert_file=env.get("TLS_CERT_FILE", ""), tls_key_file=env.get("TLS_KEY_FILE", ""),
-            tls_ca_file=env.get("TLS_CA_FILE", ""), tls_server_name=env.get("TLS_SERVER_NAME", "")))
+        return cls.from_settings(
+            SimpleNamespace(
+                tls_cert_file=env.get("TLS_CERT_FILE", ""),
+                tls_key_file=env.get("TLS_KEY_FILE", ""),
+                tls_ca_file=env.get("TLS_CA_FILE", ""),
+                tls_server_name=env.get("TLS_SERVER_NAME", ""),
+            )
+        )
 
     def _read(self) -> tuple[bytes, bytes, bytes]:
         return Path(self.cert_file).read_bytes(), Path(self.key_file).read_bytes(), Path(self.ca_file).read_bytes()

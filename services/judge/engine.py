@@ -94,8 +94,9 @@ class Judge:
         rationales are those of the first call (first model, orderings[0])."""
         case = validate_round(case, self.policy)
         panel = _panel(case.panel)
-        parts = PromptParts(case.topic, case.debaters, panel.criteria,
-                            (Round(case.round_number, case.turns),), verdict=False)
+        parts = PromptParts(
+            case.topic, case.debaters, panel.criteria, (Round(case.round_number, case.turns),), verdict=False
+        )
         base = case.request_id or _default_key(case.debate_id, f"rounds/{case.round_number}")
         ballots = await self._poll(parts, panel, f"{base}/judge", case.seed)
         tally = _Tally(ballots, panel, self.policy.tie_margin)
@@ -113,16 +114,25 @@ class Judge:
             for name in (d.name for d in case.debaters)
         )
         simulated = any(b.call.simulated for b in ballots)
-        log.info("round %d judged by %d call(s): %s; ordering agreement %.2f, judge agreement %.2f",
-                 case.round_number, len(ballots), "tie" if tie else f"{leader} leads", tally.ordering_agreement,
-                 tally.judge_agreement)
+        log.info(
+            "round %d judged by %d call(s): %s; ordering agreement %.2f, judge agreement %.2f",
+            case.round_number,
+            len(ballots),
+            "tie" if tie else f"{leader} leads",
+            tally.ordering_agreement,
+            tally.judge_agreement,
+        )
         if tie:
             tied = [n for n in ranked if totals[ranked[0]] - totals[n] <= self.policy.tie_margin]
-            outcome = (f"Round {case.round_number} is a tie between {_names(tied)} "
-                       f"({_listing(tied, totals)}, within {self.policy.tie_margin:g} of each other).")
+            outcome = (
+                f"Round {case.round_number} is a tie between {_names(tied)} "
+                f"({_listing(tied, totals)}, within {self.policy.tie_margin:g} of each other)."
+            )
         else:
-            outcome = (f"{leader} leads round {case.round_number} with {totals[leader]:.2f} of 10, "
-                       f"ahead of {_listing(ranked[1:], totals)}.")
+            outcome = (
+                f"{leader} leads round {case.round_number} with {totals[leader]:.2f} of 10, "
+                f"ahead of {_listing(ranked[1:], totals)}."
+            )
         return RoundAssessment(
             round_number=case.round_number,
             scores=scores,
@@ -177,16 +187,20 @@ class Judge:
             confidence = support * min(1.0, lead / self.policy.decisive_margin)
 
         simulated = any(b.call.simulated for b in ballots)
-        log.info("verdict by %d call(s): %s, confidence %.2f", len(ballots), "tie" if tie else f"{winner} wins",
-                 confidence)
+        log.info(
+            "verdict by %d call(s): %s, confidence %.2f", len(ballots), "tie" if tie else f"{winner} wins", confidence
+        )
         if tie:
             tied = [n for n in ranked if final[ranked[0]] - final[n] <= margin]
             outcome = f"The debate is a tie between {_names(tied)} ({_listing(tied, final)})."
         else:
             outcome = f"{winner} wins with {final[winner]:.2f} of 10, ahead of {_listing(ranked[1:], final)}."
-        basis = (f"Final scores weigh the assessments of {len(priors)} round(s) at {weight:.0%} and the "
-                 f"whole-debate judgement at {1 - weight:.0%}." if priors else
-                 "Final scores are the whole-debate judgement (no round assessments were given).")
+        basis = (
+            f"Final scores weigh the assessments of {len(priors)} round(s) at {weight:.0%} and the "
+            f"whole-debate judgement at {1 - weight:.0%}."
+            if priors
+            else "Final scores are the whole-debate judgement (no round assessments were given)."
+        )
         note = ballots[0].summary
         summary = f"{outcome} {basis} Confidence {confidence:.2f}. {tally.describe(simulated)}"
         if note:
@@ -226,13 +240,24 @@ class Judge:
             if not task.cancelled() and task.exception() is not None:
                 error = task.exception()
                 if isinstance(error, DomainError):
-                    error.metadata.update(spent_prompt_tokens=str(spend.usage.prompt_tokens),
-                                          spent_completion_tokens=str(spend.usage.completion_tokens))
+                    error.metadata.update(
+                        spent_prompt_tokens=str(spend.usage.prompt_tokens),
+                        spent_completion_tokens=str(spend.usage.completion_tokens),
+                    )
                 raise error
         return [task.result() for task in tasks]
 
-    async def _ballot(self, parts: PromptParts, masker: NameMasker, model: str, index: int,
-                      ordering: Sequence[int], key: str, seed: int | None, spend: _Spend) -> Ballot:
+    async def _ballot(
+        self,
+        parts: PromptParts,
+        masker: NameMasker,
+        model: str,
+        index: int,
+        ordering: Sequence[int],
+        key: str,
+        seed: int | None,
+        spend: _Spend,
+    ) -> Ballot:
         messages, shape, label_to_name = build_messages(parts, ordering, masker)
         conversation = messages
         usage = Usage()
@@ -241,14 +266,17 @@ class Judge:
         problems: list[str] = []
         attempts = self.policy.max_repairs + 1
         for attempt in range(1, attempts + 1):
-            reply = await collect(self.llm, CompletionRequest(
-                model=model,
-                messages=conversation,
-                max_tokens=self.policy.max_output_tokens,
-                temperature=self.policy.temperature,
-                seed=seed,
-                request_id=f"{key}/attempts/{attempt}",
-            ))
+            reply = await collect(
+                self.llm,
+                CompletionRequest(
+                    model=model,
+                    messages=conversation,
+                    max_tokens=self.policy.max_output_tokens,
+                    temperature=self.policy.temperature,
+                    seed=seed,
+                    request_id=f"{key}/attempts/{attempt}",
+                ),
+            )
             usage = add_usage(usage, reply.completion.usage)
             spend.add(reply.completion.usage)
             simulated = simulated or reply.completion.simulated
@@ -257,8 +285,9 @@ class Judge:
                 answer = parse_answer(reply.text, shape)
             except JudgeOutputError as error:
                 problems = error.problems
-                log.warning("judge answer %s refused (attempt %d of %d): %s", key, attempt, attempts,
-                            "; ".join(problems[:3]))
+                log.warning(
+                    "judge answer %s refused (attempt %d of %d): %s", key, attempt, attempts, "; ".join(problems[:3])
+                )
                 conversation = repair_messages(messages, reply.text, problems)
                 continue
             shown = tuple(parts.debaters[i].name for i in ordering)
@@ -266,16 +295,22 @@ class Judge:
                 model=model,
                 ordering_index=index,
                 scores={label_to_name[label]: s for label, s in answer.scores.items()},
-                rationales={label_to_name[label]: unmask_labels(r, label_to_name)
-                            for label, r in answer.rationales.items()},
+                rationales={
+                    label_to_name[label]: unmask_labels(r, label_to_name) for label, r in answer.rationales.items()
+                },
                 summary=unmask_labels(answer.summary, label_to_name),
                 call=JudgeCall(answered_by, shown, usage, attempt, key, simulated),
             )
         raise JudgeOutputInvalid(
             f"judge model {model} gave no valid structured output in {attempts} answers "
             f"(ordering {index}); last problems: {'; '.join(problems[:3])}",
-            metadata={"model": model, "ordering": str(index), "attempts": str(attempts),
-                      "request_id": key, "problems": "; ".join(problems[:3])[:500]},
+            metadata={
+                "model": model,
+                "ordering": str(index),
+                "attempts": str(attempts),
+                "request_id": key,
+                "problems": "; ".join(problems[:3])[:500],
+            },
         )
 
 
@@ -287,9 +322,12 @@ class _Tally:
         self.panel = panel
         self.ballot_totals = [self._totals(b.scores) for b in ballots]
         by_model = {m: [i for i, b in enumerate(ballots) if b.model == m] for m in panel.models}
-        self.ordering_agreement = round(aggregate.mean(
-            [aggregate.agreement([self.ballot_totals[i] for i in idx], margin) for idx in by_model.values()]
-        ), 4)
+        self.ordering_agreement = round(
+            aggregate.mean(
+                [aggregate.agreement([self.ballot_totals[i] for i in idx], margin) for idx in by_model.values()]
+            ),
+            4,
+        )
         model_means = [aggregate.mean_scores([ballots[i].scores for i in idx]) for idx in by_model.values()]
         self.judge_agreement = round(aggregate.agreement([self._totals(m) for m in model_means], margin), 4)
         self.scores = aggregate.mean_scores(model_means)  # every model weighs the same
@@ -300,8 +338,10 @@ class _Tally:
 
     def describe(self, simulated: bool) -> str:
         models, orderings = len(self.panel.models), len(self.panel.orderings)
-        text = (f"Mean of {models * orderings} judge call(s) ({models} model(s) x {orderings} ordering(s)); "
-                f"ordering agreement {self.ordering_agreement:.2f}, judge agreement {self.judge_agreement:.2f}.")
+        text = (
+            f"Mean of {models * orderings} judge call(s) ({models} model(s) x {orderings} ordering(s)); "
+            f"ordering agreement {self.ordering_agreement:.2f}, judge agreement {self.judge_agreement:.2f}."
+        )
         return f"{text} Simulated judge." if simulated else text
 
 
@@ -324,5 +364,4 @@ def _listing(names: Sequence[str], totals: dict[str, float]) -> str:
 
 
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
-
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."

@@ -81,16 +81,22 @@ class InstantJudgeLLM(FakeJudgeLLM):
         yield Completion(request.model, Usage(1000, 200), simulated=self.simulated)
 
 
-def canned_answer(labels: Sequence[str] | int, criteria: Sequence[str], summary: bool,
-                  scores: dict[str, float] | None = None) -> str:
+def canned_answer(
+    labels: Sequence[str] | int, criteria: Sequence[str], summary: bool, scores: dict[str, float] | None = None
+) -> str:
     """A valid answer; `labels` may be a count (A, B, ...). Unlisted labels score 5."""
     if isinstance(labels, int):
         labels = [label_for(i) for i in range(labels)]
     scores = scores or {}
-    answer: dict = {"debaters": {
-        label: {"scores": {c: scores.get(label, 5.0) for c in criteria}, "rationale": f"Debater {label} was scored."}
-        for label in labels
-    }}
+    answer: dict = {
+        "debaters": {
+            label: {
+                "scores": {c: scores.get(label, 5.0) for c in criteria},
+                "rationale": f"Debater {label} was scored.",
+            }
+            for label in labels
+        }
+    }
     if summary:
         answer["summary"] = "Debater A and the others were compared."
     return json.dumps(answer)

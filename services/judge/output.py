@@ -125,7 +125,7 @@ def _load_json_object(text: str) -> Any:
     candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
     start, end = text.find("{"), text.rfind("}")
     if 0 <= start < end:
-        candidates.append(text[start:end + 1])
+        candidates.append(text[start : end + 1])
     problem = "the answer is not a JSON object"
     for candidate in candidates:
         if not candidate:

@@ -112,8 +112,9 @@ class PromptParts:
     verdict: bool
 
 
-def build_messages(parts: PromptParts, ordering: Sequence[int], masker: NameMasker, token: str | None = None
-                   ) -> tuple[tuple[ChatMessage, ...], AnswerShape, dict[str, str]]:
+def build_messages(
+    parts: PromptParts, ordering: Sequence[int], masker: NameMasker, token: str | None = None
+) -> tuple[tuple[ChatMessage, ...], AnswerShape, dict[str, str]]:
     """(messages, answer shape, label -> debater name) for one judge call."""
     token = token or new_token()
     shown = [parts.debaters[i] for i in ordering]
@@ -127,13 +128,17 @@ def build_messages(parts: PromptParts, ordering: Sequence[int], masker: NameMask
 
     lines: list[str] = []
     if parts.verdict:
-        lines.append(f"Give the final verdict on a whole debate of {len(parts.rounds)} round(s): score each "
-                     "debater's performance over the whole debate.")
+        lines.append(
+            f"Give the final verdict on a whole debate of {len(parts.rounds)} round(s): score each "
+            "debater's performance over the whole debate."
+        )
     else:
         lines.append(f"Score round {parts.rounds[0].number} of a debate.")
     lines += [
-        (f'The data markers of this request use the token {token}: quoted data starts with a line "<<<{token} '
-         f'BEGIN ...>>>" and ends with the line "<<<{token} END>>>".'),
+        (
+            f'The data markers of this request use the token {token}: quoted data starts with a line "<<<{token} '
+            f'BEGIN ...>>>" and ends with the line "<<<{token} END>>>".'
+        ),
         "",
         "The topic of the debate:",
         quote("TOPIC", "", parts.topic),
@@ -166,12 +171,16 @@ def build_messages(parts: PromptParts, ordering: Sequence[int], masker: NameMask
     return messages, shape, label_to_name
 
 
-def repair_messages(messages: Sequence[ChatMessage], bad_answer: str, problems: Sequence[str],
-                    max_echo: int = 4000) -> tuple[ChatMessage, ...]:
+def repair_messages(
+    messages: Sequence[ChatMessage], bad_answer: str, problems: Sequence[str], max_echo: int = 4000
+) -> tuple[ChatMessage, ...]:
     """The original request, the refused answer and what was wrong with it."""
     listed = "\n".join(f"- {p}" for p in problems)
-    return (*messages, ChatMessage("assistant", bad_answer[:max_echo]),
-            ChatMessage("user", REPAIR_PROMPT.format(problems=listed)))
+    return (
+        *messages,
+        ChatMessage("assistant", bad_answer[:max_echo]),
+        ChatMessage("user", REPAIR_PROMPT.format(problems=listed)),
+    )
 
 
 def unmask_labels(text: str, label_to_name: dict[str, str]) -> str:

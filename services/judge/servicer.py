@@ -34,33 +34,37 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
 
     async def EvaluateRound(self, request: judge_pb2.EvaluateRoundRequest, context) -> judge_pb2.EvaluateRoundResponse:
         _set_log_context(request.debate_id, request.request_id)
-        assessment = await self.judge.evaluate_round(RoundCase(
-            debate_id=request.debate_id,
-            topic=request.topic,
-            round_number=request.round_number,
-            debaters=_debaters(request.debaters),
-            turns=_turns(request.turns),
-            panel=_panel(request.judge),
-            request_id=request.request_id,
-            seed=request.seed or None,
-        ))
+        assessment = await self.judge.evaluate_round(
+            RoundCase(
+                debate_id=request.debate_id,
+                topic=request.topic,
+                round_number=request.round_number,
+                debaters=_debaters(request.debaters),
+                turns=_turns(request.turns),
+                panel=_panel(request.judge),
+                request_id=request.request_id,
+                seed=request.seed or None,
+            )
+        )
         return judge_pb2.EvaluateRoundResponse(assessment=assessment_to_proto(assessment))
 
     async def RenderVerdict(self, request: judge_pb2.RenderVerdictRequest, context) -> judge_pb2.RenderVerdictResponse:
         _set_log_context(request.debate_id, request.request_id)
-        verdict = await self.judge.render_verdict(VerdictCase(
-            debate_id=request.debate_id,
-            topic=request.topic,
-            debaters=_debaters(request.debaters),
-            rounds=tuple(Round(r.round_number, _turns(r.turns)) for r in request.rounds),
-            assessments=tuple(
-                PriorAssessment(a.round_number, {s.debater: s.weighted_total for s in a.scores})
-                for a in request.assessments
-            ),
-            panel=_panel(request.judge),
-            request_id=request.request_id,
-            seed=request.seed or None,
-        ))
+        verdict = await self.judge.render_verdict(
+            VerdictCase(
+                debate_id=request.debate_id,
+                topic=request.topic,
+                debaters=_debaters(request.debaters),
+                rounds=tuple(Round(r.round_number, _turns(r.turns)) for r in request.rounds),
+                assessments=tuple(
+                    PriorAssessment(a.round_number, {s.debater: s.weighted_total for s in a.scores})
+                    for a in request.assessments
+                ),
+                panel=_panel(request.judge),
+                request_id=request.request_id,
+                seed=request.seed or None,
+            )
+        )
         return judge_pb2.RenderVerdictResponse(verdict=verdict_to_proto(verdict))
 
 
@@ -98,8 +102,14 @@ def usage_to_proto(usage: Usage) -> common_pb2.TokenUsage:
 
 def _calls(calls: Iterable[JudgeCall]) -> list[common_pb2.JudgeCall]:
     return [
-        common_pb2.JudgeCall(model=c.model, ordering=list(c.ordering), usage=usage_to_proto(c.usage),
-                             attempts=c.attempts, request_id=c.request_id, simulated=c.simulated)
+        common_pb2.JudgeCall(
+            model=c.model,
+            ordering=list(c.ordering),
+            usage=usage_to_proto(c.usage),
+            attempts=c.attempts,
+            request_id=c.request_id,
+            simulated=c.simulated,
+        )
         for c in calls
     ]
 

@@ -38,20 +38,26 @@ _WORDS = re.compile(r"[A-Za-z][A-Za-z'-]*|\d[\d.,]*%?")
 _NUMBER = re.compile(r"^\d")
 _ADDRESSEE = r"(me|us|myself|my side|this side|this debater|debater [a-z])"
 _TO_THE_JUDGE = re.compile(
-    "|".join((
-        (r"\b(ignore|disregard|forget|override|bypass)\b.{0,60}\b(rubric|instructions?|rules|prompt|criteria|"
-         r"scoring|guidelines|system prompt)\b"),
-        r"\bdeclare\b.{0,40}\b(winner|victor|victorious)\b",
-        rf"\b(declare|crown|announce|name|pick|choose)\s+{_ADDRESSEE}\b.{{0,30}}\b(winner|victor|the win)\b",
-        (rf"\b(score|rate|grade|give|award|mark)\s+{_ADDRESSEE}\b.{{0,30}}\b(10|ten|full marks|maximum|highest|"
-         r"perfect|top marks)\b"),
-        r"\b(as|i am|this is|speaking as)\s+(the\s+)?(moderator|judge|system|administrator|admin|organi[sz]er)\b",
-        r"^\W*(judge|moderator|system|assistant|grader|evaluator|admin)\s*[:,]",
-        r"\b(dear|attention|note to( the)?|hey)\s+(the\s+)?(judge|moderator|grader|evaluator)s?\b",
-        r"\bnew (instructions?|rules|rubric)\b",
-        r"\byou (must|should|will|are required to) (now )?(score|rate|declare|ignore|disregard|award|output)\b",
-        r"\b(respond|answer|reply)\s+(only\s+)?(with|in)\s+json\b",
-    )),
+    "|".join(
+        (
+            (
+                r"\b(ignore|disregard|forget|override|bypass)\b.{0,60}\b(rubric|instructions?|rules|prompt|criteria|"
+                r"scoring|guidelines|system prompt)\b"
+            ),
+            r"\bdeclare\b.{0,40}\b(winner|victor|victorious)\b",
+            rf"\b(declare|crown|announce|name|pick|choose)\s+{_ADDRESSEE}\b.{{0,30}}\b(winner|victor|the win)\b",
+            (
+                rf"\b(score|rate|grade|give|award|mark)\s+{_ADDRESSEE}\b.{{0,30}}\b(10|ten|full marks|maximum|highest|"
+                r"perfect|top marks)\b"
+            ),
+            r"\b(as|i am|this is|speaking as)\s+(the\s+)?(moderator|judge|system|administrator|admin|organi[sz]er)\b",
+            r"^\W*(judge|moderator|system|assistant|grader|evaluator|admin)\s*[:,]",
+            r"\b(dear|attention|note to( the)?|hey)\s+(the\s+)?(judge|moderator|grader|evaluator)s?\b",
+            r"\bnew (instructions?|rules|rubric)\b",
+            r"\byou (must|should|will|are required to) (now )?(score|rate|declare|ignore|disregard|award|output)\b",
+            r"\b(respond|answer|reply)\s+(only\s+)?(with|in)\s+json\b",
+        )
+    ),
     re.IGNORECASE,
 )
 
@@ -146,18 +152,24 @@ def answer(view: PromptView) -> dict:
         criteria = {c: base.get(c, fallback) for c in view.criteria}
         means[label] = sum(criteria.values()) / max(1, len(criteria))
         rationale = (
-            f"Simulated judge (text features): {f.words} words in {f.sentences} sentences; per sentence "
-            f"{f.reasoning:.2f} reasoning, {f.evidence:.2f} evidence and {f.engagement:.2f} engagement markers."
-        ) if f.words else "Simulated judge: no scorable text in this turn."
+            (
+                f"Simulated judge (text features): {f.words} words in {f.sentences} sentences; per sentence "
+                f"{f.reasoning:.2f} reasoning, {f.evidence:.2f} evidence and {f.engagement:.2f} engagement markers."
+            )
+            if f.words
+            else "Simulated judge: no scorable text in this turn."
+        )
         if f.ignored:
             rationale += f" {f.ignored} sentence(s) addressed to the judge were ignored."
         debaters[label] = {"scores": criteria, "rationale": rationale}
     result: dict = {"debaters": debaters}
     if view.wants_summary:
         ranked = sorted(view.labels, key=lambda label: -means[label])
-        result["summary"] = "Simulated judge: by text features, " + ", then ".join(
-            f"Debater {label} ({means[label]:.1f})" for label in ranked
-        ) + "."
+        result["summary"] = (
+            "Simulated judge: by text features, "
+            + ", then ".join(f"Debater {label} ({means[label]:.1f})" for label in ranked)
+            + "."
+        )
     return result
 
 

@@ -126,16 +126,21 @@ def _debaters(debaters: Sequence[Debater], policy: JudgePolicy, v: Violations) -
         elif len(name) > MAX_NAME_LENGTH:
             v.add(path, f"must be at most {MAX_NAME_LENGTH} characters")
         elif clean_text(name, MAX_NAME_LENGTH) != name:
-            v.add(path, "must not contain control, zero-width or bidirectional characters, "
-                        "or leading, trailing or repeated whitespace")
+            v.add(
+                path,
+                "must not contain control, zero-width or bidirectional characters, "
+                "or leading, trailing or repeated whitespace",
+            )
         elif name in first_index:
             v.add(path, f"duplicate of debaters[{first_index[name]}].name")
         first_index.setdefault(name, i)
-        cleaned.append(Debater(
-            name=name,
-            stance=clean_text(debater.stance, MAX_STANCE_LENGTH),
-            persona=clean_text(debater.persona, MAX_PERSONA_LENGTH),
-        ))
+        cleaned.append(
+            Debater(
+                name=name,
+                stance=clean_text(debater.stance, MAX_STANCE_LENGTH),
+                persona=clean_text(debater.persona, MAX_PERSONA_LENGTH),
+            )
+        )
     return tuple(cleaned)
 
 
@@ -146,9 +151,9 @@ def _turns(turns: Sequence[Turn], path: str, names: set[str], max_chars: int, v:
             v.add(f"{path}[{i}].debater", f"unknown debater {turn.debater!r}")
         raw = turn.text
         cut = len(raw) > 2 * max_chars  # bounds the cleaning work on a huge turn
-        text = clean_text(raw[:2 * max_chars] if cut else raw, None, keep_newlines=True)
+        text = clean_text(raw[: 2 * max_chars] if cut else raw, None, keep_newlines=True)
         if cut or len(text) > max_chars:
-            text = text[:max_chars - len(TRUNCATION_MARK)].rstrip() + TRUNCATION_MARK
+            text = text[: max_chars - len(TRUNCATION_MARK)].rstrip() + TRUNCATION_MARK
         cleaned.append(Turn(turn.debater, text))
     return tuple(cleaned)
 
@@ -206,8 +211,9 @@ def _criteria(criteria: Sequence[Criterion], policy: JudgePolicy, v: Violations)
         seen.setdefault(criterion.name, i)
         if not math.isfinite(criterion.weight) or criterion.weight < 0:
             v.add(f"{path}.weight", f"must be a finite number >= 0, got {criterion.weight}")
-        cleaned.append(Criterion(criterion.name, criterion.weight,
-                                 clean_text(criterion.description, MAX_DESCRIPTION_LENGTH)))
+        cleaned.append(
+            Criterion(criterion.name, criterion.weight, clean_text(criterion.description, MAX_DESCRIPTION_LENGTH))
+        )
     if v:
         return tuple(cleaned)
     return normalise_weights(cleaned)

@@ -46,9 +46,21 @@ class ServiceProcess:
     def __init__(self, name: str, data_dir: str):
         self.port = _free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}", "--port", str(self.port), "--data-dir", data_dir,
-             "--log-level", "WARNING"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                f"services.{name}",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                data_dir,
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
         )
         self.tail: list[str] = []
@@ -90,23 +102,33 @@ def _loop_runner():
 
 def drive(address: str, call: str, data: str, total: int, concurrency: int) -> dict:
     """One load run; the calls' CPU and wall time only (reflection and report excluded)."""
-    runner = LoadRunner(LoadConfig(target=address, call=call, data=data, total=total, concurrency=concurrency,
-                                   insecure=True))
+    runner = LoadRunner(
+        LoadConfig(target=address, call=call, data=data, total=total, concurrency=concurrency, insecure=True)
+    )
     runner.prepare()
     cpu = time.process_time()
     total_ns = _loop_runner()(runner.drive())
     cpu = time.process_time() - cpu
     report = runner.report(total_ns)
     p = {e["percentage"]: e["latency"] for e in report["latencyDistribution"] or []}
-    return {"count": report["count"], "rps": report["rps"], "cpu_per_call": cpu / max(report["count"], 1),
-            "p50_ms": p.get(50, 0) / 1e6, "p99_ms": p.get(99, 0) / 1e6, "status": report["statusCodeDistribution"]}
+    return {
+        "count": report["count"],
+        "rps": report["rps"],
+        "cpu_per_call": cpu / max(report["count"], 1),
+        "p50_ms": p.get(50, 0) / 1e6,
+        "p99_ms": p.get(99, 0) / 1e6,
+        "status": report["statusCodeDistribution"],
+    }
 
 
 async def _bare(address: str, total: int, concurrency: int) -> tuple[float, float]:
     async with grpc.aio.insecure_channel(address) as channel:
         await channel.channel_ready()
-        check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None,
-                                    response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=None,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
         request = health_pb2.HealthCheckRequest().SerializeToString()
         left = total
 
@@ -154,23 +176,54 @@ def run(quick: bool = False) -> list[dict]:
             ours = {"rps": max(r["rps"] for r in runs), "cpu_per_call": min(r["cpu_per_call"] for r in runs)}
             server_cpu = min(server_cpus)
             tag = f"Health/Check, c={concurrency}, 1 process"
-            rows.append(_row(f"load client calls/s ({tag})", "drives the server, not itself", ours["rps"], "calls/s",
-                             floor["rps"]))
-            rows.append(_row(f"load client CPU per call ({tag})", "near the bare grpc.aio floor",
-                             ours["cpu_per_call"] * 1e6, "µs", floor["cpu_per_call"] * 1e6))
-            rows.append(_row("server CPU per Health/Check call (accounting process)", "for comparison",
-                             server_cpu * 1e6, "µs"))
-            cost = drive(service.address, "debate.accounting.v1.AccountingService/CalculateCost", CALCULATE_COST,
-                         total, concurrency)
+            rows.append(
+                _row(
+                    f"load client calls/s ({tag})",
+                    "drives the server, not itself",
+                    ours["rps"],
+                    "calls/s",
+                    floor["rps"],
+                )
+            )
+            rows.append(
+                _row(
+                    f"load client CPU per call ({tag})",
+                    "near the bare grpc.aio floor",
+                    ours["cpu_per_call"] * 1e6,
+                    "µs",
+                    floor["cpu_per_call"] * 1e6,
+                )
+            )
+            rows.append(
+                _row("server CPU per Health/Check call (accounting process)", "for comparison", server_cpu * 1e6, "µs")
+            )
+            cost = drive(
+                service.address,
+                "debate.accounting.v1.AccountingService/CalculateCost",
+                CALCULATE_COST,
+                total,
+                concurrency,
+            )
             if set(cost["status"]) == {"OK"}:
-                rows.append(_row(f"CalculateCost calls/s via debate-engine load (c={concurrency})", "per service",
-                                 cost["rps"], "calls/s"))
+                rows.append(
+                    _row(
+                        f"CalculateCost calls/s via debate-engine load (c={concurrency})",
+                        "per service",
+                        cost["rps"],
+                        "calls/s",
+                    )
+                )
                 rows.append(_row("CalculateCost latency p50 via debate-engine load", "", cost["p50_ms"], "ms"))
                 rows.append(_row("CalculateCost latency p99 via debate-engine load", "", cost["p99_ms"], "ms"))
             else:
-                rows.append({"metric": "CalculateCost via debate-engine load", "target": "per service",
-                             "value": "not OK: " + ", ".join(f"{k} {v}" for k, v in cost["status"].items()),
-                             "unit": ""})
+                rows.append(
+                    {
+                        "metric": "CalculateCost via debate-engine load",
+                        "target": "per service",
+                        "value": "not OK: " + ", ".join(f"{k} {v}" for k, v in cost["status"].items()),
+                        "unit": "",
+                    }
+                )
         finally:
             service.close()
     return rows

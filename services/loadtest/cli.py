@@ -57,8 +57,7 @@ def _json_object(text: str, what: str) -> dict[str, str]:
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = parser
     p.add_argument("host", help="the server, host:port (only ever a service you run)")
-    p.add_argument("--call", required=True,
-                   help="the method, package.Service.Method or package.Service/Method")
+    p.add_argument("--call", required=True, help="the method, package.Service.Method or package.Service/Method")
     p.add_argument("--protoset", default="", help="a compiled protoset instead of server reflection")
     p.add_argument("-d", "--data", default=None, help="request data as JSON; @ reads stdin, @path a file")
     p.add_argument("-D", "--data-file", default="", help="file of request data as JSON")
@@ -66,12 +65,16 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("-M", "--metadata-file", default="", help="file of request metadata as a JSON object")
     p.add_argument("-n", "--total", type=int, default=200, help="number of requests (default 200)")
     p.add_argument("-c", "--concurrency", type=int, default=50, help="concurrent workers (default 50)")
-    p.add_argument("-z", "--duration", type=go_duration, default=0.0,
-                   help="run for this long, ignoring -n (e.g. 10s)")
-    p.add_argument("-x", "--max-duration", type=go_duration, default=0.0,
-                   help="stop after this long even if -n calls are not done")
-    p.add_argument("--duration-stop", default="close", choices=["close", "wait", "ignore"],
-                   help="calls in flight when -z ends: close (report Canceled), wait, ignore")
+    p.add_argument("-z", "--duration", type=go_duration, default=0.0, help="run for this long, ignoring -n (e.g. 10s)")
+    p.add_argument(
+        "-x", "--max-duration", type=go_duration, default=0.0, help="stop after this long even if -n calls are not done"
+    )
+    p.add_argument(
+        "--duration-stop",
+        default="close",
+        choices=["close", "wait", "ignore"],
+        help="calls in flight when -z ends: close (report Canceled), wait, ignore",
+    )
     p.add_argument("-r", "--rps", type=int, default=0, help="requests per second limit (default none)")
     p.add_argument("-t", "--timeout", type=go_duration, default=20.0, help="per call, 0 for none (default 20s)")
     p.add_argument("--connect-timeout", type=go_duration, default=10.0, help="dial timeout (default 10s)")
@@ -84,21 +87,43 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--cname", default="", help="server name override for TLS")
     p.add_argument("--authority", default="", help=":authority pseudo-header")
     p.add_argument("-e", "--enable-compression", action="store_true", help="gzip requests")
-    p.add_argument("--stream-call-count", type=int, default=0,
-                   help="end each server stream after this many messages (counts as OK)")
-    p.add_argument("--stream-call-duration", type=go_duration, default=0.0,
-                   help="end each server stream after this long (counts as OK)")
+    p.add_argument(
+        "--stream-call-count",
+        type=int,
+        default=0,
+        help="end each server stream after this many messages (counts as OK)",
+    )
+    p.add_argument(
+        "--stream-call-duration",
+        type=go_duration,
+        default=0.0,
+        help="end each server stream after this long (counts as OK)",
+    )
     p.add_argument("-O", "--format", default="summary", choices=["summary", "json", "pretty", "csv"])
     p.add_argument("-o", "--output", default="", help="write the report to this file instead of stdout")
     p.add_argument("--name", default="", help="a name for the run")
     p.add_argument("--tags", default=None, help="JSON object of string tags")
-    p.add_argument("--skipFirst", "--skip-first", dest="skip_first", type=int, default=0,
-                   help="leave the first N calls out of the report")
+    p.add_argument(
+        "--skipFirst",
+        "--skip-first",
+        dest="skip_first",
+        type=int,
+        default=0,
+        help="leave the first N calls out of the report",
+    )
     p.add_argument("--count-errors", action="store_true", help="count errors in latency statistics")
-    p.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
-                   help="reported as ghz's CPUs (see --procs for more than one core of load)")
-    p.add_argument("--procs", type=int, default=1,
-                   help="processes driving the load (each about one core); -n, -c and --rps are split among them")
+    p.add_argument(
+        "--cpus",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="reported as ghz's CPUs (see --procs for more than one core of load)",
+    )
+    p.add_argument(
+        "--procs",
+        type=int,
+        default=1,
+        help="processes driving the load (each about one core); -n, -c and --rps are split among them",
+    )
     return p
 
 
@@ -119,16 +144,35 @@ def config_from_args(args: argparse.Namespace, stdin_reader=None) -> LoadConfig:
         # ghz dials TLS unless told --insecure; say so rather than hang on a plaintext port.
         print("debate-engine load: no --insecure: using TLS with the system's roots", file=sys.stderr)
     return LoadConfig(
-        target=args.host, call=args.call, data=data, total=args.total, concurrency=args.concurrency,
-        duration=args.duration, max_duration=args.max_duration, duration_stop=args.duration_stop,
-        rps=args.rps, timeout=args.timeout, dial_timeout=args.connect_timeout, keepalive=args.keepalive,
-        connections=args.connections, insecure=args.insecure, cacert=args.cacert, cert=args.cert,
-        key=args.key, cname=args.cname, authority=args.authority, metadata=metadata,
-        protoset=args.protoset, name=args.name,
+        target=args.host,
+        call=args.call,
+        data=data,
+        total=args.total,
+        concurrency=args.concurrency,
+        duration=args.duration,
+        max_duration=args.max_duration,
+        duration_stop=args.duration_stop,
+        rps=args.rps,
+        timeout=args.timeout,
+        dial_timeout=args.connect_timeout,
+        keepalive=args.keepalive,
+        connections=args.connections,
+        insecure=args.insecure,
+        cacert=args.cacert,
+        cert=args.cert,
+        key=args.key,
+        cname=args.cname,
+        authority=args.authority,
+        metadata=metadata,
+        protoset=args.protoset,
+        name=args.name,
         tags=_json_object(args.tags, "tags") if args.tags else None,
-        skip_first=args.skip_first, count_errors=args.count_errors,
-        enable_compression=args.enable_compression, cpus=args.cpus,
-        stream_call_count=args.stream_call_count, stream_call_duration=args.stream_call_duration,
+        skip_first=args.skip_first,
+        count_errors=args.count_errors,
+        enable_compression=args.enable_compression,
+        cpus=args.cpus,
+        stream_call_count=args.stream_call_count,
+        stream_call_duration=args.stream_call_duration,
     )
 
 
@@ -185,14 +229,19 @@ def handle(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "load", help="ghz-compatible gRPC load test of any method found through reflection",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "load",
+        help="ghz-compatible gRPC load test of any method found through reflection",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     build_parser(parser)
     parser.set_defaults(handler=handle)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(argparse.ArgumentParser(prog="debate-engine load", description=__doc__,
-                                                  formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = build_parser(
+        argparse.ArgumentParser(
+            prog="debate-engine load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+    )
     return handle(parser.parse_args(argv))

@@ -38,11 +38,16 @@ def split(config: LoadConfig, procs: int) -> list[LoadConfig]:
     configs, first = [], config.first_number
     for i in range(procs):
         total = _share(config.total, procs, i)
-        configs.append(dataclasses.replace(
-            config, total=total, concurrency=_share(config.concurrency, procs, i),
-            rps=_share(config.rps, procs, i) if config.rps else 0, first_number=first,
-            skip_first=config.skip_first if i == 0 else 0,
-        ))
+        configs.append(
+            dataclasses.replace(
+                config,
+                total=total,
+                concurrency=_share(config.concurrency, procs, i),
+                rps=_share(config.rps, procs, i) if config.rps else 0,
+                first_number=first,
+                skip_first=config.skip_first if i == 0 else 0,
+            )
+        )
         first += total if config.duration <= 0 else 1_000_000_000
     return configs
 
@@ -65,13 +70,24 @@ def _child(config: LoadConfig) -> dict[str, Any]:
         total_ns = asyncio.run(_drive(runner))
     calls, messages = runner.calls, runner.messages
     return {
-        "total_ns": total_ns, "end_reason": runner.end_reason, "data": runner.payloads.data,
-        "count": calls.count, "total_latency_ns": calls.total_latency_ns,
-        "status_dist": calls.status_dist, "error_dist": calls.error_dist,
-        "latencies": calls.latencies.tobytes(), "timestamps": calls.timestamps.tobytes(), "failures": calls.failures,
-        "messages": None if messages is None else {
-            "count": messages.count, "calls_with_messages": messages.calls_with_messages,
-            "gaps": messages.gaps.tobytes(), "first": messages.first.tobytes(), "total_gap_ns": messages.total_gap_ns,
+        "total_ns": total_ns,
+        "end_reason": runner.end_reason,
+        "data": runner.payloads.data,
+        "count": calls.count,
+        "total_latency_ns": calls.total_latency_ns,
+        "status_dist": calls.status_dist,
+        "error_dist": calls.error_dist,
+        "latencies": calls.latencies.tobytes(),
+        "timestamps": calls.timestamps.tobytes(),
+        "failures": calls.failures,
+        "messages": None
+        if messages is None
+        else {
+            "count": messages.count,
+            "calls_with_messages": messages.calls_with_messages,
+            "gaps": messages.gaps.tobytes(),
+            "first": messages.first.tobytes(),
+            "total_gap_ns": messages.total_gap_ns,
         },
     }
 

@@ -124,7 +124,9 @@ def resolve(channel: grpc.Channel | None, call: str, *, protoset: str = "") -> M
                 known = ", ".join(sorted(ProtoReflectionDescriptorDatabase(channel).get_services()))
             except grpc.RpcError:
                 pass
-        raise CallError(f"service {service_name!r} not found" + (f"; the server offers: {known}" if known else "")) from None
+        raise CallError(
+            f"service {service_name!r} not found" + (f"; the server offers: {known}" if known else "")
+        ) from None
     except grpc.RpcError as error:
         raise CallError(f"server reflection failed: {error.code().name}: {error.details()}") from error
     method = service.methods_by_name.get(method_name)

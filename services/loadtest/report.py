@@ -257,15 +257,27 @@ class RunOptions:
         put("insecure", self.insecure, omitempty=False)
         put("authority", self.authority)
         put("rps", self.rps)
-        out.update({
-            "load-schedule": "const", "load-start": 0, "load-end": 0, "load-step": 0,
-            "load-step-duration": 0, "load-max-duration": 0,
-        })
+        out.update(
+            {
+                "load-schedule": "const",
+                "load-start": 0,
+                "load-end": 0,
+                "load-step": 0,
+                "load-step-duration": 0,
+                "load-max-duration": 0,
+            }
+        )
         put("concurrency", self.concurrency)
-        out.update({
-            "concurrency-schedule": "const", "concurrency-start": 0, "concurrency-end": 0,
-            "concurrency-step": 0, "concurrency-step-duration": 0, "concurrency-max-duration": 0,
-        })
+        out.update(
+            {
+                "concurrency-schedule": "const",
+                "concurrency-start": 0,
+                "concurrency-end": 0,
+                "concurrency-step": 0,
+                "concurrency-step-duration": 0,
+                "concurrency-max-duration": 0,
+            }
+        )
         put("total", self.total)
         put("connections", self.connections)
         put("duration", self.duration_ns)
@@ -299,12 +311,21 @@ def build_report(
     if end_reason:
         report["endReason"] = end_reason
     report["options"] = options.to_ghz()
-    report.update({
-        "count": calls.count, "total": total_ns, "average": 0, "fastest": 0, "slowest": 0, "rps": 0,
-        "errorDistribution": dict(sorted(calls.error_dist.items())),
-        "statusCodeDistribution": dict(sorted(calls.status_dist.items())),
-        "latencyDistribution": None, "histogram": None, "details": None,
-    })
+    report.update(
+        {
+            "count": calls.count,
+            "total": total_ns,
+            "average": 0,
+            "fastest": 0,
+            "slowest": 0,
+            "rps": 0,
+            "errorDistribution": dict(sorted(calls.error_dist.items())),
+            "statusCodeDistribution": dict(sorted(calls.status_dist.items())),
+            "latencyDistribution": None,
+            "histogram": None,
+            "details": None,
+        }
+    )
     if len(calls.latencies):
         report["average"] = int(calls.total_latency_ns / calls.count)
         report["rps"] = go_float(calls.count / (total_ns / NS)) if total_ns else 0
@@ -362,8 +383,13 @@ def to_json(report: dict[str, Any], pretty: bool = False) -> str:
     else:
         text = json.dumps(marked, separators=(",", ":"), ensure_ascii=False)
     text = _FLOAT_MARK.sub(lambda m: go_float_text(floats[int(m.group(1))]), text)
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 # --- ghz's text formats ---------------------------------------------------------------------

@@ -107,16 +107,32 @@ class LoadConfig:
 
     def run_options(self, data: Any) -> RunOptions:
         return RunOptions(
-            call=self.call, host=self.target, protoset=self.protoset, insecure=self.insecure,
-            cacert=self.cacert, cert=self.cert, key=self.key, cname=self.cname, authority=self.authority,
-            rps=self.rps, concurrency=self.concurrency, connections=self.connections,
+            call=self.call,
+            host=self.target,
+            protoset=self.protoset,
+            insecure=self.insecure,
+            cacert=self.cacert,
+            cert=self.cert,
+            key=self.key,
+            cname=self.cname,
+            authority=self.authority,
+            rps=self.rps,
+            concurrency=self.concurrency,
+            connections=self.connections,
             # ghz sets n to MaxInt32 when a duration is given (runner/options.go).
             total=2**31 - 1 if self.duration > 0 else self.total,
-            duration_ns=int(self.duration * 1e9), timeout_ns=int(self.timeout * 1e9),
-            dial_timeout_ns=int(self.dial_timeout * 1e9), keepalive_ns=int(self.keepalive * 1e9),
-            data=data, metadata=self.metadata, cpus=self.cpus, name=self.name,
-            skip_first=self.skip_first, count_errors=self.count_errors,
-            enable_compression=self.enable_compression, tags=self.tags,
+            duration_ns=int(self.duration * 1e9),
+            timeout_ns=int(self.timeout * 1e9),
+            dial_timeout_ns=int(self.dial_timeout * 1e9),
+            keepalive_ns=int(self.keepalive * 1e9),
+            data=data,
+            metadata=self.metadata,
+            cpus=self.cpus,
+            name=self.name,
+            skip_first=self.skip_first,
+            count_errors=self.count_errors,
+            enable_compression=self.enable_compression,
+            tags=self.tags,
         )
 
     # --- channels --------------------------------------------------------------------------
@@ -345,7 +361,11 @@ class LoadRunner:
                     call = multicallable(request, timeout=timeout, metadata=metadata)
                     previous = start
                     cap = self.config.stream_call_count
-                    until = start + int(self.config.stream_call_duration * 1e9) if self.config.stream_call_duration > 0 else 0
+                    until = (
+                        start + int(self.config.stream_call_duration * 1e9)
+                        if self.config.stream_call_duration > 0
+                        else 0
+                    )
                     while True:
                         if until:
                             left = (until - perf()) / 1e9
@@ -394,8 +414,9 @@ class LoadRunner:
 
     def report(self, total_ns: int) -> dict[str, Any]:
         assert self.payloads is not None
-        return build_report(self.config.run_options(self.payloads.data), self.calls, total_ns, self.end_reason,
-                            self.messages)
+        return build_report(
+            self.config.run_options(self.payloads.data), self.calls, total_ns, self.end_reason, self.messages
+        )
 
     async def drive(self) -> int:
         """Makes the calls; returns the run's total time in ns (the results are in self.calls)."""
@@ -419,8 +440,10 @@ class LoadRunner:
             factory, worker = "unary_stream", self._streaming_worker
         else:
             factory, worker = "unary_unary", self._unary_worker
-        callables = [getattr(c, factory)(method.path, request_serializer=None, response_deserializer=deserializer)
-                     for c in channels]
+        callables = [
+            getattr(c, factory)(method.path, request_serializer=None, response_deserializer=deserializer)
+            for c in channels
+        ]
         workers = config.concurrency if config.duration > 0 else min(config.concurrency, config.total)
         start_ns = time.perf_counter_ns()
         t0 = time.perf_counter()

@@ -70,7 +70,10 @@ def validate_config(
         if not name:
             v.add(f"{p}.name", "must not be empty")
         elif not _NAME.match(name):
-            v.add(f"{p}.name", "must be 1 to 64 letters, digits, spaces, '.', '_' or '-', not starting or ending with a space")
+            v.add(
+                f"{p}.name",
+                "must be 1 to 64 letters, digits, spaces, '.', '_' or '-', not starting or ending with a space",
+            )
         elif name.casefold() in seen:
             v.add(f"{p}.name", f"duplicates participants[{seen[name.casefold()]}].name")
         else:
@@ -114,8 +117,11 @@ def validate_config(
     rounds = config.format.round_limit
     if not 1 <= rounds <= limits.max_rounds:
         v.add(f"{path}.format.round_limit", f"must be 1 to {limits.max_rounds}, got {rounds}")
-    if config.format.turn_order not in (common_pb2.TURN_ORDER_UNSPECIFIED, common_pb2.TURN_ORDER_SIMULTANEOUS,
-                                        common_pb2.TURN_ORDER_SEQUENTIAL):
+    if config.format.turn_order not in (
+        common_pb2.TURN_ORDER_UNSPECIFIED,
+        common_pb2.TURN_ORDER_SIMULTANEOUS,
+        common_pb2.TURN_ORDER_SEQUENTIAL,
+    ):
         v.add(f"{path}.format.turn_order", "unknown turn order")
     if config.format.turn_order == common_pb2.TURN_ORDER_UNSPECIFIED:
         out.format.turn_order = common_pb2.TURN_ORDER_SIMULTANEOUS
@@ -144,7 +150,7 @@ def validate_config(
             if not amount.is_finite() or amount <= 0:
                 raise InvalidOperation
         except (InvalidOperation, ValueError):
-            v.add(f"{path}.budget.amount", "must be a positive decimal such as \"0.50\"")
+            v.add(f"{path}.budget.amount", 'must be a positive decimal such as "0.50"')
         else:
             out.budget.currency_code = "USD"
             out.budget.amount = str(amount)

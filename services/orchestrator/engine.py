@@ -55,8 +55,9 @@ from services.orchestrator.store import (
 log = logging.getLogger(__name__)
 
 S = pb.DebateState
-TERMINAL = frozenset({S.DEBATE_STATE_COMPLETED, S.DEBATE_STATE_FAILED, S.DEBATE_STATE_CANCELLED,
-                      S.DEBATE_STATE_BUDGET_EXCEEDED})
+TERMINAL = frozenset(
+    {S.DEBATE_STATE_COMPLETED, S.DEBATE_STATE_FAILED, S.DEBATE_STATE_CANCELLED, S.DEBATE_STATE_BUDGET_EXCEEDED}
+)
 _FINISH = {"stop": common.FINISH_REASON_STOP, "length": common.FINISH_REASON_LENGTH}
 ZERO = Decimal(0)
 
@@ -132,9 +133,18 @@ class DebateRun:
 
 
 class Engine:
-    def __init__(self, store: Store, hub: EventHub, scheduler: Scheduler, llm: LLMClient, judge: Judge,
-                 accounting: Accounting, settings, is_known_model: Callable[[str], bool],
-                 count_tokens: Callable[[str, str], int] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        hub: EventHub,
+        scheduler: Scheduler,
+        llm: LLMClient,
+        judge: Judge,
+        accounting: Accounting,
+        settings,
+        is_known_model: Callable[[str], bool],
+        count_tokens: Callable[[str, str], int] | None = None,
+    ):
         self.store = store
         self.hub = hub
         self.scheduler = scheduler
@@ -163,8 +173,23 @@ class Engine:
         if id_problems:
             raise InvalidArgument(id_problems)
         now = time.time_ns()
-        row = DebateRow(str(uuid.uuid4()), tenant, request_id, normalised, S.DEBATE_STATE_CREATED, now, now, 0, 0,
-                        "", "", None, None, False, 0)
+        row = DebateRow(
+            str(uuid.uuid4()),
+            tenant,
+            request_id,
+            normalised,
+            S.DEBATE_STATE_CREATED,
+            now,
+            now,
+            0,
+            0,
+            "",
+            "",
+            None,
+            None,
+            False,
+            0,
+        )
         self.store.insert_debate(row)
         self.hub.flush()
         return row
@@ -181,16 +206,19 @@ class Engine:
         if row.state in (S.DEBATE_STATE_RUNNING, S.DEBATE_STATE_QUEUED):
             return row  # a retried start changes nothing
         if row.state != S.DEBATE_STATE_CREATED:
-            raise FailedPrecondition(f"debate is {S.Name(row.state)}; only a created debate can start",
-                                     reason="DEBATE_NOT_STARTABLE")
+            raise FailedPrecondition(
+                f"debate is {S.Name(row.state)}; only a created debate can start", reason="DEBATE_NOT_STARTABLE"
+            )
         admitted = self.scheduler.admit(debate_id)
         self.hub.open_log(debate_id, row.last_sequence).active = True
         if admitted == RUNNING:
             self._launch(row)
         else:
             self.store.update_debate(debate_id, state=S.DEBATE_STATE_QUEUED, queue_ns=time.time_ns())
-            self.hub.emit(debate_id, state_changed=pb.DebateStateChanged(
-                state=S.DEBATE_STATE_QUEUED, reason="waiting for a running slot"))
+            self.hub.emit(
+                debate_id,
+                state_changed=pb.DebateStateChanged(state=S.DEBATE_STATE_QUEUED, reason="waiting for a running slot"),
+            )
         self.hub.flush()
         return self.store.get_debate(debate_id)
 
@@ -332,11 +360,23 @@ class Engine:
                 await self.accounting.release_budget(reservation_id)
             self.store.close_attempt(debate_id, round_number, name, attempt)
             if (round_number, name) not in run.turns:
-                self.hub.emit(debate_id, turn_failed=pb.TurnFailed(
-                    round_number=round_number, participant=name, attempt=attempt, reason="ORCHESTRATOR_RESTARTED",
-                    message="the orchestrator restarted during this attempt; its text is void", will_retry=True))
-        self.hub.emit(debate_id, state_changed=pb.DebateStateChanged(
-            state=S.DEBATE_STATE_RUNNING, reason="resumed after an orchestrator restart"))
+                self.hub.emit(
+                    debate_id,
+                    turn_failed=pb.TurnFailed(
+                        round_number=round_number,
+                        participant=name,
+                        attempt=attempt,
+                        reason="ORCHESTRATOR_RESTARTED",
+                        message="the orchestrator restarted during this attempt; its text is void",
+                        will_retry=True,
+                    ),
+                )
+        self.hub.emit(
+            debate_id,
+            state_changed=pb.DebateStateChanged(
+                state=S.DEBATE_STATE_RUNNING, reason="resumed after an orchestrator restart"
+            ),
+        )
         cost = await self.accounting.debate_cost(debate_id)
         run.total = Decimal(cost.total.amount or "0")
         run.usage.CopyFrom(cost.usage)
@@ -358,8 +398,10 @@ class Engine:
             if run.current_round < r:
                 run.current_round = r
                 self.store.update_debate(run.debate_id, current_round=r)
-                self.hub.emit(run.debate_id, round_started=pb.RoundStarted(
-                    round_number=r, participants=[p.name for p in config.participants]))
+                self.hub.emit(
+                    run.debate_id,
+                    round_started=pb.RoundStarted(round_number=r, participants=[p.name for p in config.participants]),
+                )
             todo = [p for p in config.participants if (r, p.name) not in run.turns]
             if sequential or len(todo) == 1:
                 for participant in todo:
@@ -400,27 +442,40 @@ class Engine:
             key = turn_key(debate_id, r, name, attempt)
             reservation_id = ""
             if config.HasField("budget"):
-                granted = await self.accounting.reserve_budget(acc.ReserveBudgetRequest(
-                    reservation_id=key, debate_id=debate_id, model=participant.model,
-                    prompt_tokens=window.prompt_tokens, max_completion_tokens=config.max_tokens_per_turn))
+                granted = await self.accounting.reserve_budget(
+                    acc.ReserveBudgetRequest(
+                        reservation_id=key,
+                        debate_id=debate_id,
+                        model=participant.model,
+                        prompt_tokens=window.prompt_tokens,
+                        max_completion_tokens=config.max_tokens_per_turn,
+                    )
+                )
                 if not granted.granted:
                     raise BudgetExceeded(
                         f"the budget of {config.budget.amount} USD cannot cover {name}'s turn in round {r}"
                         f" (needs up to {granted.amount.amount}, {granted.remaining.amount or '0'} left);"
-                        f" spent {run.total} USD")
+                        f" spent {run.total} USD"
+                    )
                 reservation_id = key
             run.last_attempt[(r, name)] = attempt
             self.store.open_attempt(debate_id, r, name, attempt, reservation_id)
-            self.hub.emit(debate_id, turn_started=pb.TurnStarted(
-                round_number=r, participant=name, model=participant.model, attempt=attempt))
+            self.hub.emit(
+                debate_id,
+                turn_started=pb.TurnStarted(round_number=r, participant=name, model=participant.model, attempt=attempt),
+            )
             buffer = DeltaBuffer(debate_id, r, name, attempt)
             inflight = Inflight(r, participant, attempt, window.prompt_tokens, reservation_id, [], buffer)
             run.inflight[(r, name)] = inflight
             parts = inflight.parts
             completion = None
             request = CompletionRequest(
-                model=participant.model, messages=window.messages, max_tokens=config.max_tokens_per_turn,
-                seed=zlib.crc32(f"{config.seed}/{r}/{name}".encode()), request_id=key)
+                model=participant.model,
+                messages=window.messages,
+                max_tokens=config.max_tokens_per_turn,
+                seed=zlib.crc32(f"{config.seed}/{r}/{name}".encode()),
+                request_id=key,
+            )
             add_text = self.hub.add_text
             try:
                 async for event in self.llm.stream(request):
@@ -430,8 +485,12 @@ class Engine:
                     else:
                         completion = event
                 if completion is None:
-                    raise LLMError(f"{participant.model} ended its stream without usage", model=participant.model,
-                                   reason="PROVIDER_NO_COMPLETION", retryable=True)
+                    raise LLMError(
+                        f"{participant.model} ended its stream without usage",
+                        model=participant.model,
+                        reason="PROVIDER_NO_COMPLETION",
+                        retryable=True,
+                    )
             except LLMError as error:
                 del run.inflight[(r, name)]
                 self.hub.flush_text(buffer)
@@ -441,9 +500,17 @@ class Engine:
                     await self.accounting.release_budget(reservation_id)
                 self.store.close_attempt(debate_id, r, name, attempt)
                 will_retry = error.retryable and attempt < max_attempts
-                self.hub.emit(debate_id, turn_failed=pb.TurnFailed(
-                    round_number=r, participant=name, attempt=attempt, reason=error.reason,
-                    message=error.message[:500], will_retry=will_retry))
+                self.hub.emit(
+                    debate_id,
+                    turn_failed=pb.TurnFailed(
+                        round_number=r,
+                        participant=name,
+                        attempt=attempt,
+                        reason=error.reason,
+                        message=error.message[:500],
+                        will_retry=will_retry,
+                    ),
+                )
                 if will_retry:
                     continue
                 raise
@@ -451,13 +518,22 @@ class Engine:
             self.hub.flush_text(buffer)
             usage = completion.usage
             turn = common.Turn(
-                round_number=r, participant=name, model=completion.model or participant.model, text="".join(parts),
+                round_number=r,
+                participant=name,
+                model=completion.model or participant.model,
+                text="".join(parts),
                 usage=common.TokenUsage(
-                    prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                    cached_prompt_tokens=usage.cached_prompt_tokens, reasoning_tokens=usage.reasoning_tokens,
-                    total_tokens=usage.prompt_tokens + usage.completion_tokens, estimated=usage.estimated),
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    cached_prompt_tokens=usage.cached_prompt_tokens,
+                    reasoning_tokens=usage.reasoning_tokens,
+                    total_tokens=usage.prompt_tokens + usage.completion_tokens,
+                    estimated=usage.estimated,
+                ),
                 finish_reason=_FINISH.get(completion.finish_reason, common.FINISH_REASON_STOP),
-                attempt=attempt, simulated=completion.simulated)
+                attempt=attempt,
+                simulated=completion.simulated,
+            )
             run.turns[(r, name)] = turn
             run.transcript.add(r, name, turn.text)
             self.store.put_turn(debate_id, turn, recorded=False)
@@ -467,10 +543,19 @@ class Engine:
             return
 
     async def _record_turn(self, run: DebateRun, turn: common.Turn, key: str, reservation_id: str = "") -> None:
-        reply = await self.accounting.record_usage(acc.RecordUsageRequest(
-            request_id=key, debate_id=run.debate_id, participant=turn.participant, role=common.ROLE_DEBATER,
-            round_number=turn.round_number, model=turn.model, attempt=turn.attempt, usage=turn.usage,
-            reservation_id=reservation_id))
+        reply = await self.accounting.record_usage(
+            acc.RecordUsageRequest(
+                request_id=key,
+                debate_id=run.debate_id,
+                participant=turn.participant,
+                role=common.ROLE_DEBATER,
+                round_number=turn.round_number,
+                model=turn.model,
+                attempt=turn.attempt,
+                usage=turn.usage,
+                reservation_id=reservation_id,
+            )
+        )
         turn.cost.CopyFrom(reply.record.cost)
         self.store.put_turn(run.debate_id, turn, recorded=True)
         self.hub.emit(run.debate_id, turn_completed=pb.TurnCompleted(turn=turn))
@@ -487,8 +572,9 @@ class Engine:
         if run.config.HasField("budget"):
             budget.cap.CopyFrom(run.config.budget)
         self.store.update_debate(run.debate_id, cost_amount=str(run.total))
-        self.hub.emit(run.debate_id, cost_updated=pb.CostUpdated(total=_money(run.total), usage=run.usage,
-                                                                  budget=budget))
+        self.hub.emit(
+            run.debate_id, cost_updated=pb.CostUpdated(total=_money(run.total), usage=run.usage, budget=budget)
+        )
 
     async def _settle_inflight(self, run: DebateRun, reason: str) -> None:
         """Calls cut short (cancel, budget, failure): what they spent is recorded as an estimate."""
@@ -497,9 +583,17 @@ class Engine:
             await self._record_cut_call(run, inflight)
             self.store.close_attempt(run.debate_id, r, name, inflight.attempt)
             self.hub.flush_text(inflight.buffer)
-            self.hub.emit(run.debate_id, turn_failed=pb.TurnFailed(
-                round_number=r, participant=name, attempt=inflight.attempt, reason=reason,
-                message="the call was stopped; its text is void", will_retry=False))
+            self.hub.emit(
+                run.debate_id,
+                turn_failed=pb.TurnFailed(
+                    round_number=r,
+                    participant=name,
+                    attempt=inflight.attempt,
+                    reason=reason,
+                    message="the call was stopped; its text is void",
+                    will_retry=False,
+                ),
+            )
 
     async def _record_cut_call(self, run: DebateRun, inflight: Inflight) -> None:
         """Records a call that did not complete, as an estimate: its prompt and the text it streamed
@@ -508,13 +602,26 @@ class Engine:
         key = turn_key(run.debate_id, r, participant.name, inflight.attempt)
         text = "".join(inflight.parts)
         completion_tokens = run.context.count(participant.model, text) if text else 0
-        usage = common.TokenUsage(prompt_tokens=inflight.prompt_tokens, completion_tokens=completion_tokens,
-                                  total_tokens=inflight.prompt_tokens + completion_tokens, estimated=True)
+        usage = common.TokenUsage(
+            prompt_tokens=inflight.prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=inflight.prompt_tokens + completion_tokens,
+            estimated=True,
+        )
         try:
-            reply = await self.accounting.record_usage(acc.RecordUsageRequest(
-                request_id=key, debate_id=run.debate_id, participant=participant.name, role=common.ROLE_DEBATER,
-                round_number=r, model=participant.model, attempt=inflight.attempt, usage=usage,
-                reservation_id=inflight.reservation_id))
+            reply = await self.accounting.record_usage(
+                acc.RecordUsageRequest(
+                    request_id=key,
+                    debate_id=run.debate_id,
+                    participant=participant.name,
+                    role=common.ROLE_DEBATER,
+                    round_number=r,
+                    model=participant.model,
+                    attempt=inflight.attempt,
+                    usage=usage,
+                    reservation_id=inflight.reservation_id,
+                )
+            )
             if not reply.duplicate:
                 self._add_cost(run, reply.record)
         except DomainError as error:
@@ -525,15 +632,24 @@ class Engine:
         return [judge_pb2.Debater(name=p.name, stance=p.stance, persona=p.persona) for p in config.participants]
 
     def _round_turns(self, run: DebateRun, r: int) -> list[judge_pb2.DebaterTurn]:
-        return [judge_pb2.DebaterTurn(debater=p.name, text=run.turns[(r, p.name)].text)
-                for p in run.config.participants]
+        return [
+            judge_pb2.DebaterTurn(debater=p.name, text=run.turns[(r, p.name)].text) for p in run.config.participants
+        ]
 
     async def _record_judge_calls(self, run: DebateRun, calls, prefix: str, role: int, round_number: int) -> None:
         for i, call in enumerate(calls):
-            reply = await self.accounting.record_usage(acc.RecordUsageRequest(
-                request_id=call.request_id or f"{prefix}/calls/{i + 1}", debate_id=run.debate_id,
-                participant="judge", role=role, round_number=round_number, model=call.model,
-                attempt=max(1, call.attempts), usage=call.usage))
+            reply = await self.accounting.record_usage(
+                acc.RecordUsageRequest(
+                    request_id=call.request_id or f"{prefix}/calls/{i + 1}",
+                    debate_id=run.debate_id,
+                    participant="judge",
+                    role=role,
+                    round_number=round_number,
+                    model=call.model,
+                    attempt=max(1, call.attempts),
+                    usage=call.usage,
+                )
+            )
             if not reply.duplicate:
                 self._add_cost(run, reply.record)
 
@@ -546,16 +662,26 @@ class Engine:
             except (Unavailable, DeadlineExceeded):
                 if attempt == attempts:
                     raise
-                await asyncio.sleep(min(5.0, 0.5 * 2 ** attempt))
+                await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
 
     async def _assess(self, run: DebateRun, r: int) -> common.RoundAssessment:
         config = run.config
         prefix = f"debates/{run.debate_id}/rounds/{r}/judge"
         assessment = run.unrecorded_assessments.pop(r, None)
         if assessment is None:
-            assessment = await self._ask_judge(self.judge.evaluate_round, judge_pb2.EvaluateRoundRequest(
-                debate_id=run.debate_id, topic=config.topic, round_number=r, debaters=self._debaters(config),
-                turns=self._round_turns(run, r), judge=config.judge, request_id=prefix, seed=config.seed))
+            assessment = await self._ask_judge(
+                self.judge.evaluate_round,
+                judge_pb2.EvaluateRoundRequest(
+                    debate_id=run.debate_id,
+                    topic=config.topic,
+                    round_number=r,
+                    debaters=self._debaters(config),
+                    turns=self._round_turns(run, r),
+                    judge=config.judge,
+                    request_id=prefix,
+                    seed=config.seed,
+                ),
+            )
             assessment.round_number = r
             self.store.put_assessment(run.debate_id, assessment, recorded=False)
             self.hub.flush()  # stored before its usage is recorded anywhere
@@ -575,12 +701,23 @@ class Engine:
         if row.verdict is not None:  # stored, usage not recorded before a crash
             verdict = common.Verdict.FromString(row.verdict)
         else:
-            rounds = [judge_pb2.RoundTranscript(round_number=r, turns=self._round_turns(run, r))
-                      for r in range(1, config.format.round_limit + 1)]
-            verdict = await self._ask_judge(self.judge.render_verdict, judge_pb2.RenderVerdictRequest(
-                debate_id=run.debate_id, topic=config.topic, debaters=self._debaters(config), rounds=rounds,
-                assessments=[run.assessments[r] for r in sorted(run.assessments)], judge=config.judge,
-                request_id=prefix, seed=config.seed))
+            rounds = [
+                judge_pb2.RoundTranscript(round_number=r, turns=self._round_turns(run, r))
+                for r in range(1, config.format.round_limit + 1)
+            ]
+            verdict = await self._ask_judge(
+                self.judge.render_verdict,
+                judge_pb2.RenderVerdictRequest(
+                    debate_id=run.debate_id,
+                    topic=config.topic,
+                    debaters=self._debaters(config),
+                    rounds=rounds,
+                    assessments=[run.assessments[r] for r in sorted(run.assessments)],
+                    judge=config.judge,
+                    request_id=prefix,
+                    seed=config.seed,
+                ),
+            )
             self.store.update_debate(run.debate_id, verdict=verdict.SerializeToString())
             self.hub.flush()
         await self._record_judge_calls(run, verdict.calls, prefix, common.ROLE_VERDICT, 0)
@@ -598,10 +735,12 @@ class Engine:
 
     async def _complete(self, run: DebateRun, verdict: common.Verdict) -> None:
         cost = await self._final_cost(run)
-        self.store.update_debate(run.debate_id, state=S.DEBATE_STATE_COMPLETED, cost=cost.SerializeToString(),
-                                 cost_amount=cost.total.amount)
-        self.hub.emit(run.debate_id, cost_updated=pb.CostUpdated(total=cost.total, usage=cost.usage,
-                                                                  budget=cost.budget))
+        self.store.update_debate(
+            run.debate_id, state=S.DEBATE_STATE_COMPLETED, cost=cost.SerializeToString(), cost_amount=cost.total.amount
+        )
+        self.hub.emit(
+            run.debate_id, cost_updated=pb.CostUpdated(total=cost.total, usage=cost.usage, budget=cost.budget)
+        )
         self.hub.emit(run.debate_id, debate_completed=pb.DebateCompleted(verdict=verdict, cost=cost))
         self.hub.close(run.debate_id)
         self.hub.flush()
@@ -616,8 +755,13 @@ class Engine:
 
     def _finalize(self, debate_id: str, state: int, reason: str, message: str, cost: common.DebateCost | None) -> None:
         cost = cost or common.DebateCost(debate_id=debate_id, total=_money(ZERO))
-        self.store.update_debate(debate_id, state=state, end_reason=f"{reason}: {message}",
-                                 cost=cost.SerializeToString(), cost_amount=cost.total.amount or "0")
+        self.store.update_debate(
+            debate_id,
+            state=state,
+            end_reason=f"{reason}: {message}",
+            cost=cost.SerializeToString(),
+            cost_amount=cost.total.amount or "0",
+        )
         self.hub.emit(debate_id, debate_failed=pb.DebateFailed(state=state, reason=reason, message=message, cost=cost))
         self.hub.close(debate_id)
         self.hub.flush()

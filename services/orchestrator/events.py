@@ -167,8 +167,16 @@ class DebateLog:
 
 
 class EventHub:
-    def __init__(self, store: Store, *, coalesce_s: float = 0.025, tail_events: int = 4096,
-                 heartbeat_s: float = 10.0, max_lag: int = 4096, max_subscribers: int = 100_000):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        coalesce_s: float = 0.025,
+        tail_events: int = 4096,
+        heartbeat_s: float = 10.0,
+        max_lag: int = 4096,
+        max_subscribers: int = 100_000,
+    ):
         self.store = store
         self.coalesce_s = coalesce_s
         self.tail_events = tail_events
@@ -286,8 +294,12 @@ class EventHub:
         if buffer.parts:
             text = "".join(buffer.parts)
             buffer.parts.clear()
-            self.emit(buffer.debate_id, token_delta=pb.TokenDelta(
-                round_number=buffer.round_number, participant=buffer.participant, text=text, attempt=buffer.attempt))
+            self.emit(
+                buffer.debate_id,
+                token_delta=pb.TokenDelta(
+                    round_number=buffer.round_number, participant=buffer.participant, text=text, attempt=buffer.attempt
+                ),
+            )
         buffer.dirty = False
 
     # -- the tick -------------------------------------------------------------------------
@@ -327,8 +339,9 @@ class EventHub:
             debate_log.wake()
 
     # -- subscribers ------------------------------------------------------------------------
-    async def subscribe(self, debate_id: str, after_sequence: int, *, terminal: bool,
-                        last_sequence: int, batch: bool = False) -> AsyncIterator[bytes]:
+    async def subscribe(
+        self, debate_id: str, after_sequence: int, *, terminal: bool, last_sequence: int, batch: bool = False
+    ) -> AsyncIterator[bytes]:
         """Responses carrying every event after `after_sequence`, in order, once; then live ones
         until the debate ends. One event a response, or with `batch` all that are ready.
 
@@ -341,11 +354,15 @@ class EventHub:
             else:
                 debate_log = self.open_log(debate_id, last_sequence)
         if after_sequence > debate_log.durable:
-            raise OutOfRange(f"after_sequence {after_sequence} is past the last event {debate_log.durable}",
-                             reason="SEQUENCE_OUT_OF_RANGE", metadata={"last_sequence": str(debate_log.durable)})
+            raise OutOfRange(
+                f"after_sequence {after_sequence} is past the last event {debate_log.durable}",
+                reason="SEQUENCE_OUT_OF_RANGE",
+                metadata={"last_sequence": str(debate_log.durable)},
+            )
         if debate_log.subscribers >= self.max_subscribers:
-            raise ResourceExhausted(f"this debate already has {debate_log.subscribers} subscribers",
-                                    reason="TOO_MANY_SUBSCRIBERS")
+            raise ResourceExhausted(
+                f"this debate already has {debate_log.subscribers} subscribers", reason="TOO_MANY_SUBSCRIBERS"
+            )
         cursor = after_sequence
         live = False
         max_lag = self.max_lag
@@ -357,7 +374,9 @@ class EventHub:
                     if cursor + 1 < debate_log.base:  # older than the memory tail
                         rows = store.read_events(debate_id, cursor, min(debate_log.durable, debate_log.base - 1), 256)
                         if not rows:
-                            raise RuntimeError(f"events after {cursor} of debate {debate_id} are missing from the store")
+                            raise RuntimeError(
+                                f"events after {cursor} of debate {debate_id} are missing from the store"
+                            )
                         if batch:
                             yield batch_frame([body(data) for _, data in rows])
                             cursor = rows[-1][0]
@@ -383,8 +402,12 @@ class EventHub:
                     yield heartbeat_frame(debate_id, cursor, batch=batch)
         finally:
             debate_log.subscribers -= 1
-            if (debate_log.subscribers == 0 and not debate_log.active and not debate_log.pending
-                    and self._logs.get(debate_id) is debate_log):
+            if (
+                debate_log.subscribers == 0
+                and not debate_log.active
+                and not debate_log.pending
+                and self._logs.get(debate_id) is debate_log
+            ):
                 del self._logs[debate_id]
 
 

@@ -34,8 +34,10 @@ class Scheduler:
             self.running.add(debate_id)
             return RUNNING
         if len(self.queue) >= self.queue_limit and not force:
-            raise QueueFull(f"the queue is full ({self.queue_limit} debates waiting); try again later",
-                            metadata={"queue_limit": str(self.queue_limit)})
+            raise QueueFull(
+                f"the queue is full ({self.queue_limit} debates waiting); try again later",
+                metadata={"queue_limit": str(self.queue_limit)},
+            )
         self.queue[debate_id] = None
         return QUEUED
 

@@ -20,13 +20,19 @@ from services.orchestrator.store import Store
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 
 
-async def build_service(settings: OrchestratorSettings, *, llm=None, judge: Judge | None = None,
-                        accounting: Accounting | None = None) -> GrpcService:
+async def build_service(
+    settings: OrchestratorSettings, *, llm=None, judge: Judge | None = None, accounting: Accounting | None = None
+) -> GrpcService:
     """The service, ready to start. Tests may pass their own LLM client, judge or accounting."""
     store = Store(os.path.join(settings.data_dir, "orchestrator.sqlite3"))
-    hub = EventHub(store, coalesce_s=settings.coalesce_ms / 1000, tail_events=settings.memory_tail_events,
-                   heartbeat_s=settings.heartbeat_seconds, max_lag=settings.subscriber_max_lag,
-                   max_subscribers=settings.max_streams_per_debate)
+    hub = EventHub(
+        store,
+        coalesce_s=settings.coalesce_ms / 1000,
+        tail_events=settings.memory_tail_events,
+        heartbeat_s=settings.heartbeat_seconds,
+        max_lag=settings.subscriber_max_lag,
+        max_subscribers=settings.max_streams_per_debate,
+    )
     scheduler = Scheduler(settings.max_running_debates, settings.max_queued_debates)
     llm = llm or build_llm_client(settings)
     judge = judge or GrpcJudge(settings.judge_service_addr, settings.rpc_timeout_seconds)

@@ -33,26 +33,37 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     # -- conversions ----------------------------------------------------------------------
     def summary(self, row: DebateRow) -> pb.DebateSummary:
         summary = pb.DebateSummary(
-            debate_id=row.debate_id, topic=row.config.topic, state=row.state, current_round=row.current_round,
+            debate_id=row.debate_id,
+            topic=row.config.topic,
+            state=row.state,
+            current_round=row.current_round,
             round_limit=row.config.format.round_limit,
             cost=common_pb2.Money(currency_code="USD", amount=row.cost_amount or "0"),
             last_sequence=self.engine.last_sequence(row),
-            queue_position=self.engine.scheduler.position(row.debate_id), end_reason=row.end_reason)
+            queue_position=self.engine.scheduler.position(row.debate_id),
+            end_reason=row.end_reason,
+        )
         _timestamp(summary.create_time, row.create_ns)
         _timestamp(summary.update_time, row.update_ns)
         return summary
 
     def debate(self, row: DebateRow) -> pb.Debate:
-        debate = pb.Debate(debate_id=row.debate_id, config=row.config, state=row.state, end_reason=row.end_reason,
-                           last_sequence=self.engine.last_sequence(row))
+        debate = pb.Debate(
+            debate_id=row.debate_id,
+            config=row.config,
+            state=row.state,
+            end_reason=row.end_reason,
+            last_sequence=self.engine.last_sequence(row),
+        )
         turns, assessments = self.engine.transcript(row.debate_id)
         rounds: dict[int, pb.Round] = {}
         order = {p.name: i for i, p in enumerate(row.config.participants)}
         for turn in sorted(turns, key=lambda t: (t.round_number, order.get(t.participant, 0))):
             rounds.setdefault(turn.round_number, pb.Round(round_number=turn.round_number)).turns.append(turn)
         for assessment in assessments:
-            rounds.setdefault(assessment.round_number,
-                              pb.Round(round_number=assessment.round_number)).assessment.CopyFrom(assessment)
+            rounds.setdefault(
+                assessment.round_number, pb.Round(round_number=assessment.round_number)
+            ).assessment.CopyFrom(assessment)
         debate.rounds.extend(rounds[r] for r in sorted(rounds))
         if row.verdict is not None and row.verdict_recorded:
             debate.verdict.ParseFromString(row.verdict)
@@ -92,8 +103,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             violations.append(FieldViolation("state", "unknown state"))
         if violations:
             raise InvalidArgument(violations)
-        rows, token = self.engine.list(current_tenant(), request.state, request.page_size or DEFAULT_PAGE_SIZE,
-                                       request.page_token)
+        rows, token = self.engine.list(
+            current_tenant(), request.state, request.page_size or DEFAULT_PAGE_SIZE, request.page_token
+        )
         return pb.ListDebatesResponse(debates=[self.summary(r) for r in rows], next_page_token=token)
 
     async def CancelDebate(self, request, context):
@@ -104,8 +116,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def StreamDebateEvents(self, request, context):
         debate_id_var.set(request.debate_id)
         row = self.engine.get_row(current_tenant(), request.debate_id)
-        frames = self.hub.subscribe(row.debate_id, request.after_sequence, terminal=row.state in TERMINAL,
-                                    last_sequence=row.last_sequence, batch=request.batch_events)
+        frames = self.hub.subscribe(
+            row.debate_id,
+            request.after_sequence,
+            terminal=row.state in TERMINAL,
+            last_sequence=row.last_sequence,
+            batch=request.batch_events,
+        )
         async for frame in frames:
             yield frame
 
@@ -136,7 +153,8 @@ def add_to_server(servicer: OrchestratorServicer, server) -> None:
     handlers = capture.handlers
     stream = handlers["StreamDebateEvents"]
     handlers["StreamDebateEvents"] = grpc.unary_stream_rpc_method_handler(
-        stream.unary_stream, request_deserializer=stream.request_deserializer, response_serializer=_pass_through)
+        stream.unary_stream, request_deserializer=stream.request_deserializer, response_serializer=_pass_through
+    )
     name = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     server.add_registered_method_handlers(name, handlers)

@@ -97,18 +97,36 @@ class DebateRow:
     last_sequence: int
 
 
-_INSERT_COLUMNS = ("debate_id, tenant, request_id, config, state, create_ns, update_ns, queue_ns, current_round, "
-                   "end_reason, cost_amount, cost, verdict, verdict_recorded, last_sequence")
+_INSERT_COLUMNS = (
+    "debate_id, tenant, request_id, config, state, create_ns, update_ns, queue_ns, current_round, "
+    "end_reason, cost_amount, cost, verdict, verdict_recorded, last_sequence"
+)
 # The last sequence is read from the events' primary key (one index probe) rather than kept in
 # the debate's row, so storing a tick's events touches no other table.
 _DEBATE_COLUMNS = _INSERT_COLUMNS.replace(
-    "last_sequence", "COALESCE((SELECT MAX(sequence) FROM events e WHERE e.debate_id = debates.debate_id), 0)")
+    "last_sequence", "COALESCE((SELECT MAX(sequence) FROM events e WHERE e.debate_id = debates.debate_id), 0)"
+)
 
 
 def _debate(row) -> DebateRow:
     config = common_pb2.DebateConfig.FromString(row[3])
-    return DebateRow(row[0], row[1], row[2], config, row[4], row[5], row[6], row[7], row[8], row[9], row[10],
-                     row[11], row[12], bool(row[13]), row[14])
+    return DebateRow(
+        row[0],
+        row[1],
+        row[2],
+        config,
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        bool(row[13]),
+        row[14],
+    )
 
 
 def encode_page_token(create_ns: int, debate_id: str, state: int) -> str:
@@ -161,9 +179,23 @@ class Store:
     def insert_debate(self, row: DebateRow) -> None:
         self._tx().execute(
             f"INSERT INTO debates ({_INSERT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (row.debate_id, row.tenant, row.request_id, row.config.SerializeToString(), row.state, row.create_ns,
-             row.update_ns, row.queue_ns, row.current_round, row.end_reason, row.cost_amount, row.cost, row.verdict,
-             int(row.verdict_recorded), row.last_sequence),
+            (
+                row.debate_id,
+                row.tenant,
+                row.request_id,
+                row.config.SerializeToString(),
+                row.state,
+                row.create_ns,
+                row.update_ns,
+                row.queue_ns,
+                row.current_round,
+                row.end_reason,
+                row.cost_amount,
+                row.cost,
+                row.verdict,
+                int(row.verdict_recorded),
+                row.last_sequence,
+            ),
         )
 
     def get_debate(self, debate_id: str) -> DebateRow | None:
@@ -171,8 +203,9 @@ class Store:
         return _debate(row) if row else None
 
     def find_by_request(self, tenant: str, request_id: str) -> DebateRow | None:
-        row = self.db.execute(f"SELECT {_DEBATE_COLUMNS} FROM debates WHERE tenant=? AND request_id=?",
-                              (tenant, request_id)).fetchone()
+        row = self.db.execute(
+            f"SELECT {_DEBATE_COLUMNS} FROM debates WHERE tenant=? AND request_id=?", (tenant, request_id)
+        ).fetchone()
         return _debate(row) if row else None
 
     def update_debate(self, debate_id: str, **fields) -> None:
@@ -211,37 +244,49 @@ class Store:
         )
 
     def turns(self, debate_id: str) -> list[tuple[common_pb2.Turn, bool]]:
-        rows = self.db.execute("SELECT turn, recorded FROM turns WHERE debate_id=? ORDER BY round",
-                               (debate_id,)).fetchall()
+        rows = self.db.execute(
+            "SELECT turn, recorded FROM turns WHERE debate_id=? ORDER BY round", (debate_id,)
+        ).fetchall()
         return [(common_pb2.Turn.FromString(r[0]), bool(r[1])) for r in rows]
 
-    def open_attempt(self, debate_id: str, round_number: int, participant: str, attempt: int,
-                     reservation_id: str) -> None:
+    def open_attempt(
+        self, debate_id: str, round_number: int, participant: str, attempt: int, reservation_id: str
+    ) -> None:
         self._tx().execute(
             "INSERT OR REPLACE INTO attempts (debate_id, round, participant, attempt, reservation_id, open)"
-            " VALUES (?,?,?,?,?,1)", (debate_id, round_number, participant, attempt, reservation_id))
+            " VALUES (?,?,?,?,?,1)",
+            (debate_id, round_number, participant, attempt, reservation_id),
+        )
 
     def close_attempt(self, debate_id: str, round_number: int, participant: str, attempt: int) -> None:
-        self._tx().execute("UPDATE attempts SET open=0 WHERE debate_id=? AND round=? AND participant=? AND attempt=?",
-                           (debate_id, round_number, participant, attempt))
+        self._tx().execute(
+            "UPDATE attempts SET open=0 WHERE debate_id=? AND round=? AND participant=? AND attempt=?",
+            (debate_id, round_number, participant, attempt),
+        )
 
     def last_attempts(self, debate_id: str) -> dict[tuple[int, str], int]:
-        rows = self.db.execute("SELECT round, participant, MAX(attempt) FROM attempts WHERE debate_id=?"
-                               " GROUP BY round, participant", (debate_id,)).fetchall()
+        rows = self.db.execute(
+            "SELECT round, participant, MAX(attempt) FROM attempts WHERE debate_id=? GROUP BY round, participant",
+            (debate_id,),
+        ).fetchall()
         return {(r[0], r[1]): r[2] for r in rows}
 
     def open_attempts(self, debate_id: str) -> list[tuple[int, str, int, str]]:
-        return self.db.execute("SELECT round, participant, attempt, reservation_id FROM attempts"
-                               " WHERE debate_id=? AND open=1", (debate_id,)).fetchall()
+        return self.db.execute(
+            "SELECT round, participant, attempt, reservation_id FROM attempts WHERE debate_id=? AND open=1",
+            (debate_id,),
+        ).fetchall()
 
     def put_assessment(self, debate_id: str, assessment: common_pb2.RoundAssessment, recorded: bool) -> None:
         self._tx().execute(
             "INSERT OR REPLACE INTO assessments (debate_id, round, assessment, recorded) VALUES (?,?,?,?)",
-            (debate_id, assessment.round_number, assessment.SerializeToString(), int(recorded)))
+            (debate_id, assessment.round_number, assessment.SerializeToString(), int(recorded)),
+        )
 
     def assessments(self, debate_id: str) -> list[tuple[common_pb2.RoundAssessment, bool]]:
-        rows = self.db.execute("SELECT assessment, recorded FROM assessments WHERE debate_id=? ORDER BY round",
-                               (debate_id,)).fetchall()
+        rows = self.db.execute(
+            "SELECT assessment, recorded FROM assessments WHERE debate_id=? ORDER BY round", (debate_id,)
+        ).fetchall()
         return [(common_pb2.RoundAssessment.FromString(r[0]), bool(r[1])) for r in rows]
 
     # -- events -------------------------------------------------------------------------
@@ -254,7 +299,9 @@ class Store:
         this connection also sees its own uncommitted writes)."""
         return self.db.execute(
             "SELECT sequence, event FROM events WHERE debate_id=? AND sequence>? AND sequence<=? ORDER BY sequence"
-            " LIMIT ?", (debate_id, after_sequence, up_to, limit)).fetchall()
+            " LIMIT ?",
+            (debate_id, after_sequence, up_to, limit),
+        ).fetchall()
 
     def last_sequence(self, debate_id: str) -> int:
         row = self.db.execute("SELECT MAX(sequence) FROM events WHERE debate_id=?", (debate_id,)).fetchone()

@@ -28,8 +28,9 @@ class ScriptedLLM:
     `fail` maps a request_id to an exception raised after `fail_after` chunks.
     """
 
-    def __init__(self, chunks: int = 20, delay: float = 0.0, fail: dict | None = None, fail_after: int = 2,
-                 filler: str = ""):
+    def __init__(
+        self, chunks: int = 20, delay: float = 0.0, fail: dict | None = None, fail_after: int = 2, filler: str = ""
+    ):
         self.chunks = chunks
         self.filler = filler  # appended to every chunk (big events for flow-control tests)
         self.delay = delay
@@ -46,8 +47,11 @@ class ScriptedLLM:
             if self.delay:
                 await asyncio.sleep(self.delay)
             yield TextDelta(f"{speaker}-w{i}{self.filler} ")
-        yield Completion(model=request.model, usage=Usage(prompt_tokens=len(request.messages) * 10,
-                                                          completion_tokens=self.chunks), simulated=True)
+        yield Completion(
+            model=request.model,
+            usage=Usage(prompt_tokens=len(request.messages) * 10, completion_tokens=self.chunks),
+            simulated=True,
+        )
 
 
 class MemoryAccounting:
@@ -71,10 +75,17 @@ class MemoryAccounting:
             self.duplicates += 1
             return acc.RecordUsageResponse(record=self.records[request.request_id], duplicate=True)
         cost = PRICE_PER_TOKEN * request.usage.total_tokens
-        record = acc.UsageRecord(request_id=request.request_id, debate_id=request.debate_id,
-                                 participant=request.participant, role=request.role,
-                                 round_number=request.round_number, model=request.model, attempt=request.attempt,
-                                 usage=request.usage, cost=common.Money(currency_code="USD", amount=str(cost)))
+        record = acc.UsageRecord(
+            request_id=request.request_id,
+            debate_id=request.debate_id,
+            participant=request.participant,
+            role=request.role,
+            round_number=request.round_number,
+            model=request.model,
+            attempt=request.attempt,
+            usage=request.usage,
+            cost=common.Money(currency_code="USD", amount=str(cost)),
+        )
         self.records[request.request_id] = record
         self.reservations.pop(request.reservation_id, None)
         return acc.RecordUsageResponse(record=record)
@@ -85,8 +96,9 @@ class MemoryAccounting:
         remaining = None if cap is None else cap - self._spent(request.debate_id) - self._reserved(request.debate_id)
         money = common.Money(currency_code="USD", amount=str(amount))
         if remaining is not None and amount > remaining:
-            return acc.ReserveBudgetResponse(granted=False, amount=money,
-                                             remaining=common.Money(currency_code="USD", amount=str(remaining)))
+            return acc.ReserveBudgetResponse(
+                granted=False, amount=money, remaining=common.Money(currency_code="USD", amount=str(remaining))
+            )
         self.reservations[request.reservation_id] = (request.debate_id, amount)
         return acc.ReserveBudgetResponse(granted=True, amount=money)
 
@@ -107,8 +119,11 @@ class MemoryAccounting:
             total.prompt_tokens += r.usage.prompt_tokens
             total.completion_tokens += r.usage.completion_tokens
             total.total_tokens += r.usage.total_tokens
-        return common.DebateCost(debate_id=debate_id, usage=total, total=common.Money(
-            currency_code="USD", amount=str(self._spent(debate_id))))
+        return common.DebateCost(
+            debate_id=debate_id,
+            usage=total,
+            total=common.Money(currency_code="USD", amount=str(self._spent(debate_id))),
+        )
 
 
 class MemoryJudge:
@@ -123,14 +138,25 @@ class MemoryJudge:
         if self.delay:
             await asyncio.sleep(self.delay)
         self.rounds.append(request.round_number)
-        scores = [common.DebaterScore(debater=t.debater, weighted_total=min(10.0, len(t.text) / 50))
-                  for t in request.turns]
+        scores = [
+            common.DebaterScore(debater=t.debater, weighted_total=min(10.0, len(t.text) / 50)) for t in request.turns
+        ]
         leader = max(scores, key=lambda s: s.weighted_total).debater if scores else ""
-        call = common.JudgeCall(model="sim/judge", request_id=f"{request.request_id}/sim-judge/1", attempts=1,
-                                usage=common.TokenUsage(prompt_tokens=100, completion_tokens=20, total_tokens=120),
-                                simulated=True)
-        return common.RoundAssessment(round_number=request.round_number, scores=scores, leader=leader,
-                                      judge_models=list(request.judge.models), calls=[call], simulated=True)
+        call = common.JudgeCall(
+            model="sim/judge",
+            request_id=f"{request.request_id}/sim-judge/1",
+            attempts=1,
+            usage=common.TokenUsage(prompt_tokens=100, completion_tokens=20, total_tokens=120),
+            simulated=True,
+        )
+        return common.RoundAssessment(
+            round_number=request.round_number,
+            scores=scores,
+            leader=leader,
+            judge_models=list(request.judge.models),
+            calls=[call],
+            simulated=True,
+        )
 
     async def render_verdict(self, request):
         self.verdicts += 1
@@ -138,9 +164,20 @@ class MemoryJudge:
         for assessment in request.assessments:
             leads[assessment.leader] = leads.get(assessment.leader, 0) + 1
         winner = max(leads, key=leads.get) if leads else ""
-        call = common.JudgeCall(model="sim/judge", request_id=f"{request.request_id}/sim-judge/1", attempts=1,
-                                usage=common.TokenUsage(prompt_tokens=300, completion_tokens=40, total_tokens=340),
-                                simulated=True)
-        return common.Verdict(winner=winner, confidence=0.7, summary="by rounds led", calls=[call], simulated=True,
-                              final_scores=[common.FinalScore(debater=d.name, score=float(leads.get(d.name, 0)))
-                                            for d in request.debaters])
+        call = common.JudgeCall(
+            model="sim/judge",
+            request_id=f"{request.request_id}/sim-judge/1",
+            attempts=1,
+            usage=common.TokenUsage(prompt_tokens=300, completion_tokens=40, total_tokens=340),
+            simulated=True,
+        )
+        return common.Verdict(
+            winner=winner,
+            confidence=0.7,
+            summary="by rounds led",
+            calls=[call],
+            simulated=True,
+            final_scores=[
+                common.FinalScore(debater=d.name, score=float(leads.get(d.name, 0))) for d in request.debaters
+            ],
+        )

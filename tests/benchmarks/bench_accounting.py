@@ -35,10 +35,15 @@ from tests.helpers import ROOT, free_port
 
 SONNET = "claude-3-5-sonnet-20241022"
 # About a 500-token debate turn.
-TURN = ("The evidence from cities that restricted cars points both ways: air quality improves and "
-        "retail footfall often rises, yet deliveries, disabled access and night work suffer. ") * 14
-CHAT = [{"role": "system", "content": "You are a pragmatic economist arguing for the motion."},
-        {"role": "user", "content": TURN}, {"role": "assistant", "content": TURN}]
+TURN = (
+    "The evidence from cities that restricted cars points both ways: air quality improves and "
+    "retail footfall often rises, yet deliveries, disabled access and night work suffer. "
+) * 14
+CHAT = [
+    {"role": "system", "content": "You are a pragmatic economist arguing for the motion."},
+    {"role": "user", "content": TURN},
+    {"role": "assistant", "content": TURN},
+]
 
 
 def _per_call(fn: Callable[[], object], seconds: float) -> tuple[float, int]:
@@ -57,14 +62,21 @@ def _per_call(fn: Callable[[], object], seconds: float) -> tuple[float, int]:
 
 
 def _row(metric: str, target: str, value: float, unit: str) -> dict:
-    return {"metric": metric, "target": target, "value": round(value, 3) if value >= 1 else float(f"{value:.3g}"), "unit": unit}
+    return {
+        "metric": metric,
+        "target": target,
+        "value": round(value, 3) if value >= 1 else float(f"{value:.3g}"),
+        "unit": unit,
+    }
 
 
 def in_process(seconds: float) -> list[dict]:
     rows = []
     start = time.perf_counter()
     prices = PriceBook()
-    rows.append(_row("price book load (LiteLLM map + project file)", "once at start", (time.perf_counter() - start) * 1e3, "ms"))
+    rows.append(
+        _row("price book load (LiteLLM map + project file)", "once at start", (time.perf_counter() - start) * 1e3, "ms")
+    )
     per, _ = _per_call(lambda: prices.price(SONNET), seconds)
     rows.append(_row("price lookup", "< 1 µs", per * 1e6, "µs/call"))
     usage = Usage(1234, 567)
@@ -90,7 +102,11 @@ def ledger_commit(seconds: float) -> list[dict]:
 
         def commit():
             n = next(counter)
-            store.record(UsageRow(f"r{n}", "bench", "pro", Role.DEBATER, 1, SONNET, 1, Usage(1000, 500), False, Decimal("0.0105")))
+            store.record(
+                UsageRow(
+                    f"r{n}", "bench", "pro", Role.DEBATER, 1, SONNET, 1, Usage(1000, 500), False, Decimal("0.0105")
+                )
+            )
 
         per, _ = _per_call(commit, seconds)
         store.close()
@@ -122,8 +138,16 @@ async def _domain_record(path: Path, seconds: float) -> float:
     try:
         calls, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            await accounting.record_usage(request_id=f"r{calls}", debate_id="bench", participant="pro", role=Role.DEBATER,
-                                          round_number=1, model=SONNET, attempt=1, usage=Usage(1000, 500))
+            await accounting.record_usage(
+                request_id=f"r{calls}",
+                debate_id="bench",
+                participant="pro",
+                role=Role.DEBATER,
+                round_number=1,
+                model=SONNET,
+                attempt=1,
+                usage=Usage(1000, 500),
+            )
             calls += 1
         return (time.perf_counter() - start) / calls
     finally:
@@ -171,14 +195,21 @@ def service(seconds: float, concurrency: int = 32) -> list[dict]:
     address = f"127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "LOG_LEVEL": "WARNING"}
-        proc = subprocess.Popen([sys.executable, "-m", "services.accounting", "--port", str(port), "--data-dir", tmp],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.accounting", "--port", str(port), "--data-dir", tmp],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             asyncio.run(_wait_ready(address))
             time.sleep(0.5)
             server = psutil.Process(proc.pid)
             rest = server.memory_info().rss / 2**20
-            cost_request = pb.CalculateCostRequest(model=SONNET, usage=common_pb2.TokenUsage(prompt_tokens=1234, completion_tokens=567))
+            cost_request = pb.CalculateCostRequest(
+                model=SONNET, usage=common_pb2.TokenUsage(prompt_tokens=1234, completion_tokens=567)
+            )
 
             async def calculate(stub, i):
                 await stub.CalculateCost(cost_request, timeout=10)
@@ -187,10 +218,19 @@ def service(seconds: float, concurrency: int = 32) -> list[dict]:
                 await stub.CountTokens(pb.CountTokensRequest(model="gpt-4", text=TURN), timeout=10)
 
             async def record(stub, i):
-                await stub.RecordUsage(pb.RecordUsageRequest(
-                    request_id=f"bench/{i}", debate_id="bench", participant="pro", role=common_pb2.ROLE_DEBATER,
-                    round_number=1, model=SONNET, attempt=1,
-                    usage=common_pb2.TokenUsage(prompt_tokens=1000, completion_tokens=500)), timeout=10)
+                await stub.RecordUsage(
+                    pb.RecordUsageRequest(
+                        request_id=f"bench/{i}",
+                        debate_id="bench",
+                        participant="pro",
+                        role=common_pb2.ROLE_DEBATER,
+                        round_number=1,
+                        model=SONNET,
+                        attempt=1,
+                        usage=common_pb2.TokenUsage(prompt_tokens=1000, completion_tokens=500),
+                    ),
+                    timeout=10,
+                )
 
             cpu_start = server.cpu_times()
             calc_rate = asyncio.run(_rate(address, seconds, concurrency, calculate))

@@ -83,8 +83,10 @@ def _floor_server_process(streams: int, sends: int, calm_gc: bool, ports, result
 
 
 async def _floor_client(port: int, streams: int) -> tuple[int, float]:
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range((streams + 499) // 500)]
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range((streams + 499) // 500)
+    ]
     calls = [channel.unary_stream(PATH, request_serializer=None, response_deserializer=None) for channel in channels]
     received = 0
 
@@ -131,9 +133,17 @@ async def orchestrator_fanout(watchers: int, quick: bool) -> dict[bool, dict]:
 
     levels = {}
     for batch in (False, True):
-        results = await scale.scale([], [watchers], budget=300, subscriber_rounds=1, probes=10,
-                                    tokens_per_second=400 if quick else 50, first_token_latency=0.05 if quick else 0.3,
-                                    log_level="WARNING", batch=batch)
+        results = await scale.scale(
+            [],
+            [watchers],
+            budget=300,
+            subscriber_rounds=1,
+            probes=10,
+            tokens_per_second=400 if quick else 50,
+            first_token_latency=0.05 if quick else 0.3,
+            log_level="WARNING",
+            batch=batch,
+        )
         (levels[batch],) = results["subscribers"]
     return levels
 
@@ -145,30 +155,55 @@ def run(quick: bool = False) -> list[dict]:
     default_server, _, default_fanout = grpc_floor(streams, sends, calm_gc=False)
     calm_server, client, fanout = grpc_floor(streams, sends, calm_gc=True)
     rows = [
-        {"metric": f"bare grpcio: one message to each of {streams} streams (median wall time)",
-         "target": "(the floor)", "value": round(fanout, 1), "unit": "ms", "floor": f"default gc: {default_fanout:.1f}",
-         "note": "the readers in another process, on the other core"},
-        {"metric": f"bare grpcio: server CPU per streamed message, {streams} streams",
-         "target": "(the floor)", "value": round(calm_server, 1), "unit": "µs",
-         "floor": f"default gc: {default_server:.1f}",
-         "note": "what the services run: gc.freeze() and a young-generation threshold of 50,000"},
-        {"metric": f"bare grpcio: client CPU per received message, {streams} streams",
-         "target": "(the floor)", "value": round(client, 1), "unit": "µs"},
+        {
+            "metric": f"bare grpcio: one message to each of {streams} streams (median wall time)",
+            "target": "(the floor)",
+            "value": round(fanout, 1),
+            "unit": "ms",
+            "floor": f"default gc: {default_fanout:.1f}",
+            "note": "the readers in another process, on the other core",
+        },
+        {
+            "metric": f"bare grpcio: server CPU per streamed message, {streams} streams",
+            "target": "(the floor)",
+            "value": round(calm_server, 1),
+            "unit": "µs",
+            "floor": f"default gc: {default_server:.1f}",
+            "note": "what the services run: gc.freeze() and a young-generation threshold of 50,000",
+        },
+        {
+            "metric": f"bare grpcio: client CPU per received message, {streams} streams",
+            "target": "(the floor)",
+            "value": round(client, 1),
+            "unit": "µs",
+        },
     ]
     watchers = 100 if quick else 1000
     levels = asyncio.run(orchestrator_fanout(watchers, quick))
     one, batched = levels[False], levels[True]
     rows += [
-        {"metric": f"orchestrator CPU per delivered event, {watchers} watchers of one debate, batch_events",
-         "target": "(lower is better)", "value": batched["orchestrator_cpu_per_event_us"], "unit": "µs",
-         "floor": f"one event a message: {one['orchestrator_cpu_per_event_us']}"},
-        {"metric": f"events per message, {watchers} watchers, batch_events",
-         "target": "(higher is better)", "value": round(batched["events"] / max(1, batched["messages"]), 2),
-         "unit": "events", "floor": "one event a message: 1"},
-        {"metric": f"relay p99 to the last-served watcher, {watchers} watchers, batch_events",
-         "target": "< 250 ms", "value": batched["relay_p99_ms"], "unit": "ms",
-         "floor": f"one event a message: {one['relay_p99_ms']}",
-         "note": f"all completed: {batched['completed'] == watchers and one['completed'] == watchers}"},
+        {
+            "metric": f"orchestrator CPU per delivered event, {watchers} watchers of one debate, batch_events",
+            "target": "(lower is better)",
+            "value": batched["orchestrator_cpu_per_event_us"],
+            "unit": "µs",
+            "floor": f"one event a message: {one['orchestrator_cpu_per_event_us']}",
+        },
+        {
+            "metric": f"events per message, {watchers} watchers, batch_events",
+            "target": "(higher is better)",
+            "value": round(batched["events"] / max(1, batched["messages"]), 2),
+            "unit": "events",
+            "floor": "one event a message: 1",
+        },
+        {
+            "metric": f"relay p99 to the last-served watcher, {watchers} watchers, batch_events",
+            "target": "< 250 ms",
+            "value": batched["relay_p99_ms"],
+            "unit": "ms",
+            "floor": f"one event a message: {one['relay_p99_ms']}",
+            "note": f"all completed: {batched['completed'] == watchers and one['completed'] == watchers}",
+        },
     ]
     return rows
 

@@ -40,15 +40,19 @@ from services.judge.validation import default_rubric
 CRITERIA = [name for name, _ in DEFAULT_CRITERIA]
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 # About a 250-word debate turn, different per debater.
-TURN = ("The evidence from cities that restricted cars points both ways: air quality improves because traffic "
-        "falls, and a 2019 study found retail footfall rose 12%. However, {other} ignores deliveries, disabled "
-        "access and night work. Therefore the policy needs exemptions. ") * 5
+TURN = (
+    "The evidence from cities that restricted cars points both ways: air quality improves because traffic "
+    "falls, and a 2019 study found retail footfall rose 12%. However, {other} ignores deliveries, disabled "
+    "access and night work. Therefore the policy needs exemptions. "
+) * 5
 TARGET = "< 15 ms (plan), aim < 1 ms"
 
 
 def _debaters(n: int) -> list[judge_pb2.Debater]:
-    return [judge_pb2.Debater(name=NAMES[i], stance="for" if i % 2 == 0 else "against", persona="an urban planner")
-            for i in range(n)]
+    return [
+        judge_pb2.Debater(name=NAMES[i], stance="for" if i % 2 == 0 else "against", persona="an urban planner")
+        for i in range(n)
+    ]
 
 
 def _turns(n: int) -> list[judge_pb2.DebaterTurn]:
@@ -57,17 +61,24 @@ def _turns(n: int) -> list[judge_pb2.DebaterTurn]:
 
 def round_request(n: int, models: int = 1) -> judge_pb2.EvaluateRoundRequest:
     return judge_pb2.EvaluateRoundRequest(
-        debate_id="bench", topic="Cities should ban cars from their centres", round_number=1,
-        debaters=_debaters(n), turns=_turns(n), request_id="debates/bench/rounds/1",
+        debate_id="bench",
+        topic="Cities should ban cars from their centres",
+        round_number=1,
+        debaters=_debaters(n),
+        turns=_turns(n),
+        request_id="debates/bench/rounds/1",
         judge=common_pb2.JudgeConfig(models=[f"sim/judge-{m}" for m in range(models)]),
     )
 
 
 def verdict_request(n: int, rounds: int) -> judge_pb2.RenderVerdictRequest:
-    assessment = common_pb2.RoundAssessment(scores=[
-        common_pb2.DebaterScore(debater=NAMES[i], weighted_total=5.0 + i / 10) for i in range(n)])
+    assessment = common_pb2.RoundAssessment(
+        scores=[common_pb2.DebaterScore(debater=NAMES[i], weighted_total=5.0 + i / 10) for i in range(n)]
+    )
     return judge_pb2.RenderVerdictRequest(
-        debate_id="bench", topic="Cities should ban cars from their centres", debaters=_debaters(n),
+        debate_id="bench",
+        topic="Cities should ban cars from their centres",
+        debaters=_debaters(n),
         rounds=[judge_pb2.RoundTranscript(round_number=r + 1, turns=_turns(n)) for r in range(rounds)],
         assessments=[common_pb2.RoundAssessment(round_number=r + 1, scores=assessment.scores) for r in range(rounds)],
         request_id="debates/bench/verdict",
@@ -78,8 +89,9 @@ def _policy() -> JudgePolicy:
     return JudgePolicy(model_allowed=lambda model: model.startswith("sim/"))
 
 
-async def _per_call(call: Callable[[], Awaitable[object]], seconds: float,
-                    clock: Callable[[], float] = time.process_time) -> float:
+async def _per_call(
+    call: Callable[[], Awaitable[object]], seconds: float, clock: Callable[[], float] = time.process_time
+) -> float:
     """Median seconds per call over batches filling about `seconds` (after a warm-up).
 
     In process everything runs on this thread, so CPU time (the default clock) is the
@@ -138,16 +150,26 @@ async def _measure(seconds: float) -> list[dict]:
             stub = judge_pb2_grpc.JudgeServiceStub(channel)
             request = round_request(2)
             per = await _per_call(lambda: stub.EvaluateRound(request, timeout=10), seconds, time.perf_counter)
-            rows.append(_row("EvaluateRound 2 debaters over gRPC loopback (judge + transport, wall time)",
-                             per * 1e3, target="for comparison"))
+            rows.append(
+                _row(
+                    "EvaluateRound 2 debaters over gRPC loopback (judge + transport, wall time)",
+                    per * 1e3,
+                    target="for comparison",
+                )
+            )
     finally:
         await service.stop(grace=0)
 
     # Model time of the built-in simulated judge (what sim/judge adds per answer, before pacing).
     for n in (2, 8):
         turns = tuple(Turn(NAMES[i], TURN.format(other=NAMES[(i + 1) % n])) for i in range(n))
-        parts = PromptParts("Cities should ban cars", tuple(Debater(NAMES[i]) for i in range(n)), default_rubric(),
-                            (Round(1, turns),), verdict=False)
+        parts = PromptParts(
+            "Cities should ban cars",
+            tuple(Debater(NAMES[i]) for i in range(n)),
+            default_rubric(),
+            (Round(1, turns),),
+            verdict=False,
+        )
         messages, _, _ = build_messages(parts, tuple(range(n)), NameMasker(NAMES[:n]))
         request = CompletionRequest("sim/judge", messages)
 
@@ -155,8 +177,9 @@ async def _measure(seconds: float) -> list[dict]:
             simulated_judge.respond(r)
 
         per = await _per_call(answer, seconds / 2)
-        rows.append(_row(f"sim/judge answer, {n} debaters (model time, not overhead)", per * 1e3,
-                         target="informational"))
+        rows.append(
+            _row(f"sim/judge answer, {n} debaters (model time, not overhead)", per * 1e3, target="informational")
+        )
     return rows
 
 

@@ -69,12 +69,22 @@ class TimedLLM(ScriptedLLM):
 
 
 def start_backends(data_dir: str) -> tuple[SuiteConfig, list[subprocess.Popen]]:
-    config = SuiteConfig(judge_port=free_port(), accounting_port=free_port(), data_dir=data_dir,
-                         log_level="WARNING", extra_env={"SIM_FIRST_TOKEN_LATENCY": "0", "SIM_TOKENS_PER_SECOND": "0"})
+    config = SuiteConfig(
+        judge_port=free_port(),
+        accounting_port=free_port(),
+        data_dir=data_dir,
+        log_level="WARNING",
+        extra_env={"SIM_FIRST_TOKEN_LATENCY": "0", "SIM_TOKENS_PER_SECOND": "0"},
+    )
     specs = [s for s in config.process_specs() if s.name in ("judge", "accounting")]
-    procs = [subprocess.Popen(s.argv, cwd=ROOT, env={**os.environ, **s.env}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for s in specs]
+    procs = [
+        subprocess.Popen(
+            s.argv, cwd=ROOT, env={**os.environ, **s.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for s in specs
+    ]
     from tests.integration.test_orchestrator_suite import wait_serving
+
     for s in specs:
         wait_serving(s.health_address, s.health_service)
     return config, procs
@@ -83,9 +93,15 @@ def start_backends(data_dir: str) -> tuple[SuiteConfig, list[subprocess.Popen]]:
 def debate_config(n: int, rounds: int, **kwargs) -> c.DebateConfig:
     return c.DebateConfig(
         topic="Cities should ban private cars from their centres",
-        participants=[c.Participant(name=f"d{i}", model="sim/debater", persona=f"persona {i}",
-                                    stance="for" if i % 2 == 0 else "against") for i in range(n)],
-        format=c.DebateFormat(round_limit=rounds), **kwargs)
+        participants=[
+            c.Participant(
+                name=f"d{i}", model="sim/debater", persona=f"persona {i}", stance="for" if i % 2 == 0 else "against"
+            )
+            for i in range(n)
+        ],
+        format=c.DebateFormat(round_limit=rounds),
+        **kwargs,
+    )
 
 
 class Bench:
@@ -94,9 +110,13 @@ class Bench:
         self.collaborators = collaborators  # judge= / accounting= stand-ins instead of the services
 
     async def __aenter__(self):
-        settings = OrchestratorSettings(port=0, data_dir=self.data_dir, log_level="WARNING",
-                                        judge_service_addr=self.backends.address(self.backends.judge_port),
-                                        accounting_service_addr=self.backends.address(self.backends.accounting_port))
+        settings = OrchestratorSettings(
+            port=0,
+            data_dir=self.data_dir,
+            log_level="WARNING",
+            judge_service_addr=self.backends.address(self.backends.judge_port),
+            accounting_service_addr=self.backends.address(self.backends.accounting_port),
+        )
         self.service = await build_service(settings, llm=self.llm, **self.collaborators)
         port = await self.service.start()
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -110,8 +130,10 @@ class Bench:
     async def run(self, cfg: c.DebateConfig) -> list[pb.DebateEvent]:
         debate = (await self.stub.CreateDebate(pb.CreateDebateRequest(config=cfg))).debate
         await self.stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id))
-        return [r.event async for r in self.stub.StreamDebateEvents(
-            pb.StreamDebateEventsRequest(debate_id=debate.debate_id))]
+        return [
+            r.event
+            async for r in self.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id))
+        ]
 
 
 def round_overheads(events: list[pb.DebateEvent], debaters: int) -> list[float]:
@@ -136,35 +158,62 @@ async def bench_overhead(bench: Bench, quick: bool) -> list[dict]:
         for _ in range(debates):
             samples += round_overheads(await bench.run(debate_config(n, 3)), n)
         means[n] = statistics.mean(samples)
-        rows.append({"metric": f"orchestration overhead per debater per round, {n} debaters",
-                         "target": "< 10 ms mean", "value": round(means[n] * 1000, 3), "unit": "ms",
-                         "note": f"instant model, real judge+accounting over gRPC, {len(samples)} rounds"})
+        rows.append(
+            {
+                "metric": f"orchestration overhead per debater per round, {n} debaters",
+                "target": "< 10 ms mean",
+                "value": round(means[n] * 1000, 3),
+                "unit": "ms",
+                "note": f"instant model, real judge+accounting over gRPC, {len(samples)} rounds",
+            }
+        )
     samples = []
     for _ in range(debates):
-        samples += round_overheads(await bench.run(debate_config(
-            4, 3, budget=c.Money(currency_code="USD", amount="100"))), 4)
-    rows.append({"metric": "orchestration overhead per debater per round, 4 debaters, with budget",
-                     "target": "< 10 ms mean", "value": round(statistics.mean(samples) * 1000, 3), "unit": "ms",
-                     "note": "adds a ReserveBudget call per turn"})
-    rows.append({"metric": "overhead growth 2 -> 4 debaters (per debater)", "target": "<= 2x (linear)",
-                     "value": round(means[4] / means[2], 2), "unit": "x"})
+        samples += round_overheads(
+            await bench.run(debate_config(4, 3, budget=c.Money(currency_code="USD", amount="100"))), 4
+        )
+    rows.append(
+        {
+            "metric": "orchestration overhead per debater per round, 4 debaters, with budget",
+            "target": "< 10 ms mean",
+            "value": round(statistics.mean(samples) * 1000, 3),
+            "unit": "ms",
+            "note": "adds a ReserveBudget call per turn",
+        }
+    )
+    rows.append(
+        {
+            "metric": "overhead growth 2 -> 4 debaters (per debater)",
+            "target": "<= 2x (linear)",
+            "value": round(means[4] / means[2], 2),
+            "unit": "x",
+        }
+    )
     return rows
 
 
 async def bench_own_overhead(backends: SuiteConfig, data_dir: str, quick: bool) -> list[dict]:
     """The same measure with the judge and ledger in process: the orchestrator's own share."""
     from services.orchestrator.testing import MemoryAccounting, MemoryJudge
+
     rows = []
-    async with Bench(backends, os.path.join(data_dir, "own"), TimedLLM(chunks=20), judge=MemoryJudge(),
-                     accounting=MemoryAccounting()) as bench:
+    async with Bench(
+        backends, os.path.join(data_dir, "own"), TimedLLM(chunks=20), judge=MemoryJudge(), accounting=MemoryAccounting()
+    ) as bench:
         for n in (2, 4):
             await bench.run(debate_config(n, 2))
             samples = []
             for _ in range(2 if quick else 8):
                 samples += round_overheads(await bench.run(debate_config(n, 3)), n)
-            rows.append({"metric": f"orchestrator's own overhead per debater per round, {n} debaters",
-                             "target": "< 10 ms mean (aim < 1 ms)", "value": round(statistics.mean(samples) * 1000, 3),
-                             "unit": "ms", "note": "judge and ledger in process: no RPC, no ledger fsync"})
+            rows.append(
+                {
+                    "metric": f"orchestrator's own overhead per debater per round, {n} debaters",
+                    "target": "< 10 ms mean (aim < 1 ms)",
+                    "value": round(statistics.mean(samples) * 1000, 3),
+                    "unit": "ms",
+                    "note": "judge and ledger in process: no RPC, no ledger fsync",
+                }
+            )
     return rows
 
 
@@ -175,13 +224,33 @@ async def bench_stream_setup(bench: Bench, quick: bool) -> list[dict]:
         events = await bench.run(debate_config(4, 1))
         start = next(e.time.ToNanoseconds() for e in events if e.WhichOneof("payload") == "round_started")
         samples.append((max(bench.llm.first_chunk_ns[:4]) - start) / 1e6)
-    return [{"metric": "parallel stream setup, 4 debaters", "target": "< 20 ms mean",
-                 "value": round(statistics.mean(samples), 3), "unit": "ms", "note": "RoundStarted to the 4th stream's first chunk"}]
+    return [
+        {
+            "metric": "parallel stream setup, 4 debaters",
+            "target": "< 20 ms mean",
+            "value": round(statistics.mean(samples), 3),
+            "unit": "ms",
+            "note": "RoundStarted to the 4th stream's first chunk",
+        }
+    ]
 
 
 def _history(config: c.DebateConfig, rounds: int) -> Transcript:
-    words = ["the", "evidence", "from", "cities", "that", "tried", "it", "shows", "fewer", "accidents", "and",
-             "cleaner", "air"]
+    words = [
+        "the",
+        "evidence",
+        "from",
+        "cities",
+        "that",
+        "tried",
+        "it",
+        "shows",
+        "fewer",
+        "accidents",
+        "and",
+        "cleaner",
+        "air",
+    ]
     transcript = Transcript()
     for r in range(1, rounds + 1):
         for p in config.participants:
@@ -206,11 +275,23 @@ def bench_window(quick: bool) -> list[dict]:
         for i in range(n):
             builder.build(config.participants[i % 4], rounds + 1, transcript)
         means[rounds] = (time.perf_counter() - started) / n
-        rows.append({"metric": f"sliding window build after {rounds} rounds (4 debaters, window 5, 4096 tokens)",
-                     "target": "< 5 ms mean", "value": round(means[rounds] * 1000, 4), "unit": "ms",
-                     "note": f"{len(window.messages)} messages, {window.prompt_tokens} tokens; counts cached per turn"})
-    rows.append({"metric": "sliding window build time, 50 rounds / 5 rounds", "target": "~1x (bounded)",
-                 "value": round(means[50] / means[5], 2), "unit": "x"})
+        rows.append(
+            {
+                "metric": f"sliding window build after {rounds} rounds (4 debaters, window 5, 4096 tokens)",
+                "target": "< 5 ms mean",
+                "value": round(means[rounds] * 1000, 4),
+                "unit": "ms",
+                "note": f"{len(window.messages)} messages, {window.prompt_tokens} tokens; counts cached per turn",
+            }
+        )
+    rows.append(
+        {
+            "metric": "sliding window build time, 50 rounds / 5 rounds",
+            "target": "~1x (bounded)",
+            "value": round(means[50] / means[5], 2),
+            "unit": "x",
+        }
+    )
     transcript = _history(config, 20)
     cold_n = 20 if quick else 200
     elapsed = 0.0
@@ -221,8 +302,14 @@ def bench_window(quick: bool) -> list[dict]:
         started = time.perf_counter()
         builder.build(config.participants[0], 21, fresh)
         elapsed += time.perf_counter() - started
-    rows.append({"metric": "sliding window build over 20 rounds, nothing cached (tokenizes the window)",
-                 "target": "< 5 ms mean", "value": round(elapsed / cold_n * 1000, 3), "unit": "ms"})
+    rows.append(
+        {
+            "metric": "sliding window build over 20 rounds, nothing cached (tokenizes the window)",
+            "target": "< 5 ms mean",
+            "value": round(elapsed / cold_n * 1000, 3),
+            "unit": "ms",
+        }
+    )
     return rows
 
 
@@ -236,9 +323,15 @@ async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
     tracemalloc.reset_peak()
     await bench.run(debate_config(4, 5))
     peak = tracemalloc.get_traced_memory()[1] - base
-    rows.append({"metric": "memory of a whole 5-round debate, 4 debaters (peak, Python heap)",
-                     "target": "< 100 MB", "value": round(peak / MB, 3), "unit": "MB",
-                     "note": f"RSS grew {(process.memory_info().rss - rss0) / MB:.1f} MB"})
+    rows.append(
+        {
+            "metric": "memory of a whole 5-round debate, 4 debaters (peak, Python heap)",
+            "target": "< 100 MB",
+            "value": round(peak / MB, 3),
+            "unit": "MB",
+            "note": f"RSS grew {(process.memory_info().rss - rss0) / MB:.1f} MB",
+        }
+    )
 
     # Debater streams: the debate's state while 4 model streams are open, per stream.
     llm = bench.llm
@@ -252,8 +345,15 @@ async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
     async for _ in bench.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id)):
         pass
     llm.delay, llm.chunks = 0.0, 20
-    rows.append({"metric": "memory per active debater stream (4 streams open, mid-turn)", "target": "< 10 MB",
-                     "value": round(per_stream / 1024, 2), "unit": "KB", "note": "Python heap of the running debate / 4"})
+    rows.append(
+        {
+            "metric": "memory per active debater stream (4 streams open, mid-turn)",
+            "target": "< 10 MB",
+            "value": round(per_stream / 1024, 2),
+            "unit": "KB",
+            "note": "Python heap of the running debate / 4",
+        }
+    )
 
     # Subscribers: the orchestrator's own state per waiting stream (cursor, generator, future).
     hub = bench.service.engine.hub
@@ -270,9 +370,15 @@ async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
     await asyncio.gather(*tasks, return_exceptions=True)
     for g in gens:
         await g.aclose()
-    rows.append({"metric": "memory per subscriber stream (orchestrator state of a waiting subscriber)",
-                     "target": "< 10 MB", "value": round(per_sub / 1024, 2), "unit": "KB",
-                     "note": "gRPC's own per-call buffers not included"})
+    rows.append(
+        {
+            "metric": "memory per subscriber stream (orchestrator state of a waiting subscriber)",
+            "target": "< 10 MB",
+            "value": round(per_sub / 1024, 2),
+            "unit": "KB",
+            "note": "gRPC's own per-call buffers not included",
+        }
+    )
 
     gc.collect()
     base = tracemalloc.get_traced_memory()[0]
@@ -282,9 +388,15 @@ async def bench_memory(bench: Bench, quick: bool) -> list[dict]:
     gc.collect()
     await asyncio.sleep(0.1)
     retained = tracemalloc.get_traced_memory()[0] - base
-    rows.append({"metric": "memory retained after 3 debates (Python heap)", "target": "< 50 MB",
-                     "value": round(retained / MB, 3), "unit": "MB",
-                     "note": f"RSS grew {(process.memory_info().rss - rss0) / MB:.1f} MB"})
+    rows.append(
+        {
+            "metric": "memory retained after 3 debates (Python heap)",
+            "target": "< 50 MB",
+            "value": round(retained / MB, 3),
+            "unit": "MB",
+            "note": f"RSS grew {(process.memory_info().rss - rss0) / MB:.1f} MB",
+        }
+    )
     tracemalloc.stop()
     return rows
 
@@ -304,7 +416,8 @@ async def bench_relay(bench: Bench, quick: bool) -> list[dict]:
         if kind == "turn_started":
             t = e.turn_started
             keys[(t.round_number, t.participant)] = (
-                f"debates/{debate.debate_id}/rounds/{t.round_number}/turns/{t.participant}/attempts/{t.attempt}")
+                f"debates/{debate.debate_id}/rounds/{t.round_number}/turns/{t.participant}/attempts/{t.attempt}"
+            )
         elif kind == "token_delta":
             now = time.perf_counter()
             d = e.token_delta
@@ -318,10 +431,21 @@ async def bench_relay(bench: Bench, quick: bool) -> list[dict]:
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
     coalesce = bench.service.engine.settings.coalesce_ms
-    return [{"metric": "relay latency model chunk -> subscriber, p50", "target": "(issue 8: p99 < 250 ms)",
-                 "value": round(p50, 2), "unit": "ms", "note": f"{len(latencies)} chunks, coalescing {coalesce:.0f} ms"},
-            {"metric": "relay latency model chunk -> subscriber, p99", "target": "< 250 ms", "value": round(p99, 2),
-                 "unit": "ms"}]
+    return [
+        {
+            "metric": "relay latency model chunk -> subscriber, p50",
+            "target": "(issue 8: p99 < 250 ms)",
+            "value": round(p50, 2),
+            "unit": "ms",
+            "note": f"{len(latencies)} chunks, coalescing {coalesce:.0f} ms",
+        },
+        {
+            "metric": "relay latency model chunk -> subscriber, p99",
+            "target": "< 250 ms",
+            "value": round(p99, 2),
+            "unit": "ms",
+        },
+    ]
 
 
 async def bench_messages(bench: Bench, quick: bool) -> list[dict]:
@@ -331,8 +455,10 @@ async def bench_messages(bench: Bench, quick: bool) -> list[dict]:
     total = 2000 if quick else 20000
     hub.open_log(debate.debate_id, 0)
     for i in range(total):
-        hub.emit(debate.debate_id, token_delta=pb.TokenDelta(round_number=1, participant=f"d{i % 4}",
-                                                             text=f"word{i} and more ", attempt=1))
+        hub.emit(
+            debate.debate_id,
+            token_delta=pb.TokenDelta(round_number=1, participant=f"d{i % 4}", text=f"word{i} and more ", attempt=1),
+        )
         if i % 500 == 499:
             hub.flush()
     hub.flush()
@@ -348,8 +474,15 @@ async def bench_messages(bench: Bench, quick: bool) -> list[dict]:
                 break
         best = max(best, n / (time.perf_counter() - started))
     await bench.stub.CancelDebate(pb.CancelDebateRequest(debate_id=debate.debate_id))
-    return [{"metric": "messages/s one gRPC subscriber receives", "target": "-", "value": round(best), "unit": "msg/s",
-                 "note": f"{total} token deltas from memory and SQLite; client in the same process"}]
+    return [
+        {
+            "metric": "messages/s one gRPC subscriber receives",
+            "target": "-",
+            "value": round(best),
+            "unit": "msg/s",
+            "note": f"{total} token deltas from memory and SQLite; client in the same process",
+        }
+    ]
 
 
 async def main_async(quick: bool) -> list[dict]:

@@ -57,7 +57,11 @@ async def _read_openai(client, url: str) -> int:
 
 async def _read_litellm(litellm, url: str) -> int:
     stream = await litellm.acompletion(
-        model="openai/bench", api_base=url, api_key="sk-bench", messages=MESSAGES, stream=True,
+        model="openai/bench",
+        api_base=url,
+        api_key="sk-bench",
+        messages=MESSAGES,
+        stream=True,
         stream_options={"include_usage": True},
     )
     n = 0
@@ -145,16 +149,32 @@ def run(quick: bool = False, *, modes: tuple[str, ...] | None = None, only: set[
         with spawn_fake_openai(chunks=CHUNKS, chunk_delay=MODES[mode]) as url:
             figures = asyncio.run(_measure(url, quick, only=only))
         rows += [
-            {"metric": f"relay_cpu_per_chunk_{name}[{mode}]", "target": "", "value": round(value, 4),
-             "unit": "ms CPU/chunk"}
+            {
+                "metric": f"relay_cpu_per_chunk_{name}[{mode}]",
+                "target": "",
+                "value": round(value, 4),
+                "unit": "ms CPU/chunk",
+            }
             for name, value in figures.items()
         ]
         if "layer" in figures and "httpx_reader" in figures:
-            rows.append({"metric": f"relay_ratio_layer_to_httpx_reader[{mode}]", "target": f"<= {TARGET_RATIO:g}",
-                         "value": round(figures["layer"] / figures["httpx_reader"], 2), "unit": "x"})
+            rows.append(
+                {
+                    "metric": f"relay_ratio_layer_to_httpx_reader[{mode}]",
+                    "target": f"<= {TARGET_RATIO:g}",
+                    "value": round(figures["layer"] / figures["httpx_reader"], 2),
+                    "unit": "x",
+                }
+            )
         if "layer" in figures and "litellm" in figures:
-            rows.append({"metric": f"relay_ratio_litellm_to_layer[{mode}]", "target": "",
-                         "value": round(figures["litellm"] / figures["layer"], 2), "unit": "x"})
+            rows.append(
+                {
+                    "metric": f"relay_ratio_litellm_to_layer[{mode}]",
+                    "target": "",
+                    "value": round(figures["litellm"] / figures["layer"], 2),
+                    "unit": "x",
+                }
+            )
     return rows
 
 

@@ -125,8 +125,15 @@ def table(outcomes: list[Outcome]) -> str:
             unit = str(row.get("unit", "") or "")
             floor = row.get("floor")
             metric = str(row["metric"]) + (f" ({row['note']})" if row.get("note") else "")
-            lines.append((outcome.name, metric, str(row.get("target", "") or ""), _with_unit(row["value"], unit),
-                          "" if floor is None else _with_unit(floor, unit)))
+            lines.append(
+                (
+                    outcome.name,
+                    metric,
+                    str(row.get("target", "") or ""),
+                    _with_unit(row["value"], unit),
+                    "" if floor is None else _with_unit(floor, unit),
+                )
+            )
     # Long metrics wrap under themselves, so that the figures stay on a normal screen.
     wrapped: list[tuple[str, ...]] = []
     for line in lines:
@@ -137,8 +144,15 @@ def table(outcomes: list[Outcome]) -> str:
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
 
     def fmt(cells: tuple[str, ...]) -> str:
-        return "  ".join([cells[0].ljust(widths[0]), cells[1].ljust(widths[1]), cells[2].ljust(widths[2]),
-                          cells[3].rjust(widths[3]), cells[4].rjust(widths[4])]).rstrip()
+        return "  ".join(
+            [
+                cells[0].ljust(widths[0]),
+                cells[1].ljust(widths[1]),
+                cells[2].ljust(widths[2]),
+                cells[3].rjust(widths[3]),
+                cells[4].rjust(widths[4]),
+            ]
+        ).rstrip()
 
     out = [fmt(header), "  ".join("-" * w for w in widths)]
     previous = None
@@ -185,8 +199,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps([{"benchmark": o.name, "module": o.module, "status": o.status, "error": o.error,
-                                     "seconds": round(o.seconds, 2), "rows": o.rows} for o in outcomes], indent=2))
+        path.write_text(
+            json.dumps(
+                [
+                    {
+                        "benchmark": o.name,
+                        "module": o.module,
+                        "status": o.status,
+                        "error": o.error,
+                        "seconds": round(o.seconds, 2),
+                        "rows": o.rows,
+                    }
+                    for o in outcomes
+                ],
+                indent=2,
+            )
+        )
     return 1 if failed else 0
 
 

@@ -75,8 +75,10 @@ def debate_config(rounds: int, seed: int) -> common_pb2.DebateConfig:
         participants=[
             common_pb2.Participant(name=name, model="sim/debater", persona=persona, stance=stance)
             for name, persona, stance in (
-                ("Ada", "An urban planner", "for"), ("Brook", "A shop owner", "against"),
-                ("Cyd", "A paramedic", "for, with exceptions"), ("Dee", "A commuter", "against"),
+                ("Ada", "An urban planner", "for"),
+                ("Brook", "A shop owner", "against"),
+                ("Cyd", "A paramedic", "for, with exceptions"),
+                ("Dee", "A commuter", "against"),
             )
         ],
         judge=common_pb2.JudgeConfig(models=["sim/judge"]),
@@ -160,9 +162,10 @@ async def _thin(address: str, debate_id: str, count: int, batch: bool, ready, re
     """`count` thin subscribers on one debate: raw messages, counted, until each stream ends."""
     options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 * 2**20)]
     channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(max(1, (count + 499) // 500))]
-    calls = [channels[i % len(channels)].unary_stream(STREAM_PATH, request_serializer=None,
-                                                      response_deserializer=None)
-             for i in range(len(channels))]
+    calls = [
+        channels[i % len(channels)].unary_stream(STREAM_PATH, request_serializer=None, response_deserializer=None)
+        for i in range(len(channels))
+    ]
     request = pb.StreamDebateEventsRequest(debate_id=debate_id, batch_events=batch).SerializeToString()
     messages = 0
     errors: list[str] = []
@@ -189,8 +192,15 @@ async def _thin(address: str, debate_id: str, count: int, batch: bool, ready, re
     outcomes = await asyncio.gather(*tasks)
     for channel in channels:
         await channel.close()
-    results.put({"completed": sum(outcomes), "errors": errors[:3], "error_count": len(errors), "messages": messages,
-                 "cpu": time.process_time() - cpu})
+    results.put(
+        {
+            "completed": sum(outcomes),
+            "errors": errors[:3],
+            "error_count": len(errors),
+            "messages": messages,
+            "cpu": time.process_time() - cpu,
+        }
+    )
 
 
 def thin_subscribers_process(address: str, debate_id: str, count: int, batch: bool, ready, results) -> None:
@@ -205,8 +215,14 @@ def thin_subscribers_process(address: str, debate_id: str, count: int, batch: bo
 
 
 class Harness:
-    def __init__(self, stub: orchestrator_pb2_grpc.OrchestratorServiceStub, channel_factory, orchestrator_pid: int,
-                 address: str = "", batch: bool = True):
+    def __init__(
+        self,
+        stub: orchestrator_pb2_grpc.OrchestratorServiceStub,
+        channel_factory,
+        orchestrator_pid: int,
+        address: str = "",
+        batch: bool = True,
+    ):
         self.stub = stub
         self.batch = batch  # subscribe with batch_events (several events a message)
         self.address = address
@@ -219,14 +235,16 @@ class Harness:
         return t.user + t.system
 
     async def _create(self, rounds: int, seed: int) -> str:
-        reply = await self.stub.CreateDebate(pb.CreateDebateRequest(
-            config=debate_config(rounds, seed), request_id=f"scale-{uuid.uuid4()}"), timeout=60)
+        reply = await self.stub.CreateDebate(
+            pb.CreateDebateRequest(config=debate_config(rounds, seed), request_id=f"scale-{uuid.uuid4()}"), timeout=60
+        )
         return reply.debate.debate_id
 
     async def _watch(self, stub, debate_id: str, latencies: list | None, counts: dict) -> str:
         """Follows a debate to its end; returns "completed", "failed:<reason>" or "error:<code>"."""
-        call = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id, batch_events=self.batch),
-                                       timeout=900)
+        call = stub.StreamDebateEvents(
+            pb.StreamDebateEventsRequest(debate_id=debate_id, batch_events=self.batch), timeout=900
+        )
         try:
             async for reply in call:
                 now = time.time_ns()
@@ -309,9 +327,15 @@ class Harness:
         # read as fast as the orchestrator sends would measure its own backlog).
         thin_count = k - probes
         shares = [thin_count // processes + (i < thin_count % processes) for i in range(max(1, processes))]
-        workers = [context.Process(target=thin_subscribers_process,
-                                   args=(self.address, debate_id, share, self.batch, ready, results), daemon=True)
-                   for share in shares if share > 0]
+        workers = [
+            context.Process(
+                target=thin_subscribers_process,
+                args=(self.address, debate_id, share, self.batch, ready, results),
+                daemon=True,
+            )
+            for share in shares
+            if share > 0
+        ]
         for worker in workers:
             worker.start()
         tasks = [asyncio.create_task(self._watch(stub, debate_id, latencies, counts)) for _ in range(probes)]
@@ -331,10 +355,17 @@ class Harness:
         outcomes = [t.result() for t in done]
         for worker, share in zip(workers, [s for s in shares if s > 0]):
             try:
-                thin = await loop.run_in_executor(None, results.get, True, max(5.0, timeout - (time.perf_counter() - start)))
+                thin = await loop.run_in_executor(
+                    None, results.get, True, max(5.0, timeout - (time.perf_counter() - start))
+                )
             except Exception:  # noqa: BLE001 -- queue.Empty: a worker did not finish
-                thin = {"completed": 0, "errors": ["thin subscribers did not finish"], "error_count": share,
-                        "messages": 0, "cpu": 0.0}
+                thin = {
+                    "completed": 0,
+                    "errors": ["thin subscribers did not finish"],
+                    "error_count": share,
+                    "messages": 0,
+                    "cpu": 0.0,
+                }
             outcomes += ["completed"] * thin["completed"] + thin["errors"]
             level.stream_errors += max(0, thin["error_count"] - len(thin["errors"]))
             raw_counts = {"messages": raw_counts["messages"] + thin["messages"], "cpu": raw_counts["cpu"] + thin["cpu"]}
@@ -392,22 +423,36 @@ class Harness:
 def _print_level(level: Level) -> None:
     unit = "debate" if level.kind == "debates" else "subscriber"
     verdict = "PASS" if level.passed else "FAIL"
-    print(f"  {level.kind:<11} {level.n:>6}  {verdict}  {level.seconds:6.1f}s  completed {level.completed}/{level.n}"
-          f"  relay p50 {level.relay_p50_ms} ms p99 {level.relay_p99_ms} ms max {level.relay_max_ms} ms"
-          f"  events {level.events} in {level.messages} messages  RSS {level.rss_before_mib:.0f}->{level.rss_peak_mib:.0f} MiB"
-          f"  {level.per_unit_kib:.0f} KiB/{unit}  cpu orch {level.orchestrator_cpu_s:.1f}s"
-          f" ({level.orchestrator_cpu_per_event_us:.0f} µs/event, {level.orchestrator_cpu_per_message_us:.0f} µs/message)"
-          f" harness {level.harness_cpu_s:.1f}s ({level.harness_cpu_per_event_us:.0f} µs/event,"
-          f" {level.harness_cpu_per_message_us:.0f} µs/message)  load avg {level.load_average}", flush=True)
+    print(
+        f"  {level.kind:<11} {level.n:>6}  {verdict}  {level.seconds:6.1f}s  completed {level.completed}/{level.n}"
+        f"  relay p50 {level.relay_p50_ms} ms p99 {level.relay_p99_ms} ms max {level.relay_max_ms} ms"
+        f"  events {level.events} in {level.messages} messages  RSS {level.rss_before_mib:.0f}->{level.rss_peak_mib:.0f} MiB"
+        f"  {level.per_unit_kib:.0f} KiB/{unit}  cpu orch {level.orchestrator_cpu_s:.1f}s"
+        f" ({level.orchestrator_cpu_per_event_us:.0f} µs/event, {level.orchestrator_cpu_per_message_us:.0f} µs/message)"
+        f" harness {level.harness_cpu_s:.1f}s ({level.harness_cpu_per_event_us:.0f} µs/event,"
+        f" {level.harness_cpu_per_message_us:.0f} µs/message)  load avg {level.load_average}",
+        flush=True,
+    )
     if level.p99_by_second_ms:
         print(f"      relay p99 by second: {level.p99_by_second_ms}", flush=True)
     for note in level.notes:
         print(f"      {note}", flush=True)
 
 
-async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budget: float, subscriber_rounds: int,
-                probes: int, tokens_per_second: float, first_token_latency: float, log_level: str,
-                profile: str = "", subscriber_processes: int = 1, batch: bool = True) -> dict:
+async def scale(
+    debate_levels: list[int],
+    subscriber_levels: list[int],
+    *,
+    budget: float,
+    subscriber_rounds: int,
+    probes: int,
+    tokens_per_second: float,
+    first_token_latency: float,
+    log_level: str,
+    profile: str = "",
+    subscriber_processes: int = 1,
+    batch: bool = True,
+) -> dict:
     """Starts the suite, runs both ramps within `budget` seconds, returns the results.
 
     With `profile`, the orchestrator runs under cProfile and writes its profile there when
@@ -415,16 +460,28 @@ async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budge
     deadline = time.monotonic() + budget
     most = max(debate_levels or [1])
     results: dict = {
-        "settings": {"sim_tokens_per_second": tokens_per_second, "sim_first_token_latency": first_token_latency,
-                     "tokens_per_turn": 200, "debaters": 4, "p99_limit_ms": P99_LIMIT_MS,
-                     "cpus": os.cpu_count(), "subscriber_rounds": subscriber_rounds, "probes": probes,
-                     "subscriber_processes": subscriber_processes, "batch_events": batch},
-        "debates": [], "subscribers": [],
+        "settings": {
+            "sim_tokens_per_second": tokens_per_second,
+            "sim_first_token_latency": first_token_latency,
+            "tokens_per_turn": 200,
+            "debaters": 4,
+            "p99_limit_ms": P99_LIMIT_MS,
+            "cpus": os.cpu_count(),
+            "subscriber_rounds": subscriber_rounds,
+            "probes": probes,
+            "subscriber_processes": subscriber_processes,
+            "batch_events": batch,
+        },
+        "debates": [],
+        "subscribers": [],
     }
     with tempfile.TemporaryDirectory(prefix="scale-") as data_dir:
         config = SuiteConfig(
-            orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(),
-            data_dir=data_dir, log_level=log_level,
+            orchestrator_port=free_port(),
+            judge_port=free_port(),
+            accounting_port=free_port(),
+            data_dir=data_dir,
+            log_level=log_level,
             extra_env={
                 "SIM_TOKENS_PER_SECOND": str(tokens_per_second),
                 "SIM_FIRST_TOKEN_LATENCY": str(first_token_latency),
@@ -444,8 +501,13 @@ async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budge
             options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 * 2**20)]
             address = config.orchestrator_address
             async with grpc.aio.insecure_channel(address, options=options) as channel:
-                harness = Harness(orchestrator_pb2_grpc.OrchestratorServiceStub(channel),
-                                  lambda: grpc.aio.insecure_channel(address, options=options), pid, address, batch)
+                harness = Harness(
+                    orchestrator_pb2_grpc.OrchestratorServiceStub(channel),
+                    lambda: grpc.aio.insecure_channel(address, options=options),
+                    pid,
+                    address,
+                    batch,
+                )
                 await asyncio.sleep(1.0)
                 results["orchestrator_rss_at_rest_mib"] = round(harness.sampler.rss() / 2**20, 1)
                 # A first debate loads what every debate shares (tokenizers, the simulated
@@ -460,8 +522,9 @@ async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budge
                     if time.monotonic() + 4 * turn > deadline:
                         results["notes"] = results.get("notes", []) + [f"time budget spent before {n} debates"]
                         break
-                    level = await harness.debates_level(n, timeout=min(max(60.0, 4 * turn * 2),
-                                                                       deadline - time.monotonic()))
+                    level = await harness.debates_level(
+                        n, timeout=min(max(60.0, 4 * turn * 2), deadline - time.monotonic())
+                    )
                     _print_level(level)
                     results["debates"].append(asdict(level))
                     if not level.passed:
@@ -473,8 +536,12 @@ async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budge
                         results["notes"] = results.get("notes", []) + [f"time budget spent before {k} subscribers"]
                         break
                     level = await harness.subscribers_level(
-                        k, subscriber_rounds, probes, timeout=min(max(60.0, 2 * need), deadline - time.monotonic()),
-                        processes=subscriber_processes)
+                        k,
+                        subscriber_rounds,
+                        probes,
+                        timeout=min(max(60.0, 2 * need), deadline - time.monotonic()),
+                        processes=subscriber_processes,
+                    )
                     _print_level(level)
                     results["subscribers"].append(asdict(level))
                     if not level.passed:
@@ -488,6 +555,7 @@ async def scale(debate_levels: list[int], subscriber_levels: list[int], *, budge
 
 def summary(results: dict) -> dict:
     """The figures the README reports: the largest passing levels and their memory."""
+
     def best(kind: str) -> dict | None:
         passed = [lv for lv in results[kind] if lv["passed"]]
         return max(passed, key=lambda lv: lv["n"]) if passed else None
@@ -509,8 +577,12 @@ def summary(results: dict) -> dict:
         failed = [lv for lv in results[kind] if not lv["passed"]]
         if failed:
             lv = failed[0]
-            out[f"first_failing_{kind}_level"] = {"n": lv["n"], "relay_p99_ms": lv["relay_p99_ms"],
-                                                  "completed": lv["completed"], "notes": lv["notes"]}
+            out[f"first_failing_{kind}_level"] = {
+                "n": lv["n"],
+                "relay_p99_ms": lv["relay_p99_ms"],
+                "completed": lv["completed"],
+                "notes": lv["notes"],
+            }
     tried = {kind: [lv["n"] for lv in results[kind]] for kind in ("debates", "subscribers")}
     out["levels_tried"] = tried
     return out
@@ -521,42 +593,65 @@ def _levels(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--quick", action="store_true", help="small levels, about a minute")
     parser.add_argument("--debates", default="", help="levels of concurrent debates (default 10,25,50,100,200,300)")
-    parser.add_argument("--subscribers", default="",
-                        help="levels of subscribers on one debate (default 100,500,1000,2000,5000)")
+    parser.add_argument(
+        "--subscribers", default="", help="levels of subscribers on one debate (default 100,500,1000,2000,5000)"
+    )
     parser.add_argument("--subscriber-rounds", type=int, default=2, help="rounds of the subscribers' debate")
     parser.add_argument("--probes", type=int, default=20, help="subscribers that parse every event for latency")
-    parser.add_argument("--subscriber-processes", type=int, default=1,
-                        help="processes the thin subscribers are spread over")
-    parser.add_argument("--one-event-per-message", action="store_true",
-                        help="subscribe without batch_events, to compare with the batched default")
+    parser.add_argument(
+        "--subscriber-processes", type=int, default=1, help="processes the thin subscribers are spread over"
+    )
+    parser.add_argument(
+        "--one-event-per-message",
+        action="store_true",
+        help="subscribe without batch_events, to compare with the batched default",
+    )
     parser.add_argument("--tokens-per-second", type=float, default=50.0)
     parser.add_argument("--first-token-latency", type=float, default=0.3)
     parser.add_argument("--budget", type=float, default=0.0, help="seconds for the whole run (default 900, quick 150)")
     parser.add_argument("--json", default="", help="write the results to this file")
     parser.add_argument("--log-level", default="WARNING", help="of the services")
-    parser.add_argument("--profile", default="", help="run the orchestrator under cProfile, writing this file; "
-                        "the top functions by own time are printed at the end")
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="run the orchestrator under cProfile, writing this file; "
+        "the top functions by own time are printed at the end",
+    )
     args = parser.parse_args(argv)
     debates = _levels(args.debates) or ([4, 10] if args.quick else [10, 25, 50, 100, 200, 300])
     subscribers = _levels(args.subscribers) or ([20, 100] if args.quick else [100, 500, 1000, 2000, 5000])
     budget = args.budget or (150.0 if args.quick else 900.0)
-    print(f"scale: {os.cpu_count()} cores, sim models at {args.tokens_per_second:g} tokens/s, 200 tokens a turn, "
-          f"4 debaters; budget {budget:.0f}s", flush=True)
+    print(
+        f"scale: {os.cpu_count()} cores, sim models at {args.tokens_per_second:g} tokens/s, 200 tokens a turn, "
+        f"4 debaters; budget {budget:.0f}s",
+        flush=True,
+    )
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    results = runner(scale(debates, subscribers, budget=budget, subscriber_rounds=args.subscriber_rounds,
-                           probes=args.probes, tokens_per_second=args.tokens_per_second,
-                           first_token_latency=args.first_token_latency, log_level=args.log_level,
-                           profile=args.profile, subscriber_processes=max(1, args.subscriber_processes),
-                           batch=not args.one_event_per_message))
+    results = runner(
+        scale(
+            debates,
+            subscribers,
+            budget=budget,
+            subscriber_rounds=args.subscriber_rounds,
+            probes=args.probes,
+            tokens_per_second=args.tokens_per_second,
+            first_token_latency=args.first_token_latency,
+            log_level=args.log_level,
+            profile=args.profile,
+            subscriber_processes=max(1, args.subscriber_processes),
+            batch=not args.one_event_per_message,
+        )
+    )
     results["summary"] = summary(results)
     print(json.dumps(results["summary"], indent=2))
     for line in results.get("service_errors", [])[:5]:

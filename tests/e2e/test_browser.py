@@ -27,8 +27,16 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 if not CHROMIUM.exists():  # `make test` installs it (the `browser` target)
     pytest.skip("Chromium is not installed; run `make browser`", allow_module_level=True)
@@ -75,7 +83,9 @@ def _column_lengths(page) -> dict[str, int]:
 def test_a_debate_streams_live_into_each_column_then_scores_and_verdict(suite, page):
     ARTIFACTS.mkdir(exist_ok=True)
     streams: list[str] = []
-    page.on("request", lambda request: streams.append(request.url) if request.url.endswith("/StreamDebateEvents") else None)
+    page.on(
+        "request", lambda request: streams.append(request.url) if request.url.endswith("/StreamDebateEvents") else None
+    )
     page.goto(suite.gateway_url + "/")
     page.fill("#topic", "Cities should ban private cars from their centres")
     page.click("#add-debater")  # a third debater
@@ -180,7 +190,6 @@ def test_the_servers_field_errors_are_shown_next_to_their_fields(suite, page):
     page.screenshot(path=str(ARTIFACTS / "browser-field-errors.png"), full_page=True)
 
 
-
 class ThreadedFaultProxy:
     """tests.support.fault_proxy.FaultProxy on its own event loop, for the sync Playwright API."""
 
@@ -198,6 +207,7 @@ class ThreadedFaultProxy:
     def cut(self) -> int:
         async def cut() -> int:
             return self.proxy.cut()
+
         return self._run(cut())
 
     def close(self) -> None:
@@ -210,7 +220,7 @@ def _after_sequence(body: bytes | None) -> int:
     """The after_sequence of a grpc-web StreamDebateEvents request body."""
     assert body and body[0] == 0
     (length,) = struct.unpack(">I", body[1:5])
-    return orchestrator_pb2.StreamDebateEventsRequest.FromString(body[5:5 + length]).after_sequence
+    return orchestrator_pb2.StreamDebateEventsRequest.FromString(body[5 : 5 + length]).after_sequence
 
 
 def test_the_page_resumes_a_dropped_stream_with_after_sequence(suite, page):
@@ -220,8 +230,14 @@ def test_the_page_resumes_a_dropped_stream_with_after_sequence(suite, page):
     proxy = ThreadedFaultProxy(suite.gateway_url.removeprefix("http://"))
     try:
         streams: list[int] = []
-        page.on("request", lambda request: streams.append(_after_sequence(request.post_data_buffer))
-                if request.url.endswith("/StreamDebateEvents") else None)
+        page.on(
+            "request",
+            lambda request: (
+                streams.append(_after_sequence(request.post_data_buffer))
+                if request.url.endswith("/StreamDebateEvents")
+                else None
+            ),
+        )
         page.goto(proxy.url + "/")
         page.fill("#topic", "Libraries matter more than ever")
         page.fill("#rounds", "1")
@@ -236,12 +252,19 @@ def test_the_page_resumes_a_dropped_stream_with_after_sequence(suite, page):
         assert len(streams) >= 2, streams
         assert streams[0] == 0 and streams[-1] > 0, f"the page did not resume after its last event: {streams}"
         debate_id = page.evaluate("decodeURIComponent(location.hash.slice('#debate='.length))")
-        debate = GrpcWeb(suite.gateway_url).unary(
-            "GetDebate", orchestrator_pb2.GetDebateRequest(debate_id=debate_id), orchestrator_pb2.GetDebateResponse).debate
+        debate = (
+            GrpcWeb(suite.gateway_url)
+            .unary(
+                "GetDebate", orchestrator_pb2.GetDebateRequest(debate_id=debate_id), orchestrator_pb2.GetDebateResponse
+            )
+            .debate
+        )
         for round_ in debate.rounds:
             for turn in round_.turns:
-                shown = page.locator(f"[data-testid=debater-column][data-participant='{turn.participant}'] "
-                                     f".turn[data-round='{round_.round_number}'] .turn-text").text_content()
+                shown = page.locator(
+                    f"[data-testid=debater-column][data-participant='{turn.participant}'] "
+                    f".turn[data-round='{round_.round_number}'] .turn-text"
+                ).text_content()
                 assert shown == turn.text, (round_.round_number, turn.participant)
         assert page.locator("[data-testid=round-score]").count() == 1
     finally:
@@ -249,7 +272,10 @@ def test_the_page_resumes_a_dropped_stream_with_after_sequence(suite, page):
 
 
 def test_a_suite_with_api_keys_asks_the_page_for_one_and_the_page_sends_it(browser, tmp_path):
-    keys = {"API_KEYS": "page-key-0123456789=alice,suite-key-0123456789=suite", "SERVICE_API_KEY": "suite-key-0123456789"}
+    keys = {
+        "API_KEYS": "page-key-0123456789=alice,suite-key-0123456789=suite",
+        "SERVICE_API_KEY": "suite-key-0123456789",
+    }
     keyed = start_suite(tmp_path, tokens_per_second=40, extra_env=keys)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:

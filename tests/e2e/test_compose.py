@@ -39,8 +39,14 @@ SERVICES = {
 @pytest.fixture(scope="module")
 def compose() -> dict:
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "docker-compose"), "-f", str(ROOT / "docker-compose.yml"), *args],
-                              check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [str(BIN / "docker-compose"), "-f", str(ROOT / "docker-compose.yml"), *args],
+            check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     quiet = run("config", "--quiet")
     assert quiet.returncode == 0, quiet.stderr
@@ -86,17 +92,34 @@ def test_envoy_in_compose_runs_the_generated_config_which_envoy_accepts(compose)
     committed = (ROOT / "gateway" / "envoy.yaml").read_text()
     assert committed == render_envoy_yaml(compose_envoy_config(), COMPOSE_ENVOY_HEADER), (
         "gateway/envoy.yaml drifted from the generator; run "
-        "`.venv/bin/python -m services.gateway envoy-config --compose > gateway/envoy.yaml`")
+        "`.venv/bin/python -m services.gateway envoy-config --compose > gateway/envoy.yaml`"
+    )
     config = yaml.safe_load(committed)
-    clusters = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-                for c in config["static_resources"]["clusters"]}
+    clusters = {
+        c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        for c in config["static_resources"]["clusters"]
+    }
     assert clusters["orchestrator"] == {"address": "orchestrator", "port_value": SuiteConfig().orchestrator_port}
     assert clusters["web"] == {"address": "web", "port_value": int(compose["services"]["web"]["expose"][0])}
     assert set(clusters) == {"orchestrator", "web"}  # judge and accounting are not reachable through it
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     assert "9901/ready" in " ".join(envoy["healthcheck"]["test"])
-    validate = subprocess.run([str(BIN / "envoy"), "--mode", "validate", "-c", str(ROOT / "gateway" / "envoy.yaml"),
-                               "--disable-hot-restart", "--log-level", "error"], check=False, capture_output=True, text=True, timeout=60)
+    validate = subprocess.run(
+        [
+            str(BIN / "envoy"),
+            "--mode",
+            "validate",
+            "-c",
+            str(ROOT / "gateway" / "envoy.yaml"),
+            "--disable-hot-restart",
+            "--log-level",
+            "error",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert validate.returncode == 0, validate.stdout + validate.stderr
 
 
@@ -122,6 +145,8 @@ def test_the_compose_health_checks_ask_grpc_health_of_the_running_suite(compose,
             assert subprocess.run(command, check=False, env=env, timeout=30).returncode == 0, name
             # And it fails for a service that is not there.
             wrong = {**env, "HEALTH_SERVICE": "debate.nothing.v1.NothingService"}
-            assert subprocess.run(command, check=False, env=wrong, capture_output=True, timeout=30).returncode != 0, name
+            assert subprocess.run(command, check=False, env=wrong, capture_output=True, timeout=30).returncode != 0, (
+                name
+            )
     finally:
         stop_suite(suite)

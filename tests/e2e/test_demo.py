@@ -15,9 +15,22 @@ pytestmark = pytest.mark.e2e
 
 def test_demo_runs_a_debate_and_shows_scores_verdict_and_cost():
     # Faster simulated models (still streamed in many deltas) keep the test short.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "SIM_TOKENS_PER_SECOND": "800", "SIM_FIRST_TOKEN_LATENCY": "0.02"}
-    result = subprocess.run([str(BIN / "debate-engine"), "demo"], check=False, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=240)
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "NO_COLOR": "1",
+        "SIM_TOKENS_PER_SECOND": "800",
+        "SIM_FIRST_TOKEN_LATENCY": "0.02",
+    }
+    result = subprocess.run(
+        [str(BIN / "debate-engine"), "demo"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     out = result.stdout
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{out}\nstderr:\n{result.stderr}"
     assert "\x1b" not in out  # not a TTY: plain text
@@ -27,11 +40,11 @@ def test_demo_runs_a_debate_and_shows_scores_verdict_and_cost():
         words = " ".join(re.findall(rf"^  {name} +│ (.*)$", out, re.MULTILINE)).split()
         assert len(words) > 60, out
     for number in (1, 2, 3):
-        scores = out[out.index(f"Round {number} scores"):]
+        scores = out[out.index(f"Round {number} scores") :]
         assert re.search(r"^  total +\d+\.\d+ +\d+\.\d+", scores, re.MULTILINE), out
         assert re.search(r"★ (leader: (Ada|Milo)|tie)", scores), out
     assert re.search(r"(Winner: (Ada|Milo)|A tie) +confidence \d+%", out), out
-    cost = out[out.index("━━━ Cost"):]
+    cost = out[out.index("━━━ Cost") :]
     for section in ("by participant", "by role", "by round", "by model"):
         assert section in cost
     assert re.search(r"^  total +\d+ +[\d,]+ +[\d,]+ +[\d,]+ +\$0", cost, re.MULTILINE), out

@@ -37,6 +37,7 @@ SERVICE = "/debate.orchestrator.v1.OrchestratorService/"
 
 # --- a grpc-web client ---------------------------------------------------------------------
 
+
 class GrpcWebError(Exception):
     def __init__(self, status: int, message: str, details: status_pb2.Status | None):
         self.status, self.message, self.details = status, message, details
@@ -82,14 +83,19 @@ class GrpcWeb:
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=httpx.Timeout(30.0, read=60.0)))
 
     def _headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1", "accept": "application/grpc-web+proto"}
+        headers = {
+            "content-type": "application/grpc-web+proto",
+            "x-grpc-web": "1",
+            "accept": "application/grpc-web+proto",
+        }
         if self.origin:
             headers["origin"] = self.origin
         return headers
 
     def stream(self, method: str, request: Message, reply_type: type[Message]) -> Iterator[Message]:
-        with self.client.stream("POST", self.base_url + SERVICE + method, content=_frame(request),
-                                headers=self._headers()) as response:
+        with self.client.stream(
+            "POST", self.base_url + SERVICE + method, content=_frame(request), headers=self._headers()
+        ) as response:
             assert response.status_code == 200, response.status_code
             _raise_for(dict(response.headers))  # a trailers-only answer carries its status in the headers
             buffer = b""
@@ -99,7 +105,7 @@ class GrpcWeb:
                     flag, length = buffer[0], struct.unpack(">I", buffer[1:5])[0]
                     if len(buffer) < 5 + length:
                         break
-                    payload, buffer = buffer[5:5 + length], buffer[5 + length:]
+                    payload, buffer = buffer[5 : 5 + length], buffer[5 + length :]
                     if flag & 0x80:
                         _raise_for(_trailers(payload))
                         return
@@ -114,6 +120,7 @@ class GrpcWeb:
 
 # --- the suite -----------------------------------------------------------------------------
 
+
 @dataclass
 class RunningSuite:
     process: subprocess.Popen
@@ -122,21 +129,37 @@ class RunningSuite:
     ports: dict[str, int]
 
 
-def start_suite(data_dir, *, tokens_per_second: float, first_token_latency: float = 0.2,
-                extra_env: dict[str, str] | None = None) -> RunningSuite:
+def start_suite(
+    data_dir, *, tokens_per_second: float, first_token_latency: float = 0.2, extra_env: dict[str, str] | None = None
+) -> RunningSuite:
     """`debate-engine up` with Envoy and the page on free ports, sim models paced as asked."""
     ports = {name: free_port() for name in ("orchestrator", "judge", "accounting", "gateway")}
     env = {
-        **os.environ, "PYTHONUNBUFFERED": "1",
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
         "GATEWAY_PORT": str(ports["gateway"]),  # the page's file server picks its own port
-        "SIM_TOKENS_PER_SECOND": str(tokens_per_second), "SIM_FIRST_TOKEN_LATENCY": str(first_token_latency),
+        "SIM_TOKENS_PER_SECOND": str(tokens_per_second),
+        "SIM_FIRST_TOKEN_LATENCY": str(first_token_latency),
         **(extra_env or {}),
     }
     process = subprocess.Popen(
-        [str(BIN / "debate-engine"), "up", "--data-dir", str(data_dir),
-         "--orchestrator-port", str(ports["orchestrator"]), "--judge-port", str(ports["judge"]),
-         "--accounting-port", str(ports["accounting"])],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            str(BIN / "debate-engine"),
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--orchestrator-port",
+            str(ports["orchestrator"]),
+            "--judge-port",
+            str(ports["judge"]),
+            "--accounting-port",
+            str(ports["accounting"]),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output: list[str] = []
     up = threading.Event()
@@ -172,8 +195,15 @@ def debate_config(*, rounds: int, max_tokens: int, debaters: int = 2) -> common_
     names = ["Ada", "Grace", "Linus", "Rosalind"]
     return common_pb2.DebateConfig(
         topic="Trains should replace short-haul flights",
-        participants=[common_pb2.Participant(name=names[i], model="sim/debater", persona=f"debater number {i + 1}",
-                                             stance="for" if i % 2 == 0 else "against") for i in range(debaters)],
+        participants=[
+            common_pb2.Participant(
+                name=names[i],
+                model="sim/debater",
+                persona=f"debater number {i + 1}",
+                stance="for" if i % 2 == 0 else "against",
+            )
+            for i in range(debaters)
+        ],
         judge=common_pb2.JudgeConfig(models=["sim/judge"]),
         format=common_pb2.DebateFormat(round_limit=rounds, turn_order=common_pb2.TURN_ORDER_SIMULTANEOUS),
         max_tokens_per_turn=max_tokens,
@@ -192,17 +222,28 @@ def suite(tmp_path_factory):
 
 # --- the tests -----------------------------------------------------------------------------
 
+
 def test_a_debate_streams_through_envoy_for_longer_than_20_seconds_uncut(suite):
     web = GrpcWeb(suite.gateway_url, origin="http://page.example")
-    created = web.unary("CreateDebate", orchestrator_pb2.CreateDebateRequest(
-        config=debate_config(rounds=3, max_tokens=60), request_id=str(uuid.uuid4())), orchestrator_pb2.CreateDebateResponse)
+    created = web.unary(
+        "CreateDebate",
+        orchestrator_pb2.CreateDebateRequest(
+            config=debate_config(rounds=3, max_tokens=60), request_id=str(uuid.uuid4())
+        ),
+        orchestrator_pb2.CreateDebateResponse,
+    )
     debate_id = created.debate.debate_id
-    web.unary("StartDebate", orchestrator_pb2.StartDebateRequest(debate_id=debate_id), orchestrator_pb2.StartDebateResponse)
+    web.unary(
+        "StartDebate", orchestrator_pb2.StartDebateRequest(debate_id=debate_id), orchestrator_pb2.StartDebateResponse
+    )
 
     began = time.monotonic()
     sequences, kinds, token_times = [], [], []
-    for reply in web.stream("StreamDebateEvents", orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id),
-                            orchestrator_pb2.StreamDebateEventsResponse):
+    for reply in web.stream(
+        "StreamDebateEvents",
+        orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id),
+        orchestrator_pb2.StreamDebateEventsResponse,
+    ):
         kind = reply.event.WhichOneof("payload")
         if kind == "heartbeat":  # not logged: it repeats the last sequence
             continue
@@ -227,11 +268,14 @@ def test_a_debate_streams_through_envoy_for_longer_than_20_seconds_uncut(suite):
 
 
 def test_cors_preflight_exposes_the_grpc_status_headers(suite):
-    reply = httpx.options(suite.gateway_url + SERVICE + "StreamDebateEvents", headers={
-        "origin": "http://page.example",
-        "access-control-request-method": "POST",
-        "access-control-request-headers": "content-type,x-grpc-web,x-user-agent,authorization",
-    })
+    reply = httpx.options(
+        suite.gateway_url + SERVICE + "StreamDebateEvents",
+        headers={
+            "origin": "http://page.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,x-grpc-web,x-user-agent,authorization",
+        },
+    )
     assert reply.status_code in (200, 204)
     assert reply.headers["access-control-allow-origin"] == "http://page.example"
     exposed = {h.strip() for h in reply.headers["access-control-expose-headers"].split(",")}
@@ -245,8 +289,11 @@ def test_field_violations_reach_a_grpc_web_client(suite):
     config = debate_config(rounds=1, max_tokens=20, debaters=1)
     config.topic = ""
     with pytest.raises(GrpcWebError) as caught:
-        web.unary("CreateDebate", orchestrator_pb2.CreateDebateRequest(config=config, request_id=str(uuid.uuid4())),
-                  orchestrator_pb2.CreateDebateResponse)
+        web.unary(
+            "CreateDebate",
+            orchestrator_pb2.CreateDebateRequest(config=config, request_id=str(uuid.uuid4())),
+            orchestrator_pb2.CreateDebateResponse,
+        )
     assert caught.value.status == 3  # INVALID_ARGUMENT
     violations = caught.value.field_violations()
     assert "config.topic" in violations
@@ -258,8 +305,11 @@ def test_the_page_is_served_on_the_same_origin_and_internal_services_are_not_rou
     assert page.status_code == 200 and "Debate Engine" in page.text
     assert httpx.get(suite.gateway_url + "/app.js").status_code == 200
     for method in ("/debate.judge.v1.JudgeService/AssessRound", "/debate.accounting.v1.AccountingService/RecordUsage"):
-        reply = httpx.post(suite.gateway_url + method, content=b"\x00\x00\x00\x00\x00",
-                           headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"})
+        reply = httpx.post(
+            suite.gateway_url + method,
+            content=b"\x00\x00\x00\x00\x00",
+            headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"},
+        )
         # Not a gRPC answer from the service: the gateway's static route (404) or no route at all.
         assert reply.headers.get("grpc-status") is None, (method, reply.headers)
         assert reply.status_code == 404
@@ -274,12 +324,24 @@ def test_the_judge_and_accounting_are_routed_only_when_the_settings_say_so(tmp_p
 
     closed = envoy_config(listen_host="127.0.0.1", listen_port=8080, orchestrator="127.0.0.1:50051")
     assert prefixes(closed) == {"/debate.orchestrator.v1.OrchestratorService/"}
-    opened = envoy_config(listen_host="127.0.0.1", listen_port=8080, orchestrator="127.0.0.1:50051",
-                          internal={"judge": "127.0.0.1:50052", "accounting": "127.0.0.1:50053"})
-    assert prefixes(opened) == {"/debate.orchestrator.v1.OrchestratorService/", "/debate.judge.v1.JudgeService/",
-                                "/debate.accounting.v1.AccountingService/"}
+    opened = envoy_config(
+        listen_host="127.0.0.1",
+        listen_port=8080,
+        orchestrator="127.0.0.1:50051",
+        internal={"judge": "127.0.0.1:50052", "accounting": "127.0.0.1:50053"},
+    )
+    assert prefixes(opened) == {
+        "/debate.orchestrator.v1.OrchestratorService/",
+        "/debate.judge.v1.JudgeService/",
+        "/debate.accounting.v1.AccountingService/",
+    }
     path = tmp_path / "envoy.yaml"
     path.write_text(render_envoy_yaml(opened))
-    validate = subprocess.run([str(BIN / "envoy"), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
-                               "--log-level", "error"], check=False, capture_output=True, text=True, timeout=60)
+    validate = subprocess.run(
+        [str(BIN / "envoy"), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "--log-level", "error"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert validate.returncode == 0, validate.stdout + validate.stderr

@@ -55,6 +55,7 @@ UNAUTHENTICATED, NOT_FOUND, PERMISSION_DENIED = 16, 5, 7
 
 # --- tokens ---------------------------------------------------------------------------------
 
+
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -65,7 +66,9 @@ def _uint(value: int) -> str:
 
 def jwks_for(key: rsa.RSAPrivateKey, kid: str = KID) -> dict:
     numbers = key.public_key().public_numbers()
-    return {"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid, "n": _uint(numbers.n), "e": _uint(numbers.e)}]}
+    return {
+        "keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid, "n": _uint(numbers.n), "e": _uint(numbers.e)}]
+    }
 
 
 def sign(key: rsa.RSAPrivateKey, claims: dict, kid: str = KID) -> str:
@@ -85,6 +88,7 @@ def claims(tenant: str | None, *, lifetime: float = 600, issuer: str = ISSUER, a
 
 
 # --- the suite in a thread of its own (the tests stay synchronous) ---------------------------
+
 
 @contextlib.contextmanager
 def suite_in_thread(specs: list[ProcessSpec], output: list[str], timeout: float = 60.0) -> Iterator[Suite]:
@@ -106,6 +110,7 @@ def suite_in_thread(specs: list[ProcessSpec], output: list[str], timeout: float 
 
 
 # --- grpc-web with a bearer token -------------------------------------------------------------
+
 
 @dataclass
 class TokenGrpcWeb(GrpcWeb):
@@ -132,7 +137,7 @@ def refused_status(web: TokenGrpcWeb, method: str, request: Message, reply_type:
     body = response.content
     while len(body) >= 5:  # messages, then the trailers frame
         flag, length = body[0], struct.unpack(">I", body[1:5])[0]
-        payload, body = body[5:5 + length], body[5 + length:]
+        payload, body = body[5 : 5 + length], body[5 + length :]
         if flag & 0x80:
             return int(_trailers(payload).get("grpc-status", "0"))
     raise AssertionError("no grpc-status in the answer")
@@ -140,8 +145,10 @@ def refused_status(web: TokenGrpcWeb, method: str, request: Message, reply_type:
 
 @pytest.fixture(scope="module")
 def keys():
-    return {"good": rsa.generate_private_key(public_exponent=65537, key_size=2048),
-            "rogue": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+    return {
+        "good": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "rogue": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +157,19 @@ def suite(tmp_path_factory, keys):
     jwks = folder / "jwks.json"
     jwks.write_text(json.dumps(jwks_for(keys["good"])))
     config = SuiteConfig(
-        orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(),
-        data_dir=str(folder / "data"), log_level="WARNING",
+        orchestrator_port=free_port(),
+        judge_port=free_port(),
+        accounting_port=free_port(),
+        data_dir=str(folder / "data"),
+        log_level="WARNING",
         extra_env={"SIM_TOKENS_PER_SECOND": "400", "SIM_FIRST_TOKEN_LATENCY": "0.01"},
-        gateway=GatewayConfig(port=free_port(), web_dir=str(folder / "no-page"), jwt_issuer=ISSUER,
-                              jwt_audiences=AUDIENCE, jwks_file=str(jwks)),
+        gateway=GatewayConfig(
+            port=free_port(),
+            web_dir=str(folder / "no-page"),
+            jwt_issuer=ISSUER,
+            jwt_audiences=AUDIENCE,
+            jwks_file=str(jwks),
+        ),
     )
     specs = config.process_specs()
     assert next(s for s in specs if s.name == "orchestrator").env["TRUSTED_TENANT_HEADER"] == "x-debate-tenant"
@@ -169,12 +184,18 @@ def _web(url: str, token: str | None, **extra: str) -> TokenGrpcWeb:
 
 
 def _create(web: TokenGrpcWeb) -> str:
-    created = web.unary("CreateDebate", orchestrator_pb2.CreateDebateRequest(
-        config=debate_config(rounds=1, max_tokens=20), request_id=str(uuid.uuid4())), orchestrator_pb2.CreateDebateResponse)
+    created = web.unary(
+        "CreateDebate",
+        orchestrator_pb2.CreateDebateRequest(
+            config=debate_config(rounds=1, max_tokens=20), request_id=str(uuid.uuid4())
+        ),
+        orchestrator_pb2.CreateDebateResponse,
+    )
     return created.debate.debate_id
 
 
 # --- the tests ---------------------------------------------------------------------------------
+
 
 def test_calls_without_a_good_token_are_refused_at_the_gateway(suite, keys):
     _, url = suite
@@ -202,19 +223,32 @@ def test_a_second_tenant_cannot_get_stream_list_or_cancel_the_first_tenants_deba
     alice = _web(url, sign(keys["good"], claims("alice")))
     bob = _web(url, sign(keys["good"], claims("bob")))
     debate_id = _create(alice)
-    assert alice.unary("GetDebate", orchestrator_pb2.GetDebateRequest(debate_id=debate_id),
-                       orchestrator_pb2.GetDebateResponse).debate.debate_id == debate_id
+    assert (
+        alice.unary(
+            "GetDebate", orchestrator_pb2.GetDebateRequest(debate_id=debate_id), orchestrator_pb2.GetDebateResponse
+        ).debate.debate_id
+        == debate_id
+    )
 
     for method, request, reply in (
         ("GetDebate", orchestrator_pb2.GetDebateRequest(debate_id=debate_id), orchestrator_pb2.GetDebateResponse),
-        ("CancelDebate", orchestrator_pb2.CancelDebateRequest(debate_id=debate_id), orchestrator_pb2.CancelDebateResponse),
+        (
+            "CancelDebate",
+            orchestrator_pb2.CancelDebateRequest(debate_id=debate_id),
+            orchestrator_pb2.CancelDebateResponse,
+        ),
     ):
         with pytest.raises(GrpcWebError) as caught:
             bob.unary(method, request, reply)
         assert caught.value.status == NOT_FOUND, method
     with pytest.raises(GrpcWebError) as caught:
-        list(bob.stream("StreamDebateEvents", orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id),
-                        orchestrator_pb2.StreamDebateEventsResponse))
+        list(
+            bob.stream(
+                "StreamDebateEvents",
+                orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id),
+                orchestrator_pb2.StreamDebateEventsResponse,
+            )
+        )
     assert caught.value.status == NOT_FOUND
     listed = bob.unary("ListDebates", orchestrator_pb2.ListDebatesRequest(), orchestrator_pb2.ListDebatesResponse)
     assert debate_id not in str(listed)
@@ -223,20 +257,32 @@ def test_a_second_tenant_cannot_get_stream_list_or_cancel_the_first_tenants_deba
     # sets it from the token, so bob's token with "x-debate-tenant: alice" is still bob ...
     spoofing = _web(url, bob.token, **{"x-debate-tenant": "alice"})
     with pytest.raises(GrpcWebError) as caught:
-        spoofing.unary("GetDebate", orchestrator_pb2.GetDebateRequest(debate_id=debate_id),
-                       orchestrator_pb2.GetDebateResponse)
+        spoofing.unary(
+            "GetDebate", orchestrator_pb2.GetDebateRequest(debate_id=debate_id), orchestrator_pb2.GetDebateResponse
+        )
     assert caught.value.status == NOT_FOUND
     # ... and a valid token without a tenant claim is refused, header or not.
     unnamed = _web(url, sign(keys["good"], claims(None)), **{"x-debate-tenant": "alice"})
-    assert refused_status(unnamed, "GetDebate", orchestrator_pb2.GetDebateRequest(debate_id=debate_id),
-                          orchestrator_pb2.GetDebateResponse) == UNAUTHENTICATED
+    assert (
+        refused_status(
+            unnamed,
+            "GetDebate",
+            orchestrator_pb2.GetDebateRequest(debate_id=debate_id),
+            orchestrator_pb2.GetDebateResponse,
+        )
+        == UNAUTHENTICATED
+    )
 
     # Alice's debate was untouched by all of that: she runs it to the end.
-    alice.unary("StartDebate", orchestrator_pb2.StartDebateRequest(debate_id=debate_id),
-                orchestrator_pb2.StartDebateResponse)
+    alice.unary(
+        "StartDebate", orchestrator_pb2.StartDebateRequest(debate_id=debate_id), orchestrator_pb2.StartDebateResponse
+    )
     kinds = []
-    for event in alice.stream("StreamDebateEvents", orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id),
-                              orchestrator_pb2.StreamDebateEventsResponse):
+    for event in alice.stream(
+        "StreamDebateEvents",
+        orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id),
+        orchestrator_pb2.StreamDebateEventsResponse,
+    ):
         kinds.append(event.event.WhichOneof("payload"))
         if kinds[-1] in ("debate_completed", "debate_failed"):
             break
@@ -244,19 +290,28 @@ def test_a_second_tenant_cannot_get_stream_list_or_cancel_the_first_tenants_deba
     # And the owner's cancel does what bob's could not (on a second debate, not yet ended).
     second = _create(alice)
     with pytest.raises(GrpcWebError) as caught:
-        bob.unary("CancelDebate", orchestrator_pb2.CancelDebateRequest(debate_id=second),
-                  orchestrator_pb2.CancelDebateResponse)
+        bob.unary(
+            "CancelDebate",
+            orchestrator_pb2.CancelDebateRequest(debate_id=second),
+            orchestrator_pb2.CancelDebateResponse,
+        )
     assert caught.value.status == NOT_FOUND
-    summary = alice.unary("CancelDebate", orchestrator_pb2.CancelDebateRequest(debate_id=second),
-                          orchestrator_pb2.CancelDebateResponse)
+    summary = alice.unary(
+        "CancelDebate", orchestrator_pb2.CancelDebateRequest(debate_id=second), orchestrator_pb2.CancelDebateResponse
+    )
     assert summary.debate.debate_id == second
 
 
 def test_cors_preflight_allows_the_authorization_header(suite):
     _, url = suite
-    reply = httpx.options(url + SERVICE + "CreateDebate", headers={
-        "origin": "http://page.example", "access-control-request-method": "POST",
-        "access-control-request-headers": "authorization,content-type,x-grpc-web"})
+    reply = httpx.options(
+        url + SERVICE + "CreateDebate",
+        headers={
+            "origin": "http://page.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization,content-type,x-grpc-web",
+        },
+    )
     assert reply.status_code in (200, 204)  # a preflight carries no token and is not refused
     allowed = {h.strip() for h in reply.headers["access-control-allow-headers"].split(",")}
     assert "authorization" in allowed
@@ -265,6 +320,8 @@ def test_cors_preflight_allows_the_authorization_header(suite):
 def test_the_orchestrator_dialled_directly_refuses_a_call_without_the_gateways_header(suite):
     config, _ = suite
     with grpc.insecure_channel(config.orchestrator_address) as channel, pytest.raises(grpc.RpcError) as caught:
-        orchestrator_pb2_grpc.OrchestratorServiceStub(channel).ListDebates(orchestrator_pb2.ListDebatesRequest(), timeout=10)
+        orchestrator_pb2_grpc.OrchestratorServiceStub(channel).ListDebates(
+            orchestrator_pb2.ListDebatesRequest(), timeout=10
+        )
     # Never the tenant "default": the trust boundary is the gateway (or mTLS), see docs/reliability.md.
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

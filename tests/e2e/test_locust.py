@@ -39,14 +39,26 @@ async def _implemented(address: str, stub_class, method: str, request) -> bool:
 async def _users(config: SuiteConfig) -> dict[str, list[str]]:
     """User classes to run, by the request names they must report."""
     users: dict[str, list[str]] = {}
-    if await _implemented(config.address(config.accounting_port), accounting_pb2_grpc.AccountingServiceStub,
-                          "CalculateCost", accounting_pb2.CalculateCostRequest()):
+    if await _implemented(
+        config.address(config.accounting_port),
+        accounting_pb2_grpc.AccountingServiceStub,
+        "CalculateCost",
+        accounting_pb2.CalculateCostRequest(),
+    ):
         users["AccountingUser"] = ["CalculateCost", "RecordUsage", "CountTokens"]
-    if await _implemented(config.address(config.judge_port), judge_pb2_grpc.JudgeServiceStub,
-                          "EvaluateRound", judge_pb2.EvaluateRoundRequest()):
+    if await _implemented(
+        config.address(config.judge_port),
+        judge_pb2_grpc.JudgeServiceStub,
+        "EvaluateRound",
+        judge_pb2.EvaluateRoundRequest(),
+    ):
         users["JudgeUser"] = ["EvaluateRound"]
-    if await _implemented(config.orchestrator_address, orchestrator_pb2_grpc.OrchestratorServiceStub,
-                          "GetDebateStatus", orchestrator_pb2.GetDebateStatusRequest(debate_id="nope")):
+    if await _implemented(
+        config.orchestrator_address,
+        orchestrator_pb2_grpc.OrchestratorServiceStub,
+        "GetDebateStatus",
+        orchestrator_pb2.GetDebateStatusRequest(debate_id="nope"),
+    ):
         users["DebateUser"] = ["CreateDebate", "StartDebate"]
         users["WatcherUser"] = []
     return users
@@ -59,8 +71,11 @@ def _rows(path) -> list[dict[str, str]]:
 
 async def test_headless_locust_run_has_no_failures_and_writes_its_reports(tmp_path):
     config = SuiteConfig(
-        orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(),
-        data_dir=str(tmp_path / "data"), log_level="WARNING",
+        orchestrator_port=free_port(),
+        judge_port=free_port(),
+        accounting_port=free_port(),
+        data_dir=str(tmp_path / "data"),
+        log_level="WARNING",
         extra_env={"SIM_TOKENS_PER_SECOND": "200", "SIM_FIRST_TOKEN_LATENCY": "0.05"},
     )
     specs = [spec for spec in config.process_specs() if spec.name in SERVICES]
@@ -72,14 +87,35 @@ async def test_headless_locust_run_has_no_failures_and_writes_its_reports(tmp_pa
         reports = tmp_path / "reports"
         reports.mkdir()
         proc = await asyncio.create_subprocess_exec(
-            str(BIN / "locust"), "-f", str(ROOT / "tests" / "load" / "locustfile.py"), "--headless",
-            "-u", "8", "-r", "8", "-t", "12s", "--stop-timeout", "2", "--only-summary",
-            "--html", str(reports / "locust.html"), "--csv", str(reports / "locust"),
-            "--orchestrator-addr", config.orchestrator_address,
-            "--judge-addr", config.address(config.judge_port),
-            "--accounting-addr", config.address(config.accounting_port),
-            "--rounds", "1", *users,
-            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            str(BIN / "locust"),
+            "-f",
+            str(ROOT / "tests" / "load" / "locustfile.py"),
+            "--headless",
+            "-u",
+            "8",
+            "-r",
+            "8",
+            "-t",
+            "12s",
+            "--stop-timeout",
+            "2",
+            "--only-summary",
+            "--html",
+            str(reports / "locust.html"),
+            "--csv",
+            str(reports / "locust"),
+            "--orchestrator-addr",
+            config.orchestrator_address,
+            "--judge-addr",
+            config.address(config.judge_port),
+            "--accounting-addr",
+            config.address(config.accounting_port),
+            "--rounds",
+            "1",
+            *users,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         out, _ = await asyncio.wait_for(proc.communicate(), 120)

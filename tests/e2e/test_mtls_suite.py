@@ -40,8 +40,10 @@ HEALTH = {
 def pki(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mtls-pki")
     ca = TestCA(folder)
-    return {"suite": ca.issue("suite", dns=("localhost",), ips=("127.0.0.1",)),
-            "client": ca.issue("client", dns=("client",), ips=())}
+    return {
+        "suite": ca.issue("suite", dns=("localhost",), ips=("127.0.0.1",)),
+        "client": ca.issue("client", dns=("client",), ips=()),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +51,18 @@ def suite(tmp_path_factory, pki):
     folder: Path = tmp_path_factory.mktemp("mtls-suite")
     issued = pki["suite"]
     config = SuiteConfig(
-        orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(),
-        data_dir=str(folder / "data"), log_level="WARNING",
-        extra_env={"TLS_CERT_FILE": issued.cert_file, "TLS_KEY_FILE": issued.key_file, "TLS_CA_FILE": issued.ca_file,
-                   "SIM_TOKENS_PER_SECOND": "400", "SIM_FIRST_TOKEN_LATENCY": "0.01"},
+        orchestrator_port=free_port(),
+        judge_port=free_port(),
+        accounting_port=free_port(),
+        data_dir=str(folder / "data"),
+        log_level="WARNING",
+        extra_env={
+            "TLS_CERT_FILE": issued.cert_file,
+            "TLS_KEY_FILE": issued.key_file,
+            "TLS_CA_FILE": issued.ca_file,
+            "SIM_TOKENS_PER_SECOND": "400",
+            "SIM_FIRST_TOKEN_LATENCY": "0.01",
+        },
         gateway=GatewayConfig(port=free_port(), web_dir=str(folder / "no-page")),
     )
     output: list[str] = []
@@ -62,8 +72,11 @@ def suite(tmp_path_factory, pki):
 
 
 def _ports(config: SuiteConfig) -> dict[str, str]:
-    return {"orchestrator": config.orchestrator_address, "judge": config.address(config.judge_port),
-            "accounting": config.address(config.accounting_port)}
+    return {
+        "orchestrator": config.orchestrator_address,
+        "judge": config.address(config.judge_port),
+        "accounting": config.address(config.accounting_port),
+    }
 
 
 def _tls_channel(address: str, issued) -> grpc.Channel:
@@ -72,8 +85,11 @@ def _tls_channel(address: str, issued) -> grpc.Channel:
 
 
 def _run_debate(create, start, stream) -> list[str]:
-    created = create(orchestrator_pb2.CreateDebateRequest(config=debate_config(rounds=1, max_tokens=20),
-                                                          request_id=str(uuid.uuid4())))
+    created = create(
+        orchestrator_pb2.CreateDebateRequest(
+            config=debate_config(rounds=1, max_tokens=20), request_id=str(uuid.uuid4())
+        )
+    )
     debate_id = created.debate.debate_id
     start(orchestrator_pb2.StartDebateRequest(debate_id=debate_id))
     kinds = []
@@ -87,15 +103,20 @@ def _run_debate(create, start, stream) -> list[str]:
 def test_a_debate_runs_through_the_orchestrator_with_a_tls_client(suite, pki):
     with _tls_channel(suite.orchestrator_address, pki["client"]) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-        kinds = _run_debate(lambda r: stub.CreateDebate(r, timeout=15), lambda r: stub.StartDebate(r, timeout=15),
-                            lambda r: stub.StreamDebateEvents(r, timeout=60))
+        kinds = _run_debate(
+            lambda r: stub.CreateDebate(r, timeout=15),
+            lambda r: stub.StartDebate(r, timeout=15),
+            lambda r: stub.StreamDebateEvents(r, timeout=60),
+        )
     # The orchestrator reached the judge and accounting over mTLS too, or no verdict.
     assert kinds[-1] == "debate_completed", kinds[-5:]
     assert "verdict_rendered" in kinds and "round_assessed" in kinds
 
 
 def test_a_debate_runs_through_envoys_grpc_web_port_over_an_mtls_upstream(suite):
-    rendered = yaml.safe_load((Path(suite.data_dir).resolve() / "gateway" / f"envoy-{suite.gateway.port}.yaml").read_text())
+    rendered = yaml.safe_load(
+        (Path(suite.data_dir).resolve() / "gateway" / f"envoy-{suite.gateway.port}.yaml").read_text()
+    )
     cluster = next(c for c in rendered["static_resources"]["clusters"] if c["name"] == "orchestrator")
     context = cluster["transport_socket"]["typed_config"]
     assert context["@type"].endswith("UpstreamTlsContext")
@@ -105,7 +126,8 @@ def test_a_debate_runs_through_envoys_grpc_web_port_over_an_mtls_upstream(suite)
     kinds = _run_debate(
         lambda r: web.unary("CreateDebate", r, orchestrator_pb2.CreateDebateResponse),
         lambda r: web.unary("StartDebate", r, orchestrator_pb2.StartDebateResponse),
-        lambda r: web.stream("StreamDebateEvents", r, orchestrator_pb2.StreamDebateEventsResponse))
+        lambda r: web.stream("StreamDebateEvents", r, orchestrator_pb2.StreamDebateEventsResponse),
+    )
     assert kinds[-1] == "debate_completed", kinds[-5:]
 
 

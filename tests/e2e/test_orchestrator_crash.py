@@ -49,8 +49,15 @@ async def test_sigkill_mid_debate_then_restart_completes_without_regeneration_or
         await client.channel.close()
 
         with open(os.path.join(str(tmp_path), "orchestrator.log"), "ab") as log:  # noqa: ASYNC230
-            procs.append(subprocess.Popen(spec.argv, cwd=ROOT, env={**os.environ, **spec.env},  # noqa: ASYNC220
-                                          stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    spec.argv,
+                    cwd=ROOT,
+                    env={**os.environ, **spec.env},  # noqa: ASYNC220
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         wait_serving(spec.health_address, spec.health_service)
         client = Client(config.orchestrator_address)
         after = await client.events(debate_id, after=before[-1].sequence)
@@ -61,16 +68,25 @@ async def test_sigkill_mid_debate_then_restart_completes_without_regeneration_or
         replay = await client.events(debate_id)
         assert [e.SerializeToString() for e in replay] == [e.SerializeToString() for e in seen]
 
-        completed_before = {(e.turn_completed.turn.round_number, e.turn_completed.turn.participant):
-                            e.turn_completed.turn.text for e in before if e.WhichOneof("payload") == "turn_completed"}
+        completed_before = {
+            (e.turn_completed.turn.round_number, e.turn_completed.turn.participant): e.turn_completed.turn.text
+            for e in before
+            if e.WhichOneof("payload") == "turn_completed"
+        }
         assert completed_before, "the kill came after at least one completed turn"
-        restarted = [(e.turn_started.round_number, e.turn_started.participant) for e in after
-                     if e.WhichOneof("payload") == "turn_started"]
+        restarted = [
+            (e.turn_started.round_number, e.turn_started.participant)
+            for e in after
+            if e.WhichOneof("payload") == "turn_started"
+        ]
         assert not set(restarted) & set(completed_before)  # nothing completed is generated again
         voided = [e.turn_failed for e in after if e.WhichOneof("payload") == "turn_failed"]
         assert voided and all(f.reason == "ORCHESTRATOR_RESTARTED" and f.will_retry for f in voided)
-        retried = [e.turn_started for e in after if e.WhichOneof("payload") == "turn_started"
-                   and e.turn_started.round_number == 2]
+        retried = [
+            e.turn_started
+            for e in after
+            if e.WhichOneof("payload") == "turn_started" and e.turn_started.round_number == 2
+        ]
         assert retried and all(t.attempt == 2 for t in retried)  # a voided attempt runs again under a new key
         debate = await client.get(debate_id)
         assert debate.state == pb.DEBATE_STATE_COMPLETED
@@ -78,8 +94,9 @@ async def test_sigkill_mid_debate_then_restart_completes_without_regeneration_or
         assert len(final) == 6 and all(final[k] == text for k, text in completed_before.items())
 
         async with grpc.aio.insecure_channel(config.address(config.accounting_port)) as channel:
-            cost = (await accg.AccountingServiceStub(channel).GetDebateCost(
-                acc.GetDebateCostRequest(debate_id=debate_id))).cost
+            cost = (
+                await accg.AccountingServiceStub(channel).GetDebateCost(acc.GetDebateCostRequest(debate_id=debate_id))
+            ).cost
         debater_calls = sum(line.calls for line in cost.by_participant if line.key.startswith("debater"))
         assert debater_calls == 6  # one ledger row per turn: nothing charged twice
         assert cost.total == debate.cost.total

@@ -33,7 +33,10 @@ def _read_until(stream, pattern: str, timeout: float, seen: list[str]) -> re.Mat
 def test_sigterm_turns_health_not_serving_then_exits_zero(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.judge", "--port", "0", "--grace-seconds", "2", "--data-dir", str(tmp_path)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     seen: list[str] = []
     try:
@@ -67,10 +70,22 @@ def test_sigterm_turns_health_not_serving_then_exits_zero(tmp_path):
 
 def _launcher(tmp_path, ports: dict[str, int]) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(BIN / "debate-engine"), "up", "--data-dir", str(tmp_path),
-         "--orchestrator-port", str(ports["orchestrator"]), "--judge-port", str(ports["judge"]),
-         "--accounting-port", str(ports["accounting"])],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            str(BIN / "debate-engine"),
+            "up",
+            "--data-dir",
+            str(tmp_path),
+            "--orchestrator-port",
+            str(ports["orchestrator"]),
+            "--judge-port",
+            str(ports["judge"]),
+            "--accounting-port",
+            str(ports["accounting"]),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "GATEWAY_PORT": str(free_port()), "WEB_PORT": str(free_port())},
     )
 
@@ -84,11 +99,21 @@ def test_up_starts_three_services_and_sigterm_leaves_nothing_behind(tmp_path):
         children = psutil.Process(launcher.pid).children(recursive=True)
         assert len(children) >= 3
         for name, port in ports.items():
-            listed = subprocess.run([str(BIN / "grpcurl"), "-plaintext", f"127.0.0.1:{port}", "list"],
-                                    capture_output=True, text=True, timeout=30, check=True).stdout
+            listed = subprocess.run(
+                [str(BIN / "grpcurl"), "-plaintext", f"127.0.0.1:{port}", "list"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout
             assert f"debate.{name}.v1." in listed
-            health = subprocess.run([str(BIN / "grpcurl"), "-plaintext", "-d", "{}", f"127.0.0.1:{port}",
-                                     "grpc.health.v1.Health/Check"], capture_output=True, text=True, timeout=30, check=True).stdout
+            health = subprocess.run(
+                [str(BIN / "grpcurl"), "-plaintext", "-d", "{}", f"127.0.0.1:{port}", "grpc.health.v1.Health/Check"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout
             assert '"SERVING"' in health
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=60) == 0

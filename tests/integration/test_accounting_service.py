@@ -59,10 +59,28 @@ def usage(prompt: int, completion: int, **extra) -> common_pb2.TokenUsage:
     return common_pb2.TokenUsage(prompt_tokens=prompt, completion_tokens=completion, **extra)
 
 
-def record(request_id: str, *, participant="pro", role=common_pb2.ROLE_DEBATER, round_number=1, model=SONNET,
-           tokens=(1000, 500), debate_id="d1", **extra) -> pb.RecordUsageRequest:
-    return pb.RecordUsageRequest(request_id=request_id, debate_id=debate_id, participant=participant, role=role,
-                                 round_number=round_number, model=model, attempt=1, usage=usage(*tokens), **extra)
+def record(
+    request_id: str,
+    *,
+    participant="pro",
+    role=common_pb2.ROLE_DEBATER,
+    round_number=1,
+    model=SONNET,
+    tokens=(1000, 500),
+    debate_id="d1",
+    **extra,
+) -> pb.RecordUsageRequest:
+    return pb.RecordUsageRequest(
+        request_id=request_id,
+        debate_id=debate_id,
+        participant=participant,
+        role=role,
+        round_number=round_number,
+        model=model,
+        attempt=1,
+        usage=usage(*tokens),
+        **extra,
+    )
 
 
 async def expect_error(call, code: grpc.StatusCode):
@@ -74,8 +92,12 @@ async def expect_error(call, code: grpc.StatusCode):
 
 @pytest.mark.parametrize(
     "model,tokens,amount",
-    [(SONNET, (1_000_000, 1_000_000), "18"), ("claude-3-5-haiku-20241022", (500_000, 250_000), "1.4"),
-     ("gpt-4", (100_000, 50_000), "6"), ("sim/debater", (100_000, 50_000), "0")],
+    [
+        (SONNET, (1_000_000, 1_000_000), "18"),
+        ("claude-3-5-haiku-20241022", (500_000, 250_000), "1.4"),
+        ("gpt-4", (100_000, 50_000), "6"),
+        ("sim/debater", (100_000, 50_000), "0"),
+    ],
 )
 async def test_calculate_cost_is_exact(stub, model, tokens, amount):
     reply = await stub.CalculateCost(pb.CalculateCostRequest(model=model, usage=usage(*tokens)), timeout=5)
@@ -84,11 +106,15 @@ async def test_calculate_cost_is_exact(stub, model, tokens, amount):
 
 
 async def test_calculate_cost_reports_the_price_and_its_source(stub):
-    reply = await stub.CalculateCost(pb.CalculateCostRequest(model="anthropic/" + SONNET, usage=usage(100, 50)), timeout=5)
+    reply = await stub.CalculateCost(
+        pb.CalculateCostRequest(model="anthropic/" + SONNET, usage=usage(100, 50)), timeout=5
+    )
     assert (reply.price.input_per_million, reply.price.output_per_million) == ("3", "15")
     assert reply.price.cached_input_per_million == "0.3" and reply.price.reasoning_per_million == ""
     assert reply.price.source.startswith("project-prices-")
-    gpt4o = await stub.CalculateCost(pb.CalculateCostRequest(model="gpt-4o", usage=usage(2000, 10, cached_prompt_tokens=1000)), timeout=5)
+    gpt4o = await stub.CalculateCost(
+        pb.CalculateCostRequest(model="gpt-4o", usage=usage(2000, 10, cached_prompt_tokens=1000)), timeout=5
+    )
     assert gpt4o.price.source.startswith("litellm-") and gpt4o.cached_input_cost.amount == "0.00125"
 
 
@@ -114,8 +140,9 @@ async def test_three_message_chat_counts_10_to_50(stub, model):
 
 
 async def test_ten_concurrent_identical_records_leave_one_row(stub, ledger_rows):
-    replies = await asyncio.gather(*(stub.RecordUsage(record("debates/d1/rounds/1/turns/pro/attempts/1"), timeout=5)
-                                     for _ in range(10)))
+    replies = await asyncio.gather(
+        *(stub.RecordUsage(record("debates/d1/rounds/1/turns/pro/attempts/1"), timeout=5) for _ in range(10))
+    )
     assert sorted(r.duplicate for r in replies) == [False] + [True] * 9
     assert len({r.record.SerializeToString() for r in replies}) == 1
     assert ledger_rows() == 1
@@ -128,13 +155,18 @@ async def test_debate_total_is_the_sum_of_its_parts(stub):
     for r in (1, 2, 3):
         calls += [record(f"t/{r}/{p}", participant=p, round_number=r) for p in ("pro", "con")]
         calls.append(record(f"j/{r}", participant="judge", role=common_pb2.ROLE_JUDGE, round_number=r, model=OPUS))
-    calls.append(record("v", participant="judge", role=common_pb2.ROLE_VERDICT, round_number=3, model=OPUS, tokens=(2000, 1000)))
+    calls.append(
+        record("v", participant="judge", role=common_pb2.ROLE_VERDICT, round_number=3, model=OPUS, tokens=(2000, 1000))
+    )
     parts = [Decimal((await stub.RecordUsage(c, timeout=5)).record.cost.amount) for c in calls]
     cost = (await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id="d1"), timeout=5)).cost
     assert Decimal(cost.total.amount) == sum(parts) == Decimal("0.3255")
     assert (cost.usage.prompt_tokens, cost.usage.completion_tokens, cost.usage.total_tokens) == (11000, 5500, 16500)
     assert [(line.key, line.cost.amount, line.calls) for line in cost.by_role] == [
-        ("debater", "0.063", 6), ("judge", "0.1575", 3), ("verdict", "0.105", 1)]
+        ("debater", "0.063", 6),
+        ("judge", "0.1575", 3),
+        ("verdict", "0.105", 1),
+    ]
     assert [line.key for line in cost.by_round] == ["1", "2", "3"]
     for lines in (cost.by_participant, cost.by_role, cost.by_round, cost.by_model):
         assert sum(Decimal(line.cost.amount) for line in lines) == Decimal(cost.total.amount)
@@ -142,48 +174,84 @@ async def test_debate_total_is_the_sum_of_its_parts(stub):
 
 
 async def test_bad_input_gets_field_details_and_writes_nothing(stub, ledger_rows):
-    info, fields = await expect_error(stub.RecordUsage(record("x", tokens=(-5, 10)), timeout=5), grpc.StatusCode.INVALID_ARGUMENT)
+    info, fields = await expect_error(
+        stub.RecordUsage(record("x", tokens=(-5, 10)), timeout=5), grpc.StatusCode.INVALID_ARGUMENT
+    )
     assert fields[0][0] == "usage.prompt_tokens" and info.reason == "INVALID_ARGUMENT"
     _, fields = await expect_error(stub.RecordUsage(record(""), timeout=5), grpc.StatusCode.INVALID_ARGUMENT)
     assert [f for f, _ in fields] == ["request_id"]
-    _, fields = await expect_error(stub.RecordUsage(record("", model="", role=common_pb2.ROLE_UNSPECIFIED), timeout=5),
-                                   grpc.StatusCode.INVALID_ARGUMENT)
+    _, fields = await expect_error(
+        stub.RecordUsage(record("", model="", role=common_pb2.ROLE_UNSPECIFIED), timeout=5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert [f for f, _ in fields] == ["request_id", "role", "model"]
-    info, _ = await expect_error(stub.RecordUsage(record("y", model="gpt-99-imaginary"), timeout=5), grpc.StatusCode.NOT_FOUND)
+    info, _ = await expect_error(
+        stub.RecordUsage(record("y", model="gpt-99-imaginary"), timeout=5), grpc.StatusCode.NOT_FOUND
+    )
     assert info.reason == "MODEL_NOT_PRICED" and info.metadata["model"] == "gpt-99-imaginary"
-    _, fields = await expect_error(stub.CountTokens(pb.CountTokensRequest(model="gpt-4", text="x" * (10 << 20)), timeout=10),
-                                   grpc.StatusCode.INVALID_ARGUMENT)
+    _, fields = await expect_error(
+        stub.CountTokens(pb.CountTokensRequest(model="gpt-4", text="x" * (10 << 20)), timeout=10),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert [f for f, _ in fields] == ["text"]
-    _, fields = await expect_error(stub.CountTokens(pb.CountTokensRequest(model="gpt-4", text="a", messages=CHAT), timeout=5),
-                                   grpc.StatusCode.INVALID_ARGUMENT)
+    _, fields = await expect_error(
+        stub.CountTokens(pb.CountTokensRequest(model="gpt-4", text="a", messages=CHAT), timeout=5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert [f for f, _ in fields] == ["text"]
-    await expect_error(stub.CalculateCost(pb.CalculateCostRequest(model="nope", usage=usage(1, 1)), timeout=5), grpc.StatusCode.NOT_FOUND)
-    _, fields = await expect_error(stub.SetDebateBudget(pb.SetDebateBudgetRequest(
-        debate_id="d1", cap=common_pb2.Money(currency_code="EUR", amount="ten")), timeout=5), grpc.StatusCode.INVALID_ARGUMENT)
+    await expect_error(
+        stub.CalculateCost(pb.CalculateCostRequest(model="nope", usage=usage(1, 1)), timeout=5),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    _, fields = await expect_error(
+        stub.SetDebateBudget(
+            pb.SetDebateBudgetRequest(debate_id="d1", cap=common_pb2.Money(currency_code="EUR", amount="ten")),
+            timeout=5,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert [f for f, _ in fields] == ["cap.currency_code", "cap.amount"]
-    await expect_error(stub.ReserveBudget(pb.ReserveBudgetRequest(reservation_id="r", debate_id="d1", model="nope"), timeout=5),
-                       grpc.StatusCode.NOT_FOUND)
-    await expect_error(stub.ReleaseBudget(pb.ReleaseBudgetRequest(reservation_id="unknown"), timeout=5), grpc.StatusCode.NOT_FOUND)
+    await expect_error(
+        stub.ReserveBudget(pb.ReserveBudgetRequest(reservation_id="r", debate_id="d1", model="nope"), timeout=5),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    await expect_error(
+        stub.ReleaseBudget(pb.ReleaseBudgetRequest(reservation_id="unknown"), timeout=5), grpc.StatusCode.NOT_FOUND
+    )
     assert ledger_rows() == 0
     cost = (await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id="d1"), timeout=5)).cost
     assert cost.total.amount == "0" and cost.budget.reserved.amount == "0" and not cost.budget.HasField("cap")
 
 
 async def test_budget_refusal_says_what_is_left(stub):
-    capped = await stub.SetDebateBudget(pb.SetDebateBudgetRequest(debate_id="d1", cap=common_pb2.Money(currency_code="USD", amount="0.02")), timeout=5)
+    capped = await stub.SetDebateBudget(
+        pb.SetDebateBudgetRequest(debate_id="d1", cap=common_pb2.Money(currency_code="USD", amount="0.02")), timeout=5
+    )
     assert capped.budget.remaining.amount == "0.02"
-    held = await stub.ReserveBudget(pb.ReserveBudgetRequest(reservation_id="r1", debate_id="d1", model=SONNET,
-                                                            prompt_tokens=1000, max_completion_tokens=500), timeout=5)
+    held = await stub.ReserveBudget(
+        pb.ReserveBudgetRequest(
+            reservation_id="r1", debate_id="d1", model=SONNET, prompt_tokens=1000, max_completion_tokens=500
+        ),
+        timeout=5,
+    )
     assert held.granted and held.amount.amount == "0.0105" and held.remaining.amount == "0.0095"
-    refused = await stub.ReserveBudget(pb.ReserveBudgetRequest(reservation_id="r2", debate_id="d1", model=SONNET,
-                                                               prompt_tokens=1000, max_completion_tokens=500), timeout=5)
+    refused = await stub.ReserveBudget(
+        pb.ReserveBudgetRequest(
+            reservation_id="r2", debate_id="d1", model=SONNET, prompt_tokens=1000, max_completion_tokens=500
+        ),
+        timeout=5,
+    )
     assert not refused.granted and refused.amount.amount == "0.0105" and refused.remaining.amount == "0.0095"
     committed = await stub.RecordUsage(record("u1", tokens=(1000, 100), reservation_id="r1"), timeout=5)
     assert committed.record.cost.amount == "0.0045"
     budget = (await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id="d1"), timeout=5)).cost.budget
     assert (budget.spent.amount, budget.reserved.amount, budget.remaining.amount) == ("0.0045", "0", "0.0155")
-    retried = await stub.ReserveBudget(pb.ReserveBudgetRequest(reservation_id="r2", debate_id="d1", model=SONNET,
-                                                               prompt_tokens=1000, max_completion_tokens=500), timeout=5)
+    retried = await stub.ReserveBudget(
+        pb.ReserveBudgetRequest(
+            reservation_id="r2", debate_id="d1", model=SONNET, prompt_tokens=1000, max_completion_tokens=500
+        ),
+        timeout=5,
+    )
     assert retried.granted
     released = await stub.ReleaseBudget(pb.ReleaseBudgetRequest(reservation_id="r2"), timeout=5)
     assert released.budget.reserved.amount == "0"
@@ -194,17 +262,22 @@ async def test_budget_refusal_says_what_is_left(stub):
 async def test_estimate_debate_cost(stub):
     config = common_pb2.DebateConfig(
         topic="Should cities ban cars?",
-        participants=[common_pb2.Participant(name="pro", model=SONNET, persona="urbanist", stance="for"),
-                      common_pb2.Participant(name="con", model="gpt-4", persona="engineer", stance="against")],
+        participants=[
+            common_pb2.Participant(name="pro", model=SONNET, persona="urbanist", stance="for"),
+            common_pb2.Participant(name="con", model="gpt-4", persona="engineer", stance="against"),
+        ],
         judge=common_pb2.JudgeConfig(models=[OPUS], orderings=2),
         format=common_pb2.DebateFormat(round_limit=3, turn_order=common_pb2.TURN_ORDER_SEQUENTIAL),
-        context=common_pb2.ContextSettings(max_tokens=4000, window_size=2), max_tokens_per_turn=500,
+        context=common_pb2.ContextSettings(max_tokens=4000, window_size=2),
+        max_tokens_per_turn=500,
     )
     reply = await stub.EstimateDebateCost(pb.EstimateDebateCostRequest(config=config), timeout=5)
     assert Decimal(reply.worst_case.amount) > Decimal(reply.expected.amount) > 0
     assert sum(Decimal(line.cost.amount) for line in reply.by_model) == Decimal(reply.expected.amount)
     assert reply.worst_case_usage.completion_tokens > reply.expected_usage.completion_tokens
     config.format.round_limit = 0
-    _, fields = await expect_error(stub.EstimateDebateCost(pb.EstimateDebateCostRequest(config=config), timeout=5),
-                                   grpc.StatusCode.INVALID_ARGUMENT)
+    _, fields = await expect_error(
+        stub.EstimateDebateCost(pb.EstimateDebateCostRequest(config=config), timeout=5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert [f for f, _ in fields] == ["config.format.round_limit"]

@@ -75,7 +75,10 @@ class _FailingJudge(JudgeServicer):
 
 
 async def test_domain_errors_become_rich_statuses():
-    service = GrpcService(ServiceSettings(port=0), [ServiceBinding(JUDGE, judge_pb2_grpc.add_JudgeServiceServicer_to_server, _FailingJudge())])
+    service = GrpcService(
+        ServiceSettings(port=0),
+        [ServiceBinding(JUDGE, judge_pb2_grpc.add_JudgeServiceServicer_to_server, _FailingJudge())],
+    )
     await service.start()
     try:
         async with grpc.aio.insecure_channel(service.address) as channel:

@@ -15,10 +15,14 @@ from services.judge.settings import JudgeSettings
 CRITERIA = ["argument_strength", "evidence", "rebuttal", "clarity"]
 NAMES = ["alice", "bob", "carol", "dave"]
 TURNS = {
-    "alice": ("Remote work raises output because people lose no time commuting. A 2023 study of 16,000 "
-              "workers found 13% higher productivity. However, bob ignores that offices cost money."),
-    "bob": ("Offices build trust. alice cites one study, but teams that never meet innovate less, "
-            "according to data from 61,000 Microsoft employees. Therefore we need shared spaces."),
+    "alice": (
+        "Remote work raises output because people lose no time commuting. A 2023 study of 16,000 "
+        "workers found 13% higher productivity. However, bob ignores that offices cost money."
+    ),
+    "bob": (
+        "Offices build trust. alice cites one study, but teams that never meet innovate less, "
+        "according to data from 61,000 Microsoft employees. Therefore we need shared spaces."
+    ),
     "carol": "Hybrid is the answer. Two days in, three at home. It keeps the best of both.",
     "dave": "I disagree with everyone here. Nobody has measured the cost to juniors who learn by watching.",
 }
@@ -55,10 +59,14 @@ def round_request(n: int, *, injection: str = "", **judge) -> judge_pb2.Evaluate
         debate_id="d-42",
         topic="Remote work is better than office work",
         round_number=1,
-        debaters=[judge_pb2.Debater(name=name, stance="for" if i % 2 == 0 else "against", persona="an engineer")
-                  for i, name in enumerate(NAMES[:n])],
-        turns=[judge_pb2.DebaterTurn(debater=name, text=TURNS[name] + (injection if name == "bob" else ""))
-               for name in NAMES[:n]],
+        debaters=[
+            judge_pb2.Debater(name=name, stance="for" if i % 2 == 0 else "against", persona="an engineer")
+            for i, name in enumerate(NAMES[:n])
+        ],
+        turns=[
+            judge_pb2.DebaterTurn(debater=name, text=TURNS[name] + (injection if name == "bob" else ""))
+            for name in NAMES[:n]
+        ],
         judge=common_pb2.JudgeConfig(**judge),
         request_id="debates/d-42/rounds/1",
     )
@@ -130,7 +138,11 @@ async def test_bad_requests_get_one_field_violation_per_problem(judge_at):
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     _, violations = error_details(bad.value)
     assert [field for field, _ in violations] == [
-        "round_number", "debaters[2].name", "turns[2].debater", "judge.models[0]", "judge.orderings",
+        "round_number",
+        "debaters[2].name",
+        "turns[2].debater",
+        "judge.models[0]",
+        "judge.orderings",
         "judge.rubric.criteria[0].weight",
     ]
 
@@ -144,15 +156,20 @@ async def test_render_verdict_over_grpc(judge_at):
     stub = await judge_at()
     first = round_request(2)
     assessment = (await stub.EvaluateRound(first, timeout=30)).assessment
-    reply = await stub.RenderVerdict(judge_pb2.RenderVerdictRequest(
-        debate_id="d-42",
-        topic=first.topic,
-        debaters=first.debaters,
-        rounds=[judge_pb2.RoundTranscript(round_number=1, turns=first.turns),
-                judge_pb2.RoundTranscript(round_number=2, turns=first.turns)],
-        assessments=[assessment],
-        request_id="debates/d-42/verdict",
-    ), timeout=30)
+    reply = await stub.RenderVerdict(
+        judge_pb2.RenderVerdictRequest(
+            debate_id="d-42",
+            topic=first.topic,
+            debaters=first.debaters,
+            rounds=[
+                judge_pb2.RoundTranscript(round_number=1, turns=first.turns),
+                judge_pb2.RoundTranscript(round_number=2, turns=first.turns),
+            ],
+            assessments=[assessment],
+            request_id="debates/d-42/verdict",
+        ),
+        timeout=30,
+    )
     v = reply.verdict
     assert v.simulated and (v.tie or v.winner in ("alice", "bob"))
     assert [f.debater for f in v.final_scores] == ["alice", "bob"]

@@ -46,9 +46,7 @@ def fake(fake_openai):  # noqa: F811 - the imported fixture
 @pytest.fixture
 def settings(fake, monkeypatch):
     monkeypatch.setenv(FAKE_KEY_ENV, CANARY)
-    return settings_for(
-        fake, llm_first_token_timeout=5.0, llm_stall_timeout=0.5, llm_retries=2, llm_backoff_base=0.01
-    )
+    return settings_for(fake, llm_first_token_timeout=5.0, llm_stall_timeout=0.5, llm_retries=2, llm_backoff_base=0.01)
 
 
 @pytest.fixture
@@ -78,7 +76,10 @@ async def test_stream_relays_text_and_usage_as_sent(llm, fake, transport):
     usage = result.completion.usage
     billed = fake.billed[-1]
     assert (usage.prompt_tokens, usage.completion_tokens, usage.estimated) == (
-        billed.prompt_tokens, billed.completion_tokens, False)
+        billed.prompt_tokens,
+        billed.completion_tokens,
+        False,
+    )
     assert billed.completion_tokens == 40 and billed.prompt_tokens == prompt_tokens_of(fake.requests[-1].body)
     assert result.completion.model == f"{transport}/gpt-test" and not result.completion.simulated
     body = fake.requests[-1].body
@@ -195,8 +196,10 @@ async def test_canary_key_never_in_logs_or_errors(fake, settings, caplog, monkey
     errors: list[LLMError] = []
     for transport in TRANSPORTS:
         fake.script(
-            Behavior(status=429, retry_after=0, echo_auth=True), Behavior(status=401, echo_auth=True),
-            Behavior(status=500, echo_auth=True), Behavior(status=500, echo_auth=True),
+            Behavior(status=429, retry_after=0, echo_auth=True),
+            Behavior(status=401, echo_auth=True),
+            Behavior(status=500, echo_auth=True),
+            Behavior(status=500, echo_auth=True),
             Behavior(chunks=30, stall_after=3),
         )
         for model in (f"{transport}/gpt-test", f"{transport}/gpt-test", f"{transport}/gpt-test", "nope/x"):

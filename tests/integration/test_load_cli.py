@@ -24,7 +24,10 @@ def accounting(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("accounting")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.accounting", "--port", "0", "--data-dir", str(data_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     seen = []
     deadline = time.monotonic() + 60
@@ -53,15 +56,28 @@ def accounting(tmp_path_factory):
 
 
 def _load(*args: str) -> dict:
-    out = subprocess.run([str(BIN / "debate-engine"), "load", *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=240, check=False)
+    out = subprocess.run(
+        [str(BIN / "debate-engine"), "load", *args], cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
 def test_health_check_load_prints_a_ghz_report(accounting):
-    report = _load("--call", "grpc.health.v1.Health.Check", "-d", "{}", "-n", "2000", "-c", "20",
-                   "--insecure", "-O", "json", accounting)
+    report = _load(
+        "--call",
+        "grpc.health.v1.Health.Check",
+        "-d",
+        "{}",
+        "-n",
+        "2000",
+        "-c",
+        "20",
+        "--insecure",
+        "-O",
+        "json",
+        accounting,
+    )
     jsonschema.validate(report, SCHEMA)
     assert report["count"] == 2000
     assert report["statusCodeDistribution"] == {"OK": 2000}
@@ -71,8 +87,20 @@ def test_health_check_load_prints_a_ghz_report(accounting):
 
 def test_the_issue_command_on_calculate_cost(accounting):
     data = '{"model":"claude-3-5-sonnet-20241022","usage":{"promptTokens":1000,"completionTokens":500}}'
-    report = _load("--call", "debate.accounting.v1.AccountingService/CalculateCost", "-d", data,
-                   "-n", "2000", "-c", "20", "--insecure", "-O", "json", accounting)
+    report = _load(
+        "--call",
+        "debate.accounting.v1.AccountingService/CalculateCost",
+        "-d",
+        data,
+        "-n",
+        "2000",
+        "-c",
+        "20",
+        "--insecure",
+        "-O",
+        "json",
+        accounting,
+    )
     jsonschema.validate(report, SCHEMA)
     assert report["count"] == 2000
     if "Unimplemented" in report["statusCodeDistribution"]:
@@ -82,10 +110,26 @@ def test_the_issue_command_on_calculate_cost(accounting):
 
 def test_summary_and_data_from_stdin(accounting, tmp_path):
     out = subprocess.run(
-        [str(BIN / "debate-engine"), "load", "--call", "grpc.health.v1.Health/Check", "-d", "@", "-n", "20",
-         "-c", "2", "--insecure", accounting],
-        cwd=ROOT, input='{"service":"debate.accounting.v1.AccountingService"}', capture_output=True, text=True,
-        timeout=120, check=False,
+        [
+            str(BIN / "debate-engine"),
+            "load",
+            "--call",
+            "grpc.health.v1.Health/Check",
+            "-d",
+            "@",
+            "-n",
+            "20",
+            "-c",
+            "2",
+            "--insecure",
+            accounting,
+        ],
+        cwd=ROOT,
+        input='{"service":"debate.accounting.v1.AccountingService"}',
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     assert "Summary:\n  Count:\t20\n" in out.stdout
@@ -93,16 +137,49 @@ def test_summary_and_data_from_stdin(accounting, tmp_path):
 
 
 def test_a_bad_call_fails_before_any_load(accounting):
-    out = subprocess.run([str(BIN / "debate-engine"), "load", "--call", "debate.accounting.v1.AccountingService.Nope",
-                          "--insecure", accounting], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [
+            str(BIN / "debate-engine"),
+            "load",
+            "--call",
+            "debate.accounting.v1.AccountingService.Nope",
+            "--insecure",
+            accounting,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 1
     assert "CalculateCost" in out.stderr  # the methods the service does have
 
 
 def test_a_report_file_is_written(accounting, tmp_path: Path):
     target = tmp_path / "report.json"
-    out = subprocess.run([str(BIN / "debate-engine"), "load", "--call", "grpc.health.v1.Health.Check", "-n", "10",
-                          "-c", "2", "--insecure", "-O", "pretty", "-o", str(target), accounting],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [
+            str(BIN / "debate-engine"),
+            "load",
+            "--call",
+            "grpc.health.v1.Health.Check",
+            "-n",
+            "10",
+            "-c",
+            "2",
+            "--insecure",
+            "-O",
+            "pretty",
+            "-o",
+            str(target),
+            accounting,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     jsonschema.validate(json.loads(target.read_text()), SCHEMA)

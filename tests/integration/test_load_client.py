@@ -36,20 +36,32 @@ def _declare_service() -> tuple[type, type]:
         pool.FindServiceByName(SERVICE)
     except KeyError:
         file = descriptor_pb2.FileDescriptorProto(
-            name="loadtest/test/v1/test_service.proto", package="loadtest.test.v1", syntax="proto3")
+            name="loadtest/test/v1/test_service.proto", package="loadtest.test.v1", syntax="proto3"
+        )
         F = descriptor_pb2.FieldDescriptorProto
         file.message_type.add(name="Text").field.add(name="value", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
-        file.message_type.add(name="Number").field.add(name="value", number=1, type=F.TYPE_UINT32,
-                                                       label=F.LABEL_OPTIONAL)
+        file.message_type.add(name="Number").field.add(
+            name="value", number=1, type=F.TYPE_UINT32, label=F.LABEL_OPTIONAL
+        )
         service = file.service.add(name="TestService")
         service.method.add(name="Echo", input_type=".loadtest.test.v1.Text", output_type=".loadtest.test.v1.Text")
-        service.method.add(name="Count", input_type=".loadtest.test.v1.Number", output_type=".loadtest.test.v1.Text",
-                           server_streaming=True)
-        service.method.add(name="Forever", input_type=".loadtest.test.v1.Text", output_type=".loadtest.test.v1.Text",
-                           server_streaming=True)
+        service.method.add(
+            name="Count",
+            input_type=".loadtest.test.v1.Number",
+            output_type=".loadtest.test.v1.Text",
+            server_streaming=True,
+        )
+        service.method.add(
+            name="Forever",
+            input_type=".loadtest.test.v1.Text",
+            output_type=".loadtest.test.v1.Text",
+            server_streaming=True,
+        )
         pool.AddSerializedFile(file.SerializeToString())
-    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("loadtest.test.v1.Text")),
-            message_factory.GetMessageClass(pool.FindMessageTypeByName("loadtest.test.v1.Number")))
+    return (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("loadtest.test.v1.Text")),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("loadtest.test.v1.Number")),
+    )
 
 
 Text, Number = _declare_service()
@@ -87,8 +99,7 @@ def server():
     sv = Text
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(servicer.echo, sv.FromString, sv.SerializeToString),
-        "Count": grpc.unary_stream_rpc_method_handler(servicer.count, Number.FromString,
-                                                      sv.SerializeToString),
+        "Count": grpc.unary_stream_rpc_method_handler(servicer.count, Number.FromString, sv.SerializeToString),
         "Forever": grpc.unary_stream_rpc_method_handler(servicer.forever, sv.FromString, sv.SerializeToString),
     }
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
@@ -142,8 +153,9 @@ def test_call_template_data_gives_each_request_its_own_values(server):
     address, servicer = server
     with servicer.lock:
         servicer.seen.clear()
-    report = _run(address, f"{SERVICE}.Echo", data='{"value":"req-{{.RequestNumber}}-{{.UUID}}"}',
-                  total=20, concurrency=4)
+    report = _run(
+        address, f"{SERVICE}.Echo", data='{"value":"req-{{.RequestNumber}}-{{.UUID}}"}', total=20, concurrency=4
+    )
     assert report["statusCodeDistribution"] == {"OK": 20}
     with servicer.lock:
         seen = list(servicer.seen)
@@ -192,8 +204,9 @@ def test_an_endless_stream_ends_after_the_stream_call_count_as_ok(server):
 
 def test_duration_ignores_total_and_ends_as_timeout(server):
     address, _ = server
-    report = _run(address, f"{SERVICE}.Echo", data='{"value":"z"}', total=1, concurrency=2, duration=0.3,
-                  duration_stop="wait")
+    report = _run(
+        address, f"{SERVICE}.Echo", data='{"value":"z"}', total=1, concurrency=2, duration=0.3, duration_stop="wait"
+    )
     jsonschema.validate(report, SCHEMA)
     assert report["endReason"] == "timeout"
     assert report["count"] > 1
@@ -238,13 +251,20 @@ def test_several_processes_make_one_report_with_unique_request_numbers(server):
     address, servicer = server
     with servicer.lock:
         servicer.seen.clear()
-    config = LoadConfig(target=address, call=f"{SERVICE}.Echo", data='{"value":"p-{{.RequestNumber}}"}', total=41,
-                        concurrency=6, insecure=True)
+    config = LoadConfig(
+        target=address,
+        call=f"{SERVICE}.Echo",
+        data='{"value":"p-{{.RequestNumber}}"}',
+        total=41,
+        concurrency=6,
+        insecure=True,
+    )
     assert [c.total for c in split(config, 2)] == [21, 20]
     assert [c.first_number for c in split(config, 2)] == [0, 21]
     report = run_procs(config, 2)
     jsonschema.validate(report, SCHEMA)
     assert report["count"] == 41 and report["statusCodeDistribution"] == {"OK": 41}
+
     def instant(text: str) -> tuple[str, str]:  # same offset throughout: whole seconds, then the fraction
         whole, fraction = re.fullmatch(r"(.*?)(?:\.(\d+))?(?:Z|[+-]\d\d:\d\d)", text).groups()
         return whole, (fraction or "").ljust(9, "0")

@@ -11,8 +11,16 @@ from tests.benchmarks import scale
 
 @pytest.mark.e2e
 async def test_scale_harness_runs_a_tiny_ramp():
-    results = await scale.scale([2], [5], budget=120, subscriber_rounds=1, probes=2, tokens_per_second=400,
-                                first_token_latency=0.01, log_level="WARNING")
+    results = await scale.scale(
+        [2],
+        [5],
+        budget=120,
+        subscriber_rounds=1,
+        probes=2,
+        tokens_per_second=400,
+        first_token_latency=0.01,
+        log_level="WARNING",
+    )
     assert results["warm_up"]["completed"] == 1
     (debates,) = results["debates"]
     assert debates["n"] == 2 and debates["completed"] == 2 and debates["token_events"] > 0

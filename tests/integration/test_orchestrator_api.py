@@ -24,10 +24,18 @@ S = pb.DebateState
 def config(n: int = 2, rounds: int = 2, **kwargs) -> c.DebateConfig:
     return c.DebateConfig(
         topic="Should cities ban cars from their centres?",
-        participants=[c.Participant(name=f"debater{i}", model="sim/debater", persona=f"persona {i}",
-                                    stance="for" if i % 2 == 0 else "against") for i in range(n)],
+        participants=[
+            c.Participant(
+                name=f"debater{i}",
+                model="sim/debater",
+                persona=f"persona {i}",
+                stance="for" if i % 2 == 0 else "against",
+            )
+            for i in range(n)
+        ],
         format=c.DebateFormat(round_limit=rounds, turn_order=kwargs.pop("turn_order", c.TURN_ORDER_SIMULTANEOUS)),
-        **kwargs)
+        **kwargs,
+    )
 
 
 class Harness:
@@ -79,19 +87,31 @@ def kinds(events) -> list[str]:
 async def test_bad_config_gets_one_violation_per_problem_and_stores_nothing(orchestrator):
     bad = c.DebateConfig(
         topic="  ",
-        participants=[c.Participant(name="a", model="sim/debater"), c.Participant(name="a", model="nope/x"),
-                      c.Participant(name="b/c", model="sim/debater", persona="p" * 5000)],
-        format=c.DebateFormat(round_limit=21), max_tokens_per_turn=-1)
+        participants=[
+            c.Participant(name="a", model="sim/debater"),
+            c.Participant(name="a", model="nope/x"),
+            c.Participant(name="b/c", model="sim/debater", persona="p" * 5000),
+        ],
+        format=c.DebateFormat(round_limit=21),
+        max_tokens_per_turn=-1,
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await orchestrator.create(bad)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     info, violations = error_details(caught.value)
     fields = [f for f, _ in violations]
     assert info.reason == "INVALID_ARGUMENT"
-    assert sorted(fields) == sorted([
-        "config.topic", "config.participants[1].name", "config.participants[1].model",
-        "config.participants[2].name", "config.participants[2].persona", "config.format.round_limit",
-        "config.max_tokens_per_turn"])
+    assert sorted(fields) == sorted(
+        [
+            "config.topic",
+            "config.participants[1].name",
+            "config.participants[1].model",
+            "config.participants[2].name",
+            "config.participants[2].persona",
+            "config.format.round_limit",
+            "config.max_tokens_per_turn",
+        ]
+    )
     listed = await orchestrator.stub.ListDebates(pb.ListDebatesRequest())
     assert list(listed.debates) == []
 
@@ -120,9 +140,13 @@ async def test_a_debate_runs_to_a_verdict_with_gap_free_events(orchestrator, deb
     assert k.count("turn_completed") == 2 * debaters and k.count("round_assessed") == 2
     # every turn's text arrived as deltas, in order, before its TurnCompleted
     for turn in (t for r in debate.rounds for t in r.turns):
-        deltas = "".join(e.token_delta.text for e in events if e.WhichOneof("payload") == "token_delta"
-                         and e.token_delta.participant == turn.participant
-                         and e.token_delta.round_number == turn.round_number)
+        deltas = "".join(
+            e.token_delta.text
+            for e in events
+            if e.WhichOneof("payload") == "token_delta"
+            and e.token_delta.participant == turn.participant
+            and e.token_delta.round_number == turn.round_number
+        )
         assert deltas == turn.text
     keys = set(orchestrator.accounting.records)
     for turn in (t for r in debate.rounds for t in r.turns):
@@ -233,9 +257,11 @@ async def test_list_is_paged_newest_first_and_filters_by_state(orchestrator):
 
 async def test_unknown_debate_is_not_found_everywhere(orchestrator):
     stub = orchestrator.stub
-    for call in (stub.GetDebate(pb.GetDebateRequest(debate_id="nope")),
-                 stub.StartDebate(pb.StartDebateRequest(debate_id="nope")),
-                 stub.CancelDebate(pb.CancelDebateRequest(debate_id="nope"))):
+    for call in (
+        stub.GetDebate(pb.GetDebateRequest(debate_id="nope")),
+        stub.StartDebate(pb.StartDebateRequest(debate_id="nope")),
+        stub.CancelDebate(pb.CancelDebateRequest(debate_id="nope")),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -246,6 +272,7 @@ async def test_unknown_debate_is_not_found_everywhere(orchestrator):
 
 async def test_a_failed_model_call_is_retried_under_a_new_attempt(orchestrator):
     from services.common.llm.base import ProviderError
+
     debate = await orchestrator.create(config(n=2, rounds=1))
     key = f"debates/{debate.debate_id}/rounds/1/turns/debater1/attempts/1"
     orchestrator.llm.fail = {key: ProviderError("boom", retryable=True)}
@@ -253,7 +280,8 @@ async def test_a_failed_model_call_is_retried_under_a_new_attempt(orchestrator):
     events = await orchestrator.events(debate.debate_id)
     failed = [e.turn_failed for e in events if e.WhichOneof("payload") == "turn_failed"]
     assert [(f.participant, f.attempt, f.reason, f.will_retry) for f in failed] == [
-        ("debater1", 1, "PROVIDER_ERROR", True)]
+        ("debater1", 1, "PROVIDER_ERROR", True)
+    ]
     final = (await orchestrator.stub.GetDebate(pb.GetDebateRequest(debate_id=debate.debate_id))).debate
     assert final.state == S.DEBATE_STATE_COMPLETED
     assert {t.participant: t.attempt for t in final.rounds[0].turns} == {"debater0": 1, "debater1": 2}
@@ -279,6 +307,7 @@ async def test_a_judge_that_fails_ends_the_debate_failed_with_its_reason(orchest
 
 async def test_an_unavailable_judge_is_asked_again(orchestrator):
     from services.common.errors import Unavailable
+
     evaluate = orchestrator.judge.evaluate_round
     failures = [Unavailable("restarting", reason="JUDGE_UNAVAILABLE")]
 
@@ -299,10 +328,12 @@ async def test_another_tenant_can_neither_see_stream_nor_cancel_a_debate(orchest
     stub = orchestrator.stub
     debate = (await stub.CreateDebate(pb.CreateDebateRequest(config=config()), metadata=alice)).debate
     assert (await stub.GetDebate(pb.GetDebateRequest(debate_id=debate.debate_id), metadata=alice)).debate.debate_id
-    for call in (stub.GetDebate(pb.GetDebateRequest(debate_id=debate.debate_id), metadata=bob),
-                 stub.GetDebateStatus(pb.GetDebateStatusRequest(debate_id=debate.debate_id), metadata=bob),
-                 stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id), metadata=bob),
-                 stub.CancelDebate(pb.CancelDebateRequest(debate_id=debate.debate_id), metadata=bob)):
+    for call in (
+        stub.GetDebate(pb.GetDebateRequest(debate_id=debate.debate_id), metadata=bob),
+        stub.GetDebateStatus(pb.GetDebateStatusRequest(debate_id=debate.debate_id), metadata=bob),
+        stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id), metadata=bob),
+        stub.CancelDebate(pb.CancelDebateRequest(debate_id=debate.debate_id), metadata=bob),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -374,8 +405,9 @@ async def test_a_stalled_subscriber_is_cut_off_with_where_to_resume_and_the_deba
     debate = await orchestrator.create(config(n=2, rounds=2))
     await orchestrator.start(debate.debate_id)
     # A small receive window, so the stall reaches the server instead of the client's buffers.
-    channel = grpc.aio.insecure_channel(orchestrator.address, options=[
-        ("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16384)])
+    channel = grpc.aio.insecure_channel(
+        orchestrator.address, options=[("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16384)]
+    )
     stub = pbg.OrchestratorServiceStub(channel)
     call = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id))
     first = await call.read()
@@ -407,8 +439,9 @@ async def test_a_bad_request_id_is_reported_with_the_config_problems(orchestrato
 @pytest.mark.parametrize("orchestrator", [{"max_streams_per_caller": 2}], indirect=True)
 async def test_concurrent_streams_per_caller_are_bounded(orchestrator):
     debate = await orchestrator.create(config())
-    calls = [orchestrator.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id))
-             for _ in range(3)]
+    calls = [
+        orchestrator.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate.debate_id)) for _ in range(3)
+    ]
     waits = [asyncio.ensure_future(call.read()) for call in calls[:2]]
     await asyncio.sleep(0.2)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -428,16 +461,21 @@ async def test_concurrent_streams_per_caller_are_bounded(orchestrator):
 
 async def test_a_batched_stream_carries_the_same_events_as_one_event_a_message(orchestrator):
     debate = await orchestrator.create(config(n=3, rounds=2))
-    live = orchestrator.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(
-        debate_id=debate.debate_id, batch_events=True))
+    live = orchestrator.stub.StreamDebateEvents(
+        pb.StreamDebateEventsRequest(debate_id=debate.debate_id, batch_events=True)
+    )
     await orchestrator.start(debate.debate_id)
     live_responses = [response async for response in live]
     assert all(not r.HasField("event") and len(r.events) >= 1 for r in live_responses)
     live_events = [event for r in live_responses for event in r.events]
     one_each = await orchestrator.events(debate.debate_id)
     assert live_events == one_each and kinds(one_each)[-1] == "debate_completed"
-    replay = [r async for r in orchestrator.stub.StreamDebateEvents(pb.StreamDebateEventsRequest(
-        debate_id=debate.debate_id, after_sequence=5, batch_events=True))]
+    replay = [
+        r
+        async for r in orchestrator.stub.StreamDebateEvents(
+            pb.StreamDebateEventsRequest(debate_id=debate.debate_id, after_sequence=5, batch_events=True)
+        )
+    ]
     assert len(replay) == 1 and list(replay[0].events) == one_each[5:]  # the ended debate's rest, in one message
 
 

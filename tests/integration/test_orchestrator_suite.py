@@ -29,14 +29,23 @@ INSTANT = {"SIM_FIRST_TOKEN_LATENCY": "0", "SIM_TOKENS_PER_SECOND": "0"}
 
 def start_suite(data_dir: str, extra_env: dict[str, str] | None = None) -> tuple[SuiteConfig, list[subprocess.Popen]]:
     """The three services as processes, SERVING. Returns the config and the processes."""
-    config = SuiteConfig(orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(),
-                         data_dir=data_dir, log_level="WARNING", extra_env=dict(extra_env or {}))
+    config = SuiteConfig(
+        orchestrator_port=free_port(),
+        judge_port=free_port(),
+        accounting_port=free_port(),
+        data_dir=data_dir,
+        log_level="WARNING",
+        extra_env=dict(extra_env or {}),
+    )
     specs = [spec for spec in config.process_specs() if spec.name in SERVICES]
     procs = []
     for spec in specs:
         with open(os.path.join(data_dir, f"{spec.name}.log"), "ab") as log:  # the child keeps its own copy
-            procs.append(subprocess.Popen(spec.argv, cwd=ROOT, env={**os.environ, **spec.env}, stdout=log,
-                                          stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    spec.argv, cwd=ROOT, env={**os.environ, **spec.env}, stdout=log, stderr=subprocess.STDOUT
+                )
+            )
     for spec in specs:
         wait_serving(spec.health_address, spec.health_service)
     return config, procs
@@ -80,9 +89,18 @@ def debate_config(n: int = 2, rounds: int = 2, **kwargs) -> c.DebateConfig:
     personas = ["a pragmatic economist", "a sceptical historian", "an urban engineer", "a public-health doctor"]
     return c.DebateConfig(
         topic="Cities should ban private cars from their centres",
-        participants=[c.Participant(name=f"debater{i}", model="sim/debater", persona=personas[i % 4],
-                                    stance="for" if i % 2 == 0 else "against") for i in range(n)],
-        format=c.DebateFormat(round_limit=rounds), **kwargs)
+        participants=[
+            c.Participant(
+                name=f"debater{i}",
+                model="sim/debater",
+                persona=personas[i % 4],
+                stance="for" if i % 2 == 0 else "against",
+            )
+            for i in range(n)
+        ],
+        format=c.DebateFormat(round_limit=rounds),
+        **kwargs,
+    )
 
 
 class Client:
@@ -132,7 +150,9 @@ async def test_a_round_is_orchestrated_with_each_debater_count(client, suite, de
     assert all(t.simulated and t.text.startswith("[simulated]") for t in debate.rounds[0].turns)
     assert debate.rounds[0].assessment.scores and debate.verdict.summary
     async with grpc.aio.insecure_channel(suite.address(suite.accounting_port)) as channel:
-        cost = (await accg.AccountingServiceStub(channel).GetDebateCost(acc.GetDebateCostRequest(debate_id=debate_id))).cost
+        cost = (
+            await accg.AccountingServiceStub(channel).GetDebateCost(acc.GetDebateCostRequest(debate_id=debate_id))
+        ).cost
     assert cost.total == debate.cost.total
     roles = {line.key: line.calls for line in cost.by_role}
     assert sum(roles.values()) >= debaters + 2  # every turn, the round's and the verdict's judge calls

@@ -72,18 +72,36 @@ _counter = itertools.count()
 def _add_options(parser):
     for service in ("orchestrator", "judge", "accounting"):
         parser.add_argument(
-            f"--{service}-addr", type=str, env_var=f"LOCUST_{service.upper()}_ADDR",
-            default=DEFAULT_ADDRS[service], help=f"host:port of the {service} service",
+            f"--{service}-addr",
+            type=str,
+            env_var=f"LOCUST_{service.upper()}_ADDR",
+            default=DEFAULT_ADDRS[service],
+            help=f"host:port of the {service} service",
         )
-    parser.add_argument("--api-key", type=str, env_var="LOCUST_API_KEY", default="",
-                        help="sent as 'authorization: Bearer <key>' when the suite requires keys")
+    parser.add_argument(
+        "--api-key",
+        type=str,
+        env_var="LOCUST_API_KEY",
+        default="",
+        help="sent as 'authorization: Bearer <key>' when the suite requires keys",
+    )
     parser.add_argument("--debate-model", type=str, env_var="LOCUST_DEBATE_MODEL", default="sim/debater")
     parser.add_argument("--judge-model", type=str, env_var="LOCUST_JUDGE_MODEL", default="sim/judge")
     parser.add_argument("--rounds", type=int, env_var="LOCUST_ROUNDS", default=2, help="rounds of each debate")
-    parser.add_argument("--call-timeout", type=float, env_var="LOCUST_CALL_TIMEOUT", default=30.0,
-                        help="deadline of a unary call, seconds")
-    parser.add_argument("--stream-timeout", type=float, env_var="LOCUST_STREAM_TIMEOUT", default=120.0,
-                        help="deadline of a watcher's stream, seconds")
+    parser.add_argument(
+        "--call-timeout",
+        type=float,
+        env_var="LOCUST_CALL_TIMEOUT",
+        default=30.0,
+        help="deadline of a unary call, seconds",
+    )
+    parser.add_argument(
+        "--stream-timeout",
+        type=float,
+        env_var="LOCUST_STREAM_TIMEOUT",
+        default=120.0,
+        help="deadline of a watcher's stream, seconds",
+    )
 
 
 def _option(environment, name: str, default):
@@ -118,11 +136,16 @@ class GrpcUser(User):
         if channel is not None:
             channel.close()
 
-    def _fire(self, name: str, start: float, length: int, exception: BaseException | None,
-              request_type: str = "grpc") -> None:
+    def _fire(
+        self, name: str, start: float, length: int, exception: BaseException | None, request_type: str = "grpc"
+    ) -> None:
         self.environment.events.request.fire(
-            request_type=request_type, name=name, response_time=(time.perf_counter() - start) * 1000.0,
-            response_length=length, exception=exception, context={"service": self.service},
+            request_type=request_type,
+            name=name,
+            response_time=(time.perf_counter() - start) * 1000.0,
+            response_length=length,
+            exception=exception,
+            context={"service": self.service},
         )
 
     def call(self, name: str, method, request):
@@ -146,8 +169,9 @@ def _debate_config(environment) -> common_pb2.DebateConfig:
             common_pb2.Participant(name="Brook", model=model, persona="A small-business owner", stance="against"),
         ],
         judge=common_pb2.JudgeConfig(models=[_option(environment, "judge_model", "sim/judge")]),
-        format=common_pb2.DebateFormat(round_limit=_option(environment, "rounds", 2),
-                                       turn_order=common_pb2.TURN_ORDER_SIMULTANEOUS),
+        format=common_pb2.DebateFormat(
+            round_limit=_option(environment, "rounds", 2), turn_order=common_pb2.TURN_ORDER_SIMULTANEOUS
+        ),
         max_tokens_per_turn=200,
     )
 
@@ -166,21 +190,30 @@ class DebateUser(GrpcUser):
     @task(4)
     def run_debate(self) -> None:
         """The whole flow: create, start, poll the status until the end, get."""
-        created = self.call("CreateDebate", self.stub.CreateDebate, orchestrator_pb2.CreateDebateRequest(
-            config=_debate_config(self.environment), request_id=f"locust-{_run_id}-{next(_counter)}"))
+        created = self.call(
+            "CreateDebate",
+            self.stub.CreateDebate,
+            orchestrator_pb2.CreateDebateRequest(
+                config=_debate_config(self.environment), request_id=f"locust-{_run_id}-{next(_counter)}"
+            ),
+        )
         if created is None:
             return
         self.debate_id = created.debate.debate_id
-        started = self.call("StartDebate", self.stub.StartDebate,
-                            orchestrator_pb2.StartDebateRequest(debate_id=self.debate_id))
+        started = self.call(
+            "StartDebate", self.stub.StartDebate, orchestrator_pb2.StartDebateRequest(debate_id=self.debate_id)
+        )
         if started is None:
             return
         RECENT_DEBATES.append(self.debate_id)
         deadline = time.monotonic() + _option(self.environment, "stream_timeout", 120.0)
         while time.monotonic() < deadline:
             self.wait()
-            status = self.call("GetDebateStatus", self.stub.GetDebateStatus,
-                               orchestrator_pb2.GetDebateStatusRequest(debate_id=self.debate_id))
+            status = self.call(
+                "GetDebateStatus",
+                self.stub.GetDebateStatus,
+                orchestrator_pb2.GetDebateStatusRequest(debate_id=self.debate_id),
+            )
             if status is None or status.debate.state in TERMINAL_STATES:
                 break
         self.call("GetDebate", self.stub.GetDebate, orchestrator_pb2.GetDebateRequest(debate_id=self.debate_id))
@@ -188,8 +221,11 @@ class DebateUser(GrpcUser):
     @task(3)
     def check_status(self) -> None:
         if self.debate_id:
-            self.call("GetDebateStatus", self.stub.GetDebateStatus,
-                      orchestrator_pb2.GetDebateStatusRequest(debate_id=self.debate_id))
+            self.call(
+                "GetDebateStatus",
+                self.stub.GetDebateStatus,
+                orchestrator_pb2.GetDebateStatusRequest(debate_id=self.debate_id),
+            )
 
     @task(1)
     def get_debate(self) -> None:
@@ -208,12 +244,23 @@ class WatcherUser(GrpcUser):
         self.stub = orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel)
 
     def _own_debate(self) -> str | None:
-        created = self.call("CreateDebate", self.stub.CreateDebate, orchestrator_pb2.CreateDebateRequest(
-            config=_debate_config(self.environment), request_id=f"locust-{_run_id}-{next(_counter)}"))
+        created = self.call(
+            "CreateDebate",
+            self.stub.CreateDebate,
+            orchestrator_pb2.CreateDebateRequest(
+                config=_debate_config(self.environment), request_id=f"locust-{_run_id}-{next(_counter)}"
+            ),
+        )
         if created is None:
             return None
-        if self.call("StartDebate", self.stub.StartDebate,
-                     orchestrator_pb2.StartDebateRequest(debate_id=created.debate.debate_id)) is None:
+        if (
+            self.call(
+                "StartDebate",
+                self.stub.StartDebate,
+                orchestrator_pb2.StartDebateRequest(debate_id=created.debate.debate_id),
+            )
+            is None
+        ):
             return None
         return created.debate.debate_id
 
@@ -228,7 +275,9 @@ class WatcherUser(GrpcUser):
         try:
             stream = self.stub.StreamDebateEvents(
                 orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=0, batch_events=True),
-                timeout=timeout, metadata=self.metadata)
+                timeout=timeout,
+                metadata=self.metadata,
+            )
             for response in stream:
                 if events_seen == 0:
                     self._fire("StreamDebateEvents: first event", start, 0, None, request_type="grpc-stream")
@@ -254,12 +303,21 @@ class JudgeUser(GrpcUser):
             debate_id=f"locust-{_run_id}-{n}",
             topic="Should cities ban cars from their centres?",
             round_number=1,
-            debaters=[judge_pb2.Debater(name="Ada", stance="for", persona="An urban planner"),
-                      judge_pb2.Debater(name="Brook", stance="against", persona="A small-business owner")],
-            turns=[judge_pb2.DebaterTurn(debater="Ada", text="Car-free centres cut pollution and give streets "
-                                                            "back to people; cities that tried it saw footfall rise."),
-                   judge_pb2.DebaterTurn(debater="Brook", text="Deliveries, disabled access and trade suffer; "
-                                                              "better transit should come before any ban.")],
+            debaters=[
+                judge_pb2.Debater(name="Ada", stance="for", persona="An urban planner"),
+                judge_pb2.Debater(name="Brook", stance="against", persona="A small-business owner"),
+            ],
+            turns=[
+                judge_pb2.DebaterTurn(
+                    debater="Ada",
+                    text="Car-free centres cut pollution and give streets "
+                    "back to people; cities that tried it saw footfall rise.",
+                ),
+                judge_pb2.DebaterTurn(
+                    debater="Brook",
+                    text="Deliveries, disabled access and trade suffer; better transit should come before any ban.",
+                ),
+            ],
             judge=common_pb2.JudgeConfig(models=[_option(self.environment, "judge_model", "sim/judge")]),
             request_id=f"locust-{_run_id}-judge-{n}",
             seed=n,
@@ -278,22 +336,40 @@ class AccountingUser(GrpcUser):
 
     @task(3)
     def calculate_cost(self) -> None:
-        self.call("CalculateCost", self.stub.CalculateCost, accounting_pb2.CalculateCostRequest(
-            model="claude-3-5-sonnet-20241022",
-            usage=common_pb2.TokenUsage(prompt_tokens=1000, completion_tokens=500)))
+        self.call(
+            "CalculateCost",
+            self.stub.CalculateCost,
+            accounting_pb2.CalculateCostRequest(
+                model="claude-3-5-sonnet-20241022",
+                usage=common_pb2.TokenUsage(prompt_tokens=1000, completion_tokens=500),
+            ),
+        )
 
     @task(1)
     def record_usage(self) -> None:
         n = next(_counter)
         debate = f"locust-{_run_id}-{os.getpid()}-{n % 20}"
-        self.call("RecordUsage", self.stub.RecordUsage, accounting_pb2.RecordUsageRequest(
-            request_id=f"debates/{debate}/rounds/1/turns/Ada/attempts/{n}",
-            debate_id=debate, participant="Ada", role=common_pb2.ROLE_DEBATER, round_number=1,
-            model=random.choice(self.models), attempt=1,
-            usage=common_pb2.TokenUsage(prompt_tokens=800 + n % 100, completion_tokens=200)))
+        self.call(
+            "RecordUsage",
+            self.stub.RecordUsage,
+            accounting_pb2.RecordUsageRequest(
+                request_id=f"debates/{debate}/rounds/1/turns/Ada/attempts/{n}",
+                debate_id=debate,
+                participant="Ada",
+                role=common_pb2.ROLE_DEBATER,
+                round_number=1,
+                model=random.choice(self.models),
+                attempt=1,
+                usage=common_pb2.TokenUsage(prompt_tokens=800 + n % 100, completion_tokens=200),
+            ),
+        )
 
     @task(1)
     def count_tokens(self) -> None:
-        self.call("CountTokens", self.stub.CountTokens, accounting_pb2.CountTokensRequest(
-            model="openai/gpt-4o-mini", text="Car-free centres cut pollution and give streets back to people."))
-
+        self.call(
+            "CountTokens",
+            self.stub.CountTokens,
+            accounting_pb2.CountTokensRequest(
+                model="openai/gpt-4o-mini", text="Car-free centres cut pollution and give streets back to people."
+            ),
+        )

@@ -37,12 +37,17 @@ class InProcessSuite:
 
     async def _start(self, name: str) -> None:
         settings_module = __import__(f"services.{name}.settings", fromlist=["x"])
-        cls = next(v for k, v in vars(settings_module).items()
-                   if k.endswith("Settings") and isinstance(v, type) and v.__module__ == settings_module.__name__)
+        cls = next(
+            v
+            for k, v in vars(settings_module).items()
+            if k.endswith("Settings") and isinstance(v, type) and v.__module__ == settings_module.__name__
+        )
         extra = {}
         if name == "orchestrator":
-            extra = {"judge_service_addr": self.addresses["judge"],
-                     "accounting_service_addr": self.addresses["accounting"]}
+            extra = {
+                "judge_service_addr": self.addresses["judge"],
+                "accounting_service_addr": self.addresses["accounting"],
+            }
         data_dir = self.root / name
         data_dir.mkdir(parents=True, exist_ok=True)
         # An override may be a callable of this suite, evaluated now (e.g. a proxy in front of a started service).

@@ -20,9 +20,15 @@ from tests.helpers import free_port
 class KillableSuite:
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, *, log_level: str = "INFO"):
         self.data_dir = Path(data_dir)
-        self.config = SuiteConfig(orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(),
-                                  data_dir=str(self.data_dir), log_level=log_level, extra_env=dict(env or {}),
-                                  gateway=GatewayConfig(enabled=False))
+        self.config = SuiteConfig(
+            orchestrator_port=free_port(),
+            judge_port=free_port(),
+            accounting_port=free_port(),
+            data_dir=str(self.data_dir),
+            log_level=log_level,
+            extra_env=dict(env or {}),
+            gateway=GatewayConfig(enabled=False),
+        )
         self.specs: dict[str, ProcessSpec] = {s.name: s for s in self.config.process_specs()}
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.output: list[str] = []
@@ -35,8 +41,13 @@ class KillableSuite:
     async def start(self, name: str, timeout: float = 60.0) -> None:
         spec = self.specs[name]
         process = await asyncio.create_subprocess_exec(
-            *spec.argv, env={**os.environ, **spec.env}, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            *spec.argv,
+            env={**os.environ, **spec.env},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.processes[name] = process
         self._relays.append(asyncio.create_task(self._relay(name, process)))
         ready = asyncio.create_task(wait_serving(spec.health_address, spec.health_service, timeout))

@@ -17,9 +17,30 @@ from hypothesis import strategies as st
 HUGE = 300_000  # characters: well past every sane topic/persona limit, under the 16 MiB message limit
 
 NASTY_TEXT = [
-    "", " ", "\t\n", "\x00", "\x00abc", "a\x1b[31mb", "\u200b", "\u202etxet", "\ufeff", "\U0001f600" * 3,
-    "../../etc/passwd", "debates/../../x", "' OR 1=1 --", "%s%s%n", "{}", "null", "-1", "0", "NaN", "1e309",
-    "sim/../openai/gpt-4o", "http://127.0.0.1:1/v1", "a" * 1025, "x" * 70_000,
+    "",
+    " ",
+    "\t\n",
+    "\x00",
+    "\x00abc",
+    "a\x1b[31mb",
+    "\u200b",
+    "\u202etxet",
+    "\ufeff",
+    "\U0001f600" * 3,
+    "../../etc/passwd",
+    "debates/../../x",
+    "' OR 1=1 --",
+    "%s%s%n",
+    "{}",
+    "null",
+    "-1",
+    "0",
+    "NaN",
+    "1e309",
+    "sim/../openai/gpt-4o",
+    "http://127.0.0.1:1/v1",
+    "a" * 1025,
+    "x" * 70_000,
 ]
 
 _INT_RANGES = {
@@ -56,8 +77,10 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy:
         return _int_values(*_INT_RANGES[kind])
     if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         width = 32 if kind == FieldDescriptor.TYPE_FLOAT else 64
-        return st.one_of(st.sampled_from([0.0, -1.0, 1e308 if width == 64 else 3e38, float("nan"), float("inf")]),
-                         st.floats(width=width))
+        return st.one_of(
+            st.sampled_from([0.0, -1.0, 1e308 if width == 64 else 3e38, float("nan"), float("inf")]),
+            st.floats(width=width),
+        )
     if kind == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
     if kind == FieldDescriptor.TYPE_STRING:
@@ -132,8 +155,11 @@ def messages(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[pb_mes
             _assign(msg, fields[name], value)
         return msg
 
-    return st.deferred(lambda: st.fixed_dictionaries(
-        {}, optional={name: _field_value(f, depth) for name, f in fields.items()}).map(build))
+    return st.deferred(
+        lambda: st.fixed_dictionaries({}, optional={name: _field_value(f, depth) for name, f in fields.items()}).map(
+            build
+        )
+    )
 
 
 def from_random_bytes(descriptor: Descriptor) -> st.SearchStrategy[pb_message.Message]:

@@ -94,8 +94,9 @@ def _invoker(channel: grpc.Channel, service: str, method_name: str) -> tuple[Cal
     response_cls = message_factory.GetMessageClass(descriptor.output_type)
     path = f"/{SERVICES[service].full_name}/{method_name}"
     if descriptor.server_streaming:
-        stream = channel.unary_stream(path, request_serializer=request_cls.SerializeToString,
-                                      response_deserializer=response_cls.FromString)
+        stream = channel.unary_stream(
+            path, request_serializer=request_cls.SerializeToString, response_deserializer=response_cls.FromString
+        )
 
         def call(request) -> Outcome:
             try:
@@ -110,8 +111,9 @@ def _invoker(channel: grpc.Channel, service: str, method_name: str) -> tuple[Cal
                     return Outcome(grpc.StatusCode.OK)  # a live stream that was still open
                 return _outcome(error)
     else:
-        unary = channel.unary_unary(path, request_serializer=request_cls.SerializeToString,
-                                    response_deserializer=response_cls.FromString)
+        unary = channel.unary_unary(
+            path, request_serializer=request_cls.SerializeToString, response_deserializer=response_cls.FromString
+        )
 
         def call(request) -> Outcome:
             try:
@@ -159,9 +161,18 @@ def test_bad_input_never_crashes_and_stores_nothing(suite, channels, valid_examp
         pytest.skip(f"{service}.{method} answers UNIMPLEMENTED (not built yet)")
     descriptor = SERVICES[service].methods_by_name[method].input_type
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=bool(os.environ.get("CI")), database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-                                     HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=bool(os.environ.get("CI")),
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+            HealthCheck.function_scoped_fixture,
+        ],
+    )
     @given(st.data())
     def property_(data):
         request = data.draw(requests(descriptor, valid_examples.get((service, method), [])), label="request")
@@ -204,32 +215,76 @@ def _valid_examples(existing_debate_id: str) -> dict[tuple[str, str], list]:
     return {
         ("accounting", "CountTokens"): [accounting_pb2.CountTokensRequest(model="sim/debater", text="hello world")],
         ("accounting", "CalculateCost"): [accounting_pb2.CalculateCostRequest(model="sim/debater", usage=_usage())],
-        ("accounting", "RecordUsage"): [accounting_pb2.RecordUsageRequest(
-            request_id=f"debates/bad-input/rounds/1/turns/0/attempts/{i}", debate_id="bad-input",
-            participant="Ada", role=common_pb2.ROLE_DEBATER, round_number=1, model="sim/debater", attempt=1,
-            usage=_usage()) for i in range(3)],
+        ("accounting", "RecordUsage"): [
+            accounting_pb2.RecordUsageRequest(
+                request_id=f"debates/bad-input/rounds/1/turns/0/attempts/{i}",
+                debate_id="bad-input",
+                participant="Ada",
+                role=common_pb2.ROLE_DEBATER,
+                round_number=1,
+                model="sim/debater",
+                attempt=1,
+                usage=_usage(),
+            )
+            for i in range(3)
+        ],
         ("accounting", "GetDebateCost"): [accounting_pb2.GetDebateCostRequest(debate_id="bad-input")],
-        ("accounting", "SetDebateBudget"): [accounting_pb2.SetDebateBudgetRequest(
-            debate_id="bad-input-budget", cap=common_pb2.Money(currency_code="USD", amount="1.50"))],
-        ("accounting", "ReserveBudget"): [accounting_pb2.ReserveBudgetRequest(
-            reservation_id="bad-input/r1", debate_id="bad-input-budget", model="sim/debater", prompt_tokens=100,
-            max_completion_tokens=50)],
+        ("accounting", "SetDebateBudget"): [
+            accounting_pb2.SetDebateBudgetRequest(
+                debate_id="bad-input-budget", cap=common_pb2.Money(currency_code="USD", amount="1.50")
+            )
+        ],
+        ("accounting", "ReserveBudget"): [
+            accounting_pb2.ReserveBudgetRequest(
+                reservation_id="bad-input/r1",
+                debate_id="bad-input-budget",
+                model="sim/debater",
+                prompt_tokens=100,
+                max_completion_tokens=50,
+            )
+        ],
         ("accounting", "ReleaseBudget"): [accounting_pb2.ReleaseBudgetRequest(reservation_id="bad-input/r1")],
-        ("accounting", "EstimateDebateCost"): [accounting_pb2.EstimateDebateCostRequest(
-            config=_config(), expected_completion_tokens=20)],
-        ("judge", "EvaluateRound"): [judge_pb2.EvaluateRoundRequest(
-            debate_id="bad-input", topic="Should cities ban cars?", round_number=1,
-            debaters=[judge_pb2.Debater(name="Ada", stance="for"), judge_pb2.Debater(name="Milo", stance="against")],
-            turns=[judge_pb2.DebaterTurn(debater="Ada", text="Streets for people."),
-                   judge_pb2.DebaterTurn(debater="Milo", text="Shops need deliveries.")],
-            judge=common_pb2.JudgeConfig(models=["sim/judge"]), request_id="debates/bad-input/rounds/1/judge")],
-        ("judge", "RenderVerdict"): [judge_pb2.RenderVerdictRequest(
-            debate_id="bad-input", topic="Should cities ban cars?",
-            debaters=[judge_pb2.Debater(name="Ada", stance="for"), judge_pb2.Debater(name="Milo", stance="against")],
-            rounds=[judge_pb2.RoundTranscript(round_number=1, turns=[
-                judge_pb2.DebaterTurn(debater="Ada", text="Streets for people."),
-                judge_pb2.DebaterTurn(debater="Milo", text="Shops need deliveries.")])],
-            judge=common_pb2.JudgeConfig(models=["sim/judge"]), request_id="debates/bad-input/verdict")],
+        ("accounting", "EstimateDebateCost"): [
+            accounting_pb2.EstimateDebateCostRequest(config=_config(), expected_completion_tokens=20)
+        ],
+        ("judge", "EvaluateRound"): [
+            judge_pb2.EvaluateRoundRequest(
+                debate_id="bad-input",
+                topic="Should cities ban cars?",
+                round_number=1,
+                debaters=[
+                    judge_pb2.Debater(name="Ada", stance="for"),
+                    judge_pb2.Debater(name="Milo", stance="against"),
+                ],
+                turns=[
+                    judge_pb2.DebaterTurn(debater="Ada", text="Streets for people."),
+                    judge_pb2.DebaterTurn(debater="Milo", text="Shops need deliveries."),
+                ],
+                judge=common_pb2.JudgeConfig(models=["sim/judge"]),
+                request_id="debates/bad-input/rounds/1/judge",
+            )
+        ],
+        ("judge", "RenderVerdict"): [
+            judge_pb2.RenderVerdictRequest(
+                debate_id="bad-input",
+                topic="Should cities ban cars?",
+                debaters=[
+                    judge_pb2.Debater(name="Ada", stance="for"),
+                    judge_pb2.Debater(name="Milo", stance="against"),
+                ],
+                rounds=[
+                    judge_pb2.RoundTranscript(
+                        round_number=1,
+                        turns=[
+                            judge_pb2.DebaterTurn(debater="Ada", text="Streets for people."),
+                            judge_pb2.DebaterTurn(debater="Milo", text="Shops need deliveries."),
+                        ],
+                    )
+                ],
+                judge=common_pb2.JudgeConfig(models=["sim/judge"]),
+                request_id="debates/bad-input/verdict",
+            )
+        ],
         ("orchestrator", "CreateDebate"): [orchestrator_pb2.CreateDebateRequest(config=_config(), request_id="bad-1")],
         ("orchestrator", "GetDebate"): [orchestrator_pb2.GetDebateRequest(debate_id=debate)],
         ("orchestrator", "GetDebateStatus"): [orchestrator_pb2.GetDebateStatusRequest(debate_id=debate)],
@@ -245,10 +300,12 @@ def valid_examples(channels):
     create = channels["orchestrator"].unary_unary(
         f"/{SERVICES['orchestrator'].full_name}/CreateDebate",
         request_serializer=orchestrator_pb2.CreateDebateRequest.SerializeToString,
-        response_deserializer=orchestrator_pb2.CreateDebateResponse.FromString)
+        response_deserializer=orchestrator_pb2.CreateDebateResponse.FromString,
+    )
     try:
-        debate_id = create(orchestrator_pb2.CreateDebateRequest(config=_config(), request_id="bad-input-seed"),
-                           timeout=UNARY_TIMEOUT).debate.debate_id
+        debate_id = create(
+            orchestrator_pb2.CreateDebateRequest(config=_config(), request_id="bad-input-seed"), timeout=UNARY_TIMEOUT
+        ).debate.debate_id
     except grpc.RpcError:
         debate_id = ""
     return _valid_examples(debate_id)
@@ -260,7 +317,7 @@ def test_undecodable_bytes_are_invalid_argument(suite, channels, service, method
     descriptor = SERVICES[service].methods_by_name[method]
     path = f"/{SERVICES[service].full_name}/{method}"
     channel = channels[service]
-    call = (channel.unary_stream(path) if descriptor.server_streaming else channel.unary_unary(path))
+    call = channel.unary_stream(path) if descriptor.server_streaming else channel.unary_unary(path)
     request_cls = message_factory.GetMessageClass(descriptor.input_type)
 
     def parses(data: bytes) -> bool:
@@ -270,10 +327,19 @@ def test_undecodable_bytes_are_invalid_argument(suite, channels, service, method
         except Exception:  # noqa: BLE001 - any parse failure
             return False
 
-    @settings(max_examples=max(5, MAX_EXAMPLES // 3), deadline=None, derandomize=bool(os.environ.get("CI")),
-              database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-    @given(st.one_of(st.sampled_from([b"\xff", b"\x0a\x05ab", b"\x12\x03\xff\xfe\xfd", b"\x08" + b"\xff" * 11]),
-                     st.binary(min_size=1, max_size=64)).filter(lambda b: not parses(b)))
+    @settings(
+        max_examples=max(5, MAX_EXAMPLES // 3),
+        deadline=None,
+        derandomize=bool(os.environ.get("CI")),
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    @given(
+        st.one_of(
+            st.sampled_from([b"\xff", b"\x0a\x05ab", b"\x12\x03\xff\xfe\xfd", b"\x08" + b"\xff" * 11]),
+            st.binary(min_size=1, max_size=64),
+        ).filter(lambda b: not parses(b))
+    )
     def property_(raw: bytes):
         before = suite.row_counts()
         try:

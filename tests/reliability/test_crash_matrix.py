@@ -36,8 +36,12 @@ from tests.reliability.processes import KillableSuite
 
 pytestmark = pytest.mark.e2e
 
-TERMINAL = {pb.DEBATE_STATE_COMPLETED, pb.DEBATE_STATE_FAILED, pb.DEBATE_STATE_CANCELLED,
-            pb.DEBATE_STATE_BUDGET_EXCEEDED}
+TERMINAL = {
+    pb.DEBATE_STATE_COMPLETED,
+    pb.DEBATE_STATE_FAILED,
+    pb.DEBATE_STATE_CANCELLED,
+    pb.DEBATE_STATE_BUDGET_EXCEEDED,
+}
 SETTLE_SECONDS = 120  # upper bound for a debate to end after the restart (guards a hang only)
 SUBSCRIBER_SECONDS = 45  # upper bound for a resumed subscriber to see the end of the debate
 ENV = {
@@ -49,9 +53,10 @@ ENV = {
 def _config(rounds: int) -> common_pb2.DebateConfig:
     return common_pb2.DebateConfig(
         topic="Should a crash ever lose a word?",
-        participants=[common_pb2.Participant(name="Ada", model="sim/debater", persona="an engineer", stance="for"),
-                      common_pb2.Participant(name="Milo", model="sim/debater", persona="an operator",
-                                             stance="against")],
+        participants=[
+            common_pb2.Participant(name="Ada", model="sim/debater", persona="an engineer", stance="for"),
+            common_pb2.Participant(name="Milo", model="sim/debater", persona="an operator", stance="against"),
+        ],
         judge=common_pb2.JudgeConfig(models=["sim/judge"]),
         format=common_pb2.DebateFormat(round_limit=rounds, turn_order=common_pb2.TURN_ORDER_SIMULTANEOUS),
         max_tokens_per_turn=40,
@@ -124,13 +129,16 @@ def _after_deltas(n: int):
 
 
 def _after_assessed(round_number: int):
-    return lambda watch, event: (event.WhichOneof("payload") == "round_assessed"
-                                 and event.round_assessed.assessment.round_number == round_number)
+    return lambda watch, event: (
+        event.WhichOneof("payload") == "round_assessed" and event.round_assessed.assessment.round_number == round_number
+    )
 
 
 def _after_round_turns(round_number: int, participants: int = 2):
-    return lambda watch, event: (event.WhichOneof("payload") == "turn_completed"
-                                 and sum(1 for (r, _p) in watch.turns if r == round_number) >= participants)
+    return lambda watch, event: (
+        event.WhichOneof("payload") == "turn_completed"
+        and sum(1 for (r, _p) in watch.turns if r == round_number) >= participants
+    )
 
 
 SCENARIOS = [
@@ -143,12 +151,19 @@ SCENARIOS = [
 ]
 
 
-async def _follow(stub, debate_id: str, watch: Watch, after: int, until: Callable[[pb.DebateEvent], bool],
-                  timeout: float = SETTLE_SECONDS):
+async def _follow(
+    stub,
+    debate_id: str,
+    watch: Watch,
+    after: int,
+    until: Callable[[pb.DebateEvent], bool],
+    timeout: float = SETTLE_SECONDS,
+):
     """Reads events after `after` until `until(event)` or the stream ends; returns the last sequence."""
     last = after
-    stream = stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=after),
-                                     timeout=timeout)
+    stream = stub.StreamDebateEvents(
+        pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=after), timeout=timeout
+    )
     try:
         async for reply in stream:
             event = reply.event
@@ -167,8 +182,9 @@ async def _wait_terminal(stub, debate_id: str) -> pb.DebateSummary:
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
         try:
-            status = await stub.GetDebateStatus(pb.GetDebateStatusRequest(debate_id=debate_id), timeout=10,
-                                                wait_for_ready=True)
+            status = await stub.GetDebateStatus(
+                pb.GetDebateStatusRequest(debate_id=debate_id), timeout=10, wait_for_ready=True
+            )
             if status.debate.state in TERMINAL:
                 return status.debate
         except grpc.aio.AioRpcError as error:
@@ -218,8 +234,9 @@ async def test_crash_at_a_named_point(tmp_path, scenario: Scenario):
 async def _run_scenario(suite: KillableSuite, scenario: Scenario) -> None:
     async with grpc.aio.insecure_channel(suite.address("orchestrator")) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-        created = await stub.CreateDebate(pb.CreateDebateRequest(config=_config(scenario.rounds),
-                                                                 request_id=f"crash-{scenario.name}"), timeout=30)
+        created = await stub.CreateDebate(
+            pb.CreateDebateRequest(config=_config(scenario.rounds), request_id=f"crash-{scenario.name}"), timeout=30
+        )
         debate_id = created.debate.debate_id
         await stub.StartDebate(pb.StartDebateRequest(debate_id=debate_id), timeout=30)
 
@@ -242,9 +259,14 @@ async def _run_scenario(suite: KillableSuite, scenario: Scenario) -> None:
         after = Watch()
         stalled = None
         try:
-            await _follow(stub, debate_id, after, last,
-                          lambda e: e.WhichOneof("payload") in ("debate_completed", "debate_failed"),
-                          timeout=SUBSCRIBER_SECONDS)
+            await _follow(
+                stub,
+                debate_id,
+                after,
+                last,
+                lambda e: e.WhichOneof("payload") in ("debate_completed", "debate_failed"),
+                timeout=SUBSCRIBER_SECONDS,
+            )
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise
@@ -266,24 +288,32 @@ async def _run_scenario(suite: KillableSuite, scenario: Scenario) -> None:
 
         assert stalled is None, (
             f"a subscriber that resumed after sequence {last} stopped receiving after {stalled} although the debate "
-            f"went on to {pb.DebateState.Name(summary.state)} at sequence {len(stored)}")
+            f"went on to {pb.DebateState.Name(summary.state)} at sequence {len(stored)}"
+        )
 
         final = await stub.GetDebate(pb.GetDebateRequest(debate_id=debate_id), timeout=30)
-        text_after = {(t.round_number, t.participant): (t.text, t.attempt)
-                      for rnd in final.debate.rounds for t in rnd.turns}
+        text_after = {
+            (t.round_number, t.participant): (t.text, t.attempt) for rnd in final.debate.rounds for t in rnd.turns
+        }
         for key, text in turns_before.items():
             assert key in text_after and text_after[key][0] == text, f"turn {key} changed after the crash"
 
-        ledger = suite.query("usage", "SELECT request_id, round_number, participant, attempt, estimated "
-                                      "FROM usage WHERE debate_id=? AND role=?", (debate_id, "debater"))
+        ledger = suite.query(
+            "usage",
+            "SELECT request_id, round_number, participant, attempt, estimated FROM usage WHERE debate_id=? AND role=?",
+            (debate_id, "debater"),
+        )
         keys = [row[0] for row in ledger]
         assert len(keys) == len(set(keys))
         for (round_number, participant), (_text, attempt) in text_after.items():
             charged = [row for row in ledger if row[1] == round_number and row[2] == participant and not row[4]]
             assert len(charged) == 1, f"turn {(round_number, participant)} charged {len(charged)} times: {charged}"
-            assert charged[0][0] == (f"debates/{debate_id}/rounds/{round_number}/turns/{participant}"
-                                     f"/attempts/{attempt}")
+            assert charged[0][0] == (
+                f"debates/{debate_id}/rounds/{round_number}/turns/{participant}/attempts/{attempt}"
+            )
         if summary.state == pb.DEBATE_STATE_COMPLETED:
             assert len(text_after) == 2 * scenario.rounds
-        print(f"{scenario.name}: {pb.DebateState.Name(summary.state)} {summary.end_reason!r}, "
-              f"{len(stored)} events, {len(ledger)} debater ledger rows, kills {suite.kills}")
+        print(
+            f"{scenario.name}: {pb.DebateState.Name(summary.state)} {summary.end_reason!r}, "
+            f"{len(stored)} events, {len(ledger)} debater ledger rows, kills {suite.kills}"
+        )

@@ -20,8 +20,12 @@ from debate.orchestrator.v1 import orchestrator_pb2_grpc
 from tests.reliability.inprocess import InProcessSuite, behind_fault_proxy
 from tests.support.fault_proxy import FaultProxy
 
-TERMINAL = {pb.DEBATE_STATE_COMPLETED, pb.DEBATE_STATE_FAILED, pb.DEBATE_STATE_CANCELLED,
-            pb.DEBATE_STATE_BUDGET_EXCEEDED}
+TERMINAL = {
+    pb.DEBATE_STATE_COMPLETED,
+    pb.DEBATE_STATE_FAILED,
+    pb.DEBATE_STATE_CANCELLED,
+    pb.DEBATE_STATE_BUDGET_EXCEEDED,
+}
 RPC_TIMEOUT = 1.5
 
 
@@ -29,14 +33,19 @@ RPC_TIMEOUT = 1.5
 def suite(tmp_path_factory):
     proxies: dict[str, FaultProxy] = {}
 
-    running = InProcessSuite(tmp_path_factory.mktemp("deadlines"), overrides={"orchestrator": {
-        "judge_service_addr": behind_fault_proxy(proxies, "judge"),
-        "accounting_service_addr": behind_fault_proxy(proxies, "accounting"),
-        "rpc_timeout_seconds": RPC_TIMEOUT,
-        "judge_attempts": 1,
-        "sim_tokens_per_second": 3000.0,
-        "sim_first_token_latency": 0.0,
-    }})
+    running = InProcessSuite(
+        tmp_path_factory.mktemp("deadlines"),
+        overrides={
+            "orchestrator": {
+                "judge_service_addr": behind_fault_proxy(proxies, "judge"),
+                "accounting_service_addr": behind_fault_proxy(proxies, "accounting"),
+                "rpc_timeout_seconds": RPC_TIMEOUT,
+                "judge_attempts": 1,
+                "sim_tokens_per_second": 3000.0,
+                "sim_first_token_latency": 0.0,
+            }
+        },
+    )
     running.proxies = proxies
     try:
         running.start()
@@ -57,8 +66,10 @@ def stub(suite):
 def _config() -> common_pb2.DebateConfig:
     return common_pb2.DebateConfig(
         topic="Should a call wait forever?",
-        participants=[common_pb2.Participant(name="Ada", model="sim/debater", persona="an SRE", stance="against"),
-                      common_pb2.Participant(name="Milo", model="sim/debater", persona="an optimist", stance="for")],
+        participants=[
+            common_pb2.Participant(name="Ada", model="sim/debater", persona="an SRE", stance="against"),
+            common_pb2.Participant(name="Milo", model="sim/debater", persona="an optimist", stance="for"),
+        ],
         judge=common_pb2.JudgeConfig(models=["sim/judge"]),
         format=common_pb2.DebateFormat(round_limit=1, turn_order=common_pb2.TURN_ORDER_SIMULTANEOUS),
         max_tokens_per_turn=24,
@@ -81,7 +92,8 @@ def test_a_service_that_never_answers_cannot_hang_a_debate(suite, stub, service)
                 break
             assert time.monotonic() < deadline, (
                 f"the debate still {pb.DebateState.Name(summary.state)} while {service} never answered: "
-                "a call without a deadline?")
+                "a call without a deadline?"
+            )
             time.sleep(0.1)
     finally:
         resume.cancel()
@@ -89,7 +101,10 @@ def test_a_service_that_never_answers_cannot_hang_a_debate(suite, stub, service)
     assert proxy.stats.chunks_held >= 1, f"the orchestrator never called the {service} service"
     assert summary.state == pb.DEBATE_STATE_FAILED, pb.DebateState.Name(summary.state)
     assert "DEADLINE" in summary.end_reason.upper(), summary.end_reason
-    events = [r.event for r in stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id), timeout=30)
-              if r.event.WhichOneof("payload") != "heartbeat"]
+    events = [
+        r.event
+        for r in stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id), timeout=30)
+        if r.event.WhichOneof("payload") != "heartbeat"
+    ]
     assert events[-1].WhichOneof("payload") == "debate_failed"
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))

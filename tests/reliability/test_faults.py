@@ -22,8 +22,12 @@ from tests.reliability.inprocess import InProcessSuite, behind_fault_proxy
 from tests.support.fake_openai import Behavior, FakeOpenAIServer
 from tests.support.fault_proxy import FaultProxy
 
-TERMINAL = {pb.DEBATE_STATE_COMPLETED, pb.DEBATE_STATE_FAILED, pb.DEBATE_STATE_CANCELLED,
-            pb.DEBATE_STATE_BUDGET_EXCEEDED}
+TERMINAL = {
+    pb.DEBATE_STATE_COMPLETED,
+    pb.DEBATE_STATE_FAILED,
+    pb.DEBATE_STATE_CANCELLED,
+    pb.DEBATE_STATE_BUDGET_EXCEEDED,
+}
 END_KINDS = ("debate_completed", "debate_failed")
 
 
@@ -39,22 +43,27 @@ def suite(tmp_path_factory, fake):
     env = pytest.MonkeyPatch()
     env.setenv("OPENAI_API_KEY", "sk-fault-tests-not-a-real-key")  # openai/* goes to the fake server
 
-    running = InProcessSuite(tmp_path_factory.mktemp("faults"), overrides={"orchestrator": {
-        "judge_service_addr": behind_fault_proxy(proxies, "judge"),
-        "accounting_service_addr": behind_fault_proxy(proxies, "accounting"),
-        "llm_openai_api_base": fake.base_url,
-        "llm_allowed_models": ["sim/*", "openai/gpt-4o-mini"],
-        "llm_retries": 1,
-        "llm_backoff_base": 0.02,
-        "llm_backoff_max": 0.2,
-        "llm_first_token_timeout": 5.0,
-        "llm_stall_timeout": 0.5,
-        "max_turn_attempts": 3,
-        "rpc_timeout_seconds": 30.0,
-        "subscriber_max_lag": 16,
-        "sim_tokens_per_second": 3000.0,
-        "sim_first_token_latency": 0.0,
-    }})
+    running = InProcessSuite(
+        tmp_path_factory.mktemp("faults"),
+        overrides={
+            "orchestrator": {
+                "judge_service_addr": behind_fault_proxy(proxies, "judge"),
+                "accounting_service_addr": behind_fault_proxy(proxies, "accounting"),
+                "llm_openai_api_base": fake.base_url,
+                "llm_allowed_models": ["sim/*", "openai/gpt-4o-mini"],
+                "llm_retries": 1,
+                "llm_backoff_base": 0.02,
+                "llm_backoff_max": 0.2,
+                "llm_first_token_timeout": 5.0,
+                "llm_stall_timeout": 0.5,
+                "max_turn_attempts": 3,
+                "rpc_timeout_seconds": 30.0,
+                "subscriber_max_lag": 16,
+                "sim_tokens_per_second": 3000.0,
+                "sim_first_token_latency": 0.0,
+            }
+        },
+    )
     running.proxies = proxies
     try:
         running.start()
@@ -75,8 +84,10 @@ def stub(suite):
 def _config(model: str = "openai/gpt-4o-mini", rounds: int = 1) -> common_pb2.DebateConfig:
     return common_pb2.DebateConfig(
         topic="Should streets be for people?",
-        participants=[common_pb2.Participant(name="Ada", model=model, persona="an urbanist", stance="for"),
-                      common_pb2.Participant(name="Milo", model=model, persona="a shopkeeper", stance="against")],
+        participants=[
+            common_pb2.Participant(name="Ada", model=model, persona="an urbanist", stance="for"),
+            common_pb2.Participant(name="Milo", model=model, persona="a shopkeeper", stance="against"),
+        ],
         judge=common_pb2.JudgeConfig(models=["sim/judge"]),
         format=common_pb2.DebateFormat(round_limit=rounds, turn_order=common_pb2.TURN_ORDER_SEQUENTIAL),
         max_tokens_per_turn=64,
@@ -92,8 +103,9 @@ def _run(stub, config, *, during=None) -> tuple[str, list[pb.DebateEvent]]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            for reply in stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id,
-                                                                              after_sequence=after), timeout=60):
+            for reply in stub.StreamDebateEvents(
+                pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=after), timeout=60
+            ):
                 event = reply.event
                 if event.WhichOneof("payload") == "heartbeat":
                     continue
@@ -124,8 +136,11 @@ def _ledger(suite: InProcessSuite, debate_id: str) -> list[tuple]:
     path = next(p for p in suite.root.rglob("ledger.sqlite3"))
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return db.execute("SELECT request_id, round_number, participant, attempt, prompt_tokens, completion_tokens, "
-                          "estimated FROM usage WHERE debate_id=? AND role='debater'", (debate_id,)).fetchall()
+        return db.execute(
+            "SELECT request_id, round_number, participant, attempt, prompt_tokens, completion_tokens, "
+            "estimated FROM usage WHERE debate_id=? AND role='debater'",
+            (debate_id,),
+        ).fetchall()
     finally:
         db.close()
 
@@ -149,8 +164,11 @@ def _assert_ledger_matches_completed_calls(fake, ledger) -> None:
     assert recorded == reported, f"ledger {recorded} != provider {reported}"
 
 
-@pytest.mark.parametrize("behavior", [Behavior(status=429, retry_after=0.05), Behavior(status=500),
-                                      Behavior(status=503)], ids=["429", "500", "503"])
+@pytest.mark.parametrize(
+    "behavior",
+    [Behavior(status=429, retry_after=0.05), Behavior(status=500), Behavior(status=503)],
+    ids=["429", "500", "503"],
+)
 def test_provider_error_before_the_first_token_is_retried(suite, stub, fake, behavior):
     fake.reset()
     fake.script(behavior)
@@ -193,8 +211,13 @@ def test_provider_cut_mid_stream_ends_in_a_clear_state(suite, stub, fake, behavi
     assert failed and failed[0].participant == "Ada" and failed[0].attempt == 1
     assert failed[0].reason and failed[0].message
     # The text streamed before the cut was announced, then voided by the TurnFailed event.
-    deltas = [e.token_delta for e in events if e.WhichOneof("payload") == "token_delta"
-              and e.token_delta.participant == "Ada" and e.token_delta.attempt == 1]
+    deltas = [
+        e.token_delta
+        for e in events
+        if e.WhichOneof("payload") == "token_delta"
+        and e.token_delta.participant == "Ada"
+        and e.token_delta.attempt == 1
+    ]
     assert deltas
     if failed[0].will_retry:
         assert summary.state == pb.DEBATE_STATE_COMPLETED
@@ -227,8 +250,11 @@ def test_provider_without_usage_is_estimated_and_marked(suite, stub, fake):
     ledger = _ledger(suite, debate_id)
     _check_common(events, ledger)
     assert _summary(stub, debate_id).state == pb.DEBATE_STATE_COMPLETED
-    completed = {e.turn_completed.turn.participant: e.turn_completed.turn for e in events
-                 if e.WhichOneof("payload") == "turn_completed"}
+    completed = {
+        e.turn_completed.turn.participant: e.turn_completed.turn
+        for e in events
+        if e.WhichOneof("payload") == "turn_completed"
+    }
     assert completed["Ada"].usage.estimated and not completed["Milo"].usage.estimated
     estimated = [row for row in ledger if row[6]]
     assert len(estimated) == 1 and estimated[0][2] == "Ada" and estimated[0][5] > 0
@@ -287,8 +313,9 @@ def test_a_slow_subscriber_never_disturbs_the_debate(suite, stub, fake):
                 after = reply.event.sequence
     except grpc.RpcError as error:
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
-        for reply in stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=after),
-                                             timeout=60):
+        for reply in stub.StreamDebateEvents(
+            pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=after), timeout=60
+        ):
             if reply.event.WhichOneof("payload") != "heartbeat":
                 received.append(reply.event.sequence)
     assert received == list(range(1, len(received) + 1))

@@ -23,8 +23,27 @@ from hypothesis import strategies as st
 from tests.reliability.inprocess import InProcessSuite
 from tests.support.fake_openai import FakeOpenAIServer
 
-INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u202e", "\u202d", "\u2066", "\u2067", "\u2069",
-             "\u061c", "\u200e", "\u200f", "\x00", "\x07", "\x1b", "\x7f", "\u00ad", "\U000e0041"]
+INVISIBLE = [
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u2060",
+    "\ufeff",
+    "\u202e",
+    "\u202d",
+    "\u2066",
+    "\u2067",
+    "\u2069",
+    "\u061c",
+    "\u200e",
+    "\u200f",
+    "\x00",
+    "\x07",
+    "\x1b",
+    "\x7f",
+    "\u00ad",
+    "\U000e0041",
+]
 REMOVED = {"Cc", "Cf", "Cs", "Co", "Cn"}
 
 
@@ -42,12 +61,17 @@ def fake():
 def stub(tmp_path_factory, fake):
     env = pytest.MonkeyPatch()
     env.setenv("OPENAI_API_KEY", "sk-hygiene-tests-not-a-real-key")
-    running = InProcessSuite(tmp_path_factory.mktemp("hygiene"), overrides={"orchestrator": {
-        "llm_openai_api_base": fake.base_url,
-        "llm_allowed_models": ["sim/*", "openai/gpt-4o-mini"],
-        "sim_tokens_per_second": 3000.0,
-        "sim_first_token_latency": 0.0,
-    }})
+    running = InProcessSuite(
+        tmp_path_factory.mktemp("hygiene"),
+        overrides={
+            "orchestrator": {
+                "llm_openai_api_base": fake.base_url,
+                "llm_allowed_models": ["sim/*", "openai/gpt-4o-mini"],
+                "sim_tokens_per_second": 3000.0,
+                "sim_first_token_latency": 0.0,
+            }
+        },
+    )
     try:
         running.start()
         with grpc.insecure_channel(running.addresses["orchestrator"]) as channel:
@@ -66,23 +90,33 @@ def _hide(words: list[str], invisible: list[str]) -> str:
     return " ".join(out)
 
 
-WORDS = st.lists(st.sampled_from(["cities", "cars", "streets", "people", "trade", "buses", "quiet", "air"]),
-                 min_size=2, max_size=6)
+WORDS = st.lists(
+    st.sampled_from(["cities", "cars", "streets", "people", "trade", "buses", "quiet", "air"]), min_size=2, max_size=6
+)
 
 
-@settings(max_examples=6, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(topic=WORDS, persona=WORDS, stance=WORDS, invisible=st.lists(st.sampled_from(INVISIBLE), min_size=1,
-                                                                      max_size=4))
+@settings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(topic=WORDS, persona=WORDS, stance=WORDS, invisible=st.lists(st.sampled_from(INVISIBLE), min_size=1, max_size=4))
 def test_hidden_characters_never_reach_the_store_or_a_model(stub, fake, topic, persona, stance, invisible):
     fake.reset()
     config = common_pb2.DebateConfig(
         topic=_hide(topic, invisible),
         participants=[
-            common_pb2.Participant(name="A\u200bda", model="openai/gpt-4o-mini", persona=_hide(persona, invisible),
-                                   stance=_hide(stance, invisible)),
-            common_pb2.Participant(name="Mi\u202elo", model="openai/gpt-4o-mini", persona="a shopkeeper",
-                                   stance="against"),
+            common_pb2.Participant(
+                name="A\u200bda",
+                model="openai/gpt-4o-mini",
+                persona=_hide(persona, invisible),
+                stance=_hide(stance, invisible),
+            ),
+            common_pb2.Participant(
+                name="Mi\u202elo", model="openai/gpt-4o-mini", persona="a shopkeeper", stance="against"
+            ),
         ],
         judge=common_pb2.JudgeConfig(models=["sim/judge"]),
         format=common_pb2.DebateFormat(round_limit=1, turn_order=common_pb2.TURN_ORDER_SEQUENTIAL),
@@ -115,8 +149,9 @@ def test_hidden_characters_never_reach_the_store_or_a_model(stub, fake, topic, p
         for message in request.body.get("messages", []):
             content = str(message.get("content") or "")
             assert not _invisible_in(content), f"a model received hidden characters: {content[:300]!r}"
-    system = " ".join(str(m.get("content")) for r in fake.requests for m in r.body["messages"]
-                      if m.get("role") == "system")
+    system = " ".join(
+        str(m.get("content")) for r in fake.requests for m in r.body["messages"] if m.get("role") == "system"
+    )
     for word in persona:
         assert word in system, "the persona's words did not reach the model"
 
@@ -129,10 +164,10 @@ def test_a_models_hidden_characters_never_reach_the_next_model(stub, fake):
     fake.script(Behavior(text="Streets\u200b for\u202e people\u2066 and\x1b[2J trade \ufeffnow"))
     config = common_pb2.DebateConfig(
         topic="Should streets be for people?",
-        participants=[common_pb2.Participant(name="Ada", model="openai/gpt-4o-mini", persona="an urbanist",
-                                             stance="for"),
-                      common_pb2.Participant(name="Milo", model="openai/gpt-4o-mini", persona="a shopkeeper",
-                                             stance="against")],
+        participants=[
+            common_pb2.Participant(name="Ada", model="openai/gpt-4o-mini", persona="an urbanist", stance="for"),
+            common_pb2.Participant(name="Milo", model="openai/gpt-4o-mini", persona="a shopkeeper", stance="against"),
+        ],
         judge=common_pb2.JudgeConfig(models=["sim/judge"]),
         format=common_pb2.DebateFormat(round_limit=1, turn_order=common_pb2.TURN_ORDER_SEQUENTIAL),
         max_tokens_per_turn=16,

@@ -75,7 +75,9 @@ class KeyEchoServer:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                headers = {
+                    k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 key = headers.get("authorization", "").removeprefix("Bearer ").strip() or "(none)"
                 try:
@@ -92,29 +94,53 @@ class KeyEchoServer:
 
     @staticmethod
     def _response(status: str, body: bytes, content_type: str, key: str) -> bytes:
-        head = (f"HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
-                f"x-request-key: {key}\r\nconnection: keep-alive\r\n\r\n")
+        head = (
+            f"HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
+            f"x-request-key: {key}\r\nconnection: keep-alive\r\n\r\n"
+        )
         return head.encode() + body
 
     def _answer(self, model: str, key: str) -> bytes:
         if model.endswith("-500"):
-            body = json.dumps({"error": {"message": f"internal error while using key {key}", "type": "server_error",
-                                         "code": None, "param": key}}).encode()
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": f"internal error while using key {key}",
+                        "type": "server_error",
+                        "code": None,
+                        "param": key,
+                    }
+                }
+            ).encode()
             return self._response("500 Internal Server Error", body, "application/json", key)
         if model.endswith("-502"):
             body = f"<html><body>Bad gateway for {key}</body></html>".encode()
             return self._response("502 Bad Gateway", body, "text/html", key)
         if model.endswith("-midstream"):
-            chunk = {"id": "c1", "object": "chat.completion.chunk", "model": model,
-                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hello"}}]}
+            chunk = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hello"}}],
+            }
             error = {"error": {"message": f"stream aborted; key {key} revoked", "type": "server_error"}}
             body = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(error)}\n\n".encode()
-            head = (f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {len(body)}\r\n"
-                    f"x-request-key: {key}\r\n\r\n")
+            head = (
+                f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {len(body)}\r\n"
+                f"x-request-key: {key}\r\n\r\n"
+            )
             return head.encode() + body
-        body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}. You can find your API key at "
-                                                "https://platform.example/account/api-keys.",
-                                     "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"Incorrect API key provided: {key}. You can find your API key at "
+                    "https://platform.example/account/api-keys.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            }
+        )
         return self._response("401 Unauthorized", body.encode(), "application/json", key)
 
 
@@ -128,6 +154,7 @@ async def echo_server():
 
 
 # --- the LLM layer, in this process --------------------------------------------------------
+
 
 def _llm_settings(base_url: str, transport: str = "lean"):
     from services.common.llm import Endpoint, LLMSettings
@@ -152,8 +179,9 @@ def _llm_cases():
 
 
 @pytest.mark.parametrize("model_prefix,transport,mode", list(_llm_cases()))
-async def test_llm_layer_errors_and_logs_never_carry_the_key(echo_server, monkeypatch, caplog, model_prefix,
-                                                            transport, mode):
+async def test_llm_layer_errors_and_logs_never_carry_the_key(
+    echo_server, monkeypatch, caplog, model_prefix, transport, mode
+):
     from services.common.grpc_errors import status_for
     from services.common.llm import (
         ChatMessage,
@@ -184,8 +212,13 @@ async def test_llm_layer_errors_and_logs_never_carry_the_key(echo_server, monkey
     assert echo_server.calls, "the provider was never called"
     # What a log line with this error's traceback shows (chained exceptions included, unless suppressed).
     traceback_text = "".join(traceback.format_exception(caught))
-    seen = [str(caught), repr(caught), str(getattr(caught, "metadata", "")), str(getattr(caught, "partial_text", "")),
-            traceback_text]
+    seen = [
+        str(caught),
+        repr(caught),
+        str(getattr(caught, "metadata", "")),
+        str(getattr(caught, "partial_text", "")),
+        traceback_text,
+    ]
     if hasattr(caught, "code") and isinstance(getattr(caught, "metadata", None), dict):
         seen.append(status_for(caught).SerializeToString().decode("utf-8", "replace"))
     for text in seen:
@@ -205,8 +238,10 @@ def _config(debater_model: str, judge_model: str):
 
     return common_pb2.DebateConfig(
         topic="Should the canary sing?",
-        participants=[common_pb2.Participant(name="Ada", model=debater_model, persona="a bird", stance="for"),
-                      common_pb2.Participant(name="Milo", model=debater_model, persona="a cat", stance="against")],
+        participants=[
+            common_pb2.Participant(name="Ada", model=debater_model, persona="a bird", stance="for"),
+            common_pb2.Participant(name="Milo", model=debater_model, persona="a cat", stance="against"),
+        ],
         judge=common_pb2.JudgeConfig(models=[judge_model]),
         format=common_pb2.DebateFormat(round_limit=1, turn_order=common_pb2.TURN_ORDER_SIMULTANEOUS),
         max_tokens_per_turn=16,
@@ -220,23 +255,26 @@ async def _run_debate(stub, config, seen: list[str]) -> str:
     from debate.orchestrator.v1 import orchestrator_pb2
 
     try:
-        created = await stub.CreateDebate(orchestrator_pb2.CreateDebateRequest(config=config), timeout=30,
-                                          metadata=USER)
+        created = await stub.CreateDebate(
+            orchestrator_pb2.CreateDebateRequest(config=config), timeout=30, metadata=USER
+        )
     except grpc.aio.AioRpcError as error:
         seen.append(f"{error.code()} {error.details()} {error.trailing_metadata()}")
         return ""
     debate_id = created.debate.debate_id
     seen.append(str(created))
     try:
-        started = await stub.StartDebate(orchestrator_pb2.StartDebateRequest(debate_id=debate_id), timeout=30,
-                                         metadata=USER)
+        started = await stub.StartDebate(
+            orchestrator_pb2.StartDebateRequest(debate_id=debate_id), timeout=30, metadata=USER
+        )
         seen.append(str(started))
     except grpc.aio.AioRpcError as error:
         seen.append(f"{error.code()} {error.details()} {error.trailing_metadata()}")
         return debate_id
     try:
         async for reply in stub.StreamDebateEvents(
-                orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id), timeout=90, metadata=USER):
+            orchestrator_pb2.StreamDebateEventsRequest(debate_id=debate_id), timeout=90, metadata=USER
+        ):
             seen.append(str(reply))
             seen.append(reply.SerializeToString().decode("utf-8", "replace"))
             if reply.event.WhichOneof("payload") in TERMINAL:
@@ -256,8 +294,12 @@ async def test_suite_processes_never_reveal_the_key(echo_server, tmp_path):
 
     data_dir = tmp_path / "data"
     config = SuiteConfig(
-        orchestrator_port=free_port(), judge_port=free_port(), accounting_port=free_port(), data_dir=str(data_dir),
-        log_level="DEBUG", gateway=GatewayConfig(enabled=False),
+        orchestrator_port=free_port(),
+        judge_port=free_port(),
+        accounting_port=free_port(),
+        data_dir=str(data_dir),
+        log_level="DEBUG",
+        gateway=GatewayConfig(enabled=False),
         extra_env={
             "OPENAI_API_KEY": CANARY_OPENAI,
             "LOCAL_API_KEY": CANARY_LOCAL,
@@ -282,35 +324,50 @@ async def test_suite_processes_never_reveal_the_key(echo_server, tmp_path):
     async with Suite(config.process_specs(), output=output.append, startup_timeout=60) as _suite:
         async with grpc.aio.insecure_channel(config.orchestrator_address) as channel:
             stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-            for debater, judge in [("openai/gpt-canary-401", "sim/judge"), ("local/canary-500", "sim/judge"),
-                                   ("openai/gpt-canary-midstream", "sim/judge"),
-                                   ("sim/debater", "openai/gpt-canary-401"), ("sim/debater", "local/canary-502")]:
+            for debater, judge in [
+                ("openai/gpt-canary-401", "sim/judge"),
+                ("local/canary-500", "sim/judge"),
+                ("openai/gpt-canary-midstream", "sim/judge"),
+                ("sim/debater", "openai/gpt-canary-401"),
+                ("sim/debater", "local/canary-502"),
+            ]:
                 debates.append(await _run_debate(stub, _config(debater, judge), seen))
             for debate_id in filter(None, debates):
-                reply = await stub.GetDebate(orchestrator_pb2.GetDebateRequest(debate_id=debate_id), timeout=30,
-                                             metadata=USER)
+                reply = await stub.GetDebate(
+                    orchestrator_pb2.GetDebateRequest(debate_id=debate_id), timeout=30, metadata=USER
+                )
                 seen.append(str(reply))
-            seen.append(str(await stub.ListDebates(orchestrator_pb2.ListDebatesRequest(page_size=50), timeout=30,
-                                                   metadata=USER)))
+            seen.append(
+                str(
+                    await stub.ListDebates(orchestrator_pb2.ListDebatesRequest(page_size=50), timeout=30, metadata=USER)
+                )
+            )
             # A wrong key and a near miss of the right one: refused, and neither is echoed anywhere.
             for wrong in (CANARY_USER[:-1] + "x", CANARY_SERVICE + "0"):
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    await stub.ListDebates(orchestrator_pb2.ListDebatesRequest(), timeout=30,
-                                           metadata=(("authorization", f"Bearer {wrong}"),))
+                    await stub.ListDebates(
+                        orchestrator_pb2.ListDebatesRequest(),
+                        timeout=30,
+                        metadata=(("authorization", f"Bearer {wrong}"),),
+                    )
                 assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
                 seen.append(f"{refused.value.details()} {refused.value.trailing_metadata()}")
         async with grpc.aio.insecure_channel(config.address(config.accounting_port)) as channel:
             accounting = accounting_pb2_grpc.AccountingServiceStub(channel)
             for debate_id in filter(None, debates):
-                cost = await accounting.GetDebateCost(accounting_pb2.GetDebateCostRequest(debate_id=debate_id),
-                                                      timeout=30,
-                                                      metadata=(("authorization", f"Bearer {CANARY_SERVICE}"),))
+                cost = await accounting.GetDebateCost(
+                    accounting_pb2.GetDebateCostRequest(debate_id=debate_id),
+                    timeout=30,
+                    metadata=(("authorization", f"Bearer {CANARY_SERVICE}"),),
+                )
                 seen.append(str(cost))
     assert echo_server.calls, "no model call reached the provider"
     assert all(debates), "a debate could not be created"
     assert any("turn_failed" in text or "debate_failed" in text for text in seen), "no failure was reported"
-    print(f"provider calls: {sorted(set(echo_server.calls))}; answers and events checked: {len(seen)}; "
-          f"log lines checked: {len(output)}")
+    print(
+        f"provider calls: {sorted(set(echo_server.calls))}; answers and events checked: {len(seen)}; "
+        f"log lines checked: {len(output)}"
+    )
     for text in seen:
         assert not _leaks(text), f"the key leaked into an answer or event: {text[:400]!r}"
     for line in output:

@@ -118,7 +118,8 @@ def test_bootstrap_requirements_are_hashed_and_match_the_lock():
         assert hashes, f"{name} has no --hash"
         assert name in locked and locked[name]["version"] == version, f"{name}=={version} is not the locked version"
         lock_hashes = {f["hash"] for f in locked[name].get("wheels", [])} | (
-            {locked[name]["sdist"]["hash"]} if "sdist" in locked[name] else set())
+            {locked[name]["sdist"]["hash"]} if "sdist" in locked[name] else set()
+        )
         assert hashes <= lock_hashes, f"{name}: bootstrap hashes differ from uv.lock"
 
 
@@ -150,18 +151,32 @@ def test_no_compromised_litellm_is_locked_or_installed():
     assert not [v for v in locked if COMPROMISED_LITELLM.match(v)], locked
     installed = []
     for directory in _site_dirs():
-        installed += [m.group(1) for d in directory.glob("litellm-*.dist-info")
-                      if (m := re.match(r"litellm-(.+)\.dist-info$", d.name))]
+        installed += [
+            m.group(1)
+            for d in directory.glob("litellm-*.dist-info")
+            if (m := re.match(r"litellm-(.+)\.dist-info$", d.name))
+        ]
     assert installed, "litellm is expected to be installed"
     assert not [v for v in installed if COMPROMISED_LITELLM.match(v)], installed
     for directory in _site_dirs():
         assert not list(directory.glob("litellm_init.pth")), "the 1.82.x stealer's .pth file is present"
 
 
-@pytest.mark.parametrize("version,bad", [
-    ("1.82.7", True), ("1.82.8", True), ("1.107.0", True), ("1.107.3", True), ("1.107.3.post1", True),
-    ("1.82.6", False), ("1.82.9", False), ("1.110.2", False), ("1.10.7", False), ("1.1070.0", False),
-])
+@pytest.mark.parametrize(
+    "version,bad",
+    [
+        ("1.82.7", True),
+        ("1.82.8", True),
+        ("1.107.0", True),
+        ("1.107.3", True),
+        ("1.107.3.post1", True),
+        ("1.82.6", False),
+        ("1.82.9", False),
+        ("1.110.2", False),
+        ("1.10.7", False),
+        ("1.1070.0", False),
+    ],
+)
 def test_compromised_version_pattern(version, bad):
     assert bool(COMPROMISED_LITELLM.match(version)) is bad
 

@@ -36,12 +36,18 @@ def suite(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("SERVICE_API_KEY", SERVICE)  # the orchestrator's channels to the judge and accounting send it
     internal = {"api_keys": f"{SERVICE}=suite"}
-    running = InProcessSuite(tmp_path_factory.mktemp("tenants"), overrides={
-        "accounting": internal,
-        "judge": internal,
-        "orchestrator": {"api_keys": f"{ALICE}=alice,{BOB}=bob", "sim_tokens_per_second": 5000.0,
-                         "sim_first_token_latency": 0.0},
-    })
+    running = InProcessSuite(
+        tmp_path_factory.mktemp("tenants"),
+        overrides={
+            "accounting": internal,
+            "judge": internal,
+            "orchestrator": {
+                "api_keys": f"{ALICE}=alice,{BOB}=bob",
+                "sim_tokens_per_second": 5000.0,
+                "sim_first_token_latency": 0.0,
+            },
+        },
+    )
     try:
         running.start()
         yield running
@@ -59,8 +65,10 @@ def orchestrator(suite):
 def _config() -> common_pb2.DebateConfig:
     return common_pb2.DebateConfig(
         topic=TOPIC,
-        participants=[common_pb2.Participant(name="Ada", model="sim/debater", persona="a tea lover", stance="for"),
-                      common_pb2.Participant(name="Milo", model="sim/debater", persona="a barista", stance="against")],
+        participants=[
+            common_pb2.Participant(name="Ada", model="sim/debater", persona="a tea lover", stance="for"),
+            common_pb2.Participant(name="Milo", model="sim/debater", persona="a barista", stance="against"),
+        ],
         judge=common_pb2.JudgeConfig(models=["sim/judge"]),
         format=common_pb2.DebateFormat(round_limit=1, turn_order=common_pb2.TURN_ORDER_SIMULTANEOUS),
         max_tokens_per_turn=16,
@@ -69,8 +77,9 @@ def _config() -> common_pb2.DebateConfig:
 
 @pytest.fixture(scope="module")
 def alices_debate(orchestrator) -> str:
-    created = orchestrator.CreateDebate(pb.CreateDebateRequest(config=_config(), request_id="alice-1"),
-                                        metadata=_as(ALICE), timeout=30)
+    created = orchestrator.CreateDebate(
+        pb.CreateDebateRequest(config=_config(), request_id="alice-1"), metadata=_as(ALICE), timeout=30
+    )
     return created.debate.debate_id
 
 
@@ -90,16 +99,22 @@ def test_another_tenant_cannot_see_start_stream_or_cancel(orchestrator, alices_d
     _hidden(orchestrator.GetDebate, pb.GetDebateRequest(debate_id=alices_debate), metadata=bob, timeout=10)
     _hidden(orchestrator.GetDebateStatus, pb.GetDebateStatusRequest(debate_id=alices_debate), metadata=bob, timeout=10)
     _hidden(orchestrator.StartDebate, pb.StartDebateRequest(debate_id=alices_debate), metadata=bob, timeout=10)
-    _hidden(orchestrator.StreamDebateEvents, pb.StreamDebateEventsRequest(debate_id=alices_debate), metadata=bob,
-            timeout=10)
-    _hidden(orchestrator.CancelDebate, pb.CancelDebateRequest(debate_id=alices_debate, reason="mine now"),
-            metadata=bob, timeout=10)
+    _hidden(
+        orchestrator.StreamDebateEvents, pb.StreamDebateEventsRequest(debate_id=alices_debate), metadata=bob, timeout=10
+    )
+    _hidden(
+        orchestrator.CancelDebate,
+        pb.CancelDebateRequest(debate_id=alices_debate, reason="mine now"),
+        metadata=bob,
+        timeout=10,
+    )
     listed = orchestrator.ListDebates(pb.ListDebatesRequest(page_size=100), metadata=bob, timeout=10)
     assert alices_debate not in {d.debate_id for d in listed.debates}
     assert all(d.topic != TOPIC for d in listed.debates)
     # The same request_id under another tenant is a new debate, not Alice's.
-    bobs = orchestrator.CreateDebate(pb.CreateDebateRequest(config=_config(), request_id="alice-1"), metadata=bob,
-                                     timeout=30)
+    bobs = orchestrator.CreateDebate(
+        pb.CreateDebateRequest(config=_config(), request_id="alice-1"), metadata=bob, timeout=30
+    )
     assert bobs.debate.debate_id != alices_debate
     # Alice still sees hers, untouched by Bob's attempts.
     mine = orchestrator.GetDebate(pb.GetDebateRequest(debate_id=alices_debate), metadata=_as(ALICE), timeout=10)
@@ -112,8 +127,12 @@ def test_another_tenant_cannot_see_start_stream_or_cancel(orchestrator, alices_d
 def test_a_hidden_debate_looks_like_a_missing_one(orchestrator, alices_debate):
     bob = _as(BOB)
     theirs = _hidden(orchestrator.GetDebate, pb.GetDebateRequest(debate_id=alices_debate), metadata=bob, timeout=10)
-    missing = _hidden(orchestrator.GetDebate, pb.GetDebateRequest(debate_id="00000000-0000-4000-8000-000000000000"),
-                      metadata=bob, timeout=10)
+    missing = _hidden(
+        orchestrator.GetDebate,
+        pb.GetDebateRequest(debate_id="00000000-0000-4000-8000-000000000000"),
+        metadata=bob,
+        timeout=10,
+    )
     assert theirs.code() == missing.code()
     assert error_details(theirs)[0].reason == error_details(missing)[0].reason
 
@@ -133,14 +152,16 @@ def test_internal_services_admit_only_the_service_key(suite):
         accounting = accounting_pb2_grpc.AccountingServiceStub(channel)
         for key in (ALICE, BOB):
             with pytest.raises(grpc.RpcError) as refused:
-                accounting.GetDebateCost(accounting_pb2.GetDebateCostRequest(debate_id="x"), metadata=_as(key),
-                                         timeout=10)
+                accounting.GetDebateCost(
+                    accounting_pb2.GetDebateCostRequest(debate_id="x"), metadata=_as(key), timeout=10
+                )
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         accounting.GetDebateCost(accounting_pb2.GetDebateCostRequest(debate_id="x"), metadata=_as(SERVICE), timeout=10)
     with grpc.insecure_channel(suite.addresses["judge"]) as channel:
         with pytest.raises(grpc.RpcError) as refused:
-            judge_pb2_grpc.JudgeServiceStub(channel).EvaluateRound(judge_pb2.EvaluateRoundRequest(), metadata=_as(BOB),
-                                                                   timeout=10)
+            judge_pb2_grpc.JudgeServiceStub(channel).EvaluateRound(
+                judge_pb2.EvaluateRoundRequest(), metadata=_as(BOB), timeout=10
+            )
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -150,8 +171,9 @@ def test_the_owner_runs_a_debate_through_the_authenticated_services(orchestrator
     orchestrator.StartDebate(pb.StartDebateRequest(debate_id=alices_debate), metadata=alice, timeout=10)
     kinds, sequences = [], []
     deadline = time.monotonic() + 120
-    for reply in orchestrator.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=alices_debate),
-                                                 metadata=alice, timeout=120):
+    for reply in orchestrator.StreamDebateEvents(
+        pb.StreamDebateEventsRequest(debate_id=alices_debate), metadata=alice, timeout=120
+    ):
         kinds.append(reply.event.WhichOneof("payload"))
         sequences.append(reply.event.sequence)
         if kinds[-1] in ("debate_completed", "debate_failed") or time.monotonic() > deadline:

@@ -90,8 +90,9 @@ def content_chunks(text: str, chunks: int | None) -> list[str]:
 
 
 class FakeOpenAIServer:
-    def __init__(self, *, text: str = DEFAULT_TEXT, default: Behavior | None = None, host: str = "127.0.0.1",
-                 port: int = 0):
+    def __init__(
+        self, *, text: str = DEFAULT_TEXT, default: Behavior | None = None, host: str = "127.0.0.1", port: int = 0
+    ):
         self.text = text
         self.default = default or Behavior()
         self.host, self.port = host, port
@@ -214,7 +215,9 @@ class FakeOpenAIServer:
         if method == "GET" and path.rstrip("/").endswith("/models"):
             return await self._json(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
-            return await self._json(writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
+            return await self._json(
+                writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}}
+            )
         behavior = self._next_behavior(headers)
         self.requests.append(RecordedRequest(method, path, headers, body, behavior))
         model = str(body.get("model") or "")
@@ -225,9 +228,12 @@ class FakeOpenAIServer:
             message = f"fake error {behavior.status}"
             if behavior.echo_auth:
                 message += f" (you sent {headers.get('authorization', 'no key')})"
-            return await self._json(writer, behavior.status, {
-                "error": {"message": message, "type": kind, "param": None, "code": kind}
-            }, extra)
+            return await self._json(
+                writer,
+                behavior.status,
+                {"error": {"message": message, "type": kind, "param": None, "code": kind}},
+                extra,
+            )
         pieces = content_chunks(behavior.text or self.text, behavior.chunks)
         finish = "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -239,20 +245,36 @@ class FakeOpenAIServer:
         created = int(time.time())
         if not body.get("stream"):
             text = "".join(pieces)
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces),
-                     "total_tokens": prompt_tokens + len(pieces)}
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(pieces),
+                "total_tokens": prompt_tokens + len(pieces),
+            }
             self.billed.append(Billed(model, prompt_tokens, len(pieces), True, "complete"))
-            return await self._json(writer, 200, {
-                "id": ident, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                "usage": usage,
-            })
+            return await self._json(
+                writer,
+                200,
+                {
+                    "id": ident,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                    ],
+                    "usage": usage,
+                },
+            )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                     b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+        )
 
-        prefix = ('{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"system_fingerprint":null,'  # noqa: UP031
-                  '"choices":' % (ident, created, json.dumps(model)))
+        prefix = (
+            '{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"system_fingerprint":null,'  # noqa: UP031
+            '"choices":' % (ident, created, json.dumps(model))
+        )
         tail = ',"usage":null}' if include_usage else "}"
 
         def event(choices: str, suffix: str = tail) -> bytes:
@@ -261,7 +283,9 @@ class FakeOpenAIServer:
 
         def choice(delta: str, finish_reason: str | None = None) -> str:
             return '[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]' % (  # noqa: UP031
-                delta, json.dumps(finish_reason))
+                delta,
+                json.dumps(finish_reason),
+            )
 
         writer.write(event(choice('{"role":"assistant","content":"","refusal":null}')))
         await writer.drain()
@@ -284,10 +308,16 @@ class FakeOpenAIServer:
         writer.write(event(choice("{}", finish)))
         usage_sent = include_usage and behavior.usage
         if usage_sent:
-            usage = json.dumps({
-                "prompt_tokens": prompt_tokens, "completion_tokens": sent, "total_tokens": prompt_tokens + sent,
-                "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0},
-            }, separators=(",", ":"))
+            usage = json.dumps(
+                {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": sent,
+                    "total_tokens": prompt_tokens + sent,
+                    "prompt_tokens_details": {"cached_tokens": 0},
+                    "completion_tokens_details": {"reasoning_tokens": 0},
+                },
+                separators=(",", ":"),
+            )
             writer.write(event("[]", ',"usage":' + usage + "}"))
         data = b"data: [DONE]\n\n"
         writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
@@ -298,9 +328,15 @@ class FakeOpenAIServer:
     @staticmethod
     async def _json(writer: asyncio.StreamWriter, status: int, payload: dict, headers: dict | None = None) -> bool:
         body = json.dumps(payload).encode()
-        reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "Error")
-        lines = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(body)}",
-                 *(f"{k}: {v}" for k, v in (headers or {}).items())]
+        reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}.get(
+            status, "Error"
+        )
+        lines = [
+            f"HTTP/1.1 {status} {reason}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            *(f"{k}: {v}" for k, v in (headers or {}).items()),
+        ]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         await writer.drain()
         return True

@@ -1,9 +1,9 @@
 """Pytest fixtures around the fake OpenAI server and the LLM layer, for any test module:
 
-    from tests.support.fixtures import fake_openai, fake_openai_server  # noqa: F401
+from tests.support.fixtures import fake_openai, fake_openai_server  # noqa: F401
 
-    async def test_x(fake_openai):
-        llm = build_llm_client(settings_for(fake_openai, llm_retries=0))
+async def test_x(fake_openai):
+    llm = build_llm_client(settings_for(fake_openai, llm_retries=0))
 """
 
 from __future__ import annotations

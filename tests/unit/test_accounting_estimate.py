@@ -21,9 +21,14 @@ def prices() -> PriceBook:
 def plan(**changes) -> DebatePlan:
     base = {
         "topic": "Should cities ban cars?",
-        "debaters": (DebaterPlan("pro", "claude-3-5-sonnet-20241022", "an urbanist", "for"),
-                     DebaterPlan("con", "gpt-4", "an engineer", "against")),
-        "judge_models": ("claude-3-opus-20240229",), "orderings": 2, "rounds": 3, "max_tokens_per_turn": 500,
+        "debaters": (
+            DebaterPlan("pro", "claude-3-5-sonnet-20241022", "an urbanist", "for"),
+            DebaterPlan("con", "gpt-4", "an engineer", "against"),
+        ),
+        "judge_models": ("claude-3-opus-20240229",),
+        "orderings": 2,
+        "rounds": 3,
+        "max_tokens_per_turn": 500,
     }
     base.update(changes)
     return DebatePlan(**base)
@@ -62,8 +67,9 @@ def test_more_rounds_and_wider_windows_cost_more(prices):
 
 
 def test_simulated_debate_costs_nothing(prices):
-    e = estimate_debate(plan(debaters=(DebaterPlan("a", "sim/debater"), DebaterPlan("b", "sim/debater")),
-                             judge_models=()), prices)
+    e = estimate_debate(
+        plan(debaters=(DebaterPlan("a", "sim/debater"), DebaterPlan("b", "sim/debater")), judge_models=()), prices
+    )
     assert e.expected.cost == e.worst_case.cost == 0 and e.expected.usage.prompt_tokens > 0
 
 
@@ -71,6 +77,10 @@ def test_bad_plans_are_refused_field_by_field(prices):
     with pytest.raises(InvalidArgument) as bad:
         estimate_debate(plan(debaters=(), rounds=0, max_tokens_per_turn=0, expected_completion_tokens=-1), prices)
     assert [v.field for v in bad.value.violations] == [
-        "config.participants", "config.format.round_limit", "config.max_tokens_per_turn", "expected_completion_tokens"]
+        "config.participants",
+        "config.format.round_limit",
+        "config.max_tokens_per_turn",
+        "expected_completion_tokens",
+    ]
     with pytest.raises(ModelNotPriced):
         estimate_debate(plan(judge_models=("nobody/knows",)), prices)

@@ -41,10 +41,28 @@ def rows_in(tmp_path) -> int:
         return db.execute("SELECT count(*) FROM usage").fetchone()[0]
 
 
-def usage_call(request_id: str, *, debate="d1", participant="alice", role=Role.DEBATER, round_number=1,
-               model=SONNET, usage=TURN_USAGE, **extra):
-    return dict(request_id=request_id, debate_id=debate, participant=participant, role=role,
-                round_number=round_number, model=model, attempt=1, usage=usage, **extra)
+def usage_call(
+    request_id: str,
+    *,
+    debate="d1",
+    participant="alice",
+    role=Role.DEBATER,
+    round_number=1,
+    model=SONNET,
+    usage=TURN_USAGE,
+    **extra,
+):
+    return dict(
+        request_id=request_id,
+        debate_id=debate,
+        participant=participant,
+        role=role,
+        round_number=round_number,
+        model=model,
+        attempt=1,
+        usage=usage,
+        **extra,
+    )
 
 
 def test_store_runs_wal_with_full_sync(tmp_path):
@@ -59,8 +77,9 @@ def test_store_runs_wal_with_full_sync(tmp_path):
 async def test_a_repeat_returns_the_first_row_and_writes_nothing(accounting, tmp_path):
     first, dup = await accounting.record_usage(**usage_call("debates/d1/rounds/1/turns/alice/attempts/1"))
     assert not dup and first.cost == Decimal("0.0105") and first.record_time_ns > 0
-    again, dup = await accounting.record_usage(**usage_call("debates/d1/rounds/1/turns/alice/attempts/1",
-                                                              usage=Usage(9, 9)))
+    again, dup = await accounting.record_usage(
+        **usage_call("debates/d1/rounds/1/turns/alice/attempts/1", usage=Usage(9, 9))
+    )
     assert dup and again == first
     assert rows_in(tmp_path) == 1
 
@@ -101,10 +120,14 @@ async def test_debate_total_is_the_exact_sum_of_its_parts(accounting):
     for r in (1, 2, 3):
         for p in ("pro", "con"):
             await accounting.record_usage(**usage_call(f"d/{r}/{p}", participant=p, round_number=r))
-        await accounting.record_usage(**usage_call(f"d/{r}/judge", participant="judge", role=Role.JUDGE,
-                                                   round_number=r, model=OPUS))
-    await accounting.record_usage(**usage_call("d/verdict", participant="judge", role=Role.VERDICT, round_number=3,
-                                               model=OPUS, usage=Usage(2000, 1000)))
+        await accounting.record_usage(
+            **usage_call(f"d/{r}/judge", participant="judge", role=Role.JUDGE, round_number=r, model=OPUS)
+        )
+    await accounting.record_usage(
+        **usage_call(
+            "d/verdict", participant="judge", role=Role.VERDICT, round_number=3, model=OPUS, usage=Usage(2000, 1000)
+        )
+    )
     report = await accounting.debate_cost("d1")
     debater = accounting.calculate_cost(SONNET, Usage(1000, 500)).total
     judge = accounting.calculate_cost(OPUS, Usage(1000, 500)).total
@@ -113,12 +136,21 @@ async def test_debate_total_is_the_exact_sum_of_its_parts(accounting):
     assert report.total.cost == 3 * 2 * debater + 3 * judge + verdict == Decimal("0.3255")
     assert report.total.calls == 10 and report.total.usage == Usage(11000, 5500)
     assert [(line.key, line.cost, line.calls) for line in report.by_role] == [
-        ("debater", Decimal("0.063"), 6), ("judge", Decimal("0.1575"), 3), ("verdict", Decimal("0.105"), 1)]
-    assert [(line.key, line.cost) for line in report.by_model] == [(SONNET, Decimal("0.063")), (OPUS, Decimal("0.2625"))]
+        ("debater", Decimal("0.063"), 6),
+        ("judge", Decimal("0.1575"), 3),
+        ("verdict", Decimal("0.105"), 1),
+    ]
+    assert [(line.key, line.cost) for line in report.by_model] == [
+        (SONNET, Decimal("0.063")),
+        (OPUS, Decimal("0.2625")),
+    ]
     assert [line.key for line in report.by_round] == ["1", "2", "3"]
     assert report.by_round[2].cost == 2 * debater + judge + verdict
     assert {line.key: line.cost for line in report.by_participant} == {
-        "con": 3 * debater, "pro": 3 * debater, "judge": 3 * judge + verdict}
+        "con": 3 * debater,
+        "pro": 3 * debater,
+        "judge": 3 * judge + verdict,
+    }
     for lines in (report.by_role, report.by_model, report.by_round, report.by_participant):
         assert sum(line.cost for line in lines) == report.total.cost
     assert report.budget.spent == report.total.cost and report.budget.cap is None

@@ -66,7 +66,11 @@ def test_project_file_wins_and_says_so(prices):
 
 def test_litellm_floats_become_their_decimal_repr(prices):
     rates = prices.price("gpt-4o").rates
-    assert (rates.input, rates.output, rates.cached_input) == (Decimal("0.0000025"), Decimal("0.00001"), Decimal("0.00000125"))
+    assert (rates.input, rates.output, rates.cached_input) == (
+        Decimal("0.0000025"),
+        Decimal("0.00001"),
+        Decimal("0.00000125"),
+    )
     assert to_decimal(1.1e-06) == Decimal("0.0000011")  # not the binary 1.0999999999999999e-06...
     assert to_decimal(0.1) + to_decimal(0.2) == Decimal("0.3")
 
@@ -90,16 +94,32 @@ def test_cached_and_reasoning_tokens(prices, tmp_path):
     gpt4 = prices.cost("gpt-4", Usage(1000, 0, cached_prompt_tokens=400))
     assert gpt4.total == Decimal("0.03")
 
-    book = _book(tmp_path, {"r-model": {"input_cost_per_token": 1e-06, "output_cost_per_token": 4e-06,
-                                        "output_cost_per_reasoning_token": 2e-06}})
+    book = _book(
+        tmp_path,
+        {
+            "r-model": {
+                "input_cost_per_token": 1e-06,
+                "output_cost_per_token": 4e-06,
+                "output_cost_per_reasoning_token": 2e-06,
+            }
+        },
+    )
     r = book.cost("r-model", Usage(10, 100, reasoning_tokens=60))
     assert (r.output, r.reasoning, r.total) == (Decimal("0.00016"), Decimal("0.00012"), Decimal("0.00029"))
 
 
 def test_tiered_prices_follow_the_prompt_size(tmp_path):
-    book = _book(tmp_path, {"tiered": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06,
-                                       "input_cost_per_token_above_200k_tokens": 3e-06,
-                                       "output_cost_per_token_above_200k_tokens": 4e-06}})
+    book = _book(
+        tmp_path,
+        {
+            "tiered": {
+                "input_cost_per_token": 1e-06,
+                "output_cost_per_token": 2e-06,
+                "input_cost_per_token_above_200k_tokens": 3e-06,
+                "output_cost_per_token_above_200k_tokens": 4e-06,
+            }
+        },
+    )
     assert book.cost("tiered", Usage(200_000, 10)).total == Decimal("0.20002")
     assert book.cost("tiered", Usage(200_001, 10)).total == Decimal("0.600043")
 

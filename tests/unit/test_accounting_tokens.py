@@ -38,8 +38,15 @@ def test_text_counts_equal_tiktoken_for_gpt4(text):
 
 @pytest.mark.parametrize(
     "model,encoding",
-    [("gpt-4", "cl100k_base"), ("gpt-3.5-turbo", "cl100k_base"), ("openai/gpt-4", "cl100k_base"),
-     ("gpt-4o", "o200k_base"), ("openai/gpt-4o-mini", "o200k_base"), ("o1", "o200k_base"), ("gpt-4.1", "o200k_base")],
+    [
+        ("gpt-4", "cl100k_base"),
+        ("gpt-3.5-turbo", "cl100k_base"),
+        ("openai/gpt-4", "cl100k_base"),
+        ("gpt-4o", "o200k_base"),
+        ("openai/gpt-4o-mini", "o200k_base"),
+        ("o1", "o200k_base"),
+        ("gpt-4.1", "o200k_base"),
+    ],
 )
 def test_openai_models_use_their_own_encoding_exactly(model, encoding):
     text = PLAN_TEXTS[2]
@@ -57,11 +64,16 @@ def test_chat_overhead_follows_openais_format():
     content = sum(len(enc.encode(m["role"])) + len(enc.encode(m["content"])) for m in CHAT)
     assert count_message_tokens("gpt-4", CHAT) == content + 3 * len(CHAT) + 3
     named = [{"role": "user", "content": "hi", "name": "alice"}]
-    assert count_message_tokens("gpt-4", named) == count_message_tokens("gpt-4", [{"role": "user", "content": "hi"}]) + len(enc.encode("alice")) + 1
+    assert (
+        count_message_tokens("gpt-4", named)
+        == count_message_tokens("gpt-4", [{"role": "user", "content": "hi"}]) + len(enc.encode("alice")) + 1
+    )
 
 
 def test_methods_say_what_they_are():
-    assert count_tokens("anthropic/claude-3-5-sonnet-20241022", text="hello") == count_tokens("claude-3-5-sonnet-20241022", text="hello")
+    assert count_tokens("anthropic/claude-3-5-sonnet-20241022", text="hello") == count_tokens(
+        "claude-3-5-sonnet-20241022", text="hello"
+    )
     claude = count_tokens("claude-3-5-sonnet-20241022", messages=CHAT)
     assert (claude.exact, claude.tokenizer) == (False, "anthropic-tokenizer")
     sim = count_tokens("sim/debater", text="hello world")
@@ -71,7 +83,9 @@ def test_methods_say_what_they_are():
 
 
 def test_special_token_text_is_counted_as_text():
-    assert count_text_tokens("gpt-4", "<|endoftext|>") == len(tiktoken.get_encoding("cl100k_base").encode_ordinary("<|endoftext|>"))
+    assert count_text_tokens("gpt-4", "<|endoftext|>") == len(
+        tiktoken.get_encoding("cl100k_base").encode_ordinary("<|endoftext|>")
+    )
 
 
 def test_exactly_one_of_text_and_messages():
@@ -114,8 +128,15 @@ def test_counting_needs_no_network_and_never_imports_litellm():
         assert "litellm" not in sys.modules
         """
     )
-    env = {"PATH": "/usr/bin:/bin", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-           "TIKTOKEN_CACHE_DIR": "/nonexistent", "PYTHONPATH": ":".join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "TIKTOKEN_CACHE_DIR": "/nonexistent",
+        "PYTHONPATH": ":".join(sys.path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 6

@@ -43,14 +43,19 @@ async def _whoami_client_stream(requests, context) -> bytes:
 
 
 def _add(servicer, server: grpc.aio.Server) -> None:
-    server.add_generic_rpc_handlers([
-        grpc.method_handlers_generic_handler(SERVICE, {
-            "Whoami": grpc.unary_unary_rpc_method_handler(_whoami),
-            "WhoamiStream": grpc.unary_stream_rpc_method_handler(_whoami_stream),
-            "WhoamiWrites": grpc.unary_stream_rpc_method_handler(_whoami_writes),
-            "WhoamiClientStream": grpc.stream_unary_rpc_method_handler(_whoami_client_stream),
-        })
-    ])
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                SERVICE,
+                {
+                    "Whoami": grpc.unary_unary_rpc_method_handler(_whoami),
+                    "WhoamiStream": grpc.unary_stream_rpc_method_handler(_whoami_stream),
+                    "WhoamiWrites": grpc.unary_stream_rpc_method_handler(_whoami_writes),
+                    "WhoamiClientStream": grpc.stream_unary_rpc_method_handler(_whoami_client_stream),
+                },
+            )
+        ]
+    )
 
 
 async def _serve(**settings) -> GrpcService:
@@ -83,13 +88,16 @@ def test_parse_keys_and_tenants():
     assert not ApiKeys.parse("") and not ApiKeys.parse(" , ")
 
 
-@pytest.mark.parametrize("spec", [
-    "sk-secret-aaaaaaaa",              # no tenant
-    "sk-secret-aaaaaaaa=",             # empty tenant
-    "short=tenantA",                   # key too short
-    "sk-secret-aaaaaaaa=bad tenant!",  # tenant with spaces
-    "sk-secret-aaaaaaaa=a,sk-secret-aaaaaaaa=b",  # one key, two tenants
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "sk-secret-aaaaaaaa",  # no tenant
+        "sk-secret-aaaaaaaa=",  # empty tenant
+        "short=tenantA",  # key too short
+        "sk-secret-aaaaaaaa=bad tenant!",  # tenant with spaces
+        "sk-secret-aaaaaaaa=a,sk-secret-aaaaaaaa=b",  # one key, two tenants
+    ],
+)
 def test_bad_key_specs_are_refused_without_echoing_the_key(spec):
     with pytest.raises(ValueError) as error:
         ApiKeys.parse(spec)
@@ -129,8 +137,9 @@ async def test_keys_map_callers_to_tenants(keyed):
             yield b"x"
             yield b"y"
 
-        reply = await channel.stream_unary(f"/{SERVICE}/WhoamiClientStream")(requests(), metadata=_bearer(KEY_A),
-                                                                              timeout=10)
+        reply = await channel.stream_unary(f"/{SERVICE}/WhoamiClientStream")(
+            requests(), metadata=_bearer(KEY_A), timeout=10
+        )
         assert reply == b"tenantA"
 
 
@@ -141,12 +150,15 @@ async def test_concurrent_calls_keep_their_own_tenant(keyed):
     assert tenants == ["tenantA", "tenantB"] * 15
 
 
-@pytest.mark.parametrize("metadata,expected", [
-    (None, "missing"),
-    (_bearer("key-wrong-0123456789"), "unknown"),
-    ((("authorization", f"Basic {KEY_A}"),), "missing"),
-    (_bearer(KEY_A + "x"), "unknown"),
-])
+@pytest.mark.parametrize(
+    "metadata,expected",
+    [
+        (None, "missing"),
+        (_bearer("key-wrong-0123456789"), "unknown"),
+        ((("authorization", f"Basic {KEY_A}"),), "missing"),
+        (_bearer(KEY_A + "x"), "unknown"),
+    ],
+)
 async def test_missing_or_unknown_keys_are_unauthenticated(keyed, caplog, metadata, expected):
     caplog.set_level(logging.DEBUG)
     async with grpc.aio.insecure_channel(keyed.address) as channel:
@@ -175,8 +187,9 @@ async def test_health_and_reflection_stay_open(keyed):
         async def ask():
             yield reflection_pb2.ServerReflectionRequest(list_services="")
 
-        replies = [r async for r in reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(ask(),
-                                                                                                         timeout=5)]
+        replies = [
+            r async for r in reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(ask(), timeout=5)
+        ]
         names = {s.name for s in replies[0].list_services_response.service}
         assert SERVICE in names
 
@@ -229,14 +242,20 @@ async def _hold_stream(request: bytes, context):
 
 def _add_holding(servicer, server: grpc.aio.Server) -> None:
     _add(servicer, server)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "test.auth.v1.HoldService", {"Hold": grpc.unary_stream_rpc_method_handler(_hold_stream)})])
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "test.auth.v1.HoldService", {"Hold": grpc.unary_stream_rpc_method_handler(_hold_stream)}
+            )
+        ]
+    )
 
 
 @pytest.mark.parametrize("keys", [KEYS, ""], ids=["tenants", "no-keys"])
 async def test_open_streams_per_caller_are_limited(keys):
-    service = GrpcService(ServiceSettings(port=0, api_keys=keys, max_streams_per_caller=2),
-                          [ServiceBinding(SERVICE, _add_holding, None)])
+    service = GrpcService(
+        ServiceSettings(port=0, api_keys=keys, max_streams_per_caller=2), [ServiceBinding(SERVICE, _add_holding, None)]
+    )
     await service.start()
     try:
         async with grpc.aio.insecure_channel(service.address) as channel:

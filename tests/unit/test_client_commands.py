@@ -36,16 +36,26 @@ class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             context.set_trailing_metadata(((STATUS_DETAILS_KEY, status.SerializeToString()),))
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, status.message)
         self.configs["d1"] = request.config
-        return pb.CreateDebateResponse(debate=pb.Debate(debate_id="d1", config=request.config, state=pb.DEBATE_STATE_CREATED))
+        return pb.CreateDebateResponse(
+            debate=pb.Debate(debate_id="d1", config=request.config, state=pb.DEBATE_STATE_CREATED)
+        )
 
     def StartDebate(self, request, context):
-        return pb.StartDebateResponse(debate=pb.DebateSummary(debate_id=request.debate_id, state=pb.DEBATE_STATE_RUNNING))
+        return pb.StartDebateResponse(
+            debate=pb.DebateSummary(debate_id=request.debate_id, state=pb.DEBATE_STATE_RUNNING)
+        )
 
     def GetDebate(self, request, context):
         if request.debate_id not in self.configs:
             context.abort(grpc.StatusCode.NOT_FOUND, f"debate {request.debate_id} not found")
-        return pb.GetDebateResponse(debate=pb.Debate(debate_id=request.debate_id, config=self.configs[request.debate_id],
-                                                     state=pb.DEBATE_STATE_RUNNING, last_sequence=len(self.log)))
+        return pb.GetDebateResponse(
+            debate=pb.Debate(
+                debate_id=request.debate_id,
+                config=self.configs[request.debate_id],
+                state=pb.DEBATE_STATE_RUNNING,
+                last_sequence=len(self.log),
+            )
+        )
 
     def StreamDebateEvents(self, request, context):
         for event in self.log:
@@ -53,12 +63,23 @@ class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 yield pb.StreamDebateEventsResponse(event=event)
 
     def ListDebates(self, request, context):
-        return pb.ListDebatesResponse(debates=[pb.DebateSummary(
-            debate_id="d1", topic="Cities should ban cars", state=pb.DEBATE_STATE_COMPLETED, current_round=3, round_limit=3)])
+        return pb.ListDebatesResponse(
+            debates=[
+                pb.DebateSummary(
+                    debate_id="d1",
+                    topic="Cities should ban cars",
+                    state=pb.DEBATE_STATE_COMPLETED,
+                    current_round=3,
+                    round_limit=3,
+                )
+            ]
+        )
 
     def CancelDebate(self, request, context):
         self.cancelled.append(request.debate_id)
-        return pb.CancelDebateResponse(debate=pb.DebateSummary(debate_id=request.debate_id, state=pb.DEBATE_STATE_CANCELLED))
+        return pb.CancelDebateResponse(
+            debate=pb.DebateSummary(debate_id=request.debate_id, state=pb.DEBATE_STATE_CANCELLED)
+        )
 
 
 @pytest.fixture
@@ -76,15 +97,34 @@ def orchestrator():
 def test_demo_against_a_target_shows_the_debate_and_exits_zero(orchestrator, capsys):
     assert main(["demo", "--target", orchestrator.target]) == 0
     out = capsys.readouterr().out
-    for marker in ("Cities should ban private cars", "Ada", "Milo", "Round 1 scores", "Round 3 scores", "Winner: Ada", "Cost",
-                   "debate completed"):
+    for marker in (
+        "Cities should ban private cars",
+        "Ada",
+        "Milo",
+        "Round 1 scores",
+        "Round 3 scores",
+        "Winner: Ada",
+        "Cost",
+        "debate completed",
+    ):
         assert marker in out
     assert "starting the suite" not in out
 
 
 def test_bad_input_shows_the_field_violations_and_exits_two(orchestrator, capsys):
-    code = main(["debate", "--target", orchestrator.target, "--topic", "", "--debater", "A=sim/debater:a poet",
-                 "--judge", "sim/judge"])
+    code = main(
+        [
+            "debate",
+            "--target",
+            orchestrator.target,
+            "--topic",
+            "",
+            "--debater",
+            "A=sim/debater:a poet",
+            "--judge",
+            "sim/judge",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "config.topic" in err and "must not be empty" in err and "config.participants" in err
@@ -111,15 +151,22 @@ def test_list_and_cancel(orchestrator, capsys):
 
 def test_an_unreachable_orchestrator_is_a_clear_failure(capsys):
     from tests.helpers import free_port
+
     assert main(["list", "--target", f"127.0.0.1:{free_port()}"]) == 1
     assert "UNAVAILABLE" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("Ada=sim/debater:an economist:for", ("Ada", "sim/debater", "an economist", "for")),
-    ("Ada=openai/gpt-4o:an economist", ("Ada", "openai/gpt-4o", "an economist", "")),
-    ("Ada=sim/debater:a skeptic: hard to please:against the motion", ("Ada", "sim/debater", "a skeptic: hard to please", "against the motion")),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("Ada=sim/debater:an economist:for", ("Ada", "sim/debater", "an economist", "for")),
+        ("Ada=openai/gpt-4o:an economist", ("Ada", "openai/gpt-4o", "an economist", "")),
+        (
+            "Ada=sim/debater:a skeptic: hard to please:against the motion",
+            ("Ada", "sim/debater", "a skeptic: hard to please", "against the motion"),
+        ),
+    ],
+)
 def test_debater_specs(spec, expected):
     p = parse_debater(spec)
     assert (p.name, p.model, p.persona, p.stance) == expected
@@ -128,22 +175,53 @@ def test_debater_specs(spec, expected):
 @pytest.mark.parametrize("spec", ["Ada", "Ada=sim/debater", "=sim/debater:x", "Ada=:x"])
 def test_bad_debater_specs_are_refused(spec):
     import argparse
+
     with pytest.raises(argparse.ArgumentTypeError):
         parse_debater(spec)
 
 
 def test_debate_flags_become_the_config(orchestrator, capsys):
-    code = main(["debate", "--target", orchestrator.target, "--topic", "Tabs or spaces?",
-                 "--debater", "T=openai/gpt-4o:a tab purist:tabs", "--debater", "S=anthropic/claude-3-5-sonnet-20241022:a pep8 fan:spaces",
-                 "--judge", "sim/judge", "--judge", "openai/gpt-4o-mini", "--rounds", "2", "--format", "sequential",
-                 "--max-tokens-per-turn", "300", "--budget", "0.50", "--seed", "3"])
+    code = main(
+        [
+            "debate",
+            "--target",
+            orchestrator.target,
+            "--topic",
+            "Tabs or spaces?",
+            "--debater",
+            "T=openai/gpt-4o:a tab purist:tabs",
+            "--debater",
+            "S=anthropic/claude-3-5-sonnet-20241022:a pep8 fan:spaces",
+            "--judge",
+            "sim/judge",
+            "--judge",
+            "openai/gpt-4o-mini",
+            "--rounds",
+            "2",
+            "--format",
+            "sequential",
+            "--max-tokens-per-turn",
+            "300",
+            "--budget",
+            "0.50",
+            "--seed",
+            "3",
+        ]
+    )
     assert code == 0
     config = orchestrator.configs["d1"]
     assert [(p.name, p.model, p.persona, p.stance) for p in config.participants] == [
-        ("T", "openai/gpt-4o", "a tab purist", "tabs"), ("S", "anthropic/claude-3-5-sonnet-20241022", "a pep8 fan", "spaces")]
+        ("T", "openai/gpt-4o", "a tab purist", "tabs"),
+        ("S", "anthropic/claude-3-5-sonnet-20241022", "a pep8 fan", "spaces"),
+    ]
     assert list(config.judge.models) == ["sim/judge", "openai/gpt-4o-mini"]
     assert (config.format.round_limit, config.format.turn_order) == (2, c.TURN_ORDER_SEQUENTIAL)
-    assert (config.max_tokens_per_turn, config.budget.amount, config.budget.currency_code, config.seed) == (300, "0.50", "USD", 3)
+    assert (config.max_tokens_per_turn, config.budget.amount, config.budget.currency_code, config.seed) == (
+        300,
+        "0.50",
+        "USD",
+        3,
+    )
     assert "budget $0.50" in capsys.readouterr().out
 
 

@@ -21,7 +21,10 @@ def rpc_error(code: grpc.StatusCode, details: str = "", reason: str = "") -> grp
     if reason:
         packed = any_pb2.Any()
         packed.Pack(error_details_pb2.ErrorInfo(reason=reason, domain="debate-engine"))
-        trailing.add(STATUS_DETAILS_KEY, status_pb2.Status(code=code.value[0], message=details, details=[packed]).SerializeToString())
+        trailing.add(
+            STATUS_DETAILS_KEY,
+            status_pb2.Status(code=code.value[0], message=details, details=[packed]).SerializeToString(),
+        )
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details)
 
 
@@ -37,7 +40,7 @@ class Call:
     async def _run(self):
         if self.batch:  # as a batch_events subscription: several events a response
             for i in range(0, len(self.events), self.batch):
-                yield pb.StreamDebateEventsResponse(events=self.events[i:i + self.batch])
+                yield pb.StreamDebateEventsResponse(events=self.events[i : i + self.batch])
         else:
             for event in self.events:
                 yield pb.StreamDebateEventsResponse(event=event)
@@ -69,8 +72,9 @@ class FlakyStub:
         return Call(remaining, batch=self.batch if request.batch_events else 0)
 
     async def GetDebateStatus(self, request, timeout=None):
-        return pb.GetDebateStatusResponse(debate=pb.DebateSummary(
-            debate_id=request.debate_id, state=self.status_state, last_sequence=len(self.log)))
+        return pb.GetDebateStatusResponse(
+            debate=pb.DebateSummary(debate_id=request.debate_id, state=self.status_state, last_sequence=len(self.log))
+        )
 
 
 async def no_sleep(_: float) -> None:
@@ -89,10 +93,17 @@ async def follow_all(stub, after: int = 0) -> tuple[str, DebateView]:
 async def test_drops_resume_after_the_last_event_and_print_nothing_twice(batch):
     log = simultaneous_debate().log
     expected, _ = render(log)
-    too_slow = rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "subscriber too slow; resume with after_sequence",
-                         reason="SUBSCRIBER_TOO_SLOW")
-    stub = FlakyStub(log, [(25, rpc_error(grpc.StatusCode.UNAVAILABLE)), (0, rpc_error(grpc.StatusCode.UNAVAILABLE)),
-                           (40, too_slow)], overlap=5, batch=batch)
+    too_slow = rpc_error(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "subscriber too slow; resume with after_sequence",
+        reason="SUBSCRIBER_TOO_SLOW",
+    )
+    stub = FlakyStub(
+        log,
+        [(25, rpc_error(grpc.StatusCode.UNAVAILABLE)), (0, rpc_error(grpc.StatusCode.UNAVAILABLE)), (40, too_slow)],
+        overlap=5,
+        batch=batch,
+    )
     output, view = await follow_all(stub)
     assert view.succeeded
     assert stub.requests == [0, 25, 25, 60]  # the third stream replayed 21-25 itself

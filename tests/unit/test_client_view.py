@@ -13,8 +13,10 @@ from services.client.view import DebateView
 
 ADA_TEXT = "Cars crowd the old streets. Pedestrian zones raised footfall by a fifth in Ghent and Pontevedra."
 MILO_TEXT = "Shops die when customers cannot park. A ban punishes the elderly and the trades who need vans."
-PARTICIPANTS = [c.Participant(name="Ada", model="sim/debater", persona="economist", stance="for"),
-                c.Participant(name="Milo", model="sim/debater", persona="shopkeeper", stance="against")]
+PARTICIPANTS = [
+    c.Participant(name="Ada", model="sim/debater", persona="economist", stance="for"),
+    c.Participant(name="Milo", model="sim/debater", persona="shopkeeper", stance="against"),
+]
 PLAIN = Style(color=False, unicode=True, width=80, live=False)
 TTY = Style(color=True, unicode=True, width=80, live=True)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours only
@@ -33,29 +35,52 @@ class Events:
 
 
 def chunks(text: str, size: int = 7) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def assessment(number: int, leader: str = "Ada") -> c.RoundAssessment:
     def score(name: str, base: float) -> c.DebaterScore:
-        return c.DebaterScore(debater=name, weighted_total=base, criteria=[
-            c.CriterionScore(criterion=k, score=base) for k in ("argument_strength", "evidence", "rebuttal", "clarity")])
-    return c.RoundAssessment(round_number=number, leader=leader, judge_models=["sim/judge"], simulated=True,
-                             scores=[score("Ada", 7.5 if leader == "Ada" else 6.0), score("Milo", 6.0 if leader == "Ada" else 7.5)],
-                             rationale=f"Round {number}: Ada brought numbers; Milo answered with anecdotes.")
+        return c.DebaterScore(
+            debater=name,
+            weighted_total=base,
+            criteria=[
+                c.CriterionScore(criterion=k, score=base)
+                for k in ("argument_strength", "evidence", "rebuttal", "clarity")
+            ],
+        )
+
+    return c.RoundAssessment(
+        round_number=number,
+        leader=leader,
+        judge_models=["sim/judge"],
+        simulated=True,
+        scores=[score("Ada", 7.5 if leader == "Ada" else 6.0), score("Milo", 6.0 if leader == "Ada" else 7.5)],
+        rationale=f"Round {number}: Ada brought numbers; Milo answered with anecdotes.",
+    )
 
 
 def cost() -> c.DebateCost:
     def line(key: str, calls: int, prompt: int, completion: int) -> c.CostLine:
-        return c.CostLine(key=key, calls=calls, cost=c.Money(currency_code="USD", amount="0"),
-                          usage=c.TokenUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion))
+        return c.CostLine(
+            key=key,
+            calls=calls,
+            cost=c.Money(currency_code="USD", amount="0"),
+            usage=c.TokenUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+        )
+
     return c.DebateCost(
-        debate_id="d1", total=c.Money(currency_code="USD", amount="0.000000"),
+        debate_id="d1",
+        total=c.Money(currency_code="USD", amount="0.000000"),
         usage=c.TokenUsage(prompt_tokens=3000, completion_tokens=900, total_tokens=3900),
         by_participant=[line("Ada", 3, 1000, 300), line("Milo", 3, 1000, 300)],
-        by_role=[line("ROLE_DEBATER", 6, 2000, 600), line("ROLE_JUDGE", 3, 800, 200), line("ROLE_VERDICT", 1, 200, 100)],
+        by_role=[
+            line("ROLE_DEBATER", 6, 2000, 600),
+            line("ROLE_JUDGE", 3, 800, 200),
+            line("ROLE_VERDICT", 1, 200, 100),
+        ],
         by_round=[line(str(r), 3, 1000, 300) for r in (1, 2, 3)],
-        by_model=[line("sim/debater", 6, 2000, 600), line("sim/judge", 4, 1000, 300)])
+        by_model=[line("sim/debater", 6, 2000, 600), line("sim/judge", 4, 1000, 300)],
+    )
 
 
 def simultaneous_debate(rounds: int = 3, *, late_judge: bool = True) -> Events:
@@ -69,19 +94,45 @@ def simultaneous_debate(rounds: int = 3, *, late_judge: bool = True) -> Events:
         for a, m in zip(chunks(f"R{r} {ADA_TEXT}"), chunks(f"R{r} {MILO_TEXT}")):
             e.add(token_delta=pb.TokenDelta(round_number=r, participant="Ada", text=a, attempt=1))
             e.add(token_delta=pb.TokenDelta(round_number=r, participant="Milo", text=m, attempt=1))
-            if late_judge and r > 1 and len(e.log) % 9 == 0 and not any(x.HasField("round_assessed") and x.round_assessed.assessment.round_number == r - 1 for x in e.log):
+            if (
+                late_judge
+                and r > 1
+                and len(e.log) % 9 == 0
+                and not any(
+                    x.HasField("round_assessed") and x.round_assessed.assessment.round_number == r - 1 for x in e.log
+                )
+            ):
                 e.add(round_assessed=pb.RoundAssessed(assessment=assessment(r - 1)))
         for name, text in (("Ada", ADA_TEXT), ("Milo", MILO_TEXT)):
-            e.add(turn_completed=pb.TurnCompleted(turn=c.Turn(
-                round_number=r, participant=name, model="sim/debater", text=f"R{r} {text}", attempt=1, simulated=True,
-                usage=c.TokenUsage(prompt_tokens=100, completion_tokens=20, total_tokens=120),
-                finish_reason=c.FINISH_REASON_STOP)))
-        e.add(cost_updated=pb.CostUpdated(total=c.Money(currency_code="USD", amount="0"), usage=c.TokenUsage(total_tokens=120 * r)))
+            e.add(
+                turn_completed=pb.TurnCompleted(
+                    turn=c.Turn(
+                        round_number=r,
+                        participant=name,
+                        model="sim/debater",
+                        text=f"R{r} {text}",
+                        attempt=1,
+                        simulated=True,
+                        usage=c.TokenUsage(prompt_tokens=100, completion_tokens=20, total_tokens=120),
+                        finish_reason=c.FINISH_REASON_STOP,
+                    )
+                )
+            )
+        e.add(
+            cost_updated=pb.CostUpdated(
+                total=c.Money(currency_code="USD", amount="0"), usage=c.TokenUsage(total_tokens=120 * r)
+            )
+        )
         if not late_judge or r == rounds:
             e.add(round_assessed=pb.RoundAssessed(assessment=assessment(r)))
-    verdict = c.Verdict(winner="Ada", confidence=0.72, summary="Ada's evidence carried the debate.", simulated=True,
-                        final_scores=[c.FinalScore(debater="Ada", score=7.4), c.FinalScore(debater="Milo", score=6.1)],
-                        judge_models=["sim/judge"])
+    verdict = c.Verdict(
+        winner="Ada",
+        confidence=0.72,
+        summary="Ada's evidence carried the debate.",
+        simulated=True,
+        final_scores=[c.FinalScore(debater="Ada", score=7.4), c.FinalScore(debater="Milo", score=6.1)],
+        judge_models=["sim/judge"],
+    )
     e.add(verdict_rendered=pb.VerdictRendered(verdict=verdict))
     e.add(debate_completed=pb.DebateCompleted(verdict=verdict, cost=cost()))
     return e
@@ -98,7 +149,11 @@ def render(events, style: Style = PLAIN) -> tuple[str, DebateView]:
 
 def debater_text(output: str, name: str) -> str:
     """The words printed on a debater's prefixed lines (plain mode)."""
-    return " ".join(line.split("│", 1)[1].strip() for line in output.splitlines() if line.strip().startswith(f"{name} ") and "│" in line)
+    return " ".join(
+        line.split("│", 1)[1].strip()
+        for line in output.splitlines()
+        if line.strip().startswith(f"{name} ") and "│" in line
+    )
 
 
 def test_whole_debate_in_plain_mode_reads_in_order():
@@ -109,10 +164,21 @@ def test_whole_debate_in_plain_mode_reads_in_order():
         assert f"R{r} {ADA_TEXT}" in debater_text(output, "Ada")
         assert f"R{r} {MILO_TEXT}" in debater_text(output, "Milo")
     # each round: header, both turns, then its scores, before the next round's header
-    positions = [output.index(marker) for marker in (
-        "Round 1 of 3", "Round 1 scores", "Round 2 of 3", "Round 2 scores", "Round 3 of 3", "Round 3 scores", "Verdict", "Cost")]
+    positions = [
+        output.index(marker)
+        for marker in (
+            "Round 1 of 3",
+            "Round 1 scores",
+            "Round 2 of 3",
+            "Round 2 scores",
+            "Round 3 of 3",
+            "Round 3 scores",
+            "Verdict",
+            "Cost",
+        )
+    ]
     assert positions == sorted(positions)
-    round1 = output[output.index("Round 1 of 3"):output.index("Round 1 scores")]
+    round1 = output[output.index("Round 1 of 3") : output.index("Round 1 scores")]
     assert "R1 Cars" in round1 and "R1 Shops" in round1
     assert "leader: Ada" in output
     assert "Winner: Ada" in output and "72%" in output
@@ -140,9 +206,9 @@ def screen(raw: str) -> list[str]:
             row = max(0, row - int(match.group(1) or 1))
         elif code == "J":
             lines[row] = lines[row][:col]
-            del lines[row + 1:]
+            del lines[row + 1 :]
         elif code is None:
-            lines[row] = lines[row][:col] + text + lines[row][col + len(text):]
+            lines[row] = lines[row][:col] + text + lines[row][col + len(text) :]
             col += len(text)
     return lines
 
@@ -165,13 +231,28 @@ def test_tokens_appear_live_for_every_debater_on_a_tty():
     view.handle(e.add(token_delta=pb.TokenDelta(round_number=1, participant="Milo", text="Shops die ", attempt=1)))
     assert screen(out.getvalue())[-2:] == ["  ┃ Cars crowd the old streets.", "  ● Milo ▸ Shops die"]
     # Ada done: her turn stays above, Milo's turn is printed as a block and goes on live
-    view.handle(e.add(turn_completed=pb.TurnCompleted(turn=c.Turn(
-        round_number=1, participant="Ada", text="Cars crowd the old streets. ", attempt=1,
-        usage=c.TokenUsage(completion_tokens=6)))))
+    view.handle(
+        e.add(
+            turn_completed=pb.TurnCompleted(
+                turn=c.Turn(
+                    round_number=1,
+                    participant="Ada",
+                    text="Cars crowd the old streets. ",
+                    attempt=1,
+                    usage=c.TokenUsage(completion_tokens=6),
+                )
+            )
+        )
+    )
     view.handle(e.add(token_delta=pb.TokenDelta(round_number=1, participant="Milo", text="when ", attempt=1)))
     lines = screen(out.getvalue())
-    assert lines[-5:] == ["  ┃ Cars crowd the old streets.", "  6 tokens", "", "● Milo  round 1 · against · sim/debater",
-                          "  ┃ Shops die when"]
+    assert lines[-5:] == [
+        "  ┃ Cars crowd the old streets.",
+        "  6 tokens",
+        "",
+        "● Milo  round 1 · against · sim/debater",
+        "  ┃ Shops die when",
+    ]
     view.handle(e.add(token_delta=pb.TokenDelta(round_number=1, participant="Milo", text="customers ", attempt=1)))
     assert screen(out.getvalue())[-1] == "  ┃ Shops die when customers"
     assert sum("Cars crowd" in line for line in screen(out.getvalue())) == 1
@@ -213,10 +294,16 @@ def test_a_failed_attempt_is_marked_void_and_the_retry_shown():
     e = Events()
     e.add(turn_started=pb.TurnStarted(round_number=1, participant="Ada", attempt=1))
     e.add(token_delta=pb.TokenDelta(round_number=1, participant="Ada", text="Lost words ", attempt=1))
-    e.add(turn_failed=pb.TurnFailed(round_number=1, participant="Ada", attempt=1, reason="PROVIDER_STALLED", will_retry=True))
+    e.add(
+        turn_failed=pb.TurnFailed(
+            round_number=1, participant="Ada", attempt=1, reason="PROVIDER_STALLED", will_retry=True
+        )
+    )
     e.add(token_delta=pb.TokenDelta(round_number=1, participant="Ada", text="Lost late ", attempt=1))
     e.add(token_delta=pb.TokenDelta(round_number=1, participant="Ada", text="Fresh words ", attempt=2))
-    e.add(turn_completed=pb.TurnCompleted(turn=c.Turn(round_number=1, participant="Ada", text="Fresh words ", attempt=2)))
+    e.add(
+        turn_completed=pb.TurnCompleted(turn=c.Turn(round_number=1, participant="Ada", text="Fresh words ", attempt=2))
+    )
     output, _ = render(e.log)
     assert "PROVIDER_STALLED" in output and "void" in output
     assert "Lost late" not in output
@@ -226,7 +313,11 @@ def test_a_failed_attempt_is_marked_void_and_the_retry_shown():
 def test_joining_mid_turn_prints_the_rest_from_the_completed_turn():
     e = Events()
     e.add(token_delta=pb.TokenDelta(round_number=2, participant="Milo", text="Shops die ", attempt=1))
-    e.add(turn_completed=pb.TurnCompleted(turn=c.Turn(round_number=2, participant="Milo", text="Shops die when customers cannot park.", attempt=1)))
+    e.add(
+        turn_completed=pb.TurnCompleted(
+            turn=c.Turn(round_number=2, participant="Milo", text="Shops die when customers cannot park.", attempt=1)
+        )
+    )
     output, _ = render(e.log)
     assert "Shops die when customers cannot park." in debater_text(output, "Milo")
 
@@ -235,8 +326,14 @@ def test_a_failed_debate_ends_the_view_with_its_reason():
     e = Events()
     e.add(round_started=pb.RoundStarted(round_number=1, participants=["Ada", "Milo"]))
     e.add(token_delta=pb.TokenDelta(round_number=1, participant="Ada", text="Half a ", attempt=1))
-    e.add(debate_failed=pb.DebateFailed(state=pb.DEBATE_STATE_BUDGET_EXCEEDED, reason="BUDGET_EXCEEDED",
-                                        message="the next turn would pass the $0.01 cap", cost=cost()))
+    e.add(
+        debate_failed=pb.DebateFailed(
+            state=pb.DEBATE_STATE_BUDGET_EXCEEDED,
+            reason="BUDGET_EXCEEDED",
+            message="the next turn would pass the $0.01 cap",
+            cost=cost(),
+        )
+    )
     output, view = render(e.log)
     assert view.finished and not view.succeeded
     assert "BUDGET_EXCEEDED" in output and "(interrupted)" in output and "Cost" in output

@@ -21,7 +21,9 @@ def test_defaults_work_offline():
 
 def test_environment_and_flags(monkeypatch):
     monkeypatch.setenv("LLM_ALLOWED_MODELS", "sim/*, local/*")
-    monkeypatch.setenv("LLM_ENDPOINTS", '{"local": {"api_base": "http://127.0.0.1:9/v1", "api_key_env": "LOCAL_API_KEY"}}')
+    monkeypatch.setenv(
+        "LLM_ENDPOINTS", '{"local": {"api_base": "http://127.0.0.1:9/v1", "api_key_env": "LOCAL_API_KEY"}}'
+    )
     monkeypatch.setenv("LLM_FALLBACKS", '{"local/a": ["local/b"]}')
     monkeypatch.setenv("LLM_FIRST_TOKEN_TIMEOUT", "7.5")
     monkeypatch.setenv("SIM_TOKENS_PER_SECOND", "0")
@@ -38,8 +40,10 @@ def test_environment_and_flags(monkeypatch):
 
 
 def test_dispatch_by_model_name():
-    settings = LLMSettings(llm_endpoints={"local": {"api_base": "http://127.0.0.1:9/v1"}},
-                           llm_allowed_models=["sim/*", "local/*", "openai/*"])
+    settings = LLMSettings(
+        llm_endpoints={"local": {"api_base": "http://127.0.0.1:9/v1"}},
+        llm_allowed_models=["sim/*", "local/*", "openai/*"],
+    )
     llm = build_llm_client(settings)
     from services.common.llm.openai_compat import OpenAICompatProvider
 
@@ -50,7 +54,9 @@ def test_dispatch_by_model_name():
     assert isinstance(openai, OpenAICompatProvider) and openai.api_key_env == "OPENAI_API_KEY"
     from services.common.llm import ChatMessage, CompletionRequest
 
-    body = openai._body(CompletionRequest("openai/gpt-5-mini", (ChatMessage("user", "hi"),), max_tokens=9, temperature=0))
+    body = openai._body(
+        CompletionRequest("openai/gpt-5-mini", (ChatMessage("user", "hi"),), max_tokens=9, temperature=0)
+    )
     assert body["max_completion_tokens"] == 9 and "temperature" not in body and body["model"] == "gpt-5-mini"
     body = local._body(CompletionRequest("local/qwen", (), max_tokens=9, temperature=0, seed=3))
     assert (body["max_tokens"], body["temperature"], body["seed"], body["model"]) == (9, 0, 3, "qwen")

@@ -35,10 +35,15 @@ def llm():
     return build_llm_client(LLMSettings(sim_first_token_latency=0, sim_tokens_per_second=0))
 
 
-def debater(persona: str, stance: str, *, round_number: int = 1, opponent: str = "", seed: int | None = 7,
-            max_tokens: int = 512) -> CompletionRequest:
-    messages = [ChatMessage("system", debater_system_prompt(
-        topic=TOPIC, persona=persona, stance=stance, round_number=round_number, rounds=3))]
+def debater(
+    persona: str, stance: str, *, round_number: int = 1, opponent: str = "", seed: int | None = 7, max_tokens: int = 512
+) -> CompletionRequest:
+    messages = [
+        ChatMessage(
+            "system",
+            debater_system_prompt(topic=TOPIC, persona=persona, stance=stance, round_number=round_number, rounds=3),
+        )
+    ]
     if opponent:
         messages.append(ChatMessage("user", f"Bob (against): {opponent}"))
     return CompletionRequest(model="sim/debater", messages=tuple(messages), seed=seed, max_tokens=max_tokens)
@@ -105,11 +110,15 @@ async def test_any_messages_give_a_sensible_argument(llm):
 
 
 def test_parse_context_reads_the_convention_and_prose():
-    ctx = parse_context((
-        ChatMessage("system", debater_system_prompt(topic=TOPIC, persona="an engineer", stance="against",
-                                                    round_number=2, rounds=4)),
-        ChatMessage("user", "Alice (for): Streets are for people."),
-    ))
+    ctx = parse_context(
+        (
+            ChatMessage(
+                "system",
+                debater_system_prompt(topic=TOPIC, persona="an engineer", stance="against", round_number=2, rounds=4),
+            ),
+            ChatMessage("user", "Alice (for): Streets are for people."),
+        )
+    )
     assert (ctx.topic, ctx.persona, ctx.side, ctx.round_number, ctx.rounds) == (TOPIC, "an engineer", "against", 2, 4)
     assert (ctx.opponent, ctx.opponent_text) == ("Alice", "Streets are for people.")
     prose = parse_context((ChatMessage("system", "You are a cautious doctor. Argue for the motion."),))
@@ -118,14 +127,16 @@ def test_parse_context_reads_the_convention_and_prose():
 
 def test_parse_context_answers_the_other_side_not_the_round_instruction():
     """The orchestrator's shape: other debaters' turns as user messages, then a round instruction."""
-    ctx = parse_context((
-        ChatMessage("system", f"Topic: {TOPIC}\nPersona: a nurse\nStance: for\nYou are ann, a debater."),
-        ChatMessage("assistant", "[simulated] my opening"),
-        ChatMessage("user", "carl (for): I agree with Ann entirely.", name="carl"),
-        ChatMessage("user", "bob (against): Vans would be stranded outside the ring road.", name="bob"),
-        ChatMessage("user", "dora (for): Streets are for people.", name="dora"),
-        ChatMessage("user", "Round 2 of 3: respond to the arguments so far and advance your case."),
-    ))
+    ctx = parse_context(
+        (
+            ChatMessage("system", f"Topic: {TOPIC}\nPersona: a nurse\nStance: for\nYou are ann, a debater."),
+            ChatMessage("assistant", "[simulated] my opening"),
+            ChatMessage("user", "carl (for): I agree with Ann entirely.", name="carl"),
+            ChatMessage("user", "bob (against): Vans would be stranded outside the ring road.", name="bob"),
+            ChatMessage("user", "dora (for): Streets are for people.", name="dora"),
+            ChatMessage("user", "Round 2 of 3: respond to the arguments so far and advance your case."),
+        )
+    )
     assert (ctx.opponent, ctx.opponent_text) == ("bob", "Vans would be stranded outside the ring road.")
     assert (ctx.round_number, ctx.rounds, ctx.persona) == (2, None, "a nurse") or ctx.round_number == 2
 
@@ -138,7 +149,8 @@ async def test_registered_responder_is_streamed_with_usage(llm):
         unregister_simulated_model("sim/judge")
     assert result.text == '{"winner": "alice", "scores": {"alice": 8}}'
     assert result.completion.simulated and result.completion.usage.completion_tokens == count_text_tokens(
-        "sim/judge", result.text)
+        "sim/judge", result.text
+    )
 
 
 async def test_unregistered_judge_fails_clearly(llm):
@@ -190,16 +202,19 @@ QUOTED = re.compile(r"\"([^\"]+)\"")
 async def run_debate(llm, topic=DEMO_TOPIC, people=DEMO_PEOPLE, *, rounds=3, sequential=False, seed=11):
     """A debate through the orchestrator's own windows (ContextBuilder): [(round, name, messages, text)]."""
     config = common_pb2.DebateConfig(
-        topic=topic, format=common_pb2.DebateFormat(round_limit=rounds),
+        topic=topic,
+        format=common_pb2.DebateFormat(round_limit=rounds),
         context=common_pb2.ContextSettings(window_size=1, max_tokens=4000),
-        participants=[common_pb2.Participant(name=n, model="sim/debater", persona=p, stance=s) for n, p, s in people])
+        participants=[common_pb2.Participant(name=n, model="sim/debater", persona=p, stance=s) for n, p, s in people],
+    )
     builder, transcript, turns = ContextBuilder(config, lambda model, text: len(text.split())), Transcript(), []
     for r in range(1, rounds + 1):
         pending = []
         for participant in config.participants:
             window = builder.build(participant, r, transcript, include_current=sequential)
-            request = CompletionRequest(model="sim/debater", messages=window.messages, seed=seed * 100 + r,
-                                        max_tokens=600)
+            request = CompletionRequest(
+                model="sim/debater", messages=window.messages, seed=seed * 100 + r, max_tokens=600
+            )
             text = await text_of(llm, request)
             turns.append((r, participant.name, window.messages, text))
             pending.append((participant.name, text))
@@ -256,7 +271,7 @@ async def test_a_debate_through_the_orchestrators_windows_reads_like_one(llm, se
         rounds = [set(re.split(r"(?<=[.!?])\s+", t[3])[1:]) for t in turns if t[1] == name]
         for a in range(len(rounds)):
             for b in range(a + 1, len(rounds)):
-                assert len(rounds[a] & rounds[b]) <= 1, (rounds[a] & rounds[b])
+                assert len(rounds[a] & rounds[b]) <= 1, rounds[a] & rounds[b]
 
 
 async def test_a_debate_is_deterministic_for_a_seed_and_differs_across_seeds(llm):
@@ -267,19 +282,25 @@ async def test_a_debate_is_deterministic_for_a_seed_and_differs_across_seeds(llm
     assert all(a != b for a, b in zip(first, other))
 
 
-@pytest.mark.parametrize("instruction", [
-    "Please give your opening argument (round 1 of 3).",
-    "Round 1 of 3: give your opening argument.",
-    "Round 2 of 3: respond to the arguments so far and advance your case.",
-    "Moderator: please give your closing argument.",
-    "Your turn.",
-    "Now give your rebuttal.",
-    "Instructions (round 2): respond to the other side.",
-])
+@pytest.mark.parametrize(
+    "instruction",
+    [
+        "Please give your opening argument (round 1 of 3).",
+        "Round 1 of 3: give your opening argument.",
+        "Round 2 of 3: respond to the arguments so far and advance your case.",
+        "Moderator: please give your closing argument.",
+        "Your turn.",
+        "Now give your rebuttal.",
+        "Instructions (round 2): respond to the other side.",
+    ],
+)
 async def test_a_round_instruction_is_never_taken_for_an_opponent(llm, instruction):
-    messages = (ChatMessage("system", debater_system_prompt(topic=TOPIC, persona="a nurse", stance="for",
-                                                            round_number=2, rounds=3)),
-                ChatMessage("user", instruction))
+    messages = (
+        ChatMessage(
+            "system", debater_system_prompt(topic=TOPIC, persona="a nurse", stance="for", round_number=2, rounds=3)
+        ),
+        ChatMessage("user", instruction),
+    )
     ctx = parse_context(messages)
     assert (ctx.opponent, ctx.opponent_text) == ("", "")
     text = await text_of(llm, CompletionRequest(model="sim/debater", messages=messages, seed=1))
@@ -298,21 +319,32 @@ async def test_a_round_instruction_is_never_taken_for_an_opponent(llm, instructi
 
 def test_the_turn_answered_is_the_other_sides_latest_even_before_the_speakers_own():
     """Simultaneous rounds: the window lists the other side's last turn before the speaker's own."""
-    ctx = parse_context((
-        ChatMessage("system", debater_system_prompt(topic=TOPIC, persona="a shopkeeper", stance="against",
-                                                    round_number=2, rounds=3)),
-        ChatMessage("user", "Ada (for): Footfall rose in the centres that went car-free.", name="Ada"),
-        ChatMessage("assistant", "[simulated] My opening."),
-        ChatMessage("user", round_instruction(2, 3)),
-    ))
-    assert (ctx.opponent, ctx.opponent_text, ctx.phase) == ("Ada", "Footfall rose in the centres that went car-free.",
-                                                            "rebuttal")
+    ctx = parse_context(
+        (
+            ChatMessage(
+                "system",
+                debater_system_prompt(topic=TOPIC, persona="a shopkeeper", stance="against", round_number=2, rounds=3),
+            ),
+            ChatMessage("user", "Ada (for): Footfall rose in the centres that went car-free.", name="Ada"),
+            ChatMessage("assistant", "[simulated] My opening."),
+            ChatMessage("user", round_instruction(2, 3)),
+        )
+    )
+    assert (ctx.opponent, ctx.opponent_text, ctx.phase) == (
+        "Ada",
+        "Footfall rose in the centres that went car-free.",
+        "rebuttal",
+    )
 
 
 def test_the_motion_becomes_sensible_noun_phrases():
     ban = parse_motion(DEMO_TOPIC)
     assert (ban.proposal, ban.it, ban.subject, ban.policy) == (
-        "banning private cars from historic centres", "the ban", "private cars", True)
+        "banning private cars from historic centres",
+        "the ban",
+        "private cars",
+        True,
+    )
     assert parse_motion("Should governments tax sugary drinks?").proposal == "taxing sugary drinks"
     assert parse_motion("This house would abolish homework").proposal == "abolishing homework"
     claim = parse_motion("Remote work is better than office work.")
@@ -322,12 +354,22 @@ def test_the_motion_becomes_sensible_noun_phrases():
 
 async def test_varied_personas_stances_and_topics_read_cleanly(llm):
     cases = [
-        ("Remote work is better than office work", (("Ann", "a software engineer and parent", "for"),
-                                                    ("Raj", "a sceptical HR director", "against"))),
-        ("Should governments tax sugary drinks?", (("Lee", "a paediatric nurse", "supports the tax"),
-                                                   ("Kim", "a libertarian economist", "opposes it"),
-                                                   ("Zed", "a philosopher", "only if revenue funds school meals"))),
-        ("AI will do more good than harm", (("Bo", "a historian of technology", "pro"), ("Cy", "a grumpy chef", "con"))),
+        (
+            "Remote work is better than office work",
+            (("Ann", "a software engineer and parent", "for"), ("Raj", "a sceptical HR director", "against")),
+        ),
+        (
+            "Should governments tax sugary drinks?",
+            (
+                ("Lee", "a paediatric nurse", "supports the tax"),
+                ("Kim", "a libertarian economist", "opposes it"),
+                ("Zed", "a philosopher", "only if revenue funds school meals"),
+            ),
+        ),
+        (
+            "AI will do more good than harm",
+            (("Bo", "a historian of technology", "pro"), ("Cy", "a grumpy chef", "con")),
+        ),
     ]
     for topic, people in cases:
         for sequential in (False, True):

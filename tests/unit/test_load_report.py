@@ -34,14 +34,15 @@ S = 1_000_000_000
         ([15, 20, 35, 40, 50], [15, 20, 35, 40, 50, 50, 50]),
         ([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], [3, 7, 8, 15, 16, 20, 20]),
         ([3, 6, 7, 8, 8, 9, 10, 13, 15, 16, 20], [6, 7, 9, 15, 16, 20, 20]),
-        ([2.1, 3.2, 4.5, 6.3, 7.4, 8.5, 9.6, 10.7, 13.8, 15.9, 16.11, 18.17, 20.11, 22.34],
-         [3.2, 6.3, 9.6, 16.11, 20.11, 22.34, 22.34]),
+        (
+            [2.1, 3.2, 4.5, 6.3, 7.4, 8.5, 9.6, 10.7, 13.8, 15.9, 16.11, 18.17, 20.11, 22.34],
+            [3.2, 6.3, 9.6, 16.11, 20.11, 22.34, 22.34],
+        ),
     ],
 )
 def test_latency_distribution_matches_ghz(seconds, expected):
     got = latency_distribution([round(s * S) for s in seconds])
-    assert got == [{"percentage": p, "latency": round(e * S)}
-                   for p, e in zip([10, 25, 50, 75, 90, 95, 99], expected)]
+    assert got == [{"percentage": p, "latency": round(e * S)} for p, e in zip([10, 25, 50, 75, 90, 95, 99], expected)]
 
 
 def test_histogram_has_eleven_marks_from_fastest_to_slowest():
@@ -80,8 +81,12 @@ def _recorder() -> CallRecorder:
 
 
 def test_report_is_valid_against_the_schema_and_keeps_go_field_order():
-    report = build_report(RunOptions(call="a.B.C", host="h:1", insecure=True, total=9, concurrency=2,
-                                     data={"x": 1}), _recorder(), 100_000_000, "normal")
+    report = build_report(
+        RunOptions(call="a.B.C", host="h:1", insecure=True, total=9, concurrency=2, data={"x": 1}),
+        _recorder(),
+        100_000_000,
+        "normal",
+    )
     jsonschema.validate(report, SCHEMA)
     assert list(report)[:4] == ["date", "endReason", "options", "count"]
     assert report["count"] == 9
@@ -89,8 +94,12 @@ def test_report_is_valid_against_the_schema_and_keeps_go_field_order():
     assert report["slowest"] == 8_000_000  # errors are out of the latency statistics
     assert report["average"] == (36 + 50) * 1_000_000 // 9
     assert report["rps"] == 90
-    assert report["details"][8] == {"timestamp": rfc3339nano(1_700_000_000_000_000_009), "latency": 50_000_000,
-                                    "error": "rpc error: code = Unavailable desc = down", "status": "Unavailable"}
+    assert report["details"][8] == {
+        "timestamp": rfc3339nano(1_700_000_000_000_000_009),
+        "latency": 50_000_000,
+        "error": "rpc error: code = Unavailable desc = down",
+        "status": "Unavailable",
+    }
     options = report["options"]
     assert options["insecure"] is True and options["timeout"] == 20 * S and options["CPUs"] == 1
     assert "rps" not in options and "name" not in options  # omitempty
@@ -143,10 +152,20 @@ def test_go_durations():
         go_duration("ten seconds")
 
 
-@pytest.mark.parametrize("value, text", [
-    (0.0, "0"), (1.0, "1"), (0.5, "0.5"), (8.5e-05, "0.000085"), (1e-06, "0.000001"), (1.5e-07, "1.5e-7"),
-    (1e21, "1e+21"), (1e16, "10000000000000000"), (0.1 + 0.2, "0.30000000000000004"),
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (0.0, "0"),
+        (1.0, "1"),
+        (0.5, "0.5"),
+        (8.5e-05, "0.000085"),
+        (1e-06, "0.000001"),
+        (1.5e-07, "1.5e-7"),
+        (1e21, "1e+21"),
+        (1e16, "10000000000000000"),
+        (0.1 + 0.2, "0.30000000000000004"),
+    ],
+)
 def test_floats_are_written_as_go_encoding_json_does(value, text):
     from services.loadtest.report import go_float_text
 
@@ -155,5 +174,8 @@ def test_floats_are_written_as_go_encoding_json_does(value, text):
 
 def test_json_escapes_html_characters_as_go_does():
     text = to_json({"rps": 8.5e-05, "errorDistribution": {"rpc error: code = Internal desc = a<b & c>d": 1}})
-    assert text == '{"rps":0.000085,"errorDistribution":{"rpc error: code = Internal desc = a\\u003cb \\u0026 c\\u003ed":1}}'
+    assert (
+        text
+        == '{"rps":0.000085,"errorDistribution":{"rpc error: code = Internal desc = a\\u003cb \\u0026 c\\u003ed":1}}'
+    )
     assert json.loads(text)["errorDistribution"] == {"rpc error: code = Internal desc = a<b & c>d": 1}

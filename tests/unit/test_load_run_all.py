@@ -26,8 +26,11 @@ def fake_modules(monkeypatch):
     monkeypatch.setitem(sys.modules, "fake_bench_good", good)
     monkeypatch.setitem(sys.modules, "fake_bench_bad", bad)
     monkeypatch.setattr(run_all, "_module_exists", lambda module: module != "fake_bench_missing")
-    monkeypatch.setattr(run_all, "modules", lambda: [("good", "fake_bench_good"), ("missing", "fake_bench_missing"),
-                                                     ("bad", "fake_bench_bad")])
+    monkeypatch.setattr(
+        run_all,
+        "modules",
+        lambda: [("good", "fake_bench_good"), ("missing", "fake_bench_missing"), ("bad", "fake_bench_bad")],
+    )
 
 
 def test_table_has_rows_missing_and_failed_modules(fake_modules, capsys):
@@ -35,7 +38,7 @@ def test_table_has_rows_missing_and_failed_modules(fake_modules, capsys):
     assert [o.status for o in outcomes] == ["ok", "missing", "failed"]
     text = run_all.table(outcomes)
     lines = text.splitlines()
-    assert lines[0].split() [:2] == ["benchmark", "metric"]
+    assert lines[0].split()[:2] == ["benchmark", "metric"]
     row = next(line for line in lines if "overhead per debater" in line)
     assert "< 10 ms" in row and "0.42 ms" in row and "0.1 ms" in row
     assert "5,000 subscribers" in text

@@ -23,10 +23,14 @@ SETTINGS = OrchestratorSettings()
 
 
 def cfg(**kwargs) -> c.DebateConfig:
-    base = {"topic": "Remote work beats the office",
-                "participants": [c.Participant(name="ann", model="sim/debater", persona="an engineer", stance="for"),
-                              c.Participant(name="bo", model="sim/debater", persona="a manager", stance="against")],
-                "format": c.DebateFormat(round_limit=3)}
+    base = {
+        "topic": "Remote work beats the office",
+        "participants": [
+            c.Participant(name="ann", model="sim/debater", persona="an engineer", stance="for"),
+            c.Participant(name="bo", model="sim/debater", persona="a manager", stance="against"),
+        ],
+        "format": c.DebateFormat(round_limit=3),
+    }
     base.update(kwargs)
     return c.DebateConfig(**base)
 
@@ -37,9 +41,13 @@ def validate(config: c.DebateConfig) -> c.DebateConfig:
 
 # -- config ---------------------------------------------------------------------------------
 def test_valid_config_is_normalised_and_cleaned():
-    dirty = cfg(topic="Remote\u200b work \u202ebeats\u202c the office",
-                participants=[c.Participant(name="ann", model="sim/debater", persona="an\u0007 engineer\u2066"),
-                              c.Participant(name="bo", model="sim/debater")])
+    dirty = cfg(
+        topic="Remote\u200b work \u202ebeats\u202c the office",
+        participants=[
+            c.Participant(name="ann", model="sim/debater", persona="an\u0007 engineer\u2066"),
+            c.Participant(name="bo", model="sim/debater"),
+        ],
+    )
     out = validate(dirty)
     assert out.topic == "Remote work beats the office"
     assert out.participants[0].persona == "an engineer"
@@ -50,18 +58,23 @@ def test_valid_config_is_normalised_and_cleaned():
     assert list(out.judge.models) == ["sim/judge"]
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"participants": [c.Participant(name="solo", model="sim/debater")]}, "config.participants"),
-    ({"format": c.DebateFormat(round_limit=0)}, "config.format.round_limit"),
-    ({"context": c.ContextSettings(max_tokens=10)}, "config.context.max_tokens"),
-    ({"budget": c.Money(currency_code="USD", amount="-1")}, "config.budget.amount"),
-    ({"budget": c.Money(currency_code="EUR", amount="1")}, "config.budget.currency_code"),
-    ({"judge": c.JudgeConfig(models=["evil/model"])}, "config.judge.models[0]"),
-    # two debaters have only two distinct orderings: the judge would refuse a third
-    ({"judge": c.JudgeConfig(orderings=3)}, "config.judge.orderings"),
-    ({"judge": c.JudgeConfig(rubric=c.Rubric(criteria=[c.Criterion(name="x", weight=float("nan"))]))},
-     "config.judge.rubric.criteria[0].weight"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"participants": [c.Participant(name="solo", model="sim/debater")]}, "config.participants"),
+        ({"format": c.DebateFormat(round_limit=0)}, "config.format.round_limit"),
+        ({"context": c.ContextSettings(max_tokens=10)}, "config.context.max_tokens"),
+        ({"budget": c.Money(currency_code="USD", amount="-1")}, "config.budget.amount"),
+        ({"budget": c.Money(currency_code="EUR", amount="1")}, "config.budget.currency_code"),
+        ({"judge": c.JudgeConfig(models=["evil/model"])}, "config.judge.models[0]"),
+        # two debaters have only two distinct orderings: the judge would refuse a third
+        ({"judge": c.JudgeConfig(orderings=3)}, "config.judge.orderings"),
+        (
+            {"judge": c.JudgeConfig(rubric=c.Rubric(criteria=[c.Criterion(name="x", weight=float("nan"))]))},
+            "config.judge.rubric.criteria[0].weight",
+        ),
+    ],
+)
 def test_each_problem_is_one_field_violation(change, field):
     with pytest.raises(InvalidArgument) as caught:
         validate(cfg(**change))
@@ -96,9 +109,11 @@ def history(rounds: int, words: int = 120) -> Transcript:
 
 def test_window_stays_bounded_and_its_cost_does_not_grow_with_the_debate():
     long_debates = Limits(OrchestratorSettings(max_rounds=100))
-    config = validate_config(cfg(format=c.DebateFormat(round_limit=60),
-                                 context=c.ContextSettings(max_tokens=1000, window_size=5)),
-                             long_debates, SETTINGS.model_allowed)
+    config = validate_config(
+        cfg(format=c.DebateFormat(round_limit=60), context=c.ContextSettings(max_tokens=1000, window_size=5)),
+        long_debates,
+        SETTINGS.model_allowed,
+    )
     sizes, counts = [], []
     for rounds in (5, 10, 20, 50):
         tokenizer = CountingTokenizer()
@@ -173,6 +188,7 @@ async def test_events_become_visible_only_once_stored_and_resume_reads_the_store
 
 async def test_token_text_is_coalesced_per_tick(tmp_path):
     from services.orchestrator.events import DeltaBuffer
+
     hub = EventHub(Store(str(tmp_path / "o.sqlite3")))
     buffer = DeltaBuffer("d1", 1, "ann", 1)
     for word in ("a ", "b ", "c "):
@@ -243,6 +259,7 @@ async def test_batched_subscription_carries_the_same_events_in_far_fewer_respons
 
 async def test_a_batch_stops_growing_past_its_size_limit(tmp_path):
     from services.orchestrator.events import MAX_BATCH_BYTES
+
     hub = EventHub(Store(str(tmp_path / "o.sqlite3")), tail_events=1000)
     hub.open_log("d1", 0).active = True
     text = "x" * 4000
@@ -281,7 +298,8 @@ async def test_batched_heartbeats_come_alone(tmp_path):
     hub.start()
     try:
         batches = await asyncio.wait_for(
-            read_batches(hub.subscribe("d1", 0, terminal=False, last_sequence=0, batch=True), 2), 5)
+            read_batches(hub.subscribe("d1", 0, terminal=False, last_sequence=0, batch=True), 2), 5
+        )
     finally:
         await hub.stop()
     assert [[e.WhichOneof("payload") for e in batch] for batch in batches] == [["token_delta"], ["heartbeat"]]
@@ -297,8 +315,16 @@ def test_page_tokens_round_trip_and_refuse_garbage():
 # -- tenants -------------------------------------------------------------------------------
 def test_another_tenant_sees_nothing(tmp_path):
     store = Store(str(tmp_path / "o.sqlite3"))
-    engine = Engine(store, EventHub(store), Scheduler(2, 2), ScriptedLLM(), MemoryJudge(), MemoryAccounting(),
-                    SETTINGS, SETTINGS.model_allowed)
+    engine = Engine(
+        store,
+        EventHub(store),
+        Scheduler(2, 2),
+        ScriptedLLM(),
+        MemoryJudge(),
+        MemoryAccounting(),
+        SETTINGS,
+        SETTINGS.model_allowed,
+    )
     row = engine.create("tenant-a", cfg(), "req")
     assert engine.get_row("tenant-a", row.debate_id).debate_id == row.debate_id
     with pytest.raises(NotFound):
@@ -309,6 +335,7 @@ def test_another_tenant_sees_nothing(tmp_path):
 
 async def test_subscribers_per_debate_are_bounded(tmp_path):
     from services.common.errors import ResourceExhausted
+
     hub = EventHub(Store(str(tmp_path / "o.sqlite3")), max_subscribers=1)
     hub.open_log("d1", 0).active = True
     first = asyncio.ensure_future(hub.subscribe("d1", 0, terminal=False, last_sequence=0).__anext__())

@@ -24,8 +24,9 @@ async def _whoami(request: bytes, context) -> bytes:
 
 
 def _add(servicer, server):
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        SERVICE, {"Whoami": grpc.unary_unary_rpc_method_handler(_whoami)})])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(SERVICE, {"Whoami": grpc.unary_unary_rpc_method_handler(_whoami)})]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,9 @@ def pki(tmp_path_factory):
 
 
 def _tls_settings(issued, **extra) -> ServiceSettings:
-    return ServiceSettings(port=0, tls_cert_file=issued.cert_file, tls_key_file=issued.key_file,
-                           tls_ca_file=issued.ca_file, **extra)
+    return ServiceSettings(
+        port=0, tls_cert_file=issued.cert_file, tls_key_file=issued.key_file, tls_ca_file=issued.ca_file, **extra
+    )
 
 
 async def _serve(settings: ServiceSettings) -> GrpcService:
@@ -85,7 +87,9 @@ async def test_plaintext_client_is_refused(tls_server):
 
 async def test_client_without_a_certificate_is_refused(tls_server, pki):
     ca = Path(pki["server"].ca_file).read_bytes()
-    async with grpc.aio.secure_channel(tls_server.address, grpc.ssl_channel_credentials(root_certificates=ca)) as channel:
+    async with grpc.aio.secure_channel(
+        tls_server.address, grpc.ssl_channel_credentials(root_certificates=ca)
+    ) as channel:
         assert await _refused(channel) == grpc.StatusCode.UNAVAILABLE
 
 
@@ -144,9 +148,16 @@ async def test_channels_read_tls_files_from_the_environment(tls_server, pki, mon
 def test_partial_or_missing_tls_configuration_is_an_error(pki, tmp_path):
     assert TlsFiles.from_settings(ServiceSettings()) is None
     with pytest.raises(ValueError, match="TLS_KEY_FILE"):
-        TlsFiles.from_settings(ServiceSettings(tls_cert_file=pki["server"].cert_file, tls_ca_file=pki["server"].ca_file))
+        TlsFiles.from_settings(
+            ServiceSettings(tls_cert_file=pki["server"].cert_file, tls_ca_file=pki["server"].ca_file)
+        )
     with pytest.raises(ValueError, match="not a readable file"):
-        TlsFiles.from_settings(ServiceSettings(tls_cert_file=str(tmp_path / "nope.crt"),
-                                               tls_key_file=pki["server"].key_file, tls_ca_file=pki["server"].ca_file))
+        TlsFiles.from_settings(
+            ServiceSettings(
+                tls_cert_file=str(tmp_path / "nope.crt"),
+                tls_key_file=pki["server"].key_file,
+                tls_ca_file=pki["server"].ca_file,
+            )
+        )
     with pytest.raises(ValueError):
         GrpcService(ServiceSettings(port=0, tls_cert_file=pki["server"].cert_file), [])

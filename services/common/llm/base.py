@@ -149,6 +149,7 @@ async def collect(llm: LLMClient, request: CompletionRequest) -> CollectedComple
         else:
             completion = event
     if completion is None:
-        raise ProviderError(f"stream for {request.model} ended without a completion", model=request.model,
-                            partial_text="".join(parts))
+        raise ProviderError(
+            f"stream for {request.model} ended without a completion", model=request.model, partial_text="".join(parts)
+        )
     return CollectedCompletion("".join(parts), completion, parts)

@@ -88,12 +88,16 @@ class Watchdog:
     def error(self, model: str, partial_text: str) -> LLMError:
         if self._first_deadline is not None:
             return ProviderTimeout(
-                f"{model}: no first token within {self.first_token_timeout:g}s", model=model,
-                partial_text=partial_text, retryable=True,
+                f"{model}: no first token within {self.first_token_timeout:g}s",
+                model=model,
+                partial_text=partial_text,
+                retryable=True,
             )
         return StreamStalled(
             f"{model}: stream stalled, no chunk for {self.stall_timeout:g}s; cut after {len(partial_text)} characters",
-            model=model, partial_text=partial_text, retryable=False,
+            model=model,
+            partial_text=partial_text,
+            retryable=False,
         )
 
 

@@ -77,12 +77,24 @@ def _error_from(litellm: Any, error: Exception, model: str, partial_text: str, k
     status = getattr(error, "status_code", None)
     message = safe_text(f"{model}: {type(error).__name__}: {str(error)[:400]}", key or "")
     if isinstance(error, litellm.RateLimitError) or status == 429:
-        headers = getattr(error, "litellm_response_headers", None) or getattr(
-            getattr(error, "response", None), "headers", None) or {}
-        return RateLimited(message, model=model, partial_text=partial_text,
-                           retry_after=retry_after_seconds(headers.get("retry-after")))
-    retryable = isinstance(error, (litellm.Timeout, litellm.APIConnectionError, litellm.InternalServerError,
-                                   litellm.ServiceUnavailableError, litellm.BadGatewayError))
+        headers = (
+            getattr(error, "litellm_response_headers", None)
+            or getattr(getattr(error, "response", None), "headers", None)
+            or {}
+        )
+        return RateLimited(
+            message, model=model, partial_text=partial_text, retry_after=retry_after_seconds(headers.get("retry-after"))
+        )
+    retryable = isinstance(
+        error,
+        (
+            litellm.Timeout,
+            litellm.APIConnectionError,
+            litellm.InternalServerError,
+            litellm.ServiceUnavailableError,
+            litellm.BadGatewayError,
+        ),
+    )
     retryable = retryable or (isinstance(status, int) and (status >= 500 or status in (408, 409)))
     return ProviderError(message, model=model, partial_text=partial_text, retryable=retryable and not partial_text)
 
@@ -106,8 +118,8 @@ class LiteLLMProvider:
             "num_retries": 0,
             "max_retries": 0,
             # A backstop only: the watchdog cuts first-token waits and stalls sooner.
-            "timeout": self.settings.llm_connect_timeout + max(self.settings.llm_first_token_timeout,
-                                                               self.settings.llm_stall_timeout),
+            "timeout": self.settings.llm_connect_timeout
+            + max(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout),
         }
         if self.api_base is not None:
             kwargs["api_base"] = self.api_base

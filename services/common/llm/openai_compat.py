@@ -73,8 +73,12 @@ def http_error(model: str, status: int, headers: httpx.Headers | dict, body: byt
         detail = body[:200].decode("utf-8", "replace")
     message = safe_text(f"{model}: provider answered HTTP {status}: {detail[:300]}", key or "")
     if status == 429:
-        return RateLimited(message, model=model, retry_after=retry_after_seconds(headers.get("retry-after")),
-                           metadata={"status": str(status)})
+        return RateLimited(
+            message,
+            model=model,
+            retry_after=retry_after_seconds(headers.get("retry-after")),
+            metadata={"status": str(status)},
+        )
     return ProviderError(message, model=model, retryable=status in _RETRYABLE_STATUS, metadata={"status": str(status)})
 
 
@@ -170,7 +174,9 @@ class OpenAICompatProvider:
                 except httpx.HTTPError as error:
                     raise ProviderError(
                         safe_text(f"{model}: stream broke: {type(error).__name__}: {error}", key or ""),
-                        model=model, partial_text="".join(parts), retryable=not parts,
+                        model=model,
+                        partial_text="".join(parts),
+                        retryable=not parts,
                     ) from None
                 finally:
                     watchdog.end()
@@ -190,7 +196,9 @@ class OpenAICompatProvider:
                             chunk = loads(payload)
                         except ValueError:
                             raise ProviderError(
-                                f"{model}: malformed chunk in stream", model=model, partial_text="".join(parts),
+                                f"{model}: malformed chunk in stream",
+                                model=model,
+                                partial_text="".join(parts),
                                 retryable=not parts,
                             ) from None
                         choices = chunk.get("choices")
@@ -209,7 +217,9 @@ class OpenAICompatProvider:
                         elif "error" in chunk:
                             raise ProviderError(
                                 safe_text(f"{model}: error in stream: {str(chunk['error'])[:300]}", key or ""),
-                                model=model, partial_text="".join(parts), retryable=not parts,
+                                model=model,
+                                partial_text="".join(parts),
+                                retryable=not parts,
                             )
         finally:
             watchdog.close()
@@ -217,8 +227,9 @@ class OpenAICompatProvider:
                 await response.aclose()
         text = "".join(parts)
         if finish_reason is None and not done:
-            raise ProviderError(f"{model}: stream ended before its end", model=model, partial_text=text,
-                                retryable=not parts)
+            raise ProviderError(
+                f"{model}: stream ended before its end", model=model, partial_text=text, retryable=not parts
+            )
         yield Completion(
             model=model,
             usage=usage_from_openai(usage) if usage else estimated_usage(model, request.messages, text),

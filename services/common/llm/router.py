@@ -108,8 +108,11 @@ class LLMRouter:
         prefix, _, rest = model.partition("/")
         if not rest:
             raise UnknownModel(f"model {model!r} names no provider (expected provider/model)", model=model)
-        key = prefix if prefix in self.settings.llm_endpoints else (
-            "openai" if prefix == "openai" and self.settings.llm_openai_lean else "litellm")
+        key = (
+            prefix
+            if prefix in self.settings.llm_endpoints
+            else ("openai" if prefix == "openai" and self.settings.llm_openai_lean else "litellm")
+        )
         provider = self._providers.get(key)
         if provider is None:
             provider = self._providers[key] = self._make_provider(key)

@@ -69,7 +69,12 @@ def is_simulated(model: str) -> bool:
 
 
 def debater_system_prompt(
-    *, topic: str, persona: str, stance: str, round_number: int | None = None, rounds: int | None = None,
+    *,
+    topic: str,
+    persona: str,
+    stance: str,
+    round_number: int | None = None,
+    rounds: int | None = None,
     instructions: str = "",
 ) -> str:
     """A system prompt in the convention the simulated debater reads (real models read it too)."""
@@ -150,7 +155,7 @@ def _debater_turn(message: ChatMessage) -> tuple[str, str, str] | None:
     match = _SPEAKER.match(text)
     label = match.group(1).strip() if match else ""
     if match and label and not _NOT_A_SPEAKER.match(label) and not re.search(r"\d", label) and len(label.split()) <= 4:
-        body = text[match.end():].strip()
+        body = text[match.end() :].strip()
         if body and (message.name or match.group(2) or (label[:1].isupper() and not _is_instruction(body))):
             return label, _side(match.group(2) or ""), body
     name = (message.name or "").strip()
@@ -171,8 +176,13 @@ def _opponent(messages: Sequence[ChatMessage], own_side: str) -> tuple[str, str,
             turns.append(turn)
             continue
         text = message.content.strip()
-        if (index > 0 and not message.name and not _is_instruction(text) and not text.endswith("?")
-                and len(text.split()) >= 6):
+        if (
+            index > 0
+            and not message.name
+            and not _is_instruction(text)
+            and not text.endswith("?")
+            and len(text.split()) >= 6
+        ):
             loose.append(text)
     for speaker, side, text in turns:
         if own_side != "position" and side not in (own_side, "position"):
@@ -197,8 +207,17 @@ def parse_context(messages: Sequence[ChatMessage]) -> DebateContext:
         match = re.search(r"\b(?:on|about|that)\s+[\"“]?([^\"”\n]{5,160})", system, re.IGNORECASE)
         user_first = next((m.content for m in messages if m.role == "user"), "")
         topic = match.group(1).strip().rstrip(".") if match else (user_first.strip().split("\n")[0][:120])
-    instruction = next((m.content for m in reversed(messages) if m.role == "user" and m.content.strip()
-                        and _debater_turn(m) is None and _is_instruction(m.content.strip())), "")
+    instruction = next(
+        (
+            m.content
+            for m in reversed(messages)
+            if m.role == "user"
+            and m.content.strip()
+            and _debater_turn(m) is None
+            and _is_instruction(m.content.strip())
+        ),
+        "",
+    )
     round_text = _field(system, "round")
     if not round_text:  # or from a round instruction: "Round 2 of 3: ...", "... (round 2 of 3)."
         match = re.search(r"\bround\s+(\d+(?:\s*(?:of|/)\s*\d+)?)", instruction, re.IGNORECASE)
@@ -235,15 +254,151 @@ def parse_context(messages: Sequence[ChatMessage]) -> DebateContext:
 # --------------------------------------------------------------------------- the motion
 
 _STOPWORDS = frozenset(
-    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "their", "they", "them", "we", "our", "you", "your", "i", "my", "me", "he", "she", "his", "her", "not", "no", "so", "than", "then", "too", "very", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "do", "does", "did", "done", "have", "has", "had", "having", "about", "into", "over", "under", "more", "most", "less", "least", "such", "only", "also", "just", "any", "all", "some", "each", "every", "other", "which", "who", "whom", "what", "when", "where", "why", "how", "simulated", "while", "because", "however", "therefore", "thus", "yet", "still", "even", "much", "many", "own", "same"]
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "their",
+        "they",
+        "them",
+        "we",
+        "our",
+        "you",
+        "your",
+        "i",
+        "my",
+        "me",
+        "he",
+        "she",
+        "his",
+        "her",
+        "not",
+        "no",
+        "so",
+        "than",
+        "then",
+        "too",
+        "very",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "do",
+        "does",
+        "did",
+        "done",
+        "have",
+        "has",
+        "had",
+        "having",
+        "about",
+        "into",
+        "over",
+        "under",
+        "more",
+        "most",
+        "less",
+        "least",
+        "such",
+        "only",
+        "also",
+        "just",
+        "any",
+        "all",
+        "some",
+        "each",
+        "every",
+        "other",
+        "which",
+        "who",
+        "whom",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "simulated",
+        "while",
+        "because",
+        "however",
+        "therefore",
+        "thus",
+        "yet",
+        "still",
+        "even",
+        "much",
+        "many",
+        "own",
+        "same",
+    ]
 )
 _PREPOSITIONS = frozenset(
-    ["from", "in", "on", "at", "by", "for", "with", "to", "into", "across", "within", "over", "under", "during",
-     "than", "without", "through", "between"]
+    [
+        "from",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "to",
+        "into",
+        "across",
+        "within",
+        "over",
+        "under",
+        "during",
+        "than",
+        "without",
+        "through",
+        "between",
+    ]
 )
 _DETERMINERS = frozenset(["a", "an", "the", "their", "our", "its", "all", "every", "some", "any", "his", "her"])
-_GERUNDS = {"be": "being", "see": "seeing", "agree": "agreeing", "flee": "fleeing", "die": "dying", "lie": "lying",
-            "tie": "tying", "go": "going", "do": "doing"}
+_GERUNDS = {
+    "be": "being",
+    "see": "seeing",
+    "agree": "agreeing",
+    "flee": "fleeing",
+    "die": "dying",
+    "lie": "lying",
+    "tie": "tying",
+    "go": "going",
+    "do": "doing",
+}
 _SHORT_NAMES = {
     "the ban": ("ban", "prohibit", "outlaw", "forbid", "bar"),
     "the tax": ("tax",),
@@ -293,18 +448,28 @@ def _noun_phrase(words: list[str]) -> str:
 def parse_motion(topic: str) -> Motion:
     text = re.sub(r"\s+", " ", topic).strip().strip("\"“”'").rstrip(".!;: ").strip()
     if text.isupper() and len(text) > 12:  # SHOUTED: sentence case, short acronyms kept
-        text = " ".join(w if len(w) <= 3 and w.isalpha() and w.lower() not in _STOPWORDS else w.lower()
-                        for w in text.split())
+        text = " ".join(
+            w if len(w) <= 3 and w.isalpha() and w.lower() not in _STOPWORDS else w.lower() for w in text.split()
+        )
         text = _capital(text)
-    body = re.sub(r"^(this house (believes|thinks|holds)( that)?|resolved|motion|th[wb])\s*[:,]?\s*", "", text,
-                  flags=re.IGNORECASE)
+    body = re.sub(
+        r"^(this house (believes|thinks|holds)( that)?|resolved|motion|th[wb])\s*[:,]?\s*",
+        "",
+        text,
+        flags=re.IGNORECASE,
+    )
     body = re.sub(r"^this house (would|should)\s+", "we should ", body, flags=re.IGNORECASE)
-    question = re.match(r"^should\s+((?:the|a|an|our|all|every|local|national)\s+)?(\S+)\s+(.+?)\?*$", body,
-                        re.IGNORECASE)
+    question = re.match(
+        r"^should\s+((?:the|a|an|our|all|every|local|national)\s+)?(\S+)\s+(.+?)\?*$", body, re.IGNORECASE
+    )
     if question:
         body = f"{(question.group(1) or '')}{question.group(2)} should {question.group(3)}"
-    policy = re.match(r"^(?P<actor>.+?)\s+(?:should|must|ought to|needs? to|ha(?:ve|s) to)\s+(?P<neg>not\s+)?"
-                      r"(?P<verb>[A-Za-z-]+)\s+(?P<rest>.+)$", body.rstrip("?"), re.IGNORECASE)
+    policy = re.match(
+        r"^(?P<actor>.+?)\s+(?:should|must|ought to|needs? to|ha(?:ve|s) to)\s+(?P<neg>not\s+)?"
+        r"(?P<verb>[A-Za-z-]+)\s+(?P<rest>.+)$",
+        body.rstrip("?"),
+        re.IGNORECASE,
+    )
     if policy and len(policy.group("actor").split()) <= 6:
         verb = policy.group("verb")
         rest = re.sub(r"\s+", " ", re.sub(r"\btheir\s+(?!own\b)", "", policy.group("rest"))).strip()
@@ -317,8 +482,24 @@ def parse_motion(topic: str) -> Motion:
     words = body.rstrip("?").split()
     subject = ""
     for i, word in enumerate(words):
-        if i and word.lower() in ("is", "are", "will", "can", "does", "do", "has", "have", "was", "were", "would",
-                                  "could", "makes", "make", "beats", "beat"):
+        if i and word.lower() in (
+            "is",
+            "are",
+            "will",
+            "can",
+            "does",
+            "do",
+            "has",
+            "have",
+            "was",
+            "were",
+            "would",
+            "could",
+            "makes",
+            "make",
+            "beats",
+            "beat",
+        ):
             subject = _noun_phrase(words[:i])
             break
     wh_question = bool(re.match(r"^(what|why|how|who|which|when|where|is|are|do|does|can|will)\b", body, re.IGNORECASE))
@@ -335,78 +516,126 @@ def parse_motion(topic: str) -> Motion:
 # Persona archetypes: (stems in the persona, concerns it weighs, how it cites evidence).
 # A concern fits "the effect on X", "X came out ahead" and "X paid the price".
 _ARCHETYPES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
-    (("econom", "financ", "banker", "accountant"),
-     ("the local economy", "household budgets", "public finances", "productivity"),
-     ("The numbers bear this out: {finding}.", "Run the figures and the pattern is plain: {finding}.")),
-    (("scien", "research", "statistic", "data"),
-     ("health outcomes", "public health", "long-term outcomes", "the quality of daily life"),
-     ("The studies are consistent on this: {finding}.", "The data point one way: {finding}.")),
-    (("shop", "retail", "business", "merchant", "trader", "owner", "entrepreneur"),
-     ("small businesses", "local trade", "footfall", "family livelihoods"),
-     ("I see it on my own street: {finding}.", "Ask any trader and you will hear the same: {finding}.")),
-    (("libert", "rights", "freedom"),
-     ("personal freedom", "freedom of movement", "trust in local government", "local democracy"),
-     ("The record on rules like this is clear: {finding}.", "We have been here before: {finding}.")),
-    (("histor",),
-     ("public trust", "past reforms", "the social fabric", "the next generation"),
-     ("History is a reliable guide here: {finding}.", "The precedents are instructive: {finding}.")),
-    (("law", "judge", "legal", "attorney", "barrister", "solicitor"),
-     ("individual rights", "equal treatment", "respect for the rules", "due process"),
-     ("The case law tells the same story: {finding}.", "Courts have seen this before: {finding}.")),
-    (("doctor", "nurse", "physician", "medic", "health", "clinic", "paramedic"),
-     ("public health", "patient outcomes", "vulnerable patients", "emergency access"),
-     ("On the wards we see it plainly: {finding}.", "The health figures agree: {finding}.")),
-    (("teach", "educat", "professor", "student", "school", "lecturer"),
-     ("young people", "learning", "equal opportunity", "the next generation"),
-     ("Every classroom teaches the same lesson: {finding}.", "The school records agree: {finding}.")),
-    (("activist", "campaign", "organi", "communit", "union"),
-     ("the people most affected", "local communities", "accountability", "working families"),
-     ("Talk to the people affected and you hear it: {finding}.", "The communities I work with know this: {finding}.")),
-    (("planner", "architect", "urban", "transport", "traffic"),
-     ("public transport", "road safety", "public space", "everyday journeys"),
-     ("The planning record is clear: {finding}.", "The design lessons are well known: {finding}.")),
-    (("engineer", "developer", "programmer", "software"),
-     ("reliability", "security", "maintenance costs", "productivity"),
-     ("The engineering record is clear: {finding}.", "Every post-mortem I have read says the same: {finding}.")),
-    (("environment", "climate", "ecolog", "green", "conservation"),
-     ("air quality", "emissions", "green space", "future generations"),
-     ("The environmental data are unambiguous: {finding}.", "The measurements tell the story: {finding}.")),
-    (("skeptic", "sceptic", "critic", "cautious", "contrarian"),
-     ("hidden costs", "unintended consequences", "public trust", "the taxpayer"),
-     ("Look past the brochures and the record is plain: {finding}.", "The track record is sobering: {finding}.")),
-    (("parent", "mother", "father", "resident", "citizen", "neighbo", "commuter"),
-     ("family life", "daily routines", "child safety", "the neighbourhood"),
-     ("Every family I know has seen it: {finding}.", "Ask the people who live with it: {finding}.")),
-    (("philosoph", "ethic", "theolog"),
-     ("fairness", "individual freedom", "our duties to others", "human dignity"),
-     ("The argument has been tested before: {finding}.", "Experience backs the principle: {finding}.")),
-    (("chef", "cook", "restaura", "food"),
-     ("the customers", "the craft", "local suppliers", "tradition"),
-     ("Any kitchen will tell you: {finding}.", "I have seen it over thirty years of service: {finding}.")),
+    (
+        ("econom", "financ", "banker", "accountant"),
+        ("the local economy", "household budgets", "public finances", "productivity"),
+        ("The numbers bear this out: {finding}.", "Run the figures and the pattern is plain: {finding}."),
+    ),
+    (
+        ("scien", "research", "statistic", "data"),
+        ("health outcomes", "public health", "long-term outcomes", "the quality of daily life"),
+        ("The studies are consistent on this: {finding}.", "The data point one way: {finding}."),
+    ),
+    (
+        ("shop", "retail", "business", "merchant", "trader", "owner", "entrepreneur"),
+        ("small businesses", "local trade", "footfall", "family livelihoods"),
+        ("I see it on my own street: {finding}.", "Ask any trader and you will hear the same: {finding}."),
+    ),
+    (
+        ("libert", "rights", "freedom"),
+        ("personal freedom", "freedom of movement", "trust in local government", "local democracy"),
+        ("The record on rules like this is clear: {finding}.", "We have been here before: {finding}."),
+    ),
+    (
+        ("histor",),
+        ("public trust", "past reforms", "the social fabric", "the next generation"),
+        ("History is a reliable guide here: {finding}.", "The precedents are instructive: {finding}."),
+    ),
+    (
+        ("law", "judge", "legal", "attorney", "barrister", "solicitor"),
+        ("individual rights", "equal treatment", "respect for the rules", "due process"),
+        ("The case law tells the same story: {finding}.", "Courts have seen this before: {finding}."),
+    ),
+    (
+        ("doctor", "nurse", "physician", "medic", "health", "clinic", "paramedic"),
+        ("public health", "patient outcomes", "vulnerable patients", "emergency access"),
+        ("On the wards we see it plainly: {finding}.", "The health figures agree: {finding}."),
+    ),
+    (
+        ("teach", "educat", "professor", "student", "school", "lecturer"),
+        ("young people", "learning", "equal opportunity", "the next generation"),
+        ("Every classroom teaches the same lesson: {finding}.", "The school records agree: {finding}."),
+    ),
+    (
+        ("activist", "campaign", "organi", "communit", "union"),
+        ("the people most affected", "local communities", "accountability", "working families"),
+        (
+            "Talk to the people affected and you hear it: {finding}.",
+            "The communities I work with know this: {finding}.",
+        ),
+    ),
+    (
+        ("planner", "architect", "urban", "transport", "traffic"),
+        ("public transport", "road safety", "public space", "everyday journeys"),
+        ("The planning record is clear: {finding}.", "The design lessons are well known: {finding}."),
+    ),
+    (
+        ("engineer", "developer", "programmer", "software"),
+        ("reliability", "security", "maintenance costs", "productivity"),
+        ("The engineering record is clear: {finding}.", "Every post-mortem I have read says the same: {finding}."),
+    ),
+    (
+        ("environment", "climate", "ecolog", "green", "conservation"),
+        ("air quality", "emissions", "green space", "future generations"),
+        ("The environmental data are unambiguous: {finding}.", "The measurements tell the story: {finding}."),
+    ),
+    (
+        ("skeptic", "sceptic", "critic", "cautious", "contrarian"),
+        ("hidden costs", "unintended consequences", "public trust", "the taxpayer"),
+        ("Look past the brochures and the record is plain: {finding}.", "The track record is sobering: {finding}."),
+    ),
+    (
+        ("parent", "mother", "father", "resident", "citizen", "neighbo", "commuter"),
+        ("family life", "daily routines", "child safety", "the neighbourhood"),
+        ("Every family I know has seen it: {finding}.", "Ask the people who live with it: {finding}."),
+    ),
+    (
+        ("philosoph", "ethic", "theolog"),
+        ("fairness", "individual freedom", "our duties to others", "human dignity"),
+        ("The argument has been tested before: {finding}.", "Experience backs the principle: {finding}."),
+    ),
+    (
+        ("chef", "cook", "restaura", "food"),
+        ("the customers", "the craft", "local suppliers", "tradition"),
+        ("Any kitchen will tell you: {finding}.", "I have seen it over thirty years of service: {finding}."),
+    ),
 )
 _DEFAULT_CONCERNS = ("everyday life", "the people involved", "fairness", "long-term outcomes", "public trust")
 _DEFAULT_EVIDENCE = ("Experience bears this out: {finding}.", "The record is clear: {finding}.")
 
-_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-                 "twelve")
+_NUMBER_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+)
 
 _OPENINGS = {
     "for": (
         "I am here to argue for the motion: {motion}.",
-        "I rise in support of the motion, \"{motion}\".",
+        'I rise in support of the motion, "{motion}".',
         "P:I support {proposal}, and I will argue that it is overdue.",
         "P:The case for {proposal} is stronger than its critics admit, and I intend to make it.",
         "My answer to this motion is yes: {motion}.",
     ),
     "against": (
         "I oppose the motion: {motion}.",
-        "I rise to oppose the motion, \"{motion}\".",
+        'I rise to oppose the motion, "{motion}".',
         "P:I am against {proposal}, and not for lack of sympathy with its goals.",
         "P:{Proposal} sounds decisive, but I will argue that it is the wrong answer.",
     ),
     "position": (
-        "My position on \"{motion}\" is this: {stance}.",
-        "I will not give either easy answer to \"{motion}\". My position is this: {stance}.",
+        'My position on "{motion}" is this: {stance}.',
+        'I will not give either easy answer to "{motion}". My position is this: {stance}.',
     ),
 }
 _ANGLES = (
@@ -427,8 +656,10 @@ _CLAIMS = {
         "On {c} the case is strong, because the gains arrive early and keep compounding.",
         "Doing nothing is also a choice, and its cost shows up in {c} every single year.",
         "P:{It} asks no more than the best-run places already do of their own accord.",
-        ("The critics describe the costs in detail and the benefits in a whisper; put them side by side on {c} and"
-         " the balance is not close."),
+        (
+            "The critics describe the costs in detail and the benefits in a whisper; put them side by side on {c} and"
+            " the balance is not close."
+        ),
         "What this motion really offers is a better deal for {c}, and that is worth some inconvenience.",
         "The longer we wait, the more the same decision costs, above all in {c}.",
         "Every argument against this is an argument for a status quo that is quietly failing {c}.",
@@ -479,28 +710,30 @@ _FINDINGS = {
     ),
 }
 _QUOTES = (
-    "{Opp} said: \"{phrase}\".",
-    "{Opp} summed up their case in one line: \"{phrase}\".",
-    "Let me take {opp}'s words directly: \"{phrase}\".",
-    "{Opp}'s argument leans on this claim: \"{phrase}\".",
-    "Let me start with what {opp} actually said: \"{phrase}\".",
+    '{Opp} said: "{phrase}".',
+    '{Opp} summed up their case in one line: "{phrase}".',
+    'Let me take {opp}\'s words directly: "{phrase}".',
+    '{Opp}\'s argument leans on this claim: "{phrase}".',
+    'Let me start with what {opp} actually said: "{phrase}".',
 )
 _CLOSING_QUOTES = (
-    "{Opp}'s best line in this debate was \"{phrase}\".",
-    "Everything {opp} argued comes down to one line: \"{phrase}\".",
-    "Remember {opp}'s words: \"{phrase}\".",
+    '{Opp}\'s best line in this debate was "{phrase}".',
+    'Everything {opp} argued comes down to one line: "{phrase}".',
+    'Remember {opp}\'s words: "{phrase}".',
 )
 _ALLY_QUOTES = (
-    "{Opp} made a point I want to build on: \"{phrase}\".",
-    "I agree with {opp}, who said: \"{phrase}\".",
+    '{Opp} made a point I want to build on: "{phrase}".',
+    'I agree with {opp}, who said: "{phrase}".',
 )
 _COUNTERS = {
     "for": (
         "P:That is a fair worry, but it describes the first months of {it}, not the years after.",
         "P:But every reform of this kind met the same objection, and the places that went ahead rarely went back.",
         "C:That is a fear about {it}, not a finding, and the record on {c} says otherwise.",
-        ("But that compares {it} with a perfect world, when the real comparison is the status quo, and the status"
-         " quo is failing {c}."),
+        (
+            "But that compares {it} with a perfect world, when the real comparison is the status quo, and the status"
+            " quo is failing {c}."
+        ),
         "That is an assertion, not evidence, and the evidence on {c} points the other way.",
         "P:Change always has critics at the start; what matters is whether {c} is better off at the end, and it is.",
         "Look at where it has actually happened and you find the opposite, above all on {c}.",
@@ -592,8 +825,7 @@ _APPEALS = {
 def _usable(templates: Sequence[str], policy: bool) -> list[str]:
     """Templates that fit the motion: "P:" marks those that need a proposal (a policy motion), "C:" those
     for a claim about the world."""
-    return [t[2:] if t[:2] in ("P:", "C:") else t for t in templates
-            if not t.startswith("P:" if not policy else "C:")]
+    return [t[2:] if t[:2] in ("P:", "C:") else t for t in templates if not t.startswith("P:" if not policy else "C:")]
 
 
 def _content_words(text: str) -> list[str]:
@@ -609,8 +841,11 @@ _META = re.compile(
 )
 _EDGE_WORDS = _STOPWORDS | {"said", "says"}
 # Clauses that lean on another ("in three of seven places, ...", "when ..."): quoted only when alone.
-_SUBORDINATE = re.compile(r"^(in|on|at|by|for|from|with|after|before|once|when|while|where|if|as|since|though|"
-                          r"although|unless|until|across|within)\b", re.IGNORECASE)
+_SUBORDINATE = re.compile(
+    r"^(in|on|at|by|for|from|with|after|before|once|when|while|where|if|as|since|though|"
+    r"although|unless|until|across|within)\b",
+    re.IGNORECASE,
+)
 # Sentences about the debate rather than the motion: reported speech, replies to "that", sign-offs.
 _REPORTED = re.compile(
     r"\b(said|says|told us|argued|argues|summed up|comes down to|leans on|has still not|were right|agree with|"
@@ -626,8 +861,11 @@ def _quote(text: str, rng: random.Random, topic: str = "") -> str:
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4]
     topic_lc = topic.lower().rstrip(".!? ")
     unquoted = [s for s in sentences if not re.search(r"[\"“”]", s)]
-    good = [s for s in unquoted if not _META.match(s) and not _REPORTED.search(s)
-            and (not topic_lc or topic_lc not in s.lower())]
+    good = [
+        s
+        for s in unquoted
+        if not _META.match(s) and not _REPORTED.search(s) and (not topic_lc or topic_lc not in s.lower())
+    ]
     pool = good or unquoted or sentences or [text]
     sentence = rng.choice(pool)
     if len(sentence.split()) <= 18:  # a short sentence is quoted whole
@@ -638,8 +876,16 @@ def _quote(text: str, rng: random.Random, topic: str = "") -> str:
         clause = pieces[i].strip()
         if len(clause.split()) >= 4:
             clauses.append((clause, i + 1 < len(pieces) and pieces[i + 1] == ":"))
-    clause = max(clauses, key=lambda c: (not c[1], not _SUBORDINATE.match(c[0]), min(len(_content_words(c[0])), 6),
-                                         -abs(len(c[0].split()) - 9)), default=(sentence, False))[0]
+    clause = max(
+        clauses,
+        key=lambda c: (
+            not c[1],
+            not _SUBORDINATE.match(c[0]),
+            min(len(_content_words(c[0])), 6),
+            -abs(len(c[0].split()) - 9),
+        ),
+        default=(sentence, False),
+    )[0]
     words = clause.strip("\"“”' ").split()
     while len(words) > 4 and words[0].lower().strip(".,;:!?") in ("but", "and", "so", "yet", "because", "while"):
         words = words[1:]
@@ -729,7 +975,7 @@ def write_debate_turn(ctx: DebateContext, seed: int) -> str:
         return template.format(**{**slots, **extra})
 
     r = ctx.round_number
-    rotation = concerns[(r - 1) % len(concerns):] + concerns[:(r - 1) % len(concerns)]
+    rotation = concerns[(r - 1) % len(concerns) :] + concerns[: (r - 1) % len(concerns)]
     parts: list[str] = []
     if ctx.phase == "closing":
         parts.append(rng.choice(_FINAL_LEADS))
