@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Generic, TypeVar
 
-from services.accounting.money import EXACT, ZERO
-from services.accounting.pricing import Usage
+from services.common.money import EXACT, ZERO
+from services.common.pricing import Usage
 
 
 @dataclass(frozen=True, slots=True)

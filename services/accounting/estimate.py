@@ -31,10 +31,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.accounting.breakdown import GroupedTally, Line, Tally
-from services.accounting.money import EXACT
-from services.accounting.pricing import PriceBook, Usage, cost_of
-from services.accounting.tokens import count_text_tokens
 from services.common.errors import Violations
+from services.common.money import EXACT
+from services.common.pricing import PriceBook, Usage, cost_of
+from services.common.tokens import count_text_tokens
 
 DEBATER_INSTRUCTIONS_TOKENS = 150
 TURN_FRAMING_TOKENS = 8

@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
 
-from services.accounting import tokens
 from services.accounting.breakdown import GroupedTally, Line, Tally
 from services.accounting.estimate import DebatePlan, Estimate, estimate_debate
-from services.accounting.pricing import Cost, PriceBook, Usage, cost_of
 from services.accounting.store import (
     Budget,
     LedgerStore,
@@ -30,7 +28,9 @@ from services.accounting.store import (
     Role,
     UsageRow,
 )
+from services.common import tokens
 from services.common.errors import Violations
+from services.common.pricing import Cost, PriceBook, Usage, cost_of
 
 MAX_TEXT_BYTES = 1 << 20  # a CountTokens text or the whole of its messages
 MAX_MESSAGES = 10_000

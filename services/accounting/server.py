@@ -5,10 +5,10 @@ from pathlib import Path
 from debate.accounting.v1 import accounting_pb2, accounting_pb2_grpc
 
 from services.accounting.ledger import Accounting
-from services.accounting.pricing import PriceBook
 from services.accounting.servicer import AccountingServicer
 from services.accounting.settings import AccountingSettings
 from services.accounting.store import SqliteLedgerStore
+from services.common.pricing import PriceBook
 from services.common.server import GrpcService, ServiceBinding
 
 SERVICE_NAME = accounting_pb2.DESCRIPTOR.services_by_name["AccountingService"].full_name

@@ -15,10 +15,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.accounting.breakdown import Line
 from services.accounting.estimate import DebatePlan, DebaterPlan
 from services.accounting.ledger import Accounting
-from services.accounting.money import CURRENCY, format_amount, parse_amount
-from services.accounting.pricing import ModelPrice, Usage, per_million
 from services.accounting.store import Budget, Role, UsageRow
 from services.common.errors import Violations
+from services.common.money import CURRENCY, format_amount, parse_amount
+from services.common.pricing import ModelPrice, Usage, per_million
 
 _ROLE_FROM_PB = {
     common_pb2.ROLE_DEBATER: Role.DEBATER,

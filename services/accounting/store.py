@@ -20,14 +20,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
-from services.accounting.money import EXACT, exact_sum, format_amount
-from services.accounting.pricing import Usage
 from services.common.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
 )
+from services.common.money import EXACT, exact_sum, format_amount
+from services.common.pricing import Usage
 
 
 class Role(enum.Enum):

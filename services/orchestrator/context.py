@@ -20,17 +20,14 @@ from debate.common.v1 import common_pb2
 from services.common.llm.base import ChatMessage
 from services.common.llm.simulated import debater_system_prompt
 from services.common.text import clean_text
+from services.common.tokens import count_text_tokens
 
 # Per-message framing tokens of chat formats (OpenAI counts about 3-4).
 MESSAGE_OVERHEAD = 4
 
 
 def default_counter() -> Callable[[str, str], int]:
-    from services.accounting.tokens import (
-        count_text_tokens,  # in process: no RPC per message
-    )
-
-    return count_text_tokens
+    return count_text_tokens  # in process: no RPC per message
 
 
 @dataclass(slots=True)

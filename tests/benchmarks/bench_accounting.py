@@ -28,9 +28,9 @@ from debate.accounting.v1 import accounting_pb2_grpc
 from debate.common.v1 import common_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.accounting.pricing import PriceBook, Usage
 from services.accounting.store import Role, SqliteLedgerStore, UsageRow
-from services.accounting.tokens import count_message_tokens, count_text_tokens
+from services.common.pricing import PriceBook, Usage
+from services.common.tokens import count_message_tokens, count_text_tokens
 from tests.helpers import ROOT, free_port
 
 SONNET = "claude-3-5-sonnet-20241022"

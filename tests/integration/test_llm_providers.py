@@ -11,7 +11,6 @@ import logging
 
 import pytest
 
-from services.accounting.tokens import count_message_tokens, count_text_tokens
 from services.common.llm import (
     ChatMessage,
     CompletionRequest,
@@ -25,6 +24,7 @@ from services.common.llm import (
     build_llm_client,
     collect,
 )
+from services.common.tokens import count_message_tokens, count_text_tokens
 from tests.support.fake_openai import Behavior, content_chunks, prompt_tokens_of
 from tests.support.fixtures import (  # noqa: F401 - fixtures
     FAKE_KEY_ENV,

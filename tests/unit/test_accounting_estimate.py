@@ -8,9 +8,9 @@ import pytest
 
 from services.accounting import estimate as est
 from services.accounting.estimate import DebatePlan, DebaterPlan, estimate_debate
-from services.accounting.pricing import ModelNotPriced, PriceBook, Usage
-from services.accounting.tokens import count_text_tokens
 from services.common.errors import InvalidArgument
+from services.common.pricing import ModelNotPriced, PriceBook, Usage
+from services.common.tokens import count_text_tokens
 
 
 @pytest.fixture(scope="module")

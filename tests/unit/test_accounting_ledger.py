@@ -10,7 +10,6 @@ from decimal import Decimal
 import pytest
 
 from services.accounting.ledger import Accounting
-from services.accounting.pricing import ModelNotPriced, PriceBook, Usage
 from services.accounting.store import (
     ReservationNotFound,
     Role,
@@ -18,6 +17,7 @@ from services.accounting.store import (
     UsageRow,
 )
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.pricing import ModelNotPriced, PriceBook, Usage
 
 SONNET = "claude-3-5-sonnet-20241022"
 OPUS = "claude-3-opus-20240229"

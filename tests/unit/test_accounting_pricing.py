@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from services.accounting.money import format_amount, parse_amount, to_decimal
-from services.accounting.pricing import ModelNotPriced, PriceBook, Usage
+from services.common.money import format_amount, parse_amount, to_decimal
+from services.common.pricing import ModelNotPriced, PriceBook, Usage
 
 M = Decimal(1_000_000)
 
@@ -139,7 +139,7 @@ def test_pricing_never_imports_litellm():
         """
         import sys
         from services.accounting.server import build_service
-        from services.accounting.pricing import PriceBook
+        from services.common.pricing import PriceBook
         assert len(PriceBook()) > 1000
         assert "litellm" not in sys.modules, "litellm was imported"
         """

@@ -9,13 +9,13 @@ import textwrap
 import pytest
 import tiktoken
 
-from services.accounting import tokens
-from services.accounting.tokens import (
+from services.common import tokens
+from services.common.errors import InvalidArgument
+from services.common.tokens import (
     count_message_tokens,
     count_text_tokens,
     count_tokens,
 )
-from services.common.errors import InvalidArgument
 
 PLAN_TEXTS = [
     "Simple test message.",
@@ -121,7 +121,7 @@ def test_counting_needs_no_network_and_never_imports_litellm():
         socket.socket.connect = refuse
         socket.create_connection = refuse
         socket.getaddrinfo = refuse
-        from services.accounting.tokens import count_tokens
+        from services.common.tokens import count_tokens
         for model in ["gpt-4", "gpt-4o", "p50k:text-davinci-003", "claude-3-5-sonnet-20241022", "deepseek/deepseek-chat", "sim/judge"]:
             model = model.split(":")[-1]
             print(model, count_tokens(model, text="Offline tokens only.").tokens)

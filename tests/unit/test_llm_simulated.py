@@ -9,7 +9,6 @@ import sys
 import pytest
 from debate.common.v1 import common_pb2
 
-from services.accounting.tokens import count_message_tokens, count_text_tokens
 from services.common.llm import (
     ChatMessage,
     CompletionRequest,
@@ -24,6 +23,7 @@ from services.common.llm import (
     unregister_simulated_model,
 )
 from services.common.llm.simulated import SIM_LABEL, parse_context, parse_motion
+from services.common.tokens import count_message_tokens, count_text_tokens
 from services.orchestrator.context import ContextBuilder, Transcript, round_instruction
 from tests.helpers import ROOT
 

@@ -22,6 +22,7 @@ from services.common.llm.base import (
     Usage,
 )
 from services.common.logs import redact, secret_values
+from services.common.tokens import count_message_tokens, count_text_tokens
 
 
 class Watchdog:
@@ -118,9 +119,7 @@ def usage_from_openai(usage: dict) -> Usage:
 
 
 def estimated_usage(model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
-    """The provider reported no usage: count it with the accounting tokenizer, marked estimated."""
-    from services.accounting.tokens import count_message_tokens, count_text_tokens
-
+    """The provider reported no usage: count it with the shared tokenizer, marked estimated."""
     return Usage(
         prompt_tokens=count_message_tokens(model, [m.as_dict() for m in messages]),
         completion_tokens=count_text_tokens(model, text),

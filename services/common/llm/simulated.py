@@ -1063,7 +1063,7 @@ class SimulatedLLM:
         return write_debate_turn(parse_context(request.messages), seed)
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
-        from services.accounting.tokens import count_message_tokens, count_text_tokens
+        from services.common.tokens import count_message_tokens, count_text_tokens
 
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from services.accounting.money import (
+from services.common.errors import NotFound
+from services.common.money import (
     EXACT,
     MILLION,
     ZERO,
@@ -35,7 +36,6 @@ from services.accounting.money import (
     mul,
     to_decimal,
 )
-from services.common.errors import NotFound
 
 PROJECT_PRICES = Path(__file__).with_name("prices.toml")
 LITELLM_PRICE_FILE = "model_prices_and_context_window_backup.json"
@@ -98,7 +98,7 @@ class ModelNotPriced(NotFound):
 
     def __init__(self, model: str):
         super().__init__(
-            f"no price is known for model {model!r}; add it to services/accounting/prices.toml",
+            f"no price is known for model {model!r}; add it to services/common/prices.toml",
             metadata={"model": model},
         )
         self.model = model
