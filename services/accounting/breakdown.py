@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Generic, TypeVar
 
 from services.common.money import EXACT, ZERO
-from services.common.pricing import Usage
+from services.common.usage import Usage
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from services.accounting.breakdown import GroupedTally, Line, Tally
 from services.common.errors import Violations
 from services.common.money import EXACT
-from services.common.pricing import PriceBook, Usage, cost_of
+from services.common.pricing import PriceBook, cost_of
 from services.common.tokens import count_text_tokens
+from services.common.usage import Usage
 
 DEBATER_INSTRUCTIONS_TOKENS = 150
 TURN_FRAMING_TOKENS = 8

@@ -30,7 +30,8 @@ from services.accounting.store import (
 )
 from services.common import tokens
 from services.common.errors import Violations
-from services.common.pricing import Cost, PriceBook, Usage, cost_of
+from services.common.pricing import Cost, PriceBook, cost_of
+from services.common.usage import Usage
 
 MAX_TEXT_BYTES = 1 << 20  # a CountTokens text or the whole of its messages
 MAX_MESSAGES = 10_000

@@ -17,8 +17,9 @@ from services.accounting.estimate import DebatePlan, DebaterPlan
 from services.accounting.ledger import Accounting
 from services.accounting.store import Budget, Role, UsageRow
 from services.common.errors import Violations
-from services.common.money import CURRENCY, format_amount, parse_amount
-from services.common.pricing import ModelPrice, Usage, per_million
+from services.common.money import CURRENCY, parse_amount, usd
+from services.common.pricing import ModelPrice, per_million
+from services.common.usage import usage_from_proto, usage_to_proto
 
 _ROLE_FROM_PB = {
     common_pb2.ROLE_DEBATER: Role.DEBATER,
@@ -26,25 +27,6 @@ _ROLE_FROM_PB = {
     common_pb2.ROLE_VERDICT: Role.VERDICT,
 }
 _ROLE_TO_PB = {role: pb for pb, role in _ROLE_FROM_PB.items()}
-
-
-def money(amount: Decimal) -> common_pb2.Money:
-    return common_pb2.Money(currency_code=CURRENCY, amount=format_amount(amount))
-
-
-def usage_from_pb(pb: common_pb2.TokenUsage) -> Usage:
-    return Usage(pb.prompt_tokens, pb.completion_tokens, pb.cached_prompt_tokens, pb.reasoning_tokens)
-
-
-def usage_to_pb(usage: Usage, estimated: bool = False) -> common_pb2.TokenUsage:
-    return common_pb2.TokenUsage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cached_prompt_tokens=usage.cached_prompt_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        total_tokens=usage.total_tokens,
-        estimated=estimated,
-    )
 
 
 def price_to_pb(price: ModelPrice) -> accounting_pb2.ModelPrice:
@@ -61,15 +43,15 @@ def price_to_pb(price: ModelPrice) -> accounting_pb2.ModelPrice:
 
 def line_to_pb(line: Line) -> common_pb2.CostLine:
     return common_pb2.CostLine(
-        key=line.key, usage=usage_to_pb(line.usage, line.estimated), cost=money(line.cost), calls=line.calls
+        key=line.key, usage=usage_to_proto(line.usage, estimated=line.estimated), cost=usd(line.cost), calls=line.calls
     )
 
 
 def budget_to_pb(budget: Budget) -> common_pb2.BudgetStatus:
-    pb = common_pb2.BudgetStatus(spent=money(budget.spent), reserved=money(budget.reserved))
+    pb = common_pb2.BudgetStatus(spent=usd(budget.spent), reserved=usd(budget.reserved))
     if budget.cap is not None:
-        pb.cap.CopyFrom(money(budget.cap))
-        pb.remaining.CopyFrom(money(budget.remaining))
+        pb.cap.CopyFrom(usd(budget.cap))
+        pb.remaining.CopyFrom(usd(budget.remaining))
     return pb
 
 
@@ -84,8 +66,8 @@ def record_to_pb(row: UsageRow) -> accounting_pb2.UsageRecord:
         round_number=row.round_number,
         model=row.model,
         attempt=row.attempt,
-        usage=usage_to_pb(row.usage, row.estimated),
-        cost=money(row.cost),
+        usage=usage_to_proto(row.usage, estimated=row.estimated),
+        cost=usd(row.cost),
         record_time=record_time,
     )
 
@@ -130,13 +112,15 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
         return accounting_pb2.CountTokensResponse(tokens=count.tokens, method=method, tokenizer=count.tokenizer)
 
     async def CalculateCost(self, request, context):
-        cost = self.accounting.calculate_cost(request.model, usage_from_pb(request.usage), request.usage.total_tokens)
+        cost = self.accounting.calculate_cost(
+            request.model, usage_from_proto(request.usage), request.usage.total_tokens
+        )
         return accounting_pb2.CalculateCostResponse(
-            cost=money(cost.total),
-            input_cost=money(cost.input),
-            cached_input_cost=money(cost.cached_input),
-            output_cost=money(cost.output),
-            reasoning_cost=money(cost.reasoning),
+            cost=usd(cost.total),
+            input_cost=usd(cost.input),
+            cached_input_cost=usd(cost.cached_input),
+            output_cost=usd(cost.output),
+            reasoning_cost=usd(cost.reasoning),
             price=price_to_pb(cost.price),
         )
 
@@ -149,7 +133,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
             round_number=request.round_number,
             model=request.model,
             attempt=request.attempt,
-            usage=usage_from_pb(request.usage),
+            usage=usage_from_proto(request.usage),
             total_tokens=request.usage.total_tokens,
             estimated=request.usage.estimated,
             reservation_id=request.reservation_id,
@@ -161,8 +145,8 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
         return accounting_pb2.GetDebateCostResponse(
             cost=common_pb2.DebateCost(
                 debate_id=r.debate_id,
-                total=money(r.total.cost),
-                usage=usage_to_pb(r.total.usage, r.total.estimated),
+                total=usd(r.total.cost),
+                usage=usage_to_proto(r.total.usage, estimated=r.total.estimated),
                 by_participant=[line_to_pb(x) for x in r.by_participant],
                 by_role=[line_to_pb(x) for x in r.by_role],
                 by_round=[line_to_pb(x) for x in r.by_round],
@@ -184,10 +168,10 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
             request.max_completion_tokens,
         )
         reply = accounting_pb2.ReserveBudgetResponse(
-            granted=result.granted, amount=money(result.amount), budget=budget_to_pb(result.budget)
+            granted=result.granted, amount=usd(result.amount), budget=budget_to_pb(result.budget)
         )
         if result.budget.remaining is not None:
-            reply.remaining.CopyFrom(money(result.budget.remaining))
+            reply.remaining.CopyFrom(usd(result.budget.remaining))
         return reply
 
     async def ReleaseBudget(self, request, context):
@@ -197,9 +181,9 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
     async def EstimateDebateCost(self, request, context):
         estimate = await self.accounting.estimate(plan_from_pb(request))
         return accounting_pb2.EstimateDebateCostResponse(
-            expected=money(estimate.expected.cost),
-            worst_case=money(estimate.worst_case.cost),
-            expected_usage=usage_to_pb(estimate.expected.usage),
-            worst_case_usage=usage_to_pb(estimate.worst_case.usage),
+            expected=usd(estimate.expected.cost),
+            worst_case=usd(estimate.worst_case.cost),
+            expected_usage=usage_to_proto(estimate.expected.usage),
+            worst_case_usage=usage_to_proto(estimate.worst_case.usage),
             by_model=[line_to_pb(x) for x in estimate.by_model],
         )

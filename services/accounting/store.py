@@ -27,7 +27,7 @@ from services.common.errors import (
     NotFound,
 )
 from services.common.money import EXACT, exact_sum, format_amount
-from services.common.pricing import Usage
+from services.common.usage import Usage
 
 
 class Role(enum.Enum):

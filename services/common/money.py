@@ -2,6 +2,7 @@
 
 Every computation runs in `EXACT`, a decimal context that raises on any rounding, so an
 amount the service reports is provably the exact sum of the exact products it came from.
+`usd` is the one builder of the wire's `Money`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import decimal
 from collections.abc import Iterable
 from decimal import Decimal
+
+from debate.common.v1 import common_pb2
 
 CURRENCY = "USD"
 ZERO = Decimal(0)
@@ -64,3 +67,9 @@ def exact_sum(amounts: Iterable[Decimal]) -> Decimal:
 
 def mul(a: Decimal | int, b: Decimal | int) -> Decimal:
     return EXACT.multiply(Decimal(a), Decimal(b))
+
+
+def usd(amount: Decimal | int) -> common_pb2.Money:
+    """An amount in USD as the wire's Money: a plain decimal string, no exponent and no
+    trailing zeros (Decimal("0.00020") -> "0.0002", Decimal("1E-7") -> "0.0000001")."""
+    return common_pb2.Money(currency_code=CURRENCY, amount=format_amount(Decimal(amount)))

@@ -8,7 +8,7 @@ prices differently, and the simulated models; it wins over the map.
 
 Everything is loaded once into a dict of `ModelPrice`; a lookup is a dict hit.
 
-Cost of a usage (token fields as in `debate.common.v1.TokenUsage`):
+Cost of a usage (`services.common.usage.Usage`, token fields as in `debate.common.v1.TokenUsage`):
   (prompt - cached) x input + cached x cached_input (input when the model has no cache price)
   + (completion - reasoning) x output + reasoning x reasoning (output when none).
 When a model has tiered prices ("input_cost_per_token_above_200k_tokens"), the highest tier
@@ -36,25 +36,12 @@ from services.common.money import (
     mul,
     to_decimal,
 )
+from services.common.usage import Usage
 
 PROJECT_PRICES = Path(__file__).with_name("prices.toml")
 LITELLM_PRICE_FILE = "model_prices_and_context_window_backup.json"
 _MAX_ALIASES = 10_000
 _TIER_KEY = re.compile(r"^input_cost_per_token_above_(\d+)k_tokens$")
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts of one call; cached is part of prompt, reasoning part of completion."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.common.errors import Aborted, DomainError
-from services.common.llm.base import CompletionRequest, LLMClient, Usage, collect
+from services.common.llm.base import CompletionRequest, LLMClient, collect
+from services.common.usage import Usage
 from services.judge import aggregate
 from services.judge.model import (
     Ballot,
@@ -60,16 +61,6 @@ class JudgeOutputInvalid(Aborted):
     reason = "JUDGE_OUTPUT_INVALID"
 
 
-def add_usage(a: Usage, b: Usage) -> Usage:
-    return Usage(
-        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
-        completion_tokens=a.completion_tokens + b.completion_tokens,
-        cached_prompt_tokens=a.cached_prompt_tokens + b.cached_prompt_tokens,
-        reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
-        estimated=a.estimated or b.estimated,
-    )
-
-
 @dataclass
 class _Spend:
     """Usage of every answer a request received, for the error metadata when it fails."""
@@ -77,7 +68,7 @@ class _Spend:
     usage: Usage = field(default_factory=Usage)
 
     def add(self, usage: Usage) -> None:
-        self.usage = add_usage(self.usage, usage)
+        self.usage = self.usage + usage
 
 
 class Judge:
@@ -277,7 +268,7 @@ class Judge:
                     request_id=f"{key}/attempts/{attempt}",
                 ),
             )
-            usage = add_usage(usage, reply.completion.usage)
+            usage = usage + reply.completion.usage
             spend.add(reply.completion.usage)
             simulated = simulated or reply.completion.simulated
             answered_by = reply.completion.model or model

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from services.common.llm.base import Usage
+from services.common.usage import Usage
 
 DEFAULT_CRITERIA: tuple[tuple[str, str], ...] = (
     ("argument_strength", "How sound, relevant and well reasoned the case for the debater's stance is."),

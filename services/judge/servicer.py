@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from debate.common.v1 import common_pb2
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 
-from services.common.llm.base import Usage
 from services.common.logs import debate_id_var, request_id_var
+from services.common.usage import usage_to_proto
 from services.judge.engine import Judge
 from services.judge.model import (
     Criterion,
@@ -86,17 +86,6 @@ def _panel(config: common_pb2.JudgeConfig) -> PanelRequest:
         models=tuple(config.models),
         orderings=config.orderings,
         criteria=tuple(Criterion(c.name, c.weight, c.description) for c in config.rubric.criteria),
-    )
-
-
-def usage_to_proto(usage: Usage) -> common_pb2.TokenUsage:
-    return common_pb2.TokenUsage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cached_prompt_tokens=usage.cached_prompt_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        total_tokens=usage.total_tokens,
-        estimated=usage.estimated,
     )
 
 

@@ -29,8 +29,9 @@ from debate.common.v1 import common_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.accounting.store import Role, SqliteLedgerStore, UsageRow
-from services.common.pricing import PriceBook, Usage
+from services.common.pricing import PriceBook
 from services.common.tokens import count_message_tokens, count_text_tokens
+from services.common.usage import Usage
 from tests.helpers import ROOT, free_port
 
 SONNET = "claude-3-5-sonnet-20241022"

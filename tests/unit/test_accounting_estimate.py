@@ -9,8 +9,9 @@ import pytest
 from services.accounting import estimate as est
 from services.accounting.estimate import DebatePlan, DebaterPlan, estimate_debate
 from services.common.errors import InvalidArgument
-from services.common.pricing import ModelNotPriced, PriceBook, Usage
+from services.common.pricing import ModelNotPriced, PriceBook
 from services.common.tokens import count_text_tokens
+from services.common.usage import Usage
 
 
 @pytest.fixture(scope="module")

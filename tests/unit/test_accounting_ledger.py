@@ -17,7 +17,8 @@ from services.accounting.store import (
     UsageRow,
 )
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.pricing import ModelNotPriced, PriceBook, Usage
+from services.common.pricing import ModelNotPriced, PriceBook
+from services.common.usage import Usage
 
 SONNET = "claude-3-5-sonnet-20241022"
 OPUS = "claude-3-opus-20240229"

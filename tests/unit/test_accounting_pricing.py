@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 
 from services.common.money import format_amount, parse_amount, to_decimal
-from services.common.pricing import ModelNotPriced, PriceBook, Usage
+from services.common.pricing import ModelNotPriced, PriceBook
+from services.common.usage import Usage
 
 M = Decimal(1_000_000)
 

@@ -19,7 +19,6 @@ from services.common.llm.base import (
     StreamStalled,
     TextDelta,
     UnknownModel,
-    Usage,
     collect,
 )
 from services.common.llm.router import LLMRouter, build_llm_client
@@ -48,7 +47,6 @@ __all__ = [
     "StreamStalled",
     "TextDelta",
     "UnknownModel",
-    "Usage",
     "build_llm_client",
     "collect",
     "debater_system_prompt",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.common.errors import DomainError, FailedPrecondition, Unavailable
+from services.common.usage import Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,20 +41,6 @@ class CompletionRequest:
     seed: int | None = None
     # Opaque key for logs and idempotency, e.g. "debates/x/rounds/1/turns/alice/attempts/1".
     request_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    reasoning_tokens: int = 0
-    # True when counted with our tokenizer because the provider reported nothing.
-    estimated: bool = False
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass(frozen=True, slots=True)

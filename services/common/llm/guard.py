@@ -19,10 +19,10 @@ from services.common.llm.base import (
     LLMError,
     ProviderTimeout,
     StreamStalled,
-    Usage,
 )
 from services.common.logs import redact, secret_values
 from services.common.tokens import count_message_tokens, count_text_tokens
+from services.common.usage import Usage
 
 
 class Watchdog:
