@@ -34,11 +34,6 @@ def candidate_orderings(n: int) -> list[tuple[int, ...]]:
     return found
 
 
-def distinct_orderings(n: int) -> int:
-    """How many orderings of n debaters the judge can use: 2 for two debaters, else 2n."""
-    return len(candidate_orderings(n)) if n >= 2 else 1
-
-
 def choose_orderings(n: int, k: int) -> tuple[tuple[int, ...], ...]:
     """k orderings of n debaters, spread evenly over `candidate_orderings(n)`.
 

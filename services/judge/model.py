@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.common.limits import MAX_JUDGE_ORDERINGS, MAX_JUDGE_PANEL
 from services.common.usage import Usage
 
 DEFAULT_CRITERIA: tuple[tuple[str, str], ...] = (
@@ -103,8 +104,8 @@ class JudgePolicy:
     default_models: tuple[str, ...] = ("sim/judge",)
     model_allowed: Callable[[str], bool] = lambda model: model.startswith("sim/")
     default_orderings: int = 0  # 0: one ordering per debater (every debater shown first once)
-    max_orderings: int = 8
-    max_panel: int = 5
+    max_orderings: int = MAX_JUDGE_ORDERINGS
+    max_panel: int = MAX_JUDGE_PANEL
     max_debaters: int = 8
     max_rounds: int = 50
     max_criteria: int = 10

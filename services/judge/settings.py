@@ -6,6 +6,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from services.common.limits import MAX_JUDGE_ORDERINGS, MAX_JUDGE_PANEL
 from services.common.llm import settings as llm_settings
 from services.common.settings import ServiceSettings
 from services.judge.model import JudgePolicy
@@ -22,8 +23,10 @@ class JudgeSettings(llm_settings.LLMSettings, ServiceSettings):
     judge_default_orderings: int = Field(
         0, ge=0, description="orderings per judge model when a request gives none (0: one per debater)"
     )
-    judge_max_orderings: int = Field(8, ge=1, description="most orderings per judge model a request may ask for")
-    judge_max_panel: int = Field(5, ge=1, description="most judge models in one panel")
+    judge_max_orderings: int = Field(
+        MAX_JUDGE_ORDERINGS, ge=1, description="most orderings per judge model a request may ask for"
+    )
+    judge_max_panel: int = Field(MAX_JUDGE_PANEL, ge=1, description="most judge models in one panel")
     judge_max_debaters: int = Field(8, ge=2, le=26)
     judge_max_repairs: int = Field(2, ge=0, description="repair prompts after a malformed judge answer")
     judge_max_output_tokens: int = Field(2048, ge=64, description="completion cap of one judge answer")

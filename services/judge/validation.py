@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from services.common.errors import Violations
+from services.common.limits import distinct_orderings
 from services.common.text import (
     MAX_NAME_LENGTH,
     MAX_PERSONA_LENGTH,
@@ -21,11 +22,7 @@ from services.common.text import (
     MAX_TOPIC_LENGTH,
     clean_text,
 )
-from services.judge.aggregate import (
-    choose_orderings,
-    distinct_orderings,
-    normalise_weights,
-)
+from services.judge.aggregate import choose_orderings, normalise_weights
 from services.judge.model import (
     DEFAULT_CRITERIA,
     Criterion,

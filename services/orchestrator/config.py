@@ -15,8 +15,8 @@ from decimal import Decimal, InvalidOperation
 from debate.common.v1 import common_pb2
 
 from services.common.errors import Violations
+from services.common.limits import MAX_JUDGE_ORDERINGS, MAX_JUDGE_PANEL, distinct_orderings
 from services.common.text import clean_text
-from services.judge.aggregate import distinct_orderings  # the judge rejects more
 
 # Names end up in idempotency keys ("debates/{id}/rounds/{r}/turns/{name}/attempts/{a}"),
 # so no slash and no surrounding space.
@@ -98,9 +98,9 @@ def validate_config(
     for i, model in enumerate(config.judge.models):
         if not model or not is_known_model(model):
             v.add(f"{path}.judge.models[{i}]", f"unknown or not allowed model {model!r}")
-    if len(config.judge.models) > 5:
-        v.add(f"{path}.judge.models", "at most 5 judge models")
-    most_orderings = min(8, distinct_orderings(len(config.participants)))
+    if len(config.judge.models) > MAX_JUDGE_PANEL:
+        v.add(f"{path}.judge.models", f"at most {MAX_JUDGE_PANEL} judge models")
+    most_orderings = min(MAX_JUDGE_ORDERINGS, distinct_orderings(len(config.participants)))
     if not 0 <= config.judge.orderings <= most_orderings:
         v.add(f"{path}.judge.orderings", f"must be 0 to {most_orderings} for {len(config.participants)} debaters")
     criteria_names: set[str] = set()

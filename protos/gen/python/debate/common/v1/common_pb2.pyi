@@ -331,10 +331,15 @@ class JudgeConfig(_message.Message):
     ORDERINGS_FIELD_NUMBER: _builtins.int
     RUBRIC_FIELD_NUMBER: _builtins.int
     orderings: _builtins.int
-    """How many orderings of the debaters each judge model sees (0: the service default)."""
+    """How many orderings of the debaters each judge model sees (0: the service default): at
+    most 8 (MAX_JUDGE_ORDERINGS) and at most the distinct orderings of the debaters (2 for
+    two debaters, 2n for n; distinct_orderings in services/common/limits.py).
+    """
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """One model, or several for a panel ("sim/judge", "anthropic/claude-3-opus-20240229")."""
+        """One model, or several for a panel ("sim/judge", "anthropic/claude-3-opus-20240229"):
+        at most 5 (MAX_JUDGE_PANEL in services/common/limits.py).
+        """
 
     @_builtins.property
     def rubric(self) -> Global___Rubric: ...
