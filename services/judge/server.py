@@ -5,6 +5,7 @@ from __future__ import annotations
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 
 from services.common.llm import LLMClient, build_llm_client
+from services.common.llm.simulated import SIM_JUDGE_MODEL
 from services.common.server import GrpcService, ServiceBinding
 from services.judge import simulated_judge
 from services.judge.engine import Judge
@@ -18,8 +19,7 @@ async def build_service(settings: JudgeSettings, llm: LLMClient | None = None) -
     """The judge service; `llm` replaces the settings' LLM client (tests pass a fake one)."""
     on_stop = []
     if llm is None:
-        simulated_judge.register()
-        router = build_llm_client(settings)
+        router = build_llm_client(settings, responders={SIM_JUDGE_MODEL: simulated_judge.respond})
         on_stop.append(router.aclose)
         llm = router
     servicer = JudgeServicer(Judge(llm, settings.policy()))

@@ -1,5 +1,9 @@
 """`sim/judge`: an offline judge that scores turns from their text, deterministically.
 
+`respond` is the model's responder: the judge's composition root (server.py) passes it to the
+LLM layer (`build_llm_client(settings, responders={SIM_JUDGE_MODEL: respond})`), which streams
+its reply with the simulated models' pacing and usage counting.
+
 It reads the prompt the judge builds (`prompts.read_prompt`: labels, criteria and the quoted
 turns between the call's random markers) and answers the JSON the judge asks for. Scores
 come from length-normalised features that saturate, so a longer turn does not win by
@@ -30,8 +34,6 @@ from dataclasses import dataclass
 
 from services.common.llm.base import CompletionRequest
 from services.judge.prompts import PromptView, read_prompt
-
-SIM_JUDGE_MODEL = "sim/judge"
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORDS = re.compile(r"[A-Za-z][A-Za-z'-]*|\d[\d.,]*%?")
@@ -174,17 +176,11 @@ def answer(view: PromptView) -> dict:
 
 
 def respond(request: CompletionRequest) -> str:
-    """The responder registered as `sim/judge`: the whole reply text for a judge request."""
+    """The responder of `sim/judge`: the whole reply text (JSON) for a judge request, or a JSON
+    error object when the request holds no judge prompt."""
     for message in request.messages:
         if message.role == "user":
             view = read_prompt(message.content)
             if view is not None:
                 return json.dumps(answer(view))
     return json.dumps({"error": "sim/judge found no judge prompt in the request"})
-
-
-def register() -> None:
-    """Serves `sim/judge` through the LLM layer's simulated models."""
-    from services.common.llm.simulated import register_simulated_model
-
-    register_simulated_model(SIM_JUDGE_MODEL, respond)

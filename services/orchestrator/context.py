@@ -8,6 +8,19 @@ first until the prompt fits `max_tokens`.
 A turn's token count is computed once per tokenizer when first needed and kept with the
 turn, so building a window touches only the window's turns: its cost does not depend on how
 long the debate already is.
+
+The messages follow one convention, which real models follow and which the built-in simulated
+debater parses (`services.common.llm.simulated.reading`, whose docstring states the same
+contract; tests/unit/test_llm_simulated.py checks that it reads what this module writes):
+
+- the system message: `Topic:`, `Persona:`, `Stance:` and `Round: r of n`, one `Key: value` a
+  line, then the instructions (`debater_system_prompt`);
+- another debater's turn: a user message `Name (stance): text` with `name` set; the speaker's
+  own turns: assistant messages;
+- the round instruction last: a user message without a `Name:` prefix that says
+  "(round r of n)" (`round_instruction`).
+
+Changing any of these wording rules changes what the simulated debater understands.
 """
 
 from __future__ import annotations
@@ -18,7 +31,6 @@ from dataclasses import dataclass, field
 from debate.common.v1 import common_pb2
 
 from services.common.llm.base import ChatMessage
-from services.common.llm.simulated import debater_system_prompt
 from services.common.text import clean_text
 from services.common.tokens import count_text_tokens
 
@@ -59,6 +71,28 @@ class Transcript:
 
     def has(self, round_number: int, participant: str) -> bool:
         return participant in self.round(round_number)
+
+
+def debater_system_prompt(
+    *,
+    topic: str,
+    persona: str,
+    stance: str,
+    round_number: int | None = None,
+    rounds: int | None = None,
+    instructions: str = "",
+) -> str:
+    """The debater's system prompt: `Topic:`, `Persona:`, `Stance:` and `Round: r of n` lines, then
+    `instructions` (a generic debater's by default). The simulated debater reads these lines by
+    their keys (see the module docstring); real models read them as written."""
+    lines = [f"Topic: {topic}", f"Persona: {persona}", f"Stance: {stance}"]
+    if round_number is not None:
+        lines.append(f"Round: {round_number}" + (f" of {rounds}" if rounds else ""))
+    lines.append(
+        instructions
+        or "You are a debater. Argue your stance on the topic in your persona's voice; answer the other side's points."
+    )
+    return "\n".join(lines)
 
 
 _DATA_NOTE = (

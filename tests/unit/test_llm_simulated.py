@@ -18,13 +18,10 @@ from services.common.llm import (
     UnknownModel,
     build_llm_client,
     collect,
-    debater_system_prompt,
-    register_simulated_model,
-    unregister_simulated_model,
 )
 from services.common.llm.simulated import SIM_LABEL, parse_context, parse_motion
 from services.common.tokens import count_message_tokens, count_text_tokens
-from services.orchestrator.context import ContextBuilder, Transcript, round_instruction
+from services.orchestrator.context import ContextBuilder, Transcript, debater_system_prompt, round_instruction
 from tests.helpers import ROOT
 
 TOPIC = "Cities should ban private cars from their centres"
@@ -141,12 +138,40 @@ def test_parse_context_answers_the_other_side_not_the_round_instruction():
     assert (ctx.round_number, ctx.rounds, ctx.persona) == (2, None, "a nurse") or ctx.round_number == 2
 
 
-async def test_registered_responder_is_streamed_with_usage(llm):
-    register_simulated_model("sim/judge", lambda request: '{"winner": "alice", "scores": {"alice": 8}}')
-    try:
-        result = await collect(llm, CompletionRequest(model="sim/judge", messages=(ChatMessage("user", "score"),)))
-    finally:
-        unregister_simulated_model("sim/judge")
+def test_the_simulated_reader_reads_what_the_context_builder_writes():
+    """The contract between services.orchestrator.context (the writer of the messages) and the
+    simulated debater's reader: every field the builder writes is read back as written."""
+    config = common_pb2.DebateConfig(
+        topic=TOPIC,
+        format=common_pb2.DebateFormat(round_limit=3),
+        context=common_pb2.ContextSettings(window_size=1, max_tokens=4000),
+        participants=[
+            common_pb2.Participant(name="Ada", model="sim/debater", persona="an urban economist", stance="for"),
+            common_pb2.Participant(name="Milo", model="sim/debater", persona="a shopkeeper", stance="against"),
+        ],
+    )
+    builder, transcript = ContextBuilder(config, lambda model, text: len(text.split())), Transcript()
+    milo = config.participants[1]
+    said = {1: "Footfall rose in the centres that went car-free.", 2: "Deliveries got faster once the cars left."}
+    for r, phase in ((1, "opening"), (2, "rebuttal"), (3, "closing")):
+        ctx = parse_context(builder.build(milo, r, transcript).messages)
+        assert (ctx.topic, ctx.persona, ctx.stance, ctx.side) == (TOPIC, "a shopkeeper", "against", "against")
+        assert (ctx.round_number, ctx.rounds, ctx.phase) == (r, 3, phase)
+        if r == 1:
+            assert (ctx.opponent, ctx.opponent_text) == ("", "")
+        else:
+            assert (ctx.opponent, ctx.opponent_side, ctx.opponent_text) == ("Ada", "for", said[r - 1])
+        if r in said:
+            transcript.add(r, "Ada", said[r])
+            transcript.add(r, "Milo", "[simulated] Vans would be stranded outside the ring road.")
+
+
+async def test_registered_responder_is_streamed_with_usage():
+    llm = build_llm_client(
+        LLMSettings(sim_first_token_latency=0, sim_tokens_per_second=0),
+        responders={"sim/judge": lambda request: '{"winner": "alice", "scores": {"alice": 8}}'},
+    )
+    result = await collect(llm, CompletionRequest(model="sim/judge", messages=(ChatMessage("user", "score"),)))
     assert result.text == '{"winner": "alice", "scores": {"alice": 8}}'
     assert result.completion.simulated and result.completion.usage.completion_tokens == count_text_tokens(
         "sim/judge", result.text

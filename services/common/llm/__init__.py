@@ -1,5 +1,5 @@
 """The LLM layer: one interface (base.py), the router that serves it (router.py), the simulated
-models (simulated.py), and the real-provider paths (openai_compat.py, litellm_provider.py).
+models (simulated/), and the real-provider paths (openai_compat.py, litellm_provider.py).
 
 Importing this package imports neither LiteLLM nor httpx; they load on the first real call.
 """
@@ -23,11 +23,6 @@ from services.common.llm.base import (
 )
 from services.common.llm.router import LLMRouter, build_llm_client
 from services.common.llm.settings import Endpoint, LLMSettings
-from services.common.llm.simulated import (
-    debater_system_prompt,
-    register_simulated_model,
-    unregister_simulated_model,
-)
 
 __all__ = [
     "ChatMessage",
@@ -49,7 +44,4 @@ __all__ = [
     "UnknownModel",
     "build_llm_client",
     "collect",
-    "debater_system_prompt",
-    "register_simulated_model",
-    "unregister_simulated_model",
 ]

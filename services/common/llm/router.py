@@ -4,7 +4,7 @@
     async for event in llm.stream(CompletionRequest(model="sim/debater", messages=...)): ...
 
 Dispatch by model name:
-- `sim/...`: the simulated models (simulated.py);
+- `sim/...`: the simulated models (simulated/), with the responders the composition root passes in;
 - `<endpoint>/...` for an endpoint in LLM_ENDPOINTS: that OpenAI-compatible server, through
   the lean SSE reader (openai_compat.py) or LiteLLM, as the endpoint says;
 - `openai/...`: the lean reader against LLM_OPENAI_API_BASE with OPENAI_API_KEY (unless
@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 
 from services.common.llm.base import (
@@ -34,15 +34,16 @@ from services.common.llm.base import (
     UnknownModel,
 )
 from services.common.llm.settings import LLMSettings
-from services.common.llm.simulated import SimulatedLLM, is_simulated
+from services.common.llm.simulated import Responder, SimulatedLLM, is_simulated
 
 log = logging.getLogger(__name__)
 
 
 class LLMRouter:
-    def __init__(self, settings: LLMSettings):
+    def __init__(self, settings: LLMSettings, *, responders: Mapping[str, Responder] | None = None):
         self.settings = settings
         self.simulated = SimulatedLLM(
+            responders=responders,
             first_token_latency=settings.sim_first_token_latency,
             tokens_per_second=settings.sim_tokens_per_second,
             seed=settings.sim_seed,
@@ -147,6 +148,9 @@ class LLMRouter:
         self._providers.clear()
 
 
-def build_llm_client(settings: LLMSettings) -> LLMRouter:
-    """The LLMClient for a service's settings (one per process; `await client.aclose()` at shutdown)."""
-    return LLMRouter(settings)
+def build_llm_client(settings: LLMSettings, *, responders: Mapping[str, Responder] | None = None) -> LLMRouter:
+    """The LLMClient for a service's settings (one per process; `await client.aclose()` at shutdown).
+
+    `responders` serve `sim/...` models of the service's own (name -> request -> reply text), e.g.
+    the judge's `{"sim/judge": simulated_judge.respond}`; ValueError for a name outside `sim/`."""
+    return LLMRouter(settings, responders=responders)
