@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from services.common.money import EXACT, ZERO
 from services.common.usage import Usage
@@ -52,7 +52,7 @@ T = TypeVar("T")
 class GroupedTally(Generic[T]):
     """One Tally per key, reported in the order `sort_key` gives."""
 
-    def __init__(self, key_of: Callable[[T], str], sort_key: Callable[[str], object] = str):
+    def __init__(self, key_of: Callable[[T], str], sort_key: Callable[[str], Any] = str):
         self._key_of = key_of
         self._sort_key = sort_key
         self._tallies: dict[str, Tally] = {}

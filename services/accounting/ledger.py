@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from services.accounting.breakdown import GroupedTally, Line, Tally
 from services.accounting.estimate import DebatePlan, Estimate, estimate_debate
@@ -88,7 +88,7 @@ class Accounting:
         self.store = store
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
 
-    async def _db(self, fn: Callable[..., T], *args) -> T:
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
     async def close(self) -> None:
@@ -119,7 +119,7 @@ class Accounting:
             ):
                 v.add("messages", f"contents must be at most {MAX_TEXT_BYTES} bytes in all")
         v.raise_if_any()
-        count = (
+        count: Callable[[], tokens.TokenCount] = (
             (lambda: tokens.count_tokens(model, text=text))
             if text
             else (lambda: tokens.count_tokens(model, messages=messages))
@@ -176,7 +176,7 @@ class Accounting:
             request_id,
             debate_id,
             participant,
-            role,
+            cast(Role, role),  # not None: raise_if_any above
             round_number,
             model,
             attempt,

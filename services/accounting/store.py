@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
+from types import TracebackType
+from typing import Any, Protocol
 
 from services.common.errors import (
     FailedPrecondition,
@@ -160,7 +161,7 @@ _USAGE_COLUMNS = (
 )
 
 
-def _row_from_db(r: tuple) -> UsageRow:
+def _row_from_db(r: tuple[Any, ...]) -> UsageRow:
     return UsageRow(
         request_id=r[0],
         debate_id=r[1],
@@ -193,7 +194,7 @@ class SqliteLedgerStore:
     def close(self) -> None:
         self._db.close()
 
-    def _transaction(self):
+    def _transaction(self) -> _Immediate:
         return _Immediate(self._db)
 
     # -- the ledger
@@ -344,7 +345,9 @@ class _Immediate:
         self.db.execute(self.begin)
         return self.db
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.db.execute("COMMIT")
         elif self.db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)

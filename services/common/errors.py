@@ -8,6 +8,7 @@ with one field violation per problem. `DomainErrorInterceptor` applies it to eve
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 ERROR_DOMAIN = "debate-engine"
 
@@ -36,7 +37,7 @@ class InvalidArgument(DomainError):
     code = "INVALID_ARGUMENT"
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, violations: list[FieldViolation], message: str | None = None, **kwargs):
+    def __init__(self, violations: list[FieldViolation], message: str | None = None, **kwargs: Any):
         self.violations = list(violations)
         summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
         super().__init__(message or f"invalid request: {summary}", **kwargs)

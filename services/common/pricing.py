@@ -25,6 +25,7 @@ import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from services.common.errors import NotFound
 from services.common.money import (
@@ -102,7 +103,7 @@ def _litellm_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _litellm_price(name: str, entry: dict, source: str) -> ModelPrice | None:
+def _litellm_price(name: str, entry: dict[str, Any], source: str) -> ModelPrice | None:
     def num(key: str) -> Decimal | None:
         value = entry.get(key)
         return to_decimal(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -134,7 +135,7 @@ def _litellm_price(name: str, entry: dict, source: str) -> ModelPrice | None:
     return ModelPrice(name, base, source, tuple(sorted(tiers, key=lambda t: t[0])))
 
 
-def _project_rates(entry: dict) -> Rates:
+def _project_rates(entry: dict[str, Any]) -> Rates:
     def opt(key: str) -> Decimal | None:
         return _per_million(entry[key]) if entry.get(key) not in (None, "") else None
 

@@ -31,8 +31,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.common.errors import FieldViolation, InvalidArgument
+
+if TYPE_CHECKING:  # both load lazily below, on the first count
+    import tiktoken
+    from tokenizers import Tokenizer as HFTokenizer
 
 __all__ = [
     "TokenCount",
@@ -118,7 +123,7 @@ _load_lock = threading.Lock()
 
 
 @cache
-def _tiktoken_encoding(name: str):
+def _tiktoken_encoding(name: str) -> tiktoken.Encoding:
     """The tiktoken Encoding, loaded from the bundled cache file only (checked first)."""
     import tiktoken
 
@@ -136,7 +141,7 @@ def _tiktoken_encoding(name: str):
 
 
 @cache
-def _hf_tokenizer(filename: str):
+def _hf_tokenizer(filename: str) -> HFTokenizer:
     from tokenizers import Tokenizer as HFTokenizer
 
     path = tokenizer_dir() / filename

@@ -228,8 +228,7 @@ class Judge:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         for task in tasks:
-            if not task.cancelled() and task.exception() is not None:
-                error = task.exception()
+            if not task.cancelled() and (error := task.exception()) is not None:
                 if isinstance(error, DomainError):
                     error.metadata.update(
                         spent_prompt_tokens=str(spend.usage.prompt_tokens),

@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import ErrorDetails
 
 SCORE_MIN = 0.0
 SCORE_MAX = 10.0
@@ -64,15 +65,13 @@ def label_for(position: int) -> str:
 def answer_model(shape: AnswerShape) -> type[BaseModel]:
     """A pydantic model for one shape. Fields get safe Python names; the JSON keys are aliases,
     so a criterion called "model_config" or "json" cannot collide with BaseModel."""
-    scores = create_model(
-        "Scores",
-        __config__=_STRICT,
-        **{f"c{i}": (Score, Field(alias=name)) for i, name in enumerate(shape.criteria)},
-    )
+    # dict[str, Any]: a splatted dict of precise types would also have to fit create_model's
+    # own keyword parameters (__module__, __base__, ...) for mypy.
+    score_fields: dict[str, Any] = {f"c{i}": (Score, Field(alias=name)) for i, name in enumerate(shape.criteria)}
+    scores = create_model("Scores", __config__=_STRICT, **score_fields)
     entry = create_model("DebaterEntry", __config__=_STRICT, scores=(scores, ...), rationale=(Prose, ...))
-    debaters = create_model(
-        "Debaters", __config__=_STRICT, **{f"d{i}": (entry, Field(alias=label)) for i, label in enumerate(shape.labels)}
-    )
+    debater_fields: dict[str, Any] = {f"d{i}": (entry, Field(alias=label)) for i, label in enumerate(shape.labels)}
+    debaters = create_model("Debaters", __config__=_STRICT, **debater_fields)
     fields: dict[str, Any] = {"debaters": (debaters, ...)}
     if shape.with_summary:
         fields["summary"] = (Prose, ...)
@@ -98,7 +97,7 @@ def parse_answer(text: str, shape: AnswerShape) -> Answer:
     """The validated answer in `text`, or JudgeOutputError saying what is wrong."""
     data = _load_json_object(text)
     try:
-        model = answer_model(shape).model_validate(data)
+        model: Any = answer_model(shape).model_validate(data)  # fields made at run time
     except ValidationError as error:
         problems = [_describe(e) for e in error.errors(include_url=False, include_input=False)]
         if len(problems) > MAX_PROBLEMS:
@@ -113,7 +112,7 @@ def parse_answer(text: str, shape: AnswerShape) -> Answer:
     return Answer(scores, rationales, model.summary.strip() if shape.with_summary else "")
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "the answer"
     return f"{where}: {error['msg']}"
 
