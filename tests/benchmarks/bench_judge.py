@@ -29,13 +29,13 @@ from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 from services.common.llm.base import CompletionRequest, collect
 from services.judge import simulated_judge
 from services.judge.engine import Judge
-from services.judge.fakes import InstantJudgeLLM, canned_answer
 from services.judge.model import DEFAULT_CRITERIA, Debater, JudgePolicy, Round, Turn
 from services.judge.prompts import NameMasker, PromptParts, build_messages
 from services.judge.server import build_service
 from services.judge.servicer import JudgeServicer
 from services.judge.settings import JudgeSettings
 from services.judge.validation import default_rubric
+from tests.support.judge_fakes import InstantJudgeLLM, canned_answer
 
 CRITERIA = [name for name, _ in DEFAULT_CRITERIA]
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]

@@ -8,9 +8,9 @@ from debate.common.v1 import common_pb2
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 
 from services.common.grpc_errors import error_details
-from services.judge.fakes import FirstShownBiasedLLM, FlakyJudgeLLM
 from services.judge.server import build_service
 from services.judge.settings import JudgeSettings
+from tests.support.judge_fakes import FirstShownBiasedLLM, FlakyJudgeLLM
 
 CRITERIA = ["argument_strength", "evidence", "rebuttal", "clarity"]
 NAMES = ["alice", "bob", "carol", "dave"]

@@ -7,13 +7,8 @@ import json
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from services.common.llm.base import (
-    Completion,
-    CompletionRequest,
-    StreamEvent,
-    TextDelta,
-    Usage,
-)
+from services.common.llm.base import Completion, CompletionRequest, StreamEvent, TextDelta
+from services.common.usage import Usage
 from services.judge import simulated_judge
 from services.judge.output import label_for
 from services.judge.prompts import read_prompt

@@ -8,12 +8,6 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.judge.engine import Judge, JudgeOutputInvalid
-from services.judge.fakes import (
-    FakeJudgeLLM,
-    FirstShownBiasedLLM,
-    FlakyJudgeLLM,
-    canned_answer,
-)
 from services.judge.model import (
     Criterion,
     Debater,
@@ -26,6 +20,12 @@ from services.judge.model import (
     VerdictCase,
 )
 from services.judge.prompts import read_prompt
+from tests.support.judge_fakes import (
+    FakeJudgeLLM,
+    FirstShownBiasedLLM,
+    FlakyJudgeLLM,
+    canned_answer,
+)
 
 NAMES = ["Alice", "Bob", "Carol", "Dave"]
 TEXTS = [

@@ -8,7 +8,6 @@ import pytest
 
 from services.common.llm.base import ChatMessage, CompletionRequest
 from services.judge import aggregate, simulated_judge
-from services.judge.fakes import canned_answer
 from services.judge.model import DEFAULT_CRITERIA, Criterion, Debater, Round, Turn
 from services.judge.output import (
     AnswerShape,
@@ -17,6 +16,7 @@ from services.judge.output import (
     parse_answer,
 )
 from services.judge.prompts import NameMasker, PromptParts, build_messages, read_prompt
+from tests.support.judge_fakes import canned_answer
 
 CRITERIA = tuple(name for name, _ in DEFAULT_CRITERIA)
 SHAPE = AnswerShape(("A", "B"), CRITERIA, with_summary=False)
