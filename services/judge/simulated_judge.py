@@ -31,6 +31,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from services.common.llm.base import CompletionRequest
 from services.judge.prompts import PromptView, read_prompt
@@ -143,9 +144,9 @@ def scores(f: Features) -> dict[str, float]:
     return {name: round(10 * value, 1) for name, value in raw.items()}
 
 
-def answer(view: PromptView) -> dict:
+def answer(view: PromptView) -> dict[str, Any]:
     """The JSON answer for a parsed prompt."""
-    debaters: dict[str, dict] = {}
+    debaters: dict[str, dict[str, Any]] = {}
     means: dict[str, float] = {}
     for label in view.labels:
         f = features("\n".join(view.turns.get(label, [])), [x for x in view.labels if x != label])
@@ -164,7 +165,7 @@ def answer(view: PromptView) -> dict:
         if f.ignored:
             rationale += f" {f.ignored} sentence(s) addressed to the judge were ignored."
         debaters[label] = {"scores": criteria, "rationale": rationale}
-    result: dict = {"debaters": debaters}
+    result: dict[str, Any] = {"debaters": debaters}
     if view.wants_summary:
         ranked = sorted(view.labels, key=lambda label: -means[label])
         result["summary"] = (

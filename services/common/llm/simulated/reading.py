@@ -31,6 +31,8 @@ from services.common.llm.base import ChatMessage
 
 @dataclass(frozen=True, slots=True)
 class DebateContext:
+    """What the debater's messages say about its turn (round numbers are 1-based)."""
+
     topic: str
     persona: str
     stance: str  # as written
@@ -131,6 +133,8 @@ def _opponent(messages: Sequence[ChatMessage], own_side: str) -> tuple[str, str,
 
 
 def parse_context(messages: Sequence[ChatMessage]) -> DebateContext:
+    """The debate and the speaker as `messages` tell them; never fails (empty messages give a
+    round-1 opening on "the question before us")."""
     system = "\n".join(m.content for m in messages if m.role == "system")
     topic = _field(system, "topic", "motion", "debate topic", "resolution")
     persona = _field(system, "persona", "role", "character")

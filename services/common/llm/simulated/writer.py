@@ -57,6 +57,8 @@ SIM_LABEL = "[simulated]"
 
 @dataclass(frozen=True, slots=True)
 class Motion:
+    """The motion as the writer names it in its sentences."""
+
     text: str  # as written, without its final punctuation
     proposal: str  # a noun phrase: "banning private cars from historic centres" or "the motion"
     it: str  # a short name: "the ban", "the proposal", "the motion"
@@ -93,6 +95,8 @@ def _noun_phrase(words: list[str]) -> str:
 
 
 def parse_motion(topic: str) -> Motion:
+    """The motion read from its text: a proposal ("Cities should ban X" -> "banning X", "the ban"),
+    or a claim about the world ("Remote work is better ..." -> "remote work"). Never fails."""
     text = re.sub(r"\s+", " ", topic).strip().strip("\"“”'").rstrip(".!;: ").strip()
     if text.isupper() and len(text) > 12:  # SHOUTED: sentence case, short acronyms kept
         text = " ".join(
