@@ -28,7 +28,8 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2
 
-from services.loadtest.runner import LoadConfig, LoadRunner
+from services.loadtest.config import LoadConfig
+from services.loadtest.runner import LoadRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 CALCULATE_COST = '{"model":"claude-3-5-sonnet-20241022","usage":{"promptTokens":1000,"completionTokens":500}}'
@@ -75,6 +76,7 @@ class ServiceProcess:
         self.ps = psutil.Process(self.proc.pid)
 
     def _drain(self) -> None:
+        assert self.proc.stdout is not None  # stdout=PIPE
         for line in self.proc.stdout:
             self.tail = (self.tail + [line])[-20:]
 
@@ -124,7 +126,7 @@ def drive(address: str, call: str, data: str, total: int, concurrency: int) -> d
 async def _bare(address: str, total: int, concurrency: int) -> tuple[float, float]:
     async with grpc.aio.insecure_channel(address) as channel:
         await channel.channel_ready()
-        check = channel.unary_unary(
+        check: grpc.aio.UnaryUnaryMultiCallable[bytes, health_pb2.HealthCheckResponse] = channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=None,
             response_deserializer=health_pb2.HealthCheckResponse.FromString,

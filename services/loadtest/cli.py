@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import sys
 
+from services.loadtest.config import LoadConfig
+from services.loadtest.formats import format_csv, format_summary, to_json
 from services.loadtest.multi import run_procs
 from services.loadtest.reflection import CallError, decode_json, load_json_argument
-from services.loadtest.report import format_csv, format_summary, to_json
-from services.loadtest.runner import LoadConfig, LoadRunner
+from services.loadtest.runner import LoadRunner
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -189,10 +191,8 @@ def render(report: dict, fmt: str) -> str:
 async def _run(runner: LoadRunner) -> dict:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, runner.stop)
-        except (NotImplementedError, RuntimeError):
-            pass
     return await runner.run()
 
 

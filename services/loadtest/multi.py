@@ -17,13 +17,14 @@ from array import array
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from services.loadtest.config import LoadConfig
 from services.loadtest.report import (
     MAX_RESULT,
     CallRecorder,
     MessageStats,
     build_report,
 )
-from services.loadtest.runner import LoadConfig, LoadRunner
+from services.loadtest.runner import LoadRunner
 
 
 def _share(total: int, parts: int, index: int) -> int:
@@ -69,6 +70,7 @@ def _child(config: LoadConfig) -> dict[str, Any]:
     except ImportError:
         total_ns = asyncio.run(_drive(runner))
     calls, messages = runner.calls, runner.messages
+    assert runner.payloads is not None  # prepare() made them
     return {
         "total_ns": total_ns,
         "end_reason": runner.end_reason,
@@ -107,7 +109,9 @@ def merge(parts: list[dict[str, Any]]) -> tuple[CallRecorder, MessageStats | Non
         latencies.frombytes(part["latencies"])
         timestamps.frombytes(part["timestamps"])
         failures = part["failures"]
-        entries.extend((ts, lat, failures.get(i)) for i, (lat, ts) in enumerate(zip(latencies, timestamps)))
+        entries.extend(
+            (ts, lat, failures.get(i)) for i, (lat, ts) in enumerate(zip(latencies, timestamps, strict=True))
+        )
     entries.sort(key=lambda e: e[0])
     for ts, lat, failure in entries[:MAX_RESULT]:
         if failure is not None:

@@ -9,6 +9,7 @@ without reflection, as in ghz.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from google.protobuf import (
     message_factory,
 )
 from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -50,8 +52,8 @@ class Method:
     service: str
     name: str
     descriptor: MethodDescriptor
-    request_class: type
-    response_class: type
+    request_class: type[Message]
+    response_class: type[Message]
 
     @property
     def path(self) -> str:
@@ -119,11 +121,9 @@ def resolve(channel: grpc.Channel | None, call: str, *, protoset: str = "") -> M
         service = pool.FindServiceByName(service_name)
     except KeyError:
         known = ""
-        if not protoset:
-            try:
+        if channel is not None and not protoset:
+            with contextlib.suppress(grpc.RpcError):
                 known = ", ".join(sorted(ProtoReflectionDescriptorDatabase(channel).get_services()))
-            except grpc.RpcError:
-                pass
         raise CallError(
             f"service {service_name!r} not found" + (f"; the server offers: {known}" if known else "")
         ) from None

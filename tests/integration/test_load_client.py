@@ -21,9 +21,10 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_reflection.v1alpha import reflection
 
+from services.loadtest.config import LoadConfig
+from services.loadtest.formats import format_summary
 from services.loadtest.reflection import CallError, parse_call
-from services.loadtest.report import format_summary
-from services.loadtest.runner import LoadConfig, run_load
+from services.loadtest.runner import run_load
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "load" / "ghz_report.schema.json").read_text())
 SERVICE = "loadtest.test.v1.TestService"

@@ -10,18 +10,15 @@ import jsonschema
 import pytest
 
 from services.loadtest.cli import go_duration
+from services.loadtest.formats import format_csv, format_nano_unit, format_summary, to_json
 from services.loadtest.report import (
     CallRecorder,
     MessageStats,
     RunOptions,
     build_report,
-    format_csv,
-    format_nano_unit,
-    format_summary,
     histogram,
     latency_distribution,
     rfc3339nano,
-    to_json,
 )
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "load" / "ghz_report.schema.json").read_text())
@@ -167,7 +164,7 @@ def test_go_durations():
     ],
 )
 def test_floats_are_written_as_go_encoding_json_does(value, text):
-    from services.loadtest.report import go_float_text
+    from services.loadtest.formats import go_float_text
 
     assert go_float_text(value) == text
 
