@@ -9,7 +9,9 @@
     events.py     the per-debate event log, coalescing, subscribers
     store.py      SQLite (WAL) for debates, turns, attempts, assessments, verdicts and events
     clients.py    the judge and accounting services behind two small protocols
-    testing.py    in-process stand-ins for tests and benchmarks
+
+In-process stand-ins for the judge, accounting and the models are test support
+(tests/support/orchestrator_fakes.py).
 
 What a crash (SIGKILL) can lose: only what no subscriber has seen and no ledger row depends
 on, i.e. the token deltas of in-flight turns since the last tick (at most `coalesce_ms`) and

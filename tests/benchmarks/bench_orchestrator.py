@@ -42,8 +42,8 @@ from services.launcher import SuiteConfig
 from services.orchestrator.context import ContextBuilder, Transcript
 from services.orchestrator.server import build_service
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.testing import ScriptedLLM
 from tests.helpers import ROOT, free_port
+from tests.support.orchestrator_fakes import MemoryAccounting, MemoryJudge, ScriptedLLM
 
 MB = 1024 * 1024
 
@@ -194,8 +194,6 @@ async def bench_overhead(bench: Bench, quick: bool) -> list[dict]:
 
 async def bench_own_overhead(backends: SuiteConfig, data_dir: str, quick: bool) -> list[dict]:
     """The same measure with the judge and ledger in process: the orchestrator's own share."""
-    from services.orchestrator.testing import MemoryAccounting, MemoryJudge
-
     rows = []
     async with Bench(
         backends, os.path.join(data_dir, "own"), TimedLLM(chunks=20), judge=MemoryJudge(), accounting=MemoryAccounting()

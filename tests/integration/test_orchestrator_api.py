@@ -1,5 +1,5 @@
 """The orchestrator's public API over a real gRPC channel, with in-process judge, accounting
-and model stand-ins (services/orchestrator/testing.py): validation, lifecycle, events,
+and model stand-ins (tests/support/orchestrator_fakes.py): validation, lifecycle, events,
 queueing, cancel, budget, paging. The full suite with the real services is in
 test_orchestrator_suite.py."""
 
@@ -16,7 +16,7 @@ from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
 from services.common.grpc_errors import error_details
 from services.orchestrator.server import build_service
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.testing import MemoryAccounting, MemoryJudge, ScriptedLLM
+from tests.support.orchestrator_fakes import MemoryAccounting, MemoryJudge, ScriptedLLM
 
 S = pb.DebateState
 

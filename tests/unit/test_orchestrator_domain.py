@@ -17,7 +17,7 @@ from services.orchestrator.events import EventHub, SubscriberTooSlow
 from services.orchestrator.scheduler import QUEUED, RUNNING, QueueFull, Scheduler
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import Store, decode_page_token, encode_page_token
-from services.orchestrator.testing import MemoryAccounting, MemoryJudge, ScriptedLLM
+from tests.support.orchestrator_fakes import MemoryAccounting, MemoryJudge, ScriptedLLM
 
 SETTINGS = OrchestratorSettings()
 

@@ -1,6 +1,7 @@
 """In-process stand-ins for the orchestrator's collaborators, for tests and benchmarks of the
 orchestrator alone: an instant (or paced) LLM, a judge and an accounting ledger that keep what
-they were asked in memory. They implement the same protocols as the gRPC clients."""
+they were asked in memory. They implement the same protocols as the gRPC clients
+(services/orchestrator/clients.py) and the LLM layer's LLMClient."""
 
 from __future__ import annotations
 
@@ -11,13 +12,9 @@ from decimal import Decimal
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.common.v1 import common_pb2 as common
 
-from services.common.llm.base import (
-    Completion,
-    CompletionRequest,
-    StreamEvent,
-    TextDelta,
-    Usage,
-)
+from services.common.llm.base import Completion, CompletionRequest, StreamEvent, TextDelta
+from services.common.money import usd
+from services.common.usage import Usage, add_token_usage
 
 PRICE_PER_TOKEN = Decimal("0.000001")
 
@@ -84,7 +81,7 @@ class MemoryAccounting:
             model=request.model,
             attempt=request.attempt,
             usage=request.usage,
-            cost=common.Money(currency_code="USD", amount=str(cost)),
+            cost=usd(cost),
         )
         self.records[request.request_id] = record
         self.reservations.pop(request.reservation_id, None)
@@ -94,11 +91,9 @@ class MemoryAccounting:
         amount = PRICE_PER_TOKEN * (request.prompt_tokens + request.max_completion_tokens)
         cap = self.caps.get(request.debate_id)
         remaining = None if cap is None else cap - self._spent(request.debate_id) - self._reserved(request.debate_id)
-        money = common.Money(currency_code="USD", amount=str(amount))
+        money = usd(amount)
         if remaining is not None and amount > remaining:
-            return acc.ReserveBudgetResponse(
-                granted=False, amount=money, remaining=common.Money(currency_code="USD", amount=str(remaining))
-            )
+            return acc.ReserveBudgetResponse(granted=False, amount=money, remaining=usd(remaining))
         self.reservations[request.reservation_id] = (request.debate_id, amount)
         return acc.ReserveBudgetResponse(granted=True, amount=money)
 
@@ -116,13 +111,11 @@ class MemoryAccounting:
         rows = [r for r in self.records.values() if r.debate_id == debate_id]
         total = common.TokenUsage()
         for r in rows:
-            total.prompt_tokens += r.usage.prompt_tokens
-            total.completion_tokens += r.usage.completion_tokens
-            total.total_tokens += r.usage.total_tokens
+            add_token_usage(total, r.usage)
         return common.DebateCost(
             debate_id=debate_id,
             usage=total,
-            total=common.Money(currency_code="USD", amount=str(self._spent(debate_id))),
+            total=usd(self._spent(debate_id)),
         )
 
 
