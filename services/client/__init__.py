@@ -23,6 +23,8 @@ whole lines, each debater's line prefixed with its name. Exit codes: 0 the debat
 (or the command succeeded), 1 it failed, was cancelled or exceeded its budget, or the suite
 could not be reached, 2 bad input (the server's field violations are printed), 130 Ctrl-C.
 
-Modules: `view` renders events, `follow` reads the stream and resumes it, `style` holds the
-terminal helpers, `commands` the subcommands.
+Modules: `view` renders events (with `panels`, the score, verdict and cost tables), `follow`
+reads the stream and resumes it, `style` holds the terminal helpers, `session` connects (or
+starts a suite), runs or watches a debate and turns failures into exit codes, `commands` the
+subcommands and the debate configurations they build.
 """

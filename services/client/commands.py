@@ -1,34 +1,19 @@
-"""The client's subcommands: demo, debate, attach, list and cancel (see services/client/__init__.py)."""
+"""The client's subcommands (demo, debate, attach, list and cancel; see services/client/__init__.py)
+and the debate configurations they build from their flags."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import socket
 import sys
-import tempfile
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from decimal import Decimal, InvalidOperation
-from typing import TextIO
 
-import grpc
 from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
-from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
-from services.client.follow import StreamLost, follow
-from services.client.style import Style, Wrapper, money, safe_text, table
-from services.client.view import DebateView, state_name
-from services.common.channels import open_channel
-from services.common.grpc_errors import error_details
-from services.gateway import GatewayConfig
-from services.launcher import ProcessDied, Suite, SuiteConfig
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from services.client.session import EXIT_OK, orchestrator, run, run_debate, watch
+from services.client.style import Style, money, safe_text, table
+from services.client.view import state_name
 
 DEMO_TOPIC = "Cities should ban private cars from their historic centres"
 DEMO_DEBATERS = (
@@ -100,200 +85,6 @@ def debate_config(args: argparse.Namespace) -> common_pb2.DebateConfig:
     if args.budget is not None:
         config.budget.CopyFrom(args.budget)
     return config
-
-
-# -- connections --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _channel(address: str) -> grpc.aio.Channel:
-    """A channel with the user's key (DEBATE_ENGINE_API_KEY), when the suite asks for one."""
-    return open_channel(address, service_key=os.environ.get("DEBATE_ENGINE_API_KEY") or None)
-
-
-@asynccontextmanager
-async def orchestrator(
-    target: str | None, out: TextIO, style: Style, *, data_dir: str | None = None, verbose: bool = False
-) -> AsyncIterator[orchestrator_pb2_grpc.OrchestratorServiceStub]:
-    """A stub for `target`, or for a suite started here (free ports, a temporary data dir)
-    and stopped on the way out."""
-    if target:
-        async with _channel(target) as channel:
-            yield orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-        return
-    with tempfile.TemporaryDirectory(prefix="debate-engine-") as scratch:
-        config = SuiteConfig(
-            orchestrator_port=free_port(),
-            judge_port=free_port(),
-            accounting_port=free_port(),
-            data_dir=data_dir or scratch,
-            log_level="INFO" if verbose else "WARNING",
-            extra_env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
-            gateway=GatewayConfig(enabled=False),
-        )  # a terminal needs no grpc-web
-        relay = (lambda line: print(style.paint(line, "dim"), file=sys.stderr, flush=True)) if verbose else None
-        suite = Suite(config.process_specs(), output=relay)
-        began = time.monotonic()
-        out.write(style.paint("starting the suite: accounting, judge, orchestrator ...", "dim") + "\n")
-        out.flush()
-        await suite.start()
-        try:
-            out.write(
-                style.paint(
-                    f"suite up in {time.monotonic() - began:.1f}s; orchestrator on {config.orchestrator_address}", "dim"
-                )
-                + "\n"
-            )
-            async with _channel(config.orchestrator_address) as channel:
-                yield orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-        finally:
-            out.write(style.paint("stopping the suite ...", "dim") + "\n")
-            out.flush()
-            await asyncio.shield(suite.stop())
-
-
-# -- running and watching -----------------------------------------------------------------
-
-
-def intro_lines(style: Style, config: common_pb2.DebateConfig, debate_id: str = "") -> list[str]:
-    s = style
-    order = {common_pb2.TURN_ORDER_SEQUENTIAL: "sequential"}.get(config.format.turn_order, "simultaneous")
-    lines = ["", s.rule("Debate"), "  " + s.paint(safe_text(config.topic), "bold")]
-    facts = [
-        f"{config.format.round_limit} rounds",
-        f"{order} turns",
-        f"judge {', '.join(config.judge.models) or 'default'}",
-    ]
-    if config.HasField("budget") and config.budget.amount:
-        facts.append(f"budget {money(config.budget.amount, config.budget.currency_code)}")
-    if debate_id:
-        facts.append(f"id {debate_id}")
-    lines.append("  " + s.paint(" · ".join(facts), "dim"))
-    width = max(len(p.name) for p in config.participants) if config.participants else 0
-    for index, p in enumerate(config.participants):
-        facts = " · ".join(x for x in (p.stance and f"argues {p.stance}", p.model) if x)
-        lines.append(
-            f"  {s.debater(index, s.glyph('●', '*') + ' ' + p.name.ljust(width), 'bold')}  {s.paint(facts, 'dim')}"
-        )
-        wrapper = Wrapper(s.width, " " * (width + 6), width + 6)
-        lines.append(wrapper.feed(safe_text(p.persona)) + wrapper.finish().rstrip("\n"))
-    if any(p.model.startswith("sim/") for p in config.participants) or any(
-        m.startswith("sim/") for m in config.judge.models
-    ):
-        lines.append(
-            s.paint("  sim/... are the built-in simulated models: offline, deterministic, paced like real ones.", "dim")
-        )
-    return lines
-
-
-async def run_debate(stub, config: common_pb2.DebateConfig, out: TextIO, style: Style) -> int:
-    """Creates, starts and watches one debate; Ctrl-C cancels it."""
-    created = await stub.CreateDebate(pb.CreateDebateRequest(config=config, request_id=str(uuid.uuid4())), timeout=30)
-    debate = created.debate
-    if debate.HasField("config"):
-        config = debate.config  # as the server stored it
-    out.write("\n".join(intro_lines(style, config, debate.debate_id)) + "\n")
-    out.flush()
-    began = time.monotonic()
-    await stub.StartDebate(pb.StartDebateRequest(debate_id=debate.debate_id), timeout=30)
-    view = DebateView(out, style, participants=config.participants, round_limit=config.format.round_limit)
-    try:
-        try:
-            await follow(stub, debate.debate_id, view)
-        finally:
-            view.close()
-    except asyncio.CancelledError:
-        out.write(style.paint("\ninterrupted: cancelling the debate ...", "yellow") + "\n")
-        out.flush()
-        try:
-            await asyncio.shield(
-                stub.CancelDebate(
-                    pb.CancelDebateRequest(debate_id=debate.debate_id, reason="interrupted from the terminal"),
-                    timeout=5,
-                )
-            )
-        except grpc.RpcError:
-            pass
-        raise
-    return _outcome(view, out, style, time.monotonic() - began)
-
-
-async def watch(stub, debate_id: str, after: int, out: TextIO, style: Style) -> int:
-    got = await stub.GetDebate(pb.GetDebateRequest(debate_id=debate_id), timeout=30)
-    config = got.debate.config
-    out.write("\n".join(intro_lines(style, config, debate_id)) + "\n")
-    out.write(
-        style.paint(
-            f"  {state_name(got.debate.state)} · {got.debate.last_sequence} events so far"
-            f"{f'; showing those after {after}' if after else ''}",
-            "dim",
-        )
-        + "\n"
-    )
-    view = DebateView(out, style, participants=config.participants, round_limit=config.format.round_limit)
-    try:
-        await follow(stub, debate_id, view, after=after)
-    finally:
-        view.close()
-    return _outcome(view, out, style)
-
-
-def _outcome(view: DebateView, out: TextIO, style: Style, seconds: float | None = None) -> int:
-    if view.succeeded:
-        took = f" in {seconds:.1f}s" if seconds is not None else ""
-        out.write("\n" + style.paint(f"{style.glyph('✓', 'OK')} debate completed{took}", "bold", "green") + "\n")
-        out.flush()
-        return EXIT_OK
-    state = state_name(view.state) if view.finished else "not finished"
-    print(
-        f"debate-engine: the debate ended {state}{': ' + view.end_reason if view.end_reason else ''}", file=sys.stderr
-    )
-    return EXIT_FAILED
-
-
-# -- error handling -----------------------------------------------------------------------
-
-
-def report_rpc_error(error: grpc.RpcError, style: Style) -> int:
-    info, violations = error_details(error)
-    err = sys.stderr
-    if violations:
-        print(style.paint("debate-engine: the server rejected the request:", "bold", "red"), file=err)
-        width = max(len(f) for f, _ in violations)
-        for field_path, description in violations:
-            print(f"  {field_path.ljust(width)}  {description}", file=err)
-        return EXIT_USAGE
-    reason = f" [{info.reason}]" if info and info.reason and info.reason != error.code().name else ""
-    print(f"debate-engine: {error.code().name}{reason}: {error.details()}", file=err)
-    if error.code() == grpc.StatusCode.UNAUTHENTICATED:
-        print("  set DEBATE_ENGINE_API_KEY to an API key the orchestrator accepts", file=err)
-    if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        return EXIT_USAGE
-    return EXIT_FAILED
-
-
-def run(main: Callable[[Style], Awaitable[int]]) -> int:
-    """Runs a command's coroutine and turns every failure into a message and an exit code."""
-    style = Style.for_stream(sys.stdout)
-    err_style = Style.for_stream(sys.stderr)
-    try:
-        return asyncio.run(main(style))
-    except KeyboardInterrupt:
-        print("\ndebate-engine: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `debate-engine demo | head`: the reader left
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
-    except grpc.RpcError as error:
-        return report_rpc_error(error, err_style)
-    except (ProcessDied, TimeoutError, StreamLost) as error:
-        print(f"debate-engine: {error}", file=sys.stderr)
-        return EXIT_FAILED
 
 
 # -- subcommands --------------------------------------------------------------------------
@@ -410,8 +201,11 @@ def _attach(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     async def main(style: Style) -> int:
-        state = pb.DebateState.Value(f"DEBATE_STATE_{args.state.upper()}") if args.state else 0
-        rows, token = [], ""
+        state = (
+            pb.DebateState.Value(f"DEBATE_STATE_{args.state.upper()}") if args.state else pb.DEBATE_STATE_UNSPECIFIED
+        )
+        rows: list[list[str]] = []
+        token = ""
         async with orchestrator(args.target, sys.stdout, style) as stub:
             while len(rows) < args.limit:
                 page = await stub.ListDebates(

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
+from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
 from services.client.view import TERMINAL_STATES, DebateView
 from services.common.grpc_errors import error_details
@@ -44,7 +45,7 @@ def should_resume(error: grpc.RpcError) -> bool:
 
 
 async def follow(
-    stub,
+    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub,
     debate_id: str,
     view: DebateView,
     *,
@@ -61,36 +62,11 @@ async def follow(
     delay = 0.2
     failing_since: float | None = None
     while not view.finished:
-        call = stub.StreamDebateEvents(
-            pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=view.last_sequence, batch_events=True)
-        )
-        try:
-            async for response in call:
-                for event in events_of(response):
-                    view.handle(event)
-                failing_since, delay = None, 0.2
-                if view.finished:
-                    break
-        except grpc.RpcError as error:
-            if not should_resume(error):
-                raise
-            reason = f"stream interrupted ({error.code().name})"
-        else:
-            if view.finished:
-                call.cancel()
-                return
-            # Ended cleanly without an end event: the debate may have ended before we joined
-            # (or the server is shutting down): ask.
-            reason = "stream ended early"
-            try:
-                status = await stub.GetDebateStatus(pb.GetDebateStatusRequest(debate_id=debate_id), timeout=10)
-            except grpc.RpcError as error:
-                if not should_resume(error):
-                    raise
-            else:
-                if status.debate.state in TERMINAL_STATES and status.debate.last_sequence <= view.last_sequence:
-                    view.end_from_summary(status.debate)
-                    return
+        reason, received = await _subscribe(stub, debate_id, view)
+        if reason is None:
+            return
+        if received:
+            failing_since, delay = None, 0.2
         now = time.monotonic()
         if failing_since is None:
             failing_since = now
@@ -99,3 +75,49 @@ async def follow(
             raise StreamLost(f"{reason}; no events for {give_up_after:.0f}s, giving up")
         await sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+async def _subscribe(
+    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub, debate_id: str, view: DebateView
+) -> tuple[str | None, bool]:
+    """One subscription, from the view's last sequence: (None, _) when the debate ended, else
+    (why the stream stopped, whether any response arrived before it did)."""
+    received = False
+    call = stub.StreamDebateEvents(
+        pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=view.last_sequence, batch_events=True)
+    )
+    try:
+        async for response in call:
+            for event in events_of(response):
+                view.handle(event)
+            received = True
+            if view.finished:
+                break
+    except grpc.RpcError as error:
+        if not should_resume(error):
+            raise
+        return f"stream interrupted ({error.code().name})", received
+    if view.finished:
+        call.cancel()
+        return None, received
+    # Ended cleanly without an end event: the debate may have ended before we joined (or the
+    # server is shutting down): ask.
+    if await _ended_already(stub, debate_id, view):
+        return None, received
+    return "stream ended early", received
+
+
+async def _ended_already(
+    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub, debate_id: str, view: DebateView
+) -> bool:
+    """Whether the debate is over with no event after the view's last (then the view is ended)."""
+    try:
+        status = await stub.GetDebateStatus(pb.GetDebateStatusRequest(debate_id=debate_id), timeout=10)
+    except grpc.RpcError as error:
+        if not should_resume(error):
+            raise
+        return False
+    if status.debate.state in TERMINAL_STATES and status.debate.last_sequence <= view.last_sequence:
+        view.end_from_summary(status.debate)
+        return True
+    return False

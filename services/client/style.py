@@ -193,6 +193,48 @@ class Wrapper:
         self.column += cell_len(word)
 
 
+class Screen:
+    """Text to a terminal or a pipe, in whole lines.
+
+    `write` queues text: whole lines become permanent at the next `flush`, a partial line waits
+    in `partial`. Not live (a pipe, a CI log): only whole lines are written. Live (a TTY): under
+    the permanent lines a region of rows, `region()`, is redrawn at every flush; every row fits
+    one terminal row, so the region is erased by moving up its length.
+    """
+
+    def __init__(self, out: TextIO, live: bool):
+        self.out = out
+        self.live = live
+        self.partial = ""  # the current partial line (on a TTY, shown in the live region)
+        self._done_lines: list[str] = []  # whole lines not yet written
+        self._region: list[str] = []  # the live region on screen (TTY only)
+
+    def write(self, text: str) -> None:
+        """Queues text; whole lines become permanent at the next flush, a partial one waits."""
+        head, newline, self.partial = (self.partial + text).rpartition("\n")
+        if newline:
+            self._done_lines.append(head + "\n")
+
+    def flush(self, region: Callable[[], list[str]]) -> None:
+        """Plain: writes the whole lines. TTY: also redraws the live region under them."""
+        lines, self._done_lines = "".join(self._done_lines), []
+        if not self.live:
+            self.out.write(lines)
+        else:
+            rows = region()
+            if lines or rows != self._region:
+                self.out.write(self._erase_region() + lines + "\n".join(rows))
+                self._region = rows
+        self.out.flush()
+
+    def _erase_region(self) -> str:
+        """Moves to the region's first row and clears to the end of the screen."""
+        if not self._region:
+            return ""
+        up = len(self._region) - 1
+        return "\r" + (f"\x1b[{up}A" if up else "") + "\x1b[J"
+
+
 def table(
     style: Style,
     headers: Sequence[str],
