@@ -1,18 +1,22 @@
-"""The `debate-engine` command."""
+"""The `debate-engine` command: `up` and `envoy-config` here, the other subcommands in the
+modules of COMMAND_MODULES."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 
+from services.common.tls import TlsFiles
+from services.gateway import COMPOSE_ENVOY_HEADER, compose_envoy_config, envoy_config, render_envoy_yaml
 from services.launcher import SuiteConfig, run_up
 
 # Modules that add a subcommand: each has `register(subparsers)`, and the parser it adds
 # sets `handler=` to a function of the parsed args that returns the exit code.
 COMMAND_MODULES = [
-    "services.cli",  # up
+    "services.cli",  # up, envoy-config
     "services.loadtest.cli",  # load
     "services.client.commands",  # demo, debate, attach, list, cancel
 ]
@@ -40,6 +44,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         return asyncio.run(run_up(config))
 
     up.set_defaults(handler=handle)
+
+    render = sub.add_parser("envoy-config", help="print the gateway's Envoy configuration")
+    render.add_argument("--compose", action="store_true", help="the docker-compose set-up (gateway/envoy.yaml)")
+    render.set_defaults(handler=print_envoy_config)
+
+
+def print_envoy_config(args: argparse.Namespace) -> int:
+    """Prints the Envoy configuration `up` would run (the GATEWAY_* and TLS_* variables of this
+    environment, the suite's default ports), or with --compose docker-compose's (gateway/envoy.yaml)."""
+    if args.compose:
+        sys.stdout.write(render_envoy_yaml(compose_envoy_config(), COMPOSE_ENVOY_HEADER))
+        return 0
+    suite = SuiteConfig()
+    gateway = suite.gateway
+    web = f"127.0.0.1:{gateway.web_port or 8081}" if gateway.web_available else None
+    sys.stdout.write(
+        render_envoy_yaml(
+            envoy_config(
+                listen_host=gateway.host,
+                listen_port=gateway.port,
+                orchestrator=suite.orchestrator_address,
+                web=web,
+                allowed_origins=gateway.allowed_origins,
+                jwt=gateway.jwt(),
+                upstream_tls=TlsFiles.from_variables(os.environ),
+            )
+        )
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.channels import open_channel
 from services.common.tls import TlsFiles
 from services.gateway import GatewayConfig, envoy_config, render_envoy_yaml
 
@@ -77,7 +79,7 @@ class SuiteConfig:
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
     # Envoy (grpc-web) and the page; GATEWAY_ENABLED=0 leaves them out.
-    gateway: GatewayConfig = field(default_factory=lambda: GatewayConfig.from_env())
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
 
     def address(self, port: int) -> str:
         return f"{self.host}:{port}"
@@ -132,8 +134,6 @@ class SuiteConfig:
 def _dial(address: str, tls: TlsFiles | None) -> grpc.aio.Channel:
     if tls is None:
         return grpc.aio.insecure_channel(address)
-    from services.common.channels import open_channel
-
     # The credentials a service's own channels use: verify the server against the CA and
     # present the certificate (health is open, so no key is sent).
     return open_channel(address, service_key="", tls=tls)
@@ -142,7 +142,7 @@ def _dial(address: str, tls: TlsFiles | None) -> grpc.aio.Channel:
 def _process_tls(env: dict[str, str]) -> TlsFiles | None:
     """The TLS files a process is started with (its env over ours), None for plaintext."""
     try:
-        return TlsFiles.from_environment({**os.environ, **env})
+        return TlsFiles.from_variables({**os.environ, **env})
     except ValueError:
         return None  # the service itself stops at start with the error; the launcher reports that
 
@@ -254,10 +254,8 @@ class Suite:
         """SIGTERM to every process, SIGKILL to any still alive after stop_timeout."""
         alive = [p for p in self.running if p.process.returncode is None]
         for proc in alive:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it died on its own meanwhile
                 proc.process.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         if alive:
             await asyncio.wait({asyncio.create_task(p.process.wait()) for p in alive}, timeout=self.stop_timeout)
             for proc in alive:
@@ -378,7 +376,7 @@ def gateway_specs(config: SuiteConfig) -> list[ProcessSpec]:
         else None
     )
     # Envoy dials the services with the suite's own TLS files, when they are configured.
-    upstream_tls = TlsFiles.from_environment({**os.environ, **config.extra_env})
+    upstream_tls = TlsFiles.from_variables({**os.environ, **config.extra_env})
     config_path.write_text(
         render_envoy_yaml(
             envoy_config(

@@ -27,6 +27,7 @@ from services.client.style import Style, Wrapper, money, safe_text
 from services.client.view import DebateView, state_name
 from services.common.channels import open_channel
 from services.common.grpc_errors import error_details
+from services.common.settings import ChannelSettings
 from services.gateway import GatewayConfig
 from services.launcher import ProcessDied, Suite, SuiteConfig
 
@@ -43,8 +44,9 @@ def free_port() -> int:
 
 
 def _channel(address: str) -> grpc.aio.Channel:
-    """A channel with the user's key (DEBATE_ENGINE_API_KEY), when the suite asks for one."""
-    return open_channel(address, service_key=os.environ.get("DEBATE_ENGINE_API_KEY") or None)
+    """A channel with the user's key (DEBATE_ENGINE_API_KEY), when the suite asks for one; else
+    SERVICE_API_KEY, and the TLS_* files, from the environment (ChannelSettings)."""
+    return open_channel(address, ChannelSettings(), service_key=os.environ.get("DEBATE_ENGINE_API_KEY") or None)
 
 
 @asynccontextmanager

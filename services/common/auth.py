@@ -28,18 +28,19 @@ called services' `API_KEYS` (for example `API_KEYS="<user key>=alice,<service ke
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import hmac
-import inspect
 import logging
-import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import grpc
 
-from services.common.handlers import replace_behavior
+from services.common.errors import ResourceExhausted, Unauthenticated
+from services.common.grpc_errors import abort_with
+from services.common.handlers import replace_behavior, wrap_behavior
 
 DEFAULT_TENANT = "default"
 
@@ -60,8 +61,9 @@ OPEN_METHOD_PREFIXES: tuple[str, ...] = (
 _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _MIN_KEY_LENGTH = 8
 
-# The setting that names a header whose value is taken as the caller's tenant (off when empty).
-TRUSTED_TENANT_HEADER_ENV = "TRUSTED_TENANT_HEADER"
+# The setting (ServiceSettings.trusted_tenant_header) that names a header whose value is taken
+# as the caller's tenant (off when empty).
+TRUSTED_TENANT_HEADER_SETTING = "TRUSTED_TENANT_HEADER"
 _HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _RESERVED_HEADERS = {AUTHORIZATION_HEADER, "content-type", "te", "user-agent", "host"}
 
@@ -73,7 +75,7 @@ def parse_tenant_header(name: str | None) -> str:
         return ""
     if not _HEADER_NAME.match(name) or name in _RESERVED_HEADERS or name.startswith("grpc-") or name.endswith("-bin"):
         raise ValueError(
-            f"{TRUSTED_TENANT_HEADER_ENV} {name!r} must be a plain lower-case header name "
+            f"{TRUSTED_TENANT_HEADER_SETTING} {name!r} must be a plain lower-case header name "
             "(letters, digits, '-'; not authorization, grpc-*, or *-bin)"
         )
     return name
@@ -179,30 +181,17 @@ def is_open_method(method: str) -> bool:
 
 def _with_tenant(behavior, tenant: str):
     """Runs a handler behaviour with `tenant_var` set, inside the call's own task."""
-    if inspect.isasyncgenfunction(behavior):
 
-        async def stream(request_or_iterator, context):
-            tenant_var.set(tenant)  # the call's task owns this context; nothing leaks out of it
-            async for item in behavior(request_or_iterator, context):
-                yield item
+    @contextlib.asynccontextmanager
+    async def as_tenant(request_or_iterator, context) -> AsyncIterator[bool]:
+        tenant_var.set(tenant)  # the call's task owns this context; nothing leaks out of it
+        yield True
 
-        return stream
-
-    async def call(request_or_iterator, context):
-        token = tenant_var.set(tenant)
-        try:
-            return await behavior(request_or_iterator, context)
-        finally:
-            tenant_var.reset(token)
-
-    return call
+    return wrap_behavior(behavior, as_tenant)
 
 
 def _rejecting(message: str):
     async def reject(request_or_iterator, context):
-        from services.common.errors import Unauthenticated
-        from services.common.grpc_errors import abort_with
-
         await abort_with(context, Unauthenticated(message, reason="UNAUTHENTICATED"))
 
     return reject
@@ -219,9 +208,6 @@ class StreamLimiter:
         limiter = self
 
         async def refuse(context) -> None:
-            from services.common.errors import ResourceExhausted
-            from services.common.grpc_errors import abort_with
-
             log.warning(
                 "refused a stream %s: tenant %s has %d open (limit %d)",
                 method,
@@ -238,32 +224,19 @@ class StreamLimiter:
                 ),
             )
 
-        if inspect.isasyncgenfunction(behavior):
-
-            async def stream(request_or_iterator, context):
-                if limiter.open.get(tenant, 0) >= limiter.limit:
-                    await refuse(context)
-                    return
-                limiter.open[tenant] = limiter.open.get(tenant, 0) + 1
-                try:
-                    async for item in behavior(request_or_iterator, context):
-                        yield item
-                finally:
-                    limiter._release(tenant)
-
-            return stream
-
-        async def call(request_or_iterator, context):
+        @contextlib.asynccontextmanager
+        async def slot(request_or_iterator, context) -> AsyncIterator[bool]:
             if limiter.open.get(tenant, 0) >= limiter.limit:
                 await refuse(context)
-                return None
+                yield False
+                return
             limiter.open[tenant] = limiter.open.get(tenant, 0) + 1
             try:
-                return await behavior(request_or_iterator, context)
+                yield True
             finally:
                 limiter._release(tenant)
 
-        return call
+        return wrap_behavior(behavior, slot)
 
     def _release(self, tenant: str) -> None:
         left = self.open.get(tenant, 1) - 1
@@ -281,10 +254,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks the bearer key of every call and sets the caller's tenant for its handler.
 
     With no keys configured it lets every call through as the tenant "default".
-    With `trusted_tenant_header` (default: the TRUSTED_TENANT_HEADER environment variable, read
-    once here; empty: off) a call that carries that header exactly once with a valid tenant name
-    runs as that tenant without a key; a bad value answers UNAUTHENTICATED; a call without it
-    needs a key (and is refused when no keys are configured).
+    With `trusted_tenant_header` (the service's TRUSTED_TENANT_HEADER setting; empty: off) a call
+    that carries that header exactly once with a valid tenant name runs as that tenant without a
+    key; a bad value answers UNAUTHENTICATED; a call without it needs a key (and is refused when
+    no keys are configured).
     With `max_streams_per_caller` > 0, a tenant's server-streaming calls beyond that many open at
     once answer RESOURCE_EXHAUSTED (reason TOO_MANY_STREAMS).
     """
@@ -294,15 +267,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         keys: ApiKeys | Mapping[str, str] | None = None,
         *,
         max_streams_per_caller: int = 0,
-        trusted_tenant_header: str | None = None,
+        trusted_tenant_header: str = "",
     ):
         if keys is None:
             keys = ApiKeys()
         elif not isinstance(keys, ApiKeys):
             keys = ApiKeys(keys)
         self.keys = keys
-        if trusted_tenant_header is None:
-            trusted_tenant_header = os.environ.get(TRUSTED_TENANT_HEADER_ENV, "")
         self.trusted_tenant_header = parse_tenant_header(trusted_tenant_header)
         if self.trusted_tenant_header:
             log.info("trusting the tenant named by the %r header (set by the gateway)", self.trusted_tenant_header)

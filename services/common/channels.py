@@ -9,18 +9,18 @@ Two optional settings shape every channel (see docs/reliability.md):
   service's `API_KEYS` can admit the suite's own services;
 - `TLS_CERT_FILE`/`TLS_KEY_FILE`/`TLS_CA_FILE`: the channel uses TLS, verifies the server
   against the CA and presents this service's certificate (mutual TLS).
-Both come from the `settings` passed in, or from the environment when none is.
+Both come from the settings passed in (the calling service's own, built once in its
+`__main__`); a channel opened without settings sends no key and uses plaintext.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from types import SimpleNamespace
 
 import grpc
 
 from services.common.auth import AUTHORIZATION_HEADER, bearer_metadata
+from services.common.settings import ChannelSettings
 from services.common.tls import TlsFiles
 
 RETRY_SERVICE_CONFIG = json.dumps(
@@ -99,34 +99,23 @@ def bearer_interceptors(key: str) -> list[grpc.aio.ClientInterceptor]:
     return [_UnaryUnaryBearer(extra), _UnaryStreamBearer(extra), _StreamUnaryBearer(extra), _StreamStreamBearer(extra)]
 
 
-def _settings_from_environment() -> SimpleNamespace:
-    env = os.environ
-    return SimpleNamespace(
-        service_api_key=env.get("SERVICE_API_KEY", ""),
-        tls_cert_file=env.get("TLS_CERT_FILE", ""),
-        tls_key_file=env.get("TLS_KEY_FILE", ""),
-        tls_ca_file=env.get("TLS_CA_FILE", ""),
-        tls_server_name=env.get("TLS_SERVER_NAME", ""),
-    )
-
-
-def _secret(value) -> str:
-    if value is None:
-        return ""
-    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-
-
 def open_channel(
-    address: str, *, settings=None, service_key: str | None = None, tls: TlsFiles | None = None
+    address: str,
+    settings: ChannelSettings | None = None,
+    *,
+    service_key: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> grpc.aio.Channel:
-    """An aio channel to another service of the suite.
+    """An aio channel to another service of the suite at `address` (host:port).
 
-    `settings` (a ServiceSettings) gives SERVICE_API_KEY and the TLS files; without it they are
-    read from the environment. `service_key` and `tls` override either.
+    `settings` (the caller's ChannelSettings, e.g. its ServiceSettings) give SERVICE_API_KEY
+    and the TLS files; `service_key` and `tls` override them. Without settings and overrides
+    the channel sends no key and uses plaintext. ValueError for a partial TLS configuration.
     """
-    source = settings if settings is not None else _settings_from_environment()
-    key = service_key if service_key is not None else _secret(getattr(source, "service_api_key", ""))
-    files = tls if tls is not None else TlsFiles.from_settings(source)
+    key = service_key
+    if key is None:
+        key = settings.service_api_key.get_secret_value() if settings is not None else ""
+    files = tls if tls is not None else (TlsFiles.from_settings(settings) if settings is not None else None)
     interceptors = bearer_interceptors(key) if key else None
     if files is not None:
         return grpc.aio.secure_channel(

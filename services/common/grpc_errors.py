@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -12,7 +12,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from services.common.errors import ERROR_DOMAIN, DomainError, InvalidArgument
-from services.common.handlers import replace_behavior
+from services.common.handlers import replace_behavior, wrap_behavior
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +67,17 @@ async def _abort_for(context: grpc.aio.ServicerContext, method: str, error: Base
         raise error
 
 
-def _guarded(method: str, behavior: Callable[..., Any]):
+def _guarded(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
     """`behavior` with its exceptions mapped to statuses; an async generator stays one."""
-    if inspect.isasyncgenfunction(behavior):
 
-        async def stream(request, context):
-            try:
-                async for item in behavior(request, context):
-                    yield item
-            except Exception as error:  # noqa: BLE001 (mapped to a status in one place)
-                await _abort_for(context, method, error)
-
-        return stream
-
-    async def call(request, context):  # unary, or streaming written with `await context.write(...)`
+    @contextlib.asynccontextmanager
+    async def statuses(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bool]:
         try:
-            return await behavior(request, context)
+            yield True
         except Exception as error:  # noqa: BLE001 (mapped to a status in one place)
             await _abort_for(context, method, error)
 
-    return call
+    return wrap_behavior(behavior, statuses)
 
 
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):

@@ -1,14 +1,48 @@
 """Rebuilding a gRPC method handler around new behaviour: what every server interceptor of
-the suite does (error mapping, malformed requests, authentication and tenants)."""
+the suite does (error mapping, malformed requests, authentication and tenants, stream limits).
+
+A handler's behaviour is a coroutine function (unary, or streaming written with
+`await context.write(...)`) or an async generator function (streaming with `yield`), and a
+wrapper must stay the same kind. `wrap_behavior` is the one place that knows this: an
+interceptor gives it an async context manager to run the behaviour inside.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
 
 _SAME: Any = object()
+
+# (request or request iterator, servicer context) -> a context manager whose value says
+# whether the behaviour runs at all (False: the call was answered already, e.g. aborted).
+Around = Callable[[Any, Any], AbstractAsyncContextManager[bool]]
+
+
+def wrap_behavior(behavior: Callable[..., Any], around: Around) -> Callable[..., Any]:
+    """`behavior` run inside `around(request, context)`; an async generator stays one (its
+    items pass through untouched, and `around` spans the whole stream)."""
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(request: Any, context: Any) -> Any:
+            async with around(request, context) as proceed:
+                if proceed:
+                    async for item in behavior(request, context):
+                        yield item
+
+        return stream
+
+    async def call(request: Any, context: Any) -> Any:
+        async with around(request, context) as proceed:
+            if proceed:
+                return await behavior(request, context)
+        return None
+
+    return call
 
 
 def replace_behavior(

@@ -1,36 +1,24 @@
 """Logging, configured once per process in `__main__`.
 
 Every record carries the debate and request ids of the call it belongs to (a contextvar
-set by the servicers), and any secret value from the environment is masked before it is
-written.
+set by the servicers), and every secret value the settings captured from the environment
+(`SuiteSettings.secret_values()`) is masked before it is written.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
-import os
-import re
 import sys
+from collections.abc import Sequence
 
 debate_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("debate_id", default="-")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
-_SECRET_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET|PASSWORD)$", re.IGNORECASE)
-_MIN_SECRET_LENGTH = 8
 
-
-def secret_values(environ: dict[str, str] | None = None) -> list[str]:
-    """Values of environment variables whose names say they are secrets."""
-    env = os.environ if environ is None else environ
-    return sorted(
-        {v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_SECRET_LENGTH},
-        key=len,
-        reverse=True,
-    )
-
-
-def redact(text: str, secrets: list[str]) -> str:
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """`text` with each of `secrets` (longest first, so a secret containing another goes whole)
+    replaced by [REDACTED]."""
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, "[REDACTED]")
@@ -40,9 +28,9 @@ def redact(text: str, secrets: list[str]) -> str:
 class ContextFilter(logging.Filter):
     """Adds debate_id / request_id to records and masks secrets in the message."""
 
-    def __init__(self, secrets: list[str]):
+    def __init__(self, secrets: Sequence[str]):
         super().__init__()
-        self.secrets = secrets
+        self.secrets = list(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.debate_id = debate_id_var.get()
@@ -57,9 +45,10 @@ class ContextFilter(logging.Filter):
         return True
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
+def configure_logging(service: str, level: str = "INFO", secrets: Sequence[str] = ()) -> None:
+    """One stderr handler for the process; `secrets` (longest first) are masked in every record."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(ContextFilter(secret_values()))
+    handler.addFilter(ContextFilter(secrets))
     handler.setFormatter(
         logging.Formatter(
             f"%(asctime)s %(levelname)s {service} %(name)s [debate=%(debate_id)s req=%(request_id)s] %(message)s"

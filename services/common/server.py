@@ -10,22 +10,24 @@ A service's composition root builds its domain objects and servicer, then hands 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-import inspect
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.auth import ApiKeys, AuthInterceptor
-from services.common.grpc_errors import DomainErrorInterceptor
-from services.common.handlers import replace_behavior
+from services.common.errors import FieldViolation, InvalidArgument
+from services.common.grpc_errors import DomainErrorInterceptor, abort_with
+from services.common.handlers import replace_behavior, wrap_behavior
 from services.common.logs import configure_logging
 from services.common.settings import ServiceSettings, SettingsT, load_settings
 from services.common.tls import TlsFiles
@@ -79,9 +81,6 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
 
         async def refuse(request: _Malformed, context) -> None:
-            from services.common.errors import FieldViolation, InvalidArgument
-            from services.common.grpc_errors import abort_with
-
             detail = str(request.error).split(":")[-1].strip() or type(request.error).__name__
             await abort_with(
                 context,
@@ -91,26 +90,19 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
                 ),
             )
 
-        def guard(behavior):
-            if inspect.isasyncgenfunction(behavior):
+        @contextlib.asynccontextmanager
+        async def parsed(request, context) -> AsyncIterator[bool]:
+            if isinstance(request, _Malformed):
+                await refuse(request, context)
+                yield False
+            else:
+                yield True
 
-                async def stream(request, context):
-                    if isinstance(request, _Malformed):
-                        await refuse(request, context)
-                        return
-                    async for item in behavior(request, context):
-                        yield item
-
-                return stream
-
-            async def call(request, context):
-                if isinstance(request, _Malformed):
-                    return await refuse(request, context)
-                return await behavior(request, context)
-
-            return call
-
-        return replace_behavior(handler, guard, request_deserializer=_tolerant(handler.request_deserializer))
+        return replace_behavior(
+            handler,
+            lambda behavior: wrap_behavior(behavior, parsed),
+            request_deserializer=_tolerant(handler.request_deserializer),
+        )
 
 
 @dataclass(frozen=True)
@@ -138,7 +130,9 @@ class GrpcService:
         self.health = health.aio.HealthServicer()
         # Checks bearer keys when API_KEYS is set and sets the caller's tenant (services.common.auth).
         self.auth = AuthInterceptor(
-            _api_keys(settings), max_streams_per_caller=getattr(settings, "max_streams_per_caller", 0)
+            ApiKeys.parse(settings.api_keys.get_secret_value()),
+            max_streams_per_caller=settings.max_streams_per_caller,
+            trusted_tenant_header=settings.trusted_tenant_header,
         )
         # Mutual TLS when TLS_CERT_FILE/TLS_KEY_FILE/TLS_CA_FILE are set (services.common.tls).
         self.tls = TlsFiles.from_settings(settings)
@@ -204,13 +198,6 @@ class GrpcService:
         stopping.cancel()
 
 
-def _api_keys(settings: ServiceSettings) -> ApiKeys:
-    spec = getattr(settings, "api_keys", None)
-    if spec is None:
-        return ApiKeys()
-    return ApiKeys.parse(spec.get_secret_value() if hasattr(spec, "get_secret_value") else str(spec))
-
-
 def run_service(
     name: str,
     settings_class: type[SettingsT],
@@ -219,10 +206,8 @@ def run_service(
 ) -> None:
     """What every `python -m services.<name>` does: settings from the environment and flags,
     logging configured once, then the service on uvloop until SIGTERM."""
-    import uvloop
-
     settings = load_settings(settings_class, sys.argv[1:] if argv is None else argv)
-    configure_logging(name, settings.log_level)
+    configure_logging(name, settings.log_level, settings.secret_values())
 
     async def serve() -> None:
         service = await build_service(settings)

@@ -1,20 +1,70 @@
 """Typed settings, read once from the environment and command-line flags.
 
-Every service has its own subclass; each is built once in `__main__` and passed down.
-Environment variables use the field names in upper case (`PORT`, `JUDGE_SERVICE_ADDR`);
-flags use them in kebab case (`--port 0`).
+Every service has its own subclass; each is built once in `__main__` and passed down to every
+client, channel and interceptor. These settings modules are the only modules of the services
+that read the environment (a test checks it). Environment variables use the field names in
+upper case (`PORT`, `JUDGE_SERVICE_ADDR`); flags use them in kebab case (`--port 0`).
+
+- `SuiteSettings`: what every settings class shares: the values of the environment's secret
+  variables (`*API_KEY`, `*_TOKEN`, `*_SECRET`, `*PASSWORD`), captured when the settings are
+  built, which logs and provider errors mask.
+- `ChannelSettings`: what a channel to a service of the suite needs (the service key, the TLS
+  files); the tools that dial the suite build one too.
+- `ServiceSettings`: what every service reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_SECRET_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET|PASSWORD)$", re.IGNORECASE)
+_MIN_SECRET_LENGTH = 8
 
-class ServiceSettings(BaseSettings):
+
+def environment_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Values (8 characters or more) of the variables whose names say they are secrets,
+    longest first, so that a secret containing another is masked whole."""
+    env = os.environ if environ is None else environ
+    return tuple(
+        sorted(
+            {v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_SECRET_LENGTH},
+            key=len,
+            reverse=True,
+        )
+    )
+
+
+class SuiteSettings(BaseSettings):
+    """The base of every settings class of the suite."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    _secrets: tuple[str, ...] = PrivateAttr(default_factory=environment_secrets)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The environment's secret values when these settings were built, longest first."""
+        return self._secrets
+
+
+class ChannelSettings(SuiteSettings):
+    """What a channel to another service of the suite needs (see `services.common.channels`)."""
+
+    service_api_key: SecretStr = Field(
+        SecretStr(""), description="key this service sends as a bearer token on its calls to other services"
+    )
+    tls_cert_file: str = Field("", description="PEM certificate chain of this service (enables TLS with the key)")
+    tls_key_file: str = Field("", description="PEM private key of this service")
+    tls_ca_file: str = Field("", description="PEM CA bundle that peers' certificates must chain to (mutual TLS)")
+    tls_server_name: str = Field("", description="name to verify in the server certificate, if not the host")
+
+
+class ServiceSettings(ChannelSettings):
     """What every service reads."""
 
     model_config = SettingsConfigDict(
@@ -37,16 +87,14 @@ class ServiceSettings(BaseSettings):
         description="API keys this service accepts and their tenants: key1=tenantA,key2=tenantB "
         "(empty: no authentication, every caller is the tenant 'default')",
     )
-    service_api_key: SecretStr = Field(
-        SecretStr(""), description="key this service sends as a bearer token on its calls to other services"
+    trusted_tenant_header: str = Field(
+        "",
+        description="header whose value is taken as the caller's tenant, set by a gateway that authenticates "
+        "callers itself (e.g. x-debate-tenant; empty: off; see services.common.auth)",
     )
     max_streams_per_caller: int = Field(
         0, ge=0, description="server-streaming calls one tenant may hold open at once (0: no limit)"
     )
-    tls_cert_file: str = Field("", description="PEM certificate chain of this service (enables TLS with the key)")
-    tls_key_file: str = Field("", description="PEM private key of this service")
-    tls_ca_file: str = Field("", description="PEM CA bundle that peers' certificates must chain to (mutual TLS)")
-    tls_server_name: str = Field("", description="name to verify in the server certificate, if not the host")
 
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)

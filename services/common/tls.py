@@ -15,7 +15,6 @@ With none of the three set, servers and channels use plaintext (the local defaul
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,19 +57,18 @@ class TlsFiles:
         )
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str] | None = None) -> TlsFiles | None:
-        """As `from_settings`, from TLS_* variables of `env` (default: this process's environment).
+    def from_variables(cls, variables: Mapping[str, str]) -> TlsFiles | None:
+        """As `from_settings`, from the TLS_* entries of `variables`.
 
         The launcher uses it for what it dials itself (readiness checks, Envoy's upstream), with
-        the environment a service is started with, so both sides read the same files.
+        the variables a service is started with, so both sides read the same files.
         """
-        env = os.environ if env is None else env
         return cls.from_settings(
             SimpleNamespace(
-                tls_cert_file=env.get("TLS_CERT_FILE", ""),
-                tls_key_file=env.get("TLS_KEY_FILE", ""),
-                tls_ca_file=env.get("TLS_CA_FILE", ""),
-                tls_server_name=env.get("TLS_SERVER_NAME", ""),
+                tls_cert_file=variables.get("TLS_CERT_FILE", ""),
+                tls_key_file=variables.get("TLS_KEY_FILE", ""),
+                tls_ca_file=variables.get("TLS_CA_FILE", ""),
+                tls_server_name=variables.get("TLS_SERVER_NAME", ""),
             )
         )
 

@@ -1,8 +1,10 @@
 """The judge and accounting services as the engine sees them, and their gRPC implementations.
 
 The engine depends on the two small protocols only (tests pass in-process fakes). The gRPC
-clients put a deadline on every call, ride on `open_channel`'s UNAVAILABLE retry policy,
-and turn a failed call into a domain error, so the engine never imports grpc.
+clients are built from the orchestrator's settings (the service's address, the deadline of a
+call, and through `open_channel` the service key and TLS files), put a deadline on every call,
+ride on `open_channel`'s UNAVAILABLE retry policy, and turn a failed call into a domain error,
+so the engine never imports grpc.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 from services.common import errors
 from services.common.channels import open_channel
 from services.common.grpc_errors import error_details
+from services.orchestrator.settings import OrchestratorSettings
 
 
 class Judge(Protocol):
@@ -53,10 +56,12 @@ def _domain_error(service: str, error: grpc.aio.AioRpcError) -> errors.DomainErr
 
 
 class GrpcJudge:
-    def __init__(self, address: str, timeout: float):
-        self.channel = open_channel(address)
+    """The judge service at JUDGE_SERVICE_ADDR; every call has RPC_TIMEOUT_SECONDS."""
+
+    def __init__(self, settings: OrchestratorSettings):
+        self.channel = open_channel(settings.judge_service_addr, settings)
         self.stub = judge_pb2_grpc.JudgeServiceStub(self.channel)
-        self.timeout = timeout
+        self.timeout = settings.rpc_timeout_seconds
 
     async def evaluate_round(self, request):
         try:
@@ -75,10 +80,13 @@ class GrpcJudge:
 
 
 class GrpcAccounting:
-    def __init__(self, address: str, timeout: float, max_concurrent: int = 8):
-        self.channel = open_channel(address)
+    """The accounting service at ACCOUNTING_SERVICE_ADDR; every call has RPC_TIMEOUT_SECONDS,
+    and at most `max_concurrent` are in flight."""
+
+    def __init__(self, settings: OrchestratorSettings, max_concurrent: int = 8):
+        self.channel = open_channel(settings.accounting_service_addr, settings)
         self.stub = accounting_pb2_grpc.AccountingServiceStub(self.channel)
-        self.timeout = timeout
+        self.timeout = settings.rpc_timeout_seconds
         # At the end of a round every turn of every debate records its usage at once (800
         # calls for 200 debates): the accounting service answers them one after the other
         # anyway, and a few in flight at a time keep this event loop free for the live streams.

@@ -92,7 +92,7 @@ def test_envoy_in_compose_runs_the_generated_config_which_envoy_accepts(compose)
     committed = (ROOT / "gateway" / "envoy.yaml").read_text()
     assert committed == render_envoy_yaml(compose_envoy_config(), COMPOSE_ENVOY_HEADER), (
         "gateway/envoy.yaml drifted from the generator; run "
-        "`.venv/bin/python -m services.gateway envoy-config --compose > gateway/envoy.yaml`"
+        "`.venv/bin/debate-engine envoy-config --compose > gateway/envoy.yaml`"
     )
     config = yaml.safe_load(committed)
     clusters = {

@@ -211,10 +211,10 @@ async def test_open_channel_sends_the_service_key(keyed, monkeypatch):
     async with open_channel(keyed.address, settings=ServiceSettings(service_api_key=KEY_A)) as channel:
         assert await _who(channel) == "tenantA"
     monkeypatch.setenv("SERVICE_API_KEY", KEY_B)
-    async with open_channel(keyed.address) as channel:
+    async with open_channel(keyed.address, settings=ServiceSettings()) as channel:
         assert await _who(channel) == "tenantB"
     monkeypatch.delenv("SERVICE_API_KEY")
-    async with open_channel(keyed.address) as channel:
+    async with open_channel(keyed.address, settings=ServiceSettings()) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await _who(channel)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

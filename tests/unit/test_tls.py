@@ -141,7 +141,7 @@ async def test_channels_read_tls_files_from_the_environment(tls_server, pki, mon
     monkeypatch.setenv("TLS_CERT_FILE", client.cert_file)
     monkeypatch.setenv("TLS_KEY_FILE", client.key_file)
     monkeypatch.setenv("TLS_CA_FILE", client.ca_file)
-    async with open_channel(tls_server.address) as channel:
+    async with open_channel(tls_server.address, settings=ServiceSettings()) as channel:
         assert await _who(channel) == "default"
 
 

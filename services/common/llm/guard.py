@@ -11,8 +11,7 @@ reader turns that cancellation into ProviderTimeout (no first token yet) or Stre
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from services.common.llm.base import (
     ChatMessage,
@@ -20,7 +19,8 @@ from services.common.llm.base import (
     ProviderTimeout,
     StreamStalled,
 )
-from services.common.logs import redact, secret_values
+from services.common.llm.settings import LLMSettings
+from services.common.logs import redact
 from services.common.tokens import count_message_tokens, count_text_tokens
 from services.common.usage import Usage
 
@@ -102,9 +102,15 @@ class Watchdog:
         )
 
 
-def safe_text(text: str, *extra_secrets: str) -> str:
-    """Text from a provider or a library with every secret value of the environment masked."""
-    return redact(text, sorted({*secret_values(), *(s for s in extra_secrets if s)}, key=len, reverse=True))
+def call_secrets(settings: LLMSettings, key: str | None) -> tuple[str, ...]:
+    """What a provider call's error text must not show: the environment's secret values (as
+    the settings captured them) and the call's own key, whatever its length."""
+    return (*settings.secret_values(), key) if key else settings.secret_values()
+
+
+def safe_text(text: str, secrets: Iterable[str]) -> str:
+    """Text from a provider or a library with every one of `secrets` masked."""
+    return redact(text, sorted({s for s in secrets if s}, key=len, reverse=True))
 
 
 def usage_from_openai(usage: dict) -> Usage:
@@ -125,7 +131,3 @@ def estimated_usage(model: str, messages: Sequence[ChatMessage], text: str) -> U
         completion_tokens=count_text_tokens(model, text),
         estimated=True,
     )
-
-
-def env_key(name: str | None) -> str | None:
-    return os.environ.get(name) if name else None

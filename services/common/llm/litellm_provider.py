@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from services.common.llm.base import (
@@ -28,7 +28,7 @@ from services.common.llm.base import (
 )
 from services.common.llm.guard import (
     Watchdog,
-    env_key,
+    call_secrets,
     estimated_usage,
     safe_text,
     usage_from_openai,
@@ -73,9 +73,9 @@ def _reported_usage(stream: Any) -> dict | None:
     return usage.model_dump() if usage is not None and hasattr(usage, "model_dump") else usage
 
 
-def _error_from(litellm: Any, error: Exception, model: str, partial_text: str, key: str | None) -> LLMError:
+def _error_from(litellm: Any, error: Exception, model: str, partial_text: str, secrets: Sequence[str]) -> LLMError:
     status = getattr(error, "status_code", None)
-    message = safe_text(f"{model}: {type(error).__name__}: {str(error)[:400]}", key or "")
+    message = safe_text(f"{model}: {type(error).__name__}: {str(error)[:400]}", secrets)
     if isinstance(error, litellm.RateLimitError) or status == 429:
         headers = (
             getattr(error, "litellm_response_headers", None)
@@ -133,7 +133,7 @@ class LiteLLMProvider:
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         litellm = _litellm or await asyncio.to_thread(load_litellm)
         model = request.model
-        key = env_key(self.api_key_env)
+        key = self.settings.provider_key(self.api_key_env)
         watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
         parts: list[str] = []
         finish_reason = None
@@ -170,7 +170,7 @@ class LiteLLMProvider:
             except LLMError:
                 raise
             except Exception as error:  # noqa: BLE001 - LiteLLM maps every provider's errors to its own types
-                raise _error_from(litellm, error, model, "".join(parts), key) from None
+                raise _error_from(litellm, error, model, "".join(parts), call_secrets(self.settings, key)) from None
             finally:
                 watchdog.end()
         finally:

@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from email.utils import parsedate_to_datetime
 from time import time as _now
 
@@ -35,7 +35,7 @@ from services.common.llm.base import (
 )
 from services.common.llm.guard import (
     Watchdog,
-    env_key,
+    call_secrets,
     estimated_usage,
     safe_text,
     usage_from_openai,
@@ -62,8 +62,8 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
 
 
-def http_error(model: str, status: int, headers: httpx.Headers | dict, body: bytes, key: str | None) -> LLMError:
-    """The typed error for a non-200 answer; the provider's message is kept short and masked."""
+def http_error(model: str, status: int, headers: httpx.Headers | dict, body: bytes, secrets: Sequence[str]) -> LLMError:
+    """The typed error for a non-200 answer; the provider's message is kept short, `secrets` masked."""
     detail = ""
     try:
         payload = json.loads(body)
@@ -71,7 +71,7 @@ def http_error(model: str, status: int, headers: httpx.Headers | dict, body: byt
         detail = str(error.get("message") if isinstance(error, dict) else error or payload)
     except ValueError:
         detail = body[:200].decode("utf-8", "replace")
-    message = safe_text(f"{model}: provider answered HTTP {status}: {detail[:300]}", key or "")
+    message = safe_text(f"{model}: provider answered HTTP {status}: {detail[:300]}", secrets)
     if status == 429:
         return RateLimited(
             message,
@@ -128,7 +128,8 @@ class OpenAICompatProvider:
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         model = request.model
-        key = env_key(self.api_key_env)
+        key = self.settings.provider_key(self.api_key_env)
+        secrets = call_secrets(self.settings, key)
         headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}  # aiter_raw: no decoding
         if key:
             headers["Authorization"] = f"Bearer {key}"
@@ -143,14 +144,14 @@ class OpenAICompatProvider:
                     client.build_request("POST", self.url, json=self._body(request), headers=headers), stream=True
                 )
                 if response.status_code != 200:
-                    raise http_error(model, response.status_code, response.headers, await response.aread(), key)
+                    raise http_error(model, response.status_code, response.headers, await response.aread(), secrets)
             except asyncio.CancelledError:
                 if watchdog.timed_out():
                     raise watchdog.error(model, "") from None
                 raise
             except httpx.HTTPError as error:
                 raise ProviderError(
-                    safe_text(f"{model}: {type(error).__name__}: {error}", key or ""), model=model, retryable=True
+                    safe_text(f"{model}: {type(error).__name__}: {error}", secrets), model=model, retryable=True
                 ) from None
             finally:
                 watchdog.end()
@@ -173,7 +174,7 @@ class OpenAICompatProvider:
                     raise
                 except httpx.HTTPError as error:
                     raise ProviderError(
-                        safe_text(f"{model}: stream broke: {type(error).__name__}: {error}", key or ""),
+                        safe_text(f"{model}: stream broke: {type(error).__name__}: {error}", secrets),
                         model=model,
                         partial_text="".join(parts),
                         retryable=not parts,
@@ -216,7 +217,7 @@ class OpenAICompatProvider:
                             usage = chunk["usage"]
                         elif "error" in chunk:
                             raise ProviderError(
-                                safe_text(f"{model}: error in stream: {str(chunk['error'])[:300]}", key or ""),
+                                safe_text(f"{model}: error in stream: {str(chunk['error'])[:300]}", secrets),
                                 model=model,
                                 partial_text="".join(parts),
                                 retryable=not parts,

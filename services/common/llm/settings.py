@@ -10,17 +10,25 @@ SIM_TOKENS_PER_SECOND, ... Lists accept JSON or a comma-separated string; mappin
     LLM_ENDPOINTS='{"local": {"api_base": "http://127.0.0.1:8000/v1", "api_key_env": "LOCAL_API_KEY"}}'
     LLM_FALLBACKS='{"openai/gpt-4o": ["anthropic/claude-sonnet-4-5"]}'
 
-Keys never live here: an endpoint names the environment variable that holds its key.
+Keys are not fields: an endpoint names the environment variable that holds its key
+(`api_key_env`), and the settings read those variables (and OPENAI_API_KEY) once, when they
+are built, into a mapping of secrets that `provider_key(name)` answers from.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
-from typing import Annotated, Literal
+import os
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from services.common.settings import SuiteSettings
+
+# The key of openai/* models on the lean path (LiteLLM reads the other providers' own variables).
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
 
 DEFAULT_ALLOWED_MODELS = (
     "sim/*",
@@ -51,10 +59,13 @@ class Endpoint(BaseModel):
     transport: Literal["lean", "litellm"] = "lean"
 
 
-class LLMSettings(BaseSettings):
+class LLMSettings(SuiteSettings):
     """The LLM layer's knobs (see the module docstring for the environment format)."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # Provider keys by the name of the variable that holds them, read in model_post_init.
+    _provider_keys: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
 
     llm_allowed_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_ALLOWED_MODELS),
@@ -95,6 +106,16 @@ class LLMSettings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        names = {OPENAI_KEY_ENV, *(e.api_key_env for e in self.llm_endpoints.values() if e.api_key_env)}
+        self._provider_keys = {name: SecretStr(os.environ[name]) for name in sorted(names) if name in os.environ}
+
+    def provider_key(self, name: str | None) -> str | None:
+        """The key held by the variable `name` when these settings were built (None: unset)."""
+        key = self._provider_keys.get(name) if name else None
+        return None if key is None else key.get_secret_value()
 
     def model_allowed(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.llm_allowed_models)
