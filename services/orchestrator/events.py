@@ -2,11 +2,12 @@
 
 Design for many debates and many watchers on one event loop:
 
-- An event is serialised once, when appended, and kept length-prefixed; a response is that
-  body behind the tag of `event` (one event a message) or several bodies each behind the tag
-  of `events` (`batch_events`), sent through a pass-through serializer. No per-subscriber
+- An event is serialised once, when appended, and kept length-prefixed (its "body"). A
+  `Framing`, given by the transport (orchestrator/transport.py), turns one body or several
+  into the bytes of one response message (one event a message, or all a subscriber is behind
+  on with `batch_events`); the transport sends those bytes as they are. No per-subscriber
   copy, no per-subscriber queue; the batch that every caught-up subscriber sends after a
-  wake is joined once (`DebateLog.batch`).
+  wake is framed once (`DebateLog.batch`).
 - Batching is what lets one debate have thousands of watchers: gRPC costs tens of
   microseconds a message whatever its size, so a subscriber sends one message for all it is
   behind on rather than one per event.
@@ -14,9 +15,11 @@ Design for many debates and many watchers on one event loop:
   bounded in-memory tail of recent event bodies, and SQLite for anything older. New durable
   events wake the debate's waiting subscribers (one future each, so a leaver cancels only its own).
 - Token text is coalesced per turn and turned into `TokenDelta` events on one process-wide
-  tick (`coalesce_s`, e.g. 25 ms); the same tick writes every pending event of every debate
-  in one transaction, commits, and only then advances each log's durable watermark and wakes
-  its subscribers. Nothing is announced before it is stored.
+  tick (`flush`, every `coalesce_s`, e.g. 25 ms); the same tick writes every pending event of
+  every debate in one transaction, commits, and only then advances each log's durable
+  watermark and wakes its subscribers. Nothing is announced before it is stored. The engine
+  does the same at once with `commit` where a write must be durable before an outside effect
+  (or awaits `committed`, a group commit at the end of the event loop's pass).
 - A live subscriber that falls more than `max_lag` events behind is cut off with
   `SubscriberTooSlow` (carrying its last sequence) so it resumes with after_sequence; a
   subscriber that leaves just drops its cursor.
@@ -25,9 +28,11 @@ Design for many debates and many watchers on one event loop:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
@@ -51,24 +56,27 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-EVENT_TAG = b"\x0a"  # StreamDebateEventsResponse.event: field 1, length-delimited
-EVENTS_TAG = b"\x12"  # StreamDebateEventsResponse.events: field 2, length-delimited
 MAX_BATCH_BYTES = 256 * 1024  # a batch stops growing past this (far below any receive limit)
 
 
 def body(event_bytes: bytes) -> bytes:
-    """A serialised event with its length prefix: what follows a field tag on the wire."""
+    """A serialised event with its length prefix (a protobuf varint): a length-delimited
+    field's value, ready to go behind a field tag."""
     return _varint(len(event_bytes)) + event_bytes
 
 
-def frame(event_bytes: bytes) -> bytes:
-    """The serialised StreamDebateEventsResponse{event} around an already serialised event."""
-    return EVENT_TAG + body(event_bytes)
+class Framing(Protocol):
+    """How event bodies become the bytes of one response message; the transport provides it
+    (orchestrator/transport.py). Both are called once per response, never per subscriber
+    for a shared batch."""
 
+    def one(self, body: bytes) -> bytes:
+        """The response carrying one event body."""
+        ...
 
-def batch_frame(bodies: list[bytes]) -> bytes:
-    """The serialised StreamDebateEventsResponse{events} of event bodies (at least one)."""
-    return EVENTS_TAG + EVENTS_TAG.join(bodies)
+    def many(self, bodies: list[bytes]) -> bytes:
+        """The response carrying several event bodies (at least one), in order."""
+        ...
 
 
 class SubscriberTooSlow(ResourceExhausted):
@@ -108,14 +116,16 @@ class DebateLog:
         "closing",
         "debate_id",
         "durable",
+        "framing",
         "head",
         "last_wake",
         "pending",
         "subscribers",
     )
 
-    def __init__(self, debate_id: str, last_sequence: int, *, closed: bool = False):
+    def __init__(self, debate_id: str, last_sequence: int, framing: Framing, *, closed: bool = False):
         self.debate_id = debate_id
+        self.framing = framing
         self.bodies: list[bytes] = []
         self.base = last_sequence + 1  # sequence of bodies[0]
         self.head = last_sequence  # last appended
@@ -124,7 +134,7 @@ class DebateLog:
         self.closing = False
         self.closed = closed
         self._waiters: list[asyncio.Future] = []
-        self._batches: dict[int, tuple[bytes, int]] = {}  # after sequence -> (batch frame, its last sequence)
+        self._batches: dict[int, tuple[bytes, int]] = {}  # after sequence -> (batch response, its last sequence)
         self.subscribers = 0
         self.active = False
         self.last_wake = time.monotonic()
@@ -150,9 +160,9 @@ class DebateLog:
         return bool(self._waiters)
 
     def batch(self, after: int) -> tuple[bytes, int]:
-        """The batch frame of the durable events after `after` (all in the memory tail), up to
-        MAX_BATCH_BYTES, and its last sequence. Subscribers woken together ask for the same
-        batch: it is joined once per wake."""
+        """The batch response of the durable events after `after` (all in the memory tail), up
+        to MAX_BATCH_BYTES, and its last sequence. Subscribers woken together ask for the same
+        batch: it is framed once per wake."""
         cached = self._batches.get(after)
         if cached is not None:
             return cached
@@ -160,17 +170,23 @@ class DebateLog:
         start, stop = after + 1 - self.base, self.durable + 1 - self.base
         size, end = 0, start
         while end < stop and (end == start or size < MAX_BATCH_BYTES):
-            size += len(bodies[end]) + 1
+            size += len(bodies[end]) + 1  # a byte of framing for each body
             end += 1
-        built = self._batches[after] = (batch_frame(bodies[start:end]), self.base + end - 1)
+        built = self._batches[after] = (self.framing.many(bodies[start:end]), self.base + end - 1)
         return built
 
 
 class EventHub:
+    """Every live debate's log, the coalescing tick, and the subscribers' reads.
+
+    `framing` turns event bodies into response messages (the transport's `FRAMING`).
+    """
+
     def __init__(
         self,
         store: Store,
         *,
+        framing: Framing,
         coalesce_s: float = 0.025,
         tail_events: int = 4096,
         heartbeat_s: float = 10.0,
@@ -178,6 +194,7 @@ class EventHub:
         max_subscribers: int = 100_000,
     ):
         self.store = store
+        self.framing = framing
         self.coalesce_s = coalesce_s
         self.tail_events = tail_events
         self.heartbeat_s = heartbeat_s
@@ -199,12 +216,10 @@ class EventHub:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
-        self.flush()
+        self.commit()
         for debate_log in list(self._logs.values()):
             debate_log.closed = True
             debate_log.wake()
@@ -238,7 +253,7 @@ class EventHub:
     def _group_commit(self) -> None:
         if self._commit_waiters:  # else the ticker's flush already served them
             try:
-                self.flush()
+                self.commit()
             except Exception:  # the waiters got the error; the ticker retries the writes
                 log.exception("group commit failed")
 
@@ -249,14 +264,15 @@ class EventHub:
         if debate_log is None:
             if last_sequence is None:
                 last_sequence = self.store.last_sequence(debate_id)
-            debate_log = self._logs[debate_id] = DebateLog(debate_id, last_sequence)
+            debate_log = self._logs[debate_id] = DebateLog(debate_id, last_sequence, self.framing)
         return debate_log
 
     def get(self, debate_id: str) -> DebateLog | None:
         return self._logs.get(debate_id)
 
     def emit(self, debate_id: str, **payload) -> int:
-        """Appends one event (e.g. `round_started=RoundStarted(...)`); durable and visible at the next flush."""
+        """Appends one event (e.g. `round_started=RoundStarted(...)`); durable and visible at the next
+        commit (the tick's, or one the engine asks for)."""
         debate_log = self._logs.get(debate_id) or self.open_log(debate_id)
         seq = debate_log.head + 1
         event = pb.DebateEvent(sequence=seq, debate_id=debate_id, **payload)
@@ -302,9 +318,16 @@ class EventHub:
             )
         buffer.dirty = False
 
-    # -- the tick -------------------------------------------------------------------------
+    # -- commits ----------------------------------------------------------------------------
     def flush(self) -> None:
-        """Coalesced deltas become events; every pending write is committed; then subscribers see it."""
+        """The coalescing tick's work, which the ticker does every `coalesce_s`: `commit`."""
+        self.commit()
+
+    def commit(self) -> None:
+        """Commits now: coalesced text becomes TokenDelta events, every pending event and every
+        store write made so far is committed in one transaction, then each log's durable
+        watermark advances and its subscribers wake. Raises what the store raises, and so do
+        the `committed` waiters it serves."""
         waiters, self._commit_waiters = self._commit_waiters, []
         try:
             self._flush()
@@ -346,11 +369,46 @@ class EventHub:
         until the debate ends. One event a response, or with `batch` all that are ready.
 
         `terminal` and `last_sequence` are the debate's stored state when the call arrived.
+        Raises OutOfRange past the last event, ResourceExhausted (TOO_MANY_SUBSCRIBERS) beyond
+        `max_subscribers`, and SubscriberTooSlow when a live subscriber lags over `max_lag`.
         """
+        debate_log = self._join(debate_id, after_sequence, terminal, last_sequence)
+        one = self.framing.one
+        cursor = after_sequence
+        live = False
+        max_lag = self.max_lag
+        debate_log.subscribers += 1
+        try:
+            while True:
+                if cursor < debate_log.durable:
+                    if cursor + 1 < debate_log.base:  # older than the memory tail
+                        for response, last in self._stored(debate_log, cursor, batch):
+                            yield response
+                            cursor = last
+                    elif batch:
+                        response, cursor = debate_log.batch(cursor)
+                        yield response
+                    else:
+                        yield one(debate_log.bodies[cursor + 1 - debate_log.base])
+                        cursor += 1
+                    if live and debate_log.durable - cursor > max_lag:
+                        raise SubscriberTooSlow(cursor)
+                    continue
+                live = True
+                if debate_log.closed:
+                    return
+                woke = await debate_log.wait()
+                if woke is HEARTBEAT and debate_log.durable == cursor:
+                    yield self._heartbeat(debate_id, cursor, batch)
+        finally:
+            self._leave(debate_log)
+
+    def _join(self, debate_id: str, after_sequence: int, terminal: bool, last_sequence: int) -> DebateLog:
+        """The log a new subscriber reads, once it is allowed to."""
         debate_log = self._logs.get(debate_id)
         if debate_log is None:
             if terminal:
-                debate_log = DebateLog(debate_id, last_sequence, closed=True)
+                debate_log = DebateLog(debate_id, last_sequence, self.framing, closed=True)
             else:
                 debate_log = self.open_log(debate_id, last_sequence)
         if after_sequence > debate_log.durable:
@@ -363,57 +421,34 @@ class EventHub:
             raise ResourceExhausted(
                 f"this debate already has {debate_log.subscribers} subscribers", reason="TOO_MANY_SUBSCRIBERS"
             )
-        cursor = after_sequence
-        live = False
-        max_lag = self.max_lag
-        store = self.store
-        debate_log.subscribers += 1
-        try:
-            while True:
-                if cursor < debate_log.durable:
-                    if cursor + 1 < debate_log.base:  # older than the memory tail
-                        rows = store.read_events(debate_id, cursor, min(debate_log.durable, debate_log.base - 1), 256)
-                        if not rows:
-                            raise RuntimeError(
-                                f"events after {cursor} of debate {debate_id} are missing from the store"
-                            )
-                        if batch:
-                            yield batch_frame([body(data) for _, data in rows])
-                            cursor = rows[-1][0]
-                        else:
-                            for seq, data in rows:
-                                yield frame(data)
-                                cursor = seq
-                    elif batch:
-                        response, cursor = debate_log.batch(cursor)
-                        yield response
-                    else:
-                        index = cursor + 1 - debate_log.base
-                        yield EVENT_TAG + debate_log.bodies[index]
-                        cursor += 1
-                    if live and debate_log.durable - cursor > max_lag:
-                        raise SubscriberTooSlow(cursor)
-                    continue
-                live = True
-                if debate_log.closed:
-                    return
-                woke = await debate_log.wait()
-                if woke is HEARTBEAT and debate_log.durable == cursor:
-                    yield heartbeat_frame(debate_id, cursor, batch=batch)
-        finally:
-            debate_log.subscribers -= 1
-            if (
-                debate_log.subscribers == 0
-                and not debate_log.active
-                and not debate_log.pending
-                and self._logs.get(debate_id) is debate_log
-            ):
-                del self._logs[debate_id]
+        return debate_log
 
+    def _stored(self, debate_log: DebateLog, cursor: int, batch: bool) -> list[tuple[bytes, int]]:
+        """Responses of the next page (up to 256) of events after `cursor` that are older than
+        the memory tail, read from the store, each with the last sequence it carries."""
+        up_to = min(debate_log.durable, debate_log.base - 1)
+        rows = self.store.read_events(debate_log.debate_id, cursor, up_to, 256)
+        if not rows:
+            raise RuntimeError(f"events after {cursor} of debate {debate_log.debate_id} are missing from the store")
+        if batch:
+            return [(self.framing.many([body(data) for _, data in rows]), rows[-1][0])]
+        one = self.framing.one
+        return [(one(body(data)), seq) for seq, data in rows]
 
-def heartbeat_frame(debate_id: str, last_sequence: int, *, batch: bool = False) -> bytes:
-    """Heartbeats are not logged: they repeat the last sequence the subscriber has seen."""
-    event = pb.DebateEvent(sequence=last_sequence, debate_id=debate_id, heartbeat=pb.Heartbeat())
-    event.time.FromNanoseconds(time.time_ns())
-    data = event.SerializeToString()
-    return batch_frame([body(data)]) if batch else frame(data)
+    def _leave(self, debate_log: DebateLog) -> None:
+        """A subscriber left: an idle, inactive log with no subscriber left is dropped."""
+        debate_log.subscribers -= 1
+        if (
+            debate_log.subscribers == 0
+            and not debate_log.active
+            and not debate_log.pending
+            and self._logs.get(debate_log.debate_id) is debate_log
+        ):
+            del self._logs[debate_log.debate_id]
+
+    def _heartbeat(self, debate_id: str, last_sequence: int, batch: bool) -> bytes:
+        """Heartbeats are not logged: they repeat the last sequence the subscriber has seen."""
+        event = pb.DebateEvent(sequence=last_sequence, debate_id=debate_id, heartbeat=pb.Heartbeat())
+        event.time.FromNanoseconds(time.time_ns())
+        data = body(event.SerializeToString())
+        return self.framing.many([data]) if batch else self.framing.one(data)

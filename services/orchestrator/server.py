@@ -13,9 +13,10 @@ from services.orchestrator.clients import Accounting, GrpcAccounting, GrpcJudge,
 from services.orchestrator.engine import Engine
 from services.orchestrator.events import EventHub
 from services.orchestrator.scheduler import Scheduler
-from services.orchestrator.servicer import OrchestratorServicer, add_to_server
+from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import Store
+from services.orchestrator.transport import FRAMING, add_to_server
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 
@@ -27,6 +28,7 @@ async def build_service(
     store = Store(os.path.join(settings.data_dir, "orchestrator.sqlite3"))
     hub = EventHub(
         store,
+        framing=FRAMING,
         coalesce_s=settings.coalesce_ms / 1000,
         tail_events=settings.memory_tail_events,
         heartbeat_s=settings.heartbeat_seconds,

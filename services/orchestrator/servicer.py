@@ -1,7 +1,8 @@
 """gRPC transport of the orchestrator: protobuf in, domain calls, protobuf out.
 
-StreamDebateEvents yields pre-serialised frames (see events.py); `add_to_server` registers it
-with a pass-through serializer so each event is serialised once for all its subscribers.
+StreamDebateEvents yields the event hub's responses, already serialised (the hub frames them
+with transport.FRAMING); `transport.add_to_server` registers it with a pass-through
+serializer, so each event is serialised once for all its subscribers.
 """
 
 from __future__ import annotations
@@ -126,35 +127,3 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         async for frame in frames:
             yield frame
 
-
-def _pass_through(message) -> bytes:
-    return message if type(message) is bytes else message.SerializeToString()
-
-
-class _Capture:
-    """Stands in for a server to collect the generated method handlers."""
-
-    def __init__(self) -> None:
-        self.handlers: dict = {}
-
-    def add_generic_rpc_handlers(self, handlers) -> None:
-        pass
-
-    def add_registered_method_handlers(self, name, handlers) -> None:
-        self.handlers = dict(handlers)
-
-
-def add_to_server(servicer: OrchestratorServicer, server) -> None:
-    """The generated registration, with StreamDebateEvents sending pre-serialised frames."""
-    import grpc
-
-    capture = _Capture()
-    orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, capture)
-    handlers = capture.handlers
-    stream = handlers["StreamDebateEvents"]
-    handlers["StreamDebateEvents"] = grpc.unary_stream_rpc_method_handler(
-        stream.unary_stream, request_deserializer=stream.request_deserializer, response_serializer=_pass_through
-    )
-    name = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-    server.add_registered_method_handlers(name, handlers)

@@ -17,6 +17,7 @@ from services.orchestrator.events import EventHub, SubscriberTooSlow
 from services.orchestrator.scheduler import QUEUED, RUNNING, QueueFull, Scheduler
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import Store, decode_page_token, encode_page_token
+from services.orchestrator.transport import FRAMING
 from tests.support.orchestrator_fakes import MemoryAccounting, MemoryJudge, ScriptedLLM
 
 SETTINGS = OrchestratorSettings()
@@ -169,7 +170,7 @@ async def read(gen, n: int) -> list[pb.DebateEvent]:
 def hub_with_300_events(tmp_path) -> tuple[Store, EventHub]:
     """A debate log of 300 emitted, not yet flushed events: more than its memory tail of 64 holds."""
     store = Store(str(tmp_path / "o.sqlite3"))
-    hub = EventHub(store, tail_events=64)
+    hub = EventHub(store, framing=FRAMING, tail_events=64)
     hub.open_log("d1", 0).active = True
     for i in range(300):
         hub.emit("d1", **delta(f"t{i} "))
@@ -189,7 +190,7 @@ async def test_events_become_visible_only_once_stored_and_resume_reads_the_store
 async def test_token_text_is_coalesced_per_tick(tmp_path):
     from services.orchestrator.events import DeltaBuffer
 
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")))
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING)
     buffer = DeltaBuffer("d1", 1, "ann", 1)
     for word in ("a ", "b ", "c "):
         hub.add_text(buffer, word)
@@ -199,7 +200,7 @@ async def test_token_text_is_coalesced_per_tick(tmp_path):
 
 
 async def test_slow_live_subscriber_is_cut_off_with_its_last_sequence_others_unaffected(tmp_path):
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), max_lag=20, tail_events=1000)
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING, max_lag=20, tail_events=1000)
     hub.open_log("d1", 0).active = True
     slow = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
     fast = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
@@ -222,7 +223,7 @@ async def test_slow_live_subscriber_is_cut_off_with_its_last_sequence_others_una
 
 
 async def test_idle_subscriber_gets_heartbeats_with_its_last_sequence(tmp_path):
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), coalesce_s=0.005, heartbeat_s=0.05)
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING, coalesce_s=0.005, heartbeat_s=0.05)
     hub.open_log("d1", 0).active = True
     hub.emit("d1", **delta("x"))
     hub.start()
@@ -260,7 +261,7 @@ async def test_batched_subscription_carries_the_same_events_in_far_fewer_respons
 async def test_a_batch_stops_growing_past_its_size_limit(tmp_path):
     from services.orchestrator.events import MAX_BATCH_BYTES
 
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), tail_events=1000)
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING, tail_events=1000)
     hub.open_log("d1", 0).active = True
     text = "x" * 4000
     count = 3 * MAX_BATCH_BYTES // len(text)
@@ -274,7 +275,7 @@ async def test_a_batch_stops_growing_past_its_size_limit(tmp_path):
 
 
 async def test_subscribers_woken_together_send_one_joined_batch(tmp_path):
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")))
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING)
     hub.open_log("d1", 0).active = True
     subscribers = [hub.subscribe("d1", 0, terminal=False, last_sequence=0, batch=True) for _ in range(3)]
     pending = [asyncio.ensure_future(gen.__anext__()) for gen in subscribers]
@@ -292,7 +293,7 @@ async def test_subscribers_woken_together_send_one_joined_batch(tmp_path):
 
 
 async def test_batched_heartbeats_come_alone(tmp_path):
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), coalesce_s=0.005, heartbeat_s=0.05)
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING, coalesce_s=0.005, heartbeat_s=0.05)
     hub.open_log("d1", 0).active = True
     hub.emit("d1", **delta("x"))
     hub.start()
@@ -317,7 +318,7 @@ def test_another_tenant_sees_nothing(tmp_path):
     store = Store(str(tmp_path / "o.sqlite3"))
     engine = Engine(
         store,
-        EventHub(store),
+        EventHub(store, framing=FRAMING),
         Scheduler(2, 2),
         ScriptedLLM(),
         MemoryJudge(),
@@ -336,7 +337,7 @@ def test_another_tenant_sees_nothing(tmp_path):
 async def test_subscribers_per_debate_are_bounded(tmp_path):
     from services.common.errors import ResourceExhausted
 
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), max_subscribers=1)
+    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING, max_subscribers=1)
     hub.open_log("d1", 0).active = True
     first = asyncio.ensure_future(hub.subscribe("d1", 0, terminal=False, last_sequence=0).__anext__())
     await asyncio.sleep(0)
