@@ -33,7 +33,7 @@ from services.common.llm.base import (
     StreamEvent,
     UnknownModel,
 )
-from services.common.llm.settings import LLMSettings
+from services.common.llm.settings import OPENAI_KEY_ENV, LLMSettings
 from services.common.llm.simulated import Responder, SimulatedLLM, is_simulated
 
 log = logging.getLogger(__name__)
@@ -120,24 +120,20 @@ class LLMRouter:
         return provider
 
     def _make_provider(self, key: str) -> LLMClient:
+        # Lazy, not a cycle dodge: the providers import httpx (LiteLLM later), loaded on the first real call only.
+        from services.common.llm.litellm_provider import LiteLLMProvider
+        from services.common.llm.openai_compat import OpenAICompatProvider
+
         settings = self.settings
         endpoint = settings.llm_endpoints.get(key)
         if endpoint is not None and endpoint.transport == "lean":
-            from services.common.llm.openai_compat import OpenAICompatProvider
-
             return OpenAICompatProvider(settings, api_base=endpoint.api_base, api_key_env=endpoint.api_key_env)
         if endpoint is not None:
-            from services.common.llm.litellm_provider import LiteLLMProvider
-
             return LiteLLMProvider(settings, api_base=endpoint.api_base, api_key_env=endpoint.api_key_env)
         if key == "openai":
-            from services.common.llm.openai_compat import OpenAICompatProvider
-
             return OpenAICompatProvider(
-                settings, api_base=settings.llm_openai_api_base, api_key_env="OPENAI_API_KEY", openai=True
+                settings, api_base=settings.llm_openai_api_base, api_key_env=OPENAI_KEY_ENV, openai=True
             )
-        from services.common.llm.litellm_provider import LiteLLMProvider
-
         return LiteLLMProvider(settings)
 
     async def aclose(self) -> None:
