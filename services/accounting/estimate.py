@@ -80,9 +80,7 @@ class Estimate:
     by_model: list[Line]
 
 
-def validate_plan(plan: DebatePlan, prices: PriceBook) -> None:
-    """Every problem as a field violation (paths as in DebateConfig); then unknown models."""
-    v = Violations()
+def _check_models(plan: DebatePlan, v: Violations) -> None:
     if not plan.debaters:
         v.add("config.participants", "at least one participant is needed")
     for i, debater in enumerate(plan.debaters):
@@ -91,6 +89,12 @@ def validate_plan(plan: DebatePlan, prices: PriceBook) -> None:
     for i, model in enumerate(plan.judge_models):
         if not model:
             v.add(f"config.judge.models[{i}]", "must not be empty")
+
+
+def validate_plan(plan: DebatePlan, prices: PriceBook) -> None:
+    """Every problem as a field violation (paths as in DebateConfig); then unknown models."""
+    v = Violations()
+    _check_models(plan, v)
     if plan.orderings < 0:
         v.add("config.judge.orderings", "must not be negative")
     if not 1 <= plan.rounds <= MAX_ROUNDS:

@@ -278,7 +278,8 @@ class SqliteLedgerStore:
     def set_cap(self, debate_id: str, cap: Decimal | None) -> Budget:
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO budgets (debate_id, cap) VALUES (?, ?) ON CONFLICT (debate_id) DO UPDATE SET cap = excluded.cap",
+                "INSERT INTO budgets (debate_id, cap) VALUES (?, ?) "
+                "ON CONFLICT (debate_id) DO UPDATE SET cap = excluded.cap",
                 (debate_id, None if cap is None else format_amount(cap)),
             )
             return self._budget(db, debate_id)

@@ -51,7 +51,19 @@ def validate_config(
     v = Violations()
     out = common_pb2.DebateConfig()
     out.CopyFrom(config)
+    _check_topic(config, out, limits, v, path)
+    _check_participants(config, out, limits, is_known_model, v, path)
+    _check_judge(config, out, limits, is_known_model, v, path)
+    _check_format(config, out, limits, v, path)
+    _check_context(config, out, limits, v, path)
+    _check_budget(config, out, v, path)
+    v.raise_if_any()
+    return out
 
+
+def _check_topic(
+    config: common_pb2.DebateConfig, out: common_pb2.DebateConfig, limits: Limits, v: Violations, path: str
+) -> None:
     topic = clean_text(config.topic)
     if not topic:
         v.add(f"{path}.topic", "must not be empty")
@@ -59,6 +71,15 @@ def validate_config(
         v.add(f"{path}.topic", f"must be at most {limits.max_topic_chars} characters")
     out.topic = topic
 
+
+def _check_participants(
+    config: common_pb2.DebateConfig,
+    out: common_pb2.DebateConfig,
+    limits: Limits,
+    is_known_model: Callable[[str], bool],
+    v: Violations,
+    path: str,
+) -> None:
     n = len(config.participants)
     if not 2 <= n <= limits.max_participants:
         v.add(f"{path}.participants", f"must have 2 to {limits.max_participants} debaters, got {n}")
@@ -66,19 +87,7 @@ def validate_config(
     for i, participant in enumerate(config.participants):
         p = f"{path}.participants[{i}]"
         target = out.participants[i]
-        name = clean_text(participant.name)
-        if not name:
-            v.add(f"{p}.name", "must not be empty")
-        elif not _NAME.match(name):
-            v.add(
-                f"{p}.name",
-                "must be 1 to 64 letters, digits, spaces, '.', '_' or '-', not starting or ending with a space",
-            )
-        elif name.casefold() in seen:
-            v.add(f"{p}.name", f"duplicates participants[{seen[name.casefold()]}].name")
-        else:
-            seen[name.casefold()] = i
-        target.name = name
+        target.name = _check_name(participant.name, seen, i, v, f"{p}.name")
         if not participant.model:
             v.add(f"{p}.model", "must not be empty")
         elif not is_known_model(participant.model):
@@ -92,9 +101,31 @@ def validate_config(
             v.add(f"{p}.stance", f"must be at most {limits.max_stance_chars} characters")
         target.stance = stance
 
-    judge = out.judge
+
+def _check_name(raw: str, seen: dict[str, int], index: int, v: Violations, field: str) -> str:
+    """The cleaned name; `seen` (casefolded name -> index) records it when it is valid and new."""
+    name = clean_text(raw)
+    if not name:
+        v.add(field, "must not be empty")
+    elif not _NAME.match(name):
+        v.add(field, "must be 1 to 64 letters, digits, spaces, '.', '_' or '-', not starting or ending with a space")
+    elif name.casefold() in seen:
+        v.add(field, f"duplicates participants[{seen[name.casefold()]}].name")
+    else:
+        seen[name.casefold()] = index
+    return name
+
+
+def _check_judge(
+    config: common_pb2.DebateConfig,
+    out: common_pb2.DebateConfig,
+    limits: Limits,
+    is_known_model: Callable[[str], bool],
+    v: Violations,
+    path: str,
+) -> None:
     if not config.judge.models:
-        judge.models.append(limits.default_judge_model)
+        out.judge.models.append(limits.default_judge_model)
     for i, model in enumerate(config.judge.models):
         if not model or not is_known_model(model):
             v.add(f"{path}.judge.models[{i}]", f"unknown or not allowed model {model!r}")
@@ -114,18 +145,30 @@ def validate_config(
         if not math.isfinite(criterion.weight) or criterion.weight <= 0:
             v.add(f"{c}.weight", "must be a positive number")
 
+
+_TURN_ORDERS = (
+    common_pb2.TURN_ORDER_UNSPECIFIED,
+    common_pb2.TURN_ORDER_SIMULTANEOUS,
+    common_pb2.TURN_ORDER_SEQUENTIAL,
+)
+
+
+def _check_format(
+    config: common_pb2.DebateConfig, out: common_pb2.DebateConfig, limits: Limits, v: Violations, path: str
+) -> None:
     rounds = config.format.round_limit
     if not 1 <= rounds <= limits.max_rounds:
         v.add(f"{path}.format.round_limit", f"must be 1 to {limits.max_rounds}, got {rounds}")
-    if config.format.turn_order not in (
-        common_pb2.TURN_ORDER_UNSPECIFIED,
-        common_pb2.TURN_ORDER_SIMULTANEOUS,
-        common_pb2.TURN_ORDER_SEQUENTIAL,
-    ):
+    if config.format.turn_order not in _TURN_ORDERS:
         v.add(f"{path}.format.turn_order", "unknown turn order")
     if config.format.turn_order == common_pb2.TURN_ORDER_UNSPECIFIED:
         out.format.turn_order = common_pb2.TURN_ORDER_SIMULTANEOUS
 
+
+def _check_context(
+    config: common_pb2.DebateConfig, out: common_pb2.DebateConfig, limits: Limits, v: Violations, path: str
+) -> None:
+    """The context window and the tokens of a turn (0: the default)."""
     ctx = config.context
     if ctx.max_tokens == 0:
         out.context.max_tokens = limits.default_context_tokens
@@ -141,19 +184,19 @@ def validate_config(
     elif not 1 <= config.max_tokens_per_turn <= limits.max_tokens_per_turn:
         v.add(f"{path}.max_tokens_per_turn", f"must be 1 to {limits.max_tokens_per_turn} (0: default)")
 
-    if config.HasField("budget"):
-        b = config.budget
-        if b.currency_code not in ("", "USD"):
-            v.add(f"{path}.budget.currency_code", "only USD is supported")
-        try:
-            amount = Decimal(b.amount)
-            if not amount.is_finite() or amount <= 0:
-                raise InvalidOperation
-        except (InvalidOperation, ValueError):
-            v.add(f"{path}.budget.amount", 'must be a positive decimal such as "0.50"')
-        else:
-            out.budget.currency_code = "USD"
-            out.budget.amount = str(amount)
 
-    v.raise_if_any()
-    return out
+def _check_budget(config: common_pb2.DebateConfig, out: common_pb2.DebateConfig, v: Violations, path: str) -> None:
+    if not config.HasField("budget"):
+        return
+    b = config.budget
+    if b.currency_code not in ("", "USD"):
+        v.add(f"{path}.budget.currency_code", "only USD is supported")
+    try:
+        amount = Decimal(b.amount)
+        if not amount.is_finite() or amount <= 0:
+            raise InvalidOperation
+    except (InvalidOperation, ValueError):
+        v.add(f"{path}.budget.amount", 'must be a positive decimal such as "0.50"')
+    else:
+        out.budget.currency_code = "USD"
+        out.budget.amount = str(amount)
