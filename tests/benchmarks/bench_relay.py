@@ -5,9 +5,10 @@ client, litellm.acompletion(stream=True) and the LLM layer (its lean path and it
 
 The server runs in a subprocess, so the process CPU time measured here (time.process_time,
 not wall time) is the client's alone. Two streams: "spaced" (0.5 ms between chunks, each in
-its own read, as a real model's tokens arrive) and "burst" (no delay). Each reader gets warm-up streams, then a timed block;
-a block ends with an idle pause so that work a library defers (LiteLLM's logging) is billed to
-it. The figure is the median over repeated blocks. `run(quick)` returns rows for `make bench`.
+its own read, as a real model's tokens arrive) and "burst" (no delay). Each reader gets
+warm-up streams, then a timed block; a block ends with an idle pause so that work a library
+defers (LiteLLM's logging) is billed to it. The figure is the median over repeated blocks.
+`run(quick)` returns rows for `make bench`.
 """
 
 from __future__ import annotations

@@ -185,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="", help="also write every row to this JSON file")
     args = parser.parse_args(argv)
     only = {part.strip() for part in args.only.split(",") if part.strip()} or None
-    progress = lambda text: print(text, file=sys.stderr, flush=True)
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
     outcomes = run_all(args.quick, only, progress)
     mode = "quick mode, figures indicative only" if args.quick else "full runs"
     print(f"\nDebate Engine benchmarks ({mode})\n")

@@ -353,7 +353,7 @@ class Harness:
         for task in pending:
             task.cancel()
         outcomes = [t.result() for t in done]
-        for worker, share in zip(workers, [s for s in shares if s > 0]):
+        for _worker, share in zip(workers, [s for s in shares if s > 0], strict=True):
             try:
                 thin = await loop.run_in_executor(
                     None, results.get, True, max(5.0, timeout - (time.perf_counter() - start))
@@ -426,7 +426,8 @@ def _print_level(level: Level) -> None:
     print(
         f"  {level.kind:<11} {level.n:>6}  {verdict}  {level.seconds:6.1f}s  completed {level.completed}/{level.n}"
         f"  relay p50 {level.relay_p50_ms} ms p99 {level.relay_p99_ms} ms max {level.relay_max_ms} ms"
-        f"  events {level.events} in {level.messages} messages  RSS {level.rss_before_mib:.0f}->{level.rss_peak_mib:.0f} MiB"
+        f"  events {level.events} in {level.messages} messages"
+        f"  RSS {level.rss_before_mib:.0f}->{level.rss_peak_mib:.0f} MiB"
         f"  {level.per_unit_kib:.0f} KiB/{unit}  cpu orch {level.orchestrator_cpu_s:.1f}s"
         f" ({level.orchestrator_cpu_per_event_us:.0f} µs/event, {level.orchestrator_cpu_per_message_us:.0f} µs/message)"
         f" harness {level.harness_cpu_s:.1f}s ({level.harness_cpu_per_event_us:.0f} µs/event,"

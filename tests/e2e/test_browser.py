@@ -76,8 +76,10 @@ def page(browser):
 
 def _column_lengths(page) -> dict[str, int]:
     return page.evaluate("""() => Object.fromEntries(
-        [...document.querySelectorAll('[data-testid=debater-column]')].map(c =>
-            [c.dataset.participant, [...c.querySelectorAll('.turn-text')].reduce((n, t) => n + t.textContent.length, 0)]))""")
+        [...document.querySelectorAll('[data-testid=debater-column]')].map(c => [
+            c.dataset.participant,
+            [...c.querySelectorAll('.turn-text')].reduce((n, t) => n + t.textContent.length, 0),
+        ]))""")
 
 
 def test_a_debate_streams_live_into_each_column_then_scores_and_verdict(suite, page):

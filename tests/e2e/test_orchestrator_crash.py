@@ -30,7 +30,7 @@ PACED = {"SIM_FIRST_TOKEN_LATENCY": "0.02", "SIM_TOKENS_PER_SECOND": "400"}
 
 async def test_sigkill_mid_debate_then_restart_completes_without_regeneration_or_double_charge(tmp_path):
     config, procs = start_suite(str(tmp_path), PACED)
-    orchestrator = next(p for p, s in zip(procs, config.process_specs()) if s.name == "orchestrator")
+    orchestrator = next(p for p, s in zip(procs, config.process_specs(), strict=False) if s.name == "orchestrator")
     spec = next(s for s in config.process_specs() if s.name == "orchestrator")
     client = Client(config.orchestrator_address)
     try:

@@ -222,18 +222,7 @@ class FakeOpenAIServer:
         self.requests.append(RecordedRequest(method, path, headers, body, behavior))
         model = str(body.get("model") or "")
         if behavior.status != 200:
-            extra = {"Retry-After": f"{behavior.retry_after:g}"} if behavior.retry_after is not None else {}
-            kind = "rate_limit_exceeded" if behavior.status == 429 else "server_error"
-            self.billed.append(Billed(model, 0, 0, False, "error"))
-            message = f"fake error {behavior.status}"
-            if behavior.echo_auth:
-                message += f" (you sent {headers.get('authorization', 'no key')})"
-            return await self._json(
-                writer,
-                behavior.status,
-                {"error": {"message": message, "type": kind, "param": None, "code": kind}},
-                extra,
-            )
+            return await self._refuse(writer, behavior, model, headers)
         pieces = content_chunks(behavior.text or self.text, behavior.chunks)
         finish = "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -244,27 +233,69 @@ class FakeOpenAIServer:
         ident = f"chatcmpl-fake{self._counter}"
         created = int(time.time())
         if not body.get("stream"):
-            text = "".join(pieces)
-            usage = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(pieces),
-                "total_tokens": prompt_tokens + len(pieces),
-            }
-            self.billed.append(Billed(model, prompt_tokens, len(pieces), True, "complete"))
-            return await self._json(
-                writer,
-                200,
-                {
-                    "id": ident,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-                    ],
-                    "usage": usage,
-                },
-            )
+            return await self._complete(writer, model, ident, created, pieces, finish, prompt_tokens)
+        return await self._stream(writer, behavior, body, model, ident, created, pieces, finish, prompt_tokens)
+
+    async def _refuse(self, writer: asyncio.StreamWriter, behavior: Behavior, model: str, headers: dict) -> bool:
+        """The error status `behavior` asks for (429 with its Retry-After, or a server error)."""
+        extra = {"Retry-After": f"{behavior.retry_after:g}"} if behavior.retry_after is not None else {}
+        kind = "rate_limit_exceeded" if behavior.status == 429 else "server_error"
+        self.billed.append(Billed(model, 0, 0, False, "error"))
+        message = f"fake error {behavior.status}"
+        if behavior.echo_auth:
+            message += f" (you sent {headers.get('authorization', 'no key')})"
+        return await self._json(
+            writer,
+            behavior.status,
+            {"error": {"message": message, "type": kind, "param": None, "code": kind}},
+            extra,
+        )
+
+    async def _complete(
+        self,
+        writer: asyncio.StreamWriter,
+        model: str,
+        ident: str,
+        created: int,
+        pieces: list[str],
+        finish: str,
+        prompt_tokens: int,
+    ) -> bool:
+        """A whole (non-streamed) chat completion, with its usage."""
+        text = "".join(pieces)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(pieces),
+            "total_tokens": prompt_tokens + len(pieces),
+        }
+        self.billed.append(Billed(model, prompt_tokens, len(pieces), True, "complete"))
+        return await self._json(
+            writer,
+            200,
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": usage,
+            },
+        )
+
+    async def _stream(
+        self,
+        writer: asyncio.StreamWriter,
+        behavior: Behavior,
+        body: dict,
+        model: str,
+        ident: str,
+        created: int,
+        pieces: list[str],
+        finish: str,
+        prompt_tokens: int,
+    ) -> bool:
+        """The completion as server-sent events, one chunk a piece, stalling, closing or leaving
+        the usage out as `behavior` asks."""
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"

@@ -91,7 +91,7 @@ def simultaneous_debate(rounds: int = 3, *, late_judge: bool = True) -> Events:
         e.add(round_started=pb.RoundStarted(round_number=r, participants=["Ada", "Milo"]))
         for name in ("Ada", "Milo"):
             e.add(turn_started=pb.TurnStarted(round_number=r, participant=name, model="sim/debater", attempt=1))
-        for a, m in zip(chunks(f"R{r} {ADA_TEXT}"), chunks(f"R{r} {MILO_TEXT}")):
+        for a, m in zip(chunks(f"R{r} {ADA_TEXT}"), chunks(f"R{r} {MILO_TEXT}"), strict=False):
             e.add(token_delta=pb.TokenDelta(round_number=r, participant="Ada", text=a, attempt=1))
             e.add(token_delta=pb.TokenDelta(round_number=r, participant="Milo", text=m, attempt=1))
             if (

@@ -107,7 +107,10 @@ async def test_malformed_twice_then_valid_gives_a_valid_result():
     honest = await Judge(FakeJudgeLLM()).evaluate_round(round_case(2))
     assert [s.criteria for s in assessment.scores] == [s.criteria for s in honest.scores]
     # every answer's tokens are counted, and each repair tells the model what was wrong
-    assert all(c.usage.completion_tokens > h.usage.completion_tokens for c, h in zip(assessment.calls, honest.calls))
+    assert all(
+        c.usage.completion_tokens > h.usage.completion_tokens
+        for c, h in zip(assessment.calls, honest.calls, strict=False)
+    )
     repairs = [r for r in llm.requests if r.request_id.endswith("/attempts/3")]
     assert len(repairs) == 2 and all(r.messages[-2].role == "assistant" for r in repairs)
     assert "debaters.A.scores.evidence" in repairs[0].messages[-1].content
@@ -181,7 +184,7 @@ async def test_a_panel_is_averaged_and_reports_judge_agreement():
     apart = await Judge(split).evaluate_round(round_case(3, panel=PanelRequest(models=("sim/judge", "sim/contrarian"))))
     assert apart.judge_agreement == 0.0 and apart.ordering_agreement == 1.0
     alone = await Judge(FakeJudgeLLM()).evaluate_round(round_case(3))
-    for mixed, single in zip(apart.scores, alone.scores):
+    for mixed, single in zip(apart.scores, alone.scores, strict=False):
         for criterion, value in mixed.criteria.items():
             assert value == pytest.approx((single.criteria[criterion] + 10 - single.criteria[criterion]) / 2, abs=0.01)
 

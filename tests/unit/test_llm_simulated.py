@@ -262,7 +262,7 @@ def previous_turn_of_other_side(turns, index, sequential=False):
 async def test_a_debate_through_the_orchestrators_windows_reads_like_one(llm, sequential):
     turns = await run_debate(llm, sequential=sequential)
     instructions = [round_instruction(r, 3) for r in range(1, 4)]
-    for index, (r, name, messages, text) in enumerate(turns):
+    for index, (r, name, _messages, text) in enumerate(turns):
         assert text.startswith(SIM_LABEL)
         # the round instruction is the orchestrator's, never an opponent's words
         for instruction in instructions:
@@ -304,7 +304,7 @@ async def test_a_debate_is_deterministic_for_a_seed_and_differs_across_seeds(llm
     again = [t[3] for t in await run_debate(llm, seed=3)]
     other = [t[3] for t in await run_debate(llm, seed=4)]
     assert first == again
-    assert all(a != b for a, b in zip(first, other))
+    assert all(a != b for a, b in zip(first, other, strict=False))
 
 
 @pytest.mark.parametrize(
@@ -398,7 +398,7 @@ async def test_varied_personas_stances_and_topics_read_cleanly(llm):
     ]
     for topic, people in cases:
         for sequential in (False, True):
-            for r, name, _, text in await run_debate(llm, topic, people, sequential=sequential, rounds=3):
+            for r, _name, _, text in await run_debate(llm, topic, people, sequential=sequential, rounds=3):
                 assert text.startswith(SIM_LABEL) and len(text.split()) > 60
                 assert not DOUBLED_PUNCTUATION.search(text), text
                 assert "round 1 of" not in text.lower() and "advance your case" not in text
