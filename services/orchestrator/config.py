@@ -17,6 +17,7 @@ from debate.common.v1 import common_pb2
 from services.common.errors import Violations
 from services.common.limits import MAX_JUDGE_ORDERINGS, MAX_JUDGE_PANEL, distinct_orderings
 from services.common.text import clean_text
+from services.orchestrator.settings import OrchestratorSettings
 
 # Names end up in idempotency keys ("debates/{id}/rounds/{r}/turns/{name}/attempts/{a}"),
 # so no slash and no surrounding space.
@@ -26,7 +27,7 @@ _NAME = re.compile(r"^[\w][\w .\-]{0,62}[\w.\-]$|^[\w]$")
 class Limits:
     """The bounds a config is validated against (taken from the settings)."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings: OrchestratorSettings) -> None:
         self.max_participants = settings.max_participants
         self.max_rounds = settings.max_rounds
         self.max_topic_chars = settings.max_topic_chars

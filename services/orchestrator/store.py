@@ -21,6 +21,7 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from debate.common.v1 import common_pb2
 
@@ -108,7 +109,7 @@ _DEBATE_COLUMNS = _INSERT_COLUMNS.replace(
 )
 
 
-def _debate(row) -> DebateRow:
+def _debate(row: tuple[Any, ...]) -> DebateRow:
     config = common_pb2.DebateConfig.FromString(row[3])
     return DebateRow(
         row[0],
@@ -208,7 +209,7 @@ class Store:
         ).fetchone()
         return _debate(row) if row else None
 
-    def update_debate(self, debate_id: str, **fields) -> None:
+    def update_debate(self, debate_id: str, **fields: Any) -> None:
         fields.setdefault("update_ns", time.time_ns())
         if "verdict_recorded" in fields:
             fields["verdict_recorded"] = int(fields["verdict_recorded"])
@@ -224,7 +225,7 @@ class Store:
 
     def list_debates(self, tenant: str, state: int, after: tuple[int, str] | None, limit: int) -> list[DebateRow]:
         sql = f"SELECT {_DEBATE_COLUMNS} FROM debates WHERE tenant=?"
-        args: list = [tenant]
+        args: list[Any] = [tenant]
         if state:
             sql += " AND state=?"
             args.append(state)
