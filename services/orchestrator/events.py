@@ -2,12 +2,13 @@
 
 Design for many debates and many watchers on one event loop:
 
-- An event is serialised once, when appended, and kept length-prefixed (its "body"). A
-  `Framing`, given by the transport (orchestrator/transport.py), turns one body or several
-  into the bytes of one response message (one event a message, or all a subscriber is behind
-  on with `batch_events`); the transport sends those bytes as they are. No per-subscriber
-  copy, no per-subscriber queue; the batch that every caught-up subscriber sends after a
-  wake is framed once (`DebateLog.batch`).
+- An event is serialised once, when appended, and kept length-prefixed (its "body", in the
+  debate's `DebateLog`, debate_log.py). A `Framing`, given by the transport
+  (orchestrator/transport.py), turns one body or several into the bytes of one response
+  message (one event a message, or all a subscriber is behind on with `batch_events`); the
+  transport sends those bytes as they are. No per-subscriber copy, no per-subscriber
+  queue; the batch that every caught-up subscriber sends after a wake is framed once
+  (`DebateLog.batch`).
 - Batching is what lets one debate have thousands of watchers: gRPC costs tens of
   microseconds a message whatever its size, so a subscriber sends one message for all it is
   behind on rather than one per event.
@@ -32,51 +33,17 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any
 
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.common.errors import OutOfRange, ResourceExhausted
+from services.orchestrator.debate_log import DebateLog, Framing, body
 from services.orchestrator.store import Store
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = object()
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        bits = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
-MAX_BATCH_BYTES = 256 * 1024  # a batch stops growing past this (far below any receive limit)
-
-
-def body(event_bytes: bytes) -> bytes:
-    """A serialised event with its length prefix (a protobuf varint): a length-delimited
-    field's value, ready to go behind a field tag."""
-    return _varint(len(event_bytes)) + event_bytes
-
-
-class Framing(Protocol):
-    """How event bodies become the bytes of one response message; the transport provides it
-    (orchestrator/transport.py). Both are called once per response, never per subscriber
-    for a shared batch."""
-
-    def one(self, body: bytes) -> bytes:
-        """The response carrying one event body."""
-        ...
-
-    def many(self, bodies: list[bytes]) -> bytes:
-        """The response carrying several event bodies (at least one), in order."""
-        ...
 
 
 class SubscriberTooSlow(ResourceExhausted):
@@ -101,79 +68,6 @@ class DeltaBuffer:
         self.attempt = attempt
         self.parts: list[str] = []
         self.dirty = False
-
-
-class DebateLog:
-    """One debate's log as subscribers see it: event bodies of sequences base .. head, readable up to durable."""
-
-    __slots__ = (
-        "_batches",
-        "_waiters",
-        "active",
-        "base",
-        "bodies",
-        "closed",
-        "closing",
-        "debate_id",
-        "durable",
-        "framing",
-        "head",
-        "last_wake",
-        "pending",
-        "subscribers",
-    )
-
-    def __init__(self, debate_id: str, last_sequence: int, framing: Framing, *, closed: bool = False):
-        self.debate_id = debate_id
-        self.framing = framing
-        self.bodies: list[bytes] = []
-        self.base = last_sequence + 1  # sequence of bodies[0]
-        self.head = last_sequence  # last appended
-        self.durable = last_sequence  # last committed: what subscribers may see
-        self.pending: list[tuple[int, bytes]] = []
-        self.closing = False
-        self.closed = closed
-        self._waiters: list[asyncio.Future] = []
-        self._batches: dict[int, tuple[bytes, int]] = {}  # after sequence -> (batch response, its last sequence)
-        self.subscribers = 0
-        self.active = False
-        self.last_wake = time.monotonic()
-
-    def wait(self) -> asyncio.Future:
-        """A future resolved at the next wake. One per waiting subscriber (not one shared future:
-        a subscriber that leaves cancels its own future only)."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        return waiter
-
-    def wake(self, value=None) -> None:
-        self.last_wake = time.monotonic()
-        self._batches.clear()  # built for the old durable watermark
-        if self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(value)
-
-    @property
-    def has_waiters(self) -> bool:
-        return bool(self._waiters)
-
-    def batch(self, after: int) -> tuple[bytes, int]:
-        """The batch response of the durable events after `after` (all in the memory tail), up
-        to MAX_BATCH_BYTES, and its last sequence. Subscribers woken together ask for the same
-        batch: it is framed once per wake."""
-        cached = self._batches.get(after)
-        if cached is not None:
-            return cached
-        bodies = self.bodies
-        start, stop = after + 1 - self.base, self.durable + 1 - self.base
-        size, end = 0, start
-        while end < stop and (end == start or size < MAX_BATCH_BYTES):
-            size += len(bodies[end]) + 1  # a byte of framing for each body
-            end += 1
-        built = self._batches[after] = (self.framing.many(bodies[start:end]), self.base + end - 1)
-        return built
 
 
 class EventHub:
@@ -203,8 +97,8 @@ class EventHub:
         self._logs: dict[str, DebateLog] = {}
         self._dirty_buffers: list[DeltaBuffer] = []
         self._dirty_logs: list[DebateLog] = []
-        self._commit_waiters: list[asyncio.Future] = []
-        self._task: asyncio.Task | None = None
+        self._commit_waiters: list[asyncio.Future[None]] = []
+        self._task: asyncio.Task[None] | None = None
         self._last_heartbeat_scan = time.monotonic()
         self.flushes = 0
 
@@ -270,7 +164,7 @@ class EventHub:
     def get(self, debate_id: str) -> DebateLog | None:
         return self._logs.get(debate_id)
 
-    def emit(self, debate_id: str, **payload) -> int:
+    def emit(self, debate_id: str, **payload: Any) -> int:
         """Appends one event (e.g. `round_started=RoundStarted(...)`); durable and visible at the next
         commit (the tick's, or one the engine asks for)."""
         debate_log = self._logs.get(debate_id) or self.open_log(debate_id)
