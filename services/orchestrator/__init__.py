@@ -2,11 +2,17 @@
 
     server.py     composition root: settings, store, event hub, scheduler, clients, engine, servicer
     servicer.py   gRPC transport only (protobuf in and out; events sent as pre-serialised frames)
+    transport.py  the wire framing of StreamDebateEvents and the servicer's registration
     config.py     validation and normalisation of a DebateConfig (one field violation per problem)
     scheduler.py  running limit and bounded FIFO queue
-    engine.py     runs debates round by round, records usage, asks the judge, resumes after a crash
+    engine.py     the domain API: create, read and list debates (per tenant); composes the three below
+    lifecycle.py  start or queue, play round by round, resume after a crash, cancel, shutdown, endings
+    turns.py      a debater's turn: reserve, stream, store, record usage; calls cut short
+    judging.py    round assessments and the verdict, stored, recorded, then announced
+    run.py        one running debate's state, shared by the three
     context.py    the sliding window each debater sees
-    events.py     the per-debate event log, coalescing, subscribers
+    events.py     the event hub: coalescing, commits, subscribers
+    debate_log.py one debate's log as subscribers read it (event bodies, batches)
     store.py      SQLite (WAL) for debates, turns, attempts, assessments, verdicts and events
     clients.py    the judge and accounting services behind two small protocols
 

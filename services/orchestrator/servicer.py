@@ -7,6 +7,8 @@ serializer, so each event is serialised once for all its subscribers.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
@@ -14,8 +16,10 @@ from debate.orchestrator.v1 import orchestrator_pb2_grpc
 from services.common.auth import current_tenant
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.logs import debate_id_var, request_id_var
-from services.orchestrator.engine import TERMINAL, Engine
+from services.common.money import usd
+from services.orchestrator.engine import Engine
 from services.orchestrator.events import EventHub
+from services.orchestrator.run import TERMINAL
 from services.orchestrator.store import DebateRow
 
 DEFAULT_PAGE_SIZE = 20
@@ -24,6 +28,11 @@ MAX_PAGE_SIZE = 100
 
 def _timestamp(target, ns: int) -> None:
     target.FromNanoseconds(ns)
+
+
+def _cost(row: DebateRow) -> common_pb2.Money:
+    """What the debate has spent so far, as stored with it."""
+    return usd(Decimal(row.cost_amount or "0"))
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -39,7 +48,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             state=row.state,
             current_round=row.current_round,
             round_limit=row.config.format.round_limit,
-            cost=common_pb2.Money(currency_code="USD", amount=row.cost_amount or "0"),
+            cost=_cost(row),
             last_sequence=self.engine.last_sequence(row),
             queue_position=self.engine.scheduler.position(row.debate_id),
             end_reason=row.end_reason,
@@ -72,7 +81,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             debate.cost.ParseFromString(row.cost)
         else:
             debate.cost.debate_id = row.debate_id
-            debate.cost.total.CopyFrom(common_pb2.Money(currency_code="USD", amount=row.cost_amount or "0"))
+            debate.cost.total.CopyFrom(_cost(row))
         _timestamp(debate.create_time, row.create_ns)
         _timestamp(debate.update_time, row.update_ns)
         return debate
@@ -104,7 +113,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             violations.append(FieldViolation("state", "unknown state"))
         if violations:
             raise InvalidArgument(violations)
-        rows, token = self.engine.list(
+        rows, token = self.engine.list_debates(
             current_tenant(), request.state, request.page_size or DEFAULT_PAGE_SIZE, request.page_token
         )
         return pb.ListDebatesResponse(debates=[self.summary(r) for r in rows], next_page_token=token)
@@ -126,4 +135,3 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
         async for frame in frames:
             yield frame
-

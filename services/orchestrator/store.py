@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from debate.common.v1 import common_pb2
+from debate.orchestrator.v1 import orchestrator_pb2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS debates (
@@ -85,7 +86,7 @@ class DebateRow:
     tenant: str
     request_id: str
     config: common_pb2.DebateConfig
-    state: int
+    state: orchestrator_pb2.DebateState.ValueType
     create_ns: int
     update_ns: int
     queue_ns: int
@@ -202,6 +203,13 @@ class Store:
     def get_debate(self, debate_id: str) -> DebateRow | None:
         row = self.db.execute(f"SELECT {_DEBATE_COLUMNS} FROM debates WHERE debate_id=?", (debate_id,)).fetchone()
         return _debate(row) if row else None
+
+    def existing_debate(self, debate_id: str) -> DebateRow:
+        """A debate known to be stored (debates are never deleted); KeyError if it is not."""
+        row = self.get_debate(debate_id)
+        if row is None:
+            raise KeyError(debate_id)
+        return row
 
     def find_by_request(self, tenant: str, request_id: str) -> DebateRow | None:
         row = self.db.execute(

@@ -259,7 +259,7 @@ async def test_batched_subscription_carries_the_same_events_in_far_fewer_respons
 
 
 async def test_a_batch_stops_growing_past_its_size_limit(tmp_path):
-    from services.orchestrator.events import MAX_BATCH_BYTES
+    from services.orchestrator.debate_log import MAX_BATCH_BYTES
 
     hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING, tail_events=1000)
     hub.open_log("d1", 0).active = True
@@ -330,7 +330,7 @@ def test_another_tenant_sees_nothing(tmp_path):
     assert engine.get_row("tenant-a", row.debate_id).debate_id == row.debate_id
     with pytest.raises(NotFound):
         engine.get_row("tenant-b", row.debate_id)
-    assert engine.list("tenant-b", 0, 10, "")[0] == []
+    assert engine.list_debates("tenant-b", 0, 10, "")[0] == []
     assert engine.create("tenant-b", cfg(), "req").debate_id != row.debate_id  # request ids are per tenant
 
 

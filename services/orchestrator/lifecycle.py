@@ -1,0 +1,335 @@
+"""A debate's lifecycle once it exists: admitted to run or queued, launched, played round by
+round, resumed after a restart, cancelled, stopped at shutdown, and ended.
+
+States: CREATED -> RUNNING (or QUEUED -> RUNNING when a slot frees) -> COMPLETED, FAILED,
+CANCELLED or BUDGET_EXCEEDED. Every change is stored, then announced (DebateStateChanged,
+DebateCompleted or DebateFailed), then committed.
+
+Playing a debate: for each round, its turns (turns.py) run in order (the sequential format) or
+all at once; the round's assessment (judging.py) then runs beside the next round, and its
+failure ends the debate at once. After the last round the verdict, then the final cost.
+
+Resuming after a restart rebuilds a run from the store: completed turns are kept (their usage
+re-sent if it was not recorded, under the same idempotent key), an attempt left open is void
+(its reservation released, a TurnFailed(ORCHESTRATOR_RESTARTED) logged, and the turn runs
+again as the next attempt), assessments and a verdict stored but not recorded are recorded,
+not asked again. At shutdown running debates stay RUNNING in the store, to be resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from debate.common.v1 import common_pb2 as common
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
+
+from services.common.errors import DomainError, FailedPrecondition
+from services.common.logs import debate_id_var
+from services.common.money import ZERO, usd
+from services.orchestrator.clients import Accounting
+from services.orchestrator.context import ContextBuilder
+from services.orchestrator.events import EventHub
+from services.orchestrator.judging import Judging
+from services.orchestrator.run import TERMINAL, BudgetExceeded, DebateRun, S, State, turn_key
+from services.orchestrator.scheduler import RUNNING, Scheduler
+from services.orchestrator.store import DebateRow, Store
+from services.orchestrator.turns import TurnRunner
+
+log = logging.getLogger(__name__)
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that ends the debate when several turns of a round failed at once."""
+    leaves: list[BaseException] = []
+    stack: list[BaseExceptionGroup[BaseException]] = [group]
+    while stack:
+        for error in stack.pop().exceptions:
+            if isinstance(error, BaseExceptionGroup):
+                stack.append(error)
+            else:
+                leaves.append(error)
+    for kind in (BudgetExceeded, DomainError):
+        for error in leaves:
+            if isinstance(error, kind):
+                return error
+    return leaves[0]
+
+
+class Lifecycle:
+    """Runs admitted debates, one task each (`runs`, by debate id)."""
+
+    def __init__(
+        self,
+        store: Store,
+        hub: EventHub,
+        scheduler: Scheduler,
+        accounting: Accounting,
+        turns: TurnRunner,
+        judging: Judging,
+        count_tokens: Callable[[str, str], int] | None = None,
+    ):
+        self.store = store
+        self.hub = hub
+        self.scheduler = scheduler
+        self.accounting = accounting
+        self.turns = turns
+        self.judging = judging
+        self.count_tokens = count_tokens
+        self.runs: dict[str, DebateRun] = {}
+
+    # ==== transitions asked for by callers ==================================================
+    def start(self, row: DebateRow) -> DebateRow:
+        """Runs a created debate now, or queues it; a running or queued one is left as it is.
+        Raises FailedPrecondition (DEBATE_NOT_STARTABLE) for any other state and QueueFull."""
+        debate_id = row.debate_id
+        if row.state in (S.DEBATE_STATE_RUNNING, S.DEBATE_STATE_QUEUED):
+            return row  # a retried start changes nothing
+        if row.state != S.DEBATE_STATE_CREATED:
+            raise FailedPrecondition(
+                f"debate is {S.Name(row.state)}; only a created debate can start", reason="DEBATE_NOT_STARTABLE"
+            )
+        admitted = self.scheduler.admit(debate_id)
+        self.hub.open_log(debate_id, row.last_sequence).active = True
+        if admitted == RUNNING:
+            self._launch(row)
+        else:
+            self.store.update_debate(debate_id, state=S.DEBATE_STATE_QUEUED, queue_ns=time.time_ns())
+            self.hub.emit(
+                debate_id,
+                state_changed=pb.DebateStateChanged(state=S.DEBATE_STATE_QUEUED, reason="waiting for a running slot"),
+            )
+        self.hub.commit()
+        return self.store.existing_debate(debate_id)
+
+    async def cancel(self, row: DebateRow, reason: str) -> DebateRow:
+        """Ends a debate as CANCELLED (a running one once its task has settled its calls, within
+        5 s). Raises FailedPrecondition (DEBATE_ALREADY_ENDED) for an ended debate."""
+        debate_id = row.debate_id
+        if row.state in TERMINAL:
+            raise FailedPrecondition(f"debate already ended {S.Name(row.state)}", reason="DEBATE_ALREADY_ENDED")
+        message = reason.strip()[:500] or "cancelled by the caller"
+        run = self.runs.get(debate_id)
+        if run is not None and run.task is not None:
+            run.cancel_reason = message
+            run.task.cancel()
+            await asyncio.wait({run.task}, timeout=5.0)
+        else:  # created or queued: nothing generates yet
+            started = self.scheduler.finish(debate_id)
+            self._finalize(debate_id, S.DEBATE_STATE_CANCELLED, "CANCELLED", message, None)
+            self._start_queued(started)
+        return self.store.existing_debate(debate_id)
+
+    async def resume_all(self) -> int:
+        """Picks up every debate that was RUNNING or QUEUED when the process stopped; their number."""
+        rows = self.store.debates_in_states((S.DEBATE_STATE_RUNNING, S.DEBATE_STATE_QUEUED))
+        for row in rows:
+            self.hub.open_log(row.debate_id).active = True
+            if row.state == S.DEBATE_STATE_RUNNING:
+                self.scheduler.run_now(row.debate_id)
+                self._launch(row, resumed=True)
+            else:
+                self.scheduler.admit(row.debate_id, force=True)
+        self._start_queued()
+        self.hub.commit()
+        if rows:
+            log.info("resumed %d debates", len(rows))
+        return len(rows)
+
+    async def shutdown(self) -> None:
+        """Stops generating; running debates stay RUNNING in the store and resume on the next start."""
+        tasks = []
+        for run in self.runs.values():
+            run.shutting_down = True
+            if run.task is not None:
+                run.task.cancel()
+                tasks.append(run.task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+
+    def _launch(self, row: DebateRow, *, resumed: bool = False) -> None:
+        run = DebateRun(row.debate_id, row.config, ContextBuilder(row.config, self.count_tokens))
+        self.runs[row.debate_id] = run
+        if not resumed:
+            self.store.update_debate(row.debate_id, state=S.DEBATE_STATE_RUNNING)
+            self.hub.emit(row.debate_id, state_changed=pb.DebateStateChanged(state=S.DEBATE_STATE_RUNNING))
+        self.hub.open_log(row.debate_id).active = True
+        run.task = asyncio.get_running_loop().create_task(self._run(run, resumed), name=f"debate-{row.debate_id}")
+
+    def _start_queued(self, admitted: list[str] | None = None) -> None:
+        """Launches debates the scheduler moved from the queue into running slots."""
+        for debate_id in self.scheduler.fill() if admitted is None else admitted:
+            row = self.store.get_debate(debate_id)
+            if row is not None and row.state == S.DEBATE_STATE_QUEUED:
+                self._launch(row)
+
+    # ==== one debate ===========================================================================
+    async def _run(self, run: DebateRun, resumed: bool) -> None:
+        """The debate's task: recover (after a restart), play, and end however it ends."""
+        debate_id_var.set(run.debate_id)
+        try:
+            if resumed:
+                await self._recover(run)
+            if run.config.HasField("budget"):
+                await self.accounting.set_debate_budget(run.debate_id, run.config.budget)
+            await self._play(run)
+        except asyncio.CancelledError:
+            if run.shutting_down:
+                raise
+            await self.turns.settle_inflight(run, "CANCELLED")
+            await self._end(run, S.DEBATE_STATE_CANCELLED, "CANCELLED", run.cancel_reason or "cancelled")
+        except BudgetExceeded as error:
+            await self.turns.settle_inflight(run, "BUDGET_EXCEEDED")
+            await self._end(run, S.DEBATE_STATE_BUDGET_EXCEEDED, "BUDGET_EXCEEDED", error.message)
+        except DomainError as error:
+            log.warning("debate failed: %s: %s", error.reason, error.message)
+            await self.turns.settle_inflight(run, error.reason)
+            await self._end(run, S.DEBATE_STATE_FAILED, error.reason, error.message)
+        except Exception as error:
+            log.exception("debate failed unexpectedly")
+            await self._end(run, S.DEBATE_STATE_FAILED, "INTERNAL", f"internal error: {type(error).__name__}")
+        finally:
+            for task in run.assess_tasks.values():
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: it was reported through the debate's end
+                task.cancel()
+            if not run.shutting_down:
+                self.runs.pop(run.debate_id, None)
+                self._start_queued(self.scheduler.finish(run.debate_id))
+
+    async def _recover(self, run: DebateRun) -> None:
+        """Rebuilds a debate's run from the store after a restart."""
+        debate_id = run.debate_id
+        row = self.store.existing_debate(debate_id)
+        run.current_round = row.current_round
+        unrecorded = []
+        for turn, recorded in self.store.turns(debate_id):
+            run.turns[(turn.round_number, turn.participant)] = turn
+            run.transcript.add(turn.round_number, turn.participant, turn.text)
+            if not recorded:
+                unrecorded.append(turn)
+        run.last_attempt = self.store.last_attempts(debate_id)
+        for assessment, recorded in self.store.assessments(debate_id):
+            if recorded:
+                run.assessments[assessment.round_number] = assessment
+            else:
+                run.unrecorded_assessments[assessment.round_number] = assessment
+        await self._void_open_attempts(run)
+        self.hub.emit(
+            debate_id,
+            state_changed=pb.DebateStateChanged(
+                state=S.DEBATE_STATE_RUNNING, reason="resumed after an orchestrator restart"
+            ),
+        )
+        cost = await self.accounting.debate_cost(debate_id)
+        run.total = Decimal(cost.total.amount or "0")
+        run.usage.CopyFrom(cost.usage)
+        self.hub.commit()
+        for turn in unrecorded:
+            await self.turns.record(run, turn, turn_key(debate_id, turn.round_number, turn.participant, turn.attempt))
+
+    async def _void_open_attempts(self, run: DebateRun) -> None:
+        """Attempts the crash left open: reservations released, closed, and logged as failed
+        (unless the turn was stored, in which case the attempt had in fact finished)."""
+        debate_id = run.debate_id
+        for round_number, name, attempt, reservation_id in self.store.open_attempts(debate_id):
+            if reservation_id:
+                await self.accounting.release_budget(reservation_id)
+            self.store.close_attempt(debate_id, round_number, name, attempt)
+            if (round_number, name) not in run.turns:
+                self.hub.emit(
+                    debate_id,
+                    turn_failed=pb.TurnFailed(
+                        round_number=round_number,
+                        participant=name,
+                        attempt=attempt,
+                        reason="ORCHESTRATOR_RESTARTED",
+                        message="the orchestrator restarted during this attempt; its text is void",
+                        will_retry=True,
+                    ),
+                )
+
+    async def _play(self, run: DebateRun) -> None:
+        """Every round not yet played, the assessments, the verdict, then completion."""
+        config = run.config
+        rounds = config.format.round_limit
+        first = 1
+        while first <= rounds and all((first, p.name) in run.turns for p in config.participants):
+            first += 1
+        for r in range(1, first):
+            if r not in run.assessments:
+                run.assess_tasks[r] = asyncio.create_task(self.judging.assess(run, r))
+        for r in range(first, rounds + 1):
+            await self._play_round(run, r)
+            run.assess_tasks[r] = asyncio.create_task(self.judging.assess(run, r))
+            self.judging.raise_failure(run)
+        for r in range(1, rounds + 1):
+            if r in run.assess_tasks:
+                await run.assess_tasks[r]
+        verdict = await self.judging.verdict(run)
+        await self._complete(run, verdict)
+
+    async def _play_round(self, run: DebateRun, r: int) -> None:
+        """Round `r`'s turns not yet taken: in order (sequential format) or all at once."""
+        config = run.config
+        if run.current_round < r:
+            run.current_round = r
+            self.store.update_debate(run.debate_id, current_round=r)
+            self.hub.emit(
+                run.debate_id,
+                round_started=pb.RoundStarted(round_number=r, participants=[p.name for p in config.participants]),
+            )
+        todo = [p for p in config.participants if (r, p.name) not in run.turns]
+        if config.format.turn_order == common.TURN_ORDER_SEQUENTIAL or len(todo) == 1:
+            for participant in todo:
+                await self.turns.run(run, r, participant)
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                for participant in todo:
+                    group.create_task(self.turns.run(run, r, participant))
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    # ==== endings ==================================================================================
+    async def _final_cost(self, run: DebateRun) -> common.DebateCost:
+        try:
+            return await self.accounting.debate_cost(run.debate_id)
+        except DomainError as error:
+            log.warning("final cost unavailable: %s", error.message)
+            return common.DebateCost(debate_id=run.debate_id, total=usd(run.total), usage=run.usage)
+
+    async def _complete(self, run: DebateRun, verdict: common.Verdict) -> None:
+        cost = await self._final_cost(run)
+        self.store.update_debate(
+            run.debate_id, state=S.DEBATE_STATE_COMPLETED, cost=cost.SerializeToString(), cost_amount=cost.total.amount
+        )
+        self.hub.emit(
+            run.debate_id, cost_updated=pb.CostUpdated(total=cost.total, usage=cost.usage, budget=cost.budget)
+        )
+        self.hub.emit(run.debate_id, debate_completed=pb.DebateCompleted(verdict=verdict, cost=cost))
+        self.hub.close(run.debate_id)
+        self.hub.commit()
+
+    async def _end(self, run: DebateRun, state: State, reason: str, message: str) -> None:
+        cost = await self._final_cost(run)
+        self._finalize(run.debate_id, state, reason, message, cost)
+
+    def _finalize(
+        self, debate_id: str, state: State, reason: str, message: str, cost: common.DebateCost | None
+    ) -> None:
+        """Stores the ending, logs DebateFailed (cancelled, failed, over budget) and closes the log."""
+        cost = cost or common.DebateCost(debate_id=debate_id, total=usd(ZERO))
+        self.store.update_debate(
+            debate_id,
+            state=state,
+            end_reason=f"{reason}: {message}",
+            cost=cost.SerializeToString(),
+            cost_amount=cost.total.amount or "0",
+        )
+        self.hub.emit(debate_id, debate_failed=pb.DebateFailed(state=state, reason=reason, message=message, cost=cost))
+        self.hub.close(debate_id)
+        self.hub.commit()

@@ -1,0 +1,92 @@
+"""One running debate in memory (`DebateRun`), shared by the three parts of the engine: the
+turn runner (turns.py), the judging steps (judging.py) and the lifecycle (lifecycle.py).
+
+It holds what the store holds for the debate (turns, assessments, the last attempt of each
+turn) plus what only a live run has: the tasks of assessments under way, the model calls in
+flight, and the running total of what the debate has spent. The store stays the truth: after
+a restart a run is rebuilt from it (lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TypeAlias
+
+from debate.accounting.v1 import accounting_pb2 as acc
+from debate.common.v1 import common_pb2 as common
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
+
+from services.common.errors import DomainError
+from services.common.money import ZERO, usd
+from services.common.usage import add_token_usage
+from services.orchestrator.context import ContextBuilder, Transcript
+from services.orchestrator.events import DeltaBuffer, EventHub
+from services.orchestrator.store import Store
+
+S = pb.DebateState
+State: TypeAlias = pb.DebateState.ValueType
+TERMINAL = frozenset(
+    {S.DEBATE_STATE_COMPLETED, S.DEBATE_STATE_FAILED, S.DEBATE_STATE_CANCELLED, S.DEBATE_STATE_BUDGET_EXCEEDED}
+)
+
+
+class BudgetExceeded(DomainError):
+    code = "RESOURCE_EXHAUSTED"
+    reason = "BUDGET_EXCEEDED"
+
+
+def turn_key(debate_id: str, round_number: int, participant: str, attempt: int) -> str:
+    """The idempotency key of one turn attempt: its reservation and its usage record."""
+    return f"debates/{debate_id}/rounds/{round_number}/turns/{participant}/attempts/{attempt}"
+
+
+@dataclass(slots=True)
+class Inflight:
+    """A model call under way, so a cancel can record what it spent."""
+
+    round_number: int
+    participant: common.Participant
+    attempt: int
+    prompt_tokens: int
+    reservation_id: str
+    parts: list[str]
+    buffer: DeltaBuffer
+
+
+@dataclass
+class DebateRun:
+    debate_id: str
+    config: common.DebateConfig
+    context: ContextBuilder
+    transcript: Transcript = field(default_factory=Transcript)
+    turns: dict[tuple[int, str], common.Turn] = field(default_factory=dict)
+    last_attempt: dict[tuple[int, str], int] = field(default_factory=dict)
+    assessments: dict[int, common.RoundAssessment] = field(default_factory=dict)
+    # Stored before a crash but their judge calls not yet recorded: recorded, not asked again.
+    unrecorded_assessments: dict[int, common.RoundAssessment] = field(default_factory=dict)
+    assess_tasks: dict[int, asyncio.Task[common.RoundAssessment]] = field(default_factory=dict)
+    inflight: dict[tuple[int, str], Inflight] = field(default_factory=dict)
+    current_round: int = 0
+    total: Decimal = ZERO  # USD spent, as accounting priced it
+    usage: common.TokenUsage = field(default_factory=common.TokenUsage)
+    task: asyncio.Task[None] | None = None
+    cancel_reason: str | None = None
+    shutting_down: bool = False
+
+    def add_cost(self, reply: acc.RecordUsageResponse) -> None:
+        """Adds a recorded usage's cost and tokens to the running total (a duplicate was
+        counted when it was first recorded)."""
+        if not reply.duplicate:
+            self.total += Decimal(reply.record.cost.amount or "0")
+            add_token_usage(self.usage, reply.record.usage)
+
+
+def announce_cost(store: Store, hub: EventHub, run: DebateRun) -> None:
+    """Stores the debate's running total, then logs a CostUpdated with it and the budget."""
+    budget = common.BudgetStatus(spent=usd(run.total))
+    if run.config.HasField("budget"):
+        budget.cap.CopyFrom(run.config.budget)
+    store.update_debate(run.debate_id, cost_amount=str(run.total))
+    hub.emit(run.debate_id, cost_updated=pb.CostUpdated(total=usd(run.total), usage=run.usage, budget=budget))
