@@ -126,113 +126,149 @@ class OpenAICompatProvider:
             body["seed"] = request.seed
         return body
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+    async def _send(
+        self, request: CompletionRequest, key: str | None, watchdog: Watchdog, secrets: Sequence[str]
+    ) -> httpx.Response:
+        """The streaming response of a 200 answer; a typed error for anything else."""
         model = request.model
-        key = self.settings.provider_key(self.api_key_env)
-        secrets = call_secrets(self.settings, key)
         headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}  # aiter_raw: no decoding
         if key:
             headers["Authorization"] = f"Bearer {key}"
         client = self._http()
+        watchdog.begin()
+        try:
+            response = await client.send(
+                client.build_request("POST", self.url, json=self._body(request), headers=headers), stream=True
+            )
+            if response.status_code != 200:
+                try:
+                    body = await response.aread()
+                finally:
+                    await response.aclose()
+                raise http_error(model, response.status_code, response.headers, body, secrets)
+            return response
+        except asyncio.CancelledError:
+            if watchdog.timed_out():
+                raise watchdog.error(model, "") from None
+            raise
+        except httpx.HTTPError as error:
+            raise ProviderError(
+                safe_text(f"{model}: {type(error).__name__}: {error}", secrets), model=model, retryable=True
+            ) from None
+        finally:
+            watchdog.end()
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        model = request.model
+        key = self.settings.provider_key(self.api_key_env)
+        secrets = call_secrets(self.settings, key)
         watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
         parts: list[str] = []
+        usage = None
+        finish_reason = None
+        done = False
         response: httpx.Response | None = None
         try:
-            watchdog.begin()
-            try:
-                response = await client.send(
-                    client.build_request("POST", self.url, json=self._body(request), headers=headers), stream=True
-                )
-                if response.status_code != 200:
-                    raise http_error(model, response.status_code, response.headers, await response.aread(), secrets)
-            except asyncio.CancelledError:
-                if watchdog.timed_out():
-                    raise watchdog.error(model, "") from None
-                raise
-            except httpx.HTTPError as error:
-                raise ProviderError(
-                    safe_text(f"{model}: {type(error).__name__}: {error}", secrets), model=model, retryable=True
-                ) from None
-            finally:
-                watchdog.end()
-
-            usage = None
-            finish_reason = None
-            done = False
+            response = await self._send(request, key, watchdog, secrets)
             buffer = b""
             chunks = response.aiter_raw()
             loads = json.loads
             while not done:
-                watchdog.begin()
-                try:
-                    data = await chunks.__anext__()
-                except StopAsyncIteration:
+                data = await _read(chunks, watchdog, model, parts, secrets)
+                if data is None:
                     break
-                except asyncio.CancelledError:
-                    if watchdog.timed_out():
-                        raise watchdog.error(model, "".join(parts)) from None
-                    raise
-                except httpx.HTTPError as error:
-                    raise ProviderError(
-                        safe_text(f"{model}: stream broke: {type(error).__name__}: {error}", secrets),
-                        model=model,
-                        partial_text="".join(parts),
-                        retryable=not parts,
-                    ) from None
-                finally:
-                    watchdog.end()
-                buffer += data
-                if b"\r" in buffer:
-                    buffer = buffer.replace(b"\r\n", b"\n")
-                *events, buffer = buffer.split(b"\n\n")
-                for event in events:
-                    for line in event.split(b"\n"):
-                        if not line.startswith(b"data:"):
-                            continue  # comments (": ping"), event names, ids
-                        payload = line[5:].strip()
-                        if payload == b"[DONE]":
-                            done = True
-                            break
-                        try:
-                            chunk = loads(payload)
-                        except ValueError:
-                            raise ProviderError(
-                                f"{model}: malformed chunk in stream",
-                                model=model,
-                                partial_text="".join(parts),
-                                retryable=not parts,
-                            ) from None
-                        choices = chunk.get("choices")
-                        if choices:
-                            choice = choices[0]
-                            content = (choice.get("delta") or {}).get("content")
-                            if content:
-                                if not parts:
-                                    watchdog.first_token()
-                                parts.append(content)
-                                yield TextDelta(content)
-                            if choice.get("finish_reason"):
-                                finish_reason = choice["finish_reason"]
-                        if chunk.get("usage"):
-                            usage = chunk["usage"]
-                        elif "error" in chunk:
-                            raise ProviderError(
-                                safe_text(f"{model}: error in stream: {str(chunk['error'])[:300]}", secrets),
-                                model=model,
-                                partial_text="".join(parts),
-                                retryable=not parts,
-                            )
+                payloads, buffer, done = _sse_payloads(buffer + data)
+                for payload in payloads:
+                    try:
+                        chunk = loads(payload)
+                    except ValueError:
+                        raise ProviderError(
+                            f"{model}: malformed chunk in stream",
+                            model=model,
+                            partial_text="".join(parts),
+                            retryable=not parts,
+                        ) from None
+                    choices = chunk.get("choices")
+                    if choices:
+                        choice = choices[0]
+                        content = (choice.get("delta") or {}).get("content")
+                        if content:
+                            if not parts:
+                                watchdog.first_token()
+                            parts.append(content)
+                            yield TextDelta(content)
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    elif "error" in chunk:
+                        raise ProviderError(
+                            safe_text(f"{model}: error in stream: {str(chunk['error'])[:300]}", secrets),
+                            model=model,
+                            partial_text="".join(parts),
+                            retryable=not parts,
+                        )
         finally:
             watchdog.close()
             if response is not None:
                 await response.aclose()
-        text = "".join(parts)
-        if finish_reason is None and not done:
-            raise ProviderError(
-                f"{model}: stream ended before its end", model=model, partial_text=text, retryable=not parts
-            )
-        yield Completion(
+        yield _completion(request, "".join(parts), usage, finish_reason, done)
+
+
+async def _read(
+    chunks: AsyncIterator[bytes], watchdog: Watchdog, model: str, parts: list[str], secrets: Sequence[str]
+) -> bytes | None:
+    """The next bytes of the stream, None at its end; a stall or a broken stream is a typed error."""
+    watchdog.begin()
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return None
+    except asyncio.CancelledError:
+        if watchdog.timed_out():
+            raise watchdog.error(model, "".join(parts)) from None
+        raise
+    except httpx.HTTPError as error:
+        raise ProviderError(
+            safe_text(f"{model}: stream broke: {type(error).__name__}: {error}", secrets),
             model=model,
-            usage=usage_from_openai(usage) if usage else estimated_usage(model, request.messages, text),
-            finish_reason="length" if finish_reason == "length" else "stop",
+            partial_text="".join(parts),
+            retryable=not parts,
+        ) from None
+    finally:
+        watchdog.end()
+
+
+def _sse_payloads(buffer: bytes) -> tuple[list[bytes], bytes, bool]:
+    """Server-sent events: the data payloads of the complete events in `buffer` (an event's
+    lines after a [DONE] are dropped), the incomplete rest, and whether [DONE] came."""
+    if b"\r" in buffer:
+        buffer = buffer.replace(b"\r\n", b"\n")
+    *events, rest = buffer.split(b"\n\n")
+    payloads = []
+    done = False
+    for event in events:
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue  # comments (": ping"), event names, ids
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                done = True
+                break
+            payloads.append(payload)
+    return payloads, rest, done
+
+
+def _completion(
+    request: CompletionRequest, text: str, usage: dict | None, finish_reason: str | None, done: bool
+) -> Completion:
+    """The last event: the provider's usage (estimated when it sent none) and why it stopped."""
+    if finish_reason is None and not done:
+        raise ProviderError(
+            f"{request.model}: stream ended before its end", model=request.model, partial_text=text, retryable=not text
         )
+    return Completion(
+        model=request.model,
+        usage=usage_from_openai(usage) if usage else estimated_usage(request.model, request.messages, text),
+        finish_reason="length" if finish_reason == "length" else "stop",
+    )
