@@ -151,7 +151,8 @@ class Lifecycle:
             await asyncio.wait(tasks, timeout=5.0)
 
     def _launch(self, row: DebateRow, *, resumed: bool = False) -> None:
-        run = DebateRun(row.debate_id, row.config, ContextBuilder(row.config, self.count_tokens))
+        context = ContextBuilder(row.config, self.count_tokens)
+        run = DebateRun(debate_id=row.debate_id, config=row.config, context=context)
         self.runs[row.debate_id] = run
         if not resumed:
             self.store.update_debate(row.debate_id, state=S.DEBATE_STATE_RUNNING)

@@ -111,23 +111,40 @@ _DEBATE_COLUMNS = _INSERT_COLUMNS.replace(
 
 
 def _debate(row: tuple[Any, ...]) -> DebateRow:
-    config = common_pb2.DebateConfig.FromString(row[3])
-    return DebateRow(
-        row[0],
-        row[1],
-        row[2],
+    """A row of `_DEBATE_COLUMNS`, in that order."""
+    (
+        debate_id,
+        tenant,
+        request_id,
         config,
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-        row[9],
-        row[10],
-        row[11],
-        row[12],
-        bool(row[13]),
-        row[14],
+        state,
+        create_ns,
+        update_ns,
+        queue_ns,
+        current_round,
+        end_reason,
+        cost_amount,
+        cost,
+        verdict,
+        verdict_recorded,
+        last_sequence,
+    ) = row
+    return DebateRow(
+        debate_id=debate_id,
+        tenant=tenant,
+        request_id=request_id,
+        config=common_pb2.DebateConfig.FromString(config),
+        state=state,
+        create_ns=create_ns,
+        update_ns=update_ns,
+        queue_ns=queue_ns,
+        current_round=current_round,
+        end_reason=end_reason,
+        cost_amount=cost_amount,
+        cost=cost,
+        verdict=verdict,
+        verdict_recorded=bool(verdict_recorded),
+        last_sequence=last_sequence,
     )
 
 

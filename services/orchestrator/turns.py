@@ -116,7 +116,15 @@ class TurnRunner:
             turn_started=pb.TurnStarted(round_number=r, participant=name, model=participant.model, attempt=attempt),
         )
         buffer = DeltaBuffer(run.debate_id, r, name, attempt)
-        inflight = Inflight(r, participant, attempt, prompt_tokens, reservation_id, [], buffer)
+        inflight = Inflight(
+            round_number=r,
+            participant=participant,
+            attempt=attempt,
+            prompt_tokens=prompt_tokens,
+            reservation_id=reservation_id,
+            parts=[],
+            buffer=buffer,
+        )
         run.inflight[(r, name)] = inflight
         return inflight
 
