@@ -63,7 +63,7 @@ class RunningProcess:
 
 
 class ProcessDied(RuntimeError):
-    def __init__(self, name: str, returncode: int, tail: list[str]):
+    def __init__(self, name: str, returncode: int | None, tail: list[str]):
         self.name, self.returncode, self.tail = name, returncode, tail
         last = "\n  ".join(tail[-10:]) or "(no output)"
         super().__init__(f"{name} exited with code {returncode}; its last lines:\n  {last}")
@@ -154,7 +154,10 @@ async def wait_serving(address: str, service: str, timeout: float, *, tls: TlsFi
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                # types-grpcio's HealthStub declares no methods; Check is generated on the instance.
+                reply = await stub.Check(  # type: ignore[attr-defined]
+                    health_pb2.HealthCheckRequest(service=service), timeout=1.0
+                )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.aio.AioRpcError:
@@ -298,8 +301,8 @@ async def run_up(config: SuiteConfig) -> int:
     await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if exited.done():
         proc = exited.result()
-        error = ProcessDied(proc.spec.name, proc.process.returncode, list(proc.tail))
-        print(f"debate-engine up: {error}", file=sys.stderr)
+        died = ProcessDied(proc.spec.name, proc.process.returncode, list(proc.tail))
+        print(f"debate-engine up: {died}", file=sys.stderr)
         await suite.stop()
         return 1
     exited.cancel()

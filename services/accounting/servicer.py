@@ -51,6 +51,7 @@ def budget_to_pb(budget: Budget) -> common_pb2.BudgetStatus:
     pb = common_pb2.BudgetStatus(spent=usd(budget.spent), reserved=usd(budget.reserved))
     if budget.cap is not None:
         pb.cap.CopyFrom(usd(budget.cap))
+    if budget.remaining is not None:  # set exactly when the cap is
         pb.remaining.CopyFrom(usd(budget.remaining))
     return pb
 

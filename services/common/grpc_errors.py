@@ -97,7 +97,7 @@ def error_details(
     """Client side: the ErrorInfo and field violations carried by a failed call."""
     info = None
     violations: list[tuple[str, str]] = []
-    trailing = error.trailing_metadata() or ()
+    trailing: Any = error.trailing_metadata() or ()  # (key, value) pairs, whatever the stubs say
     for key, value in trailing:
         if key != STATUS_DETAILS_KEY:
             continue

@@ -62,4 +62,5 @@ def replace_behavior(
         return grpc.unary_stream_rpc_method_handler(make(handler.unary_stream), request_deserializer, serializer)
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(make(handler.stream_unary), request_deserializer, serializer)
+    assert handler.stream_stream is not None  # a handler has exactly one behaviour
     return grpc.stream_stream_rpc_method_handler(make(handler.stream_stream), request_deserializer, serializer)

@@ -102,4 +102,4 @@ SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 def load_settings(cls: type[SettingsT], argv: Sequence[str] | None = None) -> SettingsT:
     """Build settings from the environment, then flags (flags win)."""
-    return cls(_cli_parse_args=list(argv) if argv is not None else False)  # type: ignore[call-arg]
+    return cls(_cli_parse_args=list(argv) if argv is not None else False)
