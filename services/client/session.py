@@ -29,7 +29,8 @@ from services.common.channels import open_channel
 from services.common.grpc_errors import error_details
 from services.common.settings import ChannelSettings
 from services.gateway import GatewayConfig
-from services.launcher import ProcessDied, Suite, SuiteConfig
+from services.launcher import SuiteConfig
+from services.supervisor import ProcessDied, Suite
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

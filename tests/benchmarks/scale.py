@@ -61,7 +61,8 @@ from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
 from services.client.follow import events_of
 from services.common.server import calm_garbage_collector
-from services.launcher import Suite, SuiteConfig
+from services.launcher import SuiteConfig
+from services.supervisor import Suite
 from tests.helpers import free_port
 
 P99_LIMIT_MS = 250.0

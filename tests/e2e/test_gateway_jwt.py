@@ -34,7 +34,8 @@ from debate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from google.protobuf.message import Message
 
 from services.gateway import GatewayConfig
-from services.launcher import ProcessSpec, Suite, SuiteConfig
+from services.launcher import SuiteConfig
+from services.supervisor import ProcessSpec, Suite
 from tests.e2e.test_gateway import (
     SERVICE,
     GrpcWeb,

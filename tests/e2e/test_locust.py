@@ -19,7 +19,8 @@ from debate.accounting.v1 import accounting_pb2, accounting_pb2_grpc
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 from debate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
-from services.launcher import Suite, SuiteConfig
+from services.launcher import SuiteConfig
+from services.supervisor import Suite
 from tests.helpers import BIN, ROOT, free_port
 
 pytestmark = pytest.mark.e2e

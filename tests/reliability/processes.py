@@ -13,7 +13,8 @@ import sqlite3
 from pathlib import Path
 
 from services.gateway import GatewayConfig
-from services.launcher import ProcessSpec, SuiteConfig, wait_serving
+from services.launcher import SuiteConfig
+from services.supervisor import ProcessSpec, wait_serving
 from tests.helpers import free_port
 
 

@@ -7,7 +7,7 @@ Then:
 - the LLM layer, in this process, is called through it: the typed error (message, repr,
   metadata, partial text, the gRPC status it becomes) and every log record (raw records at
   DEBUG, before any masking filter) must be free of the key;
-- the suite, started as processes by `services.launcher.Suite` with its output captured, with
+- the suite, started as processes by `services.supervisor.Suite` with its output captured, with
   API keys on (a caller's key in API_KEYS, the suite's own key in SERVICE_API_KEY, both canaries
   too), runs debates whose debaters and judges call it: no output line, event, RPC answer or
   error, and no byte of any file in the data dir (SQLite, WAL and all) may contain any of them.
@@ -290,7 +290,8 @@ async def test_suite_processes_never_reveal_the_key(echo_server, tmp_path):
     from debate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
     from services.gateway import GatewayConfig
-    from services.launcher import Suite, SuiteConfig
+    from services.launcher import SuiteConfig
+    from services.supervisor import Suite
 
     data_dir = tmp_path / "data"
     config = SuiteConfig(
