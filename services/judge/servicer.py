@@ -29,8 +29,8 @@ from services.judge.model import (
 
 
 class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
-    def __init__(self, judge: Judge | None = None):
-        self.judge = judge  # None only for subclasses that override every RPC (tests)
+    def __init__(self, judge: Judge):
+        self.judge = judge
 
     async def EvaluateRound(self, request: judge_pb2.EvaluateRoundRequest, context) -> judge_pb2.EvaluateRoundResponse:
         _set_log_context(request.debate_id, request.request_id)

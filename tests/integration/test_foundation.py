@@ -15,7 +15,6 @@ from services.common.grpc_errors import error_details
 from services.common.server import GrpcService, ServiceBinding
 from services.common.settings import ServiceSettings
 from services.judge.server import SERVICE_NAME as JUDGE
-from services.judge.servicer import JudgeServicer
 from services.orchestrator.server import SERVICE_NAME as ORCHESTRATOR
 from tests.helpers import BIN
 
@@ -66,7 +65,7 @@ async def test_service_reports_health_and_reflection(settings_for, module, servi
         await service.stop(grace=0)
 
 
-class _FailingJudge(JudgeServicer):
+class _FailingJudge(judge_pb2_grpc.JudgeServiceServicer):
     async def EvaluateRound(self, request, context):
         raise InvalidArgument([FieldViolation("topic", "must not be empty"), FieldViolation("turns", "none given")])
 

@@ -10,7 +10,7 @@ gRPC status without knowing about models). Domain code never sees LiteLLM or htt
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,7 +62,7 @@ StreamEvent = TextDelta | Completion
 
 
 class LLMClient(Protocol):
-    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]: ...
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]: ...
 
 
 class LLMError(DomainError):

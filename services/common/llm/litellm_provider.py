@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from services.common.llm.base import (
@@ -130,7 +130,7 @@ class LiteLLMProvider:
             kwargs["seed"] = request.seed
         return kwargs
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
         litellm = _litellm or await asyncio.to_thread(load_litellm)
         model = request.model
         key = self.settings.provider_key(self.api_key_env)

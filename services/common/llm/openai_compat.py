@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from email.utils import parsedate_to_datetime
 from time import time as _now
 
@@ -158,7 +158,7 @@ class OpenAICompatProvider:
         finally:
             watchdog.end()
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
         model = request.model
         key = self.settings.provider_key(self.api_key_env)
         secrets = call_secrets(self.settings, key)

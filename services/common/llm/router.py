@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 
 from services.common.llm.base import (
@@ -51,7 +51,7 @@ class LLMRouter:
         self._providers: dict[str, LLMClient] = {}
         self._sleep = asyncio.sleep  # the backoff's sleep (tests record the delays)
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
         return self._stream(request)
 
     def candidates(self, model: str) -> list[str]:
@@ -66,7 +66,7 @@ class LLMRouter:
                 log.warning("fallback %s of %s is not in the allowlist; skipped", alternative, model)
         return chain
 
-    async def _stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+    async def _stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
         if not self.settings.model_allowed(request.model):
             raise ModelNotAllowed(f"model {request.model!r} is not in the allowlist", model=request.model)
         error: LLMError | None = None

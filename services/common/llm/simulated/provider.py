@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 
 from services.common.llm.base import Completion, CompletionRequest, StreamEvent, TextDelta, UnknownModel
 from services.common.llm.simulated.reading import parse_context
@@ -106,7 +106,7 @@ class SimulatedLLM:
         seed = self.seed if request.seed is None else request.seed
         return write_debate_turn(parse_context(request.messages), seed)
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
         loop = asyncio.get_running_loop()
         started = loop.time()
         text = await self._reply_text(request)
