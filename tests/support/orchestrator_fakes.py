@@ -14,7 +14,7 @@ from debate.common.v1 import common_pb2 as common
 
 from services.common.llm.base import Completion, CompletionRequest, StreamEvent, TextDelta
 from services.common.money import usd
-from services.common.usage import Usage, add_token_usage
+from services.common.usage import Usage, add_token_usage, usage_to_proto
 
 PRICE_PER_TOKEN = Decimal("0.000001")
 
@@ -139,7 +139,7 @@ class MemoryJudge:
             model="sim/judge",
             request_id=f"{request.request_id}/sim-judge/1",
             attempts=1,
-            usage=common.TokenUsage(prompt_tokens=100, completion_tokens=20, total_tokens=120),
+            usage=usage_to_proto(Usage(prompt_tokens=100, completion_tokens=20)),
             simulated=True,
         )
         return common.RoundAssessment(
@@ -161,7 +161,7 @@ class MemoryJudge:
             model="sim/judge",
             request_id=f"{request.request_id}/sim-judge/1",
             attempts=1,
-            usage=common.TokenUsage(prompt_tokens=300, completion_tokens=40, total_tokens=340),
+            usage=usage_to_proto(Usage(prompt_tokens=300, completion_tokens=40)),
             simulated=True,
         )
         return common.Verdict(
