@@ -4,6 +4,7 @@ engine, servicer, server. Debates left RUNNING or QUEUED by a previous process r
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable, Sequence
 
 from debate.orchestrator.v1 import orchestrator_pb2
 
@@ -21,9 +22,24 @@ from services.orchestrator.transport import FRAMING, add_to_server
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 
 
+class OrchestratorService(GrpcService):
+    """The orchestrator's gRPC server, with its `engine` in reach of in-process tests and benchmarks."""
+
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        engine: Engine,
+        hub: EventHub,
+        on_stop: Sequence[Callable[[], Awaitable[None] | None]],
+    ) -> None:
+        servicer = OrchestratorServicer(engine, hub)
+        super().__init__(settings, [ServiceBinding(SERVICE_NAME, add_to_server, servicer)], on_stop=on_stop)
+        self.engine = engine
+
+
 async def build_service(
     settings: OrchestratorSettings, *, llm=None, judge: Judge | None = None, accounting: Accounting | None = None
-) -> GrpcService:
+) -> OrchestratorService:
     """The service, ready to start. Tests may pass their own LLM client, judge or accounting."""
     store = Store(os.path.join(settings.data_dir, "orchestrator.sqlite3"))
     hub = EventHub(
@@ -42,7 +58,6 @@ async def build_service(
     engine = Engine(store, hub, scheduler, llm, judge, accounting, settings, settings.model_allowed)
     hub.start()
     await engine.resume_all()
-    servicer = OrchestratorServicer(engine, hub)
 
     async def close_clients() -> None:
         for client in (judge, accounting, llm):
@@ -52,10 +67,4 @@ async def build_service(
                     await closer()
                     break
 
-    service = GrpcService(
-        settings,
-        [ServiceBinding(SERVICE_NAME, add_to_server, servicer)],
-        on_stop=[engine.shutdown, hub.stop, close_clients, store.close],
-    )
-    service.engine = engine  # for in-process tests and benchmarks
-    return service
+    return OrchestratorService(settings, engine, hub, on_stop=[engine.shutdown, hub.stop, close_clients, store.close])
