@@ -14,7 +14,8 @@
     events.py     the event hub: coalescing, commits, subscribers
     debate_log.py one debate's log as subscribers read it (event bodies, batches)
     store.py      SQLite (WAL) for debates, turns, attempts, assessments, verdicts and events
-    clients.py    the judge and accounting services behind two small protocols
+    peers.py      the judge and accounting services as two small protocols (what the engine sees)
+    clients.py    their gRPC implementations (deadlines, retries, errors mapped to domain errors)
 
 In-process stand-ins for the judge, accounting and the models are test support
 (tests/support/orchestrator_fakes.py).

@@ -1,6 +1,6 @@
-"""The judge and accounting services as the engine sees them, and their gRPC implementations.
+"""The gRPC implementations of the judge and accounting peers (`services.orchestrator.peers`).
 
-The engine depends on the two small protocols only (tests pass in-process fakes). The gRPC
+The engine depends on the two small protocols of `peers` only (tests pass in-process fakes). The gRPC
 clients are built from the orchestrator's settings (the service's address, the deadline of a
 call, and through `open_channel` the service key and TLS files), put a deadline on every call,
 ride on `open_channel`'s UNAVAILABLE retry policy, and turn a failed call into a domain error,
@@ -10,32 +10,16 @@ so the engine never imports grpc.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 import grpc
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.accounting.v1 import accounting_pb2_grpc
-from debate.common.v1 import common_pb2
-from debate.judge.v1 import judge_pb2, judge_pb2_grpc
+from debate.judge.v1 import judge_pb2_grpc
 
 from services.common import errors
 from services.common.channels import open_channel
 from services.common.grpc_errors import error_details
 from services.orchestrator.settings import OrchestratorSettings
-
-
-class Judge(Protocol):
-    async def evaluate_round(self, request: judge_pb2.EvaluateRoundRequest) -> common_pb2.RoundAssessment: ...
-    async def render_verdict(self, request: judge_pb2.RenderVerdictRequest) -> common_pb2.Verdict: ...
-
-
-class Accounting(Protocol):
-    async def record_usage(self, request: acc.RecordUsageRequest) -> acc.RecordUsageResponse: ...
-    async def reserve_budget(self, request: acc.ReserveBudgetRequest) -> acc.ReserveBudgetResponse: ...
-    async def release_budget(self, reservation_id: str) -> None: ...
-    async def set_debate_budget(self, debate_id: str, cap: common_pb2.Money | None) -> None: ...
-    async def debate_cost(self, debate_id: str) -> common_pb2.DebateCost: ...
-
 
 _CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.FailedPrecondition,

@@ -23,11 +23,11 @@ from debate.common.v1 import common_pb2 as common
 
 from services.common.errors import FieldViolation, InvalidArgument, NotFound
 from services.common.llm.base import LLMClient
-from services.orchestrator.clients import Accounting, Judge
 from services.orchestrator.config import Limits, validate_config
 from services.orchestrator.events import EventHub
 from services.orchestrator.judging import Judging
 from services.orchestrator.lifecycle import Lifecycle
+from services.orchestrator.peers import Accounting, Judge
 from services.orchestrator.run import S
 from services.orchestrator.scheduler import Scheduler
 from services.orchestrator.settings import OrchestratorSettings

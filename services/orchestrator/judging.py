@@ -22,8 +22,8 @@ from debate.judge.v1 import judge_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.common.errors import DeadlineExceeded, Unavailable
-from services.orchestrator.clients import Accounting, Judge
 from services.orchestrator.events import EventHub
+from services.orchestrator.peers import Accounting, Judge
 from services.orchestrator.run import DebateRun, announce_cost
 from services.orchestrator.store import Store
 

@@ -10,9 +10,10 @@ from debate.orchestrator.v1 import orchestrator_pb2
 
 from services.common.llm import build_llm_client
 from services.common.server import GrpcService, ServiceBinding
-from services.orchestrator.clients import Accounting, GrpcAccounting, GrpcJudge, Judge
+from services.orchestrator.clients import GrpcAccounting, GrpcJudge
 from services.orchestrator.engine import Engine
 from services.orchestrator.events import EventHub
+from services.orchestrator.peers import Accounting, Judge
 from services.orchestrator.scheduler import Scheduler
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings

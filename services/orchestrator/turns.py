@@ -30,9 +30,9 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from services.common.errors import DomainError
 from services.common.llm.base import Completion, CompletionRequest, LLMClient, LLMError, TextDelta
 from services.common.usage import Usage, usage_to_proto
-from services.orchestrator.clients import Accounting
 from services.orchestrator.context import Window
 from services.orchestrator.events import DeltaBuffer, EventHub
+from services.orchestrator.peers import Accounting
 from services.orchestrator.run import BudgetExceeded, DebateRun, Inflight, announce_cost, turn_key
 from services.orchestrator.store import Store
 

@@ -4,6 +4,8 @@
   (client, launcher, supervisor, gateway, loadtest, cli). A service never imports another service, and
   nothing imports a layer above its own.
 - The import graph of services/ has no cycle.
+- A service's domain modules never load grpc, not even through a module they import: only its
+  transport edges (__main__, server, servicer, transport, clients) do.
 - No module imports services code inside a function (the old way of dodging a cycle), except
   the allowlisted lazy imports that keep httpx and LiteLLM out of a service's start-up.
 - No module of the services (orchestrator, judge, accounting, common) reads the environment,
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import ast
+import graphlib
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -158,44 +161,65 @@ def test_common_and_the_services_import_no_tool_and_no_other_service():
             assert target_component == component or target_rank < rank, f"{module} imports {target}"
 
 
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan), and self-loops."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    def connect(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in sorted(graph.get(node, ())):
-            if nxt not in index:
-                connect(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.append(member)
-                if member == node:
-                    break
-            if len(component) > 1 or node in graph.get(node, ()):
-                found.append(sorted(component))
-
-    for node in sorted(graph):
-        if node not in index:
-            connect(node)
-    return found
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of the graph (its modules, the first repeated at the end), or None."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as error:
+        return list(error.args[1])
+    return None
 
 
 def test_the_import_graph_has_no_cycle():
-    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the finder finds one
-    assert not _cycles(_graph()), f"import cycles: {_cycles(_graph())}"
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) is not None  # the finder finds one
+    assert _cycle(_graph()) is None, f"an import cycle: {' -> '.join(_cycle(_graph()) or [])}"
+
+
+# The transport edges of a service: the only modules of a service that may load grpc.
+TRANSPORT_EDGES = ("__main__", "server", "servicer", "transport", "clients")
+
+
+def _loads_grpc(module: str) -> bool:
+    """Whether the module itself imports grpc (or a grpc_* package, or generated *_pb2_grpc stubs)."""
+    for node in ast.walk(_tree(module)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
+        for name in names:
+            top = name.split(".")[0]
+            if top == "grpc" or top.startswith("grpc_") or name.endswith("_pb2_grpc"):
+                return True
+    return False
+
+
+def _domain_modules() -> list[str]:
+    return [
+        module
+        for module in _modules()
+        if module.startswith(SERVICE_PACKAGES)
+        and module.rpartition(".")[2] not in TRANSPORT_EDGES
+        and module not in SERVICE_PACKAGES
+    ]
+
+
+def test_domain_modules_never_load_grpc_not_even_through_another_module():
+    graph = _graph()
+    assert _loads_grpc("services.orchestrator.clients")  # the check sees a transport edge
+    assert "services.orchestrator.turns" in _domain_modules()
+    wrong = []
+    for module in _domain_modules():
+        seen, stack = {module}, [module]
+        while stack:
+            current = stack.pop()
+            if _loads_grpc(current):
+                wrong.append(f"{module} loads grpc through {current}")
+                break
+            for target in graph[current] - seen:
+                seen.add(target)
+                stack.append(target)
+    assert not wrong, "domain modules that load grpc:\n  " + "\n  ".join(sorted(wrong))
 
 
 def test_no_import_of_services_code_inside_a_function():
