@@ -6,12 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import os
 import sys
 
-from services.common.tls import TlsFiles
-from services.gateway import COMPOSE_ENVOY_HEADER, compose_envoy_config, envoy_config, render_envoy_yaml
-from services.launcher import SuiteConfig, run_up
+from services.gateway import COMPOSE_ENVOY_HEADER, compose_envoy_config, render_envoy_yaml
+from services.launcher import SuiteConfig, run_up, suite_envoy_config
 
 # Modules that add a subcommand: each has `register(subparsers)`, and the parser it adds
 # sets `handler=` to a function of the parsed args that returns the exit code.
@@ -57,21 +55,8 @@ def print_envoy_config(args: argparse.Namespace) -> int:
         sys.stdout.write(render_envoy_yaml(compose_envoy_config(), COMPOSE_ENVOY_HEADER))
         return 0
     suite = SuiteConfig()
-    gateway = suite.gateway
-    web = f"127.0.0.1:{gateway.web_port or 8081}" if gateway.web_available else None
-    sys.stdout.write(
-        render_envoy_yaml(
-            envoy_config(
-                listen_host=gateway.host,
-                listen_port=gateway.port,
-                orchestrator=suite.orchestrator_address,
-                web=web,
-                allowed_origins=gateway.allowed_origins,
-                jwt=gateway.jwt(),
-                upstream_tls=TlsFiles.from_variables(os.environ),
-            )
-        )
-    )
+    web = f"127.0.0.1:{suite.gateway.web_port or 8081}" if suite.gateway.web_available else None
+    sys.stdout.write(render_envoy_yaml(suite_envoy_config(suite, web)))
     return 0
 
 

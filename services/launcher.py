@@ -129,6 +129,29 @@ def _free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
+def suite_envoy_config(config: SuiteConfig, web: str | None) -> dict:
+    """The Envoy configuration `up` runs for the suite of `config` (a dict for
+    `render_envoy_yaml`), with the page's file server at `web` (host:port; None: the API only).
+    ValueError for a half-made JWT configuration."""
+    gateway = config.gateway
+    internal = (
+        {"judge": config.address(config.judge_port), "accounting": config.address(config.accounting_port)}
+        if gateway.expose_internal
+        else None
+    )
+    return envoy_config(
+        listen_host=gateway.host,
+        listen_port=gateway.port,
+        orchestrator=config.orchestrator_address,
+        web=web,
+        internal=internal,
+        allowed_origins=gateway.allowed_origins,
+        jwt=gateway.jwt(),
+        # Envoy dials the services with the suite's own TLS files, when they are configured.
+        upstream_tls=TlsFiles.from_variables({**os.environ, **config.extra_env}),
+    )
+
+
 def gateway_specs(config: SuiteConfig) -> list[ProcessSpec]:
     """The page's file server and Envoy, when the gateway is enabled."""
     gateway = config.gateway
@@ -164,27 +187,7 @@ def gateway_specs(config: SuiteConfig) -> list[ProcessSpec]:
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / f"envoy-{gateway.port}.yaml"
     admin_path = run_dir / f"envoy-{gateway.port}.admin"
-    internal = (
-        {"judge": config.address(config.judge_port), "accounting": config.address(config.accounting_port)}
-        if gateway.expose_internal
-        else None
-    )
-    # Envoy dials the services with the suite's own TLS files, when they are configured.
-    upstream_tls = TlsFiles.from_variables({**os.environ, **config.extra_env})
-    config_path.write_text(
-        render_envoy_yaml(
-            envoy_config(
-                listen_host=gateway.host,
-                listen_port=gateway.port,
-                orchestrator=config.orchestrator_address,
-                web=web_address,
-                internal=internal,
-                allowed_origins=gateway.allowed_origins,
-                jwt=gateway.jwt(),
-                upstream_tls=upstream_tls,
-            )
-        )
-    )
+    config_path.write_text(render_envoy_yaml(suite_envoy_config(config, web_address)))
     admin_path.unlink(missing_ok=True)
 
     async def envoy_ready() -> bool:
