@@ -63,13 +63,22 @@ def _check_id(v: Violations, field: str, value: str, *, required: bool = True) -
 
 
 def check_usage(v: Violations, usage: Usage, field: str = "usage", total_tokens: int = 0) -> None:
-    """Token counts: not negative, cached within prompt, reasoning within completion, and a
-    given total equal to prompt + completion."""
-    for name in ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens"):
+    """Token counts: not negative, cache reads and writes within prompt, reasoning within
+    completion, and a given total equal to prompt + completion."""
+    names = (
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_prompt_tokens",
+        "reasoning_tokens",
+        "cache_creation_prompt_tokens",
+    )
+    for name in names:
         if getattr(usage, name) < 0:
             v.add(f"{field}.{name}", "must not be negative")
     if usage.cached_prompt_tokens > usage.prompt_tokens >= 0:
         v.add(f"{field}.cached_prompt_tokens", "must not exceed prompt_tokens")
+    elif usage.cached_prompt_tokens + usage.cache_creation_prompt_tokens > usage.prompt_tokens >= 0:
+        v.add(f"{field}.cache_creation_prompt_tokens", "with cached_prompt_tokens must not exceed prompt_tokens")
     if usage.reasoning_tokens > usage.completion_tokens >= 0:
         v.add(f"{field}.reasoning_tokens", "must not exceed completion_tokens")
     if total_tokens < 0:

@@ -38,6 +38,7 @@ def price_to_pb(price: ModelPrice) -> accounting_pb2.ModelPrice:
         cached_input_per_million=per_million(r.cached_input),
         reasoning_per_million=per_million(r.reasoning),
         source=price.source,
+        cache_creation_input_per_million=per_million(r.cache_creation_input),
     )
 
 
@@ -123,6 +124,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
             output_cost=usd(cost.output),
             reasoning_cost=usd(cost.reasoning),
             price=price_to_pb(cost.price),
+            cache_creation_input_cost=usd(cost.cache_creation_input),
         )
 
     async def RecordUsage(self, request, context):

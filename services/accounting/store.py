@@ -132,7 +132,8 @@ CREATE TABLE IF NOT EXISTS usage (
     estimated INTEGER NOT NULL,
     cost TEXT NOT NULL,
     reservation_id TEXT NOT NULL,
-    record_time_ns INTEGER NOT NULL
+    record_time_ns INTEGER NOT NULL,
+    cache_creation_prompt_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_by_debate ON usage (debate_id);
 CREATE TABLE IF NOT EXISTS budgets (
@@ -152,12 +153,18 @@ CREATE TABLE IF NOT EXISTS reservations (
     request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS reservations_held ON reservations (debate_id) WHERE state = 'held';
-PRAGMA user_version = 1;
 """
+SCHEMA_VERSION = 2
+# Applied in order to a ledger at version i + 1 (version 0: created by SCHEMA, nothing to do).
+MIGRATIONS = (
+    # 1 -> 2: cache writes (Anthropic's cache_creation_input_tokens) are kept apart.
+    "ALTER TABLE usage ADD COLUMN cache_creation_prompt_tokens INTEGER NOT NULL DEFAULT 0",
+)
 
 _USAGE_COLUMNS = (
     "request_id, debate_id, participant, role, round_number, model, attempt, prompt_tokens, completion_tokens, "
-    "cached_prompt_tokens, reasoning_tokens, estimated, cost, reservation_id, record_time_ns"
+    "cached_prompt_tokens, reasoning_tokens, estimated, cost, reservation_id, record_time_ns, "
+    "cache_creation_prompt_tokens"
 )
 
 
@@ -170,7 +177,7 @@ def _row_from_db(r: tuple[Any, ...]) -> UsageRow:
         round_number=r[4],
         model=r[5],
         attempt=r[6],
-        usage=Usage(r[7], r[8], r[9], r[10]),
+        usage=Usage(r[7], r[8], r[9], r[10], cache_creation_prompt_tokens=r[15]),
         estimated=bool(r[11]),
         cost=Decimal(r[12]),
         reservation_id=r[13],
@@ -189,7 +196,20 @@ class SqliteLedgerStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Creates the schema, or brings an older ledger up to SCHEMA_VERSION (idempotent)."""
+        with self._transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            else:
+                for statement in MIGRATIONS[version - 1 :]:
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -225,7 +245,7 @@ class SqliteLedgerStore:
             u = row.usage
             stored = dataclasses.replace(row, record_time_ns=now)
             db.execute(
-                f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.request_id,
                     row.debate_id,
@@ -242,6 +262,7 @@ class SqliteLedgerStore:
                     format_amount(row.cost),
                     row.reservation_id,
                     now,
+                    u.cache_creation_prompt_tokens,
                 ),
             )
             return stored, False

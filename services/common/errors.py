@@ -20,7 +20,12 @@ class FieldViolation:
 
 
 class DomainError(Exception):
-    """Base of every error a servicer turns into a status. `code` is a grpc.StatusCode name."""
+    """Base of every error a servicer turns into a status. `code` is a grpc.StatusCode name.
+
+    `details` are extra protobuf messages for the status (a servicer adds them, e.g. the judge's
+    BilledCalls); `status_for` packs them after the ErrorInfo, and a client reads them back with
+    `grpc_errors.status_details`.
+    """
 
     code = "INTERNAL"
     reason = "INTERNAL"
@@ -31,6 +36,7 @@ class DomainError(Exception):
         if reason is not None:
             self.reason = reason
         self.metadata = dict(metadata or {})
+        self.details: list[Any] = []
 
 
 class InvalidArgument(DomainError):

@@ -33,6 +33,7 @@ def status_for(error: DomainError) -> status_pb2.Status:
                 ]
             )
         )
+    details.extend(error.details)
     packed = []
     for detail in details:
         any_detail = any_pb2.Any()
@@ -91,23 +92,28 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
         return replace_behavior(handler, lambda behavior: _guarded(method, behavior))
 
 
+def status_details(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[any_pb2.Any]:
+    """Client side: the packed details of a failed call's google.rpc.Status (none without one)."""
+    trailing: Any = error.trailing_metadata() or ()  # (key, value) pairs, whatever the stubs say
+    details: list[any_pb2.Any] = []
+    for key, value in trailing:
+        if key == STATUS_DETAILS_KEY:
+            details.extend(status_pb2.Status.FromString(value).details)
+    return details
+
+
 def error_details(
     error: grpc.aio.AioRpcError | grpc.RpcError,
 ) -> tuple[error_details_pb2.ErrorInfo | None, list[tuple[str, str]]]:
     """Client side: the ErrorInfo and field violations carried by a failed call."""
     info = None
     violations: list[tuple[str, str]] = []
-    trailing: Any = error.trailing_metadata() or ()  # (key, value) pairs, whatever the stubs say
-    for key, value in trailing:
-        if key != STATUS_DETAILS_KEY:
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                violations.extend((v.field, v.description) for v in bad.field_violations)
+    for detail in status_details(error):
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations.extend((v.field, v.description) for v in bad.field_violations)
     return info, violations

@@ -4,12 +4,15 @@ LiteLLM's `model_prices_and_context_window_backup.json` is read as plain JSON fr
 installed package (found with `importlib.util.find_spec`, never imported). Its float
 per-token prices become Decimals through their shortest repr (3e-06 -> 0.000003), so no
 binary float ever enters a sum. `prices.toml` (versioned) holds models the map lacks or
-prices differently, and the simulated models; it wins over the map.
+prices differently, and the simulated models; it wins over the map. Prices declared for an
+endpoint (`declared=`, from LLM_ENDPOINTS) win over both for the models under that prefix, with
+the source "declared-<endpoint>".
 
 Everything is loaded once into a dict of `ModelPrice`; a lookup is a dict hit.
 
 Cost of a usage (`services.common.usage.Usage`, token fields as in `debate.common.v1.TokenUsage`):
-  (prompt - cached) x input + cached x cached_input (input when the model has no cache price)
+  (prompt - cached - cache_creation) x input + cached x cached_input (input when the model has
+  no cache price) + cache_creation x cache_creation_input (input when none)
   + (completion - reasoning) x output + reasoning x reasoning (output when none).
 When a model has tiered prices ("input_cost_per_token_above_200k_tokens"), the highest tier
 whose threshold the prompt passes prices the whole call, as LiteLLM does.
@@ -22,6 +25,7 @@ import importlib.util
 import json
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -53,6 +57,8 @@ class Rates:
     output: Decimal
     cached_input: Decimal | None = None
     reasoning: Decimal | None = None
+    # Prompt tokens written to the provider's cache (Anthropic's cache_creation_input_tokens).
+    cache_creation_input: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,7 @@ class Cost:
     reasoning: Decimal
     total: Decimal
     price: ModelPrice = field(compare=False)
+    cache_creation_input: Decimal = ZERO
 
 
 class ModelNotPriced(NotFound):
@@ -111,7 +118,13 @@ def _litellm_price(name: str, entry: dict[str, Any], source: str) -> ModelPrice 
     inp, out = num("input_cost_per_token"), num("output_cost_per_token")
     if inp is None and out is None:
         return None
-    base = Rates(inp or ZERO, out or ZERO, num("cache_read_input_token_cost"), num("output_cost_per_reasoning_token"))
+    base = Rates(
+        inp or ZERO,
+        out or ZERO,
+        num("cache_read_input_token_cost"),
+        num("output_cost_per_reasoning_token"),
+        num("cache_creation_input_token_cost"),
+    )
     tiers = []
     for key in entry:
         match = _TIER_KEY.match(key)
@@ -129,13 +142,19 @@ def _litellm_price(name: str, entry: dict[str, Any], source: str) -> ModelPrice 
                     tier_out if tier_out is not None else base.output,
                     tier_cached if tier_cached is not None else base.cached_input,
                     base.reasoning,
+                    base.cache_creation_input,
                 ),
             )
         )
     return ModelPrice(name, base, source, tuple(sorted(tiers, key=lambda t: t[0])))
 
 
-def _project_rates(entry: dict[str, Any]) -> Rates:
+def rates_per_million(entry: Mapping[str, Any]) -> Rates:
+    """Rates from USD-per-million decimal strings: `input_per_million` and `output_per_million`,
+    and optionally `cached_input_per_million`, `reasoning_per_million` and
+    `cache_creation_input_per_million` (the form of prices.toml and of an endpoint's declared
+    price). Raises KeyError or decimal.InvalidOperation on a malformed entry."""
+
     def opt(key: str) -> Decimal | None:
         return _per_million(entry[key]) if entry.get(key) not in (None, "") else None
 
@@ -144,13 +163,25 @@ def _project_rates(entry: dict[str, Any]) -> Rates:
         _per_million(entry["output_per_million"]),
         opt("cached_input_per_million"),
         opt("reasoning_per_million"),
+        opt("cache_creation_input_per_million"),
     )
+
+
+def declared_source(endpoint: str) -> str:
+    """The price source of a price declared for an endpoint in LLM_ENDPOINTS."""
+    return f"declared-{endpoint}"
 
 
 class PriceBook:
     """Every known model's price, loaded once; `price(model)` is a dict hit."""
 
-    def __init__(self, litellm_file: Path | None = None, project_file: Path = PROJECT_PRICES):
+    def __init__(
+        self,
+        litellm_file: Path | None = None,
+        project_file: Path = PROJECT_PRICES,
+        declared: Mapping[str, Rates] | None = None,
+    ):
+        """`declared`: rates by endpoint name, for the models named `<endpoint>/...` (they win)."""
         project = tomllib.loads(project_file.read_text())
         self.project_version = str(project["version"])
         project_source = f"project-prices-{self.project_version}"
@@ -171,10 +202,14 @@ class PriceBook:
                 self._prices[name] = price
         del raw
         for name, entry in project.get("models", {}).items():
-            self._prices[name] = ModelPrice(name, _project_rates(entry), project_source)
+            self._prices[name] = ModelPrice(name, rates_per_million(entry), project_source)
         self._aliases: set[str] = set()
+        self._declared = tuple(
+            (f"{endpoint}/", ModelPrice(f"{endpoint}/*", rates, declared_source(endpoint)))
+            for endpoint, rates in (declared or {}).items()
+        )
         self._prefixes = tuple(
-            (prefix, ModelPrice(prefix + "*", _project_rates(entry), project_source))
+            (prefix, ModelPrice(prefix + "*", rates_per_million(entry), project_source))
             for prefix, entry in project.get("prefixes", {}).items()
         )
 
@@ -184,6 +219,9 @@ class PriceBook:
     def find(self, model: str) -> ModelPrice | None:
         """The price of a model as LiteLLM names it: the full name first ("deepseek/deepseek-chat"),
         then without its provider prefix ("anthropic/claude-3-opus-20240229" -> "claude-3-opus-20240229")."""
+        for prefix, declared in self._declared:
+            if model.startswith(prefix):
+                return ModelPrice(model, declared.rates, declared.source)
         price = self._prices.get(model)
         if price is not None:
             return price
@@ -217,13 +255,16 @@ class PriceBook:
 def cost_of(price: ModelPrice, usage: Usage) -> Cost:
     rates = price.rates_for(usage.prompt_tokens)
     cached_rate = rates.input if rates.cached_input is None else rates.cached_input
+    write_rate = rates.input if rates.cache_creation_input is None else rates.cache_creation_input
     reasoning_rate = rates.output if rates.reasoning is None else rates.reasoning
-    input_cost = mul(usage.prompt_tokens - usage.cached_prompt_tokens, rates.input)
+    uncached = usage.prompt_tokens - usage.cached_prompt_tokens - usage.cache_creation_prompt_tokens
+    input_cost = mul(uncached, rates.input)
     cached_cost = mul(usage.cached_prompt_tokens, cached_rate)
+    write_cost = mul(usage.cache_creation_prompt_tokens, write_rate)
     output_cost = mul(usage.completion_tokens - usage.reasoning_tokens, rates.output)
     reasoning_cost = mul(usage.reasoning_tokens, reasoning_rate)
-    total = exact_sum((input_cost, cached_cost, output_cost, reasoning_cost))
-    return Cost(input_cost, cached_cost, output_cost, reasoning_cost, total, price)
+    total = exact_sum((input_cost, cached_cost, write_cost, output_cost, reasoning_cost))
+    return Cost(input_cost, cached_cost, output_cost, reasoning_cost, total, price, write_cost)
 
 
 def per_million(rate: Decimal | None) -> str:

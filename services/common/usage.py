@@ -1,9 +1,11 @@
 """Token usage: the one domain type, and its one conversion to and from the wire.
 
 `Usage` is what a model call consumed. The LLM layer reports it, pricing prices it, the
-judge and the ledger add it up. `cached_prompt_tokens` is part of `prompt_tokens` and
-`reasoning_tokens` part of `completion_tokens`, as in `debate.common.v1.TokenUsage`;
-`estimated` is True when our tokenizer counted it because the provider reported nothing.
+judge and the ledger add it up. `cached_prompt_tokens` (cache reads) and
+`cache_creation_prompt_tokens` (cache writes) are parts of `prompt_tokens`, and
+`reasoning_tokens` part of `completion_tokens`, as in `debate.common.v1.TokenUsage`, whatever
+the provider's own convention (the LLM layer normalises at its edge); `estimated` is True when
+our tokenizer counted some of it or the provider's figures could not be reconciled.
 
 On the wire a usage is a `common_pb2.TokenUsage`, whose `total_tokens` is prompt plus
 completion. `usage_to_proto` and `usage_from_proto` are the only converters;
@@ -27,8 +29,10 @@ class Usage:
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
     reasoning_tokens: int = 0
-    # True when counted with our tokenizer because the provider reported nothing.
+    # True when counted with our tokenizer (no usage reported, or the call was cut), or when
+    # the provider's figures could not be reconciled.
     estimated: bool = False
+    cache_creation_prompt_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -42,6 +46,7 @@ class Usage:
             cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             estimated=self.estimated or other.estimated,
+            cache_creation_prompt_tokens=self.cache_creation_prompt_tokens + other.cache_creation_prompt_tokens,
         )
 
 
@@ -55,6 +60,7 @@ def usage_to_proto(usage: Usage, *, estimated: bool | None = None) -> common_pb2
         reasoning_tokens=usage.reasoning_tokens,
         total_tokens=usage.total_tokens,
         estimated=usage.estimated if estimated is None else estimated,
+        cache_creation_prompt_tokens=usage.cache_creation_prompt_tokens,
     )
 
 
@@ -67,6 +73,7 @@ def usage_from_proto(pb: common_pb2.TokenUsage) -> Usage:
         cached_prompt_tokens=pb.cached_prompt_tokens,
         reasoning_tokens=pb.reasoning_tokens,
         estimated=pb.estimated,
+        cache_creation_prompt_tokens=pb.cache_creation_prompt_tokens,
     )
 
 
@@ -77,5 +84,6 @@ def add_token_usage(total: common_pb2.TokenUsage, usage: common_pb2.TokenUsage) 
     total.completion_tokens += usage.completion_tokens
     total.cached_prompt_tokens += usage.cached_prompt_tokens
     total.reasoning_tokens += usage.reasoning_tokens
+    total.cache_creation_prompt_tokens += usage.cache_creation_prompt_tokens
     total.total_tokens += usage.total_tokens
     total.estimated = total.estimated or usage.estimated

@@ -26,51 +26,51 @@ from debate.common.v1 import common_pb2 as debate_dot_common_dot_v1_dot_common__
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%debate/accounting/v1/accounting.proto\x12\x14\x64\x65\x62\x61te.accounting.v1\x1a\x1d\x64\x65\x62\x61te/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x12\x43ountTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12/\n\x08messages\x18\x03 \x03(\x0b\x32\x1d.debate.common.v1.ChatMessage\"k\n\x13\x43ountTokensResponse\x12\x0e\n\x06tokens\x18\x01 \x01(\x03\x12\x31\n\x06method\x18\x02 \x01(\x0e\x32!.debate.accounting.v1.CountMethod\x12\x11\n\ttokenizer\x18\x03 \x01(\t\"\xa3\x01\n\nModelPrice\x12\r\n\x05model\x18\x01 \x01(\t\x12\x19\n\x11input_per_million\x18\x02 \x01(\t\x12\x1a\n\x12output_per_million\x18\x03 \x01(\t\x12 \n\x18\x63\x61\x63hed_input_per_million\x18\x04 \x01(\t\x12\x1d\n\x15reasoning_per_million\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\"R\n\x14\x43\x61lculateCostRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12+\n\x05usage\x18\x02 \x01(\x0b\x32\x1c.debate.common.v1.TokenUsage\"\xaf\x02\n\x15\x43\x61lculateCostResponse\x12%\n\x04\x63ost\x18\x01 \x01(\x0b\x32\x17.debate.common.v1.Money\x12+\n\ninput_cost\x18\x02 \x01(\x0b\x32\x17.debate.common.v1.Money\x12\x32\n\x11\x63\x61\x63hed_input_cost\x18\x03 \x01(\x0b\x32\x17.debate.common.v1.Money\x12,\n\x0boutput_cost\x18\x04 \x01(\x0b\x32\x17.debate.common.v1.Money\x12/\n\x0ereasoning_cost\x18\x05 \x01(\x0b\x32\x17.debate.common.v1.Money\x12/\n\x05price\x18\x06 \x01(\x0b\x32 .debate.accounting.v1.ModelPrice\"\xaa\x02\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tdebate_id\x18\x02 \x01(\t\x12\x13\n\x0bparticipant\x18\x03 \x01(\t\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.debate.common.v1.Role\x12\x14\n\x0cround_number\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12+\n\x05usage\x18\x08 \x01(\x0b\x32\x1c.debate.common.v1.TokenUsage\x12%\n\x04\x63ost\x18\t \x01(\x0b\x32\x17.debate.common.v1.Money\x12/\n\x0brecord_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf1\x01\n\x12RecordUsageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tdebate_id\x18\x02 \x01(\t\x12\x13\n\x0bparticipant\x18\x03 \x01(\t\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.debate.common.v1.Role\x12\x14\n\x0cround_number\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12+\n\x05usage\x18\x08 \x01(\x0b\x32\x1c.debate.common.v1.TokenUsage\x12\x16\n\x0ereservation_id\x18\t \x01(\t\"[\n\x13RecordUsageResponse\x12\x31\n\x06record\x18\x01 \x01(\x0b\x32!.debate.accounting.v1.UsageRecord\x12\x11\n\tduplicate\x18\x02 \x01(\x08\")\n\x14GetDebateCostRequest\x12\x11\n\tdebate_id\x18\x01 \x01(\t\"C\n\x15GetDebateCostResponse\x12*\n\x04\x63ost\x18\x01 \x01(\x0b\x32\x1c.debate.common.v1.DebateCost\"Q\n\x16SetDebateBudgetRequest\x12\x11\n\tdebate_id\x18\x01 \x01(\t\x12$\n\x03\x63\x61p\x18\x02 \x01(\x0b\x32\x17.debate.common.v1.Money\"I\n\x17SetDebateBudgetResponse\x12.\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1e.debate.common.v1.BudgetStatus\"\x86\x01\n\x14ReserveBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x11\n\tdebate_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x03\x12\x1d\n\x15max_completion_tokens\x18\x05 \x01(\x03\"\xad\x01\n\x15ReserveBudgetResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\'\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x17.debate.common.v1.Money\x12*\n\tremaining\x18\x03 \x01(\x0b\x32\x17.debate.common.v1.Money\x12.\n\x06\x62udget\x18\x04 \x01(\x0b\x32\x1e.debate.common.v1.BudgetStatus\".\n\x14ReleaseBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"G\n\x15ReleaseBudgetResponse\x12.\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1e.debate.common.v1.BudgetStatus\"o\n\x19\x45stimateDebateCostRequest\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.debate.common.v1.DebateConfig\x12\"\n\x1a\x65xpected_completion_tokens\x18\x02 \x01(\x05\"\x90\x02\n\x1a\x45stimateDebateCostResponse\x12)\n\x08\x65xpected\x18\x01 \x01(\x0b\x32\x17.debate.common.v1.Money\x12+\n\nworst_case\x18\x02 \x01(\x0b\x32\x17.debate.common.v1.Money\x12\x34\n\x0e\x65xpected_usage\x18\x03 \x01(\x0b\x32\x1c.debate.common.v1.TokenUsage\x12\x36\n\x10worst_case_usage\x18\x04 \x01(\x0b\x32\x1c.debate.common.v1.TokenUsage\x12,\n\x08\x62y_model\x18\x05 \x03(\x0b\x32\x1a.debate.common.v1.CostLine*^\n\x0b\x43ountMethod\x12\x1c\n\x18\x43OUNT_METHOD_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OUNT_METHOD_EXACT\x10\x01\x12\x19\n\x15\x43OUNT_METHOD_ESTIMATE\x10\x02\x32\xec\x06\n\x11\x41\x63\x63ountingService\x12\x62\n\x0b\x43ountTokens\x12(.debate.accounting.v1.CountTokensRequest\x1a).debate.accounting.v1.CountTokensResponse\x12h\n\rCalculateCost\x12*.debate.accounting.v1.CalculateCostRequest\x1a+.debate.accounting.v1.CalculateCostResponse\x12\x62\n\x0bRecordUsage\x12(.debate.accounting.v1.RecordUsageRequest\x1a).debate.accounting.v1.RecordUsageResponse\x12h\n\rGetDebateCost\x12*.debate.accounting.v1.GetDebateCostRequest\x1a+.debate.accounting.v1.GetDebateCostResponse\x12n\n\x0fSetDebateBudget\x12,.debate.accounting.v1.SetDebateBudgetRequest\x1a-.debate.accounting.v1.SetDebateBudgetResponse\x12h\n\rReserveBudget\x12*.debate.accounting.v1.ReserveBudgetRequest\x1a+.debate.accounting.v1.ReserveBudgetResponse\x12h\n\rReleaseBudget\x12*.debate.accounting.v1.ReleaseBudgetRequest\x1a+.debate.accounting.v1.ReleaseBudgetResponse\x12w\n\x12\x45stimateDebateCost\x12/.debate.accounting.v1.EstimateDebateCostRequest\x1a\x30.debate.accounting.v1.EstimateDebateCostResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%debate/accounting/v1/accounting.proto\x12\x14\x64\x65\x62\x61te.accounting.v1\x1a\x1d\x64\x65\x62\x61te/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x12\x43ountTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12/\n\x08messages\x18\x03 \x03(\x0b\x32\x1d.debate.common.v1.ChatMessage\"k\n\x13\x43ountTokensResponse\x12\x0e\n\x06tokens\x18\x01 \x01(\x03\x12\x31\n\x06method\x18\x02 \x01(\x0e\x32!.debate.accounting.v1.CountMethod\x12\x11\n\ttokenizer\x18\x03 \x01(\t\"\xcd\x01\n\nModelPrice\x12\r\n\x05model\x18\x01 \x01(\t\x12\x19\n\x11input_per_million\x18\x02 \x01(\t\x12\x1a\n\x12output_per_million\x18\x03 \x01(\t\x12 \n\x18\x63\x61\x63hed_input_per_million\x18\x04 \x01(\t\x12\x1d\n\x15reasoning_per_million\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12(\n cache_creation_input_per_million\x18\x07 \x01(\t\"R\n\x14\x43\x61lculateCostRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12+\n\x05usage\x18\x02 \x01(\x0b\x32\x1c.debate.common.v1.TokenUsage\"\xeb\x02\n\x15\x43\x61lculateCostResponse\x12%\n\x04\x63ost\x18\x01 \x01(\x0b\x32\x17.debate.common.v1.Money\x12+\n\ninput_cost\x18\x02 \x01(\x0b\x32\x17.debate.common.v1.Money\x12\x32\n\x11\x63\x61\x63hed_input_cost\x18\x03 \x01(\x0b\x32\x17.debate.common.v1.Money\x12,\n\x0boutput_cost\x18\x04 \x01(\x0b\x32\x17.debate.common.v1.Money\x12/\n\x0ereasoning_cost\x18\x05 \x01(\x0b\x32\x17.debate.common.v1.Money\x12/\n\x05price\x18\x06 \x01(\x0b\x32 .debate.accounting.v1.ModelPrice\x12:\n\x19\x63\x61\x63he_creation_input_cost\x18\x07 \x01(\x0b\x32\x17.debate.common.v1.Money\"\xaa\x02\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tdebate_id\x18\x02 \x01(\t\x12\x13\n\x0bparticipant\x18\x03 \x01(\t\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.debate.common.v1.Role\x12\x14\n\x0cround_number\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12+\n\x05usage\x18\x08 \x01(\x0b\x32\x1c.debate.common.v1.TokenUsage\x12%\n\x04\x63ost\x18\t \x01(\x0b\x32\x17.debate.common.v1.Money\x12/\n\x0brecord_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf1\x01\n\x12RecordUsageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tdebate_id\x18\x02 \x01(\t\x12\x13\n\x0bparticipant\x18\x03 \x01(\t\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.debate.common.v1.Role\x12\x14\n\x0cround_number\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12+\n\x05usage\x18\x08 \x01(\x0b\x32\x1c.debate.common.v1.TokenUsage\x12\x16\n\x0ereservation_id\x18\t \x01(\t\"[\n\x13RecordUsageResponse\x12\x31\n\x06record\x18\x01 \x01(\x0b\x32!.debate.accounting.v1.UsageRecord\x12\x11\n\tduplicate\x18\x02 \x01(\x08\")\n\x14GetDebateCostRequest\x12\x11\n\tdebate_id\x18\x01 \x01(\t\"C\n\x15GetDebateCostResponse\x12*\n\x04\x63ost\x18\x01 \x01(\x0b\x32\x1c.debate.common.v1.DebateCost\"Q\n\x16SetDebateBudgetRequest\x12\x11\n\tdebate_id\x18\x01 \x01(\t\x12$\n\x03\x63\x61p\x18\x02 \x01(\x0b\x32\x17.debate.common.v1.Money\"I\n\x17SetDebateBudgetResponse\x12.\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1e.debate.common.v1.BudgetStatus\"\x86\x01\n\x14ReserveBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x11\n\tdebate_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x03\x12\x1d\n\x15max_completion_tokens\x18\x05 \x01(\x03\"\xad\x01\n\x15ReserveBudgetResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\'\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x17.debate.common.v1.Money\x12*\n\tremaining\x18\x03 \x01(\x0b\x32\x17.debate.common.v1.Money\x12.\n\x06\x62udget\x18\x04 \x01(\x0b\x32\x1e.debate.common.v1.BudgetStatus\".\n\x14ReleaseBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"G\n\x15ReleaseBudgetResponse\x12.\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1e.debate.common.v1.BudgetStatus\"o\n\x19\x45stimateDebateCostRequest\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.debate.common.v1.DebateConfig\x12\"\n\x1a\x65xpected_completion_tokens\x18\x02 \x01(\x05\"\x90\x02\n\x1a\x45stimateDebateCostResponse\x12)\n\x08\x65xpected\x18\x01 \x01(\x0b\x32\x17.debate.common.v1.Money\x12+\n\nworst_case\x18\x02 \x01(\x0b\x32\x17.debate.common.v1.Money\x12\x34\n\x0e\x65xpected_usage\x18\x03 \x01(\x0b\x32\x1c.debate.common.v1.TokenUsage\x12\x36\n\x10worst_case_usage\x18\x04 \x01(\x0b\x32\x1c.debate.common.v1.TokenUsage\x12,\n\x08\x62y_model\x18\x05 \x03(\x0b\x32\x1a.debate.common.v1.CostLine*^\n\x0b\x43ountMethod\x12\x1c\n\x18\x43OUNT_METHOD_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OUNT_METHOD_EXACT\x10\x01\x12\x19\n\x15\x43OUNT_METHOD_ESTIMATE\x10\x02\x32\xec\x06\n\x11\x41\x63\x63ountingService\x12\x62\n\x0b\x43ountTokens\x12(.debate.accounting.v1.CountTokensRequest\x1a).debate.accounting.v1.CountTokensResponse\x12h\n\rCalculateCost\x12*.debate.accounting.v1.CalculateCostRequest\x1a+.debate.accounting.v1.CalculateCostResponse\x12\x62\n\x0bRecordUsage\x12(.debate.accounting.v1.RecordUsageRequest\x1a).debate.accounting.v1.RecordUsageResponse\x12h\n\rGetDebateCost\x12*.debate.accounting.v1.GetDebateCostRequest\x1a+.debate.accounting.v1.GetDebateCostResponse\x12n\n\x0fSetDebateBudget\x12,.debate.accounting.v1.SetDebateBudgetRequest\x1a-.debate.accounting.v1.SetDebateBudgetResponse\x12h\n\rReserveBudget\x12*.debate.accounting.v1.ReserveBudgetRequest\x1a+.debate.accounting.v1.ReserveBudgetResponse\x12h\n\rReleaseBudget\x12*.debate.accounting.v1.ReleaseBudgetRequest\x1a+.debate.accounting.v1.ReleaseBudgetResponse\x12w\n\x12\x45stimateDebateCost\x12/.debate.accounting.v1.EstimateDebateCostRequest\x1a\x30.debate.accounting.v1.EstimateDebateCostResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'debate.accounting.v1.accounting_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COUNTMETHOD']._serialized_start=2622
-  _globals['_COUNTMETHOD']._serialized_end=2716
+  _globals['_COUNTMETHOD']._serialized_start=2724
+  _globals['_COUNTMETHOD']._serialized_end=2818
   _globals['_COUNTTOKENSREQUEST']._serialized_start=127
   _globals['_COUNTTOKENSREQUEST']._serialized_end=225
   _globals['_COUNTTOKENSRESPONSE']._serialized_start=227
   _globals['_COUNTTOKENSRESPONSE']._serialized_end=334
   _globals['_MODELPRICE']._serialized_start=337
-  _globals['_MODELPRICE']._serialized_end=500
-  _globals['_CALCULATECOSTREQUEST']._serialized_start=502
-  _globals['_CALCULATECOSTREQUEST']._serialized_end=584
-  _globals['_CALCULATECOSTRESPONSE']._serialized_start=587
-  _globals['_CALCULATECOSTRESPONSE']._serialized_end=890
-  _globals['_USAGERECORD']._serialized_start=893
-  _globals['_USAGERECORD']._serialized_end=1191
-  _globals['_RECORDUSAGEREQUEST']._serialized_start=1194
-  _globals['_RECORDUSAGEREQUEST']._serialized_end=1435
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=1437
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=1528
-  _globals['_GETDEBATECOSTREQUEST']._serialized_start=1530
-  _globals['_GETDEBATECOSTREQUEST']._serialized_end=1571
-  _globals['_GETDEBATECOSTRESPONSE']._serialized_start=1573
-  _globals['_GETDEBATECOSTRESPONSE']._serialized_end=1640
-  _globals['_SETDEBATEBUDGETREQUEST']._serialized_start=1642
-  _globals['_SETDEBATEBUDGETREQUEST']._serialized_end=1723
-  _globals['_SETDEBATEBUDGETRESPONSE']._serialized_start=1725
-  _globals['_SETDEBATEBUDGETRESPONSE']._serialized_end=1798
-  _globals['_RESERVEBUDGETREQUEST']._serialized_start=1801
-  _globals['_RESERVEBUDGETREQUEST']._serialized_end=1935
-  _globals['_RESERVEBUDGETRESPONSE']._serialized_start=1938
-  _globals['_RESERVEBUDGETRESPONSE']._serialized_end=2111
-  _globals['_RELEASEBUDGETREQUEST']._serialized_start=2113
-  _globals['_RELEASEBUDGETREQUEST']._serialized_end=2159
-  _globals['_RELEASEBUDGETRESPONSE']._serialized_start=2161
-  _globals['_RELEASEBUDGETRESPONSE']._serialized_end=2232
-  _globals['_ESTIMATEDEBATECOSTREQUEST']._serialized_start=2234
-  _globals['_ESTIMATEDEBATECOSTREQUEST']._serialized_end=2345
-  _globals['_ESTIMATEDEBATECOSTRESPONSE']._serialized_start=2348
-  _globals['_ESTIMATEDEBATECOSTRESPONSE']._serialized_end=2620
-  _globals['_ACCOUNTINGSERVICE']._serialized_start=2719
-  _globals['_ACCOUNTINGSERVICE']._serialized_end=3595
+  _globals['_MODELPRICE']._serialized_end=542
+  _globals['_CALCULATECOSTREQUEST']._serialized_start=544
+  _globals['_CALCULATECOSTREQUEST']._serialized_end=626
+  _globals['_CALCULATECOSTRESPONSE']._serialized_start=629
+  _globals['_CALCULATECOSTRESPONSE']._serialized_end=992
+  _globals['_USAGERECORD']._serialized_start=995
+  _globals['_USAGERECORD']._serialized_end=1293
+  _globals['_RECORDUSAGEREQUEST']._serialized_start=1296
+  _globals['_RECORDUSAGEREQUEST']._serialized_end=1537
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=1539
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=1630
+  _globals['_GETDEBATECOSTREQUEST']._serialized_start=1632
+  _globals['_GETDEBATECOSTREQUEST']._serialized_end=1673
+  _globals['_GETDEBATECOSTRESPONSE']._serialized_start=1675
+  _globals['_GETDEBATECOSTRESPONSE']._serialized_end=1742
+  _globals['_SETDEBATEBUDGETREQUEST']._serialized_start=1744
+  _globals['_SETDEBATEBUDGETREQUEST']._serialized_end=1825
+  _globals['_SETDEBATEBUDGETRESPONSE']._serialized_start=1827
+  _globals['_SETDEBATEBUDGETRESPONSE']._serialized_end=1900
+  _globals['_RESERVEBUDGETREQUEST']._serialized_start=1903
+  _globals['_RESERVEBUDGETREQUEST']._serialized_end=2037
+  _globals['_RESERVEBUDGETRESPONSE']._serialized_start=2040
+  _globals['_RESERVEBUDGETRESPONSE']._serialized_end=2213
+  _globals['_RELEASEBUDGETREQUEST']._serialized_start=2215
+  _globals['_RELEASEBUDGETREQUEST']._serialized_end=2261
+  _globals['_RELEASEBUDGETRESPONSE']._serialized_start=2263
+  _globals['_RELEASEBUDGETRESPONSE']._serialized_end=2334
+  _globals['_ESTIMATEDEBATECOSTREQUEST']._serialized_start=2336
+  _globals['_ESTIMATEDEBATECOSTREQUEST']._serialized_end=2447
+  _globals['_ESTIMATEDEBATECOSTRESPONSE']._serialized_start=2450
+  _globals['_ESTIMATEDEBATECOSTRESPONSE']._serialized_end=2722
+  _globals['_ACCOUNTINGSERVICE']._serialized_start=2821
+  _globals['_ACCOUNTINGSERVICE']._serialized_end=3697
 # @@protoc_insertion_point(module_scope)

@@ -108,6 +108,7 @@ class ModelPrice(_message.Message):
     CACHED_INPUT_PER_MILLION_FIELD_NUMBER: _builtins.int
     REASONING_PER_MILLION_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_INPUT_PER_MILLION_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     input_per_million: _builtins.str
     output_per_million: _builtins.str
@@ -115,7 +116,11 @@ class ModelPrice(_message.Message):
     """Empty when the model has no separate price."""
     reasoning_per_million: _builtins.str
     source: _builtins.str
-    """"litellm-<version>" or "project-prices-<version>"."""
+    """"litellm-<version>", "project-prices-<version>" or "declared-<endpoint>" (a price
+    declared for an endpoint in LLM_ENDPOINTS; the cost is then as declared).
+    """
+    cache_creation_input_per_million: _builtins.str
+    """Price of prompt tokens written to the provider's cache; empty when the model has none."""
     def __init__(
         self,
         *,
@@ -125,10 +130,11 @@ class ModelPrice(_message.Message):
         cached_input_per_million: _builtins.str = ...,
         reasoning_per_million: _builtins.str = ...,
         source: _builtins.str = ...,
+        cache_creation_input_per_million: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_per_million", b"cached_input_per_million", "input_per_million", b"input_per_million", "model", b"model", "output_per_million", b"output_per_million", "reasoning_per_million", b"reasoning_per_million", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_creation_input_per_million", b"cache_creation_input_per_million", "cached_input_per_million", b"cached_input_per_million", "input_per_million", b"input_per_million", "model", b"model", "output_per_million", b"output_per_million", "reasoning_per_million", b"reasoning_per_million", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -167,6 +173,7 @@ class CalculateCostResponse(_message.Message):
     OUTPUT_COST_FIELD_NUMBER: _builtins.int
     REASONING_COST_FIELD_NUMBER: _builtins.int
     PRICE_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_INPUT_COST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def cost(self) -> _common_pb2.Money: ...
     @_builtins.property
@@ -179,6 +186,8 @@ class CalculateCostResponse(_message.Message):
     def reasoning_cost(self) -> _common_pb2.Money: ...
     @_builtins.property
     def price(self) -> Global___ModelPrice: ...
+    @_builtins.property
+    def cache_creation_input_cost(self) -> _common_pb2.Money: ...
     def __init__(
         self,
         *,
@@ -188,10 +197,11 @@ class CalculateCostResponse(_message.Message):
         output_cost: _common_pb2.Money | None = ...,
         reasoning_cost: _common_pb2.Money | None = ...,
         price: Global___ModelPrice | None = ...,
+        cache_creation_input_cost: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cached_input_cost", b"cached_input_cost", "cost", b"cost", "input_cost", b"input_cost", "output_cost", b"output_cost", "price", b"price", "reasoning_cost", b"reasoning_cost"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache_creation_input_cost", b"cache_creation_input_cost", "cached_input_cost", b"cached_input_cost", "cost", b"cost", "input_cost", b"input_cost", "output_cost", b"output_cost", "price", b"price", "reasoning_cost", b"reasoning_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_cost", b"cached_input_cost", "cost", b"cost", "input_cost", b"input_cost", "output_cost", b"output_cost", "price", b"price", "reasoning_cost", b"reasoning_cost"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_creation_input_cost", b"cache_creation_input_cost", "cached_input_cost", b"cached_input_cost", "cost", b"cost", "input_cost", b"input_cost", "output_cost", b"output_cost", "price", b"price", "reasoning_cost", b"reasoning_cost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

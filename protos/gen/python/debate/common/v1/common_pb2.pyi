@@ -129,6 +129,7 @@ class TokenUsage(_message.Message):
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
     ESTIMATED_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     completion_tokens: _builtins.int
     cached_prompt_tokens: _builtins.int
@@ -137,7 +138,13 @@ class TokenUsage(_message.Message):
     """Part of completion_tokens spent on hidden reasoning."""
     total_tokens: _builtins.int
     estimated: _builtins.bool
-    """True when the provider reported no usage and we counted with our tokenizer."""
+    """True when our tokenizer counted some of it (the provider reported no usage, or the call
+    was cut before its end), or when the provider's figures could not be reconciled.
+    """
+    cache_creation_prompt_tokens: _builtins.int
+    """Part of prompt_tokens written to the provider's prompt cache (Anthropic's
+    cache_creation_input_tokens), priced at the cache-write rate where the price data has one.
+    """
     def __init__(
         self,
         *,
@@ -147,10 +154,11 @@ class TokenUsage(_message.Message):
         reasoning_tokens: _builtins.int = ...,
         total_tokens: _builtins.int = ...,
         estimated: _builtins.bool = ...,
+        cache_creation_prompt_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "estimated", b"estimated", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_creation_prompt_tokens", b"cache_creation_prompt_tokens", "cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "estimated", b"estimated", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -527,12 +535,20 @@ class JudgeCall(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SIMULATED_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     attempts: _builtins.int
     """How many answers it took to get valid structured output (1 = first try)."""
     request_id: _builtins.str
     """Idempotency key under which this call's usage is recorded."""
     simulated: _builtins.bool
+    attempt: _builtins.int
+    """This call's place among the answers of its (model, ordering) ballot: 1 for the first
+    answer, 2 and more for repairs. 0 in messages written before the field existed.
+    """
+    accepted: _builtins.bool
+    """True when this call's answer was valid and counted in the scores."""
     @_builtins.property
     def ordering(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The order in which debaters were shown."""
@@ -548,10 +564,12 @@ class JudgeCall(_message.Message):
         attempts: _builtins.int = ...,
         request_id: _builtins.str = ...,
         simulated: _builtins.bool = ...,
+        attempt: _builtins.int = ...,
+        accepted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "model", b"model", "ordering", b"ordering", "request_id", b"request_id", "simulated", b"simulated", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "attempt", b"attempt", "attempts", b"attempts", "model", b"model", "ordering", b"ordering", "request_id", b"request_id", "simulated", b"simulated", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -697,10 +715,15 @@ class CostLine(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
     CALLS_FIELD_NUMBER: _builtins.int
+    PRICE_SOURCE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The participant name, role name, round number or model this line sums."""
     calls: _builtins.int
     """Number of ledger rows summed."""
+    price_source: _builtins.str
+    """Where the price came from, on by_model lines: "litellm-<version>",
+    "project-prices-<version>" or "declared-<endpoint>" (a price set in LLM_ENDPOINTS).
+    """
     @_builtins.property
     def usage(self) -> Global___TokenUsage: ...
     @_builtins.property
@@ -712,10 +735,11 @@ class CostLine(_message.Message):
         usage: Global___TokenUsage | None = ...,
         cost: Global___Money | None = ...,
         calls: _builtins.int = ...,
+        price_source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "cost", b"cost", "key", b"key", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "cost", b"cost", "key", b"key", "price_source", b"price_source", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

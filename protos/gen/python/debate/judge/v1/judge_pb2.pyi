@@ -223,3 +223,29 @@ class RenderVerdictResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RenderVerdictResponse: _TypeAlias = RenderVerdictResponse  # noqa: Y015
+
+@_typing.final
+class BilledCalls(_message.Message):
+    """Attached as a google.rpc.Status detail to a failed EvaluateRound or RenderVerdict: every
+    provider call the request made before it failed (repairs, refused answers and calls cut
+    short included), each with the usage the provider billed and its own idempotency key, so
+    the caller can record them although the request produced no scores.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.JudgeCall]: ...
+    def __init__(
+        self,
+        *,
+        calls: _abc.Iterable[_common_pb2.JudgeCall] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BilledCalls: _TypeAlias = BilledCalls  # noqa: Y015
