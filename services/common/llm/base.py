@@ -1,8 +1,14 @@
 """The one small interface through which the orchestrator and the judge reach models.
 
     async for event in llm.stream(CompletionRequest(model="sim/debater", messages=[...])):
-        if isinstance(event, TextDelta): ...      # zero or more, in order
+        if isinstance(event, TextDelta): ...      # zero or more, in order: the answer
+        elif isinstance(event, ReasoningDelta): ... # zero or more: reasoning text, never the answer
         elif isinstance(event, Completion): ...   # exactly one, last: usage and finish reason
+
+Reasoning text (DeepSeek's and vLLM's `reasoning_content`, Anthropic's thinking blocks) is
+kept apart from the answer: a debater's speech, the transcript the next debater sees and the
+judge's input are made of TextDelta only. It is still billed, so a consumer that settles a
+call cut short counts it (see `LLMError.billed`).
 
 Failures are typed `LLMError`s (subclasses of the domain errors, so a servicer maps them to a
 gRPC status without knowing about models). Domain code never sees LiteLLM or httpx.
@@ -49,6 +55,13 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Reasoning text streamed before or beside the answer: billed, never part of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     """The last event of a stream."""
 
@@ -58,7 +71,7 @@ class Completion:
     simulated: bool = False
 
 
-StreamEvent = TextDelta | Completion
+StreamEvent = TextDelta | ReasoningDelta | Completion
 
 
 class LLMClient(Protocol):
@@ -66,16 +79,31 @@ class LLMClient(Protocol):
 
 
 class LLMError(DomainError):
-    """A model call failed. `partial_text` is what streamed before the failure (void)."""
+    """A model call failed. `partial_text` and `partial_reasoning` are what streamed before the
+    failure (void as speech, but billed). `billed` is True when the provider had accepted the
+    call (answered 200) before it failed: it bills at least the prompt, so the caller records
+    an estimate of the call rather than dropping it."""
 
     code = "UNAVAILABLE"
     reason = "LLM_ERROR"
 
-    def __init__(self, message: str, *, model: str = "", partial_text: str = "", retryable: bool = False, **kwargs):
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        partial_text: str = "",
+        retryable: bool = False,
+        partial_reasoning: str = "",
+        billed: bool = False,
+        **kwargs,
+    ):
         super().__init__(message, **kwargs)
         self.model = model
         self.partial_text = partial_text
+        self.partial_reasoning = partial_reasoning
         self.retryable = retryable
+        self.billed = billed or bool(partial_text or partial_reasoning)
 
 
 class ModelNotAllowed(LLMError):
@@ -124,19 +152,27 @@ class CollectedCompletion:
     text: str
     completion: Completion
     deltas: list[str] = field(default_factory=list)
+    reasoning: str = ""
 
 
 async def collect(llm: LLMClient, request: CompletionRequest) -> CollectedCompletion:
-    """Reads a whole stream: its text and final Completion (for callers that need no deltas)."""
+    """Reads a whole stream: its answer text, its reasoning text apart, and its final Completion
+    (for callers that need no deltas). Raises the stream's LLMError."""
     parts: list[str] = []
+    reasoning: list[str] = []
     completion: Completion | None = None
     async for event in llm.stream(request):
         if isinstance(event, TextDelta):
             parts.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            reasoning.append(event.text)
         else:
             completion = event
     if completion is None:
         raise ProviderError(
-            f"stream for {request.model} ended without a completion", model=request.model, partial_text="".join(parts)
+            f"stream for {request.model} ended without a completion",
+            model=request.model,
+            partial_text="".join(parts),
+            partial_reasoning="".join(reasoning),
         )
-    return CollectedCompletion("".join(parts), completion, parts)
+    return CollectedCompletion("".join(parts), completion, parts, "".join(reasoning))
