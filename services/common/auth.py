@@ -24,6 +24,16 @@ refused, never the tenant "default").
 Service-to-service calls carry the calling service's own key (`SERVICE_API_KEY`), added by
 `services.common.channels.open_channel` as call metadata; give that key an entry in the
 called services' `API_KEYS` (for example `API_KEYS="<user key>=alice,<service key>=suite"`).
+
+Internal services. `INTERNAL_CALLERS` (ServiceSettings.internal_callers; comma-separated
+tenant names; empty: off) limits a service to the tenants it names: any other authenticated
+caller gets PERMISSION_DENIED (reason INTERNAL_SERVICE) on every method but health and
+reflection. The judge and accounting default to `suite` (SERVICE_TENANT), the tenant that
+the suite's service key belongs to: none of their methods serves a tenant (tenants reach
+costs and verdicts through the orchestrator, which checks that they own the debate). A
+service with internal callers refuses to start when a named caller has no key in `API_KEYS`,
+or with TRUSTED_TENANT_HEADER (a header could name an internal caller). Without API keys
+there is no identity to check, and every caller is still the tenant "default".
 """
 
 from __future__ import annotations
@@ -38,11 +48,13 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 
 import grpc
 
-from services.common.errors import ResourceExhausted, Unauthenticated
+from services.common.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from services.common.grpc_errors import abort_with
 from services.common.handlers import replace_behavior, wrap_behavior
 
 DEFAULT_TENANT = "default"
+INTERNAL_CALLERS_SETTING = "INTERNAL_CALLERS"
+INTERNAL_SERVICE_REASON = "INTERNAL_SERVICE"
 
 tenant_var: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default=DEFAULT_TENANT)
 
@@ -79,6 +91,16 @@ def parse_tenant_header(name: str | None) -> str:
             "(letters, digits, '-'; not authorization, grpc-*, or *-bin)"
         )
     return name
+
+
+def parse_internal_callers(spec: str | None) -> frozenset[str]:
+    """The tenant names of INTERNAL_CALLERS (`suite` or `suite,ops`; empty: off).
+    ValueError for a name that is not a valid tenant name."""
+    names = frozenset(part.strip() for part in (spec or "").split(",") if part.strip())
+    for name in sorted(names):
+        if not _TENANT_NAME.match(name):
+            raise ValueError(f"{INTERNAL_CALLERS_SETTING}: {name!r} must be a tenant name ({_TENANT_NAME.pattern})")
+    return names
 
 
 def header_values(metadata: Iterable[tuple[str, str | bytes]] | None, name: str) -> list[str]:
@@ -144,6 +166,10 @@ class ApiKeys:
     def tenants(self) -> set[str]:
         return set(self._tenants.values())
 
+    def key_count(self, tenant: str) -> int:
+        """How many distinct keys belong to `tenant`."""
+        return sum(1 for owner in self._tenants.values() if owner == tenant)
+
     def tenant_for(self, key: str) -> str | None:
         digest = _digest(key)
         # A dict lookup by digest leaks nothing useful about the key; compare_digest guards the last step.
@@ -195,6 +221,19 @@ def _rejecting(message: str):
         await abort_with(context, Unauthenticated(message, reason="UNAUTHENTICATED"))
 
     return reject
+
+
+def _forbidding():
+    async def forbid(request_or_iterator, context):
+        await abort_with(
+            context,
+            PermissionDenied(
+                "this is an internal service of the suite: only the suite's own services may call it",
+                reason=INTERNAL_SERVICE_REASON,
+            ),
+        )
+
+    return forbid
 
 
 class StreamLimiter:
@@ -258,6 +297,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     that carries that header exactly once with a valid tenant name runs as that tenant without a
     key; a bad value answers UNAUTHENTICATED; a call without it needs a key (and is refused when
     no keys are configured).
+    With `internal_callers` (INTERNAL_CALLERS: tenant names; empty: off) a caller whose key
+    belongs to another tenant answers PERMISSION_DENIED (reason INTERNAL_SERVICE); health and
+    reflection stay open. ValueError at construction when a named caller has no key, or with
+    `trusted_tenant_header` too.
     With `max_streams_per_caller` > 0, a tenant's server-streaming calls beyond that many open at
     once answer RESOURCE_EXHAUSTED (reason TOO_MANY_STREAMS).
     """
@@ -268,6 +311,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         *,
         max_streams_per_caller: int = 0,
         trusted_tenant_header: str = "",
+        internal_callers: Iterable[str] | str = (),
     ):
         if keys is None:
             keys = ApiKeys()
@@ -277,12 +321,54 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.trusted_tenant_header = parse_tenant_header(trusted_tenant_header)
         if self.trusted_tenant_header:
             log.info("trusting the tenant named by the %r header (set by the gateway)", self.trusted_tenant_header)
+        self.internal_callers = (
+            parse_internal_callers(internal_callers)
+            if isinstance(internal_callers, str)
+            else parse_internal_callers(",".join(internal_callers))
+        )
+        self._check_internal_callers()
         self.streams = StreamLimiter(max_streams_per_caller)
+
+    def _check_internal_callers(self) -> None:
+        if not self.internal_callers:
+            return
+        if self.trusted_tenant_header:
+            raise ValueError(
+                f"{INTERNAL_CALLERS_SETTING} and {TRUSTED_TENANT_HEADER_SETTING} together: a caller could name an "
+                f"internal caller in the {self.trusted_tenant_header!r} header; an internal service takes keys only"
+            )
+        if not self.keys:
+            log.warning(
+                "%s=%s has no effect without API_KEYS: every caller is admitted as the tenant %r",
+                INTERNAL_CALLERS_SETTING,
+                ",".join(sorted(self.internal_callers)),
+                DEFAULT_TENANT,
+            )
+            return
+        keyless = sorted(self.internal_callers - self.keys.tenants)
+        if keyless:
+            raise ValueError(
+                f"{INTERNAL_CALLERS_SETTING} names {', '.join(map(repr, keyless))}, which no API_KEYS entry belongs to "
+                '(give the suite\'s service key an entry: API_KEYS="<service key>=suite")'
+            )
 
     def _limited(self, handler: grpc.RpcMethodHandler, tenant: str, method: str) -> grpc.RpcMethodHandler:
         if self.streams.limit <= 0 or not _is_streaming(handler):
             return handler
         return replace_behavior(handler, lambda behavior: self.streams.wrap(behavior, tenant, method))
+
+    def _as_tenant(self, handler: grpc.RpcMethodHandler, tenant: str, method: str) -> grpc.RpcMethodHandler:
+        """The handler run as `tenant`, or refused when this service admits only its internal callers."""
+        if self.internal_callers and tenant not in self.internal_callers:
+            log.warning("refused a call to %s: tenant %s is not an internal caller of this service", method, tenant)
+            return replace_behavior(handler, lambda _: _forbidding(), request_deserializer=None)
+        return replace_behavior(self._limited(handler, tenant, method), lambda behavior: _with_tenant(behavior, tenant))
+
+    def _from_header(self, handler: grpc.RpcMethodHandler, values: list[str], method: str) -> grpc.RpcMethodHandler:
+        if len(values) != 1 or not _TENANT_NAME.match(values[0]):
+            log.warning("rejected a call to %s: malformed %s header", method, self.trusted_tenant_header)
+            return replace_behavior(handler, lambda _: _rejecting("malformed tenant header"), request_deserializer=None)
+        return self._as_tenant(handler, values[0], method)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -294,15 +380,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if self.trusted_tenant_header:
             values = header_values(handler_call_details.invocation_metadata, self.trusted_tenant_header)
             if values:
-                if len(values) != 1 or not _TENANT_NAME.match(values[0]):
-                    log.warning("rejected a call to %s: malformed %s header", method, self.trusted_tenant_header)
-                    return replace_behavior(
-                        handler, lambda _: _rejecting("malformed tenant header"), request_deserializer=None
-                    )
-                tenant = values[0]
-                return replace_behavior(
-                    self._limited(handler, tenant, method), lambda behavior: _with_tenant(behavior, tenant)
-                )
+                return self._from_header(handler, values, method)
             if not self.keys:
                 log.warning("rejected a call to %s: no tenant header and no API keys", method)
                 return replace_behavior(
@@ -320,4 +398,4 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if tenant is None:
             log.warning("rejected a call to %s: unknown API key", method)
             return replace_behavior(handler, lambda _: _rejecting("unknown API key"), request_deserializer=None)
-        return replace_behavior(self._limited(handler, tenant, method), lambda behavior: _with_tenant(behavior, tenant))
+        return self._as_tenant(handler, tenant, method)

@@ -133,6 +133,7 @@ class GrpcService:
             ApiKeys.parse(settings.api_keys.get_secret_value()),
             max_streams_per_caller=settings.max_streams_per_caller,
             trusted_tenant_header=settings.trusted_tenant_header,
+            internal_callers=settings.internal_callers,
         )
         # Mutual TLS when TLS_CERT_FILE/TLS_KEY_FILE/TLS_CA_FILE are set (services.common.tls).
         self.tls = TlsFiles.from_settings(settings)

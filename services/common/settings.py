@@ -23,6 +23,10 @@ from typing import TypeVar
 from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The tenant of the suite's own services: the one their service key (SERVICE_API_KEY) belongs to
+# in an internal service's API_KEYS, and the judge's and accounting's INTERNAL_CALLERS.
+SERVICE_TENANT = "suite"
+
 _SECRET_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET|PASSWORD)$", re.IGNORECASE)
 _MIN_SECRET_LENGTH = 8
 
@@ -40,6 +44,17 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, 
     )
 
 
+def secret_parts(value: str) -> set[str]:
+    """What to mask of a secret setting's value (8 characters or more): the value whole and, in a
+    `key=tenant` list such as API_KEYS, each key on its own."""
+    parts = {value.strip()}
+    for entry in re.split(r"[,\n]", value):
+        key, sep, _ = entry.partition("=")
+        if sep:
+            parts.add(key.strip())
+    return {part for part in parts if len(part) >= _MIN_SECRET_LENGTH}
+
+
 class SuiteSettings(BaseSettings):
     """The base of every settings class of the suite."""
 
@@ -48,8 +63,15 @@ class SuiteSettings(BaseSettings):
     _secrets: tuple[str, ...] = PrivateAttr(default_factory=environment_secrets)
 
     def secret_values(self) -> tuple[str, ...]:
-        """The environment's secret values when these settings were built, longest first."""
-        return self._secrets
+        """Every secret these settings know, longest first: the environment's secret values when
+        they were built, and the values of their secret fields however given (a flag such as
+        `--service-api-key` or `--api-keys` too, whose keys are masked one by one)."""
+        values = set(self._secrets)
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                values |= secret_parts(value.get_secret_value())
+        return tuple(sorted(values, key=len, reverse=True))
 
 
 class ChannelSettings(SuiteSettings):
@@ -94,6 +116,12 @@ class ServiceSettings(ChannelSettings):
     )
     max_streams_per_caller: int = Field(
         0, ge=0, description="server-streaming calls one tenant may hold open at once (0: no limit)"
+    )
+    internal_callers: str = Field(
+        "",
+        description="tenants that may call this service, comma-separated (e.g. suite, the tenant of the suite's "
+        "service key); any other caller gets PERMISSION_DENIED (empty: every authenticated caller; see "
+        "services.common.auth)",
     )
 
 

@@ -8,7 +8,7 @@ from pydantic_settings import NoDecode
 
 from services.common.limits import MAX_JUDGE_ORDERINGS, MAX_JUDGE_PANEL
 from services.common.llm import settings as llm_settings
-from services.common.settings import ServiceSettings
+from services.common.settings import SERVICE_TENANT, ServiceSettings
 from services.judge.model import JudgePolicy
 
 
@@ -16,6 +16,8 @@ from services.judge.model import JudgePolicy
 # besides ServiceSettings (tests and tools look the service's settings class up by name).
 class JudgeSettings(llm_settings.LLMSettings, ServiceSettings):
     port: int = Field(50052, ge=0, le=65535)
+    # An internal service: only the suite's own services (the tenant of their service key) may call it.
+    internal_callers: str = Field(SERVICE_TENANT, description="tenants that may call this service (empty: any)")
 
     judge_default_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["sim/judge"], description="judge panel when a request names no models"
