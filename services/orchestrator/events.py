@@ -21,6 +21,13 @@ Design for many debates and many watchers on one event loop:
   watermark and wakes its subscribers. Nothing is announced before it is stored. The engine
   does the same at once with `commit` where a write must be durable before an outside effect
   (or awaits `committed`, a group commit at the end of the event loop's pass).
+- One debate's fault stays in that debate. The hub takes only `str` token text; text that
+  cannot become an event anyway (e.g. a lone surrogate, which is not UTF-8) fails its own
+  buffer (`DeltaBuffer.failed`, its text dropped and logged), so that turn fails and the
+  others' text and events commit as usual. A failed store write or commit keeps every pending
+  event for the next commit (written again, idempotently: none lost, none doubled, sequences
+  gap-free), raises `StoreUnavailable` to a caller of `commit`, and keeps `committed`
+  waiters waiting for the retry (up to `commit_retries` failed commits in a row).
 - A live subscriber that falls more than `max_lag` events behind is cut off with
   `SubscriberTooSlow` (carrying its last sequence) so it resumes with after_sequence; a
   subscriber that leaves just drops its cursor.
@@ -37,7 +44,7 @@ from typing import Any
 
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
-from services.common.errors import OutOfRange, ResourceExhausted
+from services.common.errors import OutOfRange, ResourceExhausted, Unavailable
 from services.orchestrator.debate_log import DebateLog, Framing, body
 from services.orchestrator.store import Store
 
@@ -56,10 +63,24 @@ class SubscriberTooSlow(ResourceExhausted):
         )
 
 
-class DeltaBuffer:
-    """Text of one turn attempt not yet turned into a TokenDelta event."""
+class StoreUnavailable(Unavailable):
+    """The store could not write or commit; everything pending is kept and committed by a later
+    commit (the ticker's, within `coalesce_s`), so the caller may retry."""
 
-    __slots__ = ("attempt", "debate_id", "dirty", "participant", "parts", "round_number")
+    reason = "STORE_UNAVAILABLE"
+
+
+class TextRejected(ValueError):
+    """Token text the hub cannot turn into an event: not a `str`, or a buffer whose text could
+    not become an event (`DeltaBuffer.failed`). Raised to the turn that adds it, never to
+    another debate."""
+
+
+class DeltaBuffer:
+    """Text of one turn attempt not yet turned into a TokenDelta event. `failed` says why its
+    text could not become an event (the text is then dropped and the turn must fail)."""
+
+    __slots__ = ("attempt", "debate_id", "dirty", "failed", "participant", "parts", "round_number")
 
     def __init__(self, debate_id: str, round_number: int, participant: str, attempt: int):
         self.debate_id = debate_id
@@ -68,12 +89,15 @@ class DeltaBuffer:
         self.attempt = attempt
         self.parts: list[str] = []
         self.dirty = False
+        self.failed: str | None = None
 
 
 class EventHub:
     """Every live debate's log, the coalescing tick, and the subscribers' reads.
 
     `framing` turns event bodies into response messages (the transport's `FRAMING`).
+    `commit_retries`: failed commits in a row after which `committed` waiters get the error
+    (before that they wait for the ticker's retry).
     """
 
     def __init__(
@@ -86,6 +110,7 @@ class EventHub:
         heartbeat_s: float = 10.0,
         max_lag: int = 4096,
         max_subscribers: int = 100_000,
+        commit_retries: int = 40,
     ):
         self.store = store
         self.framing = framing
@@ -94,6 +119,8 @@ class EventHub:
         self.heartbeat_s = heartbeat_s
         self.max_lag = max_lag
         self.max_subscribers = max_subscribers
+        self.commit_retries = commit_retries
+        self._failed_commits = 0  # in a row
         self._logs: dict[str, DebateLog] = {}
         self._dirty_buffers: list[DeltaBuffer] = []
         self._dirty_logs: list[DebateLog] = []
@@ -130,7 +157,8 @@ class EventHub:
                         if debate_log.has_waiters and now - debate_log.last_wake >= self.heartbeat_s:
                             debate_log.wake(HEARTBEAT)
             except Exception:  # never let the ticker die: it carries every debate's events
-                log.exception("event flush failed")
+                if self._failed_commits <= 1 or self._failed_commits % 400 == 0:
+                    log.exception("event flush failed (%d in a row); retrying", self._failed_commits)
 
     async def committed(self) -> None:
         """Returns once everything written so far is committed. A group commit: the first waiter
@@ -148,7 +176,7 @@ class EventHub:
         if self._commit_waiters:  # else the ticker's flush already served them
             try:
                 self.commit()
-            except Exception:  # the waiters got the error; the ticker retries the writes
+            except Exception:  # the waiters wait for the ticker's retry (or got the error)
                 log.exception("group commit failed")
 
     # -- logs ---------------------------------------------------------------------------
@@ -194,22 +222,43 @@ class EventHub:
 
     # -- token deltas -------------------------------------------------------------------
     def add_text(self, buffer: DeltaBuffer, text: str) -> None:
+        """Adds a turn's text, made a TokenDelta at the next tick. Raises TextRejected for text
+        that is not a `str` and for a buffer that failed (the buffer is left as it was)."""
+        if type(text) is not str:
+            raise TextRejected(f"token text must be a str, not {type(text).__name__}")
+        if buffer.failed is not None:
+            raise TextRejected(buffer.failed)
         buffer.parts.append(text)
         if not buffer.dirty:
             buffer.dirty = True
             self._dirty_buffers.append(buffer)
 
     def flush_text(self, buffer: DeltaBuffer) -> None:
-        """Turns the buffer's text into a TokenDelta event now (before the turn's next event)."""
+        """Turns the buffer's text into a TokenDelta event now (before the turn's next event).
+        Never raises: text that cannot become an event fails this buffer alone (`failed`,
+        its text dropped) and is logged for operators; the turn reads `failed`."""
         if buffer.parts:
-            text = "".join(buffer.parts)
+            try:
+                self.emit(
+                    buffer.debate_id,
+                    token_delta=pb.TokenDelta(
+                        round_number=buffer.round_number,
+                        participant=buffer.participant,
+                        text="".join(buffer.parts),
+                        attempt=buffer.attempt,
+                    ),
+                )
+            except Exception as error:  # this turn's text only: other debates' events go on
+                buffer.failed = f"its text could not become an event: {type(error).__name__}: {error}"[:500]
+                log.error(
+                    "token text of debate %s round %d %s attempt %d dropped",
+                    buffer.debate_id,
+                    buffer.round_number,
+                    buffer.participant,
+                    buffer.attempt,
+                    exc_info=error,
+                )
             buffer.parts.clear()
-            self.emit(
-                buffer.debate_id,
-                token_delta=pb.TokenDelta(
-                    round_number=buffer.round_number, participant=buffer.participant, text=text, attempt=buffer.attempt
-                ),
-            )
         buffer.dirty = False
 
     # -- commits ----------------------------------------------------------------------------
@@ -220,16 +269,27 @@ class EventHub:
     def commit(self) -> None:
         """Commits now: coalesced text becomes TokenDelta events, every pending event and every
         store write made so far is committed in one transaction, then each log's durable
-        watermark advances and its subscribers wake. Raises what the store raises, and so do
-        the `committed` waiters it serves."""
+        watermark advances and its subscribers wake.
+
+        Raises StoreUnavailable when the store fails; every pending event stays pending (and
+        the store's transaction open) for the next commit. The `committed` waiters it serves
+        then wait for that retry, or get the error after `commit_retries` failures in a row."""
         waiters, self._commit_waiters = self._commit_waiters, []
         try:
             self._flush()
         except BaseException as error:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(error)
-            raise
+            self._failed_commits += 1
+            failure = StoreUnavailable(f"the event store cannot commit: {type(error).__name__}: {error}")
+            if self._failed_commits < self.commit_retries or not isinstance(error, Exception):
+                self._commit_waiters[:0] = waiters  # served by the next commit
+            else:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(failure)
+            if not isinstance(error, Exception):
+                raise
+            raise failure from error
+        self._failed_commits = 0
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -239,12 +299,15 @@ class EventHub:
             buffers, self._dirty_buffers = self._dirty_buffers, []
             for buffer in buffers:
                 if buffer.dirty:
-                    self.flush_text(buffer)
-        logs, self._dirty_logs = self._dirty_logs, []
+                    self.flush_text(buffer)  # never raises: a bad buffer fails its own turn only
+        # The logs stay dirty until the commit succeeds: a failed write or commit leaves their
+        # pending events for the next one (add_events rewrites a row already written).
+        logs = list(dict.fromkeys(self._dirty_logs))  # a log closed then written is listed twice
         rows = [(debate_log.debate_id, seq, data) for debate_log in logs for seq, data in debate_log.pending]
         if rows:
             self.store.add_events(rows)
         self.store.commit()
+        self._dirty_logs = []
         self.flushes += 1
         for debate_log in logs:
             debate_log.pending = []

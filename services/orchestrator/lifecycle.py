@@ -189,8 +189,12 @@ class Lifecycle:
             log.warning("debate failed: %s: %s", error.reason, error.message)
             await self.turns.settle_inflight(run, error.reason)
             await self._end(run, S.DEBATE_STATE_FAILED, error.reason, error.message)
-        except Exception as error:
+        except Exception as error:  # a bug outside the turns (a turn's own errors are typed, turns.py)
             log.exception("debate failed unexpectedly")
+            try:
+                await self.turns.settle_inflight(run, "INTERNAL")
+            except Exception:
+                log.exception("could not settle the calls in flight")
             await self._end(run, S.DEBATE_STATE_FAILED, "INTERNAL", f"internal error: {type(error).__name__}")
         finally:
             for task in run.assess_tasks.values():

@@ -44,7 +44,9 @@ def turn_key(debate_id: str, round_number: int, participant: str, attempt: int) 
 
 @dataclass(slots=True)
 class Inflight:
-    """A model call under way, so a cancel can record what it spent."""
+    """A model call under way, so a cancel or a failure can record what it spent: `parts` is
+    the answer text streamed so far (the speech), `reasoning_parts` the reasoning text (billed,
+    never speech), and `answered` is True once the provider sent anything (it bills the call)."""
 
     round_number: int
     participant: common.Participant
@@ -53,6 +55,8 @@ class Inflight:
     reservation_id: str
     parts: list[str]
     buffer: DeltaBuffer
+    reasoning_parts: list[str] = field(default_factory=list)
+    answered: bool = False
 
 
 @dataclass

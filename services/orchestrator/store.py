@@ -172,20 +172,20 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=OFF")
         self.db.executescript(SCHEMA)
-        self._in_tx = False
         self.commits = 0
 
     # -- transactions -----------------------------------------------------------------
+    # The connection's own flag says whether a transaction is open, so a COMMIT that failed
+    # (the transaction still open, to be committed again) or a transaction SQLite rolled back
+    # on an I/O error never leaves a stale flag behind.
     def _tx(self) -> sqlite3.Connection:
-        if not self._in_tx:
+        if not self.db.in_transaction:
             self.db.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
         return self.db
 
     def commit(self) -> None:
-        if self._in_tx:
+        if self.db.in_transaction:
             self.db.execute("COMMIT")
-            self._in_tx = False
             self.commits += 1
 
     def close(self) -> None:
@@ -317,8 +317,10 @@ class Store:
 
     # -- events -------------------------------------------------------------------------
     def add_events(self, rows: list[tuple[str, int, bytes]]) -> None:
-        """(debate_id, sequence, event bytes) rows, of any debates, in one statement."""
-        self._tx().executemany("INSERT INTO events (debate_id, sequence, event) VALUES (?,?,?)", rows)
+        """(debate_id, sequence, event bytes) rows, of any debates, in one statement. A row
+        already written (the same events again, after a write or commit that failed) is
+        written over, never doubled."""
+        self._tx().executemany("INSERT OR REPLACE INTO events (debate_id, sequence, event) VALUES (?,?,?)", rows)
 
     def read_events(self, debate_id: str, after_sequence: int, up_to: int, limit: int) -> list[tuple[int, bytes]]:
         """Events after_sequence < sequence <= up_to (the caller passes the committed watermark:

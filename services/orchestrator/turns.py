@@ -13,25 +13,47 @@ releases its reservation and logs a TurnFailed(ORCHESTRATOR_RESTARTED)) and the 
 again as attempt a+1.
 
 A call that fails before its end is retried as a new attempt while it is retryable and
-attempts remain; the tokens a provider streamed before a cut are billed, so they are recorded
-as an estimate (our tokenizer's count) under the attempt's key.
+attempts remain. A failed call the provider billed (it answered before failing: anything
+streamed, or `LLMError.billed`) is recorded as an estimate under the attempt's key (its prompt,
+plus the answer and reasoning text it streamed, counted with our tokenizer), committing its
+reservation; only a call the provider never accepted has its reservation released. N billed
+attempts make N ledger rows.
+
+Reasoning text (`ReasoningDelta`) is billed but never speech: it is kept on the attempt for
+that estimate only, never sent as a TokenDelta, stored in the turn or shown to the next debater.
+
+No exception of a turn escapes as an internal error. Anything other than a `DomainError` that
+the provider's stream raises (TypeError, KeyError, ...), or an event the engine cannot use
+(text that is not a `str`, an unknown event, a Completion whose fields do not fit), fails the
+attempt with the stable reason `PROVIDER_BAD_RESPONSE` (`ProviderBadResponse`, not retryable:
+the same request meets the same payload): a TurnFailed event is logged, its usage settled as
+above, the traceback logged at error level, and the debate ends FAILED with that reason.
+Text with lone surrogates (not UTF-8) has them replaced with U+FFFD.
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
-from typing import cast
+from contextlib import aclosing
 
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.common.v1 import common_pb2 as common
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.common.errors import DomainError
-from services.common.llm.base import Completion, CompletionRequest, LLMClient, LLMError, TextDelta
+from services.common.llm.base import (
+    Completion,
+    CompletionRequest,
+    LLMClient,
+    LLMError,
+    ProviderError,
+    ReasoningDelta,
+    TextDelta,
+)
 from services.common.usage import Usage, usage_to_proto
 from services.orchestrator.context import Window
-from services.orchestrator.events import DeltaBuffer, EventHub
+from services.orchestrator.events import DeltaBuffer, EventHub, TextRejected
 from services.orchestrator.peers import Accounting
 from services.orchestrator.run import BudgetExceeded, DebateRun, Inflight, announce_cost, turn_key
 from services.orchestrator.store import Store
@@ -39,6 +61,31 @@ from services.orchestrator.store import Store
 log = logging.getLogger(__name__)
 
 _FINISH = {"stop": common.FINISH_REASON_STOP, "length": common.FINISH_REASON_LENGTH}
+
+
+class ProviderBadResponse(ProviderError):
+    """A model call whose stream raised something other than a DomainError, or sent an event the
+    engine cannot use (text that is not a string, an unknown event, a malformed Completion).
+    Not retryable: the same request meets the same payload."""
+
+    reason = "PROVIDER_BAD_RESPONSE"
+
+
+def _checked_text(text: object, model: str) -> str:
+    """A delta's text as a `str`. Raises ProviderBadResponse for anything else (e.g. a list of
+    content blocks the provider edge did not read); lone surrogates become U+FFFD."""
+    if type(text) is not str:
+        if not isinstance(text, str):
+            raise ProviderBadResponse(
+                f"{model} streamed text of type {type(text).__name__}, not a string", model=model, billed=True
+            )
+        text = str(text)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a surrogate pair is joined; a lone surrogate is replaced
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 class TurnRunner:
@@ -67,14 +114,33 @@ class TurnRunner:
             inflight = self._open(run, r, participant, attempt, window.prompt_tokens, reservation_id)
             try:
                 completion = await self._stream(run, inflight, window, key)
-            except LLMError as error:
-                will_retry = error.retryable and attempt < max_attempts
+                turn = self._finish(inflight, completion)
+            except Exception as caught:  # CancelledError passes: the lifecycle settles the call
+                error = self._turn_error(inflight, caught, key)
+                will_retry = isinstance(error, LLMError) and error.retryable and attempt < max_attempts
                 await self._fail(run, inflight, error, will_retry)
                 if will_retry:
                     continue
-                raise
-            await self._complete(run, inflight, completion, key)
+                if error is caught:
+                    raise
+                raise error from caught
+            await self._complete(run, inflight, turn, key)
             return
+
+    @staticmethod
+    def _turn_error(inflight: Inflight, caught: Exception, key: str) -> DomainError:
+        """The typed error of a failed attempt: a DomainError as it is; anything else a
+        ProviderBadResponse (billed if the provider sent anything), its traceback logged."""
+        if isinstance(caught, DomainError):
+            return caught
+        model = inflight.participant.model
+        log.error("%s: %s's response could not be used", key, model, exc_info=caught)
+        detail = str(caught)[:200]
+        return ProviderBadResponse(
+            f"{model} sent a response the engine cannot use ({type(caught).__name__}{': ' if detail else ''}{detail})",
+            model=model,
+            billed=inflight.answered,
+        )
 
     async def _reserve(self, run: DebateRun, r: int, participant: common.Participant, window: Window, key: str) -> str:
         """The attempt's reservation id ("" without a budget); raises BudgetExceeded if refused."""
@@ -129,8 +195,10 @@ class TurnRunner:
         return inflight
 
     async def _stream(self, run: DebateRun, inflight: Inflight, window: Window, key: str) -> Completion:
-        """Streams the model's text into the attempt's parts and the hub; its Completion, or
-        LLMError (PROVIDER_NO_COMPLETION when the stream ends without usage)."""
+        """Streams the model's answer text into the attempt's parts and the hub, and its
+        reasoning text into `reasoning_parts` only; its Completion. Raises the stream's errors,
+        LLMError (PROVIDER_NO_COMPLETION) when the stream ends without usage, and
+        ProviderBadResponse for an event it cannot use."""
         config, participant = run.config, inflight.participant
         request = CompletionRequest(
             model=participant.model,
@@ -139,15 +207,25 @@ class TurnRunner:
             seed=zlib.crc32(f"{config.seed}/{inflight.round_number}/{participant.name}".encode()),
             request_id=key,
         )
-        parts, buffer = inflight.parts, inflight.buffer
+        parts, reasoning, buffer = inflight.parts, inflight.reasoning_parts, inflight.buffer
         add_text = self.hub.add_text
+        model = participant.model
         completion = None
-        async for event in self.llm.stream(request):
-            if type(event) is TextDelta:
-                parts.append(event.text)
-                add_text(buffer, event.text)
-            else:
-                completion = cast(Completion, event)
+        async with aclosing(self.llm.stream(request)) as stream:
+            async for event in stream:
+                inflight.answered = True
+                if type(event) is TextDelta or isinstance(event, TextDelta):
+                    text = _checked_text(event.text, model)
+                    parts.append(text)
+                    add_text(buffer, text)
+                elif isinstance(event, ReasoningDelta):
+                    reasoning.append(_checked_text(event.text, model))
+                elif isinstance(event, Completion):
+                    completion = event
+                else:
+                    raise ProviderBadResponse(
+                        f"{model} streamed an event of type {type(event).__name__}", model=model, billed=True
+                    )
         if completion is None:
             raise LLMError(
                 f"{participant.model} ended its stream without usage",
@@ -157,13 +235,33 @@ class TurnRunner:
             )
         return completion
 
-    async def _fail(self, run: DebateRun, inflight: Inflight, error: LLMError, will_retry: bool) -> None:
-        """A failed attempt: what it streamed is recorded (or its reservation released), the
-        attempt is closed and a TurnFailed logged."""
+    def _finish(self, inflight: Inflight, completion: Completion) -> common.Turn:
+        """The finished turn: its text flushed to the hub, the Turn built from the Completion.
+        Raises TextRejected when the hub could not take its text, and what a malformed
+        Completion raises (TypeError, AttributeError, ...)."""
+        buffer, participant = inflight.buffer, inflight.participant
+        self.hub.flush_text(buffer)
+        if buffer.failed is not None:
+            raise TextRejected(buffer.failed)
+        return common.Turn(
+            round_number=inflight.round_number,
+            participant=participant.name,
+            model=completion.model or participant.model,
+            text="".join(inflight.parts),
+            usage=usage_to_proto(completion.usage),
+            finish_reason=_FINISH.get(completion.finish_reason, common.FINISH_REASON_STOP),
+            attempt=inflight.attempt,
+            simulated=completion.simulated,
+        )
+
+    async def _fail(self, run: DebateRun, inflight: Inflight, error: DomainError, will_retry: bool) -> None:
+        """A failed attempt: a call the provider billed is recorded as an estimate (else its
+        reservation released), the attempt is closed and a TurnFailed logged."""
         r, name, attempt = inflight.round_number, inflight.participant.name, inflight.attempt
         del run.inflight[(r, name)]
         self.hub.flush_text(inflight.buffer)
-        if inflight.parts:  # the provider streamed tokens before the cut, and bills them
+        billed = inflight.answered or inflight.parts or inflight.reasoning_parts or getattr(error, "billed", False)
+        if billed:  # the provider accepted the call (and streamed what it streamed): it bills it
             await self._record_cut_call(run, inflight)
         elif inflight.reservation_id:
             await self.accounting.release_budget(inflight.reservation_id)
@@ -180,22 +278,10 @@ class TurnRunner:
             ),
         )
 
-    async def _complete(self, run: DebateRun, inflight: Inflight, completion: Completion, key: str) -> None:
+    async def _complete(self, run: DebateRun, inflight: Inflight, turn: common.Turn, key: str) -> None:
         """Stores the finished turn, waits for its commit, then records its usage."""
-        r, participant, attempt = inflight.round_number, inflight.participant, inflight.attempt
-        name = participant.name
+        r, name, attempt = inflight.round_number, inflight.participant.name, inflight.attempt
         del run.inflight[(r, name)]
-        self.hub.flush_text(inflight.buffer)
-        turn = common.Turn(
-            round_number=r,
-            participant=name,
-            model=completion.model or participant.model,
-            text="".join(inflight.parts),
-            usage=usage_to_proto(completion.usage),
-            finish_reason=_FINISH.get(completion.finish_reason, common.FINISH_REASON_STOP),
-            attempt=attempt,
-            simulated=completion.simulated,
-        )
         run.turns[(r, name)] = turn
         run.transcript.add(r, name, turn.text)
         self.store.put_turn(run.debate_id, turn, recorded=False)
@@ -247,14 +333,22 @@ class TurnRunner:
             )
 
     async def _record_cut_call(self, run: DebateRun, inflight: Inflight) -> None:
-        """Records a call that did not complete, as an estimate: its prompt and the text it streamed
-        (counted with our tokenizer), under its attempt's key, committing its reservation."""
+        """Records a call that did not complete, as an estimate: its prompt and the answer and
+        reasoning text it streamed (counted with our tokenizer; the reasoning also as
+        reasoning_tokens), under its attempt's key, committing its reservation."""
         participant, r = inflight.participant, inflight.round_number
         key = turn_key(run.debate_id, r, participant.name, inflight.attempt)
-        text = "".join(inflight.parts)
-        completion_tokens = run.context.count(participant.model, text) if text else 0
+        count = run.context.count
+        text, reasoning = "".join(inflight.parts), "".join(inflight.reasoning_parts)
+        reasoning_tokens = count(participant.model, reasoning) if reasoning else 0
+        completion_tokens = (count(participant.model, text) if text else 0) + reasoning_tokens
         usage = usage_to_proto(
-            Usage(prompt_tokens=inflight.prompt_tokens, completion_tokens=completion_tokens, estimated=True)
+            Usage(
+                prompt_tokens=inflight.prompt_tokens,
+                completion_tokens=completion_tokens,
+                reasoning_tokens=reasoning_tokens,
+                estimated=True,
+            )
         )
         try:
             reply = await self.accounting.record_usage(

@@ -6,7 +6,7 @@ they were asked in memory. They implement the same protocols as the gRPC clients
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from decimal import Decimal
 
 from debate.accounting.v1 import accounting_pb2 as acc
@@ -37,18 +37,57 @@ class ScriptedLLM:
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         self.requests.append(request)
-        speaker = request.messages[0].content.rsplit("You are ", 1)[-1].split(",")[0]
+        name = speaker(request)
         for i in range(self.chunks):
             if request.request_id in self.fail and i == self.fail_after:
                 raise self.fail.pop(request.request_id)
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield TextDelta(f"{speaker}-w{i}{self.filler} ")
+            yield TextDelta(f"{name}-w{i}{self.filler} ")
         yield Completion(
             model=request.model,
             usage=Usage(prompt_tokens=len(request.messages) * 10, completion_tokens=self.chunks),
             simulated=True,
         )
+
+
+def speaker(request: CompletionRequest) -> str:
+    """The debater a request is for (its system prompt says "You are NAME, ...")."""
+    return request.messages[0].content.rsplit("You are ", 1)[-1].split(",")[0]
+
+
+class EventScriptLLM:
+    """Streams, for each request, what `script(request)` returns: items yielded in order (stream
+    events, or any other object, e.g. `TextDelta(text=[...])`, to feed the engine a malformed
+    one), exceptions raised where they stand, `delay` seconds before each. When `script` returns
+    None, `default` answers (a ScriptedLLM of 6 chunks unless given). Keeps the requests."""
+
+    def __init__(
+        self,
+        script: Callable[[CompletionRequest], Sequence[object] | None],
+        default: ScriptedLLM | None = None,
+        delay: float = 0.0,
+    ):
+        self.script = script
+        self.default = default or ScriptedLLM(chunks=6)
+        self.delay = delay
+        self.requests: list[CompletionRequest] = []
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        self.requests.append(request)
+        items = self.script(request)
+        if items is None:
+            async for event in self.default.stream(request):
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                yield event
+            return
+        for item in items:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # malformed on purpose, at times
 
 
 class MemoryAccounting:
