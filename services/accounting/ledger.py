@@ -30,6 +30,7 @@ from services.accounting.store import (
 )
 from services.common import tokens
 from services.common.errors import Violations
+from services.common.money import amount_problem
 from services.common.pricing import Cost, PriceBook, cost_of
 from services.common.usage import Usage
 
@@ -206,10 +207,14 @@ class Accounting:
     # -- budgets
 
     async def set_budget(self, debate_id: str, cap: Decimal | None, cap_field: str = "cap.amount") -> Budget:
+        """Sets the cap (None: removes it). A cap outside the bounds of a client's amount
+        (services/common/money.py: not negative, at most 1,000,000,000, 12 decimals) is refused,
+        so every later sum of the debate's budget stays exact."""
         v = Violations()
         _check_id(v, "debate_id", debate_id)
-        if cap is not None and cap < 0:
-            v.add(cap_field, "must not be negative")
+        problem = None if cap is None else amount_problem(cap)
+        if problem:
+            v.add(cap_field, problem)
         v.raise_if_any()
         return await self._db(self.store.set_cap, debate_id, cap)
 

@@ -15,7 +15,7 @@ SERVICE_NAME = accounting_pb2.DESCRIPTOR.services_by_name["AccountingService"].f
 
 
 async def build_service(settings: AccountingSettings) -> GrpcService:
-    prices = PriceBook()
+    prices = PriceBook(declared=settings.declared_prices())  # LLM_ENDPOINTS' prices, as every service sees them
     store = SqliteLedgerStore(Path(settings.data_dir) / settings.ledger_file)
     accounting = Accounting(prices, store)
     servicer = AccountingServicer(accounting)

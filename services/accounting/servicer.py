@@ -17,7 +17,7 @@ from services.accounting.estimate import DebatePlan, DebaterPlan
 from services.accounting.ledger import Accounting
 from services.accounting.store import Budget, Role, UsageRow
 from services.common.errors import Violations
-from services.common.money import CURRENCY, parse_amount, usd
+from services.common.money import read_money, usd
 from services.common.pricing import ModelPrice, per_million
 from services.common.usage import usage_from_proto, usage_to_proto
 
@@ -42,9 +42,13 @@ def price_to_pb(price: ModelPrice) -> accounting_pb2.ModelPrice:
     )
 
 
-def line_to_pb(line: Line) -> common_pb2.CostLine:
+def line_to_pb(line: Line, price_source: str = "") -> common_pb2.CostLine:
     return common_pb2.CostLine(
-        key=line.key, usage=usage_to_proto(line.usage, estimated=line.estimated), cost=usd(line.cost), calls=line.calls
+        key=line.key,
+        usage=usage_to_proto(line.usage, estimated=line.estimated),
+        cost=usd(line.cost),
+        calls=line.calls,
+        price_source=price_source,
     )
 
 
@@ -91,21 +95,35 @@ def plan_from_pb(request: accounting_pb2.EstimateDebateCostRequest) -> DebatePla
 
 
 def _cap_from_pb(request: accounting_pb2.SetDebateBudgetRequest) -> Decimal | None:
+    """The cap (None: unset, no cap), read by the one money parser: plain decimal, USD."""
     if not request.HasField("cap"):
         return None
     v = Violations()
-    if request.cap.currency_code not in ("", CURRENCY):
-        v.add("cap.currency_code", f"must be {CURRENCY}")
-    amount = parse_amount(request.cap.amount)
-    if amount is None:
-        v.add("cap.amount", 'must be a decimal number such as "2.50"')
+    amount = read_money(request.cap, "cap", v)
     v.raise_if_any()
     return amount
+
+
+def _check_estimate_money(request: accounting_pb2.EstimateDebateCostRequest) -> None:
+    """The config's budget, when set, is read as CreateDebate reads it (the estimate ignores it)."""
+    if request.config.HasField("budget"):
+        v = Violations()
+        read_money(request.config.budget, "config.budget", v, positive=True)
+        v.raise_if_any()
 
 
 class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
     def __init__(self, accounting: Accounting):
         self.accounting = accounting
+
+    def _model_lines(self, lines: list[Line]) -> list[common_pb2.CostLine]:
+        """by_model lines, each with the source of its model's price ("declared-<endpoint>" for a
+        price declared in LLM_ENDPOINTS); the price book's current source, as rows store no source."""
+        out = []
+        for line in lines:
+            price = self.accounting.prices.find(line.key)
+            out.append(line_to_pb(line, price.source if price is not None else ""))
+        return out
 
     async def CountTokens(self, request, context):
         messages = [{"role": m.role, "content": m.content, "name": m.name} for m in request.messages]
@@ -153,7 +171,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
                 by_participant=[line_to_pb(x) for x in r.by_participant],
                 by_role=[line_to_pb(x) for x in r.by_role],
                 by_round=[line_to_pb(x) for x in r.by_round],
-                by_model=[line_to_pb(x) for x in r.by_model],
+                by_model=self._model_lines(r.by_model),
                 budget=budget_to_pb(r.budget),
             )
         )
@@ -182,11 +200,12 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
         return accounting_pb2.ReleaseBudgetResponse(budget=budget_to_pb(budget))
 
     async def EstimateDebateCost(self, request, context):
+        _check_estimate_money(request)
         estimate = await self.accounting.estimate(plan_from_pb(request))
         return accounting_pb2.EstimateDebateCostResponse(
             expected=usd(estimate.expected.cost),
             worst_case=usd(estimate.worst_case.cost),
             expected_usage=usage_to_proto(estimate.expected.usage),
             worst_case_usage=usage_to_proto(estimate.worst_case.usage),
-            by_model=[line_to_pb(x) for x in estimate.by_model],
+            by_model=self._model_lines(estimate.by_model),
         )

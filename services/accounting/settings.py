@@ -1,9 +1,12 @@
 from pydantic import Field
 
+from services.common.llm import settings as llm_settings
 from services.common.settings import SERVICE_TENANT, ServiceSettings
 
 
-class AccountingSettings(ServiceSettings):
+# LLM_ENDPOINTS' declared prices, read as the orchestrator and the judge read them (the mixin is
+# reached through its module: this module defines one *Settings class besides ServiceSettings).
+class AccountingSettings(llm_settings.EndpointSettings, ServiceSettings):
     port: int = Field(50053, ge=0, le=65535)
     # An internal service: only the suite's own services (the tenant of their service key) may call it.
     internal_callers: str = Field(SERVICE_TENANT, description="tenants that may call this service (empty: any)")

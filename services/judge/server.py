@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 
+from services.common.debate_rules import ModelRules
 from services.common.llm import LLMClient, build_llm_client
 from services.common.llm.simulated import SIM_JUDGE_MODEL
+from services.common.pricing import PriceBook
 from services.common.server import GrpcService, ServiceBinding
 from services.judge import simulated_judge
 from services.judge.engine import Judge
@@ -22,7 +26,9 @@ async def build_service(settings: JudgeSettings, llm: LLMClient | None = None) -
         router = build_llm_client(settings, responders={SIM_JUDGE_MODEL: simulated_judge.respond})
         on_stop.append(router.aclose)
         llm = router
-    servicer = JudgeServicer(Judge(llm, settings.policy()))
+    # The shared pre-spend rules: a judge model is allowed, priced and keyed before it is called.
+    rules = ModelRules.from_settings(settings, PriceBook(declared=settings.declared_prices()))
+    servicer = JudgeServicer(Judge(llm, replace(settings.policy(), model_allowed=rules)))
     return GrpcService(
         settings,
         [ServiceBinding(SERVICE_NAME, judge_pb2_grpc.add_JudgeServiceServicer_to_server, servicer)],

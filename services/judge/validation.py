@@ -9,12 +9,11 @@ to a bounded length; names are identifiers and are refused, not altered, when un
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 
+from services.common.debate_rules import JudgeLimits, MissingKeys, check_judge, model_rules, most_orderings
 from services.common.errors import Violations
-from services.common.limits import distinct_orderings
 from services.common.text import (
     MAX_NAME_LENGTH,
     MAX_PERSONA_LENGTH,
@@ -39,8 +38,6 @@ from services.judge.output import SCORE_MAX, SCORE_MIN
 
 MAX_DESCRIPTION_LENGTH = 300
 TRUNCATION_MARK = " [...]"
-_CRITERION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-_RESERVED_CRITERIA = frozenset({"rationale", "scores", "summary", "debaters"})
 
 
 def validate_round(case: RoundCase, policy: JudgePolicy) -> RoundCase:
@@ -54,8 +51,10 @@ def validate_round(case: RoundCase, policy: JudgePolicy) -> RoundCase:
     if not case.turns:
         v.add("turns", "at least one turn is required")
     turns = _turns(case.turns, "turns", names, policy.max_turn_chars, v)
-    panel = _panel(case.panel, len(debaters), policy, v)
+    keys = MissingKeys()
+    panel = _panel(case.panel, len(debaters), policy, v, keys)
     v.raise_if_any()
+    keys.raise_if_any()
     return replace(case, topic=topic, debaters=debaters, turns=turns, panel=panel)
 
 
@@ -92,8 +91,10 @@ def validate_verdict(case: VerdictCase, policy: JudgePolicy) -> VerdictCase:
         missing = [n for n in names if n not in prior.totals]
         if missing and len(debaters) >= 2:
             v.add(f"{path}.scores", f"no score for {', '.join(repr(n) for n in sorted(missing))}")
-    panel = _panel(case.panel, len(debaters), policy, v)
+    keys = MissingKeys()
+    panel = _panel(case.panel, len(debaters), policy, v, keys)
     v.raise_if_any()
+    keys.raise_if_any()
     ordered = tuple(sorted(rounds, key=lambda r: r.number))
     return replace(case, topic=topic, debaters=debaters, rounds=ordered, panel=panel)
 
@@ -155,32 +156,31 @@ def _turns(turns: Sequence[Turn], path: str, names: set[str], max_chars: int, v:
     return tuple(cleaned)
 
 
-def _panel(request: PanelRequest | Panel, debaters: int, policy: JudgePolicy, v: Violations) -> Panel:
+def _panel(
+    request: PanelRequest | Panel, debaters: int, policy: JudgePolicy, v: Violations, keys: MissingKeys
+) -> Panel:
+    """The judge's rules are the shared ones (services/common/debate_rules.py), which the
+    orchestrator also applies when a debate is created; here they resolve into a Panel."""
     if isinstance(request, Panel):
         return request
+    limits = JudgeLimits(
+        max_panel=policy.max_panel, max_orderings=policy.max_orderings, max_criteria=policy.max_criteria
+    )
+    check_judge(
+        v,
+        keys,
+        models=request.models,
+        orderings=request.orderings,
+        criteria=request.criteria,
+        debaters=debaters,
+        rules=model_rules(policy.model_allowed),
+        limits=limits,
+        default_models=policy.default_models,
+    )
     models = request.models or policy.default_models
-    if len(models) > policy.max_panel:
-        v.add("judge.models", f"at most {policy.max_panel} judge models, got {len(models)}")
-    seen: dict[str, int] = {}
-    for i, model in enumerate(request.models):
-        path = f"judge.models[{i}]"
-        if not model.strip():
-            v.add(path, "must not be empty")
-        elif model in seen:
-            v.add(path, f"duplicate of judge.models[{seen[model]}]")
-        elif not policy.model_allowed(model):
-            v.add(path, f"model {model!r} is not allowed")
-        seen.setdefault(model, i)
-
     k = request.orderings or policy.default_orderings or max(debaters, 1)
-    limit = min(policy.max_orderings, distinct_orderings(debaters))
-    if request.orderings < 0:
-        v.add("judge.orderings", f"must not be negative, got {request.orderings}")
-    elif request.orderings > limit:
-        v.add("judge.orderings", f"at most {limit} orderings for {debaters} debaters, got {request.orderings}")
-    k = max(1, min(k, limit))
-
-    criteria = _criteria(request.criteria, policy, v)
+    k = max(1, min(k, most_orderings(debaters, limits)))
+    criteria = _criteria(request.criteria, v)
     orderings = choose_orderings(debaters, k) if debaters >= 2 else ((0,),)
     return Panel(models=tuple(models), orderings=orderings, criteria=criteria)
 
@@ -190,27 +190,14 @@ def default_rubric() -> tuple[Criterion, ...]:
     return normalise_weights([Criterion(name, 1.0, text) for name, text in DEFAULT_CRITERIA])
 
 
-def _criteria(criteria: Sequence[Criterion], policy: JudgePolicy, v: Violations) -> tuple[Criterion, ...]:
+def _criteria(criteria: Sequence[Criterion], v: Violations) -> tuple[Criterion, ...]:
+    """The rubric with descriptions cleaned and, when the request is valid, weights normalised."""
     if not criteria:
         return default_rubric()
-    if len(criteria) > policy.max_criteria:
-        v.add("judge.rubric.criteria", f"at most {policy.max_criteria} criteria, got {len(criteria)}")
-    seen: dict[str, int] = {}
-    cleaned: list[Criterion] = []
-    for i, criterion in enumerate(criteria):
-        path = f"judge.rubric.criteria[{i}]"
-        if not _CRITERION_NAME.match(criterion.name):
-            v.add(f"{path}.name", "must be 1 to 40 characters of a-z, 0-9 and _, starting with a letter")
-        elif criterion.name in _RESERVED_CRITERIA:
-            v.add(f"{path}.name", f"{criterion.name!r} is reserved")
-        elif criterion.name in seen:
-            v.add(f"{path}.name", f"duplicate of judge.rubric.criteria[{seen[criterion.name]}].name")
-        seen.setdefault(criterion.name, i)
-        if not math.isfinite(criterion.weight) or criterion.weight < 0:
-            v.add(f"{path}.weight", f"must be a finite number >= 0, got {criterion.weight}")
-        cleaned.append(
-            Criterion(criterion.name, criterion.weight, clean_text(criterion.description, MAX_DESCRIPTION_LENGTH))
-        )
+    cleaned = [
+        Criterion(criterion.name, criterion.weight, clean_text(criterion.description, MAX_DESCRIPTION_LENGTH))
+        for criterion in criteria
+    ]
     if v:
         return tuple(cleaned)
     return normalise_weights(cleaned)

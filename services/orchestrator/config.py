@@ -2,20 +2,25 @@
 
 `validate_config` reports every problem at once (one field violation each, with paths such
 as "config.participants[1].name") and returns a normalised copy: defaults filled in, text
-cleaned of control, zero-width and bidirectional characters. Nothing is stored on failure.
+cleaned of control, zero-width and bidirectional characters, the budget in plain decimal
+("100", never "1E+2"). Nothing is stored on failure.
+
+What can be known before money is spent is checked here with the rules the judge and
+accounting apply too (services/common/debate_rules.py, services/common/money.py): the judge's
+rules, every model allowed and priced with its fallbacks, the budget's form and range; then a
+provider key missing from the environment raises FAILED_PRECONDITION naming the variable.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
 
 from debate.common.v1 import common_pb2
 
+from services.common.debate_rules import JudgeLimits, MissingKeys, ModelRules, check_judge, model_rules
 from services.common.errors import Violations
-from services.common.limits import MAX_JUDGE_ORDERINGS, MAX_JUDGE_PANEL, distinct_orderings
+from services.common.money import CURRENCY, format_amount, read_money
 from services.common.text import clean_text
 from services.orchestrator.settings import OrchestratorSettings
 
@@ -48,17 +53,23 @@ def validate_config(
     *,
     path: str = "config",
 ) -> common_pb2.DebateConfig:
-    """Returns the normalised config, or raises InvalidArgument listing every problem."""
+    """Returns the normalised config, or raises InvalidArgument listing every problem, then
+    ProviderKeyMissing (FAILED_PRECONDITION) naming each provider key the debate needs and the
+    environment lacks. `is_known_model` is the allowlist, or a ModelRules that also checks
+    prices and keys (the composition root passes one)."""
     v = Violations()
+    keys = MissingKeys()
+    rules = model_rules(is_known_model)
     out = common_pb2.DebateConfig()
     out.CopyFrom(config)
     _check_topic(config, out, limits, v, path)
-    _check_participants(config, out, limits, is_known_model, v, path)
-    _check_judge(config, out, limits, is_known_model, v, path)
+    _check_participants(config, out, limits, rules, v, keys, path)
+    _check_judge(config, out, limits, rules, v, keys, path)
     _check_format(config, out, limits, v, path)
     _check_context(config, out, limits, v, path)
     _check_budget(config, out, v, path)
     v.raise_if_any()
+    keys.raise_if_any()
     return out
 
 
@@ -77,8 +88,9 @@ def _check_participants(
     config: common_pb2.DebateConfig,
     out: common_pb2.DebateConfig,
     limits: Limits,
-    is_known_model: Callable[[str], bool],
+    rules: ModelRules,
     v: Violations,
+    keys: MissingKeys,
     path: str,
 ) -> None:
     n = len(config.participants)
@@ -89,10 +101,7 @@ def _check_participants(
         p = f"{path}.participants[{i}]"
         target = out.participants[i]
         target.name = _check_name(participant.name, seen, i, v, f"{p}.name")
-        if not participant.model:
-            v.add(f"{p}.model", "must not be empty")
-        elif not is_known_model(participant.model):
-            v.add(f"{p}.model", f"unknown or not allowed model {participant.model!r}")
+        rules.check(participant.model, f"{p}.model", v, keys)
         persona = clean_text(participant.persona)
         if len(persona) > limits.max_persona_chars:
             v.add(f"{p}.persona", f"must be at most {limits.max_persona_chars} characters")
@@ -121,30 +130,27 @@ def _check_judge(
     config: common_pb2.DebateConfig,
     out: common_pb2.DebateConfig,
     limits: Limits,
-    is_known_model: Callable[[str], bool],
+    rules: ModelRules,
     v: Violations,
+    keys: MissingKeys,
     path: str,
 ) -> None:
-    if not config.judge.models:
+    """The judge's own rules, so that the judge never refuses a round the debaters were paid for."""
+    judge = config.judge
+    check_judge(
+        v,
+        keys,
+        models=judge.models,
+        orderings=judge.orderings,
+        criteria=judge.rubric.criteria,
+        debaters=len(config.participants),
+        rules=rules,
+        limits=JudgeLimits(),
+        path=f"{path}.judge",
+        default_models=(limits.default_judge_model,),
+    )
+    if not judge.models:
         out.judge.models.append(limits.default_judge_model)
-    for i, model in enumerate(config.judge.models):
-        if not model or not is_known_model(model):
-            v.add(f"{path}.judge.models[{i}]", f"unknown or not allowed model {model!r}")
-    if len(config.judge.models) > MAX_JUDGE_PANEL:
-        v.add(f"{path}.judge.models", f"at most {MAX_JUDGE_PANEL} judge models")
-    most_orderings = min(MAX_JUDGE_ORDERINGS, distinct_orderings(len(config.participants)))
-    if not 0 <= config.judge.orderings <= most_orderings:
-        v.add(f"{path}.judge.orderings", f"must be 0 to {most_orderings} for {len(config.participants)} debaters")
-    criteria_names: set[str] = set()
-    for i, criterion in enumerate(config.judge.rubric.criteria):
-        c = f"{path}.judge.rubric.criteria[{i}]"
-        if not criterion.name.strip():
-            v.add(f"{c}.name", "must not be empty")
-        elif criterion.name in criteria_names:
-            v.add(f"{c}.name", "duplicate criterion")
-        criteria_names.add(criterion.name)
-        if not math.isfinite(criterion.weight) or criterion.weight <= 0:
-            v.add(f"{c}.weight", "must be a positive number")
 
 
 _TURN_ORDERS = (
@@ -187,17 +193,10 @@ def _check_context(
 
 
 def _check_budget(config: common_pb2.DebateConfig, out: common_pb2.DebateConfig, v: Violations, path: str) -> None:
+    """A positive USD amount in plain decimal (services/common/money.py), stored as "100", never "1E+2"."""
     if not config.HasField("budget"):
         return
-    b = config.budget
-    if b.currency_code not in ("", "USD"):
-        v.add(f"{path}.budget.currency_code", "only USD is supported")
-    try:
-        amount = Decimal(b.amount)
-        if not amount.is_finite() or amount <= 0:
-            raise InvalidOperation
-    except (InvalidOperation, ValueError):
-        v.add(f"{path}.budget.amount", 'must be a positive decimal such as "0.50"')
-    else:
-        out.budget.currency_code = "USD"
-        out.budget.amount = str(amount)
+    amount = read_money(config.budget, f"{path}.budget", v, positive=True)
+    if amount is not None:
+        out.budget.currency_code = CURRENCY
+        out.budget.amount = format_amount(amount)

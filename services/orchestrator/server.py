@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from debate.orchestrator.v1 import orchestrator_pb2
 
+from services.common.debate_rules import ModelRules
 from services.common.llm import build_llm_client
+from services.common.pricing import PriceBook
 from services.common.server import GrpcService, ServiceBinding
 from services.orchestrator.clients import GrpcAccounting, GrpcJudge
 from services.orchestrator.engine import Engine
@@ -56,7 +58,9 @@ async def build_service(
     llm = llm or build_llm_client(settings)
     judge = judge or GrpcJudge(settings)
     accounting = accounting or GrpcAccounting(settings)
-    engine = Engine(store, hub, scheduler, llm, judge, accounting, settings, settings.model_allowed)
+    # The shared pre-spend rules: every model of a new debate allowed, priced and keyed (debate_rules.py).
+    rules = ModelRules.from_settings(settings, PriceBook(declared=settings.declared_prices()))
+    engine = Engine(store, hub, scheduler, llm, judge, accounting, settings, rules)
     hub.start()
     await engine.resume_all()
 

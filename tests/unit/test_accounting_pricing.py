@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.common.money import format_amount, parse_amount, to_decimal
+from services.common.money import AmountError, format_amount, parse_amount, to_decimal
 from services.common.pricing import ModelNotPriced, PriceBook
 from services.common.usage import Usage
 
@@ -129,7 +129,8 @@ def test_money_parsing():
     assert parse_amount("1.40") == Decimal("1.40")
     assert parse_amount("") == 0
     for bad in ("abc", "NaN", "Infinity", "1,5"):
-        assert parse_amount(bad) is None
+        with pytest.raises(AmountError):
+            parse_amount(bad)
     assert format_amount(Decimal("18.000000")) == "18"
     assert format_amount(Decimal("1E-7")) == "0.0000001"
     assert format_amount(Decimal(120)) == "120"

@@ -7,12 +7,23 @@ are the field names in upper case: LLM_ALLOWED_MODELS, LLM_FIRST_TOKEN_TIMEOUT,
 SIM_TOKENS_PER_SECOND, ... Lists accept JSON or a comma-separated string; mappings are JSON:
 
     LLM_ALLOWED_MODELS='sim/*,openai/gpt-4o-mini,local/*'
-    LLM_ENDPOINTS='{"local": {"api_base": "http://127.0.0.1:8000/v1", "api_key_env": "LOCAL_API_KEY"}}'
+    LLM_ENDPOINTS='{"local": {"api_base": "http://127.0.0.1:8000/v1", "api_key_env": "LOCAL_API_KEY",
+                   "price": {"input_per_million": "0", "output_per_million": "0"}}}'
     LLM_FALLBACKS='{"openai/gpt-4o": ["anthropic/claude-sonnet-4-5"]}'
+
+An endpoint may declare its price (USD per million tokens, plain decimal strings; "0" suits a
+self-hosted server): its models are then priced as declared, with the price source
+"declared-<endpoint>". Without one, a model of the endpoint is priced only when the price data
+knows its name, and a debate naming an unpriced model is refused when it is created.
+`EndpointSettings` holds the endpoints alone, for the accounting service, which prices but
+calls no model: every service reads the same LLM_ENDPOINTS, so all price alike.
 
 Keys are not fields: an endpoint names the environment variable that holds its key
 (`api_key_env`), and the settings read those variables (and OPENAI_API_KEY) once, when they
-are built, into a mapping of secrets that `provider_key(name)` answers from.
+are built, into a mapping of secrets that `provider_key(name)` answers from. For the providers
+LiteLLM serves, the settings also note, once, which of their usual variables
+(`PROVIDER_KEY_ENVS`) are set, so that `missing_key_env(model)` can name the variable a model
+lacks before any call is made.
 """
 
 from __future__ import annotations
@@ -22,13 +33,36 @@ import json
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from services.common.money import AmountError, parse_amount
+from services.common.pricing import Rates, rates_per_million
 from services.common.settings import SuiteSettings
 
 # The key of openai/* models on the lean path (LiteLLM reads the other providers' own variables).
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
+
+# The variables LiteLLM reads a provider's key from, by model prefix: any one of them set is
+# enough. They are those `litellm.validate_environment` asks for (tests/unit/test_prespend_rules.py
+# checks each entry against it), for the providers of the default allowlist and the common
+# hosted ones. A prefix not listed here is not checked before a call (ollama needs no key; an
+# unknown provider answers 401, which is not billed). Kept here rather than asked of LiteLLM:
+# its helper reads os.environ at each call, and importing LiteLLM takes seconds.
+PROVIDER_KEY_ENVS: dict[str, tuple[str, ...]] = {
+    "openai": (OPENAI_KEY_ENV,),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "deepseek": ("DEEPSEEK_API_KEY",),
+    "mistral": ("MISTRAL_API_KEY",),
+    "groq": ("GROQ_API_KEY",),
+    "xai": ("XAI_API_KEY",),
+    "cohere": ("COHERE_API_KEY",),
+    "openrouter": ("OPENROUTER_API_KEY",),
+    "perplexity": ("PERPLEXITYAI_API_KEY",),
+    "together_ai": ("TOGETHERAI_API_KEY",),
+}
+SIMULATED_PREFIX = "sim"
 
 DEFAULT_ALLOWED_MODELS = (
     "sim/*",
@@ -49,6 +83,33 @@ DEFAULT_ALLOWED_MODELS = (
 )
 
 
+class DeclaredPrice(BaseModel):
+    """The price of an endpoint's models, USD per million tokens, as plain decimal strings
+    ("0" for a self-hosted server; the parser of services/common/money.py, so no exponent and
+    at most 12 digits after the point). Unset optional rates fall back as in pricing.py."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_million: str
+    output_per_million: str
+    cached_input_per_million: str | None = None
+    reasoning_per_million: str | None = None
+    cache_creation_input_per_million: str | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _plain_decimal(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_amount(value)
+            except AmountError as error:
+                raise ValueError(f"{value!r} {error}") from None
+        return value
+
+    def rates(self) -> Rates:
+        return rates_per_million(self.model_dump(exclude_none=True))
+
+
 class Endpoint(BaseModel):
     """An OpenAI-compatible endpoint; models named `<name>/<model>` are sent to it."""
 
@@ -57,22 +118,38 @@ class Endpoint(BaseModel):
     # "lean": our httpx SSE reader (near the floor of CPU per chunk); "litellm": LiteLLM's
     # OpenAI-compatible provider (kept for comparison and for servers the lean path trips on).
     transport: Literal["lean", "litellm"] = "lean"
+    price: DeclaredPrice | None = Field(
+        None, description="the price of the endpoint's models (source declared-<name>); none: the price data's"
+    )
 
 
-class LLMSettings(SuiteSettings):
+class EndpointSettings(SuiteSettings):
+    """LLM_ENDPOINTS alone: what a service that prices, but calls no model, needs (accounting)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    llm_endpoints: dict[str, Endpoint] = Field(
+        default_factory=dict, description="OpenAI-compatible endpoints by model prefix (JSON)"
+    )
+
+    def declared_prices(self) -> dict[str, Rates]:
+        """Rates by endpoint name, for the endpoints that declare a price (PriceBook(declared=...))."""
+        return {name: e.price.rates() for name, e in self.llm_endpoints.items() if e.price is not None}
+
+
+class LLMSettings(EndpointSettings):
     """The LLM layer's knobs (see the module docstring for the environment format)."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     # Provider keys by the name of the variable that holds them, read in model_post_init.
     _provider_keys: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
+    # Which variables of PROVIDER_KEY_ENVS are set (not empty), read in model_post_init.
+    _key_envs_set: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     llm_allowed_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_ALLOWED_MODELS),
         description="models a request may name; fnmatch patterns (sim/*) allowed",
-    )
-    llm_endpoints: dict[str, Endpoint] = Field(
-        default_factory=dict, description="OpenAI-compatible endpoints by model prefix (JSON)"
     )
     llm_openai_lean: bool = Field(
         True, description="send openai/* models through the lean SSE path (False: through LiteLLM)"
@@ -111,11 +188,34 @@ class LLMSettings(SuiteSettings):
         super().model_post_init(context)
         names = {OPENAI_KEY_ENV, *(e.api_key_env for e in self.llm_endpoints.values() if e.api_key_env)}
         self._provider_keys = {name: SecretStr(os.environ[name]) for name in sorted(names) if name in os.environ}
+        listed = {name for names in PROVIDER_KEY_ENVS.values() for name in names}
+        self._key_envs_set = frozenset(name for name in listed | names if os.environ.get(name, "").strip())
 
     def provider_key(self, name: str | None) -> str | None:
         """The key held by the variable `name` when these settings were built (None: unset)."""
         key = self._provider_keys.get(name) if name else None
         return None if key is None else key.get_secret_value()
+
+    def key_envs(self, model: str) -> tuple[str, ...]:
+        """The variables one of which must hold a key for `model`, routed as the router does:
+        none for `sim/...` and for an endpoint without `api_key_env`; the endpoint's variable;
+        OPENAI_API_KEY for `openai/...`; PROVIDER_KEY_ENVS for the other prefixes (none when
+        the prefix is not listed there)."""
+        prefix, _, _ = model.partition("/")
+        if prefix == SIMULATED_PREFIX:
+            return ()
+        endpoint = self.llm_endpoints.get(prefix)
+        if endpoint is not None:
+            return (endpoint.api_key_env,) if endpoint.api_key_env else ()
+        return PROVIDER_KEY_ENVS.get(prefix, ())
+
+    def missing_key_env(self, model: str) -> str | None:
+        """The variable `model` needs that was unset or empty when these settings were built
+        (the first of `key_envs(model)` when none of them is set); None when nothing is missing."""
+        names = self.key_envs(model)
+        if not names or any(name in self._key_envs_set for name in names):
+            return None
+        return names[0]
 
     def model_allowed(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.llm_allowed_models)
