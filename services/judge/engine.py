@@ -1,11 +1,16 @@
 """The judge: asks a panel of models, in several orderings each, for validated scores, and
 turns their ballots into a round assessment or a verdict.
 
-Every (model, ordering) pair is one judge call, made concurrently. A call whose answer is
+Every (model, ordering) pair is one ballot, asked concurrently. A ballot whose answer is
 not valid is repaired up to `policy.max_repairs` times; if it never becomes valid the whole
 request fails with JudgeOutputInvalid and no scores: dropping the call instead would leave
 the orderings unbalanced and let position bias back in, and filling it in would invent
 scores.
+
+Every provider call is its own JudgeCall, under its own key `{ballot key}/attempts/{n}`,
+refused answers and repairs included, so that each is one row of the ledger. A failed request
+carries every call it made in its error (`billed_calls`; the servicer sends them as a
+`judge.v1.BilledCalls` status detail), so the caller records what the provider billed.
 """
 
 from __future__ import annotations
@@ -14,10 +19,19 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 from services.common.errors import Aborted, DomainError
-from services.common.llm.base import CompletionRequest, LLMClient, collect
+from services.common.llm.base import (
+    Completion,
+    CompletionRequest,
+    LLMClient,
+    LLMError,
+    ProviderError,
+    ReasoningDelta,
+    TextDelta,
+)
+from services.common.tokens import SIMULATED_PREFIX, count_message_tokens, count_text_tokens
 from services.common.usage import Usage
 from services.judge import aggregate
 from services.judge.model import (
@@ -56,19 +70,28 @@ class JudgeOutputInvalid(Aborted):
     decides whether another attempt is worth its cost, or judges with another model. Not
     INTERNAL either: nothing in this service is broken. `reason` is stable for callers to
     match; the metadata names the model, the ordering and the tokens the request spent.
+    `billed_calls` are every call the request made (see `_Request`).
     """
 
     reason = "JUDGE_OUTPUT_INVALID"
+    billed_calls: tuple[JudgeCall, ...] = ()
 
 
-@dataclass
-class _Spend:
-    """Usage of every answer a request received, for the error metadata when it fails."""
+class JudgeModelFailed(DomainError):
+    """A judge model call failed (after the LLM layer's own retries), so the request has no scores.
 
-    usage: Usage = field(default_factory=Usage)
+    It keeps the provider error's reason, message and metadata (PROVIDER_STALLED, ...) and its
+    code, except that UNAVAILABLE becomes ABORTED once the request has made billed calls: the
+    channels re-send an UNAVAILABLE call on their own, which would make those calls again and
+    lose the record of the first ones. `billed_calls` are every call the request made.
+    """
 
-    def add(self, usage: Usage) -> None:
-        self.usage = self.usage + usage
+    billed_calls: tuple[JudgeCall, ...] = ()
+
+    def __init__(self, error: LLMError, *, billed: bool):
+        super().__init__(error.message, reason=error.reason, metadata=error.metadata)
+        self.code = Aborted.code if billed and error.code == "UNAVAILABLE" else error.code
+        self.model = error.model
 
 
 class Judge:
@@ -104,7 +127,7 @@ class Judge:
             )
             for name in (d.name for d in case.debaters)
         )
-        simulated = any(b.call.simulated for b in ballots)
+        simulated = any(b.simulated for b in ballots)
         log.info(
             "round %d judged by %d call(s): %s; ordering agreement %.2f, judge agreement %.2f",
             case.round_number,
@@ -133,7 +156,7 @@ class Judge:
             judge_models=panel.models,
             ordering_agreement=tally.ordering_agreement,
             judge_agreement=tally.judge_agreement,
-            calls=tuple(b.call for b in ballots),
+            calls=tuple(c for b in ballots for c in b.calls),
             simulated=simulated,
         )
 
@@ -177,7 +200,7 @@ class Judge:
             lead = final[winner] - final[ranked[1]]
             confidence = support * min(1.0, lead / self.policy.decisive_margin)
 
-        simulated = any(b.call.simulated for b in ballots)
+        simulated = any(b.simulated for b in ballots)
         log.info(
             "verdict by %d call(s): %s, confidence %.2f", len(ballots), "tie" if tie else f"{winner} wins", confidence
         )
@@ -205,37 +228,51 @@ class Judge:
             judge_models=panel.models,
             ordering_agreement=tally.ordering_agreement,
             judge_agreement=tally.judge_agreement,
-            calls=tuple(b.call for b in ballots),
+            calls=tuple(c for b in ballots for c in b.calls),
             simulated=simulated,
         )
 
     # ----------------------------------------------------------------------- calls
 
     async def _poll(self, parts: PromptParts, panel: Panel, key_prefix: str, seed: int | None) -> list[Ballot]:
-        """One ballot per (model, ordering), all at once; the first failure cancels the rest."""
+        """One ballot per (model, ordering), all at once. Raises the first failure, carrying every
+        call the request made (see `_Request`)."""
         masker = NameMasker([d.name for d in parts.debaters])
-        spend = _Spend()
-        jobs = [
-            self._ballot(parts, masker, model, index, ordering, f"{key_prefix}/{model}/ordering/{index}", seed, spend)
-            for model in panel.models
-            for index, ordering in enumerate(panel.orderings)
+        jobs = [(model, index, ordering) for model in panel.models for index, ordering in enumerate(panel.orderings)]
+        request = _Request(len(jobs))
+        tasks = [
+            asyncio.ensure_future(
+                self._ballot(
+                    parts, masker, model, index, ordering, f"{key_prefix}/{model}/ordering/{index}", seed, request, slot
+                )
+            )
+            for slot, (model, index, ordering) in enumerate(jobs)
         ]
-        tasks = [asyncio.ensure_future(job) for job in jobs]
+        failure: BaseException | None = None
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failure = _first_failure(tasks)
+            if pending and isinstance(failure, JudgeOutputInvalid):
+                request.stopped = True  # the others end the call they are in, and start none
+                await asyncio.wait(pending)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        for task in tasks:
-            if not task.cancelled() and (error := task.exception()) is not None:
-                if isinstance(error, DomainError):
-                    error.metadata.update(
-                        spent_prompt_tokens=str(spend.usage.prompt_tokens),
-                        spent_completion_tokens=str(spend.usage.completion_tokens),
-                    )
-                raise error
-        return [task.result() for task in tasks]
+        if failure is None:
+            return [task.result() for task in tasks]
+        calls = request.calls()
+        if isinstance(failure, LLMError):
+            failure = JudgeModelFailed(failure, billed=bool(calls))
+        if isinstance(failure, JudgeOutputInvalid | JudgeModelFailed):
+            failure.billed_calls = calls
+            spent = sum((c.usage for c in calls), Usage())
+            failure.metadata.update(
+                spent_prompt_tokens=str(spent.prompt_tokens),
+                spent_completion_tokens=str(spent.completion_tokens),
+                billed_calls=str(len(calls)),
+            )
+        raise failure
 
     async def _ballot(
         self,
@@ -246,51 +283,74 @@ class Judge:
         ordering: Sequence[int],
         key: str,
         seed: int | None,
-        spend: _Spend,
+        request: _Request,
+        slot: int,
     ) -> Ballot:
         messages, shape, label_to_name = build_messages(parts, ordering, masker)
+        shown = tuple(parts.debaters[i].name for i in ordering)
         conversation = messages
-        usage = Usage()
-        simulated = False
-        answered_by = model
+        calls: list[JudgeCall] = []
         problems: list[str] = []
         attempts = self.policy.max_repairs + 1
-        for attempt in range(1, attempts + 1):
-            reply = await collect(
-                self.llm,
-                CompletionRequest(
+        try:
+            for attempt in range(1, attempts + 1):
+                if request.stopped:
+                    raise _Stopped
+                call = CompletionRequest(
                     model=model,
                     messages=conversation,
                     max_tokens=self.policy.max_output_tokens,
                     temperature=self.policy.temperature,
                     seed=seed,
                     request_id=f"{key}/attempts/{attempt}",
-                ),
-            )
-            usage = usage + reply.completion.usage
-            spend.add(reply.completion.usage)
-            simulated = simulated or reply.completion.simulated
-            answered_by = reply.completion.model or model
-            try:
-                answer = parse_answer(reply.text, shape)
-            except JudgeOutputError as error:
-                problems = error.problems
-                log.warning(
-                    "judge answer %s refused (attempt %d of %d): %s", key, attempt, attempts, "; ".join(problems[:3])
                 )
-                conversation = repair_messages(messages, reply.text, problems)
-                continue
-            shown = tuple(parts.debaters[i].name for i in ordering)
-            return Ballot(
-                model=model,
-                ordering_index=index,
-                scores={label_to_name[label]: s for label, s in answer.scores.items()},
-                rationales={
-                    label_to_name[label]: unmask_labels(r, label_to_name) for label, r in answer.rationales.items()
-                },
-                summary=unmask_labels(answer.summary, label_to_name),
-                call=JudgeCall(answered_by, shown, usage, attempt, key, simulated),
-            )
+                reader = _Reader()
+                try:
+                    completion = await reader.read(self.llm, call)
+                except LLMError as error:
+                    if error.billed:
+                        calls.append(_cut_call(call, shown, error.partial_text, error.partial_reasoning, attempt))
+                    raise
+                except asyncio.CancelledError:
+                    if reader.streamed:
+                        calls.append(_cut_call(call, shown, reader.text, reader.reasoning, attempt))
+                    raise
+                made = JudgeCall(
+                    model=completion.model or model,
+                    ordering=shown,
+                    usage=completion.usage,
+                    attempts=0,  # set when the ballot ends
+                    request_id=call.request_id,
+                    simulated=completion.simulated,
+                    attempt=attempt,
+                )
+                try:
+                    answer = parse_answer(reader.text, shape)
+                except JudgeOutputError as error:
+                    calls.append(made)
+                    problems = error.problems
+                    log.warning(
+                        "judge answer %s refused (attempt %d of %d): %s",
+                        call.request_id,
+                        attempt,
+                        attempts,
+                        "; ".join(problems[:3]),
+                    )
+                    conversation = repair_messages(messages, reader.text, problems)
+                    continue
+                calls.append(replace(made, accepted=True))
+                return Ballot(
+                    model=model,
+                    ordering_index=index,
+                    scores={label_to_name[label]: s for label, s in answer.scores.items()},
+                    rationales={
+                        label_to_name[label]: unmask_labels(r, label_to_name) for label, r in answer.rationales.items()
+                    },
+                    summary=unmask_labels(answer.summary, label_to_name),
+                    calls=tuple(replace(c, attempts=len(calls)) for c in calls),
+                )
+        finally:
+            request.ended(slot, calls)
         raise JudgeOutputInvalid(
             f"judge model {model} gave no valid structured output in {attempts} answers "
             f"(ordering {index}); last problems: {'; '.join(problems[:3])}",
@@ -302,6 +362,100 @@ class Judge:
                 "problems": "; ".join(problems[:3])[:500],
             },
         )
+
+
+class _Stopped(Exception):
+    """A ballot did not start another call because its request had already failed."""
+
+
+class _Request:
+    """Every provider call of one judge request, ballot by ballot, kept as each ballot ends.
+
+    When the request fails, these are the calls its error carries (`billed_calls`), so that the
+    caller can record what the provider billed although there are no scores:
+    - the calls that answered, valid or refused, with the usage the provider reported;
+    - a call that failed after the provider had accepted it (`LLMError.billed`), and a call
+      cancelled after it had streamed anything: an estimate with our tokenizer (the prompt,
+      and the text and reasoning that streamed), marked estimated;
+    - a call cancelled before anything streamed is not counted: the LLM layer shows nothing of a
+      call before its first text or reasoning, so there is nothing to say the provider took it.
+    After a ballot gives up (JudgeOutputInvalid), `stopped` is set: the other ballots finish the
+    call they are in (it is paid for anyway, and finishing it gives the provider's exact usage
+    instead of an estimate) and start no other. After a provider error they are cancelled at once.
+    """
+
+    def __init__(self, ballots: int):
+        self.stopped = False
+        self._calls: list[list[JudgeCall]] = [[] for _ in range(ballots)]
+
+    def ended(self, slot: int, calls: list[JudgeCall]) -> None:
+        self._calls[slot] = [replace(c, attempts=len(calls)) for c in calls]
+
+    def calls(self) -> tuple[JudgeCall, ...]:
+        return tuple(c for ballot in self._calls for c in ballot)
+
+
+class _Reader:
+    """Reads one stream like `collect()`, keeping what streamed so far for a call cut short."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self._text)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self._reasoning)
+
+    @property
+    def streamed(self) -> bool:
+        return any(self._text) or any(self._reasoning)
+
+    async def read(self, llm: LLMClient, request: CompletionRequest) -> Completion:
+        """The stream's Completion; raises its LLMError (ProviderError when it ends without one)."""
+        completion: Completion | None = None
+        async for event in llm.stream(request):
+            if isinstance(event, TextDelta):
+                self._text.append(event.text)
+            elif isinstance(event, ReasoningDelta):
+                self._reasoning.append(event.text)
+            else:
+                completion = event
+        if completion is None:
+            raise ProviderError(
+                f"stream for {request.model} ended without a completion",
+                model=request.model,
+                partial_text=self.text,
+                partial_reasoning=self.reasoning,
+            )
+        return completion
+
+
+def _cut_call(request: CompletionRequest, shown: tuple[str, ...], text: str, reasoning: str, attempt: int) -> JudgeCall:
+    """A call that ended before its usage came: its prompt, text and reasoning counted with our
+    tokenizer, marked estimated."""
+    reasoning_tokens = count_text_tokens(request.model, reasoning) if reasoning else 0
+    usage = Usage(
+        prompt_tokens=count_message_tokens(request.model, [m.as_dict() for m in request.messages]),
+        completion_tokens=(count_text_tokens(request.model, text) if text else 0) + reasoning_tokens,
+        reasoning_tokens=reasoning_tokens,
+        estimated=True,
+    )
+    simulated = request.model.startswith(SIMULATED_PREFIX)
+    return JudgeCall(request.model, shown, usage, 0, request.request_id, simulated, attempt)
+
+
+def _first_failure(tasks: Sequence[asyncio.Future[Ballot]]) -> BaseException | None:
+    """The first ballot's failure, in ballot order (a ballot that only stopped does not count)."""
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            error = task.exception()
+            if error is not None and not isinstance(error, _Stopped):
+                return error
+    return None
 
 
 class _Tally:

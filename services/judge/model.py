@@ -127,12 +127,22 @@ class JudgePolicy:
 
 @dataclass(frozen=True, slots=True)
 class JudgeCall:
-    model: str
-    ordering: tuple[str, ...]
+    """One provider call a judge request made: a ballot's first answer or one of its repairs.
+
+    Every call is billed, so every call is one row of the ledger under its own `request_id`,
+    `{ballot key}/attempts/{attempt}`. `usage` is this call's alone; it is `estimated` (our
+    tokenizer's count) when the call was cut before its end. `attempts` is the number of answers
+    its ballot received (kept for older readers, which saw one call per ballot).
+    """
+
+    model: str  # the model that answered (a fallback may differ from the one asked for)
+    ordering: tuple[str, ...]  # debater names, in the order shown
     usage: Usage
     attempts: int
     request_id: str
     simulated: bool
+    attempt: int = 1  # 1 for the ballot's first answer, 2 and more for repairs
+    accepted: bool = False  # the answer was valid and its ballot took it
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +163,7 @@ class RoundAssessment:
     judge_models: tuple[str, ...]
     ordering_agreement: float
     judge_agreement: float
-    calls: tuple[JudgeCall, ...]
+    calls: tuple[JudgeCall, ...]  # every provider call, ballot by ballot, repairs included
     simulated: bool
 
 
@@ -167,17 +177,22 @@ class Verdict:
     judge_models: tuple[str, ...]
     ordering_agreement: float
     judge_agreement: float
-    calls: tuple[JudgeCall, ...]
+    calls: tuple[JudgeCall, ...]  # every provider call, ballot by ballot, repairs included
     simulated: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Ballot:
-    """One judge call's valid answer, mapped back from labels to debater names."""
+    """One (model, ordering)'s valid answer, mapped back from labels to debater names, with
+    every call it took (the refused answers first, the accepted one last)."""
 
     model: str
     ordering_index: int
     scores: dict[str, dict[str, float]]  # debater -> criterion -> 0..10
     rationales: dict[str, str]
     summary: str
-    call: JudgeCall = field(compare=False)
+    calls: tuple[JudgeCall, ...] = field(compare=False)
+
+    @property
+    def simulated(self) -> bool:
+        return any(c.simulated for c in self.calls)

@@ -1,18 +1,21 @@
 """gRPC transport of the judge: protobuf in, domain calls, protobuf out.
 
-Errors are raised as DomainErrors and mapped to statuses by the shared interceptor.
+Errors are raised as DomainErrors and mapped to statuses by the shared interceptor. A request
+that failed after making model calls carries them as a `judge.v1.BilledCalls` status detail
+(after the ErrorInfo), so the caller can record every call the provider billed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from typing import TypeVar
 
 from debate.common.v1 import common_pb2
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 
 from services.common.logs import debate_id_var, request_id_var
 from services.common.usage import usage_to_proto
-from services.judge.engine import Judge
+from services.judge.engine import Judge, JudgeModelFailed, JudgeOutputInvalid
 from services.judge.model import (
     Criterion,
     Debater,
@@ -27,6 +30,18 @@ from services.judge.model import (
     VerdictCase,
 )
 
+Result = TypeVar("Result")
+
+
+async def _with_billed_calls(work: Awaitable[Result]) -> Result:
+    """`work`'s result; a failure that made model calls gets them as a BilledCalls detail."""
+    try:
+        return await work
+    except (JudgeOutputInvalid, JudgeModelFailed) as error:
+        if error.billed_calls:
+            error.details.append(judge_pb2.BilledCalls(calls=_calls(error.billed_calls)))
+        raise
+
 
 class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
     def __init__(self, judge: Judge):
@@ -34,35 +49,39 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
 
     async def EvaluateRound(self, request: judge_pb2.EvaluateRoundRequest, context) -> judge_pb2.EvaluateRoundResponse:
         _set_log_context(request.debate_id, request.request_id)
-        assessment = await self.judge.evaluate_round(
-            RoundCase(
-                debate_id=request.debate_id,
-                topic=request.topic,
-                round_number=request.round_number,
-                debaters=_debaters(request.debaters),
-                turns=_turns(request.turns),
-                panel=_panel(request.judge),
-                request_id=request.request_id,
-                seed=request.seed or None,
+        assessment = await _with_billed_calls(
+            self.judge.evaluate_round(
+                RoundCase(
+                    debate_id=request.debate_id,
+                    topic=request.topic,
+                    round_number=request.round_number,
+                    debaters=_debaters(request.debaters),
+                    turns=_turns(request.turns),
+                    panel=_panel(request.judge),
+                    request_id=request.request_id,
+                    seed=request.seed or None,
+                )
             )
         )
         return judge_pb2.EvaluateRoundResponse(assessment=assessment_to_proto(assessment))
 
     async def RenderVerdict(self, request: judge_pb2.RenderVerdictRequest, context) -> judge_pb2.RenderVerdictResponse:
         _set_log_context(request.debate_id, request.request_id)
-        verdict = await self.judge.render_verdict(
-            VerdictCase(
-                debate_id=request.debate_id,
-                topic=request.topic,
-                debaters=_debaters(request.debaters),
-                rounds=tuple(Round(r.round_number, _turns(r.turns)) for r in request.rounds),
-                assessments=tuple(
-                    PriorAssessment(a.round_number, {s.debater: s.weighted_total for s in a.scores})
-                    for a in request.assessments
-                ),
-                panel=_panel(request.judge),
-                request_id=request.request_id,
-                seed=request.seed or None,
+        verdict = await _with_billed_calls(
+            self.judge.render_verdict(
+                VerdictCase(
+                    debate_id=request.debate_id,
+                    topic=request.topic,
+                    debaters=_debaters(request.debaters),
+                    rounds=tuple(Round(r.round_number, _turns(r.turns)) for r in request.rounds),
+                    assessments=tuple(
+                        PriorAssessment(a.round_number, {s.debater: s.weighted_total for s in a.scores})
+                        for a in request.assessments
+                    ),
+                    panel=_panel(request.judge),
+                    request_id=request.request_id,
+                    seed=request.seed or None,
+                )
             )
         )
         return judge_pb2.RenderVerdictResponse(verdict=verdict_to_proto(verdict))
@@ -98,6 +117,8 @@ def _calls(calls: Iterable[JudgeCall]) -> list[common_pb2.JudgeCall]:
             attempts=c.attempts,
             request_id=c.request_id,
             simulated=c.simulated,
+            attempt=c.attempt,
+            accepted=c.accepted,
         )
         for c in calls
     ]

@@ -14,11 +14,11 @@ import asyncio
 import grpc
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.accounting.v1 import accounting_pb2_grpc
-from debate.judge.v1 import judge_pb2_grpc
+from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 
 from services.common import errors
 from services.common.channels import open_channel
-from services.common.grpc_errors import error_details
+from services.common.grpc_errors import error_details, status_details
 from services.orchestrator.settings import OrchestratorSettings
 
 _CODES = {
@@ -39,6 +39,19 @@ def _domain_error(service: str, error: grpc.aio.AioRpcError) -> errors.DomainErr
     return cls(f"{service} service: {error.code().name}: {error.details()}", reason=reason)
 
 
+def _judge_error(error: grpc.aio.AioRpcError) -> errors.DomainError:
+    """The judge's failure as a domain error; the model calls the failed request made (its
+    `judge.v1.BilledCalls` status detail) ride along in the error's `details`, for the engine
+    to record (`judging.billed_calls`)."""
+    domain = _domain_error("judge", error)
+    for detail in status_details(error):
+        if detail.Is(judge_pb2.BilledCalls.DESCRIPTOR):
+            billed = judge_pb2.BilledCalls()
+            detail.Unpack(billed)
+            domain.details.append(billed)
+    return domain
+
+
 class GrpcJudge:
     """The judge service at JUDGE_SERVICE_ADDR; every call has RPC_TIMEOUT_SECONDS."""
 
@@ -51,13 +64,13 @@ class GrpcJudge:
         try:
             return (await self.stub.EvaluateRound(request, timeout=self.timeout, wait_for_ready=True)).assessment
         except grpc.aio.AioRpcError as error:
-            raise _domain_error("judge", error) from None
+            raise _judge_error(error) from None
 
     async def render_verdict(self, request):
         try:
             return (await self.stub.RenderVerdict(request, timeout=self.timeout, wait_for_ready=True)).verdict
         except grpc.aio.AioRpcError as error:
-            raise _domain_error("judge", error) from None
+            raise _judge_error(error) from None
 
     async def close(self) -> None:
         await self.channel.close()

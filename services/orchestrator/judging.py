@@ -8,11 +8,22 @@ JudgeCall.request_id keys (`debates/{id}/rounds/{r}/judge/...`, `debates/{id}/ve
 3. the answer is marked recorded and RoundAssessed (or VerdictRendered) is logged.
 After a crash, an answer stored but not recorded is recorded, never asked again; the judge's
 own calls are idempotent by request_id, so a judge that was unavailable is simply asked again.
+
+A judge request that fails after its model calls were made (JUDGE_OUTPUT_INVALID, a provider
+failure) names them in its error (a `judge.v1.BilledCalls` detail, see `billed_calls`): they
+are recorded the same way, under each call's own key, before the error goes on, so a debate
+that fails on its judge still has every billed judge call in its ledger. The judge is asked
+again (`attempts` in all) when it was unavailable, timed out or its provider failed; each
+further try carries its own request id (`{prefix}/tries/{n}`), so the calls it makes again are
+rows of their own rather than duplicates of the first try's. (A restart asks with the first
+try's id again: calls a failed first try recorded before the crash and the judge makes again
+are then absorbed as duplicates; that needs a crash between two tries of one judge request.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -21,11 +32,13 @@ from debate.common.v1 import common_pb2 as common
 from debate.judge.v1 import judge_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
-from services.common.errors import DeadlineExceeded, Unavailable
+from services.common.errors import Aborted, DeadlineExceeded, DomainError, Unavailable
 from services.orchestrator.events import EventHub
 from services.orchestrator.peers import Accounting, Judge
 from services.orchestrator.run import DebateRun, announce_cost
 from services.orchestrator.store import Store
+
+log = logging.getLogger(__name__)
 
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
@@ -49,19 +62,21 @@ class Judging:
         prefix = f"debates/{run.debate_id}/rounds/{r}/judge"
         assessment = run.unrecorded_assessments.pop(r, None)
         if assessment is None:
-            assessment = await self._ask(
-                self.judge.evaluate_round,
-                judge_pb2.EvaluateRoundRequest(
+            debaters, turns = _debaters(config), _round_turns(run, r)
+
+            def request(request_id: str) -> judge_pb2.EvaluateRoundRequest:
+                return judge_pb2.EvaluateRoundRequest(
                     debate_id=run.debate_id,
                     topic=config.topic,
                     round_number=r,
-                    debaters=_debaters(config),
-                    turns=_round_turns(run, r),
+                    debaters=debaters,
+                    turns=turns,
                     judge=config.judge,
-                    request_id=prefix,
+                    request_id=request_id,
                     seed=config.seed,
-                ),
-            )
+                )
+
+            assessment = await self._ask(run, self.judge.evaluate_round, request, prefix, common.ROLE_JUDGE, r)
             assessment.round_number = r
             self.store.put_assessment(run.debate_id, assessment, recorded=False)
             self.hub.commit()  # stored before its usage is recorded anywhere
@@ -87,19 +102,21 @@ class Judging:
                 judge_pb2.RoundTranscript(round_number=r, turns=_round_turns(run, r))
                 for r in range(1, config.format.round_limit + 1)
             ]
-            verdict = await self._ask(
-                self.judge.render_verdict,
-                judge_pb2.RenderVerdictRequest(
+            debaters, assessments = _debaters(config), [run.assessments[r] for r in sorted(run.assessments)]
+
+            def request(request_id: str) -> judge_pb2.RenderVerdictRequest:
+                return judge_pb2.RenderVerdictRequest(
                     debate_id=run.debate_id,
                     topic=config.topic,
-                    debaters=_debaters(config),
+                    debaters=debaters,
                     rounds=rounds,
-                    assessments=[run.assessments[r] for r in sorted(run.assessments)],
+                    assessments=assessments,
                     judge=config.judge,
-                    request_id=prefix,
+                    request_id=request_id,
                     seed=config.seed,
-                ),
-            )
+                )
+
+            verdict = await self._ask(run, self.judge.render_verdict, request, prefix, common.ROLE_VERDICT, 0)
             self.store.update_debate(run.debate_id, verdict=verdict.SerializeToString())
             self.hub.commit()
         await self._record_calls(run, verdict.calls, prefix, common.ROLE_VERDICT, 0)
@@ -134,23 +151,65 @@ class Judging:
                     role=role,
                     round_number=round_number,
                     model=call.model,
-                    attempt=max(1, call.attempts),
+                    attempt=call.attempt or max(1, call.attempts),
                     usage=call.usage,
                 )
             )
             run.add_cost(reply)
 
-    async def _ask(self, method: Callable[[Request], Awaitable[Reply]], request: Request) -> Reply:
-        """The judge's own calls are idempotent by request_id: an unavailable judge is asked again."""
+    async def _record_billed(
+        self, run: DebateRun, error: DomainError, prefix: str, role: common.Role.ValueType, round_number: int
+    ) -> None:
+        """Records the calls a failed judge request made, and announces the new cost. A failure to
+        record them is logged: the judge's error is what the debate ends with."""
+        calls = billed_calls(error)
+        if not calls:
+            return
+        try:
+            await self._record_calls(run, calls, prefix, role, round_number)
+        except DomainError as failure:
+            log.warning("could not record the %d call(s) of a failed judge request: %s", len(calls), failure.message)
+        announce_cost(self.store, self.hub, run)
+
+    async def _ask(
+        self,
+        run: DebateRun,
+        method: Callable[[Request], Awaitable[Reply]],
+        request: Callable[[str], Request],
+        prefix: str,
+        role: common.Role.ValueType,
+        round_number: int,
+    ) -> Reply:
+        """The judge's answer to `request(request_id)`, the first try under `prefix`. Each failed
+        try's billed calls are recorded; a judge that was unavailable, timed out or whose provider
+        failed is asked again, `attempts` tries in all, try n > 1 under `{prefix}/tries/{n}`."""
         attempt = 1
         while True:
             try:
-                return await method(request)
-            except (Unavailable, DeadlineExceeded):
-                if attempt >= self.attempts:
+                return await method(request(prefix if attempt == 1 else f"{prefix}/tries/{attempt}"))
+            except DomainError as error:
+                await self._record_billed(run, error, prefix, role, round_number)
+                if not _worth_another_try(error) or attempt >= self.attempts:
                     raise
-                await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
-                attempt += 1
+            await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
+            attempt += 1
+
+
+def billed_calls(error: BaseException) -> list[common.JudgeCall]:
+    """The model calls a failed judge request made (the `judge.v1.BilledCalls` in the error's
+    details, put there by the judge client), in the judge's order; none when it made none."""
+    if not isinstance(error, DomainError):
+        return []
+    return [call for detail in error.details if isinstance(detail, judge_pb2.BilledCalls) for call in detail.calls]
+
+
+def _worth_another_try(error: DomainError) -> bool:
+    """Unavailable or timed out, or a provider failure the judge reports as ABORTED because it
+    had already made billed calls (not JUDGE_OUTPUT_INVALID: the same model is likely to fail the
+    same way, and the caller decides whether that is worth another bill)."""
+    if isinstance(error, Unavailable | DeadlineExceeded):
+        return True
+    return isinstance(error, Aborted) and error.reason.startswith("PROVIDER_")
 
 
 def _debaters(config: common.DebateConfig) -> list[judge_pb2.Debater]:

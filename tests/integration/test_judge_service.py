@@ -87,7 +87,8 @@ async def test_evaluate_round_scores_every_criterion_of_every_debater_with_usage
     assert list(a.judge_models) == ["sim/judge"]
     assert len(a.calls) == n
     for i, call in enumerate(a.calls):
-        assert call.request_id == f"debates/d-42/rounds/1/judge/sim/judge/ordering/{i}"
+        assert call.request_id == f"debates/d-42/rounds/1/judge/sim/judge/ordering/{i}/attempts/1"
+        assert call.attempt == 1 and call.accepted
         assert call.usage.prompt_tokens > 0 and call.usage.completion_tokens > 0
         assert call.usage.total_tokens == call.usage.prompt_tokens + call.usage.completion_tokens
         assert call.attempts == 1 and call.simulated and sorted(call.ordering) == sorted(NAMES[:n])
@@ -105,7 +106,8 @@ async def test_an_injected_sentence_does_not_change_the_simulated_scores(judge_a
 async def test_malformed_twice_then_valid_over_grpc(judge_at):
     stub = await judge_at(FlakyJudgeLLM(["{not json", '{"debaters": {"A": {}}}']))
     a = (await stub.EvaluateRound(round_request(2), timeout=30)).assessment
-    assert [c.attempts for c in a.calls] == [3, 3]
+    assert [c.attempts for c in a.calls] == [3] * 6
+    assert [(c.attempt, c.accepted) for c in a.calls] == [(1, False), (2, False), (3, True)] * 2
     assert all(len(s.criteria) == 4 for s in a.scores)
 
 
@@ -175,5 +177,7 @@ async def test_render_verdict_over_grpc(judge_at):
     assert [f.debater for f in v.final_scores] == ["alice", "bob"]
     assert all(0 <= f.score <= 10 for f in v.final_scores)
     assert 0 <= v.confidence <= 1 and v.summary
-    assert [c.request_id for c in v.calls] == [f"debates/d-42/verdict/verdict/sim/judge/ordering/{i}" for i in (0, 1)]
+    assert [c.request_id for c in v.calls] == [
+        f"debates/d-42/verdict/verdict/sim/judge/ordering/{i}/attempts/1" for i in (0, 1)
+    ]
     assert all(c.usage.total_tokens > 0 for c in v.calls)
