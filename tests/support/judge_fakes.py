@@ -3,11 +3,20 @@ or biased on purpose. They read the judge's own prompt format, so they answer an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
-from services.common.llm.base import Completion, CompletionRequest, StreamEvent, TextDelta
+from services.common.llm.base import (
+    Completion,
+    CompletionRequest,
+    LLMError,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+)
 from services.common.usage import Usage
 from services.judge import simulated_judge
 from services.judge.output import label_for
@@ -48,6 +57,62 @@ class FlakyJudgeLLM(FakeJudgeLLM):
         if attempt <= len(self.bad_answers):
             return self.bad_answers[attempt - 1]
         return super().reply(request)
+
+
+@dataclass
+class Step:
+    """How a ScriptedJudgeLLM answers one request."""
+
+    text: str | None = None  # the answer (None: the simulated judge's valid one)
+    chunks: int = 1  # the answer is streamed in this many pieces
+    reasoning: str = ""  # streamed first, as reasoning
+    first_delay: float = 0.0  # seconds before anything streams
+    chunk_delay: float = 0.0  # seconds between pieces
+    fail_after: int | None = None  # raise `error` after this many pieces
+    error: Callable[[str, str], LLMError] | None = None  # (partial text, partial reasoning) -> error
+
+
+class ScriptedJudgeLLM(FakeJudgeLLM):
+    """Answers each request as `plan(request)` says, and keeps its own bill: `outcomes` maps each
+    request_id to "complete", "failed" (after streaming `streamed[request_id]`) or "cancelled";
+    `usage` maps each completed request_id to the usage it reported."""
+
+    def __init__(self, plan: Callable[[CompletionRequest], Step], **kwargs):
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.outcomes: dict[str, str] = {}
+        self.streamed: dict[str, str] = {}
+        self.usage: dict[str, Usage] = {}
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        self.requests.append(request)
+        step = self.plan(request)
+        text = step.text if step.text is not None else simulated_judge.respond(request)
+        size = max(1, -(-len(text) // step.chunks))
+        pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+        key = request.request_id
+        self.streamed[key] = ""
+        try:
+            if step.first_delay:
+                await asyncio.sleep(step.first_delay)
+            if step.reasoning:
+                yield ReasoningDelta(step.reasoning)
+            for i, piece in enumerate(pieces):
+                if step.fail_after is not None and i == step.fail_after:
+                    self.outcomes[key] = "failed"
+                    assert step.error is not None
+                    raise step.error(self.streamed[key], step.reasoning)
+                if i and step.chunk_delay:
+                    await asyncio.sleep(step.chunk_delay)
+                self.streamed[key] += piece
+                yield TextDelta(piece)
+        except asyncio.CancelledError:
+            self.outcomes[key] = "cancelled"
+            raise
+        prompt = sum(len(m.content) for m in request.messages)
+        self.usage[key] = Usage(prompt // 4 + 1, len(text) // 4 + 1)
+        self.outcomes[key] = "complete"
+        yield Completion(request.model, self.usage[key], simulated=self.simulated)
 
 
 class FirstShownBiasedLLM(FakeJudgeLLM):
