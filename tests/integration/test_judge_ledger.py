@@ -74,7 +74,9 @@ async def judge_service():
 async def run_debate(tmp_path, judge, cfg: c.DebateConfig, **settings) -> tuple[pb.Debate, MemoryAccounting]:
     accounting = MemoryAccounting()
     orchestrator_settings = OrchestratorSettings(port=0, data_dir=str(tmp_path), **settings)
-    service = await build_orchestrator(orchestrator_settings, llm=ScriptedLLM(chunks=6), judge=judge, accounting=accounting)
+    service = await build_orchestrator(
+        orchestrator_settings, llm=ScriptedLLM(chunks=6), judge=judge, accounting=accounting
+    )
     port = await service.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -264,7 +266,8 @@ def fake():
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory, fake):
-    endpoints = {"fake": {"api_base": fake.base_url, "price": {"input_per_million": "0.4", "output_per_million": "1.6"}}}
+    price = {"input_per_million": "0.4", "output_per_million": "1.6"}
+    endpoints = {"fake": {"api_base": fake.base_url, "price": price}}
     models = {"llm_endpoints": endpoints, "llm_allowed_models": ["sim/*", "fake/*"]}
     running = InProcessSuite(
         tmp_path_factory.mktemp("judge-ledger"),
@@ -329,4 +332,3 @@ def test_a_judge_answering_trailing_commas_fails_the_debate_and_the_ledger_equal
     bill = sum((b.prompt_tokens * rate_in + b.completion_tokens * rate_out for b in billed), Decimal(0))
     assert Decimal(debate.cost.total.amount) == bill
     assert debate.cost.usage.prompt_tokens >= sum(b.prompt_tokens for b in billed)  # debaters (sim) are free
-
