@@ -3,7 +3,8 @@ round, resumed after a restart, cancelled, stopped at shutdown, and ended.
 
 States: CREATED -> RUNNING (or QUEUED -> RUNNING when a slot frees) -> COMPLETED, FAILED,
 CANCELLED or BUDGET_EXCEEDED. Every change is stored, then announced (DebateStateChanged,
-DebateCompleted or DebateFailed), then committed.
+DebateCompleted or DebateFailed), then committed (an ending whose commit fails is committed
+by the hub's next tick: a debate ends once).
 
 Playing a debate: for each round, its turns (turns.py) run in order (the sequential format) or
 all at once; the round's assessment (judging.py) then runs beside the next round, and its
@@ -31,7 +32,7 @@ from services.common.errors import DomainError, FailedPrecondition
 from services.common.logs import debate_id_var
 from services.common.money import ZERO, usd
 from services.orchestrator.context import ContextBuilder
-from services.orchestrator.events import EventHub
+from services.orchestrator.events import EventHub, StoreUnavailable
 from services.orchestrator.judging import Judging
 from services.orchestrator.peers import Accounting
 from services.orchestrator.run import TERMINAL, BudgetExceeded, DebateRun, S, State, turn_key
@@ -317,7 +318,7 @@ class Lifecycle:
         )
         self.hub.emit(run.debate_id, debate_completed=pb.DebateCompleted(verdict=verdict, cost=cost))
         self.hub.close(run.debate_id)
-        self.hub.commit()
+        self._commit_ending(run.debate_id)
 
     async def _end(self, run: DebateRun, state: State, reason: str, message: str) -> None:
         cost = await self._final_cost(run)
@@ -337,4 +338,13 @@ class Lifecycle:
         )
         self.hub.emit(debate_id, debate_failed=pb.DebateFailed(state=state, reason=reason, message=message, cost=cost))
         self.hub.close(debate_id)
-        self.hub.commit()
+        self._commit_ending(debate_id)
+
+    def _commit_ending(self, debate_id: str) -> None:
+        """Commits a debate's ending now. Nothing outside waits on it: if the store fails, the
+        ending stays pending and the hub's next tick commits it (announced only then), rather
+        than a second, contradictory ending being logged."""
+        try:
+            self.hub.commit()
+        except StoreUnavailable as error:
+            log.warning("the ending of debate %s waits for the next commit: %s", debate_id, error.message)

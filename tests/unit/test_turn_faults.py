@@ -1,8 +1,8 @@
-"""Faults inside a turn, run through the engine with in-process stand-ins (orchestrator_fakes):
-a provider payload the engine cannot use fails that turn alone, with a TurnFailed of a stable
-reason and its usage settled; reasoning text is billed but never speech; every call the
-provider billed is a ledger row; and the event hub keeps one debate's fault, or a failed store
-commit, from reaching any other debate."""
+"""Faults inside a turn, through the engine as the server builds it (no gRPC server started),
+with the in-process stand-ins of orchestrator_fakes: a provider payload the engine cannot use
+fails that turn alone, with a TurnFailed of a stable reason and its usage settled; reasoning
+text is billed but never speech; every call the provider billed is a ledger row; and the event
+hub keeps one debate's fault, or a failed store commit, from reaching any other debate."""
 
 from __future__ import annotations
 
@@ -24,10 +24,9 @@ from services.common.llm.base import (
 )
 from services.common.money import usd
 from services.common.usage import Usage
-from services.orchestrator.engine import Engine
 from services.orchestrator.events import DeltaBuffer, EventHub, StoreUnavailable, TextRejected
 from services.orchestrator.run import S, turn_key
-from services.orchestrator.scheduler import Scheduler
+from services.orchestrator.server import OrchestratorService, build_service
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import DebateRow, Store
 from services.orchestrator.transport import FRAMING
@@ -50,24 +49,12 @@ def cfg(rounds: int = 2, **kwargs) -> c.DebateConfig:
 
 
 class Rig:
-    """An engine over a real store and hub (ticking every 5 ms), with a scripted LLM and the
-    in-memory judge and accounting."""
+    """The orchestrator's engine as its server builds it (a real store and hub, ticking every
+    5 ms; no gRPC server started), with a scripted LLM and the in-memory judge and accounting."""
 
-    def __init__(self, tmp_path, llm: EventScriptLLM, **settings):
-        self.store = Store(str(tmp_path / "o.sqlite3"))
-        self.hub = EventHub(self.store, framing=FRAMING, coalesce_s=0.005)
-        self.llm, self.accounting, self.judge = llm, MemoryAccounting(), MemoryJudge()
-        self.settings = OrchestratorSettings(**settings)
-        self.engine = Engine(
-            self.store,
-            self.hub,
-            Scheduler(20, 20),
-            llm,
-            self.judge,
-            self.accounting,
-            self.settings,
-            self.settings.model_allowed,
-        )
+    def __init__(self, service: OrchestratorService, llm: EventScriptLLM, accounting: MemoryAccounting):
+        self.service, self.engine, self.llm, self.accounting = service, service.engine, llm, accounting
+        self.store, self.hub = self.engine.store, self.engine.hub
 
     def start(self, tenant: str, config: c.DebateConfig) -> tuple[str, asyncio.Task[None]]:
         row = self.engine.create(tenant, config, "")
@@ -100,11 +87,12 @@ class Rig:
 async def rig_factory(tmp_path):
     rigs: list[Rig] = []
 
-    def make(llm: EventScriptLLM, **settings) -> Rig:
-        rig = Rig(tmp_path / str(len(rigs)), llm, **settings)
-        rig.hub.start()
-        rigs.append(rig)
-        return rig
+    async def make(llm: EventScriptLLM) -> Rig:
+        settings = OrchestratorSettings(port=0, data_dir=str(tmp_path / str(len(rigs))), coalesce_ms=5)
+        accounting = MemoryAccounting()
+        service = await build_service(settings, llm=llm, judge=MemoryJudge(), accounting=accounting)
+        rigs.append(Rig(service, llm, accounting))
+        return rigs[-1]
 
     yield make
     for rig in rigs:
@@ -142,7 +130,7 @@ async def test_a_bad_payload_fails_its_turn_alone_with_a_typed_reason_and_settle
             return items
         return None
 
-    rig = rig_factory(EventScriptLLM(script, delay=0.001))
+    rig = await rig_factory(EventScriptLLM(script, delay=0.001))
     faulty_id, faulty_task = rig.start("alice", cfg())
     faulty.add(faulty_id)
     healthy_id, healthy_task = rig.start("bob", cfg(rounds=3))
@@ -180,7 +168,7 @@ async def test_a_lone_surrogate_in_the_text_is_replaced_and_the_debate_goes_on(r
             return [TextDelta("smile \ud83d"), TextDelta(" end "), done()]
         return None
 
-    rig = rig_factory(EventScriptLLM(script))
+    rig = await rig_factory(EventScriptLLM(script))
     debate_id, task = rig.start("alice", cfg(rounds=1))
     await task
     assert rig.row(debate_id).state == S.DEBATE_STATE_COMPLETED
@@ -206,7 +194,7 @@ async def test_reasoning_is_never_speech_nor_shown_to_the_next_debater(rig_facto
             ]
         return None
 
-    rig = rig_factory(EventScriptLLM(script))
+    rig = await rig_factory(EventScriptLLM(script))
     debate_id, task = rig.start("alice", cfg(rounds=2))
     await task
     assert rig.row(debate_id).state == S.DEBATE_STATE_COMPLETED
@@ -225,7 +213,7 @@ async def test_a_call_cut_during_its_reasoning_is_recorded_with_the_reasoning_co
             return [*thinking, StreamStalled("stream stalled", billed=True)]
         return None
 
-    rig = rig_factory(EventScriptLLM(script))
+    rig = await rig_factory(EventScriptLLM(script))
     debate_id, task = rig.start("alice", cfg(rounds=1))
     await task
     assert rig.row(debate_id).end_reason.startswith("PROVIDER_STALLED")
@@ -246,7 +234,7 @@ async def test_every_billed_attempt_is_a_ledger_row_and_its_reservation_committe
             return [timeout_before_text(billed=True)]
         return None
 
-    rig = rig_factory(EventScriptLLM(script))
+    rig = await rig_factory(EventScriptLLM(script))
     debate_id, task = rig.start("alice", cfg(rounds=1))
     await task
     assert rig.row(debate_id).end_reason.startswith("PROVIDER_TIMEOUT")
@@ -264,7 +252,7 @@ async def test_billed_attempts_before_a_success_are_all_recorded(rig_factory):
             return [timeout_before_text(billed=True)]
         return None
 
-    rig = rig_factory(EventScriptLLM(script))
+    rig = await rig_factory(EventScriptLLM(script))
     debate_id, task = rig.start("alice", cfg(rounds=1))
     await task
     assert rig.row(debate_id).state == S.DEBATE_STATE_COMPLETED
@@ -279,7 +267,7 @@ async def test_an_unbilled_failure_before_text_only_releases_its_reservation(rig
             return [timeout_before_text(billed=False)]
         return None
 
-    rig = rig_factory(EventScriptLLM(script))
+    rig = await rig_factory(EventScriptLLM(script))
     debate_id, task = rig.start("alice", cfg(rounds=1))
     await task
     assert rig.row(debate_id).state == S.DEBATE_STATE_COMPLETED
@@ -408,3 +396,54 @@ async def test_waiters_get_the_error_once_the_store_keeps_failing(tmp_path):
         store.failures = 0
         await hub.stop()
     assert caught.value.reason == "STORE_UNAVAILABLE"
+
+
+async def test_debates_go_on_through_failed_commits_and_lose_or_double_no_event(rig_factory):
+    rig = await rig_factory(EventScriptLLM(lambda request: None, delay=0.001))
+    ids = [rig.start(tenant, cfg(rounds=2))[0] for tenant in ("alice", "bob")]
+    tasks = [rig.engine.lifecycle.runs[debate_id].task for debate_id in ids]
+    real_commit, failures, background = rig.store.commit, [], []
+
+    def flaky_commit() -> None:
+        # fails the commits of the ticker and of the group commits that turns wait on
+        if background and len(failures) < 4:
+            failures.append(1)
+            raise sqlite3.OperationalError("database is locked")
+        real_commit()
+
+    def in_background(step):
+        def run() -> None:
+            background.append(1)
+            try:
+                step()
+            finally:
+                background.pop()
+
+        return run
+
+    rig.store.commit = flaky_commit  # type: ignore[method-assign]
+    rig.hub.flush = in_background(rig.hub.flush)  # type: ignore[method-assign]
+    rig.hub._group_commit = in_background(rig.hub._group_commit)  # type: ignore[method-assign]  # noqa: SLF001
+    await asyncio.gather(*tasks)
+    rig.store.commit = real_commit  # type: ignore[method-assign]
+    assert len(failures) == 4
+    for debate_id in ids:
+        assert rig.row(debate_id).state == S.DEBATE_STATE_COMPLETED
+        events = rig.events(debate_id)
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+        completed = [
+            (e.turn_completed.turn.round_number, e.turn_completed.turn.participant)
+            for e in events
+            if e.turn_completed.turn.participant
+        ]
+        assert sorted(completed) == [(r, p) for r in (1, 2) for p in ("ann", "bo")]
+        assert [e.WhichOneof("payload") for e in events].count("debate_completed") == 1
+        streamed = await read_all(rig.hub, debate_id, len(events))
+        assert [e.sequence for e in streamed] == [e.sequence for e in events]
+
+
+async def read_all(hub: EventHub, debate_id: str, n: int) -> list[pb.DebateEvent]:
+    out = []
+    async for frame in hub.subscribe(debate_id, 0, terminal=True, last_sequence=n):
+        out.append(pb.StreamDebateEventsResponse.FromString(frame).event)
+    return out
