@@ -231,6 +231,7 @@ async def test_llm_layer_errors_and_logs_never_carry_the_key(
 # --- the suite, as processes ----------------------------------------------------------------
 
 TERMINAL = {"debate_completed", "debate_failed"}
+ZERO_PRICE = {"input_per_million": "0", "output_per_million": "0"}
 
 
 def _config(debater_model: str, judge_model: str):
@@ -307,7 +308,15 @@ async def test_suite_processes_never_reveal_the_key(echo_server, tmp_path):
             "API_KEYS": f"{CANARY_USER}=alice,{CANARY_SERVICE}=suite",
             "SERVICE_API_KEY": CANARY_SERVICE,
             "LLM_OPENAI_API_BASE": echo_server.base_url,
-            "LLM_ENDPOINTS": json.dumps({"local": {"api_base": echo_server.base_url, "api_key_env": "LOCAL_API_KEY"}}),
+            # Priced as declared: a debate naming a model with no known price is refused when it is
+            # created (issue 14), and the canary models are in no price list. `openai` as an endpoint
+            # keeps OPENAI_API_KEY on the same lean reader (the layer test above covers openai/* itself).
+            "LLM_ENDPOINTS": json.dumps(
+                {
+                    name: {"api_base": echo_server.base_url, "api_key_env": variable, "price": ZERO_PRICE}
+                    for name, variable in (("local", "LOCAL_API_KEY"), ("openai", "OPENAI_API_KEY"))
+                }
+            ),
             "LLM_ALLOWED_MODELS": "sim/*,openai/*,local/*",
             "JUDGE_ALLOWED_MODELS": "sim/*,openai/*,local/*",
             "LLM_RETRIES": "1",
