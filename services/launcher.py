@@ -1,6 +1,12 @@
 """`debate-engine up`: what the suite is (`SuiteConfig`: the three services, and Envoy and the
 page when the gateway is enabled, with the settings each process is started with), brought up
 and kept up by `run_up` through the supervisor (services/supervisor.py).
+
+The judge and accounting are internal: `up` gives every service the suite's service key
+(SERVICE_API_KEY from the environment, or a random one made for this run), adds it to the judge's
+and accounting's API_KEYS as the tenant `suite`, and limits them to that tenant
+(INTERNAL_CALLERS=suite). A tenant's key then gets PERMISSION_DENIED there; the orchestrator,
+which sends the service key on its calls, is the only way in (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -8,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.auth import ApiKeys
+from services.common.settings import SERVICE_TENANT
 from services.common.tls import TlsFiles
 from services.gateway import GatewayConfig, envoy_config, render_envoy_yaml
 from services.supervisor import ProcessDied, ProcessSpec, Suite, http_ok
@@ -32,9 +41,52 @@ class SuiteConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Envoy (grpc-web) and the page; GATEWAY_ENABLED=0 leaves them out.
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    # The service key made for this run when the environment gives no SERVICE_API_KEY.
+    _made_service_key: str = field(default="", init=False, repr=False, compare=False)
 
     def address(self, port: int) -> str:
         return f"{self.host}:{port}"
+
+    def variables(self) -> dict[str, str]:
+        """The environment the processes start with: ours, then `extra_env`."""
+        return {**os.environ, **self.extra_env}
+
+    @property
+    def service_api_key(self) -> str:
+        """The suite's service key: SERVICE_API_KEY of `variables()`, else a random key made once
+        for this config (so every process of one run gets the same)."""
+        given = self.variables().get("SERVICE_API_KEY", "").strip()
+        if given:
+            return given
+        if not self._made_service_key:
+            self._made_service_key = secrets.token_urlsafe(32)
+        return self._made_service_key
+
+    def internal_env(self) -> dict[str, str]:
+        """What the judge and accounting get on top of the common variables: the service key,
+        the tenants' API_KEYS with the service key added as the tenant `suite`,
+        INTERNAL_CALLERS=suite, and no TRUSTED_TENANT_HEADER. ValueError when API_KEYS gives
+        the tenant `suite` another key, or the service key another tenant."""
+        key = self.service_api_key
+        tenants = self.variables().get("API_KEYS", "").strip()
+        given = ApiKeys.parse(tenants)  # ValueError for a malformed entry (never shows a key)
+        owner = given.tenant_for(key)
+        if owner not in (None, SERVICE_TENANT):
+            raise ValueError(f"API_KEYS gives SERVICE_API_KEY to the tenant {owner!r}; it is the suite's own key")
+        if given.key_count(SERVICE_TENANT) > (1 if owner == SERVICE_TENANT else 0):
+            raise ValueError(
+                f"API_KEYS gives the tenant {SERVICE_TENANT!r} (the suite's own services) a key other than "
+                "SERVICE_API_KEY; rename that tenant"
+            )
+        keys = ",".join(part for part in (tenants, f"{key}={SERVICE_TENANT}") if part)
+        ApiKeys.parse(keys)  # a SERVICE_API_KEY that is not a valid key stops here, not in a child
+        # No tenant header either: a header must never name the suite's tenant to an internal service.
+        return {
+            "SERVICE_API_KEY": key,
+            "API_KEYS": keys,
+            "INTERNAL_CALLERS": SERVICE_TENANT,
+            "TRUSTED_TENANT_HEADER": "",
+        }
 
     @property
     def orchestrator_address(self) -> str:
@@ -49,8 +101,13 @@ class SuiteConfig:
             "ACCOUNTING_SERVICE_ADDR": self.address(self.accounting_port),
             **self.extra_env,
         }
+        internal = self.internal_env()
         python = sys.executable
-        orchestrator_env = {**common, "PORT": str(self.orchestrator_port)}
+        orchestrator_env = {
+            **common,
+            "SERVICE_API_KEY": internal["SERVICE_API_KEY"],
+            "PORT": str(self.orchestrator_port),
+        }
         jwt = self.gateway.jwt() if self.gateway.enabled else None
         if jwt is not None:
             # The gateway authenticates callers and names their tenant in this header; the
@@ -63,14 +120,14 @@ class SuiteConfig:
                 [python, "-m", "services.accounting"],
                 self.address(self.accounting_port),
                 "debate.accounting.v1.AccountingService",
-                {**common, "PORT": str(self.accounting_port)},
+                {**common, **internal, "PORT": str(self.accounting_port)},
             ),
             ProcessSpec(
                 "judge",
                 [python, "-m", "services.judge"],
                 self.address(self.judge_port),
                 "debate.judge.v1.JudgeService",
-                {**common, "PORT": str(self.judge_port)},
+                {**common, **internal, "PORT": str(self.judge_port)},
             ),
             ProcessSpec(
                 "orchestrator",
@@ -148,7 +205,7 @@ def suite_envoy_config(config: SuiteConfig, web: str | None) -> dict:
         allowed_origins=gateway.allowed_origins,
         jwt=gateway.jwt(),
         # Envoy dials the services with the suite's own TLS files, when they are configured.
-        upstream_tls=TlsFiles.from_variables({**os.environ, **config.extra_env}),
+        upstream_tls=TlsFiles.from_variables(config.variables()),
     )
 
 

@@ -116,6 +116,7 @@ class Bench:
             log_level="WARNING",
             judge_service_addr=self.backends.address(self.backends.judge_port),
             accounting_service_addr=self.backends.address(self.backends.accounting_port),
+            service_api_key=self.backends.service_api_key,  # the judge and accounting admit only the suite's key
         )
         self.service = await build_service(settings, llm=self.llm, **self.collaborators)
         port = await self.service.start()

@@ -18,6 +18,7 @@ import sys
 import pytest
 import yaml
 
+from services.common.auth import ApiKeys, AuthInterceptor
 from services.gateway import (
     COMPOSE_ENVOY_HEADER,
     compose_envoy_config,
@@ -36,17 +37,27 @@ SERVICES = {
 }
 
 
+SERVICE_KEY = "compose-suite-key-0123456789"  # the suite's service key, as a deployer exports it
+
+
+def _compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "docker-compose"), "-f", str(ROOT / "docker-compose.yml"), *args],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "API_KEYS"}
+
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(BIN / "docker-compose"), "-f", str(ROOT / "docker-compose.yml"), *args],
-            check=False,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return _compose(*args, env={**env, "SERVICE_API_KEY": SERVICE_KEY})
 
     quiet = run("config", "--quiet")
     assert quiet.returncode == 0, quiet.stderr
@@ -84,6 +95,45 @@ def test_ports_and_addresses_match_the_suite(compose):
     for name in ("orchestrator", "envoy"):
         depends = services[name]["depends_on"]
         assert all(d["condition"] == "service_healthy" for d in depends.values()), name
+
+
+def test_the_judge_and_accounting_are_internal_in_compose(compose):
+    """Every service gets the suite's service key; the judge and accounting admit it as the tenant
+    `suite` and only that tenant (INTERNAL_CALLERS), and the orchestrator sends it on its calls."""
+    services = compose["services"]
+    for name in SERVICES:
+        assert services[name]["environment"]["SERVICE_API_KEY"] == SERVICE_KEY, name
+    for name in ("judge", "accounting"):
+        env = services[name]["environment"]
+        assert env["INTERNAL_CALLERS"] == "suite"
+        keys = ApiKeys.parse(env["API_KEYS"])
+        assert keys.tenant_for(SERVICE_KEY) == "suite" and keys.tenants == {"suite"}
+        assert "TRUSTED_TENANT_HEADER" not in env
+    assert "INTERNAL_CALLERS" not in services["orchestrator"]["environment"]
+    assert all("SERVICE_API_KEY" not in services[name].get("environment", {}) for name in ("web", "envoy"))
+
+
+def test_compose_tells_a_deployer_to_set_the_service_key():
+    env = {k: v for k, v in os.environ.items() if k != "SERVICE_API_KEY"}
+    refused = _compose("config", "--quiet", env=env)
+    assert refused.returncode != 0
+    assert "SERVICE_API_KEY" in refused.stderr
+
+
+def test_compose_gives_the_tenants_keys_to_the_orchestrator_and_refuses_them_inside():
+    tenants = "alice-compose-key-0123=alice,bob-compose-key-01234=bob"
+    resolved = _compose(
+        "config", "--format", "json", env={**os.environ, "SERVICE_API_KEY": SERVICE_KEY, "API_KEYS": tenants}
+    )
+    assert resolved.returncode == 0, resolved.stderr
+    services = json.loads(resolved.stdout)["services"]
+    assert services["orchestrator"]["environment"]["API_KEYS"] == tenants
+    for name in ("judge", "accounting"):
+        env = services[name]["environment"]
+        keys = ApiKeys.parse(env["API_KEYS"])
+        assert keys.tenants == {"alice", "bob", "suite"} and env["INTERNAL_CALLERS"] == "suite"
+        # The service starts with it (a named caller without a key would stop it at start).
+        assert AuthInterceptor(keys, internal_callers=env["INTERNAL_CALLERS"]).internal_callers == {"suite"}
 
 
 def test_envoy_in_compose_runs_the_generated_config_which_envoy_accepts(compose):

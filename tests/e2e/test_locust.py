@@ -117,7 +117,8 @@ async def test_headless_locust_run_has_no_failures_and_writes_its_reports(tmp_pa
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # The judge and accounting admit only the suite's service key (the orchestrator has no keys).
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "LOCUST_API_KEY": config.service_api_key},
         )
         out, _ = await asyncio.wait_for(proc.communicate(), 120)
     output = out.decode(errors="replace")

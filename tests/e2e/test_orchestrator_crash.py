@@ -14,6 +14,7 @@ from debate.accounting.v1 import accounting_pb2 as acc
 from debate.accounting.v1 import accounting_pb2_grpc as accg
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
+from services.common.auth import bearer_metadata
 from tests.helpers import ROOT
 from tests.integration.test_orchestrator_suite import (
     Client,
@@ -95,7 +96,9 @@ async def test_sigkill_mid_debate_then_restart_completes_without_regeneration_or
 
         async with grpc.aio.insecure_channel(config.address(config.accounting_port)) as channel:
             cost = (
-                await accg.AccountingServiceStub(channel).GetDebateCost(acc.GetDebateCostRequest(debate_id=debate_id))
+                await accg.AccountingServiceStub(channel).GetDebateCost(
+                    acc.GetDebateCostRequest(debate_id=debate_id), metadata=bearer_metadata(config.service_api_key)
+                )
             ).cost
         debater_calls = sum(line.calls for line in cost.by_participant if line.key.startswith("debater"))
         assert debater_calls == 6  # one ledger row per turn: nothing charged twice

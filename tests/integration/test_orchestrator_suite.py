@@ -18,6 +18,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.auth import bearer_metadata
 from services.launcher import SuiteConfig
 from tests.helpers import ROOT, free_port
 
@@ -151,7 +152,9 @@ async def test_a_round_is_orchestrated_with_each_debater_count(client, suite, de
     assert debate.rounds[0].assessment.scores and debate.verdict.summary
     async with grpc.aio.insecure_channel(suite.address(suite.accounting_port)) as channel:
         cost = (
-            await accg.AccountingServiceStub(channel).GetDebateCost(acc.GetDebateCostRequest(debate_id=debate_id))
+            await accg.AccountingServiceStub(channel).GetDebateCost(
+                acc.GetDebateCostRequest(debate_id=debate_id), metadata=bearer_metadata(suite.service_api_key)
+            )
         ).cost
     assert cost.total == debate.cost.total
     roles = {line.key: line.calls for line in cost.by_role}
