@@ -10,15 +10,18 @@ Injection resistance is built in here:
 - the system prompt says that marked text is data, never instructions, and that appeals to
   the judge or claims to be the moderator are not arguments;
 - debaters appear under neutral labels by position ("Debater A" is whoever is shown first in
-  this call), and their names inside the quoted text are replaced by those labels too.
+  this call), and their names in the quoted text (and in the rubric's descriptions) are
+  replaced by those labels too, in whatever form they are written (`NameMasker`).
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from services.common.llm.base import ChatMessage
 from services.judge.model import Criterion, Debater, Round
@@ -63,42 +66,210 @@ def block(token: str, kind: str, label: str, text: str) -> str:
 
 
 class NameMasker:
-    """Replaces debaters' names in quoted text by their label for one ordering.
+    """Replaces debaters' names in quoted text by their label for one ordering, in any written
+    form: the judge must never learn who is who, whatever a debater writes.
 
-    Whole words only and case-sensitive, longest name first, so "Ann" inside "Annual" or
-    "Anna" stays untouched. Each text is split at names once and rejoined per ordering.
+    The text and the names are compared folded: case-folded, with accents and other combining
+    marks, zero-width characters and compatibility forms (full-width, mathematical letters)
+    removed by NFKD, and look-alike letters of other scripts (Cyrillic "а", Greek "ο", small
+    capitals) mapped to Latin ones. Then a name matches:
+    - as a whole word, so "Ann" inside "Annual" stays; a following "s" is allowed ("Alices"),
+      and "Alice's" matches through its apostrophe;
+    - with a separator between its letters ("Ali-ce", "A.l.i.c.e", "al_ice") or spelt out
+      ("A L I C E"), but never with a single space inside a word (so "a dam" is not "Adam");
+    - with its parts joined in any way ("Mary Jane", "MaryJane", "mary_jane", "Mary-Jane");
+      and, for a name of several parts, each part alone ("Watson") unless it is a particle, a
+      title or a role word ("van", "Prof", "debater") or shorter than 3 characters, and each run
+      of consecutive parts ("MaryJane" of "Mary Jane Watson"); a part that two names share is
+      replaced by "[a debater]";
+    - for names of 4 letters or more, in leetspeak ("4lice", "Al1ce"), when the match has a
+      letter ("1010" is a number, not "Lolo").
+    Whole names are tried before parts, and longer before shorter, so "Anna" wins over "Ann".
+    The price of the rule: a name that is also an ordinary word ("Will", "Grace") is masked
+    wherever that word stands, in any case. Each text is split at names once and rejoined per
+    ordering.
     """
 
     def __init__(self, names: Sequence[str]):
-        words = sorted({n for n in names if n}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(w) for w in words)) if words else None
-        self._split: dict[str, list[str]] = {}
+        self._names = [n for n in dict.fromkeys(names) if n]
+        self._pattern, self._owners, self._lettered = _name_pattern(self._names)
+        self._split: dict[str, tuple[list[str], list[int]]] = {}
 
     def mask(self, text: str, labels: dict[str, str]) -> str:
-        pieces = self._split.get(text)
-        if pieces is None:
-            pieces = self._split[text] = self._pieces(text)
-        if len(pieces) == 1:
+        """`text` with every form of each name replaced by `labels[name]`."""
+        split = self._split.get(text)
+        if split is None:
+            split = self._split[text] = self._pieces(text)
+        texts, owners = split
+        if not owners:
             return text
-        return "".join(labels.get(p, p) if i % 2 else p for i, p in enumerate(pieces))
+        out = [texts[0]]
+        for owner, after in zip(owners, texts[1:], strict=True):
+            label = labels.get(self._names[owner], AMBIGUOUS_NAME) if owner >= 0 else AMBIGUOUS_NAME
+            out += [label, after]
+        return "".join(out)
 
-    def _pieces(self, text: str) -> list[str]:
-        """text, name, text, name, ..., text: the names that stand as whole words."""
+    def _pieces(self, text: str) -> tuple[list[str], list[int]]:
+        """(the texts between names, the owner of each name between them: -1 for a shared part)."""
         if self._pattern is None:
-            return [text]
-        pieces, last = [], 0
-        for match in self._pattern.finditer(text):
+            return [text], []
+        folded, origin = _fold(text)
+        texts: list[str] = []
+        owners: list[int] = []
+        last = pos = 0
+        while (match := self._pattern.search(folded, pos)) is not None:
             start, end = match.span()
-            if (start and _is_word(text[start - 1])) or (end < len(text) and _is_word(text[end])):
+            group = match.lastgroup or ""
+            if end == start or (group in self._lettered and not _HAS_LETTER.search(match.group(0))):
+                pos = start + 1  # digits and signs only: a number, not a name in leetspeak
                 continue
-            pieces += [text[last:start], match.group(0)]
-            last = end
-        pieces.append(text[last:])
-        return pieces
+            pos = end
+            begin, stop = (origin[start], origin[end - 1] + 1) if origin is not None else (start, end)
+            if begin < last:  # inside a character already masked (one that folds to several)
+                continue
+            texts.append(text[last:begin])
+            owners.append(self._owners[group])
+            last = stop
+        texts.append(text[last:])
+        return texts, owners
 
 
-def _is_word(char: str) -> bool:
-    return char.isalnum() or char == "_"
+AMBIGUOUS_NAME = "[a debater]"
+
+# Parts of a name that are not names on their own: particles, titles and role words.
+_NOT_NAME_WORDS = (
+    "and the das dei del della der des dos van von ver mrs prof sir dame lord lady miss madam mister "
+    "debater debate speaker player team side bot model agent judge candidate member"
+)
+_NOT_NAMES = frozenset(_NOT_NAME_WORDS.split())
+# Look-alike letters that NFKD leaves alone (after case folding): Cyrillic, Greek, Latin
+# letters with a stroke, small capitals.
+_CONFUSABLES = {
+    **dict(zip("авекмнорстухѕіјԁһӏԛԝ", "abekmhopctyxsijdhlqw", strict=True)),
+    **dict(zip("αβεηικνορτυχωςμ", "abenikvoptuxwcu", strict=True)),
+    **dict(zip("ıłøđðħŧƀɑɡ", "iloddhtbag", strict=True)),
+    **dict(zip("ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ", "abcdefghijklmnoprstuvwyz", strict=True)),
+    "æ": "ae",
+    "œ": "oe",
+}
+# Leetspeak: the signs that may stand for a letter, in names of 4 letters or more.
+_LEET = {"a": "4@", "b": "8", "e": "3", "g": "9", "i": "1!|", "l": "1|", "o": "0", "s": "5$", "t": "7+", "z": "2"}
+_MIN_LEET_LETTERS = 4
+_MIN_PART_CHARS = 3
+_INNER_SEPARATOR = r"[-_.*'\u2019\u00b7]?"  # at most one, between two letters of a word
+_SPELT_SEPARATOR = r"[\s\-_.*\u00b7]{1,2}"  # between every two letters of a spelt-out word
+_PART_GAP = r"[\s\-_.*'\u2019\u00b7]{0,3}"  # between the parts of a name
+_TOKENS = re.compile(r"[^\W\d_]+|\d+")  # runs of letters, or of digits
+_PARTS = re.compile(r"[^\W_]+")  # runs of letters and digits
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+_SPACELESS_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN")
+
+
+@lru_cache(maxsize=8192)
+def _fold_char(char: str) -> str:
+    if char.isascii():
+        return char.lower()
+    if unicodedata.category(char) in ("Cc", "Cf", "Mn", "Me"):
+        return ""  # invisible, or a mark that only decorates the letter before it
+    out = []
+    for piece in unicodedata.normalize("NFKD", char):
+        if not unicodedata.combining(piece):
+            out += [_CONFUSABLES.get(c, c) for c in piece.casefold()]
+    return "".join(out)
+
+
+def _fold(text: str) -> tuple[str, list[int] | None]:
+    """(the folded text, the index in `text` of each folded character; None when they match 1:1)."""
+    if text.isascii():
+        return text.lower(), None
+    pieces: list[str] = []
+    origin: list[int] = []
+    for i, char in enumerate(text):
+        folded = _fold_char(char)
+        pieces.append(folded)
+        origin += [i] * len(folded)
+    return "".join(pieces), origin
+
+
+def _token_pattern(token: str, leet: bool) -> str:
+    """One run of letters (or digits), with a separator allowed between letters, or spelt out."""
+    letters = []
+    for char in token:
+        signs = _LEET.get(char, "") if leet else ""
+        letters.append(f"[{re.escape(char + signs)}]" if signs else re.escape(char))
+    tight = _INNER_SEPARATOR.join(letters)
+    if len(token) >= _MIN_PART_CHARS and not token.isdigit():
+        return f"(?:{tight}|{_SPELT_SEPARATOR.join(letters)})"
+    return tight
+
+
+def _boundary(char: str, *, before: bool) -> str:
+    """What may not touch a name at that edge: a letter (a digit too, if the edge is a digit);
+    nothing in scripts written without spaces."""
+    if unicodedata.name(char, "").startswith(_SPACELESS_SCRIPTS):
+        return ""
+    word = r"[^\W_]" if char.isdigit() else r"[^\W\d_]"
+    if before:
+        return f"(?<!{word})"
+    return f"(?!{word})" if char.isdigit() else f"(?=s?(?!{word}))"
+
+
+def _leet(tokens: Sequence[str]) -> bool:
+    return sum(len(t) for t in tokens if not t.isdigit()) >= _MIN_LEET_LETTERS
+
+
+def _first_chars(folded: str) -> str:
+    """The characters a match of `_words_pattern(folded)` may start with."""
+    tokens: list[str] = _TOKENS.findall(folded)
+    if not tokens:
+        return folded[:1]
+    first = tokens[0][0]
+    return first + (_LEET.get(first, "") if _leet(tokens) else "")
+
+
+def _words_pattern(folded: str) -> str:
+    """A folded name (or a part of one) in every form it may be written."""
+    tokens: list[str] = _TOKENS.findall(folded)
+    if not tokens:
+        return re.escape(folded)  # no letter or digit (an emoji): as it is
+    leet = _leet(tokens)
+    body = _PART_GAP.join(_token_pattern(t, leet) for t in tokens)
+    return _boundary(tokens[0][0], before=True) + body + _boundary(tokens[-1][-1], before=False)
+
+
+def _name_parts(parts: Sequence[str]) -> list[str]:
+    """What may stand for a name of several parts: each part that is a name on its own, and each
+    run of consecutive parts with one such ("mary jane", "jane watson" of "mary jane watson")."""
+
+    def named(part: str) -> bool:
+        return len(part) >= _MIN_PART_CHARS and not part.isdigit() and part not in _NOT_NAMES
+
+    n = len(parts)
+    runs = [parts[i : i + k] for k in range(2, n) for i in range(n - k + 1)]
+    return [p for p in parts if n > 1 and named(p)] + [" ".join(r) for r in runs if any(named(p) for p in r)]
+
+
+def _name_pattern(names: Sequence[str]) -> tuple[re.Pattern[str] | None, dict[str, int], frozenset[str]]:
+    """One pattern for every name, then every part of one, longest first; the owner (index in
+    `names`, -1 when shared) of each of its named groups; the groups of words with a letter."""
+    folded = [_fold(name)[0] for name in names]
+    wholes = sorted(((f, owner) for owner, f in enumerate(folded) if f.strip()), key=lambda w: -len(w[0]))
+    part_owners: dict[str, set[int]] = {}
+    for owner, name in enumerate(folded):
+        for part in _name_parts(_PARTS.findall(name)):
+            part_owners.setdefault(part, set()).add(owner)
+    parts = sorted(
+        ((p, min(o) if len(o) == 1 else -1) for p, o in part_owners.items() if p not in folded),
+        key=lambda w: -len(w[0]),
+    )
+    if not wholes and not parts:
+        return None, {}, frozenset()
+    owners = {f"n{i}": owner for i, (_, owner) in enumerate([*wholes, *parts])}
+    lettered = frozenset(f"n{i}" for i, (words, _) in enumerate([*wholes, *parts]) if _HAS_LETTER.search(words))
+    branches = [f"(?P<n{i}>{_words_pattern(words)})" for i, (words, _) in enumerate([*wholes, *parts])]
+    # Most positions of a text cannot start a name: the lookahead turns them down at once.
+    starts = "".join(sorted({c for words, _ in [*wholes, *parts] for c in _first_chars(words)}))
+    return re.compile(f"(?=[{re.escape(starts)}])(?:{'|'.join(branches)})"), owners, lettered
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +320,10 @@ def build_messages(
         profile = f"Stance: {debater.stance or '(not given)'}\nPersona: {debater.persona or '(not given)'}"
         lines.append(quote("PROFILE", f"Debater {labels[p]}", profile))
     lines += ["", "The rubric (score each criterion from 0 to 10):"]
-    lines += [f"- {c.name}: {c.description}" if c.description else f"- {c.name}" for c in parts.criteria]
+    # The rubric's descriptions are the debate creator's words: they may name a debater too.
+    lines += [
+        f"- {c.name}: {masker.mask(c.description, display)}" if c.description else f"- {c.name}" for c in parts.criteria
+    ]
     lines.append("")
     for rnd in parts.rounds:
         lines.append(f"Transcript of round {rnd.number} (debaters in an arbitrary order):")
