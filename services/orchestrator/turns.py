@@ -100,8 +100,9 @@ class TurnRunner:
 
     async def run(self, run: DebateRun, r: int, participant: common.Participant) -> None:
         """Generates, stores and records the turn of `participant` in round `r`. Raises
-        BudgetExceeded when the budget cannot cover an attempt, LLMError when the last attempt
-        fails, and what accounting raises."""
+        BudgetExceeded when the budget cannot cover an attempt, the DomainError of the last
+        attempt when it fails (an LLMError; ProviderBadResponse for any other exception of the
+        stream or a payload it cannot use), and what accounting raises."""
         name = participant.name
         sequential = run.config.format.turn_order == common.TURN_ORDER_SEQUENTIAL
         attempt = run.last_attempt.get((r, name), 0)
