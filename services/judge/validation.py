@@ -1,7 +1,10 @@
 """Checks and cleans a judge request: every problem becomes one field violation, all at once.
 
 Field paths follow the protobuf request (`debaters[1].name`, `judge.rubric.criteria[0].weight`)
-so a caller can point at what to fix. Free text (topic, stance, persona, criterion
+so a caller can point at what to fix. The rules of a JudgeConfig (models allowed, priced and
+keyed, panel size, orderings, criterion names and weights) are the shared ones of
+services/common/debate_rules.py, which the orchestrator applies at CreateDebate too; a missing
+provider key is FAILED_PRECONDITION, raised after the violations. Free text (topic, stance, persona, criterion
 descriptions, turns) is cleaned of control, zero-width and bidirectional characters and cut
 to a bounded length; names are identifiers and are refused, not altered, when unclean.
 """
