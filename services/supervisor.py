@@ -52,6 +52,10 @@ class ProcessSpec:
     ready_check: Callable[[], Awaitable[bool]] | None = None
     # What `up` prints as the process's address (defaults to health_address).
     display_address: str | None = None
+    # The TLS files the health check dials with; None: those of the process's environment
+    # (TLS_* in `env` over ours), which is how the launcher configures its processes. A process
+    # configured by flags (`--tls-cert-file ...`) gives them here.
+    tls: TlsFiles | None = None
 
 
 @dataclass
@@ -164,7 +168,7 @@ class Suite:
                 proc.spec.health_address,
                 proc.spec.health_service,
                 self.startup_timeout,
-                tls=_process_tls(proc.spec.env),
+                tls=proc.spec.tls if proc.spec.tls is not None else _process_tls(proc.spec.env),
             )
         elif proc.spec.ready_check is not None:
             check = wait_ready_check(proc.spec.name, proc.spec.ready_check, self.startup_timeout)

@@ -34,7 +34,7 @@ from services.judge.settings import JudgeSettings
 from services.orchestrator.clients import GrpcAccounting
 from services.orchestrator.server import build_service as build_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
-from services.supervisor import ProcessSpec, Suite, wait_serving
+from services.supervisor import ProcessSpec, Suite
 from tests.helpers import free_port
 from tests.security.certs import TestCA
 
@@ -195,8 +195,9 @@ async def test_every_service_configured_by_flags_alone_runs_a_debate_over_mutual
                 "--log-level=INFO",
                 *argvs[name],
             ],
-            None,  # the supervisor's own check reads TLS files from variables: none here
-            ready_check=_serving_over_tls(f"127.0.0.1:{ports[name]}", server_tls),
+            f"127.0.0.1:{ports[name]}",
+            f"debate.{name}.v1.{name.capitalize()}Service",
+            tls=server_tls,  # the health checks dial with the files the flags give
         )
         for name in ("accounting", "judge", "orchestrator")
     ]
@@ -216,17 +217,6 @@ async def test_every_service_configured_by_flags_alone_runs_a_debate_over_mutual
     assert debate.cost.usage.total_tokens > 0  # accounting recorded every turn
     assert any("mutual TLS" in line for line in lines)  # each server says how it listens
     assert not any(SERVICE_KEY in line for line in lines)  # a key given as a flag is masked like a variable
-
-
-def _serving_over_tls(address: str, tls: TlsFiles | None):
-    async def ready() -> bool:
-        try:
-            await wait_serving(address, "", 1.0, tls=tls)
-        except TimeoutError:
-            return False
-        return True
-
-    return ready
 
 
 async def _run_debate(stub) -> pb.Debate:
