@@ -69,7 +69,7 @@ async def test_when_a_ballot_gives_up_the_others_finish_their_call_and_start_non
     def plan(request):
         if ballot(request.request_id) == "0":
             return Step(text=BAD)  # refused at once, three times
-        return Step(text=BAD, chunks=5, chunk_delay=0.05)  # still streaming its first answer
+        return Step(text=BAD, chunks=5, chunk_delay=0.2)  # still streaming its first answer
 
     llm = ScriptedJudgeLLM(plan)
     with pytest.raises(JudgeOutputInvalid) as failed:
@@ -91,7 +91,7 @@ async def test_a_provider_error_cancels_the_others_and_every_billed_call_is_esti
             return Step(
                 chunks=4,
                 reasoning="Let me weigh the turns.",
-                first_delay=0.05,
+                first_delay=0.3,
                 fail_after=2,
                 error=lambda text, reasoning: ProviderError(
                     "connection closed", model=MODEL, partial_text=text, partial_reasoning=reasoning
@@ -136,7 +136,7 @@ async def test_a_stall_keeps_its_code_and_the_completed_siblings_are_counted_exa
         if ballot(request.request_id) == "0":
             return Step(
                 chunks=3,
-                first_delay=0.05,
+                first_delay=0.3,
                 fail_after=1,
                 error=lambda text, reasoning: StreamStalled("stalled", model=MODEL, partial_text=text),
             )
