@@ -136,12 +136,26 @@ async def test_model_outside_allowlist_is_refused_before_any_request(fake, setti
     assert fake.requests == []
 
 
-async def test_first_token_timeout_is_typed_and_retried(llm, fake, settings):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_first_token_timeout_before_an_answer_is_typed_and_retried(llm, fake, settings, transport):
+    """The provider had not answered: it bills nothing, so the router tries again."""
+    llm.settings = settings.model_copy(update={"llm_first_token_timeout": 0.3, "llm_retries": 1})
+    fake.script(Behavior(answer_delay=30), Behavior(answer_delay=30))
+    with pytest.raises(ProviderTimeout) as caught:
+        await collect(llm, request(f"{transport}/gpt-test"))
+    assert caught.value.partial_text == "" and not caught.value.billed and len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_first_token_timeout_after_a_200_is_billed_and_raised_to_the_caller(llm, fake, settings, transport):
+    """The provider answered 200 and then sent nothing: it bills the call, so the router does not
+    retry it (that would hide a billed call); the caller records it and retries as a new attempt."""
     llm.settings = settings.model_copy(update={"llm_first_token_timeout": 0.3, "llm_retries": 1})
     fake.script(Behavior(first_token_delay=30), Behavior(first_token_delay=30))
     with pytest.raises(ProviderTimeout) as caught:
-        await collect(llm, request("fake/gpt-test"))
-    assert caught.value.partial_text == "" and len(fake.requests) == 2
+        await collect(llm, request(f"{transport}/gpt-test"))
+    assert caught.value.partial_text == "" and caught.value.billed and caught.value.retryable
+    assert len(fake.requests) == 1
 
 
 async def test_consumer_time_between_chunks_is_not_a_stall(llm, fake):

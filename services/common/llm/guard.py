@@ -6,19 +6,30 @@ cancel) the consumer's own work between chunks. Instead a reader calls `begin()`
 network read and `end()` after it (a float and two attribute writes), and one lazily re-armed
 timer cancels the reading task only if a read has been waiting longer than its limit; the
 reader turns that cancellation into ProviderTimeout (no first token yet) or StreamStalled.
+
+The first-token wait ends (`first_token()`) at the first chunk that carries anything of the
+call: answer text, reasoning text, a finish reason or usage. A model that reasons for a minute
+before its answer is not cut while its reasoning streams; from then on the stall limit applies
+between chunks. A role-only chunk (`{"role": "assistant", "content": ""}`, which servers send as
+soon as they accept a request) and SSE comments (": ping") do not end it: they say nothing of a
+model that is still queued or reading its prompt.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from services.common.llm.base import (
     ChatMessage,
     LLMError,
+    ProviderError,
     ProviderTimeout,
+    ReasoningDelta,
     StreamStalled,
+    TextDelta,
 )
+from services.common.llm.conventions import normalise_usage
 from services.common.llm.settings import LLMSettings
 from services.common.logs import redact
 from services.common.tokens import count_message_tokens, count_text_tokens
@@ -51,6 +62,7 @@ class Watchdog:
         self.fired = False
 
     def first_token(self) -> None:
+        """The first chunk of the call came: from now on the stall limit applies."""
         self._first_deadline = None
         self.close()  # the stall deadline may come before the armed first-token one
 
@@ -86,20 +98,72 @@ class Watchdog:
             return False
         return self._task.uncancel() == 0
 
-    def error(self, model: str, partial_text: str) -> LLMError:
+    def error(self, model: str, partial_text: str, partial_reasoning: str = "", *, billed: bool = False) -> LLMError:
+        """The typed error of a cut: ProviderTimeout before the first chunk, StreamStalled after.
+        `billed`: the provider had answered 200 (it bills the call)."""
         if self._first_deadline is not None:
             return ProviderTimeout(
                 f"{model}: no first token within {self.first_token_timeout:g}s",
                 model=model,
                 partial_text=partial_text,
+                partial_reasoning=partial_reasoning,
                 retryable=True,
+                billed=billed,
             )
         return StreamStalled(
-            f"{model}: stream stalled, no chunk for {self.stall_timeout:g}s; cut after {len(partial_text)} characters",
+            f"{model}: stream stalled, no chunk for {self.stall_timeout:g}s; cut after {len(partial_text)} characters"
+            + (f" and {len(partial_reasoning)} characters of reasoning" if partial_reasoning else ""),
             model=model,
             partial_text=partial_text,
+            partial_reasoning=partial_reasoning,
             retryable=False,
+            billed=billed,
         )
+
+
+class ProviderBadChunk(ProviderError):
+    """The provider streamed a chunk of a shape we cannot read (content a number, choices not a
+    list, a chunk that is not a JSON object...) after it had accepted the call: billed, with
+    what streamed before it. Not retried by the router (billed); `retryable` says whether the
+    caller may try again (False for a shape: the same request meets the same payload)."""
+
+    reason = "PROVIDER_BAD_CHUNK"
+
+
+_REASONING_BLOCKS = frozenset({"thinking", "reasoning", "reasoning_text", "summary_text"})
+_SILENT_BLOCKS = frozenset({"redacted_thinking"})
+
+
+def block_events(blocks: object) -> list[TextDelta | ReasoningDelta]:
+    """The events of a content given as a list of typed blocks, in order: `{"type": "text",
+    "text": ...}` is answer text; thinking and reasoning blocks (`{"type": "thinking",
+    "thinking": "..." or [text blocks]}`, as Anthropic and Mistral send them) are reasoning;
+    redacted thinking carries no text. Raises ValueError for anything else (a content that is
+    not a list, a block that is not an object, an unknown type, a text that is not a string)."""
+    if type(blocks) is not list:
+        raise ValueError(f"content is {type(blocks).__name__}, not a string or a list of blocks")
+    events: list[TextDelta | ReasoningDelta] = []
+    for block in blocks:
+        if not isinstance(block, dict):
+            raise ValueError(f"a content block is {type(block).__name__}, not an object")
+        kind = block.get("type")
+        if kind == "text":
+            text = block.get("text")
+            if type(text) is not str:
+                raise ValueError(f"a text block's text is {type(text).__name__}")
+            if text:
+                events.append(TextDelta(text))
+        elif kind in _REASONING_BLOCKS:
+            value = block.get(kind, block.get("text"))
+            if type(value) is list:
+                value = "".join(event.text for event in block_events(value))
+            if type(value) is not str:
+                raise ValueError(f"a {kind} block's text is {type(value).__name__}")
+            if value:
+                events.append(ReasoningDelta(value))
+        elif kind not in _SILENT_BLOCKS:
+            raise ValueError(f"a content block of type {str(kind)[:40]!r}")
+    return events
 
 
 def call_secrets(settings: LLMSettings, key: str | None) -> tuple[str, ...]:
@@ -113,21 +177,23 @@ def safe_text(text: str, secrets: Iterable[str]) -> str:
     return redact(text, sorted({s for s in secrets if s}, key=len, reverse=True))
 
 
-def usage_from_openai(usage: dict) -> Usage:
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or {}
-    return Usage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached_prompt_tokens=int(prompt_details.get("cached_tokens") or 0),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
-    )
-
-
-def estimated_usage(model: str, messages: Sequence[ChatMessage], text: str) -> Usage:
-    """The provider reported no usage: count it with the shared tokenizer, marked estimated."""
+def estimated_usage(model: str, messages: Sequence[ChatMessage], text: str, reasoning: str = "") -> Usage:
+    """The provider reported no usage: count it with the shared tokenizer, marked estimated. The
+    reasoning text counts apart (as the callers count a call cut short) and inside completion."""
+    reasoning_tokens = count_text_tokens(model, reasoning) if reasoning else 0
     return Usage(
         prompt_tokens=count_message_tokens(model, [m.as_dict() for m in messages]),
-        completion_tokens=count_text_tokens(model, text),
+        completion_tokens=count_text_tokens(model, text) + reasoning_tokens,
+        reasoning_tokens=reasoning_tokens,
         estimated=True,
     )
+
+
+def reported_usage(
+    usage: Mapping[str, object] | None, model: str, messages: Sequence[ChatMessage], text: str, reasoning: str
+) -> Usage:
+    """The call's usage: what the provider reported, in our normal form (conventions.py), or
+    our tokenizer's estimate when it reported none."""
+    if not usage:
+        return estimated_usage(model, messages, text, reasoning)
+    return normalise_usage(usage, model=model, fallback=lambda: estimated_usage(model, messages, text, reasoning))

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from services.common.llm.base import (
@@ -23,15 +23,17 @@ from services.common.llm.base import (
     LLMError,
     ProviderError,
     RateLimited,
+    ReasoningDelta,
     StreamEvent,
     TextDelta,
 )
 from services.common.llm.guard import (
+    ProviderBadChunk,
     Watchdog,
+    block_events,
     call_secrets,
-    estimated_usage,
+    reported_usage,
     safe_text,
-    usage_from_openai,
 )
 from services.common.llm.openai_compat import retry_after_seconds
 from services.common.llm.settings import LLMSettings
@@ -60,20 +62,35 @@ def load_litellm() -> Any:
     return _litellm
 
 
-def _reported_usage(stream: Any) -> dict | None:
-    """The usage the provider reported, or None. LiteLLM puts a usage of its own on the last
-    chunk when the provider sent none, so ask its log of raw chunks what the provider sent (a
-    private helper of the pinned version: if it goes away, usage is estimated, never invented)."""
-    try:
-        from litellm.litellm_core_utils.streaming_handler import _reported_total_usage
-
-        usage = _reported_total_usage(chunks=stream.chunks)
-    except (ImportError, AttributeError, TypeError):
+def _reported_usage(stream: Any) -> Mapping[str, object] | None:
+    """The usage the provider reported, as a mapping, or None. It is the last chunk's usage (each
+    provider's usage there is cumulative; LiteLLM's aggregate recomputes total_tokens, which
+    normalise_usage needs to tell conventions apart). LiteLLM puts a usage of its own on the
+    last chunk it yields when the provider sent none, but its log of the chunks (`stream.chunks`)
+    keeps what the provider sent; if that log goes away in a later version, usage is
+    estimated, never invented."""
+    chunks = getattr(stream, "chunks", None)
+    if not isinstance(chunks, list):
         return None
-    return usage.model_dump() if usage is not None and hasattr(usage, "model_dump") else usage
+    for chunk in reversed(chunks):
+        usage = getattr(chunk, "usage", None)
+        if usage is None:
+            continue
+        if isinstance(usage, Mapping):
+            return usage
+        dump = getattr(usage, "model_dump", None)
+        if callable(dump):
+            with contextlib.suppress(Exception):  # a usage object LiteLLM could not dump is not one
+                dumped = dump()
+                if isinstance(dumped, Mapping):
+                    return dumped
+        log.warning("%s: usage of type %s could not be read; estimated", getattr(stream, "model", ""), type(usage))
+        return None
+    return None
 
 
-def _error_from(litellm: Any, error: Exception, model: str, partial_text: str, secrets: Sequence[str]) -> LLMError:
+def _error_from(litellm: Any, error: Exception, state: _StreamState, secrets: Sequence[str], billed: bool) -> LLMError:
+    model, partial_text, partial_reasoning = state.model, "".join(state.parts), "".join(state.reasoning)
     status = getattr(error, "status_code", None)
     message = safe_text(f"{model}: {type(error).__name__}: {str(error)[:400]}", secrets)
     if isinstance(error, litellm.RateLimitError) or status == 429:
@@ -83,7 +100,12 @@ def _error_from(litellm: Any, error: Exception, model: str, partial_text: str, s
             or {}
         )
         return RateLimited(
-            message, model=model, partial_text=partial_text, retry_after=retry_after_seconds(headers.get("retry-after"))
+            message,
+            model=model,
+            partial_text=partial_text,
+            partial_reasoning=partial_reasoning,
+            retry_after=retry_after_seconds(headers.get("retry-after")),
+            billed=billed,
         )
     retryable = isinstance(
         error,
@@ -96,7 +118,183 @@ def _error_from(litellm: Any, error: Exception, model: str, partial_text: str, s
         ),
     )
     retryable = retryable or (isinstance(status, int) and (status >= 500 or status in (408, 409)))
-    return ProviderError(message, model=model, partial_text=partial_text, retryable=retryable and not partial_text)
+    return ProviderError(
+        message,
+        model=model,
+        partial_text=partial_text,
+        partial_reasoning=partial_reasoning,
+        retryable=retryable and not partial_text,
+        billed=billed,
+    )
+
+
+def _field(value: object, name: str) -> object:
+    """A field of a chunk part, whether the SDK built an object or left a dict."""
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
+class _StreamState:
+    """One LiteLLM stream: what it streamed, whether the provider accepted the call, and the
+    ProviderBadChunk of a raw chunk we could not read (LiteLLM wraps exceptions raised under it
+    in its own types; this one is raised as it is)."""
+
+    __slots__ = ("accepted", "bad", "finish_reason", "model", "parts", "reasoning", "secrets", "waiting", "watchdog")
+
+    def __init__(self, model: str, watchdog: Watchdog, secrets: Sequence[str]):
+        self.model = model
+        self.watchdog = watchdog
+        self.secrets = secrets
+        self.parts: list[str] = []
+        self.reasoning: list[str] = []
+        self.accepted = False  # the provider answered 200
+        self.bad: ProviderBadChunk | None = None
+        self.finish_reason: object = None
+        self.waiting = True
+
+    def events(self, chunk: Any) -> list[TextDelta | ReasoningDelta]:
+        """The events of one of LiteLLM's chunks (ModelResponseStream): the delta's content (a
+        string, or typed blocks) and its reasoning_content (DeepSeek's, vLLM's, OpenRouter's
+        `reasoning`, Anthropic's thinking: LiteLLM maps them all there)."""
+        choices = chunk.choices
+        if not choices:
+            return []
+        choice = choices[0]
+        if choice.finish_reason:
+            self.finish_reason = choice.finish_reason
+            self.arrived()
+        delta = choice.delta
+        if delta is None:
+            return []
+        content = delta.content
+        thought = getattr(delta, "reasoning_content", None)
+        if not content and not thought:
+            return []
+        self.arrived()
+        events: list[TextDelta | ReasoningDelta] = []
+        if thought:
+            if type(thought) is not str:
+                raise self.bad_chunk(f"reasoning of type {type(thought).__name__}")
+            events.append(ReasoningDelta(thought))
+        if type(content) is str:
+            events.append(TextDelta(content))
+        elif content:
+            try:
+                events += block_events(content)
+            except ValueError as error:
+                raise self.bad_chunk(str(error)) from None
+        for event in events:
+            (self.parts if type(event) is TextDelta else self.reasoning).append(event.text)
+        return events
+
+    def arrived(self) -> None:
+        """A chunk carried something of the call: the first-token wait is over."""
+        if self.waiting:
+            self.waiting = False
+            self.watchdog.first_token()
+
+    def bad_chunk(self, what: str) -> ProviderBadChunk:
+        self.bad = ProviderBadChunk(
+            safe_text(f"{self.model}: the provider streamed {what}", self.secrets),
+            model=self.model,
+            partial_text="".join(self.parts),
+            partial_reasoning="".join(self.reasoning),
+            retryable=what.endswith("not JSON") and not self.parts,
+            billed=True,
+        )
+        return self.bad
+
+    def check_raw(self, chunk: object) -> None:
+        """A raw chunk of an OpenAI-compatible endpoint, before LiteLLM reads it: content given
+        as typed blocks becomes the string (and reasoning) LiteLLM reads (it drops a list); a
+        shape LiteLLM would drop or trip on is a ProviderBadChunk."""
+        if not hasattr(chunk, "choices"):
+            raise self.bad_chunk(f"a chunk of type {type(chunk).__name__}, not an object")
+        usage = getattr(chunk, "usage", None)
+        if usage is not None and not _is_object(usage):
+            raise self.bad_chunk("usage that is not an object")
+        choices = getattr(chunk, "choices", None)
+        if not choices:
+            return
+        if not isinstance(choices, list):
+            raise self.bad_chunk("choices that are not a list")
+        if not _is_object(choices[0]):
+            raise self.bad_chunk("a choice that is not an object")
+        delta = _field(choices[0], "delta")
+        if delta is None:
+            return
+        if not _is_object(delta):
+            raise self.bad_chunk("a delta that is not an object")
+        thought = _field(delta, "reasoning_content") or _field(delta, "reasoning")
+        if thought and type(thought) is not str:
+            raise self.bad_chunk(f"reasoning of type {type(thought).__name__}")
+        content = _field(delta, "content")
+        if not content or type(content) is str:
+            return
+        try:
+            blocks = block_events(content)
+        except ValueError as error:
+            raise self.bad_chunk(str(error)) from None
+        text = "".join(e.text for e in blocks if type(e) is TextDelta) or None
+        reasoning = "".join(e.text for e in blocks if type(e) is ReasoningDelta)
+        _set(delta, "content", text)
+        if reasoning:
+            _set(delta, "reasoning_content", f"{thought or ''}{reasoning}")
+
+
+def _is_object(value: object) -> bool:
+    """A JSON object as the SDK left it: a dict or a model it built (not a string, number or list)."""
+    return isinstance(value, dict) or hasattr(value, "__dict__")
+
+
+def _set(value: object, name: str, to: object) -> None:
+    if isinstance(value, dict):
+        value[name] = to
+    else:
+        setattr(value, name, to)
+
+
+class _CheckedChunks:
+    """LiteLLM's raw chunk stream of an OpenAI-compatible endpoint (the openai SDK's AsyncStream),
+    with every chunk checked (`_StreamState.check_raw`) before LiteLLM reads it. Closing closes
+    the raw stream (its HTTP response)."""
+
+    def __init__(self, raw: Any, state: _StreamState):
+        self._raw = raw
+        self._state = state
+        self._next = raw.__anext__ if hasattr(raw, "__anext__") else raw.__aiter__().__anext__
+
+    def __aiter__(self) -> _CheckedChunks:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            chunk = await self._next()
+        except ValueError:  # json.JSONDecodeError under the SDK's SSE reader
+            raise self._state.bad_chunk("a chunk that is not JSON") from None
+        self._state.check_raw(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        close = getattr(self._raw, "aclose", None) or getattr(self._raw, "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+    def close(self) -> None:
+        response = getattr(self._raw, "response", None)
+        if response is not None and hasattr(response, "close"):
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+def _answered(stream: Any) -> bool:
+    """Whether LiteLLM's stream holds the provider's 200 response (some providers' calls are made
+    on the first read, so a stream object alone does not say it)."""
+    return stream is not None and getattr(stream, "completion_stream", None) is not None
 
 
 class LiteLLMProvider:
@@ -105,11 +303,11 @@ class LiteLLMProvider:
         self.api_base = api_base
         self.api_key_env = api_key_env
 
-    def _kwargs(self, request: CompletionRequest, key: str | None) -> dict:
+    def _kwargs(self, request: CompletionRequest, key: str | None) -> dict[str, Any]:
         model = request.model
         if self.api_base is not None:  # an OpenAI-compatible endpoint: "<endpoint>/<model>" -> "openai/<model>"
             model = "openai/" + model.split("/", 1)[1]
-        kwargs: dict = {
+        kwargs: dict[str, Any] = {
             "model": model,
             "messages": [m.as_dict() for m in request.messages],
             "stream": True,
@@ -131,17 +329,22 @@ class LiteLLMProvider:
         return kwargs
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
+        """The call's events through LiteLLM: TextDelta, ReasoningDelta (LiteLLM's
+        reasoning_content: DeepSeek, vLLM, OpenRouter, Anthropic thinking, Gemini thoughts), one
+        Completion. Raises typed LLMErrors only; after the provider answered 200 they are billed."""
         litellm = _litellm or await asyncio.to_thread(load_litellm)
         model = request.model
         key = self.settings.provider_key(self.api_key_env)
+        secrets = call_secrets(self.settings, key)
         watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
-        parts: list[str] = []
-        finish_reason = None
+        state = _StreamState(model, watchdog, secrets)
         stream = None
         try:
             watchdog.begin()
             try:
                 stream = await litellm.acompletion(**self._kwargs(request, key))
+                if self.api_base is not None and _answered(stream):
+                    stream.completion_stream = _CheckedChunks(stream.completion_stream, state)
                 chunks = stream.__aiter__()
                 while True:
                     watchdog.begin()
@@ -151,26 +354,25 @@ class LiteLLMProvider:
                         break
                     finally:
                         watchdog.end()
-                    choices = chunk.choices
-                    if choices:
-                        choice = choices[0]
-                        delta = choice.delta
-                        content = delta.content if delta is not None else None
-                        if content:
-                            if not parts:
-                                watchdog.first_token()
-                            parts.append(content)
-                            yield TextDelta(content)
-                        if choice.finish_reason:
-                            finish_reason = choice.finish_reason
+                    state.accepted = True
+                    for event in state.events(chunk):
+                        yield event
             except asyncio.CancelledError:
                 if watchdog.timed_out():
-                    raise watchdog.error(model, "".join(parts)) from None
+                    raise watchdog.error(
+                        model,
+                        "".join(state.parts),
+                        "".join(state.reasoning),
+                        billed=state.accepted or _answered(stream),
+                    ) from None
                 raise
             except LLMError:
                 raise
             except Exception as error:  # noqa: BLE001 - LiteLLM maps every provider's errors to its own types
-                raise _error_from(litellm, error, model, "".join(parts), call_secrets(self.settings, key)) from None
+                if state.bad is not None:
+                    raise state.bad from None
+                billed = state.accepted or _answered(stream)
+                raise _error_from(litellm, error, state, secrets, billed) from None
             finally:
                 watchdog.end()
         finally:
@@ -178,10 +380,10 @@ class LiteLLMProvider:
             if stream is not None and hasattr(stream, "aclose"):
                 with contextlib.suppress(Exception):  # closing a finished or broken stream
                     await stream.aclose()
-        text = "".join(parts)
-        usage = _reported_usage(stream)
         yield Completion(
             model=model,
-            usage=usage_from_openai(usage) if usage else estimated_usage(model, request.messages, text),
-            finish_reason="length" if finish_reason == "length" else "stop",
+            usage=reported_usage(
+                _reported_usage(stream), model, request.messages, "".join(state.parts), "".join(state.reasoning)
+            ),
+            finish_reason="length" if state.finish_reason == "length" else "stop",
         )

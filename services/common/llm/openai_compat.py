@@ -18,9 +18,10 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from email.utils import parsedate_to_datetime
 from time import time as _now
+from typing import Any
 
 import httpx
 
@@ -30,20 +31,23 @@ from services.common.llm.base import (
     LLMError,
     ProviderError,
     RateLimited,
+    ReasoningDelta,
     StreamEvent,
     TextDelta,
 )
 from services.common.llm.guard import (
+    ProviderBadChunk,
     Watchdog,
+    block_events,
     call_secrets,
-    estimated_usage,
+    reported_usage,
     safe_text,
-    usage_from_openai,
 )
 from services.common.llm.settings import LLMSettings
 
 log = logging.getLogger(__name__)
 
+_loads = json.loads
 _REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
@@ -159,66 +163,163 @@ class OpenAICompatProvider:
             watchdog.end()
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
+        """The call's events: TextDelta (answer), ReasoningDelta (`reasoning_content` or
+        `reasoning` deltas, thinking blocks), then one Completion. Raises typed LLMErrors only;
+        every error after the provider answered 200 is `billed`, with what streamed before it."""
         model = request.model
         key = self.settings.provider_key(self.api_key_env)
         secrets = call_secrets(self.settings, key)
         watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
-        parts: list[str] = []
-        usage = None
-        finish_reason = None
+        reader = _ChunkReader(model, watchdog, secrets)
         done = False
         response: httpx.Response | None = None
         try:
             response = await self._send(request, key, watchdog, secrets)
             buffer = b""
             chunks = response.aiter_raw()
-            loads = json.loads
+            feed = reader.feed
             while not done:
-                data = await _read(chunks, watchdog, model, parts, secrets)
+                data = await _read(chunks, watchdog, reader)
                 if data is None:
                     break
                 payloads, buffer, done = _sse_payloads(buffer + data)
                 for payload in payloads:
-                    try:
-                        chunk = loads(payload)
-                    except ValueError:
-                        raise ProviderError(
-                            f"{model}: malformed chunk in stream",
-                            model=model,
-                            partial_text="".join(parts),
-                            retryable=not parts,
-                        ) from None
-                    choices = chunk.get("choices")
-                    if choices:
-                        choice = choices[0]
-                        content = (choice.get("delta") or {}).get("content")
-                        if content:
-                            if not parts:
-                                watchdog.first_token()
-                            parts.append(content)
-                            yield TextDelta(content)
-                        if choice.get("finish_reason"):
-                            finish_reason = choice["finish_reason"]
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    elif "error" in chunk:
-                        raise ProviderError(
-                            safe_text(f"{model}: error in stream: {str(chunk['error'])[:300]}", secrets),
-                            model=model,
-                            partial_text="".join(parts),
-                            retryable=not parts,
-                        )
+                    for event in feed(payload):
+                        yield event
         finally:
             watchdog.close()
             if response is not None:
                 await response.aclose()
-        yield _completion(request, "".join(parts), usage, finish_reason, done)
+        yield _completion(request, reader, done)
 
 
-async def _read(
-    chunks: AsyncIterator[bytes], watchdog: Watchdog, model: str, parts: list[str], secrets: Sequence[str]
-) -> bytes | None:
-    """The next bytes of the stream, None at its end; a stall or a broken stream is a typed error."""
+class _ChunkReader:
+    """One stream's chunks read into events, and what they carried: the answer (`parts`), the
+    reasoning, the last usage and finish reason. Any shape it cannot read is a ProviderBadChunk,
+    never a TypeError or KeyError; a chunk that carries anything ends the first-token wait."""
+
+    __slots__ = ("finish_reason", "model", "parts", "reasoning", "secrets", "usage", "waiting", "watchdog")
+
+    def __init__(self, model: str, watchdog: Watchdog, secrets: Sequence[str]):
+        self.model = model
+        self.watchdog = watchdog
+        self.secrets = secrets
+        self.parts: list[str] = []
+        self.reasoning: list[str] = []
+        self.usage: dict | None = None
+        self.finish_reason: object = None
+        self.waiting = True
+
+    def feed(self, payload: bytes) -> list[TextDelta | ReasoningDelta]:
+        """The events of one SSE data payload (most often one TextDelta)."""
+        try:
+            chunk = _loads(payload)
+        except ValueError:
+            raise self.bad("a chunk that is not JSON", payload) from None
+        if type(chunk) is not dict:
+            raise self.bad("a chunk that is not an object", payload)
+        choices = chunk.get("choices")
+        events = self.choice(choices, payload) if choices else []
+        usage = chunk.get("usage")
+        if usage:
+            if type(usage) is not dict:
+                raise self.bad("usage that is not an object", payload)
+            self.usage = usage
+            self.arrived()
+        elif "error" in chunk:
+            raise ProviderError(
+                safe_text(f"{self.model}: error in stream: {str(chunk['error'])[:300]}", self.secrets),
+                model=self.model,
+                partial_text="".join(self.parts),
+                partial_reasoning="".join(self.reasoning),
+                retryable=not self.parts,
+                billed=True,
+            )
+        return events
+
+    def choice(self, choices: object, payload: bytes) -> list[TextDelta | ReasoningDelta]:
+        """The events of a chunk's first choice (we ask for one)."""
+        try:
+            choice = choices[0]  # type: ignore[index]
+            delta = choice.get("delta")
+            if delta:
+                content = delta.get("content")
+                thought = delta.get("reasoning_content") or delta.get("reasoning")
+            else:
+                content = thought = None
+            finish_reason = choice.get("finish_reason")
+        except (AttributeError, KeyError, TypeError):
+            raise self.bad("a choice of unknown shape", payload) from None
+        if finish_reason:
+            self.finish_reason = finish_reason
+            self.arrived()
+        if thought is None and type(content) is str:  # the answer's chunks: the hot path
+            if not content:
+                return []
+            if self.waiting:
+                self.arrived()
+            self.parts.append(content)
+            return [TextDelta(content)]
+        return self.mixed(content, thought, payload)
+
+    def mixed(self, content: object, thought: object, payload: bytes) -> list[TextDelta | ReasoningDelta]:
+        """The events of a delta with reasoning, or with a content that is not a string."""
+        if not content and not thought:
+            return []
+        self.arrived()
+        events: list[TextDelta | ReasoningDelta] = []
+        if thought:
+            if type(thought) is not str:
+                raise self.bad("reasoning that is not a string", payload)
+            self.reasoning.append(thought)
+            events.append(ReasoningDelta(thought))
+        if type(content) is str:
+            self.parts.append(content)
+            events.append(TextDelta(content))
+        elif content:
+            try:
+                blocks = block_events(content)
+            except ValueError as error:
+                raise self.bad(str(error), payload) from None
+            for event in blocks:
+                (self.parts if type(event) is TextDelta else self.reasoning).append(event.text)
+            events += blocks
+        return events
+
+    def arrived(self) -> None:
+        """A chunk carried something of the call: the first-token wait is over."""
+        if self.waiting:
+            self.waiting = False
+            self.watchdog.first_token()
+
+    def bad(self, what: str, payload: bytes) -> ProviderBadChunk:
+        """The typed error of a chunk we cannot read (billed: it came after a 200). A chunk that
+        is not JSON may be a transport fault, retryable while no text went out; a shape is not."""
+        shown = safe_text(payload[:120].decode("utf-8", "replace"), self.secrets)
+        return ProviderBadChunk(
+            f"{self.model}: the provider streamed {what}: {shown}",
+            model=self.model,
+            partial_text="".join(self.parts),
+            partial_reasoning="".join(self.reasoning),
+            retryable=what.endswith("not JSON") and not self.parts,
+            billed=True,
+        )
+
+    def error(self, make: Callable[..., LLMError], message: str, **kwargs: Any) -> LLMError:
+        """An error after the 200, with what streamed before it."""
+        return make(
+            message,
+            model=self.model,
+            partial_text="".join(self.parts),
+            partial_reasoning="".join(self.reasoning),
+            billed=True,
+            **kwargs,
+        )
+
+
+async def _read(chunks: AsyncIterator[bytes], watchdog: Watchdog, reader: _ChunkReader) -> bytes | None:
+    """The next bytes of the stream, None at its end; a stall or a broken stream is a typed
+    error (billed: the provider had answered 200)."""
     watchdog.begin()
     try:
         return await chunks.__anext__()
@@ -226,14 +327,13 @@ async def _read(
         return None
     except asyncio.CancelledError:
         if watchdog.timed_out():
-            raise watchdog.error(model, "".join(parts)) from None
+            raise watchdog.error(reader.model, "".join(reader.parts), "".join(reader.reasoning), billed=True) from None
         raise
     except httpx.HTTPError as error:
-        raise ProviderError(
-            safe_text(f"{model}: stream broke: {type(error).__name__}: {error}", secrets),
-            model=model,
-            partial_text="".join(parts),
-            retryable=not parts,
+        raise reader.error(
+            ProviderError,
+            safe_text(f"{reader.model}: stream broke: {type(error).__name__}: {error}", reader.secrets),
+            retryable=not reader.parts,
         ) from None
     finally:
         watchdog.end()
@@ -259,16 +359,14 @@ def _sse_payloads(buffer: bytes) -> tuple[list[bytes], bytes, bool]:
     return payloads, rest, done
 
 
-def _completion(
-    request: CompletionRequest, text: str, usage: dict | None, finish_reason: str | None, done: bool
-) -> Completion:
-    """The last event: the provider's usage (estimated when it sent none) and why it stopped."""
-    if finish_reason is None and not done:
-        raise ProviderError(
-            f"{request.model}: stream ended before its end", model=request.model, partial_text=text, retryable=not text
-        )
+def _completion(request: CompletionRequest, reader: _ChunkReader, done: bool) -> Completion:
+    """The last event: the provider's usage in our normal form (estimated when it sent none) and
+    why it stopped."""
+    text = "".join(reader.parts)
+    if reader.finish_reason is None and not done:
+        raise reader.error(ProviderError, f"{request.model}: stream ended before its end", retryable=not text)
     return Completion(
         model=request.model,
-        usage=usage_from_openai(usage) if usage else estimated_usage(request.model, request.messages, text),
-        finish_reason="length" if finish_reason == "length" else "stop",
+        usage=reported_usage(reader.usage, request.model, request.messages, text, "".join(reader.reasoning)),
+        finish_reason="length" if reader.finish_reason == "length" else "stop",
     )

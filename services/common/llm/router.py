@@ -1,4 +1,4 @@
-"""The LLM client the services use: allowlist, dispatch, retries before the first token, fallbacks.
+"""The LLM client the services use: allowlist, dispatch, retries of unbilled failures, fallbacks.
 
     llm = build_llm_client(settings)
     async for event in llm.stream(CompletionRequest(model="sim/debater", messages=...)): ...
@@ -13,6 +13,13 @@ Dispatch by model name:
 
 A model is checked against the allowlist before anything else; a request carries no api_base
 or key, so a caller can reach only what the settings allow.
+
+Retries and fallbacks here are only for calls the provider did not bill: an HTTP error status,
+a connection that failed, a first-token timeout before the provider answered (`LLMError.billed`
+False). A failure after the provider accepted the call (it answered 200: a first-token timeout
+while it sends nothing, a stall during its reasoning, a malformed chunk) is raised to the
+caller at once, billed, with what streamed: retrying it here would hide a call the provider
+bills. The caller records it (an estimate) and retries it, if it does, as a new attempt.
 """
 
 from __future__ import annotations
@@ -85,8 +92,11 @@ class LLMRouter:
                             yield event
                     return
                 except LLMError as caught:
-                    if started or caught.partial_text:
-                        raise  # text already went out: never replayed, never mixed with another model's
+                    if started or caught.billed:
+                        # Text went out (never replayed, never mixed with another model's), or the
+                        # provider accepted the call and bills it: the caller records that call and
+                        # retries, if it does, as a new attempt under its own key.
+                        raise
                     error = caught
                     if not caught.retryable or attempt == self.settings.llm_retries:
                         break
