@@ -14,7 +14,7 @@ into that form here, at the edge. The conventions met:
 - Anthropic (`input_tokens`, `output_tokens`): `cache_read_input_tokens` and
   `cache_creation_input_tokens` OUTSIDE `input_tokens`; thinking inside `output_tokens`.
 - A proxy that passes Anthropic's cache fields on beside `prompt_tokens`: outside or inside,
-  as its total_tokens tells.
+  as its total_tokens tells (with none, the larger reading, flagged estimated).
 - LiteLLM's own Usage (what its Anthropic and Gemini providers build): cache reads
   (`cached_tokens`) and writes (`cache_creation_tokens`, mirrored as `cache_write_tokens`)
   inside `prompt_tokens`; reasoning inside `completion_tokens` (it adds Gemini's thoughts).
@@ -154,13 +154,15 @@ def normalise_usage(
             if len({(p[0], c[0]) for p, c in matching}) > 1:
                 notes.append(f"total_tokens {total} fits more than one reading")
     else:
-        forced = [
-            name
-            for name, outside in (("cache", chosen[0][1] and not anthropic_cache), ("reasoning", chosen[1][1]))
-            if outside
-        ]
-        if forced:
-            notes.append(f"{' and '.join(forced)} larger than its whole: read outside it, no total_tokens to confirm")
+        if len(prompts) > 1 and not anthropic_cache and (anthropic_read or anthropic_written):
+            # Anthropic's cache fields beside prompt_tokens (a proxy's): inside or outside, nothing
+            # tells; the larger reading.
+            chosen = (max(prompts), chosen[1])
+            notes.append("Anthropic's cache fields beside prompt_tokens and no total_tokens: read outside it")
+        elif chosen[0][1] and not anthropic_cache:
+            notes.append("cache reads and writes larger than the prompt and no total_tokens: read outside it")
+        if chosen[1][1]:
+            notes.append("reasoning larger than the completion and no total_tokens: read outside it")
     (prompt_total, _), (completion_total, _) = chosen
     if notes:
         log.warning(
