@@ -8,6 +8,8 @@
     with spawn_fake_openai(chunks=200) as base_url: ...   # a subprocess (benchmarks: its CPU is not ours)
     python -m tests.support.fake_openai --chunks 200     # prints "READY <base_url>"
 
+`POST /v1/messages` streams as Anthropic's Messages API does (for LiteLLM's Anthropic provider,
+pointed here by ANTHROPIC_API_BASE), with the same behaviours where they apply.
 `POST /v1/chat/completions` streams like OpenAI does (`stream_options.include_usage`: a role
 chunk, one chunk per token, a finish chunk, a usage chunk with empty choices, `[DONE]`),
 or answers in one JSON body when `stream` is false. A request's behaviour is the next one
@@ -113,7 +115,9 @@ class Behavior:
     total_tokens: bool = True  # report total_tokens in the usage (False: leave it out)
     cached_tokens: int = 0  # prompt tokens read from the cache (part of the prompt)
     cache_creation_tokens: int = 0  # prompt tokens written to the cache (part of the prompt)
-    content_blocks: bool = False  # content as [{"type": "text", "text": piece}] instead of a string
+    # content as [{"type": "text", "text": piece}] instead of a string (and reasoning as
+    # [{"type": "thinking", "thinking": piece}] in content, as Anthropic-style proxies send it)
+    content_blocks: bool = False
     bad_chunk: str | None = None  # a key of BAD_CHUNKS, sent after `bad_chunk_after` content chunks
     bad_chunk_after: int = 0
 
@@ -161,6 +165,20 @@ class Billed:
 def prompt_tokens_of(body: dict) -> int:
     messages = body.get("messages") or []
     return sum(len(str(m.get("content") or "").split()) + 4 for m in messages) + 3
+
+
+def anthropic_as_openai(body: dict) -> dict:
+    """An Anthropic Messages request as the OpenAI-style chat body it came from (its system
+    prompt first, each content's text blocks joined), so it is counted as that body would be."""
+
+    def text(content: object) -> str:
+        if isinstance(content, list):
+            return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+        return str(content or "")
+
+    messages = [{"role": "system", "content": text(body["system"])}] if body.get("system") else []
+    messages += [{"role": m.get("role", ""), "content": text(m.get("content"))} for m in body.get("messages") or []]
+    return {**body, "messages": messages}
 
 
 def content_chunks(text: str, chunks: int | None) -> list[str]:
@@ -334,6 +352,11 @@ class FakeOpenAIServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
+    @property
+    def anthropic_base_url(self) -> str:
+        """ANTHROPIC_API_BASE for LiteLLM's Anthropic provider (it appends /v1/messages)."""
+        return f"http://{self.host}:{self.port}"
+
     def script(self, *behaviors: Behavior) -> None:
         """Behaviours of the next requests, in order; then the default again."""
         with self._lock:
@@ -446,7 +469,8 @@ class FakeOpenAIServer:
     ) -> bool:
         if method == "GET" and path.rstrip("/").endswith("/models"):
             return await self._json(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
-        if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
+        anthropic = method == "POST" and path.rstrip("/").endswith("/v1/messages")
+        if not anthropic and (method != "POST" or not path.rstrip("/").endswith("/chat/completions")):
             return await self._json(
                 writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}}
             )
@@ -465,10 +489,12 @@ class FakeOpenAIServer:
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if max_tokens and len(pieces) > int(max_tokens):
             pieces, finish = pieces[: int(max_tokens)], "length"
-        meter = _Meter(self, model, body, behavior)
+        meter = _Meter(self, model, anthropic_as_openai(body) if anthropic else body, behavior)
         self._counter += 1
         ident = f"chatcmpl-fake{self._counter}"
         created = int(time.time())
+        if anthropic:
+            return await self._anthropic_stream(writer, reader, meter, pieces, finish)
         if not body.get("stream"):
             return await self._complete(writer, meter, ident, created, pieces, finish)
         return await self._stream(writer, reader, meter, body, ident, created, pieces, finish)
@@ -573,8 +599,11 @@ class FakeOpenAIServer:
             return
         for thought in content_chunks(behavior.reasoning_text or DEFAULT_REASONING, behavior.reasoning_chunks):
             await self._pause(behavior.reasoning_delay, reader)
-            delta = json.dumps({"content": None, behavior.reasoning_field: thought}, separators=(",", ":"))
-            await sse.send(sse.choice(delta))
+            if behavior.content_blocks:
+                fields: dict = {"content": [{"type": "thinking", "thinking": thought}]}
+            else:
+                fields = {"content": None, behavior.reasoning_field: thought}
+            await sse.send(sse.choice(json.dumps(fields, separators=(",", ":"))))
             meter.reasoning.append(thought)
 
     async def _send_pieces(
@@ -608,6 +637,92 @@ class FakeOpenAIServer:
         meter.bill("bad_chunk")
         await self._pause(3600, reader)
         return False
+
+    async def _anthropic_stream(
+        self,
+        writer: asyncio.StreamWriter,
+        reader: asyncio.StreamReader | None,
+        meter: _Meter,
+        pieces: list[str],
+        finish: str,
+    ) -> bool:
+        """Anthropic's Messages API stream: message_start with the input usage (cache reads and
+        writes beside input_tokens), the reasoning as a thinking block, the answer as a text block,
+        message_delta with output_tokens (thinking included), message_stop."""
+        behavior = meter.behavior
+
+        async def send(kind: str, data: dict) -> None:
+            frame = f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+            writer.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+            await writer.drain()
+
+        async def block(index: int, kind: str, texts: list[str], delay: float) -> None:
+            await send(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": kind, kind: "", **({"signature": ""} if kind == "thinking" else {})},
+                },
+            )
+            for text in texts:
+                await self._pause(delay, reader)
+                delta = {"type": f"{kind}_delta", kind: text}
+                await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+                (meter.reasoning if kind == "thinking" else meter.text).append(text)
+            if kind == "thinking":
+                delta = {"type": "signature_delta", "signature": "c2lnbmF0dXJl"}
+                await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            await send("content_block_stop", {"type": "content_block_stop", "index": index})
+
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+        )
+        usage = {
+            "input_tokens": meter.prompt - meter.cached - meter.cache_creation,
+            "cache_creation_input_tokens": meter.cache_creation,
+            "cache_read_input_tokens": meter.cached,
+            "output_tokens": 1,
+        }
+        message = {
+            "id": f"msg_fake{self._counter}",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": meter.model,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        try:
+            await send("message_start", {"type": "message_start", "message": message})
+            await send("ping", {"type": "ping"})
+            index = 0
+            if behavior.reasoning_chunks:
+                thoughts = content_chunks(behavior.reasoning_text or DEFAULT_REASONING, behavior.reasoning_chunks)
+                await block(0, "thinking", thoughts, behavior.reasoning_delay)
+                index = 1
+            await self._pause(behavior.first_token_delay, reader)
+            await block(index, "text", pieces, behavior.chunk_delay)
+            output = meter.answer_tokens() + meter.reasoning_tokens(complete=True)
+            stop = "max_tokens" if finish == "length" else "end_turn"
+            await send(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": output},
+                },
+            )
+            await send("message_stop", {"type": "message_stop"})
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except (_Gone, ConnectionError):
+            meter.bill("disconnected")
+            return False
+        meter.bill("complete", usage_sent=True)
+        return True
 
     @staticmethod
     async def _pause(seconds: float, reader: asyncio.StreamReader | None) -> None:
