@@ -263,6 +263,7 @@ async def test_stall_during_reasoning_is_billed_raised_once_and_counted_as_the_p
         await llm.aclose()
     error = caught.value
     assert error.billed and error.partial_text == "" and error.partial_reasoning == "".join(thoughts(6))
+    assert error.retryable  # by the caller, as a new attempt: no speech went out
     assert len(fake.requests) == 1
     model = f"{transport}/gpt-test"
     reasoning_tokens = count_text_tokens(model, error.partial_reasoning)

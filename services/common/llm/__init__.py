@@ -22,6 +22,7 @@ from services.common.llm.base import (
     UnknownModel,
     collect,
 )
+from services.common.llm.guard import ProviderBadChunk
 from services.common.llm.router import LLMRouter, build_llm_client
 from services.common.llm.settings import Endpoint, LLMSettings
 
@@ -36,6 +37,7 @@ __all__ = [
     "LLMRouter",
     "LLMSettings",
     "ModelNotAllowed",
+    "ProviderBadChunk",
     "ProviderError",
     "ProviderTimeout",
     "RateLimited",

@@ -100,7 +100,9 @@ class Watchdog:
 
     def error(self, model: str, partial_text: str, partial_reasoning: str = "", *, billed: bool = False) -> LLMError:
         """The typed error of a cut: ProviderTimeout before the first chunk, StreamStalled after.
-        `billed`: the provider had answered 200 (it bills the call)."""
+        `billed`: the provider had answered 200 (it bills the call). Both are retryable (by the
+        caller, as a new attempt: the router does not retry a billed call) while no answer text
+        streamed; reasoning alone is never shown, so it does not stop a retry."""
         if self._first_deadline is not None:
             return ProviderTimeout(
                 f"{model}: no first token within {self.first_token_timeout:g}s",
@@ -116,7 +118,7 @@ class Watchdog:
             model=model,
             partial_text=partial_text,
             partial_reasoning=partial_reasoning,
-            retryable=False,
+            retryable=not partial_text,  # a caller may try again while no speech went out
             billed=billed,
         )
 
