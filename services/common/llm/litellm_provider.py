@@ -5,6 +5,17 @@ LiteLLM is imported on the first call only, in a worker thread (the import costs
 LITELLM_LOCAL_MODEL_COST_MAP=True so it never fetches its price map. Its own retries are off:
 the router owns retries and fallbacks; the watchdog owns timeouts. Keys: LiteLLM reads each
 provider's usual environment variable, or an endpoint's `api_key_env` is passed through.
+
+What LiteLLM hands over is read as the lean reader reads its chunks: `delta.reasoning_content`
+(where LiteLLM puts DeepSeek's and vLLM's reasoning, OpenRouter's `reasoning`, Anthropic's
+thinking) becomes ReasoningDelta; the usage is the last chunk's, read into our normal form by
+conventions.py (LiteLLM's Anthropic usage counts cache reads and writes inside prompt_tokens,
+writes as `cache_creation_tokens`; its Gemini usage adds the thoughts to completion_tokens).
+For an OpenAI-compatible endpoint, every raw chunk is checked before LiteLLM reads it
+(`_CheckedChunks`): LiteLLM drops a content given as typed blocks, and drops, stalls on or
+wraps in an APIConnectionError other shapes it cannot read; here blocks are read and any other
+shape is a ProviderBadChunk, as on the lean path. Every error after the provider answered 200
+is billed.
 """
 
 from __future__ import annotations
@@ -281,11 +292,10 @@ class _CheckedChunks:
             if asyncio.iscoroutine(result):
                 await result
 
-    def close(self) -> None:
-        response = getattr(self._raw, "response", None)
-        if response is not None and hasattr(response, "close"):
-            with contextlib.suppress(Exception):
-                response.close()
+    def close(self) -> Any:
+        """The raw stream's own close (LiteLLM's sync close deals with what it returns)."""
+        close = getattr(self._raw, "close", None)
+        return close() if close is not None else None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)

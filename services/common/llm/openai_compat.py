@@ -10,6 +10,13 @@ logging and token counter takes ~10% off; litellm_provider.py sets both). Here a
 one `json.loads` and a few dict lookups on top of httpx's raw read: about 1x a bare httpx SSE
 reader of the same stream (tests/benchmarks/bench_relay.py; target <= 2x). LiteLLM stays for
 every other provider.
+
+What a chunk may carry (`_ChunkReader`): `delta.content` as a string (the answer) or as a list of
+typed blocks (text blocks are the answer, thinking blocks reasoning); `delta.reasoning_content`
+(DeepSeek, vLLM) or `delta.reasoning` (OpenRouter, newer vLLM) as reasoning (ReasoningDelta);
+`finish_reason`; `usage` (read into our normal form by conventions.py); `error`. Anything else
+(a chunk that is not a JSON object, choices that are not a list, content a number...) is a
+billed ProviderBadChunk with what streamed before it: no TypeError or KeyError leaves here.
 """
 
 from __future__ import annotations
