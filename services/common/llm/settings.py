@@ -158,12 +158,18 @@ class LLMSettings(EndpointSettings):
     llm_fallbacks: dict[str, list[str]] = Field(
         default_factory=dict, description="model -> alternative models tried in order (JSON)"
     )
-    llm_first_token_timeout: float = Field(30.0, gt=0, description="seconds from the request to the first token")
+    llm_first_token_timeout: float = Field(
+        30.0, gt=0, description="seconds from the request to the first chunk of text, reasoning or usage"
+    )
     llm_stall_timeout: float = Field(
         15.0, gt=0, description="inter-chunk watchdog: seconds without a chunk before a stream is cut"
     )
     llm_connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection")
-    llm_retries: int = Field(2, ge=0, description="retries of one model before its first token")
+    llm_retries: int = Field(
+        2,
+        ge=0,
+        description="retries of a call the provider refused (429, 5xx, no connection); never of one it accepted",
+    )
     llm_backoff_base: float = Field(0.5, ge=0, description="first retry delay in seconds, doubled each retry")
     llm_backoff_max: float = Field(8.0, ge=0, description="cap of a retry delay, Retry-After included")
     sim_first_token_latency: float = Field(
