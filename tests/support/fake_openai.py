@@ -2,6 +2,8 @@
 
     with FakeOpenAIServer() as server:                  # a thread, 127.0.0.1, port 0
         server.script(Behavior(status=429, retry_after=0.1), Behavior())   # next requests, in order
+        server.script_model("a", Behavior(stall_after=2))  # the next requests for model "a" (fake/a)
+        server.model_default("judge", Behavior(text='{"debaters": ...}'))  # "judge" once its script is spent
         ... LLM_ENDPOINTS={"fake": {"api_base": server.base_url}} ...
         server.requests, server.billed                  # what it received and what it billed
 
@@ -13,9 +15,12 @@ pointed here by ANTHROPIC_API_BASE), with the same behaviours where they apply.
 `POST /v1/chat/completions` streams like OpenAI does (`stream_options.include_usage`: a role
 chunk, one chunk per token, a finish chunk, a usage chunk with empty choices, `[DONE]`),
 or answers in one JSON body when `stream` is false. A request's behaviour is the next one
-scripted with `script()`, else the `X-Fake-Behavior` header (JSON of Behavior's fields), else
-the server's default. Faults: an HTTP status with an OpenAI error body (and Retry-After), a
-stall after N chunks, a connection closed after N chunks, no usage chunk, a slow first token.
+scripted for its model with `script_model()` (the model as the server receives it: "a" for
+`fake/a`), else the next one scripted with `script()`, else the `X-Fake-Behavior` header (JSON of
+Behavior's fields), else its model's default (`model_default()`), else the server's default.
+Per-model scripts keep a test deterministic when several models' calls arrive at once.
+Faults: an HTTP status with an OpenAI error body (and Retry-After), a stall after N chunks, a
+connection closed after N chunks, no usage chunk, a slow first token.
 Quirks of real providers: reasoning deltas before the answer (`reasoning_chunks`, DeepSeek's
 and vLLM's `reasoning_content` or OpenRouter's `reasoning`), usage in another provider's
 convention (`usage_convention`: reasoning counted outside completion_tokens, Anthropic's cache
@@ -33,7 +38,8 @@ reads and writes part of prompt_tokens, reasoning part of completion_tokens), wh
 convention the usage chunk was reported in: a complete call, an error (nothing), a stall or a
 dropped connection (what it sent before), a malformed chunk (what it sent before it), a
 client that went away mid-stream ("disconnected": what it sent before it noticed), or before
-any answer ("unanswered": nothing).
+any answer ("unanswered": nothing). Bills come in the order the calls end; `Billed.request` is
+the index of the request billed in `server.requests` (the order the calls came).
 `Billed.usage()` is that bill as a `Usage`, to price with `cost_of`.
 """
 
@@ -150,6 +156,7 @@ class Billed:
     reasoning_tokens: int = 0
     cached_prompt_tokens: int = 0
     cache_creation_prompt_tokens: int = 0
+    request: int = -1  # the index in `server.requests` of the request it bills (bills come in the order calls end)
 
     def usage(self) -> Usage:
         """The bill as a Usage (estimated False: it is the provider's own count)."""
@@ -230,8 +237,8 @@ def reported_usage(
 class _Meter:
     """What one streamed request has sent so far, counted as the server counts."""
 
-    def __init__(self, server: FakeOpenAIServer, model: str, body: dict, behavior: Behavior):
-        self.server, self.model, self.behavior = server, model, behavior
+    def __init__(self, server: FakeOpenAIServer, model: str, body: dict, behavior: Behavior, request: int = -1):
+        self.server, self.model, self.behavior, self.request = server, model, behavior, request
         prompt = server.count_prompt(model, body)
         self.prompt = prompt
         self.cached = min(max(0, behavior.cached_tokens), prompt)
@@ -260,6 +267,7 @@ class _Meter:
             reasoning_tokens=reasoning,
             cached_prompt_tokens=self.cached,
             cache_creation_prompt_tokens=self.cache_creation,
+            request=self.request,
         )
         if not self.billed:
             self.billed = True
@@ -323,6 +331,8 @@ class FakeOpenAIServer:
         self.requests: list[RecordedRequest] = []
         self.billed: list[Billed] = []
         self._queue: list[Behavior] = []
+        self._model_queues: dict[str, list[Behavior]] = {}
+        self._model_defaults: dict[str, Behavior] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -362,10 +372,32 @@ class FakeOpenAIServer:
         with self._lock:
             self._queue.extend(behaviors)
 
+    def script_model(self, model: str, *behaviors: Behavior) -> None:
+        """Behaviours of the next requests for `model` (as the server receives it: "a" for
+        `fake/a`), in order, before the global script; then the global script or default again."""
+        with self._lock:
+            self._model_queues.setdefault(model, []).extend(behaviors)
+
+    def model_default(self, model: str, behavior: Behavior | None) -> None:
+        """`model`'s behaviour once its script and the global one are spent (None: the server's
+        default again)."""
+        with self._lock:
+            if behavior is None:
+                self._model_defaults.pop(model, None)
+            else:
+                self._model_defaults[model] = behavior
+
+    def scripted(self, model: str | None = None) -> int:
+        """Behaviours still scripted for `model` (None: in the global script)."""
+        with self._lock:
+            return len(self._queue if model is None else self._model_queues.get(model, ()))
+
     def reset(self) -> None:
         """No script, requests or bills; counting as the server was built with."""
         with self._lock:
             self._queue.clear()
+            self._model_queues.clear()
+            self._model_defaults.clear()
         self.requests.clear()
         self.billed.clear()
         self.tokenizer, self.count_model_prefix = self._counting
@@ -423,13 +455,16 @@ class FakeOpenAIServer:
 
     # ------------------------------------------------------------------ HTTP
 
-    def _next_behavior(self, headers: dict[str, str]) -> Behavior:
+    def _next_behavior(self, headers: dict[str, str], model: str) -> Behavior:
         with self._lock:
+            queue = self._model_queues.get(model)
+            if queue:
+                return queue.pop(0)
             if self._queue:
                 return self._queue.pop(0)
-        if "x-fake-behavior" in headers:
-            return Behavior.from_json(headers["x-fake-behavior"])
-        return self.default
+            if "x-fake-behavior" in headers:
+                return Behavior.from_json(headers["x-fake-behavior"])
+            return self._model_defaults.get(model, self.default)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -474,22 +509,23 @@ class FakeOpenAIServer:
             return await self._json(
                 writer, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}}
             )
-        behavior = self._next_behavior(headers)
-        self.requests.append(RecordedRequest(method, path, headers, body, behavior))
         model = str(body.get("model") or "")
+        behavior = self._next_behavior(headers, model)
+        self.requests.append(RecordedRequest(method, path, headers, body, behavior))
+        index = len(self.requests) - 1
         try:
             await self._pause(behavior.answer_delay, reader)
         except _Gone:  # the client gave up before any answer: nothing billed
-            self.billed.append(Billed(model, 0, 0, False, "unanswered"))
+            self.billed.append(Billed(model, 0, 0, False, "unanswered", request=index))
             return False
         if behavior.status != 200:
-            return await self._refuse(writer, behavior, model, headers)
+            return await self._refuse(writer, behavior, model, headers, index)
         pieces = content_chunks(behavior.text or self.text, behavior.chunks)
         finish = "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if max_tokens and len(pieces) > int(max_tokens):
             pieces, finish = pieces[: int(max_tokens)], "length"
-        meter = _Meter(self, model, anthropic_as_openai(body) if anthropic else body, behavior)
+        meter = _Meter(self, model, anthropic_as_openai(body) if anthropic else body, behavior, index)
         self._counter += 1
         ident = f"chatcmpl-fake{self._counter}"
         created = int(time.time())
@@ -499,11 +535,13 @@ class FakeOpenAIServer:
             return await self._complete(writer, meter, ident, created, pieces, finish)
         return await self._stream(writer, reader, meter, body, ident, created, pieces, finish)
 
-    async def _refuse(self, writer: asyncio.StreamWriter, behavior: Behavior, model: str, headers: dict) -> bool:
+    async def _refuse(
+        self, writer: asyncio.StreamWriter, behavior: Behavior, model: str, headers: dict, request: int = -1
+    ) -> bool:
         """The error status `behavior` asks for (429 with its Retry-After, or a server error)."""
         extra = {"Retry-After": f"{behavior.retry_after:g}"} if behavior.retry_after is not None else {}
         kind = "rate_limit_exceeded" if behavior.status == 429 else "server_error"
-        self.billed.append(Billed(model, 0, 0, False, "error"))
+        self.billed.append(Billed(model, 0, 0, False, "error", request=request))
         message = f"fake error {behavior.status}"
         if behavior.echo_auth:
             message += f" (you sent {headers.get('authorization', 'no key')})"
@@ -631,10 +669,11 @@ class FakeOpenAIServer:
             meter.text.append(piece)
         if behavior.bad_chunk is None:
             return True
-        # A malformed chunk, billed with what went before it; then nothing (as a stall) until the client gives up.
+        # A malformed chunk, billed with what went before it (before it is sent: a client that raises
+        # on it finds the bill there); then nothing (as a stall) until the client gives up.
+        meter.bill("bad_chunk")
         sse.writer.write(sse.frame(BAD_CHUNKS[behavior.bad_chunk].format(c=sse.prefix)))
         await sse.writer.drain()
-        meter.bill("bad_chunk")
         await self._pause(3600, reader)
         return False
 
