@@ -19,6 +19,7 @@ from debate.common.v1 import common_pb2 as common
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.common.errors import DomainError
+from services.common.llm.base import ChatMessage
 from services.common.money import ZERO, usd
 from services.common.usage import add_token_usage
 from services.orchestrator.context import ContextBuilder, Transcript
@@ -44,14 +45,15 @@ def turn_key(debate_id: str, round_number: int, participant: str, attempt: int) 
 
 @dataclass(slots=True)
 class Inflight:
-    """A model call under way, so a cancel or a failure can record what it spent: `parts` is
-    the answer text streamed so far (the speech), `reasoning_parts` the reasoning text (billed,
-    never speech), and `answered` is True once the provider sent anything (it bills the call)."""
+    """A model call under way, so a cancel or a failure can record what it spent: `messages` is
+    the prompt as sent, `parts` the answer text streamed so far (the speech), `reasoning_parts`
+    the reasoning text (billed, never speech), and `answered` is True once the provider sent
+    anything (it bills the call)."""
 
     round_number: int
     participant: common.Participant
     attempt: int
-    prompt_tokens: int
+    messages: tuple[ChatMessage, ...]
     reservation_id: str
     parts: list[str]
     buffer: DeltaBuffer

@@ -43,6 +43,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.common.errors import DomainError
 from services.common.llm.base import (
+    ChatMessage,
     Completion,
     CompletionRequest,
     LLMClient,
@@ -51,6 +52,7 @@ from services.common.llm.base import (
     ReasoningDelta,
     TextDelta,
 )
+from services.common.tokens import count_message_tokens
 from services.common.usage import Usage, usage_to_proto
 from services.orchestrator.context import Window
 from services.orchestrator.events import DeltaBuffer, EventHub, TextRejected
@@ -112,7 +114,7 @@ class TurnRunner:
             window = run.context.build(participant, r, run.transcript, include_current=sequential)
             key = turn_key(run.debate_id, r, name, attempt)
             reservation_id = await self._reserve(run, r, participant, window, key)
-            inflight = self._open(run, r, participant, attempt, window.prompt_tokens, reservation_id)
+            inflight = self._open(run, r, participant, attempt, window.messages, reservation_id)
             try:
                 completion = await self._stream(run, inflight, window, key)
                 turn = self._finish(inflight, completion)
@@ -171,7 +173,7 @@ class TurnRunner:
         r: int,
         participant: common.Participant,
         attempt: int,
-        prompt_tokens: int,
+        messages: tuple[ChatMessage, ...],
         reservation_id: str,
     ) -> Inflight:
         """Opens the attempt in the store, announces it, and tracks it as in flight."""
@@ -187,7 +189,7 @@ class TurnRunner:
             round_number=r,
             participant=participant,
             attempt=attempt,
-            prompt_tokens=prompt_tokens,
+            messages=messages,
             reservation_id=reservation_id,
             parts=[],
             buffer=buffer,
@@ -334,7 +336,8 @@ class TurnRunner:
             )
 
     async def _record_cut_call(self, run: DebateRun, inflight: Inflight) -> None:
-        """Records a call that did not complete, as an estimate: its prompt and the answer and
+        """Records a call that did not complete, as an estimate: its prompt as sent (counted as the
+        provider edge estimates a call with no usage, chat format included) and the answer and
         reasoning text it streamed (counted with our tokenizer; the reasoning also as
         reasoning_tokens), under its attempt's key, committing its reservation."""
         participant, r = inflight.participant, inflight.round_number
@@ -345,7 +348,7 @@ class TurnRunner:
         completion_tokens = (count(participant.model, text) if text else 0) + reasoning_tokens
         usage = usage_to_proto(
             Usage(
-                prompt_tokens=inflight.prompt_tokens,
+                prompt_tokens=count_message_tokens(participant.model, [m.as_dict() for m in inflight.messages]),
                 completion_tokens=completion_tokens,
                 reasoning_tokens=reasoning_tokens,
                 estimated=True,
