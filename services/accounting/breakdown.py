@@ -24,10 +24,10 @@ class Line:
 class Tally:
     """Running exact sum of usages and costs."""
 
-    __slots__ = ("cached", "calls", "completion", "cost", "estimated", "prompt", "reasoning")
+    __slots__ = ("cache_creation", "cached", "calls", "completion", "cost", "estimated", "prompt", "reasoning")
 
     def __init__(self) -> None:
-        self.prompt = self.completion = self.cached = self.reasoning = self.calls = 0
+        self.prompt = self.completion = self.cached = self.reasoning = self.cache_creation = self.calls = 0
         self.cost = ZERO
         self.estimated = False
 
@@ -36,14 +36,16 @@ class Tally:
         self.completion += usage.completion_tokens
         self.cached += usage.cached_prompt_tokens
         self.reasoning += usage.reasoning_tokens
+        self.cache_creation += usage.cache_creation_prompt_tokens
         self.cost = EXACT.add(self.cost, cost)
         self.calls += calls
         self.estimated = self.estimated or estimated
 
     def line(self, key: str) -> Line:
-        return Line(
-            key, Usage(self.prompt, self.completion, self.cached, self.reasoning), self.cost, self.calls, self.estimated
+        usage = Usage(
+            self.prompt, self.completion, self.cached, self.reasoning, cache_creation_prompt_tokens=self.cache_creation
         )
+        return Line(key, usage, self.cost, self.calls, self.estimated)
 
 
 T = TypeVar("T")
