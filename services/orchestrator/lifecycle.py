@@ -270,8 +270,10 @@ class Lifecycle:
                 run.assess_tasks[r] = asyncio.create_task(self.judging.assess(run, r))
         for r in range(first, rounds + 1):
             await self._play_round(run, r)
-            run.assess_tasks[r] = asyncio.create_task(self.judging.assess(run, r))
+            # An earlier round's failed assessment ends the debate before this round's is asked
+            # for: a judge request started now would run (and bill) while the debate ends.
             self.judging.raise_failure(run)
+            run.assess_tasks[r] = asyncio.create_task(self.judging.assess(run, r))
         for r in range(1, rounds + 1):
             if r in run.assess_tasks:
                 await run.assess_tasks[r]
