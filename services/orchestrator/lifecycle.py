@@ -323,8 +323,20 @@ class Lifecycle:
         self._commit_ending(run.debate_id)
 
     async def _end(self, run: DebateRun, state: State, reason: str, message: str) -> None:
+        await self._settle_assessments(run)
         cost = await self._final_cost(run)
         self._finalize(run.debate_id, state, reason, message, cost)
+
+    @staticmethod
+    async def _settle_assessments(run: DebateRun) -> None:
+        """Judge requests still under way when a debate ends otherwise (a round is judged beside
+        the next one) are let finish rather than cancelled: the provider bills their calls, and
+        `Judging.assess` records them (a failed request's from its BilledCalls) before it
+        returns, so the final cost has them. Bounded by the judge client's own deadlines
+        (RPC_TIMEOUT_SECONDS a try, JUDGE_ATTEMPTS tries)."""
+        pending = [task for task in run.assess_tasks.values() if not task.done()]
+        if pending:
+            await asyncio.wait(pending)
 
     def _finalize(
         self, debate_id: str, state: State, reason: str, message: str, cost: common.DebateCost | None

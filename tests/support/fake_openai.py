@@ -617,6 +617,8 @@ class FakeOpenAIServer:
             await self._pause(behavior.first_token_delay, reader)
             if not await self._send_pieces(sse, reader, meter, pieces):
                 return False
+            # Billed before the end goes out: a client that returns at its finish finds the bill.
+            meter.bill("complete", usage_sent=usage_sent)
             writer.write(sse.event(sse.choice("{}", finish)))
             if usage_sent:
                 usage = json.dumps(self._usage(meter), separators=(",", ":"))
@@ -625,9 +627,8 @@ class FakeOpenAIServer:
             writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
             await writer.drain()
         except (_Gone, ConnectionError):
-            meter.bill("disconnected")
+            meter.bill("disconnected")  # no second bill when it was billed complete
             return False
-        meter.bill("complete", usage_sent=usage_sent)
         return True
 
     async def _send_reasoning(self, sse: _Events, reader: asyncio.StreamReader | None, meter: _Meter) -> None:
@@ -754,13 +755,13 @@ class FakeOpenAIServer:
                     "usage": {"output_tokens": output},
                 },
             )
+            meter.bill("complete", usage_sent=True)  # before the end goes out, as above
             await send("message_stop", {"type": "message_stop"})
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         except (_Gone, ConnectionError):
             meter.bill("disconnected")
             return False
-        meter.bill("complete", usage_sent=True)
         return True
 
     @staticmethod
