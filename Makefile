@@ -7,7 +7,7 @@ STAMP := $(VENV)/.synced
 # uv, which syncs .venv from uv.lock; the same pin (with hashes) as tools/bootstrap-requirements.txt
 UV_VERSION := $(shell sed -n 's/^uv==\([0-9.]*\).*/\1/p' tools/bootstrap-requirements.txt)
 
-.PHONY: setup test check demo bench protos lint up clean web browser
+.PHONY: setup test check demo bench protos lint up clean web browser postgres
 
 setup: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml uv.lock tools/bootstrap-requirements.txt
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --python $(PY)
 	touch $@
 
-test: setup web browser
+test: setup web browser postgres
 	$(PY) -m pytest -q
 
 demo: setup web
@@ -39,7 +39,7 @@ lint: setup
 
 # Before a commit: lint, format, types and the unit tests, in well under a minute.
 # mypy keeps its cache in .mypy_cache; the configuration of ruff and mypy is in pyproject.toml.
-check: setup
+check: setup postgres
 	@echo "== ruff check (lint)"
 	$(VENV)/bin/ruff check services tests scripts
 	@echo "== ruff format --check"
@@ -73,6 +73,17 @@ browser: $(CHROMIUM)
 $(CHROMIUM):
 	@echo "== $(CHROMIUM) is missing: installing Debian's chromium package for the real-browser tests (apt-get)"
 	apt-get update && apt-get install -y chromium
+
+# PostgreSQL from Debian's packages for the ledger's tests on PostgreSQL: the suite starts its own
+# throwaway server from these binaries (tests/support/postgres.py). A file target: nothing runs
+# when a server's pg_ctl is already there (any major version; bookworm's package brings 15).
+PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl) /usr/lib/postgresql/15/bin/pg_ctl)
+
+postgres: $(PG_CTL)
+
+$(PG_CTL):
+	@echo "== $(PG_CTL) is missing: installing Debian's postgresql package for the ledger's PostgreSQL tests (apt-get)"
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
 
 clean:
 	rm -rf $(VENV) var reports web/node_modules web/dist web/src/gen

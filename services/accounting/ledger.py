@@ -3,10 +3,11 @@
 `Accounting` is what the servicer calls. It validates every input first (one field
 violation per problem, nothing written on bad input), prices with the `PriceBook`, and runs
 the store on one dedicated thread: SQLite calls are short, but a commit with
-synchronous=FULL waits for an fsync, which must not stall the event loop. One thread also
-serialises the writers of this process, so concurrent identical requests simply queue up
-behind each other (BEGIN IMMEDIATE and the request_id primary key keep other processes
-honest as well).
+synchronous=FULL waits for an fsync (and a PostgreSQL call waits for the server), which must not
+stall the event loop. One thread also serialises the writers of this process, so concurrent
+identical requests simply queue up behind each other. Other processes and replicas are kept
+honest by the store: BEGIN IMMEDIATE and the request_id primary key in SQLite; ON CONFLICT on
+the request_id and each debate's budget row lock in PostgreSQL (services.accounting.store_postgres).
 """
 
 from __future__ import annotations

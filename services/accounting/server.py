@@ -7,17 +7,25 @@ from debate.accounting.v1 import accounting_pb2, accounting_pb2_grpc
 from services.accounting.ledger import Accounting
 from services.accounting.servicer import AccountingServicer
 from services.accounting.settings import AccountingSettings
-from services.accounting.store import SqliteLedgerStore
+from services.accounting.store import LedgerStore, SqliteLedgerStore
+from services.accounting.store_postgres import PostgresLedgerStore
 from services.common.pricing import PriceBook
 from services.common.server import GrpcService, ServiceBinding
 
 SERVICE_NAME = accounting_pb2.DESCRIPTOR.services_by_name["AccountingService"].full_name
 
 
+def open_ledger(settings: AccountingSettings) -> LedgerStore:
+    """PostgreSQL when DATABASE_URL is set (shared by every replica), else the SQLite file in DATA_DIR."""
+    url = settings.database_url.get_secret_value()
+    if url:
+        return PostgresLedgerStore(url)
+    return SqliteLedgerStore(Path(settings.data_dir) / settings.ledger_file)
+
+
 async def build_service(settings: AccountingSettings) -> GrpcService:
     prices = PriceBook(declared=settings.declared_prices())  # LLM_ENDPOINTS' prices, as every service sees them
-    store = SqliteLedgerStore(Path(settings.data_dir) / settings.ledger_file)
-    accounting = Accounting(prices, store)
+    accounting = Accounting(prices, open_ledger(settings))
     servicer = AccountingServicer(accounting)
     return GrpcService(
         settings,

@@ -1,12 +1,18 @@
 """The usage ledger and budgets, behind a narrow store interface.
 
-`LedgerStore` is what the domain needs; `SqliteLedgerStore` serves it from one SQLite file
-(WAL mode, synchronous=FULL, every write a BEGIN IMMEDIATE transaction), and another backend
-(PostgreSQL for several replicas) would implement the same methods with the same
-transactions. The store is synchronous; `services.accounting.ledger` runs it on one
-dedicated thread so a commit's fsync never blocks the event loop.
+`LedgerStore` is what the domain needs. Two backends serve it, with the same transactions:
 
-Money is stored as exact decimal strings and summed as Decimals in Python.
+- `SqliteLedgerStore` (here, the default): one SQLite file, WAL mode, synchronous=FULL,
+  every write a BEGIN IMMEDIATE transaction, so one writer at a time decides;
+- `services.accounting.store_postgres.PostgresLedgerStore`: one PostgreSQL database shared by
+  any number of accounting replicas (chosen by DATABASE_URL).
+
+The rows, the reservation rules and the decision on a new reservation are written once, below,
+and used by both; the schema, version by version, is `services.accounting.schema`. The store is
+synchronous; `services.accounting.ledger` runs it on one dedicated thread so a commit never
+blocks the event loop.
+
+Money is exact: decimal strings in SQLite, summed as Decimals in Python; NUMERIC in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,18 +21,21 @@ import dataclasses
 import enum
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from services.accounting.schema import COMPONENT, MIGRATIONS, SCHEMA_VERSION
 from services.common.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
 )
+from services.common.migrations import Dialect, Execute, migrate
 from services.common.money import EXACT, exact_sum, format_amount
 from services.common.usage import Usage
 
@@ -116,59 +125,47 @@ class LedgerStore(Protocol):
     def close(self) -> None: ...
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage (
-    request_id TEXT PRIMARY KEY,
-    debate_id TEXT NOT NULL,
-    participant TEXT NOT NULL,
-    role TEXT NOT NULL,
-    round_number INTEGER NOT NULL,
-    model TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cached_prompt_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL,
-    estimated INTEGER NOT NULL,
-    cost TEXT NOT NULL,
-    reservation_id TEXT NOT NULL,
-    record_time_ns INTEGER NOT NULL,
-    cache_creation_prompt_tokens INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS usage_by_debate ON usage (debate_id);
-CREATE TABLE IF NOT EXISTS budgets (
-    debate_id TEXT PRIMARY KEY,
-    cap TEXT
-);
-CREATE TABLE IF NOT EXISTS reservations (
-    reservation_id TEXT PRIMARY KEY,
-    debate_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    max_completion_tokens INTEGER NOT NULL,
-    amount TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('held', 'committed', 'released')),
-    created_ns INTEGER NOT NULL,
-    closed_ns INTEGER,
-    request_id TEXT
-);
-CREATE INDEX IF NOT EXISTS reservations_held ON reservations (debate_id) WHERE state = 'held';
-"""
-SCHEMA_VERSION = 2
-# Applied in order to a ledger at version i + 1 (version 0: created by SCHEMA, nothing to do).
-MIGRATIONS = (
-    # 1 -> 2: cache writes (Anthropic's cache_creation_input_tokens) are kept apart.
-    "ALTER TABLE usage ADD COLUMN cache_creation_prompt_tokens INTEGER NOT NULL DEFAULT 0",
-)
+# -- the row logic both stores share (services.accounting.store_postgres imports it)
 
-_USAGE_COLUMNS = (
+USAGE_COLUMNS = (
     "request_id, debate_id, participant, role, round_number, model, attempt, prompt_tokens, completion_tokens, "
     "cached_prompt_tokens, reasoning_tokens, estimated, cost, reservation_id, record_time_ns, "
     "cache_creation_prompt_tokens"
 )
+RESERVATION_COLUMNS = "debate_id, model, prompt_tokens, max_completion_tokens, amount"
 
 
-def _row_from_db(r: tuple[Any, ...]) -> UsageRow:
+def insert_usage_sql(param: str) -> str:
+    """INSERT INTO usage (USAGE_COLUMNS) VALUES (...) with `param` ("?" or "%s") as the placeholder."""
+    return f"INSERT INTO usage ({USAGE_COLUMNS}) VALUES ({', '.join([param] * 16)})"
+
+
+def usage_values(row: UsageRow, record_time_ns: int) -> tuple[object, ...]:
+    """The parameters of insert_usage_sql for `row`, recorded at `record_time_ns`. The cost is its
+    exact decimal string: SQLite stores it as TEXT, PostgreSQL reads it as NUMERIC."""
+    u = row.usage
+    return (
+        row.request_id,
+        row.debate_id,
+        row.participant,
+        row.role.value,
+        row.round_number,
+        row.model,
+        row.attempt,
+        u.prompt_tokens,
+        u.completion_tokens,
+        u.cached_prompt_tokens,
+        u.reasoning_tokens,
+        row.estimated,
+        format_amount(row.cost),
+        row.reservation_id,
+        record_time_ns,
+        u.cache_creation_prompt_tokens,
+    )
+
+
+def row_from_db(r: Sequence[Any]) -> UsageRow:
+    """A UsageRow from a row of `SELECT USAGE_COLUMNS` (cost as TEXT or NUMERIC, estimated as 0/1 or a bool)."""
     return UsageRow(
         request_id=r[0],
         debate_id=r[1],
@@ -185,6 +182,42 @@ def _row_from_db(r: tuple[Any, ...]) -> UsageRow:
     )
 
 
+def check_reservation_owner(row: UsageRow, owner: Sequence[Any] | None) -> None:
+    """The reservation a usage row commits must exist (`owner`: its `SELECT debate_id` row, or None)
+    and belong to the row's debate: ReservationNotFound or InvalidArgument otherwise."""
+    if owner is None:
+        raise ReservationNotFound(row.reservation_id)
+    if owner[0] != row.debate_id:
+        raise InvalidArgument(
+            [FieldViolation("reservation_id", f"belongs to debate {owner[0]!r}, not {row.debate_id!r}")]
+        )
+
+
+def known_reservation(known: Sequence[Any], r: Reservation, budget: Budget) -> ReserveResult:
+    """A repeat of a reservation already stored (`known`: its RESERVATION_COLUMNS): the original
+    grant, changing nothing; FailedPrecondition RESERVATION_ID_REUSED when the arguments differ."""
+    if tuple(known[:4]) != (r.debate_id, r.model, r.prompt_tokens, r.max_completion_tokens):
+        raise FailedPrecondition(
+            f"reservation {r.reservation_id!r} already exists with different arguments",
+            reason="RESERVATION_ID_REUSED",
+            metadata={"reservation_id": r.reservation_id},
+        )
+    return ReserveResult(True, Decimal(known[4]), budget, duplicate=True)
+
+
+def decide(budget: Budget, r: Reservation) -> ReserveResult:
+    """A new reservation against the debate's budget as it stands: refused (holding nothing)
+    when spent + reserved + amount would pass the cap, else granted with the amount now held."""
+    if budget.remaining is not None and r.amount > budget.remaining:
+        return ReserveResult(False, r.amount, budget)
+    held = Budget(budget.debate_id, budget.cap, budget.spent, EXACT.add(budget.reserved, r.amount))
+    return ReserveResult(True, r.amount, held)
+
+
+def _sqlite_execute(db: sqlite3.Connection) -> Execute:
+    return lambda statement, params: db.execute(statement, params).fetchall()
+
+
 class SqliteLedgerStore:
     """The ledger in one SQLite file. Not thread-safe: use it from one thread at a time."""
 
@@ -199,16 +232,12 @@ class SqliteLedgerStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Creates the schema, or brings an older ledger up to SCHEMA_VERSION (idempotent)."""
+        """Creates the schema, or brings an older ledger up to SCHEMA_VERSION (idempotent). A ledger
+        from before schema_migrations kept its version in PRAGMA user_version: it is adopted. The
+        pragma still mirrors the version, for the releases that read it."""
         with self._transaction() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            else:
-                for statement in MIGRATIONS[version - 1 :]:
-                    db.execute(statement)
+            adopted = db.execute("PRAGMA user_version").fetchone()[0]
+            migrate(_sqlite_execute(db), Dialect.SQLITE, COMPONENT, MIGRATIONS, adopted=adopted)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -221,20 +250,15 @@ class SqliteLedgerStore:
 
     def record(self, row: UsageRow) -> tuple[UsageRow, bool]:
         with self._transaction() as db:
-            first = db.execute(f"SELECT {_USAGE_COLUMNS} FROM usage WHERE request_id = ?", (row.request_id,)).fetchone()
+            first = db.execute(f"SELECT {USAGE_COLUMNS} FROM usage WHERE request_id = ?", (row.request_id,)).fetchone()
             if first is not None:
-                return _row_from_db(first), True
+                return row_from_db(first), True
             now = time.time_ns()
             if row.reservation_id:
-                held = db.execute(
-                    "SELECT debate_id, state FROM reservations WHERE reservation_id = ?", (row.reservation_id,)
+                owner = db.execute(
+                    "SELECT debate_id FROM reservations WHERE reservation_id = ?", (row.reservation_id,)
                 ).fetchone()
-                if held is None:
-                    raise ReservationNotFound(row.reservation_id)
-                if held[0] != row.debate_id:
-                    raise InvalidArgument(
-                        [FieldViolation("reservation_id", f"belongs to debate {held[0]!r}, not {row.debate_id!r}")]
-                    )
+                check_reservation_owner(row, owner)
                 # A reservation released earlier (say, on a timeout) stays released: the usage
                 # is still charged, since the money was spent.
                 db.execute(
@@ -242,37 +266,15 @@ class SqliteLedgerStore:
                     "WHERE reservation_id = ? AND state = 'held'",
                     (now, row.request_id, row.reservation_id),
                 )
-            u = row.usage
-            stored = dataclasses.replace(row, record_time_ns=now)
-            db.execute(
-                f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    row.request_id,
-                    row.debate_id,
-                    row.participant,
-                    row.role.value,
-                    row.round_number,
-                    row.model,
-                    row.attempt,
-                    u.prompt_tokens,
-                    u.completion_tokens,
-                    u.cached_prompt_tokens,
-                    u.reasoning_tokens,
-                    int(row.estimated),
-                    format_amount(row.cost),
-                    row.reservation_id,
-                    now,
-                    u.cache_creation_prompt_tokens,
-                ),
-            )
-            return stored, False
+            db.execute(insert_usage_sql("?"), usage_values(row, now))
+            return dataclasses.replace(row, record_time_ns=now), False
 
     def snapshot(self, debate_id: str) -> tuple[list[UsageRow], Budget]:
         with _Deferred(self._db) as db:
             rows = [
-                _row_from_db(r)
+                row_from_db(r)
                 for r in db.execute(
-                    f"SELECT {_USAGE_COLUMNS} FROM usage WHERE debate_id = ? ORDER BY record_time_ns, request_id",
+                    f"SELECT {USAGE_COLUMNS} FROM usage WHERE debate_id = ? ORDER BY record_time_ns, request_id",
                     (debate_id,),
                 )
             ]
@@ -309,36 +311,26 @@ class SqliteLedgerStore:
         r = reservation
         with self._transaction() as db:
             known = db.execute(
-                "SELECT debate_id, model, prompt_tokens, max_completion_tokens, amount FROM reservations "
-                "WHERE reservation_id = ?",
-                (r.reservation_id,),
+                f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE reservation_id = ?", (r.reservation_id,)
             ).fetchone()
             if known is not None:
-                if tuple(known[:4]) != (r.debate_id, r.model, r.prompt_tokens, r.max_completion_tokens):
-                    raise FailedPrecondition(
-                        f"reservation {r.reservation_id!r} already exists with different arguments",
-                        reason="RESERVATION_ID_REUSED",
-                        metadata={"reservation_id": r.reservation_id},
-                    )
-                return ReserveResult(True, Decimal(known[4]), self._budget(db, r.debate_id), duplicate=True)
-            budget = self._budget(db, r.debate_id)
-            if budget.remaining is not None and r.amount > budget.remaining:
-                return ReserveResult(False, r.amount, budget)
-            db.execute(
-                "INSERT INTO reservations (reservation_id, debate_id, model, prompt_tokens, max_completion_tokens, "
-                "amount, state, created_ns) VALUES (?, ?, ?, ?, ?, ?, 'held', ?)",
-                (
-                    r.reservation_id,
-                    r.debate_id,
-                    r.model,
-                    r.prompt_tokens,
-                    r.max_completion_tokens,
-                    format_amount(r.amount),
-                    time.time_ns(),
-                ),
-            )
-            held = Budget(budget.debate_id, budget.cap, budget.spent, EXACT.add(budget.reserved, r.amount))
-            return ReserveResult(True, r.amount, held)
+                return known_reservation(known, r, self._budget(db, r.debate_id))
+            result = decide(self._budget(db, r.debate_id), r)
+            if result.granted:
+                db.execute(
+                    "INSERT INTO reservations (reservation_id, debate_id, model, prompt_tokens, "
+                    "max_completion_tokens, amount, state, created_ns) VALUES (?, ?, ?, ?, ?, ?, 'held', ?)",
+                    (
+                        r.reservation_id,
+                        r.debate_id,
+                        r.model,
+                        r.prompt_tokens,
+                        r.max_completion_tokens,
+                        format_amount(r.amount),
+                        time.time_ns(),
+                    ),
+                )
+            return result
 
     def release(self, reservation_id: str) -> Budget:
         """Idempotent: a reservation already released or committed is left as it is."""

@@ -1,9 +1,9 @@
-"""The accounting service in process on port 0, over a real channel."""
+"""The accounting service in process on port 0, over a real channel, on each ledger backend
+(SQLite and PostgreSQL: tests/support/ledgers.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from decimal import Decimal
 
 import grpc
@@ -33,8 +33,8 @@ CHAT = [
 
 
 @pytest.fixture
-async def service(tmp_path):
-    svc = await build_service(AccountingSettings(port=0, data_dir=str(tmp_path)))
+async def service(ledger_backend):
+    svc = await build_service(AccountingSettings(port=0, **ledger_backend.settings()))
     await svc.start()
     yield svc
     await svc.stop(grace=0)
@@ -47,12 +47,8 @@ async def stub(service):
 
 
 @pytest.fixture
-def ledger_rows(tmp_path):
-    def count() -> int:
-        with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
-            return db.execute("SELECT count(*) FROM usage").fetchone()[0]
-
-    return count
+def ledger_rows(ledger_backend):
+    return ledger_backend.count
 
 
 def usage(prompt: int, completion: int, **extra) -> common_pb2.TokenUsage:

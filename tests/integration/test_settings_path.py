@@ -257,8 +257,8 @@ def _samples(cls: type[ServiceSettings], name: str) -> list[str]:
         return [str(default + 1), str(default - 1)]
     if annotation is float:
         return [str(default + 0.5), str(default / 2)]
-    if annotation is SecretStr:
-        return ["flag-secret-0123456789=suite"]
+    if annotation is SecretStr:  # a key list, or a URL with a password (DATABASE_URL)
+        return ["flag-secret-0123456789=suite", "postgresql://suite:flag-secret-0123456789@127.0.0.1:9/ledger"]
     if annotation is str:
         return ["suite-probe"]
     if "Endpoint" in str(annotation):

@@ -1,22 +1,30 @@
-"""The ledger and budgets as plain Python: idempotency, exact sums, atomic reservations."""
+"""The ledger and budgets as plain Python: idempotency, exact sums, atomic reservations.
+
+Every test that takes `accounting` or `ledger_backend` runs on both backends, SQLite and
+PostgreSQL (tests/support/ledgers.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from decimal import Decimal
 
+import psycopg
 import pytest
+from pydantic import ValidationError
 
 from services.accounting.ledger import Accounting
+from services.accounting.server import open_ledger
+from services.accounting.settings import AccountingSettings
 from services.accounting.store import (
+    Reservation,
     ReservationNotFound,
     Role,
     SqliteLedgerStore,
     UsageRow,
 )
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.accounting.store_postgres import PostgresLedgerStore
+from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.pricing import ModelNotPriced, PriceBook
 from services.common.usage import Usage
 
@@ -31,15 +39,10 @@ def prices() -> PriceBook:
 
 
 @pytest.fixture
-async def accounting(prices, tmp_path):
-    acc = Accounting(prices, SqliteLedgerStore(tmp_path / "ledger.sqlite3"))
+async def accounting(prices, ledger_backend):
+    acc = Accounting(prices, ledger_backend.open())
     yield acc
     await acc.close()
-
-
-def rows_in(tmp_path) -> int:
-    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
-        return db.execute("SELECT count(*) FROM usage").fetchone()[0]
 
 
 def usage_call(
@@ -75,27 +78,27 @@ def test_store_runs_wal_with_full_sync(tmp_path):
         store.close()
 
 
-async def test_a_repeat_returns_the_first_row_and_writes_nothing(accounting, tmp_path):
+async def test_a_repeat_returns_the_first_row_and_writes_nothing(accounting, ledger_backend):
     first, dup = await accounting.record_usage(**usage_call("debates/d1/rounds/1/turns/alice/attempts/1"))
     assert not dup and first.cost == Decimal("0.0105") and first.record_time_ns > 0
     again, dup = await accounting.record_usage(
         **usage_call("debates/d1/rounds/1/turns/alice/attempts/1", usage=Usage(9, 9))
     )
     assert dup and again == first
-    assert rows_in(tmp_path) == 1
+    assert ledger_backend.count() == 1
 
 
-async def test_ten_concurrent_identical_records_leave_one_row(accounting, tmp_path):
+async def test_ten_concurrent_identical_records_leave_one_row(accounting, ledger_backend):
     results = await asyncio.gather(*(accounting.record_usage(**usage_call("same")) for _ in range(10)))
     assert sorted(dup for _, dup in results) == [False] + [True] * 9
     assert len({row for row, _ in results}) == 1
-    assert rows_in(tmp_path) == 1
+    assert ledger_backend.count() == 1
 
 
-def test_two_connections_racing_on_one_file_leave_one_row(tmp_path, prices):
-    """Like two processes: separate connections, BEGIN IMMEDIATE and the primary key decide."""
-    path = tmp_path / "ledger.sqlite3"
-    stores = [SqliteLedgerStore(path) for _ in range(2)]
+def test_two_connections_racing_on_one_ledger_leave_one_row(ledger_backend):
+    """Like two processes or two replicas: separate connections; BEGIN IMMEDIATE (SQLite) or
+    ON CONFLICT (PostgreSQL) and the primary key decide."""
+    stores = [ledger_backend.open() for _ in range(2)]
     row = UsageRow("race", "d1", "alice", Role.DEBATER, 1, SONNET, 1, Usage(10, 10), False, Decimal("0.00018"))
     outcomes: list[bool] = []
     start = threading.Barrier(2)
@@ -113,7 +116,7 @@ def test_two_connections_racing_on_one_file_leave_one_row(tmp_path, prices):
     for s in stores:
         s.close()
     assert outcomes.count(False) == 1 and len(outcomes) == 20
-    assert rows_in(tmp_path) == 1
+    assert ledger_backend.count() == 1
 
 
 async def test_debate_total_is_the_exact_sum_of_its_parts(accounting):
@@ -175,19 +178,19 @@ async def test_unknown_debate_costs_nothing(accounting):
         ({"total_tokens": 7}, ["usage.total_tokens"]),
     ],
 )
-async def test_bad_input_names_every_field_and_writes_nothing(accounting, tmp_path, changes, fields):
+async def test_bad_input_names_every_field_and_writes_nothing(accounting, ledger_backend, changes, fields):
     call = usage_call("bad")
     call.update(changes)
     with pytest.raises(InvalidArgument) as bad:
         await accounting.record_usage(**call)
     assert [v.field for v in bad.value.violations] == fields
-    assert rows_in(tmp_path) == 0
+    assert ledger_backend.count() == 0
 
 
-async def test_unknown_model_is_not_found_and_writes_nothing(accounting, tmp_path):
+async def test_unknown_model_is_not_found_and_writes_nothing(accounting, ledger_backend):
     with pytest.raises(ModelNotPriced):
         await accounting.record_usage(**usage_call("x", model="no-such-model"))
-    assert rows_in(tmp_path) == 0
+    assert ledger_backend.count() == 0
 
 
 async def test_count_tokens_validation(accounting):
@@ -243,13 +246,45 @@ async def test_reservations_are_idempotent_and_never_pass_the_cap_concurrently(a
         await accounting.reserve("r0", "d1", SONNET, 1000, 501)
 
 
-async def test_commit_charges_real_cost_in_one_transaction(accounting, tmp_path):
+def test_connections_racing_for_one_budget_never_pass_the_cap(ledger_backend):
+    """Like replicas: eight connections reserve 0.0105 at once, 40 times, against a cap of 0.1.
+    Exactly nine fit, whoever asks first (the debate's budget row lock on PostgreSQL, BEGIN
+    IMMEDIATE on SQLite)."""
+    owner = ledger_backend.open()
+    owner.set_cap("d1", Decimal("0.1"))
+    stores = [ledger_backend.open() for _ in range(8)]
+    amount = Decimal("0.0105")
+    granted: list[str] = []
+    start = threading.Barrier(len(stores))
+
+    def hammer(i, store):
+        start.wait()
+        for j in range(5):
+            result = store.reserve(Reservation(f"r{i}/{j}", "d1", SONNET, 1000, 500, amount))
+            if result.granted:
+                assert result.budget.remaining >= 0
+                granted.append(f"r{i}/{j}")
+
+    threads = [threading.Thread(target=hammer, args=(i, s)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    budget = owner.budget("d1")
+    owner.close()
+    assert len(granted) == 9 and budget.reserved == 9 * amount and budget.remaining == Decimal("0.0055")
+    assert ledger_backend.count("reservations") == 9
+
+
+async def test_commit_charges_real_cost_in_one_transaction(accounting, ledger_backend):
     await accounting.reserve("r1", "d1", SONNET, 1000, 500)
     with pytest.raises(ReservationNotFound):
         await accounting.record_usage(**usage_call("u1", reservation_id="nope"))
     with pytest.raises(InvalidArgument):
         await accounting.record_usage(**usage_call("u1", debate="d2", reservation_id="r1"))
-    assert rows_in(tmp_path) == 0
+    assert ledger_backend.count() == 0
     assert (await accounting.debate_cost("d1")).budget.reserved == Decimal("0.0105")
     await accounting.record_usage(**usage_call("u1", reservation_id="r1"))
     budget = (await accounting.debate_cost("d1")).budget
@@ -268,15 +303,53 @@ async def test_cap_can_be_removed_and_is_validated(accounting):
     assert [v.field for v in negative.value.violations] == ["cap.amount"]
 
 
-async def test_ledger_survives_a_restart(prices, tmp_path):
-    acc = Accounting(prices, SqliteLedgerStore(tmp_path / "ledger.sqlite3"))
+async def test_ledger_survives_a_restart(prices, ledger_backend):
+    acc = Accounting(prices, ledger_backend.open())
     await acc.set_budget("d1", Decimal(5))
     await acc.record_usage(**usage_call("u1"))
     await acc.close()
-    acc = Accounting(prices, SqliteLedgerStore(tmp_path / "ledger.sqlite3"))
+    acc = Accounting(prices, ledger_backend.open())
     try:
         _, dup = await acc.record_usage(**usage_call("u1"))
         report = await acc.debate_cost("d1")
         assert dup and report.total.cost == Decimal("0.0105") and report.budget.cap == 5
+    finally:
+        await acc.close()
+
+
+# -- choosing and reaching the backend
+
+
+def test_database_url_chooses_postgresql_and_empty_keeps_sqlite(postgres_url, tmp_path):
+    sqlite_store = open_ledger(AccountingSettings(data_dir=str(tmp_path)))
+    postgres_store = open_ledger(AccountingSettings(data_dir=str(tmp_path), database_url=postgres_url))
+    try:
+        assert isinstance(sqlite_store, SqliteLedgerStore) and (tmp_path / "ledger.sqlite3").exists()
+        assert isinstance(postgres_store, PostgresLedgerStore)
+    finally:
+        sqlite_store.close()
+        postgres_store.close()
+    with pytest.raises(ValidationError, match="postgresql://"):
+        AccountingSettings(database_url="mysql://root@db/ledger")
+    secret = AccountingSettings(database_url="postgresql://ledger:s3cret-passw0rd@db/ledger")
+    assert "s3cret" not in repr(secret) and secret.database_url.get_secret_value() in secret.secret_values()
+
+
+async def test_a_lost_postgresql_connection_is_unavailable_then_the_next_call_reconnects(prices, postgres_url):
+    acc = Accounting(prices, PostgresLedgerStore(postgres_url))
+    try:
+        await acc.record_usage(**usage_call("u1"))
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        assert ended == [(True,)]
+        with pytest.raises(Unavailable) as lost:
+            await acc.record_usage(**usage_call("u2"))
+        assert lost.value.reason == "LEDGER_UNAVAILABLE"
+        # The retry of the same call (as the channel's retry policy sends it) is answered.
+        row, dup = await acc.record_usage(**usage_call("u2"))
+        assert not dup and (await acc.debate_cost("d1")).total.calls == 2
     finally:
         await acc.close()
