@@ -127,6 +127,24 @@ def verdict_lines(s: Style, verdict: common_pb2.Verdict, colour: Colour) -> list
     return lines
 
 
+def _price_notes(s: Style, cost: common_pb2.DebateCost, simulated: bool) -> list[str]:
+    """Where the counts and prices come from: the simulated models' tokenizer counts, the other
+    models' reported usage, and each price declared for an endpoint (LLM_ENDPOINTS)."""
+    notes = []
+    others = [line for line in cost.by_model if not line.key.startswith("sim/")]
+    if simulated or len(others) < len(cost.by_model):
+        counted = "every token count above comes" if not others else "their token counts come"
+        notes.append("The built-in simulated models (sim/...) cost $0; " + counted)
+        notes.append("from the real tokenizer, exactly as a paid model's would.")
+    if others:
+        notes.append("Other models' counts are the usage their providers reported.")
+    for line in others:
+        if line.price_source.startswith("declared-"):
+            endpoint = line.price_source.removeprefix("declared-")
+            notes.append(f"{line.key} is priced as declared for endpoint {endpoint!r} in LLM_ENDPOINTS.")
+    return [_dim(s, "  " + note) for note in notes]
+
+
 def cost_lines(s: Style, cost: common_pb2.DebateCost, simulated: bool) -> list[str]:
     """The cost table: by participant, role, round and model, the total and the budget."""
     rows: list[list[str] | str | None] = []
@@ -179,10 +197,7 @@ def cost_lines(s: Style, cost: common_pb2.DebateCost, simulated: bool) -> list[s
             f"{money(budget.spent.amount, budget.spent.currency_code)}, remaining "
             f"{money(budget.remaining.amount, budget.remaining.currency_code)}"
         )
-    simulated = simulated or any(line.key.startswith("sim/") for line in cost.by_model)
-    if simulated:
-        lines.append(_dim(s, "  The built-in simulated models (sim/...) cost $0; every token count above comes"))
-        lines.append(_dim(s, "  from the real tokenizer, exactly as a paid model's would."))
+    lines += _price_notes(s, cost, simulated)
     if cost.usage.estimated:
         lines.append(_dim(s, "  Some counts were estimated with our tokenizer: a provider reported no usage."))
     return lines

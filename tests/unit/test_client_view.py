@@ -8,6 +8,7 @@ import re
 from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
+from services.client.panels import cost_lines
 from services.client.style import Style, Wrapper, money
 from services.client.view import DebateView
 
@@ -360,3 +361,23 @@ def test_money_is_exact_decimal_text():
     assert money("18.000000") == "$18.00"
     assert money("") == "$0.00"
     assert money("1.5", "EUR") == "1.50 EUR"
+
+
+def test_the_cost_table_says_where_counts_and_prices_come_from():
+    simulated_only = "\n".join(cost_lines(PLAIN, cost(), simulated=True))
+    assert "every token count above comes" in simulated_only
+    assert "providers reported" not in simulated_only
+
+    mixed = cost()
+    mixed.by_model.append(
+        c.CostLine(
+            key="local/llama3",
+            calls=3,
+            cost=c.Money(currency_code="USD", amount="0.0001"),
+            price_source="declared-local",
+        )
+    )
+    text = " ".join(" ".join(cost_lines(PLAIN, mixed, simulated=True)).split())
+    assert "their token counts come from the real tokenizer" in text
+    assert "Other models' counts are the usage their providers reported." in text
+    assert "local/llama3 is priced as declared for endpoint 'local' in LLM_ENDPOINTS." in text
