@@ -90,10 +90,10 @@ class ModelSettings(Protocol):
 class ModelRules:
     """Whether a model can be used now: allowed, it and its fallbacks priced, their keys set.
 
-    Calling it answers only "allowed" (`rules(model)`), so it stands wherever a service takes
-    that predicate (the orchestrator engine's `is_known_model`, the judge policy's
-    `model_allowed`); the shared checks see the richer rules through `model_rules`. Without a
-    PriceBook (`prices=None`) prices are not checked; without `missing_key_env`, keys are not.
+    The orchestrator's engine and the judge's policy each hold one (built from the settings by
+    the composition root, `from_settings`). Without a PriceBook (`prices=None`) prices are not
+    checked; without `missing_key_env`, keys are not: `ModelRules(allowed)` checks the
+    allowlist only.
     """
 
     def __init__(
@@ -120,9 +120,6 @@ class ModelRules:
             missing_key_env=settings.missing_key_env,
             endpoints=settings.llm_endpoints.keys(),
         )
-
-    def __call__(self, model: str) -> bool:
-        return self.allowed(model)
 
     def chain(self, model: str) -> list[str]:
         """The models a call for `model` may reach: it, then its allowed fallbacks, as the
@@ -168,11 +165,6 @@ class ModelRules:
                 'that declares a "price"'
             )
         return f"{whose} has no known price, so its cost could not be counted: {how}"
-
-
-def model_rules(allowed: Callable[[str], bool]) -> ModelRules:
-    """`allowed` itself when it is a ModelRules, else rules that check only that predicate."""
-    return allowed if isinstance(allowed, ModelRules) else ModelRules(allowed)
 
 
 # --------------------------------------------------------------------------- the judge's rules

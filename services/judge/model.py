@@ -6,9 +6,9 @@ cleans, `engine.Judge` decides.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.common.debate_rules import ModelRules
 from services.common.limits import MAX_JUDGE_ORDERINGS, MAX_JUDGE_PANEL
 from services.common.usage import Usage
 
@@ -102,7 +102,8 @@ class JudgePolicy:
     """The service's limits and defaults (built from settings by the composition root)."""
 
     default_models: tuple[str, ...] = ("sim/judge",)
-    model_allowed: Callable[[str], bool] = lambda model: model.startswith("sim/")
+    # Which judge models may be called: allowed, priced, their keys set (debate_rules.py).
+    model_rules: ModelRules = field(default_factory=lambda: ModelRules(lambda model: model.startswith("sim/")))
     default_orderings: int = 0  # 0: one ordering per debater (every debater shown first once)
     max_orderings: int = MAX_JUDGE_ORDERINGS
     max_panel: int = MAX_JUDGE_PANEL

@@ -28,7 +28,7 @@ async def build_service(settings: JudgeSettings, llm: LLMClient | None = None) -
         llm = router
     # The shared pre-spend rules: a judge model is allowed, priced and keyed before it is called.
     rules = ModelRules.from_settings(settings, PriceBook(declared=settings.declared_prices()))
-    servicer = JudgeServicer(Judge(llm, replace(settings.policy(), model_allowed=rules)))
+    servicer = JudgeServicer(Judge(llm, replace(settings.policy(), model_rules=rules)))
     return GrpcService(
         settings,
         [ServiceBinding(SERVICE_NAME, judge_pb2_grpc.add_JudgeServiceServicer_to_server, servicer)],

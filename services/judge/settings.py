@@ -6,6 +6,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from services.common.debate_rules import ModelRules
 from services.common.limits import MAX_JUDGE_ORDERINGS, MAX_JUDGE_PANEL
 from services.common.llm import settings as llm_settings
 from services.common.settings import SERVICE_TENANT, ServiceSettings
@@ -54,7 +55,7 @@ class JudgeSettings(llm_settings.LLMSettings, ServiceSettings):
     def policy(self) -> JudgePolicy:
         return JudgePolicy(
             default_models=tuple(self.judge_default_models),
-            model_allowed=self.model_allowed,
+            model_rules=ModelRules(self.model_allowed),
             default_orderings=self.judge_default_orderings,
             max_orderings=self.judge_max_orderings,
             max_panel=self.judge_max_panel,

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from services.common.debate_rules import JudgeLimits, MissingKeys, check_judge, model_rules, most_orderings
+from services.common.debate_rules import JudgeLimits, MissingKeys, check_judge, most_orderings
 from services.common.errors import Violations
 from services.common.text import (
     MAX_NAME_LENGTH,
@@ -176,7 +176,7 @@ def _panel(
         orderings=request.orderings,
         criteria=request.criteria,
         debaters=debaters,
-        rules=model_rules(policy.model_allowed),
+        rules=policy.model_rules,
         limits=limits,
         default_models=policy.default_models,
     )

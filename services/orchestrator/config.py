@@ -14,11 +14,10 @@ provider key missing from the environment raises FAILED_PRECONDITION naming the 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from debate.common.v1 import common_pb2
 
-from services.common.debate_rules import JudgeLimits, MissingKeys, ModelRules, check_judge, model_rules
+from services.common.debate_rules import JudgeLimits, MissingKeys, ModelRules, check_judge
 from services.common.errors import Violations
 from services.common.money import CURRENCY, format_amount, read_money
 from services.common.text import clean_text
@@ -49,17 +48,15 @@ class Limits:
 def validate_config(
     config: common_pb2.DebateConfig,
     limits: Limits,
-    is_known_model: Callable[[str], bool],
+    rules: ModelRules,
     *,
     path: str = "config",
 ) -> common_pb2.DebateConfig:
     """Returns the normalised config, or raises InvalidArgument listing every problem, then
     ProviderKeyMissing (FAILED_PRECONDITION) naming each provider key the debate needs and the
-    environment lacks. `is_known_model` is the allowlist, or a ModelRules that also checks
-    prices and keys (the composition root passes one)."""
+    environment lacks. `rules` says which models are allowed, priced and keyed."""
     v = Violations()
     keys = MissingKeys()
-    rules = model_rules(is_known_model)
     out = common_pb2.DebateConfig()
     out.CopyFrom(config)
     _check_topic(config, out, limits, v, path)

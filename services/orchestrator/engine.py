@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from debate.common.v1 import common_pb2 as common
 
+from services.common.debate_rules import ModelRules
 from services.common.errors import FieldViolation, InvalidArgument, NotFound
 from services.common.llm.base import LLMClient
 from services.orchestrator.config import Limits, validate_config
@@ -38,7 +39,7 @@ MAX_REQUEST_ID = 128  # characters
 
 
 class Engine:
-    """`is_known_model` says whether a model may be used (the settings' allowlist);
+    """`model_rules` says whether a model may be used (allowed, priced, its key set);
     `count_tokens(model, text)` counts tokens for the sliding window (the default tokenizer
     when None)."""
 
@@ -51,7 +52,7 @@ class Engine:
         judge: Judge,
         accounting: Accounting,
         settings: OrchestratorSettings,
-        is_known_model: Callable[[str], bool],
+        model_rules: ModelRules,
         count_tokens: Callable[[str, str], int] | None = None,
     ):
         self.store = store
@@ -59,7 +60,7 @@ class Engine:
         self.scheduler = scheduler
         self.settings = settings
         self.limits = Limits(settings)
-        self.is_known_model = is_known_model
+        self.model_rules = model_rules
         self.turns = TurnRunner(store, hub, llm, accounting, settings.max_turn_attempts)
         self.judging = Judging(store, hub, judge, accounting, settings.judge_attempts)
         self.lifecycle = Lifecycle(store, hub, scheduler, accounting, self.turns, self.judging, count_tokens)
@@ -77,7 +78,7 @@ class Engine:
             if existing is not None:
                 return existing  # a retried create: the first debate, whatever this config says
         try:
-            normalised = validate_config(config, self.limits, self.is_known_model)
+            normalised = validate_config(config, self.limits, self.model_rules)
         except InvalidArgument as error:
             raise InvalidArgument(id_problems + error.violations) from None
         if id_problems:

@@ -26,6 +26,7 @@ import grpc
 from debate.common.v1 import common_pb2
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 
+from services.common.debate_rules import ModelRules
 from services.common.llm.base import CompletionRequest, collect
 from services.judge import simulated_judge
 from services.judge.engine import Judge
@@ -86,7 +87,7 @@ def verdict_request(n: int, rounds: int) -> judge_pb2.RenderVerdictRequest:
 
 
 def _policy() -> JudgePolicy:
-    return JudgePolicy(model_allowed=lambda model: model.startswith("sim/"))
+    return JudgePolicy(model_rules=ModelRules(lambda model: model.startswith("sim/")))
 
 
 async def _per_call(

@@ -9,6 +9,7 @@ import pytest
 from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
+from services.common.debate_rules import ModelRules
 from services.common.errors import InvalidArgument, NotFound
 from services.orchestrator.config import Limits, validate_config
 from services.orchestrator.context import ContextBuilder, Transcript
@@ -37,7 +38,7 @@ def cfg(**kwargs) -> c.DebateConfig:
 
 
 def validate(config: c.DebateConfig) -> c.DebateConfig:
-    return validate_config(config, Limits(SETTINGS), SETTINGS.model_allowed)
+    return validate_config(config, Limits(SETTINGS), ModelRules(SETTINGS.model_allowed))
 
 
 # -- config ---------------------------------------------------------------------------------
@@ -113,7 +114,7 @@ def test_window_stays_bounded_and_its_cost_does_not_grow_with_the_debate():
     config = validate_config(
         cfg(format=c.DebateFormat(round_limit=60), context=c.ContextSettings(max_tokens=1000, window_size=5)),
         long_debates,
-        SETTINGS.model_allowed,
+        ModelRules(SETTINGS.model_allowed),
     )
     sizes, counts = [], []
     for rounds in (5, 10, 20, 50):
@@ -324,7 +325,7 @@ def test_another_tenant_sees_nothing(tmp_path):
         MemoryJudge(),
         MemoryAccounting(),
         SETTINGS,
-        SETTINGS.model_allowed,
+        ModelRules(SETTINGS.model_allowed),
     )
     row = engine.create("tenant-a", cfg(), "req")
     assert engine.get_row("tenant-a", row.debate_id).debate_id == row.debate_id

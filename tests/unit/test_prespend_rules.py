@@ -120,12 +120,12 @@ def test_budget_is_stored_in_plain_decimal_and_refused_with_an_exponent():
         format=c.DebateFormat(round_limit=1),
         budget=c.Money(amount="100.50000"),
     )
-    out = validate_config(config, Limits(settings), settings.model_allowed)
+    out = validate_config(config, Limits(settings), ModelRules(settings.model_allowed))
     assert (out.budget.currency_code, out.budget.amount) == ("USD", "100.5")
     for bad in ("1e61", "1E+2", "1e2"):
         config.budget.amount = bad
         with pytest.raises(InvalidArgument) as refused:
-            validate_config(config, Limits(settings), settings.model_allowed)
+            validate_config(config, Limits(settings), ModelRules(settings.model_allowed))
         assert [v.field for v in refused.value.violations] == ["config.budget.amount"]
 
 
@@ -293,7 +293,7 @@ BAD_JUDGE = c.JudgeConfig(
 def test_create_debate_refuses_what_the_judge_would_refuse_with_the_same_words():
     settings = OrchestratorSettings()
     with pytest.raises(InvalidArgument) as at_create:
-        validate_config(_config(judge=BAD_JUDGE), Limits(settings), settings.model_allowed)
+        validate_config(_config(judge=BAD_JUDGE), Limits(settings), ModelRules(settings.model_allowed))
     case = RoundCase(
         debate_id="d1",
         topic="Should cities ban cars from their centres?",
@@ -307,7 +307,7 @@ def test_create_debate_refuses_what_the_judge_would_refuse_with_the_same_words()
         ),
     )
     with pytest.raises(InvalidArgument) as at_judge:
-        validate_round(case, JudgePolicy(model_allowed=settings.model_allowed))
+        validate_round(case, JudgePolicy(model_rules=ModelRules(settings.model_allowed)))
     created = [(v.field, v.description) for v in at_create.value.violations]
     judged = [
         ("config." + v.field, v.description.replace("judge.", "config.judge.")) for v in at_judge.value.violations
@@ -329,7 +329,7 @@ def test_create_debate_refuses_what_the_judge_would_refuse_with_the_same_words()
 
 def test_the_judge_checks_its_own_models_price_and_key(clean_env):
     rules = rules_for(LLMSettings(llm_allowed_models=["sim/*", "local/*", "openai/*"], llm_endpoints=LOCAL_UNPRICED))
-    policy = JudgePolicy(model_allowed=rules)
+    policy = JudgePolicy(model_rules=rules)
 
     def case(*models: str) -> RoundCase:
         return RoundCase(
