@@ -126,7 +126,9 @@ class Judging:
 
     @staticmethod
     def raise_failure(run: DebateRun) -> None:
-        """A round's assessment runs beside the next round; its failure ends the debate at once."""
+        """Raises the error of a round's assessment that failed. An assessment runs beside the next
+        round, and the lifecycle calls this after each round: a failure ends the debate after the
+        round under way (its turns are not cut), before the next round or assessment starts."""
         for task in run.assess_tasks.values():
             if task.done() and not task.cancelled():
                 error = task.exception()
