@@ -28,7 +28,7 @@ from services.orchestrator.events import DeltaBuffer, EventHub, StoreUnavailable
 from services.orchestrator.run import S, turn_key
 from services.orchestrator.server import OrchestratorService, build_service
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.store import DebateRow, Store
+from services.orchestrator.store import DebateRow, SqliteStore, Store
 from services.orchestrator.transport import FRAMING
 from tests.support.orchestrator_fakes import EventScriptLLM, MemoryAccounting, MemoryJudge, speaker
 
@@ -285,7 +285,7 @@ def stored(store: Store, debate_id: str) -> list[pb.DebateEvent]:
 
 
 async def test_the_hub_refuses_text_that_is_not_a_string_and_stays_usable(tmp_path):
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING)
+    hub = EventHub(SqliteStore(str(tmp_path / "o.sqlite3")), framing=FRAMING)
     buffer = DeltaBuffer("d1", 1, "ann", 1)
     hub.add_text(buffer, "a ")
     for bad in ([{"type": "text", "text": " word"}], None, b"bytes"):
@@ -297,7 +297,7 @@ async def test_the_hub_refuses_text_that_is_not_a_string_and_stays_usable(tmp_pa
 
 
 async def test_text_that_cannot_become_an_event_fails_its_own_buffer_only(tmp_path, caplog):
-    store = Store(str(tmp_path / "o.sqlite3"))
+    store = SqliteStore(str(tmp_path / "o.sqlite3"))
     hub = EventHub(store, framing=FRAMING)
     bad, good = DeltaBuffer("d1", 1, "ann", 1), DeltaBuffer("d2", 1, "bo", 1)
     hub.emit("d1", round_started=pb.RoundStarted(round_number=1))
@@ -318,7 +318,7 @@ async def test_text_that_cannot_become_an_event_fails_its_own_buffer_only(tmp_pa
     assert hub.get("d1").durable == 1 and hub.get("d2").durable == 2
 
 
-class FlakyStore(Store):
+class FlakyStore(SqliteStore):
     """Fails `failures` times in `where` ("add_events": after writing its rows; "commit": before
     committing), with the errors SQLite gives for a full disk or a busy database."""
 
