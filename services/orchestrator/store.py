@@ -148,11 +148,12 @@ def list_debates_sql(tenant: str, state: int, after: tuple[int, str] | None, lim
 
 
 def amount_text(value: str | Decimal | None) -> str:
-    """A stored amount as DebateRow carries it: TEXT from SQLite as stored, NUMERIC from PostgreSQL
-    in plain notation, NULL (nothing spent yet) as ''."""
-    if value is None:
+    """A stored amount as DebateRow carries it, the same from either database: TEXT from SQLite or
+    NUMERIC from PostgreSQL in plain notation without trailing zeros ("0.0105"), and '' (SQLite)
+    or NULL (PostgreSQL), nothing spent yet, as ''."""
+    if value is None or value == "":
         return ""
-    return value if isinstance(value, str) else format_amount(value)
+    return format_amount(Decimal(value))
 
 
 def debate_values(row: DebateRow, amount: object) -> tuple[object, ...]:
