@@ -66,6 +66,7 @@ from services.orchestrator.schema import COMPONENT, MIGRATIONS
 from services.orchestrator.store import WRITE_EVENTS, Store, StoreUnavailable, in_dialect
 
 BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+COPY_FROM = 32  # events in a commit from which they go by COPY (fewer ride in the one pipeline: one round trip)
 COPY_EVENTS = "COPY events (debate_id, sequence, event) FROM STDIN (FORMAT BINARY)"
 EVENT_TYPES = ("text", "int8", "bytea")
 
@@ -134,7 +135,7 @@ class PostgresStore(Store):
         none is open), in one pipeline and a COPY; with `commit`, COMMITs too."""
         idle = conn.info.transaction_status == pq.TransactionStatus.IDLE
         events = [(debate_id, sequence, event) for (debate_id, sequence), event in self._events.items()]
-        copy = bool(events) and not self._write_over
+        copy = len(events) >= COPY_FROM and not self._write_over
         if copy and idle and commit and not self._unsent:
             self._copy(conn, events)  # one statement, its own transaction
         elif self._unsent or events or (commit and not idle):

@@ -21,7 +21,7 @@ from services.orchestrator.schema import COMPONENT, MIGRATIONS, SCHEMA_VERSION
 from services.orchestrator.server import open_store
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import DebateRow, SqliteStore, Store, StoreUnavailable, encode_page_token
-from services.orchestrator.store_postgres import PostgresStore
+from services.orchestrator.store_postgres import COPY_FROM, PostgresStore
 from services.orchestrator.transport import FRAMING
 from tests.support.backends import terminate_connections
 from tests.support.orchestrator_stores import OrchestratorBackend
@@ -221,20 +221,22 @@ def test_a_taken_request_id_returns_the_first_debate_and_stores_nothing_else(orc
     assert sorted(orchestrator_backend.query("SELECT debate_id FROM debates")) == [("d1",), ("d3",)]
 
 
-def test_events_written_again_are_written_over_never_doubled(orchestrator_backend):
+@pytest.mark.parametrize("count", [4, COPY_FROM + 4], ids=["few", "copied"])
+def test_events_written_again_are_written_over_never_doubled(orchestrator_backend, count):
+    """`count` events a tick (PostgreSQL copies them from COPY_FROM on, else inserts them)."""
     store = orchestrator_backend.open()
-    store.add_events(events("d1", 1, 5))
-    store.add_events(events("d1", 4, 6, tag="'"))  # in the same transaction
+    store.add_events(events("d1", 1, count))
+    store.add_events(events("d1", count - 1, count + 1, tag="'"))  # in the same transaction
     store.commit()
-    store.add_events(events("d1", 5, 8, tag="''"))  # after a commit (a tick whose commit seemed to fail)
+    store.add_events(events("d1", count, 2 * count, tag="''"))  # after a commit (a tick whose commit seemed to fail)
     store.commit()
-    assert store.read_events("d1", 0, 100, 100) == as_read(
-        events("d1", 1, 3) + events("d1", 4, 4, "'") + events("d1", 5, 8, "''")
+    assert store.read_events("d1", 0, 10**6, 10**6) == as_read(
+        events("d1", 1, count - 2) + events("d1", count - 1, count - 1, "'") + events("d1", count, 2 * count, "''")
     )
-    assert orchestrator_backend.count("events") == 8
-    store.add_events(events("d1", 9, 9))
+    assert orchestrator_backend.count("events") == 2 * count
+    store.add_events(events("d1", 2 * count + 1, 3 * count))
     store.commit()
-    assert store.last_sequence("d1") == 9
+    assert store.last_sequence("d1") == 3 * count and orchestrator_backend.count("events") == 3 * count
 
 
 # -- PostgreSQL: a lost connection ------------------------------------------------------------
