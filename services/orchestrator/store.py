@@ -10,10 +10,12 @@ committed yet. The event hub commits every coalescing tick (a few tens of ms) an
 commits at once where an outside effect follows (before a usage is recorded). Nothing is
 announced to a subscriber before the commit that stored it, so a crash can lose only what
 nobody has seen: at most the last tick's token deltas of in-flight turns, whose attempts are
-regenerated under a new attempt number. A write never fails on its own; a failed commit keeps
-every write made since the last commit, and the next commit that succeeds commits them all
-(rows written again, such as a tick's events after a failed commit, are written over, never
-doubled). A store that cannot reach its database raises `StoreUnavailable`.
+regenerated under a new attempt number. A failed commit keeps every write made since the last
+commit, and the next commit that succeeds commits them all (rows written again, such as a
+tick's events after a failed commit, are written over, never doubled). SQLite runs each write
+at once; PostgreSQL sends them later, together (see store_postgres.py), so there a write never
+fails on its own and a failure shows at the next read or commit. A PostgreSQL store that cannot
+reach its database raises `StoreUnavailable`.
 
 SQLite: WAL with synchronous=NORMAL survives a killed process (SIGKILL) without losing a commit;
 only a power cut could lose the last commits, which is the trade-off the event volume asks for.
@@ -231,15 +233,16 @@ def decode_page_token(token: str) -> tuple[int, str, int]:
 
 class Store(Protocol):
     """What the engine and the event hub need of the database (see the module docstring). Used
-    from one thread, the event loop's. Writes join the open transaction (they never fail on
-    their own); reads see them before they are committed."""
+    from one thread, the event loop's. Writes join the open transaction; reads see them before
+    they are committed."""
 
     commits: int  # transactions committed so far
 
     # -- transactions
     def commit(self) -> None:
-        """Commits every write made since the last commit. Raises StoreUnavailable when the
-        database cannot be reached (SQLite: sqlite3.Error); the writes are kept for the next."""
+        """Commits every write made since the last commit (nothing when there is none). Raises
+        StoreUnavailable when the database cannot be reached (SQLite: sqlite3.Error); the writes
+        are kept for the next commit."""
 
     def close(self) -> None:
         """Commits, then closes the connection."""

@@ -13,10 +13,11 @@ network as little as possible:
   sends every write not sent yet in one pipeline (one round trip), after a BEGIN when no
   transaction is open. A commit with no events sends BEGIN, the writes and COMMIT in one round
   trip.
-- **A tick's events go by COPY.** add_events keeps its rows by (debate_id, sequence); the commit
-  copies them into `events` with a binary COPY, the cheapest way in for the server and for our
-  thread (figures below), then COMMITs. A tick that carries only events (the usual one) is one
-  COPY, its own transaction.
+- **A tick's events go by COPY.** add_events keeps its rows by (debate_id, sequence); from
+  COPY_FROM (32) events on, the commit copies them into `events` with a binary COPY, the
+  cheapest way in for the server and for our thread (figures below), then COMMITs; fewer ride
+  in the pipeline (INSERT ... ON CONFLICT), so a small tick is one round trip. A tick of only
+  events, copied, is one COPY in its own transaction.
 - **A lost transaction loses nothing.** The journal keeps every write until the commit that
   stores it succeeds. When a statement or the connection fails, the transaction is rolled back
   (or gone with the connection), every write since the last commit is unsent again, and the
@@ -30,24 +31,32 @@ network as little as possible:
   next tick; a read fails its call with UNAVAILABLE); any other database error is raised as it
   is, after the transaction was rolled back and the writes kept.
 
-**Why the connection stays on the event loop's thread.** Measured with
-`python -m tests.benchmarks.bench_store` (a tick's commit of N TokenDelta-sized events of 200
-debates plus 5 debate updates, on a local PostgreSQL 15 with fsync and synchronous_commit on,
-and on the SQLite store; medians of 40 ticks on this 2-core machine, shared and noisy):
+**Why the connection stays on the event loop's thread.** `python -m tests.benchmarks.bench_store`
+times a tick's commit as the hub makes it: N TokenDelta events (about 100 bytes each) of 200
+debates plus 5 debate updates, through the store, on a local PostgreSQL 15 with fsync and
+synchronous_commit on, and on the SQLite store (WAL, synchronous=NORMAL). Milliseconds the
+loop is held / of which our thread's CPU (the rest is waiting for the database), medians of 40
+ticks, the median of three runs on this 2-core machine (shared with CI: load average 2.5-2.8):
 
-    N events   SQLite wall / thread CPU   PostgreSQL COPY wall / CPU   executemany (pipeline)
-    1          0.1 / 0.1 ms               1.0 / 0.5 ms                 1.1 / 0.5 ms
-    200        1.9-2.6 / 1.9-2.4 ms       2.2-3.5 / 0.8-1.2 ms         5.1-6.1 / 3.2-4.5 ms
-    800        15-21 / 12 ms              7-8.5 / 1.8-2.1 ms           17-26 / 12-12.5 ms
+    N events   SQLite        PostgreSQL, this store    executemany     unnest(arrays)
+    1          0.06 / 0.06   1.1 / 0.5                 0.9 / 0.4       1.1 / 0.5
+    16         0.16 / 0.16   1.3 / 0.6                 1.2 / 0.7       1.4 / 0.6
+    50         0.34 / 0.34   1.5 / 0.7  (COPY)         3.1 / 1.4       1.9 / 0.9
+    200        1.7  / 1.7    2.6 / 0.9  (COPY)         7.7 / 3.6       5.2 / 2.5
+    800        11.9 / 9.2    9.9 / 2.2  (COPY)         26.5 / 11.9     21.9 / 8.3
 
-A tick on PostgreSQL by COPY holds the loop no longer than SQLite's tick already does, and
-spends a third to a sixth of its CPU on our thread; executemany (pipelined or not) and an
-`unnest` of arrays cost 2-4x COPY's wall time. So the synchronous connection on the loop's
-thread is kept: a worker thread would save only the wait on the server (wall minus CPU, about
-1-2 ms a tick locally) at the price of a second transaction model beside SQLite's. With a remote
-server each tick also waits up to three round trips (BEGIN and the writes, COPY, COMMIT); should
-that matter, the commit is the one place to move to a worker thread (the journal already
-separates what is sent from what is written).
+(executemany: the same tick in one pipeline, events by INSERT ... ON CONFLICT; unnest: one
+INSERT ... SELECT of three binary arrays.) A busy tick by COPY holds the loop about as long as
+SQLite's already does (2.6 against 1.7 ms at 200 events, less at 800) and spends a half to a
+quarter of its CPU on our thread; executemany and unnest cost 2-3x COPY. A quiet tick costs a
+round trip and a flushed commit, about 1 ms, against SQLite's 0.06, but at most 40 times a
+second (4% of the loop) and only when something was written. So the synchronous connection on
+the loop's thread is kept: a worker thread would hand back only the waiting (wall minus CPU:
+0.5-2 ms a tick locally) at the price of a second transaction model beside SQLite's and a
+hub that commits concurrently with new writes. With a remote server each tick also waits its
+round trips (one; four with COPY: the pipeline, COPY's two, COMMIT): should that show in the
+replicas' relay latency, the commit is the one place to move to a worker thread (the journal
+already separates what is sent from what is written).
 """
 
 from __future__ import annotations
