@@ -251,7 +251,7 @@ class Store(Protocol):
     def insert_debate(self, row: DebateRow) -> DebateRow:
         """Stores a new debate and returns the stored row: `row`, or the debate stored earlier
         under the same tenant and request_id (then `row` is not stored)."""
-        self._write(INSERT_DEBATE, debate_values(row, self._amount(row.cost_amount)))
+        self._write(row.debate_id, INSERT_DEBATE, debate_values(row, self._amount(row.cost_amount)))
         if row.request_id:
             stored = self.find_by_request(row.tenant, row.request_id)
             assert stored is not None  # inserted now, or the one that was there
@@ -280,7 +280,7 @@ class Store(Protocol):
             fields["verdict_recorded"] = bool(fields["verdict_recorded"])
         if "cost_amount" in fields:
             fields["cost_amount"] = self._amount(fields["cost_amount"])
-        self._write(update_debate_sql(list(fields)), (*fields.values(), debate_id))
+        self._write(debate_id, update_debate_sql(list(fields)), (*fields.values(), debate_id))
 
     def debates_in_states(self, states: tuple[int, ...]) -> list[DebateRow]:
         """The debates in any of `states`, oldest in the queue first."""
@@ -295,7 +295,8 @@ class Store(Protocol):
     # -- turns, attempts, assessments
     def put_turn(self, debate_id: str, turn: common_pb2.Turn, recorded: bool) -> None:
         """A completed turn; `recorded` once accounting has confirmed its usage."""
-        self._write(PUT_TURN, (debate_id, turn.round_number, turn.participant, turn.SerializeToString(), recorded))
+        values = (debate_id, turn.round_number, turn.participant, turn.SerializeToString(), recorded)
+        self._write(debate_id, PUT_TURN, values)
 
     def turns(self, debate_id: str) -> list[tuple[common_pb2.Turn, bool]]:
         return [(common_pb2.Turn.FromString(t), bool(r)) for t, r in self._read(TURNS, (debate_id,))]
@@ -303,10 +304,10 @@ class Store(Protocol):
     def open_attempt(
         self, debate_id: str, round_number: int, participant: str, attempt: int, reservation_id: str
     ) -> None:
-        self._write(OPEN_ATTEMPT, (debate_id, round_number, participant, attempt, reservation_id))
+        self._write(debate_id, OPEN_ATTEMPT, (debate_id, round_number, participant, attempt, reservation_id))
 
     def close_attempt(self, debate_id: str, round_number: int, participant: str, attempt: int) -> None:
-        self._write(CLOSE_ATTEMPT, (debate_id, round_number, participant, attempt))
+        self._write(debate_id, CLOSE_ATTEMPT, (debate_id, round_number, participant, attempt))
 
     def last_attempts(self, debate_id: str) -> dict[tuple[int, str], int]:
         """The last attempt number of each (round, participant) of the debate."""
@@ -317,7 +318,8 @@ class Store(Protocol):
         return [(r, p, a, res) for r, p, a, res in self._read(OPEN_ATTEMPTS, (debate_id,))]
 
     def put_assessment(self, debate_id: str, assessment: common_pb2.RoundAssessment, recorded: bool) -> None:
-        self._write(PUT_ASSESSMENT, (debate_id, assessment.round_number, assessment.SerializeToString(), recorded))
+        values = (debate_id, assessment.round_number, assessment.SerializeToString(), recorded)
+        self._write(debate_id, PUT_ASSESSMENT, values)
 
     def assessments(self, debate_id: str) -> list[tuple[common_pb2.RoundAssessment, bool]]:
         rows = self._read(ASSESSMENTS, (debate_id,))
@@ -339,8 +341,10 @@ class Store(Protocol):
         return int(rows[0][0] or 0) if rows else 0
 
     # -- what each backend provides: one write joining the open transaction, one read
-    def _write(self, statement: str, params: Sequence[object]) -> None:
-        """Runs a write (a statement in "?" placeholders) in the open transaction, opened first."""
+    def _write(self, debate_id: str, statement: str, params: Sequence[object]) -> None:
+        """Runs a write of one debate's (a statement in "?" placeholders) in the open transaction,
+        opened first. Every write names its debate, as add_events' rows do: where a fencing
+        token (the debate's lease epoch) will be checked."""
 
     def _read(self, statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         """The rows of a read (a statement in "?" placeholders), which sees the uncommitted writes."""
@@ -397,7 +401,7 @@ class SqliteStore(Store):
         finally:
             self.db.close()
 
-    def _write(self, statement: str, params: Sequence[object]) -> None:
+    def _write(self, debate_id: str, statement: str, params: Sequence[object]) -> None:
         self._tx().execute(statement, params)
 
     def _read(self, statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:

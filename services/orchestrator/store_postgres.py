@@ -197,7 +197,7 @@ class PostgresStore(Store):
                 self._conn.close()
 
     # -- what the Store needs of a backend ------------------------------------------------------
-    def _write(self, statement: str, params: Sequence[object]) -> None:
+    def _write(self, debate_id: str, statement: str, params: Sequence[object]) -> None:
         self._unsent.append((_postgres(statement), params))
 
     def _read(self, statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
