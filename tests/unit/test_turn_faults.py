@@ -2,7 +2,9 @@
 with the in-process stand-ins of orchestrator_fakes: a provider payload the engine cannot use
 fails that turn alone, with a TurnFailed of a stable reason and its usage settled; reasoning
 text is billed but never speech; every call the provider billed is a ledger row; and the event
-hub keeps one debate's fault, or a failed store commit, from reaching any other debate."""
+hub keeps one debate's fault, or a failed store commit, from reaching any other debate. The
+engine's cases run on SQLite and on PostgreSQL; the hub's failing-store cases use a SQLite store
+made to fail (a real lost PostgreSQL connection is test_orchestrator_store's)."""
 
 from __future__ import annotations
 
@@ -84,11 +86,13 @@ class Rig:
 
 
 @pytest.fixture
-async def rig_factory(tmp_path):
+async def rig_factory(orchestrator_backend):
+    """Rigs on SQLite and on PostgreSQL (orchestrator_backend): one rig a test."""
     rigs: list[Rig] = []
 
     async def make(llm: EventScriptLLM) -> Rig:
-        settings = OrchestratorSettings(port=0, data_dir=str(tmp_path / str(len(rigs))), coalesce_ms=5)
+        assert not rigs, "one rig a test: they would share the test's PostgreSQL database"
+        settings = OrchestratorSettings(port=0, coalesce_ms=5, **orchestrator_backend.settings())
         accounting = MemoryAccounting()
         service = await build_service(settings, llm=llm, judge=MemoryJudge(), accounting=accounting)
         rigs.append(Rig(service, llm, accounting))
