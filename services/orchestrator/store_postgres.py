@@ -62,9 +62,9 @@ already separates what is sent from what is written).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
@@ -81,6 +81,7 @@ EVENT_TYPES = ("text", "int8", "bytea")
 
 Write = tuple[str, Sequence[object]]  # a statement in PostgreSQL's placeholders, and its parameters
 EventKey = tuple[str, int]  # (debate_id, sequence)
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=256)
@@ -173,11 +174,17 @@ class PostgresStore(Store):
             for row in events:
                 copy.write_row(row)
 
-    def commit(self) -> None:
+    @staticmethod
+    def _over_stored_rows(step: Callable[[], T]) -> T:
+        """`step`, and once more if it copied events stored before (a UniqueViolation): the
+        failure (`_lost`) turned on writing over, so the second time they are written over."""
         try:
-            self._commit()
+            return step()
         except psycopg.errors.UniqueViolation:
-            self._commit()  # events stored before, copied again: written over this time (_lost)
+            return step()
+
+    def commit(self) -> None:
+        self._over_stored_rows(self._commit)
 
     def _commit(self) -> None:
         with self._guard() as conn:
@@ -201,9 +208,12 @@ class PostgresStore(Store):
         self._unsent.append((_postgres(statement), params))
 
     def _read(self, statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
-        with self._guard() as conn:
-            self._send(conn, commit=False)
-            return conn.execute(_postgres(statement), params).fetchall()
+        def read() -> list[tuple[Any, ...]]:
+            with self._guard() as conn:
+                self._send(conn, commit=False)
+                return conn.execute(_postgres(statement), params).fetchall()
+
+        return self._over_stored_rows(read)
 
     def _amount(self, text: str) -> object:
         return text or None  # NUMERIC; NULL before anything was spent

@@ -229,6 +229,7 @@ def test_events_written_again_are_written_over_never_doubled(orchestrator_backen
     store.add_events(events("d1", count - 1, count + 1, tag="'"))  # in the same transaction
     store.commit()
     store.add_events(events("d1", count, 2 * count, tag="''"))  # after a commit (a tick whose commit seemed to fail)
+    assert store.last_sequence("d1") == 2 * count  # a read before the commit sends them
     store.commit()
     assert store.read_events("d1", 0, 10**6, 10**6) == as_read(
         events("d1", 1, count - 2) + events("d1", count - 1, count - 1, "'") + events("d1", count, 2 * count, "''")
