@@ -35,7 +35,7 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
 )
-from services.common.migrations import Dialect, Execute, migrate
+from services.common.migrations import Dialect, migrate, sqlite_execute
 from services.common.money import EXACT, exact_sum, format_amount
 from services.common.usage import Usage
 
@@ -214,10 +214,6 @@ def decide(budget: Budget, r: Reservation) -> ReserveResult:
     return ReserveResult(True, r.amount, held)
 
 
-def _sqlite_execute(db: sqlite3.Connection) -> Execute:
-    return lambda statement, params: db.execute(statement, params).fetchall()
-
-
 class SqliteLedgerStore:
     """The ledger in one SQLite file. Not thread-safe: use it from one thread at a time."""
 
@@ -237,7 +233,7 @@ class SqliteLedgerStore:
         pragma still mirrors the version, for the releases that read it."""
         with self._transaction() as db:
             adopted = db.execute("PRAGMA user_version").fetchone()[0]
-            migrate(_sqlite_execute(db), Dialect.SQLITE, COMPONENT, MIGRATIONS, adopted=adopted)
+            migrate(sqlite_execute(db), Dialect.SQLITE, COMPONENT, MIGRATIONS, adopted=adopted)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
@@ -57,10 +57,8 @@ from services.accounting.store import (
     usage_values,
 )
 from services.common.errors import Unavailable
-from services.common.migrations import Dialect, Execute, migrate
 from services.common.money import format_amount
-
-CONNECT_TIMEOUT_S = 10  # a host that does not answer fails the call instead of holding the ledger's thread
+from services.common.postgres import connect, migrate_schema
 
 _BUDGET = """SELECT
     (SELECT cap FROM budgets WHERE debate_id = %(d)s),
@@ -72,14 +70,6 @@ class LedgerUnavailable(Unavailable):
     reason = "LEDGER_UNAVAILABLE"
 
 
-def _execute(db: psycopg.Connection) -> Execute:
-    def run(statement: str, params: Sequence[object]) -> list[tuple[object, ...]]:
-        cursor = db.execute(statement, params)
-        return cursor.fetchall() if cursor.description else []
-
-    return run
-
-
 class PostgresLedgerStore:
     """The ledger in a PostgreSQL database (see the module docstring). Connects and migrates the
     schema when built: psycopg.OperationalError if the server cannot be reached then,
@@ -87,17 +77,8 @@ class PostgresLedgerStore:
 
     def __init__(self, url: str):
         self._url = url
-        self._conn = self._connect()
-        self._migrate()
-
-    def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
-        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-        return conn
-
-    def _migrate(self) -> None:
-        with self._transaction() as db:
-            migrate(_execute(db), Dialect.POSTGRES, COMPONENT, MIGRATIONS)
+        self._conn = connect(url)
+        migrate_schema(self._conn, COMPONENT, MIGRATIONS)
 
     def close(self) -> None:
         self._conn.close()
@@ -108,7 +89,7 @@ class PostgresLedgerStore:
         connection is LedgerUnavailable, and the next transaction connects again."""
         try:
             if self._conn.closed or self._conn.broken:
-                self._conn = self._connect()
+                self._conn = connect(self._url)
             with self._conn.transaction():
                 yield self._conn
         except psycopg.OperationalError as error:

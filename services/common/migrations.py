@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,11 @@ from services.common.errors import FailedPrecondition
 # Runs one statement with its parameters (the dialect's placeholder) and returns the rows it
 # produced (none for DDL): each backend passes a small function over its own connection.
 Execute = Callable[[str, Sequence[object]], list[tuple[Any, ...]]]
+
+
+def sqlite_execute(db: sqlite3.Connection) -> Execute:
+    """`Execute` over a sqlite3 connection (PostgreSQL's is services.common.postgres.migrate_schema's)."""
+    return lambda statement, params: db.execute(statement, params).fetchall()
 
 
 class Dialect(enum.Enum):

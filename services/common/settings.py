@@ -11,6 +11,8 @@ upper case (`PORT`, `JUDGE_SERVICE_ADDR`); flags use them in kebab case (`--port
 - `ChannelSettings`: what a channel to a service of the suite needs (the service key, the TLS
   files); the tools that dial the suite build one too.
 - `ServiceSettings`: what every service reads.
+- `DatabaseSettings`: DATABASE_URL, for a service that keeps its state in PostgreSQL when it is
+  set (accounting's ledger, the orchestrator's debates) and in SQLite files otherwise.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
-from pydantic import Field, PrivateAttr, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The tenant of the suite's own services: the one their service key (SERVICE_API_KEY) belongs to
 # in an internal service's API_KEYS, and the judge's and accounting's INTERNAL_CALLERS.
 SERVICE_TENANT = "suite"
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _SECRET_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET|PASSWORD)$", re.IGNORECASE)
 _MIN_SECRET_LENGTH = 8
 
@@ -123,6 +126,25 @@ class ServiceSettings(ChannelSettings):
         "service key); any other caller gets PERMISSION_DENIED (empty: every authenticated caller; see "
         "services.common.auth)",
     )
+
+
+class DatabaseSettings(SuiteSettings):
+    """DATABASE_URL: the service's PostgreSQL database, or none (SQLite files in DATA_DIR)."""
+
+    # A secret: it may carry a password (masked in logs like the other secret settings).
+    database_url: SecretStr = Field(
+        SecretStr(""),
+        description="the service's PostgreSQL database, postgresql://user:password@host:port/database, shared by "
+        "every replica of the service (empty: SQLite files in data_dir)",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url and not url.startswith(POSTGRES_SCHEMES):
+            raise ValueError("must be empty or a postgresql:// URL")
+        return value
 
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)

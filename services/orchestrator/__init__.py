@@ -13,7 +13,9 @@
     context.py    the sliding window each debater sees
     events.py     the event hub: coalescing, commits, subscribers
     debate_log.py one debate's log as subscribers read it (event bodies, batches)
-    store.py      SQLite (WAL) for debates, turns, attempts, assessments, verdicts and events
+    store.py      the store of debates, turns, attempts, assessments, verdicts and events; SQLite (WAL)
+    store_postgres.py  the same store in PostgreSQL (DATABASE_URL)
+    schema.py     their schema, version by version, in both dialects
     peers.py      the judge and accounting services as two small protocols (what the engine sees)
     clients.py    their gRPC implementations (deadlines, retries, errors mapped to domain errors)
 

@@ -101,9 +101,9 @@ class Engine:
             verdict_recorded=False,
             last_sequence=0,
         )
-        self.store.insert_debate(row)
+        stored = self.store.insert_debate(row)  # the first debate of a request_id taken meanwhile
         self.hub.commit()
-        return row
+        return stored
 
     def get_row(self, tenant: str, debate_id: str) -> DebateRow:
         """The caller's debate; another tenant's debate does not exist for them (NotFound)."""

@@ -13,7 +13,7 @@ Design for many debates and many watchers on one event loop:
   microseconds a message whatever its size, so a subscriber sends one message for all it is
   behind on rather than one per event.
 - A subscriber is a cursor (the last sequence it sent) over the debate's shared log: a
-  bounded in-memory tail of recent event bodies, and SQLite for anything older. New durable
+  bounded in-memory tail of recent event bodies, and the store for anything older. New durable
   events wake the debate's waiting subscribers (one future each, so a leaver cancels only its own).
 - Token text is coalesced per turn and turned into `TokenDelta` events on one process-wide
   tick (`flush`, every `coalesce_s`, e.g. 25 ms); the same tick writes every pending event of
@@ -44,9 +44,9 @@ from typing import Any
 
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
-from services.common.errors import OutOfRange, ResourceExhausted, Unavailable
+from services.common.errors import OutOfRange, ResourceExhausted
 from services.orchestrator.debate_log import DebateLog, Framing, body
-from services.orchestrator.store import Store
+from services.orchestrator.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,6 @@ class SubscriberTooSlow(ResourceExhausted):
             f"subscriber fell too far behind; resume with after_sequence={last_sequence}",
             metadata={"last_sequence": str(last_sequence)},
         )
-
-
-class StoreUnavailable(Unavailable):
-    """The store could not write or commit; everything pending is kept and committed by a later
-    commit (the ticker's, within `coalesce_s`), so the caller may retry."""
-
-    reason = "STORE_UNAVAILABLE"
 
 
 class TextRejected(ValueError):

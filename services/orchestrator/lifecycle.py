@@ -32,12 +32,12 @@ from services.common.errors import DomainError, FailedPrecondition
 from services.common.logs import debate_id_var
 from services.common.money import ZERO, usd
 from services.orchestrator.context import ContextBuilder
-from services.orchestrator.events import EventHub, StoreUnavailable
+from services.orchestrator.events import EventHub
 from services.orchestrator.judging import Judging
 from services.orchestrator.peers import Accounting
 from services.orchestrator.run import TERMINAL, BudgetExceeded, DebateRun, S, State, turn_key
 from services.orchestrator.scheduler import RUNNING, Scheduler
-from services.orchestrator.store import DebateRow, Store
+from services.orchestrator.store import DebateRow, Store, StoreUnavailable
 from services.orchestrator.turns import TurnRunner
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,20 @@ from services.orchestrator.peers import Accounting, Judge
 from services.orchestrator.scheduler import Scheduler
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.store import Store
+from services.orchestrator.store import SqliteStore, Store
+from services.orchestrator.store_postgres import PostgresStore
 from services.orchestrator.transport import FRAMING, add_to_server
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+STORE_FILE = "orchestrator.sqlite3"  # in DATA_DIR, without DATABASE_URL
+
+
+def open_store(settings: OrchestratorSettings) -> Store:
+    """PostgreSQL when DATABASE_URL is set, else the SQLite file STORE_FILE in DATA_DIR; migrated."""
+    url = settings.database_url.get_secret_value()
+    if url:
+        return PostgresStore(url)
+    return SqliteStore(os.path.join(settings.data_dir, STORE_FILE))
 
 
 class OrchestratorService(GrpcService):
@@ -44,7 +54,7 @@ async def build_service(
     settings: OrchestratorSettings, *, llm=None, judge: Judge | None = None, accounting: Accounting | None = None
 ) -> OrchestratorService:
     """The service, ready to start. Tests may pass their own LLM client, judge or accounting."""
-    store = Store(os.path.join(settings.data_dir, "orchestrator.sqlite3"))
+    store = open_store(settings)
     hub = EventHub(
         store,
         framing=FRAMING,

@@ -3,11 +3,13 @@
 from pydantic import Field
 
 from services.common.llm.settings import LLMSettings
-from services.common.settings import ServiceSettings
+from services.common.settings import DatabaseSettings, ServiceSettings
 from services.common.text import MAX_PERSONA_LENGTH, MAX_STANCE_LENGTH, MAX_TOPIC_LENGTH
 
 
-class OrchestratorSettings(LLMSettings, ServiceSettings):
+# DATABASE_URL (DatabaseSettings): the debates and their event log in PostgreSQL (empty: orchestrator.sqlite3 in
+# DATA_DIR).
+class OrchestratorSettings(LLMSettings, DatabaseSettings, ServiceSettings):
     port: int = Field(50051, ge=0, le=65535)
     judge_service_addr: str = Field("127.0.0.1:50052", description="host:port of the judge service")
     accounting_service_addr: str = Field("127.0.0.1:50053", description="host:port of the accounting service")

@@ -1,16 +1,28 @@
-"""The orchestrator's durable state in SQLite (WAL): debates, turns, attempts, assessments,
-verdicts and the per-debate event log.
+"""The orchestrator's durable state: debates, turns, attempts, assessments, verdicts and the
+per-debate event log, behind one narrow interface, `Store`, with two backends:
 
-One connection on the event loop's thread, with one open transaction that collects every
-write; `commit()` ends it. The event hub commits every coalescing tick (a few tens of ms) and
-the engine commits at once where an outside effect follows (before a usage is recorded).
-Nothing is announced to a subscriber before the commit that stored it, so a crash can lose
-only what nobody has seen: at most the last tick's token deltas of in-flight turns, whose
-attempts are regenerated under a new attempt number.
+- `SqliteStore` (here, the default): one SQLite file in DATA_DIR, WAL mode;
+- `services.orchestrator.store_postgres.PostgresStore`: a PostgreSQL database (DATABASE_URL).
 
-WAL with synchronous=NORMAL survives a killed process (SIGKILL) without losing a commit; only a
-power cut could lose the last commits, which is the trade-off the event volume asks for.
-The store is a narrow interface so another database could serve.
+Both have the same transaction model. One connection, used from the event loop's thread, with
+one open transaction that collects every write; `commit()` ends it, and reads see the writes not
+committed yet. The event hub commits every coalescing tick (a few tens of ms) and the engine
+commits at once where an outside effect follows (before a usage is recorded). Nothing is
+announced to a subscriber before the commit that stored it, so a crash can lose only what
+nobody has seen: at most the last tick's token deltas of in-flight turns, whose attempts are
+regenerated under a new attempt number. A failed commit keeps every write made since the last
+commit, and the next commit that succeeds commits them all (rows written again, such as a
+tick's events after a failed commit, are written over, never doubled). SQLite runs each write
+at once; PostgreSQL sends them later, together (see store_postgres.py), so there a write never
+fails on its own and a failure shows at the next read or commit. A PostgreSQL store that cannot
+reach its database raises `StoreUnavailable`.
+
+SQLite: WAL with synchronous=NORMAL survives a killed process (SIGKILL) without losing a commit;
+only a power cut could lose the last commits, which is the trade-off the event volume asks for.
+
+The rows, the statements (in "?" placeholders; `in_dialect` gives PostgreSQL's) and the page
+tokens are written once, here, and used by both stores; the schema, version by version, is
+`services.orchestrator.schema`, migrated when a store opens.
 """
 
 from __future__ import annotations
@@ -20,64 +32,25 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from decimal import Decimal
+from typing import Any, Protocol
 
 from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS debates (
-    debate_id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    config BLOB NOT NULL,
-    state INTEGER NOT NULL,
-    create_ns INTEGER NOT NULL,
-    update_ns INTEGER NOT NULL,
-    queue_ns INTEGER NOT NULL DEFAULT 0,
-    current_round INTEGER NOT NULL DEFAULT 0,
-    end_reason TEXT NOT NULL DEFAULT '',
-    cost_amount TEXT NOT NULL DEFAULT '',
-    cost BLOB,
-    verdict BLOB,
-    verdict_recorded INTEGER NOT NULL DEFAULT 0,
-    last_sequence INTEGER NOT NULL DEFAULT 0
-);
-CREATE UNIQUE INDEX IF NOT EXISTS debates_request ON debates(tenant, request_id) WHERE request_id != '';
-CREATE INDEX IF NOT EXISTS debates_list ON debates(tenant, create_ns DESC, debate_id DESC);
-CREATE INDEX IF NOT EXISTS debates_state ON debates(state);
-CREATE TABLE IF NOT EXISTS turns (
-    debate_id TEXT NOT NULL,
-    round INTEGER NOT NULL,
-    participant TEXT NOT NULL,
-    turn BLOB NOT NULL,
-    recorded INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (debate_id, round, participant)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS attempts (
-    debate_id TEXT NOT NULL,
-    round INTEGER NOT NULL,
-    participant TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    reservation_id TEXT NOT NULL DEFAULT '',
-    open INTEGER NOT NULL DEFAULT 1,
-    PRIMARY KEY (debate_id, round, participant, attempt)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS assessments (
-    debate_id TEXT NOT NULL,
-    round INTEGER NOT NULL,
-    assessment BLOB NOT NULL,
-    recorded INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (debate_id, round)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    debate_id TEXT NOT NULL,
-    sequence INTEGER NOT NULL,
-    event BLOB NOT NULL,
-    PRIMARY KEY (debate_id, sequence)
-) WITHOUT ROWID;
-"""
+from services.common.errors import Unavailable
+from services.common.migrations import Dialect, migrate, sqlite_execute
+from services.common.money import format_amount
+from services.orchestrator.schema import COMPONENT, MIGRATIONS
+
+
+class StoreUnavailable(Unavailable):
+    """The store could not write or commit; everything pending is kept and committed by a later
+    commit (the ticker's, within `coalesce_s`), so the caller may retry."""
+
+    reason = "STORE_UNAVAILABLE"
 
 
 @dataclass(slots=True)
@@ -92,26 +65,122 @@ class DebateRow:
     queue_ns: int
     current_round: int
     end_reason: str
-    cost_amount: str
+    cost_amount: str  # the debate's running total in USD, a decimal string ('' before anything was spent)
     cost: bytes | None
     verdict: bytes | None
     verdict_recorded: bool
     last_sequence: int
 
 
-_INSERT_COLUMNS = (
+INSERT_COLUMNS = (
     "debate_id, tenant, request_id, config, state, create_ns, update_ns, queue_ns, current_round, "
     "end_reason, cost_amount, cost, verdict, verdict_recorded, last_sequence"
 )
 # The last sequence is read from the events' primary key (one index probe) rather than kept in
 # the debate's row, so storing a tick's events touches no other table.
-_DEBATE_COLUMNS = _INSERT_COLUMNS.replace(
+DEBATE_COLUMNS = INSERT_COLUMNS.replace(
     "last_sequence", "COALESCE((SELECT MAX(sequence) FROM events e WHERE e.debate_id = debates.debate_id), 0)"
 )
 
+# -- the statements both stores run, with "?" placeholders (see in_dialect) ---------------------
+# A debate whose id or (tenant, request_id) is taken is not inserted (insert_debate reads the one stored).
+INSERT_DEBATE = f"INSERT INTO debates ({INSERT_COLUMNS}) VALUES ({', '.join('?' * 15)}) ON CONFLICT DO NOTHING"
+GET_DEBATE = f"SELECT {DEBATE_COLUMNS} FROM debates WHERE debate_id = ?"
+FIND_BY_REQUEST = f"SELECT {DEBATE_COLUMNS} FROM debates WHERE tenant = ? AND request_id = ?"
+PUT_TURN = (
+    "INSERT INTO turns (debate_id, round, participant, turn, recorded) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (debate_id, round, participant) DO UPDATE SET turn = excluded.turn, recorded = excluded.recorded"
+)
+TURNS = "SELECT turn, recorded FROM turns WHERE debate_id = ? ORDER BY round"
+OPEN_ATTEMPT = (
+    "INSERT INTO attempts (debate_id, round, participant, attempt, reservation_id, open) VALUES (?, ?, ?, ?, ?, TRUE) "
+    "ON CONFLICT (debate_id, round, participant, attempt) DO UPDATE SET reservation_id = excluded.reservation_id, "
+    "open = TRUE"
+)
+CLOSE_ATTEMPT = "UPDATE attempts SET open = FALSE WHERE debate_id = ? AND round = ? AND participant = ? AND attempt = ?"
+LAST_ATTEMPTS = "SELECT round, participant, MAX(attempt) FROM attempts WHERE debate_id = ? GROUP BY round, participant"
+OPEN_ATTEMPTS = "SELECT round, participant, attempt, reservation_id FROM attempts WHERE debate_id = ? AND open = TRUE"
+PUT_ASSESSMENT = (
+    "INSERT INTO assessments (debate_id, round, assessment, recorded) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (debate_id, round) DO UPDATE SET assessment = excluded.assessment, recorded = excluded.recorded"
+)
+ASSESSMENTS = "SELECT assessment, recorded FROM assessments WHERE debate_id = ? ORDER BY round"
+# A row already written (the same events again, after a write or commit that failed) is written over.
+WRITE_EVENTS = (
+    "INSERT INTO events (debate_id, sequence, event) VALUES (?, ?, ?) "
+    "ON CONFLICT (debate_id, sequence) DO UPDATE SET event = excluded.event"
+)
+READ_EVENTS = (
+    "SELECT sequence, event FROM events WHERE debate_id = ? AND sequence > ? AND sequence <= ? "
+    "ORDER BY sequence LIMIT ?"
+)
+LAST_SEQUENCE = "SELECT MAX(sequence) FROM events WHERE debate_id = ?"
 
-def _debate(row: tuple[Any, ...]) -> DebateRow:
-    """A row of `_DEBATE_COLUMNS`, in that order."""
+
+def in_dialect(statement: str, dialect: Dialect) -> str:
+    """`statement` (written with "?" placeholders, and no "?" or "%" otherwise) in the dialect's placeholder."""
+    return statement if dialect is Dialect.SQLITE else statement.replace("?", dialect.param)
+
+
+def update_debate_sql(names: Sequence[str]) -> str:
+    """UPDATE debates SET name = ?, ... WHERE debate_id = ? (the names are DebateRow fields, never input)."""
+    return f"UPDATE debates SET {', '.join(f'{name} = ?' for name in names)} WHERE debate_id = ?"
+
+
+def debates_in_states_sql(count: int) -> str:
+    """The debates in any of `count` states, oldest in the queue first."""
+    marks = ", ".join("?" * count)
+    return f"SELECT {DEBATE_COLUMNS} FROM debates WHERE state IN ({marks}) ORDER BY queue_ns, create_ns"
+
+
+def list_debates_sql(tenant: str, state: int, after: tuple[int, str] | None, limit: int) -> tuple[str, list[Any]]:
+    """A page of a tenant's debates, newest first (`state` 0: any), after the (create_ns, debate_id)
+    of the last one of the previous page: the statement and its parameters."""
+    sql = f"SELECT {DEBATE_COLUMNS} FROM debates WHERE tenant = ?"
+    args: list[Any] = [tenant]
+    if state:
+        sql += " AND state = ?"
+        args.append(state)
+    if after is not None:
+        sql += " AND (create_ns < ? OR (create_ns = ? AND debate_id < ?))"
+        args += [after[0], after[0], after[1]]
+    sql += " ORDER BY create_ns DESC, debate_id DESC LIMIT ?"
+    args.append(limit)
+    return sql, args
+
+
+def amount_text(value: str | Decimal | None) -> str:
+    """A stored amount as DebateRow carries it, the same from either database: TEXT from SQLite or
+    NUMERIC from PostgreSQL in plain notation without trailing zeros ("0.0105"), and '' (SQLite)
+    or NULL (PostgreSQL), nothing spent yet, as ''."""
+    if value is None or value == "":
+        return ""
+    return format_amount(Decimal(value))
+
+
+def debate_values(row: DebateRow, amount: object) -> tuple[object, ...]:
+    """The parameters of INSERT_DEBATE for `row`, its cost_amount stored as `amount`."""
+    return (
+        row.debate_id,
+        row.tenant,
+        row.request_id,
+        row.config.SerializeToString(),
+        row.state,
+        row.create_ns,
+        row.update_ns,
+        row.queue_ns,
+        row.current_round,
+        row.end_reason,
+        amount,
+        row.cost,
+        row.verdict,
+        row.verdict_recorded,
+        row.last_sequence,
+    )
+
+
+def debate_row(row: Sequence[Any]) -> DebateRow:
+    """A row of `DEBATE_COLUMNS`, in that order, from either database."""
     (
         debate_id,
         tenant,
@@ -140,7 +209,7 @@ def _debate(row: tuple[Any, ...]) -> DebateRow:
         queue_ns=queue_ns,
         current_round=current_round,
         end_reason=end_reason,
-        cost_amount=cost_amount,
+        cost_amount=amount_text(cost_amount),
         cost=cost,
         verdict=verdict,
         verdict_recorded=bool(verdict_recorded),
@@ -162,7 +231,134 @@ def decode_page_token(token: str) -> tuple[int, str, int]:
     return create_ns, debate_id, state
 
 
-class Store:
+class Store(Protocol):
+    """What the engine and the event hub need of the database (see the module docstring). Used
+    from one thread, the event loop's. Writes join the open transaction; reads see them before
+    they are committed."""
+
+    commits: int  # transactions committed so far
+
+    # -- transactions
+    def commit(self) -> None:
+        """Commits every write made since the last commit (nothing when there is none). Raises
+        StoreUnavailable when the database cannot be reached (SQLite: sqlite3.Error); the writes
+        are kept for the next commit."""
+
+    def close(self) -> None:
+        """Commits, then closes the connection."""
+
+    # -- debates
+    def insert_debate(self, row: DebateRow) -> DebateRow:
+        """Stores a new debate and returns the stored row: `row`, or the debate stored earlier
+        under the same tenant and request_id (then `row` is not stored)."""
+        self._write(row.debate_id, INSERT_DEBATE, debate_values(row, self._amount(row.cost_amount)))
+        if row.request_id:
+            stored = self.find_by_request(row.tenant, row.request_id)
+            assert stored is not None  # inserted now, or the one that was there
+            return stored
+        return row
+
+    def get_debate(self, debate_id: str) -> DebateRow | None:
+        rows = self._read(GET_DEBATE, (debate_id,))
+        return debate_row(rows[0]) if rows else None
+
+    def existing_debate(self, debate_id: str) -> DebateRow:
+        """A debate known to be stored (debates are never deleted); KeyError if it is not."""
+        row = self.get_debate(debate_id)
+        if row is None:
+            raise KeyError(debate_id)
+        return row
+
+    def find_by_request(self, tenant: str, request_id: str) -> DebateRow | None:
+        rows = self._read(FIND_BY_REQUEST, (tenant, request_id))
+        return debate_row(rows[0]) if rows else None
+
+    def update_debate(self, debate_id: str, **fields: Any) -> None:
+        """Sets DebateRow fields of a debate (update_ns: now, unless given)."""
+        fields.setdefault("update_ns", time.time_ns())
+        if "verdict_recorded" in fields:
+            fields["verdict_recorded"] = bool(fields["verdict_recorded"])
+        if "cost_amount" in fields:
+            fields["cost_amount"] = self._amount(fields["cost_amount"])
+        self._write(debate_id, update_debate_sql(list(fields)), (*fields.values(), debate_id))
+
+    def debates_in_states(self, states: tuple[int, ...]) -> list[DebateRow]:
+        """The debates in any of `states`, oldest in the queue first."""
+        return [debate_row(r) for r in self._read(debates_in_states_sql(len(states)), states)]
+
+    def list_debates(self, tenant: str, state: int, after: tuple[int, str] | None, limit: int) -> list[DebateRow]:
+        """Up to `limit` of a tenant's debates, newest first (`state` 0: any), after (create_ns,
+        debate_id) of the previous page's last."""
+        sql, args = list_debates_sql(tenant, state, after, limit)
+        return [debate_row(r) for r in self._read(sql, args)]
+
+    # -- turns, attempts, assessments
+    def put_turn(self, debate_id: str, turn: common_pb2.Turn, recorded: bool) -> None:
+        """A completed turn; `recorded` once accounting has confirmed its usage."""
+        values = (debate_id, turn.round_number, turn.participant, turn.SerializeToString(), recorded)
+        self._write(debate_id, PUT_TURN, values)
+
+    def turns(self, debate_id: str) -> list[tuple[common_pb2.Turn, bool]]:
+        return [(common_pb2.Turn.FromString(t), bool(r)) for t, r in self._read(TURNS, (debate_id,))]
+
+    def open_attempt(
+        self, debate_id: str, round_number: int, participant: str, attempt: int, reservation_id: str
+    ) -> None:
+        self._write(debate_id, OPEN_ATTEMPT, (debate_id, round_number, participant, attempt, reservation_id))
+
+    def close_attempt(self, debate_id: str, round_number: int, participant: str, attempt: int) -> None:
+        self._write(debate_id, CLOSE_ATTEMPT, (debate_id, round_number, participant, attempt))
+
+    def last_attempts(self, debate_id: str) -> dict[tuple[int, str], int]:
+        """The last attempt number of each (round, participant) of the debate."""
+        return {(r, p): a for r, p, a in self._read(LAST_ATTEMPTS, (debate_id,))}
+
+    def open_attempts(self, debate_id: str) -> list[tuple[int, str, int, str]]:
+        """(round, participant, attempt, reservation_id) of the debate's attempts still open."""
+        return [(r, p, a, res) for r, p, a, res in self._read(OPEN_ATTEMPTS, (debate_id,))]
+
+    def put_assessment(self, debate_id: str, assessment: common_pb2.RoundAssessment, recorded: bool) -> None:
+        values = (debate_id, assessment.round_number, assessment.SerializeToString(), recorded)
+        self._write(debate_id, PUT_ASSESSMENT, values)
+
+    def assessments(self, debate_id: str) -> list[tuple[common_pb2.RoundAssessment, bool]]:
+        rows = self._read(ASSESSMENTS, (debate_id,))
+        return [(common_pb2.RoundAssessment.FromString(a), bool(r)) for a, r in rows]
+
+    # -- events
+    def add_events(self, rows: list[tuple[str, int, bytes]]) -> None:
+        """(debate_id, sequence, event bytes) rows, of any debates, written together. A row
+        already written (the same events again, after a write or commit that failed) is
+        written over, never doubled."""
+
+    def read_events(self, debate_id: str, after_sequence: int, up_to: int, limit: int) -> list[tuple[int, bytes]]:
+        """Events after_sequence < sequence <= up_to, in order, at most `limit` (the caller passes
+        the committed watermark: reads also see writes not committed yet)."""
+        return [(s, e) for s, e in self._read(READ_EVENTS, (debate_id, after_sequence, up_to, limit))]
+
+    def last_sequence(self, debate_id: str) -> int:
+        rows = self._read(LAST_SEQUENCE, (debate_id,))
+        return int(rows[0][0] or 0) if rows else 0
+
+    # -- what each backend provides: one write joining the open transaction, one read
+    def _write(self, debate_id: str, statement: str, params: Sequence[object]) -> None:
+        """Runs a write of one debate's (a statement in "?" placeholders) in the open transaction,
+        opened first. Every write names its debate, as add_events' rows do: where a fencing
+        token (the debate's lease epoch) will be checked."""
+
+    def _read(self, statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """The rows of a read (a statement in "?" placeholders), which sees the uncommitted writes."""
+
+    def _amount(self, text: str) -> object:
+        """How an amount DebateRow carries as a decimal string ('' for none) is stored (read back
+        by `amount_text`)."""
+
+
+class SqliteStore(Store):
+    """The store in one SQLite file (":memory:" for none). Creates the file and its folder, and
+    migrates the schema (a file made before schema_migrations existed is adopted as version 1):
+    SchemaTooNew if a newer release migrated it."""
+
     def __init__(self, path: str):
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -171,8 +367,19 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=OFF")
-        self.db.executescript(SCHEMA)
+        self._migrate()
         self.commits = 0
+
+    def _migrate(self) -> None:
+        db = self._tx()
+        try:
+            made_before = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'debates'").fetchone()
+            migrate(sqlite_execute(db), Dialect.SQLITE, COMPONENT, MIGRATIONS, adopted=1 if made_before else 0)
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     # -- transactions -----------------------------------------------------------------
     # The connection's own flag says whether a transaction is open, so a COMMIT that failed
@@ -194,143 +401,14 @@ class Store:
         finally:
             self.db.close()
 
-    # -- debates --------------------------------------------------------------------------
-    def insert_debate(self, row: DebateRow) -> None:
-        self._tx().execute(
-            f"INSERT INTO debates ({_INSERT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                row.debate_id,
-                row.tenant,
-                row.request_id,
-                row.config.SerializeToString(),
-                row.state,
-                row.create_ns,
-                row.update_ns,
-                row.queue_ns,
-                row.current_round,
-                row.end_reason,
-                row.cost_amount,
-                row.cost,
-                row.verdict,
-                int(row.verdict_recorded),
-                row.last_sequence,
-            ),
-        )
+    def _write(self, debate_id: str, statement: str, params: Sequence[object]) -> None:
+        self._tx().execute(statement, params)
 
-    def get_debate(self, debate_id: str) -> DebateRow | None:
-        row = self.db.execute(f"SELECT {_DEBATE_COLUMNS} FROM debates WHERE debate_id=?", (debate_id,)).fetchone()
-        return _debate(row) if row else None
+    def _read(self, statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        return self.db.execute(statement, params).fetchall()
 
-    def existing_debate(self, debate_id: str) -> DebateRow:
-        """A debate known to be stored (debates are never deleted); KeyError if it is not."""
-        row = self.get_debate(debate_id)
-        if row is None:
-            raise KeyError(debate_id)
-        return row
+    def _amount(self, text: str) -> object:
+        return text  # TEXT
 
-    def find_by_request(self, tenant: str, request_id: str) -> DebateRow | None:
-        row = self.db.execute(
-            f"SELECT {_DEBATE_COLUMNS} FROM debates WHERE tenant=? AND request_id=?", (tenant, request_id)
-        ).fetchone()
-        return _debate(row) if row else None
-
-    def update_debate(self, debate_id: str, **fields: Any) -> None:
-        fields.setdefault("update_ns", time.time_ns())
-        if "verdict_recorded" in fields:
-            fields["verdict_recorded"] = int(fields["verdict_recorded"])
-        assignments = ", ".join(f"{name}=?" for name in fields)
-        self._tx().execute(f"UPDATE debates SET {assignments} WHERE debate_id=?", (*fields.values(), debate_id))
-
-    def debates_in_states(self, states: tuple[int, ...]) -> list[DebateRow]:
-        marks = ",".join("?" * len(states))
-        rows = self.db.execute(
-            f"SELECT {_DEBATE_COLUMNS} FROM debates WHERE state IN ({marks}) ORDER BY queue_ns, create_ns", states
-        ).fetchall()
-        return [_debate(r) for r in rows]
-
-    def list_debates(self, tenant: str, state: int, after: tuple[int, str] | None, limit: int) -> list[DebateRow]:
-        sql = f"SELECT {_DEBATE_COLUMNS} FROM debates WHERE tenant=?"
-        args: list[Any] = [tenant]
-        if state:
-            sql += " AND state=?"
-            args.append(state)
-        if after is not None:
-            sql += " AND (create_ns < ? OR (create_ns = ? AND debate_id < ?))"
-            args += [after[0], after[0], after[1]]
-        sql += " ORDER BY create_ns DESC, debate_id DESC LIMIT ?"
-        args.append(limit)
-        return [_debate(r) for r in self.db.execute(sql, args).fetchall()]
-
-    # -- turns, attempts, assessments ---------------------------------------------------
-    def put_turn(self, debate_id: str, turn: common_pb2.Turn, recorded: bool) -> None:
-        """A completed turn; `recorded` once accounting has confirmed its usage."""
-        self._tx().execute(
-            "INSERT OR REPLACE INTO turns (debate_id, round, participant, turn, recorded) VALUES (?,?,?,?,?)",
-            (debate_id, turn.round_number, turn.participant, turn.SerializeToString(), int(recorded)),
-        )
-
-    def turns(self, debate_id: str) -> list[tuple[common_pb2.Turn, bool]]:
-        rows = self.db.execute(
-            "SELECT turn, recorded FROM turns WHERE debate_id=? ORDER BY round", (debate_id,)
-        ).fetchall()
-        return [(common_pb2.Turn.FromString(r[0]), bool(r[1])) for r in rows]
-
-    def open_attempt(
-        self, debate_id: str, round_number: int, participant: str, attempt: int, reservation_id: str
-    ) -> None:
-        self._tx().execute(
-            "INSERT OR REPLACE INTO attempts (debate_id, round, participant, attempt, reservation_id, open)"
-            " VALUES (?,?,?,?,?,1)",
-            (debate_id, round_number, participant, attempt, reservation_id),
-        )
-
-    def close_attempt(self, debate_id: str, round_number: int, participant: str, attempt: int) -> None:
-        self._tx().execute(
-            "UPDATE attempts SET open=0 WHERE debate_id=? AND round=? AND participant=? AND attempt=?",
-            (debate_id, round_number, participant, attempt),
-        )
-
-    def last_attempts(self, debate_id: str) -> dict[tuple[int, str], int]:
-        rows = self.db.execute(
-            "SELECT round, participant, MAX(attempt) FROM attempts WHERE debate_id=? GROUP BY round, participant",
-            (debate_id,),
-        ).fetchall()
-        return {(r[0], r[1]): r[2] for r in rows}
-
-    def open_attempts(self, debate_id: str) -> list[tuple[int, str, int, str]]:
-        return self.db.execute(
-            "SELECT round, participant, attempt, reservation_id FROM attempts WHERE debate_id=? AND open=1",
-            (debate_id,),
-        ).fetchall()
-
-    def put_assessment(self, debate_id: str, assessment: common_pb2.RoundAssessment, recorded: bool) -> None:
-        self._tx().execute(
-            "INSERT OR REPLACE INTO assessments (debate_id, round, assessment, recorded) VALUES (?,?,?,?)",
-            (debate_id, assessment.round_number, assessment.SerializeToString(), int(recorded)),
-        )
-
-    def assessments(self, debate_id: str) -> list[tuple[common_pb2.RoundAssessment, bool]]:
-        rows = self.db.execute(
-            "SELECT assessment, recorded FROM assessments WHERE debate_id=? ORDER BY round", (debate_id,)
-        ).fetchall()
-        return [(common_pb2.RoundAssessment.FromString(r[0]), bool(r[1])) for r in rows]
-
-    # -- events -------------------------------------------------------------------------
     def add_events(self, rows: list[tuple[str, int, bytes]]) -> None:
-        """(debate_id, sequence, event bytes) rows, of any debates, in one statement. A row
-        already written (the same events again, after a write or commit that failed) is
-        written over, never doubled."""
-        self._tx().executemany("INSERT OR REPLACE INTO events (debate_id, sequence, event) VALUES (?,?,?)", rows)
-
-    def read_events(self, debate_id: str, after_sequence: int, up_to: int, limit: int) -> list[tuple[int, bytes]]:
-        """Events after_sequence < sequence <= up_to (the caller passes the committed watermark:
-        this connection also sees its own uncommitted writes)."""
-        return self.db.execute(
-            "SELECT sequence, event FROM events WHERE debate_id=? AND sequence>? AND sequence<=? ORDER BY sequence"
-            " LIMIT ?",
-            (debate_id, after_sequence, up_to, limit),
-        ).fetchall()
-
-    def last_sequence(self, debate_id: str) -> int:
-        row = self.db.execute("SELECT MAX(sequence) FROM events WHERE debate_id=?", (debate_id,)).fetchone()
-        return row[0] or 0
+        self._tx().executemany(WRITE_EVENTS, rows)

@@ -1,6 +1,7 @@
 """The orchestrator's public API over a real gRPC channel, with in-process judge, accounting
 and model stand-ins (tests/support/orchestrator_fakes.py): validation, lifecycle, events,
-queueing, cancel, budget, paging. The full suite with the real services is in
+queueing, cancel, budget, paging. Every test runs on both stores, SQLite and PostgreSQL (the
+orchestrator_backend fixture). The full suite with the real services is in
 test_orchestrator_suite.py."""
 
 from __future__ import annotations
@@ -67,11 +68,11 @@ class Harness:
 
 
 @pytest.fixture
-async def orchestrator(tmp_path, request):
+async def orchestrator(orchestrator_backend, request):
     options = dict(getattr(request, "param", {}))
     llm = options.pop("llm", None) or ScriptedLLM(chunks=12)
     accounting, judge = MemoryAccounting(), MemoryJudge()
-    settings = OrchestratorSettings(port=0, data_dir=str(tmp_path), **options)
+    settings = OrchestratorSettings(port=0, **orchestrator_backend.settings(), **options)
     service = await build_service(settings, llm=llm, judge=judge, accounting=accounting)
     port = await service.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -345,7 +346,7 @@ async def test_another_tenant_can_neither_see_stream_nor_cancel_a_debate(orchest
     assert len((await stub.ListDebates(pb.ListDebatesRequest(), metadata=alice)).debates) == 1
 
 
-async def test_restart_records_a_stored_turn_without_generating_it_again(tmp_path):
+async def test_restart_records_a_stored_turn_without_generating_it_again(orchestrator_backend):
     """The orchestrator stops after a turn was stored but before its usage was recorded; the next
     process records it under the same key and never asks the model for that turn again."""
     accounting, judge = MemoryAccounting(), MemoryJudge()
@@ -359,7 +360,7 @@ async def test_restart_records_a_stored_turn_without_generating_it_again(tmp_pat
         return await record(request)
 
     accounting.record_usage = hang_on_round_two
-    settings = OrchestratorSettings(port=0, data_dir=str(tmp_path))
+    settings = OrchestratorSettings(port=0, **orchestrator_backend.settings())
     first = await build_service(settings, llm=ScriptedLLM(chunks=8), judge=judge, accounting=accounting)
     await first.start()
     row = first.engine.create("default", config(n=2, rounds=3), "")

@@ -1,7 +1,9 @@
 """The suite's three services as separate processes that a test can SIGKILL and restart one by one.
 
 Built on the launcher's own process specs (ports, environment) and health polling; each
-service keeps its port across restarts so the others' channels reconnect to it.
+service keeps its port across restarts so the others' channels reconnect to it. With a
+`database_url`, the orchestrator and accounting keep their state in that PostgreSQL database
+(DATABASE_URL) instead of SQLite files in `data_dir`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import psycopg
+
 from services.gateway import GatewayConfig
 from services.launcher import SuiteConfig
 from services.supervisor import ProcessSpec, wait_serving
@@ -19,15 +23,19 @@ from tests.helpers import free_port
 
 
 class KillableSuite:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, *, log_level: str = "INFO"):
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, *, log_level: str = "INFO", database_url: str = ""
+    ):
         self.data_dir = Path(data_dir)
+        self.database_url = database_url
+        env = {**(env or {}), **({"DATABASE_URL": database_url} if database_url else {})}
         self.config = SuiteConfig(
             orchestrator_port=free_port(),
             judge_port=free_port(),
             accounting_port=free_port(),
             data_dir=str(self.data_dir),
             log_level=log_level,
-            extra_env=dict(env or {}),
+            extra_env=env,
             gateway=GatewayConfig(enabled=False),
         )
         self.specs: dict[str, ProcessSpec] = {s.name: s for s in self.config.process_specs()}
@@ -111,7 +119,11 @@ class KillableSuite:
         raise LookupError(f"no SQLite file has a table {table!r}")
 
     def query(self, table: str, sql: str, params: tuple = ()) -> list[tuple]:
-        """A read-only query on the services' SQLite file that has `table`."""
+        """A read-only query ("?" placeholders) on the services' PostgreSQL database, or on their
+        SQLite file that has `table`."""
+        if self.database_url:
+            with psycopg.connect(self.database_url, autocommit=True) as db:
+                return db.execute(sql.replace("?", "%s"), params).fetchall()
         path = self.file_with_table(table)
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:

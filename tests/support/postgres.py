@@ -8,7 +8,7 @@ in CI and here: then every server command runs as the `postgres` system user tha
 creates (`runuser -u postgres --`), and the temporary directory is handed to that user. As any
 other user the commands run as that user.
 
-The server is tuned for tests, never for data to keep: fsync, synchronous_commit and
+The server is tuned for tests (TEST_OPTIONS), never for data to keep: fsync, synchronous_commit and
 full_page_writes are off (a crash of the machine may lose the last commits; a crash of a
 client or of the server process loses nothing committed), trust authentication on 127.0.0.1
 only, no Unix socket.
@@ -37,10 +37,9 @@ PG_ROOT = Path("/usr/lib/postgresql")
 PREFERRED_MAJOR = "15"  # Debian bookworm's; any other installed major serves as well
 SERVER_USER = "postgres"  # the system user Debian's package creates, and the database superuser
 START_ATTEMPTS = 3  # a free port can be taken between our probe and the server's bind
-TEST_OPTIONS = (
-    "-c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-)
+SERVER_OPTIONS = "-c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=200"
+TEST_OPTIONS = f"{SERVER_OPTIONS} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+DURABLE_OPTIONS = SERVER_OPTIONS  # fsync and synchronous_commit on, as a production server runs (benchmarks)
 
 
 class PostgresMissing(RuntimeError):
@@ -68,10 +67,12 @@ class PostgresServer:
 
     `start()` runs initdb and pg_ctl start (waiting until it accepts connections); `stop()`
     stops it at once (pg_ctl stop -m immediate) and removes the directory. Databases are made
-    and dropped through the `postgres` superuser, with trust authentication."""
+    and dropped through the `postgres` superuser, with trust authentication. `options` are the
+    server's: TEST_OPTIONS (no durability, the tests') or DURABLE_OPTIONS (the benchmarks')."""
 
-    def __init__(self, bindir: Path | None = None):
+    def __init__(self, bindir: Path | None = None, options: str = TEST_OPTIONS):
         self.bindir = bindir or find_bindir()
+        self.options = options
         self.root: Path | None = None
         self.port = 0
         self._names = itertools.count(1)
@@ -122,7 +123,7 @@ class PostgresServer:
         for attempt in range(1, START_ATTEMPTS + 1):
             self.port = free_port()
             try:
-                self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.logfile), "-o", f"-p {self.port} {TEST_OPTIONS}")
+                self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.logfile), "-o", f"-p {self.port} {self.options}")
                 break
             except RuntimeError as failed:
                 if attempt == START_ATTEMPTS:

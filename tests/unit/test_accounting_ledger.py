@@ -9,7 +9,6 @@ import asyncio
 import threading
 from decimal import Decimal
 
-import psycopg
 import pytest
 from pydantic import ValidationError
 
@@ -27,6 +26,7 @@ from services.accounting.store_postgres import PostgresLedgerStore
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.pricing import ModelNotPriced, PriceBook
 from services.common.usage import Usage
+from tests.support.backends import terminate_connections
 
 SONNET = "claude-3-5-sonnet-20241022"
 OPUS = "claude-3-opus-20240229"
@@ -339,12 +339,7 @@ async def test_a_lost_postgresql_connection_is_unavailable_then_the_next_call_re
     acc = Accounting(prices, PostgresLedgerStore(postgres_url))
     try:
         await acc.record_usage(**usage_call("u1"))
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            ended = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchall()
-        assert ended == [(True,)]
+        assert terminate_connections(postgres_url) == 1
         with pytest.raises(Unavailable) as lost:
             await acc.record_usage(**usage_call("u2"))
         assert lost.value.reason == "LEDGER_UNAVAILABLE"

@@ -27,22 +27,8 @@ V1_ROW = (
 
 
 def describe(backend: LedgerBackend) -> dict[str, object]:
-    """The ledger's tables (columns: name, type, nullability, default), indexes and recorded
-    versions, read from the database's catalogue."""
-    if backend.url:
-        columns = backend.query(
-            "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns "
-            "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
-        )
-        indexes = backend.query("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1")
-    else:
-        tables = [t for (t,) in backend.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        columns = [(table, *column[1:5]) for table in tables for column in backend.query(f"PRAGMA table_info({table})")]
-        indexes = backend.query("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' ORDER BY name")
-    versions = backend.query(
-        "SELECT version, name FROM schema_migrations WHERE component = ? ORDER BY version", (COMPONENT,)
-    )
-    return {"columns": columns, "indexes": indexes, "versions": versions}
+    """The ledger's tables, indexes and recorded versions (Backend.describe)."""
+    return backend.describe(COMPONENT)
 
 
 def test_a_new_ledger_gets_every_version_and_a_second_start_changes_nothing(ledger_backend):

@@ -1,5 +1,6 @@
 """Domain code of the orchestrator as plain Python: config validation, the sliding window, the
-scheduler, the event hub (resume, slow subscribers, heartbeats) and tenant isolation."""
+scheduler, the event hub (resume, slow subscribers, heartbeats) and tenant isolation. What
+touches the store runs on SQLite and on PostgreSQL (the orchestrator_backend fixture)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import Store, decode_page_token, encode_page_token
 from services.orchestrator.transport import FRAMING
 from tests.support.orchestrator_fakes import MemoryAccounting, MemoryJudge, ScriptedLLM
+from tests.support.orchestrator_stores import OrchestratorBackend
 
 SETTINGS = OrchestratorSettings()
 
@@ -168,9 +170,9 @@ async def read(gen, n: int) -> list[pb.DebateEvent]:
     return out
 
 
-def hub_with_300_events(tmp_path) -> tuple[Store, EventHub]:
+def hub_with_300_events(backend: OrchestratorBackend) -> tuple[Store, EventHub]:
     """A debate log of 300 emitted, not yet flushed events: more than its memory tail of 64 holds."""
-    store = Store(str(tmp_path / "o.sqlite3"))
+    store = backend.open()
     hub = EventHub(store, framing=FRAMING, tail_events=64)
     hub.open_log("d1", 0).active = True
     for i in range(300):
@@ -178,8 +180,8 @@ def hub_with_300_events(tmp_path) -> tuple[Store, EventHub]:
     return store, hub
 
 
-async def test_events_become_visible_only_once_stored_and_resume_reads_the_store(tmp_path):
-    store, hub = hub_with_300_events(tmp_path)
+async def test_events_become_visible_only_once_stored_and_resume_reads_the_store(orchestrator_backend):
+    store, hub = hub_with_300_events(orchestrator_backend)
     assert hub.get("d1").durable == 0  # nothing announced before the commit
     hub.flush()
     assert store.last_sequence("d1") == 300 and hub.get("d1").base > 1
@@ -188,10 +190,10 @@ async def test_events_become_visible_only_once_stored_and_resume_reads_the_store
     assert events[0].token_delta.text == "t10 "
 
 
-async def test_token_text_is_coalesced_per_tick(tmp_path):
+async def test_token_text_is_coalesced_per_tick(orchestrator_backend):
     from services.orchestrator.events import DeltaBuffer
 
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING)
+    hub = EventHub(orchestrator_backend.open(), framing=FRAMING)
     buffer = DeltaBuffer("d1", 1, "ann", 1)
     for word in ("a ", "b ", "c "):
         hub.add_text(buffer, word)
@@ -200,8 +202,8 @@ async def test_token_text_is_coalesced_per_tick(tmp_path):
     assert events[0].token_delta.text == "a b c " and hub.get("d1").durable == 1
 
 
-async def test_slow_live_subscriber_is_cut_off_with_its_last_sequence_others_unaffected(tmp_path):
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING, max_lag=20, tail_events=1000)
+async def test_slow_live_subscriber_is_cut_off_with_its_last_sequence_others_unaffected(orchestrator_backend):
+    hub = EventHub(orchestrator_backend.open(), framing=FRAMING, max_lag=20, tail_events=1000)
     hub.open_log("d1", 0).active = True
     slow = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
     fast = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
@@ -223,8 +225,8 @@ async def test_slow_live_subscriber_is_cut_off_with_its_last_sequence_others_una
     assert caught.value.metadata["last_sequence"] == "1" and caught.value.reason == "SUBSCRIBER_TOO_SLOW"
 
 
-async def test_idle_subscriber_gets_heartbeats_with_its_last_sequence(tmp_path):
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING, coalesce_s=0.005, heartbeat_s=0.05)
+async def test_idle_subscriber_gets_heartbeats_with_its_last_sequence(orchestrator_backend):
+    hub = EventHub(orchestrator_backend.open(), framing=FRAMING, coalesce_s=0.005, heartbeat_s=0.05)
     hub.open_log("d1", 0).active = True
     hub.emit("d1", **delta("x"))
     hub.start()
@@ -249,8 +251,8 @@ async def read_batches(gen, n: int) -> list[list[pb.DebateEvent]]:
     return out
 
 
-async def test_batched_subscription_carries_the_same_events_in_far_fewer_responses(tmp_path):
-    _, hub = hub_with_300_events(tmp_path)  # the first ones only in the store, the last ones in the tail too
+async def test_batched_subscription_carries_the_same_events_in_far_fewer_responses(orchestrator_backend):
+    _, hub = hub_with_300_events(orchestrator_backend)  # the first ones only in the store, the last in the tail too
     hub.flush()
     single = await read(hub.subscribe("d1", 10, terminal=False, last_sequence=300), 290)
     batches = await read_batches(hub.subscribe("d1", 10, terminal=False, last_sequence=300, batch=True), 290)
@@ -259,10 +261,10 @@ async def test_batched_subscription_carries_the_same_events_in_far_fewer_respons
     assert len(batches) <= 4  # store pages of 256, then the tail in one
 
 
-async def test_a_batch_stops_growing_past_its_size_limit(tmp_path):
+async def test_a_batch_stops_growing_past_its_size_limit(orchestrator_backend):
     from services.orchestrator.debate_log import MAX_BATCH_BYTES
 
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING, tail_events=1000)
+    hub = EventHub(orchestrator_backend.open(), framing=FRAMING, tail_events=1000)
     hub.open_log("d1", 0).active = True
     text = "x" * 4000
     count = 3 * MAX_BATCH_BYTES // len(text)
@@ -275,8 +277,8 @@ async def test_a_batch_stops_growing_past_its_size_limit(tmp_path):
     assert all(sum(e.ByteSize() for e in batch[:-1]) < MAX_BATCH_BYTES for batch in batches)
 
 
-async def test_subscribers_woken_together_send_one_joined_batch(tmp_path):
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING)
+async def test_subscribers_woken_together_send_one_joined_batch(orchestrator_backend):
+    hub = EventHub(orchestrator_backend.open(), framing=FRAMING)
     hub.open_log("d1", 0).active = True
     subscribers = [hub.subscribe("d1", 0, terminal=False, last_sequence=0, batch=True) for _ in range(3)]
     pending = [asyncio.ensure_future(gen.__anext__()) for gen in subscribers]
@@ -293,8 +295,8 @@ async def test_subscribers_woken_together_send_one_joined_batch(tmp_path):
     assert [e.sequence for e in pb.StreamDebateEventsResponse.FromString(later[0]).events] == [6]
 
 
-async def test_batched_heartbeats_come_alone(tmp_path):
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING, coalesce_s=0.005, heartbeat_s=0.05)
+async def test_batched_heartbeats_come_alone(orchestrator_backend):
+    hub = EventHub(orchestrator_backend.open(), framing=FRAMING, coalesce_s=0.005, heartbeat_s=0.05)
     hub.open_log("d1", 0).active = True
     hub.emit("d1", **delta("x"))
     hub.start()
@@ -315,8 +317,8 @@ def test_page_tokens_round_trip_and_refuse_garbage():
 
 
 # -- tenants -------------------------------------------------------------------------------
-def test_another_tenant_sees_nothing(tmp_path):
-    store = Store(str(tmp_path / "o.sqlite3"))
+def test_another_tenant_sees_nothing(orchestrator_backend):
+    store = orchestrator_backend.open()
     engine = Engine(
         store,
         EventHub(store, framing=FRAMING),
@@ -335,10 +337,10 @@ def test_another_tenant_sees_nothing(tmp_path):
     assert engine.create("tenant-b", cfg(), "req").debate_id != row.debate_id  # request ids are per tenant
 
 
-async def test_subscribers_per_debate_are_bounded(tmp_path):
+async def test_subscribers_per_debate_are_bounded(orchestrator_backend):
     from services.common.errors import ResourceExhausted
 
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING, max_subscribers=1)
+    hub = EventHub(orchestrator_backend.open(), framing=FRAMING, max_subscribers=1)
     hub.open_log("d1", 0).active = True
     first = asyncio.ensure_future(hub.subscribe("d1", 0, terminal=False, last_sequence=0).__anext__())
     await asyncio.sleep(0)

@@ -2,7 +2,9 @@
 with the in-process stand-ins of orchestrator_fakes: a provider payload the engine cannot use
 fails that turn alone, with a TurnFailed of a stable reason and its usage settled; reasoning
 text is billed but never speech; every call the provider billed is a ledger row; and the event
-hub keeps one debate's fault, or a failed store commit, from reaching any other debate."""
+hub keeps one debate's fault, or a failed store commit, from reaching any other debate. The
+engine's cases run on SQLite and on PostgreSQL; the hub's failing-store cases use a SQLite store
+made to fail (a real lost PostgreSQL connection is test_orchestrator_store's)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from services.orchestrator.events import DeltaBuffer, EventHub, StoreUnavailable
 from services.orchestrator.run import S, turn_key
 from services.orchestrator.server import OrchestratorService, build_service
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.store import DebateRow, Store
+from services.orchestrator.store import DebateRow, SqliteStore, Store
 from services.orchestrator.transport import FRAMING
 from tests.support.orchestrator_fakes import EventScriptLLM, MemoryAccounting, MemoryJudge, speaker
 
@@ -84,11 +86,13 @@ class Rig:
 
 
 @pytest.fixture
-async def rig_factory(tmp_path):
+async def rig_factory(orchestrator_backend):
+    """Rigs on SQLite and on PostgreSQL (orchestrator_backend): one rig a test."""
     rigs: list[Rig] = []
 
     async def make(llm: EventScriptLLM) -> Rig:
-        settings = OrchestratorSettings(port=0, data_dir=str(tmp_path / str(len(rigs))), coalesce_ms=5)
+        assert not rigs, "one rig a test: they would share the test's PostgreSQL database"
+        settings = OrchestratorSettings(port=0, coalesce_ms=5, **orchestrator_backend.settings())
         accounting = MemoryAccounting()
         service = await build_service(settings, llm=llm, judge=MemoryJudge(), accounting=accounting)
         rigs.append(Rig(service, llm, accounting))
@@ -285,7 +289,7 @@ def stored(store: Store, debate_id: str) -> list[pb.DebateEvent]:
 
 
 async def test_the_hub_refuses_text_that_is_not_a_string_and_stays_usable(tmp_path):
-    hub = EventHub(Store(str(tmp_path / "o.sqlite3")), framing=FRAMING)
+    hub = EventHub(SqliteStore(str(tmp_path / "o.sqlite3")), framing=FRAMING)
     buffer = DeltaBuffer("d1", 1, "ann", 1)
     hub.add_text(buffer, "a ")
     for bad in ([{"type": "text", "text": " word"}], None, b"bytes"):
@@ -297,7 +301,7 @@ async def test_the_hub_refuses_text_that_is_not_a_string_and_stays_usable(tmp_pa
 
 
 async def test_text_that_cannot_become_an_event_fails_its_own_buffer_only(tmp_path, caplog):
-    store = Store(str(tmp_path / "o.sqlite3"))
+    store = SqliteStore(str(tmp_path / "o.sqlite3"))
     hub = EventHub(store, framing=FRAMING)
     bad, good = DeltaBuffer("d1", 1, "ann", 1), DeltaBuffer("d2", 1, "bo", 1)
     hub.emit("d1", round_started=pb.RoundStarted(round_number=1))
@@ -318,7 +322,7 @@ async def test_text_that_cannot_become_an_event_fails_its_own_buffer_only(tmp_pa
     assert hub.get("d1").durable == 1 and hub.get("d2").durable == 2
 
 
-class FlakyStore(Store):
+class FlakyStore(SqliteStore):
     """Fails `failures` times in `where` ("add_events": after writing its rows; "commit": before
     committing), with the errors SQLite gives for a full disk or a busy database."""
 

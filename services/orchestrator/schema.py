@@ -1,0 +1,138 @@
+"""The orchestrator's schema (debates, turns, attempts, assessments, the event log), version by
+version, in both dialects side by side.
+
+Applied at start by `services.common.migrations.migrate` (component "orchestrator"), by either
+store (services/orchestrator/store.py, store_postgres.py). A version means the same tables and
+columns on SQLite and PostgreSQL; only the types differ:
+
+- protobuf messages (`debates.config`, `cost`, `verdict`, `turns.turn`, `assessments.assessment`,
+  `events.event`): BLOB in SQLite, BYTEA in PostgreSQL;
+- `debates.cost_amount`, the debate's running total in USD: an exact decimal string (TEXT, ''
+  before anything was spent) in SQLite; NUMERIC (NULL before anything was spent) in PostgreSQL.
+  Both stores read it back as the same string (`store.amount_text`);
+- nanosecond times and sequences: INTEGER in SQLite (64-bit), BIGINT in PostgreSQL;
+- flags (`verdict_recorded`, `recorded`, `open`): 0/1 in SQLite, BOOLEAN in PostgreSQL.
+
+`debates.last_sequence` is kept for the version's shape but never read: the last sequence is
+read from the events' primary key (see `store.DEBATE_COLUMNS`).
+
+Version 1 is the schema the SQLite store created with `CREATE TABLE IF NOT EXISTS` before
+`schema_migrations` existed; a SQLite file made then (it has a `debates` table and no record)
+is adopted as version 1 (`SqliteStore`). A new version is appended here, never edited in place
+once released: a database records which versions it has.
+"""
+
+from __future__ import annotations
+
+from services.common.migrations import Migration, latest_version
+
+COMPONENT = "orchestrator"
+
+_SQLITE_V1 = (
+    """CREATE TABLE debates (
+    debate_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    config BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    create_ns INTEGER NOT NULL,
+    update_ns INTEGER NOT NULL,
+    queue_ns INTEGER NOT NULL DEFAULT 0,
+    current_round INTEGER NOT NULL DEFAULT 0,
+    end_reason TEXT NOT NULL DEFAULT '',
+    cost_amount TEXT NOT NULL DEFAULT '',
+    cost BLOB,
+    verdict BLOB,
+    verdict_recorded INTEGER NOT NULL DEFAULT 0,
+    last_sequence INTEGER NOT NULL DEFAULT 0
+)""",
+    "CREATE UNIQUE INDEX debates_request ON debates(tenant, request_id) WHERE request_id != ''",
+    "CREATE INDEX debates_list ON debates(tenant, create_ns DESC, debate_id DESC)",
+    "CREATE INDEX debates_state ON debates(state)",
+    """CREATE TABLE turns (
+    debate_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    participant TEXT NOT NULL,
+    turn BLOB NOT NULL,
+    recorded INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (debate_id, round, participant)
+) WITHOUT ROWID""",
+    """CREATE TABLE attempts (
+    debate_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    participant TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    reservation_id TEXT NOT NULL DEFAULT '',
+    open INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (debate_id, round, participant, attempt)
+) WITHOUT ROWID""",
+    """CREATE TABLE assessments (
+    debate_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    assessment BLOB NOT NULL,
+    recorded INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (debate_id, round)
+) WITHOUT ROWID""",
+    """CREATE TABLE events (
+    debate_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    PRIMARY KEY (debate_id, sequence)
+) WITHOUT ROWID""",
+)
+
+_POSTGRES_V1 = (
+    """CREATE TABLE debates (
+    debate_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    config BYTEA NOT NULL,
+    state INTEGER NOT NULL,
+    create_ns BIGINT NOT NULL,
+    update_ns BIGINT NOT NULL,
+    queue_ns BIGINT NOT NULL DEFAULT 0,
+    current_round INTEGER NOT NULL DEFAULT 0,
+    end_reason TEXT NOT NULL DEFAULT '',
+    cost_amount NUMERIC,
+    cost BYTEA,
+    verdict BYTEA,
+    verdict_recorded BOOLEAN NOT NULL DEFAULT FALSE,
+    last_sequence BIGINT NOT NULL DEFAULT 0
+)""",
+    "CREATE UNIQUE INDEX debates_request ON debates (tenant, request_id) WHERE request_id <> ''",
+    "CREATE INDEX debates_list ON debates (tenant, create_ns DESC, debate_id DESC)",
+    "CREATE INDEX debates_state ON debates (state)",
+    """CREATE TABLE turns (
+    debate_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    participant TEXT NOT NULL,
+    turn BYTEA NOT NULL,
+    recorded BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (debate_id, round, participant)
+)""",
+    """CREATE TABLE attempts (
+    debate_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    participant TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    reservation_id TEXT NOT NULL DEFAULT '',
+    open BOOLEAN NOT NULL DEFAULT TRUE,
+    PRIMARY KEY (debate_id, round, participant, attempt)
+)""",
+    """CREATE TABLE assessments (
+    debate_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    assessment BYTEA NOT NULL,
+    recorded BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (debate_id, round)
+)""",
+    """CREATE TABLE events (
+    debate_id TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
+    event BYTEA NOT NULL,
+    PRIMARY KEY (debate_id, sequence)
+)""",
+)
+
+MIGRATIONS = (Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),)
+SCHEMA_VERSION = latest_version(MIGRATIONS)
