@@ -15,6 +15,13 @@ re-sent if it was not recorded, under the same idempotent key), an attempt left 
 (its reservation released, a TurnFailed(ORCHESTRATOR_RESTARTED) logged, and the turn runs
 again as the next attempt), assessments and a verdict stored but not recorded are recorded,
 not asked again. At shutdown running debates stay RUNNING in the store, to be resumed.
+
+Several replicas on one PostgreSQL: a replica runs or queues a debate only while it holds the
+debate's lease (store.py, store_postgres.py). `start` claims it, `resume_all` claims the
+runnable debates whose lease is free, and on a shared store a heartbeat (`tend_leases`, every
+min(lease/3, 0.5) s) renews the leases held, stops the debates whose lease another replica took
+(no ending is logged: the new owner goes on; the store refuses their writes) and takes over the
+debates whose lease lapsed, resuming them as a restart does.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ class Lifecycle:
         turns: TurnRunner,
         judging: Judging,
         count_tokens: Callable[[str, str], int] | None = None,
+        lease_seconds: float = 5.0,
     ):
         self.store = store
         self.hub = hub
@@ -81,6 +89,8 @@ class Lifecycle:
         self.judging = judging
         self.count_tokens = count_tokens
         self.runs: dict[str, DebateRun] = {}
+        self.lease_seconds = lease_seconds
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # ==== transitions asked for by callers ==================================================
     def start(self, row: DebateRow) -> DebateRow:
@@ -93,6 +103,8 @@ class Lifecycle:
             raise FailedPrecondition(
                 f"debate is {S.Name(row.state)}; only a created debate can start", reason="DEBATE_NOT_STARTABLE"
             )
+        if not self.store.claim(debate_id):
+            raise FailedPrecondition("debate is run by another replica", reason="DEBATE_NOT_STARTABLE")
         admitted = self.scheduler.admit(debate_id)
         self.hub.open_log(debate_id, row.last_sequence).active = True
         if admitted == RUNNING:
@@ -118,6 +130,8 @@ class Lifecycle:
             run.cancel_reason = message
             run.task.cancel()
             await asyncio.wait({run.task}, timeout=5.0)
+        elif row.state == S.DEBATE_STATE_RUNNING:  # its lease is another replica's (slice 4 forwards it there)
+            raise FailedPrecondition("debate is run by another replica", reason="DEBATE_RUNS_ELSEWHERE")
         else:  # created or queued: nothing generates yet
             started = self.scheduler.finish(debate_id)
             self._finalize(debate_id, S.DEBATE_STATE_CANCELLED, "CANCELLED", message, None)
@@ -125,8 +139,15 @@ class Lifecycle:
         return self.store.existing_debate(debate_id)
 
     async def resume_all(self) -> int:
-        """Picks up every debate that was RUNNING or QUEUED when the process stopped; their number."""
-        rows = self.store.debates_in_states((S.DEBATE_STATE_RUNNING, S.DEBATE_STATE_QUEUED))
+        """Picks up every debate that was RUNNING or QUEUED when the process stopped (on a shared
+        store: whose lease is free), and keeps the leases from then on; their number."""
+        resumed = self._adopt(self.store.claim_runnable())
+        if self.store.shared and self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._keep_leases(), name="debate-leases")
+        return resumed
+
+    def _adopt(self, rows: list[DebateRow]) -> int:
+        """Runs (or queues) claimed debates, a RUNNING one from its last completed turn."""
         for row in rows:
             self.hub.open_log(row.debate_id).active = True
             if row.state == S.DEBATE_STATE_RUNNING:
@@ -140,8 +161,42 @@ class Lifecycle:
             log.info("resumed %d debates", len(rows))
         return len(rows)
 
+    async def _keep_leases(self) -> None:
+        interval = min(self.lease_seconds / 3, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.tend_leases()
+            except Exception:  # the next beat tries again; a lease lapsing meanwhile moves its debate
+                log.exception("could not renew or claim debate leases")
+
+    def tend_leases(self) -> int:
+        """One heartbeat: renews the leases held, stops the debates whose lease was lost, takes
+        over the runnable debates whose lease lapsed; the number taken over."""
+        self.store.renew()
+        self._drop_lost()
+        taken = self._adopt(self.store.claim_runnable())
+        self._drop_lost()  # the commit may have found more
+        return taken
+
+    def _drop_lost(self) -> None:
+        """Stops here, without an ending, the debates another replica owns now."""
+        for debate_id in [d for d in self.store.lost if d in self.runs or d in self.scheduler.queue]:
+            log.warning("debate %s: its lease was taken by another replica; stopped here", debate_id)
+            run = self.runs.pop(debate_id, None)
+            if run is not None:
+                run.shutting_down = True  # ends without an ending: the new owner goes on
+                if run.task is not None:
+                    run.task.cancel()
+            self.hub.drop(debate_id)
+            self._start_queued(self.scheduler.finish(debate_id))
+
     async def shutdown(self) -> None:
-        """Stops generating; running debates stay RUNNING in the store and resume on the next start."""
+        """Stops generating; running debates stay RUNNING in the store and resume on the next start
+        (or, with replicas, on another replica once their leases lapse)."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
         tasks = []
         for run in self.runs.values():
             run.shutting_down = True
@@ -357,7 +412,8 @@ class Lifecycle:
     def _commit_ending(self, debate_id: str) -> None:
         """Commits a debate's ending now. Nothing outside waits on it: if the store fails, the
         ending stays pending and the hub's next tick commits it (announced only then), rather
-        than a second, contradictory ending being logged."""
+        than a second, contradictory ending being logged. The lease goes with the ending."""
+        self.store.release(debate_id)
         try:
             self.hub.commit()
         except StoreUnavailable as error:
