@@ -44,7 +44,7 @@ from services.orchestrator.judging import Judging
 from services.orchestrator.peers import Accounting
 from services.orchestrator.run import TERMINAL, BudgetExceeded, DebateRun, S, State, turn_key
 from services.orchestrator.scheduler import RUNNING, Scheduler
-from services.orchestrator.store import DebateRow, Store, StoreUnavailable
+from services.orchestrator.store import DebateRow, LeaseLost, Store, StoreUnavailable
 from services.orchestrator.turns import TurnRunner
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,9 @@ class Lifecycle:
                 raise
             await self.turns.settle_inflight(run, "CANCELLED")
             await self._end(run, S.DEBATE_STATE_CANCELLED, "CANCELLED", run.cancel_reason or "cancelled")
+        except LeaseLost:  # another replica took the debate over: no ending here, it goes on there
+            log.warning("debate %s: its lease was taken by another replica; stopped here", run.debate_id)
+            self.hub.drop(run.debate_id)
         except BudgetExceeded as error:
             await self.turns.settle_inflight(run, "BUDGET_EXCEEDED")
             await self._end(run, S.DEBATE_STATE_BUDGET_EXCEEDED, "BUDGET_EXCEEDED", error.message)
@@ -253,13 +256,17 @@ class Lifecycle:
                 log.exception("could not settle the calls in flight")
             await self._end(run, S.DEBATE_STATE_FAILED, "INTERNAL", f"internal error: {type(error).__name__}")
         finally:
-            for task in run.assess_tasks.values():
-                if task.done() and not task.cancelled():
-                    task.exception()  # retrieved: it was reported through the debate's end
-                task.cancel()
+            self._cancel_assessments(run)
             if not run.shutting_down:
                 self.runs.pop(run.debate_id, None)
                 self._start_queued(self.scheduler.finish(run.debate_id))
+
+    @staticmethod
+    def _cancel_assessments(run: DebateRun) -> None:
+        for task in run.assess_tasks.values():
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: it was reported through the debate's end
+            task.cancel()
 
     async def _recover(self, run: DebateRun) -> None:
         """Rebuilds a debate's run from the store after a restart."""

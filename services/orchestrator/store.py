@@ -372,6 +372,12 @@ class Store(Protocol):
     def release(self, debate_id: str) -> None:
         """Gives up a debate's lease with the next commit (its ending's)."""
 
+    def ensure_held(self, debate_id: str) -> None:
+        """Raises LeaseLost when another replica took the debate (its writes are refused here):
+        checked after a commit and before an outside effect follows it (a usage recorded)."""
+        if debate_id in self.lost:
+            raise LeaseLost({debate_id})
+
     # -- what each backend provides: one write joining the open transaction, one read
     def _write(self, debate_id: str, statement: str, params: Sequence[object]) -> None:
         """Runs a write of one debate's (a statement in "?" placeholders) in the open transaction,

@@ -1,11 +1,18 @@
 """Two orchestrator replicas on one PostgreSQL, in this process (tests/reliability/inprocess.py):
-replica "a" runs three debates; it stops without handing anything over (its leases are left to
-lapse, as a killed replica's are); replica "b" claims them within a heartbeat of the lapse,
-resumes them from their last completed turn, and they complete: the event log gap-free from 1
-with no repeat, and each completed turn charged once in the ledger."""
+replica "a" runs three debates, and
+
+- stops without handing anything over (its leases are left to lapse, as a killed replica's
+  are): replica "b" claims them within a heartbeat of the lapse, resumes them from their last
+  completed turn, and they complete;
+- or stalls past its leases (its event loop frozen, SIGSTOP's twin in one process): "b" takes
+  them over, and when "a" wakes its writes are refused and it stops them without an ending.
+
+Either way the event log is gap-free from 1 with no repeat, and each completed turn is charged
+once in the ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -39,7 +46,7 @@ def _config(rounds: int) -> common_pb2.DebateConfig:
     )
 
 
-def _replica(suite: InProcessSuite, url: str, replica_id: str):
+def _replica(suite: InProcessSuite, url: str, replica_id: str, loop: asyncio.AbstractEventLoop | None = None):
     settings = OrchestratorSettings(
         port=0,
         data_dir=str(suite.root / replica_id),
@@ -56,7 +63,7 @@ def _replica(suite: InProcessSuite, url: str, replica_id: str):
         await service.start()
         return service
 
-    return suite.run(start())
+    return asyncio.run_coroutine_threadsafe(start(), loop or suite.loop).result(60)
 
 
 def _query(url: str, sql: str) -> list[tuple]:
@@ -71,24 +78,57 @@ def _wait(predicate, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.timeout(240)
-def test_a_stopped_replicas_debates_are_taken_over_and_complete_each_turn_charged_once(postgres_url, tmp_path):
-    suite = InProcessSuite(tmp_path)  # accounting and judge; the two orchestrators are started below
+def _suite(tmp_path) -> InProcessSuite:
+    """Accounting and judge on the suite's loop; the orchestrators are started by the test."""
+    suite = InProcessSuite(tmp_path)
     suite.thread = threading.Thread(target=suite.loop.run_forever, name="replicas", daemon=True)
     suite.thread.start()
     for name in ("accounting", "judge"):
         suite.run(suite._start(name))
+    return suite
+
+
+def _start_debates(address: str, url: str) -> list[str]:
+    stub = orchestrator_pb2_grpc.OrchestratorServiceStub(grpc.insecure_channel(address))
+    ids = []
+    for i in range(3):
+        created = stub.CreateDebate(pb.CreateDebateRequest(config=_config(3), request_id=f"r{i}"), timeout=10)
+        stub.StartDebate(pb.StartDebateRequest(debate_id=created.debate.debate_id), timeout=10)
+        ids.append(created.debate.debate_id)
+    _wait(lambda: _query(url, "SELECT count(*) FROM turns")[0][0] >= 2, "no turn completed on a")
+    return ids
+
+
+def _check_completed(address: str, url: str, ledger_path, ids: list[str]) -> None:
+    """Every debate COMPLETED, its log gap-free from 1, each of its 6 turns charged once."""
+    stub = orchestrator_pb2_grpc.OrchestratorServiceStub(grpc.insecure_channel(address))
+
+    def ended() -> bool:
+        states = [stub.GetDebateStatus(pb.GetDebateStatusRequest(debate_id=d), timeout=10) for d in ids]
+        return all(s.debate.state == pb.DEBATE_STATE_COMPLETED for s in states)
+
+    _wait(ended, "the debates did not complete")
+    for debate_id in ids:
+        rows = _query(url, f"SELECT sequence FROM events WHERE debate_id = '{debate_id}' ORDER BY 1")
+        assert [s for (s,) in rows] == list(range(1, len(rows) + 1))
+        turns = _query(url, f"SELECT round, participant FROM turns WHERE debate_id = '{debate_id}'")
+        assert len(turns) == 6
+        ledger = sqlite3.connect(str(ledger_path)).execute(
+            "SELECT round_number, participant FROM usage WHERE debate_id = ? AND role = 'debater' AND NOT estimated",
+            (debate_id,),
+        )
+        charged = sorted(ledger.fetchall())
+        assert charged == sorted(turns), f"{debate_id}: charged {charged}"
+    assert _query(url, "SELECT count(*) FROM debate_leases") == [(0,)]  # released with the endings
+
+
+@pytest.mark.timeout(240)
+def test_a_stopped_replicas_debates_are_taken_over_and_complete_each_turn_charged_once(postgres_url, tmp_path):
+    suite = _suite(tmp_path)
     a = _replica(suite, postgres_url, "a")
     b = None
     try:
-        channel = grpc.insecure_channel(a.address)
-        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-        ids = []
-        for i in range(3):
-            created = stub.CreateDebate(pb.CreateDebateRequest(config=_config(3), request_id=f"r{i}"), timeout=10)
-            stub.StartDebate(pb.StartDebateRequest(debate_id=created.debate.debate_id), timeout=10)
-            ids.append(created.debate.debate_id)
-        _wait(lambda: _query(postgres_url, "SELECT count(*) FROM turns")[0][0] >= 2, "no turn completed on a")
+        ids = _start_debates(a.address, postgres_url)
         b = _replica(suite, postgres_url, "b")  # b starts while a holds every lease: it takes nothing
         assert b.engine.lifecycle.runs == {}
 
@@ -98,28 +138,37 @@ def test_a_stopped_replicas_debates_are_taken_over_and_complete_each_turn_charge
         taken_at = _query(postgres_url, "SELECT clock_timestamp()")[0][0]
         assert (taken_at - lapse).total_seconds() <= 1.0, f"taken over {taken_at - lapse} after the lapse"
         assert sorted(_query(postgres_url, "SELECT owner, epoch FROM debate_leases")) == [("b", 2)] * 3
-
-        stub_b = orchestrator_pb2_grpc.OrchestratorServiceStub(grpc.insecure_channel(b.address))
-
-        def ended() -> bool:
-            states = [stub_b.GetDebateStatus(pb.GetDebateStatusRequest(debate_id=d), timeout=10) for d in ids]
-            return all(s.debate.state == pb.DEBATE_STATE_COMPLETED for s in states)
-
-        _wait(ended, "the debates did not complete on b")
-        for debate_id in ids:
-            rows = _query(postgres_url, f"SELECT sequence FROM events WHERE debate_id = '{debate_id}' ORDER BY 1")
-            assert [s for (s,) in rows] == list(range(1, len(rows) + 1))
-            turns = _query(postgres_url, f"SELECT round, participant FROM turns WHERE debate_id = '{debate_id}'")
-            assert len(turns) == 6
-            ledger = sqlite3.connect(str(tmp_path / "accounting" / "ledger.sqlite3")).execute(
-                "SELECT round_number, participant, request_id FROM usage "
-                "WHERE debate_id = ? AND role = 'debater' AND NOT estimated",
-                (debate_id,),
-            )
-            charged = sorted((r, p) for r, p, _ in ledger.fetchall())
-            assert charged == sorted(turns), f"{debate_id}: charged {charged}"
-        assert _query(postgres_url, "SELECT count(*) FROM debate_leases") == [(0,)]  # released with the endings
+        _check_completed(b.address, postgres_url, tmp_path / "accounting" / "ledger.sqlite3", ids)
     finally:
         if b is not None:
             suite.run(b.stop(grace=0))
+        suite.stop()
+
+
+@pytest.mark.timeout(240)
+def test_a_stalled_replica_is_fenced_when_it_wakes_and_nothing_is_doubled(postgres_url, tmp_path):
+    suite = _suite(tmp_path)
+    stalled_loop = asyncio.new_event_loop()
+    stalled_thread = threading.Thread(target=stalled_loop.run_forever, name="replica-a", daemon=True)
+    stalled_thread.start()
+    a = _replica(suite, postgres_url, "a", stalled_loop)
+    b = _replica(suite, postgres_url, "b")
+    try:
+        ids = _start_debates(a.address, postgres_url)
+        woke = threading.Event()
+
+        def stall() -> None:  # a's loop stops dead past its leases, with its turns in flight
+            time.sleep(3 * LEASE_SECONDS)
+            woke.set()
+
+        stalled_loop.call_soon_threadsafe(stall)
+        _wait(lambda: set(b.engine.lifecycle.runs) == set(ids), "b did not take the debates over")
+        _wait(woke.is_set, "a did not wake")
+        _wait(lambda: not a.engine.lifecycle.runs, "a did not stop the debates it lost")
+        assert a.engine.lifecycle.store.lost >= set(ids)
+        _check_completed(b.address, postgres_url, tmp_path / "accounting" / "ledger.sqlite3", ids)
+    finally:
+        asyncio.run_coroutine_threadsafe(a.stop(grace=0), stalled_loop).result(30)
+        stalled_loop.call_soon_threadsafe(stalled_loop.stop)
+        suite.run(b.stop(grace=0))
         suite.stop()
