@@ -6,9 +6,12 @@ lease trivially."""
 
 from __future__ import annotations
 
+import pytest
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
+from services.orchestrator.events import DebateMoved, EventHub
 from services.orchestrator.store_postgres import PostgresStore
+from services.orchestrator.transport import FRAMING
 from tests.support.orchestrator_stores import OrchestratorBackend
 from tests.unit.test_orchestrator_store import debate, events, turn
 
@@ -109,3 +112,27 @@ def test_sqlite_holds_every_lease(tmp_path):
     assert not store.shared and store.claim("run")
     store.renew()
     assert [row.debate_id for row in store.claim_runnable()] == ["run"] and store.lost == set()
+
+
+async def test_the_hub_never_announces_refused_events_and_moves_its_subscribers(postgres_url, tmp_path):
+    backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
+    stale, taker = _replica(backend, "a", 0), _replica(backend, "b", 60)
+    stale.insert_debate(debate("d1", state=S.DEBATE_STATE_RUNNING))
+    assert stale.claim("d1")
+    hub = EventHub(stale, framing=FRAMING)
+    hub.open_log("d1", 0).active = True
+    hub.emit("d1", round_started=pb.RoundStarted(round_number=1))
+    hub.commit()
+    reader = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
+    first = pb.StreamDebateEventsResponse.FromString(await anext(reader)).event
+    assert first.sequence == 1 and first.HasField("round_started")
+
+    assert [row.debate_id for row in taker.claim_runnable()] == ["d1"]
+    taker.commit()
+    hub.emit("d1", token_delta=pb.TokenDelta(round_number=1, participant="ann", text="stale", attempt=1))
+    hub.commit()  # refused by the fence: never announced
+    assert stale.lost == {"d1"} and hub.get("d1") is None
+    with pytest.raises(DebateMoved) as moved:
+        await anext(reader)
+    assert moved.value.reason == "DEBATE_MOVED" and moved.value.metadata == {"last_sequence": "1"}
+    assert backend.query("SELECT sequence FROM events") == [(1,)]
