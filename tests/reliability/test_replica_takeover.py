@@ -172,3 +172,30 @@ def test_a_stalled_replica_is_fenced_when_it_wakes_and_nothing_is_doubled(postgr
         stalled_loop.call_soon_threadsafe(stalled_loop.stop)
         suite.run(b.stop(grace=0))
         suite.stop()
+
+
+@pytest.mark.timeout(240)
+def test_a_replica_whose_heartbeat_died_records_no_usage_after_its_leases_are_taken(postgres_url, tmp_path):
+    """Its debates go on generating while their leases lapse and "b" takes them: the first commit
+    after that refuses their writes, and a turn that ends then is not recorded (the taker runs it
+    again as the next attempt, charged once)."""
+    suite = _suite(tmp_path)
+    a = _replica(suite, postgres_url, "a")
+    b = _replica(suite, postgres_url, "b")
+    try:
+        ids = _start_debates(a.address, postgres_url)
+        suite.run(_stop_heartbeat(a))
+        _wait(lambda: set(b.engine.lifecycle.runs) == set(ids), "b did not take the debates over")
+        _wait(lambda: not a.engine.lifecycle.runs, "a did not stop the debates it lost")
+        assert a.engine.lifecycle.store.lost >= set(ids)
+        _check_completed(b.address, postgres_url, tmp_path / "accounting" / "ledger.sqlite3", ids)
+    finally:
+        suite.run(a.stop(grace=0))
+        suite.run(b.stop(grace=0))
+        suite.stop()
+
+
+async def _stop_heartbeat(service) -> None:
+    heartbeat = service.engine.lifecycle._heartbeat
+    heartbeat.cancel()
+    await asyncio.wait({heartbeat})
