@@ -30,6 +30,7 @@ from tests.reliability.inprocess import InProcessSuite
 
 LEASE_SECONDS = 1.0
 SIM = {"sim_tokens_per_second": 150.0, "sim_first_token_latency": 0.05}
+SLOW_SIM = {"sim_tokens_per_second": 40.0, "sim_first_token_latency": 0.05}
 SETTLE_SECONDS = 120  # guards a hang only
 
 
@@ -46,7 +47,9 @@ def _config(rounds: int) -> common_pb2.DebateConfig:
     )
 
 
-def _replica(suite: InProcessSuite, url: str, replica_id: str, loop: asyncio.AbstractEventLoop | None = None):
+def _replica(
+    suite: InProcessSuite, url: str, replica_id: str, loop: asyncio.AbstractEventLoop | None = None, sim: dict = SIM
+):
     settings = OrchestratorSettings(
         port=0,
         data_dir=str(suite.root / replica_id),
@@ -55,7 +58,7 @@ def _replica(suite: InProcessSuite, url: str, replica_id: str, loop: asyncio.Abs
         lease_seconds=LEASE_SECONDS,
         judge_service_addr=suite.addresses["judge"],
         accounting_service_addr=suite.addresses["accounting"],
-        **SIM,
+        **sim,
     )
 
     async def start():
@@ -180,7 +183,7 @@ def test_a_replica_whose_heartbeat_died_records_no_usage_after_its_leases_are_ta
     after that refuses their writes, and a turn that ends then is not recorded (the taker runs it
     again as the next attempt, charged once)."""
     suite = _suite(tmp_path)
-    a = _replica(suite, postgres_url, "a")
+    a = _replica(suite, postgres_url, "a", sim=SLOW_SIM)  # turns of about a second: some in flight at the takeover
     b = _replica(suite, postgres_url, "b")
     try:
         ids = _start_debates(a.address, postgres_url)
