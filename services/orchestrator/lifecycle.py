@@ -103,9 +103,10 @@ class Lifecycle:
             raise FailedPrecondition(
                 f"debate is {S.Name(row.state)}; only a created debate can start", reason="DEBATE_NOT_STARTABLE"
             )
+        admitted = self.scheduler.admit(debate_id)  # QueueFull before any lease is taken
         if not self.store.claim(debate_id):
+            self._start_queued(self.scheduler.finish(debate_id))
             raise FailedPrecondition("debate is run by another replica", reason="DEBATE_NOT_STARTABLE")
-        admitted = self.scheduler.admit(debate_id)
         self.hub.open_log(debate_id, row.last_sequence).active = True
         if admitted == RUNNING:
             self._launch(row)
