@@ -66,6 +66,7 @@ class DebateLog:
         "framing",
         "head",
         "last_wake",
+        "moved",
         "pending",
         "subscribers",
     )
@@ -80,6 +81,7 @@ class DebateLog:
         self.pending: list[tuple[int, bytes]] = []
         self.closing = False
         self.closed = closed
+        self.moved = False  # another replica runs the debate now (this one lost its lease)
         self._waiters: list[asyncio.Future[object]] = []
         self._batches: dict[int, tuple[bytes, int]] = {}  # after sequence -> (batch response, its last sequence)
         self.subscribers = 0

@@ -63,7 +63,9 @@ class Engine:
         self.model_rules = model_rules
         self.turns = TurnRunner(store, hub, llm, accounting, settings.max_turn_attempts)
         self.judging = Judging(store, hub, judge, accounting, settings.judge_attempts)
-        self.lifecycle = Lifecycle(store, hub, scheduler, accounting, self.turns, self.judging, count_tokens)
+        self.lifecycle = Lifecycle(
+            store, hub, scheduler, accounting, self.turns, self.judging, count_tokens, settings.lease_seconds
+        )
 
     # ==== stored debates =========================================================================
     def create(self, tenant: str, config: common.DebateConfig, request_id: str) -> DebateRow:

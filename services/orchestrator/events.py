@@ -44,7 +44,7 @@ from typing import Any
 
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
-from services.common.errors import OutOfRange, ResourceExhausted
+from services.common.errors import OutOfRange, ResourceExhausted, Unavailable
 from services.orchestrator.debate_log import DebateLog, Framing, body
 from services.orchestrator.store import Store, StoreUnavailable
 
@@ -59,6 +59,19 @@ class SubscriberTooSlow(ResourceExhausted):
     def __init__(self, last_sequence: int):
         super().__init__(
             f"subscriber fell too far behind; resume with after_sequence={last_sequence}",
+            metadata={"last_sequence": str(last_sequence)},
+        )
+
+
+class DebateMoved(Unavailable):
+    """The debate is run by another replica now (this one lost its lease): resume the stream
+    there, with after_sequence."""
+
+    reason = "DEBATE_MOVED"
+
+    def __init__(self, last_sequence: int):
+        super().__init__(
+            f"the debate moved to another replica; resume with after_sequence={last_sequence}",
             metadata={"last_sequence": str(last_sequence)},
         )
 
@@ -213,6 +226,22 @@ class EventHub:
             if not debate_log.pending:
                 self._dirty_logs.append(debate_log)
 
+    def drop(self, debate_id: str) -> None:
+        """Forgets a debate whose lease this replica lost: its pending events are never
+        announced (the store refused them), and its subscribers here get DebateMoved."""
+        debate_log = self._logs.get(debate_id)
+        if debate_log is not None:
+            self._moved(debate_log)
+
+    def _moved(self, debate_log: DebateLog) -> None:
+        debate_log.pending = []
+        debate_log.head = debate_log.durable
+        debate_log.active = False
+        debate_log.closing = debate_log.closed = debate_log.moved = True
+        if self._logs.get(debate_log.debate_id) is debate_log:
+            del self._logs[debate_log.debate_id]
+        debate_log.wake()
+
     # -- token deltas -------------------------------------------------------------------
     def add_text(self, buffer: DeltaBuffer, text: str) -> None:
         """Adds a turn's text, made a TokenDelta at the next tick. Raises TextRejected for text
@@ -302,7 +331,11 @@ class EventHub:
         self.store.commit()
         self._dirty_logs = []
         self.flushes += 1
+        lost = self.store.lost  # refused by the store: another replica owns them now
         for debate_log in logs:
+            if debate_log.debate_id in lost:
+                self._moved(debate_log)
+                continue
             debate_log.pending = []
             debate_log.durable = debate_log.head
             if debate_log.closing:
@@ -346,6 +379,8 @@ class EventHub:
                     continue
                 live = True
                 if debate_log.closed:
+                    if debate_log.moved:
+                        raise DebateMoved(cursor)
                     return
                 woke = await debate_log.wait()
                 if woke is HEARTBEAT and debate_log.durable == cursor:

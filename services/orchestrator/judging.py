@@ -80,6 +80,7 @@ class Judging:
             assessment.round_number = r
             self.store.put_assessment(run.debate_id, assessment, recorded=False)
             self.hub.commit()  # stored before its usage is recorded anywhere
+            self.store.ensure_held(run.debate_id)
         await self._record_calls(run, assessment.calls, prefix, common.ROLE_JUDGE, r)
         self.store.put_assessment(run.debate_id, assessment, recorded=True)
         run.assessments[r] = assessment
@@ -119,6 +120,7 @@ class Judging:
             verdict = await self._ask(run, self.judge.render_verdict, request, prefix, common.ROLE_VERDICT, 0)
             self.store.update_debate(run.debate_id, verdict=verdict.SerializeToString())
             self.hub.commit()
+            self.store.ensure_held(run.debate_id)
         await self._record_calls(run, verdict.calls, prefix, common.ROLE_VERDICT, 0)
         self.store.update_debate(run.debate_id, verdict_recorded=True)
         self.hub.emit(run.debate_id, verdict_rendered=pb.VerdictRendered(verdict=verdict))

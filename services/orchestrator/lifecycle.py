@@ -15,6 +15,13 @@ re-sent if it was not recorded, under the same idempotent key), an attempt left 
 (its reservation released, a TurnFailed(ORCHESTRATOR_RESTARTED) logged, and the turn runs
 again as the next attempt), assessments and a verdict stored but not recorded are recorded,
 not asked again. At shutdown running debates stay RUNNING in the store, to be resumed.
+
+Several replicas on one PostgreSQL: a replica runs or queues a debate only while it holds the
+debate's lease (store.py, store_postgres.py). `start` claims it, `resume_all` claims the
+runnable debates whose lease is free, and on a shared store a heartbeat (`tend_leases`, every
+min(lease/3, 0.5) s) renews the leases held, stops the debates whose lease another replica took
+(no ending is logged: the new owner goes on; the store refuses their writes) and takes over the
+debates whose lease lapsed, resuming them as a restart does.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from services.orchestrator.judging import Judging
 from services.orchestrator.peers import Accounting
 from services.orchestrator.run import TERMINAL, BudgetExceeded, DebateRun, S, State, turn_key
 from services.orchestrator.scheduler import RUNNING, Scheduler
-from services.orchestrator.store import DebateRow, Store, StoreUnavailable
+from services.orchestrator.store import DebateRow, LeaseLost, Store, StoreUnavailable
 from services.orchestrator.turns import TurnRunner
 
 log = logging.getLogger(__name__)
@@ -72,6 +79,7 @@ class Lifecycle:
         turns: TurnRunner,
         judging: Judging,
         count_tokens: Callable[[str, str], int] | None = None,
+        lease_seconds: float = 5.0,
     ):
         self.store = store
         self.hub = hub
@@ -81,6 +89,8 @@ class Lifecycle:
         self.judging = judging
         self.count_tokens = count_tokens
         self.runs: dict[str, DebateRun] = {}
+        self.lease_seconds = lease_seconds
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # ==== transitions asked for by callers ==================================================
     def start(self, row: DebateRow) -> DebateRow:
@@ -93,7 +103,10 @@ class Lifecycle:
             raise FailedPrecondition(
                 f"debate is {S.Name(row.state)}; only a created debate can start", reason="DEBATE_NOT_STARTABLE"
             )
-        admitted = self.scheduler.admit(debate_id)
+        admitted = self.scheduler.admit(debate_id)  # QueueFull before any lease is taken
+        if not self.store.claim(debate_id):
+            self._start_queued(self.scheduler.finish(debate_id))
+            raise FailedPrecondition("debate is run by another replica", reason="DEBATE_NOT_STARTABLE")
         self.hub.open_log(debate_id, row.last_sequence).active = True
         if admitted == RUNNING:
             self._launch(row)
@@ -118,6 +131,8 @@ class Lifecycle:
             run.cancel_reason = message
             run.task.cancel()
             await asyncio.wait({run.task}, timeout=5.0)
+        elif row.state == S.DEBATE_STATE_RUNNING:  # its lease is another replica's (slice 4 forwards it there)
+            raise FailedPrecondition("debate is run by another replica", reason="DEBATE_RUNS_ELSEWHERE")
         else:  # created or queued: nothing generates yet
             started = self.scheduler.finish(debate_id)
             self._finalize(debate_id, S.DEBATE_STATE_CANCELLED, "CANCELLED", message, None)
@@ -125,8 +140,15 @@ class Lifecycle:
         return self.store.existing_debate(debate_id)
 
     async def resume_all(self) -> int:
-        """Picks up every debate that was RUNNING or QUEUED when the process stopped; their number."""
-        rows = self.store.debates_in_states((S.DEBATE_STATE_RUNNING, S.DEBATE_STATE_QUEUED))
+        """Picks up every debate that was RUNNING or QUEUED when the process stopped (on a shared
+        store: whose lease is free), and keeps the leases from then on; their number."""
+        resumed = self._adopt(self.store.claim_runnable())
+        if self.store.shared and self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._keep_leases(), name="debate-leases")
+        return resumed
+
+    def _adopt(self, rows: list[DebateRow]) -> int:
+        """Runs (or queues) claimed debates, a RUNNING one from its last completed turn."""
         for row in rows:
             self.hub.open_log(row.debate_id).active = True
             if row.state == S.DEBATE_STATE_RUNNING:
@@ -140,8 +162,42 @@ class Lifecycle:
             log.info("resumed %d debates", len(rows))
         return len(rows)
 
+    async def _keep_leases(self) -> None:
+        interval = min(self.lease_seconds / 3, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.tend_leases()
+            except Exception:  # the next beat tries again; a lease lapsing meanwhile moves its debate
+                log.exception("could not renew or claim debate leases")
+
+    def tend_leases(self) -> int:
+        """One heartbeat: renews the leases held, stops the debates whose lease was lost, takes
+        over the runnable debates whose lease lapsed; the number taken over."""
+        self.store.renew()
+        self._drop_lost()
+        taken = self._adopt(self.store.claim_runnable())
+        self._drop_lost()  # the commit may have found more
+        return taken
+
+    def _drop_lost(self) -> None:
+        """Stops here, without an ending, the debates another replica owns now."""
+        for debate_id in [d for d in self.store.lost if d in self.runs or d in self.scheduler.queue]:
+            log.warning("debate %s: its lease was taken by another replica; stopped here", debate_id)
+            run = self.runs.pop(debate_id, None)
+            if run is not None:
+                run.shutting_down = True  # ends without an ending: the new owner goes on
+                if run.task is not None:
+                    run.task.cancel()
+            self.hub.drop(debate_id)
+            self._start_queued(self.scheduler.finish(debate_id))
+
     async def shutdown(self) -> None:
-        """Stops generating; running debates stay RUNNING in the store and resume on the next start."""
+        """Stops generating; running debates stay RUNNING in the store and resume on the next start
+        (or, with replicas, on another replica once their leases lapse)."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
         tasks = []
         for run in self.runs.values():
             run.shutting_down = True
@@ -183,6 +239,9 @@ class Lifecycle:
                 raise
             await self.turns.settle_inflight(run, "CANCELLED")
             await self._end(run, S.DEBATE_STATE_CANCELLED, "CANCELLED", run.cancel_reason or "cancelled")
+        except LeaseLost:  # another replica took the debate over: no ending here, it goes on there
+            log.warning("debate %s: its lease was taken by another replica; stopped here", run.debate_id)
+            self.hub.drop(run.debate_id)
         except BudgetExceeded as error:
             await self.turns.settle_inflight(run, "BUDGET_EXCEEDED")
             await self._end(run, S.DEBATE_STATE_BUDGET_EXCEEDED, "BUDGET_EXCEEDED", error.message)
@@ -198,13 +257,17 @@ class Lifecycle:
                 log.exception("could not settle the calls in flight")
             await self._end(run, S.DEBATE_STATE_FAILED, "INTERNAL", f"internal error: {type(error).__name__}")
         finally:
-            for task in run.assess_tasks.values():
-                if task.done() and not task.cancelled():
-                    task.exception()  # retrieved: it was reported through the debate's end
-                task.cancel()
+            self._cancel_assessments(run)
             if not run.shutting_down:
                 self.runs.pop(run.debate_id, None)
                 self._start_queued(self.scheduler.finish(run.debate_id))
+
+    @staticmethod
+    def _cancel_assessments(run: DebateRun) -> None:
+        for task in run.assess_tasks.values():
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: it was reported through the debate's end
+            task.cancel()
 
     async def _recover(self, run: DebateRun) -> None:
         """Rebuilds a debate's run from the store after a restart."""
@@ -357,7 +420,8 @@ class Lifecycle:
     def _commit_ending(self, debate_id: str) -> None:
         """Commits a debate's ending now. Nothing outside waits on it: if the store fails, the
         ending stays pending and the hub's next tick commits it (announced only then), rather
-        than a second, contradictory ending being logged."""
+        than a second, contradictory ending being logged. The lease goes with the ending."""
+        self.store.release(debate_id)
         try:
             self.hub.commit()
         except StoreUnavailable as error:

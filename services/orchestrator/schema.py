@@ -134,5 +134,49 @@ _POSTGRES_V1 = (
 )""",
 )
 
-MIGRATIONS = (Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),)
+# Version 2: leases. A replica owns a running or queued debate through its row here: `owner` (the
+# replica's id), `epoch` (the fencing token, raised by every claim) and `expires_at` (renewed by
+# the owner's heartbeat). SQLite has the table so versions mean the same, and never uses it (one
+# process holds every debate of its file). In PostgreSQL, expires_at is the server's clock, so
+# the replicas' clocks never meet; `orchestrator_fence` is the check a commit runs before its
+# writes (services/orchestrator/store_postgres.py): it locks the leases of the debates written
+# FOR SHARE (a takeover waits for this commit to end) and raises when one is no longer
+# (owner, epoch), naming the lost debates in its DETAIL.
+_SQLITE_V2 = (
+    """CREATE TABLE debate_leases (
+    debate_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID""",
+)
+
+_POSTGRES_V2 = (
+    """CREATE TABLE debate_leases (
+    debate_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+)""",
+    """CREATE FUNCTION orchestrator_fence(p_owner TEXT, p_ids TEXT[], p_epochs BIGINT[]) RETURNS VOID
+LANGUAGE plpgsql AS $fence$
+DECLARE
+    lost TEXT;
+BEGIN
+    PERFORM 1 FROM debate_leases WHERE debate_id = ANY(p_ids) ORDER BY debate_id FOR SHARE;
+    SELECT string_agg(h.debate_id, ',') INTO lost
+    FROM unnest(p_ids, p_epochs) AS h(debate_id, epoch)
+    LEFT JOIN debate_leases l ON l.debate_id = h.debate_id
+    WHERE l.debate_id IS NULL OR l.owner <> p_owner OR l.epoch <> h.epoch;
+    IF lost IS NOT NULL THEN
+        RAISE EXCEPTION 'orchestrator lease lost' USING ERRCODE = 'P0001', DETAIL = lost;
+    END IF;
+END
+$fence$""",
+)
+
+MIGRATIONS = (
+    Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
+    Migration(2, "debate leases (owner, epoch, expiry) and the fence of a commit", _SQLITE_V2, _POSTGRES_V2),
+)
 SCHEMA_VERSION = latest_version(MIGRATIONS)

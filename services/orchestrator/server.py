@@ -4,6 +4,8 @@ engine, servicer, server. Debates left RUNNING or QUEUED by a previous process r
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 from debate.orchestrator.v1 import orchestrator_pb2
@@ -31,7 +33,8 @@ def open_store(settings: OrchestratorSettings) -> Store:
     """PostgreSQL when DATABASE_URL is set, else the SQLite file STORE_FILE in DATA_DIR; migrated."""
     url = settings.database_url.get_secret_value()
     if url:
-        return PostgresStore(url)
+        owner = settings.replica_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        return PostgresStore(url, owner=owner, lease_seconds=settings.lease_seconds)
     return SqliteStore(os.path.join(settings.data_dir, STORE_FILE))
 
 

@@ -18,6 +18,14 @@ class OrchestratorSettings(LLMSettings, DatabaseSettings, ServiceSettings):
     max_running_debates: int = Field(200, ge=1, description="debates generating at once")
     max_queued_debates: int = Field(1000, ge=0, description="debates waiting for a running slot")
 
+    # Replicas on one PostgreSQL (DATABASE_URL): a replica owns the debates it runs through leases
+    replica_id: str = Field(
+        "", max_length=200, description="this replica's name in debate leases (empty: host and a random suffix)"
+    )
+    lease_seconds: float = Field(
+        5.0, gt=0, le=300, description="a debate's lease lasts this long unless renewed; then another replica takes it"
+    )
+
     # Limits of a debate config
     max_participants: int = Field(8, ge=2, le=64)
     max_rounds: int = Field(20, ge=1, le=1000)

@@ -46,6 +46,15 @@ from services.common.money import format_amount
 from services.orchestrator.schema import COMPONENT, MIGRATIONS
 
 
+class LeaseLost(Exception):
+    """A commit met debates whose lease this replica no longer holds (another replica claimed
+    them: a higher epoch). Their writes are refused; the store records them in `Store.lost`."""
+
+    def __init__(self, debate_ids: set[str]):
+        super().__init__(f"lease lost on {len(debate_ids)} debates")
+        self.debate_ids = debate_ids
+
+
 class StoreUnavailable(Unavailable):
     """The store could not write or commit; everything pending is kept and committed by a later
     commit (the ticker's, within `coalesce_s`), so the caller may retry."""
@@ -115,6 +124,8 @@ READ_EVENTS = (
     "ORDER BY sequence LIMIT ?"
 )
 LAST_SEQUENCE = "SELECT MAX(sequence) FROM events WHERE debate_id = ?"
+# The states of a debate someone must run (or hold in its queue): what a restart or a takeover picks up.
+RUNNABLE = (orchestrator_pb2.DebateState.DEBATE_STATE_RUNNING, orchestrator_pb2.DebateState.DEBATE_STATE_QUEUED)
 
 
 def in_dialect(statement: str, dialect: Dialect) -> str:
@@ -237,6 +248,11 @@ class Store(Protocol):
     they are committed."""
 
     commits: int  # transactions committed so far
+    # Leases (PostgreSQL; see store_postgres.py). `shared`: other replicas may run this
+    # database's debates, so leases are claimed, renewed and checked; `lost`: debates whose
+    # lease this store lost, whose writes it refuses from then on (until it claims them again).
+    shared: bool
+    lost: set[str]
 
     # -- transactions
     def commit(self) -> None:
@@ -340,6 +356,28 @@ class Store(Protocol):
         rows = self._read(LAST_SEQUENCE, (debate_id,))
         return int(rows[0][0] or 0) if rows else 0
 
+    # -- leases
+    def claim(self, debate_id: str) -> bool:
+        """Claims the lease of a debate about to run or queue here (in the open transaction,
+        committed with it); False when another replica holds it."""
+
+    def claim_runnable(self) -> list[DebateRow]:
+        """Claims every RUNNING or QUEUED debate whose lease is free or expired (SKIP LOCKED: one
+        replica each), in the open transaction, and returns them, oldest in the queue first."""
+
+    def renew(self) -> None:
+        """Renews the leases held (in the open transaction); a lease another replica took is
+        added to `lost`."""
+
+    def release(self, debate_id: str) -> None:
+        """Gives up a debate's lease with the next commit (its ending's)."""
+
+    def ensure_held(self, debate_id: str) -> None:
+        """Raises LeaseLost when another replica took the debate (its writes are refused here):
+        checked after a commit and before an outside effect follows it (a usage recorded)."""
+        if debate_id in self.lost:
+            raise LeaseLost({debate_id})
+
     # -- what each backend provides: one write joining the open transaction, one read
     def _write(self, debate_id: str, statement: str, params: Sequence[object]) -> None:
         """Runs a write of one debate's (a statement in "?" placeholders) in the open transaction,
@@ -369,6 +407,8 @@ class SqliteStore(Store):
         self.db.execute("PRAGMA foreign_keys=OFF")
         self._migrate()
         self.commits = 0
+        self.shared = False  # one process a file: every lease is held, trivially
+        self.lost: set[str] = set()
 
     def _migrate(self) -> None:
         db = self._tx()
@@ -412,3 +452,15 @@ class SqliteStore(Store):
 
     def add_events(self, rows: list[tuple[str, int, bytes]]) -> None:
         self._tx().executemany(WRITE_EVENTS, rows)
+
+    def claim(self, debate_id: str) -> bool:
+        return True
+
+    def claim_runnable(self) -> list[DebateRow]:
+        return self.debates_in_states(RUNNABLE)
+
+    def renew(self) -> None:
+        pass
+
+    def release(self, debate_id: str) -> None:
+        pass

@@ -31,6 +31,21 @@ network as little as possible:
   next tick; a read fails its call with UNAVAILABLE); any other database error is raised as it
   is, after the transaction was rolled back and the writes kept.
 
+**Leases and fencing** (several replicas on one database). A replica (`owner`, its REPLICA_ID)
+holds a debate it runs or queues through its row in `debate_leases`: `claim` (a debate it
+starts) and `claim_runnable` (the RUNNING and QUEUED debates whose lease is free, expired or
+its own from a previous process: `FOR UPDATE OF debates SKIP LOCKED`, so two replicas never
+claim the same one) raise the row's `epoch`, the fencing token, and set `expires_at`,
+`lease_seconds` ahead on the server's clock; `renew` (the lifecycle's heartbeat) pushes it on.
+Every write names its debate (`Store._write`, add_events' rows), so each transaction that
+writes a held debate first runs `orchestrator_fence(owner, debates, epochs)` (schema version 2),
+in the same pipeline: it locks their lease rows FOR SHARE, so a takeover (which updates the row)
+waits for this transaction to end and then reads what it committed, and it raises when a
+lease is no longer (owner, epoch). The store then drops those debates' writes and events from
+its journal (`LeaseLost`), adds them to `lost`, and sends the rest again: a stale owner, even
+one that wakes up after a SIGSTOP, never writes after the taker, and the taker's sequences
+follow the last one committed. Writes of a lost debate are refused from then on.
+
 **Why the connection stays on the event loop's thread.** `python -m tests.benchmarks.bench_store`
 times a tick's commit as the hub makes it: N TokenDelta events (about 100 bytes each) of 200
 debates plus 5 debate updates, through the store, on a local PostgreSQL 15 with fsync and
@@ -72,16 +87,53 @@ from psycopg import pq
 from services.common.migrations import Dialect
 from services.common.postgres import connect, migrate_schema
 from services.orchestrator.schema import COMPONENT, MIGRATIONS
-from services.orchestrator.store import WRITE_EVENTS, Store, StoreUnavailable, in_dialect
+from services.orchestrator.store import (
+    DEBATE_COLUMNS,
+    RUNNABLE,
+    WRITE_EVENTS,
+    DebateRow,
+    LeaseLost,
+    Store,
+    StoreUnavailable,
+    debate_row,
+    in_dialect,
+)
 
 BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 COPY_FROM = 32  # events in a commit from which they go by COPY (fewer ride in the one pipeline: one round trip)
 COPY_EVENTS = "COPY events (debate_id, sequence, event) FROM STDIN (FORMAT BINARY)"
 EVENT_TYPES = ("text", "int8", "bytea")
 
-Write = tuple[str, Sequence[object]]  # a statement in PostgreSQL's placeholders, and its parameters
+Write = tuple[str, str, Sequence[object]]  # the debate, a statement in PostgreSQL's placeholders, its parameters
 EventKey = tuple[str, int]  # (debate_id, sequence)
 T = TypeVar("T")
+
+# -- leases (schema version 2); "?" placeholders, in_dialect'd like the store's statements
+FENCE = "SELECT orchestrator_fence(?, ?::text[], ?::bigint[])"
+FENCE_MESSAGE = "orchestrator lease lost"  # what orchestrator_fence raises, the lost debates in its DETAIL
+_EXPIRES = "clock_timestamp() + ? * interval '1 second'"
+_TAKE = (
+    "ON CONFLICT (debate_id) DO UPDATE SET owner = excluded.owner, epoch = debate_leases.epoch + 1, "
+    "expires_at = excluded.expires_at "
+    "WHERE debate_leases.expires_at < clock_timestamp() OR debate_leases.owner = excluded.owner "
+    "RETURNING debate_id, epoch"
+)
+CLAIM = f"INSERT INTO debate_leases (debate_id, owner, epoch, expires_at) VALUES (?, ?, 1, {_EXPIRES}) {_TAKE}"
+CLAIM_RUNNABLE = (
+    "WITH free AS (SELECT d.debate_id, d.queue_ns, d.create_ns FROM debates d "
+    "LEFT JOIN debate_leases l ON l.debate_id = d.debate_id "
+    "WHERE d.state IN (?, ?) AND NOT (d.debate_id = ANY(?::text[])) "
+    "AND (l.debate_id IS NULL OR l.expires_at < clock_timestamp() OR l.owner = ?) "
+    "ORDER BY d.queue_ns, d.create_ns FOR UPDATE OF d SKIP LOCKED) "
+    "INSERT INTO debate_leases (debate_id, owner, epoch, expires_at) "
+    f"SELECT debate_id, ?, 1, {_EXPIRES} FROM free {_TAKE}"
+)
+RENEW = (
+    f"UPDATE debate_leases l SET expires_at = {_EXPIRES} FROM unnest(?::text[], ?::bigint[]) AS h(debate_id, epoch) "
+    "WHERE l.debate_id = h.debate_id AND l.epoch = h.epoch AND l.owner = ? RETURNING l.debate_id"
+)
+RELEASE = "DELETE FROM debate_leases WHERE debate_id = ? AND owner = ?"
+DEBATES_BY_ID = f"SELECT {DEBATE_COLUMNS} FROM debates WHERE debate_id = ANY(?::text[]) ORDER BY queue_ns, create_ns"
 
 
 @functools.lru_cache(maxsize=256)
@@ -94,8 +146,15 @@ class PostgresStore(Store):
     schema when built: psycopg.OperationalError if the server cannot be reached then,
     SchemaTooNew if a newer release migrated it. Use it from one thread at a time."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, owner: str = "replica", lease_seconds: float = 5.0):
         self._url = url
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.shared = True
+        self.lost: set[str] = set()
+        self._held: dict[str, int] = {}  # debate -> the epoch of its lease held here
+        self._fenced: set[str] = set()  # held debates whose leases the open transaction checked
+        self._releasing: set[str] = set()  # leases given up by the next commit
         self._conn: psycopg.Connection | None = connect(url)
         migrate_schema(self._conn, COMPONENT, MIGRATIONS)
         self._unsent: list[Write] = []  # written, not sent yet
@@ -119,6 +178,8 @@ class PostgresStore(Store):
             yield self._connection()
         except psycopg.Error as error:
             self._lost()
+            if isinstance(error, psycopg.errors.RaiseException) and error.diag.message_primary == FENCE_MESSAGE:
+                raise LeaseLost(set((error.diag.message_detail or "").split(","))) from error
             if isinstance(error, psycopg.OperationalError):
                 raise StoreUnavailable(f"the orchestrator's database is unavailable: {error}") from error
             raise
@@ -136,6 +197,7 @@ class PostgresStore(Store):
                 conn.close()
         self._unsent = self._sent + self._unsent
         self._sent = []
+        self._fenced = set()
         self._events = {**self._events_sent, **self._events}
         self._events_sent = {}
         self._write_over = True
@@ -146,13 +208,16 @@ class PostgresStore(Store):
         idle = conn.info.transaction_status == pq.TransactionStatus.IDLE
         events = [(debate_id, sequence, event) for (debate_id, sequence), event in self._events.items()]
         copy = len(events) >= COPY_FROM and not self._write_over
-        if copy and idle and commit and not self._unsent:
+        fence = self._fence()
+        if copy and idle and commit and not self._unsent and fence is None:
             self._copy(conn, events)  # one statement, its own transaction
         elif self._unsent or events or (commit and not idle):
             with conn.pipeline(), conn.cursor() as cursor:
                 if idle:
                     cursor.execute(BEGIN)
-                for statement, params in self._unsent:
+                if fence is not None:
+                    cursor.execute(_postgres(FENCE), fence)
+                for _, statement, params in self._unsent:
                     cursor.execute(statement, params)
                 if events and not copy:
                     cursor.executemany(_postgres(WRITE_EVENTS), events)
@@ -166,6 +231,16 @@ class PostgresStore(Store):
         self._unsent = []
         self._events_sent.update(self._events)
         self._events = {}
+
+    def _fence(self) -> tuple[str, list[str], list[int]] | None:
+        """The parameters of FENCE for the held debates written since the open transaction last
+        checked (None: none); they count as checked from now on."""
+        written = {debate_id for debate_id, _, _ in self._unsent} | {debate_id for debate_id, _ in self._events}
+        ids = sorted(written.intersection(self._held) - self._fenced)
+        if not ids:
+            return None
+        self._fenced.update(ids)
+        return self.owner, ids, [self._held[debate_id] for debate_id in ids]
 
     @staticmethod
     def _copy(conn: psycopg.Connection, events: list[tuple[str, int, bytes]]) -> None:
@@ -183,8 +258,26 @@ class PostgresStore(Store):
         except psycopg.errors.UniqueViolation:
             return step()
 
+    def _fenced_out(self, step: Callable[[], T]) -> T:
+        """`step`, again without the writes of debates whose lease is lost, until the fence
+        passes (each round refuses at least one held debate, so it ends)."""
+        while True:
+            try:
+                return self._over_stored_rows(step)
+            except LeaseLost as lost:
+                self._refuse(lost.debate_ids)
+
+    def _refuse(self, debate_ids: set[str]) -> None:
+        """Debates whose lease another replica holds now: their unsent writes and events are
+        dropped, and later ones refused (`lost`)."""
+        self.lost |= debate_ids
+        for debate_id in debate_ids:
+            self._held.pop(debate_id, None)
+        self._unsent = [write for write in self._unsent if write[0] not in debate_ids]
+        self._events = {key: event for key, event in self._events.items() if key[0] not in debate_ids}
+
     def commit(self) -> None:
-        self._over_stored_rows(self._commit)
+        self._fenced_out(self._commit)
 
     def _commit(self) -> None:
         with self._guard() as conn:
@@ -194,6 +287,10 @@ class PostgresStore(Store):
         self._sent = []
         self._events_sent = {}
         self._write_over = False
+        self._fenced = set()
+        for debate_id in self._releasing:
+            self._held.pop(debate_id, None)
+        self._releasing = set()
         self.commits += 1
 
     def close(self) -> None:
@@ -205,7 +302,8 @@ class PostgresStore(Store):
 
     # -- what the Store needs of a backend ------------------------------------------------------
     def _write(self, debate_id: str, statement: str, params: Sequence[object]) -> None:
-        self._unsent.append((_postgres(statement), params))
+        if debate_id not in self.lost:  # refused: another replica owns it now
+            self._unsent.append((debate_id, _postgres(statement), params))
 
     def _read(self, statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         def read() -> list[tuple[Any, ...]]:
@@ -213,12 +311,43 @@ class PostgresStore(Store):
                 self._send(conn, commit=False)
                 return conn.execute(_postgres(statement), params).fetchall()
 
-        return self._over_stored_rows(read)
+        return self._fenced_out(read)
+
+    # -- leases ---------------------------------------------------------------------------------
+    def _took(self, rows: list[tuple[Any, ...]]) -> list[str]:
+        """Records leases claimed (rows of debate_id, epoch): held here, no longer lost."""
+        for debate_id, epoch in rows:
+            self._held[debate_id] = epoch
+            self.lost.discard(debate_id)
+        return [debate_id for debate_id, _ in rows]
+
+    def claim(self, debate_id: str) -> bool:
+        return bool(self._took(self._read(CLAIM, (debate_id, self.owner, self.lease_seconds))))
+
+    def claim_runnable(self) -> list[DebateRow]:
+        params = (*RUNNABLE, list(self._held), self.owner, self.owner, self.lease_seconds)
+        taken = self._took(self._read(CLAIM_RUNNABLE, params))
+        return [debate_row(row) for row in self._read(DEBATES_BY_ID, (taken,))] if taken else []
+
+    def renew(self) -> None:
+        if not self._held:
+            return
+        ids = list(self._held)
+        params = (self.lease_seconds, ids, [self._held[debate_id] for debate_id in ids], self.owner)
+        renewed = {debate_id for (debate_id,) in self._read(RENEW, params)}
+        self._refuse(set(ids) - renewed)
+
+    def release(self, debate_id: str) -> None:
+        if debate_id in self._held:
+            self._write(debate_id, RELEASE, (debate_id, self.owner))
+            self._releasing.add(debate_id)
 
     def _amount(self, text: str) -> object:
         return text or None  # NUMERIC; NULL before anything was spent
 
     def add_events(self, rows: list[tuple[str, int, bytes]]) -> None:
+        if self.lost:
+            rows = [row for row in rows if row[0] not in self.lost]  # refused: another replica owns them
         if self._events_sent and any((d, s) in self._events_sent for d, s, _ in rows):
             self._write_over = True
         self._events.update(((d, s), e) for d, s, e in rows)

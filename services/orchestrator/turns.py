@@ -290,6 +290,7 @@ class TurnRunner:
         self.store.put_turn(run.debate_id, turn, recorded=False)
         self.store.close_attempt(run.debate_id, r, name, attempt)
         await self.hub.committed()  # the turn is stored before its usage is recorded anywhere
+        self.store.ensure_held(run.debate_id)  # stored by this replica, not refused: it may record
         await self.record(run, turn, key, inflight.reservation_id)
 
     async def record(self, run: DebateRun, turn: common.Turn, key: str, reservation_id: str = "") -> None:

@@ -107,11 +107,14 @@ def _median_tick(tick: Callable[[int], None], ticks: int) -> tuple[float, float]
     return statistics.median(walls) * 1e3, statistics.median(cpus) * 1e3
 
 
-def store_tick(store: Store, n: int, ticks: int) -> tuple[float, float]:
-    """A tick through the store, as EventHub.commit runs it."""
+def store_tick(store: Store, n: int, ticks: int, *, leased: bool = False) -> tuple[float, float]:
+    """A tick through the store, as EventHub.commit runs it; `leased`: with the debates' leases
+    held, so each commit is fenced (PostgreSQL: orchestrator_fence on the debates written)."""
     rows = Ticks(n, WARM_UP + ticks)
     for debate_id in rows.ids:
         store.insert_debate(_debate(debate_id))
+        if leased:
+            store.claim(debate_id)
     store.commit()
 
     def tick(i: int) -> None:
@@ -192,6 +195,12 @@ def run(quick: bool = False) -> list[dict]:
             store = PostgresStore(server.create_database())
             try:
                 rows += _rows("PostgreSQL (the store's)", n, *store_tick(store, n, ticks))
+            finally:
+                store.close()
+            store = PostgresStore(server.create_database(), lease_seconds=3600)
+            try:
+                fenced = store_tick(store, n, ticks, leased=True)
+                rows += _rows("PostgreSQL (the store's, leases held: fenced)", n, *fenced)
             finally:
                 store.close()
             for how in ("executemany", "unnest"):

@@ -27,7 +27,7 @@ from tests.support.backends import terminate_connections
 from tests.support.orchestrator_stores import OrchestratorBackend
 
 S = pb.DebateState
-TABLES = ["assessments", "attempts", "debates", "events", "turns"]
+TABLES = ["assessments", "attempts", "debate_leases", "debates", "events", "turns"]
 
 
 def debate(debate_id: str, create_ns: int = 1, tenant: str = "t", request_id: str = "", **fields) -> DebateRow:
@@ -70,7 +70,7 @@ def as_read(rows: list[tuple[str, int, bytes]]) -> list[tuple[int, bytes]]:
 def test_a_new_store_gets_every_version_and_a_second_open_changes_nothing(orchestrator_backend):
     orchestrator_backend.open().close()
     first = orchestrator_backend.describe(COMPONENT)
-    assert first["versions"] == [(1, MIGRATIONS[0].name)] and SCHEMA_VERSION == 1
+    assert first["versions"] == [(m.version, m.name) for m in MIGRATIONS] and SCHEMA_VERSION == 2
     assert sorted({column[0] for column in first["columns"]} - {"schema_migrations"}) == TABLES
     orchestrator_backend.open().close()
     assert orchestrator_backend.describe(COMPONENT) == first
@@ -86,7 +86,7 @@ def test_both_backends_have_the_same_tables_columns_and_indexes(postgres_url, tm
         {(table, column) for table, column, *_ in shape["columns"] if table != "schema_migrations"}
         for shape in (sqlite_shape, postgres_shape)
     ]
-    assert columns[0] == columns[1] and len(columns[0]) == 15 + 5 + 6 + 4 + 3
+    assert columns[0] == columns[1] and len(columns[0]) == 15 + 5 + 6 + 4 + 3 + 4
     assert {name for name, _ in sqlite_shape["indexes"] if not name.startswith("sqlite_autoindex")} == {
         "debates_request",
         "debates_list",
@@ -123,20 +123,22 @@ def test_a_sqlite_store_from_before_schema_migrations_is_adopted_with_its_debate
     )
     assert store.find_by_request("t", "req").debate_id == "old"
     store.close()
-    assert backend.describe(COMPONENT)["versions"] == [(1, f"{MIGRATIONS[0].name} (adopted)")]
+    adopted = [(1, f"{MIGRATIONS[0].name} (adopted)"), *((m.version, m.name) for m in MIGRATIONS[1:])]
+    assert backend.describe(COMPONENT)["versions"] == adopted
     backend.open().close()  # adopted once
-    assert backend.describe(COMPONENT)["versions"] == [(1, f"{MIGRATIONS[0].name} (adopted)")]
+    assert backend.describe(COMPONENT)["versions"] == adopted
 
 
 def test_a_store_migrated_by_a_newer_release_is_refused_untouched(orchestrator_backend):
     orchestrator_backend.open().close()
     orchestrator_backend.query(
-        "INSERT INTO schema_migrations (component, version, name) VALUES (?, 2, 'future')", (COMPONENT,)
+        "INSERT INTO schema_migrations (component, version, name) VALUES (?, ?, 'future')",
+        (COMPONENT, SCHEMA_VERSION + 1),
     )
     before = orchestrator_backend.describe(COMPONENT)
     with pytest.raises(SchemaTooNew) as refused:
         orchestrator_backend.open()
-    assert refused.value.reason == "SCHEMA_TOO_NEW" and "2" in refused.value.message
+    assert refused.value.reason == "SCHEMA_TOO_NEW" and str(SCHEMA_VERSION + 1) in refused.value.message
     assert orchestrator_backend.describe(COMPONENT) == before
 
 

@@ -1,0 +1,138 @@
+"""Leases and fencing of the orchestrator's store on PostgreSQL: two stores on one database play
+two replicas. A lease is claimed by one replica only (SKIP LOCKED), taken over once it lapses
+(its epoch raised), and the stale owner's writes are refused at its next commit: nothing of
+it lands after the takeover, nothing is doubled, no sequence is reused. SQLite holds every
+lease trivially."""
+
+from __future__ import annotations
+
+import pytest
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
+
+from services.orchestrator.events import DebateMoved, EventHub
+from services.orchestrator.store_postgres import PostgresStore
+from services.orchestrator.transport import FRAMING
+from tests.support.orchestrator_stores import OrchestratorBackend
+from tests.unit.test_orchestrator_store import debate, events, turn
+
+S = pb.DebateState
+
+
+def _replica(backend: OrchestratorBackend, owner: str, lease_seconds: float) -> PostgresStore:
+    store = PostgresStore(backend.url, owner=owner, lease_seconds=lease_seconds)
+    backend.opened.append(store)
+    return store
+
+
+def _leases(backend: OrchestratorBackend) -> list[tuple[str, str, int]]:
+    return backend.query("SELECT debate_id, owner, epoch FROM debate_leases ORDER BY debate_id")
+
+
+def test_a_runnable_debate_is_claimed_by_one_replica_and_a_live_lease_is_not_taken(postgres_url, tmp_path):
+    backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
+    a, b = _replica(backend, "a", 60), _replica(backend, "b", 60)
+    a.insert_debate(debate("run", state=S.DEBATE_STATE_RUNNING))
+    a.insert_debate(debate("wait", create_ns=2, state=S.DEBATE_STATE_QUEUED))
+    a.insert_debate(debate("done", create_ns=3, state=S.DEBATE_STATE_COMPLETED))
+    a.commit()
+    assert [row.debate_id for row in b.claim_runnable()] == ["run", "wait"]  # not committed yet
+    assert a.claim_runnable() == []  # b's claim holds the debates' rows: skipped, not waited for
+    b.commit()
+    assert a.claim_runnable() == [] and not a.claim("run")  # b's leases are live
+    a.commit()
+    assert _leases(backend) == [("run", "b", 1), ("wait", "b", 1)]
+
+
+def test_a_stale_owner_is_fenced_after_a_takeover_and_nothing_is_doubled(postgres_url, tmp_path):
+    backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
+    stale = _replica(backend, "a", 0)  # its leases lapse at once: it stalled (SIGSTOP) past them
+    taker = _replica(backend, "b", 60)
+    stale.insert_debate(debate("d1", state=S.DEBATE_STATE_RUNNING))
+    stale.insert_debate(debate("d2", create_ns=2, state=S.DEBATE_STATE_RUNNING))
+    assert stale.claim("d1") and stale.claim("d2")
+    stale.add_events(events("d1", 1, 3, "/a"))
+    stale.commit()
+    assert _leases(backend) == [("d1", "a", 1), ("d2", "a", 1)]
+
+    taken = taker.claim_runnable()
+    assert [row.debate_id for row in taken] == ["d1", "d2"] and taken[0].last_sequence == 3
+    taker.add_events(events("d1", 4, 5, "/b"))
+    taker.update_debate("d1", current_round=2)
+    taker.release("d2")  # d2 ends on the taker and gives its lease back
+    taker.update_debate("d2", state=S.DEBATE_STATE_COMPLETED)
+    taker.commit()
+
+    # The stale owner wakes and writes what it had under way, d1's and d2's, and a third debate it
+    # still holds: only the third lands, the others are refused and dropped, not retried.
+    assert stale.claim("d3")
+    stale.insert_debate(debate("d3", create_ns=3, state=S.DEBATE_STATE_RUNNING))
+    stale.add_events(events("d1", 4, 6, "/a") + events("d3", 1, 2, "/a"))
+    stale.update_debate("d1", current_round=9)
+    stale.put_turn("d1", turn(1, "ann", "stale"), recorded=True)
+    stale.update_debate("d2", current_round=7)
+    stale.commit()
+    assert stale.lost == {"d1", "d2"}
+    stale.update_debate("d1", current_round=10)  # refused from now on, without a fence
+    stale.add_events(events("d1", 7, 7, "/a"))
+    stale.commit()
+
+    assert backend.query("SELECT sequence, event FROM events WHERE debate_id = 'd1' ORDER BY sequence") == [
+        (s, f"d1/{s}{tag}".encode()) for s, tag in [(1, "/a"), (2, "/a"), (3, "/a"), (4, "/b"), (5, "/b")]
+    ]
+    assert backend.query("SELECT debate_id, current_round FROM debates ORDER BY debate_id") == [
+        ("d1", 2),
+        ("d2", 0),
+        ("d3", 0),
+    ]
+    assert backend.count("turns") == 0
+    assert backend.count("events", "debate_id = 'd3'") == 2
+    assert _leases(backend) == [("d1", "b", 2), ("d3", "a", 1)]
+
+
+def test_a_renewal_keeps_a_lease_and_finds_one_taken(postgres_url, tmp_path):
+    backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
+    a, b = _replica(backend, "a", 0), _replica(backend, "b", 60)
+    a.insert_debate(debate("d1", state=S.DEBATE_STATE_RUNNING))
+    assert a.claim("d1")
+    a.renew()
+    a.commit()
+    assert a.lost == set()
+    assert [row.debate_id for row in b.claim_runnable()] == ["d1"]  # lapsed (0 s), taken
+    b.commit()
+    a.renew()
+    a.commit()
+    assert a.lost == {"d1"}
+    assert _leases(backend) == [("d1", "b", 2)]
+
+
+def test_sqlite_holds_every_lease(tmp_path):
+    store = OrchestratorBackend("sqlite", tmp_path).open()
+    store.insert_debate(debate("run", state=S.DEBATE_STATE_RUNNING))
+    store.insert_debate(debate("done", create_ns=2, state=S.DEBATE_STATE_COMPLETED))
+    assert not store.shared and store.claim("run")
+    store.renew()
+    assert [row.debate_id for row in store.claim_runnable()] == ["run"] and store.lost == set()
+
+
+async def test_the_hub_never_announces_refused_events_and_moves_its_subscribers(postgres_url, tmp_path):
+    backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
+    stale, taker = _replica(backend, "a", 0), _replica(backend, "b", 60)
+    stale.insert_debate(debate("d1", state=S.DEBATE_STATE_RUNNING))
+    assert stale.claim("d1")
+    hub = EventHub(stale, framing=FRAMING)
+    hub.open_log("d1", 0).active = True
+    hub.emit("d1", round_started=pb.RoundStarted(round_number=1))
+    hub.commit()
+    reader = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
+    first = pb.StreamDebateEventsResponse.FromString(await anext(reader)).event
+    assert first.sequence == 1 and first.HasField("round_started")
+
+    assert [row.debate_id for row in taker.claim_runnable()] == ["d1"]
+    taker.commit()
+    hub.emit("d1", token_delta=pb.TokenDelta(round_number=1, participant="ann", text="stale", attempt=1))
+    hub.commit()  # refused by the fence: never announced
+    assert stale.lost == {"d1"} and hub.get("d1") is None
+    with pytest.raises(DebateMoved) as moved:
+        await anext(reader)
+    assert moved.value.reason == "DEBATE_MOVED" and moved.value.metadata == {"last_sequence": "1"}
+    assert backend.query("SELECT sequence FROM events") == [(1,)]
