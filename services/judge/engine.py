@@ -23,13 +23,10 @@ from dataclasses import replace
 
 from services.common.errors import Aborted, DomainError
 from services.common.llm.base import (
-    Completion,
     CompletionRequest,
     LLMClient,
     LLMError,
-    ProviderError,
-    ReasoningDelta,
-    TextDelta,
+    StreamReader,
 )
 from services.common.tokens import SIMULATED_PREFIX, count_message_tokens, count_text_tokens
 from services.common.usage import Usage
@@ -304,7 +301,7 @@ class Judge:
                     seed=seed,
                     request_id=f"{key}/attempts/{attempt}",
                 )
-                reader = _Reader()
+                reader = StreamReader()
                 try:
                     completion = await reader.read(self.llm, call)
                 except LLMError as error:
@@ -393,45 +390,6 @@ class _Request:
 
     def calls(self) -> tuple[JudgeCall, ...]:
         return tuple(c for ballot in self._calls for c in ballot)
-
-
-class _Reader:
-    """Reads one stream like `collect()`, keeping what streamed so far for a call cut short."""
-
-    def __init__(self) -> None:
-        self._text: list[str] = []
-        self._reasoning: list[str] = []
-
-    @property
-    def text(self) -> str:
-        return "".join(self._text)
-
-    @property
-    def reasoning(self) -> str:
-        return "".join(self._reasoning)
-
-    @property
-    def streamed(self) -> bool:
-        return any(self._text) or any(self._reasoning)
-
-    async def read(self, llm: LLMClient, request: CompletionRequest) -> Completion:
-        """The stream's Completion; raises its LLMError (ProviderError when it ends without one)."""
-        completion: Completion | None = None
-        async for event in llm.stream(request):
-            if isinstance(event, TextDelta):
-                self._text.append(event.text)
-            elif isinstance(event, ReasoningDelta):
-                self._reasoning.append(event.text)
-            else:
-                completion = event
-        if completion is None:
-            raise ProviderError(
-                f"stream for {request.model} ended without a completion",
-                model=request.model,
-                partial_text=self.text,
-                partial_reasoning=self.reasoning,
-            )
-        return completion
 
 
 def _cut_call(request: CompletionRequest, shown: tuple[str, ...], text: str, reasoning: str, attempt: int) -> JudgeCall:

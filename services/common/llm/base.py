@@ -155,24 +155,50 @@ class CollectedCompletion:
     reasoning: str = ""
 
 
+class StreamReader:
+    """Reads one stream to its end, keeping what it streamed so far: a caller whose read is cut
+    short (cancelled, or failed) still knows the answer text and the reasoning the provider
+    billed (`text`, `reasoning`, `streamed`)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.reasoning_parts: list[str] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.reasoning_parts)
+
+    @property
+    def streamed(self) -> bool:
+        return any(self.parts) or any(self.reasoning_parts)
+
+    async def read(self, llm: LLMClient, request: CompletionRequest) -> Completion:
+        """The stream's Completion; raises its LLMError (ProviderError when it ends without one)."""
+        completion: Completion | None = None
+        async for event in llm.stream(request):
+            if isinstance(event, TextDelta):
+                self.parts.append(event.text)
+            elif isinstance(event, ReasoningDelta):
+                self.reasoning_parts.append(event.text)
+            else:
+                completion = event
+        if completion is None:
+            raise ProviderError(
+                f"stream for {request.model} ended without a completion",
+                model=request.model,
+                partial_text=self.text,
+                partial_reasoning=self.reasoning,
+            )
+        return completion
+
+
 async def collect(llm: LLMClient, request: CompletionRequest) -> CollectedCompletion:
     """Reads a whole stream: its answer text, its reasoning text apart, and its final Completion
     (for callers that need no deltas). Raises the stream's LLMError."""
-    parts: list[str] = []
-    reasoning: list[str] = []
-    completion: Completion | None = None
-    async for event in llm.stream(request):
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-        elif isinstance(event, ReasoningDelta):
-            reasoning.append(event.text)
-        else:
-            completion = event
-    if completion is None:
-        raise ProviderError(
-            f"stream for {request.model} ended without a completion",
-            model=request.model,
-            partial_text="".join(parts),
-            partial_reasoning="".join(reasoning),
-        )
-    return CollectedCompletion("".join(parts), completion, parts, "".join(reasoning))
+    reader = StreamReader()
+    completion = await reader.read(llm, request)
+    return CollectedCompletion(reader.text, completion, reader.parts, reader.reasoning)
