@@ -247,5 +247,5 @@ async def test_consumer_that_stops_early_closes_the_stream(llm, fake):
         if isinstance(event, TextDelta):
             break
     await stream.aclose()
-    connections = llm.provider_for("fake/gpt-test")._http()._transport._pool.connections
-    assert all(c.is_idle() or c.is_closed() for c in connections)  # none left mid-response
+    pool = llm.provider_for("fake/gpt-test").pool()
+    assert pool.busy() == 0 and pool.idle() == 0  # closed, not left mid-response nor put back for reuse

@@ -6,7 +6,8 @@
 Dispatch by model name:
 - `sim/...`: the simulated models (simulated/), with the responders the composition root passes in;
 - `<endpoint>/...` for an endpoint in LLM_ENDPOINTS: that OpenAI-compatible server, through
-  the lean SSE reader (openai_compat.py) or LiteLLM, as the endpoint says;
+  the lean SSE reader (openai_compat.py), the same reader on httpx (openai_httpx.py) or LiteLLM,
+  as the endpoint says;
 - `openai/...`: the lean reader against LLM_OPENAI_API_BASE with OPENAI_API_KEY (unless
   LLM_OPENAI_LEAN is false);
 - anything else: LiteLLM (litellm_provider.py), imported on first use only.
@@ -138,6 +139,10 @@ class LLMRouter:
         endpoint = settings.llm_endpoints.get(key)
         if endpoint is not None and endpoint.transport == "lean":
             return OpenAICompatProvider(settings, api_base=endpoint.api_base, api_key_env=endpoint.api_key_env)
+        if endpoint is not None and endpoint.transport == "httpx":
+            from services.common.llm.openai_httpx import HttpxOpenAICompatProvider
+
+            return HttpxOpenAICompatProvider(settings, api_base=endpoint.api_base, api_key_env=endpoint.api_key_env)
         if endpoint is not None:
             return LiteLLMProvider(settings, api_base=endpoint.api_base, api_key_env=endpoint.api_key_env)
         if key == "openai":

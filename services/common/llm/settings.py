@@ -115,9 +115,11 @@ class Endpoint(BaseModel):
 
     api_base: str = Field(description="e.g. http://127.0.0.1:8000/v1 (…/chat/completions is appended)")
     api_key_env: str | None = Field(None, description="environment variable holding the key, if any")
-    # "lean": our httpx SSE reader (near the floor of CPU per chunk); "litellm": LiteLLM's
-    # OpenAI-compatible provider (kept for comparison and for servers the lean path trips on).
-    transport: Literal["lean", "litellm"] = "lean"
+    # "lean": our own SSE reader on httptools (near the floor of CPU per chunk, openai_compat.py);
+    # "httpx": the same reader's events on httpx, as before issue 16 (openai_httpx.py); "litellm":
+    # LiteLLM's OpenAI-compatible provider. The last two are kept for comparison and for servers
+    # the lean path trips on.
+    transport: Literal["lean", "httpx", "litellm"] = "lean"
     price: DeclaredPrice | None = Field(
         None, description="the price of the endpoint's models (source declared-<name>); none: the price data's"
     )

@@ -1,0 +1,247 @@
+"""The streaming read path's candidates side by side: CPU per streamed chunk, in one run.
+
+    python -m tests.benchmarks.bench_stream_floor [--quick] [--mode spaced|burst] [--blocks N]
+
+The same 200-chunk OpenAI-style stream (tests/support/fake_openai.py, in a subprocess, so its
+CPU is not ours) is read by each candidate, under each event loop (asyncio's own and uvloop),
+in the same run, alternating: every block runs each loop once, and in each loop each reader
+once, in an order reversed every other block, so that the noise of a shared machine falls on
+all of them alike. The figure is the median over blocks of the process CPU time (time.process_
+time: user + system, not wall time) per chunk.
+
+Readers:
+- `layer_httpx`: the whole LLM layer on the httpx reader it had before (the router, the
+  watchdog, usage, errors: `transport="httpx"`);
+- `layer`: the whole LLM layer on its lean path as it is now;
+- `httpx_plain`: a bare httpx SSE reader (aiter_lines, json.loads);
+- `aiohttp_plain`: aiohttp's client with its C parser (iter_any, SSE split, json.loads);
+- `wire_json`, `wire_orjson`, `wire_msgspec`: a bare reader on services/common/llm/wire.py
+  (the loop's protocol and httptools' parser, one keep-alive pool), the chunk decoded by
+  json.loads, orjson.loads, or msgspec into a Struct of only the fields we read.
+
+Two streams: "spaced" (0.5 ms between chunks, so each comes in its own network read, as a real
+model's tokens do) and "burst" (no delay, many chunks a read). Aims (issue 16): the layer at
+most 40 µs per spaced chunk and 15 µs per burst chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from tests.benchmarks.bench_relay import CHUNKS, MESSAGES, MODES, _read_httpx, _read_layer
+
+AIMS_US = {"spaced": 40.0, "burst": 15.0}
+LOOPS = ("asyncio", "uvloop")
+READERS = (
+    "layer",
+    "layer_httpx",
+    "httpx_plain",
+    "aiohttp_plain",
+    "wire_json",
+    "wire_orjson",
+    "wire_msgspec",
+)
+BODY = {"model": "bench", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+
+
+def _sse_split(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The `data:` payloads of the complete events in `buffer`, and the rest."""
+    *events, rest = buffer.split(b"\n\n")
+    return [e[6:] if e.startswith(b"data: ") else e[5:].strip() for e in events if e.startswith(b"data:")], rest
+
+
+def _json_content(payload: bytes, loads: Callable[[bytes], Any]) -> bool:
+    choices = loads(payload)["choices"]
+    return bool(choices and choices[0]["delta"].get("content"))
+
+
+class _Delta(msgspec.Struct):
+    content: str | list[Any] | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_Choice] = []
+    usage: dict[str, Any] | None = None
+
+
+def _msgspec_decoder() -> Callable[[bytes], bool]:
+    decode = msgspec.json.Decoder(_Chunk).decode
+
+    def content(payload: bytes) -> bool:
+        choices = decode(payload).choices
+        return bool(choices and choices[0].delta and choices[0].delta.content)
+
+    return content
+
+
+async def _read_wire(pool, target: bytes, headers: bytes, body: bytes, has_content: Callable[[bytes], bool]) -> int:
+    response = await pool.request(target, headers, body)
+    n = 0
+    buffer = b""
+    try:
+        assert response.status == 200
+        while (data := await response.read()) is not None:
+            payloads, buffer = _sse_split(buffer + data)
+            for payload in payloads:
+                if payload == b"[DONE]":
+                    continue
+                if has_content(payload):
+                    n += 1
+    finally:
+        response.release()
+    return n
+
+
+async def _read_aiohttp(session, url: str) -> int:
+    n = 0
+    buffer = b""
+    async with session.post(url + "/chat/completions", json=BODY) as response:
+        async for data in response.content.iter_any():
+            payloads, buffer = _sse_split(buffer + data)
+            for payload in payloads:
+                if payload != b"[DONE]" and _json_content(payload, json.loads):
+                    n += 1
+    return n
+
+
+async def _cpu_per_chunk(read: Callable[[], Awaitable[int]], streams: int, warmup: int) -> float:
+    """CPU µs per chunk over `streams` streams, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        assert await read() == CHUNKS
+    gc.collect()
+    start = time.process_time()
+    for _ in range(streams):
+        assert await read() == CHUNKS
+    return (time.process_time() - start) * 1e6 / (streams * CHUNKS)
+
+
+async def _block(url: str, readers: tuple[str, ...], streams: int, warmup: int) -> dict[str, float]:
+    """One timed block of each reader, in the order given, in the running loop."""
+    import aiohttp
+    import httpx
+    import orjson
+
+    from services.common.llm import Endpoint, LLMSettings, build_llm_client
+    from services.common.llm.wire import HttpPool
+
+    settings = LLMSettings(
+        llm_allowed_models=["bench/*", "benchhttpx/*"],
+        llm_endpoints={
+            "bench": Endpoint(api_base=url),
+            "benchhttpx": Endpoint(api_base=url, transport="httpx"),
+        },
+    )
+    llm = build_llm_client(settings)
+    http = httpx.AsyncClient(timeout=30)
+    session = aiohttp.ClientSession()
+    pool = HttpPool(url, connect_timeout=10)
+    target = pool.path("/chat/completions")
+    headers = b"Content-Type: application/json\r\nAccept: text/event-stream\r\nAccept-Encoding: identity\r\n"
+    body = json.dumps(BODY).encode()
+    by_msgspec = _msgspec_decoder()
+    calls: dict[str, Callable[[], Awaitable[int]]] = {
+        "layer": lambda: _read_layer(llm, "bench/model"),
+        "layer_httpx": lambda: _read_layer(llm, "benchhttpx/model"),
+        "httpx_plain": lambda: _read_httpx(http, url),
+        "aiohttp_plain": lambda: _read_aiohttp(session, url),
+        "wire_json": lambda: _read_wire(pool, target, headers, body, lambda p: _json_content(p, json.loads)),
+        "wire_orjson": lambda: _read_wire(pool, target, headers, body, lambda p: _json_content(p, orjson.loads)),
+        "wire_msgspec": lambda: _read_wire(pool, target, headers, body, by_msgspec),
+    }
+    figures = {}
+    try:
+        for name in readers:
+            figures[name] = await _cpu_per_chunk(calls[name], streams, warmup)
+    finally:
+        await http.aclose()
+        await session.close()
+        await pool.aclose()
+        await llm.aclose()
+    return figures
+
+
+def _run_in(loop_name: str, coroutine) -> Any:
+    if loop_name == "uvloop":
+        import uvloop
+
+        return uvloop.run(coroutine)
+    return asyncio.run(coroutine)
+
+
+def measure(
+    mode: str, *, blocks: int, streams: int, warmup: int, readers=READERS, loops=LOOPS
+) -> dict[tuple[str, str], float]:
+    """{(reader, loop): median CPU µs per chunk} for one stream spacing."""
+    from tests.support.fake_openai import spawn_fake_openai
+
+    samples: dict[tuple[str, str], list[float]] = {(r, lp): [] for r in readers for lp in loops}
+    with spawn_fake_openai(chunks=CHUNKS, chunk_delay=MODES[mode]) as url:
+        for block in range(blocks):
+            order = tuple(readers) if block % 2 == 0 else tuple(reversed(readers))
+            for loop_name in loops if block % 2 == 0 else tuple(reversed(loops)):
+                figures = _run_in(loop_name, _block(url, order, streams, warmup))
+                for name, value in figures.items():
+                    samples[(name, loop_name)].append(value)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def run(quick: bool = False, *, modes: tuple[str, ...] | None = None, blocks: int | None = None) -> list[dict]:
+    """Rows {metric, target, value, unit}: CPU µs per chunk of each reader under each loop, the
+    layer's ratios to today's httpx layer, and its aims."""
+    rows = []
+    streams, warmup = (2, 1) if quick else (8, 2)
+    for mode in modes or (("burst",) if quick else ("spaced", "burst")):
+        figures = measure(mode, blocks=blocks or (1 if quick else 5), streams=streams, warmup=warmup)
+        for (name, loop_name), value in figures.items():
+            target = f"<= {AIMS_US[mode]:g}" if name == "layer" else ""
+            rows.append(
+                {
+                    "metric": f"stream_cpu_per_chunk_{name}[{mode},{loop_name}]",
+                    "target": target,
+                    "value": round(value, 1),
+                    "unit": "µs CPU/chunk",
+                }
+            )
+        for loop_name in LOOPS:
+            rows.append(
+                {
+                    "metric": f"stream_ratio_layer_httpx_to_layer[{mode},{loop_name}]",
+                    "target": "",
+                    "value": round(figures[("layer_httpx", loop_name)] / figures[("layer", loop_name)], 2),
+                    "unit": "x",
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--mode", choices=sorted(MODES), action="append")
+    parser.add_argument("--blocks", type=int, default=None)
+    args = parser.parse_args()
+    rows = run(args.quick, modes=tuple(args.mode) if args.mode else None, blocks=args.blocks)
+    width = max(len(r["metric"]) for r in rows)
+    print(f"{'metric':<{width}}  {'value':>9}  unit           target")
+    for row in rows:
+        print(f"{row['metric']:<{width}}  {row['value']:>9}  {row['unit']:<13}  {row['target']}")
+
+
+if __name__ == "__main__":
+    main()
