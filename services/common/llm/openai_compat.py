@@ -35,7 +35,7 @@ import re
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from time import time as _now
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -408,7 +408,18 @@ def _sse_payloads(buffer: bytes) -> tuple[list[bytes], bytes, bool]:
     return payloads, rest, done
 
 
-def _completion(request: CompletionRequest, reader: _ChunkReader, done: bool) -> Completion:
+class _Read(Protocol):
+    """What a stream's reader knows at its end (_ChunkReader here, and openai_httpx's)."""
+
+    parts: list[str]
+    reasoning: list[str]
+    usage: dict | None
+    finish_reason: object
+
+    def error(self, make: Callable[..., LLMError], message: str, **kwargs: Any) -> LLMError: ...
+
+
+def _completion(request: CompletionRequest, reader: _Read, done: bool) -> Completion:
     """The last event: the provider's usage in our normal form (estimated when it sent none) and
     why it stopped."""
     text = "".join(reader.parts)
