@@ -148,7 +148,10 @@ def request_body(request: CompletionRequest, *, openai: bool) -> dict:
 
 class OpenAICompatProvider:
     """Streams `<prefix>/<model>` from `api_base` as `<model>`, with the key from `api_key_env`,
-    over one keep-alive connection pool (wire.HttpPool) of its own."""
+    over one keep-alive connection pool (wire.HttpPool) of its own. (anthropic_native.py is this
+    with Anthropic's request and events: `path`, `_body`, `_headers` and `_reader`.)"""
+
+    path = "/chat/completions"
 
     def __init__(self, settings: LLMSettings, *, api_base: str, api_key_env: str | None, openai: bool = False):
         self.settings = settings
@@ -171,20 +174,25 @@ class OpenAICompatProvider:
     def _body(self, request: CompletionRequest) -> dict:
         return request_body(request, openai=self.openai)
 
+    def _headers(self, key: str | None) -> bytes:
+        """The request's header lines (after Host and Content-Length), each ending in CRLF."""
+        headers = b"Content-Type: application/json\r\nAccept: text/event-stream\r\nAccept-Encoding: identity\r\n"
+        return headers + b"Authorization: Bearer " + key.encode() + b"\r\n" if key else headers
+
+    def _reader(self, model: str, watchdog: Watchdog, secrets: Sequence[str]) -> _ChunkReader:
+        return _ChunkReader(model, watchdog, secrets)
+
     async def _send(
         self, request: CompletionRequest, key: str | None, watchdog: Watchdog, secrets: Sequence[str]
     ) -> Response:
         """The streaming response of a 200 answer; a typed error for anything else."""
         model = request.model
-        headers = b"Content-Type: application/json\r\nAccept: text/event-stream\r\nAccept-Encoding: identity\r\n"
-        if key:
-            if "\r" in key or "\n" in key:
-                raise ProviderError(f"{model}: the provider key holds a line break", model=model)
-            headers += b"Authorization: Bearer " + key.encode() + b"\r\n"
+        if key and ("\r" in key or "\n" in key):
+            raise ProviderError(f"{model}: the provider key holds a line break", model=model)
         pool = self.pool()
         watchdog.begin()
         try:
-            response = await pool.request(pool.path("/chat/completions"), headers, _encode(self._body(request)))
+            response = await pool.request(pool.path(self.path), self._headers(key), _encode(self._body(request)))
             if response.status != 200:
                 try:
                     body = await response.aread()
@@ -209,7 +217,7 @@ class OpenAICompatProvider:
         key = self.settings.provider_key(self.api_key_env)
         secrets = call_secrets(self.settings, key)
         watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
-        reader = _ChunkReader(model, watchdog, secrets)
+        reader = self._reader(model, watchdog, secrets)
         done = False
         response: Response | None = None
         try:
@@ -236,19 +244,12 @@ class OpenAICompatProvider:
                     end()
                 if data is None:
                     break
-                if buffer:
-                    data = buffer + data
-                if data.endswith(b"\n\n") and b"\r" not in data and data.count(b"\n\n") == 1:
-                    # One whole event, as most reads of a streamed token are.
-                    buffer = b""
-                    payloads = _one_event(data)
-                    if payloads is None:
-                        payloads, buffer, done = _sse_payloads(data)
-                else:
-                    payloads, buffer, done = _sse_payloads(data)
+                payloads, buffer, done = _split(buffer + data if buffer else data)
                 for payload in payloads:
                     for event in feed(payload):
                         yield event
+                if reader.ended:
+                    done = True
         finally:
             watchdog.close()
             if response is not None:
@@ -256,11 +257,23 @@ class OpenAICompatProvider:
         yield _completion(request, reader, done)
 
 
+def _split(data: bytes) -> tuple[list[bytes], bytes, bool]:
+    """_sse_payloads, with a shortcut for one whole event of one data line, as most reads of
+    a streamed token are."""
+    if data.endswith(b"\n\n") and data.count(b"\n\n") == 1 and b"\r" not in data:
+        payloads = _one_event(data)
+        if payloads is not None:
+            return payloads, b"", False
+    return _sse_payloads(data)
+
+
 def _one_event(data: bytes) -> list[bytes] | None:
-    """The payload of `data`, one event of one `data:` line ending in a blank line; None for
-    anything else (comments, several lines, [DONE]: the general reader takes those)."""
-    if data.startswith(b"data: ") and data.find(b"\n") == len(data) - 2:
-        payload = data[6:-2]
+    """The payload of `data`, one event of one `data:` line (after an `event:` line, if any)
+    ending in a blank line; None for anything else (comments, several data lines, [DONE]: the
+    general reader takes those)."""
+    start = data.find(b"\n") + 1 if data.startswith(b"event:") else 0
+    if data.startswith(b"data: ", start) and data.find(b"\n", start) == len(data) - 2:
+        payload = data[start + 6 : -2]
         if payload != b"[DONE]":
             return [payload]
     return None
@@ -271,9 +284,10 @@ class _ChunkReader:
     reasoning, the last usage and finish reason. Any shape it cannot read is a ProviderBadChunk,
     never a TypeError or KeyError; a chunk that carries anything ends the first-token wait."""
 
-    __slots__ = ("finish_reason", "model", "parts", "reasoning", "secrets", "usage", "waiting", "watchdog")
+    __slots__ = ("ended", "finish_reason", "model", "parts", "reasoning", "secrets", "usage", "waiting", "watchdog")
 
     def __init__(self, model: str, watchdog: Watchdog, secrets: Sequence[str]):
+        self.ended = False  # the stream said it ended (Anthropic's message_stop; OpenAI's is [DONE])
         self.model = model
         self.watchdog = watchdog
         self.secrets = secrets

@@ -194,6 +194,8 @@ class Response(asyncio.Protocol):
 class HttpPool:
     """Keep-alive HTTP/1.1 connections to one origin (the scheme, host and port of `base_url`)."""
 
+    connection_class: type[Response] = Response
+
     def __init__(self, base_url: str, *, connect_timeout: float, max_idle: int = 256):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -273,7 +275,7 @@ class HttpPool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, response = await loop.create_connection(
-                    lambda: Response(self),
+                    lambda: self.connection_class(self),
                     self.host,
                     self.port,
                     ssl=default_ssl_context() if self.tls else None,
