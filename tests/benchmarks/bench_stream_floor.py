@@ -13,6 +13,9 @@ Readers:
 - `layer_httpx`: the whole LLM layer on the httpx reader it had before (the router, the
   watchdog, usage, errors: `transport="httpx"`);
 - `layer`: the whole LLM layer on its lean path as it is now;
+- `anthropic_layer`, `anthropic_layer_litellm`: the whole layer reading the same stream in
+  Anthropic's Messages format (`anthropic/...` models; the fake's /v1/messages), on the lean
+  path (anthropic_native.py) and through LiteLLM's Anthropic provider;
 - `httpx_plain`: a bare httpx SSE reader (aiter_lines, json.loads);
 - `aiohttp_plain`: aiohttp's client with its C parser (iter_any, SSE split, json.loads);
 - `wire_json`, `wire_orjson`, `wire_msgspec`: a bare reader on services/common/llm/wire.py
@@ -34,6 +37,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -55,6 +59,8 @@ READERS = (
     "wire_orjson",
     "wire_msgspec",
     "wire_push_msgspec",
+    "anthropic_layer",
+    "anthropic_layer_litellm",
 )
 BODY = {"model": "bench", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
 
@@ -207,13 +213,16 @@ async def _block(url: str, readers: tuple[str, ...], streams: int, warmup: int) 
     from services.common.llm import Endpoint, LLMSettings, build_llm_client
 
     settings = LLMSettings(
-        llm_allowed_models=["bench/*", "benchhttpx/*"],
+        llm_allowed_models=["bench/*", "benchhttpx/*", "anthropic/*"],
         llm_endpoints={
             "bench": Endpoint(api_base=url),
             "benchhttpx": Endpoint(api_base=url, transport="httpx"),
         },
+        llm_anthropic_api_base=url.removesuffix("/v1"),
     )
     llm = build_llm_client(settings)
+    # LiteLLM's Anthropic provider reads ANTHROPIC_API_BASE and ANTHROPIC_API_KEY (set by run()).
+    llm_litellm = build_llm_client(settings.model_copy(update={"llm_anthropic_lean": False}))
     http = httpx.AsyncClient(timeout=30)
     session = aiohttp.ClientSession()
     pool = HttpPool(url, connect_timeout=10)
@@ -225,6 +234,8 @@ async def _block(url: str, readers: tuple[str, ...], streams: int, warmup: int) 
     calls: dict[str, Callable[[], Awaitable[int]]] = {
         "layer": lambda: _read_layer(llm, "bench/model"),
         "layer_httpx": lambda: _read_layer(llm, "benchhttpx/model"),
+        "anthropic_layer": lambda: _read_layer(llm, "anthropic/claude-bench"),
+        "anthropic_layer_litellm": lambda: _read_layer(llm_litellm, "anthropic/claude-bench"),
         "httpx_plain": lambda: _read_httpx(http, url),
         "aiohttp_plain": lambda: _read_aiohttp(session, url),
         "wire_json": lambda: _read_wire(pool, target, headers, body, lambda p: _json_content(p, json.loads)),
@@ -242,6 +253,7 @@ async def _block(url: str, readers: tuple[str, ...], streams: int, warmup: int) 
         await pool.aclose()
         await push_pool.aclose()
         await llm.aclose()
+        await llm_litellm.aclose()
     return figures
 
 
@@ -261,6 +273,9 @@ def measure(
 
     samples: dict[tuple[str, str], list[float]] = {(r, lp): [] for r in readers for lp in loops}
     with spawn_fake_openai(chunks=CHUNKS, chunk_delay=MODES[mode]) as url:
+        os.environ["ANTHROPIC_API_BASE"] = url.removesuffix("/v1")
+        os.environ.setdefault("ANTHROPIC_API_KEY", "sk-ant-bench")
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         for block in range(blocks):
             order = tuple(readers) if block % 2 == 0 else tuple(reversed(readers))
             for loop_name in loops if block % 2 == 0 else tuple(reversed(loops)):

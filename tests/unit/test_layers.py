@@ -44,6 +44,7 @@ LAZY_IMPORTS = {
     # the simulated models never loads either.
     ("services.common.llm.router", "services.common.llm.openai_compat"),
     ("services.common.llm.router", "services.common.llm.openai_httpx"),
+    ("services.common.llm.router", "services.common.llm.anthropic_native"),
     ("services.common.llm.router", "services.common.llm.litellm_provider"),
 }
 

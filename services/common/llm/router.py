@@ -10,6 +10,8 @@ Dispatch by model name:
   as the endpoint says;
 - `openai/...`: the lean reader against LLM_OPENAI_API_BASE with OPENAI_API_KEY (unless
   LLM_OPENAI_LEAN is false);
+- `anthropic/...`: Anthropic's Messages stream on the lean path (anthropic_native.py) against
+  LLM_ANTHROPIC_API_BASE with ANTHROPIC_API_KEY (unless LLM_ANTHROPIC_LEAN is false);
 - anything else: LiteLLM (litellm_provider.py), imported on first use only.
 
 A model is checked against the allowlist before anything else; a request carries no api_base
@@ -41,7 +43,7 @@ from services.common.llm.base import (
     StreamEvent,
     UnknownModel,
 )
-from services.common.llm.settings import OPENAI_KEY_ENV, LLMSettings
+from services.common.llm.settings import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, LLMSettings
 from services.common.llm.simulated import Responder, SimulatedLLM, is_simulated
 
 log = logging.getLogger(__name__)
@@ -120,11 +122,11 @@ class LLMRouter:
         prefix, _, rest = model.partition("/")
         if not rest:
             raise UnknownModel(f"model {model!r} names no provider (expected provider/model)", model=model)
-        key = (
-            prefix
-            if prefix in self.settings.llm_endpoints
-            else ("openai" if prefix == "openai" and self.settings.llm_openai_lean else "litellm")
+        settings = self.settings
+        lean = (prefix == "openai" and settings.llm_openai_lean) or (
+            prefix == "anthropic" and settings.llm_anthropic_lean
         )
+        key = prefix if prefix in settings.llm_endpoints or lean else "litellm"
         provider = self._providers.get(key)
         if provider is None:
             provider = self._providers[key] = self._make_provider(key)
@@ -149,6 +151,10 @@ class LLMRouter:
             return OpenAICompatProvider(
                 settings, api_base=settings.llm_openai_api_base, api_key_env=OPENAI_KEY_ENV, openai=True
             )
+        if key == "anthropic":
+            from services.common.llm.anthropic_native import AnthropicProvider
+
+            return AnthropicProvider(settings, api_base=settings.llm_anthropic_api_base, api_key_env=ANTHROPIC_KEY_ENV)
         return LiteLLMProvider(settings)
 
     async def aclose(self) -> None:
