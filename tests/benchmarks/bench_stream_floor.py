@@ -12,10 +12,13 @@ time: user + system, not wall time) per chunk.
 Readers:
 - `layer_httpx`: the whole LLM layer on the httpx reader it had before (the router, the
   watchdog, usage, errors: `transport="httpx"`);
-- `layer`: the whole LLM layer on its lean path as it is now;
+- `layer_push`: the whole LLM layer on its lean path, each delta pushed to a sink inside the
+  network read's callback (`stream_to`, as the orchestrator reads a turn);
+- `layer`: the same, pulled through the router's and the provider's async generators
+  (`llm.stream`, as the judge reads a verdict);
 - `anthropic_layer`, `anthropic_layer_litellm`: the whole layer reading the same stream in
   Anthropic's Messages format (`anthropic/...` models; the fake's /v1/messages), on the lean
-  path (anthropic_native.py) and through LiteLLM's Anthropic provider;
+  path (anthropic_native.py; `_push` pushed) and through LiteLLM's Anthropic provider;
 - `httpx_plain`: a bare httpx SSE reader (aiter_lines, json.loads);
 - `aiohttp_plain`: aiohttp's client with its C parser (iter_any, SSE split, json.loads);
 - `wire_json`, `wire_orjson`, `wire_msgspec`: a bare reader on services/common/llm/wire.py
@@ -24,7 +27,10 @@ Readers:
 - `wire_push_msgspec`: the same, but each payload decoded and handed on inside the protocol's
   `data_received` (a callback, as an event hub would be given), the reading task woken only at
   the stream's end: what handing deltas on without a task step or a chain of async generators
-  per chunk would save.
+  per chunk would save;
+- `wire_push_nodecode`: the same with no JSON decoding at all (a substring test): the floor of
+  one network read, one llhttp parse and one SSE split in this process, below which no reader
+  of ours can go.
 
 Two streams: "spaced" (0.5 ms between chunks, so each comes in its own network read, as a real
 model's tokens do) and "burst" (no delay, many chunks a read). Aims (issue 16): the layer at
@@ -51,6 +57,7 @@ from tests.benchmarks.bench_relay import CHUNKS, MESSAGES, MODES, _read_httpx, _
 AIMS_US = {"spaced": 40.0, "burst": 15.0}
 LOOPS = ("asyncio", "uvloop")
 READERS = (
+    "layer_push",
     "layer",
     "layer_httpx",
     "httpx_plain",
@@ -59,8 +66,18 @@ READERS = (
     "wire_orjson",
     "wire_msgspec",
     "wire_push_msgspec",
+    "wire_push_nodecode",
+    "anthropic_layer_push",
     "anthropic_layer",
     "anthropic_layer_litellm",
+)
+# (slower, faster): the ratios printed for each loop.
+RATIOS = (
+    ("layer_httpx", "layer_push"),
+    ("layer_httpx", "layer"),
+    ("layer", "layer_push"),
+    ("anthropic_layer_litellm", "anthropic_layer_push"),
+    ("layer_push", "wire_push_nodecode"),
 )
 BODY = {"model": "bench", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
 
@@ -90,6 +107,10 @@ class _Choice(msgspec.Struct):
 class _Chunk(msgspec.Struct):
     choices: list[_Choice] = []
     usage: dict[str, Any] | None = None
+
+
+def _content_without_decoding(payload: bytes) -> bool:
+    return b'"delta":{"content":"' in payload
 
 
 def _msgspec_decoder() -> Callable[[bytes], bool]:
@@ -193,6 +214,21 @@ async def _read_aiohttp(session, url: str) -> int:
     return n
 
 
+async def _push_layer(llm, model: str) -> int:
+    """The whole layer, its deltas pushed (stream_to), as the orchestrator reads a turn."""
+    from services.common.llm import ChatMessage, CompletionRequest, TextDelta, stream_to
+
+    request = CompletionRequest(model=model, messages=(ChatMessage("user", MESSAGES[0]["content"]),), max_tokens=4096)
+    texts: list[str] = []
+
+    def sink(event) -> None:
+        if type(event) is TextDelta:
+            texts.append(event.text)
+
+    await stream_to(llm, request, sink)
+    return len(texts)
+
+
 async def _cpu_per_chunk(read: Callable[[], Awaitable[int]], streams: int, warmup: int) -> float:
     """CPU µs per chunk over `streams` streams, after `warmup` untimed ones."""
     for _ in range(warmup):
@@ -234,6 +270,8 @@ async def _block(url: str, readers: tuple[str, ...], streams: int, warmup: int) 
     calls: dict[str, Callable[[], Awaitable[int]]] = {
         "layer": lambda: _read_layer(llm, "bench/model"),
         "layer_httpx": lambda: _read_layer(llm, "benchhttpx/model"),
+        "layer_push": lambda: _push_layer(llm, "bench/model"),
+        "anthropic_layer_push": lambda: _push_layer(llm, "anthropic/claude-bench"),
         "anthropic_layer": lambda: _read_layer(llm, "anthropic/claude-bench"),
         "anthropic_layer_litellm": lambda: _read_layer(llm_litellm, "anthropic/claude-bench"),
         "httpx_plain": lambda: _read_httpx(http, url),
@@ -242,6 +280,7 @@ async def _block(url: str, readers: tuple[str, ...], streams: int, warmup: int) 
         "wire_orjson": lambda: _read_wire(pool, target, headers, body, lambda p: _json_content(p, orjson.loads)),
         "wire_msgspec": lambda: _read_wire(pool, target, headers, body, by_msgspec),
         "wire_push_msgspec": lambda: _read_push(push_pool, target, headers, body, by_msgspec),
+        "wire_push_nodecode": lambda: _read_push(push_pool, target, headers, body, _content_without_decoding),
     }
     figures = {}
     try:
@@ -293,7 +332,7 @@ def run(quick: bool = False, *, modes: tuple[str, ...] | None = None, blocks: in
     for mode in modes or (("burst",) if quick else ("spaced", "burst")):
         figures = measure(mode, blocks=blocks or (1 if quick else 5), streams=streams, warmup=warmup)
         for (name, loop_name), value in figures.items():
-            target = f"<= {AIMS_US[mode]:g}" if name == "layer" else ""
+            target = f"<= {AIMS_US[mode]:g}" if name in ("layer", "layer_push", "anthropic_layer_push") else ""
             rows.append(
                 {
                     "metric": f"stream_cpu_per_chunk_{name}[{mode},{loop_name}]",
@@ -303,11 +342,21 @@ def run(quick: bool = False, *, modes: tuple[str, ...] | None = None, blocks: in
                 }
             )
         for loop_name in LOOPS:
+            for slower, faster in RATIOS:
+                rows.append(
+                    {
+                        "metric": f"stream_ratio_{slower}_to_{faster}[{mode},{loop_name}]",
+                        "target": "",
+                        "value": round(figures[(slower, loop_name)] / figures[(faster, loop_name)], 2),
+                        "unit": "x",
+                    }
+                )
+        for name in READERS:
             rows.append(
                 {
-                    "metric": f"stream_ratio_layer_httpx_to_layer[{mode},{loop_name}]",
+                    "metric": f"stream_ratio_asyncio_to_uvloop_{name}[{mode}]",
                     "target": "",
-                    "value": round(figures[("layer_httpx", loop_name)] / figures[("layer", loop_name)], 2),
+                    "value": round(figures[(name, "asyncio")] / figures[(name, "uvloop")], 2),
                     "unit": "x",
                 }
             )

@@ -40,10 +40,17 @@ from services.common.usage import Usage
 from tests.support.fake_openai import BAD_CHUNKS, DEFAULT_REASONING, Behavior, content_chunks
 from tests.support.fixtures import (  # noqa: F401 - fixtures
     FAKE_KEY_ENV,
+    delivery,
     fake_openai,
     fake_openai_server,
+    parametrize_delivery,
     settings_for,
 )
+
+
+def pytest_generate_tests(metafunc):
+    parametrize_delivery(metafunc)  # the tests that read a whole stream run pulled and pushed
+
 
 TRANSPORTS = ["fake", "lite"]  # lean reader, LiteLLM
 MESSAGES = (ChatMessage("system", "Topic: cities without cars\nStance: for"), ChatMessage("user", "Your turn."))

@@ -42,6 +42,7 @@ import msgspec
 from services.common.llm.base import (
     Completion,
     CompletionRequest,
+    DeltaSink,
     LLMError,
     ProviderError,
     RateLimited,
@@ -255,6 +256,84 @@ class OpenAICompatProvider:
             if response is not None:
                 response.release()
         yield _completion(request, reader, done)
+
+    async def stream_to(self, request: CompletionRequest, sink: DeltaSink) -> Completion:
+        """`stream`'s events pushed: each delta handed to `sink` inside the protocol's callback of
+        the network read that brought it (no task step, no async generator per chunk), the
+        Completion returned. The same errors, billing and watchdog as `stream`."""
+        model = request.model
+        key = self.settings.provider_key(self.api_key_env)
+        secrets = call_secrets(self.settings, key)
+        watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
+        reader = self._reader(model, watchdog, secrets)
+        response: Response | None = None
+        try:
+            response = await self._send(request, key, watchdog, secrets)
+            push = _Push(reader, sink, watchdog)
+            early = response.take()  # body that came with the headers
+            watchdog.begin()
+            try:
+                if not (early and push(early)):
+                    response.consumer = push
+                    while not push.stop and not response.complete and response.error is None:
+                        await response.wait()
+            except asyncio.CancelledError:
+                if watchdog.timed_out():
+                    raise watchdog.error(model, reader.text(), reader.thought(), billed=True) from None
+                raise
+            finally:
+                watchdog.end()
+            if push.failure is not None:
+                raise push.failure
+            if response.error is not None and not push.done:
+                raise reader.error(
+                    ProviderError,
+                    safe_text(f"{model}: stream broke: {response.error}", secrets),
+                    retryable=not reader.parts,
+                ) from None
+        finally:
+            watchdog.close()
+            if response is not None:
+                response.release()
+        return _completion(request, reader, push.done)
+
+
+class _Push:
+    """The consumer of a pushed stream (wire.Response.consumer): each network read's body split
+    into SSE payloads, read into events and handed to the sink, inside the protocol's callback.
+    Wakes the waiting task only at the stream's end or at a failure (kept in `failure`: the
+    task raises it)."""
+
+    __slots__ = ("buffer", "done", "failure", "feed", "reader", "refresh", "sink", "stop")
+
+    def __init__(self, reader: _ChunkReader, sink: DeltaSink, watchdog: Watchdog):
+        self.reader = reader
+        self.feed = reader.feed
+        self.sink = sink
+        self.refresh = watchdog.refresh
+        self.buffer = b""
+        self.done = False  # the stream said it ended ([DONE], message_stop)
+        self.stop = False  # nothing more to read: ended or failed
+        self.failure: Exception | None = None
+
+    def __call__(self, data: bytes) -> bool:
+        if self.stop:
+            return True
+        try:
+            payloads, self.buffer, done = _split(self.buffer + data if self.buffer else data)
+            feed, sink = self.feed, self.sink
+            for payload in payloads:
+                for event in feed(payload):
+                    sink(event)
+        except Exception as error:  # noqa: BLE001 - an LLMError, or the sink's own: raised in the task
+            self.failure = error
+            self.stop = True
+            return True
+        if done or self.reader.ended:
+            self.done = self.stop = True
+            return True
+        self.refresh()
+        return False
 
 
 def _split(data: bytes) -> tuple[list[bytes], bytes, bool]:

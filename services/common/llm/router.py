@@ -35,13 +35,18 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 
 from services.common.llm.base import (
+    Completion,
     CompletionRequest,
+    DeltaSink,
     LLMClient,
     LLMError,
     ModelNotAllowed,
     RateLimited,
+    ReasoningDelta,
     StreamEvent,
+    TextDelta,
     UnknownModel,
+    stream_to,
 )
 from services.common.llm.settings import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, LLMSettings
 from services.common.llm.simulated import Responder, SimulatedLLM, is_simulated
@@ -100,6 +105,39 @@ class LLMRouter:
                         # provider accepted the call and bills it: the caller records that call and
                         # retries, if it does, as a new attempt under its own key.
                         raise
+                    error = caught
+                    if not caught.retryable or attempt == self.settings.llm_retries:
+                        break
+                    delay = self._retry_delay(caught, attempt)
+                    log.info("retrying %s in %.2fs (attempt %d): %s", model, delay, attempt + 2, caught.message)
+                    await self._sleep(delay)
+        assert error is not None
+        raise error
+
+    async def stream_to(self, request: CompletionRequest, sink: DeltaSink) -> Completion:
+        """`stream` pushed (base.stream_to): each delta handed to `sink`, the Completion returned;
+        the same allowlist, retries and fallbacks, without an async generator of the router's
+        between the provider and the sink."""
+        if not self.settings.model_allowed(request.model):
+            raise ModelNotAllowed(f"model {request.model!r} is not in the allowlist", model=request.model)
+        error: LLMError | None = None
+        started = False
+
+        def forward(event: TextDelta | ReasoningDelta) -> object:
+            nonlocal started
+            started = True
+            return sink(event)
+
+        for model in self.candidates(request.model):
+            attempt_request = request if model == request.model else replace(request, model=model)
+            if error is not None:
+                log.warning("falling back from %s to %s after: %s", request.model, model, error.message)
+            for attempt in range(self.settings.llm_retries + 1):
+                try:
+                    return await stream_to(self.provider_for(model), attempt_request, forward)
+                except LLMError as caught:
+                    if started or caught.billed:
+                        raise  # as in `_stream`: never replayed, never mixed with another model's text
                     error = caught
                     if not caught.retryable or attempt == self.settings.llm_retries:
                         break

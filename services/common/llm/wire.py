@@ -7,6 +7,9 @@ network read and the reader.
     while (data := await response.read()) is not None: ...                  # the body as it arrives
     response.release()   # back to the pool when complete, else closed (always call it, e.g. in finally)
 
+    response.consumer = on_body   # or push: on_body(bytes) -> wake? runs inside the protocol's data_received
+    while not (response.complete or response.error): await response.wait()
+
 Why not httpx here: through httpx, httpcore, h11 and anyio, one network read of one streamed
 chunk cost about 250 µs of CPU; on a protocol of the loop (`data_received`) and llhttp it is one
 parse and one wake of the reading task (docs/streaming-floor.md has the figures). What httpx
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -64,6 +68,7 @@ class Response(asyncio.Protocol):
         "_loop",
         "_waiter",
         "complete",
+        "consumer",
         "error",
         "headers",
         "keep_alive",
@@ -91,6 +96,9 @@ class Response(asyncio.Protocol):
         self.received = False  # a byte of the response came
         self.reused = False
         self.error: WireError | None = None
+        # Push: the body bytes of each network read handed to `consumer` inside data_received;
+        # the waiting task is woken only when it returns True, or at the end or an error.
+        self.consumer: Callable[[bytes], bool] | None = None
 
     # ------------------------------------------------------------------ the loop's protocol
 
@@ -105,6 +113,16 @@ class Response(asyncio.Protocol):
             self.fail(WireError(f"malformed HTTP response: {error}"))
             if self.transport is not None:
                 self.transport.abort()
+        consumer = self.consumer
+        if consumer is not None:
+            body = self._body
+            wake = False
+            if body:
+                data = body[0] if len(body) == 1 else b"".join(body)
+                body.clear()
+                wake = consumer(data)
+            if not wake and not self.complete and self.error is None:
+                return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -151,7 +169,9 @@ class Response(asyncio.Protocol):
         if self.error is None:
             self.error = error
 
-    async def _wait(self) -> None:
+    async def wait(self) -> None:
+        """Until the next wake: a network read (with a `consumer`: one it asked to wake for), the
+        end of the response, or an error."""
         self._waiter = waiter = self._loop.create_future()
         try:
             await waiter
@@ -163,7 +183,7 @@ class Response(asyncio.Protocol):
         while not self.status:
             if self.error is not None:
                 raise self.error
-            await self._wait()
+            await self.wait()
 
     async def read(self) -> bytes | None:
         """The body bytes that came since the last call (waiting for some), None at the end."""
@@ -173,9 +193,15 @@ class Response(asyncio.Protocol):
                 return None
             if self.error is not None:
                 raise self.error
-            await self._wait()
+            await self.wait()
         data = body[0] if len(body) == 1 else b"".join(body)
         body.clear()
+        return data
+
+    def take(self) -> bytes:
+        """The body bytes that came and were not read yet, without waiting."""
+        data = b"".join(self._body)
+        self._body.clear()
         return data
 
     async def aread(self) -> bytes:
@@ -186,7 +212,7 @@ class Response(asyncio.Protocol):
         return b"".join(parts)
 
     def release(self) -> None:
-        """Done with the response: the connection goes back to the pool if the response was read
+        """Done with the response (its consumer dropped): the connection goes back to the pool if the response was read
         to its end and both sides keep it alive, else it is closed."""
         self.pool._release(self)
 
@@ -291,6 +317,7 @@ class HttpPool:
         return response
 
     def _release(self, response: Response) -> None:
+        response.consumer = None
         transport = response.transport
         if (
             response.complete
