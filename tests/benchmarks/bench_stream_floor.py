@@ -28,9 +28,11 @@ Readers:
   `data_received` (a callback, as an event hub would be given), the reading task woken only at
   the stream's end: what handing deltas on without a task step or a chain of async generators
   per chunk would save;
-- `wire_push_nodecode`: the same with no JSON decoding at all (a substring test): the floor of
-  one network read, one llhttp parse and one SSE split in this process, below which no reader
-  of ours can go.
+- `wire_push_nodecode`: the same with no JSON decoding at all (a substring test): one network
+  read, one llhttp parse and one SSE split;
+- `floor_protocol`: a bare protocol of the loop that only looks for the response's last bytes:
+  one wake of the loop and one network read per chunk, below which no reader in this process
+  can go (a connection per stream, negligible over 200 chunks).
 
 Two streams: "spaced" (0.5 ms between chunks, so each comes in its own network read, as a real
 model's tokens do) and "burst" (no delay, many chunks a read). Aims (issue 16): the layer at
@@ -67,6 +69,7 @@ READERS = (
     "wire_msgspec",
     "wire_push_msgspec",
     "wire_push_nodecode",
+    "floor_protocol",
     "anthropic_layer_push",
     "anthropic_layer",
     "anthropic_layer_litellm",
@@ -78,6 +81,7 @@ RATIOS = (
     ("layer", "layer_push"),
     ("anthropic_layer_litellm", "anthropic_layer_push"),
     ("layer_push", "wire_push_nodecode"),
+    ("layer_push", "floor_protocol"),
 )
 BODY = {"model": "bench", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
 
@@ -202,6 +206,33 @@ async def _read_push(pool: HttpPool, target: bytes, headers: bytes, body: bytes,
     return count[0]
 
 
+class _CountingProtocol(asyncio.Protocol):
+    """Bytes only: no HTTP parsing, no SSE, no JSON; the response's end found by its last bytes."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if data.endswith(b"0\r\n\r\n") and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+
+async def _read_floor(pool: HttpPool, target: bytes, headers: bytes, body: bytes) -> int:
+    """The floor: the loop's wake and one network read per chunk, and nothing else."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(_CountingProtocol, pool.host, pool.port)
+    try:
+        protocol.done = loop.create_future()
+        transport.write(
+            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (target, pool.authority, len(body), headers, body)
+        )
+        await protocol.done
+    finally:
+        transport.close()
+    return CHUNKS
+
+
 async def _read_aiohttp(session, url: str) -> int:
     n = 0
     buffer = b""
@@ -281,6 +312,7 @@ async def _block(url: str, readers: tuple[str, ...], streams: int, warmup: int) 
         "wire_msgspec": lambda: _read_wire(pool, target, headers, body, by_msgspec),
         "wire_push_msgspec": lambda: _read_push(push_pool, target, headers, body, by_msgspec),
         "wire_push_nodecode": lambda: _read_push(push_pool, target, headers, body, _content_without_decoding),
+        "floor_protocol": lambda: _read_floor(pool, target, headers, body),
     }
     figures = {}
     try:

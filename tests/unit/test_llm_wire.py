@@ -176,3 +176,34 @@ def test_the_request_target_and_authority():
     assert (pool.tls, pool.port, pool.authority, pool.path("/x")) == (False, 8000, b"[::1]:8000", b"/x")
     with pytest.raises(ValueError):
         HttpPool("ftp://example.com", connect_timeout=1)
+
+
+async def test_https_verifies_the_server_certificate(tmp_path):
+    """TLS on the loop's own transport: a server whose certificate the context trusts answers;
+    against certifi's roots (the default) the same server is refused."""
+    import ssl
+
+    from tests.security.certs import TestCA
+
+    ca = TestCA(tmp_path)
+    issued = ca.issue("provider")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(issued.cert_file, issued.key_file)
+    handler = Server(lambda connection, served: OK_CHUNKED)
+    server = await asyncio.start_server(handler.handle, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        trusting = ssl.create_default_context(cafile=issued.ca_file)
+        pool = HttpPool(f"https://127.0.0.1:{port}/v1", connect_timeout=5, ssl_context=trusting)
+        for _ in range(2):
+            response = await pool.request(pool.path("/chat/completions"), b"", b"{}")
+            assert response.status == 200 and await response.aread() == b"hello world"
+            response.release()
+        assert handler.connections == 1
+        await pool.aclose()
+        default = HttpPool(f"https://127.0.0.1:{port}/v1", connect_timeout=5)
+        with pytest.raises(WireError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            await default.request(b"/v1/x", b"", b"")
+        await default.aclose()
+    finally:
+        server.close()

@@ -222,7 +222,9 @@ class HttpPool:
 
     connection_class: type[Response] = Response
 
-    def __init__(self, base_url: str, *, connect_timeout: float, max_idle: int = 256):
+    def __init__(
+        self, base_url: str, *, connect_timeout: float, max_idle: int = 256, ssl_context: ssl.SSLContext | None = None
+    ):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -235,6 +237,7 @@ class HttpPool:
         self.base_path = parts.path.rstrip("/")
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
+        self.ssl_context = ssl_context  # None: default_ssl_context() (certifi's roots)
         self._idle: deque[Response] = deque()
         self._open: set[Response] = set()
         self._closed = False
@@ -304,7 +307,7 @@ class HttpPool:
                     lambda: self.connection_class(self),
                     self.host,
                     self.port,
-                    ssl=default_ssl_context() if self.tls else None,
+                    ssl=(self.ssl_context or default_ssl_context()) if self.tls else None,
                     server_hostname=self.host if self.tls else None,
                 )
         except TimeoutError:
