@@ -1,6 +1,7 @@
 """The streaming read path's candidates side by side: CPU per streamed chunk, in one run.
 
     python -m tests.benchmarks.bench_stream_floor [--quick] [--mode spaced|burst] [--blocks N]
+    python -m tests.benchmarks.bench_stream_floor --ladder     # where a spaced chunk's CPU goes
 
 The same 200-chunk OpenAI-style stream (tests/support/fake_openai.py, in a subprocess, so its
 CPU is not ours) is read by each candidate, under each event loop (asyncio's own and uvloop),
@@ -395,12 +396,123 @@ def run(quick: bool = False, *, modes: tuple[str, ...] | None = None, blocks: in
     return rows
 
 
+# ---------------------------------------------------------------------------------------- ladder
+
+LADDER = ("floor", "parse", "split", "decode", "feed", "layer")
+
+
+async def _ladder_step(pool: HttpPool, make_consumer: Callable[[], Callable[[bytes], bool]], streams: int) -> float:
+    """CPU µs per chunk of a pushed response whose consumer is `make_consumer()`."""
+    target = pool.path("/chat/completions")
+    headers = b"Content-Type: application/json\r\nAccept: text/event-stream\r\nAccept-Encoding: identity\r\n"
+    body = json.dumps(BODY).encode()
+    start = 0.0
+    for i in range(streams + 1):
+        if i == 1:
+            start = time.process_time()
+        response = await pool.request(target, headers, body)
+        consumer = make_consumer()
+        early = response.take()
+        if early:
+            consumer(early)
+        response.consumer = consumer
+        while not response.complete and response.error is None:
+            await response.wait()
+        response.release()
+    return (time.process_time() - start) * 1e6 / (streams * CHUNKS)
+
+
+def _ladder_consumers() -> dict[str, Callable[[], Callable[[bytes], bool]]]:
+    from services.common.llm import openai_compat
+    from services.common.llm.guard import Watchdog
+
+    split, decode = openai_compat._split, openai_compat._decode_chunk
+
+    def parse() -> Callable[[bytes], bool]:
+        return lambda data: False
+
+    def split_only() -> Callable[[bytes], bool]:
+        def consume(data: bytes) -> bool:
+            split(data)
+            return False
+
+        return consume
+
+    def split_decode() -> Callable[[bytes], bool]:
+        def consume(data: bytes) -> bool:
+            for payload in split(data)[0]:
+                decode(payload)
+            return False
+
+        return consume
+
+    def feed() -> Callable[[bytes], bool]:
+        watchdog = Watchdog(30, 15)
+        reader = openai_compat._ChunkReader("bench/model", watchdog, ())
+        events: list = []
+
+        def consume(data: bytes) -> bool:
+            for payload in split(data)[0]:
+                events.extend(reader.feed(payload))
+            watchdog.refresh()
+            return False
+
+        return consume
+
+    return {"parse": parse, "split": split_only, "decode": split_decode, "feed": feed}
+
+
+async def _ladder_block(url: str, order: tuple[str, ...], streams: int) -> dict[str, float]:
+    from services.common.llm import Endpoint, LLMSettings, build_llm_client
+
+    pool = HttpPool(url, connect_timeout=10)
+    llm = build_llm_client(LLMSettings(llm_allowed_models=["bench/*"], llm_endpoints={"bench": Endpoint(api_base=url)}))
+    consumers = _ladder_consumers()
+    target = pool.path("/chat/completions")
+    body = json.dumps(BODY).encode()
+    figures = {}
+    try:
+        for name in order:
+            if name == "floor":
+                figures[name] = await _cpu_per_chunk(lambda: _read_floor(pool, target, b"", body), streams, 1)
+            elif name == "layer":
+                figures[name] = await _cpu_per_chunk(lambda: _push_layer(llm, "bench/model"), streams, 1)
+            else:
+                figures[name] = await _ladder_step(pool, consumers[name], streams)
+    finally:
+        await pool.aclose()
+        await llm.aclose()
+    return figures
+
+
+def ladder(blocks: int = 6, streams: int = 4) -> dict[str, float]:
+    """Where a spaced chunk's CPU goes, under uvloop, pushed: each step adds one thing to the one
+    before (the bare read; llhttp; the SSE split; msgspec; the reader's events, the watchdog and
+    a sink; the router around it). Medians over `blocks`, alternating the order."""
+    import uvloop
+
+    from tests.support.fake_openai import spawn_fake_openai
+
+    samples: dict[str, list[float]] = {name: [] for name in LADDER}
+    with spawn_fake_openai(chunks=CHUNKS, chunk_delay=MODES["spaced"]) as url:
+        for block in range(blocks):
+            order = LADDER if block % 2 == 0 else tuple(reversed(LADDER))
+            for name, value in uvloop.run(_ladder_block(url, order, streams)).items():
+                samples[name].append(value)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--mode", choices=sorted(MODES), action="append")
     parser.add_argument("--blocks", type=int, default=None)
+    parser.add_argument("--ladder", action="store_true", help="where a spaced chunk's CPU goes, step by step")
     args = parser.parse_args()
+    if args.ladder:
+        for name, value in ladder(args.blocks or 6).items():
+            print(f"{name:<8} {value:6.1f} µs CPU/chunk")
+        return
     rows = run(args.quick, modes=tuple(args.mode) if args.mode else None, blocks=args.blocks)
     width = max(len(r["metric"]) for r in rows)
     print(f"{'metric':<{width}}  {'value':>9}  unit           target")

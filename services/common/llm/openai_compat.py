@@ -11,10 +11,15 @@ other provider.
 
 Why not httpx (this path's reader until issue 16, kept as the endpoint transport "httpx",
 openai_httpx.py): a chunk that comes in its own network read, as a real model's tokens do, cost
-about 230 µs of CPU through httpx, httpcore, h11 and anyio; here it is one llhttp parse in the
-protocol's `data_received`, one wake of the reading task, one msgspec decode into a Struct of
-only the fields we read, and the events (tests/benchmarks/bench_stream_floor.py measures the
+about 180 to 240 µs of CPU through httpx, httpcore, h11 and anyio; here it is one llhttp parse
+in the protocol's `data_received`, one msgspec decode into a Struct of only the fields we read,
+and the events: about 50 µs on uvloop (tests/benchmarks/bench_stream_floor.py measures the
 candidates side by side; docs/streaming-floor.md has the figures and the choice).
+
+Two ways to read a call: `stream` yields the events from the reading task (one wake per network
+read, through the router's and this async generator); `stream_to` pushes each delta to a sink
+inside the protocol's callback of the read that brought it (`_Push`), and the task wakes once,
+at the end, for the Completion. The orchestrator reads a debater's turn with `stream_to`.
 
 What a chunk may carry (`_Chunk`, `_ChunkReader`): `delta.content` as a string (the answer) or
 as a list of typed blocks (text blocks are the answer, thinking blocks reasoning);
