@@ -447,17 +447,11 @@ def _ladder_consumers() -> dict[str, Callable[[], Callable[[bytes], bool]]]:
         return consume
 
     def feed() -> Callable[[bytes], bool]:
+        # The lean provider's own consumer (_Push): split, decode, events, the watchdog, a sink.
         watchdog = Watchdog(30, 15)
         reader = openai_compat._ChunkReader("bench/model", watchdog, ())
         events: list = []
-
-        def consume(data: bytes) -> bool:
-            for payload in split(data)[0]:
-                events.extend(reader.feed(payload))
-            watchdog.refresh()
-            return False
-
-        return consume
+        return openai_compat._Push(reader, events.append, watchdog)
 
     return {"parse": parse, "split": split_only, "decode": split_decode, "feed": feed}
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from services.common.llm.base import CompletionRequest, ProviderError, ReasoningDelta, TextDelta
+from services.common.llm.base import CompletionRequest, DeltaSink, ProviderError, ReasoningDelta, TextDelta
 from services.common.llm.guard import Watchdog, safe_text
 from services.common.llm.openai_compat import OpenAICompatProvider, _ChunkReader
 from services.common.llm.settings import LLMSettings
@@ -110,6 +110,10 @@ class _EventReader(_ChunkReader):
     """One Messages stream's events read into our events (see the module docstring)."""
 
     __slots__ = ()
+
+    def push(self, payload: bytes, sink: DeltaSink) -> None:
+        for event in self.feed(payload):
+            sink(event)
 
     def feed(self, payload: bytes) -> list[TextDelta | ReasoningDelta]:
         try:

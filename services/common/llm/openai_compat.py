@@ -309,11 +309,11 @@ class _Push:
     Wakes the waiting task only at the stream's end or at a failure (kept in `failure`: the
     task raises it)."""
 
-    __slots__ = ("buffer", "done", "failure", "feed", "reader", "refresh", "sink", "stop")
+    __slots__ = ("buffer", "done", "failure", "push", "reader", "refresh", "sink", "stop")
 
     def __init__(self, reader: _ChunkReader, sink: DeltaSink, watchdog: Watchdog):
         self.reader = reader
-        self.feed = reader.feed
+        self.push = reader.push
         self.sink = sink
         self.refresh = watchdog.refresh
         self.buffer = b""
@@ -325,11 +325,20 @@ class _Push:
         if self.stop:
             return True
         try:
-            payloads, self.buffer, done = _split(self.buffer + data if self.buffer else data)
-            feed, sink = self.feed, self.sink
-            for payload in payloads:
-                for event in feed(payload):
-                    sink(event)
+            if (
+                not self.buffer
+                and data.startswith(b"data: {")
+                and data.endswith(b"\n\n")
+                and data.find(b"\n", 7) == len(data) - 2
+            ):
+                # One whole event of one data line in this read, as a streamed token comes.
+                self.push(data[6:-2], self.sink)
+                done = False
+            else:
+                payloads, self.buffer, done = _split(self.buffer + data if self.buffer else data)
+                push, sink = self.push, self.sink
+                for payload in payloads:
+                    push(payload, sink)
         except Exception as error:  # noqa: BLE001 - an LLMError, or the sink's own: raised in the task
             self.failure = error
             self.stop = True
@@ -387,14 +396,39 @@ class _ChunkReader:
     def thought(self) -> str:
         return "".join(self.reasoning)
 
-    def feed(self, payload: bytes) -> list[TextDelta | ReasoningDelta]:
-        """The events of one SSE data payload (most often one TextDelta)."""
+    def decode(self, payload: bytes) -> _Chunk:
         try:
-            chunk = _decode_chunk(payload)
+            return _decode_chunk(payload)
         except _ValidationError as error:
             raise self.bad(f"a chunk of unknown shape ({error})", payload) from None
         except _DecodeError:
             raise self.bad("a chunk that is not JSON", payload) from None
+
+    def push(self, payload: bytes, sink: DeltaSink) -> None:
+        """`feed`, its events handed to `sink`: an answer chunk (the hot path) without building
+        a list of events."""
+        chunk = self.decode(payload)
+        choices = chunk.choices
+        if choices and chunk.usage is None and chunk.error is _UNSET:
+            choice = choices[0]
+            delta = choice.delta
+            if delta is not None and not choice.finish_reason:
+                content = delta.content
+                if type(content) is str and content and delta.reasoning_content is None and delta.reasoning is None:
+                    if self.waiting:
+                        self.arrived()
+                    self.parts.append(content)
+                    sink(TextDelta(content))
+                    return
+        for event in self.read(chunk, payload):
+            sink(event)
+
+    def feed(self, payload: bytes) -> list[TextDelta | ReasoningDelta]:
+        """The events of one SSE data payload (most often one TextDelta)."""
+        return self.read(self.decode(payload), payload)
+
+    def read(self, chunk: _Chunk, payload: bytes) -> list[TextDelta | ReasoningDelta]:
+        """The events of a decoded chunk."""
         choices = chunk.choices
         if choices:
             choice = choices[0]
