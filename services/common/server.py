@@ -15,12 +15,11 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -206,7 +205,8 @@ def run_service(
     argv: Sequence[str] | None = None,
 ) -> None:
     """What every `python -m services.<name>` does: settings from the environment and flags,
-    logging configured once, then the service on uvloop until SIGTERM."""
+    logging configured once, then the service until SIGTERM, on uvloop unless `settings.uvloop`
+    is false or uvloop is not installed (then on asyncio's own loop)."""
     settings = load_settings(settings_class, sys.argv[1:] if argv is None else argv)
     configure_logging(name, settings.log_level, settings.secret_values())
 
@@ -215,7 +215,19 @@ def run_service(
         calm_garbage_collector()
         await service.serve_until_signal()
 
-    uvloop.run(serve())
+    event_loop_runner(settings.uvloop)(serve())
+
+
+def event_loop_runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """`uvloop.run` when asked for and installed, else `asyncio.run`."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("UVLOOP is on but uvloop is not installed: running on asyncio's own loop")
+        else:
+            return uvloop.run
+    return asyncio.run
 
 
 def calm_garbage_collector() -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import zlib
-from contextlib import aclosing
 
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.common.v1 import common_pb2 as common
@@ -51,6 +50,7 @@ from services.common.llm.base import (
     ProviderError,
     ReasoningDelta,
     TextDelta,
+    stream_to,
 )
 from services.common.tokens import count_message_tokens
 from services.common.usage import Usage, usage_to_proto
@@ -213,29 +213,24 @@ class TurnRunner:
         parts, reasoning, buffer = inflight.parts, inflight.reasoning_parts, inflight.buffer
         add_text = self.hub.add_text
         model = participant.model
-        completion = None
-        async with aclosing(self.llm.stream(request)) as stream:
-            async for event in stream:
-                inflight.answered = True
-                if type(event) is TextDelta or isinstance(event, TextDelta):
-                    text = _checked_text(event.text, model)
-                    parts.append(text)
-                    add_text(buffer, text)
-                elif isinstance(event, ReasoningDelta):
-                    reasoning.append(_checked_text(event.text, model))
-                elif isinstance(event, Completion):
-                    completion = event
-                else:
-                    raise ProviderBadResponse(
-                        f"{model} streamed an event of type {type(event).__name__}", model=model, billed=True
-                    )
-        if completion is None:
-            raise LLMError(
-                f"{participant.model} ended its stream without usage",
-                model=participant.model,
-                reason="PROVIDER_NO_COMPLETION",
-                retryable=True,
-            )
+
+        def sink(event: TextDelta | ReasoningDelta) -> None:
+            # Called for each delta, in order; on the lean providers inside the network read's own
+            # callback (stream_to): no task step nor async generator between a chunk and the hub.
+            inflight.answered = True
+            if type(event) is TextDelta or isinstance(event, TextDelta):
+                text = _checked_text(event.text, model)
+                parts.append(text)
+                add_text(buffer, text)
+            elif isinstance(event, ReasoningDelta):
+                reasoning.append(_checked_text(event.text, model))
+            else:
+                raise ProviderBadResponse(
+                    f"{model} streamed an event of type {type(event).__name__}", model=model, billed=True
+                )
+
+        completion = await stream_to(self.llm, request, sink)
+        inflight.answered = True
         return completion
 
     def _finish(self, inflight: Inflight, completion: Completion) -> common.Turn:

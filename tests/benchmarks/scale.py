@@ -454,8 +454,10 @@ async def scale(
     profile: str = "",
     subscriber_processes: int = 1,
     batch: bool = True,
+    extra_env: dict[str, str] | None = None,
 ) -> dict:
     """Starts the suite, runs both ramps within `budget` seconds, returns the results.
+    `extra_env`: more settings of the services (e.g. {"UVLOOP": "false"}).
 
     With `profile`, the orchestrator runs under cProfile and writes its profile there when
     it stops (SIGTERM, graceful), to see where its time goes."""
@@ -490,6 +492,7 @@ async def scale(
                 "MAX_RUNNING_DEBATES": str(most + 10),
                 "MAX_QUEUED_DEBATES": str(most + 10),
                 "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                **(extra_env or {}),
             },
         )
         specs = [spec for spec in config.process_specs() if spec.name in SERVICES]

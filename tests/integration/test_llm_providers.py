@@ -23,15 +23,25 @@ from services.common.llm import (
     TextDelta,
     build_llm_client,
     collect,
+    stream_to,
 )
+from services.common.llm.base import collect as read_whole  # not swapped by `delivery`
+from services.common.llm.guard import ProviderBadChunk
 from services.common.tokens import count_message_tokens, count_text_tokens
 from tests.support.fake_openai import Behavior, content_chunks, prompt_tokens_of
 from tests.support.fixtures import (  # noqa: F401 - fixtures
     FAKE_KEY_ENV,
+    delivery,
     fake_openai,
     fake_openai_server,
+    parametrize_delivery,
     settings_for,
 )
+
+
+def pytest_generate_tests(metafunc):
+    parametrize_delivery(metafunc)  # the tests that read a whole stream run pulled and pushed
+
 
 CANARY = "sk-canary-7f3a9c1e5b2d4f608a1b"
 TRANSPORTS = ["fake", "lite"]  # lean reader, LiteLLM
@@ -247,5 +257,83 @@ async def test_consumer_that_stops_early_closes_the_stream(llm, fake):
         if isinstance(event, TextDelta):
             break
     await stream.aclose()
-    connections = llm.provider_for("fake/gpt-test")._http()._transport._pool.connections
-    assert all(c.is_idle() or c.is_closed() for c in connections)  # none left mid-response
+    pool = llm.provider_for("fake/gpt-test").pool()
+    assert pool.busy() == 0 and pool.idle() == 0  # closed, not left mid-response nor put back for reuse
+
+
+# ------------------------------------------------------------------ pushed streams (stream_to)
+
+
+async def _pushed(llm, model: str, texts: list[str]):
+    def sink(event):
+        if isinstance(event, TextDelta):
+            texts.append(event.text)
+
+    return await stream_to(llm, request(model), sink)
+
+
+@pytest.mark.parametrize(
+    "behavior, error, reason",
+    [
+        (Behavior(chunks=60, stall_after=20), StreamStalled, "PROVIDER_STALLED"),
+        (Behavior(chunks=60, close_after=20), ProviderError, "PROVIDER_ERROR"),
+        (Behavior(chunks=60, bad_chunk="content_number", bad_chunk_after=20), ProviderBadChunk, "PROVIDER_BAD_CHUNK"),
+        (Behavior(chunks=60, bad_chunk="not_json", bad_chunk_after=20), ProviderBadChunk, "PROVIDER_BAD_CHUNK"),
+    ],
+    ids=["stall", "dropped", "bad-shape", "not-json"],
+)
+async def test_a_pushed_stream_cut_midway_is_typed_billed_with_its_partial_text(llm, fake, behavior, error, reason):
+    """stream_to on the lean path: the deltas before the cut reach the sink, in order; the error
+    is the pulled stream's, billed, with that text, not retried."""
+    fake.script(behavior)
+    texts: list[str] = []
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(error) as caught:
+        await _pushed(llm, "fake/gpt-test", texts)
+    sent = content_chunks(fake.text, 60)[:20]
+    assert texts == sent and caught.value.partial_text == "".join(sent) and caught.value.reason == reason
+    assert caught.value.billed and not caught.value.retryable and len(fake.requests) == 1
+    if error is StreamStalled:
+        assert asyncio.get_running_loop().time() - started >= 0.5 * 0.9  # the watchdog's stall limit
+    assert llm.provider_for("fake/gpt-test").pool().busy() == 0
+
+
+async def test_a_pushed_stream_whose_caller_is_cancelled_closes_its_connection(llm, fake):
+    fake.script(Behavior(chunks=200, chunk_delay=0.01))
+    texts: list[str] = []
+    task = asyncio.create_task(_pushed(llm, "fake/gpt-test", texts))
+    while not texts:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    pool = llm.provider_for("fake/gpt-test").pool()
+    assert pool.busy() == 0 and pool.idle() == 0
+    for _ in range(100):
+        if fake.billed:
+            break
+        await asyncio.sleep(0.01)
+    assert [b.outcome for b in fake.billed] == ["disconnected"]
+
+
+async def test_what_a_sink_raises_ends_the_pushed_stream_and_reaches_the_caller(llm, fake):
+    fake.script(Behavior(chunks=50))
+    seen: list[str] = []
+
+    def sink(event):
+        seen.append(event.text)
+        if len(seen) == 3:
+            raise ValueError("the hub refused the text")
+
+    with pytest.raises(ValueError, match="refused"):
+        await stream_to(llm, request("fake/gpt-test"), sink)
+    assert len(seen) == 3 and llm.provider_for("fake/gpt-test").pool().busy() == 0
+
+
+async def test_a_pushed_stream_reuses_its_connection_and_equals_the_pulled_one(llm, fake):
+    fake.script(Behavior(chunks=30, reasoning_chunks=4), Behavior(chunks=30, reasoning_chunks=4))
+    pulled = await read_whole(llm, request("fake/gpt-test"))
+    pushed = await read_whole(llm, request("fake/gpt-test"), push=True)
+    assert (pushed.text, pushed.reasoning, pushed.deltas) == (pulled.text, pulled.reasoning, pulled.deltas)
+    assert pushed.completion == pulled.completion
+    assert llm.provider_for("fake/gpt-test").pool().idle() == 1  # one connection, kept alive

@@ -23,6 +23,7 @@ import pytest
 from services.common.llm import (
     ChatMessage,
     CompletionRequest,
+    ProviderError,
     ProviderTimeout,
     ReasoningDelta,
     StreamStalled,
@@ -39,10 +40,17 @@ from services.common.usage import Usage
 from tests.support.fake_openai import BAD_CHUNKS, DEFAULT_REASONING, Behavior, content_chunks
 from tests.support.fixtures import (  # noqa: F401 - fixtures
     FAKE_KEY_ENV,
+    delivery,
     fake_openai,
     fake_openai_server,
+    parametrize_delivery,
     settings_for,
 )
+
+
+def pytest_generate_tests(metafunc):
+    parametrize_delivery(metafunc)  # the tests that read a whole stream run pulled and pushed
+
 
 TRANSPORTS = ["fake", "lite"]  # lean reader, LiteLLM
 MESSAGES = (ChatMessage("system", "Topic: cities without cars\nStance: for"), ChatMessage("user", "Your turn."))
@@ -142,19 +150,30 @@ async def test_reasoning_outside_with_no_total_is_the_larger_reading_estimated(l
     assert usage.estimated  # nothing confirmed the reading: flagged, never refused
 
 
-@pytest.fixture
-def anthropic_llm(fake, settings, monkeypatch):
-    """LiteLLM's own Anthropic provider (not an OpenAI-compatible endpoint), sent to the fake's
-    Messages API."""
+@pytest.fixture(params=["lean", "litellm"])
+def anthropic_llm(request, fake, monkeypatch):
+    """Settings for `anthropic/claude-sonnet-4-5` sent to the fake's Messages API: on the lean
+    path (anthropic_native.py), or through LiteLLM's own Anthropic provider."""
     monkeypatch.setenv("ANTHROPIC_API_BASE", fake.anthropic_base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-quirks")
-    return settings.model_copy(update={"llm_allowed_models": ["anthropic/claude-sonnet-4-5"]})
+    monkeypatch.setenv(FAKE_KEY_ENV, "sk-quirks")
+    return settings_for(
+        fake,
+        llm_allowed_models=["anthropic/claude-sonnet-4-5"],
+        llm_anthropic_lean=request.param == "lean",
+        llm_anthropic_api_base=fake.anthropic_base_url,
+        llm_first_token_timeout=5.0,
+        llm_stall_timeout=1.0,
+        llm_retries=2,
+        llm_backoff_base=0.01,
+    )
 
 
-async def test_litellm_anthropic_stream_prices_cache_reads_and_writes_as_anthropic_bills(fake, anthropic_llm):
+async def test_anthropic_stream_prices_cache_reads_and_writes_as_anthropic_bills(fake, anthropic_llm):
     """Anthropic counts cache reads and writes outside input_tokens and bills them at 0.1x and
-    1.25x the input rate; thinking is billed as output. Through the installed LiteLLM's own
-    Anthropic stream, the ledger's usage priced with the project's price book equals that bill."""
+    1.25x the input rate; thinking is billed as output. Through the lean path's Messages stream
+    and through the installed LiteLLM's own, the ledger's usage priced with the project's price
+    book equals that bill."""
     fake.script(Behavior(chunks=9, reasoning_chunks=5, cached_tokens=10, cache_creation_tokens=4))
     llm = build_llm_client(anthropic_llm)
     try:
@@ -163,6 +182,7 @@ async def test_litellm_anthropic_stream_prices_cache_reads_and_writes_as_anthrop
         await llm.aclose()
     billed = fake.billed[-1]
     assert fake.requests[-1].path.endswith("/v1/messages") and billed.outcome == "complete"
+    assert fake.requests[-1].headers.get("x-api-key") == "sk-ant-quirks"
     assert result.text == "".join(content_chunks(fake.text, 9))
     assert result.reasoning == "".join(thoughts(5))  # thinking: reasoning, never the answer
     usage = result.completion.usage
@@ -178,6 +198,53 @@ async def test_litellm_anthropic_stream_prices_cache_reads_and_writes_as_anthrop
         billed.completion_tokens
     ) * 15 / M
     assert PriceBook().cost("anthropic/claude-sonnet-4-5", usage).total == expected
+
+
+async def test_anthropic_lean_request_and_length_stop(fake, anthropic_llm):
+    """The Messages request as Anthropic takes it (system apart, max_tokens, the version header),
+    and a stop at max_tokens read as "length"."""
+    if not anthropic_llm.llm_anthropic_lean:
+        pytest.skip("the lean path's request")
+    fake.script(Behavior(chunks=9))
+    llm = build_llm_client(anthropic_llm)
+    try:
+        result = await collect(llm, request("anthropic/claude-sonnet-4-5", max_tokens=4, temperature=0.5))
+    finally:
+        await llm.aclose()
+    sent = fake.requests[-1]
+    assert sent.headers.get("anthropic-version") == "2023-06-01"
+    assert sent.body["system"] == MESSAGES[0].content and sent.body["model"] == "claude-sonnet-4-5"
+    assert sent.body["messages"] == [{"role": "user", "content": "Your turn."}]
+    assert (sent.body["max_tokens"], sent.body["temperature"], sent.body["stream"]) == (4, 0.5, True)
+    assert result.text == "".join(content_chunks(fake.text, 9)[:4]) and result.completion.finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    "behavior, error",
+    [
+        (Behavior(status=529), ProviderError),
+        (Behavior(chunks=20, stall_after=3), StreamStalled),
+        (Behavior(chunks=20, close_after=3), ProviderError),
+    ],
+    ids=["overloaded", "stall", "dropped"],
+)
+async def test_anthropic_lean_faults_are_typed_and_billed_as_on_the_openai_path(fake, anthropic_llm, behavior, error):
+    if not anthropic_llm.llm_anthropic_lean:
+        pytest.skip("the lean path's faults")
+    settings = anthropic_llm.model_copy(update={"llm_retries": 0})
+    fake.script(behavior)
+    llm = build_llm_client(settings)
+    try:
+        with pytest.raises(error) as caught:
+            await collect(llm, request("anthropic/claude-sonnet-4-5"))
+    finally:
+        await llm.aclose()
+    if behavior.status != 200:
+        assert not caught.value.billed and caught.value.retryable
+    else:
+        sent = "".join(content_chunks(fake.text, 20)[:3])
+        assert caught.value.billed and caught.value.partial_text == sent and not caught.value.retryable
+    assert "sk-ant-quirks" not in str(caught.value)
 
 
 def test_litellm_gemini_usage_with_thoughts_and_cache_is_priced_as_google_bills():

@@ -688,7 +688,8 @@ class FakeOpenAIServer:
     ) -> bool:
         """Anthropic's Messages API stream: message_start with the input usage (cache reads and
         writes beside input_tokens), the reasoning as a thinking block, the answer as a text block,
-        message_delta with output_tokens (thinking included), message_stop."""
+        message_delta with output_tokens (thinking included), message_stop. A stall or a dropped
+        connection (`stall_after`, `close_after`) comes within the text block."""
         behavior = meter.behavior
 
         async def send(kind: str, data: dict) -> None:
@@ -705,7 +706,14 @@ class FakeOpenAIServer:
                     "content_block": {"type": kind, kind: "", **({"signature": ""} if kind == "thinking" else {})},
                 },
             )
-            for text in texts:
+            for sent, text in enumerate(texts):
+                if kind == "text" and behavior.stall_after is not None and sent >= behavior.stall_after:
+                    meter.bill("stalled")
+                    await self._pause(3600, reader)  # until the client gives up or the server stops
+                if kind == "text" and behavior.close_after is not None and sent >= behavior.close_after:
+                    meter.bill("closed")
+                    writer.transport.abort()
+                    raise _Gone
                 await self._pause(delay, reader)
                 delta = {"type": f"{kind}_delta", kind: text}
                 await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})

@@ -45,3 +45,27 @@ def settings_for(server: FakeOpenAIServer, **overrides) -> LLMSettings:
     }
     values.update(overrides)
     return LLMSettings(**values)
+
+
+def parametrize_delivery(metafunc) -> None:
+    """For a test module's `pytest_generate_tests`: each test whose code calls `collect(` runs
+    twice, reading the whole stream through `llm.stream` ("pull") and through `stream_to`
+    ("push", the lean providers' deltas handed on inside the network read's callback); the
+    module's `collect` is swapped by the `delivery` fixture."""
+    import inspect
+
+    if "collect(" in inspect.getsource(metafunc.function):
+        metafunc.fixturenames.append("delivery")
+        metafunc.parametrize("delivery", ["pull", "push"], indirect=True)
+
+
+@pytest.fixture
+def delivery(request, monkeypatch):
+    """See parametrize_delivery."""
+    import functools
+
+    from services.common.llm import collect
+
+    if request.param == "push":
+        monkeypatch.setattr(request.module, "collect", functools.partial(collect, push=True))
+    return request.param

@@ -43,6 +43,8 @@ LAZY_IMPORTS = {
     # The providers import httpx (and LiteLLM on their first call): a service that serves only
     # the simulated models never loads either.
     ("services.common.llm.router", "services.common.llm.openai_compat"),
+    ("services.common.llm.router", "services.common.llm.openai_httpx"),
+    ("services.common.llm.router", "services.common.llm.anthropic_native"),
     ("services.common.llm.router", "services.common.llm.litellm_provider"),
 }
 

@@ -60,7 +60,12 @@ def test_dispatch_by_model_name():
     assert body["max_completion_tokens"] == 9 and "temperature" not in body and body["model"] == "gpt-5-mini"
     body = local._body(CompletionRequest("local/qwen", (), max_tokens=9, temperature=0, seed=3))
     assert (body["max_tokens"], body["temperature"], body["seed"], body["model"]) == (9, 0, 3, "qwen")
-    assert type(llm.provider_for("anthropic/claude-haiku-4-5")).__name__ == "LiteLLMProvider"
+    anthropic = llm.provider_for("anthropic/claude-haiku-4-5")
+    assert type(anthropic).__name__ == "AnthropicProvider" and anthropic.url == "https://api.anthropic.com/v1/messages"
+    assert anthropic.api_key_env == "ANTHROPIC_API_KEY"
+    litellm = build_llm_client(settings.model_copy(update={"llm_anthropic_lean": False}))
+    assert type(litellm.provider_for("anthropic/claude-haiku-4-5")).__name__ == "LiteLLMProvider"
+    assert type(llm.provider_for("gemini/gemini-2.5-flash")).__name__ == "LiteLLMProvider"
     assert llm.candidates("local/a") == ["local/a"]
 
 

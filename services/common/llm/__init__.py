@@ -9,6 +9,7 @@ from services.common.llm.base import (
     CollectedCompletion,
     Completion,
     CompletionRequest,
+    DeltaSink,
     LLMClient,
     LLMError,
     ModelNotAllowed,
@@ -21,6 +22,7 @@ from services.common.llm.base import (
     TextDelta,
     UnknownModel,
     collect,
+    stream_to,
 )
 from services.common.llm.guard import ProviderBadChunk
 from services.common.llm.router import LLMRouter, build_llm_client
@@ -31,6 +33,7 @@ __all__ = [
     "CollectedCompletion",
     "Completion",
     "CompletionRequest",
+    "DeltaSink",
     "Endpoint",
     "LLMClient",
     "LLMError",
@@ -48,4 +51,5 @@ __all__ = [
     "UnknownModel",
     "build_llm_client",
     "collect",
+    "stream_to",
 ]

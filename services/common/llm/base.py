@@ -5,6 +5,8 @@
         elif isinstance(event, ReasoningDelta): ... # zero or more: reasoning text, never the answer
         elif isinstance(event, Completion): ...   # exactly one, last: usage and finish reason
 
+    completion = await stream_to(llm, request, sink)   # the same, each delta handed to sink(event)
+
 Reasoning text (DeepSeek's and vLLM's `reasoning_content`, Anthropic's thinking blocks) is
 kept apart from the answer: a debater's speech, the transcript the next debater sees and the
 judge's input are made of TextDelta only. It is still billed, so a consumer that settles a
@@ -16,7 +18,8 @@ gRPC status without knowing about models). Domain code never sees LiteLLM or htt
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -76,6 +79,16 @@ StreamEvent = TextDelta | ReasoningDelta | Completion
 
 class LLMClient(Protocol):
     def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]: ...
+
+
+# Takes each TextDelta and ReasoningDelta of a pushed stream, in order (see `stream_to`).
+DeltaSink = Callable[[TextDelta | ReasoningDelta], object]
+
+
+class PushClient(Protocol):
+    """A client that can also push a stream's deltas to a sink (the router, the lean providers)."""
+
+    async def stream_to(self, request: CompletionRequest, sink: DeltaSink) -> Completion: ...
 
 
 class LLMError(DomainError):
@@ -147,6 +160,34 @@ class StreamStalled(LLMError):
     reason = "PROVIDER_STALLED"
 
 
+async def stream_to(llm: LLMClient, request: CompletionRequest, sink: DeltaSink) -> Completion:
+    """The stream's deltas handed to `sink`, in order, and its Completion returned: the same
+    events as `llm.stream(request)`, without an async generator step per delta where `llm` can
+    push (`PushClient`: the lean providers call `sink` inside the network read's own callback,
+    and the calling task wakes once, at the end). Raises the stream's LLMError, or what `sink`
+    raised (the stream is then closed); a stream that ends without a Completion is an LLMError
+    (PROVIDER_NO_COMPLETION, retryable). `sink` must not await: it runs outside the task."""
+    push = getattr(llm, "stream_to", None)
+    if push is not None:
+        completion: Completion = await push(request, sink)
+        return completion
+    result: Completion | None = None
+    async with aclosing(llm.stream(request)) as events:
+        async for event in events:
+            if type(event) is Completion or isinstance(event, Completion):
+                result = event
+            else:
+                sink(event)
+    if result is None:
+        raise LLMError(
+            f"{request.model} ended its stream without usage",
+            model=request.model,
+            reason="PROVIDER_NO_COMPLETION",
+            retryable=True,
+        )
+    return result
+
+
 @dataclass
 class CollectedCompletion:
     text: str
@@ -176,29 +217,42 @@ class StreamReader:
     def streamed(self) -> bool:
         return any(self.parts) or any(self.reasoning_parts)
 
-    async def read(self, llm: LLMClient, request: CompletionRequest) -> Completion:
-        """The stream's Completion; raises its LLMError (ProviderError when it ends without one)."""
+    def _take(self, event: TextDelta | ReasoningDelta) -> None:
+        (self.parts if type(event) is TextDelta else self.reasoning_parts).append(event.text)
+
+    def _no_completion(self, request: CompletionRequest) -> ProviderError:
+        return ProviderError(
+            f"stream for {request.model} ended without a completion",
+            model=request.model,
+            partial_text=self.text,
+            partial_reasoning=self.reasoning,
+        )
+
+    async def read(self, llm: LLMClient, request: CompletionRequest, *, push: bool = False) -> Completion:
+        """The stream's Completion; raises its LLMError (ProviderError when it ends without one).
+        `push`: read through `stream_to` rather than iterating `llm.stream` (the same result)."""
+        if push:
+            try:
+                return await stream_to(llm, request, self._take)
+            except LLMError as error:
+                if error.reason != "PROVIDER_NO_COMPLETION":
+                    raise
+                raise self._no_completion(request) from None
         completion: Completion | None = None
         async for event in llm.stream(request):
-            if isinstance(event, TextDelta):
-                self.parts.append(event.text)
-            elif isinstance(event, ReasoningDelta):
-                self.reasoning_parts.append(event.text)
+            if isinstance(event, TextDelta | ReasoningDelta):
+                self._take(event)
             else:
                 completion = event
         if completion is None:
-            raise ProviderError(
-                f"stream for {request.model} ended without a completion",
-                model=request.model,
-                partial_text=self.text,
-                partial_reasoning=self.reasoning,
-            )
+            raise self._no_completion(request)
         return completion
 
 
-async def collect(llm: LLMClient, request: CompletionRequest) -> CollectedCompletion:
+async def collect(llm: LLMClient, request: CompletionRequest, *, push: bool = False) -> CollectedCompletion:
     """Reads a whole stream: its answer text, its reasoning text apart, and its final Completion
-    (for callers that need no deltas). Raises the stream's LLMError."""
+    (for callers that need no deltas). Raises the stream's LLMError. `push`: through `stream_to`
+    rather than `llm.stream` (the same result)."""
     reader = StreamReader()
-    completion = await reader.read(llm, request)
+    completion = await reader.read(llm, request, push=push)
     return CollectedCompletion(reader.text, completion, reader.parts, reader.reasoning)

@@ -6,6 +6,8 @@ cancel) the consumer's own work between chunks. Instead a reader calls `begin()`
 network read and `end()` after it (a float and two attribute writes), and one lazily re-armed
 timer cancels the reading task only if a read has been waiting longer than its limit; the
 reader turns that cancellation into ProviderTimeout (no first token yet) or StreamStalled.
+A push reader (its chunks read in the protocol's callback, the task waiting for the whole stream)
+calls `begin()` once in its task and `refresh()` after each read.
 
 The first-token wait ends (`first_token()`) at the first chunk that carries anything of the
 call: answer text, reasoning text, a finish reason or usage. A model that reasons for a minute
@@ -75,6 +77,14 @@ class Watchdog:
 
     def end(self) -> None:
         self._reading = False
+
+    def refresh(self) -> None:
+        """A read came while the task waits for the whole stream (a push reader calls this from
+        the protocol's callback, between its task's begin() and end()): the next read's limit
+        runs from now. The timer is re-armed for the task that called begin()."""
+        self._deadline = self._first_deadline or (self._loop.time() + self.stall_timeout)
+        if self._handle is None and self._task is not None:
+            self._handle = self._loop.call_at(self._deadline, self._fire)
 
     def _fire(self) -> None:
         self._handle = None

@@ -1,22 +1,34 @@
-"""The lean path: OpenAI-compatible chat completions streamed through httpx and a small SSE reader.
+"""The lean path: OpenAI-compatible chat completions streamed over our own keep-alive HTTP/1.1
+connections (wire.py: the loop's transports and httptools' parser), each chunk decoded by msgspec.
 
 Why not LiteLLM for these: profiled on a 200-chunk stream from a local OpenAI-compatible
 server (cProfile, LiteLLM 1.110.2), about 0.65 ms of CPU per chunk went: ~55% into the
 `openai` SDK it calls (SSE decoding, then `construct_type` building a typed
 ChatCompletionChunk per chunk), ~35% into LiteLLM's `CustomStreamWrapper.chunk_creator`
 re-wrapping that into a ModelResponseStream (hidden params, delta accumulation, attribute
-copying), the rest in the transport. No LiteLLM setting skips either (disabling its streaming
-logging and token counter takes ~10% off; litellm_provider.py sets both). Here a chunk costs
-one `json.loads` and a few dict lookups on top of httpx's raw read: about 1x a bare httpx SSE
-reader of the same stream (tests/benchmarks/bench_relay.py; target <= 2x). LiteLLM stays for
-every other provider.
+copying), the rest in the transport. No LiteLLM setting skips either. LiteLLM stays for every
+other provider.
 
-What a chunk may carry (`_ChunkReader`): `delta.content` as a string (the answer) or as a list of
-typed blocks (text blocks are the answer, thinking blocks reasoning); `delta.reasoning_content`
-(DeepSeek, vLLM) or `delta.reasoning` (OpenRouter, newer vLLM) as reasoning (ReasoningDelta);
-`finish_reason`; `usage` (read into our normal form by conventions.py); `error`. Anything else
-(a chunk that is not a JSON object, choices that are not a list, content a number...) is a
-billed ProviderBadChunk with what streamed before it: no TypeError or KeyError leaves here.
+Why not httpx (this path's reader until issue 16, kept as the endpoint transport "httpx",
+openai_httpx.py): a chunk that comes in its own network read, as a real model's tokens do, cost
+about 180 to 240 µs of CPU through httpx, httpcore, h11 and anyio; here it is one llhttp parse
+in the protocol's `data_received`, one msgspec decode into a Struct of only the fields we read,
+and the events: about 50 µs on uvloop (tests/benchmarks/bench_stream_floor.py measures the
+candidates side by side; docs/streaming-floor.md has the figures and the choice).
+
+Two ways to read a call: `stream` yields the events from the reading task (one wake per network
+read, through the router's and this async generator); `stream_to` pushes each delta to a sink
+inside the protocol's callback of the read that brought it (`_Push`), and the task wakes once,
+at the end, for the Completion. The orchestrator reads a debater's turn with `stream_to`.
+
+What a chunk may carry (`_Chunk`, `_ChunkReader`): `delta.content` as a string (the answer) or
+as a list of typed blocks (text blocks are the answer, thinking blocks reasoning);
+`delta.reasoning_content` (DeepSeek, vLLM) or `delta.reasoning` (OpenRouter, newer vLLM) as
+reasoning (ReasoningDelta); `finish_reason`; `usage` (read into our normal form by
+conventions.py); `error`. Every other field is skipped unread. A chunk that is not JSON, or whose
+fields we read are of another type (a chunk that is not an object, choices that are not a list,
+content a number...), is a billed ProviderBadChunk with what streamed before it: msgspec checks
+the types as it decodes, and no TypeError or KeyError leaves here.
 """
 
 from __future__ import annotations
@@ -25,16 +37,17 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from time import time as _now
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
+import msgspec
 
 from services.common.llm.base import (
     Completion,
     CompletionRequest,
+    DeltaSink,
     LLMError,
     ProviderError,
     RateLimited,
@@ -51,10 +64,10 @@ from services.common.llm.guard import (
     safe_text,
 )
 from services.common.llm.settings import LLMSettings
+from services.common.llm.wire import HttpPool, Response, WireError
 
 log = logging.getLogger(__name__)
 
-_loads = json.loads
 _REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
@@ -73,7 +86,7 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
 
 
-def http_error(model: str, status: int, headers: httpx.Headers | dict, body: bytes, secrets: Sequence[str]) -> LLMError:
+def http_error(model: str, status: int, headers: Mapping[str, str], body: bytes, secrets: Sequence[str]) -> LLMError:
     """The typed error for a non-200 answer; the provider's message is kept short, `secrets` masked."""
     detail = ""
     try:
@@ -93,79 +106,112 @@ def http_error(model: str, status: int, headers: httpx.Headers | dict, body: byt
     return ProviderError(message, model=model, retryable=status in _RETRYABLE_STATUS, metadata={"status": str(status)})
 
 
+class _Delta(msgspec.Struct, gc=False):
+    content: str | list[Any] | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class _Choice(msgspec.Struct, gc=False):
+    delta: _Delta | None = None
+    finish_reason: Any = None
+
+
+class _Chunk(msgspec.Struct, gc=False):
+    """The fields of a chat.completion.chunk that we read; the others are skipped unread."""
+
+    choices: list[_Choice] | None = None
+    usage: dict[str, Any] | None = None
+    error: Any = msgspec.UNSET
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+_encode = msgspec.json.encode
+_UNSET = msgspec.UNSET
+_ValidationError = msgspec.ValidationError
+_DecodeError = msgspec.DecodeError
+
+
+def request_body(request: CompletionRequest, *, openai: bool) -> dict:
+    """The chat completion request of `request`, streamed with its usage. `openai`: OpenAI itself,
+    which takes max_completion_tokens (its reasoning models refuse max_tokens); other
+    OpenAI-compatible servers (vLLM, Ollama, llama.cpp...) all read max_tokens."""
+    model = request.model.split("/", 1)[1]
+    body: dict = {
+        "model": model,
+        "messages": [m.as_dict() for m in request.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        ("max_completion_tokens" if openai else "max_tokens"): request.max_tokens,
+    }
+    # OpenAI's reasoning models (o1, o3, o4-mini, gpt-5...) accept only the default temperature.
+    if request.temperature is not None and not (openai and _REASONING_MODEL.match(model)):
+        body["temperature"] = request.temperature
+    if request.seed is not None:
+        body["seed"] = request.seed
+    return body
+
+
 class OpenAICompatProvider:
-    """Streams `<prefix>/<model>` from `api_base` as `<model>`, with the key from `api_key_env`."""
+    """Streams `<prefix>/<model>` from `api_base` as `<model>`, with the key from `api_key_env`,
+    over one keep-alive connection pool (wire.HttpPool) of its own. (anthropic_native.py is this
+    with Anthropic's request and events: `path`, `_body`, `_headers` and `_reader`.)"""
+
+    path = "/chat/completions"
 
     def __init__(self, settings: LLMSettings, *, api_base: str, api_key_env: str | None, openai: bool = False):
         self.settings = settings
+        self.api_base = api_base
         self.url = api_base.rstrip("/") + "/chat/completions"
         self.api_key_env = api_key_env
-        # OpenAI itself: max_completion_tokens (its reasoning models refuse max_tokens); other
-        # OpenAI-compatible servers (vLLM, Ollama, llama.cpp...) all read max_tokens.
         self.openai = openai
-        self._client: httpx.AsyncClient | None = None
+        self._pool: HttpPool | None = None
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                # read=None: the watchdog owns read timing (first token, stalls), not httpx.
-                timeout=httpx.Timeout(connect=self.settings.llm_connect_timeout, read=None, write=30.0, pool=None),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-                follow_redirects=False,
-                trust_env=False,  # no proxy or netrc from the environment; endpoints come from settings only
-            )
-        return self._client
+    def pool(self) -> HttpPool:
+        if self._pool is None:
+            self._pool = HttpPool(self.api_base, connect_timeout=self.settings.llm_connect_timeout, max_idle=256)
+        return self._pool
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
 
     def _body(self, request: CompletionRequest) -> dict:
-        model = request.model.split("/", 1)[1]
-        body: dict = {
-            "model": model,
-            "messages": [m.as_dict() for m in request.messages],
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            ("max_completion_tokens" if self.openai else "max_tokens"): request.max_tokens,
-        }
-        # OpenAI's reasoning models (o1, o3, o4-mini, gpt-5...) accept only the default temperature.
-        if request.temperature is not None and not (self.openai and _REASONING_MODEL.match(model)):
-            body["temperature"] = request.temperature
-        if request.seed is not None:
-            body["seed"] = request.seed
-        return body
+        return request_body(request, openai=self.openai)
+
+    def _headers(self, key: str | None) -> bytes:
+        """The request's header lines (after Host and Content-Length), each ending in CRLF."""
+        headers = b"Content-Type: application/json\r\nAccept: text/event-stream\r\nAccept-Encoding: identity\r\n"
+        return headers + b"Authorization: Bearer " + key.encode() + b"\r\n" if key else headers
+
+    def _reader(self, model: str, watchdog: Watchdog, secrets: Sequence[str]) -> _ChunkReader:
+        return _ChunkReader(model, watchdog, secrets)
 
     async def _send(
         self, request: CompletionRequest, key: str | None, watchdog: Watchdog, secrets: Sequence[str]
-    ) -> httpx.Response:
+    ) -> Response:
         """The streaming response of a 200 answer; a typed error for anything else."""
         model = request.model
-        headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}  # aiter_raw: no decoding
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        client = self._http()
+        if key and ("\r" in key or "\n" in key):
+            raise ProviderError(f"{model}: the provider key holds a line break", model=model)
+        pool = self.pool()
         watchdog.begin()
         try:
-            response = await client.send(
-                client.build_request("POST", self.url, json=self._body(request), headers=headers), stream=True
-            )
-            if response.status_code != 200:
+            response = await pool.request(pool.path(self.path), self._headers(key), _encode(self._body(request)))
+            if response.status != 200:
                 try:
                     body = await response.aread()
                 finally:
-                    await response.aclose()
-                raise http_error(model, response.status_code, response.headers, body, secrets)
+                    response.release()
+                raise http_error(model, response.status, response.headers, body, secrets)
             return response
         except asyncio.CancelledError:
             if watchdog.timed_out():
                 raise watchdog.error(model, "") from None
             raise
-        except httpx.HTTPError as error:
-            raise ProviderError(
-                safe_text(f"{model}: {type(error).__name__}: {error}", secrets), model=model, retryable=True
-            ) from None
+        except WireError as error:
+            raise ProviderError(safe_text(f"{model}: {error}", secrets), model=model, retryable=True) from None
         finally:
             watchdog.end()
 
@@ -177,27 +223,153 @@ class OpenAICompatProvider:
         key = self.settings.provider_key(self.api_key_env)
         secrets = call_secrets(self.settings, key)
         watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
-        reader = _ChunkReader(model, watchdog, secrets)
+        reader = self._reader(model, watchdog, secrets)
         done = False
-        response: httpx.Response | None = None
+        response: Response | None = None
         try:
             response = await self._send(request, key, watchdog, secrets)
             buffer = b""
-            chunks = response.aiter_raw()
+            read = response.read
             feed = reader.feed
+            begin, end = watchdog.begin, watchdog.end
             while not done:
-                data = await _read(chunks, watchdog, reader)
+                begin()
+                try:
+                    data = await read()
+                except asyncio.CancelledError:
+                    if watchdog.timed_out():
+                        raise watchdog.error(model, reader.text(), reader.thought(), billed=True) from None
+                    raise
+                except WireError as error:
+                    raise reader.error(
+                        ProviderError,
+                        safe_text(f"{model}: stream broke: {error}", secrets),
+                        retryable=not reader.parts,
+                    ) from None
+                finally:
+                    end()
                 if data is None:
                     break
-                payloads, buffer, done = _sse_payloads(buffer + data)
+                payloads, buffer, done = _split(buffer + data if buffer else data)
                 for payload in payloads:
                     for event in feed(payload):
                         yield event
+                if reader.ended:
+                    done = True
         finally:
             watchdog.close()
             if response is not None:
-                await response.aclose()
+                response.release()
         yield _completion(request, reader, done)
+
+    async def stream_to(self, request: CompletionRequest, sink: DeltaSink) -> Completion:
+        """`stream`'s events pushed: each delta handed to `sink` inside the protocol's callback of
+        the network read that brought it (no task step, no async generator per chunk), the
+        Completion returned. The same errors, billing and watchdog as `stream`."""
+        model = request.model
+        key = self.settings.provider_key(self.api_key_env)
+        secrets = call_secrets(self.settings, key)
+        watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
+        reader = self._reader(model, watchdog, secrets)
+        response: Response | None = None
+        try:
+            response = await self._send(request, key, watchdog, secrets)
+            push = _Push(reader, sink, watchdog)
+            early = response.take()  # body that came with the headers
+            watchdog.begin()
+            try:
+                if not (early and push(early)):
+                    response.consumer = push
+                    while not push.stop and not response.complete and response.error is None:
+                        await response.wait()
+            except asyncio.CancelledError:
+                if watchdog.timed_out():
+                    raise watchdog.error(model, reader.text(), reader.thought(), billed=True) from None
+                raise
+            finally:
+                watchdog.end()
+            if push.failure is not None:
+                raise push.failure
+            if response.error is not None and not push.done:
+                raise reader.error(
+                    ProviderError,
+                    safe_text(f"{model}: stream broke: {response.error}", secrets),
+                    retryable=not reader.parts,
+                ) from None
+        finally:
+            watchdog.close()
+            if response is not None:
+                response.release()
+        return _completion(request, reader, push.done)
+
+
+class _Push:
+    """The consumer of a pushed stream (wire.Response.consumer): each network read's body split
+    into SSE payloads, read into events and handed to the sink, inside the protocol's callback.
+    Wakes the waiting task only at the stream's end or at a failure (kept in `failure`: the
+    task raises it)."""
+
+    __slots__ = ("buffer", "done", "failure", "push", "reader", "refresh", "sink", "stop")
+
+    def __init__(self, reader: _ChunkReader, sink: DeltaSink, watchdog: Watchdog):
+        self.reader = reader
+        self.push = reader.push
+        self.sink = sink
+        self.refresh = watchdog.refresh
+        self.buffer = b""
+        self.done = False  # the stream said it ended ([DONE], message_stop)
+        self.stop = False  # nothing more to read: ended or failed
+        self.failure: Exception | None = None
+
+    def __call__(self, data: bytes) -> bool:
+        if self.stop:
+            return True
+        try:
+            if (
+                not self.buffer
+                and data.startswith(b"data: {")
+                and data.endswith(b"\n\n")
+                and data.find(b"\n", 7) == len(data) - 2
+            ):
+                # One whole event of one data line in this read, as a streamed token comes.
+                self.push(data[6:-2], self.sink)
+                done = False
+            else:
+                payloads, self.buffer, done = _split(self.buffer + data if self.buffer else data)
+                push, sink = self.push, self.sink
+                for payload in payloads:
+                    push(payload, sink)
+        except Exception as error:  # noqa: BLE001 - an LLMError, or the sink's own: raised in the task
+            self.failure = error
+            self.stop = True
+            return True
+        if done or self.reader.ended:
+            self.done = self.stop = True
+            return True
+        self.refresh()
+        return False
+
+
+def _split(data: bytes) -> tuple[list[bytes], bytes, bool]:
+    """_sse_payloads, with a shortcut for one whole event of one data line, as most reads of
+    a streamed token are."""
+    if data.endswith(b"\n\n") and data.count(b"\n\n") == 1 and b"\r" not in data:
+        payloads = _one_event(data)
+        if payloads is not None:
+            return payloads, b"", False
+    return _sse_payloads(data)
+
+
+def _one_event(data: bytes) -> list[bytes] | None:
+    """The payload of `data`, one event of one `data:` line (after an `event:` line, if any)
+    ending in a blank line; None for anything else (comments, several data lines, [DONE]: the
+    general reader takes those)."""
+    start = data.find(b"\n") + 1 if data.startswith(b"event:") else 0
+    if data.startswith(b"data: ", start) and data.find(b"\n", start) == len(data) - 2:
+        payload = data[start + 6 : -2]
+        if payload != b"[DONE]":
+            return [payload]
+    return None
 
 
 class _ChunkReader:
@@ -205,9 +377,10 @@ class _ChunkReader:
     reasoning, the last usage and finish reason. Any shape it cannot read is a ProviderBadChunk,
     never a TypeError or KeyError; a chunk that carries anything ends the first-token wait."""
 
-    __slots__ = ("finish_reason", "model", "parts", "reasoning", "secrets", "usage", "waiting", "watchdog")
+    __slots__ = ("ended", "finish_reason", "model", "parts", "reasoning", "secrets", "usage", "waiting", "watchdog")
 
     def __init__(self, model: str, watchdog: Watchdog, secrets: Sequence[str]):
+        self.ended = False  # the stream said it ended (Anthropic's message_stop; OpenAI's is [DONE])
         self.model = model
         self.watchdog = watchdog
         self.secrets = secrets
@@ -217,67 +390,90 @@ class _ChunkReader:
         self.finish_reason: object = None
         self.waiting = True
 
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def thought(self) -> str:
+        return "".join(self.reasoning)
+
+    def decode(self, payload: bytes) -> _Chunk:
+        try:
+            return _decode_chunk(payload)
+        except _ValidationError as error:
+            raise self.bad(f"a chunk of unknown shape ({error})", payload) from None
+        except _DecodeError:
+            raise self.bad("a chunk that is not JSON", payload) from None
+
+    def push(self, payload: bytes, sink: DeltaSink) -> None:
+        """`feed`, its events handed to `sink`: an answer chunk (the hot path) without building
+        a list of events."""
+        chunk = self.decode(payload)
+        choices = chunk.choices
+        if choices and chunk.usage is None and chunk.error is _UNSET:
+            choice = choices[0]
+            delta = choice.delta
+            if delta is not None and not choice.finish_reason:
+                content = delta.content
+                if type(content) is str and content and delta.reasoning_content is None and delta.reasoning is None:
+                    if self.waiting:
+                        self.arrived()
+                    self.parts.append(content)
+                    sink(TextDelta(content))
+                    return
+        for event in self.read(chunk, payload):
+            sink(event)
+
     def feed(self, payload: bytes) -> list[TextDelta | ReasoningDelta]:
         """The events of one SSE data payload (most often one TextDelta)."""
-        try:
-            chunk = _loads(payload)
-        except ValueError:
-            raise self.bad("a chunk that is not JSON", payload) from None
-        if type(chunk) is not dict:
-            raise self.bad("a chunk that is not an object", payload)
-        choices = chunk.get("choices")
-        events = self.choice(choices, payload) if choices else []
-        usage = chunk.get("usage")
-        if usage:
-            if type(usage) is not dict:
-                raise self.bad("usage that is not an object", payload)
-            self.usage = usage
+        return self.read(self.decode(payload), payload)
+
+    def read(self, chunk: _Chunk, payload: bytes) -> list[TextDelta | ReasoningDelta]:
+        """The events of a decoded chunk."""
+        choices = chunk.choices
+        if choices:
+            choice = choices[0]
+            delta = choice.delta
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+                self.arrived()
+            if delta is not None:
+                content = delta.content
+                if type(content) is str and delta.reasoning_content is None and delta.reasoning is None:
+                    # the answer's chunks: the hot path
+                    if not content:
+                        events: list[TextDelta | ReasoningDelta] = []
+                    else:
+                        if self.waiting:
+                            self.arrived()
+                        self.parts.append(content)
+                        events = [TextDelta(content)]
+                else:
+                    events = self.mixed(content, delta.reasoning_content or delta.reasoning, payload)
+            else:
+                events = []
+        else:
+            events = []
+        if chunk.usage:
+            self.usage = chunk.usage
             self.arrived()
-        elif "error" in chunk:
+        elif chunk.error is not _UNSET:
             raise ProviderError(
-                safe_text(f"{self.model}: error in stream: {str(chunk['error'])[:300]}", self.secrets),
+                safe_text(f"{self.model}: error in stream: {str(chunk.error)[:300]}", self.secrets),
                 model=self.model,
-                partial_text="".join(self.parts),
-                partial_reasoning="".join(self.reasoning),
+                partial_text=self.text(),
+                partial_reasoning=self.thought(),
                 retryable=not self.parts,
                 billed=True,
             )
         return events
 
-    def choice(self, choices: object, payload: bytes) -> list[TextDelta | ReasoningDelta]:
-        """The events of a chunk's first choice (we ask for one)."""
-        try:
-            choice = choices[0]  # type: ignore[index]
-            delta = choice.get("delta")
-            if delta:
-                content = delta.get("content")
-                thought = delta.get("reasoning_content") or delta.get("reasoning")
-            else:
-                content = thought = None
-            finish_reason = choice.get("finish_reason")
-        except (AttributeError, KeyError, TypeError):
-            raise self.bad("a choice of unknown shape", payload) from None
-        if finish_reason:
-            self.finish_reason = finish_reason
-            self.arrived()
-        if thought is None and type(content) is str:  # the answer's chunks: the hot path
-            if not content:
-                return []
-            if self.waiting:
-                self.arrived()
-            self.parts.append(content)
-            return [TextDelta(content)]
-        return self.mixed(content, thought, payload)
-
-    def mixed(self, content: object, thought: object, payload: bytes) -> list[TextDelta | ReasoningDelta]:
+    def mixed(self, content: object, thought: str | None, payload: bytes) -> list[TextDelta | ReasoningDelta]:
         """The events of a delta with reasoning, or with a content that is not a string."""
         if not content and not thought:
             return []
         self.arrived()
         events: list[TextDelta | ReasoningDelta] = []
         if thought:
-            if type(thought) is not str:
-                raise self.bad("reasoning that is not a string", payload)
             self.reasoning.append(thought)
             events.append(ReasoningDelta(thought))
         if type(content) is str:
@@ -304,10 +500,10 @@ class _ChunkReader:
         is not JSON may be a transport fault, retryable while no text went out; a shape is not."""
         shown = safe_text(payload[:120].decode("utf-8", "replace"), self.secrets)
         return ProviderBadChunk(
-            f"{self.model}: the provider streamed {what}: {shown}",
+            safe_text(f"{self.model}: the provider streamed {what}: {shown}", self.secrets),
             model=self.model,
-            partial_text="".join(self.parts),
-            partial_reasoning="".join(self.reasoning),
+            partial_text=self.text(),
+            partial_reasoning=self.thought(),
             retryable=what.endswith("not JSON") and not self.parts,
             billed=True,
         )
@@ -317,33 +513,11 @@ class _ChunkReader:
         return make(
             message,
             model=self.model,
-            partial_text="".join(self.parts),
-            partial_reasoning="".join(self.reasoning),
+            partial_text=self.text(),
+            partial_reasoning=self.thought(),
             billed=True,
             **kwargs,
         )
-
-
-async def _read(chunks: AsyncIterator[bytes], watchdog: Watchdog, reader: _ChunkReader) -> bytes | None:
-    """The next bytes of the stream, None at its end; a stall or a broken stream is a typed
-    error (billed: the provider had answered 200)."""
-    watchdog.begin()
-    try:
-        return await chunks.__anext__()
-    except StopAsyncIteration:
-        return None
-    except asyncio.CancelledError:
-        if watchdog.timed_out():
-            raise watchdog.error(reader.model, "".join(reader.parts), "".join(reader.reasoning), billed=True) from None
-        raise
-    except httpx.HTTPError as error:
-        raise reader.error(
-            ProviderError,
-            safe_text(f"{reader.model}: stream broke: {type(error).__name__}: {error}", reader.secrets),
-            retryable=not reader.parts,
-        ) from None
-    finally:
-        watchdog.end()
 
 
 def _sse_payloads(buffer: bytes) -> tuple[list[bytes], bytes, bool]:
@@ -366,7 +540,18 @@ def _sse_payloads(buffer: bytes) -> tuple[list[bytes], bytes, bool]:
     return payloads, rest, done
 
 
-def _completion(request: CompletionRequest, reader: _ChunkReader, done: bool) -> Completion:
+class _Read(Protocol):
+    """What a stream's reader knows at its end (_ChunkReader here, and openai_httpx's)."""
+
+    parts: list[str]
+    reasoning: list[str]
+    usage: dict | None
+    finish_reason: object
+
+    def error(self, make: Callable[..., LLMError], message: str, **kwargs: Any) -> LLMError: ...
+
+
+def _completion(request: CompletionRequest, reader: _Read, done: bool) -> Completion:
     """The last event: the provider's usage in our normal form (estimated when it sent none) and
     why it stopped."""
     text = "".join(reader.parts)

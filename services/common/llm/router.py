@@ -6,9 +6,12 @@
 Dispatch by model name:
 - `sim/...`: the simulated models (simulated/), with the responders the composition root passes in;
 - `<endpoint>/...` for an endpoint in LLM_ENDPOINTS: that OpenAI-compatible server, through
-  the lean SSE reader (openai_compat.py) or LiteLLM, as the endpoint says;
+  the lean SSE reader (openai_compat.py), the same reader on httpx (openai_httpx.py) or LiteLLM,
+  as the endpoint says;
 - `openai/...`: the lean reader against LLM_OPENAI_API_BASE with OPENAI_API_KEY (unless
   LLM_OPENAI_LEAN is false);
+- `anthropic/...`: Anthropic's Messages stream on the lean path (anthropic_native.py) against
+  LLM_ANTHROPIC_API_BASE with ANTHROPIC_API_KEY (unless LLM_ANTHROPIC_LEAN is false);
 - anything else: LiteLLM (litellm_provider.py), imported on first use only.
 
 A model is checked against the allowlist before anything else; a request carries no api_base
@@ -32,15 +35,20 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 
 from services.common.llm.base import (
+    Completion,
     CompletionRequest,
+    DeltaSink,
     LLMClient,
     LLMError,
     ModelNotAllowed,
     RateLimited,
+    ReasoningDelta,
     StreamEvent,
+    TextDelta,
     UnknownModel,
+    stream_to,
 )
-from services.common.llm.settings import OPENAI_KEY_ENV, LLMSettings
+from services.common.llm.settings import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, LLMSettings
 from services.common.llm.simulated import Responder, SimulatedLLM, is_simulated
 
 log = logging.getLogger(__name__)
@@ -106,6 +114,39 @@ class LLMRouter:
         assert error is not None
         raise error
 
+    async def stream_to(self, request: CompletionRequest, sink: DeltaSink) -> Completion:
+        """`stream` pushed (base.stream_to): each delta handed to `sink`, the Completion returned;
+        the same allowlist, retries and fallbacks, without an async generator of the router's
+        between the provider and the sink."""
+        if not self.settings.model_allowed(request.model):
+            raise ModelNotAllowed(f"model {request.model!r} is not in the allowlist", model=request.model)
+        error: LLMError | None = None
+        started = False
+
+        def forward(event: TextDelta | ReasoningDelta) -> object:
+            nonlocal started
+            started = True
+            return sink(event)
+
+        for model in self.candidates(request.model):
+            attempt_request = request if model == request.model else replace(request, model=model)
+            if error is not None:
+                log.warning("falling back from %s to %s after: %s", request.model, model, error.message)
+            for attempt in range(self.settings.llm_retries + 1):
+                try:
+                    return await stream_to(self.provider_for(model), attempt_request, forward)
+                except LLMError as caught:
+                    if started or caught.billed:
+                        raise  # as in `_stream`: never replayed, never mixed with another model's text
+                    error = caught
+                    if not caught.retryable or attempt == self.settings.llm_retries:
+                        break
+                    delay = self._retry_delay(caught, attempt)
+                    log.info("retrying %s in %.2fs (attempt %d): %s", model, delay, attempt + 2, caught.message)
+                    await self._sleep(delay)
+        assert error is not None
+        raise error
+
     def _retry_delay(self, error: LLMError, attempt: int) -> float:
         cap = self.settings.llm_backoff_max
         if isinstance(error, RateLimited) and error.retry_after is not None:
@@ -119,11 +160,11 @@ class LLMRouter:
         prefix, _, rest = model.partition("/")
         if not rest:
             raise UnknownModel(f"model {model!r} names no provider (expected provider/model)", model=model)
-        key = (
-            prefix
-            if prefix in self.settings.llm_endpoints
-            else ("openai" if prefix == "openai" and self.settings.llm_openai_lean else "litellm")
+        settings = self.settings
+        lean = (prefix == "openai" and settings.llm_openai_lean) or (
+            prefix == "anthropic" and settings.llm_anthropic_lean
         )
+        key = prefix if prefix in settings.llm_endpoints or lean else "litellm"
         provider = self._providers.get(key)
         if provider is None:
             provider = self._providers[key] = self._make_provider(key)
@@ -138,12 +179,20 @@ class LLMRouter:
         endpoint = settings.llm_endpoints.get(key)
         if endpoint is not None and endpoint.transport == "lean":
             return OpenAICompatProvider(settings, api_base=endpoint.api_base, api_key_env=endpoint.api_key_env)
+        if endpoint is not None and endpoint.transport == "httpx":
+            from services.common.llm.openai_httpx import HttpxOpenAICompatProvider
+
+            return HttpxOpenAICompatProvider(settings, api_base=endpoint.api_base, api_key_env=endpoint.api_key_env)
         if endpoint is not None:
             return LiteLLMProvider(settings, api_base=endpoint.api_base, api_key_env=endpoint.api_key_env)
         if key == "openai":
             return OpenAICompatProvider(
                 settings, api_base=settings.llm_openai_api_base, api_key_env=OPENAI_KEY_ENV, openai=True
             )
+        if key == "anthropic":
+            from services.common.llm.anthropic_native import AnthropicProvider
+
+            return AnthropicProvider(settings, api_base=settings.llm_anthropic_api_base, api_key_env=ANTHROPIC_KEY_ENV)
         return LiteLLMProvider(settings)
 
     async def aclose(self) -> None:

@@ -40,8 +40,10 @@ from services.common.money import AmountError, parse_amount
 from services.common.pricing import Rates, rates_per_million
 from services.common.settings import SuiteSettings
 
-# The key of openai/* models on the lean path (LiteLLM reads the other providers' own variables).
+# The keys of openai/* and anthropic/* models on the lean path (LiteLLM reads the other
+# providers' own variables).
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
+ANTHROPIC_KEY_ENV = "ANTHROPIC_API_KEY"
 
 # The variables LiteLLM reads a provider's key from, by model prefix: any one of them set is
 # enough. They are those `litellm.validate_environment` asks for (tests/unit/test_prespend_rules.py
@@ -51,7 +53,7 @@ OPENAI_KEY_ENV = "OPENAI_API_KEY"
 # its helper reads os.environ at each call, and importing LiteLLM takes seconds.
 PROVIDER_KEY_ENVS: dict[str, tuple[str, ...]] = {
     "openai": (OPENAI_KEY_ENV,),
-    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"),
+    "anthropic": (ANTHROPIC_KEY_ENV, "ANTHROPIC_AUTH_TOKEN"),
     "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
     "deepseek": ("DEEPSEEK_API_KEY",),
     "mistral": ("MISTRAL_API_KEY",),
@@ -115,9 +117,11 @@ class Endpoint(BaseModel):
 
     api_base: str = Field(description="e.g. http://127.0.0.1:8000/v1 (…/chat/completions is appended)")
     api_key_env: str | None = Field(None, description="environment variable holding the key, if any")
-    # "lean": our httpx SSE reader (near the floor of CPU per chunk); "litellm": LiteLLM's
-    # OpenAI-compatible provider (kept for comparison and for servers the lean path trips on).
-    transport: Literal["lean", "litellm"] = "lean"
+    # "lean": our own SSE reader on httptools (near the floor of CPU per chunk, openai_compat.py);
+    # "httpx": the same reader's events on httpx, as before issue 16 (openai_httpx.py); "litellm":
+    # LiteLLM's OpenAI-compatible provider. The last two are kept for comparison and for servers
+    # the lean path trips on.
+    transport: Literal["lean", "httpx", "litellm"] = "lean"
     price: DeclaredPrice | None = Field(
         None, description="the price of the endpoint's models (source declared-<name>); none: the price data's"
     )
@@ -155,6 +159,14 @@ class LLMSettings(EndpointSettings):
         True, description="send openai/* models through the lean SSE path (False: through LiteLLM)"
     )
     llm_openai_api_base: str = Field("https://api.openai.com/v1", description="api_base of openai/* models")
+    llm_anthropic_lean: bool = Field(
+        True,
+        description="send anthropic/* models through the lean path, Anthropic's Messages stream with "
+        "ANTHROPIC_API_KEY (False: through LiteLLM, which also reads ANTHROPIC_AUTH_TOKEN and ANTHROPIC_API_BASE)",
+    )
+    llm_anthropic_api_base: str = Field(
+        "https://api.anthropic.com", description="api_base of anthropic/* models on the lean path (…/v1/messages)"
+    )
     llm_fallbacks: dict[str, list[str]] = Field(
         default_factory=dict, description="model -> alternative models tried in order (JSON)"
     )
@@ -192,7 +204,11 @@ class LLMSettings(EndpointSettings):
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
-        names = {OPENAI_KEY_ENV, *(e.api_key_env for e in self.llm_endpoints.values() if e.api_key_env)}
+        names = {
+            OPENAI_KEY_ENV,
+            ANTHROPIC_KEY_ENV,
+            *(e.api_key_env for e in self.llm_endpoints.values() if e.api_key_env),
+        }
         self._provider_keys = {name: SecretStr(os.environ[name]) for name in sorted(names) if name in os.environ}
         listed = {name for names in PROVIDER_KEY_ENVS.values() for name in names}
         self._key_envs_set = frozenset(name for name in listed | names if os.environ.get(name, "").strip())
