@@ -45,6 +45,10 @@ from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
 
+from services.accounting.ledger import Accounting
+from services.accounting.store import Role, SqliteLedgerStore
+from services.common.pricing import PriceBook
+from services.common.usage import Usage
 from services.launcher import SuiteConfig
 from services.orchestrator.context import ContextBuilder, Transcript
 from services.orchestrator.server import build_service
@@ -254,6 +258,65 @@ async def bench_services_before_after(data_dir: str, quick: bool) -> list[dict]:
                 "value": round(m["mean"] * 1000, 3),
                 "unit": "ms",
                 "note": _overhead_note(m, f"LEDGER_GROUP_COMMIT={group_commit}"),
+            }
+        )
+    return rows
+
+
+async def bench_ledger_group_commit(quick: bool) -> list[dict]:
+    """The ledger alone (accounting's domain and its SQLite store, in this process, no RPC):
+    usage rows recorded by 4 concurrent callers at a time, as the 4 turns of a round end, with
+    the group commit and with one transaction per row. Wall and CPU per row (CPU counts the
+    ledger thread's fsyncs), and the transactions the rows took."""
+    rows = []
+    batches = 50 if quick else 300
+    for label, group_commit in (("group commit", True), ("one transaction per row (before)", False)):
+        with tempfile.TemporaryDirectory() as where:
+            ledger = Accounting(
+                PriceBook(), SqliteLedgerStore(os.path.join(where, "ledger.sqlite3")), group_commit=group_commit
+            )
+            try:
+                usage = Usage(prompt_tokens=400, completion_tokens=20)
+                await ledger.record_usage(
+                    request_id="warm",
+                    debate_id="warm",
+                    participant="d0",
+                    role=Role.DEBATER,
+                    round_number=1,
+                    model="sim/debater",
+                    attempt=1,
+                    usage=usage,
+                )
+                commits, cpu, wall = ledger.usage_commits, time.process_time(), time.perf_counter()
+                for b in range(batches):
+                    await asyncio.gather(
+                        *(
+                            ledger.record_usage(
+                                request_id=f"debates/b{b}/rounds/1/turns/d{i}/attempts/1",
+                                debate_id=f"b{b}",
+                                participant=f"d{i}",
+                                role=Role.DEBATER,
+                                round_number=1,
+                                model="sim/debater",
+                                attempt=1,
+                                usage=usage,
+                            )
+                            for i in range(4)
+                        )
+                    )
+                n = batches * 4
+                wall, cpu = (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+                commits = (ledger.usage_commits - commits) / n
+            finally:
+                await ledger.close()
+        rows.append(
+            {
+                "metric": f"ledger: usage row recorded by 4 concurrent callers, {label}",
+                "target": "-",
+                "value": round(wall * 1000, 3),
+                "unit": "ms",
+                "note": f"wall per row; CPU {cpu * 1000:.3f} ms per row; {commits:.2f} transactions (fsyncs) per row; "
+                f"{n} rows, SQLite synchronous=FULL, in process",
             }
         )
     return rows
@@ -577,7 +640,7 @@ async def overhead_async(quick: bool) -> list[dict]:
     """Issue 16 part 5's two figures: the own overhead, then through the services before/after."""
     own = await main_async(quick, overhead_only=True)
     with tempfile.TemporaryDirectory() as data_dir:
-        return own + await bench_services_before_after(data_dir, quick)
+        return own + await bench_services_before_after(data_dir, quick) + await bench_ledger_group_commit(quick)
 
 
 def run(quick: bool = False, overhead: bool = False) -> list[dict]:
@@ -587,7 +650,8 @@ def run(quick: bool = False, overhead: bool = False) -> list[dict]:
         return asyncio.run(overhead_async(quick))
     rows = asyncio.run(main_async(quick))
     with tempfile.TemporaryDirectory() as data_dir:
-        return rows + asyncio.run(bench_services_before_after(data_dir, quick))
+        rows += asyncio.run(bench_services_before_after(data_dir, quick))
+    return rows + asyncio.run(bench_ledger_group_commit(quick))
 
 
 def main(argv: list[str] | None = None) -> int:
