@@ -6,10 +6,11 @@ lease trivially."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
-from services.orchestrator.events import DebateMoved, EventHub
+from services.orchestrator.events import EventHub
 from services.orchestrator.store_postgres import PostgresStore
 from services.orchestrator.transport import FRAMING
 from tests.support.orchestrator_stores import OrchestratorBackend
@@ -114,12 +115,13 @@ def test_sqlite_holds_every_lease(tmp_path):
     assert [row.debate_id for row in store.claim_runnable()] == ["run"] and store.lost == set()
 
 
-async def test_the_hub_never_announces_refused_events_and_moves_its_subscribers(postgres_url, tmp_path):
+async def test_the_hub_never_announces_refused_events_and_its_subscribers_follow_the_new_owner(postgres_url, tmp_path):
     backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
     stale, taker = _replica(backend, "a", 0), _replica(backend, "b", 60)
     stale.insert_debate(debate("d1", state=S.DEBATE_STATE_RUNNING))
     assert stale.claim("d1")
     hub = EventHub(stale, framing=FRAMING)
+    stale.listen(hub.notified, lambda debate_id, reason: None)
     hub.open_log("d1", 0).active = True
     hub.emit("d1", round_started=pb.RoundStarted(round_number=1))
     hub.commit()
@@ -127,12 +129,20 @@ async def test_the_hub_never_announces_refused_events_and_moves_its_subscribers(
     first = pb.StreamDebateEventsResponse.FromString(await anext(reader)).event
     assert first.sequence == 1 and first.HasField("round_started")
 
-    assert [row.debate_id for row in taker.claim_runnable()] == ["d1"]
+    taken = taker.claim_runnable()
+    assert [row.debate_id for row in taken] == ["d1"] and taken[0].last_sequence == 1
     taker.commit()
     hub.emit("d1", token_delta=pb.TokenDelta(round_number=1, participant="ann", text="stale", attempt=1))
-    hub.commit()  # refused by the fence: never announced
-    assert stale.lost == {"d1"} and hub.get("d1") is None
-    with pytest.raises(DebateMoved) as moved:
-        await anext(reader)
-    assert moved.value.reason == "DEBATE_MOVED" and moved.value.metadata == {"last_sequence": "1"}
-    assert backend.query("SELECT sequence FROM events") == [(1,)]
+    hub.commit()  # refused by the fence: never announced; the log follows the store from now on
+    assert stale.lost == {"d1"} and hub.get("d1").following
+    assert hub.emit("d1", round_started=pb.RoundStarted(round_number=9)) == 1  # a follower never writes
+
+    taker.add_events(
+        [(d, s, pb.DebateEvent(sequence=s, debate_id=d).SerializeToString()) for d, s, _ in events("d1", 2, 3)]
+    )
+    taker.commit()  # its NOTIFY wakes the stale replica's listener, whose hub reads 2-3 once
+    second = pb.StreamDebateEventsResponse.FromString(await asyncio.wait_for(anext(reader), 5)).event
+    third = pb.StreamDebateEventsResponse.FromString(await asyncio.wait_for(anext(reader), 5)).event
+    assert (second.sequence, third.sequence) == (2, 3)
+    assert backend.query("SELECT sequence FROM events ORDER BY 1") == [(1,), (2,), (3,)]
+    await reader.aclose()
