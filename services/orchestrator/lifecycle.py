@@ -21,7 +21,11 @@ debate's lease (store.py, store_postgres.py). `start` claims it, `resume_all` cl
 runnable debates whose lease is free, and on a shared store a heartbeat (`tend_leases`, every
 min(lease/3, 0.5) s) renews the leases held, stops the debates whose lease another replica took
 (no ending is logged: the new owner goes on; the store refuses their writes) and takes over the
-debates whose lease lapsed, resuming them as a restart does.
+debates whose lease lapsed, resuming them as a restart does. Limits hold for the cluster: at most
+`running_limit` debates run on each replica, and the QUEUED debates of the database are one
+queue of at most `queue_limit` for all replicas (`_start_in_cluster`); a replica claims from it
+only into its free slots, lapsed RUNNING debates first. A cancel of a debate another replica
+runs is forwarded to it (`_forward_cancel`, `cancel_requested`).
 """
 
 from __future__ import annotations
@@ -219,6 +223,9 @@ class Lifecycle:
         """Runs (or queues) claimed debates, a RUNNING one from its last completed turn (on a
         shared store a QUEUED one starts: it was claimed for a free slot)."""
         for row in rows:
+            if row.state in TERMINAL:  # ended by another replica as this one claimed it (a cancelled queued debate)
+                self.store.release(row.debate_id)
+                continue
             self.hub.open_log(row.debate_id, row.last_sequence).active = True
             if row.state == S.DEBATE_STATE_RUNNING:
                 self.scheduler.run_now(row.debate_id)

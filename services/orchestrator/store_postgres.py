@@ -46,6 +46,16 @@ its journal (`LeaseLost`), adds them to `lost`, and sends the rest again: a stal
 one that wakes up after a SIGSTOP, never writes after the taker, and the taker's sequences
 follow the last one committed. Writes of a lost debate are refused from then on.
 
+**Replicas' events, queue and cancels** (schema version 3). Every commit that wrote events
+sends `pg_notify(EVENTS_CHANNEL, "debate_id:last_sequence,...")` (split under NOTIFY's 8000
+bytes) in its pipeline before COMMIT; other replicas' `Listener` (its own connection, LISTENing,
+read on the event loop) hands them to the event hub, which reads the followed debates' new
+events with one query, `events_since`. The cluster's queue is the QUEUED rows of `debates`:
+`admit_queued` serialises admissions with a transaction-level advisory lock and counts them;
+`claim_runnable(limit)` takes lapsed RUNNING debates first, then the queue, at most `limit`.
+`request_cancel` stores a cancel's reason with the debate and notifies CANCEL_CHANNEL; the
+owner's `renew` reads it back (`cancel_requests`).
+
 **Why the connection stays on the event loop's thread.** `python -m tests.benchmarks.bench_store`
 times a tick's commit as the hub makes it: N TokenDelta events (about 100 bytes each) of 200
 debates plus 5 debate updates, through the store, on a local PostgreSQL 15 with fsync and

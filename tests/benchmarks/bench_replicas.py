@@ -77,7 +77,7 @@ async def _watch(address: str, debate_id: str, counts: list[int]) -> int:
     return last
 
 
-async def cluster_run(url: str, data_dir: Path, replicas: int, debates: int, watchers: int) -> dict:
+async def cluster_run(url: str, data_dir: Path, replicas: int, debates: int, watchers: int, rounds: int) -> dict:
     """One run of the suite with `replicas` orchestrators: delivered events and their CPU."""
     env = {"SIM_TOKENS_PER_SECOND": "60", "SIM_FIRST_TOKEN_LATENCY": "0.05", "LEASE_SECONDS": "5"}
     suite = KillableSuite(data_dir, env, log_level="WARNING", database_url=url)
@@ -98,7 +98,7 @@ async def cluster_run(url: str, data_dir: Path, replicas: int, debates: int, wat
             stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
             ids = []
             for _ in range(debates):
-                created = await stub.CreateDebate(pb.CreateDebateRequest(config=_config(2, 60)), timeout=10)
+                created = await stub.CreateDebate(pb.CreateDebateRequest(config=_config(rounds, 120)), timeout=10)
                 ids.append(created.debate.debate_id)
             counts = [0]
             tasks = [
@@ -122,12 +122,12 @@ async def cluster_run(url: str, data_dir: Path, replicas: int, debates: int, wat
 
 
 def cpu_ratio(server: PostgresServer, quick: bool) -> list[dict]:
-    debates, watchers = (2, 10) if quick else (4, 100)
+    debates, watchers, rounds = (2, 10, 1) if quick else (4, 100, 4)
     with tempfile.TemporaryDirectory() as tmp:
-        one = asyncio.run(cluster_run(server.create_database(), Path(tmp) / "one", 1, debates, watchers))
-        two = asyncio.run(cluster_run(server.create_database(), Path(tmp) / "two", 2, debates, watchers))
+        one = asyncio.run(cluster_run(server.create_database(), Path(tmp) / "one", 1, debates, watchers, rounds))
+        two = asyncio.run(cluster_run(server.create_database(), Path(tmp) / "two", 2, debates, watchers, rounds))
     ratio = two["cpu_per_event_us"] / one["cpu_per_event_us"]
-    label = f"{debates} debates x {watchers} watchers, batch_events"
+    label = f"{debates} debates of {rounds} rounds x {watchers} watchers, batch_events"
     return [
         {
             "metric": f"orchestrator CPU per delivered event, 1 replica, {label}",

@@ -282,3 +282,38 @@ def test_cancel_on_the_non_owner_stops_the_owners_generation_within_a_second(pos
         suite.run(a.stop(grace=0))
         suite.run(b.stop(grace=0))
         suite.stop()
+
+
+@pytest.mark.timeout(240)
+def test_create_list_and_get_hold_across_replicas(postgres_url, tmp_path):
+    """A CreateDebate retried on the other replica (at the same moment) returns the first debate;
+    ListDebates pages made on one replica continue on the other; GetDebate on the replica that
+    does not run a debate shows its live state and last sequence."""
+    suite = _suite(tmp_path)
+    a = _replica(suite, postgres_url, "a", sim=SLOW)
+    b = _replica(suite, postgres_url, "b", sim=SLOW)
+    try:
+        stubs = [_stub(a.address), _stub(b.address)]
+        with ThreadPoolExecutor(8) as pool:
+            made = list(pool.map(lambda i: _create(stubs[i % 2], request_id="same"), range(8)))
+        assert len(set(made)) == 1
+        ids = [made[0]] + [_create(stubs[i % 2]) for i in range(6)]
+        pages, token = [], ""
+        for i in range(10):
+            page = stubs[i % 2].ListDebates(pb.ListDebatesRequest(page_size=2, page_token=token), timeout=10)
+            pages += [d.debate_id for d in page.debates]
+            token = page.next_page_token
+            if not token:
+                break
+        assert sorted(pages) == sorted(ids) and len(pages) == len(ids)
+
+        stubs[0].StartDebate(pb.StartDebateRequest(debate_id=ids[1]), timeout=10)
+        _wait(lambda: _query(postgres_url, "SELECT count(*) FROM events")[0][0] >= 5, "no events")
+        seen = stubs[1].GetDebate(pb.GetDebateRequest(debate_id=ids[1]), timeout=10).debate
+        stored = _query(postgres_url, f"SELECT max(sequence) FROM events WHERE debate_id = '{ids[1]}'")[0][0]
+        assert seen.state == pb.DEBATE_STATE_RUNNING and 5 <= seen.last_sequence <= stored
+        assert ids[1] not in b.engine.lifecycle.runs
+    finally:
+        suite.run(a.stop(grace=0))
+        suite.run(b.stop(grace=0))
+        suite.stop()

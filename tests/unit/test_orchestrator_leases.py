@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
+import psycopg
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.orchestrator.events import EventHub
-from services.orchestrator.store_postgres import PostgresStore
+from services.orchestrator.store_postgres import EVENTS_CHANNEL, PostgresStore
 from services.orchestrator.transport import FRAMING
 from tests.support.orchestrator_stores import OrchestratorBackend
 from tests.unit.test_orchestrator_store import debate, events, turn
@@ -146,3 +147,23 @@ async def test_the_hub_never_announces_refused_events_and_its_subscribers_follow
     assert (second.sequence, third.sequence) == (2, 3)
     assert backend.query("SELECT sequence FROM events ORDER BY 1") == [(1,), (2,), (3,)]
     await reader.aclose()
+
+
+def test_a_commit_notifies_every_debate_written_with_its_last_sequence_split_under_the_payload_limit(
+    postgres_url, tmp_path
+):
+    backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
+    owner = _replica(backend, "a", 60)
+    ids = [f"debate-{i:04d}-{'x' * 40}" for i in range(400)]  # about 20 kB of "id:sequence" in all
+    with psycopg.connect(backend.url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {EVENTS_CHANNEL}")
+        for debate_id in ids:
+            owner.insert_debate(debate(debate_id, state=S.DEBATE_STATE_RUNNING))
+        owner.commit()
+        rows = [row for debate_id in ids for row in events(debate_id, 1, 2)]
+        owner.add_events(rows)
+        owner.commit()
+        notices = list(listener.notifies(timeout=2.0))
+    assert len(notices) >= 3 and all(len(n.payload.encode()) < 8000 for n in notices)
+    named = [part.rpartition(":") for n in notices for part in n.payload.split(",")]
+    assert sorted((d, int(s)) for d, _, s in named) == [(d, 2) for d in sorted(ids)]  # each once, its last
