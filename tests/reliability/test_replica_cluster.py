@@ -127,13 +127,16 @@ def test_a_takeover_while_subscribers_follow_loses_and_doubles_nothing(postgres_
         on_a.start(), on_b.start()
         _wait(lambda: _query(postgres_url, "SELECT count(*) FROM turns")[0][0] >= 2, "no turn completed on a")
         _wait(lambda: len(on_b.events) >= 5, "b's subscriber got nothing")
+        followed = b.engine.hub.get(debate_id)
+        assert followed is not None and followed.following
         suite.run(a.stop(grace=0))  # a dies: its stream fails, its lease is left to lapse
         on_a.join(30)
         assert on_a.error is not None and on_a.sequences == list(range(1, len(on_a.events) + 1))
-        a2 = _replica(suite, postgres_url, "a2", sim=FAST)
+        _wait(lambda: debate_id in b.engine.lifecycle.runs, "b did not take the debate over")
+        assert b.engine.hub.get(debate_id) is followed and not followed.following  # the same log, owned now
+        a2 = _replica(suite, postgres_url, "a2", sim=FAST)  # a's replacement: it follows b
         resumed = Watcher(a2.address, debate_id, after=on_a.sequences[-1])
         resumed.start()
-        _wait(lambda: debate_id in b.engine.lifecycle.runs or debate_id in a2.engine.lifecycle.runs, "no takeover")
         for watcher in (on_b, resumed):
             watcher.join(120)
             assert not watcher.is_alive() and watcher.error is None, watcher.error
