@@ -84,7 +84,7 @@ async def cluster_run(url: str, data_dir: Path, replicas: int, debates: int, wat
     base = suite.specs["orchestrator"]
     names = [f"orchestrator{i}" if i else "orchestrator" for i in range(replicas)]
     for i, name in enumerate(names):
-        port = int(base.health_address.rsplit(":", 1)[1]) if i == 0 else free_port()
+        port = int(base.env["PORT"]) if i == 0 else free_port()
         env_i = {**base.env, "PORT": str(port), "REPLICA_ID": f"replica{i}"}
         suite.specs[name] = dataclasses.replace(
             base, name=name, health_address=f"127.0.0.1:{port}", env=env_i, display_address=None
@@ -166,7 +166,11 @@ def _pg_rows(url: str) -> int:
 def writes_per_debate(root: Path, url: str, debates: int, window_s: float) -> dict:
     """One orchestrator in this process (url: PostgreSQL, '' SQLite), `debates` long debates
     running through `window_s` seconds: commits and rows a second, each per debate."""
-    overrides = {"sim_tokens_per_second": 50.0, "sim_first_token_latency": 0.05, "max_running_debates": debates}
+    overrides: dict[str, object] = {
+        "sim_tokens_per_second": 50.0,
+        "sim_first_token_latency": 0.05,
+        "max_running_debates": debates,
+    }
     if url:
         overrides["database_url"] = url
     suite = InProcessSuite(root, overrides={"orchestrator": overrides})
@@ -228,7 +232,9 @@ def writes(server: PostgresServer | None, quick: bool) -> list[dict]:
                     "target": "(lower is better)",
                     "value": round(figures["rows"], 2),
                     "unit": "/s",
-                    "note": "PostgreSQL: pg_stat_user_tables (flushed about once a second); SQLite: total_changes",
+                    "note": "pg_stat_user_tables: inserted, updated, deleted (flushed about once a second)"
+                    if url
+                    else "the connection's total_changes",
                 },
             ]
     return out
