@@ -167,3 +167,38 @@ def test_a_commit_notifies_every_debate_written_with_its_last_sequence_split_und
     assert len(notices) >= 3 and all(len(n.payload.encode()) < 8000 for n in notices)
     named = [part.rpartition(":") for n in notices for part in n.payload.split(",")]
     assert sorted((d, int(s)) for d, _, s in named) == [(d, 2) for d in sorted(ids)]  # each once, its last
+
+
+async def test_a_follower_whose_listener_lost_its_connection_reads_what_it_missed(postgres_url, tmp_path):
+    backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
+    owner, follower = _replica(backend, "a", 60), _replica(backend, "b", 60)
+    owner.insert_debate(debate("d1", state=S.DEBATE_STATE_RUNNING))
+    assert owner.claim("d1")
+    owner.commit()
+    hub = EventHub(follower, framing=FRAMING)
+    follower.listen(hub.notified, lambda debate_id, reason: None)
+
+    def commit_events(first: int, last: int) -> None:
+        owner.add_events(
+            [
+                (d, s, pb.DebateEvent(sequence=s, debate_id=d).SerializeToString())
+                for d, s, _ in events("d1", first, last)
+            ]
+        )
+        owner.commit()
+
+    reader = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
+    first = asyncio.ensure_future(anext(reader))
+    await asyncio.sleep(0.1)
+    assert hub.get("d1").following  # "b" does not hold d1: it follows the store
+    commit_events(1, 1)
+    assert pb.StreamDebateEventsResponse.FromString(await asyncio.wait_for(first, 5)).event.sequence == 1
+
+    listener_pid = follower._listener._conn.info.backend_pid
+    backend.query("SELECT pg_terminate_backend(?)", (listener_pid,))
+    await asyncio.sleep(0.05)  # the listener sees its connection gone and reconnects half a second later
+    commit_events(2, 3)  # notified while nobody listened on "b": the reconnection reads them
+    got = [pb.StreamDebateEventsResponse.FromString(await asyncio.wait_for(anext(reader), 5)).event for _ in range(2)]
+    assert [e.sequence for e in got] == [2, 3]
+    assert follower._listener._conn.info.backend_pid != listener_pid
+    await reader.aclose()
