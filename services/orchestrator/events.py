@@ -15,10 +15,16 @@ Design for many debates and many watchers on one event loop:
 - A subscriber is a cursor (the last sequence it sent) over the debate's shared log: a
   bounded in-memory tail of recent event bodies, and the store for anything older. New durable
   events wake the debate's waiting subscribers (one future each, so a leaver cancels only its own).
-- Token text is coalesced per turn and turned into `TokenDelta` events on one process-wide
-  tick (`flush`, every `coalesce_s`, e.g. 25 ms); the same tick writes every pending event of
-  every debate in one transaction, commits, and only then advances each log's durable
-  watermark and wakes its subscribers. Nothing is announced before it is stored. The engine
+- Token text is coalesced per turn and turned into `TokenDelta` events at a commit, which
+  writes every pending event of every debate in one transaction, commits, and only then
+  advances each log's durable watermark and wakes its subscribers. Nothing is announced before
+  it is stored. Commits are spaced by load, not by a fixed tick: the first thing that becomes
+  pending schedules one, at the end of the event loop's current pass when the process is
+  quiet (a lone debate's chunk goes out at once), and up to `coalesce_s` (e.g. 25 ms) after
+  the previous commit as the process gets busy (`commit_gap`: proportional to the busy share
+  of the last moments, full at `FULL_LOAD`), so that under load many chunks share a commit and
+  a subscriber's message. A TokenDelta's `time` is when its first chunk arrived, so relay
+  latency counts the wait for the commit. The engine
   does the same at once with `commit` where a write must be durable before an outside effect
   (or awaits `committed`, a group commit at the end of the event loop's pass).
 - One debate's fault stays in that debate. The hub takes only `str` token text; text that
@@ -65,6 +71,12 @@ log = logging.getLogger(__name__)
 HEARTBEAT = object()
 FOLLOW_SCAN_S = 1.0  # every followed debate is read this often, whatever the notifications said
 
+# The busy share (of one core: the process's CPU, or the loop's time in commits, whichever is
+# larger) from which commits are spaced the whole `coalesce_s`; below it, proportionally less.
+FULL_LOAD = 0.3
+# How often the busy share is sampled, in seconds.
+LOAD_WINDOW_S = 0.1
+
 
 class SubscriberTooSlow(ResourceExhausted):
     reason = "SUBSCRIBER_TOO_SLOW"
@@ -86,7 +98,7 @@ class DeltaBuffer:
     """Text of one turn attempt not yet turned into a TokenDelta event. `failed` says why its
     text could not become an event (the text is then dropped and the turn must fail)."""
 
-    __slots__ = ("attempt", "debate_id", "dirty", "failed", "participant", "parts", "round_number")
+    __slots__ = ("attempt", "debate_id", "dirty", "failed", "first_ns", "participant", "parts", "round_number")
 
     def __init__(self, debate_id: str, round_number: int, participant: str, attempt: int):
         self.debate_id = debate_id
@@ -96,6 +108,7 @@ class DeltaBuffer:
         self.parts: list[str] = []
         self.dirty = False
         self.failed: str | None = None
+        self.first_ns = 0  # time.time_ns() of the first text since the last TokenDelta
 
 
 class EventHub:
@@ -139,6 +152,13 @@ class EventHub:
         self._read_soon = False
         self._last_follow_scan = time.monotonic()
         self.follower_reads = 0  # queries of followed debates' events (one per wake-up, for all of them)
+        # Load-spaced commits: the scheduled one, when the last ended, the busy share measured.
+        self._scheduled: asyncio.Handle | None = None
+        self._last_commit = 0.0  # time.monotonic()
+        self._commit_seconds = 0.0  # spent in commits since the last load sample
+        self._load_sample = (time.monotonic(), time.process_time())
+        self.load = 0.0
+        self._committing = False  # what a commit makes pending (its token deltas) it carries
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -146,6 +166,9 @@ class EventHub:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="event-hub")
 
     async def stop(self) -> None:
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -157,11 +180,15 @@ class EventHub:
             debate_log.wake()
 
     async def _run(self) -> None:
+        """The backstop tick: samples the load, retries a failed commit (a commit is otherwise
+        scheduled by what became pending, `_pending`), and sends heartbeats."""
         while True:
             await asyncio.sleep(self.coalesce_s)
             try:
-                self.flush()
                 now = time.monotonic()
+                self._sample_load(now)
+                if self._scheduled is None:  # else that commit comes soon; store-only writes wait for it
+                    self.flush()
                 if self._followed and now - self._last_follow_scan >= FOLLOW_SCAN_S:
                     self._last_follow_scan = now
                     self.notified(None)
@@ -173,6 +200,41 @@ class EventHub:
             except Exception:  # never let the ticker die: it carries every debate's events
                 if self._failed_commits <= 1 or self._failed_commits % 400 == 0:
                     log.exception("event flush failed (%d in a row); retrying", self._failed_commits)
+
+    # -- when to commit ------------------------------------------------------------------------
+    def commit_gap(self) -> float:
+        """Seconds between the end of a commit and the next one: 0 on a quiet process, growing
+        with the busy share `load` to `coalesce_s` at FULL_LOAD and above."""
+        return self.coalesce_s * min(1.0, self.load / FULL_LOAD)
+
+    def _sample_load(self, now: float) -> None:
+        since, cpu = self._load_sample
+        wall = now - since
+        if wall >= LOAD_WINDOW_S:
+            cpu_now = time.process_time()
+            self.load = max(cpu_now - cpu, self._commit_seconds) / wall
+            self._load_sample = (now, cpu_now)
+            self._commit_seconds = 0.0
+
+    def _pending(self) -> None:
+        """Something became pending: schedule the commit that will carry it (once; none before
+        `start`, where callers commit themselves)."""
+        if self._scheduled is not None or self._task is None or self._committing:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._last_commit + self.commit_gap() - time.monotonic()
+        if delay <= 0:
+            self._scheduled = loop.call_soon(self._scheduled_commit)
+        else:
+            self._scheduled = loop.call_later(delay, self._scheduled_commit)
+
+    def _scheduled_commit(self) -> None:
+        self._scheduled = None
+        try:
+            self.flush()
+        except Exception:  # the backstop tick retries
+            if self._failed_commits <= 1 or self._failed_commits % 400 == 0:
+                log.exception("event commit failed (%d in a row); retrying", self._failed_commits)
 
     async def committed(self) -> None:
         """Returns once everything written so far is committed. A group commit: the first waiter
@@ -189,7 +251,7 @@ class EventHub:
     def _group_commit(self) -> None:
         if self._commit_waiters:  # else the ticker's flush already served them
             try:
-                self.commit()
+                self.flush()
             except Exception:  # the waiters wait for the ticker's retry (or got the error)
                 log.exception("group commit failed")
 
@@ -304,19 +366,20 @@ class EventHub:
     def get(self, debate_id: str) -> DebateLog | None:
         return self._logs.get(debate_id)
 
-    def emit(self, debate_id: str, **payload: Any) -> int:
-        """Appends one event (e.g. `round_started=RoundStarted(...)`); durable and visible at the next
-        commit (the tick's, or one the engine asks for)."""
+    def emit(self, debate_id: str, *, time_ns: int = 0, **payload: Any) -> int:
+        """Appends one event (e.g. `round_started=RoundStarted(...)`), stamped `time_ns` (default:
+        now); durable and visible at the next commit (scheduled, or one the engine asks for)."""
         debate_log = self._logs.get(debate_id) or self.open_log(debate_id)
         if debate_log.following:  # another replica writes this debate's events: never here
             log.debug("debate %s: an event of a debate this replica does not own was dropped", debate_id)
             return debate_log.head
         seq = debate_log.head + 1
         event = pb.DebateEvent(sequence=seq, debate_id=debate_id, **payload)
-        event.time.FromNanoseconds(time.time_ns())
+        event.time.FromNanoseconds(time_ns or time.time_ns())
         data = event.SerializeToString()
         if not debate_log.pending:
             self._dirty_logs.append(debate_log)
+            self._pending()
         debate_log.pending.append((seq, data))
         debate_log.append(seq, data, self.tail_events)
         return seq
@@ -329,6 +392,7 @@ class EventHub:
             debate_log.active = False
             if not debate_log.pending:
                 self._dirty_logs.append(debate_log)
+                self._pending()
 
     def drop(self, debate_id: str) -> None:
         """A debate whose lease this replica lost: its pending events are never announced (the
@@ -346,7 +410,9 @@ class EventHub:
         buffer.parts.append(text)
         if not buffer.dirty:
             buffer.dirty = True
+            buffer.first_ns = time.time_ns()
             self._dirty_buffers.append(buffer)
+            self._pending()
 
     def flush_text(self, buffer: DeltaBuffer) -> None:
         """Turns the buffer's text into a TokenDelta event now (before the turn's next event).
@@ -356,6 +422,7 @@ class EventHub:
             try:
                 self.emit(
                     buffer.debate_id,
+                    time_ns=buffer.first_ns,
                     token_delta=pb.TokenDelta(
                         round_number=buffer.round_number,
                         participant=buffer.participant,
@@ -378,8 +445,14 @@ class EventHub:
 
     # -- commits ----------------------------------------------------------------------------
     def flush(self) -> None:
-        """The coalescing tick's work, which the ticker does every `coalesce_s`: `commit`."""
-        self.commit()
+        """A scheduled commit (`commit`), its time counted in the load and its end remembered
+        for the spacing of the next."""
+        started = time.monotonic()
+        try:
+            self.commit()
+        finally:
+            self._last_commit = time.monotonic()
+            self._commit_seconds += self._last_commit - started
 
     def commit(self) -> None:
         """Commits now: coalesced text becomes TokenDelta events, every pending event and every
@@ -390,6 +463,7 @@ class EventHub:
         the store's transaction open) for the next commit. The `committed` waiters it serves
         then wait for that retry, or get the error after `commit_retries` failures in a row."""
         waiters, self._commit_waiters = self._commit_waiters, []
+        self._committing = True
         try:
             self._flush()
         except BaseException as error:
@@ -404,6 +478,8 @@ class EventHub:
             if not isinstance(error, Exception):
                 raise
             raise failure from error
+        finally:
+            self._committing = False
         self._failed_commits = 0
         for waiter in waiters:
             if not waiter.done():
