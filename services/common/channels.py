@@ -152,6 +152,10 @@ def open_channel(
     the channel sends no key and uses plaintext. ValueError for a partial TLS configuration.
     """
     target = channel_target(address)
+    # A list of replicas has no one name: calls (and TLS's check of the server's name, unless
+    # TLS_SERVER_NAME says otherwise) use the first replica's, as every replica of a service
+    # presents the same certificate.
+    authority = [("grpc.default_authority", address.split(",")[0].strip())] if target != address.strip() else []
     key = service_key
     if key is None:
         key = settings.service_api_key.get_secret_value() if settings is not None else ""
@@ -161,7 +165,7 @@ def open_channel(
         return grpc.aio.secure_channel(
             target,
             files.channel_credentials(),
-            options=[*CHANNEL_OPTIONS, *files.channel_options()],
+            options=[*CHANNEL_OPTIONS, *authority, *files.channel_options()],
             interceptors=interceptors,
         )
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, *authority], interceptors=interceptors)
