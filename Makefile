@@ -75,7 +75,7 @@ $(CHROMIUM):
 	apt-get update && apt-get install -y chromium
 
 # PostgreSQL from Debian's packages for the ledger's tests on PostgreSQL: the suite starts its own
-# throwaway server from these binaries (tests/support/postgres.py). A file target: nothing runs
+# throwaway server from these binaries (services/common/postgres_server.py). A file target: nothing runs
 # when a server's pg_ctl is already there (any major version; bookworm's package brings 15).
 PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl) /usr/lib/postgresql/15/bin/pg_ctl)
 

@@ -29,6 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--accounting-port", type=int, default=defaults.accounting_port)
     up.add_argument("--data-dir", default=defaults.data_dir, help="folder of the SQLite files")
     up.add_argument("--log-level", default=defaults.log_level)
+    up.add_argument(
+        "--replicas",
+        type=int,
+        default=defaults.replicas,
+        help="processes of each service (orchestrator, judge, accounting) behind Envoy; replica k listens on "
+        f"its service's port + {defaults.port_step}*k. More than 1 needs DATABASE_URL or --postgres",
+    )
+    up.add_argument(
+        "--postgres",
+        action="store_true",
+        help="start a throwaway PostgreSQL (initdb on a temporary folder, a free port) for the suite, removed at stop",
+    )
 
     def handle(args: argparse.Namespace) -> int:
         config = SuiteConfig(
@@ -38,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             accounting_port=args.accounting_port,
             data_dir=args.data_dir,
             log_level=args.log_level,
+            replicas=args.replicas,
         )
-        return asyncio.run(run_up(config))
+        return asyncio.run(run_up(config, postgres=args.postgres))
 
     up.set_defaults(handler=handle)
 

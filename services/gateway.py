@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,7 +196,46 @@ def _upstream_tls(tls: TlsFiles, host: str) -> dict:
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
-def _cluster(name: str, host: str, port: int, *, http2: bool, tls: TlsFiles | None = None) -> dict:
+# A replicated service's cluster (several endpoints, or one name that DNS resolves to several
+# replicas): Envoy asks each replica's grpc.health.v1 every HEALTH_CHECK_INTERVAL and drops it
+# after UNHEALTHY_CHECKS failed checks (a killed replica's refused connection, a stopped one's
+# silence past HEALTH_CHECK_TIMEOUT; a stopping one's NOT_SERVING at once), taking it back at
+# the first good one. Between checks, outlier detection drops a replica at its first failed
+# connection or reset under traffic, for OUTLIER_EJECTION at least. Two checks, not one, so that
+# a replica busy for a moment (a loaded machine) is not dropped for it; Envoy's panic routing
+# (to every replica when fewer than half are healthy) stays at its default.
+HEALTH_CHECK_INTERVAL = "0.5s"
+HEALTH_CHECK_TIMEOUT = "1s"
+UNHEALTHY_CHECKS = 2
+OUTLIER_EJECTION = "2s"
+# Unary calls (and streams, before their first answer) that met a dead replica or its refusal are
+# sent once more to another: connect-failure and refused-stream never reached a service, and a
+# service answers UNAVAILABLE only for what it did not do.
+REPLICA_RETRY_POLICY = {
+    "retry_on": "connect-failure,refused-stream,unavailable",
+    "num_retries": 2,
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 3,
+}
+
+
+def _cluster(
+    name: str,
+    endpoints: list[tuple[str, int]],
+    *,
+    http2: bool,
+    tls: TlsFiles | None = None,
+    health_service: str | None = None,
+) -> dict:
+    """A STRICT_DNS cluster of `endpoints` (host, port); `health_service` (a gRPC service name)
+    adds active gRPC health checks and outlier detection (a replicated service)."""
     cluster: dict = {
         "name": name,
         "type": "STRICT_DNS",
@@ -204,10 +244,36 @@ def _cluster(name: str, host: str, port: int, *, http2: bool, tls: TlsFiles | No
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                        for host, port in endpoints
+                    ]
+                }
             ],
         },
     }
+    if health_service is not None:
+        cluster["connect_timeout"] = "1s"
+        cluster["health_checks"] = [
+            {
+                "timeout": HEALTH_CHECK_TIMEOUT,
+                "interval": HEALTH_CHECK_INTERVAL,
+                "no_traffic_interval": HEALTH_CHECK_INTERVAL,
+                "unhealthy_threshold": UNHEALTHY_CHECKS,
+                "healthy_threshold": 1,
+                "reuse_connection": True,
+                "grpc_health_check": {"service_name": health_service},
+            }
+        ]
+        cluster["outlier_detection"] = {
+            "consecutive_gateway_failure": 1,
+            "consecutive_local_origin_failure": 1,
+            "split_external_local_origin_errors": True,
+            "interval": "1s",
+            "base_ejection_time": OUTLIER_EJECTION,
+            "max_ejection_percent": 100,
+        }
     if http2:
         # gRPC upstreams speak HTTP/2; keepalive pings find a dead connection under a long stream.
         cluster["typed_extension_protocol_options"] = {
@@ -219,7 +285,7 @@ def _cluster(name: str, host: str, port: int, *, http2: bool, tls: TlsFiles | No
             }
         }
     if tls is not None:
-        cluster["transport_socket"] = _upstream_tls(tls, host)
+        cluster["transport_socket"] = _upstream_tls(tls, endpoints[0][0])
     return cluster
 
 
@@ -228,37 +294,53 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _endpoints(addresses: str | Sequence[str]) -> list[tuple[str, int]]:
+    """(host, port) of each address: one host:port, or a list of them."""
+    return [_split(address) for address in ([addresses] if isinstance(addresses, str) else addresses)]
+
+
 def envoy_config(
     *,
     listen_host: str,
     listen_port: int,
-    orchestrator: str,
+    orchestrator: str | Sequence[str],
     web: str | None = None,
-    internal: dict[str, str] | None = None,
+    internal: Mapping[str, str | Sequence[str]] | None = None,
     allowed_origins: str = "*",
     admin_port: int = 0,
     jwt: GatewayJwt | None = None,
     upstream_tls: TlsFiles | None = None,
+    replicated: bool = False,
 ) -> dict:
     """Envoy's bootstrap: grpc_web, cors and router in front of the orchestrator.
 
     `orchestrator`, `web` and the `internal` services ({"judge": addr, "accounting": addr},
-    routed only when given) are host:port addresses. Streams are never cut: the route has no
-    timeout and the connection manager no stream idle timeout (the orchestrator's heartbeats
-    keep long-quiet streams warm through proxies further out).
+    routed only when given) are host:port addresses; a gRPC service may be a list of its
+    replicas' addresses. A service with several addresses, or every gRPC service when
+    `replicated` (one DNS name for several replicas, as in docker-compose), is balanced round
+    robin over its healthy replicas (unary calls and streams alike), with gRPC health checks,
+    outlier detection and a retry on another replica (HEALTH_CHECK_INTERVAL, REPLICA_RETRY_POLICY).
+    Streams are never cut: the route has no timeout and the connection manager no stream idle
+    timeout (the orchestrator's heartbeats keep long-quiet streams warm through proxies further
+    out).
 
     `jwt` adds JWT checking of every gRPC call (see `_jwt_filters`); `upstream_tls` makes Envoy
     dial the gRPC services over mutual TLS with those files (the page's server stays plaintext
     on loopback).
     """
     grpc_route = {"timeout": "0s", "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
-    routes = [{"match": {"prefix": ORCHESTRATOR_PREFIX}, "route": {"cluster": "orchestrator", **grpc_route}}]
-    clusters = [_cluster("orchestrator", *_split(orchestrator), http2=True, tls=upstream_tls)]
-    grpc_prefixes = [ORCHESTRATOR_PREFIX]
-    for name, address in (internal or {}).items():
-        routes.append({"match": {"prefix": INTERNAL_PREFIXES[name]}, "route": {"cluster": name, **grpc_route}})
-        clusters.append(_cluster(name, *_split(address), http2=True, tls=upstream_tls))
-        grpc_prefixes.append(INTERNAL_PREFIXES[name])
+    routes = []
+    clusters = []
+    grpc_prefixes = []
+    for name, addresses in {"orchestrator": orchestrator, **(internal or {})}.items():
+        endpoints = _endpoints(addresses)
+        prefix = ORCHESTRATOR_PREFIX if name == "orchestrator" else INTERNAL_PREFIXES[name]
+        balanced = replicated or len(endpoints) > 1
+        route = {"cluster": name, **grpc_route, **({"retry_policy": REPLICA_RETRY_POLICY} if balanced else {})}
+        routes.append({"match": {"prefix": prefix}, "route": route})
+        health = prefix.strip("/") if balanced else None
+        clusters.append(_cluster(name, endpoints, http2=True, tls=upstream_tls, health_service=health))
+        grpc_prefixes.append(prefix)
     if web:
         # Only GET and HEAD reach the file server: a call to an unrouted gRPC method gets
         # Envoy's 404, never the page.
@@ -271,7 +353,7 @@ def envoy_config(
                 "route": {"cluster": "web", "timeout": "30s"},
             }
         )
-        clusters.append(_cluster("web", *_split(web), http2=False))
+        clusters.append(_cluster("web", [_split(web)], http2=False))
     origins = [o.strip() for o in allowed_origins.split(",") if o.strip()]
     origin_match = (
         [{"safe_regex": {"regex": ".*"}}]
@@ -360,7 +442,8 @@ def render_envoy_yaml(config: dict, header: str = "") -> str:
 
 
 COMPOSE_ENVOY_HEADER = """\
-# Envoy for docker-compose: grpc-web + CORS in front of the orchestrator, and the page.
+# Envoy for docker-compose: grpc-web + CORS in front of the orchestrator's replicas (one DNS name,
+# balanced with gRPC health checks), and the page.
 # Generated by services/gateway.py (envoy_config); do not edit by hand. Regenerate with
 #   .venv/bin/debate-engine envoy-config --compose > gateway/envoy.yaml
 # `debate-engine up` renders its own copy with its ports into the data folder.
@@ -369,5 +452,10 @@ COMPOSE_ENVOY_HEADER = """\
 
 def compose_envoy_config() -> dict:
     return envoy_config(
-        listen_host="0.0.0.0", listen_port=8080, orchestrator="orchestrator:50051", web="web:8081", admin_port=9901
+        listen_host="0.0.0.0",
+        listen_port=8080,
+        orchestrator="orchestrator:50051",
+        web="web:8081",
+        admin_port=9901,
+        replicated=True,
     )

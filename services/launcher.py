@@ -7,6 +7,16 @@ The judge and accounting are internal: `up` gives every service the suite's serv
 and accounting's API_KEYS as the tenant `suite`, and limits them to that tenant
 (INTERNAL_CALLERS=suite). A tenant's key then gets PERMISSION_DENIED there; the orchestrator,
 which sends the service key on its calls, is the only way in (docs/reliability.md).
+
+Replicas (`--replicas N`, README "Running several replicas"): N > 1 runs N orchestrators, N
+judges and N accountings, all on one PostgreSQL (DATABASE_URL, or a throwaway server that `up
+--postgres` starts and removes at stop). Replica k (from 0) of a service listens on its port +
+k * `port_step` (or on `replica_ports`); each orchestrator gets its own REPLICA_ID
+(`<host>:<port>`: unique on a host, and the same when that replica restarts, so it takes its own
+leases back at once). Every orchestrator gets the list of the judges' and accountings' addresses
+(gRPC's client-side round_robin with health checks, services.common.channels), and Envoy
+balances the orchestrators with gRPC health checks (services.gateway). N = 1 is the suite as
+it always was, on SQLite unless DATABASE_URL is set.
 """
 
 from __future__ import annotations
@@ -22,12 +32,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.auth import ApiKeys
+from services.common.postgres_server import TEST_OPTIONS, PostgresServer
 from services.common.settings import SERVICE_TENANT
 from services.common.tls import TlsFiles
 from services.gateway import GatewayConfig, envoy_config, render_envoy_yaml
-from services.supervisor import ProcessDied, ProcessSpec, Suite, http_ok
+from services.supervisor import ProcessDied, ProcessSpec, RunningProcess, Suite, http_ok
 
 log = logging.getLogger(__name__)
+
+SERVICES = ("accounting", "judge", "orchestrator")  # in the order they start
+HEALTH_SERVICES = {
+    "accounting": "debate.accounting.v1.AccountingService",
+    "judge": "debate.judge.v1.JudgeService",
+    "orchestrator": "debate.orchestrator.v1.OrchestratorService",
+}
 
 
 @dataclass
@@ -39,6 +57,14 @@ class SuiteConfig:
     data_dir: str = "var"
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Processes of each service; N > 1 needs a PostgreSQL database (database_url or DATABASE_URL).
+    replicas: int = 1
+    # The services' PostgreSQL database (empty: DATABASE_URL of `variables()`, else SQLite files).
+    database_url: str = ""
+    # Replica k (from 0) of a service listens on its port + k * port_step, unless
+    # replica_ports names each replica's port ({"judge": [p0, p1], ...}).
+    port_step: int = 10
+    replica_ports: dict[str, list[int]] = field(default_factory=dict)
     # Envoy (grpc-web) and the page; GATEWAY_ENABLED=0 leaves them out.
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     # The service key made for this run when the environment gives no SERVICE_API_KEY.
@@ -92,21 +118,58 @@ class SuiteConfig:
     def orchestrator_address(self) -> str:
         return self.address(self.orchestrator_port)
 
+    def ports(self, service: str) -> list[int]:
+        """The ports of `service`'s replicas, one per replica. ValueError when replica_ports gives
+        another count."""
+        given = self.replica_ports.get(service)
+        if given is not None:
+            if len(given) != self.replicas:
+                raise ValueError(f"replica_ports gives {service} {len(given)} ports for {self.replicas} replicas")
+            return list(given)
+        base = {"orchestrator": self.orchestrator_port, "judge": self.judge_port, "accounting": self.accounting_port}
+        return [base[service] + k * self.port_step for k in range(self.replicas)]
+
+    def addresses(self, service: str) -> list[str]:
+        """host:port of each of `service`'s replicas."""
+        return [self.address(port) for port in self.ports(service)]
+
+    @property
+    def database(self) -> str:
+        """The services' PostgreSQL URL: `database_url`, else DATABASE_URL of `variables()`; empty:
+        SQLite files in data_dir."""
+        return self.database_url or self.variables().get("DATABASE_URL", "").strip()
+
+    def process_name(self, service: str, replica: int) -> str:
+        """`orchestrator` with one replica; `orchestrator-1`, `orchestrator-2`, ... with several."""
+        return service if self.replicas == 1 else f"{service}-{replica + 1}"
+
     def process_specs(self) -> list[ProcessSpec]:
+        """Every process of the suite, services first (accounting, judge, orchestrator; replica by
+        replica), then the gateway's. ValueError for a bad setting: replicas < 1, replicas without
+        a database, a tenant key clash (internal_env), a half-made JWT configuration."""
+        if self.replicas < 1:
+            raise ValueError(f"--replicas must be at least 1, not {self.replicas}")
+        database = self.database
+        if self.replicas > 1 and not database:
+            raise ValueError(
+                f"{self.replicas} replicas need PostgreSQL: give DATABASE_URL or --postgres "
+                "(the replicas share their debates, leases and ledger there; SQLite serves one process)"
+            )
         common = {
             "HOST": self.host,
             "DATA_DIR": self.data_dir,
             "LOG_LEVEL": self.log_level,
-            "JUDGE_SERVICE_ADDR": self.address(self.judge_port),
-            "ACCOUNTING_SERVICE_ADDR": self.address(self.accounting_port),
+            "JUDGE_SERVICE_ADDR": ",".join(self.addresses("judge")),
+            "ACCOUNTING_SERVICE_ADDR": ",".join(self.addresses("accounting")),
             **self.extra_env,
         }
+        if self.database_url:
+            common["DATABASE_URL"] = self.database_url
         internal = self.internal_env()
         python = sys.executable
         orchestrator_env = {
             **common,
             "SERVICE_API_KEY": internal["SERVICE_API_KEY"],
-            "PORT": str(self.orchestrator_port),
         }
         jwt = self.gateway.jwt() if self.gateway.enabled else None
         if jwt is not None:
@@ -114,35 +177,61 @@ class SuiteConfig:
             # orchestrator believes it (services.common.auth), so it must be reachable only
             # through the gateway or over mutual TLS (docs/reliability.md).
             orchestrator_env["TRUSTED_TENANT_HEADER"] = jwt.tenant_header
-        return [
-            ProcessSpec(
-                "accounting",
-                [python, "-m", "services.accounting"],
-                self.address(self.accounting_port),
-                "debate.accounting.v1.AccountingService",
-                {**common, **internal, "PORT": str(self.accounting_port)},
-            ),
-            ProcessSpec(
-                "judge",
-                [python, "-m", "services.judge"],
-                self.address(self.judge_port),
-                "debate.judge.v1.JudgeService",
-                {**common, **internal, "PORT": str(self.judge_port)},
-            ),
-            ProcessSpec(
-                "orchestrator",
-                [python, "-m", "services.orchestrator"],
-                self.orchestrator_address,
-                "debate.orchestrator.v1.OrchestratorService",
-                orchestrator_env,
-            ),
-            *gateway_specs(self),
-        ]
+        base_env = {
+            "accounting": {**common, **internal},
+            "judge": {**common, **internal},
+            "orchestrator": orchestrator_env,
+        }
+        host = socket.gethostname()
+        specs = []
+        for service in SERVICES:
+            for replica, port in enumerate(self.ports(service)):
+                env = {**base_env[service], "PORT": str(port)}
+                display = None
+                if service == "orchestrator" and self.replicas > 1:
+                    env["REPLICA_ID"] = f"{host}:{port}"
+                    display = f"{self.address(port)} (REPLICA_ID {env['REPLICA_ID']})"
+                specs.append(
+                    ProcessSpec(
+                        self.process_name(service, replica),
+                        [python, "-m", f"services.{service}"],
+                        self.address(port),
+                        HEALTH_SERVICES[service],
+                        env,
+                        display_address=display,
+                    )
+                )
+        return [*specs, *gateway_specs(self)]
 
 
-async def run_up(config: SuiteConfig) -> int:
+async def run_up(config: SuiteConfig, *, postgres: bool = False) -> int:
     """Brings the suite up and keeps it up until Ctrl-C/SIGTERM (exit 0) or a death (exit 1);
-    a bad setting (e.g. half a JWT or TLS configuration) is one line and exit 2."""
+    a bad setting (e.g. half a JWT or TLS configuration, replicas without a database) is one
+    line and exit 2. `postgres`: first start a throwaway PostgreSQL server (initdb on a
+    temporary folder, a free port of 127.0.0.1) for the suite's DATABASE_URL, stopped and
+    removed when the suite stops."""
+    if postgres and config.database:
+        print("debate-engine up: bad setting: --postgres starts its own database; unset DATABASE_URL", file=sys.stderr)
+        return 2
+    server: PostgresServer | None = None
+    if postgres:
+        try:
+            # Throwaway: tuned like the tests' server (no fsync); its data goes with it at stop.
+            server = await asyncio.to_thread(PostgresServer(options=TEST_OPTIONS).start)
+            config.database_url = await asyncio.to_thread(server.create_database, "debate_engine")
+        except Exception as error:  # noqa: BLE001 (any failure to start it is reported the same way)
+            if server is not None:
+                await asyncio.to_thread(server.stop)
+            print(f"debate-engine up: could not start PostgreSQL: {error}", file=sys.stderr)
+            return 1
+    try:
+        return await _run_suite(config, server)
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+
+async def _run_suite(config: SuiteConfig, server: PostgresServer | None) -> int:
     try:
         specs = config.process_specs()
     except ValueError as error:
@@ -159,12 +248,15 @@ async def run_up(config: SuiteConfig) -> int:
         print(f"debate-engine up: {error}", file=sys.stderr)
         return 1
     print("debate-engine suite is up:")
+    width = max(13, *(len(spec.name) + 1 for spec in suite.specs))
+    if server is not None:
+        print(f"  {'postgres':<{width}} 127.0.0.1:{server.port} (throwaway: removed when the suite stops)")
     for spec in suite.specs:
-        print(f"  {spec.name:<13} {spec.display_address or spec.health_address}")
+        print(f"  {spec.name:<{width}} {spec.display_address or spec.health_address}")
     if config.gateway.enabled and any(spec.name == "web" for spec in suite.specs):
         print(f"Open http://{config.gateway.browse_host}:{config.gateway.port}/ to run a debate in the browser.")
     print("Ctrl-C stops it.", flush=True)
-    exited = asyncio.create_task(suite.wait_for_exit())
+    exited = asyncio.create_task(_last_replica_exit(suite, config))
     stopping = asyncio.create_task(stop_requested.wait())
     await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if exited.done():
@@ -180,6 +272,26 @@ async def run_up(config: SuiteConfig) -> int:
     return 0
 
 
+async def _last_replica_exit(suite: Suite, config: SuiteConfig) -> RunningProcess:
+    """The process whose exit ends the suite: any, with one replica of each service; with several,
+    the last live replica of a service, or Envoy or the page. A replica that dies while others of
+    its service live is reported in one line and left dead (not restarted): the others carry on."""
+    while True:
+        proc = await suite.wait_for_exit()
+        service = proc.spec.name.rpartition("-")[0]
+        others = [
+            p for p in suite.running if p.process.returncode is None and p.spec.name.rpartition("-")[0] == service
+        ]
+        if config.replicas == 1 or service not in SERVICES or not others:
+            return proc
+        print(
+            f"debate-engine up: {proc.spec.name} exited with code {proc.process.returncode}; "
+            f"{', '.join(p.spec.name for p in others)} carry on (it is not restarted)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _free_loopback_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -192,14 +304,14 @@ def suite_envoy_config(config: SuiteConfig, web: str | None) -> dict:
     ValueError for a half-made JWT configuration."""
     gateway = config.gateway
     internal = (
-        {"judge": config.address(config.judge_port), "accounting": config.address(config.accounting_port)}
+        {"judge": config.addresses("judge"), "accounting": config.addresses("accounting")}
         if gateway.expose_internal
         else None
     )
     return envoy_config(
         listen_host=gateway.host,
         listen_port=gateway.port,
-        orchestrator=config.orchestrator_address,
+        orchestrator=config.addresses("orchestrator"),
         web=web,
         internal=internal,
         allowed_origins=gateway.allowed_origins,

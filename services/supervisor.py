@@ -185,8 +185,9 @@ class Suite:
         ready.result()
 
     async def wait_for_exit(self) -> RunningProcess:
-        """Returns the first process that exits."""
-        waits = {asyncio.create_task(p.process.wait()): p for p in self.running}
+        """Returns the first process that exits (of those still running, when any is)."""
+        alive = [p for p in self.running if p.process.returncode is None] or self.running
+        waits = {asyncio.create_task(p.process.wait()): p for p in alive}
         done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()

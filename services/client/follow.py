@@ -1,6 +1,7 @@
 """Following a debate's event stream to its end, resuming with after_sequence when it drops.
 
-The stream drops when the orchestrator restarts (UNAVAILABLE) or cuts off a subscriber that
+The stream drops when the orchestrator restarts (UNAVAILABLE), when the replica it ran on dies
+behind Envoy (Envoy resets the stream: INTERNAL, "RST_STREAM"), or cuts off a subscriber that
 fell behind (a status that asks it to resume). Either way the follower asks again from the
 last sequence the view has applied; the view ignores anything at or below it, so nothing is
 printed twice even if a server replays more than asked.
@@ -20,6 +21,9 @@ from services.client.view import TERMINAL_STATES, DebateView
 from services.common.grpc_errors import error_details
 
 RESUME_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
+# A proxy (Envoy) whose upstream replica died after the stream began can only reset the stream;
+# gRPC reports that as INTERNAL with this in its details. Any other INTERNAL is the server's own.
+STREAM_RESET = "rst_stream"
 # Codes that mean "resume" only when the status says the subscriber was too slow.
 SLOW_CODES = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED}
 
@@ -37,6 +41,8 @@ def should_resume(error: grpc.RpcError) -> bool:
     code = error.code()
     if code in RESUME_CODES:
         return True
+    if code == grpc.StatusCode.INTERNAL:
+        return STREAM_RESET in (error.details() or "").lower()
     if code in SLOW_CODES:
         info, _ = error_details(error)
         said = f"{info.reason if info else ''} {error.details() or ''}".lower()

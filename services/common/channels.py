@@ -4,6 +4,14 @@ Every channel retries UNAVAILABLE through gRPC's own retry policy (the call is r
 when the server did not act on it, and every call that spends or records money carries an
 idempotency key anyway).
 
+A service's address may list its replicas, `host:port,host:port` (IP addresses; one name
+that DNS resolves to several addresses works too, as in docker-compose). The channel then
+spreads calls over them with gRPC's client-side `round_robin` and watches each replica through
+grpc.health.v1 (`healthCheckConfig`): a replica that dies (its connection drops) or stops
+(NOT_SERVING) leaves the rotation at once, and the UNAVAILABLE retry goes to another replica.
+Client-side balancing keeps the orchestrator's calls to the judge and accounting one hop, with
+no proxy to run and no extra copy of each token's usage through Envoy.
+
 Two optional settings shape every channel (see docs/reliability.md):
 - `SERVICE_API_KEY`: sent as `authorization: Bearer <key>` on every call, so the called
   service's `API_KEYS` can admit the suite's own services;
@@ -15,6 +23,7 @@ Both come from the settings passed in (the calling service's own, built once in 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import grpc
@@ -25,6 +34,11 @@ from services.common.tls import TlsFiles
 
 RETRY_SERVICE_CONFIG = json.dumps(
     {
+        # Every replica the address names, in turn; a replica is used only while its health
+        # service says SERVING ("" is the server's overall health, NOT_SERVING from the start of
+        # a graceful stop; a server without the health service counts as healthy).
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
         "methodConfig": [
             {
                 "name": [{}],
@@ -36,7 +50,7 @@ RETRY_SERVICE_CONFIG = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 
@@ -99,6 +113,30 @@ def bearer_interceptors(key: str) -> list[grpc.aio.ClientInterceptor]:
     return [_UnaryUnaryBearer(extra), _UnaryStreamBearer(extra), _StreamUnaryBearer(extra), _StreamStreamBearer(extra)]
 
 
+def channel_target(address: str) -> str:
+    """The gRPC target for `address`: `host:port` as it is, or a list of replicas
+    `ip:port,ip:port` as one `ipv4:`/`ipv6:` target. ValueError for an empty entry, or a name in
+    a list (gRPC resolves one name per target: give it one DNS name that lists the replicas)."""
+    parts = [part.strip() for part in address.split(",")]
+    if len(parts) == 1:
+        return parts[0]
+    hosts = []
+    for part in parts:
+        host, _, port = part.rpartition(":")
+        host = host.strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"a list of replicas takes IP addresses (host:port,host:port), not {part!r}") from None
+        if not port.isdigit():
+            raise ValueError(f"a replica's address needs a port: {part!r}")
+        hosts.append((ip.version, f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"))
+    versions = {version for version, _ in hosts}
+    if len(versions) > 1:
+        raise ValueError(f"a list of replicas takes IPv4 or IPv6 addresses, not both: {address!r}")
+    return f"ipv{versions.pop()}:" + ",".join(text for _, text in hosts)
+
+
 def open_channel(
     address: str,
     settings: ChannelSettings | None = None,
@@ -106,12 +144,18 @@ def open_channel(
     service_key: str | None = None,
     tls: TlsFiles | None = None,
 ) -> grpc.aio.Channel:
-    """An aio channel to another service of the suite at `address` (host:port).
+    """An aio channel to another service of the suite at `address` (host:port, or its replicas
+    ip:port,ip:port: see `channel_target`).
 
     `settings` (the caller's ChannelSettings, e.g. its ServiceSettings) give SERVICE_API_KEY
     and the TLS files; `service_key` and `tls` override them. Without settings and overrides
     the channel sends no key and uses plaintext. ValueError for a partial TLS configuration.
     """
+    target = channel_target(address)
+    # A list of replicas has no one name: calls (and TLS's check of the server's name, unless
+    # TLS_SERVER_NAME says otherwise) use the first replica's, as every replica of a service
+    # presents the same certificate.
+    authority = [("grpc.default_authority", address.split(",")[0].strip())] if target != address.strip() else []
     key = service_key
     if key is None:
         key = settings.service_api_key.get_secret_value() if settings is not None else ""
@@ -119,9 +163,9 @@ def open_channel(
     interceptors = bearer_interceptors(key) if key else None
     if files is not None:
         return grpc.aio.secure_channel(
-            address,
+            target,
             files.channel_credentials(),
-            options=[*CHANNEL_OPTIONS, *files.channel_options()],
+            options=[*CHANNEL_OPTIONS, *authority, *files.channel_options()],
             interceptors=interceptors,
         )
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, *authority], interceptors=interceptors)

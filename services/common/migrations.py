@@ -13,7 +13,10 @@ nothing (DDL is transactional in both databases), and safe when several replicas
 once: the lock makes the second wait and then find everything applied.
 
 - SQLite: the caller's `BEGIN IMMEDIATE` is the lock (one writer per file).
-- PostgreSQL: `pg_advisory_xact_lock` on a key derived from the component's name, taken
+- PostgreSQL: `pg_advisory_xact_lock` on one key for the whole `schema_migrations` table
+  (every component creates and writes it: two components starting at once on a new database,
+  such as an orchestrator and an accounting of `up --replicas`, would otherwise race in
+  CREATE TABLE IF NOT EXISTS), then on a key derived from the component's name; both taken
   before anything else and released by the transaction's end.
 
 A database whose records name a version this code does not know was migrated by a newer
@@ -100,6 +103,9 @@ def latest_version(migrations: Sequence[Migration]) -> int:
     return len(versions)
 
 
+SHARED_LOCK = "*"  # the lock_key name of the lock every component takes first
+
+
 def lock_key(component: str) -> int:
     """The PostgreSQL advisory lock key (a signed 64-bit integer) of a component's schema."""
     digest = hashlib.blake2b(f"schema_migrations/{component}".encode(), digest_size=8).digest()
@@ -130,6 +136,8 @@ def migrate(
     latest = latest_version(migrations)
     p = dialect.param
     if dialect is Dialect.POSTGRES:
+        # Always in this order (the shared lock first), so two migrations never wait on each other crosswise.
+        execute(f"SELECT pg_advisory_xact_lock({p})", (lock_key(SHARED_LOCK),))
         execute(f"SELECT pg_advisory_xact_lock({p})", (lock_key(component),))
     execute(_TABLE[dialect], ())
     applied = set(applied_versions(execute, dialect, component))

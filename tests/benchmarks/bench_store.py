@@ -11,7 +11,7 @@ hub does it on the event loop's thread. Two figures per tick, medians over the t
 - CPU: the calling thread's CPU time (the rest of the wall time is spent waiting for the
   database: a worker thread could hand only that part back to the loop).
 
-PostgreSQL is a throwaway server on this machine (tests.support.postgres, DURABLE_OPTIONS:
+PostgreSQL is a throwaway server on this machine (services.common.postgres_server, DURABLE_OPTIONS:
 fsync and synchronous_commit on, as a production server runs). Beside the store's own path
 (the writes in one pipeline; from 32 events on, the events by binary COPY), the same tick by
 executemany in one pipeline (the store's path for fewer events, and after a failed commit) and
@@ -36,9 +36,9 @@ from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.common.migrations import Dialect
+from services.common.postgres_server import DURABLE_OPTIONS, PostgresMissing, PostgresServer, find_bindir
 from services.orchestrator.store import WRITE_EVENTS, DebateRow, SqliteStore, Store, in_dialect
 from services.orchestrator.store_postgres import PostgresStore
-from tests.support.postgres import DURABLE_OPTIONS, PostgresMissing, PostgresServer, find_bindir
 
 DEBATES = 200
 UPDATES = 5  # debate rows updated in a tick (costs, rounds)

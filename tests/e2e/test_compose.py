@@ -38,6 +38,7 @@ SERVICES = {
 
 
 SERVICE_KEY = "compose-suite-key-0123456789"  # the suite's service key, as a deployer exports it
+DB_PASSWORD = "compose-db-password-0123"  # the database's password, as a deployer exports it
 
 
 def _compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -57,7 +58,7 @@ def compose() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "API_KEYS"}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return _compose(*args, env={**env, "SERVICE_API_KEY": SERVICE_KEY})
+        return _compose(*args, env={**env, "SERVICE_API_KEY": SERVICE_KEY, "POSTGRES_PASSWORD": DB_PASSWORD})
 
     quiet = run("config", "--quiet")
     assert quiet.returncode == 0, quiet.stderr
@@ -67,10 +68,36 @@ def compose() -> dict:
 
 
 def test_compose_accepts_the_file_and_runs_the_whole_suite(compose):
-    assert set(compose["services"]) == {*SERVICES, "web", "envoy"}
+    assert set(compose["services"]) == {*SERVICES, "web", "envoy", "postgres"}
     for name, service in compose["services"].items():
-        assert service["build"]["context"] == str(ROOT), name
+        if name != "postgres":
+            assert service["build"]["context"] == str(ROOT), name
         assert "healthcheck" in service, f"{name} has no health check"
+
+
+def test_every_service_runs_replicas_on_the_one_postgres(compose):
+    services = compose["services"]
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:15")
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == DB_PASSWORD
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    user, database = postgres["environment"]["POSTGRES_USER"], postgres["environment"]["POSTGRES_DB"]
+    for name in SERVICES:
+        assert services[name]["deploy"]["replicas"] >= 2, name
+    for name in ("orchestrator", "accounting"):
+        env = services[name]["environment"]
+        assert env["DATABASE_URL"] == f"postgresql://{user}:{DB_PASSWORD}@postgres:5432/{database}", name
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy", name
+        assert "volumes" not in services[name], f"{name} keeps its state in PostgreSQL, not in a volume"
+    # Each replica names itself (an empty REPLICA_ID: host name and a random suffix), so two never share one.
+    assert "REPLICA_ID" not in services["orchestrator"]["environment"]
+
+
+def test_compose_tells_a_deployer_to_set_the_database_password():
+    env = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}
+    refused = _compose("config", "--quiet", env={**env, "SERVICE_API_KEY": SERVICE_KEY})
+    assert refused.returncode != 0
+    assert "POSTGRES_PASSWORD" in refused.stderr
 
 
 def test_ports_and_addresses_match_the_suite(compose):
@@ -86,12 +113,12 @@ def test_ports_and_addresses_match_the_suite(compose):
     orchestrator = services["orchestrator"]["environment"]
     assert orchestrator["JUDGE_SERVICE_ADDR"] == f"judge:{suite.judge_port}"
     assert orchestrator["ACCOUNTING_SERVICE_ADDR"] == f"accounting:{suite.accounting_port}"
-    # Published: the page and grpc-web through Envoy, and the orchestrator for gRPC clients.
-    # The judge and accounting stay inside the compose network.
+    # Published: Envoy only (the page, grpc-web, and plain gRPC balanced over the orchestrators).
+    # The replicas and the database stay inside the compose network.
     published = {name: [int(p["published"]) for p in s.get("ports", [])] for name, s in services.items()}
     assert published["envoy"] == [suite.gateway.port]
-    assert published["orchestrator"] == [suite.orchestrator_port]
-    assert published["judge"] == published["accounting"] == published["web"] == []
+    assert published["orchestrator"] == published["judge"] == published["accounting"] == published["web"] == []
+    assert published["postgres"] == []
     for name in ("orchestrator", "envoy"):
         depends = services[name]["depends_on"]
         assert all(d["condition"] == "service_healthy" for d in depends.values()), name
@@ -115,7 +142,7 @@ def test_the_judge_and_accounting_are_internal_in_compose(compose):
 
 def test_compose_tells_a_deployer_to_set_the_service_key():
     env = {k: v for k, v in os.environ.items() if k != "SERVICE_API_KEY"}
-    refused = _compose("config", "--quiet", env=env)
+    refused = _compose("config", "--quiet", env={**env, "POSTGRES_PASSWORD": DB_PASSWORD})
     assert refused.returncode != 0
     assert "SERVICE_API_KEY" in refused.stderr
 
@@ -123,7 +150,10 @@ def test_compose_tells_a_deployer_to_set_the_service_key():
 def test_compose_gives_the_tenants_keys_to_the_orchestrator_and_refuses_them_inside():
     tenants = "alice-compose-key-0123=alice,bob-compose-key-01234=bob"
     resolved = _compose(
-        "config", "--format", "json", env={**os.environ, "SERVICE_API_KEY": SERVICE_KEY, "API_KEYS": tenants}
+        "config",
+        "--format",
+        "json",
+        env={**os.environ, "SERVICE_API_KEY": SERVICE_KEY, "POSTGRES_PASSWORD": DB_PASSWORD, "API_KEYS": tenants},
     )
     assert resolved.returncode == 0, resolved.stderr
     services = json.loads(resolved.stdout)["services"]
@@ -152,6 +182,16 @@ def test_envoy_in_compose_runs_the_generated_config_which_envoy_accepts(compose)
     assert clusters["orchestrator"] == {"address": "orchestrator", "port_value": SuiteConfig().orchestrator_port}
     assert clusters["web"] == {"address": "web", "port_value": int(compose["services"]["web"]["expose"][0])}
     assert set(clusters) == {"orchestrator", "web"}  # judge and accounting are not reachable through it
+    # The orchestrator's replicas (one DNS name) are health-checked through grpc.health.v1, ejected
+    # at a failed connection, and a refused call is retried on another.
+    orchestrator = next(c for c in config["static_resources"]["clusters"] if c["name"] == "orchestrator")
+    (check,) = orchestrator["health_checks"]
+    assert check["grpc_health_check"] == {"service_name": SERVICES["orchestrator"]}
+    assert check["unhealthy_threshold"] == 2 and check["no_traffic_interval"] == check["interval"]
+    assert orchestrator["outlier_detection"]["consecutive_gateway_failure"] == 1
+    route = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (orchestrator_route, _) = route["route_config"]["virtual_hosts"][0]["routes"]
+    assert "connect-failure" in orchestrator_route["route"]["retry_policy"]["retry_on"]
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     assert "9901/ready" in " ".join(envoy["healthcheck"]["test"])
     validate = subprocess.run(

@@ -3,7 +3,10 @@
 Built on the launcher's own process specs (ports, environment) and health polling; each
 service keeps its port across restarts so the others' channels reconnect to it. With a
 `database_url`, the orchestrator and accounting keep their state in that PostgreSQL database
-(DATABASE_URL) instead of SQLite files in `data_dir`.
+(DATABASE_URL) instead of SQLite files in `data_dir`. With `replicas` > 1 (which needs the
+database) every service runs that many processes, named `orchestrator-1`, `orchestrator-2`, ...
+as `debate-engine up --replicas` names them; with `gateway`, Envoy runs in front of the
+orchestrators as `up` configures it (the API only, no page), at `gateway_address`.
 """
 
 from __future__ import annotations
@@ -17,26 +20,38 @@ from pathlib import Path
 import psycopg
 
 from services.gateway import GatewayConfig
-from services.launcher import SuiteConfig
-from services.supervisor import ProcessSpec, wait_serving
+from services.launcher import SERVICES, SuiteConfig
+from services.supervisor import ProcessSpec, wait_ready_check, wait_serving
 from tests.helpers import free_port
 
 
 class KillableSuite:
     def __init__(
-        self, data_dir: Path, env: dict[str, str] | None = None, *, log_level: str = "INFO", database_url: str = ""
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        log_level: str = "INFO",
+        database_url: str = "",
+        replicas: int = 1,
+        gateway: bool = False,
     ):
         self.data_dir = Path(data_dir)
         self.database_url = database_url
         env = {**(env or {}), **({"DATABASE_URL": database_url} if database_url else {})}
+        ports = {service: [free_port() for _ in range(replicas)] for service in SERVICES}
         self.config = SuiteConfig(
-            orchestrator_port=free_port(),
-            judge_port=free_port(),
-            accounting_port=free_port(),
+            orchestrator_port=ports["orchestrator"][0],
+            judge_port=ports["judge"][0],
+            accounting_port=ports["accounting"][0],
             data_dir=str(self.data_dir),
             log_level=log_level,
             extra_env=env,
-            gateway=GatewayConfig(enabled=False),
+            replicas=replicas,
+            replica_ports=ports,
+            gateway=GatewayConfig(
+                enabled=gateway, port=free_port() if gateway else 0, web_dir=str(self.data_dir / "no-page")
+            ),
         )
         self.specs: dict[str, ProcessSpec] = {s.name: s for s in self.config.process_specs()}
         self.processes: dict[str, asyncio.subprocess.Process] = {}
@@ -45,7 +60,19 @@ class KillableSuite:
         self.kills: list[str] = []
 
     def address(self, name: str) -> str:
-        return self.specs[name].health_address
+        address = self.specs[name].health_address
+        assert address is not None, f"{name} is not a gRPC service"
+        return address
+
+    @property
+    def gateway_address(self) -> str:
+        """Envoy's listener (plain gRPC and grpc-web), when the suite has the gateway."""
+        assert self.config.gateway.enabled, "started without the gateway"
+        return f"127.0.0.1:{self.config.gateway.port}"
+
+    def replica_id(self, name: str) -> str:
+        """The REPLICA_ID an orchestrator process runs with (its lease owner name)."""
+        return self.specs[name].env["REPLICA_ID"]
 
     async def start(self, name: str, timeout: float = 60.0) -> None:
         spec = self.specs[name]
@@ -59,7 +86,12 @@ class KillableSuite:
         )
         self.processes[name] = process
         self._relays.append(asyncio.create_task(self._relay(name, process)))
-        ready = asyncio.create_task(wait_serving(spec.health_address, spec.health_service, timeout))
+        if spec.health_address is not None:
+            check = wait_serving(spec.health_address, spec.health_service, timeout)
+        else:
+            assert spec.ready_check is not None, name
+            check = wait_ready_check(name, spec.ready_check, timeout)
+        ready = asyncio.create_task(check)
         died = asyncio.create_task(process.wait())
         await asyncio.wait({ready, died}, return_when=asyncio.FIRST_COMPLETED)
         if died.done():
@@ -75,7 +107,8 @@ class KillableSuite:
             self.output.append(f"[{name}] {raw.decode(errors='replace').rstrip()}")
 
     async def start_all(self) -> None:
-        for name in ("accounting", "judge", "orchestrator"):
+        """Every process, in the launcher's order (accounting, judge, orchestrator, Envoy)."""
+        for name in self.specs:
             await self.start(name)
 
     async def kill(self, name: str) -> None:
@@ -86,9 +119,18 @@ class KillableSuite:
         await process.wait()
         self.kills.append(name)
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the process stops dead (its sockets stay open, nothing answers) until `resume`."""
+        self.processes[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        """SIGCONT: a paused process runs on from where it stopped."""
+        self.processes[name].send_signal(signal.SIGCONT)
+
     async def stop_all(self, timeout: float = 15.0) -> None:
         alive = [p for p in self.processes.values() if p.returncode is None]
         for process in alive:
+            process.send_signal(signal.SIGCONT)  # a paused process could not stop
             process.send_signal(signal.SIGTERM)
         if alive:
             await asyncio.wait({asyncio.create_task(p.wait()) for p in alive}, timeout=timeout)

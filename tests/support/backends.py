@@ -1,7 +1,7 @@
 """The databases the stores' tests run on, as a pytest plugin (tests/conftest.py loads it once,
 so the PostgreSQL server is one for the whole session):
 
-- `postgres_server`: one throwaway PostgreSQL server (tests.support.postgres) for the session,
+- `postgres_server`: one throwaway PostgreSQL server (services.common.postgres_server) for the session,
   started the first time a test asks for it;
 - `postgres_url`: a fresh, empty database on it for one test, dropped after;
 - `Backend`: one test's database on one backend, a SQLite file in the test's tmp_path or a
@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 import psycopg
 import pytest
 
-from tests.support.postgres import PostgresServer
+from services.common.postgres_server import PostgresServer
 
 BACKENDS = ("sqlite", "postgresql")
 

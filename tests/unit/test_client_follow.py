@@ -149,3 +149,7 @@ def test_which_statuses_mean_resume():
     assert should_resume(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "too slow", reason="SUBSCRIBER_TOO_SLOW"))
     assert not should_resume(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full", reason="QUEUE_FULL"))
     assert not should_resume(rpc_error(grpc.StatusCode.NOT_FOUND))
+    # Envoy resets a stream whose replica died; gRPC says INTERNAL with the reset in its details.
+    reset = "Stream removed (RST_STREAM (Received RST_STREAM with error code 2))"
+    assert should_resume(rpc_error(grpc.StatusCode.INTERNAL, reset))
+    assert not should_resume(rpc_error(grpc.StatusCode.INTERNAL, "the server failed"))

@@ -142,6 +142,56 @@ def test_replicas_starting_at_once_on_a_new_database_migrate_it_once(postgres_ur
     assert sorted(versions) == [(1,), (2,)]
 
 
+def test_two_components_starting_at_once_on_a_new_database_both_migrate(postgres_url, tmp_path):
+    """A ledger and an orchestrator store opened at the same moment on a new database, as the
+    services of `up --replicas 2` start: both create their tables through the one
+    schema_migrations table (without the shared lock, CREATE TABLE IF NOT EXISTS races)."""
+    made: list[str] = []
+    try:
+        for attempt in range(5):
+            url = postgres_url if attempt == 0 else _another_database(postgres_url, attempt, made)
+            _open_at_once(url, tmp_path)
+    finally:
+        base = postgres_url.rpartition("/")[0]
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+            for name in made:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _open_at_once(url: str, tmp_path) -> None:
+    """Two ledgers and two orchestrator stores opened at the same moment on `url`."""
+    from services.orchestrator.schema import COMPONENT as ORCHESTRATOR
+    from services.orchestrator.store_postgres import PostgresStore
+
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def open_one(opener) -> None:
+        start.wait()
+        try:
+            opener(url).close()
+        except BaseException as error:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(error)
+
+    openers = [PostgresLedgerStore, PostgresStore, PostgresLedgerStore, PostgresStore]
+    threads = [threading.Thread(target=open_one, args=(opener,)) for opener in openers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    components = LedgerBackend("postgresql", tmp_path, url).query("SELECT DISTINCT component FROM schema_migrations")
+    assert sorted(components) == sorted([(COMPONENT,), (ORCHESTRATOR,)])
+
+
+def _another_database(url: str, n: int, made: list[str]) -> str:
+    base, _, name = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}_{n}"')
+    made.append(f"{name}_{n}")
+    return f"{base}/{name}_{n}"
+
+
 def test_the_runner_wants_versions_one_two_three_in_order():
     db = sqlite3.connect(":memory:")
     run = lambda s, p: db.execute(s, p).fetchall()  # noqa: E731

@@ -80,6 +80,19 @@ async def test_client_with_a_certificate_from_the_ca_is_served(tls_server, pki):
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_a_list_of_tls_replicas_is_verified_and_served(pki):
+    """Two replicas with the server's certificate (an IP SAN of 127.0.0.1), one channel to both:
+    the name checked is the first replica's host, and both serve."""
+    replicas = [await _serve(_tls_settings(pki["server"])) for _ in range(2)]
+    try:
+        address = ",".join(replica.address for replica in replicas)
+        async with open_channel(address, settings=_tls_settings(pki["client"])) as channel:
+            assert [await _who(channel) for _ in range(4)] == ["default"] * 4
+    finally:
+        for replica in replicas:
+            await replica.stop(grace=0)
+
+
 async def test_plaintext_client_is_refused(tls_server):
     async with grpc.aio.insecure_channel(tls_server.address) as channel:
         assert await _refused(channel) == grpc.StatusCode.UNAVAILABLE

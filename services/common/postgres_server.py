@@ -1,5 +1,6 @@
-"""A throwaway PostgreSQL server for the tests: `initdb` on a temporary directory, `pg_ctl` on a
-free port of 127.0.0.1, gone when stopped.
+"""A throwaway PostgreSQL server: `initdb` on a temporary directory, `pg_ctl` on a free port of
+127.0.0.1, gone when stopped. The tests' server (tests/support/backends.py), the benchmarks' and
+`debate-engine up --postgres`'s are this one class.
 
 The server is Debian's `postgresql` package (PostgreSQL 15 on bookworm), installed by `make
 postgres` when it is missing (a prerequisite of `make test` and `make check`); its binaries are
@@ -8,7 +9,7 @@ in CI and here: then every server command runs as the `postgres` system user tha
 creates (`runuser -u postgres --`), and the temporary directory is handed to that user. As any
 other user the commands run as that user.
 
-The server is tuned for tests (TEST_OPTIONS), never for data to keep: fsync, synchronous_commit and
+By default the server is tuned for tests (TEST_OPTIONS), never for data to keep: fsync, synchronous_commit and
 full_page_writes are off (a crash of the machine may lose the last commits; a crash of a
 client or of the server process loses nothing committed), trust authentication on 127.0.0.1
 only, no Unix socket.
@@ -23,6 +24,7 @@ import itertools
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -31,8 +33,6 @@ from types import TracebackType
 import psycopg
 from psycopg import sql
 
-from tests.helpers import free_port
-
 PG_ROOT = Path("/usr/lib/postgresql")
 PREFERRED_MAJOR = "15"  # Debian bookworm's; any other installed major serves as well
 SERVER_USER = "postgres"  # the system user Debian's package creates, and the database superuser
@@ -40,6 +40,13 @@ START_ATTEMPTS = 3  # a free port can be taken between our probe and the server'
 SERVER_OPTIONS = "-c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=200"
 TEST_OPTIONS = f"{SERVER_OPTIONS} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 DURABLE_OPTIONS = SERVER_OPTIONS  # fsync and synchronous_commit on, as a production server runs (benchmarks)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago (the server's bind may still lose it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class PostgresMissing(RuntimeError):
