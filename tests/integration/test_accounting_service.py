@@ -15,6 +15,7 @@ from debate.common.v1 import common_pb2
 
 from services.accounting.server import build_service
 from services.accounting.settings import AccountingSettings
+from services.common.auth import bearer_metadata
 from services.common.grpc_errors import error_details
 
 SONNET = "claude-3-5-sonnet-20241022"
@@ -277,3 +278,120 @@ async def test_estimate_debate_cost(stub):
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert [f for f, _ in fields] == ["config.format.round_limit"]
+
+
+# -- BatchRecordUsage: many usage records in one call, each with its own outcome
+
+
+def _outcomes(reply: pb.BatchRecordUsageResponse) -> list[str]:
+    return [result.WhichOneof("outcome") for result in reply.results]
+
+
+async def test_batch_record_usage_answers_each_item_alone(stub, service, ledger_rows):
+    accounting = service.bindings[0].servicer.accounting
+    commits = accounting.usage_commits
+    batch = pb.BatchRecordUsageRequest(
+        requests=[
+            record("b/u1"),
+            record("b/u1"),  # the same key again in the same batch: a duplicate, recorded once
+            record("b/bad", tokens=(-5, 10)),
+            record("", model="", role=common_pb2.ROLE_UNSPECIFIED),
+            record("b/unpriced", model="gpt-99-imaginary"),
+            record("b/no-reservation", reservation_id="no-such-reservation"),
+            record("b/u2", participant="con", tokens=(2000, 0)),
+        ]
+    )
+    reply = await stub.BatchRecordUsage(batch, timeout=10)
+    assert _outcomes(reply) == ["response", "response", "error", "error", "error", "error", "response"]
+    first, again, bad, empty, unpriced, unreserved, second = reply.results
+    assert (first.response.duplicate, again.response.duplicate) == (False, True)
+    assert first.response.record == again.response.record and first.response.record.cost.amount == "0.0105"
+    assert second.response.record.request_id == "b/u2" and second.response.record.cost.amount == "0.006"
+    # Each refusal is what a RecordUsage call of its own answers: code, reason, field paths.
+    assert (bad.error.code, bad.error.reason) == (grpc.StatusCode.INVALID_ARGUMENT.value[0], "INVALID_ARGUMENT")
+    assert [v.field for v in bad.error.field_violations] == ["usage.prompt_tokens"]
+    assert [v.field for v in empty.error.field_violations] == ["request_id", "role", "model"]
+    alone_info, alone_fields = await expect_error(
+        stub.RecordUsage(batch.requests[3], timeout=5), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert [(v.field, v.description) for v in empty.error.field_violations] == alone_fields
+    assert empty.error.reason == alone_info.reason
+    assert (unpriced.error.code, unpriced.error.reason) == (grpc.StatusCode.NOT_FOUND.value[0], "MODEL_NOT_PRICED")
+    assert unpriced.error.metadata["model"] == "gpt-99-imaginary" and not unpriced.error.field_violations
+    assert unreserved.error.code == grpc.StatusCode.NOT_FOUND.value[0] and unreserved.error.message
+    # The good rows were written, in one transaction; the refused ones wrote nothing.
+    assert ledger_rows() == 2 and accounting.usage_commits == commits + 1
+    cost = (await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id="d1"), timeout=5)).cost
+    assert cost.total.amount == "0.0165" and sum(line.calls for line in cost.by_model) == 2
+    # Sent again (a retry after a lost answer): the same outcomes, nothing written twice.
+    retry = await stub.BatchRecordUsage(batch, timeout=10)
+    assert _outcomes(retry) == _outcomes(reply)
+    assert [r.response.duplicate for r in retry.results if r.HasField("response")] == [True, True, True]
+    assert [r.response.record for r in retry.results[:2]] == [first.response.record] * 2
+    assert ledger_rows() == 2
+
+
+async def test_batch_record_usage_commits_a_reservation_per_item(stub, ledger_rows):
+    await stub.SetDebateBudget(
+        pb.SetDebateBudgetRequest(debate_id="d1", cap=common_pb2.Money(currency_code="USD", amount="0.05")), timeout=5
+    )
+    for r in ("r1", "r2"):
+        held = await stub.ReserveBudget(
+            pb.ReserveBudgetRequest(
+                reservation_id=r, debate_id="d1", model=SONNET, prompt_tokens=1000, max_completion_tokens=500
+            ),
+            timeout=5,
+        )
+        assert held.granted
+    reply = await stub.BatchRecordUsage(
+        pb.BatchRecordUsageRequest(
+            requests=[
+                record("u1", tokens=(1000, 100), reservation_id="r1"),
+                record("u2", tokens=(1000, 100), reservation_id="r2", debate_id="d2"),  # r2 is d1's: refused
+                record("u3", tokens=(1000, 100), reservation_id="r2"),
+            ]
+        ),
+        timeout=10,
+    )
+    assert _outcomes(reply) == ["response", "error", "response"]
+    refused = reply.results[1].error
+    assert refused.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert [v.field for v in refused.field_violations] == ["reservation_id"]
+    budget = (await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id="d1"), timeout=5)).cost.budget
+    assert (budget.spent.amount, budget.reserved.amount) == ("0.009", "0")
+    assert ledger_rows() == 2
+
+
+@pytest.mark.parametrize("size", [0, 1001])
+async def test_a_bad_batch_fails_whole_and_writes_nothing(stub, ledger_rows, size):
+    batch = pb.BatchRecordUsageRequest(requests=[record(f"u{i}") for i in range(size)])
+    info, fields = await expect_error(stub.BatchRecordUsage(batch, timeout=10), grpc.StatusCode.INVALID_ARGUMENT)
+    assert [f for f, _ in fields] == ["requests"] and info.reason == "INVALID_ARGUMENT"
+    assert ledger_rows() == 0
+
+
+SUITE_KEY, ALICE_KEY = "suite-key-0123456789", "alice-key-0123456789"
+
+
+async def test_batch_record_usage_is_for_the_suites_own_services_only(ledger_backend, ledger_rows):
+    settings = AccountingSettings(
+        port=0,
+        api_keys=f"{SUITE_KEY}=suite,{ALICE_KEY}=alice",
+        internal_callers="suite",
+        **ledger_backend.settings(),
+    )
+    svc = await build_service(settings)
+    await svc.start()
+    try:
+        async with grpc.aio.insecure_channel(svc.address) as channel:
+            internal = accounting_pb2_grpc.AccountingServiceStub(channel)
+            batch = pb.BatchRecordUsageRequest(requests=[record("u1"), record("u2")])
+            info, _ = await expect_error(
+                internal.BatchRecordUsage(batch, metadata=bearer_metadata(ALICE_KEY), timeout=5),
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+            assert info.reason == "INTERNAL_SERVICE" and ledger_rows() == 0
+            reply = await internal.BatchRecordUsage(batch, metadata=bearer_metadata(SUITE_KEY), timeout=5)
+            assert _outcomes(reply) == ["response", "response"] and ledger_rows() == 2
+    finally:
+        await svc.stop(grace=0)

@@ -228,6 +228,23 @@ def _valid_examples(existing_debate_id: str) -> dict[tuple[str, str], list]:
             )
             for i in range(3)
         ],
+        ("accounting", "BatchRecordUsage"): [
+            accounting_pb2.BatchRecordUsageRequest(
+                requests=[
+                    accounting_pb2.RecordUsageRequest(
+                        request_id=f"debates/bad-input/rounds/1/turns/1/attempts/{i}",
+                        debate_id="bad-input",
+                        participant="Milo",
+                        role=common_pb2.ROLE_DEBATER,
+                        round_number=1,
+                        model="sim/debater",
+                        attempt=1,
+                        usage=_usage(),
+                    )
+                    for i in range(3)
+                ]
+            )
+        ],
         ("accounting", "GetDebateCost"): [accounting_pb2.GetDebateCostRequest(debate_id="bad-input")],
         ("accounting", "SetDebateBudget"): [
             accounting_pb2.SetDebateBudgetRequest(
