@@ -44,7 +44,7 @@ _CODES = {
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 # The most usage records one BatchRecordUsage carries (the contract allows 1,000).
 MAX_BATCH_RECORDS = 256
-UNAVAILABLE = "ACCOUNTING_UNAVAILABLE"
+UNAVAILABLE = "ACCOUNTING_UNAVAILABLE"  # the reason `_mapped_error` gives a failure to reach accounting
 
 
 def _mapped_error(service: str, code: grpc.StatusCode, message: str, reason: str | None) -> errors.DomainError:
@@ -176,9 +176,7 @@ class GrpcAccounting:
             if self._waiting is asyncio.current_task():  # before it took its batch: it takes what is pending
                 self._waiting = None
                 batch, self._pending = self._pending, []
-            self._fail(
-                batch, lambda: errors.Unavailable("the accounting client stopped", reason="ACCOUNTING_UNAVAILABLE")
-            )
+            self._fail(batch, lambda: errors.Unavailable("the accounting client stopped", reason=UNAVAILABLE))
             raise
         results = list(reply.results)
         for i, (_, answer) in enumerate(batch):
@@ -186,7 +184,9 @@ class GrpcAccounting:
                 continue
             if i >= len(results):
                 answer.set_exception(
-                    errors.Unavailable("accounting service: a batch answered fewer items than it was sent")
+                    errors.Unavailable(
+                        "accounting service: a batch answered fewer items than it was sent", reason=UNAVAILABLE
+                    )
                 )
             elif results[i].HasField("error"):
                 answer.set_exception(_item_error("accounting", results[i].error))
