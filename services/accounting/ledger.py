@@ -40,7 +40,7 @@ from services.accounting.store import (
     UsageRow,
 )
 from services.common import tokens
-from services.common.errors import Unavailable, Violations
+from services.common.errors import DomainError, Unavailable, Violations
 from services.common.money import amount_problem
 from services.common.pricing import Cost, PriceBook, cost_of
 from services.common.usage import Usage
@@ -54,10 +54,30 @@ MESSAGE_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 INLINE_COUNT_CHARS = 32 * 1024
 # The most usage rows one group commit writes (the rest wait for the next).
 MAX_BATCH_ROWS = 256
+# The most usage requests one `record_usages` call (one BatchRecordUsage RPC) takes.
+MAX_BATCH_REQUESTS = 1000
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRequest:
+    """What a caller asks to record (RecordUsageRequest's fields): `role` None when unset;
+    `total_tokens` 0 or prompt + completion."""
+
+    request_id: str
+    debate_id: str
+    participant: str
+    role: Role | None
+    round_number: int
+    model: str
+    attempt: int
+    usage: Usage
+    total_tokens: int = 0
+    estimated: bool = False
+    reservation_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +151,18 @@ class Accounting:
 
     # -- the group commit of usage rows
 
-    async def _record(self, row: UsageRow) -> tuple[UsageRow, bool]:
-        """The row's outcome once its transaction has committed (see the module docstring)."""
+    def _queue(self, row: UsageRow) -> asyncio.Future[tuple[UsageRow, bool]]:
+        """The future of the row's outcome, set once its transaction has committed; rows queued in
+        the same pass of the loop share a transaction."""
+        loop = asyncio.get_running_loop()
         if not self.group_commit:
             self.usage_commits += 1
-            return await self._db(self.store.record, row)
-        loop = asyncio.get_running_loop()
+            return loop.run_in_executor(self._db_thread, self.store.record, row)
         answer: asyncio.Future[tuple[UsageRow, bool]] = loop.create_future()
         self._queued.append((row, answer))
         if self._writer is None:
             self._writer = loop.create_task(self._write_queued(), name="ledger-group-commit")
-        return await answer
+        return answer
 
     async def _write_queued(self) -> None:
         """Writes the queued rows, a batch per transaction, until none are left; answers each
@@ -230,6 +251,39 @@ class Accounting:
 
     # -- the ledger
 
+    def usage_row(self, request: UsageRequest) -> UsageRow:
+        """The priced ledger row of `request`, validated first: InvalidArgument with one field
+        violation per problem (paths as in RecordUsageRequest), NotFound for a model without a price."""
+        v = Violations()
+        _check_id(v, "request_id", request.request_id)
+        _check_id(v, "debate_id", request.debate_id)
+        _check_id(v, "participant", request.participant, required=False)
+        _check_id(v, "reservation_id", request.reservation_id, required=False)
+        if request.role is None:
+            v.add("role", "must be ROLE_DEBATER, ROLE_JUDGE or ROLE_VERDICT")
+        if request.round_number < 0:
+            v.add("round_number", "must not be negative")
+        if request.attempt < 0:
+            v.add("attempt", "must not be negative")
+        if not request.model:
+            v.add("model", "must not be empty")
+        check_usage(v, request.usage, total_tokens=request.total_tokens)
+        v.raise_if_any()
+        cost = self.prices.cost(request.model, request.usage).total
+        return UsageRow(
+            request.request_id,
+            request.debate_id,
+            request.participant,
+            cast(Role, request.role),  # not None: raise_if_any above
+            request.round_number,
+            request.model,
+            request.attempt,
+            request.usage,
+            request.estimated,
+            cost,
+            reservation_id=request.reservation_id,
+        )
+
     async def record_usage(
         self,
         *,
@@ -247,36 +301,56 @@ class Accounting:
     ) -> tuple[UsageRow, bool]:
         """One ledger row per request_id: (the row, False) the first time, (the first row,
         True) on a repeat, which writes nothing."""
-        v = Violations()
-        _check_id(v, "request_id", request_id)
-        _check_id(v, "debate_id", debate_id)
-        _check_id(v, "participant", participant, required=False)
-        _check_id(v, "reservation_id", reservation_id, required=False)
-        if role is None:
-            v.add("role", "must be ROLE_DEBATER, ROLE_JUDGE or ROLE_VERDICT")
-        if round_number < 0:
-            v.add("round_number", "must not be negative")
-        if attempt < 0:
-            v.add("attempt", "must not be negative")
-        if not model:
-            v.add("model", "must not be empty")
-        check_usage(v, usage, total_tokens=total_tokens)
-        v.raise_if_any()
-        cost = self.prices.cost(model, usage).total
-        row = UsageRow(
+        request = UsageRequest(
             request_id,
             debate_id,
             participant,
-            cast(Role, role),  # not None: raise_if_any above
+            role,
             round_number,
             model,
             attempt,
             usage,
+            total_tokens,
             estimated,
-            cost,
-            reservation_id=reservation_id,
+            reservation_id,
         )
-        return await self._record(row)
+        return await self.record(request)
+
+    async def record(self, request: UsageRequest) -> tuple[UsageRow, bool]:
+        """`record_usage` of a UsageRequest: (the row, duplicate) once committed."""
+        return await self._queue(self.usage_row(request))
+
+    async def record_usages(self, requests: Sequence[UsageRequest]) -> list[tuple[UsageRow, bool] | Exception]:
+        """Each request recorded as `record_usage` would, with its own outcome, in order: (the row,
+        duplicate) or the exception that refused it (a DomainError; anything else is a fault of
+        the ledger). The valid rows are queued together, so they share a group commit; the call
+        returns once every one of them is committed. InvalidArgument (field "requests") for no
+        requests or more than MAX_BATCH_REQUESTS; nothing is written then."""
+        v = Violations()
+        if not requests:
+            v.add("requests", "must not be empty")
+        elif len(requests) > MAX_BATCH_REQUESTS:
+            v.add("requests", f"at most {MAX_BATCH_REQUESTS} items")
+        v.raise_if_any()
+        outcomes: list[tuple[UsageRow, bool] | Exception | None] = []
+        waits: list[tuple[int, asyncio.Future[tuple[UsageRow, bool]]]] = []
+        for i, request in enumerate(requests):
+            try:
+                row = self.usage_row(request)
+            except DomainError as error:
+                outcomes.append(error)
+                continue
+            outcomes.append(None)  # its outcome, once committed, below
+            waits.append((i, self._queue(row)))
+        results = await asyncio.gather(*(answer for _, answer in waits), return_exceptions=True)
+        for (i, _), result in zip(waits, results, strict=True):
+            if isinstance(result, Exception):
+                outcomes[i] = result
+            elif isinstance(result, BaseException):  # cancelled: not ours to swallow
+                raise result
+            else:
+                outcomes[i] = result
+        return [cast("tuple[UsageRow, bool] | Exception", outcome) for outcome in outcomes]
 
     async def debate_cost(self, debate_id: str) -> DebateCostReport:
         v = Violations()
@@ -357,4 +431,4 @@ def report(debate_id: str, rows: Sequence[UsageRow], budget: Budget) -> DebateCo
 
 _ROLE_ORDER = {role.value: i for i, role in enumerate(Role)}
 
-__all__ = ["Accounting", "DebateCostReport", "check_usage", "report"]
+__all__ = ["Accounting", "DebateCostReport", "UsageRequest", "check_usage", "report"]

@@ -6,17 +6,19 @@ the domain and turned into rich statuses by the shared interceptor.
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from debate.accounting.v1 import accounting_pb2, accounting_pb2_grpc
 from debate.common.v1 import common_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2
 
 from services.accounting.breakdown import Line
 from services.accounting.estimate import DebatePlan, DebaterPlan
-from services.accounting.ledger import Accounting
+from services.accounting.ledger import Accounting, UsageRequest
 from services.accounting.store import Budget, Role, UsageRow
-from services.common.errors import Violations
+from services.common.errors import DomainError, InvalidArgument, Violations
 from services.common.money import read_money, usd
 from services.common.pricing import ModelPrice, per_million
 from services.common.usage import usage_from_proto, usage_to_proto
@@ -27,6 +29,8 @@ _ROLE_FROM_PB = {
     common_pb2.ROLE_VERDICT: Role.VERDICT,
 }
 _ROLE_TO_PB = {role: pb for pb, role in _ROLE_FROM_PB.items()}
+
+log = logging.getLogger(__name__)
 
 
 def price_to_pb(price: ModelPrice) -> accounting_pb2.ModelPrice:
@@ -76,6 +80,39 @@ def record_to_pb(row: UsageRow) -> accounting_pb2.UsageRecord:
         cost=usd(row.cost),
         record_time=record_time,
     )
+
+
+def usage_request_from_pb(request: accounting_pb2.RecordUsageRequest) -> UsageRequest:
+    return UsageRequest(
+        request_id=request.request_id,
+        debate_id=request.debate_id,
+        participant=request.participant,
+        role=_ROLE_FROM_PB.get(request.role),
+        round_number=request.round_number,
+        model=request.model,
+        attempt=request.attempt,
+        usage=usage_from_proto(request.usage),
+        total_tokens=request.usage.total_tokens,
+        estimated=request.usage.estimated,
+        reservation_id=request.reservation_id,
+    )
+
+
+def item_error_to_pb(error: Exception) -> accounting_pb2.ItemError:
+    """The status a call of its own would have ended with (services.common.grpc_errors.status_for):
+    a DomainError's code, message, reason, metadata and field violations; anything else is logged
+    and answered as a bare INTERNAL, as the domain-error interceptor does."""
+    if not isinstance(error, DomainError):
+        log.error("unexpected error recording a usage in a batch", exc_info=error)
+        error = DomainError("internal error; see the service log")
+    item = accounting_pb2.ItemError(
+        code=getattr(code_pb2, error.code), message=error.message, reason=error.reason, metadata=error.metadata
+    )
+    if isinstance(error, InvalidArgument):
+        item.field_violations.extend(
+            accounting_pb2.FieldViolation(field=v.field, description=v.description) for v in error.violations
+        )
+    return item
 
 
 def plan_from_pb(request: accounting_pb2.EstimateDebateCostRequest) -> DebatePlan:
@@ -146,20 +183,21 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
         )
 
     async def RecordUsage(self, request, context):
-        row, duplicate = await self.accounting.record_usage(
-            request_id=request.request_id,
-            debate_id=request.debate_id,
-            participant=request.participant,
-            role=_ROLE_FROM_PB.get(request.role),
-            round_number=request.round_number,
-            model=request.model,
-            attempt=request.attempt,
-            usage=usage_from_proto(request.usage),
-            total_tokens=request.usage.total_tokens,
-            estimated=request.usage.estimated,
-            reservation_id=request.reservation_id,
-        )
+        row, duplicate = await self.accounting.record(usage_request_from_pb(request))
         return accounting_pb2.RecordUsageResponse(record=record_to_pb(row), duplicate=duplicate)
+
+    async def BatchRecordUsage(self, request, context):
+        outcomes = await self.accounting.record_usages([usage_request_from_pb(item) for item in request.requests])
+        reply = accounting_pb2.BatchRecordUsageResponse()
+        for outcome in outcomes:
+            result = reply.results.add()
+            if isinstance(outcome, Exception):
+                result.error.CopyFrom(item_error_to_pb(outcome))
+            else:
+                row, duplicate = outcome
+                result.response.record.CopyFrom(record_to_pb(row))
+                result.response.duplicate = duplicate
+        return reply
 
     async def GetDebateCost(self, request, context):
         r = await self.accounting.debate_cost(request.debate_id)

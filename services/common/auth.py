@@ -50,7 +50,7 @@ import grpc
 
 from services.common.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from services.common.grpc_errors import abort_with
-from services.common.handlers import replace_behavior, wrap_behavior
+from services.common.handlers import HandlerCache, replace_behavior, wrap_behavior
 
 DEFAULT_TENANT = "default"
 INTERNAL_CALLERS_SETTING = "INTERNAL_CALLERS"
@@ -328,6 +328,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         )
         self._check_internal_callers()
         self.streams = StreamLimiter(max_streams_per_caller)
+        self._admitted = HandlerCache()  # a method's handler run as a tenant, by (method, tenant)
 
     def _check_internal_callers(self) -> None:
         if not self.internal_callers:
@@ -362,7 +363,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if self.internal_callers and tenant not in self.internal_callers:
             log.warning("refused a call to %s: tenant %s is not an internal caller of this service", method, tenant)
             return replace_behavior(handler, lambda _: _forbidding(), request_deserializer=None)
-        return replace_behavior(self._limited(handler, tenant, method), lambda behavior: _with_tenant(behavior, tenant))
+        return self._admitted.get(
+            (method, tenant),
+            handler,
+            lambda h: replace_behavior(
+                self._limited(h, tenant, method), lambda behavior: _with_tenant(behavior, tenant)
+            ),
+        )
 
     def _from_header(self, handler: grpc.RpcMethodHandler, values: list[str], method: str) -> grpc.RpcMethodHandler:
         if len(values) != 1 or not _TENANT_NAME.match(values[0]):
@@ -389,7 +396,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     request_deserializer=None,
                 )
         if not self.keys:
-            return self._limited(handler, DEFAULT_TENANT, method)
+            return self._admitted.get(
+                (method, DEFAULT_TENANT), handler, lambda h: self._limited(h, DEFAULT_TENANT, method)
+            )
         token = bearer_token(handler_call_details.invocation_metadata)
         if token is None:
             log.warning("rejected a call to %s: no bearer key", method)

@@ -12,7 +12,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from services.common.errors import ERROR_DOMAIN, DomainError, InvalidArgument
-from services.common.handlers import replace_behavior, wrap_behavior
+from services.common.handlers import HandlerCache, replace_behavior, wrap_behavior
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,17 @@ def _guarded(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps DomainError to a rich status, and any other exception to a bare INTERNAL."""
 
+    def __init__(self) -> None:
+        self._wrapped = HandlerCache()
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming:
             return handler
         method = handler_call_details.method
-        return replace_behavior(handler, lambda behavior: _guarded(method, behavior))
+        return self._wrapped.get(
+            method, handler, lambda h: replace_behavior(h, lambda behavior: _guarded(method, behavior))
+        )
 
 
 def status_details(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[any_pb2.Any]:

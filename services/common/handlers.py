@@ -5,12 +5,16 @@ A handler's behaviour is a coroutine function (unary, or streaming written with
 `await context.write(...)`) or an async generator function (streaming with `yield`), and a
 wrapper must stay the same kind. `wrap_behavior` is the one place that knows this: an
 interceptor gives it an async context manager to run the behaviour inside.
+
+An interceptor runs on every call, but what it wraps a handler in depends only on the method,
+the handler it is given and (for authentication) the tenant: `HandlerCache` keeps each wrapped
+handler, so a call pays for its wrapper's context manager, not for building the wrapper.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -64,3 +68,33 @@ def replace_behavior(
         return grpc.stream_unary_rpc_method_handler(make(handler.stream_unary), request_deserializer, serializer)
     assert handler.stream_stream is not None  # a handler has exactly one behaviour
     return grpc.stream_stream_rpc_method_handler(make(handler.stream_stream), request_deserializer, serializer)
+
+
+class HandlerCache:
+    """Wrapped handlers, each built once: `get(key, handler, build)` is `build(handler)`, the same
+    object again for the same key and the same `handler` object. At most `limit` entries (then it
+    starts again empty), so keys that are not bounded (tenant names from a gateway's header) cannot
+    grow it without end. The wrappers must keep no per-call state (the suite's do not: their
+    context managers are made per call)."""
+
+    def __init__(self, limit: int = 4096):
+        self.limit = limit
+        self._entries: dict[Hashable, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def get(
+        self,
+        key: Hashable,
+        handler: grpc.RpcMethodHandler,
+        build: Callable[[grpc.RpcMethodHandler], grpc.RpcMethodHandler],
+    ) -> grpc.RpcMethodHandler:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is handler:
+            return entry[1]
+        wrapped = build(handler)
+        if len(self._entries) >= self.limit:
+            self._entries.clear()
+        self._entries[key] = (handler, wrapped)
+        return wrapped
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common.auth import ApiKeys, AuthInterceptor
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.grpc_errors import DomainErrorInterceptor, abort_with
-from services.common.handlers import replace_behavior, wrap_behavior
+from services.common.handlers import HandlerCache, replace_behavior, wrap_behavior
 from services.common.logs import configure_logging
 from services.common.settings import ServiceSettings, SettingsT, load_settings
 from services.common.tls import TlsFiles
@@ -73,35 +73,45 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
     """A request whose bytes do not parse answers INVALID_ARGUMENT (one field violation on
     `request`) instead of grpc's own UNKNOWN "Unexpected DecodeError"."""
 
+    def __init__(self) -> None:
+        self._wrapped = HandlerCache()
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None or handler.request_streaming:
             return handler
         method = handler_call_details.method
+        # The handler it is given differs by tenant (AuthInterceptor's), hence the key.
+        return self._wrapped.get((method, id(handler)), handler, lambda h: _tolerating(h, method))
 
-        async def refuse(request: _Malformed, context) -> None:
-            detail = str(request.error).split(":")[-1].strip() or type(request.error).__name__
-            await abort_with(
-                context,
-                InvalidArgument(
-                    [FieldViolation("request", f"is not a valid request message for {method}: {detail[:200]}")],
-                    reason="MALFORMED_REQUEST",
-                ),
-            )
 
-        @contextlib.asynccontextmanager
-        async def parsed(request, context) -> AsyncIterator[bool]:
-            if isinstance(request, _Malformed):
-                await refuse(request, context)
-                yield False
-            else:
-                yield True
+def _tolerating(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """`handler` with a deserializer that never raises, and a behaviour that answers a request that
+    did not parse with INVALID_ARGUMENT."""
 
-        return replace_behavior(
-            handler,
-            lambda behavior: wrap_behavior(behavior, parsed),
-            request_deserializer=_tolerant(handler.request_deserializer),
+    async def refuse(request: _Malformed, context) -> None:
+        detail = str(request.error).split(":")[-1].strip() or type(request.error).__name__
+        await abort_with(
+            context,
+            InvalidArgument(
+                [FieldViolation("request", f"is not a valid request message for {method}: {detail[:200]}")],
+                reason="MALFORMED_REQUEST",
+            ),
         )
+
+    @contextlib.asynccontextmanager
+    async def parsed(request, context) -> AsyncIterator[bool]:
+        if isinstance(request, _Malformed):
+            await refuse(request, context)
+            yield False
+        else:
+            yield True
+
+    return replace_behavior(
+        handler,
+        lambda behavior: wrap_behavior(behavior, parsed),
+        request_deserializer=_tolerant(handler.request_deserializer),
+    )
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,20 @@ clients are built from the orchestrator's settings (the service's address, the d
 call, and through `open_channel` the service key and TLS files), put a deadline on every call,
 ride on `open_channel`'s UNAVAILABLE retry policy, and turn a failed call into a domain error,
 so the engine never imports grpc.
+
+The accounting client coalesces usage records: the `record_usage` calls made while no batch is
+waiting to be sent (in practice those of one pass of the event loop: the turns of every debate
+whose round ends together, the judge's calls of an assessment) go to the service as one
+BatchRecordUsage RPC, and each caller gets its own item's outcome: its RecordUsageResponse, or the
+domain error a RecordUsage call of its own would have raised. A failure of the RPC itself reaches
+every caller of that batch; each item keeps its request_id, so a retry records nothing twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 
 import grpc
 from debate.accounting.v1 import accounting_pb2 as acc
@@ -32,11 +41,31 @@ _CODES = {
 }
 
 
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+# The most usage records one BatchRecordUsage carries (the contract allows 1,000).
+MAX_BATCH_RECORDS = 256
+UNAVAILABLE = "ACCOUNTING_UNAVAILABLE"  # the reason `_mapped_error` gives a failure to reach accounting
+
+
+def _mapped_error(service: str, code: grpc.StatusCode, message: str, reason: str | None) -> errors.DomainError:
+    cls = _CODES.get(code, errors.Unavailable)
+    reason = f"{service.upper()}_UNAVAILABLE" if cls is errors.Unavailable else reason
+    return cls(f"{service} service: {code.name}: {message}", reason=reason)
+
+
+def _same(error: Exception) -> Exception:
+    return error
+
+
 def _domain_error(service: str, error: grpc.aio.AioRpcError) -> errors.DomainError:
     info, _ = error_details(error)
-    cls = _CODES.get(error.code(), errors.Unavailable)
-    reason = f"{service.upper()}_UNAVAILABLE" if cls is errors.Unavailable else (info.reason if info else None)
-    return cls(f"{service} service: {error.code().name}: {error.details()}", reason=reason)
+    return _mapped_error(service, error.code(), error.details() or "", info.reason if info else None)
+
+
+def _item_error(service: str, item: acc.ItemError) -> errors.DomainError:
+    """One refused item of a batch, as the error of a call of its own (`_domain_error`)."""
+    code = _STATUS_BY_NUMBER.get(item.code, grpc.StatusCode.UNKNOWN)
+    return _mapped_error(service, code, item.message, item.reason or None)
 
 
 def _judge_error(error: grpc.aio.AioRpcError) -> errors.DomainError:
@@ -78,7 +107,8 @@ class GrpcJudge:
 
 class GrpcAccounting:
     """The accounting service at ACCOUNTING_SERVICE_ADDR; every call has RPC_TIMEOUT_SECONDS,
-    and at most `max_concurrent` are in flight."""
+    and at most `max_concurrent` are in flight. Usage records are coalesced into
+    BatchRecordUsage calls of at most MAX_BATCH_RECORDS (see the module docstring)."""
 
     def __init__(self, settings: OrchestratorSettings, max_concurrent: int = 8):
         self.channel = open_channel(settings.accounting_service_addr, settings)
@@ -88,6 +118,10 @@ class GrpcAccounting:
         # calls for 200 debates): the accounting service answers them one after the other
         # anyway, and a few in flight at a time keep this event loop free for the live streams.
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._pending: list[tuple[acc.RecordUsageRequest, asyncio.Future[acc.RecordUsageResponse]]] = []
+        self._waiting: asyncio.Task[None] | None = None  # the sender that will take what is pending
+        self._senders: set[asyncio.Task[None]] = set()
+        self.batches_sent = 0  # BatchRecordUsage calls made (the tests and benchmarks read it)
 
     async def _call(self, method, request):
         try:
@@ -96,8 +130,78 @@ class GrpcAccounting:
         except grpc.aio.AioRpcError as error:
             raise _domain_error("accounting", error) from None
 
-    async def record_usage(self, request):
-        return await self._call(self.stub.RecordUsage, request)
+    async def record_usage(self, request: acc.RecordUsageRequest) -> acc.RecordUsageResponse:
+        """The usage recorded under its request_id (RecordUsage's semantics), sent in a batch
+        with the other records made meanwhile. Raises the item's own domain error, or the
+        batch call's when that call failed."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[acc.RecordUsageResponse] = loop.create_future()
+        self._pending.append((request, answer))
+        if self._waiting is None:
+            self._start_sender(loop)
+        return await answer
+
+    def _start_sender(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(self._send_pending(), name="accounting-usage-batch")
+        self._waiting = task
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
+
+    async def _send_pending(self) -> None:
+        """Takes what is pending once a slot is free (records made while it waits join the
+        batch), sends it, and answers each caller."""
+        batch: list[tuple[acc.RecordUsageRequest, asyncio.Future[acc.RecordUsageResponse]]] = []
+        try:
+            async with self._slots:
+                batch, self._pending = self._pending[:MAX_BATCH_RECORDS], self._pending[MAX_BATCH_RECORDS:]
+                self._waiting = None
+                if self._pending:
+                    self._start_sender(asyncio.get_running_loop())
+                batch = [(request, answer) for request, answer in batch if not answer.done()]  # not cancelled
+                if not batch:
+                    return
+                self.batches_sent += 1
+                reply = await self.stub.BatchRecordUsage(
+                    acc.BatchRecordUsageRequest(requests=[request for request, _ in batch]),
+                    timeout=self.timeout,
+                    wait_for_ready=True,
+                )
+        except grpc.aio.AioRpcError as error:
+            self._fail(batch, functools.partial(_domain_error, "accounting", error))
+            return
+        except Exception as error:  # noqa: BLE001 - each caller's, as a call of its own would have raised it
+            self._fail(batch, functools.partial(_same, error))
+            return
+        except BaseException:  # cancelled (the client is closing)
+            if self._waiting is asyncio.current_task():  # before it took its batch: it takes what is pending
+                self._waiting = None
+                batch, self._pending = self._pending, []
+            self._fail(batch, lambda: errors.Unavailable("the accounting client stopped", reason=UNAVAILABLE))
+            raise
+        results = list(reply.results)
+        for i, (_, answer) in enumerate(batch):
+            if answer.done():
+                continue
+            if i >= len(results):
+                answer.set_exception(
+                    errors.Unavailable(
+                        "accounting service: a batch answered fewer items than it was sent", reason=UNAVAILABLE
+                    )
+                )
+            elif results[i].HasField("error"):
+                answer.set_exception(_item_error("accounting", results[i].error))
+            else:
+                answer.set_result(results[i].response)
+
+    @staticmethod
+    def _fail(
+        batch: list[tuple[acc.RecordUsageRequest, asyncio.Future[acc.RecordUsageResponse]]],
+        error: Callable[[], BaseException],
+    ) -> None:
+        """Every caller of `batch` still waiting gets its own instance of `error()`."""
+        for _, answer in batch:
+            if not answer.done():
+                answer.set_exception(error())
 
     async def reserve_budget(self, request):
         return await self._call(self.stub.ReserveBudget, request)
@@ -115,4 +219,7 @@ class GrpcAccounting:
         return (await self._call(self.stub.GetDebateCost, acc.GetDebateCostRequest(debate_id=debate_id))).cost
 
     async def close(self) -> None:
+        for task in list(self._senders):
+            task.cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
         await self.channel.close()

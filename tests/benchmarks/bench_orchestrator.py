@@ -15,9 +15,10 @@ started as processes. Clients speak gRPC to it. Figures only: nothing here asser
 - orchestration overhead per debater per round: from RoundStarted to the round's last
   TurnCompleted (event times, set by the orchestrator), divided by the debaters; it includes
   the window build, the TurnStarted/TokenDelta/TurnCompleted events, the store commits, the
-  RecordUsage call to accounting and (with a budget) the ReserveBudget call. Wall time, so the
-  rows also give the mean and median and, steadier on a shared machine, the CPU seconds each
-  process spent per debater per round (this process runs the orchestrator and its client);
+  usage record (one BatchRecordUsage call for the turns that end together) and (with a budget)
+  the ReserveBudget call. Wall time, so the rows also give the mean and median and, steadier on a
+  shared machine, the CPU seconds each process spent per debater per round (this process runs
+  the orchestrator and its client) and the usage RPCs sent per debater per round;
 - parallel stream setup: RoundStarted to the first chunk of the last of 4 model streams;
 - sliding window over 20 rounds: ContextBuilder.build with the real tokenizer;
 - memory: tracemalloc peak of a whole 5-round 4-debater debate, per waiting subscriber (the
@@ -182,21 +183,32 @@ async def overhead_samples(bench: Bench, n: int, debates: int, procs: dict[str, 
     await bench.run(debate_config(n, 2, **config))  # warm-up
     samples: list[float] = []
     before = {"orchestrator": _cpu(), **{name: _cpu(p) for name, p in procs.items()}}
+    batches_before = _usage_batches(bench)
     for _ in range(debates):
         samples += round_overheads(await bench.run(debate_config(n, 3, **config)), n)
     after = {"orchestrator": _cpu(), **{name: _cpu(p) for name, p in procs.items()}}
     turns = debates * 3 * n
+    batches = _usage_batches(bench)
     return {
         "mean": statistics.mean(samples),
         "median": statistics.median(samples),
         "rounds": len(samples),
         "cpu": {name: (after[name] - before[name]) / turns for name in after},
+        "usage_rpcs": None if batches is None or batches_before is None else (batches - batches_before) / turns,
     }
+
+
+def _usage_batches(bench: Bench) -> int | None:
+    """BatchRecordUsage calls the orchestrator's accounting client has made (None: a stand-in)."""
+    return getattr(bench.service.engine.turns.accounting, "batches_sent", None)
 
 
 def _overhead_note(m: dict, what: str) -> str:
     cpu = ", ".join(f"{name} {seconds * 1000:.3f}" for name, seconds in m["cpu"].items())
-    return f"{what}; median {m['median'] * 1000:.3f} ms; CPU ms per debater per round: {cpu}; {m['rounds']} rounds"
+    rpcs = "" if m.get("usage_rpcs") is None else f"; usage RPCs per debater per round {m['usage_rpcs']:.2f}"
+    return (
+        f"{what}; median {m['median'] * 1000:.3f} ms; CPU ms per debater per round: {cpu}{rpcs}; {m['rounds']} rounds"
+    )
 
 
 async def bench_overhead(bench: Bench, quick: bool, procs: dict[str, psutil.Process]) -> list[dict]:

@@ -1,9 +1,12 @@
 """The accounting service in process on port 0, over a real channel, on each ledger backend
-(SQLite and PostgreSQL: tests/support/ledgers.py)."""
+(SQLite and PostgreSQL: tests/support/ledgers.py); and the orchestrator's client of it
+(services/orchestrator/clients.py), which coalesces usage records into BatchRecordUsage calls."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Sequence
 from decimal import Decimal
 
 import grpc
@@ -15,7 +18,12 @@ from debate.common.v1 import common_pb2
 
 from services.accounting.server import build_service
 from services.accounting.settings import AccountingSettings
+from services.accounting.store import UsageRow
+from services.common import errors
+from services.common.auth import bearer_metadata
 from services.common.grpc_errors import error_details
+from services.orchestrator.clients import GrpcAccounting, _domain_error
+from services.orchestrator.settings import OrchestratorSettings
 
 SONNET = "claude-3-5-sonnet-20241022"
 OPUS = "claude-3-opus-20240229"
@@ -277,3 +285,252 @@ async def test_estimate_debate_cost(stub):
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert [f for f, _ in fields] == ["config.format.round_limit"]
+
+
+# -- BatchRecordUsage: many usage records in one call, each with its own outcome
+
+
+def _outcomes(reply: pb.BatchRecordUsageResponse) -> list[str]:
+    return [result.WhichOneof("outcome") for result in reply.results]
+
+
+async def test_batch_record_usage_answers_each_item_alone(stub, service, ledger_rows):
+    accounting = service.bindings[0].servicer.accounting
+    commits = accounting.usage_commits
+    batch = pb.BatchRecordUsageRequest(
+        requests=[
+            record("b/u1"),
+            record("b/u1"),  # the same key again in the same batch: a duplicate, recorded once
+            record("b/bad", tokens=(-5, 10)),
+            record("", model="", role=common_pb2.ROLE_UNSPECIFIED),
+            record("b/unpriced", model="gpt-99-imaginary"),
+            record("b/no-reservation", reservation_id="no-such-reservation"),
+            record("b/u2", participant="con", tokens=(2000, 0)),
+        ]
+    )
+    reply = await stub.BatchRecordUsage(batch, timeout=10)
+    assert _outcomes(reply) == ["response", "response", "error", "error", "error", "error", "response"]
+    first, again, bad, empty, unpriced, unreserved, second = reply.results
+    assert (first.response.duplicate, again.response.duplicate) == (False, True)
+    assert first.response.record == again.response.record and first.response.record.cost.amount == "0.0105"
+    assert second.response.record.request_id == "b/u2" and second.response.record.cost.amount == "0.006"
+    # Each refusal is what a RecordUsage call of its own answers: code, reason, field paths.
+    assert (bad.error.code, bad.error.reason) == (grpc.StatusCode.INVALID_ARGUMENT.value[0], "INVALID_ARGUMENT")
+    assert [v.field for v in bad.error.field_violations] == ["usage.prompt_tokens"]
+    assert [v.field for v in empty.error.field_violations] == ["request_id", "role", "model"]
+    alone_info, alone_fields = await expect_error(
+        stub.RecordUsage(batch.requests[3], timeout=5), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert [(v.field, v.description) for v in empty.error.field_violations] == alone_fields
+    assert empty.error.reason == alone_info.reason
+    assert (unpriced.error.code, unpriced.error.reason) == (grpc.StatusCode.NOT_FOUND.value[0], "MODEL_NOT_PRICED")
+    assert unpriced.error.metadata["model"] == "gpt-99-imaginary" and not unpriced.error.field_violations
+    assert unreserved.error.code == grpc.StatusCode.NOT_FOUND.value[0] and unreserved.error.message
+    # The good rows were written, in one transaction; the refused ones wrote nothing.
+    assert ledger_rows() == 2 and accounting.usage_commits == commits + 1
+    cost = (await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id="d1"), timeout=5)).cost
+    assert cost.total.amount == "0.0165" and sum(line.calls for line in cost.by_model) == 2
+    # Sent again (a retry after a lost answer): the same outcomes, nothing written twice.
+    retry = await stub.BatchRecordUsage(batch, timeout=10)
+    assert _outcomes(retry) == _outcomes(reply)
+    assert [r.response.duplicate for r in retry.results if r.HasField("response")] == [True, True, True]
+    assert [r.response.record for r in retry.results[:2]] == [first.response.record] * 2
+    assert ledger_rows() == 2
+
+
+async def test_batch_record_usage_commits_a_reservation_per_item(stub, ledger_rows):
+    await stub.SetDebateBudget(
+        pb.SetDebateBudgetRequest(debate_id="d1", cap=common_pb2.Money(currency_code="USD", amount="0.05")), timeout=5
+    )
+    for r in ("r1", "r2"):
+        held = await stub.ReserveBudget(
+            pb.ReserveBudgetRequest(
+                reservation_id=r, debate_id="d1", model=SONNET, prompt_tokens=1000, max_completion_tokens=500
+            ),
+            timeout=5,
+        )
+        assert held.granted
+    reply = await stub.BatchRecordUsage(
+        pb.BatchRecordUsageRequest(
+            requests=[
+                record("u1", tokens=(1000, 100), reservation_id="r1"),
+                record("u2", tokens=(1000, 100), reservation_id="r2", debate_id="d2"),  # r2 is d1's: refused
+                record("u3", tokens=(1000, 100), reservation_id="r2"),
+            ]
+        ),
+        timeout=10,
+    )
+    assert _outcomes(reply) == ["response", "error", "response"]
+    refused = reply.results[1].error
+    assert refused.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert [v.field for v in refused.field_violations] == ["reservation_id"]
+    budget = (await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id="d1"), timeout=5)).cost.budget
+    assert (budget.spent.amount, budget.reserved.amount) == ("0.009", "0")
+    assert ledger_rows() == 2
+
+
+@pytest.mark.parametrize("size", [0, 1001])
+async def test_a_bad_batch_fails_whole_and_writes_nothing(stub, ledger_rows, size):
+    batch = pb.BatchRecordUsageRequest(requests=[record(f"u{i}") for i in range(size)])
+    info, fields = await expect_error(stub.BatchRecordUsage(batch, timeout=10), grpc.StatusCode.INVALID_ARGUMENT)
+    assert [f for f, _ in fields] == ["requests"] and info.reason == "INVALID_ARGUMENT"
+    assert ledger_rows() == 0
+
+
+SUITE_KEY, ALICE_KEY = "suite-key-0123456789", "alice-key-0123456789"
+
+
+async def test_batch_record_usage_is_for_the_suites_own_services_only(ledger_backend, ledger_rows):
+    settings = AccountingSettings(
+        port=0,
+        api_keys=f"{SUITE_KEY}=suite,{ALICE_KEY}=alice",
+        internal_callers="suite",
+        **ledger_backend.settings(),
+    )
+    svc = await build_service(settings)
+    await svc.start()
+    try:
+        async with grpc.aio.insecure_channel(svc.address) as channel:
+            internal = accounting_pb2_grpc.AccountingServiceStub(channel)
+            batch = pb.BatchRecordUsageRequest(requests=[record("u1"), record("u2")])
+            info, _ = await expect_error(
+                internal.BatchRecordUsage(batch, metadata=bearer_metadata(ALICE_KEY), timeout=5),
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+            assert info.reason == "INTERNAL_SERVICE" and ledger_rows() == 0
+            reply = await internal.BatchRecordUsage(batch, metadata=bearer_metadata(SUITE_KEY), timeout=5)
+            assert _outcomes(reply) == ["response", "response"] and ledger_rows() == 2
+    finally:
+        await svc.stop(grace=0)
+
+
+# -- the orchestrator's accounting client: records made together go as one BatchRecordUsage call,
+# and each caller gets its own outcome, exactly as from a RecordUsage call of its own
+
+
+@pytest.fixture
+def ledger(service):
+    """The service's domain object (its commit count), in this process."""
+    return service.bindings[0].servicer.accounting
+
+
+@pytest.fixture
+async def client(service):
+    """The orchestrator's accounting client, as its composition root builds it."""
+    accounting = GrpcAccounting(OrchestratorSettings(accounting_service_addr=service.address, rpc_timeout_seconds=5))
+    yield accounting
+    await accounting.close()
+
+
+async def test_records_made_together_go_as_one_call_each_caller_with_its_own_reply(client, ledger, ledger_backend):
+    commits = ledger.usage_commits
+    replies = await asyncio.gather(*(client.record_usage(record(f"u{i}", tokens=(1000 + i, 0))) for i in range(12)))
+    assert client.batches_sent == 1 and ledger.usage_commits == commits + 1
+    assert [r.record.request_id for r in replies] == [f"u{i}" for i in range(12)]
+    assert [r.record.usage.prompt_tokens for r in replies] == [1000 + i for i in range(12)]
+    assert not any(r.duplicate for r in replies) and ledger_backend.count() == 12
+    # One at a time, each is a batch of one.
+    for i in range(3):
+        alone = await client.record_usage(record(f"v{i}"))
+        assert alone.record.request_id == f"v{i}"
+    assert client.batches_sent == 4 and ledger_backend.count() == 15
+
+
+async def test_each_caller_gets_the_error_a_call_of_its_own_would_raise(client, service, ledger_backend):
+    bad = record("bad", tokens=(-5, 10))
+    unpriced = record("unpriced", model="gpt-99-imaginary")
+    outcomes = await asyncio.gather(
+        client.record_usage(record("good")),
+        client.record_usage(bad),
+        client.record_usage(unpriced),
+        client.record_usage(record("good")),  # the same key twice: one row, the second a duplicate
+        return_exceptions=True,
+    )
+    assert client.batches_sent == 1
+    good, bad_error, unpriced_error, again = outcomes
+    assert isinstance(good, pb.RecordUsageResponse) and isinstance(again, pb.RecordUsageResponse)
+    assert (good.duplicate, again.duplicate, good.record) == (False, True, again.record)
+    # The same type, reason and message as RecordUsage alone, mapped by the client as before.
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        stub = accounting_pb2_grpc.AccountingServiceStub(channel)
+        for request, error in ((bad, bad_error), (unpriced, unpriced_error)):
+            with pytest.raises(grpc.aio.AioRpcError) as alone:
+                await stub.RecordUsage(request, timeout=5)
+            expected = _domain_error("accounting", alone.value)
+            assert (type(error), error.reason, error.message) == (type(expected), expected.reason, expected.message)
+    assert isinstance(bad_error, errors.FailedPrecondition) and "usage.prompt_tokens" in bad_error.message
+    assert isinstance(unpriced_error, errors.NotFound) and unpriced_error.reason == "MODEL_NOT_PRICED"
+    assert ledger_backend.count() == 1
+
+
+class SlowCommits:
+    """The service's store, with each write held on the ledger thread until `release` is set (so
+    the RPC's deadline passes while the rows are still being written; they are written after)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.release = threading.Event()
+        self.written = threading.Event()
+
+    def record(self, row: UsageRow):
+        self.release.wait(10)
+        try:
+            return self.store.record(row)
+        finally:
+            self.written.set()
+
+    def record_many(self, rows: Sequence[UsageRow]):
+        self.release.wait(10)
+        try:
+            return self.store.record_many(rows)
+        finally:
+            self.written.set()
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+async def test_a_failed_batch_call_reaches_every_caller_and_a_retry_records_nothing_twice(
+    service, ledger, ledger_backend
+):
+    slow = SlowCommits(ledger.store)
+    ledger.store = slow
+    client = GrpcAccounting(OrchestratorSettings(accounting_service_addr=service.address, rpc_timeout_seconds=0.5))
+    try:
+        requests = [record(f"u{i}") for i in range(4)]
+        outcomes = await asyncio.gather(*(client.record_usage(r) for r in requests), return_exceptions=True)
+        assert client.batches_sent == 1
+        assert all(isinstance(o, errors.DeadlineExceeded) for o in outcomes), outcomes
+        assert len({id(o) for o in outcomes}) == 4  # each caller its own error
+        slow.release.set()  # the rows are written after all: the answer was lost, not the records
+        assert await asyncio.to_thread(slow.written.wait, 10)
+        await asyncio.sleep(0.2)
+        retried = await asyncio.gather(*(client.record_usage(r) for r in requests))
+        assert [r.duplicate for r in retried] == [True] * 4
+        assert ledger_backend.count() == 4
+    finally:
+        slow.release.set()
+        await client.close()
+
+
+async def test_a_cancelled_caller_leaves_the_others_answered(client, ledger_backend):
+    tasks = [asyncio.ensure_future(client.record_usage(record(f"u{i}"))) for i in range(3)]
+    await asyncio.sleep(0)  # each is waiting for its answer; the batch is not sent yet
+    tasks[1].cancel()  # its item is left out of the batch
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[1], asyncio.CancelledError)
+    assert [d.record.request_id for d in (done[0], done[2])] == ["u0", "u2"]
+    assert ledger_backend.count() == 2 and client.batches_sent == 1
+
+
+async def test_closing_the_client_answers_every_waiting_caller(client, service, ledger):
+    slow = SlowCommits(ledger.store)
+    ledger.store = slow
+    try:
+        waiting = [asyncio.ensure_future(client.record_usage(record(f"u{i}"))) for i in range(3)]
+        await asyncio.sleep(0.2)  # the batch is in flight, held by the ledger
+        await client.close()
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(o, errors.DomainError) for o in outcomes), outcomes
+    finally:
+        slow.release.set()

@@ -209,24 +209,31 @@ def _usage(prompt=100, completion=20):
     return common_pb2.TokenUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
+def _usage_records(debate_id: str, participant: str, turn: int) -> list:
+    return [
+        accounting_pb2.RecordUsageRequest(
+            request_id=f"debates/{debate_id}/rounds/1/turns/{turn}/attempts/{i}",
+            debate_id=debate_id,
+            participant=participant,
+            role=common_pb2.ROLE_DEBATER,
+            round_number=1,
+            model="sim/debater",
+            attempt=1,
+            usage=_usage(),
+        )
+        for i in range(3)
+    ]
+
+
 def _valid_examples(existing_debate_id: str) -> dict[tuple[str, str], list]:
     """Valid requests that mutations start from (so validation past the first check is reached)."""
     debate = existing_debate_id or "debate-that-does-not-exist"
     return {
         ("accounting", "CountTokens"): [accounting_pb2.CountTokensRequest(model="sim/debater", text="hello world")],
         ("accounting", "CalculateCost"): [accounting_pb2.CalculateCostRequest(model="sim/debater", usage=_usage())],
-        ("accounting", "RecordUsage"): [
-            accounting_pb2.RecordUsageRequest(
-                request_id=f"debates/bad-input/rounds/1/turns/0/attempts/{i}",
-                debate_id="bad-input",
-                participant="Ada",
-                role=common_pb2.ROLE_DEBATER,
-                round_number=1,
-                model="sim/debater",
-                attempt=1,
-                usage=_usage(),
-            )
-            for i in range(3)
+        ("accounting", "RecordUsage"): _usage_records("bad-input", "Ada", turn=0),
+        ("accounting", "BatchRecordUsage"): [
+            accounting_pb2.BatchRecordUsageRequest(requests=_usage_records("bad-input", "Milo", turn=1))
         ],
         ("accounting", "GetDebateCost"): [accounting_pb2.GetDebateCostRequest(debate_id="bad-input")],
         ("accounting", "SetDebateBudget"): [

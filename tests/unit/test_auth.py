@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.auth import ApiKeys, bearer_token, current_tenant
 from services.common.channels import open_channel
 from services.common.grpc_errors import error_details
+from services.common.handlers import HandlerCache
 from services.common.server import GrpcService, ServiceBinding
 from services.common.settings import ServiceSettings
 
@@ -286,3 +287,34 @@ async def test_open_streams_per_caller_are_limited(keys):
             first[1].cancel()
     finally:
         await service.stop(grace=0)
+
+
+async def test_a_tenants_wrapped_handler_is_built_once_and_kept_apart(keyed):
+    """AuthInterceptor keeps the handler it wraps for a method and tenant (services.common.handlers.
+    HandlerCache): many calls build one per tenant, and each call still runs as its own tenant."""
+    async with grpc.aio.insecure_channel(keyed.address) as channel:
+        for _ in range(3):
+            tenants = await asyncio.gather(*(_who(channel, _bearer(k)) for k in (KEY_A, KEY_B, KEY_A)))
+            assert tenants == ["tenantA", "tenantB", "tenantA"]
+    assert len(keyed.auth._admitted) == 2
+
+
+def test_handler_cache_builds_once_per_key_and_handler_and_stays_bounded():
+    cache = HandlerCache(limit=3)
+    handler = grpc.unary_unary_rpc_method_handler(_whoami)
+    other = grpc.unary_unary_rpc_method_handler(_whoami)
+    built: list[str] = []
+
+    def build(tag: str):
+        def make(h):
+            built.append(tag)
+            return grpc.unary_unary_rpc_method_handler(h.unary_unary)
+
+        return make
+
+    first = cache.get("a", handler, build("a"))
+    assert cache.get("a", handler, build("a")) is first and built == ["a"]
+    assert cache.get("a", other, build("a2")) is not first and built == ["a", "a2"]  # another handler object
+    for key in "bcd":  # past the limit it starts again, never holding more than 3
+        cache.get(key, handler, build(key))
+        assert len(cache) <= 3

@@ -49,6 +49,11 @@ class AccountingServiceStub:
                 request_serializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.RecordUsageRequest.SerializeToString,
                 response_deserializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.RecordUsageResponse.FromString,
                 _registered_method=True)
+        self.BatchRecordUsage = channel.unary_unary(
+                '/debate.accounting.v1.AccountingService/BatchRecordUsage',
+                request_serializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchRecordUsageRequest.SerializeToString,
+                response_deserializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchRecordUsageResponse.FromString,
+                _registered_method=True)
         self.GetDebateCost = channel.unary_unary(
                 '/debate.accounting.v1.AccountingService/GetDebateCost',
                 request_serializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.GetDebateCostRequest.SerializeToString,
@@ -97,6 +102,16 @@ class AccountingServiceServicer:
         """Writes one ledger row per request_id; a repeat returns the first row and writes nothing.
         With a reservation_id it also commits that reservation: the real cost is charged and
         the rest released, in one transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchRecordUsage(self, request, context):
+        """Records many usages in one call, each exactly as RecordUsage would (its own request_id,
+        its own reservation) and each with its own outcome: a refused item (bad input, an unknown
+        model or reservation) fails alone and the others are recorded. Every recorded item is
+        committed before the call answers. Only a bad batch (no items, too many) fails the call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,6 +169,11 @@ def add_AccountingServiceServicer_to_server(servicer, server):
                     servicer.RecordUsage,
                     request_deserializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.RecordUsageRequest.FromString,
                     response_serializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.RecordUsageResponse.SerializeToString,
+            ),
+            'BatchRecordUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRecordUsage,
+                    request_deserializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchRecordUsageRequest.FromString,
+                    response_serializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchRecordUsageResponse.SerializeToString,
             ),
             'GetDebateCost': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDebateCost,
@@ -262,6 +282,33 @@ class AccountingService:
             '/debate.accounting.v1.AccountingService/RecordUsage',
             debate_dot_accounting_dot_v1_dot_accounting__pb2.RecordUsageRequest.SerializeToString,
             debate_dot_accounting_dot_v1_dot_accounting__pb2.RecordUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRecordUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debate.accounting.v1.AccountingService/BatchRecordUsage',
+            debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchRecordUsageRequest.SerializeToString,
+            debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchRecordUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,12 @@ class AccountingServiceStub:
     With a reservation_id it also commits that reservation: the real cost is charged and
     the rest released, in one transaction.
     """
+    BatchRecordUsage: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.BatchRecordUsageRequest, _accounting_pb2.BatchRecordUsageResponse]
+    """Records many usages in one call, each exactly as RecordUsage would (its own request_id,
+    its own reservation) and each with its own outcome: a refused item (bad input, an unknown
+    model or reservation) fails alone and the others are recorded. Every recorded item is
+    committed before the call answers. Only a bad batch (no items, too many) fails the call.
+    """
     GetDebateCost: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.GetDebateCostRequest, _accounting_pb2.GetDebateCostResponse]
     """The debate's total and breakdown, the exact sum of its ledger rows."""
     SetDebateBudget: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.SetDebateBudgetRequest, _accounting_pb2.SetDebateBudgetResponse]
@@ -62,6 +68,12 @@ class AccountingServiceAsyncStub(AccountingServiceStub):
     """Writes one ledger row per request_id; a repeat returns the first row and writes nothing.
     With a reservation_id it also commits that reservation: the real cost is charged and
     the rest released, in one transaction.
+    """
+    BatchRecordUsage: _aio.UnaryUnaryMultiCallable[_accounting_pb2.BatchRecordUsageRequest, _accounting_pb2.BatchRecordUsageResponse]  # type: ignore[assignment]
+    """Records many usages in one call, each exactly as RecordUsage would (its own request_id,
+    its own reservation) and each with its own outcome: a refused item (bad input, an unknown
+    model or reservation) fails alone and the others are recorded. Every recorded item is
+    committed before the call answers. Only a bad batch (no items, too many) fails the call.
     """
     GetDebateCost: _aio.UnaryUnaryMultiCallable[_accounting_pb2.GetDebateCostRequest, _accounting_pb2.GetDebateCostResponse]  # type: ignore[assignment]
     """The debate's total and breakdown, the exact sum of its ledger rows."""
@@ -100,6 +112,18 @@ class AccountingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Writes one ledger row per request_id; a repeat returns the first row and writes nothing.
         With a reservation_id it also commits that reservation: the real cost is charged and
         the rest released, in one transaction.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchRecordUsage(
+        self,
+        request: _accounting_pb2.BatchRecordUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.BatchRecordUsageResponse, _abc.Awaitable[_accounting_pb2.BatchRecordUsageResponse]]:
+        """Records many usages in one call, each exactly as RecordUsage would (its own request_id,
+        its own reservation) and each with its own outcome: a refused item (bad input, an unknown
+        model or reservation) fails alone and the others are recorded. Every recorded item is
+        committed before the call answers. Only a bad batch (no items, too many) fails the call.
         """
 
     @_abc_1.abstractmethod
