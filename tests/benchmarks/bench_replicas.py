@@ -41,7 +41,7 @@ from debate.orchestrator.v1 import orchestrator_pb2_grpc
 from tests.helpers import free_port
 from tests.reliability.inprocess import InProcessSuite
 from tests.reliability.processes import KillableSuite
-from tests.support.postgres import DURABLE_OPTIONS, PostgresMissing, PostgresServer, find_bindir
+from services.common.postgres_server import DURABLE_OPTIONS, PostgresMissing, PostgresServer, find_bindir
 
 TABLES = ("debates", "turns", "attempts", "assessments", "events", "debate_leases")
 
