@@ -38,10 +38,10 @@ from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
+from services.common.postgres_server import DURABLE_OPTIONS, PostgresMissing, PostgresServer, find_bindir
 from tests.helpers import free_port
 from tests.reliability.inprocess import InProcessSuite
 from tests.reliability.processes import KillableSuite
-from services.common.postgres_server import DURABLE_OPTIONS, PostgresMissing, PostgresServer, find_bindir
 
 TABLES = ("debates", "turns", "attempts", "assessments", "events", "debate_leases")
 
