@@ -281,8 +281,10 @@ class Lifecycle:
             self._start_queued(self.scheduler.finish(debate_id))
 
     async def shutdown(self) -> None:
-        """Stops generating; running debates stay RUNNING in the store and resume on the next start
-        (or, with replicas, on another replica once their leases lapse)."""
+        """Stops generating; running debates stay RUNNING in the store and resume on the next start.
+        With replicas their leases are handed over: given up with the last commit (the hub's, as
+        the server stops), so another replica takes them at its next heartbeat rather than after
+        LEASE_SECONDS. A run that did not stop within 5 s keeps its lease until it lapses."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
@@ -294,6 +296,9 @@ class Lifecycle:
                 tasks.append(run.task)
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
+        for debate_id, run in self.runs.items():
+            if run.task is None or run.task.done():
+                self.store.release(debate_id)
 
     def _launch(self, row: DebateRow, *, resumed: bool = False) -> None:
         context = ContextBuilder(row.config, self.count_tokens)
