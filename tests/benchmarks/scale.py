@@ -150,12 +150,35 @@ class RssSampler:
 class CpuSampler:
     """CPU time of processes sampled every `interval` seconds while running: the busiest
     `window` seconds' CPU rate (cores) of each, i.e. the load of the level's streaming phase,
-    apart from its quieter start and end."""
+    apart from its quieter start and end.
 
-    def __init__(self, processes: dict[str, list[psutil.Process]], interval: float = 0.1, window: float = 1.0):
-        self.processes, self.interval, self.window = processes, interval, window
+    For each name of `loops` (a process of `processes` running an event loop), also its main
+    thread's scheduler figures (Linux's /proc/<pid>/task/<pid>/schedstat): "<name>_runnable",
+    the busiest window's share of wall time the thread was running or waiting for a CPU (near
+    1.0: the loop had work all the time, it was saturated, whatever CPU it got), and
+    "<name>_waiting", the busiest window's share it waited for a CPU held by other processes."""
+
+    def __init__(
+        self,
+        processes: dict[str, list[psutil.Process]],
+        interval: float = 0.1,
+        window: float = 1.0,
+        loops: tuple[str, ...] = (),
+    ):
+        self.processes, self.interval, self.window, self.loops = processes, interval, window, loops
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._task: asyncio.Task | None = None
+
+    @staticmethod
+    def _schedstat(pid: int) -> tuple[float, float]:
+        """Seconds the process's main thread ran, and waited for a CPU, so far ((0, 0) where
+        the kernel does not say)."""
+        try:
+            with open(f"/proc/{pid}/task/{pid}/schedstat") as file:
+                ran, waited, _ = (int(part) for part in file.read().split())
+        except (OSError, ValueError):
+            return 0.0, 0.0
+        return ran / 1e9, waited / 1e9
 
     def _sample(self) -> None:
         cpu: dict[str, float] = {}
@@ -166,6 +189,10 @@ class CpuSampler:
                     times = process.cpu_times()
                     total += times.user + times.system
             cpu[name] = total
+        for name in self.loops:
+            if self.processes.get(name):
+                ran, waited = self._schedstat(self.processes[name][0].pid)
+                cpu[f"{name}_runnable"], cpu[f"{name}_waiting"] = ran + waited, waited
         self.samples.append((time.monotonic(), cpu))
 
     async def _run(self) -> None:
@@ -177,12 +204,12 @@ class CpuSampler:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> dict[str, float]:
-        """The busiest window's CPU rate of each name, in cores."""
+        """The busiest window's CPU rate of each name, in cores (and the loops' shares, above)."""
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._sample()
-        peak = dict.fromkeys(self.processes, 0.0)
+        peak = dict.fromkeys(self.samples[0][1], 0.0)
         j = 0
         for i, (t, cpu) in enumerate(self.samples):
             while j < i and t - self.samples[j][0] > self.window:
@@ -247,6 +274,12 @@ class Level:
     # load of the level's streaming phase (CpuSampler).
     orchestrator_peak_cores: float = 0.0
     provider_peak_cores: float = 0.0
+    harness_peak_cores: float = 0.0  # this process (the watchers): a harness near 1.0 measures its own backlog
+    # The orchestrator's main thread (its event loop) in the busiest second: the share of wall
+    # time it was running or waiting for a CPU (near 1.0: saturated), and the share it waited
+    # for a CPU other processes held (CpuSampler).
+    orchestrator_loop_runnable: float = 0.0
+    orchestrator_loop_waiting: float = 0.0
 
 
 def _count_debaters(counts: dict, cost: common_pb2.DebateCost) -> None:
@@ -408,7 +441,9 @@ class Harness:
             {
                 "orchestrator": [self.orchestrator],
                 "provider": [psutil.Process(pid) for pid in provider.pids()] if provider else [],
-            }
+                "harness": [psutil.Process()],
+            },
+            loops=("orchestrator",),
         )
         cpu_sampler.start()
         self.sampler.start()
@@ -425,6 +460,9 @@ class Harness:
         level.orchestrator_cpu_s = self._cpu() - orch0
         peaks = await cpu_sampler.stop()
         level.orchestrator_peak_cores, level.provider_peak_cores = peaks["orchestrator"], peaks["provider"]
+        level.harness_peak_cores = peaks["harness"]
+        level.orchestrator_loop_runnable = peaks.get("orchestrator_runnable", 0.0)
+        level.orchestrator_loop_waiting = peaks.get("orchestrator_waiting", 0.0)
         level.machine_cpu_share = round(
             (self._machine_cpu(provider) - machine0) / max(1e-9, level.seconds) / (os.cpu_count() or 1), 2
         )
@@ -599,6 +637,11 @@ def _print_level(level: Level) -> None:
         line += f"; busiest second: orchestrator {level.orchestrator_peak_cores} cores"
         if level.path == "provider":
             line += f", fake provider {level.provider_peak_cores} cores"
+        line += f", harness {level.harness_peak_cores} cores"
+        line += (
+            f"; the orchestrator's loop runnable {level.orchestrator_loop_runnable:.0%} of its busiest second,"
+            f" waiting for a CPU {level.orchestrator_loop_waiting:.0%}"
+        )
         print(line + f"; our processes used {level.machine_cpu_share:.0%} of the machine", flush=True)
     if level.p99_by_second_ms:
         print(f"      relay p99 by second: {level.p99_by_second_ms}", flush=True)
@@ -854,13 +897,19 @@ def provider_summary(results: dict) -> dict:
         out["at_level"] = max(both)
         out["orchestrator_cpu_per_chunk_us"] = chunk_us
         out["fake_provider_cpu_per_chunk_us"] = provider_us
-        # The streaming phase's load at that level, on each path, scaled to one core: one
-        # orchestrator process runs its event loop on one core at most.
+        # What the per-chunk figure implies: the debates whose chunks would fill one core if all
+        # of the level's CPU (a debate's fixed work included) were spent while streaming; one
+        # orchestrator runs its event loop on one core at most.
+        chunks_per_debate_second = 4 * results["settings"]["sim_tokens_per_second"]
+        if chunk_us:
+            out["debates_one_core_carries_at_that_cpu_per_chunk"] = int(1e6 / (chunk_us * chunks_per_debate_second))
+        # The streaming phase at that level on each path: the CPU it got, and how much of the
+        # time its loop had work (running or waiting for a CPU).
         for path, levels in (("simulated", sim), ("provider", prov)):
-            busy = levels[max(both)]["orchestrator_peak_cores"]
-            out[f"orchestrator_peak_cores_{path}"] = busy
-            if busy:
-                out[f"debates_one_orchestrator_core_carries_{path}"] = int(max(both) / busy)
+            level = levels[max(both)]
+            out[f"orchestrator_peak_cores_{path}"] = level["orchestrator_peak_cores"]
+            out[f"orchestrator_loop_runnable_{path}"] = level["orchestrator_loop_runnable"]
+            out[f"orchestrator_loop_waiting_{path}"] = level["orchestrator_loop_waiting"]
         if top["provider_peak_cores"]:
             out[f"fake_provider_cores_for_{AIM_DEBATES}_debates"] = round(
                 top["provider_peak_cores"] * AIM_DEBATES / max(both), 2
@@ -868,16 +917,23 @@ def provider_summary(results: dict) -> dict:
     failed = [lv for lv in results["provider_debates"] if not lv["passed"]]
     cores = results["settings"]["cpus"] or 1
     # Capped by the machine: our own processes (services, harness, fake provider) filled its
-    # cores, or other processes kept more runnable than there are cores (a shared machine).
-    if failed and (failed[0]["machine_cpu_share"] >= 0.85 or failed[0]["load_average"] >= cores):
+    # cores, or other processes kept more runnable than there are cores (a shared machine), or
+    # the orchestrator's loop waited for a CPU much of its busiest second.
+    if failed and (
+        failed[0]["machine_cpu_share"] >= 0.85
+        or failed[0]["load_average"] >= cores
+        or failed[0]["orchestrator_loop_waiting"] >= 0.2
+    ):
         lv = failed[0]
         out["capped_by_the_machine"] = (
-            f"at {lv['n']} debates (relay p99 {lv['relay_p99_ms']} ms) the orchestrator was"
-            f" {lv['orchestrator_peak_cores']} cores busy in its busiest second and the fake provider"
-            f" {lv['provider_peak_cores']}, our processes used {lv['machine_cpu_share']:.0%} of the machine's {cores}"
-            f" cores, and its load average was {lv['load_average']}: the level ran short of the shared cores (the fake"
-            " provider's among them) before the orchestrator filled one; what its per-chunk figures imply for one"
-            " orchestrator core is debates_one_orchestrator_core_carries_provider"
+            f"at {lv['n']} debates (relay p99 {lv['relay_p99_ms']} ms) the orchestrator's loop had work"
+            f" {lv['orchestrator_loop_runnable']:.0%} of its busiest second and waited for a CPU held by other"
+            f" processes {lv['orchestrator_loop_waiting']:.0%} of it, so it got {lv['orchestrator_peak_cores']} cores;"
+            f" the fake provider used {lv['provider_peak_cores']} cores, our processes"
+            f" {lv['machine_cpu_share']:.0%} of the machine's {cores} cores, and the load average was"
+            f" {lv['load_average']}: the machine's shared cores (the fake provider's among them) capped the level;"
+            " the per-chunk figures and"
+            " debates_one_core_carries_at_that_cpu_per_chunk say what one core would carry"
         )
     return out
 
@@ -902,15 +958,18 @@ def print_provider_summary(results: dict) -> None:
     print(f"  ratio provider/simulated CPU per token: {ratio}x ({verdict} the aim of {AIM_CPU_RATIO}x)")
     passed = out[f"{AIM_DEBATES}_debates_pass_on_provider_path"]
     print(f"  {AIM_DEBATES} concurrent 4-debater debates pass on the provider path: {'yes' if passed else 'no'}")
-    if "debates_one_orchestrator_core_carries_provider" in out:
+    if "debates_one_core_carries_at_that_cpu_per_chunk" in out:
         print(
             f"  at {out['at_level']} debates: orchestrator {out['orchestrator_cpu_per_chunk_us']} µs per chunk, fake"
-            f" provider {out['fake_provider_cpu_per_chunk_us']} µs per chunk; while streaming the orchestrator was"
-            f" {out['orchestrator_peak_cores_provider']} cores busy on the provider path"
-            f" ({out['orchestrator_peak_cores_simulated']} on the simulated), so one orchestrator core carries about"
-            f" {out['debates_one_orchestrator_core_carries_provider']} provider debates"
-            f" ({out.get('debates_one_orchestrator_core_carries_simulated')} simulated), and {AIM_DEBATES} debates"
-            f" need {out.get(f'fake_provider_cores_for_{AIM_DEBATES}_debates')} cores of the fake provider"
+            f" provider {out['fake_provider_cpu_per_chunk_us']} µs per chunk; at that CPU per chunk one core carries"
+            f" {out['debates_one_core_carries_at_that_cpu_per_chunk']} provider debates; in the busiest second the"
+            f" orchestrator's loop had work {out['orchestrator_loop_runnable_provider']:.0%} of the time on the"
+            f" provider path ({out['orchestrator_loop_runnable_simulated']:.0%} on the simulated), waited for a"
+            f" CPU {out['orchestrator_loop_waiting_provider']:.0%} ({out['orchestrator_loop_waiting_simulated']:.0%})"
+            " and got"
+            f" {out['orchestrator_peak_cores_provider']} cores ({out['orchestrator_peak_cores_simulated']});"
+            f" {AIM_DEBATES} debates need {out.get(f'fake_provider_cores_for_{AIM_DEBATES}_debates')} cores of the"
+            " fake provider"
         )
     if "capped_by_the_machine" in out:
         print(f"  NOTE: {out['capped_by_the_machine']}")
