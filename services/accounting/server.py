@@ -25,7 +25,7 @@ def open_ledger(settings: AccountingSettings) -> LedgerStore:
 
 async def build_service(settings: AccountingSettings) -> GrpcService:
     prices = PriceBook(declared=settings.declared_prices())  # LLM_ENDPOINTS' prices, as every service sees them
-    accounting = Accounting(prices, open_ledger(settings))
+    accounting = Accounting(prices, open_ledger(settings), group_commit=settings.ledger_group_commit)
     servicer = AccountingServicer(accounting)
     return GrpcService(
         settings,

@@ -12,3 +12,6 @@ class AccountingSettings(llm_settings.EndpointSettings, DatabaseSettings, Servic
     # An internal service: only the suite's own services (the tenant of their service key) may call it.
     internal_callers: str = Field(SERVICE_TENANT, description="tenants that may call this service (empty: any)")
     ledger_file: str = Field("ledger.sqlite3", description="the ledger's SQLite file, inside data_dir")
+    ledger_group_commit: bool = Field(
+        True, description="usage rows that arrive during a commit share the next one (False: a transaction each)"
+    )

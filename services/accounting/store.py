@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from services.accounting.schema import COMPONENT, MIGRATIONS, SCHEMA_VERSION
 from services.common.errors import (
+    DomainError,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -103,10 +104,20 @@ class ReservationNotFound(NotFound):
         super().__init__(f"no reservation {reservation_id!r}", metadata={"reservation_id": reservation_id})
 
 
+# One row's outcome in a group commit: what `record` returns, or the domain error it raised.
+Recorded = tuple[UsageRow, bool] | DomainError
+
+
 class LedgerStore(Protocol):
     def record(self, row: UsageRow) -> tuple[UsageRow, bool]:
         """Insert the row unless its request_id exists: (the stored row, duplicate?). With
         row.reservation_id, close that held reservation in the same transaction."""
+
+    def record_many(self, rows: Sequence[UsageRow]) -> list[Recorded]:
+        """`record` for each row, all in one transaction (one commit, one fsync): in the order of
+        `rows`, each row's (stored row, duplicate?) or the DomainError that refused it (its own
+        savepoint rolled back; the others stand). A later row with the request_id of an earlier
+        one is its duplicate. Raises, having written nothing, when anything else fails."""
 
     def snapshot(self, debate_id: str) -> tuple[list[UsageRow], Budget]:
         """The debate's rows and budget, read in one consistent transaction."""
@@ -246,24 +257,42 @@ class SqliteLedgerStore:
 
     def record(self, row: UsageRow) -> tuple[UsageRow, bool]:
         with self._transaction() as db:
-            first = db.execute(f"SELECT {USAGE_COLUMNS} FROM usage WHERE request_id = ?", (row.request_id,)).fetchone()
-            if first is not None:
-                return row_from_db(first), True
-            now = time.time_ns()
-            if row.reservation_id:
-                owner = db.execute(
-                    "SELECT debate_id FROM reservations WHERE reservation_id = ?", (row.reservation_id,)
-                ).fetchone()
-                check_reservation_owner(row, owner)
-                # A reservation released earlier (say, on a timeout) stays released: the usage
-                # is still charged, since the money was spent.
-                db.execute(
-                    "UPDATE reservations SET state = 'committed', closed_ns = ?, request_id = ? "
-                    "WHERE reservation_id = ? AND state = 'held'",
-                    (now, row.request_id, row.reservation_id),
-                )
-            db.execute(insert_usage_sql("?"), usage_values(row, now))
-            return dataclasses.replace(row, record_time_ns=now), False
+            return self._record(db, row)
+
+    def record_many(self, rows: Sequence[UsageRow]) -> list[Recorded]:
+        results: list[Recorded] = []
+        with self._transaction() as db:
+            for row in rows:
+                db.execute("SAVEPOINT usage_row")
+                try:
+                    results.append(self._record(db, row))
+                except DomainError as refused:
+                    db.execute("ROLLBACK TO usage_row")
+                    results.append(refused)
+                db.execute("RELEASE usage_row")
+        return results
+
+    @staticmethod
+    def _record(db: sqlite3.Connection, row: UsageRow) -> tuple[UsageRow, bool]:
+        """`record`'s work inside the caller's transaction."""
+        first = db.execute(f"SELECT {USAGE_COLUMNS} FROM usage WHERE request_id = ?", (row.request_id,)).fetchone()
+        if first is not None:
+            return row_from_db(first), True
+        now = time.time_ns()
+        if row.reservation_id:
+            owner = db.execute(
+                "SELECT debate_id FROM reservations WHERE reservation_id = ?", (row.reservation_id,)
+            ).fetchone()
+            check_reservation_owner(row, owner)
+            # A reservation released earlier (say, on a timeout) stays released: the usage
+            # is still charged, since the money was spent.
+            db.execute(
+                "UPDATE reservations SET state = 'committed', closed_ns = ?, request_id = ? "
+                "WHERE reservation_id = ? AND state = 'held'",
+                (now, row.request_id, row.reservation_id),
+            )
+        db.execute(insert_usage_sql("?"), usage_values(row, now))
+        return dataclasses.replace(row, record_time_ns=now), False
 
     def snapshot(self, debate_id: str) -> tuple[list[UsageRow], Budget]:
         with _Deferred(self._db) as db:

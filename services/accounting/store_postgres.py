@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 
@@ -45,6 +45,7 @@ from services.accounting.store import (
     RESERVATION_COLUMNS,
     USAGE_COLUMNS,
     Budget,
+    Recorded,
     Reservation,
     ReservationNotFound,
     ReserveResult,
@@ -56,7 +57,7 @@ from services.accounting.store import (
     row_from_db,
     usage_values,
 )
-from services.common.errors import Unavailable
+from services.common.errors import DomainError, Unavailable
 from services.common.money import format_amount
 from services.common.postgres import connect, migrate_schema
 
@@ -112,30 +113,46 @@ class PostgresLedgerStore:
 
     def record(self, row: UsageRow) -> tuple[UsageRow, bool]:
         with self._transaction() as db:
-            self._lock_budget(db, row.debate_id)
-            now = time.time_ns()
-            inserted = db.execute(
-                insert_usage_sql("%s") + " ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
-                usage_values(row, now),
+            return self._record(db, row)
+
+    def record_many(self, rows: Sequence[UsageRow]) -> list[Recorded]:
+        """See LedgerStore.record_many. The rows go in the order of their debate ids, so that the
+        budget rows a batch locks are always taken in one order (no deadlock between replicas'
+        batches); each row has its own savepoint."""
+        results: list[Recorded | None] = [None] * len(rows)
+        with self._transaction() as db:
+            for i in sorted(range(len(rows)), key=lambda i: rows[i].debate_id):
+                try:
+                    with db.transaction():  # a savepoint: a refused row rolls back alone
+                        results[i] = self._record(db, rows[i])
+                except DomainError as refused:
+                    results[i] = refused
+        return [result for result in results if result is not None]
+
+    def _record(self, db: psycopg.Connection, row: UsageRow) -> tuple[UsageRow, bool]:
+        """`record`'s work inside the caller's transaction."""
+        self._lock_budget(db, row.debate_id)
+        now = time.time_ns()
+        inserted = db.execute(
+            insert_usage_sql("%s") + " ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+            usage_values(row, now),
+        ).fetchone()
+        if inserted is None:
+            first = db.execute(f"SELECT {USAGE_COLUMNS} FROM usage WHERE request_id = %s", (row.request_id,)).fetchone()
+            assert first is not None  # committed (ON CONFLICT waited for it) or written earlier in this batch
+            return row_from_db(first), True
+        if row.reservation_id:
+            owner = db.execute(
+                "SELECT debate_id FROM reservations WHERE reservation_id = %s", (row.reservation_id,)
             ).fetchone()
-            if inserted is None:
-                first = db.execute(
-                    f"SELECT {USAGE_COLUMNS} FROM usage WHERE request_id = %s", (row.request_id,)
-                ).fetchone()
-                assert first is not None  # the conflicting row is committed: ON CONFLICT waited for it
-                return row_from_db(first), True
-            if row.reservation_id:
-                owner = db.execute(
-                    "SELECT debate_id FROM reservations WHERE reservation_id = %s", (row.reservation_id,)
-                ).fetchone()
-                check_reservation_owner(row, owner)  # raises: the insert above rolls back
-                # A reservation released earlier stays released: the usage is still charged.
-                db.execute(
-                    "UPDATE reservations SET state = 'committed', closed_ns = %s, request_id = %s "
-                    "WHERE reservation_id = %s AND state = 'held'",
-                    (now, row.request_id, row.reservation_id),
-                )
-            return dataclasses.replace(row, record_time_ns=now), False
+            check_reservation_owner(row, owner)  # raises: the insert above rolls back
+            # A reservation released earlier stays released: the usage is still charged.
+            db.execute(
+                "UPDATE reservations SET state = 'committed', closed_ns = %s, request_id = %s "
+                "WHERE reservation_id = %s AND state = 'held'",
+                (now, row.request_id, row.reservation_id),
+            )
+        return dataclasses.replace(row, record_time_ns=now), False
 
     def snapshot(self, debate_id: str) -> tuple[list[UsageRow], Budget]:
         with self._transaction() as db:

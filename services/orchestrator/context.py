@@ -142,7 +142,13 @@ class ContextBuilder:
         self.max_tokens = config.context.max_tokens
         self.names = [p.name for p in config.participants]
         self.stances = {p.name: p.stance for p in config.participants}
+        # What a turn of each debater is labelled with in another's window: `Name (stance): `
+        # and the message's `name`, made once rather than at every build.
+        self._labels = {
+            p.name: (f"{p.name} ({(p.stance or 'debater')[:40]}): ", _safe_name(p.name)) for p in config.participants
+        }
         self._fixed: dict[str, tuple[int, ChatMessage, ChatMessage, int]] = {}
+        self._instructions: dict[tuple[str, int], tuple[ChatMessage, int]] = {}  # (model, round): the same for all
 
     def _fixed_for(
         self, participant: common_pb2.Participant, round_number: int
@@ -152,9 +158,16 @@ class ContextBuilder:
         if cached is None or cached[0] != round_number:
             model = participant.model
             system = system_prompt(self.config, participant, round_number)
-            instruction = round_instruction(round_number, self.config.format.round_limit)
-            tokens = self.count(model, system) + self.count(model, instruction) + 2 * MESSAGE_OVERHEAD
-            cached = (round_number, ChatMessage("system", system), ChatMessage("user", instruction), tokens)
+            instruction = self._instructions.get((model, round_number))
+            if instruction is None:
+                self._instructions.clear()  # one round's at a time
+                text = round_instruction(round_number, self.config.format.round_limit)
+                instruction = self._instructions[model, round_number] = (
+                    ChatMessage("user", text),
+                    self.count(model, text),
+                )
+            tokens = self.count(model, system) + instruction[1] + 2 * MESSAGE_OVERHEAD
+            cached = (round_number, ChatMessage("system", system), instruction[0], tokens)
             self._fixed[participant.name] = cached
         return cached[1], cached[2], cached[3]
 
@@ -196,12 +209,10 @@ class ContextBuilder:
             if entry.participant == participant.name:
                 messages.append(ChatMessage("assistant", entry.text))
             else:
-                stance = self.stances.get(entry.participant) or "debater"
-                messages.append(
-                    ChatMessage(
-                        "user", f"{entry.participant} ({stance[:40]}): {entry.text}", name=_safe_name(entry.participant)
-                    )
-                )
+                label = self._labels.get(entry.participant)
+                if label is None:  # a name the config does not list (cannot happen in a validated debate)
+                    label = (f"{entry.participant} (debater): ", _safe_name(entry.participant))
+                messages.append(ChatMessage("user", label[0] + entry.text, name=label[1]))
         messages.append(instruction)
         return Window(tuple(messages), total, len(candidates) - start, start)
 

@@ -63,10 +63,10 @@ class DebateLog:
         "closing",
         "debate_id",
         "durable",
+        "following",
         "framing",
         "head",
         "last_wake",
-        "moved",
         "pending",
         "subscribers",
     )
@@ -81,7 +81,7 @@ class DebateLog:
         self.pending: list[tuple[int, bytes]] = []
         self.closing = False
         self.closed = closed
-        self.moved = False  # another replica runs the debate now (this one lost its lease)
+        self.following = False  # another replica writes its events: read from the database (EventHub.follow)
         self._waiters: list[asyncio.Future[object]] = []
         self._batches: dict[int, tuple[bytes, int]] = {}  # after sequence -> (batch response, its last sequence)
         self.subscribers = 0
@@ -104,6 +104,22 @@ class DebateLog:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(value)
+
+    def append(self, sequence: int, data: bytes, tail_events: int) -> None:
+        """Appends an event (its serialised bytes) at `sequence` (head + 1), keeping at most
+        about 2 * `tail_events` bodies in memory."""
+        self.head = sequence
+        self.bodies.append(body(data))
+        if len(self.bodies) > 2 * tail_events:
+            drop = len(self.bodies) - tail_events
+            del self.bodies[:drop]
+            self.base += drop
+
+    def forget_pending(self) -> None:
+        """Drops what was appended and not committed (head back to durable)."""
+        self.pending = []
+        del self.bodies[max(0, self.durable + 1 - self.base) :]
+        self.head = self.durable
 
     @property
     def has_waiters(self) -> bool:

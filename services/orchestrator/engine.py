@@ -137,7 +137,13 @@ class Engine:
     def last_sequence(self, row: DebateRow) -> int:
         """The debate's last announced event: the live log's, else the store's."""
         live = self.hub.get(row.debate_id)
-        return live.durable if live is not None else row.last_sequence
+        return max(live.durable, row.last_sequence) if live is not None else row.last_sequence
+
+    def queue_position(self, row: DebateRow) -> int:
+        """A QUEUED debate's 1-based place in the queue (on a shared store the cluster's), else 0."""
+        if row.state != S.DEBATE_STATE_QUEUED:
+            return 0
+        return self.store.queue_position(row) if self.store.shared else self.scheduler.position(row.debate_id)
 
     def transcript(self, debate_id: str) -> tuple[list[common.Turn], list[common.RoundAssessment]]:
         """The stored turns and round assessments of a debate."""

@@ -145,21 +145,36 @@ class Judging:
         role: common.Role.ValueType,
         round_number: int,
     ) -> None:
-        """The usage of each of the judge's model calls, under the call's own request_id."""
-        for i, call in enumerate(calls):
-            reply = await self.accounting.record_usage(
-                acc.RecordUsageRequest(
-                    request_id=call.request_id or f"{prefix}/calls/{i + 1}",
-                    debate_id=run.debate_id,
-                    participant="judge",
-                    role=role,
-                    round_number=round_number,
-                    model=call.model,
-                    attempt=call.attempt or max(1, call.attempts),
-                    usage=call.usage,
+        """The usage of each of the judge's model calls, under the call's own request_id. The calls
+        are recorded concurrently (accounting commits rows that arrive together in one transaction);
+        each one recorded is added to the run's cost, and the first failure, if any, is raised
+        once all have been tried (a retry records only what is missing: the keys are idempotent)."""
+        replies = await asyncio.gather(
+            *(
+                self.accounting.record_usage(
+                    acc.RecordUsageRequest(
+                        request_id=call.request_id or f"{prefix}/calls/{i + 1}",
+                        debate_id=run.debate_id,
+                        participant="judge",
+                        role=role,
+                        round_number=round_number,
+                        model=call.model,
+                        attempt=call.attempt or max(1, call.attempts),
+                        usage=call.usage,
+                    )
                 )
-            )
-            run.add_cost(reply)
+                for i, call in enumerate(calls)
+            ),
+            return_exceptions=True,
+        )
+        failure: BaseException | None = None
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                failure = failure or reply
+            else:
+                run.add_cost(reply)
+        if failure is not None:
+            raise failure
 
     async def _record_billed(
         self, run: DebateRun, error: DomainError, prefix: str, role: common.Role.ValueType, round_number: int

@@ -21,7 +21,11 @@ debate's lease (store.py, store_postgres.py). `start` claims it, `resume_all` cl
 runnable debates whose lease is free, and on a shared store a heartbeat (`tend_leases`, every
 min(lease/3, 0.5) s) renews the leases held, stops the debates whose lease another replica took
 (no ending is logged: the new owner goes on; the store refuses their writes) and takes over the
-debates whose lease lapsed, resuming them as a restart does.
+debates whose lease lapsed, resuming them as a restart does. Limits hold for the cluster: at most
+`running_limit` debates run on each replica, and the QUEUED debates of the database are one
+queue of at most `queue_limit` for all replicas (`_start_in_cluster`); a replica claims from it
+only into its free slots, lapsed RUNNING debates first. A cancel of a debate another replica
+runs is forwarded to it (`_forward_cancel`, `cancel_requested`).
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ from services.orchestrator.events import EventHub
 from services.orchestrator.judging import Judging
 from services.orchestrator.peers import Accounting
 from services.orchestrator.run import TERMINAL, BudgetExceeded, DebateRun, S, State, turn_key
-from services.orchestrator.scheduler import RUNNING, Scheduler
+from services.orchestrator.scheduler import RUNNING, Scheduler, queue_full
 from services.orchestrator.store import DebateRow, LeaseLost, Store, StoreUnavailable
 from services.orchestrator.turns import TurnRunner
 
 log = logging.getLogger(__name__)
+
+CANCEL_WAIT_S = 5.0  # a cancel forwarded to the owner waits this long for its ending
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -103,6 +109,8 @@ class Lifecycle:
             raise FailedPrecondition(
                 f"debate is {S.Name(row.state)}; only a created debate can start", reason="DEBATE_NOT_STARTABLE"
             )
+        if self.store.shared:
+            return self._start_in_cluster(row)
         admitted = self.scheduler.admit(debate_id)  # QueueFull before any lease is taken
         if not self.store.claim(debate_id):
             self._start_queued(self.scheduler.finish(debate_id))
@@ -119,9 +127,47 @@ class Lifecycle:
         self.hub.commit()
         return self.store.existing_debate(debate_id)
 
+    def _start_in_cluster(self, row: DebateRow) -> DebateRow:
+        """`start` on a shared store: at most `running_limit` debates run on this replica, and one
+        queue of at most `queue_limit` QUEUED debates serves the whole cluster (the debates
+        table; admission serialised by `Store.admit_queued`). A queued debate holds no lease:
+        a replica with a free slot claims the oldest (`claim_runnable`), at once when one of its
+        own debates ends, and at every heartbeat."""
+        debate_id = row.debate_id
+        if self._free_slots() > 0:
+            if not self.store.claim(debate_id):
+                raise FailedPrecondition("debate is run by another replica", reason="DEBATE_NOT_STARTABLE")
+            self.scheduler.run_now(debate_id)
+            self.hub.open_log(debate_id, row.last_sequence).active = True
+            self._launch(row)
+            self.hub.commit()
+            return self.store.existing_debate(debate_id)
+        if not self.store.admit_queued(self.scheduler.queue_limit):
+            self.hub.commit()  # ends the admission's transaction (and its lock) now
+            raise queue_full(self.scheduler.queue_limit)
+        self.hub.open_log(debate_id, row.last_sequence)
+        self.store.update_debate(debate_id, state=S.DEBATE_STATE_QUEUED, queue_ns=time.time_ns())
+        self.hub.emit(
+            debate_id,
+            state_changed=pb.DebateStateChanged(state=S.DEBATE_STATE_QUEUED, reason="waiting for a running slot"),
+        )
+        self.hub.commit()
+        self.hub.follow(debate_id)  # whichever replica claims it writes its events from now on
+        return self.store.existing_debate(debate_id)
+
+    def _free_slots(self) -> int:
+        return self.scheduler.running_limit - len(self.scheduler.running)
+
     async def cancel(self, row: DebateRow, reason: str) -> DebateRow:
         """Ends a debate as CANCELLED (a running one once its task has settled its calls, within
-        5 s). Raises FailedPrecondition (DEBATE_ALREADY_ENDED) for an ended debate."""
+        5 s). Raises FailedPrecondition (DEBATE_ALREADY_ENDED) for an ended debate.
+
+        On a shared store, a debate another replica runs is cancelled there: the request is
+        stored with the debate and a NOTIFY wakes the owner, which stops generating at once
+        (its heartbeat reads the request too, as a backstop). This replica then waits up to
+        CANCEL_WAIT_S for the owner's ending and answers with the debate as it is then: CANCELLED,
+        or still RUNNING (with the request stored, the owner ends it, or a replica that takes
+        it over does)."""
         debate_id = row.debate_id
         if row.state in TERMINAL:
             raise FailedPrecondition(f"debate already ended {S.Name(row.state)}", reason="DEBATE_ALREADY_ENDED")
@@ -131,29 +177,62 @@ class Lifecycle:
             run.cancel_reason = message
             run.task.cancel()
             await asyncio.wait({run.task}, timeout=5.0)
-        elif row.state == S.DEBATE_STATE_RUNNING:  # its lease is another replica's (slice 4 forwards it there)
-            raise FailedPrecondition("debate is run by another replica", reason="DEBATE_RUNS_ELSEWHERE")
-        else:  # created or queued: nothing generates yet
+        elif self.store.shared and (row.state == S.DEBATE_STATE_RUNNING or not self.store.claim(debate_id)):
+            return await self._forward_cancel(debate_id, message)
+        else:  # created or queued: nothing generates yet (shared: this replica claimed its lease to end it)
+            self.hub.open_log(debate_id, row.last_sequence)
             started = self.scheduler.finish(debate_id)
             self._finalize(debate_id, S.DEBATE_STATE_CANCELLED, "CANCELLED", message, None)
             self._start_queued(started)
         return self.store.existing_debate(debate_id)
 
+    async def _forward_cancel(self, debate_id: str, message: str) -> DebateRow:
+        self.store.request_cancel(debate_id, message)
+        self.hub.commit()
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while True:
+            row = self.store.existing_debate(debate_id)
+            if row.state in TERMINAL or time.monotonic() >= deadline:
+                return row
+            await asyncio.sleep(0.05)
+
+    def cancel_requested(self, debate_id: str, reason: str) -> None:
+        """Another replica asked to cancel a debate (its NOTIFY, or the heartbeat's read): if it
+        runs here, its generation stops now and it ends CANCELLED."""
+        run = self.runs.get(debate_id)
+        if run is not None and run.task is not None and not run.task.done() and run.cancel_reason is None:
+            log.info("debate %s: cancelled through another replica", debate_id)
+            run.cancel_reason = reason or "cancelled by the caller"
+            run.task.cancel()
+
     async def resume_all(self) -> int:
         """Picks up every debate that was RUNNING or QUEUED when the process stopped (on a shared
         store: whose lease is free), and keeps the leases from then on; their number."""
-        resumed = self._adopt(self.store.claim_runnable())
+        if self.store.shared:
+            self.store.listen(self.hub.notified, self.cancel_requested)
+        resumed = self._adopt(self._claim_runnable())
         if self.store.shared and self._heartbeat is None:
             self._heartbeat = asyncio.get_running_loop().create_task(self._keep_leases(), name="debate-leases")
         return resumed
 
+    def _claim_runnable(self) -> list[DebateRow]:
+        """The runnable debates this replica takes: on a shared store at most its free slots."""
+        return self.store.claim_runnable(self._free_slots() if self.store.shared else None)
+
     def _adopt(self, rows: list[DebateRow]) -> int:
-        """Runs (or queues) claimed debates, a RUNNING one from its last completed turn."""
+        """Runs (or queues) claimed debates, a RUNNING one from its last completed turn (on a
+        shared store a QUEUED one starts: it was claimed for a free slot)."""
         for row in rows:
-            self.hub.open_log(row.debate_id).active = True
+            if row.state in TERMINAL:  # ended by another replica as this one claimed it (a cancelled queued debate)
+                self.store.release(row.debate_id)
+                continue
+            self.hub.open_log(row.debate_id, row.last_sequence).active = True
             if row.state == S.DEBATE_STATE_RUNNING:
                 self.scheduler.run_now(row.debate_id)
                 self._launch(row, resumed=True)
+            elif self.store.shared:
+                self.scheduler.run_now(row.debate_id)
+                self._launch(row)
             else:
                 self.scheduler.admit(row.debate_id, force=True)
         self._start_queued()
@@ -176,9 +255,18 @@ class Lifecycle:
         over the runnable debates whose lease lapsed; the number taken over."""
         self.store.renew()
         self._drop_lost()
-        taken = self._adopt(self.store.claim_runnable())
+        for debate_id, reason in self.store.cancel_requests.items():
+            self.cancel_requested(debate_id, reason)
+        taken = self._adopt(self._claim_runnable())
         self._drop_lost()  # the commit may have found more
         return taken
+
+    def _claim_queued(self) -> None:
+        """A slot freed here: the oldest queued debate of the cluster is claimed at once."""
+        try:
+            self._adopt(self._claim_runnable())
+        except Exception:  # the heartbeat claims it instead
+            log.exception("could not claim a queued debate")
 
     def _drop_lost(self) -> None:
         """Stops here, without an ending, the debates another replica owns now."""
@@ -261,6 +349,8 @@ class Lifecycle:
             if not run.shutting_down:
                 self.runs.pop(run.debate_id, None)
                 self._start_queued(self.scheduler.finish(run.debate_id))
+                if self.store.shared:
+                    asyncio.get_running_loop().call_soon(self._claim_queued)
 
     @staticmethod
     def _cancel_assessments(run: DebateRun) -> None:

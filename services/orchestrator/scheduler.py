@@ -14,6 +14,14 @@ class QueueFull(ResourceExhausted):
     reason = "QUEUE_FULL"
 
 
+def queue_full(queue_limit: int) -> QueueFull:
+    """The error of a start that finds the queue (this process's, or the cluster's) full."""
+    return QueueFull(
+        f"the queue is full ({queue_limit} debates waiting); try again later",
+        metadata={"queue_limit": str(queue_limit)},
+    )
+
+
 class Scheduler:
     def __init__(self, running_limit: int, queue_limit: int):
         self.running_limit = running_limit
@@ -34,10 +42,7 @@ class Scheduler:
             self.running.add(debate_id)
             return RUNNING
         if len(self.queue) >= self.queue_limit and not force:
-            raise QueueFull(
-                f"the queue is full ({self.queue_limit} debates waiting); try again later",
-                metadata={"queue_limit": str(self.queue_limit)},
-            )
+            raise queue_full(self.queue_limit)
         self.queue[debate_id] = None
         return QUEUED
 

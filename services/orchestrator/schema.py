@@ -175,8 +175,24 @@ END
 $fence$""",
 )
 
+# Version 3: a cancel asked of a replica that does not run the debate. `cancel_requested` holds
+# the caller's reason ('' when none was asked): the replica that was asked writes it and sends a
+# NOTIFY on `orchestrator_cancel`; the owner's listener acts on it at once, and its heartbeat reads
+# it back with each renewal as a backstop (store_postgres.py). SQLite has the column and never
+# writes it (one process runs every debate of its file). The index serves the cluster-wide queue:
+# the QUEUED debates, oldest first (`debates_state` covers the count).
+_SQLITE_V3 = (
+    "ALTER TABLE debates ADD COLUMN cancel_requested TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX debates_queue ON debates(state, queue_ns, create_ns)",
+)
+_POSTGRES_V3 = (
+    "ALTER TABLE debates ADD COLUMN cancel_requested TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX debates_queue ON debates (state, queue_ns, create_ns)",
+)
+
 MIGRATIONS = (
     Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
     Migration(2, "debate leases (owner, epoch, expiry) and the fence of a commit", _SQLITE_V2, _POSTGRES_V2),
+    Migration(3, "a cancel forwarded to the owner; the cluster-wide queue's index", _SQLITE_V3, _POSTGRES_V3),
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)

@@ -50,7 +50,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             round_limit=row.config.format.round_limit,
             cost=_cost(row),
             last_sequence=self.engine.last_sequence(row),
-            queue_position=self.engine.scheduler.position(row.debate_id),
+            queue_position=self.engine.queue_position(row),
             end_reason=row.end_reason,
         )
         _timestamp(summary.create_time, row.create_ns)

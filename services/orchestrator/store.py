@@ -32,7 +32,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -253,6 +253,7 @@ class Store(Protocol):
     # lease this store lost, whose writes it refuses from then on (until it claims them again).
     shared: bool
     lost: set[str]
+    cancel_requests: dict[str, str]  # debate -> reason: cancels asked of another replica, found by `renew`
 
     # -- transactions
     def commit(self) -> None:
@@ -358,16 +359,22 @@ class Store(Protocol):
 
     # -- leases
     def claim(self, debate_id: str) -> bool:
-        """Claims the lease of a debate about to run or queue here (in the open transaction,
-        committed with it); False when another replica holds it."""
+        """Claims the lease of a debate about to run here (in the open transaction, committed
+        with it); False when another replica holds it."""
 
-    def claim_runnable(self) -> list[DebateRow]:
-        """Claims every RUNNING or QUEUED debate whose lease is free or expired (SKIP LOCKED: one
-        replica each), in the open transaction, and returns them, oldest in the queue first."""
+    def claim_runnable(self, limit: int | None = None) -> list[DebateRow]:
+        """Claims RUNNING or QUEUED debates whose lease is free or expired (SKIP LOCKED: one
+        replica each), in the open transaction, and returns them: at most `limit` (None: every
+        one), the RUNNING ones (lapsed: their owner died) first, then the queue, oldest first."""
+
+    def holds(self, debate_id: str) -> bool:
+        """Whether this replica holds the debate's lease (SQLite: always): whether its events are
+        written here or followed from the database."""
+        return True
 
     def renew(self) -> None:
         """Renews the leases held (in the open transaction); a lease another replica took is
-        added to `lost`."""
+        added to `lost`, and a cancel asked of another replica is put in `cancel_requests`."""
 
     def release(self, debate_id: str) -> None:
         """Gives up a debate's lease with the next commit (its ending's)."""
@@ -377,6 +384,28 @@ class Store(Protocol):
         checked after a commit and before an outside effect follows it (a usage recorded)."""
         if debate_id in self.lost:
             raise LeaseLost({debate_id})
+
+    # -- the cluster (PostgreSQL; a single process's SQLite store never needs these)
+    def admit_queued(self, queue_limit: int) -> bool:
+        """Whether the cluster-wide queue (the QUEUED debates) has a place left; the check is
+        serialised with every other replica's until the open transaction commits."""
+
+    def queue_position(self, row: DebateRow) -> int:
+        """A QUEUED debate's 1-based place in the cluster-wide queue."""
+
+    def request_cancel(self, debate_id: str, reason: str) -> None:
+        """Asks the replica that runs the debate to cancel it (with the next commit)."""
+
+    def listen(self, on_events: Callable[[dict[str, int] | None], None], on_cancel: Callable[[str, str], None]) -> None:
+        """Calls, on the event loop, `on_events({debate_id: last committed sequence})` when other
+        replicas commit events (None: some may have been missed, read every followed debate) and
+        `on_cancel(debate_id, reason)` when a cancel is asked of this replica's debates."""
+        return None
+
+    def events_since(self, after: dict[str, int]) -> tuple[list[tuple[str, int, bytes]], set[str]]:
+        """The committed events of each debate after its sequence in `after` ((debate_id,
+        sequence, event) rows in order), and which of them have ended (every event read)."""
+        return [], set()
 
     # -- what each backend provides: one write joining the open transaction, one read
     def _write(self, debate_id: str, statement: str, params: Sequence[object]) -> None:
@@ -409,6 +438,7 @@ class SqliteStore(Store):
         self.commits = 0
         self.shared = False  # one process a file: every lease is held, trivially
         self.lost: set[str] = set()
+        self.cancel_requests: dict[str, str] = {}
 
     def _migrate(self) -> None:
         db = self._tx()
@@ -456,11 +486,21 @@ class SqliteStore(Store):
     def claim(self, debate_id: str) -> bool:
         return True
 
-    def claim_runnable(self) -> list[DebateRow]:
-        return self.debates_in_states(RUNNABLE)
+    def claim_runnable(self, limit: int | None = None) -> list[DebateRow]:
+        return self.debates_in_states(RUNNABLE)  # one process: every one, whatever the limit
 
     def renew(self) -> None:
         pass
 
     def release(self, debate_id: str) -> None:
         pass
+
+    # One process a file has no cluster: the lifecycle keeps its in-memory queue and runs every debate.
+    def admit_queued(self, queue_limit: int) -> bool:
+        raise NotImplementedError("a cluster-wide queue needs a shared store")
+
+    def queue_position(self, row: DebateRow) -> int:
+        raise NotImplementedError("a cluster-wide queue needs a shared store")
+
+    def request_cancel(self, debate_id: str, reason: str) -> None:
+        raise NotImplementedError("a cancel is forwarded only on a shared store")

@@ -46,6 +46,16 @@ its journal (`LeaseLost`), adds them to `lost`, and sends the rest again: a stal
 one that wakes up after a SIGSTOP, never writes after the taker, and the taker's sequences
 follow the last one committed. Writes of a lost debate are refused from then on.
 
+**Replicas' events, queue and cancels** (schema version 3). Every commit that wrote events
+sends `pg_notify(EVENTS_CHANNEL, "debate_id:last_sequence,...")` (split under NOTIFY's 8000
+bytes) in its pipeline before COMMIT; other replicas' `Listener` (its own connection, LISTENing,
+read on the event loop) hands them to the event hub, which reads the followed debates' new
+events with one query, `events_since`. The cluster's queue is the QUEUED rows of `debates`:
+`admit_queued` serialises admissions with a transaction-level advisory lock and counts them;
+`claim_runnable(limit)` takes lapsed RUNNING debates first, then the queue, at most `limit`.
+`request_cancel` stores a cancel's reason with the debate and notifies CANCEL_CHANNEL; the
+owner's `renew` reads it back (`cancel_requests`).
+
 **Why the connection stays on the event loop's thread.** `python -m tests.benchmarks.bench_store`
 times a tick's commit as the hub makes it: N TokenDelta events (about 100 bytes each) of 200
 debates plus 5 debate updates, through the store, on a local PostgreSQL 15 with fsync and
@@ -76,12 +86,15 @@ already separates what is sent from what is written).
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from psycopg import pq
 
 from services.common.migrations import Dialect
@@ -104,6 +117,8 @@ COPY_FROM = 32  # events in a commit from which they go by COPY (fewer ride in t
 COPY_EVENTS = "COPY events (debate_id, sequence, event) FROM STDIN (FORMAT BINARY)"
 EVENT_TYPES = ("text", "int8", "bytea")
 
+log = logging.getLogger(__name__)
+
 Write = tuple[str, str, Sequence[object]]  # the debate, a statement in PostgreSQL's placeholders, its parameters
 EventKey = tuple[str, int]  # (debate_id, sequence)
 T = TypeVar("T")
@@ -119,18 +134,45 @@ _TAKE = (
     "RETURNING debate_id, epoch"
 )
 CLAIM = f"INSERT INTO debate_leases (debate_id, owner, epoch, expires_at) VALUES (?, ?, 1, {_EXPIRES}) {_TAKE}"
+# RUNNING debates (lapsed) first, then the queue oldest first; at most the free slots (LIMIT).
 CLAIM_RUNNABLE = (
-    "WITH free AS (SELECT d.debate_id, d.queue_ns, d.create_ns FROM debates d "
+    "WITH free AS (SELECT d.debate_id FROM debates d "
     "LEFT JOIN debate_leases l ON l.debate_id = d.debate_id "
     "WHERE d.state IN (?, ?) AND NOT (d.debate_id = ANY(?::text[])) "
     "AND (l.debate_id IS NULL OR l.expires_at < clock_timestamp() OR l.owner = ?) "
-    "ORDER BY d.queue_ns, d.create_ns FOR UPDATE OF d SKIP LOCKED) "
+    "ORDER BY d.state <> ?, d.queue_ns, d.create_ns LIMIT ? FOR UPDATE OF d SKIP LOCKED) "
     "INSERT INTO debate_leases (debate_id, owner, epoch, expires_at) "
     f"SELECT debate_id, ?, 1, {_EXPIRES} FROM free {_TAKE}"
 )
 RENEW = (
     f"UPDATE debate_leases l SET expires_at = {_EXPIRES} FROM unnest(?::text[], ?::bigint[]) AS h(debate_id, epoch) "
-    "WHERE l.debate_id = h.debate_id AND l.epoch = h.epoch AND l.owner = ? RETURNING l.debate_id"
+    "WHERE l.debate_id = h.debate_id AND l.epoch = h.epoch AND l.owner = ? "
+    "RETURNING l.debate_id, (SELECT d.cancel_requested FROM debates d WHERE d.debate_id = l.debate_id)"
+)
+# -- the cluster (schema version 3)
+QUEUE_LOCK = "SELECT pg_advisory_xact_lock(?)"
+QUEUE_LOCK_KEY = 0x0DEB_A7E_0  # the cluster-wide queue's admission (a transaction-level advisory lock)
+QUEUED_COUNT = "SELECT count(*) FROM debates WHERE state = ?"
+QUEUE_POSITION = "SELECT count(*) FROM debates WHERE state = ? AND (queue_ns, create_ns) <= (?, ?)"
+REQUEST_CANCEL = "UPDATE debates SET cancel_requested = ? WHERE debate_id = ?"
+NOTIFY = "SELECT pg_notify(?, ?)"
+EVENTS_CHANNEL = "orchestrator_events"  # payload: "debate_id:last_sequence,..." of one commit
+CANCEL_CHANNEL = "orchestrator_cancel"  # payload: "debate_id\nreason"
+NOTIFY_BYTES = 7900  # a payload stays under NOTIFY's 8000 bytes: a commit's list is split
+EVENTS_SINCE = (
+    "SELECT f.debate_id, d.state, e.sequence, e.event FROM unnest(?::text[], ?::bigint[]) AS f(debate_id, after) "
+    "JOIN debates d ON d.debate_id = f.debate_id "
+    "LEFT JOIN events e ON e.debate_id = f.debate_id AND e.sequence > f.after "
+    "ORDER BY f.debate_id, e.sequence"
+)
+ENDED = tuple(
+    int(s)
+    for s in (
+        pb.DebateState.DEBATE_STATE_COMPLETED,
+        pb.DebateState.DEBATE_STATE_FAILED,
+        pb.DebateState.DEBATE_STATE_CANCELLED,
+        pb.DebateState.DEBATE_STATE_BUDGET_EXCEEDED,
+    )
 )
 RELEASE = "DELETE FROM debate_leases WHERE debate_id = ? AND owner = ?"
 DEBATES_BY_ID = f"SELECT {DEBATE_COLUMNS} FROM debates WHERE debate_id = ANY(?::text[]) ORDER BY queue_ns, create_ns"
@@ -152,6 +194,8 @@ class PostgresStore(Store):
         self.lease_seconds = lease_seconds
         self.shared = True
         self.lost: set[str] = set()
+        self.cancel_requests: dict[str, str] = {}
+        self._listener: Listener | None = None
         self._held: dict[str, int] = {}  # debate -> the epoch of its lease held here
         self._fenced: set[str] = set()  # held debates whose leases the open transaction checked
         self._releasing: set[str] = set()  # leases given up by the next commit
@@ -209,8 +253,10 @@ class PostgresStore(Store):
         events = [(debate_id, sequence, event) for (debate_id, sequence), event in self._events.items()]
         copy = len(events) >= COPY_FROM and not self._write_over
         fence = self._fence()
+        notify = self._notices() if commit else []
         if copy and idle and commit and not self._unsent and fence is None:
             self._copy(conn, events)  # one statement, its own transaction
+            self._end(conn, notify, commit=False)  # the wake-up once the events are committed: a second round trip
         elif self._unsent or events or (commit and not idle):
             with conn.pipeline(), conn.cursor() as cursor:
                 if idle:
@@ -222,11 +268,13 @@ class PostgresStore(Store):
                 if events and not copy:
                     cursor.executemany(_postgres(WRITE_EVENTS), events)
                 if commit and not copy:
+                    if notify:  # delivered when the transaction commits
+                        cursor.executemany(_postgres(NOTIFY), notify)
                     cursor.execute("COMMIT")
             if copy:
                 self._copy(conn, events)
                 if commit:
-                    conn.execute("COMMIT")
+                    self._end(conn, notify, commit=True)
         self._sent += self._unsent
         self._unsent = []
         self._events_sent.update(self._events)
@@ -241,6 +289,38 @@ class PostgresStore(Store):
             return None
         self._fenced.update(ids)
         return self.owner, ids, [self._held[debate_id] for debate_id in ids]
+
+    @staticmethod
+    def _end(conn: psycopg.Connection, notify: list[tuple[str, str]], *, commit: bool) -> None:
+        """The NOTIFYs of a commit, and the COMMIT, in one round trip."""
+        if notify or commit:
+            with conn.pipeline(), conn.cursor() as cursor:
+                if notify:
+                    cursor.executemany(_postgres(NOTIFY), notify)
+                if commit:
+                    cursor.execute("COMMIT")
+
+    def _notices(self) -> list[tuple[str, str]]:
+        """The NOTIFY parameters of the open transaction's events: each debate written and its
+        last sequence, "debate_id:sequence" joined by commas, split under NOTIFY_BYTES."""
+        last: dict[str, int] = {}
+        for keys in (self._events_sent, self._events):
+            for debate_id, sequence in keys:
+                if sequence > last.get(debate_id, 0):
+                    last[debate_id] = sequence
+        payloads: list[tuple[str, str]] = []
+        parts: list[str] = []
+        size = 0
+        for debate_id, sequence in last.items():
+            part = f"{debate_id}:{sequence}"
+            if parts and size + len(part) + 1 > NOTIFY_BYTES:
+                payloads.append((EVENTS_CHANNEL, ",".join(parts)))
+                parts, size = [], 0
+            parts.append(part)
+            size += len(part) + 1
+        if parts:
+            payloads.append((EVENTS_CHANNEL, ",".join(parts)))
+        return payloads
 
     @staticmethod
     def _copy(conn: psycopg.Connection, events: list[tuple[str, int, bytes]]) -> None:
@@ -297,6 +377,9 @@ class PostgresStore(Store):
         try:
             self.commit()
         finally:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
             if self._conn is not None:
                 self._conn.close()
 
@@ -324,18 +407,52 @@ class PostgresStore(Store):
     def claim(self, debate_id: str) -> bool:
         return bool(self._took(self._read(CLAIM, (debate_id, self.owner, self.lease_seconds))))
 
-    def claim_runnable(self) -> list[DebateRow]:
-        params = (*RUNNABLE, list(self._held), self.owner, self.owner, self.lease_seconds)
+    def claim_runnable(self, limit: int | None = None) -> list[DebateRow]:
+        if limit is not None and limit <= 0:
+            return []
+        running = RUNNABLE[0]
+        params = (*RUNNABLE, list(self._held), self.owner, running, limit, self.owner, self.lease_seconds)
         taken = self._took(self._read(CLAIM_RUNNABLE, params))
         return [debate_row(row) for row in self._read(DEBATES_BY_ID, (taken,))] if taken else []
+
+    def holds(self, debate_id: str) -> bool:
+        return debate_id in self._held
 
     def renew(self) -> None:
         if not self._held:
             return
         ids = list(self._held)
         params = (self.lease_seconds, ids, [self._held[debate_id] for debate_id in ids], self.owner)
-        renewed = {debate_id for (debate_id,) in self._read(RENEW, params)}
-        self._refuse(set(ids) - renewed)
+        rows = self._read(RENEW, params)
+        self.cancel_requests = {debate_id: reason for debate_id, reason in rows if reason}
+        self._refuse(set(ids) - {debate_id for debate_id, _ in rows})
+
+    # -- the cluster ----------------------------------------------------------------------------
+    def admit_queued(self, queue_limit: int) -> bool:
+        self._read(QUEUE_LOCK, (QUEUE_LOCK_KEY,))  # held to the commit: one admission at a time
+        return int(self._read(QUEUED_COUNT, (pb.DebateState.DEBATE_STATE_QUEUED,))[0][0]) < queue_limit
+
+    def queue_position(self, row: DebateRow) -> int:
+        params = (pb.DebateState.DEBATE_STATE_QUEUED, row.queue_ns, row.create_ns)
+        return int(self._read(QUEUE_POSITION, params)[0][0])
+
+    def request_cancel(self, debate_id: str, reason: str) -> None:
+        self._write(debate_id, REQUEST_CANCEL, (reason, debate_id))
+        self._write(debate_id, NOTIFY, (CANCEL_CHANNEL, f"{debate_id}\n{reason}"))
+
+    def listen(self, on_events: Callable[[dict[str, int] | None], None], on_cancel: Callable[[str, str], None]) -> None:
+        if self._listener is None:
+            self._listener = Listener(self._url, on_events, on_cancel, self._own_pid)
+            self._listener.start()
+
+    def _own_pid(self) -> int | None:
+        conn = self._conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
+
+    def events_since(self, after: dict[str, int]) -> tuple[list[tuple[str, int, bytes]], set[str]]:
+        if self._listener is None or not after:
+            return [], set()
+        return self._listener.events_since(after)
 
     def release(self, debate_id: str) -> None:
         if debate_id in self._held:
@@ -351,3 +468,108 @@ class PostgresStore(Store):
         if self._events_sent and any((d, s) in self._events_sent for d, s, _ in rows):
             self._write_over = True
         self._events.update(((d, s), e) for d, s, e in rows)
+
+
+class Listener:
+    """The wake-ups of events and cancels from other replicas: LISTEN on a connection of its own
+    (autocommit; it also serves `events_since`, so a follower's reads never touch the store's
+    open transaction), read on the event loop.
+
+    Why the synchronous connection's socket under `loop.add_reader` rather than psycopg's async
+    connection and its `notifies()` generator: the store is synchronous on the loop's thread
+    already, a readable socket costs one callback (consume the input, hand each notification
+    to the handler) with no task or generator kept alive, and the reads it serves are the
+    same blocking one-round-trip queries as the store's. A lost connection is reconnected
+    half a second later, and `on_events(None)` then asks for every followed debate to be read
+    (notifications sent meanwhile were lost)."""
+
+    RECONNECT_S = 0.5
+
+    def __init__(
+        self,
+        url: str,
+        on_events: Callable[[dict[str, int] | None], None],
+        on_cancel: Callable[[str, str], None],
+        own_pid: Callable[[], int | None],
+    ):
+        self._url = url
+        self._on_events = on_events
+        self._on_cancel = on_cancel
+        self._own_pid = own_pid
+        self._loop = asyncio.get_running_loop()
+        self._conn: psycopg.Connection | None = None
+        self._fd = -1
+        self._closed = False
+        self.notifications = 0
+
+    def start(self) -> None:
+        """Connects and LISTENs; on failure, tries again later (the heartbeat's reads cover meanwhile)."""
+        if self._closed:
+            return
+        try:
+            conn = connect(self._url)
+            conn.add_notify_handler(self._notified)
+            conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+            conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+        except psycopg.Error as error:
+            log.warning("cannot listen for other replicas' events: %s", error)
+            self._loop.call_later(self.RECONNECT_S, self.start)
+            return
+        self._conn, self._fd = conn, conn.fileno()
+        self._loop.add_reader(self._fd, self._readable)
+        self._on_events(None)
+
+    def _readable(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            pgconn = conn.pgconn
+            pgconn.consume_input()
+            while (notice := pgconn.notifies()) is not None:
+                if pgconn.notify_handler is not None:
+                    pgconn.notify_handler(notice)
+        except psycopg.Error as error:
+            self._broken(error)
+
+    def _notified(self, notice: psycopg.Notify) -> None:
+        self.notifications += 1
+        if notice.channel == CANCEL_CHANNEL:
+            debate_id, _, reason = notice.payload.partition("\n")
+            self._on_cancel(debate_id, reason)
+        elif notice.pid != self._own_pid():  # this replica's own commits: its logs know already
+            latest: dict[str, int] = {}
+            for part in notice.payload.split(","):
+                debate_id, _, sequence = part.rpartition(":")
+                if debate_id and sequence.isdigit():
+                    latest[debate_id] = int(sequence)
+            self._on_events(latest)
+
+    def _broken(self, error: BaseException) -> None:
+        log.warning("lost the connection that listens for other replicas' events: %s", error)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._loop.remove_reader(self._fd)
+            conn.close()
+        self._loop.call_later(self.RECONNECT_S, self.start)
+
+    def events_since(self, after: dict[str, int]) -> tuple[list[tuple[str, int, bytes]], set[str]]:
+        conn = self._conn
+        if conn is None:
+            return [], set()
+        ids = list(after)
+        try:
+            rows = conn.execute(_postgres(EVENTS_SINCE), (ids, [after[d] for d in ids])).fetchall()
+        except psycopg.Error as error:
+            self._broken(error)
+            return [], set()
+        ended = {debate_id for debate_id, state, _, _ in rows if state in ENDED}
+        return [(debate_id, sequence, event) for debate_id, _, sequence, event in rows if sequence is not None], ended
+
+    def close(self) -> None:
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            conn.close()

@@ -1,7 +1,12 @@
 """Orchestrator benchmarks: the test plan's latency and memory figures (sections 2 and 3),
 ported to the gRPC suite.
 
-    python -m tests.benchmarks.bench_orchestrator [--quick]
+    python -m tests.benchmarks.bench_orchestrator [--quick] [--overhead]
+
+`--overhead` runs only the two figures of issue 16's part 5 (docs/orchestrator-overhead.md):
+the orchestrator's own overhead per debater per round, and the same through the real judge and
+accounting, the latter twice in the same run: with the ledger's group commit (today) and with one
+transaction per usage row (before it, LEDGER_GROUP_COMMIT=false).
 
 The orchestrator runs in this process (so its time and memory can be measured) on a real gRPC
 port, with an instant scripted model, and talks to the real judge and accounting services,
@@ -10,7 +15,9 @@ started as processes. Clients speak gRPC to it. Figures only: nothing here asser
 - orchestration overhead per debater per round: from RoundStarted to the round's last
   TurnCompleted (event times, set by the orchestrator), divided by the debaters; it includes
   the window build, the TurnStarted/TokenDelta/TurnCompleted events, the store commits, the
-  RecordUsage call to accounting and (with a budget) the ReserveBudget call;
+  RecordUsage call to accounting and (with a budget) the ReserveBudget call. Wall time, so the
+  rows also give the mean and median and, steadier on a shared machine, the CPU seconds each
+  process spent per debater per round (this process runs the orchestrator and its client);
 - parallel stream setup: RoundStarted to the first chunk of the last of 4 model streams;
 - sliding window over 20 rounds: ContextBuilder.build with the real tokenizer;
 - memory: tracemalloc peak of a whole 5-round 4-debater debate, per waiting subscriber (the
@@ -38,6 +45,10 @@ from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
 
+from services.accounting.ledger import Accounting
+from services.accounting.store import Role, SqliteLedgerStore
+from services.common.pricing import PriceBook
+from services.common.usage import Usage
 from services.launcher import SuiteConfig
 from services.orchestrator.context import ContextBuilder, Transcript
 from services.orchestrator.server import build_service
@@ -68,13 +79,14 @@ class TimedLLM(ScriptedLLM):
             yield event
 
 
-def start_backends(data_dir: str) -> tuple[SuiteConfig, list[subprocess.Popen]]:
+def start_backends(data_dir: str, **env: str) -> tuple[SuiteConfig, list[subprocess.Popen]]:
+    """The judge and accounting services as processes (in the launcher's order), with `env` added."""
     config = SuiteConfig(
         judge_port=free_port(),
         accounting_port=free_port(),
         data_dir=data_dir,
         log_level="WARNING",
-        extra_env={"SIM_FIRST_TOKEN_LATENCY": "0", "SIM_TOKENS_PER_SECOND": "0"},
+        extra_env={"SIM_FIRST_TOKEN_LATENCY": "0", "SIM_TOKENS_PER_SECOND": "0", **env},
     )
     specs = [s for s in config.process_specs() if s.name in ("judge", "accounting")]
     procs = [
@@ -88,6 +100,12 @@ def start_backends(data_dir: str) -> tuple[SuiteConfig, list[subprocess.Popen]]:
     for s in specs:
         wait_serving(s.health_address, s.health_service)
     return config, procs
+
+
+def watch(config: SuiteConfig, procs: list[subprocess.Popen]) -> dict[str, psutil.Process]:
+    """The processes of start_backends by service name, for their CPU times."""
+    names = [s.name for s in config.process_specs() if s.name in ("judge", "accounting")]
+    return {name: psutil.Process(proc.pid) for name, proc in zip(names, procs, strict=True)}
 
 
 def debate_config(n: int, rounds: int, **kwargs) -> c.DebateConfig:
@@ -149,37 +167,62 @@ def round_overheads(events: list[pb.DebateEvent], debaters: int) -> list[float]:
     return [(ends[r] - starts[r]) / 1e9 / debaters for r in starts if r in ends]
 
 
-async def bench_overhead(bench: Bench, quick: bool) -> list[dict]:
+def _cpu(process: psutil.Process | None = None) -> float:
+    """CPU seconds (user + system) of a process so far; this one by default."""
+    if process is None:
+        return time.process_time()
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+async def overhead_samples(bench: Bench, n: int, debates: int, procs: dict[str, psutil.Process], **config) -> dict:
+    """`debates` debates of 3 rounds with `n` debaters: per debater per round, the wall seconds of
+    each round (RoundStarted to its last TurnCompleted) and each process's mean CPU seconds (this
+    one, "orchestrator", and the `procs`)."""
+    await bench.run(debate_config(n, 2, **config))  # warm-up
+    samples: list[float] = []
+    before = {"orchestrator": _cpu(), **{name: _cpu(p) for name, p in procs.items()}}
+    for _ in range(debates):
+        samples += round_overheads(await bench.run(debate_config(n, 3, **config)), n)
+    after = {"orchestrator": _cpu(), **{name: _cpu(p) for name, p in procs.items()}}
+    turns = debates * 3 * n
+    return {
+        "mean": statistics.mean(samples),
+        "median": statistics.median(samples),
+        "rounds": len(samples),
+        "cpu": {name: (after[name] - before[name]) / turns for name in after},
+    }
+
+
+def _overhead_note(m: dict, what: str) -> str:
+    cpu = ", ".join(f"{name} {seconds * 1000:.3f}" for name, seconds in m["cpu"].items())
+    return f"{what}; median {m['median'] * 1000:.3f} ms; CPU ms per debater per round: {cpu}; {m['rounds']} rounds"
+
+
+async def bench_overhead(bench: Bench, quick: bool, procs: dict[str, psutil.Process]) -> list[dict]:
     rows = []
     debates = 2 if quick else 8
     means = {}
     for n in (2, 3, 4):
-        await bench.run(debate_config(n, 2))  # warm-up
-        samples = []
-        for _ in range(debates):
-            samples += round_overheads(await bench.run(debate_config(n, 3)), n)
-        means[n] = statistics.mean(samples)
+        m = await overhead_samples(bench, n, debates, procs)
+        means[n] = m["mean"]
         rows.append(
             {
                 "metric": f"orchestration overhead per debater per round, {n} debaters",
-                "target": "< 10 ms mean",
-                "value": round(means[n] * 1000, 3),
+                "target": "< 10 ms mean (aim < 1 ms)",
+                "value": round(m["mean"] * 1000, 3),
                 "unit": "ms",
-                "note": f"instant model, real judge+accounting over gRPC, {len(samples)} rounds",
+                "note": _overhead_note(m, "instant model, real judge+accounting over gRPC, group commit"),
             }
         )
-    samples = []
-    for _ in range(debates):
-        samples += round_overheads(
-            await bench.run(debate_config(4, 3, budget=c.Money(currency_code="USD", amount="100"))), 4
-        )
+    m = await overhead_samples(bench, 4, debates, procs, budget=c.Money(currency_code="USD", amount="100"))
     rows.append(
         {
             "metric": "orchestration overhead per debater per round, 4 debaters, with budget",
             "target": "< 10 ms mean",
-            "value": round(statistics.mean(samples) * 1000, 3),
+            "value": round(m["mean"] * 1000, 3),
             "unit": "ms",
-            "note": "adds a ReserveBudget call per turn",
+            "note": _overhead_note(m, "adds a ReserveBudget call per turn"),
         }
     )
     rows.append(
@@ -193,6 +236,92 @@ async def bench_overhead(bench: Bench, quick: bool) -> list[dict]:
     return rows
 
 
+async def bench_services_before_after(data_dir: str, quick: bool) -> list[dict]:
+    """Through the real judge and accounting, 4 debaters, in one run: the ledger with its group
+    commit, then (new processes, new ledger) with one transaction per usage row, as before it."""
+    rows = []
+    debates = 4 if quick else 12
+    for label, group_commit in (("group commit", "true"), ("one transaction per row (before)", "false")):
+        where = os.path.join(data_dir, f"services-{group_commit}")
+        os.makedirs(where)
+        backends, procs = start_backends(where, LEDGER_GROUP_COMMIT=group_commit)
+        try:
+            watched = watch(backends, procs)
+            async with Bench(backends, where, TimedLLM(chunks=20)) as bench:
+                m = await overhead_samples(bench, 4, debates, watched)
+        finally:
+            stop_backends(procs)
+        rows.append(
+            {
+                "metric": f"overhead through the services per debater per round, 4 debaters, {label}",
+                "target": "aim <= 1 ms mean",
+                "value": round(m["mean"] * 1000, 3),
+                "unit": "ms",
+                "note": _overhead_note(m, f"LEDGER_GROUP_COMMIT={group_commit}"),
+            }
+        )
+    return rows
+
+
+async def bench_ledger_group_commit(quick: bool) -> list[dict]:
+    """The ledger alone (accounting's domain and its SQLite store, in this process, no RPC):
+    usage rows recorded by 4 concurrent callers at a time, as the 4 turns of a round end, with
+    the group commit and with one transaction per row. Wall and CPU per row (CPU counts the
+    ledger thread's fsyncs), and the transactions the rows took."""
+    rows = []
+    batches = 50 if quick else 300
+    for label, group_commit in (("group commit", True), ("one transaction per row (before)", False)):
+        with tempfile.TemporaryDirectory() as where:
+            ledger = Accounting(
+                PriceBook(), SqliteLedgerStore(os.path.join(where, "ledger.sqlite3")), group_commit=group_commit
+            )
+            try:
+                usage = Usage(prompt_tokens=400, completion_tokens=20)
+                await ledger.record_usage(
+                    request_id="warm",
+                    debate_id="warm",
+                    participant="d0",
+                    role=Role.DEBATER,
+                    round_number=1,
+                    model="sim/debater",
+                    attempt=1,
+                    usage=usage,
+                )
+                commits, cpu, wall = ledger.usage_commits, time.process_time(), time.perf_counter()
+                for b in range(batches):
+                    await asyncio.gather(
+                        *(
+                            ledger.record_usage(
+                                request_id=f"debates/b{b}/rounds/1/turns/d{i}/attempts/1",
+                                debate_id=f"b{b}",
+                                participant=f"d{i}",
+                                role=Role.DEBATER,
+                                round_number=1,
+                                model="sim/debater",
+                                attempt=1,
+                                usage=usage,
+                            )
+                            for i in range(4)
+                        )
+                    )
+                n = batches * 4
+                wall, cpu = (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+                commits = (ledger.usage_commits - commits) / n
+            finally:
+                await ledger.close()
+        rows.append(
+            {
+                "metric": f"ledger: usage row recorded by 4 concurrent callers, {label}",
+                "target": "-",
+                "value": round(wall * 1000, 3),
+                "unit": "ms",
+                "note": f"wall per row; CPU {cpu * 1000:.3f} ms per row; {commits:.2f} transactions (fsyncs) per row; "
+                f"{n} rows, SQLite synchronous=FULL, in process",
+            }
+        )
+    return rows
+
+
 async def bench_own_overhead(backends: SuiteConfig, data_dir: str, quick: bool) -> list[dict]:
     """The same measure with the judge and ledger in process: the orchestrator's own share."""
     rows = []
@@ -200,17 +329,14 @@ async def bench_own_overhead(backends: SuiteConfig, data_dir: str, quick: bool) 
         backends, os.path.join(data_dir, "own"), TimedLLM(chunks=20), judge=MemoryJudge(), accounting=MemoryAccounting()
     ) as bench:
         for n in (2, 4):
-            await bench.run(debate_config(n, 2))
-            samples = []
-            for _ in range(2 if quick else 8):
-                samples += round_overheads(await bench.run(debate_config(n, 3)), n)
+            m = await overhead_samples(bench, n, 2 if quick else 12, {})
             rows.append(
                 {
                     "metric": f"orchestrator's own overhead per debater per round, {n} debaters",
-                    "target": "< 10 ms mean (aim < 1 ms)",
-                    "value": round(statistics.mean(samples) * 1000, 3),
+                    "target": "aim <= 0.3 ms mean",
+                    "value": round(m["mean"] * 1000, 3),
                     "unit": "ms",
-                    "note": "judge and ledger in process: no RPC, no ledger fsync",
+                    "note": _overhead_note(m, "judge and ledger in process: no RPC, no ledger fsync"),
                 }
             )
     return rows
@@ -484,35 +610,58 @@ async def bench_messages(bench: Bench, quick: bool) -> list[dict]:
     ]
 
 
-async def main_async(quick: bool) -> list[dict]:
+def stop_backends(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=15)
+
+
+async def main_async(quick: bool, overhead_only: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory() as data_dir:
         backends, procs = start_backends(data_dir)
         try:
+            if overhead_only:
+                return await bench_own_overhead(backends, data_dir, quick)
             rows = bench_window(quick)
+            watched = watch(backends, procs)
             async with Bench(backends, data_dir, TimedLLM(chunks=20)) as bench:
-                rows = (await bench_overhead(bench, quick)) + (await bench_stream_setup(bench, quick)) + rows
+                rows = (await bench_overhead(bench, quick, watched)) + (await bench_stream_setup(bench, quick)) + rows
                 rows += await bench_relay(bench, quick)
                 rows += await bench_messages(bench, quick)
                 rows += await bench_memory(bench, quick)
             own = await bench_own_overhead(backends, data_dir, quick)
             return own + rows
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(timeout=15)
+            stop_backends(procs)
 
 
-def run(quick: bool = False) -> list[dict]:
-    """Rows {metric, target, value, unit[, note]} (see tests/benchmarks/run_all.py)."""
-    return asyncio.run(main_async(quick))
+async def overhead_async(quick: bool) -> list[dict]:
+    """Issue 16 part 5's two figures: the own overhead, then through the services before/after."""
+    own = await main_async(quick, overhead_only=True)
+    with tempfile.TemporaryDirectory() as data_dir:
+        return own + await bench_services_before_after(data_dir, quick) + await bench_ledger_group_commit(quick)
+
+
+def run(quick: bool = False, overhead: bool = False) -> list[dict]:
+    """Rows {metric, target, value, unit[, note]} (see tests/benchmarks/run_all.py); `overhead`:
+    only the overhead figures, the services' with and without the ledger's group commit."""
+    if overhead:
+        return asyncio.run(overhead_async(quick))
+    rows = asyncio.run(main_async(quick))
+    with tempfile.TemporaryDirectory() as data_dir:
+        rows += asyncio.run(bench_services_before_after(data_dir, quick))
+    return rows + asyncio.run(bench_ledger_group_commit(quick))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples (what the test suite runs)")
+    parser.add_argument(
+        "--overhead", action="store_true", help="only the overhead per debater per round, own and through the services"
+    )
     args = parser.parse_args(argv)
-    rows = run(args.quick)
+    rows = run(args.quick, args.overhead)
     width = max(len(r["metric"]) for r in rows)
     print(f"{'metric':<{width}}  {'target':<22} {'value':>10} unit   note")
     for r in rows:

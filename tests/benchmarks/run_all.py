@@ -37,6 +37,7 @@ KNOWN = [
     ("judge", "tests.benchmarks.bench_judge"),
     ("accounting", "tests.benchmarks.bench_accounting"),
     ("load client", "services.loadtest.bench"),
+    ("replicas", "tests.benchmarks.bench_replicas"),  # issue 15: a second replica's cost, writes per debate
 ]
 
 

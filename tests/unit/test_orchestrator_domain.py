@@ -202,6 +202,75 @@ async def test_token_text_is_coalesced_per_tick(orchestrator_backend):
     assert events[0].token_delta.text == "a b c " and hub.get("d1").durable == 1
 
 
+async def _passes(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_quiet_hub_commits_a_chunk_at_the_end_of_the_loops_pass_not_at_a_tick(orchestrator_backend):
+    from services.orchestrator.events import DeltaBuffer
+
+    # The backstop tick is an hour away: only the commit the chunk schedules can carry it.
+    hub = EventHub(orchestrator_backend.open(), framing=FRAMING, coalesce_s=3600)
+    hub.start()
+    try:
+        hub.open_log("d1", 0).active = True
+        buffer = DeltaBuffer("d1", 1, "ann", 1)
+        for word in ("a ", "b "):  # in one pass: one commit carries both
+            hub.add_text(buffer, word)
+        assert hub.get("d1").durable == 0  # nothing is announced before its commit
+        await _passes(2)
+        assert hub.get("d1").durable == 1 and hub.flushes == 1
+        hub.add_text(buffer, "c ")  # the next chunk, alone in its pass, goes out at once too
+        await _passes(2)
+        assert hub.get("d1").durable == 2 and hub.flushes == 2
+        events = await read(hub.subscribe("d1", 0, terminal=False, last_sequence=0), 2)
+        assert [e.token_delta.text for e in events] == ["a b ", "c "]
+    finally:
+        await hub.stop()
+
+
+async def test_a_busy_hub_spaces_its_commits_by_the_coalescing_interval(orchestrator_backend):
+    from services.orchestrator.events import FULL_LOAD, DeltaBuffer
+
+    hub = EventHub(orchestrator_backend.open(), framing=FRAMING, coalesce_s=3600)
+    hub.start()
+    try:
+        hub.open_log("d1", 0).active = True
+        buffer = DeltaBuffer("d1", 1, "ann", 1)
+        hub.flush()  # the last commit: just now
+        hub.load = FULL_LOAD  # as the load sample would say of a busy process
+        assert hub.commit_gap() == 3600
+        for word in ("a ", "b ", "c "):
+            hub.add_text(buffer, word)
+            await _passes(3)
+        assert hub.get("d1").durable == 0 and hub.flushes == 1  # waiting for the gap
+        hub.load = FULL_LOAD / 4
+        assert hub.commit_gap() == pytest.approx(900)  # proportional below full load
+    finally:
+        await hub.stop()  # commits what waits
+    assert hub.get("d1") is None or hub.get("d1").durable == 1
+
+
+async def test_a_token_delta_is_stamped_with_its_first_chunks_arrival(orchestrator_backend):
+    import time
+
+    from services.orchestrator.events import DeltaBuffer
+
+    hub = EventHub(orchestrator_backend.open(), framing=FRAMING)
+    buffer = DeltaBuffer("d1", 1, "ann", 1)
+    before = time.time_ns()
+    hub.add_text(buffer, "a ")
+    await asyncio.sleep(0.05)
+    hub.add_text(buffer, "b ")
+    hub.flush()
+    after_commit = time.time_ns()
+    (event,) = await read(hub.subscribe("d1", 0, terminal=False, last_sequence=0), 1)
+    stamped = event.time.ToNanoseconds()
+    assert event.token_delta.text == "a b "
+    assert before <= stamped <= before + 40_000_000 < after_commit  # the first chunk's time, not the commit's
+
+
 async def test_slow_live_subscriber_is_cut_off_with_its_last_sequence_others_unaffected(orchestrator_backend):
     hub = EventHub(orchestrator_backend.open(), framing=FRAMING, max_lag=20, tail_events=1000)
     hub.open_log("d1", 0).active = True

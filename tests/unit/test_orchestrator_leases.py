@@ -6,11 +6,13 @@ lease trivially."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+
+import psycopg
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
-from services.orchestrator.events import DebateMoved, EventHub
-from services.orchestrator.store_postgres import PostgresStore
+from services.orchestrator.events import EventHub
+from services.orchestrator.store_postgres import EVENTS_CHANNEL, PostgresStore
 from services.orchestrator.transport import FRAMING
 from tests.support.orchestrator_stores import OrchestratorBackend
 from tests.unit.test_orchestrator_store import debate, events, turn
@@ -114,12 +116,13 @@ def test_sqlite_holds_every_lease(tmp_path):
     assert [row.debate_id for row in store.claim_runnable()] == ["run"] and store.lost == set()
 
 
-async def test_the_hub_never_announces_refused_events_and_moves_its_subscribers(postgres_url, tmp_path):
+async def test_the_hub_never_announces_refused_events_and_its_subscribers_follow_the_new_owner(postgres_url, tmp_path):
     backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
     stale, taker = _replica(backend, "a", 0), _replica(backend, "b", 60)
     stale.insert_debate(debate("d1", state=S.DEBATE_STATE_RUNNING))
     assert stale.claim("d1")
     hub = EventHub(stale, framing=FRAMING)
+    stale.listen(hub.notified, lambda debate_id, reason: None)
     hub.open_log("d1", 0).active = True
     hub.emit("d1", round_started=pb.RoundStarted(round_number=1))
     hub.commit()
@@ -127,12 +130,75 @@ async def test_the_hub_never_announces_refused_events_and_moves_its_subscribers(
     first = pb.StreamDebateEventsResponse.FromString(await anext(reader)).event
     assert first.sequence == 1 and first.HasField("round_started")
 
-    assert [row.debate_id for row in taker.claim_runnable()] == ["d1"]
+    taken = taker.claim_runnable()
+    assert [row.debate_id for row in taken] == ["d1"] and taken[0].last_sequence == 1
     taker.commit()
     hub.emit("d1", token_delta=pb.TokenDelta(round_number=1, participant="ann", text="stale", attempt=1))
-    hub.commit()  # refused by the fence: never announced
-    assert stale.lost == {"d1"} and hub.get("d1") is None
-    with pytest.raises(DebateMoved) as moved:
-        await anext(reader)
-    assert moved.value.reason == "DEBATE_MOVED" and moved.value.metadata == {"last_sequence": "1"}
-    assert backend.query("SELECT sequence FROM events") == [(1,)]
+    hub.commit()  # refused by the fence: never announced; the log follows the store from now on
+    assert stale.lost == {"d1"} and hub.get("d1").following
+    assert hub.emit("d1", round_started=pb.RoundStarted(round_number=9)) == 1  # a follower never writes
+
+    taker.add_events(
+        [(d, s, pb.DebateEvent(sequence=s, debate_id=d).SerializeToString()) for d, s, _ in events("d1", 2, 3)]
+    )
+    taker.commit()  # its NOTIFY wakes the stale replica's listener, whose hub reads 2-3 once
+    second = pb.StreamDebateEventsResponse.FromString(await asyncio.wait_for(anext(reader), 5)).event
+    third = pb.StreamDebateEventsResponse.FromString(await asyncio.wait_for(anext(reader), 5)).event
+    assert (second.sequence, third.sequence) == (2, 3)
+    assert backend.query("SELECT sequence FROM events ORDER BY 1") == [(1,), (2,), (3,)]
+    await reader.aclose()
+
+
+def test_a_commit_notifies_every_debate_written_with_its_last_sequence_split_under_the_payload_limit(
+    postgres_url, tmp_path
+):
+    backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
+    owner = _replica(backend, "a", 60)
+    ids = [f"debate-{i:04d}-{'x' * 40}" for i in range(400)]  # about 20 kB of "id:sequence" in all
+    with psycopg.connect(backend.url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {EVENTS_CHANNEL}")
+        for debate_id in ids:
+            owner.insert_debate(debate(debate_id, state=S.DEBATE_STATE_RUNNING))
+        owner.commit()
+        rows = [row for debate_id in ids for row in events(debate_id, 1, 2)]
+        owner.add_events(rows)
+        owner.commit()
+        notices = list(listener.notifies(timeout=2.0))
+    assert len(notices) >= 3 and all(len(n.payload.encode()) < 8000 for n in notices)
+    named = [part.rpartition(":") for n in notices for part in n.payload.split(",")]
+    assert sorted((d, int(s)) for d, _, s in named) == [(d, 2) for d in sorted(ids)]  # each once, its last
+
+
+async def test_a_follower_whose_listener_lost_its_connection_reads_what_it_missed(postgres_url, tmp_path):
+    backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
+    owner, follower = _replica(backend, "a", 60), _replica(backend, "b", 60)
+    owner.insert_debate(debate("d1", state=S.DEBATE_STATE_RUNNING))
+    assert owner.claim("d1")
+    owner.commit()
+    hub = EventHub(follower, framing=FRAMING)
+    follower.listen(hub.notified, lambda debate_id, reason: None)
+
+    def commit_events(first: int, last: int) -> None:
+        owner.add_events(
+            [
+                (d, s, pb.DebateEvent(sequence=s, debate_id=d).SerializeToString())
+                for d, s, _ in events("d1", first, last)
+            ]
+        )
+        owner.commit()
+
+    reader = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
+    first = asyncio.ensure_future(anext(reader))
+    await asyncio.sleep(0.1)
+    assert hub.get("d1").following  # "b" does not hold d1: it follows the store
+    commit_events(1, 1)
+    assert pb.StreamDebateEventsResponse.FromString(await asyncio.wait_for(first, 5)).event.sequence == 1
+
+    listener_pid = follower._listener._conn.info.backend_pid
+    backend.query("SELECT pg_terminate_backend(?)", (listener_pid,))
+    await asyncio.sleep(0.05)  # the listener sees its connection gone and reconnects half a second later
+    commit_events(2, 3)  # notified while nobody listened on "b": the reconnection reads them
+    got = [pb.StreamDebateEventsResponse.FromString(await asyncio.wait_for(anext(reader), 5)).event for _ in range(2)]
+    assert [e.sequence for e in got] == [2, 3]
+    assert follower._listener._conn.info.backend_pid != listener_pid
+    await reader.aclose()
