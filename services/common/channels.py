@@ -32,30 +32,33 @@ from services.common.auth import AUTHORIZATION_HEADER, bearer_metadata
 from services.common.settings import ChannelSettings
 from services.common.tls import TlsFiles
 
-RETRY_SERVICE_CONFIG = json.dumps(
-    {
-        # Every replica the address names, in turn; a replica is used only while its health
-        # service says SERVING ("" is the server's overall health, NOT_SERVING from the start of
-        # a graceful stop; a server without the health service counts as healthy).
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "healthCheckConfig": {"serviceName": ""},
-        "methodConfig": [
-            {
-                "name": [{}],
-                "retryPolicy": {
-                    "maxAttempts": 5,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "2s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
-    }
+_SERVICE_CONFIG: dict = {
+    # Every replica the address names, in turn; a replica is used only while its health
+    # service says SERVING ("" is the server's overall health, NOT_SERVING from the start of
+    # a graceful stop; a server without the health service counts as healthy).
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": ""},
+    "methodConfig": [
+        {
+            "name": [{}],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+RETRY_SERVICE_CONFIG = json.dumps(_SERVICE_CONFIG)
+# Through a gateway (Envoy: one address, its own health checks of the replicas behind it, and no
+# grpc.health.v1 of its own to watch), without the client's health checks.
+GATEWAY_SERVICE_CONFIG = json.dumps(
+    {key: value for key, value in _SERVICE_CONFIG.items() if key != "healthCheckConfig"}
 )
 
 CHANNEL_OPTIONS = [
-    ("grpc.service_config", RETRY_SERVICE_CONFIG),
     ("grpc.enable_retries", 1),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -143,6 +146,7 @@ def open_channel(
     *,
     service_key: str | None = None,
     tls: TlsFiles | None = None,
+    health_checks: bool = True,
 ) -> grpc.aio.Channel:
     """An aio channel to another service of the suite at `address` (host:port, or its replicas
     ip:port,ip:port: see `channel_target`).
@@ -150,6 +154,8 @@ def open_channel(
     `settings` (the caller's ChannelSettings, e.g. its ServiceSettings) give SERVICE_API_KEY
     and the TLS files; `service_key` and `tls` override them. Without settings and overrides
     the channel sends no key and uses plaintext. ValueError for a partial TLS configuration.
+    `health_checks=False` for an address that may be a gateway (the CLI's `--target`): the
+    replicas' grpc.health.v1 is then not watched (Envoy has none to watch, and does it itself).
     """
     target = channel_target(address)
     # A list of replicas has no one name: calls (and TLS's check of the server's name, unless
@@ -161,11 +167,12 @@ def open_channel(
         key = settings.service_api_key.get_secret_value() if settings is not None else ""
     files = tls if tls is not None else (TlsFiles.from_settings(settings) if settings is not None else None)
     interceptors = bearer_interceptors(key) if key else None
+    config = [("grpc.service_config", RETRY_SERVICE_CONFIG if health_checks else GATEWAY_SERVICE_CONFIG)]
     if files is not None:
         return grpc.aio.secure_channel(
             target,
             files.channel_credentials(),
-            options=[*CHANNEL_OPTIONS, *authority, *files.channel_options()],
+            options=[*config, *CHANNEL_OPTIONS, *authority, *files.channel_options()],
             interceptors=interceptors,
         )
-    return grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, *authority], interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=[*config, *CHANNEL_OPTIONS, *authority], interceptors=interceptors)
