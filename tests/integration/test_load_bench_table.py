@@ -3,9 +3,13 @@ the one table (no wall-clock assertions: the figures are not checked, only that 
 
 from __future__ import annotations
 
+import pytest
+
 from tests.benchmarks import run_all
 
 
+# Every benchmark's quick mode, one after another: several minutes, more than the default timeout.
+@pytest.mark.timeout(1500)
 def test_every_present_benchmark_gives_rows_in_the_table():
     outcomes = run_all.run_all(quick=True, progress=None)
     present = [o for o in outcomes if o.status != "missing"]
