@@ -29,6 +29,8 @@ import json
 import grpc
 
 from services.common.auth import AUTHORIZATION_HEADER, bearer_metadata
+from services.common.grpc_metrics import client_interceptors
+from services.common.metrics import GrpcMetrics
 from services.common.settings import ChannelSettings
 from services.common.tls import TlsFiles
 
@@ -143,13 +145,16 @@ def open_channel(
     *,
     service_key: str | None = None,
     tls: TlsFiles | None = None,
+    metrics: GrpcMetrics | None = None,
 ) -> grpc.aio.Channel:
     """An aio channel to another service of the suite at `address` (host:port, or its replicas
     ip:port,ip:port: see `channel_target`).
 
     `settings` (the caller's ChannelSettings, e.g. its ServiceSettings) give SERVICE_API_KEY
     and the TLS files; `service_key` and `tls` override them. Without settings and overrides
-    the channel sends no key and uses plaintext. ValueError for a partial TLS configuration.
+    the channel sends no key and uses plaintext. `metrics`: the calling process's gRPC metrics,
+    which then count and time every call (`grpc_client_*`). ValueError for a partial TLS
+    configuration.
     """
     target = channel_target(address)
     # A list of replicas has no one name: calls (and TLS's check of the server's name, unless
@@ -160,12 +165,14 @@ def open_channel(
     if key is None:
         key = settings.service_api_key.get_secret_value() if settings is not None else ""
     files = tls if tls is not None else (TlsFiles.from_settings(settings) if settings is not None else None)
-    interceptors = bearer_interceptors(key) if key else None
+    interceptors: list[grpc.aio.ClientInterceptor] = client_interceptors(metrics) if metrics is not None else []
+    if key:
+        interceptors.extend(bearer_interceptors(key))
     if files is not None:
         return grpc.aio.secure_channel(
             target,
             files.channel_credentials(),
             options=[*CHANNEL_OPTIONS, *authority, *files.channel_options()],
-            interceptors=interceptors,
+            interceptors=interceptors or None,
         )
-    return grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, *authority], interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, *authority], interceptors=interceptors or None)
