@@ -16,10 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Histogram
 
 from services.common.handlers import HandlerCache, replace_behavior, wrap_behavior
-from services.common.metrics import GrpcMetrics
+from services.common.metrics import CallMetrics, GrpcMetrics
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -39,12 +38,12 @@ class _Measured:
 
     __slots__ = ("_family", "handled", "handling", "labels", "started")
 
-    def __init__(self, started: Counter, handled: Counter, handling: Histogram, labels: tuple[str, str, str]):
+    def __init__(self, side: CallMetrics, labels: tuple[str, str, str]):
         self.labels = labels
-        self.started = started.labels(*labels)
-        self.handling = handling.labels(*labels)
+        self.started = side.started.labels(*labels)
+        self.handling = side.handling.labels(*labels)
         self.handled: dict[str, Any] = {}  # status code name -> its child of `handled`
-        self._family = handled
+        self._family = side.handled
 
     def done(self, code: str, seconds: float) -> None:
         child = self.handled.get(code)
@@ -76,8 +75,7 @@ class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):
     def _measuring(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         service, name = _split(method)
         kind = _grpc_type(handler.request_streaming, handler.response_streaming)
-        m = self.metrics
-        measured = _Measured(m.server_started, m.server_handled, m.server_handling, (kind, service, name))
+        measured = _Measured(self.metrics.server, (kind, service, name))
 
         @contextlib.asynccontextmanager
         async def timed(request: Any, context: Any) -> AsyncIterator[bool]:
@@ -109,10 +107,7 @@ class _UnaryUnaryMetrics(grpc.aio.UnaryUnaryClientInterceptor):
         measured = self._methods.get(key)
         if measured is None:
             service, name = _split(key)
-            m = self.metrics
-            measured = self._methods[key] = _Measured(
-                m.client_started, m.client_handled, m.client_handling, ("unary", service, name)
-            )
+            measured = self._methods[key] = _Measured(self.metrics.client, ("unary", service, name))
         return measured
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):

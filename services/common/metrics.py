@@ -56,43 +56,36 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
+class CallMetrics:
+    """The three families of one side of gRPC calls: `grpc_{side}_started_total`,
+    `grpc_{side}_handled_total` (with `grpc_code`) and `grpc_{side}_handling_seconds`."""
+
+    LABELS = ("grpc_type", "grpc_service", "grpc_method")
+
+    def __init__(self, registry: CollectorRegistry, side: str, where: str):
+        self.started = Counter(f"grpc_{side}_started_total", f"RPCs started {where}.", self.LABELS, registry=registry)
+        self.handled = Counter(
+            f"grpc_{side}_handled_total",
+            f"RPCs completed {where}, whatever their status.",
+            (*self.LABELS, "grpc_code"),
+            registry=registry,
+        )
+        self.handling = Histogram(
+            f"grpc_{side}_handling_seconds",
+            f"Time from an RPC's start to its status {where} (a stream's whole life; a client's retries included).",
+            self.LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
 class GrpcMetrics:
-    """gRPC call counts and latencies of one process (server and client side)."""
+    """gRPC call counts and latencies of one process: `server` (the calls it serves) and `client`
+    (the calls its channels make)."""
 
     def __init__(self, registry: CollectorRegistry):
-        labels = ("grpc_type", "grpc_service", "grpc_method")
-        self.server_started = Counter(
-            "grpc_server_started_total", "RPCs started on the server.", labels, registry=registry
-        )
-        self.server_handled = Counter(
-            "grpc_server_handled_total",
-            "RPCs completed on the server, whatever their status.",
-            (*labels, "grpc_code"),
-            registry=registry,
-        )
-        self.server_handling = Histogram(
-            "grpc_server_handling_seconds",
-            "Time from an RPC's start to its status on the server (a stream's whole life).",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.client_started = Counter(
-            "grpc_client_started_total", "RPCs started by this process's clients.", labels, registry=registry
-        )
-        self.client_handled = Counter(
-            "grpc_client_handled_total",
-            "RPCs completed by this process's clients, whatever their status.",
-            (*labels, "grpc_code"),
-            registry=registry,
-        )
-        self.client_handling = Histogram(
-            "grpc_client_handling_seconds",
-            "Time from an RPC's start to its status at the client (retries included).",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
+        self.server = CallMetrics(registry, "server", "on the server")
+        self.client = CallMetrics(registry, "client", "by this process's clients")
 
 
 class LLMMetrics:
