@@ -26,30 +26,9 @@ from services.common.metrics import LLMMetrics, MetricsServer, ServiceMetrics
 from tests.reliability.inprocess import InProcessSuite
 from tests.support.fake_openai import Behavior
 from tests.support.fixtures import FAKE_KEY_ENV, fake_openai, fake_openai_server, settings_for  # noqa: F401
+from tests.support.metrics import scrape, value
 
 INSTANT = {"sim_first_token_latency": 0, "sim_tokens_per_second": 0}
-
-
-def scrape(url: str) -> dict[str, list[tuple[str, dict[str, str], float]]]:
-    """family name -> its samples (sample name, labels, value), from a real HTTP GET."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    return {
-        family.name: [(s.name, dict(s.labels), s.value) for s in family.samples]
-        for family in text_string_to_metric_families(text)
-    }
-
-
-def value(families, sample_name: str, **labels: str) -> float:
-    """The sum of the samples named `sample_name` whose labels include `labels`."""
-    family = sample_name
-    for suffix in ("_total", "_count", "_sum", "_bucket", "_created"):
-        if sample_name.endswith(suffix):
-            family = sample_name[: -len(suffix)]
-            break
-    samples = families.get(family, []) + families.get(sample_name, [])
-    return sum(v for name, lab, v in samples if name == sample_name and labels.items() <= lab.items())
 
 
 def debate_config(rounds: int = 2) -> c.DebateConfig:
