@@ -181,10 +181,11 @@ class GrpcService:
             self.port = self.server.add_insecure_port(listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.host}:{self.settings.port}")
-        await self.server.start()
         if self.metrics is not None and self.settings.metrics_port is not None:
+            # Before the gRPC server starts: a metrics port that is taken (OSError) stops the start.
             self.metrics_server = MetricsServer(self.metrics.registry, self.settings.host, self.settings.metrics_port)
-            log.info("metrics on %s", self.metrics_server.url)
+            log.info("metrics at %s", self.metrics_server.url)
+        await self.server.start()
         for name in ["", *names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(

@@ -23,6 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.llm import ChatMessage, CompletionRequest, build_llm_client, collect, stream_to
 from services.common.metrics import LLMMetrics, MetricsServer, ServiceMetrics
+from services.common.settings import load_settings
+from services.judge.settings import JudgeSettings
 from tests.reliability.inprocess import InProcessSuite
 from tests.support.fake_openai import Behavior
 from tests.support.fixtures import FAKE_KEY_ENV, fake_openai, fake_openai_server, settings_for  # noqa: F401
@@ -290,3 +292,14 @@ async def test_provider_errors_retries_and_fallbacks_are_counted(fake, monkeypat
     assert value(families, "gen_ai_client_time_to_first_token_seconds_count", **backup) == 1
     assert value(families, "gen_ai_client_token_usage_sum", gen_ai_token_type="output", **backup) == 5
     assert value(families, "gen_ai_client_token_usage_count", **primary) == 0  # no usage from failed calls
+
+
+@pytest.mark.parametrize(("given", "port"), [(None, None), ("", None), ("  ", None), ("0", 0), ("9464", 9464)])
+def test_metrics_port_setting(monkeypatch, given, port):
+    """Unset or empty: off (None); 0: any free port; a number: that port."""
+    if given is None:
+        monkeypatch.delenv("METRICS_PORT", raising=False)
+    else:
+        monkeypatch.setenv("METRICS_PORT", given)
+    assert load_settings(JudgeSettings, []).metrics_port == port
+    assert load_settings(JudgeSettings, ["--metrics-port", "9465"]).metrics_port == 9465
