@@ -294,9 +294,10 @@ async def _last_replica_exit(suite: Suite, config: SuiteConfig) -> RunningProces
         ]
         if config.replicas == 1 or service not in SERVICES or not others:
             return proc
+        go_on = "carries on" if len(others) == 1 else "carry on"
         print(
             f"debate-engine up: {proc.spec.name} exited with code {proc.process.returncode}; "
-            f"{', '.join(p.spec.name for p in others)} carry on (it is not restarted)",
+            f"{', '.join(p.spec.name for p in others)} {go_on} (it is not restarted)",
             file=sys.stderr,
             flush=True,
         )

@@ -47,7 +47,12 @@ def free_port() -> int:
 def _channel(address: str) -> grpc.aio.Channel:
     """A channel with the user's key (DEBATE_ENGINE_API_KEY), when the suite asks for one; else
     SERVICE_API_KEY, and the TLS_* files, from the environment (ChannelSettings)."""
-    return open_channel(address, ChannelSettings(), service_key=os.environ.get("DEBATE_ENGINE_API_KEY") or None)
+    return open_channel(
+        address,
+        ChannelSettings(),
+        service_key=os.environ.get("DEBATE_ENGINE_API_KEY") or None,
+        health_checks=False,  # the target may be Envoy, which has no grpc.health.v1 to watch
+    )
 
 
 @asynccontextmanager

@@ -34,30 +34,33 @@ from services.common.metrics import GrpcMetrics
 from services.common.settings import ChannelSettings
 from services.common.tls import TlsFiles
 
-RETRY_SERVICE_CONFIG = json.dumps(
-    {
-        # Every replica the address names, in turn; a replica is used only while its health
-        # service says SERVING ("" is the server's overall health, NOT_SERVING from the start of
-        # a graceful stop; a server without the health service counts as healthy).
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "healthCheckConfig": {"serviceName": ""},
-        "methodConfig": [
-            {
-                "name": [{}],
-                "retryPolicy": {
-                    "maxAttempts": 5,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "2s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
-    }
+_SERVICE_CONFIG: dict = {
+    # Every replica the address names, in turn; a replica is used only while its health
+    # service says SERVING ("" is the server's overall health, NOT_SERVING from the start of
+    # a graceful stop; a server without the health service counts as healthy).
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": ""},
+    "methodConfig": [
+        {
+            "name": [{}],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+RETRY_SERVICE_CONFIG = json.dumps(_SERVICE_CONFIG)
+# Through a gateway (Envoy: one address, its own health checks of the replicas behind it, and no
+# grpc.health.v1 of its own to watch), without the client's health checks.
+GATEWAY_SERVICE_CONFIG = json.dumps(
+    {key: value for key, value in _SERVICE_CONFIG.items() if key != "healthCheckConfig"}
 )
 
 CHANNEL_OPTIONS = [
-    ("grpc.service_config", RETRY_SERVICE_CONFIG),
     ("grpc.enable_retries", 1),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -145,6 +148,7 @@ def open_channel(
     *,
     service_key: str | None = None,
     tls: TlsFiles | None = None,
+    health_checks: bool = True,
     metrics: GrpcMetrics | None = None,
 ) -> grpc.aio.Channel:
     """An aio channel to another service of the suite at `address` (host:port, or its replicas
@@ -152,9 +156,11 @@ def open_channel(
 
     `settings` (the caller's ChannelSettings, e.g. its ServiceSettings) give SERVICE_API_KEY
     and the TLS files; `service_key` and `tls` override them. Without settings and overrides
-    the channel sends no key and uses plaintext. `metrics`: the calling process's gRPC metrics,
-    which then count and time every call (`grpc_client_*`). ValueError for a partial TLS
-    configuration.
+    the channel sends no key and uses plaintext. ValueError for a partial TLS configuration.
+    `health_checks=False` for an address that may be a gateway (the CLI's `--target`): the
+    replicas' grpc.health.v1 is then not watched (Envoy has none to watch, and does it itself).
+    `metrics`: the calling process's gRPC metrics, which then count and time every call
+    (`grpc_client_*`).
     """
     target = channel_target(address)
     # A list of replicas has no one name: calls (and TLS's check of the server's name, unless
@@ -168,11 +174,14 @@ def open_channel(
     interceptors: list[grpc.aio.ClientInterceptor] = client_interceptors(metrics) if metrics is not None else []
     if key:
         interceptors.extend(bearer_interceptors(key))
+    config = [("grpc.service_config", RETRY_SERVICE_CONFIG if health_checks else GATEWAY_SERVICE_CONFIG)]
     if files is not None:
         return grpc.aio.secure_channel(
             target,
             files.channel_credentials(),
-            options=[*CHANNEL_OPTIONS, *authority, *files.channel_options()],
+            options=[*config, *CHANNEL_OPTIONS, *authority, *files.channel_options()],
             interceptors=interceptors or None,
         )
-    return grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, *authority], interceptors=interceptors or None)
+    return grpc.aio.insecure_channel(
+        target, options=[*config, *CHANNEL_OPTIONS, *authority], interceptors=interceptors or None
+    )

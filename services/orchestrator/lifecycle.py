@@ -420,7 +420,10 @@ class Lifecycle:
                         participant=name,
                         attempt=attempt,
                         reason="ORCHESTRATOR_RESTARTED",
-                        message="the orchestrator restarted during this attempt; its text is void",
+                        message=(
+                            "the orchestrator restarted (or another replica took the debate over) during this attempt; "
+                            "its text is void"
+                        ),
                         will_retry=True,
                     ),
                 )

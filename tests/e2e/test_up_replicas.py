@@ -114,7 +114,7 @@ def test_up_runs_two_replicas_of_each_service_on_a_throwaway_postgres_behind_env
         judge = next(c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == judge_port and c.pid)
         psutil.Process(judge).kill()
         deadline = time.monotonic() + 30
-        while not any("judge-1 exited" in line and "carry on" in line for line in output):
+        while not any("judge-1 exited" in line and "judge-2 carries on" in line for line in output):
             assert time.monotonic() < deadline, "".join(output[-20:])
             time.sleep(0.1)
         assert launcher.poll() is None

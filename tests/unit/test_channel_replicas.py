@@ -63,3 +63,19 @@ async def test_calls_spread_over_the_replicas_and_skip_one_that_stops_or_dies():
     finally:
         for server, _, _ in replicas:
             await server.stop(grace=None)
+
+
+async def test_a_channel_without_health_checks_ignores_the_servers_health_as_a_gateways_client_should():
+    """The CLI's channel to `--target` (maybe Envoy, which has no health service to watch and
+    checks the replicas itself) does not watch grpc.health.v1; a service's channel does."""
+    server, servicer, port = await _replica("only")
+    await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    try:
+        async with open_channel(f"127.0.0.1:{port}", health_checks=False) as channel:
+            assert await channel.unary_unary(METHOD)(b"", timeout=5) == b"only"
+        async with open_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(METHOD)(b"", timeout=1)
+            assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    finally:
+        await server.stop(None)

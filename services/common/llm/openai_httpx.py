@@ -1,41 +1,31 @@
-"""The lean path's reader before issue 16: OpenAI-compatible chat completions streamed through
-httpx, with the chunk read as a dict (json.loads and a few lookups).
+"""OpenAI-compatible chat completions streamed through httpx: the lean path's HTTP client
+before issue 16.
 
-Kept beside openai_compat.py as the endpoint transport "httpx": the benchmark of the streaming
-path (tests/benchmarks/bench_stream_floor.py) measures it in the same run as the lean path, and
-it is the fallback for a server the lean path's own HTTP client trips on. Its behaviour is the
-lean path's (same events, errors, billing and usage); about 230 µs of CPU per spaced chunk
-against the lean path's ~50 (docs/streaming-floor.md).
-"""
+Kept beside openai_compat.py as the endpoint transport "httpx", the fallback for a server the
+lean path's own HTTP client trips on. Its chunks are read by the lean path's own reader
+(`openai_compat._ChunkReader`, msgspec), so its events, errors, billing and usage are the
+lean path's; what differs is httpx (about 230 µs of CPU per spaced chunk through httpx's
+stack when it also decoded with json.loads, against the lean path's ~50: docs/streaming-floor.md)"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import httpx
 
 from services.common.llm.base import (
     CompletionRequest,
-    LLMError,
     ProviderError,
-    ReasoningDelta,
     StreamEvent,
-    TextDelta,
 )
 from services.common.llm.guard import (
-    ProviderBadChunk,
     Watchdog,
-    block_events,
     call_secrets,
     safe_text,
 )
-from services.common.llm.openai_compat import _completion, _sse_payloads, http_error, request_body
+from services.common.llm.openai_compat import _ChunkReader, _completion, _sse_payloads, http_error, request_body
 from services.common.llm.settings import LLMSettings
-
-_loads = json.loads
 
 
 class HttpxOpenAICompatProvider:
@@ -131,130 +121,6 @@ class HttpxOpenAICompatProvider:
             if response is not None:
                 await response.aclose()
         yield _completion(request, reader, done)
-
-
-class _ChunkReader:
-    """One stream's chunks read into events, and what they carried: the answer (`parts`), the
-    reasoning, the last usage and finish reason. Any shape it cannot read is a ProviderBadChunk,
-    never a TypeError or KeyError; a chunk that carries anything ends the first-token wait."""
-
-    __slots__ = ("finish_reason", "model", "parts", "reasoning", "secrets", "usage", "waiting", "watchdog")
-
-    def __init__(self, model: str, watchdog: Watchdog, secrets: Sequence[str]):
-        self.model = model
-        self.watchdog = watchdog
-        self.secrets = secrets
-        self.parts: list[str] = []
-        self.reasoning: list[str] = []
-        self.usage: dict | None = None
-        self.finish_reason: object = None
-        self.waiting = True
-
-    def feed(self, payload: bytes) -> list[TextDelta | ReasoningDelta]:
-        """The events of one SSE data payload (most often one TextDelta)."""
-        try:
-            chunk = _loads(payload)
-        except ValueError:
-            raise self.bad("a chunk that is not JSON", payload) from None
-        if type(chunk) is not dict:
-            raise self.bad("a chunk that is not an object", payload)
-        choices = chunk.get("choices")
-        events = self.choice(choices, payload) if choices else []
-        usage = chunk.get("usage")
-        if usage:
-            if type(usage) is not dict:
-                raise self.bad("usage that is not an object", payload)
-            self.usage = usage
-            self.arrived()
-        elif "error" in chunk:
-            raise ProviderError(
-                safe_text(f"{self.model}: error in stream: {str(chunk['error'])[:300]}", self.secrets),
-                model=self.model,
-                partial_text="".join(self.parts),
-                partial_reasoning="".join(self.reasoning),
-                retryable=not self.parts,
-                billed=True,
-            )
-        return events
-
-    def choice(self, choices: object, payload: bytes) -> list[TextDelta | ReasoningDelta]:
-        """The events of a chunk's first choice (we ask for one)."""
-        try:
-            choice = choices[0]  # type: ignore[index]
-            delta = choice.get("delta")
-            if delta:
-                content = delta.get("content")
-                thought = delta.get("reasoning_content") or delta.get("reasoning")
-            else:
-                content = thought = None
-            finish_reason = choice.get("finish_reason")
-        except (AttributeError, KeyError, TypeError):
-            raise self.bad("a choice of unknown shape", payload) from None
-        if finish_reason:
-            self.finish_reason = finish_reason
-            self.arrived()
-        if thought is None and type(content) is str:  # the answer's chunks: the hot path
-            if not content:
-                return []
-            if self.waiting:
-                self.arrived()
-            self.parts.append(content)
-            return [TextDelta(content)]
-        return self.mixed(content, thought, payload)
-
-    def mixed(self, content: object, thought: object, payload: bytes) -> list[TextDelta | ReasoningDelta]:
-        """The events of a delta with reasoning, or with a content that is not a string."""
-        if not content and not thought:
-            return []
-        self.arrived()
-        events: list[TextDelta | ReasoningDelta] = []
-        if thought:
-            if type(thought) is not str:
-                raise self.bad("reasoning that is not a string", payload)
-            self.reasoning.append(thought)
-            events.append(ReasoningDelta(thought))
-        if type(content) is str:
-            self.parts.append(content)
-            events.append(TextDelta(content))
-        elif content:
-            try:
-                blocks = block_events(content)
-            except ValueError as error:
-                raise self.bad(str(error), payload) from None
-            for event in blocks:
-                (self.parts if type(event) is TextDelta else self.reasoning).append(event.text)
-            events += blocks
-        return events
-
-    def arrived(self) -> None:
-        """A chunk carried something of the call: the first-token wait is over."""
-        if self.waiting:
-            self.waiting = False
-            self.watchdog.first_token()
-
-    def bad(self, what: str, payload: bytes) -> ProviderBadChunk:
-        """The typed error of a chunk we cannot read (billed: it came after a 200). A chunk that
-        is not JSON may be a transport fault, retryable while no text went out; a shape is not."""
-        shown = safe_text(payload[:120].decode("utf-8", "replace"), self.secrets)
-        return ProviderBadChunk(
-            f"{self.model}: the provider streamed {what}: {shown}",
-            model=self.model,
-            partial_text="".join(self.parts),
-            partial_reasoning="".join(self.reasoning),
-            retryable=what.endswith("not JSON") and not self.parts,
-            billed=True,
-        )
-
-    def error(self, make: Callable[..., LLMError], message: str, **kwargs: Any) -> LLMError:
-        """An error after the 200, with what streamed before it."""
-        return make(
-            message,
-            model=self.model,
-            partial_text="".join(self.parts),
-            partial_reasoning="".join(self.reasoning),
-            billed=True,
-            **kwargs,
-        )
 
 
 async def _read(chunks: AsyncIterator[bytes], watchdog: Watchdog, reader: _ChunkReader) -> bytes | None:
