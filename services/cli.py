@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="start a throwaway PostgreSQL (initdb on a temporary folder, a free port) for the suite, removed at stop",
     )
 
+    up.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="serve no Prometheus metrics (by default each service serves /metrics on a free port, shown at start)",
+    )
+
     def handle(args: argparse.Namespace) -> int:
         config = SuiteConfig(
             host=args.host,
@@ -51,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             data_dir=args.data_dir,
             log_level=args.log_level,
             replicas=args.replicas,
+            metrics=not args.no_metrics,
         )
         return asyncio.run(run_up(config, postgres=args.postgres))
 

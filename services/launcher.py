@@ -67,6 +67,9 @@ class SuiteConfig:
     replica_ports: dict[str, list[int]] = field(default_factory=dict)
     # Envoy (grpc-web) and the page; GATEWAY_ENABLED=0 leaves them out.
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    # Prometheus metrics: each service process serves /metrics on a free port of `host`
+    # (METRICS_PORT), printed in `up`'s table. `up` turns them on; off, no port is opened.
+    metrics: bool = False
     # The service key made for this run when the environment gives no SERVICE_API_KEY.
     _made_service_key: str = field(default="", init=False, repr=False, compare=False)
 
@@ -187,6 +190,11 @@ class SuiteConfig:
         for service in SERVICES:
             for replica, port in enumerate(self.ports(service)):
                 env = {**base_env[service], "PORT": str(port)}
+                metrics_url = None
+                if self.metrics:
+                    metrics_port = _free_port(self.host)
+                    env["METRICS_PORT"] = str(metrics_port)
+                    metrics_url = f"http://{self.address(metrics_port)}/metrics"
                 display = None
                 if service == "orchestrator" and self.replicas > 1:
                     env["REPLICA_ID"] = f"{host}:{port}"
@@ -199,6 +207,7 @@ class SuiteConfig:
                         HEALTH_SERVICES[service],
                         env,
                         display_address=display,
+                        metrics_url=metrics_url,
                     )
                 )
         return [*specs, *gateway_specs(self)]
@@ -252,7 +261,8 @@ async def _run_suite(config: SuiteConfig, server: PostgresServer | None) -> int:
     if server is not None:
         print(f"  {'postgres':<{width}} 127.0.0.1:{server.port} (throwaway: removed when the suite stops)")
     for spec in suite.specs:
-        print(f"  {spec.name:<{width}} {spec.display_address or spec.health_address}")
+        shown = spec.display_address or spec.health_address or ""
+        print(f"  {spec.name:<{width}} {shown}" + (f"   metrics {spec.metrics_url}" if spec.metrics_url else ""))
     if config.gateway.enabled and any(spec.name == "web" for spec in suite.specs):
         print(f"Open http://{config.gateway.browse_host}:{config.gateway.port}/ to run a debate in the browser.")
     print("Ctrl-C stops it.", flush=True)
@@ -294,8 +304,14 @@ async def _last_replica_exit(suite: Suite, config: SuiteConfig) -> RunningProces
 
 
 def _free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    return _free_port("127.0.0.1")
+
+
+def _free_port(host: str) -> int:
+    """A port of `host` that nothing listens on now (the process given it binds it soon after)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host.strip("[]"), 0))
         return sock.getsockname()[1]
 
 

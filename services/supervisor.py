@@ -52,6 +52,8 @@ class ProcessSpec:
     ready_check: Callable[[], Awaitable[bool]] | None = None
     # What `up` prints as the process's address (defaults to health_address).
     display_address: str | None = None
+    # Where the process serves its Prometheus metrics (None: it serves none); `up` prints it.
+    metrics_url: str | None = None
     # The TLS files the health check dials with; None: those of the process's environment
     # (TLS_* in `env` over ours), which is how the launcher configures its processes. A process
     # configured by flags (`--tls-cert-file ...`) gives them here.

@@ -31,6 +31,7 @@ from typing import Any, TypeVar, cast
 
 from services.accounting.breakdown import GroupedTally, Line, Tally
 from services.accounting.estimate import DebatePlan, Estimate, estimate_debate
+from services.accounting.metrics import AccountingMetrics
 from services.accounting.store import (
     Budget,
     LedgerStore,
@@ -131,7 +132,15 @@ class Accounting:
     """`group_commit`: usage rows that arrive during a commit share the next one (see the module
     docstring); False writes each row in its own transaction (the benchmark's comparison)."""
 
-    def __init__(self, prices: PriceBook, store: LedgerStore, *, group_commit: bool = True):
+    def __init__(
+        self,
+        prices: PriceBook,
+        store: LedgerStore,
+        *,
+        group_commit: bool = True,
+        metrics: AccountingMetrics | None = None,
+    ):
+        self.metrics = metrics  # None: metrics off
         self.prices = prices
         self.store = store
         self.group_commit = group_commit
@@ -318,7 +327,20 @@ class Accounting:
 
     async def record(self, request: UsageRequest) -> tuple[UsageRow, bool]:
         """`record_usage` of a UsageRequest: (the row, duplicate) once committed."""
-        return await self._queue(self.usage_row(request))
+        outcome = await self._queue(self.usage_row(request))
+        self._count(outcome)
+        return outcome
+
+    def _count(self, outcome: tuple[UsageRow, bool]) -> None:
+        """A committed record in the metrics: a row written (and its cost), or a duplicate absorbed."""
+        if self.metrics is None:
+            return
+        row, duplicate = outcome
+        if duplicate:
+            self.metrics.ledger_duplicates.inc()
+        else:
+            self.metrics.ledger_writes.inc()
+            self.metrics.cost_usd.labels(row.model, row.role.value).inc(float(row.cost))
 
     async def record_usages(self, requests: Sequence[UsageRequest]) -> list[tuple[UsageRow, bool] | Exception]:
         """Each request recorded as `record_usage` would, with its own outcome, in order: (the row,
@@ -350,6 +372,7 @@ class Accounting:
                 raise result
             else:
                 outcomes[i] = result
+                self._count(result)
         return [cast("tuple[UsageRow, bool] | Exception", outcome) for outcome in outcomes]
 
     async def debate_cost(self, debate_id: str) -> DebateCostReport:
@@ -392,7 +415,11 @@ class Accounting:
         v.raise_if_any()
         amount = self.worst_case(model, prompt_tokens, max_completion_tokens)
         reservation = Reservation(reservation_id, debate_id, model, prompt_tokens, max_completion_tokens, amount)
-        return await self._db(self.store.reserve, reservation)
+        result = await self._db(self.store.reserve, reservation)
+        if self.metrics is not None:
+            outcome = "duplicate" if result.duplicate else "granted" if result.granted else "refused"
+            self.metrics.reservations.labels(outcome).inc()
+        return result
 
     async def release(self, reservation_id: str) -> Budget:
         v = Violations()

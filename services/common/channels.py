@@ -29,6 +29,8 @@ import json
 import grpc
 
 from services.common.auth import AUTHORIZATION_HEADER, bearer_metadata
+from services.common.grpc_metrics import client_interceptors
+from services.common.metrics import GrpcMetrics
 from services.common.settings import ChannelSettings
 from services.common.tls import TlsFiles
 
@@ -147,6 +149,7 @@ def open_channel(
     service_key: str | None = None,
     tls: TlsFiles | None = None,
     health_checks: bool = True,
+    metrics: GrpcMetrics | None = None,
 ) -> grpc.aio.Channel:
     """An aio channel to another service of the suite at `address` (host:port, or its replicas
     ip:port,ip:port: see `channel_target`).
@@ -156,6 +159,8 @@ def open_channel(
     the channel sends no key and uses plaintext. ValueError for a partial TLS configuration.
     `health_checks=False` for an address that may be a gateway (the CLI's `--target`): the
     replicas' grpc.health.v1 is then not watched (Envoy has none to watch, and does it itself).
+    `metrics`: the calling process's gRPC metrics, which then count and time every call
+    (`grpc_client_*`).
     """
     target = channel_target(address)
     # A list of replicas has no one name: calls (and TLS's check of the server's name, unless
@@ -166,13 +171,17 @@ def open_channel(
     if key is None:
         key = settings.service_api_key.get_secret_value() if settings is not None else ""
     files = tls if tls is not None else (TlsFiles.from_settings(settings) if settings is not None else None)
-    interceptors = bearer_interceptors(key) if key else None
+    interceptors: list[grpc.aio.ClientInterceptor] = client_interceptors(metrics) if metrics is not None else []
+    if key:
+        interceptors.extend(bearer_interceptors(key))
     config = [("grpc.service_config", RETRY_SERVICE_CONFIG if health_checks else GATEWAY_SERVICE_CONFIG)]
     if files is not None:
         return grpc.aio.secure_channel(
             target,
             files.channel_credentials(),
             options=[*config, *CHANNEL_OPTIONS, *authority, *files.channel_options()],
-            interceptors=interceptors,
+            interceptors=interceptors or None,
         )
-    return grpc.aio.insecure_channel(target, options=[*config, *CHANNEL_OPTIONS, *authority], interceptors=interceptors)
+    return grpc.aio.insecure_channel(
+        target, options=[*config, *CHANNEL_OPTIONS, *authority], interceptors=interceptors or None
+    )

@@ -1,5 +1,6 @@
 """Server bootstrap shared by every service: a grpc.aio server with health, reflection,
-the domain-error interceptor and a graceful stop.
+the domain-error interceptor, Prometheus metrics when METRICS_PORT is set
+(services.common.metrics) and a graceful stop.
 
 A service's composition root builds its domain objects and servicer, then hands them here:
 
@@ -26,8 +27,10 @@ from grpc_reflection.v1alpha import reflection
 from services.common.auth import ApiKeys, AuthInterceptor
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.grpc_errors import DomainErrorInterceptor, abort_with
+from services.common.grpc_metrics import ServerMetricsInterceptor
 from services.common.handlers import HandlerCache, replace_behavior, wrap_behavior
 from services.common.logs import configure_logging
+from services.common.metrics import MetricsServer, ServiceMetrics
 from services.common.settings import ServiceSettings, SettingsT, load_settings
 from services.common.tls import TlsFiles
 
@@ -133,8 +136,13 @@ class GrpcService:
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         on_stop: Sequence[Callable[[], Awaitable[None] | None]] = (),
+        metrics: ServiceMetrics | None = None,
     ):
         self.settings = settings
+        # Prometheus metrics when METRICS_PORT is set: the composition root's ServiceMetrics (its
+        # domain objects measure into the same registry), or one of our own for the gRPC calls.
+        self.metrics = metrics if metrics is not None else ServiceMetrics.from_settings(settings)
+        self.metrics_server: MetricsServer | None = None
         self.bindings = list(bindings)
         self.health = health.aio.HealthServicer()
         # Checks bearer keys when API_KEYS is set and sets the caller's tenant (services.common.auth).
@@ -146,8 +154,11 @@ class GrpcService:
         )
         # Mutual TLS when TLS_CERT_FILE/TLS_KEY_FILE/TLS_CA_FILE are set (services.common.tls).
         self.tls = TlsFiles.from_settings(settings)
+        # The metrics interceptor goes first, so that calls the others refuse are counted too.
+        measuring = [ServerMetricsInterceptor(self.metrics.grpc)] if self.metrics is not None else []
+        chain = [*measuring, MalformedRequestInterceptor(), self.auth, *interceptors, DomainErrorInterceptor()]
         self.server = grpc.aio.server(
-            interceptors=[MalformedRequestInterceptor(), self.auth, *interceptors, DomainErrorInterceptor()],
+            interceptors=chain,
             options=SERVER_OPTIONS,
         )
         self._on_stop = list(on_stop)
@@ -170,6 +181,10 @@ class GrpcService:
             self.port = self.server.add_insecure_port(listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.host}:{self.settings.port}")
+        if self.metrics is not None and self.settings.metrics_port is not None:
+            # Before the gRPC server starts: a metrics port that is taken (OSError) stops the start.
+            self.metrics_server = MetricsServer(self.metrics.registry, self.settings.host, self.settings.metrics_port)
+            log.info("metrics at %s", self.metrics_server.url)
         await self.server.start()
         for name in ["", *names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -186,6 +201,9 @@ class GrpcService:
         """Health goes NOT_SERVING first, then in-flight calls get `grace` seconds."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace_seconds if grace is None else grace)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
         for hook in self._on_stop:
             result = hook()
             if asyncio.iscoroutine(result):

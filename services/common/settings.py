@@ -111,6 +111,19 @@ class ServiceSettings(ChannelSettings):
         "streamed provider chunk's CPU by a third, docs/streaming-floor.md)",
     )
 
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of the Prometheus metrics endpoint, http://HOST:METRICS_PORT/metrics (empty: no metrics, "
+        "no port opened; 0: any free port; see services.common.metrics)",
+    )
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     # Authentication and transport security (see docs/reliability.md). Empty: off.
     api_keys: SecretStr = Field(
         SecretStr(""),

@@ -31,6 +31,7 @@ from services.common.llm.base import (
 from services.common.tokens import SIMULATED_PREFIX, count_message_tokens, count_text_tokens
 from services.common.usage import Usage
 from services.judge import aggregate
+from services.judge.metrics import JudgeMetrics
 from services.judge.model import (
     Ballot,
     DebaterScore,
@@ -92,9 +93,10 @@ class JudgeModelFailed(DomainError):
 
 
 class Judge:
-    def __init__(self, llm: LLMClient, policy: JudgePolicy | None = None):
+    def __init__(self, llm: LLMClient, policy: JudgePolicy | None = None, metrics: JudgeMetrics | None = None):
         self.llm = llm
         self.policy = policy or JudgePolicy()
+        self.metrics = metrics  # None: metrics off
 
     # ----------------------------------------------------------------------- rounds
 
@@ -111,6 +113,8 @@ class Judge:
         base = case.request_id or _default_key(case.debate_id, f"rounds/{case.round_number}")
         ballots = await self._poll(parts, panel, f"{base}/judge", case.seed)
         tally = _Tally(ballots, panel, self.policy.tie_margin)
+        if self.metrics is not None:
+            self.metrics.agreement("round", tally.ordering_agreement, tally.judge_agreement)
 
         totals = tally.totals
         leader, tie, ranked = aggregate.leader(totals, self.policy.tie_margin)
@@ -212,6 +216,8 @@ class Judge:
             if priors
             else "Final scores are the whole-debate judgement (no round assessments were given)."
         )
+        if self.metrics is not None:
+            self.metrics.agreement("verdict", tally.ordering_agreement, tally.judge_agreement)
         note = ballots[0].summary
         summary = f"{outcome} {basis} Confidence {confidence:.2f}. {tally.describe(simulated)}"
         if note:
@@ -333,6 +339,10 @@ class Judge:
                         attempts,
                         "; ".join(problems[:3]),
                     )
+                    if self.metrics is not None:
+                        self.metrics.outputs_invalid.labels(model).inc()
+                        if attempt < attempts:
+                            self.metrics.repairs.labels(model).inc()
                     conversation = repair_messages(messages, reader.text, problems)
                     continue
                 calls.append(replace(made, accepted=True))
@@ -348,6 +358,8 @@ class Judge:
                 )
         finally:
             request.ended(slot, calls)
+        if self.metrics is not None:
+            self.metrics.ballots_failed.labels(model).inc()
         raise JudgeOutputInvalid(
             f"judge model {model} gave no valid structured output in {attempts} answers "
             f"(ordering {index}); last problems: {'; '.join(problems[:3])}",

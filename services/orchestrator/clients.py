@@ -28,6 +28,7 @@ from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 from services.common import errors
 from services.common.channels import open_channel
 from services.common.grpc_errors import error_details, status_details
+from services.common.metrics import GrpcMetrics
 from services.orchestrator.settings import OrchestratorSettings
 
 _CODES = {
@@ -84,8 +85,8 @@ def _judge_error(error: grpc.aio.AioRpcError) -> errors.DomainError:
 class GrpcJudge:
     """The judge service at JUDGE_SERVICE_ADDR; every call has RPC_TIMEOUT_SECONDS."""
 
-    def __init__(self, settings: OrchestratorSettings):
-        self.channel = open_channel(settings.judge_service_addr, settings)
+    def __init__(self, settings: OrchestratorSettings, metrics: GrpcMetrics | None = None):
+        self.channel = open_channel(settings.judge_service_addr, settings, metrics=metrics)
         self.stub = judge_pb2_grpc.JudgeServiceStub(self.channel)
         self.timeout = settings.rpc_timeout_seconds
 
@@ -110,8 +111,8 @@ class GrpcAccounting:
     and at most `max_concurrent` are in flight. Usage records are coalesced into
     BatchRecordUsage calls of at most MAX_BATCH_RECORDS (see the module docstring)."""
 
-    def __init__(self, settings: OrchestratorSettings, max_concurrent: int = 8):
-        self.channel = open_channel(settings.accounting_service_addr, settings)
+    def __init__(self, settings: OrchestratorSettings, max_concurrent: int = 8, metrics: GrpcMetrics | None = None):
+        self.channel = open_channel(settings.accounting_service_addr, settings, metrics=metrics)
         self.stub = accounting_pb2_grpc.AccountingServiceStub(self.channel)
         self.timeout = settings.rpc_timeout_seconds
         # At the end of a round every turn of every debate records its usage at once (800

@@ -68,6 +68,8 @@ class DebateLog:
         "head",
         "last_wake",
         "pending",
+        "pending_since",
+        "relay_from",
         "subscribers",
     )
 
@@ -79,6 +81,10 @@ class DebateLog:
         self.head = last_sequence  # last appended
         self.durable = last_sequence  # last committed: what subscribers may see
         self.pending: list[tuple[int, bytes]] = []
+        # time.time_ns() of the oldest pending event (its `time`), and of the oldest event of the
+        # last commit that woke the subscribers (0: unknown, e.g. read from another replica's).
+        self.pending_since = 0
+        self.relay_from = 0
         self.closing = False
         self.closed = closed
         self.following = False  # another replica writes its events: read from the database (EventHub.follow)

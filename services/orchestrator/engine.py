@@ -28,6 +28,7 @@ from services.orchestrator.config import Limits, validate_config
 from services.orchestrator.events import EventHub
 from services.orchestrator.judging import Judging
 from services.orchestrator.lifecycle import Lifecycle
+from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.peers import Accounting, Judge
 from services.orchestrator.run import S
 from services.orchestrator.scheduler import Scheduler
@@ -41,7 +42,7 @@ MAX_REQUEST_ID = 128  # characters
 class Engine:
     """`model_rules` says whether a model may be used (allowed, priced, its key set);
     `count_tokens(model, text)` counts tokens for the sliding window (the default tokenizer
-    when None)."""
+    when None); `metrics`: the debates' metrics (None: metrics off)."""
 
     def __init__(
         self,
@@ -54,6 +55,7 @@ class Engine:
         settings: OrchestratorSettings,
         model_rules: ModelRules,
         count_tokens: Callable[[str, str], int] | None = None,
+        metrics: OrchestratorMetrics | None = None,
     ):
         self.store = store
         self.hub = hub
@@ -64,7 +66,7 @@ class Engine:
         self.turns = TurnRunner(store, hub, llm, accounting, settings.max_turn_attempts)
         self.judging = Judging(store, hub, judge, accounting, settings.judge_attempts)
         self.lifecycle = Lifecycle(
-            store, hub, scheduler, accounting, self.turns, self.judging, count_tokens, settings.lease_seconds
+            store, hub, scheduler, accounting, self.turns, self.judging, count_tokens, settings.lease_seconds, metrics
         )
 
     # ==== stored debates =========================================================================

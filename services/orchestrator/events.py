@@ -58,13 +58,16 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.common.errors import OutOfRange, ResourceExhausted
 from services.orchestrator.debate_log import DebateLog, Framing, body
 from services.orchestrator.store import Store, StoreUnavailable
+
+if TYPE_CHECKING:
+    from prometheus_client import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,7 @@ class EventHub:
         max_lag: int = 4096,
         max_subscribers: int = 100_000,
         commit_retries: int = 40,
+        relay_seconds: Histogram | None = None,
     ):
         self.store = store
         self.framing = framing
@@ -159,6 +163,14 @@ class EventHub:
         self._load_sample = (time.monotonic(), time.process_time())
         self.load = 0.0
         self._committing = False  # what a commit makes pending (its token deltas) it carries
+        # Counts read by the metrics (orchestrator/metrics.py) when they are scraped: plain
+        # integers, so the hot path pays an addition for them. `relay_seconds` (None: metrics
+        # off) is observed once per message a live subscriber sends after a wake.
+        self.events_appended = 0  # committed to owned logs
+        self.subscriber_count = 0  # live subscribe() generators
+        self.messages_sent = 0  # responses yielded by subscribe(), heartbeats included
+        self.subscribers_cut = 0  # SubscriberTooSlow
+        self._observe_relay = relay_seconds.observe if relay_seconds is not None else None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -375,11 +387,15 @@ class EventHub:
             return debate_log.head
         seq = debate_log.head + 1
         event = pb.DebateEvent(sequence=seq, debate_id=debate_id, **payload)
-        event.time.FromNanoseconds(time_ns or time.time_ns())
+        stamp = time_ns or time.time_ns()
+        event.time.FromNanoseconds(stamp)
         data = event.SerializeToString()
         if not debate_log.pending:
+            debate_log.pending_since = stamp
             self._dirty_logs.append(debate_log)
             self._pending()
+        elif stamp < debate_log.pending_since:
+            debate_log.pending_since = stamp
         debate_log.pending.append((seq, data))
         debate_log.append(seq, data, self.tail_events)
         return seq
@@ -506,6 +522,9 @@ class EventHub:
                 if self._logs.get(debate_log.debate_id) is debate_log:
                     self.follow(debate_log.debate_id)
                 continue
+            if debate_log.pending:
+                self.events_appended += len(debate_log.pending)
+                debate_log.relay_from = debate_log.pending_since
             debate_log.pending = []
             debate_log.durable = debate_log.head
             if debate_log.closing:
@@ -529,22 +548,33 @@ class EventHub:
         one = self.framing.one
         cursor = after_sequence
         live = False
+        woken = False  # the next message is the first after a wake: its relay latency is observed
+        observe_relay = self._observe_relay
         max_lag = self.max_lag
         debate_log.subscribers += 1
+        self.subscriber_count += 1
         try:
             while True:
                 if cursor < debate_log.durable:
                     if cursor + 1 < debate_log.base:  # older than the memory tail
                         for response, last in self._stored(debate_log, cursor, batch):
                             yield response
+                            self.messages_sent += 1
                             cursor = last
                     elif batch:
                         response, cursor = debate_log.batch(cursor)
                         yield response
+                        self.messages_sent += 1
                     else:
                         yield one(debate_log.bodies[cursor + 1 - debate_log.base])
+                        self.messages_sent += 1
                         cursor += 1
+                    if woken:
+                        woken = False
+                        if observe_relay is not None and debate_log.relay_from:
+                            observe_relay((time.time_ns() - debate_log.relay_from) * 1e-9)
                     if live and debate_log.durable - cursor > max_lag:
+                        self.subscribers_cut += 1
                         raise SubscriberTooSlow(cursor)
                     continue
                 live = True
@@ -553,7 +583,11 @@ class EventHub:
                 woke = await debate_log.wait()
                 if woke is HEARTBEAT and debate_log.durable == cursor:
                     yield self._heartbeat(debate_id, cursor, batch)
+                    self.messages_sent += 1
+                else:
+                    woken = True
         finally:
+            self.subscriber_count -= 1
             self._leave(debate_log)
 
     def _join(self, debate_id: str, after_sequence: int, terminal: bool, last_sequence: int) -> DebateLog:

@@ -45,6 +45,7 @@ from services.common.money import ZERO, usd
 from services.orchestrator.context import ContextBuilder
 from services.orchestrator.events import EventHub
 from services.orchestrator.judging import Judging
+from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.peers import Accounting
 from services.orchestrator.run import TERMINAL, BudgetExceeded, DebateRun, S, State, turn_key
 from services.orchestrator.scheduler import RUNNING, Scheduler, queue_full
@@ -86,8 +87,10 @@ class Lifecycle:
         judging: Judging,
         count_tokens: Callable[[str, str], int] | None = None,
         lease_seconds: float = 5.0,
+        metrics: OrchestratorMetrics | None = None,
     ):
         self.store = store
+        self.metrics = metrics  # None: metrics off
         self.hub = hub
         self.scheduler = scheduler
         self.accounting = accounting
@@ -228,6 +231,8 @@ class Lifecycle:
                 continue
             self.hub.open_log(row.debate_id, row.last_sequence).active = True
             if row.state == S.DEBATE_STATE_RUNNING:
+                if self.store.shared and self.metrics is not None:
+                    self.metrics.lease_takeovers.inc()
                 self.scheduler.run_now(row.debate_id)
                 self._launch(row, resumed=True)
             elif self.store.shared:
@@ -272,6 +277,8 @@ class Lifecycle:
         """Stops here, without an ending, the debates another replica owns now."""
         for debate_id in [d for d in self.store.lost if d in self.runs or d in self.scheduler.queue]:
             log.warning("debate %s: its lease was taken by another replica; stopped here", debate_id)
+            if self.metrics is not None:
+                self.metrics.fencing_refusals.inc()
             run = self.runs.pop(debate_id, None)
             if run is not None:
                 run.shutting_down = True  # ends without an ending: the new owner goes on
@@ -305,6 +312,8 @@ class Lifecycle:
         run = DebateRun(debate_id=row.debate_id, config=row.config, context=context)
         self.runs[row.debate_id] = run
         if not resumed:
+            if self.metrics is not None:
+                self.metrics.debates_started.inc()
             self.store.update_debate(row.debate_id, state=S.DEBATE_STATE_RUNNING)
             self.hub.emit(row.debate_id, state_changed=pb.DebateStateChanged(state=S.DEBATE_STATE_RUNNING))
         self.hub.open_log(row.debate_id).active = True
@@ -480,6 +489,8 @@ class Lifecycle:
             run.debate_id, cost_updated=pb.CostUpdated(total=cost.total, usage=cost.usage, budget=cost.budget)
         )
         self.hub.emit(run.debate_id, debate_completed=pb.DebateCompleted(verdict=verdict, cost=cost))
+        if self.metrics is not None:
+            self.metrics.debate_ended(S.DEBATE_STATE_COMPLETED, "VERDICT")
         self.hub.close(run.debate_id)
         self._commit_ending(run.debate_id)
 
@@ -512,6 +523,8 @@ class Lifecycle:
             cost_amount=cost.total.amount or "0",
         )
         self.hub.emit(debate_id, debate_failed=pb.DebateFailed(state=state, reason=reason, message=message, cost=cost))
+        if self.metrics is not None:
+            self.metrics.debate_ended(state, reason)
         self.hub.close(debate_id)
         self._commit_ending(debate_id)
 

@@ -12,11 +12,13 @@ from debate.orchestrator.v1 import orchestrator_pb2
 
 from services.common.debate_rules import ModelRules
 from services.common.llm import build_llm_client
+from services.common.metrics import ServiceMetrics
 from services.common.pricing import PriceBook
 from services.common.server import GrpcService, ServiceBinding
 from services.orchestrator.clients import GrpcAccounting, GrpcJudge
 from services.orchestrator.engine import Engine
 from services.orchestrator.events import EventHub
+from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.peers import Accounting, Judge
 from services.orchestrator.scheduler import Scheduler
 from services.orchestrator.servicer import OrchestratorServicer
@@ -47,9 +49,12 @@ class OrchestratorService(GrpcService):
         engine: Engine,
         hub: EventHub,
         on_stop: Sequence[Callable[[], Awaitable[None] | None]],
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         servicer = OrchestratorServicer(engine, hub)
-        super().__init__(settings, [ServiceBinding(SERVICE_NAME, add_to_server, servicer)], on_stop=on_stop)
+        super().__init__(
+            settings, [ServiceBinding(SERVICE_NAME, add_to_server, servicer)], on_stop=on_stop, metrics=metrics
+        )
         self.engine = engine
 
 
@@ -58,6 +63,8 @@ async def build_service(
 ) -> OrchestratorService:
     """The service, ready to start. Tests may pass their own LLM client, judge or accounting."""
     store = open_store(settings)
+    service_metrics = ServiceMetrics.from_settings(settings)  # None: METRICS_PORT unset
+    metrics = OrchestratorMetrics(service_metrics) if service_metrics is not None else None
     hub = EventHub(
         store,
         framing=FRAMING,
@@ -66,14 +73,18 @@ async def build_service(
         heartbeat_s=settings.heartbeat_seconds,
         max_lag=settings.subscriber_max_lag,
         max_subscribers=settings.max_streams_per_debate,
+        relay_seconds=metrics.relay_seconds if metrics is not None else None,
     )
     scheduler = Scheduler(settings.max_running_debates, settings.max_queued_debates)
-    llm = llm or build_llm_client(settings)
-    judge = judge or GrpcJudge(settings)
-    accounting = accounting or GrpcAccounting(settings)
+    if metrics is not None:
+        metrics.watch(hub, scheduler)
+    llm = llm or build_llm_client(settings, metrics=metrics.llm if metrics is not None else None)
+    grpc_metrics = metrics.grpc if metrics is not None else None
+    judge = judge or GrpcJudge(settings, grpc_metrics)
+    accounting = accounting or GrpcAccounting(settings, metrics=grpc_metrics)
     # The shared pre-spend rules: every model of a new debate allowed, priced and keyed (debate_rules.py).
     rules = ModelRules.from_settings(settings, PriceBook(declared=settings.declared_prices()))
-    engine = Engine(store, hub, scheduler, llm, judge, accounting, settings, rules)
+    engine = Engine(store, hub, scheduler, llm, judge, accounting, settings, rules, metrics=metrics)
     hub.start()
     await engine.resume_all()
 
@@ -85,4 +96,6 @@ async def build_service(
                     await closer()
                     break
 
-    return OrchestratorService(settings, engine, hub, on_stop=[engine.shutdown, hub.stop, close_clients, store.close])
+    return OrchestratorService(
+        settings, engine, hub, on_stop=[engine.shutdown, hub.stop, close_clients, store.close], metrics=service_metrics
+    )

@@ -1,7 +1,7 @@
 """Fan-out to many watchers of one debate: what a streamed gRPC message costs, and what
 `batch_events` saves, measured in the same run.
 
-    python -m tests.benchmarks.bench_fanout [--quick]
+    python -m tests.benchmarks.bench_fanout [--quick] [--metrics]
 
 1. The floor: bare grpcio, no debate engine. A server process holds N server-streaming calls
    and, 0.1 s apart, sends one small message on each; this process reads them. Process CPU
@@ -13,6 +13,8 @@
 2. The orchestrator: the real suite (tests/benchmarks/scale.py's harness) with K watchers of
    one 4-debater debate of simulated models, once with one event a message and once with
    `batch_events`: orchestrator CPU per delivered event, events per message, relay p99.
+3. `--metrics`: the same level with batch_events, with the services' Prometheus metrics off and
+   on (METRICS_PORT), alternating three times: what the metrics cost per delivered event.
 
 `run(quick)` returns rows for `make bench` (tests/benchmarks/run_all.py).
 """
@@ -127,12 +129,15 @@ def grpc_floor(streams: int, sends: int, calm_gc: bool) -> tuple[float, float, f
     return server_us, client_us, fanout_ms
 
 
-async def orchestrator_fanout(watchers: int, quick: bool) -> dict[bool, dict]:
-    """The subscribers level of the scale harness at `watchers`, without and with batch_events."""
+async def orchestrator_fanout(
+    watchers: int, quick: bool, *, batches: tuple[bool, ...] = (False, True), metrics: bool = False
+) -> dict[bool, dict]:
+    """The subscribers level of the scale harness at `watchers`, without and with batch_events
+    (`batches`); `metrics`: the services serve Prometheus metrics."""
     from tests.benchmarks import scale
 
     levels = {}
-    for batch in (False, True):
+    for batch in batches:
         results = await scale.scale(
             [],
             [watchers],
@@ -143,9 +148,39 @@ async def orchestrator_fanout(watchers: int, quick: bool) -> dict[bool, dict]:
             first_token_latency=0.05 if quick else 0.3,
             log_level="WARNING",
             batch=batch,
+            metrics=metrics,
         )
         (levels[batch],) = results["subscribers"]
     return levels
+
+
+async def metrics_overhead(watchers: int, quick: bool, repeats: int = 3) -> dict[str, list[float]]:
+    """Orchestrator CPU per delivered event (batch_events) with Prometheus metrics off and on
+    (METRICS_PORT in every service, as `up` sets it), alternating, `repeats` times each:
+    {"off": [...], "on": [...]}."""
+    figures: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(repeats):
+        for label, metrics in (("off", False), ("on", True)):
+            level = (await orchestrator_fanout(watchers, quick, batches=(True,), metrics=metrics))[True]
+            if level["completed"] != watchers:
+                raise RuntimeError(f"metrics {label}: {level['completed']} of {watchers} watchers completed")
+            figures[label].append(level["orchestrator_cpu_per_event_us"])
+    return figures
+
+
+def metrics_rows(watchers: int, quick: bool, repeats: int = 3) -> list[dict]:
+    figures = asyncio.run(metrics_overhead(watchers, quick, repeats))
+    off, on = statistics.median(figures["off"]), statistics.median(figures["on"])
+    return [
+        {
+            "metric": f"orchestrator CPU per delivered event, {watchers} watchers, batch_events, metrics on",
+            "target": "<= 1.05x off",
+            "value": round(on, 2),
+            "unit": "µs",
+            "floor": f"metrics off: {off:.2f} (x{on / off:.3f})",
+            "note": f"medians of {repeats}; off {figures['off']}, on {figures['on']}",
+        }
+    ]
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -211,9 +246,14 @@ def run(quick: bool = False) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer streams and watchers (what the test suite runs)")
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="only the orchestrator's CPU per delivered event with Prometheus metrics off and on, alternating 3 times",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    rows = run(args.quick)
+    rows = metrics_rows(100 if args.quick else 1000, args.quick) if args.metrics else run(args.quick)
     width = max(len(r["metric"]) for r in rows)
     for r in rows:
         print(f"{r['metric']:<{width}}  {r['value']:>8} {r['unit']:<6} {r.get('floor', '')}  {r.get('note', '')}")

@@ -695,9 +695,11 @@ async def scale(
     extra_env: dict[str, str] | None = None,
     provider: str = "",
     provider_processes: int = 1,
+    metrics: bool = False,
 ) -> dict:
     """Starts the suite, runs both ramps within `budget` seconds, returns the results.
-    `extra_env`: more settings of the services (e.g. {"UVLOOP": "false"}).
+    `extra_env`: more settings of the services (e.g. {"UVLOOP": "false"}); `metrics`: the services
+    serve Prometheus metrics, each on a free port, as under `debate-engine up`.
 
     With `provider="fake"`, the fast fake provider (tests/support/fast_provider.py) runs in
     `provider_processes` processes of its own, paced like the simulated models, and each level
@@ -751,6 +753,7 @@ async def scale(
             accounting_port=free_port(),
             data_dir=data_dir,
             log_level=log_level,
+            metrics=metrics,
             extra_env={
                 "SIM_TOKENS_PER_SECOND": str(tokens_per_second),
                 "SIM_FIRST_TOKEN_LATENCY": str(first_token_latency),

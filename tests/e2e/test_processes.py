@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import grpc
 import psutil
@@ -96,8 +97,20 @@ def test_up_starts_three_services_and_sigterm_leaves_nothing_behind(tmp_path):
     seen: list[str] = []
     try:
         _read_until(launcher.stdout, r"suite is up", 90, seen)
+        table: list[str] = []
+        _read_until(launcher.stdout, r"Ctrl-C stops it", 30, table)
+        seen.extend(table)
         children = psutil.Process(launcher.pid).children(recursive=True)
         assert len(children) >= 3
+        # Each service's row names its /metrics URL, served by that process (issue 17).
+        for name in ports:
+            row = next(line for line in table if line.split()[:1] == [name])
+            url = re.search(r"metrics (http://127\.0\.0\.1:\d+/metrics)", row)
+            assert url, row
+            with urllib.request.urlopen(url.group(1), timeout=10) as response:
+                text = response.read().decode()
+            # The launcher's own health checks were calls this service handled.
+            assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="Check"' in text, name
         for name, port in ports.items():
             listed = subprocess.run(
                 [str(BIN / "grpcurl"), "-plaintext", f"127.0.0.1:{port}", "list"],

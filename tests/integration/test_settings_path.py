@@ -255,6 +255,8 @@ def _samples(cls: type[ServiceSettings], name: str) -> list[str]:
         return ["false" if default else "true"]
     if annotation is int:
         return [str(default + 1), str(default - 1)]
+    if str(annotation) in ("int | None", "typing.Optional[int]"):  # a port that may be unset (METRICS_PORT)
+        return ["9464"]
     if annotation is float:
         return [str(default + 0.5), str(default / 2)]
     if annotation is SecretStr:  # a key list, or a URL with a password (DATABASE_URL)

@@ -28,6 +28,7 @@ from debate.orchestrator.v1 import orchestrator_pb2_grpc
 from services.orchestrator.server import build_service
 from services.orchestrator.settings import OrchestratorSettings
 from tests.reliability.inprocess import InProcessSuite
+from tests.support.metrics import scrape, value
 
 LEASE_SECONDS = 1.0
 SIM = {"sim_tokens_per_second": 150.0, "sim_first_token_latency": 0.05}
@@ -55,6 +56,7 @@ def _replica(
     loop: asyncio.AbstractEventLoop | None = None,
     sim: dict = SIM,
     lease_seconds: float = LEASE_SECONDS,
+    **extra,
 ):
     settings = OrchestratorSettings(
         port=0,
@@ -65,6 +67,7 @@ def _replica(
         judge_service_addr=suite.addresses["judge"],
         accounting_service_addr=suite.addresses["accounting"],
         **sim,
+        **extra,
     )
 
     async def start():
@@ -161,8 +164,8 @@ def test_a_stalled_replica_is_fenced_when_it_wakes_and_nothing_is_doubled(postgr
     stalled_loop = asyncio.new_event_loop()
     stalled_thread = threading.Thread(target=stalled_loop.run_forever, name="replica-a", daemon=True)
     stalled_thread.start()
-    a = _replica(suite, postgres_url, "a", stalled_loop)
-    b = _replica(suite, postgres_url, "b")
+    a = _replica(suite, postgres_url, "a", stalled_loop, metrics_port=0)
+    b = _replica(suite, postgres_url, "b", metrics_port=0)
     try:
         ids = _start_debates(a.address, postgres_url)
         woke = threading.Event()
@@ -176,6 +179,9 @@ def test_a_stalled_replica_is_fenced_when_it_wakes_and_nothing_is_doubled(postgr
         _wait(woke.is_set, "a did not wake")
         _wait(lambda: not a.engine.lifecycle.runs, "a did not stop the debates it lost")
         assert a.engine.lifecycle.store.lost >= set(ids)
+        # Their metrics, scraped: b took the three debates over, a's store fenced all three.
+        assert value(scrape(b.metrics_server.url), "debate_lease_takeovers_total") == 3
+        assert value(scrape(a.metrics_server.url), "debate_fencing_refusals_total") == 3
         _check_completed(b.address, postgres_url, tmp_path / "accounting" / "ledger.sqlite3", ids)
     finally:
         asyncio.run_coroutine_threadsafe(a.stop(grace=0), stalled_loop).result(30)

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from services.common.errors import InvalidArgument
+from services.common.metrics import ServiceMetrics
 from services.judge.engine import Judge, JudgeOutputInvalid
+from services.judge.metrics import JudgeMetrics
 from services.judge.model import (
     Criterion,
     Debater,
@@ -138,6 +140,29 @@ async def test_repairs_are_bounded_by_the_policy():
     with pytest.raises(JudgeOutputInvalid):
         await Judge(llm, JudgePolicy(max_repairs=0)).evaluate_round(round_case(2, panel=PanelRequest(orderings=1)))
     assert len(llm.requests) == 1
+
+
+async def test_invalid_outputs_repairs_failed_ballots_and_agreement_are_counted():
+    service = ServiceMetrics()
+    metrics = JudgeMetrics(service)
+    sample = service.registry.get_sample_value
+    model = {"gen_ai_request_model": "sim/judge"}
+    bad = ["The winner is clearly Debater A!", json.dumps({"debaters": {"A": {"scores": {"evidence": 11}}}})]
+    await Judge(FlakyJudgeLLM(bad), metrics=metrics).evaluate_round(round_case(2))
+    # Two orderings, each refused twice and repaired twice, then valid.
+    assert sample("judge_outputs_invalid_total", model) == 4
+    assert sample("judge_repairs_total", model) == 4
+    assert sample("judge_ballots_failed_total", model) is None
+    assert sample("judge_ordering_agreement_count", {"kind": "round"}) == 1
+    assert sample("judge_panel_agreement_sum", {"kind": "round"}) == 1.0  # one model agrees with itself
+    with pytest.raises(JudgeOutputInvalid):
+        await Judge(FlakyJudgeLLM(["{}"] * 10), JudgePolicy(max_repairs=1), metrics).evaluate_round(
+            round_case(2, panel=PanelRequest(orderings=1))
+        )
+    # Refused twice: one repair between, then the ballot fails (no repair after the last answer).
+    assert sample("judge_outputs_invalid_total", model) == 4 + 2
+    assert sample("judge_repairs_total", model) == 4 + 1
+    assert sample("judge_ballots_failed_total", model) == 1
 
 
 # --------------------------------------------------------------------------- bias control

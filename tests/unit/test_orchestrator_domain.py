@@ -9,6 +9,7 @@ import asyncio
 import pytest
 from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
+from prometheus_client import CollectorRegistry, Histogram
 
 from services.common.debate_rules import ModelRules
 from services.common.errors import InvalidArgument, NotFound
@@ -272,7 +273,9 @@ async def test_a_token_delta_is_stamped_with_its_first_chunks_arrival(orchestrat
 
 
 async def test_slow_live_subscriber_is_cut_off_with_its_last_sequence_others_unaffected(orchestrator_backend):
-    hub = EventHub(orchestrator_backend.open(), framing=FRAMING, max_lag=20, tail_events=1000)
+    registry = CollectorRegistry()
+    relay = Histogram("relay_seconds", "relay", registry=registry)
+    hub = EventHub(orchestrator_backend.open(), framing=FRAMING, max_lag=20, tail_events=1000, relay_seconds=relay)
     hub.open_log("d1", 0).active = True
     slow = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
     fast = hub.subscribe("d1", 0, terminal=False, last_sequence=0)
@@ -292,6 +295,17 @@ async def test_slow_live_subscriber_is_cut_off_with_its_last_sequence_others_una
     with pytest.raises(SubscriberTooSlow) as caught:
         await read(slow, 100)
     assert caught.value.metadata["last_sequence"] == "1" and caught.value.reason == "SUBSCRIBER_TOO_SLOW"
+    # What the metrics read (orchestrator/metrics.py): one cut, every event appended, the fast one
+    # still subscribed until it leaves.
+    assert (hub.subscribers_cut, hub.events_appended, hub.subscriber_count) == (1, 100, 1)
+    await fast.aclose()
+    assert hub.subscriber_count == 0
+    # A message counts once the transport has taken it and asks for the next: the slow one's
+    # first, and the fast one's first 99 (nothing asked for more after its 100th).
+    assert hub.messages_sent == 1 + 99
+    relayed = registry.get_sample_value("relay_seconds_count")
+    # Once per message sent after a wake: at most one per subscriber and commit (2 x 10), not one per event.
+    assert relayed is not None and 2 <= relayed <= 20
 
 
 async def test_idle_subscriber_gets_heartbeats_with_its_last_sequence(orchestrator_backend):

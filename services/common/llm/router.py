@@ -50,13 +50,21 @@ from services.common.llm.base import (
 )
 from services.common.llm.settings import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, LLMSettings
 from services.common.llm.simulated import Responder, SimulatedLLM, is_simulated
+from services.common.metrics import NO_TIMER, LLMMetrics, ModelCallTimer, NoTimer
 
 log = logging.getLogger(__name__)
 
 
 class LLMRouter:
-    def __init__(self, settings: LLMSettings, *, responders: Mapping[str, Responder] | None = None):
+    def __init__(
+        self,
+        settings: LLMSettings,
+        *,
+        responders: Mapping[str, Responder] | None = None,
+        metrics: LLMMetrics | None = None,
+    ):
         self.settings = settings
+        self.metrics = metrics  # None: metrics off
         self.simulated = SimulatedLLM(
             responders=responders,
             first_token_latency=settings.sim_first_token_latency,
@@ -89,17 +97,24 @@ class LLMRouter:
             attempt_request = request if model == request.model else replace(request, model=model)
             if error is not None:
                 log.warning("falling back from %s to %s after: %s", request.model, model, error.message)
+                self._count_fallback(request.model, model)
             for attempt in range(self.settings.llm_retries + 1):
                 started = False
+                timer = self._timer(model)
                 try:
                     provider = self.provider_for(model)
                     # aclosing: a consumer that stops early (a cancelled debate) frees the connection now.
                     async with contextlib.aclosing(provider.stream(attempt_request)) as events:
                         async for event in events:
+                            if isinstance(event, Completion):
+                                timer.finished(event.usage.prompt_tokens, event.usage.completion_tokens)
+                            elif not started:
+                                timer.first_token()
                             started = True
                             yield event
                     return
                 except LLMError as caught:
+                    self._count_error(model, caught)
                     if started or caught.billed:
                         # Text went out (never replayed, never mixed with another model's), or the
                         # provider accepted the call and bills it: the caller records that call and
@@ -110,6 +125,7 @@ class LLMRouter:
                         break
                     delay = self._retry_delay(caught, attempt)
                     log.info("retrying %s in %.2fs (attempt %d): %s", model, delay, attempt + 2, caught.message)
+                    self._count_retry(model)
                     await self._sleep(delay)
         assert error is not None
         raise error
@@ -122,20 +138,28 @@ class LLMRouter:
             raise ModelNotAllowed(f"model {request.model!r} is not in the allowlist", model=request.model)
         error: LLMError | None = None
         started = False
+        timer: ModelCallTimer | NoTimer = NO_TIMER
 
         def forward(event: TextDelta | ReasoningDelta) -> object:
             nonlocal started
-            started = True
+            if not started:
+                started = True
+                timer.first_token()
             return sink(event)
 
         for model in self.candidates(request.model):
             attempt_request = request if model == request.model else replace(request, model=model)
             if error is not None:
                 log.warning("falling back from %s to %s after: %s", request.model, model, error.message)
+                self._count_fallback(request.model, model)
             for attempt in range(self.settings.llm_retries + 1):
+                timer = self._timer(model)
                 try:
-                    return await stream_to(self.provider_for(model), attempt_request, forward)
+                    completion = await stream_to(self.provider_for(model), attempt_request, forward)
+                    timer.finished(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+                    return completion
                 except LLMError as caught:
+                    self._count_error(model, caught)
                     if started or caught.billed:
                         raise  # as in `_stream`: never replayed, never mixed with another model's text
                     error = caught
@@ -143,9 +167,26 @@ class LLMRouter:
                         break
                     delay = self._retry_delay(caught, attempt)
                     log.info("retrying %s in %.2fs (attempt %d): %s", model, delay, attempt + 2, caught.message)
+                    self._count_retry(model)
                     await self._sleep(delay)
         assert error is not None
         raise error
+
+    # -- metrics (no-ops when they are off) ---------------------------------------------------
+    def _timer(self, model: str) -> ModelCallTimer | NoTimer:
+        return self.metrics.call(model) if self.metrics is not None else NO_TIMER
+
+    def _count_error(self, model: str, error: LLMError) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(model, error.reason).inc()
+
+    def _count_retry(self, model: str) -> None:
+        if self.metrics is not None:
+            self.metrics.retries.labels(model).inc()
+
+    def _count_fallback(self, model: str, fallback: str) -> None:
+        if self.metrics is not None:
+            self.metrics.fallbacks.labels(model, fallback).inc()
 
     def _retry_delay(self, error: LLMError, attempt: int) -> float:
         cap = self.settings.llm_backoff_max
@@ -203,9 +244,12 @@ class LLMRouter:
         self._providers.clear()
 
 
-def build_llm_client(settings: LLMSettings, *, responders: Mapping[str, Responder] | None = None) -> LLMRouter:
+def build_llm_client(
+    settings: LLMSettings, *, responders: Mapping[str, Responder] | None = None, metrics: LLMMetrics | None = None
+) -> LLMRouter:
     """The LLMClient for a service's settings (one per process; `await client.aclose()` at shutdown).
 
     `responders` serve `sim/...` models of the service's own (name -> request -> reply text), e.g.
-    the judge's `{"sim/judge": simulated_judge.respond}`; ValueError for a name outside `sim/`."""
-    return LLMRouter(settings, responders=responders)
+    the judge's `{"sim/judge": simulated_judge.respond}`; ValueError for a name outside `sim/`.
+    `metrics`: the process's model-call metrics (None: off)."""
+    return LLMRouter(settings, responders=responders, metrics=metrics)
