@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import logging
+import os
+import resource
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -235,6 +238,7 @@ def run_service(
     """What every `python -m services.<name>` does: settings from the environment and flags,
     logging configured once, then the service until SIGTERM, on uvloop unless `settings.uvloop`
     is false or uvloop is not installed (then on asyncio's own loop)."""
+    grow_file_table()  # first, while the process has one thread
     settings = load_settings(settings_class, sys.argv[1:] if argv is None else argv)
     configure_logging(name, settings.log_level, settings.secret_values())
 
@@ -256,6 +260,40 @@ def event_loop_runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, None]],
         else:
             return uvloop.run
     return asyncio.run
+
+
+FILE_TABLE_SLOTS = 16_384  # file descriptors the process's table is grown to hold at start
+
+
+def grow_file_table(slots: int = FILE_TABLE_SLOTS) -> int:
+    """Raises the soft RLIMIT_NOFILE to the hard limit (as Go's runtime does at start), then
+    grows the kernel's table of the process's file descriptors to `slots` (at most that limit)
+    by taking a descriptor that high and closing it; the table never shrinks. Returns the highest
+    descriptor taken (-1: none).
+
+    The kernel grows the table by doubling, as descriptors are opened; in a process with threads
+    each growth waits for an RCU grace period, on the thread that opened the descriptor. A burst
+    of a few hundred provider connections stalled the orchestrator's event loop for 110 ms in
+    `socket()` that way (docs/streaming-floor.md). Called while the process has one thread,
+    growing costs no wait at all."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):  # a limit the platform refuses: keep the soft one
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    top = slots if soft == resource.RLIM_INFINITY else min(slots, soft)
+    if top <= 1024:
+        return -1
+    source = os.open(os.devnull, os.O_RDONLY)
+    try:
+        # F_DUPFD: the lowest free descriptor at or above top - 1 (dup2 would close one in use).
+        high = fcntl.fcntl(source, fcntl.F_DUPFD, top - 1)
+        os.close(high)
+    except OSError:
+        return -1
+    finally:
+        os.close(source)
+    return high
 
 
 def calm_garbage_collector() -> None:
