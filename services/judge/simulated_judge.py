@@ -68,10 +68,35 @@ _TO_THE_JUDGE = re.compile(
 # sentence holding none of them cannot match it, and most sentences hold none, so the costly
 # search runs on few. _FOLD maps the non-ASCII letters that re.IGNORECASE matches to ASCII ones
 # (İ ı to i, ſ to s; the Kelvin sign lowers to k by itself), so the prefilter misses no match.
-_JUDGE_WORDS = (
-    "ignore disregard forget override bypass declare win victor score rate grade give award mark moderator judge "
-    "system admin organi assistant grader evaluator instruction rules rubric output json"
-).split()
+_JUDGE_WORDS = [
+    "ignore",
+    "disregard",
+    "forget",
+    "override",
+    "bypass",
+    "declare",
+    "win",
+    "victor",
+    "score",
+    "rate",
+    "grade",
+    "give",
+    "award",
+    "mark",
+    "moderator",
+    "judge",
+    "system",
+    "admin",
+    "organi",
+    "assistant",
+    "grader",
+    "evaluator",
+    "instruction",
+    "rules",
+    "rubric",
+    "output",
+    "json",
+]
 _FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s"})
 
 
