@@ -33,6 +33,7 @@ from services.common.grpc_errors import DomainErrorInterceptor, abort_with
 from services.common.grpc_metrics import ServerMetricsInterceptor
 from services.common.handlers import HandlerCache, replace_behavior, wrap_behavior
 from services.common.logs import configure_logging
+from services.common.loop_watch import LoopLagProbe, StallTracer
 from services.common.metrics import MetricsServer, ServiceMetrics
 from services.common.settings import ServiceSettings, SettingsT, load_settings
 from services.common.tls import TlsFiles
@@ -146,6 +147,11 @@ class GrpcService:
         # domain objects measure into the same registry), or one of our own for the gRPC calls.
         self.metrics = metrics if metrics is not None else ServiceMetrics.from_settings(settings)
         self.metrics_server: MetricsServer | None = None
+        # How late the event loop runs (services.common.loop_watch): with the metrics, or to trace stalls.
+        self.loop_probe: LoopLagProbe | None = None
+        if self.metrics is not None or settings.loop_stall_trace_ms:
+            self.loop_probe = LoopLagProbe(registry=self.metrics.registry if self.metrics is not None else None)
+        self.stall_tracer: StallTracer | None = None
         self.bindings = list(bindings)
         self.health = health.aio.HealthServicer()
         # Checks bearer keys when API_KEYS is set and sets the caller's tenant (services.common.auth).
@@ -189,6 +195,11 @@ class GrpcService:
             self.metrics_server = MetricsServer(self.metrics.registry, self.settings.host, self.settings.metrics_port)
             log.info("metrics at %s", self.metrics_server.url)
         await self.server.start()
+        if self.loop_probe is not None:
+            self.loop_probe.start()
+            if self.settings.loop_stall_trace_ms:
+                self.stall_tracer = StallTracer(self.loop_probe, self.settings.loop_stall_trace_ms / 1000)
+                self.stall_tracer.start()
         for name in ["", *names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -204,6 +215,11 @@ class GrpcService:
         """Health goes NOT_SERVING first, then in-flight calls get `grace` seconds."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace_seconds if grace is None else grace)
+        if self.stall_tracer is not None:
+            self.stall_tracer.stop()
+            self.stall_tracer = None
+        if self.loop_probe is not None:
+            self.loop_probe.stop()
         if self.metrics_server is not None:
             self.metrics_server.close()
             self.metrics_server = None
