@@ -27,7 +27,7 @@ from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
-from tests.helpers import BIN, ROOT, free_port
+from tests.helpers import BIN, ROOT, free_port, read_until
 from tests.support.fake_openai import Behavior, FakeOpenAIServer
 
 TMUX = shutil.which("tmux")
@@ -38,19 +38,6 @@ pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed; run
 
 def _debate_engine(*args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "debate-engine"), *args], cwd=ROOT, text=True, **popen)
-
-
-def _read_until(stream, pattern: str, timeout: float) -> list[str]:
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            break
-        seen.append(line)
-        if re.search(pattern, line):
-            return seen
-    raise AssertionError(f"{pattern!r} not seen; output:\n{''.join(seen)}")
 
 
 class Tmux:
@@ -143,7 +130,7 @@ def test_top_in_tmux_shows_the_running_suite_and_quits_on_q_and_ctrl_c(tmp_path)
     tmux = Tmux(tmp_path)
     debates: list[subprocess.Popen] = []
     try:
-        _read_until(up.stdout, r"Ctrl-C stops it", 120)
+        read_until(up.stdout, r"Ctrl-C stops it", 120, [])
         assert (tmp_path / "suite.json").exists()
         for name, rounds in (("first", 4), ("second", 1)):
             debates.append(
