@@ -84,8 +84,11 @@ class Judging:
         await self._record_calls(run, assessment.calls, prefix, common.ROLE_JUDGE, r)
         self.store.put_assessment(run.debate_id, assessment, recorded=True)
         run.assessments[r] = assessment
-        self.hub.emit(run.debate_id, round_assessed=pb.RoundAssessed(assessment=assessment))
+        # The cost first, so that whoever shows the scores has the judge's calls in the figures.
         announce_cost(self.store, self.hub, run)
+        self.hub.emit(
+            run.debate_id, round_assessed=pb.RoundAssessed(assessment=assessment, round_cost=run.round_cost(r))
+        )
         return assessment
 
     async def verdict(self, run: DebateRun) -> common.Verdict:
@@ -123,7 +126,10 @@ class Judging:
             self.store.ensure_held(run.debate_id)
         await self._record_calls(run, verdict.calls, prefix, common.ROLE_VERDICT, 0)
         self.store.update_debate(run.debate_id, verdict_recorded=True)
-        self.hub.emit(run.debate_id, verdict_rendered=pb.VerdictRendered(verdict=verdict))
+        announce_cost(self.store, self.hub, run)
+        self.hub.emit(
+            run.debate_id, verdict_rendered=pb.VerdictRendered(verdict=verdict, verdict_cost=run.round_cost(0))
+        )
         return verdict
 
     @staticmethod

@@ -77,6 +77,8 @@ class DebateRun:
     current_round: int = 0
     total: Decimal = ZERO  # USD spent, as accounting priced it
     usage: common.TokenUsage = field(default_factory=common.TokenUsage)
+    # The same sums per round (0: the verdict), as lines of the cost breakdown's by_round.
+    round_costs: dict[int, common.CostLine] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     shutting_down: bool = False
@@ -85,12 +87,35 @@ class DebateRun:
         """Adds a recorded usage's cost and tokens to the running total (a duplicate was
         counted when it was first recorded)."""
         if not reply.duplicate:
-            self.total += Decimal(reply.record.cost.amount or "0")
-            add_token_usage(self.usage, reply.record.usage)
+            record = reply.record
+            amount = Decimal(record.cost.amount or "0")
+            self.total += amount
+            add_token_usage(self.usage, record.usage)
+            line = self.round_cost(record.round_number)
+            line.calls += 1
+            add_token_usage(line.usage, record.usage)
+            line.cost.CopyFrom(usd(Decimal(line.cost.amount or "0") + amount))
+
+    def round_cost(self, round_number: int) -> common.CostLine:
+        """What round `round_number` (0: the verdict) has cost so far: its recorded calls, their
+        tokens and USD, the line that GetDebateCost's by_round gives for the round."""
+        line = self.round_costs.get(round_number)
+        if line is None:
+            line = self.round_costs[round_number] = common.CostLine(key=str(round_number), cost=usd(ZERO))
+        return line
+
+    def restore_cost(self, cost: common.DebateCost) -> None:
+        """The running totals from accounting's breakdown, when a run is rebuilt after a restart."""
+        self.total = Decimal(cost.total.amount or "0")
+        self.usage.CopyFrom(cost.usage)
+        self.round_costs = {int(line.key): line for line in cost.by_round if line.key.lstrip("-").isdigit()}
+        for line in self.round_costs.values():
+            line.ClearField("price_source")
 
 
 def announce_cost(store: Store, hub: EventHub, run: DebateRun) -> None:
-    """Stores the debate's running total, then logs a CostUpdated with it and the budget."""
+    """Stores the debate's running total, then logs a CostUpdated with it and the budget: every
+    call recorded so far, the judge's included."""
     budget = common.BudgetStatus(spent=usd(run.total))
     if run.config.HasField("budget"):
         budget.cap.CopyFrom(run.config.budget)
