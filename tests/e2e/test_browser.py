@@ -136,7 +136,7 @@ def test_a_debate_streams_live_into_each_column_then_scores_and_verdict(suite, p
         assert re.search(r"Leader: (Ada|Grace|Linus)|Tie", card.inner_text())
     assert re.fullmatch(r"\$\d[\d,]*\.\d+", page.locator("[data-testid=cost]").inner_text())
     page.locator("#cost-breakdown:not([hidden])").wait_for()
-    assert re.fullmatch(r"\$\d[\d,]*\.\d+ of \$5\.00", page.locator("#budget-left").inner_text())
+    assert re.fullmatch(r"\$\d[\d,]*\.\d+ of \$5\.00", page.locator("#budget-used").inner_text())
     assert page.locator("#live-state").text_content() == "Finished"
     for name in names:  # the finished text of each turn stays in its column
         column = page.locator(f"[data-testid=debater-column][data-participant='{name}']")
@@ -405,6 +405,10 @@ _FIGURES = """() => ({
 })"""
 
 
+_SPENT = """() => ({budget: document.getElementById('budget-used').dataset.value,
+                    cost: document.getElementById('cost-total').dataset.value})"""
+
+
 def _measure_phase(page, n: int, measured: set[str]) -> None:
     """Measures a debate's page at every phone width in each phase once: text streaming into
     every column, a round scored while the debate is live, and the end."""
@@ -431,6 +435,10 @@ def _measure_phase(page, n: int, measured: set[str]) -> None:
     if live and "scored" not in measured and page.locator("[data-testid=round-score]").count():
         for width in PHONE_WIDTHS:
             _assert_fits(page, width, f"a live debate with {n} debaters and a round scored")
+        # The budget used is the running cost, one figure.
+        assert page.locator("#budget-metric").is_visible()
+        spent = page.evaluate(_SPENT)
+        assert spent["budget"] == spent["cost"], spent
         measured.add("scored")
 
 
@@ -450,6 +458,7 @@ def _assert_cost_figures_agree(suite, page, n: int) -> None:
         assert seen["runningTokens"] >= done, (n, seen, by_round)
     # The figures at the top are the breakdown's total, which is the sum of its rounds.
     assert figures["running"] == figures["final"], figures
+    assert page.evaluate(_SPENT)["budget"] == figures["final"]["amount"]
     assert figures["final"]["tokens"] == sum(line["tokens"] for line in by_round.values())
     # The debaters, and only they, under "By debater"; the judge under "By role".
     assert set(figures["groups"]["debater"]) == set(PHONE_NAMES[:n])

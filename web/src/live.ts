@@ -178,7 +178,8 @@ export class LiveDebate {
         const turn = this.turn(t.roundNumber, t.participant, t.attempt);
         turn.text.data = t.text;
         turn.section.classList.remove("streaming", "retrying");
-        const usage = t.usage ? `${formatInt(t.usage.completionTokens)} tokens` : "";
+        // All the turn's tokens (what it read and wrote), as the cost tables count them.
+        const usage = t.usage ? `${formatInt(t.usage.totalTokens)} tokens (${formatInt(t.usage.completionTokens)} written)` : "";
         const cost = t.cost ? ` · ${formatMoney(t.cost.amount, t.cost.currencyCode)}` : "";
         turn.section.querySelector(".turn-meta")!.textContent = `${usage}${cost}${t.simulated ? " · simulated" : ""}`;
         break;
@@ -364,11 +365,13 @@ export class LiveDebate {
     box.hidden = false;
   }
 
+  /** What the debate has spent of its cap: the same running total as the cost figure. */
   private showBudget(budget: BudgetStatus): void {
-    if (!budget.cap || !budget.remaining) return; // no cap on this debate
+    if (!budget.cap?.amount || !budget.spent) return; // no cap on this debate
     (document.getElementById("budget-metric") as HTMLElement).hidden = false;
-    (document.getElementById("budget-left") as HTMLElement).textContent =
-      `${formatMoney(budget.remaining.amount, budget.remaining.currencyCode)} of ${formatMoney(budget.cap.amount, budget.cap.currencyCode)}`;
+    const used = document.getElementById("budget-used") as HTMLElement;
+    used.textContent = `${formatMoney(budget.spent.amount, budget.spent.currencyCode)} of ${formatMoney(budget.cap.amount, budget.cap.currencyCode)}`;
+    used.dataset.value = budget.spent.amount || "0";
   }
 
   /** The final breakdown from accounting's ledger. Its total is also the last running total
