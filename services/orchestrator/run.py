@@ -77,8 +77,9 @@ class DebateRun:
     current_round: int = 0
     total: Decimal = ZERO  # USD spent, as accounting priced it
     usage: common.TokenUsage = field(default_factory=common.TokenUsage)
-    # The same sums per round (0: the verdict), as lines of the cost breakdown's by_round.
-    round_costs: dict[int, common.CostLine] = field(default_factory=dict)
+    # The same sums per round (0: the verdict): USD, and the calls and tokens as CostLines.
+    round_amounts: dict[int, Decimal] = field(default_factory=dict)
+    round_lines: dict[int, common.CostLine] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     shutting_down: bool = False
@@ -91,26 +92,31 @@ class DebateRun:
             amount = Decimal(record.cost.amount or "0")
             self.total += amount
             add_token_usage(self.usage, record.usage)
-            line = self.round_cost(record.round_number)
+            r = record.round_number
+            self.round_amounts[r] = self.round_amounts.get(r, ZERO) + amount
+            line = self.round_lines.get(r)
+            if line is None:
+                line = self.round_lines[r] = common.CostLine(key=str(r))
             line.calls += 1
             add_token_usage(line.usage, record.usage)
-            line.cost.CopyFrom(usd(Decimal(line.cost.amount or "0") + amount))
 
     def round_cost(self, round_number: int) -> common.CostLine:
         """What round `round_number` (0: the verdict) has cost so far: its recorded calls, their
-        tokens and USD, the line that GetDebateCost's by_round gives for the round."""
-        line = self.round_costs.get(round_number)
-        if line is None:
-            line = self.round_costs[round_number] = common.CostLine(key=str(round_number), cost=usd(ZERO))
+        tokens and USD, the line that GetDebateCost's by_round gives for the round (a new message)."""
+        line = common.CostLine(key=str(round_number), cost=usd(self.round_amounts.get(round_number, ZERO)))
+        if round_number in self.round_lines:
+            line.MergeFrom(self.round_lines[round_number])
         return line
 
     def restore_cost(self, cost: common.DebateCost) -> None:
         """The running totals from accounting's breakdown, when a run is rebuilt after a restart."""
         self.total = Decimal(cost.total.amount or "0")
         self.usage.CopyFrom(cost.usage)
-        self.round_costs = {int(line.key): line for line in cost.by_round if line.key.lstrip("-").isdigit()}
-        for line in self.round_costs.values():
-            line.ClearField("price_source")
+        rounds = [line for line in cost.by_round if line.key.isdigit()]
+        self.round_amounts = {int(line.key): Decimal(line.cost.amount or "0") for line in rounds}
+        self.round_lines = {
+            int(line.key): common.CostLine(key=line.key, usage=line.usage, calls=line.calls) for line in rounds
+        }
 
 
 def announce_cost(store: Store, hub: EventHub, run: DebateRun) -> None:
