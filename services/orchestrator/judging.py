@@ -155,11 +155,12 @@ class Judging:
         are recorded concurrently (accounting commits rows that arrive together in one transaction);
         each one recorded is added to the run's cost, and the first failure, if any, is raised
         once all have been tried (a retry records only what is missing: the keys are idempotent)."""
+        keys = [call.request_id or f"{prefix}/calls/{i + 1}" for i, call in enumerate(calls)]
         replies = await asyncio.gather(
             *(
                 self.accounting.record_usage(
                     acc.RecordUsageRequest(
-                        request_id=call.request_id or f"{prefix}/calls/{i + 1}",
+                        request_id=key,
                         debate_id=run.debate_id,
                         participant="judge",
                         role=role,
@@ -169,14 +170,15 @@ class Judging:
                         usage=call.usage,
                     )
                 )
-                for i, call in enumerate(calls)
+                for key, call in zip(keys, calls, strict=True)
             ),
             return_exceptions=True,
         )
         failure: BaseException | None = None
-        for reply in replies:
+        for key, reply in zip(keys, replies, strict=True):
             if isinstance(reply, BaseException):
                 failure = failure or reply
+                run.unanswered.add(key)
             else:
                 run.add_cost(reply)
         if failure is not None:

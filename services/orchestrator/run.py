@@ -80,15 +80,19 @@ class DebateRun:
     # The same sums per round (0: the verdict): USD, and the calls and tokens as CostLines.
     round_amounts: dict[int, Decimal] = field(default_factory=dict)
     round_lines: dict[int, common.CostLine] = field(default_factory=dict)
+    # Keys whose RecordUsage failed with no answer: the row may have been stored all the same, so
+    # a later try's "duplicate" for one of them is a row not counted yet.
+    unanswered: set[str] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     shutting_down: bool = False
 
     def add_cost(self, reply: acc.RecordUsageResponse) -> None:
         """Adds a recorded usage's cost and tokens to the running total (a duplicate was
-        counted when it was first recorded)."""
-        if not reply.duplicate:
-            record = reply.record
+        counted when it was first recorded, unless that try had no answer: `unanswered`)."""
+        record = reply.record
+        if not reply.duplicate or record.request_id in self.unanswered:
+            self.unanswered.discard(record.request_id)
             amount = Decimal(record.cost.amount or "0")
             self.total += amount
             add_token_usage(self.usage, record.usage)
