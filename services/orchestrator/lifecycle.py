@@ -34,7 +34,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from decimal import Decimal
 
 from debate.common.v1 import common_pb2 as common
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
@@ -397,9 +396,7 @@ class Lifecycle:
                 state=S.DEBATE_STATE_RUNNING, reason="resumed after an orchestrator restart"
             ),
         )
-        cost = await self.accounting.debate_cost(debate_id)
-        run.total = Decimal(cost.total.amount or "0")
-        run.usage.CopyFrom(cost.usage)
+        run.restore_cost(await self.accounting.debate_cost(debate_id))
         self.hub.commit()
         for turn in unrecorded:
             await self.turns.record(run, turn, turn_key(debate_id, turn.round_number, turn.participant, turn.attempt))

@@ -292,19 +292,23 @@ class TurnRunner:
         """Records a stored turn's usage under `key` (committing its reservation), marks it
         recorded and logs TurnCompleted and the new cost. Also re-sends, after a restart, the
         usage of a turn stored but not yet recorded (the key makes it count once)."""
-        reply = await self.accounting.record_usage(
-            acc.RecordUsageRequest(
-                request_id=key,
-                debate_id=run.debate_id,
-                participant=turn.participant,
-                role=common.ROLE_DEBATER,
-                round_number=turn.round_number,
-                model=turn.model,
-                attempt=turn.attempt,
-                usage=turn.usage,
-                reservation_id=reservation_id,
+        try:
+            reply = await self.accounting.record_usage(
+                acc.RecordUsageRequest(
+                    request_id=key,
+                    debate_id=run.debate_id,
+                    participant=turn.participant,
+                    role=common.ROLE_DEBATER,
+                    round_number=turn.round_number,
+                    model=turn.model,
+                    attempt=turn.attempt,
+                    usage=turn.usage,
+                    reservation_id=reservation_id,
+                )
             )
-        )
+        except DomainError:
+            run.unanswered.add(key)
+            raise
         turn.cost.CopyFrom(reply.record.cost)
         self.store.put_turn(run.debate_id, turn, recorded=True)
         self.hub.emit(run.debate_id, turn_completed=pb.TurnCompleted(turn=turn))
@@ -424,4 +428,5 @@ class TurnRunner:
             )
             run.add_cost(reply)
         except DomainError as error:
+            run.unanswered.add(key)
             log.warning("could not record the usage of a cut call %s: %s", key, error.message)
