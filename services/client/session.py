@@ -33,6 +33,13 @@ from services.launcher import SuiteConfig
 from services.supervisor import ProcessDied, Suite
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_TARGET = "127.0.0.1:50051"  # the orchestrator's port under `debate-engine up`
+
+
+def default_target() -> str:
+    """The orchestrator attach, list and cancel call without --target: $DEBATE_ENGINE_TARGET or
+    DEFAULT_TARGET."""
+    return os.environ.get("DEBATE_ENGINE_TARGET") or DEFAULT_TARGET
 
 
 # -- connections --------------------------------------------------------------------------
@@ -131,9 +138,17 @@ def intro_lines(style: Style, config: common_pb2.DebateConfig, debate_id: str = 
 
 
 async def run_debate(
-    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub, config: common_pb2.DebateConfig, out: TextIO, style: Style
+    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub,
+    config: common_pb2.DebateConfig,
+    out: TextIO,
+    style: Style,
+    *,
+    target: str | None = None,
+    cancel_on_exit: bool = False,
 ) -> int:
-    """Creates, starts and watches one debate; Ctrl-C cancels it."""
+    """Creates, starts and watches one debate. Ctrl-C detaches: the debate goes on, and how to
+    re-attach and cancel is printed (exit 130); with `cancel_on_exit`, Ctrl-C cancels it. `target`
+    is the orchestrator named on the command line (None: a suite started here, which stops)."""
     created = await stub.CreateDebate(pb.CreateDebateRequest(config=config, request_id=str(uuid.uuid4())), timeout=30)
     debate = created.debate
     if debate.HasField("config"):
@@ -149,6 +164,10 @@ async def run_debate(
         finally:
             view.close()
     except asyncio.CancelledError:
+        if not cancel_on_exit:
+            out.write(style.paint("\n" + "\n".join(detach_lines(debate.debate_id, target)), "yellow") + "\n")
+            out.flush()
+            return EXIT_INTERRUPTED
         out.write(style.paint("\ninterrupted: cancelling the debate ...", "yellow") + "\n")
         out.flush()
         with contextlib.suppress(grpc.RpcError):
@@ -158,13 +177,38 @@ async def run_debate(
                     timeout=5,
                 )
             )
-        raise
+        out.write(style.paint(f"debate {debate.debate_id} cancelled", "yellow") + "\n")
+        out.flush()
+        return EXIT_INTERRUPTED
     return _outcome(view, out, style, time.monotonic() - began)
 
 
+def detach_lines(debate_id: str, target: str | None) -> list[str]:
+    """What Ctrl-C prints: the debate goes on, and the commands that re-attach and cancel it; or,
+    when the suite was started here (`target` None), that the suite stops and the debate with it."""
+    if target is None:
+        return [
+            f"interrupted: the suite started here stops, and debate {debate_id} with it.",
+            "To keep a debate running after Ctrl-C, start the suite with `debate-engine up` and pass --target.",
+        ]
+    at = "" if target == default_target() else f" --target {target}"
+    return [
+        f"detached: debate {debate_id} goes on.",
+        f"  watch it again:  debate-engine attach {debate_id}{at}",
+        f"  cancel it:       debate-engine cancel {debate_id}{at}",
+    ]
+
+
 async def watch(
-    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub, debate_id: str, after: int, out: TextIO, style: Style
+    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub,
+    debate_id: str,
+    after: int,
+    out: TextIO,
+    style: Style,
+    *,
+    target: str | None = None,
 ) -> int:
+    """Watches a debate to its end; Ctrl-C stops watching only (exit 130)."""
     got = await stub.GetDebate(pb.GetDebateRequest(debate_id=debate_id), timeout=30)
     config = got.debate.config
     out.write("\n".join(intro_lines(style, config, debate_id)) + "\n")
@@ -178,9 +222,14 @@ async def watch(
     )
     view = DebateView(out, style, participants=config.participants, round_limit=config.format.round_limit)
     try:
-        await follow(stub, debate_id, view, after=after)
-    finally:
-        view.close()
+        try:
+            await follow(stub, debate_id, view, after=after)
+        finally:
+            view.close()
+    except asyncio.CancelledError:  # Ctrl-C: only the watching stops
+        out.write(style.paint("\n" + "\n".join(detach_lines(debate_id, target)), "yellow") + "\n")
+        out.flush()
+        return EXIT_INTERRUPTED
     return _outcome(view, out, style)
 
 

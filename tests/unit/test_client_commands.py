@@ -165,6 +165,13 @@ def test_an_unreachable_orchestrator_is_a_clear_failure(capsys):
             "Ada=sim/debater:a skeptic: hard to please:against the motion",
             ("Ada", "sim/debater", "a skeptic: hard to please", "against the motion"),
         ),
+        # a model with ':' in brackets (issue 20, item 8)
+        ("Ada=[ollama/llama3:8b]:a labour economist:for", ("Ada", "ollama/llama3:8b", "a labour economist", "for")),
+        ("Ada=[ollama/llama3:8b]:a poet", ("Ada", "ollama/llama3:8b", "a poet", "")),
+        (
+            "Ada=[openai/ft:gpt-4o-mini:org::abc]:a judge: strict:for, but only on weekdays",
+            ("Ada", "openai/ft:gpt-4o-mini:org::abc", "a judge: strict", "for, but only on weekdays"),
+        ),
     ],
 )
 def test_debater_specs(spec, expected):
@@ -172,7 +179,10 @@ def test_debater_specs(spec, expected):
     assert (p.name, p.model, p.persona, p.stance) == expected
 
 
-@pytest.mark.parametrize("spec", ["Ada", "Ada=sim/debater", "=sim/debater:x", "Ada=:x"])
+@pytest.mark.parametrize(
+    "spec",
+    ["Ada", "Ada=sim/debater", "=sim/debater:x", "Ada=:x", "Ada=[ollama/llama3:8b:a poet", "Ada=[]:x", "Ada=[m]x"],
+)
 def test_bad_debater_specs_are_refused(spec):
     import argparse
 
@@ -238,3 +248,26 @@ def test_colour_only_on_a_terminal_without_no_color(monkeypatch):
     assert not Style.for_stream(io.StringIO()).color
     monkeypatch.setenv("NO_COLOR", "1")
     assert not Style.for_stream(Terminal()).color
+
+
+@pytest.mark.parametrize(
+    "target, env, expected",
+    [
+        ("127.0.0.1:50051", None, "debate-engine attach d1"),
+        ("10.0.0.2:9000", None, "debate-engine attach d1 --target 10.0.0.2:9000"),
+        ("10.0.0.2:9000", "10.0.0.2:9000", "debate-engine attach d1"),
+    ],
+)
+def test_ctrl_c_says_how_to_reattach_and_cancel(monkeypatch, target, env, expected):
+    from services.client.session import detach_lines
+
+    if env:
+        monkeypatch.setenv("DEBATE_ENGINE_TARGET", env)
+    else:
+        monkeypatch.delenv("DEBATE_ENGINE_TARGET", raising=False)
+    lines = detach_lines("d1", target)
+    assert lines[0] == "detached: debate d1 goes on."
+    assert lines[1].split(":", 1)[1].strip() == expected
+    assert lines[2].split(":", 1)[1].strip() == expected.replace("attach", "cancel")
+    # A suite started here stops with the command: no promise that the debate goes on.
+    assert "stops" in detach_lines("d1", None)[0] and "debate-engine up" in detach_lines("d1", None)[1]
