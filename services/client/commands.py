@@ -11,7 +11,7 @@ from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.client.session import DEFAULT_TARGET, EXIT_OK, default_target, orchestrator, run, run_debate, watch
-from services.client.style import Style, money, safe_text, table
+from services.client.style import Style, cell_len, clip_right, money, safe_text, table
 from services.client.view import state_name
 
 DEBATER_SYNTAX = "NAME=MODEL:PERSONA[:STANCE]"
@@ -247,7 +247,7 @@ def _demo(args: argparse.Namespace) -> int:
         async with orchestrator(args.target, out, style, data_dir=args.data_dir, verbose=args.verbose) as stub:
             return await run_debate(stub, demo_config(args.rounds, args.seed), out, style, target=args.target)
 
-    return run(main)
+    return run(main, target=args.target)
 
 
 def _debate(args: argparse.Namespace) -> int:
@@ -262,7 +262,7 @@ def _debate(args: argparse.Namespace) -> int:
                 cancel_on_exit=args.cancel_on_exit,
             )
 
-    return run(main)
+    return run(main, target=args.target)
 
 
 def _attach(args: argparse.Namespace) -> int:
@@ -270,7 +270,7 @@ def _attach(args: argparse.Namespace) -> int:
         async with orchestrator(args.target, sys.stdout, style) as stub:
             return await watch(stub, args.debate_id, args.after, sys.stdout, style, target=args.target)
 
-    return run(main)
+    return run(main, target=args.target)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -278,35 +278,25 @@ def _list(args: argparse.Namespace) -> int:
         state = (
             pb.DebateState.Value(f"DEBATE_STATE_{args.state.upper()}") if args.state else pb.DEBATE_STATE_UNSPECIFIED
         )
-        rows: list[list[str]] = []
+        debates: list[pb.DebateSummary] = []
         token = ""
         async with orchestrator(args.target, sys.stdout, style) as stub:
-            while len(rows) < args.limit:
+            while len(debates) < args.limit:
                 page = await stub.ListDebates(
-                    pb.ListDebatesRequest(page_size=min(100, args.limit - len(rows)), page_token=token, state=state),
+                    pb.ListDebatesRequest(page_size=min(100, args.limit - len(debates)), page_token=token, state=state),
                     timeout=30,
                 )
-                rows += [
-                    [
-                        d.debate_id,
-                        state_name(d.state).lower(),
-                        f"{d.current_round}/{d.round_limit}",
-                        money(d.cost.amount, d.cost.currency_code),
-                        d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if d.HasField("create_time") else "",
-                        _clip(safe_text(d.topic), 48),
-                    ]
-                    for d in page.debates
-                ]
+                debates += page.debates
                 token = page.next_page_token
                 if not token:
                     break
-        if not rows:
+        if not debates:
             print("no debates")
             return EXIT_OK
-        print("\n".join(table(style, ["id", "state", "round", "cost", "created (UTC)", "topic"], rows, align="llrrll")))
+        print("\n".join(list_lines(style, debates)))
         return EXIT_OK
 
-    return run(main)
+    return run(main, target=args.target)
 
 
 def _cancel(args: argparse.Namespace) -> int:
@@ -319,8 +309,30 @@ def _cancel(args: argparse.Namespace) -> int:
         print(f"{d.debate_id}: {state_name(d.state).lower()}; spent {money(d.cost.amount, d.cost.currency_code)}")
         return EXIT_OK
 
-    return run(main)
+    return run(main, target=args.target)
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+LIST_WIDTH = 80
+
+
+def list_lines(style: Style, debates: list[pb.DebateSummary]) -> list[str]:
+    """The `list` table in LIST_WIDTH columns: a row per debate (id, state, round, cost), and under it
+    when it was created and its topic, clipped to fit."""
+    rows = [
+        [
+            d.debate_id,
+            state_name(d.state).lower(),
+            f"{d.current_round}/{d.round_limit}",
+            money(d.cost.amount, d.cost.currency_code),
+        ]
+        for d in debates
+    ]
+    lines = table(style, ["id", "state", "round", "cost"], rows, align="llrr")
+    out = lines[:2]
+    for d, row_line in zip(debates, lines[2:], strict=True):
+        created = d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC") if d.HasField("create_time") else ""
+        about = "    " + " · ".join(x for x in (created, safe_text(d.topic)) if x)
+        if cell_len(about) > LIST_WIDTH:
+            about = clip_right(about, LIST_WIDTH - 1) + "…"
+        out += [row_line, style.paint(about, "dim")]
+    return out

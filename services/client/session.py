@@ -26,13 +26,16 @@ from services.client.follow import StreamLost, follow
 from services.client.style import Style, Wrapper, money, safe_text
 from services.client.view import DebateView, state_name
 from services.common.channels import open_channel
+from services.common.debate_rules import ProviderKeyMissing
 from services.common.grpc_errors import error_details
 from services.common.settings import ChannelSettings
+from services.common.text import plural
 from services.gateway import GatewayConfig
 from services.launcher import SuiteConfig
 from services.supervisor import ProcessDied, Suite
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+PROVIDER_KEY_MISSING = ProviderKeyMissing.reason
 DEFAULT_TARGET = "127.0.0.1:50051"  # the orchestrator's port under `debate-engine up`
 
 
@@ -111,7 +114,7 @@ def intro_lines(style: Style, config: common_pb2.DebateConfig, debate_id: str = 
     order = {common_pb2.TURN_ORDER_SEQUENTIAL: "sequential"}.get(config.format.turn_order, "simultaneous")
     lines = ["", s.rule("Debate"), "  " + s.paint(safe_text(config.topic), "bold")]
     facts = [
-        f"{config.format.round_limit} rounds",
+        plural(config.format.round_limit, "round"),
         f"{order} turns",
         f"judge {', '.join(config.judge.models) or 'default'}",
     ]
@@ -239,24 +242,44 @@ def _outcome(view: DebateView, out: TextIO, style: Style, seconds: float | None 
         out.write("\n" + style.paint(f"{style.glyph('✓', 'OK')} debate completed{took}", "bold", "green") + "\n")
         out.flush()
         return EXIT_OK
-    state = state_name(view.state) if view.finished else "not finished"
-    print(
-        f"debate-engine: the debate ended {state}{': ' + view.end_reason if view.end_reason else ''}", file=sys.stderr
-    )
+    if not view.finished:  # a finished debate's end is on the screen already
+        print("debate-engine: the stream ended before the debate did", file=sys.stderr)
     return EXIT_FAILED
 
 
 # -- error handling -----------------------------------------------------------------------
 
 
-def report_rpc_error(error: grpc.RpcError, style: Style) -> int:
+def report_rpc_error(error: grpc.RpcError, style: Style, target: str | None = None) -> int:
+    """Prints what failed in a line or a few (the server's field violations, one a line) and returns the
+    exit code. `target`: the orchestrator the command called, named when nothing answers there."""
     info, violations = error_details(error)
     err = sys.stderr
+    if target and error.code() == grpc.StatusCode.UNAVAILABLE and "resolving" in (error.details() or ""):
+        print(f"debate-engine: the host of {target} is not known here; check --target HOST:PORT", file=err)
+        return EXIT_FAILED
+    if target and _nothing_listens(error):
+        print(
+            f"debate-engine: no orchestrator answers at {target}: start the suite with `debate-engine up` "
+            "(in another terminal), or pass --target HOST:PORT",
+            file=err,
+        )
+        return EXIT_FAILED
     if violations:
         print(style.paint("debate-engine: the server rejected the request:", "bold", "red"), file=err)
         width = max(len(f) for f, _ in violations)
         for field_path, description in violations:
             print(f"  {field_path.ljust(width)}  {description}", file=err)
+        return EXIT_USAGE
+    if info is not None and info.reason == PROVIDER_KEY_MISSING:
+        # Refused before anything started (the API's rule): one line that names the variable.
+        variables = info.metadata.get("variables", "the provider key")
+        it = "them" if "," in variables else "it"
+        print(
+            f"debate-engine: not started: {error.details()}; export {it} where the suite runs "
+            "(before `debate-engine up`, or before this command when it starts the suite)",
+            file=err,
+        )
         return EXIT_USAGE
     reason = f" [{info.reason}]" if info and info.reason and info.reason != error.code().name else ""
     print(f"debate-engine: {error.code().name}{reason}: {error.details()}", file=err)
@@ -267,8 +290,17 @@ def report_rpc_error(error: grpc.RpcError, style: Style) -> int:
     return EXIT_FAILED
 
 
-def run(main: Callable[[Style], Coroutine[Any, Any, int]]) -> int:
-    """Runs a command's coroutine and turns every failure into a message and an exit code."""
+def _nothing_listens(error: grpc.RpcError) -> bool:
+    """Whether the call failed because no server could be reached (refused, no route, bad name)."""
+    said = (error.details() or "").lower()
+    return error.code() == grpc.StatusCode.UNAVAILABLE and any(
+        words in said for words in ("failed to connect", "connection refused", "dns resolution failed", "unreachable")
+    )
+
+
+def run(main: Callable[[Style], Coroutine[Any, Any, int]], *, target: str | None = None) -> int:
+    """Runs a command's coroutine and turns every failure into a message and an exit code; `target`
+    is the orchestrator given on the command line (or by default), named when nothing answers."""
     style = Style.for_stream(sys.stdout)
     err_style = Style.for_stream(sys.stderr)
     try:
@@ -280,7 +312,7 @@ def run(main: Callable[[Style], Coroutine[Any, Any, int]]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     except grpc.RpcError as error:
-        return report_rpc_error(error, err_style)
+        return report_rpc_error(error, err_style, target)
     except (ProcessDied, TimeoutError, StreamLost) as error:
         print(f"debate-engine: {error}", file=sys.stderr)
         return EXIT_FAILED

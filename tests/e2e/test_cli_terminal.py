@@ -1,4 +1,5 @@
-"""The `debate` command driven through a real terminal (tmux): Ctrl-C detaches (issue 20, item 5).
+"""The `debate` command as a new user meets it (issue 20): Ctrl-C driven through a real terminal
+(tmux) detaches (item 5); a missing provider key is refused before anything starts (item 6).
 
 A suite runs under `debate-engine up` with slow simulated debaters, so a debate is still running
 when Ctrl-C arrives; the debate's state is then read through the API.
@@ -25,6 +26,10 @@ from tests.helpers import BIN, ROOT, free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]
 
 
+def _without_openai_key() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     """`debate-engine up` on free ports, without the gateway, with slow simulated debaters."""
@@ -37,7 +42,7 @@ def suite(tmp_path_factory):
         stderr=subprocess.STDOUT,
         text=True,
         env={
-            **os.environ,
+            **_without_openai_key(),
             "PYTHONUNBUFFERED": "1",
             "GATEWAY_ENABLED": "0",
             "SIM_TOKENS_PER_SECOND": "12",
@@ -158,3 +163,28 @@ def test_ctrl_c_with_cancel_on_exit_cancels_the_debate(suite):
         assert _state(suite, debate_id) == pb.DEBATE_STATE_CANCELLED
     finally:
         terminal.close()
+
+
+def _debate_ids(target: str) -> list[str]:
+    with grpc.insecure_channel(target) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        return [d.debate_id for d in stub.ListDebates(pb.ListDebatesRequest(page_size=100), timeout=10).debates]
+
+
+@pytest.mark.parametrize("where", ["--target", "a suite started here"])
+def test_a_missing_provider_key_is_refused_before_the_debate_starts_in_one_line(suite, where):
+    before = _debate_ids(suite)
+    args = shlex.split(_debate_command(suite))
+    args[args.index("Ada=sim/debater:an urban economist:for")] = "Ada=openai/gpt-4o:an urban economist:for"
+    if where != "--target":
+        args = args[: args.index("--target")]
+    result = subprocess.run(
+        args, cwd=ROOT, capture_output=True, text=True, timeout=120, env={**_without_openai_key(), "NO_COLOR": "1"}
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    line = result.stderr.strip()
+    assert line.startswith("debate-engine: not started: ") and "OPENAI_API_KEY" in line
+    assert "config.participants[0].model" in line and "Traceback" not in line
+    assert "Round 1" not in result.stdout and "id " not in result.stdout
+    assert _debate_ids(suite) == before  # nothing stored, nothing started

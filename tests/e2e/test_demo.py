@@ -43,7 +43,7 @@ def test_demo_runs_a_debate_and_shows_scores_verdict_and_cost():
         scores = out[out.index(f"Round {number} scores") :]
         assert re.search(r"^  total +\d+\.\d+ +\d+\.\d+", scores, re.MULTILINE), out
         assert re.search(r"★ (leader: (Ada|Milo)|tie)", scores), out
-    assert re.search(r"(Winner: (Ada|Milo)|A tie) +confidence \d+%", out), out
+    assert re.search(r"★ (Winner: (Ada|Milo)|A tie) \(confidence \d+%\)$", out, re.MULTILINE), out
     cost = out[out.index("━━━ Cost") :]
     for section in ("by participant", "by role", "by round", "by model"):
         assert section in cost
