@@ -28,17 +28,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "when one is taken (a suite already up, say), nothing starts and the flag that moves it is named.",
     )
     defaults = SuiteConfig()
-    up.add_argument("--host", default=defaults.host)
-    up.add_argument("--orchestrator-port", type=int, default=defaults.orchestrator_port)
-    up.add_argument("--judge-port", type=int, default=defaults.judge_port)
-    up.add_argument("--accounting-port", type=int, default=defaults.accounting_port)
+    up.add_argument("--host", default=defaults.host, help="where the services listen (default: %(default)s)")
+    up.add_argument(
+        "--orchestrator-port",
+        type=int,
+        default=defaults.orchestrator_port,
+        help="the public API (default: %(default)s)",
+    )
+    up.add_argument("--judge-port", type=int, default=defaults.judge_port, help="(default: %(default)s)")
+    up.add_argument("--accounting-port", type=int, default=defaults.accounting_port, help="(default: %(default)s)")
     up.add_argument(
         "--gateway-port",
         type=int,
         help=f"Envoy's port for grpc-web and the page (default: $GATEWAY_PORT or {defaults.gateway.port})",
     )
-    up.add_argument("--data-dir", default=defaults.data_dir, help="folder of the SQLite files")
-    up.add_argument("--log-level", default=defaults.log_level)
+    up.add_argument("--data-dir", default=defaults.data_dir, help="folder of the SQLite files (default: %(default)s)")
+    up.add_argument(
+        "--log-level", default=defaults.log_level, help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)"
+    )
     up.add_argument(
         "--replicas",
         type=int,
