@@ -377,8 +377,12 @@ def test_a_cancelled_debate_says_so_once(capsys):
 def test_model_text_cannot_drive_the_terminal():
     e = Events()
     e.add(token_delta=pb.TokenDelta(round_number=1, participant="Ada", text="hi \x1b[2Jthere\x07 ", attempt=1))
+    e.add(
+        token_delta=pb.TokenDelta(round_number=1, participant="Ada", text="\u202egnihton\u202c 👩\u200d🍳 ", attempt=1)
+    )
     output, _ = render(e.log)
     assert "\x1b" not in output and "\x07" not in output
+    assert "\u202e" not in output and "gnihton 👩\u200d🍳" in output  # no override; the chef stays whole
 
 
 def test_wrapper_breaks_between_words_within_the_width():
