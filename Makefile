@@ -4,31 +4,50 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.synced
+RUN_STAMP := $(VENV)/.synced-run
 # uv, which syncs .venv from uv.lock; the same pin (with hashes) as tools/bootstrap-requirements.txt
 UV_VERSION := $(shell sed -n 's/^uv==\([0-9.]*\).*/\1/p' tools/bootstrap-requirements.txt)
 
-.PHONY: setup test check demo bench protos lint up clean web browser postgres tmux
+.PHONY: setup setup-run test check demo bench protos lint up clean web browser postgres tmux
 
+# Two sets of the locked Python packages (pyproject.toml's dependency groups): `setup-run` what
+# running needs (the package's dependencies and the `run` group: uv, grpcurl), for `make demo` and
+# `make up`; `setup` everything (the `dev` group: tests, browsers, load tools, linters, codegen),
+# for the other targets. Progress is a line a step; uv and pip print only errors.
 setup: $(STAMP)
 
+setup-run: $(RUN_STAMP)
+
+define bootstrap_uv
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(UV) --version 2>/dev/null | grep -q "^uv $(UV_VERSION) " || \
+		$(PY) -m pip install -qq --disable-pip-version-check --require-hashes -r tools/bootstrap-requirements.txt
+endef
+
 $(STAMP): pyproject.toml uv.lock tools/bootstrap-requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(UV) --version 2>/dev/null | grep -q "^uv $(UV_VERSION) " || \
-		$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r tools/bootstrap-requirements.txt
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --python $(PY)
-	touch $@
+	@echo "== .venv: installing every locked Python package (the suite, the tests, the tools) from uv.lock"
+	$(bootstrap_uv)
+	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet --python $(PY)
+	@touch $@ $(RUN_STAMP)
+
+# --inexact: a .venv set up by `make setup` keeps its test tools.
+$(RUN_STAMP): pyproject.toml uv.lock tools/bootstrap-requirements.txt
+	@echo "== .venv: installing the Python packages the suite runs on, from uv.lock (make test adds the test tools)"
+	$(bootstrap_uv)
+	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet --inexact --no-default-groups --group run --python $(PY)
+	@touch $@
 
 test: setup web browser postgres tmux
 	$(PY) -m pytest -q
 
-demo: setup web
-	$(VENV)/bin/debate-engine demo
+demo: setup-run web
+	@$(VENV)/bin/debate-engine demo
 
 bench: setup
 	$(PY) -m tests.benchmarks.run_all
 
-up: setup web
-	$(VENV)/bin/debate-engine up
+up: setup-run web
+	@$(VENV)/bin/debate-engine up
 
 protos: setup
 	$(PY) scripts/gen_protos.py
@@ -56,13 +75,15 @@ WEB_SOURCES := web/package.json web/buf.gen.yaml web/build.mjs web/tsconfig.json
 
 web: web/dist/index.html
 
+# npm prints only errors (not its package count nor its notes on install scripts).
 web/node_modules/.package-lock.json: web/package-lock.json
-	@echo "== installing the page's npm packages from web/package-lock.json (npm ci)"
-	cd web && npm ci --no-audit --no-fund
-	touch $@
+	@echo "== web: installing the page's npm packages from web/package-lock.json (npm ci)"
+	@cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
-	cd web && npm run --silent build
+	@echo "== web: building the page (web/dist)"
+	@cd web && npm run --silent build
 
 # Chromium from Debian's packages for the real-browser tests (Playwright's own download
 # cannot work here). A file target: nothing runs when $(CHROMIUM) is already there.

@@ -8,7 +8,7 @@ import asyncio
 import importlib
 import sys
 
-from services.gateway import COMPOSE_ENVOY_HEADER, compose_envoy_config, render_envoy_yaml
+from services.gateway import COMPOSE_ENVOY_HEADER, GatewayConfig, compose_envoy_config, render_envoy_yaml
 from services.launcher import SuiteConfig, run_up, suite_envoy_config
 
 # Modules that add a subcommand: each has `register(subparsers)`, and the parser it adds
@@ -22,14 +22,31 @@ COMMAND_MODULES = [
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    up = sub.add_parser("up", help="start the suite and keep it running until Ctrl-C")
+    up = sub.add_parser(
+        "up",
+        help="start the suite and keep it running until Ctrl-C",
+        description="Starts the suite and keeps it running until Ctrl-C. Every port is checked first: "
+        "when one is taken (a suite already up, say), nothing starts and the flag that moves it is named.",
+    )
     defaults = SuiteConfig()
-    up.add_argument("--host", default=defaults.host)
-    up.add_argument("--orchestrator-port", type=int, default=defaults.orchestrator_port)
-    up.add_argument("--judge-port", type=int, default=defaults.judge_port)
-    up.add_argument("--accounting-port", type=int, default=defaults.accounting_port)
-    up.add_argument("--data-dir", default=defaults.data_dir, help="folder of the SQLite files")
-    up.add_argument("--log-level", default=defaults.log_level)
+    up.add_argument("--host", default=defaults.host, help="where the services listen (default: %(default)s)")
+    up.add_argument(
+        "--orchestrator-port",
+        type=int,
+        default=defaults.orchestrator_port,
+        help="the public API (default: %(default)s)",
+    )
+    up.add_argument("--judge-port", type=int, default=defaults.judge_port, help="(default: %(default)s)")
+    up.add_argument("--accounting-port", type=int, default=defaults.accounting_port, help="(default: %(default)s)")
+    up.add_argument(
+        "--gateway-port",
+        type=int,
+        help=f"Envoy's port for grpc-web and the page (default: $GATEWAY_PORT or {defaults.gateway.port})",
+    )
+    up.add_argument("--data-dir", default=defaults.data_dir, help="folder of the SQLite files (default: %(default)s)")
+    up.add_argument(
+        "--log-level", default=defaults.log_level, help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)"
+    )
     up.add_argument(
         "--replicas",
         type=int,
@@ -60,6 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             replicas=args.replicas,
             metrics=not args.no_metrics,
         )
+        if args.gateway_port is not None:
+            config.gateway = GatewayConfig(port=args.gateway_port)
         return asyncio.run(run_up(config, postgres=args.postgres))
 
     up.set_defaults(handler=handle)

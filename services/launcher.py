@@ -137,6 +137,31 @@ class SuiteConfig:
         """host:port of each of `service`'s replicas."""
         return [self.address(port) for port in self.ports(service)]
 
+    def listen_ports(self) -> list[tuple[str, str, int]]:
+        """(what, its `up` flag, port) of every fixed port the suite will listen on: each service
+        replica's and, with the gateway, Envoy's and the page's when given. ValueError as `ports`."""
+        flags = {"orchestrator": "--orchestrator-port", "judge": "--judge-port", "accounting": "--accounting-port"}
+        wanted = [
+            (self.process_name(service, replica), flags[service], port)
+            for service in SERVICES
+            for replica, port in enumerate(self.ports(service))
+        ]
+        if self.gateway.enabled:
+            wanted.append(("gateway", "--gateway-port", self.gateway.port))
+            if self.gateway.web_available and self.gateway.web_port:
+                wanted.append(("page", "WEB_PORT", self.gateway.web_port))
+        return wanted
+
+    def taken_ports(self) -> list[tuple[str, str, int]]:
+        """The entries of `listen_ports` whose port cannot be bound now (another process listens on
+        it, or its address is not this machine's)."""
+        taken = []
+        for what, flag, port in self.listen_ports():
+            host = self.gateway.host if what == "gateway" else "127.0.0.1" if what == "page" else self.host
+            if not _can_bind(host, port):
+                taken.append((what, flag, port))
+        return taken
+
     @property
     def database(self) -> str:
         """The services' PostgreSQL URL: `database_url`, else DATABASE_URL of `variables()`; empty:
@@ -243,10 +268,21 @@ async def run_up(config: SuiteConfig, *, postgres: bool = False) -> int:
 
 async def _run_suite(config: SuiteConfig, server: PostgresServer | None) -> int:
     try:
-        specs = config.process_specs()
+        taken = config.taken_ports()
+        specs = [] if taken else config.process_specs()
     except ValueError as error:
         print(f"debate-engine up: bad setting: {error}", file=sys.stderr)
         return 2
+    if taken:
+        # Before anything starts: health checks would reach the suite already on those ports.
+        what, flag, port = taken[0]
+        others = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        print(
+            f"debate-engine up: port {port} ({what}) is taken{others}, perhaps by a suite already up; "
+            f"stop it, or choose other ports with {', '.join(dict.fromkeys(f for _, f, _ in taken))}",
+            file=sys.stderr,
+        )
+        return 1
     suite = Suite(specs)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -308,6 +344,19 @@ async def _last_replica_exit(suite: Suite, config: SuiteConfig) -> RunningProces
             file=sys.stderr,
             flush=True,
         )
+
+
+def _can_bind(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (SO_REUSEADDR, as servers bind: a port left in
+    TIME_WAIT by a suite that just stopped counts as free)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError:
+            return False
+    return True
 
 
 def _free_loopback_port() -> int:

@@ -4,17 +4,17 @@ and the debate configurations they build from their flags."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from decimal import Decimal, InvalidOperation
 
 from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
-from services.client.session import EXIT_OK, orchestrator, run, run_debate, watch
-from services.client.style import Style, money, safe_text, table
+from services.client.session import DEFAULT_TARGET, EXIT_OK, default_target, orchestrator, run, run_debate, watch
+from services.client.style import Style, cell_len, clip_right, money, safe_text, table
 from services.client.view import state_name
 
+DEBATER_SYNTAX = "NAME=MODEL:PERSONA[:STANCE]"
 DEMO_TOPIC = "Cities should ban private cars from their historic centres"
 DEMO_DEBATERS = (
     common_pb2.Participant(
@@ -47,11 +47,21 @@ def demo_config(rounds: int = 3, seed: int = 7) -> common_pb2.DebateConfig:
 
 
 def parse_debater(spec: str) -> common_pb2.Participant:
-    """NAME=MODEL:PERSONA[:STANCE]; the model ends at the first ':', the stance starts at the last."""
+    """NAME=MODEL:PERSONA[:STANCE] (DEBATER_SYNTAX) as a Participant. The model ends at the first ':',
+    unless it is in brackets (NAME=[MODEL]:PERSONA[:STANCE], for a model whose name has a ':', such as
+    ollama/llama3:8b); the stance starts at the last ':' of the rest. ArgumentTypeError when a part
+    is missing or empty, or a bracket is not closed."""
     name, equals, rest = spec.partition("=")
-    model, colon, persona = rest.partition(":")
+    if rest.startswith("["):
+        model, bracket, rest = rest[1:].partition("]")
+        colon = ":" if bracket and rest.startswith(":") else ""
+        persona = rest[1:] if colon else ""
+    else:
+        model, colon, persona = rest.partition(":")
     if not equals or not colon or not name.strip() or not model.strip() or not persona.strip():
-        raise argparse.ArgumentTypeError(f"{spec!r}: expected NAME=MODEL:PERSONA[:STANCE]")
+        raise argparse.ArgumentTypeError(
+            f"{spec!r}: expected {DEBATER_SYNTAX} (a model with a ':' in brackets: NAME=[MODEL]:PERSONA[:STANCE])"
+        )
     stance = ""
     if ":" in persona:
         persona, _, stance = persona.rpartition(":")
@@ -105,8 +115,8 @@ def _target(parser: argparse.ArgumentParser, *, starts_suite: bool) -> None:
         parser.add_argument(
             "--target",
             metavar="HOST:PORT",
-            default=os.environ.get("DEBATE_ENGINE_TARGET", "127.0.0.1:50051"),
-            help="the orchestrator (default: $DEBATE_ENGINE_TARGET or 127.0.0.1:50051)",
+            default=default_target(),
+            help=f"the orchestrator (default: $DEBATE_ENGINE_TARGET or {DEFAULT_TARGET})",
         )
 
 
@@ -117,53 +127,110 @@ def _positive(text: str) -> int:
     return value
 
 
+DEBATE_DESCRIPTION = """\
+Runs a debate and shows it live: each debater's tokens as they arrive, the judge's scores after
+each round, the verdict and the cost table.
+
+Each --debater is NAME=MODEL:PERSONA[:STANCE]. The model ends at the first ':', the stance
+starts at the last; a model whose name has a ':' goes in brackets: Ada=[ollama/llama3:8b]:a
+labour economist:for. PERSONA and STANCE are free text: the stance may be "for", "against" or
+a position in your own words ("for, but only in city centres"). Models are named as LiteLLM
+names them (openai/gpt-4o, anthropic/..., ollama/...) or sim/debater and sim/judge (the
+built-in simulated models); provider keys are read by the services from their environment,
+and a debate whose key is missing is refused before it starts, naming the variable.
+
+Ctrl-C detaches: the debate goes on in the suite, and the commands to watch it again
+(debate-engine attach ID) and to cancel it (debate-engine cancel ID) are printed.
+--cancel-on-exit makes Ctrl-C cancel it instead. Without --target, the suite started here
+stops on Ctrl-C, and the debate with it."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    demo = sub.add_parser("demo", help="start the suite and run a three-round debate between two simulated debaters")
+    demo = sub.add_parser(
+        "demo",
+        help="start the suite and run a three-round debate between two simulated debaters",
+        description="Starts the suite (unless --target is given) and runs a debate between two simulated "
+        "debaters, shown live; exits 0 when it completes.",
+    )
     _target(demo, starts_suite=True)
-    demo.add_argument("--rounds", type=_positive, default=3)
-    demo.add_argument("--seed", type=int, default=7, help="the same seed gives the same debate")
+    demo.add_argument("--rounds", type=_positive, default=3, help="rounds of the debate (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=7, help="the same seed gives the same debate (default: %(default)s)")
     demo.set_defaults(handler=_demo)
 
     debate = sub.add_parser(
         "debate",
-        help="run a debate and watch it live",
-        description="Runs a debate and watches it live. Models are named as LiteLLM names them "
-        "(openai/gpt-4o, anthropic/...) or sim/debater, sim/judge; provider keys come "
-        "from the environment of the services.",
+        help="run a debate and watch it live (Ctrl-C detaches; the debate goes on)",
+        description=DEBATE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    debate.add_argument("--topic", required=True)
+    debate.add_argument(
+        "--topic", required=True, help='what the debaters argue about, e.g. "Remote work beats the office"'
+    )
     debate.add_argument(
         "--debater",
         action="append",
         required=True,
         type=parse_debater,
-        metavar="NAME=MODEL:PERSONA[:STANCE]",
-        help="repeat for each debater (2 to 8); the model must not contain ':'",
+        metavar=DEBATER_SYNTAX,
+        help="repeat for each debater (2 to 8); the syntax is above",
     )
-    debate.add_argument("--judge", action="append", required=True, metavar="MODEL", help="repeat for a panel")
-    debate.add_argument("--rounds", type=_positive, default=3)
-    debate.add_argument("--format", choices=("simultaneous", "sequential"), default="simultaneous")
-    debate.add_argument("--max-tokens-per-turn", type=_positive)
-    debate.add_argument("--budget", type=parse_budget, metavar="USD", help="a spending cap, e.g. 0.50")
-    debate.add_argument("--seed", type=int, help="seed for the simulated models")
+    debate.add_argument(
+        "--judge", action="append", required=True, metavar="MODEL", help="the judge's model; repeat for a panel"
+    )
+    debate.add_argument("--rounds", type=_positive, default=3, help="rounds of the debate (default: %(default)s)")
+    debate.add_argument(
+        "--format",
+        choices=("simultaneous", "sequential"),
+        default="simultaneous",
+        help="simultaneous: every debater speaks at once each round; sequential: one after another, each "
+        "seeing the turns before its own (default: %(default)s)",
+    )
+    debate.add_argument(
+        "--max-tokens-per-turn",
+        type=_positive,
+        metavar="N",
+        help="the most tokens a debater may write in one turn; each debater is told it, and a turn cut at "
+        "it is marked as cut (default: the orchestrator's, 512)",
+    )
+    debate.add_argument("--budget", type=parse_budget, metavar="USD", help="a spending cap, e.g. 0.50 (default: none)")
+    debate.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the simulated models' seed: the same seed, the same debate (default: %(default)s)",
+    )
+    debate.add_argument(
+        "--cancel-on-exit",
+        action="store_true",
+        help="Ctrl-C cancels the debate (default: Ctrl-C only detaches, and the debate goes on)",
+    )
     _target(debate, starts_suite=True)
     debate.set_defaults(handler=_debate)
 
-    attach = sub.add_parser("attach", help="watch a debate by id (reconnects when the stream drops)")
+    attach = sub.add_parser(
+        "attach",
+        help="watch a debate by id (reconnects when the stream drops; Ctrl-C stops watching only)",
+    )
     attach.add_argument("debate_id")
-    attach.add_argument("--after", type=int, default=0, metavar="N", help="only events after sequence N")
+    attach.add_argument(
+        "--after", type=int, default=0, metavar="N", help="only events after sequence N (default: from the start)"
+    )
     _target(attach, starts_suite=False)
     attach.set_defaults(handler=_attach)
 
     listing = sub.add_parser("list", help="list debates, newest first")
-    listing.add_argument("--state", choices=[state_name(v).lower() for v in pb.DebateState.values() if v])
-    listing.add_argument("--limit", type=_positive, default=50)
+    listing.add_argument(
+        "--state",
+        choices=[state_name(v).lower() for v in pb.DebateState.values() if v],
+        help="only debates in this state",
+    )
+    listing.add_argument("--limit", type=_positive, default=50, help="at most this many (default: %(default)s)")
     _target(listing, starts_suite=False)
     listing.set_defaults(handler=_list)
 
     cancel = sub.add_parser("cancel", help="cancel a queued or running debate")
     cancel.add_argument("debate_id")
-    cancel.add_argument("--reason", default="cancelled from the command line")
+    cancel.add_argument("--reason", default="cancelled from the command line", help="kept with the debate")
     _target(cancel, starts_suite=False)
     cancel.set_defaults(handler=_cancel)
 
@@ -178,25 +245,32 @@ def _demo(args: argparse.Namespace) -> int:
             + "\n"
         )
         async with orchestrator(args.target, out, style, data_dir=args.data_dir, verbose=args.verbose) as stub:
-            return await run_debate(stub, demo_config(args.rounds, args.seed), out, style)
+            return await run_debate(stub, demo_config(args.rounds, args.seed), out, style, target=args.target)
 
-    return run(main)
+    return run(main, target=args.target)
 
 
 def _debate(args: argparse.Namespace) -> int:
     async def main(style: Style) -> int:
         async with orchestrator(args.target, sys.stdout, style, data_dir=args.data_dir, verbose=args.verbose) as stub:
-            return await run_debate(stub, debate_config(args), sys.stdout, style)
+            return await run_debate(
+                stub,
+                debate_config(args),
+                sys.stdout,
+                style,
+                target=args.target,
+                cancel_on_exit=args.cancel_on_exit,
+            )
 
-    return run(main)
+    return run(main, target=args.target)
 
 
 def _attach(args: argparse.Namespace) -> int:
     async def main(style: Style) -> int:
         async with orchestrator(args.target, sys.stdout, style) as stub:
-            return await watch(stub, args.debate_id, args.after, sys.stdout, style)
+            return await watch(stub, args.debate_id, args.after, sys.stdout, style, target=args.target)
 
-    return run(main)
+    return run(main, target=args.target)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -204,35 +278,25 @@ def _list(args: argparse.Namespace) -> int:
         state = (
             pb.DebateState.Value(f"DEBATE_STATE_{args.state.upper()}") if args.state else pb.DEBATE_STATE_UNSPECIFIED
         )
-        rows: list[list[str]] = []
+        debates: list[pb.DebateSummary] = []
         token = ""
         async with orchestrator(args.target, sys.stdout, style) as stub:
-            while len(rows) < args.limit:
+            while len(debates) < args.limit:
                 page = await stub.ListDebates(
-                    pb.ListDebatesRequest(page_size=min(100, args.limit - len(rows)), page_token=token, state=state),
+                    pb.ListDebatesRequest(page_size=min(100, args.limit - len(debates)), page_token=token, state=state),
                     timeout=30,
                 )
-                rows += [
-                    [
-                        d.debate_id,
-                        state_name(d.state).lower(),
-                        f"{d.current_round}/{d.round_limit}",
-                        money(d.cost.amount, d.cost.currency_code),
-                        d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if d.HasField("create_time") else "",
-                        _clip(safe_text(d.topic), 48),
-                    ]
-                    for d in page.debates
-                ]
+                debates += page.debates
                 token = page.next_page_token
                 if not token:
                     break
-        if not rows:
+        if not debates:
             print("no debates")
             return EXIT_OK
-        print("\n".join(table(style, ["id", "state", "round", "cost", "created (UTC)", "topic"], rows, align="llrrll")))
+        print("\n".join(list_lines(style, debates)))
         return EXIT_OK
 
-    return run(main)
+    return run(main, target=args.target)
 
 
 def _cancel(args: argparse.Namespace) -> int:
@@ -245,8 +309,30 @@ def _cancel(args: argparse.Namespace) -> int:
         print(f"{d.debate_id}: {state_name(d.state).lower()}; spent {money(d.cost.amount, d.cost.currency_code)}")
         return EXIT_OK
 
-    return run(main)
+    return run(main, target=args.target)
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+LIST_WIDTH = 80
+
+
+def list_lines(style: Style, debates: list[pb.DebateSummary]) -> list[str]:
+    """The `list` table in LIST_WIDTH columns: a row per debate (id, state, round, cost), and under it
+    when it was created and its topic, clipped to fit."""
+    rows = [
+        [
+            d.debate_id,
+            state_name(d.state).lower(),
+            f"{d.current_round}/{d.round_limit}",
+            money(d.cost.amount, d.cost.currency_code),
+        ]
+        for d in debates
+    ]
+    lines = table(style, ["id", "state", "round", "cost"], rows, align="llrr")
+    out = lines[:2]
+    for d, row_line in zip(debates, lines[2:], strict=True):
+        created = d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC") if d.HasField("create_time") else ""
+        about = "    " + " · ".join(x for x in (created, safe_text(d.topic)) if x)
+        if cell_len(about) > LIST_WIDTH:
+            about = clip_right(about, LIST_WIDTH - 1) + "…"
+        out += [row_line, style.paint(about, "dim")]
+    return out

@@ -121,10 +121,10 @@ def verdict_lines(s: Style, verdict: common_pb2.Verdict, colour: Colour) -> list
     """The winner (or a tie), the confidence, a bar per debater's final score and the summary."""
     lines = ["", s.rule("Verdict")]
     if verdict.tie or not verdict.winner:
-        lines.append("  " + s.paint("A tie", "bold"))
+        lines.append(f"  {s.glyph('★', '*')} " + s.paint("A tie", "bold"))
     else:
         lines.append(f"  {s.glyph('★', '*')} Winner: " + _name(s, colour, verdict.winner, "bold"))
-    lines[-1] += _dim(s, f"   confidence {verdict.confidence:.0%}")
+    lines[-1] += _dim(s, f" (confidence {verdict.confidence:.0%})")
     if verdict.final_scores:
         width = max(len(f.debater) for f in verdict.final_scores)
         for final in verdict.final_scores:

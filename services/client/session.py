@@ -26,13 +26,23 @@ from services.client.follow import StreamLost, follow
 from services.client.style import Style, Wrapper, money, safe_text
 from services.client.view import DebateView, state_name
 from services.common.channels import open_channel
+from services.common.debate_rules import ProviderKeyMissing
 from services.common.grpc_errors import error_details
 from services.common.settings import ChannelSettings
+from services.common.text import plural
 from services.gateway import GatewayConfig
 from services.launcher import SuiteConfig
 from services.supervisor import ProcessDied, Suite
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+PROVIDER_KEY_MISSING = ProviderKeyMissing.reason
+DEFAULT_TARGET = "127.0.0.1:50051"  # the orchestrator's port under `debate-engine up`
+
+
+def default_target() -> str:
+    """The orchestrator attach, list and cancel call without --target: $DEBATE_ENGINE_TARGET or
+    DEFAULT_TARGET."""
+    return os.environ.get("DEBATE_ENGINE_TARGET") or DEFAULT_TARGET
 
 
 # -- connections --------------------------------------------------------------------------
@@ -104,7 +114,7 @@ def intro_lines(style: Style, config: common_pb2.DebateConfig, debate_id: str = 
     order = {common_pb2.TURN_ORDER_SEQUENTIAL: "sequential"}.get(config.format.turn_order, "simultaneous")
     lines = ["", s.rule("Debate"), "  " + s.paint(safe_text(config.topic), "bold")]
     facts = [
-        f"{config.format.round_limit} rounds",
+        plural(config.format.round_limit, "round"),
         f"{order} turns",
         f"judge {', '.join(config.judge.models) or 'default'}",
     ]
@@ -131,9 +141,17 @@ def intro_lines(style: Style, config: common_pb2.DebateConfig, debate_id: str = 
 
 
 async def run_debate(
-    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub, config: common_pb2.DebateConfig, out: TextIO, style: Style
+    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub,
+    config: common_pb2.DebateConfig,
+    out: TextIO,
+    style: Style,
+    *,
+    target: str | None = None,
+    cancel_on_exit: bool = False,
 ) -> int:
-    """Creates, starts and watches one debate; Ctrl-C cancels it."""
+    """Creates, starts and watches one debate. Ctrl-C detaches: the debate goes on, and how to
+    re-attach and cancel is printed (exit 130); with `cancel_on_exit`, Ctrl-C cancels it. `target`
+    is the orchestrator named on the command line (None: a suite started here, which stops)."""
     created = await stub.CreateDebate(pb.CreateDebateRequest(config=config, request_id=str(uuid.uuid4())), timeout=30)
     debate = created.debate
     if debate.HasField("config"):
@@ -149,6 +167,10 @@ async def run_debate(
         finally:
             view.close()
     except asyncio.CancelledError:
+        if not cancel_on_exit:
+            out.write(style.paint("\n" + "\n".join(detach_lines(debate.debate_id, target)), "yellow") + "\n")
+            out.flush()
+            return EXIT_INTERRUPTED
         out.write(style.paint("\ninterrupted: cancelling the debate ...", "yellow") + "\n")
         out.flush()
         with contextlib.suppress(grpc.RpcError):
@@ -158,13 +180,38 @@ async def run_debate(
                     timeout=5,
                 )
             )
-        raise
+        out.write(style.paint(f"debate {debate.debate_id} cancelled", "yellow") + "\n")
+        out.flush()
+        return EXIT_INTERRUPTED
     return _outcome(view, out, style, time.monotonic() - began)
 
 
+def detach_lines(debate_id: str, target: str | None) -> list[str]:
+    """What Ctrl-C prints: the debate goes on, and the commands that re-attach and cancel it; or,
+    when the suite was started here (`target` None), that the suite stops and the debate with it."""
+    if target is None:
+        return [
+            f"interrupted: the suite started here stops, and debate {debate_id} with it.",
+            "To keep a debate running after Ctrl-C, start the suite with `debate-engine up` and pass --target.",
+        ]
+    at = "" if target == default_target() else f" --target {target}"
+    return [
+        f"detached: debate {debate_id} goes on.",
+        f"  watch it again:  debate-engine attach {debate_id}{at}",
+        f"  cancel it:       debate-engine cancel {debate_id}{at}",
+    ]
+
+
 async def watch(
-    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub, debate_id: str, after: int, out: TextIO, style: Style
+    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub,
+    debate_id: str,
+    after: int,
+    out: TextIO,
+    style: Style,
+    *,
+    target: str | None = None,
 ) -> int:
+    """Watches a debate to its end; Ctrl-C stops watching only (exit 130)."""
     got = await stub.GetDebate(pb.GetDebateRequest(debate_id=debate_id), timeout=30)
     config = got.debate.config
     out.write("\n".join(intro_lines(style, config, debate_id)) + "\n")
@@ -178,9 +225,14 @@ async def watch(
     )
     view = DebateView(out, style, participants=config.participants, round_limit=config.format.round_limit)
     try:
-        await follow(stub, debate_id, view, after=after)
-    finally:
-        view.close()
+        try:
+            await follow(stub, debate_id, view, after=after)
+        finally:
+            view.close()
+    except asyncio.CancelledError:  # Ctrl-C: only the watching stops
+        out.write(style.paint("\n" + "\n".join(detach_lines(debate_id, target)), "yellow") + "\n")
+        out.flush()
+        return EXIT_INTERRUPTED
     return _outcome(view, out, style)
 
 
@@ -190,24 +242,44 @@ def _outcome(view: DebateView, out: TextIO, style: Style, seconds: float | None 
         out.write("\n" + style.paint(f"{style.glyph('✓', 'OK')} debate completed{took}", "bold", "green") + "\n")
         out.flush()
         return EXIT_OK
-    state = state_name(view.state) if view.finished else "not finished"
-    print(
-        f"debate-engine: the debate ended {state}{': ' + view.end_reason if view.end_reason else ''}", file=sys.stderr
-    )
+    if not view.finished:  # a finished debate's end is on the screen already
+        print("debate-engine: the stream ended before the debate did", file=sys.stderr)
     return EXIT_FAILED
 
 
 # -- error handling -----------------------------------------------------------------------
 
 
-def report_rpc_error(error: grpc.RpcError, style: Style) -> int:
+def report_rpc_error(error: grpc.RpcError, style: Style, target: str | None = None) -> int:
+    """Prints what failed in a line or a few (the server's field violations, one a line) and returns the
+    exit code. `target`: the orchestrator the command called, named when nothing answers there."""
     info, violations = error_details(error)
     err = sys.stderr
+    if target and error.code() == grpc.StatusCode.UNAVAILABLE and "resolving" in (error.details() or ""):
+        print(f"debate-engine: the host of {target} is not known here; check --target HOST:PORT", file=err)
+        return EXIT_FAILED
+    if target and _nothing_listens(error):
+        print(
+            f"debate-engine: no orchestrator answers at {target}: start the suite with `debate-engine up` "
+            "(in another terminal), or pass --target HOST:PORT",
+            file=err,
+        )
+        return EXIT_FAILED
     if violations:
         print(style.paint("debate-engine: the server rejected the request:", "bold", "red"), file=err)
         width = max(len(f) for f, _ in violations)
         for field_path, description in violations:
             print(f"  {field_path.ljust(width)}  {description}", file=err)
+        return EXIT_USAGE
+    if info is not None and info.reason == PROVIDER_KEY_MISSING:
+        # Refused before anything started (the API's rule): one line that names the variable.
+        variables = info.metadata.get("variables", "the provider key")
+        it = "them" if "," in variables else "it"
+        print(
+            f"debate-engine: not started: {error.details()}; export {it} where the suite runs "
+            "(before `debate-engine up`, or before this command when it starts the suite)",
+            file=err,
+        )
         return EXIT_USAGE
     reason = f" [{info.reason}]" if info and info.reason and info.reason != error.code().name else ""
     print(f"debate-engine: {error.code().name}{reason}: {error.details()}", file=err)
@@ -218,8 +290,17 @@ def report_rpc_error(error: grpc.RpcError, style: Style) -> int:
     return EXIT_FAILED
 
 
-def run(main: Callable[[Style], Coroutine[Any, Any, int]]) -> int:
-    """Runs a command's coroutine and turns every failure into a message and an exit code."""
+def _nothing_listens(error: grpc.RpcError) -> bool:
+    """Whether the call failed because no server could be reached (refused, no route, bad name)."""
+    said = (error.details() or "").lower()
+    return error.code() == grpc.StatusCode.UNAVAILABLE and any(
+        words in said for words in ("failed to connect", "connection refused", "dns resolution failed", "unreachable")
+    )
+
+
+def run(main: Callable[[Style], Coroutine[Any, Any, int]], *, target: str | None = None) -> int:
+    """Runs a command's coroutine and turns every failure into a message and an exit code; `target`
+    is the orchestrator given on the command line (or by default), named when nothing answers."""
     style = Style.for_stream(sys.stdout)
     err_style = Style.for_stream(sys.stderr)
     try:
@@ -231,7 +312,7 @@ def run(main: Callable[[Style], Coroutine[Any, Any, int]]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     except grpc.RpcError as error:
-        return report_rpc_error(error, err_style)
+        return report_rpc_error(error, err_style, target)
     except (ProcessDied, TimeoutError, StreamLost) as error:
         print(f"debate-engine: {error}", file=sys.stderr)
         return EXIT_FAILED

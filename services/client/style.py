@@ -47,9 +47,10 @@ DEBATER_COLOURS = (
     "magenta",
 )
 
-# Control characters a model could use to move the cursor or rewrite the terminal; newline
-# and tab are kept.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Control characters a model could use to move the cursor or rewrite the terminal, and the bidi
+# embeddings, overrides and isolates that reorder what a reader sees; newline and tab are kept
+# (so are the joiners of emoji and scripts: services.common.text says which are in place).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def cell_len(text: str) -> int:
@@ -80,7 +81,7 @@ def clip_left(text: str, columns: int) -> str:
 
 
 def safe_text(text: str) -> str:
-    """Model or user text with terminal control sequences removed."""
+    """Model or user text with terminal control sequences and bidi overrides removed."""
     return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\t", "    "))
 
 

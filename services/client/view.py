@@ -47,6 +47,27 @@ def state_name(state: int) -> str:
     return pb.DebateState.Name(pb.DebateState.ValueType(state)).removeprefix("DEBATE_STATE_")
 
 
+ENDINGS: dict[int, str] = {
+    pb.DEBATE_STATE_COMPLETED: "debate completed",
+    pb.DEBATE_STATE_FAILED: "debate failed",
+    pb.DEBATE_STATE_CANCELLED: "debate cancelled",
+    pb.DEBATE_STATE_BUDGET_EXCEEDED: "debate stopped: its budget is spent",
+}
+
+
+def ending(state: int, reason: str = "") -> str:
+    """How a debate ended, in words: "debate cancelled", "debate failed (PROVIDER_ERROR: ...)".
+    `reason` (a DebateFailed's reason, or a summary's end_reason "REASON: message") is added when it
+    says more than the state does."""
+    text = ENDINGS.get(state, f"debate ended {state_name(state)}")
+    code, _, message = reason.partition(": ")
+    if code.upper() == state_name(state):  # "CANCELLED" for a cancelled debate says nothing more
+        reason = message
+    if reason and reason.lower() not in text:
+        text += f" ({reason})"
+    return text
+
+
 @dataclass
 class Block:
     """Finished text, or a reserved place (`lines is None`) until its content arrives."""
@@ -208,10 +229,7 @@ class DebateView:
     def _on_debate_failed(self, failed: pb.DebateFailed) -> None:
         self._end(failed.state or pb.DEBATE_STATE_FAILED, failed.reason)
         s = self.style
-        text = f"{s.glyph('✗', 'x')} debate ended {state_name(self.state)}"
-        if failed.reason:
-            text += f" ({failed.reason})"
-        lines = ["", s.paint(text, "bold", "red")]
+        lines = ["", s.paint(f"{s.glyph('✗', 'x')} {ending(self.state, failed.reason)}", "bold", "red")]
         if failed.message:
             lines.append("  " + safe_text(failed.message))
         self._block(lines)
@@ -231,11 +249,7 @@ class DebateView:
         self._block(
             [
                 "",
-                self.style.paint(
-                    f"debate ended {state_name(summary.state)}"
-                    f"{': ' + summary.end_reason if summary.end_reason else ''}",
-                    "bold",
-                ),
+                self.style.paint(ending(summary.state, summary.end_reason), "bold"),
             ]
         )
         self._pump()

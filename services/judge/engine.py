@@ -28,6 +28,7 @@ from services.common.llm.base import (
     LLMError,
     StreamReader,
 )
+from services.common.text import plural
 from services.common.tokens import SIMULATED_PREFIX, count_message_tokens, count_text_tokens
 from services.common.usage import Usage
 from services.judge import aggregate
@@ -130,9 +131,9 @@ class Judge:
         )
         simulated = any(b.simulated for b in ballots)
         log.info(
-            "round %d judged by %d call(s): %s; ordering agreement %.2f, judge agreement %.2f",
+            "round %d judged by %s: %s; ordering agreement %.2f, judge agreement %.2f",
             case.round_number,
-            len(ballots),
+            plural(len(ballots), "call"),
             "tie" if tie else f"{leader} leads",
             tally.ordering_agreement,
             tally.judge_agreement,
@@ -203,7 +204,10 @@ class Judge:
 
         simulated = any(b.simulated for b in ballots)
         log.info(
-            "verdict by %d call(s): %s, confidence %.2f", len(ballots), "tie" if tie else f"{winner} wins", confidence
+            "verdict by %s: %s, confidence %.2f",
+            plural(len(ballots), "call"),
+            "tie" if tie else f"{winner} wins",
+            confidence,
         )
         if tie:
             tied = [n for n in ranked if final[ranked[0]] - final[n] <= margin]
@@ -211,7 +215,7 @@ class Judge:
         else:
             outcome = f"{winner} wins with {final[winner]:.2f} of 10, ahead of {_listing(ranked[1:], final)}."
         basis = (
-            f"Final scores weigh the assessments of {len(priors)} round(s) at {weight:.0%} and the "
+            f"Final scores weigh the assessments of {plural(len(priors), 'round')} at {weight:.0%} and the "
             f"whole-debate judgement at {1 - weight:.0%}."
             if priors
             else "Final scores are the whole-debate judgement (no round assessments were given)."
@@ -453,7 +457,8 @@ class _Tally:
     def describe(self, simulated: bool) -> str:
         models, orderings = len(self.panel.models), len(self.panel.orderings)
         text = (
-            f"Mean of {models * orderings} judge call(s) ({models} model(s) x {orderings} ordering(s)); "
+            f"Mean of {plural(models * orderings, 'judge call')} ({plural(models, 'model')} x "
+            f"{plural(orderings, 'ordering')}); "
             f"ordering agreement {self.ordering_agreement:.2f}, judge agreement {self.judge_agreement:.2f}."
         )
         return f"{text} Simulated judge." if simulated else text

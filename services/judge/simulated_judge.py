@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.llm.base import CompletionRequest
+from services.common.text import plural
 from services.judge.prompts import PromptView, read_prompt
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -204,7 +205,8 @@ def answer(view: PromptView) -> dict[str, Any]:
             else "Simulated judge: no scorable text in this turn."
         )
         if f.ignored:
-            rationale += f" {f.ignored} sentence(s) addressed to the judge were ignored."
+            were = "was" if f.ignored == 1 else "were"
+            rationale += f" {plural(f.ignored, 'sentence')} addressed to the judge {were} ignored."
         debaters[label] = {"scores": criteria, "rationale": rationale}
     result: dict[str, Any] = {"debaters": debaters}
     if view.wants_summary:

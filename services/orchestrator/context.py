@@ -13,8 +13,9 @@ The messages follow one convention, which real models follow and which the built
 debater parses (`services.common.llm.simulated.reading`, whose docstring states the same
 contract; tests/unit/test_llm_simulated.py checks that it reads what this module writes):
 
-- the system message: `Topic:`, `Persona:`, `Stance:` and `Round: r of n`, one `Key: value` a
-  line, then the instructions (`debater_system_prompt`);
+- the system message: `Topic:`, `Persona:`, `Stance:`, `Round: r of n` and `Length: at most N
+  tokens (about W words) ...` (the turn's budget, max_tokens_per_turn), one `Key: value` a line,
+  then the instructions (`debater_system_prompt`);
 - another debater's turn: a user message `Name (stance): text` with `name` set; the speaker's
   own turns: assistant messages;
 - the round instruction last: a user message without a `Name:` prefix that says
@@ -81,18 +82,32 @@ def debater_system_prompt(
     round_number: int | None = None,
     rounds: int | None = None,
     instructions: str = "",
+    max_tokens: int | None = None,
 ) -> str:
-    """The debater's system prompt: `Topic:`, `Persona:`, `Stance:` and `Round: r of n` lines, then
-    `instructions` (a generic debater's by default). The simulated debater reads these lines by
-    their keys (see the module docstring); real models read them as written."""
+    """The debater's system prompt: `Topic:`, `Persona:`, `Stance:`, `Round: r of n` and, with
+    `max_tokens` (the turn's budget), `Length:` lines, then `instructions` (a generic debater's by
+    default). The simulated debater reads these lines by their keys (see the module docstring);
+    real models read them as written."""
     lines = [f"Topic: {topic}", f"Persona: {persona}", f"Stance: {stance}"]
     if round_number is not None:
         lines.append(f"Round: {round_number}" + (f" of {rounds}" if rounds else ""))
+    if max_tokens:
+        lines.append(length_line(max_tokens))
     lines.append(
         instructions
         or "You are a debater. Argue your stance on the topic in your persona's voice; answer the other side's points."
     )
     return "\n".join(lines)
+
+
+def length_line(max_tokens: int) -> str:
+    """The turn's budget as the debater is told it: `Length: at most N tokens (about W words); ...`.
+    W is about 0.6 words a token, below English's 0.75, so that a model that counts words ends in time."""
+    words = max(1, int(max_tokens * 0.6))
+    return (
+        f"Length: at most {max_tokens} tokens (about {words} words); a longer turn is cut off there, "
+        "so end on a complete sentence within it"
+    )
 
 
 _DATA_NOTE = (
@@ -112,6 +127,7 @@ def system_prompt(config: common_pb2.DebateConfig, participant: common_pb2.Parti
         round_number=round_number,
         rounds=config.format.round_limit,
         instructions=_DATA_NOTE.format(name=participant.name),
+        max_tokens=config.max_tokens_per_turn or None,
     )
 
 

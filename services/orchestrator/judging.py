@@ -33,6 +33,7 @@ from debate.judge.v1 import judge_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.common.errors import Aborted, DeadlineExceeded, DomainError, Unavailable
+from services.common.text import plural
 from services.orchestrator.events import EventHub
 from services.orchestrator.peers import Accounting, Judge
 from services.orchestrator.run import DebateRun, announce_cost
@@ -195,7 +196,9 @@ class Judging:
         try:
             await self._record_calls(run, calls, prefix, role, round_number)
         except DomainError as failure:
-            log.warning("could not record the %d call(s) of a failed judge request: %s", len(calls), failure.message)
+            log.warning(
+                "could not record the %s of a failed judge request: %s", plural(len(calls), "call"), failure.message
+            )
         announce_cost(self.store, self.hub, run)
 
     async def _ask(

@@ -57,7 +57,7 @@ def test_sigterm_turns_health_not_serving_then_exits_zero(tmp_path):
         proc.wait()
 
 
-def _launcher(tmp_path, ports: dict[str, int]) -> subprocess.Popen:
+def _launcher(tmp_path, ports: dict[str, int], **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [
             str(BIN / "debate-engine"),
@@ -75,7 +75,13 @@ def _launcher(tmp_path, ports: dict[str, int]) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "GATEWAY_PORT": str(free_port()), "WEB_PORT": str(free_port())},
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "GATEWAY_PORT": str(free_port()),
+            "WEB_PORT": str(free_port()),
+            **env,
+        },
     )
 
 
@@ -127,13 +133,64 @@ def test_up_starts_three_services_and_sigterm_leaves_nothing_behind(tmp_path):
 
 def test_up_names_the_service_that_died_and_exits_nonzero(tmp_path):
     ports = {name: free_port() for name in ("orchestrator", "judge", "accounting")}
-    blocker = __import__("socket").socket()
-    blocker.bind(("127.0.0.1", ports["accounting"]))  # accounting cannot listen
-    blocker.listen()
+    # accounting cannot open its ledger: its SQLite file would be the data folder itself
+    launcher = _launcher(tmp_path, ports, LEDGER_FILE=".")
+    output, _ = launcher.communicate(timeout=90)
+    assert launcher.returncode != 0
+    assert "accounting exited with code" in output
+
+
+def test_a_second_up_on_taken_ports_says_so_in_one_line_and_leaves_the_first_alone(tmp_path):
+    """Issue 20, item 2: the second `up` checks its ports before it starts anything."""
+    ports = {name: free_port() for name in ("orchestrator", "judge", "accounting")}
+    gateway = str(free_port())
+    first = _launcher(tmp_path / "first", ports, GATEWAY_PORT=gateway)
+    seen: list[str] = []
     try:
-        launcher = _launcher(tmp_path, ports)
-        output, _ = launcher.communicate(timeout=90)
-        assert launcher.returncode != 0
-        assert "accounting exited with code" in output
+        _read_until(first.stdout, r"Ctrl-C stops it", 90, seen)
+        first_children = psutil.Process(first.pid).children(recursive=True)
+
+        def second_up(ports: dict[str, int], gateway: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [str(BIN / "debate-engine"), "up", "--data-dir", str(tmp_path / "second")]
+                + [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
+                + ["--gateway-port", gateway],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        again = second_up(ports, gateway)  # every port taken: the first one checked is named
+        assert again.returncode != 0
+        assert again.stdout == ""
+        lines = again.stderr.strip().splitlines()
+        assert len(lines) == 1, again.stderr
+        assert f"port {ports['accounting']} (accounting) is taken (and 3 more)" in lines[0]
+        assert "--accounting-port" in lines[0] and "--gateway-port" in lines[0]
+        assert "Traceback" not in again.stderr and "suite is up" not in again.stdout
+
+        fresh = {name: free_port() for name in ports}
+        again = second_up(fresh, gateway)  # only the gateway's port is taken
+        assert again.returncode != 0
+        assert again.stderr.strip() == (
+            f"debate-engine up: port {gateway} (gateway) is taken, perhaps by a suite already up; "
+            "stop it, or choose other ports with --gateway-port"
+        )
+        # Nothing of the second was started, and the first carries on, serving.
+        assert not (tmp_path / "second").exists()
+        assert first.poll() is None
+        assert all(child.is_running() for child in first_children)
+        for name, port in ports.items():
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=f"debate.{name}.v1.{name.capitalize()}Service"), timeout=10
+                )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
-        blocker.close()
+        first.send_signal(signal.SIGTERM)
+        try:
+            first.wait(timeout=60)
+        finally:
+            first.kill()
+            first.wait()

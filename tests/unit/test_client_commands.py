@@ -13,7 +13,7 @@ from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
 from services.cli import main
 from services.client.commands import parse_debater
-from services.client.style import Style
+from services.client.style import Style, cell_len
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.grpc_errors import STATUS_DETAILS_KEY, status_for
 from tests.unit.test_client_view import simultaneous_debate
@@ -71,7 +71,16 @@ class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                     state=pb.DEBATE_STATE_COMPLETED,
                     current_round=3,
                     round_limit=3,
-                )
+                ),
+                pb.DebateSummary(
+                    debate_id="9fba71c2-9ee6-461b-82a1-9ff9da04b869",
+                    topic="Cities should ban private cars from their historic centres, and charge for parking 👩‍🍳",
+                    state=pb.DEBATE_STATE_BUDGET_EXCEEDED,
+                    current_round=12,
+                    round_limit=20,
+                    cost=c.Money(currency_code="USD", amount="1234.5678"),
+                    create_time={"seconds": 1_790_000_000},
+                ),
             ]
         )
 
@@ -144,7 +153,12 @@ def test_attach_to_an_unknown_debate_fails_plainly(orchestrator, capsys):
 
 def test_list_and_cancel(orchestrator, capsys):
     assert main(["list", "--target", orchestrator.target]) == 0
-    assert "completed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "completed" in out
+    # Issue 20, item 8: the list fits 80 columns, even with the longest state, a long id and topic.
+    assert max(cell_len(line) for line in out.splitlines()) <= 80
+    assert "9fba71c2-9ee6-461b-82a1-9ff9da04b869  budget_exceeded  12/20  $1234.5678" in out
+    assert "\n    2026-09-21 14:13 UTC · Cities should ban private cars from their historic c…\n" in out
     assert main(["cancel", "d1", "--target", orchestrator.target]) == 0
     assert orchestrator.cancelled == ["d1"] and "cancelled" in capsys.readouterr().out
 
@@ -152,8 +166,17 @@ def test_list_and_cancel(orchestrator, capsys):
 def test_an_unreachable_orchestrator_is_a_clear_failure(capsys):
     from tests.helpers import free_port
 
-    assert main(["list", "--target", f"127.0.0.1:{free_port()}"]) == 1
-    assert "UNAVAILABLE" in capsys.readouterr().err
+    port = free_port()
+    for command in (["list"], ["cancel", "d1"], ["attach", "d1"], ["demo"]):
+        assert main([*command, "--target", f"127.0.0.1:{port}"]) == 1
+        assert capsys.readouterr().err == (
+            f"debate-engine: no orchestrator answers at 127.0.0.1:{port}: start the suite with "
+            "`debate-engine up` (in another terminal), or pass --target HOST:PORT\n"
+        )
+    assert main(["list", "--target", "nosuchhost.invalid:50051"]) == 1
+    assert capsys.readouterr().err == (
+        "debate-engine: the host of nosuchhost.invalid:50051 is not known here; check --target HOST:PORT\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -165,6 +188,13 @@ def test_an_unreachable_orchestrator_is_a_clear_failure(capsys):
             "Ada=sim/debater:a skeptic: hard to please:against the motion",
             ("Ada", "sim/debater", "a skeptic: hard to please", "against the motion"),
         ),
+        # a model with ':' in brackets (issue 20, item 8)
+        ("Ada=[ollama/llama3:8b]:a labour economist:for", ("Ada", "ollama/llama3:8b", "a labour economist", "for")),
+        ("Ada=[ollama/llama3:8b]:a poet", ("Ada", "ollama/llama3:8b", "a poet", "")),
+        (
+            "Ada=[openai/ft:gpt-4o-mini:org::abc]:a judge: strict:for, but only on weekdays",
+            ("Ada", "openai/ft:gpt-4o-mini:org::abc", "a judge: strict", "for, but only on weekdays"),
+        ),
     ],
 )
 def test_debater_specs(spec, expected):
@@ -172,7 +202,10 @@ def test_debater_specs(spec, expected):
     assert (p.name, p.model, p.persona, p.stance) == expected
 
 
-@pytest.mark.parametrize("spec", ["Ada", "Ada=sim/debater", "=sim/debater:x", "Ada=:x"])
+@pytest.mark.parametrize(
+    "spec",
+    ["Ada", "Ada=sim/debater", "=sim/debater:x", "Ada=:x", "Ada=[ollama/llama3:8b:a poet", "Ada=[]:x", "Ada=[m]x"],
+)
 def test_bad_debater_specs_are_refused(spec):
     import argparse
 
@@ -238,3 +271,26 @@ def test_colour_only_on_a_terminal_without_no_color(monkeypatch):
     assert not Style.for_stream(io.StringIO()).color
     monkeypatch.setenv("NO_COLOR", "1")
     assert not Style.for_stream(Terminal()).color
+
+
+@pytest.mark.parametrize(
+    "target, env, expected",
+    [
+        ("127.0.0.1:50051", None, "debate-engine attach d1"),
+        ("10.0.0.2:9000", None, "debate-engine attach d1 --target 10.0.0.2:9000"),
+        ("10.0.0.2:9000", "10.0.0.2:9000", "debate-engine attach d1"),
+    ],
+)
+def test_ctrl_c_says_how_to_reattach_and_cancel(monkeypatch, target, env, expected):
+    from services.client.session import detach_lines
+
+    if env:
+        monkeypatch.setenv("DEBATE_ENGINE_TARGET", env)
+    else:
+        monkeypatch.delenv("DEBATE_ENGINE_TARGET", raising=False)
+    lines = detach_lines("d1", target)
+    assert lines[0] == "detached: debate d1 goes on."
+    assert lines[1].split(":", 1)[1].strip() == expected
+    assert lines[2].split(":", 1)[1].strip() == expected.replace("attach", "cancel")
+    # A suite started here stops with the command: no promise that the debate goes on.
+    assert "stops" in detach_lines("d1", None)[0] and "debate-engine up" in detach_lines("d1", None)[1]

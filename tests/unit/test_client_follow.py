@@ -133,7 +133,7 @@ async def test_a_debate_that_ended_before_its_end_event_was_seen_is_reported_as_
     stub = FlakyStub(log, [], status_state=pb.DEBATE_STATE_CANCELLED)
     output, view = await follow_all(stub)
     assert view.finished and not view.succeeded
-    assert "CANCELLED" in output
+    assert "debate cancelled" in output
 
 
 async def test_attach_after_n_shows_only_later_events():

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
 from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.client.panels import cost_lines
 from services.client.style import Style, Wrapper, money
-from services.client.view import DebateView
+from services.client.view import DebateView, ending
 
 ADA_TEXT = "Cars crowd the old streets. Pedestrian zones raised footfall by a fifth in Ghent and Pontevedra."
 MILO_TEXT = "Shops die when customers cannot park. A ban punishes the elderly and the trades who need vans."
@@ -337,14 +338,51 @@ def test_a_failed_debate_ends_the_view_with_its_reason():
     )
     output, view = render(e.log)
     assert view.finished and not view.succeeded
-    assert "BUDGET_EXCEEDED" in output and "(interrupted)" in output and "Cost" in output
+    assert "✗ debate stopped: its budget is spent\n  the next turn would pass the $0.01 cap" in output
+    assert "(interrupted)" in output and "Cost" in output
+
+
+@pytest.mark.parametrize(
+    "state, reason, expected",
+    [
+        # Issue 20, item 8: a cancelled debate said "debate ended CANCELLED (CANCELLED)".
+        (pb.DEBATE_STATE_CANCELLED, "CANCELLED", "debate cancelled"),
+        (
+            pb.DEBATE_STATE_CANCELLED,
+            "CANCELLED: interrupted from the terminal",
+            "debate cancelled (interrupted from the terminal)",
+        ),
+        (pb.DEBATE_STATE_FAILED, "PROVIDER_ERROR", "debate failed (PROVIDER_ERROR)"),
+        (pb.DEBATE_STATE_BUDGET_EXCEEDED, "BUDGET_EXCEEDED", "debate stopped: its budget is spent"),
+        (pb.DEBATE_STATE_COMPLETED, "", "debate completed"),
+    ],
+)
+def test_how_a_debate_ended_is_said_once(state, reason, expected):
+    assert ending(state, reason) == expected
+
+
+def test_a_cancelled_debate_says_so_once(capsys):
+    e = Events()
+    e.add(round_started=pb.RoundStarted(round_number=1, participants=["Ada", "Milo"]))
+    e.add(
+        debate_failed=pb.DebateFailed(
+            state=pb.DEBATE_STATE_CANCELLED, reason="CANCELLED", message="cancelled from the command line"
+        )
+    )
+    output, _ = render(e.log)
+    assert output.count("cancelled") == 2, output  # the state, then the reason given
+    assert "✗ debate cancelled\n  cancelled from the command line" in output and "CANCELLED" not in output
 
 
 def test_model_text_cannot_drive_the_terminal():
     e = Events()
     e.add(token_delta=pb.TokenDelta(round_number=1, participant="Ada", text="hi \x1b[2Jthere\x07 ", attempt=1))
+    e.add(
+        token_delta=pb.TokenDelta(round_number=1, participant="Ada", text="\u202egnihton\u202c 👩\u200d🍳 ", attempt=1)
+    )
     output, _ = render(e.log)
     assert "\x1b" not in output and "\x07" not in output
+    assert "\u202e" not in output and "gnihton 👩\u200d🍳" in output  # no override; the chef stays whole
 
 
 def test_wrapper_breaks_between_words_within_the_width():
@@ -381,3 +419,18 @@ def test_the_cost_table_says_where_counts_and_prices_come_from():
     assert "their token counts come from the real tokenizer" in text
     assert "Other models' counts are the usage their providers reported." in text
     assert "local/llama3 is priced as declared for endpoint 'local' in LLM_ENDPOINTS." in text
+
+
+def test_verdict_and_intro_wording():
+    """Issue 20, item 8: "A tie   confidence 70%" and "1 rounds"."""
+    from services.client.panels import verdict_lines
+    from services.client.session import intro_lines
+
+    s = Style(color=False)
+    tie = verdict_lines(s, c.Verdict(tie=True, confidence=0.7), lambda name: 0)
+    assert tie[2] == "  ★ A tie (confidence 70%)"
+    won = verdict_lines(s, c.Verdict(winner="Ada", confidence=0.72), lambda name: 0)
+    assert won[2] == "  ★ Winner: Ada (confidence 72%)"
+    for rounds, said in ((1, "1 round · "), (3, "3 rounds · ")):
+        config = c.DebateConfig(topic="t", format=c.DebateFormat(round_limit=rounds))
+        assert said in intro_lines(s, config)[3]

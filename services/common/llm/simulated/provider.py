@@ -14,8 +14,10 @@ A reply is the whole text of a *responder*, streamed as a real model streams it:
 
 Pacing: the first token after `first_token_latency` seconds, then `tokens_per_second`, sent in
 chunks at most every `pace_tick` seconds (0 and 0: instant). Usage is counted with the shared
-tokenizer (`services.common.tokens`), which defines the usage of `sim/*` models; `max_tokens`
-cuts the reply (finish_reason "length"). Every `Completion` says `simulated=True`.
+tokenizer (`services.common.tokens`), which defines the usage of `sim/*` models. The built-in
+debater keeps to the budget its prompt tells it (`Length: at most N tokens`): it ends its turn
+on the last whole sentence that fits. `max_tokens` cuts any reply (finish_reason "length").
+Every `Completion` says `simulated=True`.
 """
 
 from __future__ import annotations
@@ -66,6 +68,28 @@ def _truncate(
     return pieces[:lo], True
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”’)\]]*(?=\s|$)")
+
+
+def within_budget(model: str, text: str, max_tokens: int, count: Callable[[str, str], int]) -> str:
+    """The whole sentences of `text` that fit in `max_tokens` (as a debater told its budget ends its
+    turn in time); the first sentence alone when not even it fits, which the stream's `max_tokens`
+    then cuts (finish_reason "length")."""
+    if count(model, text) <= max_tokens:
+        return text
+    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    lo, hi = 0, len(ends)  # binary search: ends[:lo] fit, ends[hi:] do not
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count(model, text[: ends[mid]]) <= max_tokens:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo:
+        return text[: ends[lo - 1]]
+    return text[: ends[0]] if ends else text
+
+
 class SimulatedLLM:
     """Serves every `sim/...` model: the responders it is given, else the built-in debater.
 
@@ -104,7 +128,11 @@ class SimulatedLLM:
                 model=request.model,
             )
         seed = self.seed if request.seed is None else request.seed
-        return write_debate_turn(parse_context(request.messages), seed)
+        context = parse_context(request.messages)
+        text = write_debate_turn(context, seed)
+        if context.max_tokens:
+            text = within_budget(request.model, text, context.max_tokens, count_text_tokens)
+        return text
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
         loop = asyncio.get_running_loop()

@@ -8,8 +8,9 @@ contract, and tests/unit/test_llm_simulated.py checks that this reader reads wha
 writes:
 
 - the system message holds the debate and the speaker, one `Key: value` per line:
-  `Topic:`, `Persona:`, `Stance:` and `Round: 2 of 3` (free prose works too: "You are ...",
-  "argue for/against ...");
+  `Topic:`, `Persona:`, `Stance:`, `Round: 2 of 3` and `Length: at most 160 tokens ...` (the
+  turn's budget, which the debater keeps to) (free prose works too: "You are ...", "argue
+  for/against ...");
 - user messages hold the other debaters' turns, as `Name (stance): text`, with the message's
   `name` set; assistant messages are the speaker's own earlier turns;
 - the round instruction ("Please give your opening argument (round 1 of 3).", "Round 2 of 3:
@@ -43,6 +44,7 @@ class DebateContext:
     opponent_text: str  # what they said last round ("" if nothing)
     opponent_side: str = "position"  # the side of the turn answered
     phase: str = "opening"  # "opening" | "rebuttal" | "closing"
+    max_tokens: int | None = None  # the turn's budget, when the prompt tells it ("Length: at most N tokens")
 
 
 def _field(text: str, *names: str) -> str:
@@ -169,6 +171,7 @@ def parse_context(messages: Sequence[ChatMessage]) -> DebateContext:
     round_number = max(1, numbers[0] if numbers else own_turns + 1)
     rounds = numbers[1] if len(numbers) > 1 else None
 
+    budget = re.search(r"\bat most (\d+) tokens\b", _field(system, "length"), re.IGNORECASE)
     side = _side(stance)
     opponent, opponent_side, opponent_text = _opponent(messages, side)
     if rounds is not None and round_number >= rounds and round_number > 1:
@@ -190,4 +193,5 @@ def parse_context(messages: Sequence[ChatMessage]) -> DebateContext:
         opponent_text=opponent_text,
         opponent_side=opponent_side,
         phase=phase,
+        max_tokens=int(budget.group(1)) if budget else None,
     )
