@@ -7,7 +7,7 @@ STAMP := $(VENV)/.synced
 # uv, which syncs .venv from uv.lock; the same pin (with hashes) as tools/bootstrap-requirements.txt
 UV_VERSION := $(shell sed -n 's/^uv==\([0-9.]*\).*/\1/p' tools/bootstrap-requirements.txt)
 
-.PHONY: setup test check demo bench protos lint up clean web browser postgres
+.PHONY: setup test check demo bench protos lint up clean web browser postgres prometheus
 
 setup: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml uv.lock tools/bootstrap-requirements.txt
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --python $(PY)
 	touch $@
 
-test: setup web browser postgres
+test: setup web browser postgres prometheus
 	$(PY) -m pytest -q
 
 demo: setup web
@@ -84,6 +84,18 @@ postgres: $(PG_CTL)
 $(PG_CTL):
 	@echo "== $(PG_CTL) is missing: installing Debian's postgresql package for the ledger's PostgreSQL tests (apt-get)"
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+
+# Prometheus from Debian's packages for the dashboard's test (tests/e2e/test_dashboard.py): a real
+# server scrapes a real suite, and promtool checks the configuration and the alert rules
+# (deploy/observability/). A file target: nothing runs when promtool is already there (it comes
+# with the prometheus package, as the server does).
+PROMTOOL := /usr/bin/promtool
+
+prometheus: $(PROMTOOL)
+
+$(PROMTOOL):
+	@echo "== $(PROMTOOL) is missing: installing Debian's prometheus package for the dashboard's test (apt-get)"
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus
 
 clean:
 	rm -rf $(VENV) var reports web/node_modules web/dist web/src/gen
