@@ -45,10 +45,15 @@ def turn_details(final: common_pb2.Turn) -> str:
 
 
 def assessment_lines(
-    s: Style, assessment: common_pb2.RoundAssessment, colour: Colour, cost: pb.CostUpdated | None
+    s: Style,
+    assessment: common_pb2.RoundAssessment,
+    colour: Colour,
+    cost: pb.CostUpdated | None,
+    round_cost: common_pb2.CostLine | None = None,
 ) -> list[str]:
     """A round's score table: a row per criterion, the weighted totals, the leader, the judges'
-    agreement, the rationale and the cost so far."""
+    agreement, the rationale, what the round cost (its turns and the judge's calls: the cost
+    table's line for the round) and the cost so far (the last CostUpdated, judge included)."""
     scores = list(assessment.scores)
     names = [score.debater for score in scores]
     criteria: list[str] = []
@@ -92,16 +97,24 @@ def assessment_lines(
     if agreement:
         lines.append(_dim(s, "  " + " · ".join(agreement)))
     lines += wrapped(s, assessment.rationale, "  ", "dim")
+    return lines + _round_cost_lines(s, assessment.round_number, cost, round_cost)
+
+
+def _round_cost_lines(
+    s: Style, round_number: int, cost: pb.CostUpdated | None, round_cost: common_pb2.CostLine | None
+) -> list[str]:
+    """What the round cost (the cost table's line for it) and the running total, both with the
+    judge's calls."""
+    figures = []
+    if round_cost is not None and round_cost.HasField("cost"):
+        figures.append(f"round {round_number} cost {_cost_figure(round_cost.cost, round_cost.usage)}")
     if cost is not None and cost.HasField("total"):
-        usage = cost.usage
-        lines.append(
-            _dim(
-                s,
-                f"  cost so far {money(cost.total.amount, cost.total.currency_code)}"
-                f" · {count(usage.total_tokens)} tokens",
-            )
-        )
-    return lines
+        figures.append(f"cost so far {_cost_figure(cost.total, cost.usage)}")
+    return [_dim(s, "  " + "; ".join(figures))] if figures else []
+
+
+def _cost_figure(amount: common_pb2.Money, usage: common_pb2.TokenUsage) -> str:
+    return f"{money(amount.amount, amount.currency_code)} · {count(usage.total_tokens)} tokens"
 
 
 def verdict_lines(s: Style, verdict: common_pb2.Verdict, colour: Colour) -> list[str]:

@@ -183,7 +183,7 @@ class DebateView:
         number = assessment.round_number
         self.assessed.add(number)
         self.simulated |= assessment.simulated
-        lines = assessment_lines(self.style, assessment, self._colour, self.cost)
+        lines = assessment_lines(self.style, assessment, self._colour, self.cost, assessed.round_cost)
         place = self.reserved.pop(number, None)
         if place is not None:
             place.lines = lines

@@ -119,6 +119,13 @@ class ServiceSettings(ChannelSettings):
         "no port opened; 0: any free port; see services.common.metrics)",
     )
 
+    loop_stall_trace_ms: float = Field(
+        0,
+        ge=0,
+        description="log the event loop thread's Python stack when the loop stalls longer than this many "
+        "milliseconds (0: off; a diagnostic thread, services.common.loop_watch)",
+    )
+
     @field_validator("metrics_port", mode="before")
     @classmethod
     def _empty_is_off(cls, value: object) -> object:

@@ -84,8 +84,11 @@ class Judging:
         await self._record_calls(run, assessment.calls, prefix, common.ROLE_JUDGE, r)
         self.store.put_assessment(run.debate_id, assessment, recorded=True)
         run.assessments[r] = assessment
-        self.hub.emit(run.debate_id, round_assessed=pb.RoundAssessed(assessment=assessment))
+        # The cost first, so that whoever shows the scores has the judge's calls in the figures.
         announce_cost(self.store, self.hub, run)
+        self.hub.emit(
+            run.debate_id, round_assessed=pb.RoundAssessed(assessment=assessment, round_cost=run.round_cost(r))
+        )
         return assessment
 
     async def verdict(self, run: DebateRun) -> common.Verdict:
@@ -123,7 +126,10 @@ class Judging:
             self.store.ensure_held(run.debate_id)
         await self._record_calls(run, verdict.calls, prefix, common.ROLE_VERDICT, 0)
         self.store.update_debate(run.debate_id, verdict_recorded=True)
-        self.hub.emit(run.debate_id, verdict_rendered=pb.VerdictRendered(verdict=verdict))
+        announce_cost(self.store, self.hub, run)
+        self.hub.emit(
+            run.debate_id, verdict_rendered=pb.VerdictRendered(verdict=verdict, verdict_cost=run.round_cost(0))
+        )
         return verdict
 
     @staticmethod
@@ -149,11 +155,12 @@ class Judging:
         are recorded concurrently (accounting commits rows that arrive together in one transaction);
         each one recorded is added to the run's cost, and the first failure, if any, is raised
         once all have been tried (a retry records only what is missing: the keys are idempotent)."""
+        keys = [call.request_id or f"{prefix}/calls/{i + 1}" for i, call in enumerate(calls)]
         replies = await asyncio.gather(
             *(
                 self.accounting.record_usage(
                     acc.RecordUsageRequest(
-                        request_id=call.request_id or f"{prefix}/calls/{i + 1}",
+                        request_id=key,
                         debate_id=run.debate_id,
                         participant="judge",
                         role=role,
@@ -163,14 +170,15 @@ class Judging:
                         usage=call.usage,
                     )
                 )
-                for i, call in enumerate(calls)
+                for key, call in zip(keys, calls, strict=True)
             ),
             return_exceptions=True,
         )
         failure: BaseException | None = None
-        for reply in replies:
+        for key, reply in zip(keys, replies, strict=True):
             if isinstance(reply, BaseException):
                 failure = failure or reply
+                run.unanswered.add(key)
             else:
                 run.add_cost(reply)
         if failure is not None:

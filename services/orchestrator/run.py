@@ -77,20 +77,55 @@ class DebateRun:
     current_round: int = 0
     total: Decimal = ZERO  # USD spent, as accounting priced it
     usage: common.TokenUsage = field(default_factory=common.TokenUsage)
+    # The same sums per round (0: the verdict): USD, and the calls and tokens as CostLines.
+    round_amounts: dict[int, Decimal] = field(default_factory=dict)
+    round_lines: dict[int, common.CostLine] = field(default_factory=dict)
+    # Keys whose RecordUsage failed with no answer: the row may have been stored all the same, so
+    # a later try's "duplicate" for one of them is a row not counted yet.
+    unanswered: set[str] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     shutting_down: bool = False
 
     def add_cost(self, reply: acc.RecordUsageResponse) -> None:
         """Adds a recorded usage's cost and tokens to the running total (a duplicate was
-        counted when it was first recorded)."""
-        if not reply.duplicate:
-            self.total += Decimal(reply.record.cost.amount or "0")
-            add_token_usage(self.usage, reply.record.usage)
+        counted when it was first recorded, unless that try had no answer: `unanswered`)."""
+        record = reply.record
+        if not reply.duplicate or record.request_id in self.unanswered:
+            self.unanswered.discard(record.request_id)
+            amount = Decimal(record.cost.amount or "0")
+            self.total += amount
+            add_token_usage(self.usage, record.usage)
+            r = record.round_number
+            self.round_amounts[r] = self.round_amounts.get(r, ZERO) + amount
+            line = self.round_lines.get(r)
+            if line is None:
+                line = self.round_lines[r] = common.CostLine(key=str(r))
+            line.calls += 1
+            add_token_usage(line.usage, record.usage)
+
+    def round_cost(self, round_number: int) -> common.CostLine:
+        """What round `round_number` (0: the verdict) has cost so far: its recorded calls, their
+        tokens and USD, the line that GetDebateCost's by_round gives for the round (a new message)."""
+        line = common.CostLine(key=str(round_number), cost=usd(self.round_amounts.get(round_number, ZERO)))
+        if round_number in self.round_lines:
+            line.MergeFrom(self.round_lines[round_number])
+        return line
+
+    def restore_cost(self, cost: common.DebateCost) -> None:
+        """The running totals from accounting's breakdown, when a run is rebuilt after a restart."""
+        self.total = Decimal(cost.total.amount or "0")
+        self.usage.CopyFrom(cost.usage)
+        rounds = [line for line in cost.by_round if line.key.isdigit()]
+        self.round_amounts = {int(line.key): Decimal(line.cost.amount or "0") for line in rounds}
+        self.round_lines = {
+            int(line.key): common.CostLine(key=line.key, usage=line.usage, calls=line.calls) for line in rounds
+        }
 
 
 def announce_cost(store: Store, hub: EventHub, run: DebateRun) -> None:
-    """Stores the debate's running total, then logs a CostUpdated with it and the budget."""
+    """Stores the debate's running total, then logs a CostUpdated with it and the budget: every
+    call recorded so far, the judge's included."""
     budget = common.BudgetStatus(spent=usd(run.total))
     if run.config.HasField("budget"):
         budget.cap.CopyFrom(run.config.budget)

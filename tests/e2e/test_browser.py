@@ -136,7 +136,7 @@ def test_a_debate_streams_live_into_each_column_then_scores_and_verdict(suite, p
         assert re.search(r"Leader: (Ada|Grace|Linus)|Tie", card.inner_text())
     assert re.fullmatch(r"\$\d[\d,]*\.\d+", page.locator("[data-testid=cost]").inner_text())
     page.locator("#cost-breakdown:not([hidden])").wait_for()
-    assert re.fullmatch(r"\$\d[\d,]*\.\d+ of \$5\.00", page.locator("#budget-left").inner_text())
+    assert re.fullmatch(r"\$\d[\d,]*\.\d+ of \$5\.00", page.locator("#budget-used").inner_text())
     assert page.locator("#live-state").text_content() == "Finished"
     for name in names:  # the finished text of each turn stays in its column
         column = page.locator(f"[data-testid=debater-column][data-participant='{name}']")
@@ -301,3 +301,205 @@ def test_a_suite_with_api_keys_asks_the_page_for_one_and_the_page_sends_it(brows
     finally:
         context.close()
         stop_suite(keyed)
+
+
+PHONE_WIDTHS = (360, 390, 430)
+PHONE_NAMES = ["Ada", "Grace", "Linus", "Rosalind", "Maximiliana-Wolkenstein", "Bo", "Chidimma", "Esperanza"]
+
+# What sticks out sideways at the current width: the page's scroll width against the screen's,
+# every visible element whose box passes the screen's right or left edge, every score table or
+# cost table that scrolls inside its card, and every score cell not fully on the screen.
+_MEASURE = """() => {
+    const width = document.documentElement.clientWidth;
+    const scrollWidth = Math.max(document.documentElement.scrollWidth, document.body.scrollWidth);
+    const describe = (node) => node.tagName.toLowerCase() + (node.id ? '#' + node.id : '')
+        + (node.className && typeof node.className === 'string' ? '.' + node.className.split(' ').join('.') : '')
+        + (node.dataset.participant ? `[${node.dataset.participant}]` : '');
+    const outside = [];
+    for (const node of document.body.querySelectorAll('*')) {
+        const box = node.getBoundingClientRect();
+        if (box.width === 0 || box.height === 0 || !node.checkVisibility()) continue;
+        if (box.right > width + 0.5 || box.left < -0.5) outside.push(`${describe(node)} ${box.left}..${box.right}`);
+    }
+    const scrolling = [...document.querySelectorAll('.table-wrap, .cost-group, .round-card, .column')]
+        .filter((node) => node.scrollWidth > node.clientWidth + 1).map(describe);
+    const cells = [];
+    for (const card of document.querySelectorAll('[data-testid=round-score]')) {
+        const wrap = card.querySelector('.table-wrap').getBoundingClientRect();
+        for (const row of card.querySelectorAll('tbody tr')) {
+            for (const cell of row.querySelectorAll('th, td')) {
+                const box = cell.getBoundingClientRect();
+                const label = cell.dataset.label || 'name';
+                const shown = box.width > 0 && box.left >= wrap.left - 0.5 && box.right <= wrap.right + 0.5
+                    && box.right <= width + 0.5 && cell.checkVisibility();
+                cells.push({debater: row.dataset.debater, label, shown, text: cell.textContent});
+            }
+        }
+    }
+    return {width, scrollWidth, outside: outside.slice(0, 8), scrolling, cells};
+}"""
+
+
+def _assert_fits(page, width: int, when: str) -> list[dict]:
+    page.set_viewport_size({"width": width, "height": 844})
+    page.wait_for_timeout(50)
+    found = page.evaluate(_MEASURE)
+    where = f"{when} at {width} px"
+    assert found["width"] == width, where
+    assert found["scrollWidth"] <= width, f"{where}: the page scrolls sideways ({found})"
+    assert not found["outside"], f"{where}: cut off at the screen's edge: {found['outside']}"
+    assert not found["scrolling"], f"{where}: scrolls inside a card: {found['scrolling']}"
+    hidden = [c for c in found["cells"] if not c["shown"]]
+    assert not hidden, f"{where}: score cells off the screen: {hidden[:6]}"
+    return found["cells"]
+
+
+def _start_phone_debate(browser, gateway_url: str, debaters: int):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(gateway_url + "/")
+    page.fill("#topic", "Cities should ban private cars from their centres, with no exceptions whatsoever")
+    for _ in range(debaters - 2):
+        page.click("#add-debater")
+    for i, name in enumerate(PHONE_NAMES[:debaters]):
+        page.fill(f"[data-field='config.participants[{i}].name']", name)
+    page.fill("#rounds", "2")
+    page.fill("#max-tokens", "40")
+    page.fill("#budget", "5")
+    for width in PHONE_WIDTHS:  # the form too
+        _assert_fits(page, width, f"the form with {debaters} debaters")
+    page.click("#start")
+    page.wait_for_selector("#live:not([hidden])")
+    # Each round's card as it appears, with the running total shown at that moment.
+    page.evaluate("""() => {
+        window.__rounds = [];
+        const tokens = document.getElementById('token-total');
+        new MutationObserver((changes) => {
+            for (const change of changes) for (const node of change.addedNodes) {
+                if (!node.dataset || node.dataset.testid !== 'round-score') continue;
+                const note = node.querySelector('[data-testid=cost-note]');
+                window.__rounds.push({round: node.dataset.round, runningTokens: Number(tokens.dataset.value),
+                    tokens: note && Number(note.dataset.tokens), amount: note && note.dataset.amount,
+                    live: !document.querySelector('#verdict:not([hidden])')});
+            }
+        }).observe(document.getElementById('round-scores'), {childList: true});
+    }""")
+    return context, page, errors
+
+
+_FIGURES = """() => ({
+    rounds: window.__rounds,
+    running: {tokens: Number(document.getElementById('token-total').dataset.value),
+              amount: document.getElementById('cost-total').dataset.value},
+    final: {tokens: Number(document.querySelector('.cost-final').dataset.tokens),
+            amount: document.querySelector('.cost-final').dataset.amount},
+    notes: Object.fromEntries([...document.querySelectorAll('[data-testid=cost-note]')].map(
+        (note) => [note.dataset.key, {tokens: Number(note.dataset.tokens), amount: note.dataset.amount}])),
+    groups: Object.fromEntries([...document.querySelectorAll('#cost-breakdown .cost-group')].map((group) => [
+        group.dataset.group,
+        Object.fromEntries([...group.querySelectorAll('tbody tr')].map(
+            (row) => [row.dataset.key, {tokens: Number(row.dataset.tokens), amount: row.dataset.amount}])),
+    ])),
+})"""
+
+
+_SPENT = """() => ({budget: document.getElementById('budget-used').dataset.value,
+                    cost: document.getElementById('cost-total').dataset.value})"""
+
+
+def _measure_phase(page, n: int, measured: set[str]) -> None:
+    """Measures a debate's page at every phone width in each phase once: text streaming into
+    every column, a round scored while the debate is live, and the end."""
+    if page.locator("#cost-breakdown:not([hidden])").count():
+        page.wait_for_timeout(500)  # the entrance animations
+        for width in PHONE_WIDTHS:
+            cells = _assert_fits(page, width, f"the end with {n} debaters")
+        labels = {c["label"] for c in cells}
+        assert {"Total", "name"} <= labels and len(labels) >= 4, labels  # the criteria, the total
+        assert len(cells) == 2 * n * len(labels), (n, len(cells), labels)  # two rounds, every debater
+        page.screenshot(path=str(ARTIFACTS / f"browser-phone-{n}-end.png"), full_page=True)
+        for width in (768, 1360):  # and no wider screen scrolls either
+            _assert_fits(page, width, f"the end with {n} debaters")
+        measured.add("end")
+        return
+    streaming = page.evaluate("""() => [...document.querySelectorAll('[data-testid=debater-column]')]
+        .every(c => c.querySelector('.turn.streaming .turn-text')?.textContent.length > 20)""")
+    if streaming and "streaming" not in measured:
+        for width in PHONE_WIDTHS:
+            _assert_fits(page, width, f"a live debate with {n} debaters")
+        page.screenshot(path=str(ARTIFACTS / f"browser-phone-{n}-live.png"), full_page=False)
+        measured.add("streaming")
+    live = page.locator("#verdict:not([hidden])").count() == 0
+    if live and "scored" not in measured and page.locator("[data-testid=round-score]").count():
+        for width in PHONE_WIDTHS:
+            _assert_fits(page, width, f"a live debate with {n} debaters and a round scored")
+        # The budget used is the running cost, one figure.
+        assert page.locator("#budget-metric").is_visible()
+        spent = page.evaluate(_SPENT)
+        assert spent["budget"] == spent["cost"], spent
+        measured.add("scored")
+
+
+def _assert_cost_figures_agree(suite, page, n: int) -> None:
+    figures = page.evaluate(_FIGURES)
+    by_round = figures["groups"]["round"]
+    assert set(by_round) == {"0", "1", "2"}, by_round
+    # Each round's figures (on its card) and the verdict's are the breakdown's lines.
+    assert figures["notes"] == by_round, (figures["notes"], by_round)
+    # When round r's scores appeared, the running total at the top already held rounds 1..r
+    # whole, the judge's calls included.
+    assert [r["round"] for r in figures["rounds"]] == ["1", "2"], figures["rounds"]
+    for seen in figures["rounds"]:
+        r = int(seen["round"])
+        assert seen["tokens"] == by_round[str(r)]["tokens"]
+        done = sum(by_round[str(k)]["tokens"] for k in range(1, r + 1))
+        assert seen["runningTokens"] >= done, (n, seen, by_round)
+    # The figures at the top are the breakdown's total, which is the sum of its rounds.
+    assert figures["running"] == figures["final"], figures
+    assert page.evaluate(_SPENT)["budget"] == figures["final"]["amount"]
+    assert figures["final"]["tokens"] == sum(line["tokens"] for line in by_round.values())
+    # The debaters, and only they, under "By debater"; the judge under "By role".
+    assert set(figures["groups"]["debater"]) == set(PHONE_NAMES[:n])
+    assert {"debater", "judge", "verdict"} <= {k.removeprefix("ROLE_").lower() for k in figures["groups"]["role"]}
+    # And the page's figures are the server's.
+    debate_id = page.evaluate("decodeURIComponent(location.hash.slice('#debate='.length))")
+    cost = (
+        GrpcWeb(suite.gateway_url)
+        .unary("GetDebate", orchestrator_pb2.GetDebateRequest(debate_id=debate_id), orchestrator_pb2.GetDebateResponse)
+        .debate.cost
+    )
+    assert figures["final"] == {"tokens": cost.usage.total_tokens, "amount": cost.total.amount}
+    assert by_round == {
+        line.key: {"tokens": line.usage.total_tokens, "amount": line.cost.amount} for line in cost.by_round
+    }
+
+
+def test_the_page_fits_a_phone_and_its_cost_figures_agree(suite, browser):
+    """At 360, 390 and 430 px with 2, 4 and 8 debaters, during a debate (text streaming, and
+    again once a round is scored) and at its end: the page never scrolls sideways, nothing is cut
+    off at the screen's edge, and every score (each criterion and the total, for every debater)
+    is on the screen. The cost figures come from one source: each round's figures equal its line
+    in the final breakdown, the running total shown when a round's scores appear already counts
+    that round's judge calls, the final total at the top equals the breakdown's, and the "By
+    debater" list holds the debaters only (the judge is under "By role")."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    runs = {n: _start_phone_debate(browser, suite.gateway_url, n) for n in (2, 4, 8)}
+    try:
+        measured: dict[int, set[str]] = {n: set() for n in runs}
+        for _ in range(1500):  # bounded: about 3 minutes
+            for n, (_context, page, _errors) in runs.items():
+                if "end" not in measured[n]:
+                    _measure_phase(page, n, measured[n])
+            if all("end" in m for m in measured.values()):
+                break
+            runs[2][1].wait_for_timeout(100)
+        assert all(m == {"streaming", "scored", "end"} for m in measured.values()), measured
+        for n, (_context, page, errors) in runs.items():
+            assert not errors, f"the page threw: {errors}"
+            assert page.locator("#live-state").text_content() == "Finished"
+            _assert_cost_figures_agree(suite, page, n)
+    finally:
+        for context, _page, _errors in runs.values():
+            context.close()

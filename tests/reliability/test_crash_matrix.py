@@ -67,6 +67,20 @@ def _config(rounds: int) -> common_pb2.DebateConfig:
     )
 
 
+def _assert_round_costs_match(events: list[pb.DebateEvent], cost: common_pb2.DebateCost) -> None:
+    by_round = {line.key: (line.calls, line.usage.total_tokens, line.cost.amount) for line in cost.by_round}
+    announced = {}
+    for event in events:
+        if event.WhichOneof("payload") == "round_assessed":
+            line = event.round_assessed.round_cost
+            announced[str(event.round_assessed.assessment.round_number)] = line
+        elif event.WhichOneof("payload") == "verdict_rendered":
+            announced["0"] = event.verdict_rendered.verdict_cost
+    assert announced
+    for key, line in announced.items():
+        assert (line.calls, line.usage.total_tokens, line.cost.amount) == by_round[key], (key, line, by_round)
+
+
 @dataclass
 class Watch:
     """What a subscriber saw: every event, by sequence, as bytes."""
@@ -320,6 +334,12 @@ async def _run_scenario(suite: KillableSuite, scenario: Scenario) -> None:
             )
         if summary.state == pb.DEBATE_STATE_COMPLETED:
             assert len(text_after) == 2 * scenario.rounds
+            # Each round's cost as announced (before or after the restart: a rebuilt run takes its
+            # running sums from accounting) is the round's line in the final breakdown. Not when
+            # accounting died: a record whose reply was lost comes back as a duplicate on retry,
+            # which the running sums cannot tell from one counted before (the final cost can).
+            if "accounting" not in suite.kills:
+                _assert_round_costs_match(stored, final.debate.cost)
         print(
             f"{scenario.name}: {pb.DebateState.Name(summary.state)} {summary.end_reason!r}, "
             f"{len(stored)} events, {len(ledger)} debater ledger rows, kills {suite.kills}"

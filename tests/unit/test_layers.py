@@ -1,8 +1,8 @@
 """The shape of services/, read from the code itself (ast), never by importing it.
 
 - Layers point one way: protos/gen <- common <- orchestrator, judge, accounting <- the tools
-  (client, launcher, supervisor, gateway, loadtest, cli, scrape_targets). A service never imports another service, and
-  nothing imports a layer above its own.
+  (client, launcher, supervisor, suite_file, scrape_targets, gateway, loadtest, cli). A service
+  never imports another service, and nothing imports a layer above its own.
 - The import graph of services/ has no cycle.
 - A service's domain modules never load grpc, not even through a module they import: only its
   transport edges (__main__, server, servicer, transport, clients) do.
@@ -32,6 +32,7 @@ TOOLS = (
     "services.client",
     "services.launcher",
     "services.supervisor",
+    "services.suite_file",
     "services.gateway",
     "services.loadtest",
     "services.cli",

@@ -1,7 +1,7 @@
 // The live view of one debate: a column per debater whose text grows token by token, the
 // judge's round scores, the verdict and the cost. Events are applied in sequence order;
 // a dropped stream is reopened with after_sequence, so nothing is missed or shown twice.
-import type { BudgetStatus, DebateConfig, DebateCost, RoundAssessment, Verdict } from "./gen/debate/common/v1/common_pb";
+import type { BudgetStatus, CostLine, DebateConfig, DebateCost, Money, RoundAssessment, TokenUsage, Verdict } from "./gen/debate/common/v1/common_pb";
 import { DebateState, type DebateEvent } from "./gen/debate/orchestrator/v1/orchestrator_pb";
 import { isTransient, readError, type Orchestrator } from "./api";
 import { el, formatInt, formatMoney, formatScore } from "./dom";
@@ -39,6 +39,7 @@ export class LiveDebate {
   private readonly turns = new Map<string, TurnView>();
   private roundLimit: number;
   private currentRound = 0;
+  private verdictCost: HTMLElement | null = null;
 
   constructor(
     private readonly client: Orchestrator,
@@ -89,8 +90,8 @@ export class LiveDebate {
     const breakdown = document.getElementById("cost-breakdown") as HTMLElement;
     breakdown.hidden = true;
     breakdown.replaceChildren();
-    (document.getElementById("cost-total") as HTMLElement).textContent = formatMoney("0");
-    (document.getElementById("token-total") as HTMLElement).textContent = "0";
+    for (const id of ["cost-total", "token-total"]) delete (document.getElementById(id) as HTMLElement).dataset.value;
+    this.showTotals(undefined, undefined);
     (document.getElementById("budget-metric") as HTMLElement).hidden = true;
   }
 
@@ -177,7 +178,8 @@ export class LiveDebate {
         const turn = this.turn(t.roundNumber, t.participant, t.attempt);
         turn.text.data = t.text;
         turn.section.classList.remove("streaming", "retrying");
-        const usage = t.usage ? `${formatInt(t.usage.completionTokens)} tokens` : "";
+        // All the turn's tokens (what it read and wrote), as the cost tables count them.
+        const usage = t.usage ? `${formatInt(t.usage.totalTokens)} tokens (${formatInt(t.usage.completionTokens)} written)` : "";
         const cost = t.cost ? ` · ${formatMoney(t.cost.amount, t.cost.currencyCode)}` : "";
         turn.section.querySelector(".turn-meta")!.textContent = `${usage}${cost}${t.simulated ? " · simulated" : ""}`;
         break;
@@ -194,15 +196,16 @@ export class LiveDebate {
         break;
       }
       case "roundAssessed":
-        if (payload.value.assessment) this.showAssessment(payload.value.assessment);
+        if (payload.value.assessment) this.showAssessment(payload.value.assessment, payload.value.roundCost);
         break;
       case "verdictRendered":
-        if (payload.value.verdict) this.showVerdict(payload.value.verdict);
+        if (payload.value.verdict) this.showVerdict(payload.value.verdict, payload.value.verdictCost);
         break;
       case "costUpdated": {
+        // The running total of every recorded call, the judge's included: the one source of
+        // the figures at the top, which the final breakdown's total equals.
         const v = payload.value;
-        if (v.total) (document.getElementById("cost-total") as HTMLElement).textContent = formatMoney(v.total.amount, v.total.currencyCode);
-        if (v.usage) (document.getElementById("token-total") as HTMLElement).textContent = formatInt(v.usage.totalTokens);
+        this.showTotals(v.total, v.usage);
         if (v.budget) this.showBudget(v.budget);
         break;
       }
@@ -287,11 +290,27 @@ export class LiveDebate {
     label.textContent = this.currentRound > 0 ? `Round ${this.currentRound} of ${this.roundLimit}` : `${this.roundLimit} rounds`;
   }
 
-  private showAssessment(a: RoundAssessment): void {
+  /** The cost and tokens so far at the top of the page (data-value: the exact figure); unset
+   * figures are left as they are, or shown as zero before the first. */
+  private showTotals(total: Money | undefined, usage: TokenUsage | undefined): void {
+    const cost = document.getElementById("cost-total") as HTMLElement;
+    const tokens = document.getElementById("token-total") as HTMLElement;
+    if (total || cost.dataset.value === undefined) {
+      cost.textContent = formatMoney(total?.amount ?? "0", total?.currencyCode);
+      cost.dataset.value = total?.amount || "0";
+    }
+    if (usage || tokens.dataset.value === undefined) {
+      tokens.textContent = formatInt(usage?.totalTokens ?? 0n);
+      tokens.dataset.value = String(usage?.totalTokens ?? 0n);
+    }
+  }
+
+  private showAssessment(a: RoundAssessment, roundCost: CostLine | undefined): void {
     (document.getElementById("scores-empty") as HTMLElement).hidden = true;
     const container = document.getElementById("round-scores") as HTMLElement;
     container.querySelector(`[data-round="${a.roundNumber}"]`)?.remove();
     const criteria = [...new Set(a.scores.flatMap((s) => s.criteria.map((c) => c.criterion)))];
+    // data-label: on a phone each debater's row becomes a small card of labelled scores.
     const table = el("table", { class: "score-table" },
       el("thead", {}, el("tr", {},
         el("th", { scope: "col" }, "Debater"),
@@ -302,8 +321,9 @@ export class LiveDebate {
         .sort((x, y) => y.weightedTotal - x.weightedTotal)
         .map((s) => el("tr", { class: s.debater === a.leader ? "leader" : "", "data-debater": s.debater },
           el("th", { scope: "row" }, el("span", { class: "dot", style: `background:${this.colors.get(s.debater) ?? "#888"}` }), s.debater),
-          ...criteria.map((c) => el("td", { class: "num" }, formatScore(s.criteria.find((x) => x.criterion === c)?.score ?? 0))),
-          el("td", { class: "num total" }, formatScore(s.weightedTotal)),
+          ...criteria.map((c) => el("td", { class: "num", "data-label": humanize(c) },
+            formatScore(s.criteria.find((x) => x.criterion === c)?.score ?? 0))),
+          el("td", { class: "num total", "data-label": "Total" }, formatScore(s.weightedTotal)),
         ))),
     );
     const card = el("article", { class: "card round-card", "data-round": String(a.roundNumber), "data-testid": "round-score" },
@@ -313,13 +333,14 @@ export class LiveDebate {
       ),
       el("div", { class: "table-wrap" }, table),
       a.rationale ? el("p", { class: "rationale muted" }, a.rationale) : null,
+      costNote(`Round ${a.roundNumber} cost`, "the debaters' turns and the judge's scoring", roundCost),
     );
     // Rounds in order, whatever order the judge finished them in.
     const later = [...container.children].find((c) => Number((c as HTMLElement).dataset.round) > a.roundNumber);
     container.insertBefore(card, later ?? null);
   }
 
-  private showVerdict(v: Verdict): void {
+  private showVerdict(v: Verdict, cost?: CostLine): void {
     const box = document.getElementById("verdict") as HTMLElement;
     const top = Math.max(10, ...v.finalScores.map((s) => s.score));
     box.replaceChildren(
@@ -337,38 +358,85 @@ export class LiveDebate {
         ))),
     );
     if (v.summary) box.append(el("p", { class: "verdict-summary" }, v.summary));
+    // DebateCompleted repeats the verdict without its cost: keep the line shown before.
+    const note = costNote("Verdict cost", "the judge's verdict", cost) ?? this.verdictCost;
+    if (note) box.append(note);
+    this.verdictCost = note;
     box.hidden = false;
   }
 
+  /** What the debate has spent of its cap: the same running total as the cost figure. */
   private showBudget(budget: BudgetStatus): void {
-    if (!budget.cap || !budget.remaining) return; // no cap on this debate
+    if (!budget.cap?.amount || !budget.spent) return; // no cap on this debate
     (document.getElementById("budget-metric") as HTMLElement).hidden = false;
-    (document.getElementById("budget-left") as HTMLElement).textContent =
-      `${formatMoney(budget.remaining.amount, budget.remaining.currencyCode)} of ${formatMoney(budget.cap.amount, budget.cap.currencyCode)}`;
+    const used = document.getElementById("budget-used") as HTMLElement;
+    used.textContent = `${formatMoney(budget.spent.amount, budget.spent.currencyCode)} of ${formatMoney(budget.cap.amount, budget.cap.currencyCode)}`;
+    used.dataset.value = budget.spent.amount || "0";
   }
 
+  /** The final breakdown from accounting's ledger. Its total is also the last running total
+   * (the orchestrator announces it), so the figures at the top agree with it. The judge is a
+   * participant in the ledger but not a debater: it is listed under "By role", not "By debater". */
   private showCost(cost: DebateCost): void {
     if (cost.budget) this.showBudget(cost.budget);
-    if (cost.total) (document.getElementById("cost-total") as HTMLElement).textContent = formatMoney(cost.total.amount, cost.total.currencyCode);
-    if (cost.usage) (document.getElementById("token-total") as HTMLElement).textContent = formatInt(cost.usage.totalTokens);
+    this.showTotals(cost.total, cost.usage);
     const box = document.getElementById("cost-breakdown") as HTMLElement;
-    const lines = (title: string, rows: typeof cost.byParticipant, label: (key: string) => string = (k) => k) => rows.length === 0 ? null : el("div", { class: "cost-group" },
+    const lines = (group: string, title: string, rows: CostLine[], label: (key: string) => string = (k) => k) => rows.length === 0 ? null : el("div", { class: "cost-group", "data-group": group },
       el("h3", {}, title),
-      el("table", { class: "cost-table" }, el("tbody", {}, ...rows.map((line) => el("tr", {},
+      el("table", { class: "cost-table" },
+        el("thead", {}, el("tr", {},
+          el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, title.replace(/^By /, ""))),
+          el("th", { scope: "col", class: "num" }, "Tokens"),
+          el("th", { scope: "col", class: "num" }, "Cost"),
+        )),
+        el("tbody", {}, ...rows.map((line) => el("tr", {
+        "data-key": line.key,
+        "data-tokens": String(line.usage?.totalTokens ?? 0n),
+        "data-amount": line.cost?.amount || "0",
+      },
         el("th", { scope: "row" }, label(line.key)),
-        el("td", { class: "num muted" }, `${formatInt(line.usage?.totalTokens ?? 0n)} tokens`),
+        el("td", { class: "num muted" }, formatInt(line.usage?.totalTokens ?? 0n)),
         el("td", { class: "num" }, formatMoney(line.cost?.amount, line.cost?.currencyCode)),
       )))),
     );
+    const debaters = new Set(this.config.participants.map((p) => p.name));
+    // Rounds in order, the verdict (round 0) last.
+    const rounds = [...cost.byRound].sort((x, y) => (Number(x.key) || Infinity) - (Number(y.key) || Infinity));
     box.replaceChildren(
       el("header", { class: "round-card-head" },
         el("h2", {}, "What it cost"),
-        el("span", { class: "cost-final" }, formatMoney(cost.total?.amount, cost.total?.currencyCode)),
+        el("span", { class: "cost-final", "data-amount": cost.total?.amount || "0", "data-tokens": String(cost.usage?.totalTokens ?? 0n) },
+          formatMoney(cost.total?.amount, cost.total?.currencyCode)),
       ),
-      el("div", { class: "cost-groups" }, lines("By debater", cost.byParticipant), lines("By role", cost.byRole, humanize), lines("By model", cost.byModel)),
+      el("div", { class: "cost-groups" },
+        lines("debater", "By debater", cost.byParticipant.filter((line) => debaters.has(line.key))),
+        lines("role", "By role", cost.byRole, roleLabel),
+        lines("round", "By round", rounds, (key) => (key === "0" ? "Verdict" : `Round ${key}`)),
+        lines("model", "By model", cost.byModel),
+      ),
     );
     box.hidden = false;
   }
+}
+
+/** "Round 2 cost: 1,234 tokens · $0.01", the same figures as the round's line in the final breakdown. */
+function costNote(title: string, what: string, line: CostLine | undefined): HTMLElement | null {
+  if (!line?.cost) return null; // an event logged before rounds carried their cost
+  return el("p", {
+    class: "cost-note muted small",
+    "data-testid": "cost-note",
+    "data-key": line.key,
+    "data-tokens": String(line.usage?.totalTokens ?? 0n),
+    "data-amount": line.cost.amount || "0",
+    title: `What ${what} cost`,
+  }, `${title}: ${formatInt(line.usage?.totalTokens ?? 0n)} tokens · ${formatMoney(line.cost.amount, line.cost.currencyCode)}`);
+}
+
+const ROLE_LABELS: Record<string, string> = { debater: "Debaters", judge: "Judge: scores", verdict: "Judge: verdict" };
+
+function roleLabel(key: string): string {
+  const role = key.replace(/^ROLE_/, "").toLowerCase();
+  return ROLE_LABELS[role] ?? humanize(role);
 }
 
 function initials(name: string): string {

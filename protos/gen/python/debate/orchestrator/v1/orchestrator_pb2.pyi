@@ -760,16 +760,26 @@ class RoundAssessed(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSESSMENT_FIELD_NUMBER: _builtins.int
+    ROUND_COST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def assessment(self) -> _common_pb2.RoundAssessment: ...
+    @_builtins.property
+    def round_cost(self) -> _common_pb2.CostLine:
+        """What the round cost, final when this event is logged: its debaters' turns (failed attempts
+        included) and the judge's calls that scored it. The same figures as the round's line in
+        the debate's cost breakdown (DebateCost.by_round, key the round number). The CostUpdated
+        logged just before this event already counts them.
+        """
+
     def __init__(
         self,
         *,
         assessment: _common_pb2.RoundAssessment | None = ...,
+        round_cost: _common_pb2.CostLine | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "round_cost", b"round_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "round_cost", b"round_cost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -780,16 +790,24 @@ class VerdictRendered(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERDICT_FIELD_NUMBER: _builtins.int
+    VERDICT_COST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def verdict(self) -> _common_pb2.Verdict: ...
+    @_builtins.property
+    def verdict_cost(self) -> _common_pb2.CostLine:
+        """What the verdict's calls cost (DebateCost.by_round's line with key "0"), final when this
+        event is logged; the CostUpdated logged just before it already counts them.
+        """
+
     def __init__(
         self,
         *,
         verdict: _common_pb2.Verdict | None = ...,
+        verdict_cost: _common_pb2.CostLine | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["verdict", b"verdict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["verdict", b"verdict", "verdict_cost", b"verdict_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["verdict", b"verdict", "verdict_cost", b"verdict_cost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -797,6 +815,12 @@ Global___VerdictRendered: _TypeAlias = VerdictRendered  # noqa: Y015
 
 @_typing.final
 class CostUpdated(_message.Message):
+    """The debate's running cost after each recorded model call: every debater's turn and every
+    judge call (round scores and the verdict) so far, priced by accounting. Clients show these
+    figures as the cost so far; the last one before DebateCompleted or DebateFailed equals that
+    event's DebateCost total.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOTAL_FIELD_NUMBER: _builtins.int
