@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.synced-run
 # uv, which syncs .venv from uv.lock; the same pin (with hashes) as tools/bootstrap-requirements.txt
 UV_VERSION := $(shell sed -n 's/^uv==\([0-9.]*\).*/\1/p' tools/bootstrap-requirements.txt)
 
-.PHONY: setup setup-run test check demo bench protos lint up clean web browser postgres tmux
+.PHONY: setup setup-run test check demo bench protos lint up clean web browser postgres tmux prometheus
 
 # Two sets of the locked Python packages (pyproject.toml's dependency groups): `setup-run` what
 # running needs (the package's dependencies and the `run` group: uv, grpcurl), for `make demo` and
@@ -37,7 +37,7 @@ $(RUN_STAMP): pyproject.toml uv.lock tools/bootstrap-requirements.txt
 	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet --inexact --no-default-groups --group run --python $(PY)
 	@touch $@
 
-test: setup web browser postgres tmux
+test: setup web browser postgres tmux prometheus
 	$(PY) -m pytest -q
 
 demo: setup-run web
@@ -115,6 +115,18 @@ tmux: $(TMUX)
 $(TMUX):
 	@echo "== $(TMUX) is missing: installing Debian's tmux package for the terminal test of debate-engine top (apt-get)"
 	apt-get update && apt-get install -y tmux
+
+# Prometheus from Debian's packages for the dashboard's test (tests/e2e/test_dashboard.py): a real
+# server scrapes a real suite, and promtool checks the configuration and the alert rules
+# (deploy/observability/). A file target: nothing runs when promtool is already there (it comes
+# with the prometheus package, as the server does).
+PROMTOOL := /usr/bin/promtool
+
+prometheus: $(PROMTOOL)
+
+$(PROMTOOL):
+	@echo "== $(PROMTOOL) is missing: installing Debian's prometheus package for the dashboard's test (apt-get)"
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus
 
 clean:
 	rm -rf $(VENV) var reports web/node_modules web/dist web/src/gen

@@ -35,7 +35,8 @@ from services.common.auth import ApiKeys
 from services.common.postgres_server import TEST_OPTIONS, PostgresServer
 from services.common.settings import SERVICE_TENANT
 from services.common.tls import TlsFiles
-from services.gateway import GatewayConfig, envoy_config, render_envoy_yaml
+from services.gateway import STATS_PATH, GatewayConfig, envoy_config, render_envoy_yaml
+from services.scrape_targets import write_scrape_targets
 from services.suite_file import SuiteProcess, remove_suite_file, write_suite_file
 from services.supervisor import ProcessDied, ProcessSpec, RunningProcess, Suite, http_ok
 
@@ -305,6 +306,9 @@ async def _run_suite(config: SuiteConfig, server: PostgresServer | None) -> int:
     for spec in suite.specs:
         shown = spec.display_address or spec.health_address or ""
         print(f"  {spec.name:<{width}} {shown}" + (f"   metrics {spec.metrics_url}" if spec.metrics_url else ""))
+    if config.metrics:
+        targets = write_scrape_targets(config.data_dir, suite.specs)
+        print(f"Prometheus targets (file_sd): {targets}")
     if config.gateway.enabled and any(spec.name == "web" for spec in suite.specs):
         print(f"Open http://{config.gateway.browse_host}:{config.gateway.port}/ to run a debate in the browser.")
     print("Ctrl-C stops it.", flush=True)
@@ -371,9 +375,10 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def suite_envoy_config(config: SuiteConfig, web: str | None) -> dict:
+def suite_envoy_config(config: SuiteConfig, web: str | None, *, admin_port: int = 0) -> dict:
     """The Envoy configuration `up` runs for the suite of `config` (a dict for
-    `render_envoy_yaml`), with the page's file server at `web` (host:port; None: the API only).
+    `render_envoy_yaml`), with the page's file server at `web` (host:port; None: the API only)
+    and the admin interface on 127.0.0.1:admin_port (0: any free port).
     ValueError for a half-made JWT configuration."""
     gateway = config.gateway
     internal = (
@@ -388,6 +393,7 @@ def suite_envoy_config(config: SuiteConfig, web: str | None) -> dict:
         web=web,
         internal=internal,
         allowed_origins=gateway.allowed_origins,
+        admin_port=admin_port,
         jwt=gateway.jwt(),
         # Envoy dials the services with the suite's own TLS files, when they are configured.
         upstream_tls=TlsFiles.from_variables(config.variables()),
@@ -429,7 +435,9 @@ def gateway_specs(config: SuiteConfig) -> list[ProcessSpec]:
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / f"envoy-{gateway.port}.yaml"
     admin_path = run_dir / f"envoy-{gateway.port}.admin"
-    config_path.write_text(render_envoy_yaml(suite_envoy_config(config, web_address)))
+    # With metrics on, the admin gets a known port: its /stats/prometheus is Envoy's metrics URL.
+    admin_port = _free_loopback_port() if config.metrics else 0
+    config_path.write_text(render_envoy_yaml(suite_envoy_config(config, web_address, admin_port=admin_port)))
     admin_path.unlink(missing_ok=True)
 
     async def envoy_ready() -> bool:
@@ -456,6 +464,7 @@ def gateway_specs(config: SuiteConfig) -> list[ProcessSpec]:
             None,
             ready_check=envoy_ready,
             display_address=f"{gateway.browse_host}:{gateway.port} (grpc-web and the page)",
+            metrics_url=f"http://127.0.0.1:{admin_port}{STATS_PATH}" if admin_port else None,
         )
     )
     return specs

@@ -8,8 +8,8 @@ copying URLs. Its shape (JSON):
      "processes": [{"name": "orchestrator", "address": "127.0.0.1:50051",
                     "metrics_url": "http://127.0.0.1:40123/metrics"}, ...]}
 
-`metrics_url` is null for a process that serves no metrics (Envoy, the page, or every process
-under `up --no-metrics`).
+`metrics_url` is null for a process that serves no metrics (the page, or every process under
+`up --no-metrics`); Envoy's is its admin's /stats/prometheus.
 """
 
 from __future__ import annotations

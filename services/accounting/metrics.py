@@ -36,6 +36,10 @@ class AccountingMetrics:
             ("outcome",),
             registry=registry,
         )
+        # Each outcome from 0, so the first refusal is an increase (an alert on
+        # increase(...{outcome="refused"}[...]) sees it; a series born at 1 would show none).
+        for outcome in ("granted", "refused", "duplicate"):
+            self.reservations.labels(outcome)
         self.cost_usd = Counter(
             "accounting_cost_usd_total",
             "USD priced for the usage written to the ledger, by model and role (a float; the ledger is exact).",

@@ -181,7 +181,10 @@ def test_envoy_in_compose_runs_the_generated_config_which_envoy_accepts(compose)
     }
     assert clusters["orchestrator"] == {"address": "orchestrator", "port_value": SuiteConfig().orchestrator_port}
     assert clusters["web"] == {"address": "web", "port_value": int(compose["services"]["web"]["expose"][0])}
-    assert set(clusters) == {"orchestrator", "web"}  # judge and accounting are not reachable through it
+    # Judge and accounting are not reachable through it; envoy_admin serves only /stats/prometheus
+    # on its own listener (tests/e2e/test_dashboard.py).
+    assert set(clusters) == {"orchestrator", "web", "envoy_admin"}
+    assert clusters["envoy_admin"] == {"address": "127.0.0.1", "port_value": 9901}
     # The orchestrator's replicas (one DNS name) are health-checked through grpc.health.v1, ejected
     # at a failed connection, and a refused call is retried on another.
     orchestrator = next(c for c in config["static_resources"]["clusters"] if c["name"] == "orchestrator")

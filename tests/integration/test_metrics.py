@@ -76,6 +76,15 @@ def debate(suite):
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(grpc.RpcError):
             stub.GetDebate(pb.GetDebateRequest(debate_id="no-such-debate"))
+    # The server counts a call when its handler returns, which may be just after the client has
+    # the status: wait until the stream and the two refused calls are counted.
+    counted = (("StreamDebateEvents", "OK"), ("CreateDebate", "INVALID_ARGUMENT"), ("GetDebate", "NOT_FOUND"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        orch = scrape(url(suite, "orchestrator"))
+        if all(value(orch, "grpc_server_handled_total", grpc_method=m, grpc_code=code) for m, code in counted):
+            break
+        time.sleep(0.05)
     return debate_id
 
 

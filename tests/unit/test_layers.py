@@ -1,8 +1,8 @@
 """The shape of services/, read from the code itself (ast), never by importing it.
 
 - Layers point one way: protos/gen <- common <- orchestrator, judge, accounting <- the tools
-  (client, launcher, supervisor, suite_file, gateway, loadtest, cli). A service never imports another service, and
-  nothing imports a layer above its own.
+  (client, launcher, supervisor, suite_file, scrape_targets, gateway, loadtest, cli). A service
+  never imports another service, and nothing imports a layer above its own.
 - The import graph of services/ has no cycle.
 - A service's domain modules never load grpc, not even through a module they import: only its
   transport edges (__main__, server, servicer, transport, clients) do.
@@ -36,6 +36,7 @@ TOOLS = (
     "services.gateway",
     "services.loadtest",
     "services.cli",
+    "services.scrape_targets",
 )
 LAYER_NAMES = {0: "protos/gen", 1: "common", 2: "a service", 3: "a tool"}
 
