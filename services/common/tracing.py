@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -63,17 +63,25 @@ def traces_endpoint(settings: ServiceSettings) -> str:
 class Tracing:
     """One service process's tracer provider and its gRPC interceptors (see the module docstring)."""
 
-    def __init__(self, provider: TracerProvider, service_name: str):
+    def __init__(self, provider: TracerProvider, service_name: str, untraced_methods: Collection[str] = ()):
         self.provider = provider
         self.service_name = service_name
+        self.untraced_methods = frozenset(untraced_methods)
         self.tracer: Tracer = provider.get_tracer(INSTRUMENTATION_NAME)
 
     @classmethod
     def from_settings(
-        cls, settings: ServiceSettings, service_name: str, exporter: SpanExporter | None = None
+        cls,
+        settings: ServiceSettings,
+        service_name: str,
+        exporter: SpanExporter | None = None,
+        *,
+        untraced_methods: Collection[str] = (),
     ) -> Tracing | None:
         """The service's tracing, or None when no OTLP endpoint is set. `service_name` is the
-        default `service.name` (OTEL_SERVICE_NAME wins); `exporter` replaces the OTLP exporter."""
+        default `service.name` (OTEL_SERVICE_NAME wins); `exporter` replaces the OTLP exporter;
+        `untraced_methods`: full method names (/package.Service/Method) served without a span,
+        beside health checks and reflection."""
         endpoint = traces_endpoint(settings)
         if not endpoint and exporter is None:
             return None
@@ -86,15 +94,14 @@ class Tracing:
         provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
         provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter(endpoint=endpoint)))
         log.info("traces of %s exported over OTLP to %s", name, endpoint or type(exporter).__name__)
-        return cls(provider, name)
+        return cls(provider, name, untraced_methods)
 
     def server_interceptor(self) -> grpc.aio.ServerInterceptor:
-        """A server span for every call (health checks and reflection excepted), in the trace of
-        the caller's `traceparent` if it sent one (see `AnyStreamServerInterceptor`)."""
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+        """A server span for every call (but health checks, reflection and `untraced_methods`), in
+        the trace of the caller's `traceparent` if it sent one (see `AnyStreamServerInterceptor`)."""
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-        quiet = filters.negate(filters.any_of(*(filters.service_prefix(name) for name in UNTRACED_SERVICES)))
-        return AnyStreamServerInterceptor(aio_server_interceptor(tracer_provider=self.provider, filter_=quiet))
+        return AnyStreamServerInterceptor(aio_server_interceptor(tracer_provider=self.provider), self.untraced_methods)
 
     def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
         """A client span for every call of a channel, its context sent as `traceparent`."""
@@ -107,7 +114,7 @@ class Tracing:
         self.provider.shutdown()
 
 
-UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.")
+UNTRACED_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class AnyStreamServerInterceptor(grpc.aio.ServerInterceptor):
@@ -122,14 +129,16 @@ class AnyStreamServerInterceptor(grpc.aio.ServerInterceptor):
     It uses those two wrappers of the pinned version (0.66b2; tests/integration/test_tracing.py
     runs both kinds of stream through it)."""
 
-    def __init__(self, otel: Any):
+    def __init__(self, otel: Any, untraced_methods: Collection[str] = ()):
         self.otel = otel  # OpenTelemetryAioServerInterceptor
+        self.untraced_methods = frozenset(untraced_methods)
 
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         from opentelemetry.instrumentation.grpc._server import _wrap_rpc_behavior
 
         handler = await continuation(handler_call_details)
-        if handler is None or (self.otel._filter is not None and not self.otel._filter(handler_call_details)):
+        method = handler_call_details.method
+        if handler is None or method in self.untraced_methods or method.startswith(UNTRACED_SERVICES):
             return handler
 
         def telemetry(behavior: Any, request_streaming: bool, response_streaming: bool) -> Any:

@@ -120,6 +120,7 @@ class Engine:
         )
         stored = self.store.insert_debate(row)  # the first debate of a request_id taken meanwhile
         self.hub.commit()
+        self.lifecycle.created(stored.debate_id)
         return stored
 
     def get_row(self, tenant: str, debate_id: str) -> DebateRow:

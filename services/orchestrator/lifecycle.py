@@ -32,9 +32,11 @@ Traces (when a tracer is given, services.common.tracing): a debate's run is one 
 calls, and the judge's and accounting's calls. It runs after StartDebate has answered, so its
 parent is the context StartDebate was called in (the StartDebate server span, itself in the
 caller's trace when the caller sent a `traceparent`, as CreateDebate's then is), kept with a
-queued debate until it launches. A debate resumed after a restart, or taken over from another
-replica, continues in a new trace: its `debate` span is a root with debate.resumed=true (the
-first trace's context is not stored, so it is not linked; find both by debate.id).
+queued debate until it launches. When CreateDebate was in another trace (a caller that sends no
+`traceparent`) and on this replica, the `debate` span links to CreateDebate's span. A debate
+resumed after a restart, or taken over from another replica, continues in a new trace: its
+`debate` span is a root with debate.resumed=true (the first trace's context is not stored, so
+it is not linked; find both by debate.id).
 """
 
 from __future__ import annotations
@@ -42,13 +44,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
 
 from debate.common.v1 import common_pb2 as common
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from opentelemetry.context import Context, get_current
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import Link, SpanContext, Tracer, get_current_span
 
 from services.common.errors import DomainError, FailedPrecondition
 from services.common.logs import debate_id_var
@@ -66,6 +69,7 @@ from services.orchestrator.turns import TurnRunner
 log = logging.getLogger(__name__)
 
 CANCEL_WAIT_S = 5.0  # a cancel forwarded to the owner waits this long for its ending
+CREATED_SPANS_KEPT = 10_000  # CreateDebate spans kept for a link from their debate's trace
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -105,6 +109,9 @@ class Lifecycle:
         self.tracer = tracer  # None: traces off
         # The trace context of StartDebate for a debate queued here, its `debate` span's parent.
         self._start_contexts: dict[str, Context] = {}
+        # The CreateDebate span of a debate created here and not yet run (the newest
+        # CREATED_SPANS_KEPT), linked from its `debate` span when it is in another trace.
+        self._created_spans: OrderedDict[str, SpanContext] = OrderedDict()
         self.metrics = metrics  # None: metrics off
         self.hub = hub
         self.scheduler = scheduler
@@ -325,6 +332,15 @@ class Lifecycle:
             if run.task is None or run.task.done():
                 self.store.release(debate_id)
 
+    def created(self, debate_id: str) -> None:
+        """A debate was created in the current span (CreateDebate's): remembered for its `debate`
+        span's link, when traces are on."""
+        if self.tracer is None:
+            return
+        self._created_spans[debate_id] = get_current_span().get_span_context()
+        if len(self._created_spans) > CREATED_SPANS_KEPT:
+            self._created_spans.popitem(last=False)
+
     def _caller_context(self) -> Context | None:
         """The trace context of the call that starts a debate now (None: traces off)."""
         return get_current() if self.tracer is not None else None
@@ -359,9 +375,14 @@ class Lifecycle:
         if self.tracer is None:
             await self._run(run, resumed)
             return
+        context = parent if parent is not None else Context()  # an empty context: a new trace
+        created = self._created_spans.pop(run.debate_id, None)
+        in_trace = get_current_span(context).get_span_context().trace_id
+        links = [Link(created)] if created is not None and created.is_valid and created.trace_id != in_trace else []
         with self.tracer.start_as_current_span(
             "debate",
-            context=parent if parent is not None else Context(),  # an empty context: a new trace
+            context=context,
+            links=links,
             attributes={
                 "debate.id": run.debate_id,
                 "debate.resumed": resumed,

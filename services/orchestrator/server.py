@@ -29,6 +29,7 @@ from services.orchestrator.store_postgres import PostgresStore
 from services.orchestrator.transport import FRAMING, add_to_server
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+WATCH_METHOD = f"/{SERVICE_NAME}/StreamDebateEvents"
 TRACE_SERVICE_NAME = "debate-orchestrator"  # service.name of its traces, unless OTEL_SERVICE_NAME
 STORE_FILE = "orchestrator.sqlite3"  # in DATA_DIR, without DATABASE_URL
 
@@ -85,7 +86,9 @@ async def build_service(
     scheduler = Scheduler(settings.max_running_debates, settings.max_queued_debates)
     if metrics is not None:
         metrics.watch(hub, scheduler)
-    tracing = Tracing.from_settings(settings, TRACE_SERVICE_NAME)  # None: no OTLP endpoint set
+    # None: no OTLP endpoint set. A watcher's stream is a view of a debate, not a step of it: a
+    # span each would outnumber the debate's own by the number of watchers (docs/observability-progress.md).
+    tracing = Tracing.from_settings(settings, TRACE_SERVICE_NAME, untraced_methods=[WATCH_METHOD])
     llm = traced_llm(llm or build_llm_client(settings, metrics=metrics.llm if metrics is not None else None), tracing)
     grpc_metrics = metrics.grpc if metrics is not None else None
     judge = judge or GrpcJudge(settings, grpc_metrics, tracing)

@@ -1,8 +1,9 @@
 """OpenTelemetry traces (issue 17, part 2) and JSON logs.
 
 The three services run in this process with OTEL_EXPORTER_OTLP_ENDPOINT pointed at an OTLP
-receiver started here: a real gRPC server implementing the collector's TraceService
-(opentelemetry-proto's own generated service), which keeps every span it is sent. A simulated
+receiver started here (tests/support/otlp_receiver.py): a real gRPC server implementing the
+collector's TraceService (opentelemetry-proto's own generated service), which keeps every span
+it is sent. A simulated
 2-round debate is created and started by a caller that sends a W3C `traceparent` (as an
 instrumented client does); the spans the services export are then read back from the receiver:
 one trace covers the three services, with the debate's turns, their model calls (GenAI
@@ -20,8 +21,7 @@ import secrets
 import subprocess
 import sys
 import time
-from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -29,74 +29,20 @@ from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.common.v1 import common_pb2
 
 from services.common.logs import ContextFilter, log_formatter
 from services.common.tracing import AnyStreamServerInterceptor, TracedLLM
 from tests.reliability.inprocess import InProcessSuite
+from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 INSTANT = {"sim_first_token_latency": 0, "sim_tokens_per_second": 0}
 ORCH, JUDGE, ACCOUNTING = "debate-orchestrator", "debate-judge", "debate-accounting"
 
 
-@dataclass
-class Span:
-    service: str
-    name: str
-    trace_id: str
-    span_id: str
-    parent: str
-    kind: int
-    attributes: dict
-    links: list[str] = field(default_factory=list)
-
-
-def _value(value: common_pb2.AnyValue):
-    kind = value.WhichOneof("value")
-    if kind == "array_value":
-        return tuple(_value(v) for v in value.array_value.values)
-    return getattr(value, kind) if kind else None
-
-
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP/gRPC trace receiver: keeps every span of every Export it is sent."""
-
-    def __init__(self) -> None:
-        self.spans: list[Span] = []
-        self.exports = 0
-
-    def Export(self, request, context):  # noqa: N802 - the generated servicer's name
-        self.exports += 1
-        for resource_spans in request.resource_spans:
-            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for s in scope_spans.spans:
-                    self.spans.append(
-                        Span(
-                            service=resource.get("service.name", ""),
-                            name=s.name,
-                            trace_id=s.trace_id.hex(),
-                            span_id=s.span_id.hex(),
-                            parent=s.parent_span_id.hex(),
-                            kind=s.kind,
-                            attributes={a.key: _value(a.value) for a in s.attributes},
-                            links=[link.span_id.hex() for link in s.links],
-                        )
-                    )
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    receiver = Receiver()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    receiver.endpoint = f"http://127.0.0.1:{port}"
-    yield receiver
-    server.stop(0)
+    with OtlpReceiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +90,7 @@ class Debate:
     trace_id: str
     caller_span_id: str
     events: list
-    spans: list[Span]
+    spans: list[ReceivedSpan]
 
 
 def flush(suite: InProcessSuite) -> None:
@@ -179,11 +125,11 @@ def debate(suite, receiver) -> Debate:
     return Debate(debate_id, trace_id, caller_span_id, events, [s for s in receiver.spans if s.trace_id == trace_id])
 
 
-def named(spans: list[Span], name: str, service: str | None = None) -> list[Span]:
+def named(spans: list[ReceivedSpan], name: str, service: str | None = None) -> list[ReceivedSpan]:
     return [s for s in spans if s.name == name and (service is None or s.service == service)]
 
 
-def one(spans: list[Span], name: str, service: str | None = None) -> Span:
+def one(spans: list[ReceivedSpan], name: str, service: str | None = None) -> ReceivedSpan:
     found = named(spans, name, service)
     assert len(found) == 1, (name, service, [(s.service, s.name) for s in spans])
     return found[0]
@@ -201,6 +147,8 @@ def test_one_trace_spans_the_three_services_from_create_to_verdict(debate):
     assert run.parent == start.span_id  # the debate runs after StartDebate answered, in its trace
     assert run.attributes["debate.id"] == debate.debate_id
     assert run.attributes["debate.resumed"] is False
+    assert run.links == []  # CreateDebate is in this trace already
+    assert not named(spans, f"/{orch}/StreamDebateEvents")  # a watcher's stream is not traced
     turns = named(spans, "turn", ORCH)
     assert sorted((t.attributes["debate.round_number"], t.attributes["debate.participant"]) for t in turns) == [
         (1, "Ada"),
@@ -335,3 +283,24 @@ def test_an_otel_service_name_replaces_the_default(tmp_path, receiver):
         pass
     tracing.shutdown()  # flushes
     assert [s.service for s in receiver.spans if s.name == "probe"] == ["ledger-eu"]
+
+
+def test_a_caller_without_trace_context_gets_the_debate_linked_to_its_create(suite, receiver, debate):
+    """CreateDebate and StartDebate without `traceparent`: two traces. The debate runs in
+    StartDebate's, and its `debate` span links to the CreateDebate span of the other."""
+    with grpc.insecure_channel(suite.addresses["orchestrator"]) as channel:
+        stub = pbg.OrchestratorServiceStub(channel)
+        debate_id = stub.CreateDebate(pb.CreateDebateRequest(config=debate_config())).debate.debate_id
+        stub.StartDebate(pb.StartDebateRequest(debate_id=debate_id))
+        for _ in stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=0)):
+            pass
+    deadline = time.monotonic() + 30
+    orch = "/debate.orchestrator.v1.OrchestratorService"
+    while not [s for s in named(receiver.spans, "debate") if s.attributes["debate.id"] == debate_id]:
+        assert time.monotonic() < deadline, "the debate's span was never exported"
+        flush(suite)
+        time.sleep(0.05)
+    (run,) = [s for s in named(receiver.spans, "debate") if s.attributes["debate.id"] == debate_id]
+    (start,) = [s for s in named(receiver.spans, f"{orch}/StartDebate") if s.span_id == run.parent]
+    creates = [s for s in named(receiver.spans, f"{orch}/CreateDebate") if s.span_id in run.links]
+    assert len(creates) == 1 and creates[0].trace_id != run.trace_id == start.trace_id
