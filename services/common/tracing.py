@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from collections.abc import AsyncGenerator, Collection
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # the SDK, the exporter and the instrumentation are imported 
 log = logging.getLogger(__name__)
 
 INSTRUMENTATION_NAME = "debate-engine"
+SHUTDOWN_FLUSH_S = 2.0  # what a stopping service waits for its last spans to be exported
 
 
 def traces_endpoint(settings: ServiceSettings) -> str:
@@ -63,8 +65,15 @@ def traces_endpoint(settings: ServiceSettings) -> str:
 class Tracing:
     """One service process's tracer provider and its gRPC interceptors (see the module docstring)."""
 
-    def __init__(self, provider: TracerProvider, service_name: str, untraced_methods: Collection[str] = ()):
+    def __init__(
+        self,
+        provider: TracerProvider,
+        service_name: str,
+        untraced_methods: Collection[str] = (),
+        exporter: SpanExporter | None = None,
+    ):
         self.provider = provider
+        self.exporter = exporter
         self.service_name = service_name
         self.untraced_methods = frozenset(untraced_methods)
         self.tracer: Tracer = provider.get_tracer(INSTRUMENTATION_NAME)
@@ -92,9 +101,10 @@ class Tracing:
 
         name = settings.otel_service_name.strip() or service_name
         provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
-        provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter(endpoint=endpoint)))
+        exporter = exporter or OTLPSpanExporter(endpoint=endpoint)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
         log.info("traces of %s exported over OTLP to %s", name, endpoint or type(exporter).__name__)
-        return cls(provider, name, untraced_methods)
+        return cls(provider, name, untraced_methods, exporter)
 
     def server_interceptor(self) -> grpc.aio.ServerInterceptor:
         """A server span for every call (but health checks, reflection and `untraced_methods`), in
@@ -109,8 +119,22 @@ class Tracing:
 
         return list(aio_client_interceptors(tracer_provider=self.provider))
 
-    def shutdown(self) -> None:
-        """Exports what is buffered (within OTEL_BSP_EXPORT_TIMEOUT) and stops the exporter."""
+    def shutdown(self, timeout_s: float = SHUTDOWN_FLUSH_S) -> None:
+        """Exports what is buffered, within `timeout_s` seconds (a collector that does not answer
+        would hold a stopping service for the exporter's retries: what is left is dropped, with a
+        warning), then stops the provider and its exporter."""
+        flushed = threading.Event()
+
+        def flush() -> None:
+            # The SDK's force_flush waits for an export under way, retries included, whatever its
+            # timeout says: it runs aside, and the exporter is shut down if it takes too long.
+            self.provider.force_flush()
+            flushed.set()
+
+        threading.Thread(target=flush, name="traces-flush", daemon=True).start()
+        if not flushed.wait(timeout_s) and self.exporter is not None:
+            log.warning("traces not exported within %.1fs of the stop were dropped", timeout_s)
+            self.exporter.shutdown()  # ends the exporter's retries and closes its channel
         self.provider.shutdown()
 
 

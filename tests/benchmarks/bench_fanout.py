@@ -16,8 +16,9 @@
 3. `--metrics`: the same level with batch_events in three settings, in turn, three times each:
    everything off; Prometheus metrics on (METRICS_PORT); metrics and OpenTelemetry traces on
    (OTEL_EXPORTER_OTLP_ENDPOINT pointed at a real OTLP/gRPC receiver in this process, which
-   counts the spans it is sent: tests/support/otlp_receiver.py). Orchestrator CPU per delivered
-   event in each, and the ratios to "off" (the issue's aim: at most 1.05x).
+   counts the spans it is sent: tests/support/otlp_receiver.py), each repeat starting with the
+   next setting. Orchestrator CPU per delivered event in each, and the ratios to "off" (the
+   issue's aim: at most 1.05x).
 
 `run(quick)` returns rows for `make bench` (tests/benchmarks/run_all.py); the full run includes
 the rows of 3 (the quick one leaves them to `--metrics --quick`).
@@ -174,14 +175,17 @@ MODES = ("off", "metrics", "metrics+tracing")
 async def observability_overhead(watchers: int, quick: bool, repeats: int = 3) -> dict[str, list[float]]:
     """Orchestrator CPU per delivered event (batch_events) with everything off, with Prometheus
     metrics on (METRICS_PORT in every service, as `up` sets it), and with metrics and traces on
-    (OTEL_EXPORTER_OTLP_ENDPOINT in every service, to a real OTLP receiver here), in turn,
-    `repeats` times each: {"off": [µs, ...], "metrics": [...], "metrics+tracing": [...],
-    "spans": [spans received during each tracing run]}. RuntimeError when a watcher did not
+    (OTEL_EXPORTER_OTLP_ENDPOINT in every service, to a real OTLP receiver here), in turn (each
+    repeat starting with the next setting), `repeats` times each: {"off": [µs, ...],
+    "metrics": [...], "metrics+tracing": [...], "spans": [spans received in each tracing run],
+    "load": [the 1-minute load average after each run]}. RuntimeError when a watcher did not
     complete, or a tracing run exported no span."""
     figures: dict[str, list[float]] = {mode: [] for mode in (*MODES, "spans", "load")}
     with OtlpReceiver(keep=False) as receiver:
-        for _ in range(repeats):
-            for mode in MODES:
+        for repeat in range(repeats):
+            # Each repeat starts with another setting, so that a load that drifts during the
+            # run (other work on a shared machine) does not favour one setting.
+            for mode in MODES[repeat % len(MODES) :] + MODES[: repeat % len(MODES)]:
                 tracing = mode == "metrics+tracing"
                 before = receiver.span_count
                 env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint} if tracing else None
@@ -215,7 +219,7 @@ def metrics_rows(watchers: int, quick: bool, repeats: int = 3) -> list[dict]:
                 "value": round(on, 2),
                 "unit": "µs",
                 "floor": f"off: {off:.2f} (x{on / off:.3f})",
-                "note": f"medians of {repeats}, in turn; off {figures['off']}, {mode} {figures[mode]}"
+                "note": f"medians of {repeats}, in rotating turn; off {figures['off']}, {mode} {figures[mode]}"
                 + (f"; spans exported {figures['spans']}" if mode == "metrics+tracing" else "")
                 + f"; load average {figures['load']}",
             }

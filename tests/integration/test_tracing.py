@@ -236,7 +236,8 @@ def test_a_json_log_line_carries_the_trace_id_of_the_debate(debate, json_log):
 
 def test_log_format_json_is_one_object_a_line_from_a_service_process(tmp_path):
     env = {**os.environ, "LOG_FORMAT": "json", "PORT": "0", "DATA_DIR": str(tmp_path)}
-    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        env.pop(name, None)
     process = subprocess.Popen(
         [sys.executable, "-m", "services.accounting"], env=env, stderr=subprocess.PIPE, text=True
     )

@@ -145,3 +145,17 @@ def test_log_records_carry_the_current_trace_and_span_ids():
         ContextFilter(()).filter(record)
     context = span.get_span_context()
     assert record.trace_id == f"{context.trace_id:032x}" and record.span_id == f"{context.span_id:016x}"
+
+
+def test_a_stop_does_not_wait_for_a_collector_that_does_not_answer(caplog):
+    """The exporter retries an unreachable collector for seconds; a stopping service drops what is
+    left after the flush's timeout instead (with a warning) and its provider stops."""
+    settings = ServiceSettings(otel_exporter_otlp_endpoint="http://127.0.0.1:1")  # nothing listens
+    tracing = Tracing.from_settings(settings, "debate-x")
+    assert tracing is not None
+    with tracing.tracer.start_as_current_span("lost"):
+        pass
+    with caplog.at_level(logging.WARNING, logger="services.common.tracing"):
+        tracing.shutdown(timeout_s=0.2)
+    assert "were dropped" in caplog.text
+    assert tracing.exporter is not None and tracing.exporter._shutdown  # its retries ended
