@@ -7,7 +7,7 @@ STAMP := $(VENV)/.synced
 # uv, which syncs .venv from uv.lock; the same pin (with hashes) as tools/bootstrap-requirements.txt
 UV_VERSION := $(shell sed -n 's/^uv==\([0-9.]*\).*/\1/p' tools/bootstrap-requirements.txt)
 
-.PHONY: setup test check demo bench protos lint up clean web browser postgres
+.PHONY: setup test check demo bench protos lint up clean web browser postgres tmux
 
 setup: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml uv.lock tools/bootstrap-requirements.txt
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --python $(PY)
 	touch $@
 
-test: setup web browser postgres
+test: setup web browser postgres tmux
 	$(PY) -m pytest -q
 
 demo: setup web
@@ -84,6 +84,16 @@ postgres: $(PG_CTL)
 $(PG_CTL):
 	@echo "== $(PG_CTL) is missing: installing Debian's postgresql package for the ledger's PostgreSQL tests (apt-get)"
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+
+# tmux from Debian's packages for the real-terminal test of `debate-engine top` (tests/e2e/test_top.py).
+# A file target: nothing runs when $(TMUX) is already there.
+TMUX := /usr/bin/tmux
+
+tmux: $(TMUX)
+
+$(TMUX):
+	@echo "== $(TMUX) is missing: installing Debian's tmux package for the terminal test of debate-engine top (apt-get)"
+	apt-get update && apt-get install -y tmux
 
 clean:
 	rm -rf $(VENV) var reports web/node_modules web/dist web/src/gen

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "services.cli",  # up, envoy-config
     "services.loadtest.cli",  # load
     "services.client.commands",  # demo, debate, attach, list, cancel
+    "services.client.top",  # top
 ]
 
 

@@ -36,6 +36,7 @@ from services.common.postgres_server import TEST_OPTIONS, PostgresServer
 from services.common.settings import SERVICE_TENANT
 from services.common.tls import TlsFiles
 from services.gateway import GatewayConfig, envoy_config, render_envoy_yaml
+from services.suite_file import SuiteProcess, remove_suite_file, write_suite_file
 from services.supervisor import ProcessDied, ProcessSpec, RunningProcess, Suite, http_ok
 
 log = logging.getLogger(__name__)
@@ -256,6 +257,11 @@ async def _run_suite(config: SuiteConfig, server: PostgresServer | None) -> int:
     except (ProcessDied, TimeoutError) as error:
         print(f"debate-engine up: {error}", file=sys.stderr)
         return 1
+    # For `debate-engine top` and other commands: the suite's processes and /metrics URLs.
+    write_suite_file(
+        config.data_dir,
+        [SuiteProcess(s.name, s.health_address, s.metrics_url) for s in suite.specs],
+    )
     print("debate-engine suite is up:")
     width = max(13, *(len(spec.name) + 1 for spec in suite.specs))
     if server is not None:
@@ -269,6 +275,7 @@ async def _run_suite(config: SuiteConfig, server: PostgresServer | None) -> int:
     exited = asyncio.create_task(_last_replica_exit(suite, config))
     stopping = asyncio.create_task(stop_requested.wait())
     await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    remove_suite_file(config.data_dir)
     if exited.done():
         proc = exited.result()
         died = ProcessDied(proc.spec.name, proc.process.returncode, list(proc.tail))

@@ -25,7 +25,15 @@ from __future__ import annotations
 import logging
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from services.common.settings import ServiceSettings
 
@@ -183,6 +191,11 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # The standard process_* (CPU seconds, resident memory, open file descriptors...),
+        # python_info and python_gc_* families, as prometheus-client's default registry has them.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.grpc = GrpcMetrics(self.registry)
 
     @classmethod

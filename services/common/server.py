@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import logging
+import os
+import resource
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -31,6 +34,7 @@ from services.common.grpc_errors import DomainErrorInterceptor, abort_with
 from services.common.grpc_metrics import ServerMetricsInterceptor
 from services.common.handlers import HandlerCache, replace_behavior, wrap_behavior
 from services.common.logs import configure_logging
+from services.common.loop_watch import LoopLagProbe, StallTracer
 from services.common.metrics import MetricsServer, ServiceMetrics
 from services.common.settings import ServiceSettings, SettingsT, load_settings
 from services.common.tls import TlsFiles
@@ -149,6 +153,11 @@ class GrpcService:
         # domain objects measure into the same registry), or one of our own for the gRPC calls.
         self.metrics = metrics if metrics is not None else ServiceMetrics.from_settings(settings)
         self.metrics_server: MetricsServer | None = None
+        # How late the event loop runs (services.common.loop_watch): with the metrics, or to trace stalls.
+        self.loop_probe: LoopLagProbe | None = None
+        if self.metrics is not None or settings.loop_stall_trace_ms:
+            self.loop_probe = LoopLagProbe(registry=self.metrics.registry if self.metrics is not None else None)
+        self.stall_tracer: StallTracer | None = None
         self.bindings = list(bindings)
         self.health = health.aio.HealthServicer()
         # Checks bearer keys when API_KEYS is set and sets the caller's tenant (services.common.auth).
@@ -202,6 +211,11 @@ class GrpcService:
             self.metrics_server = MetricsServer(self.metrics.registry, self.settings.host, self.settings.metrics_port)
             log.info("metrics at %s", self.metrics_server.url)
         await self.server.start()
+        if self.loop_probe is not None:
+            self.loop_probe.start()
+            if self.settings.loop_stall_trace_ms:
+                self.stall_tracer = StallTracer(self.loop_probe, self.settings.loop_stall_trace_ms / 1000)
+                self.stall_tracer.start()
         for name in ["", *names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -217,6 +231,11 @@ class GrpcService:
         """Health goes NOT_SERVING first, then in-flight calls get `grace` seconds."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace_seconds if grace is None else grace)
+        if self.stall_tracer is not None:
+            self.stall_tracer.stop()
+            self.stall_tracer = None
+        if self.loop_probe is not None:
+            self.loop_probe.stop()
         if self.metrics_server is not None:
             self.metrics_server.close()
             self.metrics_server = None
@@ -254,6 +273,7 @@ def run_service(
     """What every `python -m services.<name>` does: settings from the environment and flags,
     logging configured once, then the service until SIGTERM, on uvloop unless `settings.uvloop`
     is false or uvloop is not installed (then on asyncio's own loop)."""
+    grow_file_table()  # first, while the process has one thread
     settings = load_settings(settings_class, sys.argv[1:] if argv is None else argv)
     configure_logging(name, settings.log_level, settings.secret_values(), settings.log_format)
 
@@ -275,6 +295,40 @@ def event_loop_runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, None]],
         else:
             return uvloop.run
     return asyncio.run
+
+
+FILE_TABLE_SLOTS = 16_384  # file descriptors the process's table is grown to hold at start
+
+
+def grow_file_table(slots: int = FILE_TABLE_SLOTS) -> int:
+    """Raises the soft RLIMIT_NOFILE to the hard limit (as Go's runtime does at start), then
+    grows the kernel's table of the process's file descriptors to `slots` (at most that limit)
+    by taking a descriptor that high and closing it; the table never shrinks. Returns the highest
+    descriptor taken (-1: none).
+
+    The kernel grows the table by doubling, as descriptors are opened; in a process with threads
+    each growth waits for an RCU grace period, on the thread that opened the descriptor. A burst
+    of a few hundred provider connections stalled the orchestrator's event loop for 110 ms in
+    `socket()` that way (docs/streaming-floor.md). Called while the process has one thread,
+    growing costs no wait at all."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):  # a limit the platform refuses: keep the soft one
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    top = slots if soft == resource.RLIM_INFINITY else min(slots, soft)
+    if top <= 1024:
+        return -1
+    source = os.open(os.devnull, os.O_RDONLY)
+    try:
+        # F_DUPFD: the lowest free descriptor at or above top - 1 (dup2 would close one in use).
+        high = fcntl.fcntl(source, fcntl.F_DUPFD, top - 1)
+        os.close(high)
+    except OSError:
+        return -1
+    finally:
+        os.close(source)
+    return high
 
 
 def calm_garbage_collector() -> None:

@@ -134,6 +134,13 @@ class ServiceSettings(ChannelSettings):
         "message, service, debate_id, request_id, trace_id, span_id)",
     )
 
+    loop_stall_trace_ms: float = Field(
+        0,
+        ge=0,
+        description="log the event loop thread's Python stack when the loop stalls longer than this many "
+        "milliseconds (0: off; a diagnostic thread, services.common.loop_watch)",
+    )
+
     @field_validator("metrics_port", mode="before")
     @classmethod
     def _empty_is_off(cls, value: object) -> object:

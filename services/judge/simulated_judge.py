@@ -64,6 +64,47 @@ _TO_THE_JUDGE = re.compile(
     re.IGNORECASE,
 )
 
+# Each alternative of _TO_THE_JUDGE holds one of these words (lowercase, as substrings): a
+# sentence holding none of them cannot match it, and most sentences hold none, so the costly
+# search runs on few. _FOLD maps the non-ASCII letters that re.IGNORECASE matches to ASCII ones
+# (İ ı to i, ſ to s; the Kelvin sign lowers to k by itself), so the prefilter misses no match.
+_JUDGE_WORDS = [
+    "ignore",
+    "disregard",
+    "forget",
+    "override",
+    "bypass",
+    "declare",
+    "win",
+    "victor",
+    "score",
+    "rate",
+    "grade",
+    "give",
+    "award",
+    "mark",
+    "moderator",
+    "judge",
+    "system",
+    "admin",
+    "organi",
+    "assistant",
+    "grader",
+    "evaluator",
+    "instruction",
+    "rules",
+    "rubric",
+    "output",
+    "json",
+]
+_FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s"})
+
+
+def addressed_to_judge(sentence: str) -> bool:
+    """Whether a sentence speaks to the judge (an attempt to steer the scores: _TO_THE_JUDGE)."""
+    folded = sentence.translate(_FOLD).lower()
+    return any(word in folded for word in _JUDGE_WORDS) and _TO_THE_JUDGE.search(sentence) is not None
+
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -105,7 +146,7 @@ def features(text: str, other_labels: Sequence[str]) -> Features:
     for sentence in _SENTENCES.split(text):
         if not sentence.strip():
             continue
-        if _TO_THE_JUDGE.search(sentence):
+        if addressed_to_judge(sentence):
             ignored += 1
         else:
             kept.append(sentence)

@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT = object()
 FOLLOW_SCAN_S = 1.0  # every followed debate is read this often, whatever the notifications said
+CHECKPOINT_S = 1.0  # the store's checkpoint (SQLite's write-ahead log) runs this often, in a worker thread
 
 # The busy share (of one core: the process's CPU, or the loop's time in commits, whichever is
 # larger) from which commits are spaced the whole `coalesce_s`; below it, proportionally less.
@@ -155,6 +156,9 @@ class EventHub:
         self._to_read: set[str] = set()  # followed debates named by a notification, read at the next pass
         self._read_soon = False
         self._last_follow_scan = time.monotonic()
+        # The store's checkpoint in a worker thread (its fsync never stalls the loop): the one running.
+        self._checkpoint: asyncio.Future[None] | None = None
+        self._last_checkpoint = time.monotonic()
         self.follower_reads = 0  # queries of followed debates' events (one per wake-up, for all of them)
         # Load-spaced commits: the scheduled one, when the last ended, the busy share measured.
         self._scheduled: asyncio.Handle | None = None
@@ -186,6 +190,9 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._checkpoint is not None:  # before the store closes the checkpoint's connection
+            with contextlib.suppress(Exception):
+                await self._checkpoint
         self.commit()
         for debate_log in list(self._logs.values()):
             debate_log.closed = True
@@ -204,6 +211,10 @@ class EventHub:
                 if self._followed and now - self._last_follow_scan >= FOLLOW_SCAN_S:
                     self._last_follow_scan = now
                     self.notified(None)
+                if now - self._last_checkpoint >= CHECKPOINT_S and self._checkpoint is None:
+                    self._last_checkpoint = now
+                    self._checkpoint = asyncio.get_running_loop().run_in_executor(None, self.store.checkpoint)
+                    self._checkpoint.add_done_callback(self._checkpointed)
                 if now - self._last_heartbeat_scan >= min(1.0, self.heartbeat_s / 2):
                     self._last_heartbeat_scan = now
                     for debate_log in self._logs.values():
@@ -212,6 +223,12 @@ class EventHub:
             except Exception:  # never let the ticker die: it carries every debate's events
                 if self._failed_commits <= 1 or self._failed_commits % 400 == 0:
                     log.exception("event flush failed (%d in a row); retrying", self._failed_commits)
+
+    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+        self._checkpoint = None
+        if not done.cancelled() and done.exception() is not None:
+            # The next one tries again; meanwhile a commit checkpoints past WAL_AUTOCHECKPOINT_PAGES.
+            log.warning("store checkpoint failed: %s", done.exception())
 
     # -- when to commit ------------------------------------------------------------------------
     def commit_gap(self) -> float:

@@ -470,28 +470,42 @@ class Lifecycle:
             await self.turns.record(run, turn, turn_key(debate_id, turn.round_number, turn.participant, turn.attempt))
 
     async def _void_open_attempts(self, run: DebateRun) -> None:
-        """Attempts the crash left open: reservations released, closed, and logged as failed
-        (unless the turn was stored, in which case the attempt had in fact finished)."""
+        """Attempts the crash left open: closed, and logged as failed unless the turn was stored
+        (the attempt had in fact finished: its reservation is released, its usage re-sent by
+        `turns.record`). A void attempt is charged as an estimate if its text had reached the
+        event log, else its reservation is released (turns.settle_interrupted)."""
         debate_id = run.debate_id
-        for round_number, name, attempt, reservation_id in self.store.open_attempts(debate_id):
-            if reservation_id:
-                await self.accounting.release_budget(reservation_id)
+        void = []
+        left_open = self.store.open_attempts(debate_id)
+        for round_number, name, attempt, reservation_id in left_open:
+            if (round_number, name) in run.turns:
+                if reservation_id:
+                    await self.accounting.release_budget(reservation_id)
+            else:
+                void.append((round_number, name, attempt, reservation_id))
+        charged = set(await self.turns.settle_interrupted(run, void)) if void else set()
+        for round_number, name, attempt, _ in left_open:
             self.store.close_attempt(debate_id, round_number, name, attempt)
-            if (round_number, name) not in run.turns:
-                self.hub.emit(
-                    debate_id,
-                    turn_failed=pb.TurnFailed(
-                        round_number=round_number,
-                        participant=name,
-                        attempt=attempt,
-                        reason="ORCHESTRATOR_RESTARTED",
-                        message=(
-                            "the orchestrator restarted (or another replica took the debate over) during this attempt; "
-                            "its text is void"
-                        ),
-                        will_retry=True,
+        for round_number, name, attempt, _ in void:
+            self.hub.emit(
+                debate_id,
+                turn_failed=pb.TurnFailed(
+                    round_number=round_number,
+                    participant=name,
+                    attempt=attempt,
+                    reason="ORCHESTRATOR_RESTARTED",
+                    message=(
+                        "the orchestrator restarted (or another replica took the debate over) during this attempt; "
+                        "its text is void"
+                        + (
+                            " (the provider had answered: charged as an estimate of what it streamed)"
+                            if (round_number, name, attempt) in charged
+                            else ""
+                        )
                     ),
-                )
+                    will_retry=True,
+                ),
+            )
 
     async def _play(self, run: DebateRun) -> None:
         """Every round not yet played, the assessments, the verdict, then completion."""

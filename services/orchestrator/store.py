@@ -81,6 +81,12 @@ class DebateRow:
     last_sequence: int
 
 
+# SQLite's write-ahead log: a commit on the loop's thread checkpoints only past this many pages
+# (4 KiB each, 40 MiB; SQLite's default is 1,000), since the event hub checkpoints from a worker
+# thread (Store.checkpoint); after a checkpoint the log file is cut back to this many bytes.
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
 INSERT_COLUMNS = (
     "debate_id, tenant, request_id, config, state, create_ns, update_ns, queue_ns, current_round, "
     "end_reason, cost_amount, cost, verdict, verdict_recorded, last_sequence"
@@ -264,6 +270,13 @@ class Store(Protocol):
     def close(self) -> None:
         """Commits, then closes the connection."""
 
+    def checkpoint(self) -> None:
+        """Moves what the database's write-ahead log holds into its file (and the fsync that
+        takes), blocking: the event hub runs it in a worker thread every CHECKPOINT_S, so that
+        no checkpoint runs on the event loop's thread. Safe beside the loop's own use of the
+        store (a connection of its own). Nothing here: PostgreSQL's server checkpoints itself."""
+        return None
+
     # -- debates
     def insert_debate(self, row: DebateRow) -> DebateRow:
         """Stores a new debate and returns the stored row: `row`, or the debate stored earlier
@@ -434,6 +447,12 @@ class SqliteStore(Store):
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=OFF")
+        # The event hub checkpoints from a worker thread (`checkpoint`): a commit on the loop's
+        # thread checkpoints only if the log outgrows WAL_AUTOCHECKPOINT_PAGES (nobody runs the
+        # hub's), and the log file is cut back to WAL_SIZE_LIMIT after a checkpoint.
+        self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        self.db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        self._checkpointer: sqlite3.Connection | None = None
         self._migrate()
         self.commits = 0
         self.shared = False  # one process a file: every lease is held, trivially
@@ -470,6 +489,20 @@ class SqliteStore(Store):
             self.commit()
         finally:
             self.db.close()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
+
+    def checkpoint(self) -> None:
+        if self.path == ":memory:":
+            return
+        if self._checkpointer is None:
+            # Its own connection, used by one worker thread at a time (the hub runs one checkpoint
+            # at most at once): the loop's connection is never waited for.
+            self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._checkpointer.execute("PRAGMA busy_timeout=1000")
+        # PASSIVE: copies what no reader still needs and never blocks the loop's writer.
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _write(self, debate_id: str, statement: str, params: Sequence[object]) -> None:
         self._tx().execute(statement, params)

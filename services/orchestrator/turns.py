@@ -362,6 +362,64 @@ class TurnRunner:
                 ),
             )
 
+    async def settle_interrupted(
+        self, run: DebateRun, open_attempts: list[tuple[int, str, int, str]]
+    ) -> list[tuple[int, str, int]]:
+        """After a restart or a takeover: settles the attempts the stopped process left open whose
+        turn was not stored, given as the store's (round, participant, attempt, reservation_id).
+        An attempt whose text had reached the event log had been answered by its provider, which
+        bills it: it is recorded as an estimate under its own key (its prompt rebuilt from the
+        stored turns, as it was sent, and that text; text of the last few milliseconds before
+        the stop, never committed, is missing from it), committing its reservation, as a call
+        cut short is. An attempt with no text logged has its reservation released: whether the
+        provider had accepted it is not known. Returns the attempts recorded."""
+        streamed = self._logged_text(run.debate_id, {(r, p, a) for r, p, a, _ in open_attempts})
+        participants = {p.name: p for p in run.config.participants}
+        sequential = run.config.format.turn_order == common.TURN_ORDER_SEQUENTIAL
+        recorded = []
+        for r, name, attempt, reservation_id in open_attempts:
+            text = streamed.get((r, name, attempt), "")
+            participant = participants.get(name)
+            if text and participant is not None:
+                window = run.context.build(participant, r, run.transcript, include_current=sequential)
+                inflight = Inflight(
+                    round_number=r,
+                    participant=participant,
+                    attempt=attempt,
+                    messages=window.messages,
+                    reservation_id=reservation_id,
+                    parts=[text],
+                    buffer=DeltaBuffer(run.debate_id, r, name, attempt),
+                    answered=True,
+                )
+                await self._record_cut_call(run, inflight)
+                recorded.append((r, name, attempt))
+            elif reservation_id:
+                await self.accounting.release_budget(reservation_id)
+        return recorded
+
+    def _logged_text(self, debate_id: str, attempts: set[tuple[int, str, int]]) -> dict[tuple[int, str, int], str]:
+        """The answer text of each of `attempts` (round, participant, attempt) in the debate's
+        committed event log (its TokenDeltas), read a page at a time."""
+        parts: dict[tuple[int, str, int], list[str]] = {}
+        if not attempts:
+            return {}
+        up_to = self.store.last_sequence(debate_id)
+        after = 0
+        while after < up_to:
+            page = self.store.read_events(debate_id, after, up_to, 2_000)
+            if not page:
+                break
+            for sequence, data in page:
+                after = sequence
+                event = pb.DebateEvent.FromString(data)
+                if event.WhichOneof("payload") == "token_delta":
+                    delta = event.token_delta
+                    key = (delta.round_number, delta.participant, delta.attempt)
+                    if key in attempts:
+                        parts.setdefault(key, []).append(delta.text)
+        return {key: "".join(texts) for key, texts in parts.items()}
+
     async def _record_cut_call(self, run: DebateRun, inflight: Inflight) -> None:
         """Records a call that did not complete, as an estimate: its prompt as sent (counted as the
         provider edge estimates a call with no usage, chat format included) and the answer and

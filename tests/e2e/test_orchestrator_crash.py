@@ -1,6 +1,6 @@
 """SIGKILL the orchestrator process mid-debate, start it again: the debate completes with no
-completed turn generated again, no double charge, and an event log without gap or repeat that a
-subscriber resumes with after_sequence."""
+completed turn generated again, no double charge, the calls the kill interrupted charged as
+estimates, and an event log without gap or repeat that a subscriber resumes with after_sequence."""
 
 from __future__ import annotations
 
@@ -101,7 +101,17 @@ async def test_sigkill_mid_debate_then_restart_completes_without_regeneration_or
                 )
             ).cost
         debater_calls = sum(line.calls for line in cost.by_participant if line.key.startswith("debater"))
-        assert debater_calls == 6  # one ledger row per turn: nothing charged twice
+        # One ledger row per turn, nothing charged twice; and one for each void attempt whose text
+        # had reached the log before the kill: its provider had answered and bills it (an estimate).
+        streamed = {
+            (e.token_delta.round_number, e.token_delta.participant, e.token_delta.attempt)
+            for e in replay
+            if e.WhichOneof("payload") == "token_delta"
+        }
+        charged = [f for f in voided if (f.round_number, f.participant, f.attempt) in streamed]
+        assert charged, "the kill came while round 2 streamed text that had reached the log"
+        assert all("charged as an estimate" in f.message for f in charged)
+        assert debater_calls == 6 + len(charged)
         assert cost.total == debate.cost.total
     finally:
         await client.channel.close()

@@ -16,19 +16,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.helpers import BIN, ROOT, free_port
-
-
-def _read_until(stream, pattern: str, timeout: float, seen: list[str]) -> re.Match:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            break
-        seen.append(line)
-        match = re.search(pattern, line)
-        if match:
-            return match
-    raise AssertionError(f"{pattern!r} not seen; output:\n{''.join(seen)}")
+from tests.helpers import read_until as _read_until
 
 
 def test_sigterm_turns_health_not_serving_then_exits_zero(tmp_path):

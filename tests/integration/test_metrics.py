@@ -142,6 +142,15 @@ def test_debate_and_event_metrics_move(suite, debate):
     assert value(orch, "debate_event_relay_seconds_sum") > 0
 
 
+@pytest.mark.parametrize("service", ["orchestrator", "judge", "accounting"])
+def test_every_service_measures_its_event_loop_and_its_process(suite, debate, service):
+    families = scrape(url(suite, service))
+    assert value(families, "asyncio_event_loop_lag_seconds_count") >= 1
+    assert value(families, "process_cpu_seconds_total") > 0
+    assert value(families, "process_resident_memory_bytes") > 0
+    assert value(families, "process_open_fds") > 0
+
+
 def test_model_metrics_move_with_allowlisted_model_labels(suite, debate):
     orch = scrape(url(suite, "orchestrator"))
     turns = 4  # 2 debaters x 2 rounds

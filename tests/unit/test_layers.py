@@ -1,7 +1,7 @@
 """The shape of services/, read from the code itself (ast), never by importing it.
 
 - Layers point one way: protos/gen <- common <- orchestrator, judge, accounting <- the tools
-  (client, launcher, supervisor, gateway, loadtest, cli). A service never imports another service, and
+  (client, launcher, supervisor, suite_file, gateway, loadtest, cli). A service never imports another service, and
   nothing imports a layer above its own.
 - The import graph of services/ has no cycle.
 - A service's domain modules never load grpc, not even through a module they import: only its
@@ -32,6 +32,7 @@ TOOLS = (
     "services.client",
     "services.launcher",
     "services.supervisor",
+    "services.suite_file",
     "services.gateway",
     "services.loadtest",
     "services.cli",

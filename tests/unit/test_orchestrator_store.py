@@ -7,7 +7,10 @@ connection that loses no write and doubles none, for the store and for the event
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
+import threading
 from decimal import Decimal
 
 import pytest
@@ -16,6 +19,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from pydantic import ValidationError
 
 from services.common.migrations import SchemaTooNew
+from services.orchestrator import events as events_module
 from services.orchestrator.events import EventHub
 from services.orchestrator.schema import COMPONENT, MIGRATIONS, SCHEMA_VERSION
 from services.orchestrator.server import open_store
@@ -316,6 +320,55 @@ async def test_the_hub_over_a_lost_connection_announces_nothing_then_every_event
     assert [(e.sequence, e.token_delta.text) for e in seen] == [(1, "w0 "), (2, "w1 "), (3, "w2 "), (4, "w3 ")]
     assert [s for (s,) in postgres_backend.query("SELECT sequence FROM events ORDER BY sequence")] == [1, 2, 3, 4]
     assert postgres_backend.query("SELECT current_round FROM debates") == [(1,)]
+
+
+# -- SQLite's checkpoints, off the event loop's thread ------------------------------------------
+def wal_frames(path) -> int:
+    """Frames the store's write-ahead log file has room for, read from its size (a 32-byte
+    header, then 24-byte frame headers each before a 4 KiB page): the log's high-water mark."""
+    size = os.path.getsize(f"{path}-wal") if os.path.exists(f"{path}-wal") else 0
+    return max(0, size - 32) // (24 + 4096)
+
+
+async def test_sqlite_checkpoints_run_in_a_worker_thread_never_in_a_commit_on_the_loop(tmp_path, monkeypatch):
+    monkeypatch.setattr(events_module, "CHECKPOINT_S", 0.05)
+    path = tmp_path / "o.db"
+    store = SqliteStore(str(path))
+    threads: list[int] = []
+    checkpoint = store.checkpoint
+
+    def recorded() -> None:
+        threads.append(threading.get_ident())
+        checkpoint()
+
+    store.checkpoint = recorded  # type: ignore[method-assign]
+    # Commits on the loop's thread past SQLite's default autocheckpoint (1,000 pages) leave the
+    # log whole: no checkpoint (and no fsync) in them.
+    for i in range(1_200):
+        store.insert_debate(debate(f"d{i}", create_ns=i, config=c.DebateConfig(topic="x" * 3_000)))
+        store.commit()
+    assert wal_frames(path) > 1_000
+    assert os.path.getsize(path) < 1_000_000  # the rows are in the log only
+    # The hub's ticker checkpoints in a worker thread; the next commit then starts the log over.
+    hub = EventHub(store, framing=FRAMING, coalesce_s=0.005)
+    hub.start()
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if threads:
+                break
+        while hub._checkpoint is not None:
+            await asyncio.sleep(0.01)
+    finally:
+        await hub.stop()
+    assert threads and threading.get_ident() not in threads
+    assert os.path.getsize(path) > 1_200 * 3_000  # checkpointed: the rows are in the database's file
+    store.insert_debate(debate("after", create_ns=10_000))
+    store.commit()
+    reopened = SqliteStore(str(path))
+    assert reopened.get_debate("d1199") is not None and reopened.get_debate("after") is not None
+    store.close()
+    reopened.close()
 
 
 # -- choosing the backend -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from services.common.llm.base import (
     ChatMessage,
@@ -176,6 +177,22 @@ def block_events(blocks: object) -> list[TextDelta | ReasoningDelta]:
         elif kind not in _SILENT_BLOCKS:
             raise ValueError(f"a content block of type {str(kind)[:40]!r}")
     return events
+
+
+class ProviderCall(NamedTuple):
+    """What one provider call starts with (`begin_call`)."""
+
+    key: str | None  # the provider key from its environment variable; None: none is set
+    secrets: tuple[str, ...]  # what the call's error text must not show (`call_secrets`)
+    watchdog: Watchdog  # the call's first-token and stall timer, armed from now
+
+
+def begin_call(settings: LLMSettings, api_key_env: str | None) -> ProviderCall:
+    """The key, the secrets to mask and a fresh watchdog of one provider call; call it inside
+    the running loop, as the call starts (the first-token limit runs from here)."""
+    key = settings.provider_key(api_key_env)
+    watchdog = Watchdog(settings.llm_first_token_timeout, settings.llm_stall_timeout)
+    return ProviderCall(key, call_secrets(settings, key), watchdog)
 
 
 def call_secrets(settings: LLMSettings, key: str | None) -> tuple[str, ...]:

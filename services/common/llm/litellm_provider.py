@@ -41,8 +41,8 @@ from services.common.llm.base import (
 from services.common.llm.guard import (
     ProviderBadChunk,
     Watchdog,
+    begin_call,
     block_events,
-    call_secrets,
     reported_usage,
     safe_text,
 )
@@ -344,9 +344,7 @@ class LiteLLMProvider:
         Completion. Raises typed LLMErrors only; after the provider answered 200 they are billed."""
         litellm = _litellm or await asyncio.to_thread(load_litellm)
         model = request.model
-        key = self.settings.provider_key(self.api_key_env)
-        secrets = call_secrets(self.settings, key)
-        watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
+        key, secrets, watchdog = begin_call(self.settings, self.api_key_env)
         state = _StreamState(model, watchdog, secrets)
         stream = None
         try:

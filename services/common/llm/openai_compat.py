@@ -58,8 +58,8 @@ from services.common.llm.base import (
 from services.common.llm.guard import (
     ProviderBadChunk,
     Watchdog,
+    begin_call,
     block_events,
-    call_secrets,
     reported_usage,
     safe_text,
 )
@@ -220,9 +220,7 @@ class OpenAICompatProvider:
         `reasoning` deltas, thinking blocks), then one Completion. Raises typed LLMErrors only;
         every error after the provider answered 200 is `billed`, with what streamed before it."""
         model = request.model
-        key = self.settings.provider_key(self.api_key_env)
-        secrets = call_secrets(self.settings, key)
-        watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
+        key, secrets, watchdog = begin_call(self.settings, self.api_key_env)
         reader = self._reader(model, watchdog, secrets)
         done = False
         response: Response | None = None
@@ -267,9 +265,7 @@ class OpenAICompatProvider:
         the network read that brought it (no task step, no async generator per chunk), the
         Completion returned. The same errors, billing and watchdog as `stream`."""
         model = request.model
-        key = self.settings.provider_key(self.api_key_env)
-        secrets = call_secrets(self.settings, key)
-        watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
+        key, secrets, watchdog = begin_call(self.settings, self.api_key_env)
         reader = self._reader(model, watchdog, secrets)
         response: Response | None = None
         try:

@@ -21,7 +21,7 @@ from services.common.llm.base import (
 )
 from services.common.llm.guard import (
     Watchdog,
-    call_secrets,
+    begin_call,
     safe_text,
 )
 from services.common.llm.openai_compat import _ChunkReader, _completion, _sse_payloads, http_error, request_body
@@ -97,9 +97,7 @@ class HttpxOpenAICompatProvider:
         `reasoning` deltas, thinking blocks), then one Completion. Raises typed LLMErrors only;
         every error after the provider answered 200 is `billed`, with what streamed before it."""
         model = request.model
-        key = self.settings.provider_key(self.api_key_env)
-        secrets = call_secrets(self.settings, key)
-        watchdog = Watchdog(self.settings.llm_first_token_timeout, self.settings.llm_stall_timeout)
+        key, secrets, watchdog = begin_call(self.settings, self.api_key_env)
         reader = _ChunkReader(model, watchdog, secrets)
         done = False
         response: httpx.Response | None = None

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import replace
 
 from services.common.llm.base import (
@@ -90,53 +90,30 @@ class LLMRouter:
         return chain
 
     async def _stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
-        if not self.settings.model_allowed(request.model):
-            raise ModelNotAllowed(f"model {request.model!r} is not in the allowlist", model=request.model)
-        error: LLMError | None = None
-        for model in self.candidates(request.model):
-            attempt_request = request if model == request.model else replace(request, model=model)
-            if error is not None:
-                log.warning("falling back from %s to %s after: %s", request.model, model, error.message)
-                self._count_fallback(request.model, model)
-            for attempt in range(self.settings.llm_retries + 1):
-                started = False
-                timer = self._timer(model)
-                try:
-                    provider = self.provider_for(model)
-                    # aclosing: a consumer that stops early (a cancelled debate) frees the connection now.
-                    async with contextlib.aclosing(provider.stream(attempt_request)) as events:
-                        async for event in events:
-                            if isinstance(event, Completion):
-                                timer.finished(event.usage.prompt_tokens, event.usage.completion_tokens)
-                            elif not started:
-                                timer.first_token()
-                            started = True
-                            yield event
-                    return
-                except LLMError as caught:
-                    self._count_error(model, caught)
-                    if started or caught.billed:
-                        # Text went out (never replayed, never mixed with another model's), or the
-                        # provider accepted the call and bills it: the caller records that call and
-                        # retries, if it does, as a new attempt under its own key.
-                        raise
-                    error = caught
-                    if not caught.retryable or attempt == self.settings.llm_retries:
-                        break
-                    delay = self._retry_delay(caught, attempt)
-                    log.info("retrying %s in %.2fs (attempt %d): %s", model, delay, attempt + 2, caught.message)
-                    self._count_retry(model)
-                    await self._sleep(delay)
-        assert error is not None
-        raise error
+        plan = _Attempts(self, request)
+        for attempt_request in plan:
+            started = False
+            timer = self._timer(attempt_request.model)
+            try:
+                provider = self.provider_for(attempt_request.model)
+                # aclosing: a consumer that stops early (a cancelled debate) frees the connection now.
+                async with contextlib.aclosing(provider.stream(attempt_request)) as events:
+                    async for event in events:
+                        if isinstance(event, Completion):
+                            timer.finished(event.usage.prompt_tokens, event.usage.completion_tokens)
+                        elif not started:
+                            timer.first_token()
+                        started = True
+                        yield event
+                return
+            except LLMError as caught:
+                await plan.failed(caught, started=started)
 
     async def stream_to(self, request: CompletionRequest, sink: DeltaSink) -> Completion:
         """`stream` pushed (base.stream_to): each delta handed to `sink`, the Completion returned;
         the same allowlist, retries and fallbacks, without an async generator of the router's
         between the provider and the sink."""
-        if not self.settings.model_allowed(request.model):
-            raise ModelNotAllowed(f"model {request.model!r} is not in the allowlist", model=request.model)
-        error: LLMError | None = None
+        plan = _Attempts(self, request)
         started = False
         timer: ModelCallTimer | NoTimer = NO_TIMER
 
@@ -147,30 +124,15 @@ class LLMRouter:
                 timer.first_token()
             return sink(event)
 
-        for model in self.candidates(request.model):
-            attempt_request = request if model == request.model else replace(request, model=model)
-            if error is not None:
-                log.warning("falling back from %s to %s after: %s", request.model, model, error.message)
-                self._count_fallback(request.model, model)
-            for attempt in range(self.settings.llm_retries + 1):
-                timer = self._timer(model)
-                try:
-                    completion = await stream_to(self.provider_for(model), attempt_request, forward)
-                    timer.finished(completion.usage.prompt_tokens, completion.usage.completion_tokens)
-                    return completion
-                except LLMError as caught:
-                    self._count_error(model, caught)
-                    if started or caught.billed:
-                        raise  # as in `_stream`: never replayed, never mixed with another model's text
-                    error = caught
-                    if not caught.retryable or attempt == self.settings.llm_retries:
-                        break
-                    delay = self._retry_delay(caught, attempt)
-                    log.info("retrying %s in %.2fs (attempt %d): %s", model, delay, attempt + 2, caught.message)
-                    self._count_retry(model)
-                    await self._sleep(delay)
-        assert error is not None
-        raise error
+        for attempt_request in plan:
+            timer = self._timer(attempt_request.model)
+            try:
+                completion = await stream_to(self.provider_for(attempt_request.model), attempt_request, forward)
+                timer.finished(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+                return completion
+            except LLMError as caught:
+                await plan.failed(caught, started=started)
+        raise AssertionError("unreachable: _Attempts raises the last error when it runs out")
 
     # -- metrics (no-ops when they are off) ---------------------------------------------------
     def _timer(self, model: str) -> ModelCallTimer | NoTimer:
@@ -242,6 +204,61 @@ class LLMRouter:
             if close is not None:
                 await close()
         self._providers.clear()
+
+
+class _Attempts:
+    """The attempts of one call, in order: the model, then its allowed fallbacks, each tried up
+    to LLM_RETRIES + 1 times. Iterating yields each attempt's request; after a failure the
+    caller awaits `failed`, which re-raises what must not be retried, or counts the failure and
+    waits out the backoff. When the attempts run out, the iteration raises the last error.
+
+    Only calls the provider did not bill are retried (see the module's docstring): a failure
+    after text went out, or one the provider bills, is raised to the caller at once."""
+
+    def __init__(self, router: LLMRouter, request: CompletionRequest):
+        settings = router.settings
+        if not settings.model_allowed(request.model):
+            raise ModelNotAllowed(f"model {request.model!r} is not in the allowlist", model=request.model)
+        self.router = router
+        self.request = request
+        self.error: LLMError | None = None
+        self._model = request.model
+        self._attempt = 0
+        self._give_up_model = False
+
+    def __iter__(self) -> Iterator[CompletionRequest]:
+        router, request = self.router, self.request
+        for model in router.candidates(request.model):
+            if self.error is not None:
+                log.warning("falling back from %s to %s after: %s", request.model, model, self.error.message)
+                router._count_fallback(request.model, model)
+            self._model, self._give_up_model = model, False
+            attempt_request = request if model == request.model else replace(request, model=model)
+            for attempt in range(router.settings.llm_retries + 1):
+                self._attempt = attempt
+                yield attempt_request
+                if self._give_up_model:
+                    break
+        assert self.error is not None
+        raise self.error
+
+    async def failed(self, caught: LLMError, *, started: bool) -> None:
+        """After an attempt raised `caught`; `started`: a delta of it already went to the caller."""
+        router = self.router
+        router._count_error(self._model, caught)
+        if started or caught.billed:
+            # Text went out (never replayed, never mixed with another model's), or the provider
+            # accepted the call and bills it: the caller records that call and retries, if it
+            # does, as a new attempt under its own key.
+            raise caught
+        self.error = caught
+        if not caught.retryable or self._attempt == router.settings.llm_retries:
+            self._give_up_model = True
+            return
+        delay = router._retry_delay(caught, self._attempt)
+        log.info("retrying %s in %.2fs (attempt %d): %s", self._model, delay, self._attempt + 2, caught.message)
+        router._count_retry(self._model)
+        await router._sleep(delay)
 
 
 def build_llm_client(
