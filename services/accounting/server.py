@@ -13,8 +13,10 @@ from services.accounting.store_postgres import PostgresLedgerStore
 from services.common.metrics import ServiceMetrics
 from services.common.pricing import PriceBook
 from services.common.server import GrpcService, ServiceBinding
+from services.common.tracing import Tracing
 
 SERVICE_NAME = accounting_pb2.DESCRIPTOR.services_by_name["AccountingService"].full_name
+TRACE_SERVICE_NAME = "debate-accounting"  # service.name of its traces, unless OTEL_SERVICE_NAME
 
 
 def open_ledger(settings: AccountingSettings) -> LedgerStore:
@@ -36,4 +38,5 @@ async def build_service(settings: AccountingSettings) -> GrpcService:
         [ServiceBinding(SERVICE_NAME, accounting_pb2_grpc.add_AccountingServiceServicer_to_server, servicer)],
         on_stop=[accounting.close],
         metrics=service_metrics,
+        tracing=Tracing.from_settings(settings, TRACE_SERVICE_NAME),  # None: no OTLP endpoint set
     )

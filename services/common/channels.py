@@ -33,6 +33,7 @@ from services.common.grpc_metrics import client_interceptors
 from services.common.metrics import GrpcMetrics
 from services.common.settings import ChannelSettings
 from services.common.tls import TlsFiles
+from services.common.tracing import Tracing
 
 _SERVICE_CONFIG: dict = {
     # Every replica the address names, in turn; a replica is used only while its health
@@ -150,6 +151,7 @@ def open_channel(
     tls: TlsFiles | None = None,
     health_checks: bool = True,
     metrics: GrpcMetrics | None = None,
+    tracing: Tracing | None = None,
 ) -> grpc.aio.Channel:
     """An aio channel to another service of the suite at `address` (host:port, or its replicas
     ip:port,ip:port: see `channel_target`).
@@ -160,7 +162,8 @@ def open_channel(
     `health_checks=False` for an address that may be a gateway (the CLI's `--target`): the
     replicas' grpc.health.v1 is then not watched (Envoy has none to watch, and does it itself).
     `metrics`: the calling process's gRPC metrics, which then count and time every call
-    (`grpc_client_*`).
+    (`grpc_client_*`). `tracing`: the calling process's traces (services.common.tracing), which
+    then make a client span of every call and send its context (`traceparent`) to the service.
     """
     target = channel_target(address)
     # A list of replicas has no one name: calls (and TLS's check of the server's name, unless
@@ -171,7 +174,9 @@ def open_channel(
     if key is None:
         key = settings.service_api_key.get_secret_value() if settings is not None else ""
     files = tls if tls is not None else (TlsFiles.from_settings(settings) if settings is not None else None)
-    interceptors: list[grpc.aio.ClientInterceptor] = client_interceptors(metrics) if metrics is not None else []
+    interceptors: list[grpc.aio.ClientInterceptor] = tracing.client_interceptors() if tracing is not None else []
+    if metrics is not None:
+        interceptors.extend(client_interceptors(metrics))
     if key:
         interceptors.extend(bearer_interceptors(key))
     config = [("grpc.service_config", RETRY_SERVICE_CONFIG if health_checks else GATEWAY_SERVICE_CONFIG)]

@@ -1,6 +1,7 @@
 """Server bootstrap shared by every service: a grpc.aio server with health, reflection,
 the domain-error interceptor, Prometheus metrics when METRICS_PORT is set
-(services.common.metrics) and a graceful stop.
+(services.common.metrics), OpenTelemetry traces when an OTLP endpoint is set
+(services.common.tracing) and a graceful stop.
 
 A service's composition root builds its domain objects and servicer, then hands them here:
 
@@ -37,6 +38,7 @@ from services.common.loop_watch import LoopLagProbe, StallTracer
 from services.common.metrics import MetricsServer, ServiceMetrics
 from services.common.settings import ServiceSettings, SettingsT, load_settings
 from services.common.tls import TlsFiles
+from services.common.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +143,12 @@ class GrpcService:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         on_stop: Sequence[Callable[[], Awaitable[None] | None]] = (),
         metrics: ServiceMetrics | None = None,
+        tracing: Tracing | None = None,
     ):
         self.settings = settings
+        # OpenTelemetry traces when an OTLP endpoint is set (services.common.tracing); None: off,
+        # and no interceptor of theirs in the chain.
+        self.tracing = tracing
         # Prometheus metrics when METRICS_PORT is set: the composition root's ServiceMetrics (its
         # domain objects measure into the same registry), or one of our own for the gRPC calls.
         self.metrics = metrics if metrics is not None else ServiceMetrics.from_settings(settings)
@@ -163,9 +169,19 @@ class GrpcService:
         )
         # Mutual TLS when TLS_CERT_FILE/TLS_KEY_FILE/TLS_CA_FILE are set (services.common.tls).
         self.tls = TlsFiles.from_settings(settings)
-        # The metrics interceptor goes first, so that calls the others refuse are counted too.
+        # The metrics interceptor goes first, so that calls the others refuse are counted too; then
+        # the tracing one, so that the others' refusals and logs are in the caller's trace.
         measuring = [ServerMetricsInterceptor(self.metrics.grpc)] if self.metrics is not None else []
-        chain = [*measuring, MalformedRequestInterceptor(), self.auth, *interceptors, DomainErrorInterceptor()]
+        tracing_chain = [tracing.server_interceptor()] if tracing is not None else []
+        chain = [
+            *measuring,
+            *tracing_chain,
+            MalformedRequestInterceptor(),
+            self.auth,
+            *interceptors,
+            DomainErrorInterceptor(),
+        ]
+        self.interceptors = tuple(chain)
         self.server = grpc.aio.server(
             interceptors=chain,
             options=SERVER_OPTIONS,
@@ -227,6 +243,9 @@ class GrpcService:
             result = hook()
             if asyncio.iscoroutine(result):
                 await result
+        if self.tracing is not None:
+            # Exports the spans still buffered; in a thread, as it waits on the exporter's calls.
+            await asyncio.to_thread(self.tracing.shutdown)
         log.info("stopped")
 
     async def serve_until_signal(self) -> None:
@@ -256,7 +275,7 @@ def run_service(
     is false or uvloop is not installed (then on asyncio's own loop)."""
     grow_file_table()  # first, while the process has one thread
     settings = load_settings(settings_class, sys.argv[1:] if argv is None else argv)
-    configure_logging(name, settings.log_level, settings.secret_values())
+    configure_logging(name, settings.log_level, settings.secret_values(), settings.log_format)
 
     async def serve() -> None:
         service = await build_service(settings)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -117,6 +117,21 @@ class ServiceSettings(ChannelSettings):
         le=65535,
         description="port of the Prometheus metrics endpoint, http://HOST:METRICS_PORT/metrics (empty: no metrics, "
         "no port opened; 0: any free port; see services.common.metrics)",
+    )
+
+    # Traces (services.common.tracing): on only when an OTLP endpoint is set. These are the standard
+    # OpenTelemetry variables; the SDK reads the others (OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_*, ...).
+    otel_exporter_otlp_endpoint: str = Field(
+        "", description="OTLP/gRPC endpoint of traces, e.g. http://127.0.0.1:4317 (empty: no traces, nothing installed)"
+    )
+    otel_exporter_otlp_traces_endpoint: str = Field(
+        "", description="OTLP/gRPC endpoint of traces only; wins over OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_service_name: str = Field("", description="service.name of the traces (empty: debate-<service>)")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text: one readable line per record; json: one JSON object per line (time, level, logger, "
+        "message, service, debate_id, request_id, trace_id, span_id)",
     )
 
     loop_stall_trace_ms: float = Field(

@@ -12,6 +12,7 @@ from services.common.llm.simulated import SIM_JUDGE_MODEL
 from services.common.metrics import ServiceMetrics
 from services.common.pricing import PriceBook
 from services.common.server import GrpcService, ServiceBinding
+from services.common.tracing import Tracing, traced_llm
 from services.judge import simulated_judge
 from services.judge.engine import Judge
 from services.judge.metrics import JudgeMetrics
@@ -19,6 +20,7 @@ from services.judge.servicer import JudgeServicer
 from services.judge.settings import JudgeSettings
 
 SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
+TRACE_SERVICE_NAME = "debate-judge"  # service.name of its traces, unless OTEL_SERVICE_NAME
 
 
 async def build_service(settings: JudgeSettings, llm: LLMClient | None = None) -> GrpcService:
@@ -34,6 +36,8 @@ async def build_service(settings: JudgeSettings, llm: LLMClient | None = None) -
         )
         on_stop.append(router.aclose)
         llm = router
+    tracing = Tracing.from_settings(settings, TRACE_SERVICE_NAME)  # None: no OTLP endpoint set
+    llm = traced_llm(llm, tracing)  # each model call a `chat {model}` span (GenAI conventions)
     # The shared pre-spend rules: a judge model is allowed, priced and keyed before it is called.
     rules = ModelRules.from_settings(settings, PriceBook(declared=settings.declared_prices()))
     servicer = JudgeServicer(Judge(llm, replace(settings.policy(), model_rules=rules), metrics))
@@ -42,4 +46,5 @@ async def build_service(settings: JudgeSettings, llm: LLMClient | None = None) -
         [ServiceBinding(SERVICE_NAME, judge_pb2_grpc.add_JudgeServiceServicer_to_server, servicer)],
         on_stop=on_stop,
         metrics=service_metrics,
+        tracing=tracing,
     )

@@ -12,11 +12,20 @@ whose round ends together, the judge's calls of an assessment) go to the service
 BatchRecordUsage RPC, and each caller gets its own item's outcome: its RecordUsageResponse, or the
 domain error a RecordUsage call of its own would have raised. A failure of the RPC itself reaches
 every caller of that batch; each item keeps its request_id, so a retry records nothing twice.
+
+With traces on (services.common.tracing), each call is a client span of the gRPC instrumentation
+in the trace of the debate that made it. A usage record is a span of its own, `record_usage`
+(INTERNAL, child of the turn or the judging step that records it: debate.id, the request_id, the
+tokens), in its debate's trace. The BatchRecordUsage call that carries it serves several debates
+at once, so it cannot be a child of each: it is a child of its first record's span (for one
+debate, as in a quiet suite, the whole call is in that debate's trace) and links to the span of
+every record it carries (OpenTelemetry's way to tie a batch to the work it serves).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable
 
@@ -24,11 +33,14 @@ import grpc
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.accounting.v1 import accounting_pb2_grpc
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from services.common import errors
 from services.common.channels import open_channel
 from services.common.grpc_errors import error_details, status_details
 from services.common.metrics import GrpcMetrics
+from services.common.tracing import Tracing
 from services.orchestrator.settings import OrchestratorSettings
 
 _CODES = {
@@ -85,8 +97,10 @@ def _judge_error(error: grpc.aio.AioRpcError) -> errors.DomainError:
 class GrpcJudge:
     """The judge service at JUDGE_SERVICE_ADDR; every call has RPC_TIMEOUT_SECONDS."""
 
-    def __init__(self, settings: OrchestratorSettings, metrics: GrpcMetrics | None = None):
-        self.channel = open_channel(settings.judge_service_addr, settings, metrics=metrics)
+    def __init__(
+        self, settings: OrchestratorSettings, metrics: GrpcMetrics | None = None, tracing: Tracing | None = None
+    ):
+        self.channel = open_channel(settings.judge_service_addr, settings, metrics=metrics, tracing=tracing)
         self.stub = judge_pb2_grpc.JudgeServiceStub(self.channel)
         self.timeout = settings.rpc_timeout_seconds
 
@@ -111,8 +125,15 @@ class GrpcAccounting:
     and at most `max_concurrent` are in flight. Usage records are coalesced into
     BatchRecordUsage calls of at most MAX_BATCH_RECORDS (see the module docstring)."""
 
-    def __init__(self, settings: OrchestratorSettings, max_concurrent: int = 8, metrics: GrpcMetrics | None = None):
-        self.channel = open_channel(settings.accounting_service_addr, settings, metrics=metrics)
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        max_concurrent: int = 8,
+        metrics: GrpcMetrics | None = None,
+        tracing: Tracing | None = None,
+    ):
+        self.channel = open_channel(settings.accounting_service_addr, settings, metrics=metrics, tracing=tracing)
+        self.tracer = tracing.tracer if tracing is not None else None  # None: traces off
         self.stub = accounting_pb2_grpc.AccountingServiceStub(self.channel)
         self.timeout = settings.rpc_timeout_seconds
         # At the end of a round every turn of every debate records its usage at once (800
@@ -120,6 +141,8 @@ class GrpcAccounting:
         # anyway, and a few in flight at a time keep this event loop free for the live streams.
         self._slots = asyncio.Semaphore(max_concurrent)
         self._pending: list[tuple[acc.RecordUsageRequest, asyncio.Future[acc.RecordUsageResponse]]] = []
+        # With traces on: the `record_usage` span of each pending record (its future as the key).
+        self._record_spans: dict[asyncio.Future[acc.RecordUsageResponse], trace.Span] = {}
         self._waiting: asyncio.Task[None] | None = None  # the sender that will take what is pending
         self._senders: set[asyncio.Task[None]] = set()
         self.batches_sent = 0  # BatchRecordUsage calls made (the tests and benchmarks read it)
@@ -135,12 +158,39 @@ class GrpcAccounting:
         """The usage recorded under its request_id (RecordUsage's semantics), sent in a batch
         with the other records made meanwhile. Raises the item's own domain error, or the
         batch call's when that call failed."""
+        if self.tracer is not None:
+            return await self._traced_record(request)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[acc.RecordUsageResponse] = loop.create_future()
         self._pending.append((request, answer))
         if self._waiting is None:
             self._start_sender(loop)
         return await answer
+
+    async def _traced_record(self, request: acc.RecordUsageRequest) -> acc.RecordUsageResponse:
+        assert self.tracer is not None
+        usage = request.usage
+        attributes: dict[str, str | int] = {
+            "debate.id": request.debate_id,
+            "debate.participant": request.participant,
+            "debate.usage.request_id": request.request_id,
+            "gen_ai.request.model": request.model,
+            "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.usage.output_tokens": usage.completion_tokens,
+        }
+        with self.tracer.start_as_current_span("record_usage", attributes=attributes) as span:
+            loop = asyncio.get_running_loop()
+            answer: asyncio.Future[acc.RecordUsageResponse] = loop.create_future()
+            self._pending.append((request, answer))
+            self._record_spans[answer] = span
+            if self._waiting is None:
+                self._start_sender(loop)
+            try:
+                reply = await answer
+            finally:
+                self._record_spans.pop(answer, None)
+            span.set_attribute("debate.usage.duplicate", reply.duplicate)
+            return reply
 
     def _start_sender(self, loop: asyncio.AbstractEventLoop) -> None:
         task = loop.create_task(self._send_pending(), name="accounting-usage-batch")
@@ -162,11 +212,12 @@ class GrpcAccounting:
                 if not batch:
                     return
                 self.batches_sent += 1
-                reply = await self.stub.BatchRecordUsage(
-                    acc.BatchRecordUsageRequest(requests=[request for request, _ in batch]),
-                    timeout=self.timeout,
-                    wait_for_ready=True,
-                )
+                with self._batch_span(batch):
+                    reply = await self.stub.BatchRecordUsage(
+                        acc.BatchRecordUsageRequest(requests=[request for request, _ in batch]),
+                        timeout=self.timeout,
+                        wait_for_ready=True,
+                    )
         except grpc.aio.AioRpcError as error:
             self._fail(batch, functools.partial(_domain_error, "accounting", error))
             return
@@ -193,6 +244,23 @@ class GrpcAccounting:
                 answer.set_exception(_item_error("accounting", results[i].error))
             else:
                 answer.set_result(results[i].response)
+
+    def _batch_span(
+        self, batch: list[tuple[acc.RecordUsageRequest, asyncio.Future[acc.RecordUsageResponse]]]
+    ) -> contextlib.AbstractContextManager[object]:
+        """With traces on, a current span for the batch's call, `record_usage_batch` (child of the
+        first record's span, linked to every record's: see the module docstring), the parent of
+        the call's gRPC client span; with traces off, nothing."""
+        if self.tracer is None:
+            return contextlib.nullcontext()
+        spans = [self._record_spans[answer] for _, answer in batch if answer in self._record_spans]
+        parent = trace.set_span_in_context(spans[0]) if spans else otel_context.Context()
+        return self.tracer.start_as_current_span(
+            "record_usage_batch",
+            context=parent,
+            links=[trace.Link(span.get_span_context()) for span in spans],
+            attributes={"debate.usage.batch_size": len(batch)},
+        )
 
     @staticmethod
     def _fail(

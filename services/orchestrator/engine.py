@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 
 from debate.common.v1 import common_pb2 as common
+from opentelemetry.trace import Tracer
 
 from services.common.debate_rules import ModelRules
 from services.common.errors import FieldViolation, InvalidArgument, NotFound
@@ -42,7 +43,9 @@ MAX_REQUEST_ID = 128  # characters
 class Engine:
     """`model_rules` says whether a model may be used (allowed, priced, its key set);
     `count_tokens(model, text)` counts tokens for the sliding window (the default tokenizer
-    when None); `metrics`: the debates' metrics (None: metrics off)."""
+    when None); `metrics`: the debates' metrics (None: metrics off); `tracer`: the service's
+    tracer for the `debate` and `turn` spans (None: traces off; lifecycle.py says how a debate's
+    trace is made)."""
 
     def __init__(
         self,
@@ -56,6 +59,7 @@ class Engine:
         model_rules: ModelRules,
         count_tokens: Callable[[str, str], int] | None = None,
         metrics: OrchestratorMetrics | None = None,
+        tracer: Tracer | None = None,
     ):
         self.store = store
         self.hub = hub
@@ -63,10 +67,19 @@ class Engine:
         self.settings = settings
         self.limits = Limits(settings)
         self.model_rules = model_rules
-        self.turns = TurnRunner(store, hub, llm, accounting, settings.max_turn_attempts)
+        self.turns = TurnRunner(store, hub, llm, accounting, settings.max_turn_attempts, tracer)
         self.judging = Judging(store, hub, judge, accounting, settings.judge_attempts)
         self.lifecycle = Lifecycle(
-            store, hub, scheduler, accounting, self.turns, self.judging, count_tokens, settings.lease_seconds, metrics
+            store,
+            hub,
+            scheduler,
+            accounting,
+            self.turns,
+            self.judging,
+            count_tokens,
+            settings.lease_seconds,
+            metrics,
+            tracer,
         )
 
     # ==== stored debates =========================================================================
@@ -107,6 +120,7 @@ class Engine:
         )
         stored = self.store.insert_debate(row)  # the first debate of a request_id taken meanwhile
         self.hub.commit()
+        self.lifecycle.created(stored.debate_id)
         return stored
 
     def get_row(self, tenant: str, debate_id: str) -> DebateRow:

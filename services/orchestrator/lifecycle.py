@@ -26,6 +26,17 @@ debates whose lease lapsed, resuming them as a restart does. Limits hold for the
 queue of at most `queue_limit` for all replicas (`_start_in_cluster`); a replica claims from it
 only into its free slots, lapsed RUNNING debates first. A cancel of a debate another replica
 runs is forwarded to it (`_forward_cancel`, `cancel_requested`).
+
+Traces (when a tracer is given, services.common.tracing): a debate's run is one span, `debate`
+(attributes debate.id, debate.resumed), whose children are its turns (turns.py), their model
+calls, and the judge's and accounting's calls. It runs after StartDebate has answered, so its
+parent is the context StartDebate was called in (the StartDebate server span, itself in the
+caller's trace when the caller sent a `traceparent`, as CreateDebate's then is), kept with a
+queued debate until it launches. When CreateDebate was in another trace (a caller that sends no
+`traceparent`) and on this replica, the `debate` span links to CreateDebate's span. A debate
+resumed after a restart, or taken over from another replica, continues in a new trace: its
+`debate` span is a root with debate.resumed=true (the first trace's context is not stored, so
+it is not linked; find both by debate.id).
 """
 
 from __future__ import annotations
@@ -33,10 +44,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from debate.common.v1 import common_pb2 as common
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
+from opentelemetry.context import Context, get_current
+from opentelemetry.trace import Link, SpanContext, Tracer, get_current_span
 
 from services.common.errors import DomainError, FailedPrecondition
 from services.common.logs import debate_id_var
@@ -54,6 +68,7 @@ from services.orchestrator.turns import TurnRunner
 log = logging.getLogger(__name__)
 
 CANCEL_WAIT_S = 5.0  # a cancel forwarded to the owner waits this long for its ending
+CREATED_SPANS_KEPT = 10_000  # CreateDebate spans kept for a link from their debate's trace
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -87,8 +102,15 @@ class Lifecycle:
         count_tokens: Callable[[str, str], int] | None = None,
         lease_seconds: float = 5.0,
         metrics: OrchestratorMetrics | None = None,
+        tracer: Tracer | None = None,
     ):
         self.store = store
+        self.tracer = tracer  # None: traces off
+        # The trace context of StartDebate for a debate queued here, its `debate` span's parent.
+        self._start_contexts: dict[str, Context] = {}
+        # The CreateDebate span of a debate created here and not yet run (the newest
+        # CREATED_SPANS_KEPT), linked from its `debate` span when it is in another trace.
+        self._created_spans: OrderedDict[str, SpanContext] = OrderedDict()
         self.metrics = metrics  # None: metrics off
         self.hub = hub
         self.scheduler = scheduler
@@ -119,8 +141,10 @@ class Lifecycle:
             raise FailedPrecondition("debate is run by another replica", reason="DEBATE_NOT_STARTABLE")
         self.hub.open_log(debate_id, row.last_sequence).active = True
         if admitted == RUNNING:
-            self._launch(row)
+            self._launch(row, parent=self._caller_context())
         else:
+            if self.tracer is not None:
+                self._start_contexts[debate_id] = get_current()
             self.store.update_debate(debate_id, state=S.DEBATE_STATE_QUEUED, queue_ns=time.time_ns())
             self.hub.emit(
                 debate_id,
@@ -141,7 +165,7 @@ class Lifecycle:
                 raise FailedPrecondition("debate is run by another replica", reason="DEBATE_NOT_STARTABLE")
             self.scheduler.run_now(debate_id)
             self.hub.open_log(debate_id, row.last_sequence).active = True
-            self._launch(row)
+            self._launch(row, parent=self._caller_context())
             self.hub.commit()
             return self.store.existing_debate(debate_id)
         if not self.store.admit_queued(self.scheduler.queue_limit):
@@ -183,6 +207,7 @@ class Lifecycle:
             return await self._forward_cancel(debate_id, message)
         else:  # created or queued: nothing generates yet (shared: this replica claimed its lease to end it)
             self.hub.open_log(debate_id, row.last_sequence)
+            self._start_contexts.pop(debate_id, None)
             started = self.scheduler.finish(debate_id)
             self._finalize(debate_id, S.DEBATE_STATE_CANCELLED, "CANCELLED", message, None)
             self._start_queued(started)
@@ -306,7 +331,22 @@ class Lifecycle:
             if run.task is None or run.task.done():
                 self.store.release(debate_id)
 
-    def _launch(self, row: DebateRow, *, resumed: bool = False) -> None:
+    def created(self, debate_id: str) -> None:
+        """A debate was created in the current span (CreateDebate's): remembered for its `debate`
+        span's link, when traces are on."""
+        if self.tracer is None:
+            return
+        self._created_spans[debate_id] = get_current_span().get_span_context()
+        if len(self._created_spans) > CREATED_SPANS_KEPT:
+            self._created_spans.popitem(last=False)
+
+    def _caller_context(self) -> Context | None:
+        """The trace context of the call that starts a debate now (None: traces off)."""
+        return get_current() if self.tracer is not None else None
+
+    def _launch(self, row: DebateRow, *, resumed: bool = False, parent: Context | None = None) -> None:
+        """Runs a debate in a task of its own; `parent`: the trace context of its `debate` span
+        (None: a new trace)."""
         context = ContextBuilder(row.config, self.count_tokens)
         run = DebateRun(debate_id=row.debate_id, config=row.config, context=context)
         self.runs[row.debate_id] = run
@@ -316,16 +356,41 @@ class Lifecycle:
             self.store.update_debate(row.debate_id, state=S.DEBATE_STATE_RUNNING)
             self.hub.emit(row.debate_id, state_changed=pb.DebateStateChanged(state=S.DEBATE_STATE_RUNNING))
         self.hub.open_log(row.debate_id).active = True
-        run.task = asyncio.get_running_loop().create_task(self._run(run, resumed), name=f"debate-{row.debate_id}")
+        run.task = asyncio.get_running_loop().create_task(
+            self._traced_run(run, resumed, parent), name=f"debate-{row.debate_id}"
+        )
 
     def _start_queued(self, admitted: list[str] | None = None) -> None:
         """Launches debates the scheduler moved from the queue into running slots."""
         for debate_id in self.scheduler.fill() if admitted is None else admitted:
             row = self.store.get_debate(debate_id)
+            parent = self._start_contexts.pop(debate_id, None)
             if row is not None and row.state == S.DEBATE_STATE_QUEUED:
-                self._launch(row)
+                self._launch(row, parent=parent)
 
     # ==== one debate ===========================================================================
+    async def _traced_run(self, run: DebateRun, resumed: bool, parent: Context | None) -> None:
+        """`_run`, inside the debate's `debate` span when traces are on (see the module docstring)."""
+        if self.tracer is None:
+            await self._run(run, resumed)
+            return
+        context = parent if parent is not None else Context()  # an empty context: a new trace
+        created = self._created_spans.pop(run.debate_id, None)
+        in_trace = get_current_span(context).get_span_context().trace_id
+        links = [Link(created)] if created is not None and created.is_valid and created.trace_id != in_trace else []
+        with self.tracer.start_as_current_span(
+            "debate",
+            context=context,
+            links=links,
+            attributes={
+                "debate.id": run.debate_id,
+                "debate.resumed": resumed,
+                "debate.round_limit": run.config.format.round_limit,
+                "debate.participant_count": len(run.config.participants),
+            },
+        ):
+            await self._run(run, resumed)
+
     async def _run(self, run: DebateRun, resumed: bool) -> None:
         """The debate's task: recover (after a restart), play, and end however it ends."""
         debate_id_var.set(run.debate_id)

@@ -15,6 +15,7 @@ from services.common.llm import build_llm_client
 from services.common.metrics import ServiceMetrics
 from services.common.pricing import PriceBook
 from services.common.server import GrpcService, ServiceBinding
+from services.common.tracing import Tracing, traced_llm
 from services.orchestrator.clients import GrpcAccounting, GrpcJudge
 from services.orchestrator.engine import Engine
 from services.orchestrator.events import EventHub
@@ -28,6 +29,8 @@ from services.orchestrator.store_postgres import PostgresStore
 from services.orchestrator.transport import FRAMING, add_to_server
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+WATCH_METHOD = f"/{SERVICE_NAME}/StreamDebateEvents"
+TRACE_SERVICE_NAME = "debate-orchestrator"  # service.name of its traces, unless OTEL_SERVICE_NAME
 STORE_FILE = "orchestrator.sqlite3"  # in DATA_DIR, without DATABASE_URL
 
 
@@ -50,10 +53,15 @@ class OrchestratorService(GrpcService):
         hub: EventHub,
         on_stop: Sequence[Callable[[], Awaitable[None] | None]],
         metrics: ServiceMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         servicer = OrchestratorServicer(engine, hub)
         super().__init__(
-            settings, [ServiceBinding(SERVICE_NAME, add_to_server, servicer)], on_stop=on_stop, metrics=metrics
+            settings,
+            [ServiceBinding(SERVICE_NAME, add_to_server, servicer)],
+            on_stop=on_stop,
+            metrics=metrics,
+            tracing=tracing,
         )
         self.engine = engine
 
@@ -78,13 +86,27 @@ async def build_service(
     scheduler = Scheduler(settings.max_running_debates, settings.max_queued_debates)
     if metrics is not None:
         metrics.watch(hub, scheduler)
-    llm = llm or build_llm_client(settings, metrics=metrics.llm if metrics is not None else None)
+    # None: no OTLP endpoint set. A watcher's stream is a view of a debate, not a step of it: a
+    # span each would outnumber the debate's own by the number of watchers (docs/observability-progress.md).
+    tracing = Tracing.from_settings(settings, TRACE_SERVICE_NAME, untraced_methods=[WATCH_METHOD])
+    llm = traced_llm(llm or build_llm_client(settings, metrics=metrics.llm if metrics is not None else None), tracing)
     grpc_metrics = metrics.grpc if metrics is not None else None
-    judge = judge or GrpcJudge(settings, grpc_metrics)
-    accounting = accounting or GrpcAccounting(settings, metrics=grpc_metrics)
+    judge = judge or GrpcJudge(settings, grpc_metrics, tracing)
+    accounting = accounting or GrpcAccounting(settings, metrics=grpc_metrics, tracing=tracing)
     # The shared pre-spend rules: every model of a new debate allowed, priced and keyed (debate_rules.py).
     rules = ModelRules.from_settings(settings, PriceBook(declared=settings.declared_prices()))
-    engine = Engine(store, hub, scheduler, llm, judge, accounting, settings, rules, metrics=metrics)
+    engine = Engine(
+        store,
+        hub,
+        scheduler,
+        llm,
+        judge,
+        accounting,
+        settings,
+        rules,
+        metrics=metrics,
+        tracer=tracing.tracer if tracing is not None else None,
+    )
     hub.start()
     await engine.resume_all()
 
@@ -97,5 +119,10 @@ async def build_service(
                     break
 
     return OrchestratorService(
-        settings, engine, hub, on_stop=[engine.shutdown, hub.stop, close_clients, store.close], metrics=service_metrics
+        settings,
+        engine,
+        hub,
+        on_stop=[engine.shutdown, hub.stop, close_clients, store.close],
+        metrics=service_metrics,
+        tracing=tracing,
     )

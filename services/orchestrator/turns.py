@@ -39,6 +39,7 @@ import zlib
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.common.v1 import common_pb2 as common
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
+from opentelemetry.trace import Tracer
 
 from services.common.errors import DomainError
 from services.common.llm.base import (
@@ -91,9 +92,21 @@ def _checked_text(text: object, model: str) -> str:
 
 
 class TurnRunner:
-    """Runs turns of debates: `max_attempts` attempts a turn at most (settings.max_turn_attempts)."""
+    """Runs turns of debates: `max_attempts` attempts a turn at most (settings.max_turn_attempts).
+    `tracer` (None: traces off) makes each turn a `turn` span (debate.id, debate.round_number,
+    debate.participant, gen_ai.request.model, debate.turn.attempts), the parent of its model calls'
+    `chat` spans (services.common.tracing.TracedLLM), its reservation and its usage record."""
 
-    def __init__(self, store: Store, hub: EventHub, llm: LLMClient, accounting: Accounting, max_attempts: int):
+    def __init__(
+        self,
+        store: Store,
+        hub: EventHub,
+        llm: LLMClient,
+        accounting: Accounting,
+        max_attempts: int,
+        tracer: Tracer | None = None,
+    ):
+        self.tracer = tracer
         self.store = store
         self.hub = hub
         self.llm = llm
@@ -105,6 +118,24 @@ class TurnRunner:
         BudgetExceeded when the budget cannot cover an attempt, the DomainError of the last
         attempt when it fails (an LLMError; ProviderBadResponse for any other exception of the
         stream or a payload it cannot use), and what accounting raises."""
+        if self.tracer is None:
+            await self._run(run, r, participant)
+            return
+        with self.tracer.start_as_current_span(
+            "turn",
+            attributes={
+                "debate.id": run.debate_id,
+                "debate.round_number": r,
+                "debate.participant": participant.name,
+                "gen_ai.request.model": participant.model,
+            },
+        ) as span:
+            try:
+                await self._run(run, r, participant)
+            finally:
+                span.set_attribute("debate.turn.attempts", run.last_attempt.get((r, participant.name), 0))
+
+    async def _run(self, run: DebateRun, r: int, participant: common.Participant) -> None:
         name = participant.name
         sequential = run.config.format.turn_order == common.TURN_ORDER_SEQUENTIAL
         attempt = run.last_attempt.get((r, name), 0)

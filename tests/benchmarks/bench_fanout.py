@@ -13,10 +13,15 @@
 2. The orchestrator: the real suite (tests/benchmarks/scale.py's harness) with K watchers of
    one 4-debater debate of simulated models, once with one event a message and once with
    `batch_events`: orchestrator CPU per delivered event, events per message, relay p99.
-3. `--metrics`: the same level with batch_events, with the services' Prometheus metrics off and
-   on (METRICS_PORT), alternating three times: what the metrics cost per delivered event.
+3. `--metrics`: the same level with batch_events in three settings, in turn, three times each:
+   everything off; Prometheus metrics on (METRICS_PORT); metrics and OpenTelemetry traces on
+   (OTEL_EXPORTER_OTLP_ENDPOINT pointed at a real OTLP/gRPC receiver in this process, which
+   counts the spans it is sent: tests/support/otlp_receiver.py), each repeat starting with the
+   next setting. Orchestrator CPU per delivered event in each, and the ratios to "off" (the
+   issue's aim: at most 1.05x).
 
-`run(quick)` returns rows for `make bench` (tests/benchmarks/run_all.py).
+`run(quick)` returns rows for `make bench` (tests/benchmarks/run_all.py); the full run includes
+the rows of 3 (the quick one leaves them to `--metrics --quick`).
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ import argparse
 import asyncio
 import gc
 import multiprocessing
+import os
 import statistics
 import time
 
 import grpc
 import psutil
+
+from tests.support.otlp_receiver import OtlpReceiver
 
 PATH = "/bench.Fanout/Stream"
 PAYLOAD = b"x" * 200  # about a batch of a few token deltas
@@ -130,10 +138,16 @@ def grpc_floor(streams: int, sends: int, calm_gc: bool) -> tuple[float, float, f
 
 
 async def orchestrator_fanout(
-    watchers: int, quick: bool, *, batches: tuple[bool, ...] = (False, True), metrics: bool = False
+    watchers: int,
+    quick: bool,
+    *,
+    batches: tuple[bool, ...] = (False, True),
+    metrics: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[bool, dict]:
     """The subscribers level of the scale harness at `watchers`, without and with batch_events
-    (`batches`); `metrics`: the services serve Prometheus metrics."""
+    (`batches`); `metrics`: the services serve Prometheus metrics; `extra_env`: more settings of
+    the services (e.g. OTEL_EXPORTER_OTLP_ENDPOINT)."""
     from tests.benchmarks import scale
 
     levels = {}
@@ -149,38 +163,68 @@ async def orchestrator_fanout(
             log_level="WARNING",
             batch=batch,
             metrics=metrics,
+            extra_env=extra_env,
         )
         (levels[batch],) = results["subscribers"]
     return levels
 
 
-async def metrics_overhead(watchers: int, quick: bool, repeats: int = 3) -> dict[str, list[float]]:
-    """Orchestrator CPU per delivered event (batch_events) with Prometheus metrics off and on
-    (METRICS_PORT in every service, as `up` sets it), alternating, `repeats` times each:
-    {"off": [...], "on": [...]}."""
-    figures: dict[str, list[float]] = {"off": [], "on": []}
-    for _ in range(repeats):
-        for label, metrics in (("off", False), ("on", True)):
-            level = (await orchestrator_fanout(watchers, quick, batches=(True,), metrics=metrics))[True]
-            if level["completed"] != watchers:
-                raise RuntimeError(f"metrics {label}: {level['completed']} of {watchers} watchers completed")
-            figures[label].append(level["orchestrator_cpu_per_event_us"])
+MODES = ("off", "metrics", "metrics+tracing")
+
+
+async def observability_overhead(watchers: int, quick: bool, repeats: int = 3) -> dict[str, list[float]]:
+    """Orchestrator CPU per delivered event (batch_events) with everything off, with Prometheus
+    metrics on (METRICS_PORT in every service, as `up` sets it), and with metrics and traces on
+    (OTEL_EXPORTER_OTLP_ENDPOINT in every service, to a real OTLP receiver here), in turn (each
+    repeat starting with the next setting), `repeats` times each: {"off": [µs, ...],
+    "metrics": [...], "metrics+tracing": [...], "spans": [spans received in each tracing run],
+    "load": [the 1-minute load average after each run]}. RuntimeError when a watcher did not
+    complete, or a tracing run exported no span."""
+    figures: dict[str, list[float]] = {mode: [] for mode in (*MODES, "spans", "load")}
+    with OtlpReceiver(keep=False) as receiver:
+        for repeat in range(repeats):
+            # Each repeat starts with another setting, so that a load that drifts during the
+            # run (other work on a shared machine) does not favour one setting.
+            for mode in MODES[repeat % len(MODES) :] + MODES[: repeat % len(MODES)]:
+                tracing = mode == "metrics+tracing"
+                before = receiver.span_count
+                env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint} if tracing else None
+                levels = await orchestrator_fanout(
+                    watchers, quick, batches=(True,), metrics=mode != "off", extra_env=env
+                )
+                level = levels[True]
+                if level["completed"] != watchers:
+                    raise RuntimeError(f"{mode}: {level['completed']} of {watchers} watchers completed")
+                figures[mode].append(level["orchestrator_cpu_per_event_us"])
+                figures["load"].append(round(os.getloadavg()[0], 2))
+                if tracing:
+                    spans = receiver.span_count - before  # the services flush their spans as they stop
+                    if spans == 0:
+                        raise RuntimeError("metrics+tracing: the services exported no span")
+                    figures["spans"].append(spans)
     return figures
 
 
 def metrics_rows(watchers: int, quick: bool, repeats: int = 3) -> list[dict]:
-    figures = asyncio.run(metrics_overhead(watchers, quick, repeats))
-    off, on = statistics.median(figures["off"]), statistics.median(figures["on"])
-    return [
-        {
-            "metric": f"orchestrator CPU per delivered event, {watchers} watchers, batch_events, metrics on",
-            "target": "<= 1.05x off",
-            "value": round(on, 2),
-            "unit": "µs",
-            "floor": f"metrics off: {off:.2f} (x{on / off:.3f})",
-            "note": f"medians of {repeats}; off {figures['off']}, on {figures['on']}",
-        }
-    ]
+    """Rows of `observability_overhead`: metrics on, and metrics and traces on, against off."""
+    figures = asyncio.run(observability_overhead(watchers, quick, repeats))
+    off = statistics.median(figures["off"])
+    rows = []
+    for mode in MODES[1:]:
+        on = statistics.median(figures[mode])
+        rows.append(
+            {
+                "metric": f"orchestrator CPU per delivered event, {watchers} watchers, batch_events, {mode} on",
+                "target": "<= 1.05x off",
+                "value": round(on, 2),
+                "unit": "µs",
+                "floor": f"off: {off:.2f} (x{on / off:.3f})",
+                "note": f"medians of {repeats}, in rotating turn; off {figures['off']}, {mode} {figures[mode]}"
+                + (f"; spans exported {figures['spans']}" if mode == "metrics+tracing" else "")
+                + f"; load average {figures['load']}",
+            }
+        )
+    return rows
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -240,6 +284,8 @@ def run(quick: bool = False) -> list[dict]:
             "note": f"all completed: {batched['completed'] == watchers and one['completed'] == watchers}",
         },
     ]
+    if not quick:
+        rows += metrics_rows(watchers, quick)
     return rows
 
 
@@ -249,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--metrics",
         action="store_true",
-        help="only the orchestrator's CPU per delivered event with Prometheus metrics off and on, alternating 3 times",
+        help="only the orchestrator's CPU per delivered event with everything off, metrics on, and metrics and "
+        "traces on, in turn, 3 times each",
     )
     args = parser.parse_args(argv)
     started = time.perf_counter()

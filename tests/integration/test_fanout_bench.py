@@ -23,3 +23,16 @@ def test_fanout_benchmark_quick_mode_reports_every_figure():
     assert all(row["value"] > 0 for row in rows.values())
     assert rows["events per message"]["value"] > 1.5  # the same watchers, the same debate: fewer messages
     assert "all completed: True" in rows["relay p99 to the last-served watcher"]["note"]
+
+
+@pytest.mark.e2e
+@pytest.mark.benchmark_quick
+def test_observability_overhead_measures_off_metrics_and_tracing_in_one_run():
+    """`--metrics`: each of the three settings ran with every watcher served, and the tracing run's
+    services really exported spans to the benchmark's OTLP receiver (else its figure means nothing)."""
+    import asyncio
+
+    figures = asyncio.run(bench_fanout.observability_overhead(20, quick=True, repeats=1))
+    for mode in bench_fanout.MODES:
+        assert len(figures[mode]) == 1 and figures[mode][0] > 0, mode
+    assert figures["spans"][0] >= 20  # at least each watcher's StreamDebateEvents server span

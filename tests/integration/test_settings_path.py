@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import sys
+import typing
 
 import grpc
 import pytest
@@ -263,6 +264,8 @@ def _samples(cls: type[ServiceSettings], name: str) -> list[str]:
         return ["flag-secret-0123456789=suite", "postgresql://suite:flag-secret-0123456789@127.0.0.1:9/ledger"]
     if annotation is str:
         return ["suite-probe"]
+    if typing.get_origin(annotation) is typing.Literal:  # a choice (LOG_FORMAT)
+        return [str(choice) for choice in typing.get_args(annotation) if choice != default]
     if "Endpoint" in str(annotation):
         return ['{"local": {"api_base": "http://127.0.0.1:9/v1"}}']
     if str(annotation).startswith("dict"):
