@@ -819,6 +819,9 @@ async def scale(
         errors = [line for line in tail if " ERROR " in line or "Traceback" in line]
         if errors:
             results["service_errors"] = errors[:20]
+        stalls = [i for i, line in enumerate(tail) if "event loop stalled" in line]
+        if stalls:  # LOOP_STALL_TRACE_MS: each stall's line and the stack logged under it
+            results["stalls"] = ["\n".join(tail[i : i + 60]).split("\n\n")[0] for i in stalls[:20]]
     return results
 
 
@@ -1016,6 +1019,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="", help="write the results to this file")
     parser.add_argument("--log-level", default="WARNING", help="of the services")
     parser.add_argument(
+        "--stall-trace-ms",
+        type=float,
+        default=0.0,
+        help="the services log their event loop's stack when it stalls longer than this "
+        "(LOOP_STALL_TRACE_MS); the stalls are printed at the end",
+    )
+    parser.add_argument(
         "--profile",
         default="",
         help="run the orchestrator under cProfile, writing this file; "
@@ -1053,6 +1063,7 @@ def main(argv: list[str] | None = None) -> int:
             batch=not args.one_event_per_message,
             provider=args.provider,
             provider_processes=max(1, args.provider_processes),
+            extra_env={"LOOP_STALL_TRACE_MS": str(args.stall_trace_ms)} if args.stall_trace_ms else None,
         )
     )
     results["summary"] = summary(results)
@@ -1060,6 +1071,8 @@ def main(argv: list[str] | None = None) -> int:
     print_provider_summary(results)
     for line in results.get("service_errors", [])[:5]:
         print(f"service error: {line}")
+    for stall in results.get("stalls", []):
+        print(f"\n{stall}")
     if args.profile and Path(args.profile).exists():
         import pstats
 
