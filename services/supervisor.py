@@ -14,6 +14,7 @@ import collections
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -28,15 +29,33 @@ from services.common.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
+# util-linux's setpriv (Debian: always installed) sets the parent-death signal and then execs the
+# command in the same process; None where it is missing (then a child outlives a killed launcher).
+SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
-def _terminate_with_parent() -> None:
-    """In the child: SIGTERM when the launcher dies, even by SIGKILL, so nothing is orphaned."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def terminating_with_parent(argv: list[str]) -> list[str]:
+    """`argv` run so that the child gets SIGTERM when the launcher dies, even by SIGKILL, so that
+    nothing is orphaned: `setpriv --pdeathsig TERM -- argv` (the same process, its pid unchanged).
 
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    Not a `preexec_fn` calling prctl(PR_SET_PDEATHSIG): with one, Python forks instead of using
+    vfork, so gRPC's fork handlers run in the child and restart its poller there, which then
+    aborts on the epoll descriptor that close_fds closed before exec (grpc/grpc#43055, open): a
+    service died at start about once in five starts while the launcher's channels were busy."""
+    return [SETPRIV, "--pdeathsig", "TERM", "--", *argv] if SETPRIV else list(argv)
+
+
+async def spawn(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    """One of the suite's processes: stdin empty, stdout and stderr one pipe, in a session of its
+    own (a Ctrl-C in the terminal reaches the launcher only), terminated with the launcher."""
+    return await asyncio.create_subprocess_exec(
+        *terminating_with_parent(argv),
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 @dataclass
@@ -146,15 +165,7 @@ class Suite:
 
     async def start(self) -> None:
         for spec in self.specs:
-            process = await asyncio.create_subprocess_exec(
-                *spec.argv,
-                env={**os.environ, **spec.env},
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in the terminal reaches the launcher only
-                preexec_fn=_terminate_with_parent,
-            )
+            process = await spawn(spec.argv, {**os.environ, **spec.env})
             running = RunningProcess(spec, process)
             running.relay = asyncio.create_task(self._relay(running))
             self.running.append(running)
