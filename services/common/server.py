@@ -37,6 +37,7 @@ from services.common.logs import configure_logging
 from services.common.loop_watch import LoopLagProbe, StallTracer
 from services.common.metrics import MetricsServer, ServiceMetrics
 from services.common.settings import ServiceSettings, SettingsT, load_settings
+from services.common.text import plural
 from services.common.tls import TlsFiles
 from services.common.tracing import Tracing
 
@@ -223,7 +224,7 @@ class GrpcService:
             ", ".join(names),
             self.address,
             "mutual TLS" if self.tls else "plaintext",
-            f"API keys for {len(self.auth.keys.tenants)} tenants" if self.auth.keys else "no API keys",
+            f"API keys for {plural(len(self.auth.keys.tenants), 'tenant')}" if self.auth.keys else "no API keys",
         )
         return self.port
 
