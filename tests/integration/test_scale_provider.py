@@ -50,7 +50,7 @@ async def test_scale_provider_mode_streams_every_debater_through_the_fake_provid
     comparison = scale.summary(results)["provider_path"]
     assert comparison["levels_compared"] == [2]
     assert comparison["cpu_per_token_ratio_provider_to_simulated"] > 0
-    assert "service_errors" not in results
+    assert "service_errors" not in results, results["service_errors"]  # the services' ERROR lines
 
 
 async def test_fast_provider_streams_one_token_a_chunk_with_its_usage_and_counts_a_client_that_left():
