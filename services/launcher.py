@@ -253,7 +253,11 @@ async def run_up(config: SuiteConfig, *, postgres: bool = False) -> int:
     if postgres:
         try:
             # Throwaway: tuned like the tests' server (no fsync); its data goes with it at stop.
-            server = await asyncio.to_thread(PostgresServer(options=TEST_OPTIONS).start)
+            # Started from this (the main) thread, on purpose: the server exits when the thread
+            # that started it dies (a SIGKILLed `up` leaves no PostgreSQL behind), and a worker
+            # thread of to_thread's pool is not ours to keep. Nothing else runs yet.
+            server = PostgresServer(options=TEST_OPTIONS)
+            server.start()
             config.database_url = await asyncio.to_thread(server.create_database, "debate_engine")
         except Exception as error:  # noqa: BLE001 (any failure to start it is reported the same way)
             if server is not None:
