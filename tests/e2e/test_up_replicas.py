@@ -1,7 +1,7 @@
 """`debate-engine up --replicas N` as a user runs it: the refusal without a database, and two
 replicas of each service on a throwaway PostgreSQL behind Envoy, where a debate runs through
-Envoy, a killed replica is reported while the others carry on, and the database is gone after
-the stop."""
+Envoy, a killed replica is reported and restarted while the others carry on, and the database
+is gone after the stop."""
 
 from __future__ import annotations
 
@@ -119,6 +119,13 @@ def test_up_runs_two_replicas_of_each_service_on_a_throwaway_postgres_behind_env
             assert time.monotonic() < deadline, "".join(output[-20:])
             time.sleep(0.1)
         assert launcher.poll() is None
+        assert any("judge-1 exited" in line and "restarting it in 1 s" in line for line in output), output[-5:]
+        # ... and comes back on its own port.
+        while not any("judge-1 is back" in line for line in output):
+            assert time.monotonic() < deadline, "".join(output[-20:])
+            time.sleep(0.1)
+        again = next(c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == judge_port and c.pid)
+        assert again != judge
 
         with grpc.insecure_channel(f"127.0.0.1:{gateway}") as channel:
             stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
