@@ -398,3 +398,127 @@ def test_every_verdict_is_numbered_from_one_and_only_the_last_is_current():
     doc = with_extras(build_document(debate()))
     assert [(v.version, v.current) for v in doc.verdicts] == [(1, False), (2, True)]
     assert isinstance(doc.verdicts[0], Verdict)
+
+
+# ==== the fields other features add, read from their messages =====================================
+
+
+def _future_debate_class():
+    """The Debate message as it will be once the other features merge: copies of common.proto and
+    orchestrator.proto in a pool of their own, with the fields and messages their branches add
+    (Turn.quotes 10 and human 11, Debate.verdicts 11, votes 12 and stop 13), as they name them."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+
+    field = descriptor_pb2.FieldDescriptorProto
+    files = []
+    for module in (timestamp_pb2, c, pb):
+        proto = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(proto)
+        files.append(proto)
+    _, common, orchestrator = files
+
+    def message(file, name: str, *fields: tuple) -> descriptor_pb2.DescriptorProto:
+        found = [m for m in file.message_type if m.name == name]
+        out = found[0] if found else file.message_type.add(name=name)
+        for spec in fields:
+            name_, number, kind, *rest = spec
+            label = field.LABEL_REPEATED if rest and rest[-1] == "repeated" else field.LABEL_OPTIONAL
+            type_name = rest[0] if rest and rest[0] != "repeated" else ""
+            added = out.field.add(name=name_, number=number, type=kind, label=label)
+            if type_name:  # a descriptor field with presence: set only when there is one
+                added.type_name = type_name
+        return out
+
+    def enum(file, name: str, *values: str) -> None:
+        added = file.enum_type.add(name=name)
+        for number, value in enumerate(values):
+            added.value.add(name=value, number=number)
+
+    s, i, b, d, m, e = (
+        field.TYPE_STRING,
+        field.TYPE_INT32,
+        field.TYPE_BOOL,
+        field.TYPE_DOUBLE,
+        field.TYPE_MESSAGE,
+        field.TYPE_ENUM,
+    )
+    prefix = ".debate.common.v1."
+    enum(common, "QuoteStatus", *(f"QUOTE_STATUS_{x}" for x in ("UNSPECIFIED", "VERIFIED", "PARTIAL", "UNVERIFIED")))
+    enum(common, "StoppingRule", "STOPPING_RULE_UNSPECIFIED", "STOPPING_RULE_JUDGE_DECIDED", "STOPPING_RULE_CONSENSUS")
+    message(common, "Quote", ("text", 1, s), ("source_id", 2, s), ("status", 3, e, prefix + "QuoteStatus"),
+            ("start", 4, i), ("end", 5, i), ("score", 6, d), ("best_match", 7, s))  # fmt: skip
+    message(common, "HumanTurn", ("skipped", 1, b), ("skip_reason", 2, s), ("request_id", 3, s))
+    message(common, "Turn", ("quotes", 10, m, prefix + "Quote", "repeated"), ("human", 11, m, prefix + "HumanTurn"))
+    here = ".debate.orchestrator.v1."
+    enum(
+        orchestrator,
+        "VerdictReason",
+        *(f"VERDICT_REASON_{x}" for x in ("UNSPECIFIED", "DEBATE_END", "REJUDGE", "CONTINUATION")),
+    )
+    message(orchestrator, "VerdictVersion", ("version", 1, i), ("verdict", 2, m, prefix + "Verdict"),
+            ("reason", 3, e, here + "VerdictReason"))  # fmt: skip
+    message(orchestrator, "VoteCount", ("winner", 1, s), ("tie", 2, b), ("votes", 3, i))
+    message(orchestrator, "VoteTally", ("counts", 1, m, here + "VoteCount", "repeated"), ("voters", 2, i))
+    message(orchestrator, "DebateStop", ("rule", 1, e, prefix + "StoppingRule"), ("after_round", 2, i),
+            ("rounds_played", 3, i), ("rounds_not_played", 4, i), ("estimated_cost_avoided", 5, m, prefix + "Money"),
+            ("reason", 6, s))  # fmt: skip
+    message(orchestrator, "Debate", ("verdicts", 11, m, here + "VerdictVersion", "repeated"),
+            ("votes", 12, m, here + "VoteTally"), ("stop", 13, m, here + "DebateStop"))  # fmt: skip
+    pool = descriptor_pool.DescriptorPool()
+    for proto in files:
+        pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("debate.orchestrator.v1.Debate"))
+
+
+def test_the_parts_other_features_add_are_read_from_their_fields():
+    future = _future_debate_class().FromString(debate().SerializeToString())
+    turn = future.rounds[1].turns[0]
+    for match, status in zip(re.finditer(r"<quote[^>]*>(.*?)</quote>", turn.text), (1, 3), strict=True):
+        turn.quotes.add(text=match.group(1), status=status, start=match.start(), end=match.end(), score=100)
+    future.rounds[1].turns[1].human.skipped = True
+    future.rounds[1].turns[1].human.skip_reason = "TIMEOUT"
+    first = future.verdicts.add(version=1, reason=1)
+    first.verdict.CopyFrom(future.verdict)
+    second = future.verdicts.add(version=2, reason=2)
+    second.verdict.CopyFrom(future.verdict)
+    second.verdict.winner, second.verdict.tie = "", True
+    future.votes.counts.add(winner="Ada", votes=3)
+    future.votes.counts.add(winner="Milo | the pipe", votes=0)
+    future.votes.counts.add(tie=True, votes=1)
+    future.votes.voters = 4
+    future.stop.rule, future.stop.after_round, future.stop.rounds_not_played = 1, 2, 1
+    future.stop.estimated_cost_avoided.currency_code, future.stop.estimated_cost_avoided.amount = "USD", "0.0061"
+    future.stop.reason = "Ada leads round 2 by 1.00 points"
+
+    doc = build_document(future)
+    assert [(q.text, q.status) for q in doc.rounds[1].turns[0].quotes] == [
+        ("footfall rose 12%", "verified"),
+        ("trade doubled overnight", "unverified"),
+    ]
+    assert doc.rounds[1].turns[1].human is not None and doc.rounds[1].turns[1].human.skip_reason == "TIMEOUT"
+    assert doc.rounds[0].turns[0].human is None
+    assert [(v.version, v.reason, v.current, v.winner, v.tie) for v in doc.verdicts] == [
+        (1, "debate_end", False, "Ada", False),
+        (2, "rejudge", True, "", True),
+    ]
+    assert doc.votes == Votes(
+        total=4,
+        counts=[
+            VoteCount(choice="Ada", votes=3),
+            VoteCount(choice="Milo | the pipe", votes=0),
+            VoteCount(choice="tie", votes=1),
+        ],
+    )
+    assert doc.stop == EarlyStop(
+        rule="judge_decided",
+        after_round=2,
+        rounds_not_played=1,
+        cost_avoided=Money(currency_code="USD", amount="0.0061"),
+        reason="Ada leads round 2 by 1.00 points",
+    )
+    md = render_markdown(doc)
+    assert "> _No turn: timeout._" in md and "“footfall rose 12%” ✅" in md and "| Tie | 1 | 25% |" in md
+    jsonschema.Draft202012Validator(json_schema()).validate(json.loads(render(future, "json").content))
+    # Without votes, versions or a stop, the same message exports as before.
+    bare = _future_debate_class().FromString(debate().SerializeToString())
+    assert build_document(bare) == build_document(debate())
