@@ -7,7 +7,8 @@ it to standard output, or to FILE with -o (then one line says where, and how lon
 document is the server's: the transcript with its quotes marked, the round scores, the verdicts
 and the cost table with the ledger's exact amounts; the JSON is valid against
 docs/schemas/debate-export.v1.json. Exit codes as the other commands': 0, 1 when the debate is not
-found (or belongs to another tenant) or the orchestrator cannot be reached, 2 bad input.
+found (or belongs to another tenant), the orchestrator cannot be reached or FILE cannot be
+written (nothing is left half-written), 2 bad input.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
-from services.client.session import DEFAULT_TARGET, EXIT_OK, default_target, orchestrator, run
+from services.client.session import DEFAULT_TARGET, EXIT_FAILED, EXIT_OK, default_target, orchestrator, run
 from services.client.style import Style
 
 FORMATS = {"md": pb.EXPORT_FORMAT_MARKDOWN, "json": pb.EXPORT_FORMAT_JSON, "html": pb.EXPORT_FORMAT_HTML}
@@ -63,7 +64,11 @@ def _export(args: argparse.Namespace) -> int:
             sys.stdout.buffer.write(reply.content)
             sys.stdout.buffer.flush()
             return EXIT_OK
-        write_file(Path(args.output), reply.content)
+        try:
+            write_file(Path(args.output), reply.content)
+        except OSError as error:
+            print(f"debate-engine: cannot write {args.output}: {error.strerror or error}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"wrote {args.output} ({len(reply.content):,} bytes, {reply.content_type.split(';')[0]})")
         return EXIT_OK
 

@@ -205,3 +205,11 @@ def test_the_cli_says_not_found_for_another_tenants_debate(suite, played, tmp_pa
     assert code == 1
     captured = capfd.readouterr()
     assert "NOT_FOUND" in captured.err and not path.exists() and captured.out == ""
+
+
+def test_the_cli_says_when_it_cannot_write_the_file(suite, played, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("DEBATE_ENGINE_API_KEY", ALICE)
+    path = tmp_path / "no-such-folder" / "debate.md"
+    code = cli.main(["export", played.debate_id, "-o", str(path), "--target", suite.addresses["orchestrator"]])
+    assert code == 1
+    assert f"cannot write {path}" in capfd.readouterr().err and not path.exists()
