@@ -73,6 +73,11 @@ def _download(page, fmt: str, target):
 def test_the_export_menu_downloads_each_format_and_the_html_opens_offline(suite, finished, page, browser, tmp_path):
     page.goto(f"{suite.gateway_url}/#debate={finished}")
     page.locator("[data-testid=verdict]").wait_for(state="visible", timeout=60_000)
+    page.click("[data-testid=export] > summary")  # the menu, open, for the record
+    assert page.locator("[data-testid=export] button").all_inner_texts() == ["Markdown", "JSON", "HTML page"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-export-menu.png"))
+    page.click("[data-testid=export] > summary")
 
     name, markdown = _download(page, "md", tmp_path)
     assert name == f"debate-{finished}.md"
@@ -104,7 +109,6 @@ def test_the_export_menu_downloads_each_format_and_the_html_opens_offline(suite,
         assert offline.locator("[data-testid=cost-total]").inner_text().endswith(" USD")
         assert requests == [html.as_uri()], requests  # nothing fetched
         assert not errors
-        ARTIFACTS.mkdir(exist_ok=True)
         offline.screenshot(path=str(ARTIFACTS / "browser-export.png"), full_page=True)
     finally:
         context.close()
