@@ -7,6 +7,7 @@ import { Code } from "@connectrpc/connect";
 import { DebateForm } from "./form";
 import { LiveDebate, STATE_LABELS, type ConnectionState } from "./live";
 import { el, formatMoney } from "./dom";
+import { mountExport } from "./export";
 
 const client = orchestrator();
 const setup = document.getElementById("setup") as HTMLElement;
@@ -144,6 +145,7 @@ keyInput.value = apiKey();
 keyInput.addEventListener("input", () => setApiKey(keyInput.value.trim()));
 document.getElementById("new-debate")!.addEventListener("click", backToForm);
 document.getElementById("cancel-debate")!.addEventListener("click", () => void cancel());
+mountExport(client, document.querySelector(".live-actions") as HTMLElement, () => current?.debateId ?? null, showBanner);
 window.addEventListener("popstate", () => void route());
 window.addEventListener("hashchange", () => void route());
 void route();

@@ -49,6 +49,15 @@ class OrchestratorServiceStub:
     """Stops a queued or running debate; it ends CANCELLED and what was spent stays recorded."""
     StreamDebateEvents: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.StreamDebateEventsRequest, _orchestrator_pb2.StreamDebateEventsResponse]
     """The debate's event log from after_sequence on, then live events until the debate ends."""
+    ExportDebate: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ExportDebateRequest, _orchestrator_pb2.ExportDebateResponse]
+    """---- Export (issue 19 part 5) ----
+    The debate as one document to share: the participants, the transcript with its quotes
+    marked, the round scores, the verdicts and the cost table with exact amounts, as Markdown,
+    JSON (valid against docs/schemas/debate-export.v1.json) or one self-contained HTML file.
+    A debate in any state: one not finished exports what it has so far. Another tenant's
+    debate: NOT_FOUND. A format missing or unknown: INVALID_ARGUMENT with a field violation
+    on "format".
+    """
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
@@ -71,6 +80,15 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Stops a queued or running debate; it ends CANCELLED and what was spent stays recorded."""
     StreamDebateEvents: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.StreamDebateEventsRequest, _orchestrator_pb2.StreamDebateEventsResponse]  # type: ignore[assignment]
     """The debate's event log from after_sequence on, then live events until the debate ends."""
+    ExportDebate: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ExportDebateRequest, _orchestrator_pb2.ExportDebateResponse]  # type: ignore[assignment]
+    """---- Export (issue 19 part 5) ----
+    The debate as one document to share: the participants, the transcript with its quotes
+    marked, the round scores, the verdicts and the cost table with exact amounts, as Markdown,
+    JSON (valid against docs/schemas/debate-export.v1.json) or one self-contained HTML file.
+    A debate in any state: one not finished exports what it has so far. Another tenant's
+    debate: NOT_FOUND. A format missing or unknown: INVALID_ARGUMENT with a field violation
+    on "format".
+    """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -132,5 +150,20 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.StreamDebateEventsResponse], _abc.AsyncIterator[_orchestrator_pb2.StreamDebateEventsResponse]]:
         """The debate's event log from after_sequence on, then live events until the debate ends."""
+
+    @_abc_1.abstractmethod
+    def ExportDebate(
+        self,
+        request: _orchestrator_pb2.ExportDebateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.ExportDebateResponse, _abc.Awaitable[_orchestrator_pb2.ExportDebateResponse]]:
+        """---- Export (issue 19 part 5) ----
+        The debate as one document to share: the participants, the transcript with its quotes
+        marked, the round scores, the verdicts and the cost table with exact amounts, as Markdown,
+        JSON (valid against docs/schemas/debate-export.v1.json) or one self-contained HTML file.
+        A debate in any state: one not finished exports what it has so far. Another tenant's
+        debate: NOT_FOUND. A format missing or unknown: INVALID_ARGUMENT with a field violation
+        on "format".
+        """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
