@@ -311,6 +311,8 @@ class TurnRunner:
         """Stores the finished turn, waits for its commit, then records its usage."""
         r, name, attempt = inflight.round_number, inflight.participant.name, inflight.attempt
         del run.inflight[(r, name)]
+        if run.config.sources:  # evidence: each marked quote checked against the documents
+            turn.quotes.extend(run.source_index().check_turn(turn.text))
         run.turns[(r, name)] = turn
         run.transcript.add(r, name, turn.text)
         self.store.put_turn(run.debate_id, turn, recorded=False)
