@@ -48,8 +48,10 @@ def test_the_page_marks_each_quote_verified_partial_or_unverified(suite, page): 
                 assert mark.get_attribute("data-status") == name
                 assert mark.get_attribute("data-source") == quote.source_id
                 assert mark.locator("q").text_content() == quote.text
-                assert mark.locator(".quote-mark").text_content().startswith(
-                    {"verified": "✓ verified", "partial": "≈ partial", "unverified": "✗ unverified"}[name]
+                assert (
+                    mark.locator(".quote-mark")
+                    .text_content()
+                    .startswith({"verified": "✓ verified", "partial": "≈ partial", "unverified": "✗ unverified"}[name])
                 )
                 assert mark.is_visible()
             # the text around the quotes is the turn's, unchanged
