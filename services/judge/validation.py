@@ -15,9 +15,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from services.common.debate_rules import JudgeLimits, MissingKeys, check_judge, most_orderings
+from services.common.debate_rules import JudgeLimits, MissingKeys, check_judge, check_source_sizes, most_orderings
 from services.common.errors import Violations
-from services.common.limits import MAX_SOURCE_BYTES, MAX_SOURCE_TITLE_CHARS, MAX_SOURCES, MAX_SOURCES_TOTAL_BYTES
+from services.common.limits import MAX_SOURCE_TITLE_CHARS
 from services.common.text import (
     MAX_NAME_LENGTH,
     MAX_PERSONA_LENGTH,
@@ -187,27 +187,17 @@ def _quotes(quotes: Sequence[QuoteCheck], path: str, v: Violations) -> tuple[Quo
 
 
 def _sources(sources: Sequence[Source], v: Violations) -> tuple[Source, ...]:
-    """The documents within the shared bounds (services/common/limits.py), cleaned."""
-    if len(sources) > MAX_SOURCES:
-        v.add("sources", f"must have at most {MAX_SOURCES} documents, got {len(sources)}")
+    """The documents within the shared bounds (services/common/debate_rules.py), cleaned."""
+    if not check_source_sizes(v, [source.text for source in sources]):
         return ()
-    cleaned = []
-    total = 0
-    for i, source in enumerate(sources):
-        size = len(source.text.encode())
-        total += size
-        if size > MAX_SOURCE_BYTES:
-            v.add(f"sources[{i}].text", f"must be at most {MAX_SOURCE_BYTES} bytes of UTF-8, got {size}")
-        cleaned.append(
-            Source(
-                clean_text(source.id, 64),
-                clean_text(source.title, MAX_SOURCE_TITLE_CHARS),
-                clean_text(source.text, None, keep_newlines=True),
-            )
+    return tuple(
+        Source(
+            clean_text(source.id, 64),
+            clean_text(source.title, MAX_SOURCE_TITLE_CHARS),
+            clean_text(source.text, None, keep_newlines=True),
         )
-    if total > MAX_SOURCES_TOTAL_BYTES:
-        v.add("sources", f"must be at most {MAX_SOURCES_TOTAL_BYTES} bytes of UTF-8 in all, got {total}")
-    return tuple(cleaned)
+        for source in sources
+    )
 
 
 def _panel(

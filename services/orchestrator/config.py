@@ -17,16 +17,9 @@ import re
 
 from debate.common.v1 import common_pb2
 
-from services.common.debate_rules import JudgeLimits, MissingKeys, ModelRules, check_judge
+from services.common.debate_rules import JudgeLimits, MissingKeys, ModelRules, check_judge, check_source_sizes
 from services.common.errors import Violations
-from services.common.limits import (
-    MAX_SOURCE_BYTES,
-    MAX_SOURCE_ID_CHARS,
-    MAX_SOURCE_TITLE_CHARS,
-    MAX_SOURCES,
-    MAX_SOURCES_TOTAL_BYTES,
-    SOURCES_WINDOW_SHARE,
-)
+from services.common.limits import MAX_SOURCE_ID_CHARS, MAX_SOURCE_TITLE_CHARS, SOURCES_WINDOW_SHARE
 from services.common.money import CURRENCY, format_amount, read_money
 from services.common.quotes import sources_message
 from services.common.text import clean_text
@@ -214,21 +207,19 @@ _SOURCE_ID = re.compile(rf"^[A-Za-z0-9._-]{{1,{MAX_SOURCE_ID_CHARS}}}$")
 
 
 def _check_sources(config: common_pb2.DebateConfig, out: common_pb2.DebateConfig, v: Violations, path: str) -> None:
-    """The evidence documents (services/common/limits.py): at most MAX_SOURCES, each with a unique
-    id of letters, digits, '.', '_' or '-', a title of at most MAX_SOURCE_TITLE_CHARS characters and
-    a text (cleaned, newlines kept) of 1 to MAX_SOURCE_BYTES bytes, MAX_SOURCES_TOTAL_BYTES in all;
-    and, as every debater's prompt carries them, at most SOURCES_WINDOW_SHARE of the context window
-    in each debater model's tokens. Runs after _check_context (the window's default filled in)."""
+    """The evidence documents: their sizes (services/common/debate_rules.py, the judge's rules too);
+    each with a unique id of letters, digits, '.', '_' or '-', a title of at most
+    MAX_SOURCE_TITLE_CHARS characters and a text, cleaned (newlines kept), not empty; and, as every
+    debater's prompt carries them, at most SOURCES_WINDOW_SHARE of the context window in each
+    debater model's tokens. Runs after _check_context (the window's default filled in)."""
     if not config.sources:
         return
     before = len(v.items)
-    if len(config.sources) > MAX_SOURCES:
-        v.add(f"{path}.sources", f"must have at most {MAX_SOURCES} documents, got {len(config.sources)}")
-        return
     seen: dict[str, int] = {}
-    total = sum(_check_source(i, source, out.sources[i], seen, v, path) for i, source in enumerate(config.sources))
-    if total > MAX_SOURCES_TOTAL_BYTES:
-        v.add(f"{path}.sources", f"must be at most {MAX_SOURCES_TOTAL_BYTES} bytes of UTF-8 in all, got {total}")
+    for i, source in enumerate(config.sources):
+        _check_source(i, source, out.sources[i], seen, v, path)
+    if not check_source_sizes(v, [s.text for s in out.sources], f"{path}.sources"):
+        return
     if len(v.items) > before or not out.context.max_tokens:
         return
     allowed = int(out.context.max_tokens * SOURCES_WINDOW_SHARE)
@@ -251,8 +242,8 @@ def _check_source(
     seen: dict[str, int],
     v: Violations,
     path: str,
-) -> int:
-    """Checks and cleans one document into `target`; its text's UTF-8 bytes."""
+) -> None:
+    """Checks and cleans one document into `target` (its size: check_source_sizes)."""
     p = f"{path}.sources[{i}]"
     target.id = source.id.strip()
     if not _SOURCE_ID.match(target.id):
@@ -265,9 +256,5 @@ def _check_source(
     if len(target.title) > MAX_SOURCE_TITLE_CHARS:
         v.add(f"{p}.title", f"must be at most {MAX_SOURCE_TITLE_CHARS} characters")
     target.text = clean_text(source.text, keep_newlines=True)
-    size = len(target.text.encode())
-    if not size:
+    if not target.text:
         v.add(f"{p}.text", "must not be empty")
-    elif size > MAX_SOURCE_BYTES:
-        v.add(f"{p}.text", f"must be at most {MAX_SOURCE_BYTES} bytes of UTF-8, got {size}")
-    return size
