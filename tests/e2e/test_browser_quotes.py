@@ -8,10 +8,11 @@ from __future__ import annotations
 import pytest
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
+from services.common.limits import MAX_SOURCE_BYTES
 from services.common.quotes import status_name
 from tests.e2e.test_browser import ARTIFACTS, browser, page  # noqa: F401 - fixtures
 from tests.e2e.test_gateway import GrpcWeb, start_suite, stop_suite
-from tests.integration.test_evidence import config
+from tests.integration.test_evidence import DOC1, config
 
 pytestmark = pytest.mark.e2e
 
@@ -74,3 +75,37 @@ def _without_marks(turn) -> str:
         out += chars[at : quote.start] + list(quote.text)
         at = quote.end
     return "".join(out + chars[at:])
+
+
+def test_a_source_pasted_in_the_form_reaches_the_debate_and_its_quotes_are_marked(suite, page):  # noqa: F811
+    page.goto(suite.gateway_url + "/")
+    page.fill("#topic", "Cities should ban private cars from their historic centres")
+    page.fill("#rounds", "1")
+    page.click(".sources-settings summary")
+    page.fill("#source-text", DOC1)
+    page.check("#hide-sources")
+    page.click("#start")
+    page.locator("[data-testid=verdict]").wait_for(state="visible", timeout=120_000)
+    marks = page.locator("[data-testid=quote]")
+    assert marks.count() >= 2  # each debater quotes the document
+    assert {marks.nth(i).get_attribute("data-source") for i in range(marks.count())} == {"doc-1"}
+
+    debate_id = page.evaluate("decodeURIComponent(location.hash.slice('#debate='.length))")
+    web = GrpcWeb(suite.gateway_url)
+    stored = web.unary("GetDebate", pb.GetDebateRequest(debate_id=debate_id), pb.GetDebateResponse).debate
+    assert [(s.id, s.text) for s in stored.config.sources] == [("doc-1", DOC1)]
+    assert stored.config.evidence.hide_sources_from_judge
+    shown = [marks.nth(i).get_attribute("data-status") for i in range(marks.count())]
+    # one round: the columns' order is the debaters' order
+    assert shown == [status_name(q.status) for t in stored.rounds[0].turns for q in t.quotes]
+
+
+def test_a_source_too_large_is_shown_next_to_its_field(suite, page):  # noqa: F811
+    page.goto(suite.gateway_url + "/")
+    page.click(".sources-settings summary")
+    page.fill("#source-text", "word " * (MAX_SOURCE_BYTES // 5 + 100))
+    page.click("#start")
+    error = page.locator("[data-error-for='config.sources[0].text']")
+    error.wait_for(state="visible")
+    assert "bytes" in error.inner_text()
+    assert page.locator("#live").is_hidden()
