@@ -46,6 +46,7 @@ __all__ = [
     "MIN_PARTIAL_CHARS",
     "PARTIAL_THRESHOLD",
     "QUOTE_INSTRUCTIONS",
+    "QuoteMatch",
     "SourceIndex",
     "find_quotes",
     "normalise",
@@ -147,7 +148,10 @@ class _Document:
 
 
 @dataclass(frozen=True, slots=True)
-class _Match:
+class QuoteMatch:
+    """A quote's check: its status, its score (0-100) and the best match, a span [start, end) of
+    `document.text` (no document when nothing came close)."""
+
     status: common_pb2.QuoteStatus.ValueType
     score: float
     document: _Document | None
@@ -208,33 +212,33 @@ class SourceIndex:
             quotes.append(quote)
         return quotes
 
-    def check(self, quote: str, source_id: str = "") -> _Match:
+    def check(self, quote: str, source_id: str = "") -> QuoteMatch:
         """One quote's status against the document `source_id` (every document when "")."""
         needle = _normalise_quote(quote[: MAX_QUOTE_CHARS + 1])
         if not needle or len(quote) > MAX_QUOTE_CHARS:
-            return _Match(common_pb2.QUOTE_STATUS_UNVERIFIED, 0.0, None, 0, 0)
+            return QuoteMatch(common_pb2.QUOTE_STATUS_UNVERIFIED, 0.0, None, 0, 0)
         named = self._documents.get(source_id) if source_id else None
         candidates: Sequence[_Document] = [named] if named is not None else list(self._documents.values())
         best = self._best(needle, candidates)
         if best.status == common_pb2.QUOTE_STATUS_VERIFIED and source_id and named is None:
             # verbatim, but in no document of that name: the citation is wrong
-            return _Match(common_pb2.QUOTE_STATUS_PARTIAL, best.score, best.document, best.start, best.end)
+            return QuoteMatch(common_pb2.QUOTE_STATUS_PARTIAL, best.score, best.document, best.start, best.end)
         if best.status != common_pb2.QUOTE_STATUS_VERIFIED and named is not None and len(self._documents) > 1:
             elsewhere = self._best(needle, [d for d in self._documents.values() if d is not named])
             if elsewhere.status == common_pb2.QUOTE_STATUS_VERIFIED:  # verbatim, in another document
-                return _Match(
+                return QuoteMatch(
                     common_pb2.QUOTE_STATUS_PARTIAL, elsewhere.score, elsewhere.document, elsewhere.start, elsewhere.end
                 )
         return best
 
     @staticmethod
-    def _best(needle: str, documents: Sequence[_Document]) -> _Match:
-        best = _Match(common_pb2.QUOTE_STATUS_UNVERIFIED, 0.0, None, 0, 0)
+    def _best(needle: str, documents: Sequence[_Document]) -> QuoteMatch:
+        best = QuoteMatch(common_pb2.QUOTE_STATUS_UNVERIFIED, 0.0, None, 0, 0)
         for doc in documents:  # the first verbatim match, else the best near one
             at = doc.folded.find(needle)
             if at >= 0:
                 start, end = doc.span(at, at + len(needle))
-                return _Match(common_pb2.QUOTE_STATUS_VERIFIED, 100.0, doc, start, end)
+                return QuoteMatch(common_pb2.QUOTE_STATUS_VERIFIED, 100.0, doc, start, end)
             if len(needle) > len(doc.folded):
                 score = fuzz.ratio(needle, doc.folded)
                 start, end, folded_span = 0, len(doc.text), (0, len(doc.folded))
@@ -248,11 +252,11 @@ class SourceIndex:
             if score > best.score:
                 near = score >= PARTIAL_THRESHOLD and len(needle) >= MIN_PARTIAL_CHARS
                 status = common_pb2.QUOTE_STATUS_PARTIAL if near else common_pb2.QUOTE_STATUS_UNVERIFIED
-                best = _Match(status, score, doc, start, end)
+                best = QuoteMatch(status, score, doc, start, end)
         if best.status == common_pb2.QUOTE_STATUS_UNVERIFIED or best.document is None:
-            return _Match(common_pb2.QUOTE_STATUS_UNVERIFIED, best.score, None, 0, 0)  # nothing came close
+            return QuoteMatch(common_pb2.QUOTE_STATUS_UNVERIFIED, best.score, None, 0, 0)  # nothing came close
         start, end = _whole_words(best.document.text, best.start, best.end)
-        return _Match(best.status, best.score, best.document, start, end)
+        return QuoteMatch(best.status, best.score, best.document, start, end)
 
 
 def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
