@@ -9,8 +9,10 @@ and nothing stored."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -25,12 +27,14 @@ from services.common.limits import MAX_SOURCE_BYTES, MAX_SOURCES
 from services.common.llm.base import CompletionRequest
 from services.common.llm.simulated import SIM_JUDGE_MODEL, SimulatedLLM
 from services.common.quotes import SourceIndex, status_name
+from services.common.text import clean_text
 from services.judge import simulated_judge
 from services.judge.evidence import HIDDEN_NOTE
 from services.judge.server import build_service as build_judge
 from services.judge.settings import JudgeSettings
 from services.orchestrator.server import build_service as build_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
+from tests.unit import test_quotes
 
 S = pb.DebateState
 # A sentence too short for the simulated debater to quote (it quotes 5 to 30 words): it reaches a
@@ -81,8 +85,9 @@ class Suite:
         return debate, events
 
 
-@pytest.fixture
-async def suite(orchestrator_backend, tmp_path):
+@contextlib.asynccontextmanager
+async def running_suite(backend, tmp_path, llm=None) -> AsyncIterator[Suite]:
+    """The three services in this process; `llm` replaces the orchestrator's model client."""
     prompts: list[str] = []
 
     def recording_judge(request: CompletionRequest) -> str:
@@ -103,8 +108,9 @@ async def suite(orchestrator_backend, tmp_path):
             accounting_service_addr=accounting.address,
             sim_first_token_latency=0,
             sim_tokens_per_second=0,
-            **orchestrator_backend.settings(),
-        )
+            **backend.settings(),
+        ),
+        llm=llm,
     )
     port = await orchestrator.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -117,14 +123,21 @@ async def suite(orchestrator_backend, tmp_path):
         await accounting.stop(grace=0)
 
 
+@pytest.fixture
+async def suite(orchestrator_backend, tmp_path):
+    async with running_suite(orchestrator_backend, tmp_path) as running:
+        yield running
+
+
 def turns_of(debate: pb.Debate) -> list[c.Turn]:
     return [turn for rnd in debate.rounds for turn in rnd.turns]
 
 
 def listed(prompt: str, quote: c.Quote) -> bool:
     """Whether the judge's prompt lists `quote` with its mark: `- quote N [ID]: STATUS ...: "TEXT"`."""
-    words = re.escape(json.dumps(quote.text, ensure_ascii=False))
-    line = rf"^- quote \d+ \[{re.escape(quote.source_id)}\]: {status_name(quote.status)}(?: \([^)]*\))?: {words}"
+    words = re.escape(json.dumps(clean_text(quote.text), ensure_ascii=False))  # as the judge cleans it
+    cited = rf" \[{re.escape(quote.source_id)}\]" if quote.source_id else ""
+    line = rf"^- quote \d+{cited}: {status_name(quote.status)}(?: \([^)]*\))?: {words}"
     return re.search(line, prompt, re.MULTILINE) is not None
 
 
@@ -222,3 +235,39 @@ async def test_bad_sources_are_invalid_argument_with_field_details_and_nothing_i
 
     listed = await suite.stub.ListDebates(pb.ListDebatesRequest())
     assert len(listed.debates) == 1  # only the last one
+
+
+async def test_the_table_of_quotes_is_marked_as_expected_in_the_turn_the_events_and_the_judges_prompt(
+    orchestrator_backend, tmp_path
+):
+    """The unit table (tests/unit/test_quotes.py: exact, whitespace, case, curly marks, partial,
+    invented...) said by a debater whose model answers with it, end to end."""
+    table = test_quotes.TABLE
+    said = "[table] " + " ".join(f"Quote {i}: {marked}." for i, (_, marked, _) in enumerate(table))
+
+    def table_debater(request: CompletionRequest) -> str:
+        return said
+
+    llm = SimulatedLLM(responders={"sim/table": table_debater})
+    sources = [c.SourceDocument(id="doc-1", text=test_quotes.DOC1), c.SourceDocument(id="doc-2", text=test_quotes.DOC2)]
+    cfg = config(rounds=1, sources=sources)
+    cfg.participants[0].model = "sim/table"
+    cfg.max_tokens_per_turn = 1024
+    async with running_suite(orchestrator_backend, tmp_path, llm) as running:
+        debate, events = await running.run(cfg)
+        prompts = running.prompts
+    assert debate.state == S.DEBATE_STATE_COMPLETED
+    turn = next(t for t in turns_of(debate) if t.participant == "Ada")
+    assert turn.text == said
+    expected = [status for _, _, status in table]
+    assert [status_name(q.status) for q in turn.quotes] == expected
+    completed = next(
+        e.turn_completed.turn
+        for e in events
+        if e.WhichOneof("payload") == "turn_completed" and e.turn_completed.turn.participant == "Ada"
+    )
+    assert [status_name(q.status) for q in completed.quotes] == expected
+    assert prompts
+    for prompt in prompts:
+        missing = [q.text for q in turn.quotes if q.text.strip() and not listed(prompt, q)]
+        assert not missing, (missing, prompt)
