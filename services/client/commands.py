@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
+from services.client.evidence import add_source_flags, apply_sources
 from services.client.session import DEFAULT_TARGET, EXIT_OK, default_target, orchestrator, run, run_debate, watch
 from services.client.style import Style, cell_len, clip_right, money, safe_text, table
 from services.client.view import state_name
@@ -94,6 +95,7 @@ def debate_config(args: argparse.Namespace) -> common_pb2.DebateConfig:
     )
     if args.budget is not None:
         config.budget.CopyFrom(args.budget)
+    apply_sources(args, config)  # evidence: --source, --hide-sources-from-judge
     return config
 
 
@@ -204,6 +206,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="Ctrl-C cancels the debate (default: Ctrl-C only detaches, and the debate goes on)",
     )
+    add_source_flags(debate)
     _target(debate, starts_suite=True)
     debate.set_defaults(handler=_debate)
 

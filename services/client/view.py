@@ -29,6 +29,7 @@ from typing import TextIO
 from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2
 
+from services.client.evidence import quote_footer
 from services.client.panels import assessment_lines, cost_lines, turn_details, verdict_lines, wrapped
 from services.client.style import Screen, Style, Wrapper, cell_len, clip_left, safe_text
 
@@ -194,7 +195,7 @@ class DebateView:
             turn.text = text
         turn.done = True
         self.simulated |= final.simulated
-        turn.footer = self._dim(turn_details(final))
+        turn.footer = self._dim(turn_details(final)) + quote_footer(self.style, final.quotes)  # evidence
         round_turns = [t for (r, _), t in self.turns.items() if r == final.round_number]
         if all(t.done for t in round_turns):
             self.idle_status = f"the judge is scoring round {final.round_number}"

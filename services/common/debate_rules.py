@@ -9,6 +9,8 @@ passes here does not fail later, after debaters were paid, on something that was
   `max_panel`), the orderings (0 to the distinct orderings of the debaters, at most
   `max_orderings`), the rubric (at most `max_criteria` criteria named in lower snake case,
   not reserved, not repeated, each weight finite and not negative);
+- the sizes of a debate's source documents (`check_source_sizes`): how many, the bytes of each
+  and of all (services/common/limits.py);
 - every model a debate may call, fallbacks of LLM_FALLBACKS included (`ModelRules.check`):
   allowed, priced by the PriceBook (or by a price declared for its endpoint in LLM_ENDPOINTS),
   and its provider key present in the services' environment.
@@ -31,7 +33,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.common.errors import FailedPrecondition, Violations
-from services.common.limits import MAX_JUDGE_ORDERINGS, MAX_JUDGE_PANEL, distinct_orderings
+from services.common.limits import (
+    MAX_JUDGE_ORDERINGS,
+    MAX_JUDGE_PANEL,
+    MAX_SOURCE_BYTES,
+    MAX_SOURCES,
+    MAX_SOURCES_TOTAL_BYTES,
+    distinct_orderings,
+)
 from services.common.pricing import PriceBook
 
 MAX_CRITERIA = 10
@@ -269,3 +278,21 @@ def check_criteria(v: Violations, criteria: Sequence[NamedWeight], limits: Judge
         seen.setdefault(name, i)
         if not math.isfinite(criterion.weight) or criterion.weight < 0:
             v.add(f"{item}.weight", f"must be a finite number >= 0, got {criterion.weight}")
+
+
+def check_source_sizes(v: Violations, texts: Sequence[str], path: str = "sources") -> bool:
+    """The evidence documents' sizes: at most MAX_SOURCES documents, each text at most
+    MAX_SOURCE_BYTES bytes of UTF-8 and all of them MAX_SOURCES_TOTAL_BYTES (violations at `path`
+    and `{path}[i].text`). False when there are too many documents to look at one by one."""
+    if len(texts) > MAX_SOURCES:
+        v.add(path, f"must have at most {MAX_SOURCES} documents, got {len(texts)}")
+        return False
+    total = 0
+    for i, text in enumerate(texts):
+        size = len(text.encode())
+        total += size
+        if size > MAX_SOURCE_BYTES:
+            v.add(f"{path}[{i}].text", f"must be at most {MAX_SOURCE_BYTES} bytes of UTF-8, got {size}")
+    if total > MAX_SOURCES_TOTAL_BYTES:
+        v.add(path, f"must be at most {MAX_SOURCES_TOTAL_BYTES} bytes of UTF-8 in all, got {total}")
+    return True

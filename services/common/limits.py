@@ -9,12 +9,34 @@ these values and may only lower what it accepts.
 
 from __future__ import annotations
 
-__all__ = ["MAX_JUDGE_ORDERINGS", "MAX_JUDGE_PANEL", "distinct_orderings"]
+__all__ = [
+    "MAX_JUDGE_ORDERINGS",
+    "MAX_JUDGE_PANEL",
+    "MAX_SOURCES",
+    "MAX_SOURCES_TOTAL_BYTES",
+    "MAX_SOURCE_BYTES",
+    "MAX_SOURCE_ID_CHARS",
+    "MAX_SOURCE_TITLE_CHARS",
+    "SOURCES_WINDOW_SHARE",
+    "distinct_orderings",
+]
 
 # Judge models in one panel (JudgeConfig.models).
 MAX_JUDGE_PANEL = 5
 # Orderings of the debaters each judge model sees (JudgeConfig.orderings), at most.
 MAX_JUDGE_ORDERINGS = 8
+
+# Source documents of a debate (DebateConfig.sources; the judge's requests carry the same):
+# how many, the UTF-8 bytes of one document's text and of all of them, an id's and a title's
+# characters. Every debater's prompt carries every document, so the documents may also take at
+# most SOURCES_WINDOW_SHARE of the context window (context.max_tokens), counted with each
+# debater model's tokenizer: the rest is left for the system prompt and the earlier turns.
+MAX_SOURCES = 8
+MAX_SOURCE_BYTES = 64 * 1024
+MAX_SOURCES_TOTAL_BYTES = 256 * 1024
+MAX_SOURCE_ID_CHARS = 64
+MAX_SOURCE_TITLE_CHARS = 200
+SOURCES_WINDOW_SHARE = 0.5
 
 
 def distinct_orderings(debaters: int) -> int:

@@ -109,7 +109,12 @@ class Judge:
         case = validate_round(case, self.policy)
         panel = _panel(case.panel)
         parts = PromptParts(
-            case.topic, case.debaters, panel.criteria, (Round(case.round_number, case.turns),), verdict=False
+            case.topic,
+            case.debaters,
+            panel.criteria,
+            (Round(case.round_number, case.turns),),
+            verdict=False,
+            sources=case.sources,
         )
         base = case.request_id or _default_key(case.debate_id, f"rounds/{case.round_number}")
         ballots = await self._poll(parts, panel, f"{base}/judge", case.seed)
@@ -179,7 +184,7 @@ class Judge:
           that comes from ballots cancelling out is not)."""
         case = validate_verdict(case, self.policy)
         panel = _panel(case.panel)
-        parts = PromptParts(case.topic, case.debaters, panel.criteria, case.rounds, verdict=True)
+        parts = PromptParts(case.topic, case.debaters, panel.criteria, case.rounds, verdict=True, sources=case.sources)
         base = case.request_id or _default_key(case.debate_id, "verdict")
         ballots = await self._poll(parts, panel, f"{base}/verdict", case.seed)
         tally = _Tally(ballots, panel, self.policy.tie_margin)

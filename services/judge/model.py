@@ -28,9 +28,30 @@ class Debater:
 
 
 @dataclass(frozen=True, slots=True)
+class QuoteCheck:
+    """A marked quote of a turn with the orchestrator's check of it against the sources."""
+
+    text: str
+    source_id: str  # the document the debater named ("" when none)
+    status: str  # "verified" | "partial" | "unverified" (services.common.quotes.status_name)
+    score: float  # 0..100 similarity of the best match
+    best_match: str = ""  # the closest passage of the sources, as written there
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A source document of the debate, shown to the judge when the debate allows it."""
+
+    id: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     debater: str
     text: str
+    quotes: tuple[QuoteCheck, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +104,7 @@ class RoundCase:
     panel: PanelRequest | Panel
     request_id: str = ""
     seed: int | None = None
+    sources: tuple[Source, ...] = ()  # empty when the judge does not see them
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +117,7 @@ class VerdictCase:
     panel: PanelRequest | Panel
     request_id: str = ""
     seed: int | None = None
+    sources: tuple[Source, ...] = ()  # empty when the judge does not see them
 
 
 @dataclass(frozen=True, slots=True)

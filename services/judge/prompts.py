@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from services.common.llm.base import ChatMessage
-from services.judge.model import Criterion, Debater, Round
+from services.judge.evidence import has_evidence, quote_check_lines, source_lines
+from services.judge.model import Criterion, Debater, Round, Source
 from services.judge.output import AnswerShape, answer_schema, label_for
 
 SYSTEM_PROMPT = """You are an impartial debate judge. You score debaters against a rubric and answer with JSON only.
@@ -281,6 +282,7 @@ class PromptParts:
     criteria: tuple[Criterion, ...]
     rounds: tuple[Round, ...]  # one for a round assessment, all of them for a verdict
     verdict: bool
+    sources: tuple[Source, ...] = ()  # the debate's documents, when the judge may see them
 
 
 def build_messages(
@@ -325,12 +327,20 @@ def build_messages(
         f"- {c.name}: {masker.mask(c.description, display)}" if c.description else f"- {c.name}" for c in parts.criteria
     ]
     lines.append("")
+    evidence = has_evidence(parts.sources, parts.rounds)
+    if evidence:
+        lines += source_lines(parts.sources, quote)
     for rnd in parts.rounds:
         lines.append(f"Transcript of round {rnd.number} (debaters in an arbitrary order):")
         for p, debater in enumerate(shown):
             said = [t.text for t in rnd.turns if t.debater == debater.name]
             text = "\n\n".join(said) if any(s.strip() for s in said) else "(no turn in this round)"
             lines.append(quote("TURN", f"Debater {labels[p]}", text))
+            if evidence:
+                checks = [q for t in rnd.turns if t.debater == debater.name for q in t.quotes]
+                lines += quote_check_lines(
+                    checks, f"Debater {labels[p]}", lambda t: neutralise(masker.mask(t, display), token)
+                )
         lines.append("")
     lines += [
         "Answer with exactly one JSON object, and nothing else, that validates against this JSON Schema:",

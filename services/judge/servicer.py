@@ -14,6 +14,7 @@ from debate.common.v1 import common_pb2
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 
 from services.common.logs import debate_id_var, request_id_var
+from services.common.quotes import status_name
 from services.common.usage import usage_to_proto
 from services.judge.engine import Judge, JudgeModelFailed, JudgeOutputInvalid
 from services.judge.model import (
@@ -22,9 +23,11 @@ from services.judge.model import (
     JudgeCall,
     PanelRequest,
     PriorAssessment,
+    QuoteCheck,
     Round,
     RoundAssessment,
     RoundCase,
+    Source,
     Turn,
     Verdict,
     VerdictCase,
@@ -60,6 +63,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
                     panel=_panel(request.judge),
                     request_id=request.request_id,
                     seed=request.seed or None,
+                    sources=_sources(request.sources),
                 )
             )
         )
@@ -81,6 +85,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
                     panel=_panel(request.judge),
                     request_id=request.request_id,
                     seed=request.seed or None,
+                    sources=_sources(request.sources),
                 )
             )
         )
@@ -97,7 +102,18 @@ def _debaters(debaters: Iterable[judge_pb2.Debater]) -> tuple[Debater, ...]:
 
 
 def _turns(turns: Iterable[judge_pb2.DebaterTurn]) -> tuple[Turn, ...]:
-    return tuple(Turn(t.debater, t.text) for t in turns)
+    return tuple(
+        Turn(
+            t.debater,
+            t.text,
+            tuple(QuoteCheck(q.text, q.source_id, status_name(q.status), q.score, q.best_match) for q in t.quotes),
+        )
+        for t in turns
+    )
+
+
+def _sources(sources: Iterable[common_pb2.SourceDocument]) -> tuple[Source, ...]:
+    return tuple(Source(s.id, s.title, s.text) for s in sources)
 
 
 def _panel(config: common_pb2.JudgeConfig) -> PanelRequest:

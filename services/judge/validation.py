@@ -15,8 +15,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from services.common.debate_rules import JudgeLimits, MissingKeys, check_judge, most_orderings
+from services.common.debate_rules import JudgeLimits, MissingKeys, check_judge, check_source_sizes, most_orderings
 from services.common.errors import Violations
+from services.common.limits import MAX_SOURCE_TITLE_CHARS
 from services.common.text import (
     MAX_NAME_LENGTH,
     MAX_PERSONA_LENGTH,
@@ -32,14 +33,18 @@ from services.judge.model import (
     JudgePolicy,
     Panel,
     PanelRequest,
+    QuoteCheck,
     Round,
     RoundCase,
+    Source,
     Turn,
     VerdictCase,
 )
 from services.judge.output import SCORE_MAX, SCORE_MIN
 
 MAX_DESCRIPTION_LENGTH = 300
+# A quote, or its best match, as the judge's prompt shows it.
+MAX_QUOTE_SHOWN_CHARS = 300
 TRUNCATION_MARK = " [...]"
 
 
@@ -54,11 +59,12 @@ def validate_round(case: RoundCase, policy: JudgePolicy) -> RoundCase:
     if not case.turns:
         v.add("turns", "at least one turn is required")
     turns = _turns(case.turns, "turns", names, policy.max_turn_chars, v)
+    sources = _sources(case.sources, v)
     keys = MissingKeys()
     panel = _panel(case.panel, len(debaters), policy, v, keys)
     v.raise_if_any()
     keys.raise_if_any()
-    return replace(case, topic=topic, debaters=debaters, turns=turns, panel=panel)
+    return replace(case, topic=topic, debaters=debaters, turns=turns, panel=panel, sources=sources)
 
 
 def validate_verdict(case: VerdictCase, policy: JudgePolicy) -> VerdictCase:
@@ -94,12 +100,13 @@ def validate_verdict(case: VerdictCase, policy: JudgePolicy) -> VerdictCase:
         missing = [n for n in names if n not in prior.totals]
         if missing and len(debaters) >= 2:
             v.add(f"{path}.scores", f"no score for {', '.join(repr(n) for n in sorted(missing))}")
+    sources = _sources(case.sources, v)
     keys = MissingKeys()
     panel = _panel(case.panel, len(debaters), policy, v, keys)
     v.raise_if_any()
     keys.raise_if_any()
     ordered = tuple(sorted(rounds, key=lambda r: r.number))
-    return replace(case, topic=topic, debaters=debaters, rounds=ordered, panel=panel)
+    return replace(case, topic=topic, debaters=debaters, rounds=ordered, panel=panel, sources=sources)
 
 
 # --------------------------------------------------------------------------- parts
@@ -155,8 +162,42 @@ def _turns(turns: Sequence[Turn], path: str, names: set[str], max_chars: int, v:
         text = clean_text(raw[: 2 * max_chars] if cut else raw, None, keep_newlines=True)
         if cut or len(text) > max_chars:
             text = text[: max_chars - len(TRUNCATION_MARK)].rstrip() + TRUNCATION_MARK
-        cleaned.append(Turn(turn.debater, text))
+        cleaned.append(Turn(turn.debater, text, _quotes(turn.quotes, f"{path}[{i}].quotes", v)))
     return tuple(cleaned)
+
+
+_QUOTE_STATUSES = ("verified", "partial", "unverified")
+
+
+def _quotes(quotes: Sequence[QuoteCheck], path: str, v: Violations) -> tuple[QuoteCheck, ...]:
+    """A turn's quote checks, their texts cleaned and cut to MAX_QUOTE_SHOWN_CHARS."""
+    cleaned = []
+    for i, quote in enumerate(quotes):
+        if quote.status not in _QUOTE_STATUSES:
+            v.add(f"{path}[{i}].status", "must be verified, partial or unverified")
+        cleaned.append(
+            replace(
+                quote,
+                text=clean_text(quote.text[: 2 * MAX_QUOTE_SHOWN_CHARS], MAX_QUOTE_SHOWN_CHARS),
+                source_id=clean_text(quote.source_id, 64),
+                best_match=clean_text(quote.best_match[: 2 * MAX_QUOTE_SHOWN_CHARS], MAX_QUOTE_SHOWN_CHARS),
+            )
+        )
+    return tuple(cleaned)
+
+
+def _sources(sources: Sequence[Source], v: Violations) -> tuple[Source, ...]:
+    """The documents within the shared bounds (services/common/debate_rules.py), cleaned."""
+    if not check_source_sizes(v, [source.text for source in sources]):
+        return ()
+    return tuple(
+        Source(
+            clean_text(source.id, 64),
+            clean_text(source.title, MAX_SOURCE_TITLE_CHARS),
+            clean_text(source.text, None, keep_newlines=True),
+        )
+        for source in sources
+    )
 
 
 def _panel(

@@ -17,10 +17,13 @@ import re
 
 from debate.common.v1 import common_pb2
 
-from services.common.debate_rules import JudgeLimits, MissingKeys, ModelRules, check_judge
+from services.common.debate_rules import JudgeLimits, MissingKeys, ModelRules, check_judge, check_source_sizes
 from services.common.errors import Violations
+from services.common.limits import MAX_SOURCE_ID_CHARS, MAX_SOURCE_TITLE_CHARS, SOURCES_WINDOW_SHARE
 from services.common.money import CURRENCY, format_amount, read_money
+from services.common.quotes import sources_message
 from services.common.text import clean_text
+from services.common.tokens import count_text_tokens
 from services.orchestrator.settings import OrchestratorSettings
 
 # Names end up in idempotency keys ("debates/{id}/rounds/{r}/turns/{name}/attempts/{a}"),
@@ -65,6 +68,7 @@ def validate_config(
     _check_format(config, out, limits, v, path)
     _check_context(config, out, limits, v, path)
     _check_budget(config, out, v, path)
+    _check_sources(config, out, v, path)
     v.raise_if_any()
     keys.raise_if_any()
     return out
@@ -197,3 +201,60 @@ def _check_budget(config: common_pb2.DebateConfig, out: common_pb2.DebateConfig,
     if amount is not None:
         out.budget.currency_code = CURRENCY
         out.budget.amount = format_amount(amount)
+
+
+_SOURCE_ID = re.compile(rf"^[A-Za-z0-9._-]{{1,{MAX_SOURCE_ID_CHARS}}}$")
+
+
+def _check_sources(config: common_pb2.DebateConfig, out: common_pb2.DebateConfig, v: Violations, path: str) -> None:
+    """The evidence documents: their sizes (services/common/debate_rules.py, the judge's rules too);
+    each with a unique id of letters, digits, '.', '_' or '-', a title of at most
+    MAX_SOURCE_TITLE_CHARS characters and a text, cleaned (newlines kept), not empty; and, as every
+    debater's prompt carries them, at most SOURCES_WINDOW_SHARE of the context window in each
+    debater model's tokens. Runs after _check_context (the window's default filled in)."""
+    if not config.sources:
+        return
+    before = len(v.items)
+    seen: dict[str, int] = {}
+    for i, source in enumerate(config.sources):
+        _check_source(i, source, out.sources[i], seen, v, path)
+    if not check_source_sizes(v, [s.text for s in out.sources], f"{path}.sources"):
+        return
+    if len(v.items) > before or not out.context.max_tokens:
+        return
+    allowed = int(out.context.max_tokens * SOURCES_WINDOW_SHARE)
+    message = sources_message(out.sources)
+    for model in dict.fromkeys(p.model for p in out.participants):
+        tokens = count_text_tokens(model, message)
+        if tokens > allowed:
+            v.add(
+                f"{path}.sources",
+                f"take {tokens} tokens of {model}, more than half the context window"
+                f" (context.max_tokens {out.context.max_tokens}) allows: {allowed}",
+            )
+            break
+
+
+def _check_source(
+    i: int,
+    source: common_pb2.SourceDocument,
+    target: common_pb2.SourceDocument,
+    seen: dict[str, int],
+    v: Violations,
+    path: str,
+) -> None:
+    """Checks and cleans one document into `target` (its size: check_source_sizes)."""
+    p = f"{path}.sources[{i}]"
+    target.id = source.id.strip()
+    if not _SOURCE_ID.match(target.id):
+        v.add(f"{p}.id", f"must be 1 to {MAX_SOURCE_ID_CHARS} letters, digits, '.', '_' or '-'")
+    elif target.id in seen:
+        v.add(f"{p}.id", f"duplicates sources[{seen[target.id]}].id")
+    else:
+        seen[target.id] = i
+    target.title = clean_text(source.title)
+    if len(target.title) > MAX_SOURCE_TITLE_CHARS:
+        v.add(f"{p}.title", f"must be at most {MAX_SOURCE_TITLE_CHARS} characters")
+    target.text = clean_text(source.text, keep_newlines=True)
+    if not target.text:
+        v.add(f"{p}.text", "must not be empty")

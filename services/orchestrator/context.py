@@ -19,7 +19,12 @@ contract; tests/unit/test_llm_simulated.py checks that it reads what this module
 - another debater's turn: a user message `Name (stance): text` with `name` set; the speaker's
   own turns: assistant messages;
 - the round instruction last: a user message without a `Name:` prefix that says
-  "(round r of n)" (`round_instruction`).
+  "(round r of n)" (`round_instruction`);
+- a debate with source documents has a second system message, right after the first: the
+  documents and how to quote them (`services.common.quotes.sources_message`), the same in every
+  window of the debate. It is always kept, like the system prompt, and its tokens are counted
+  once per model and included in `Window.prompt_tokens` (validation keeps it within half of
+  `max_tokens`).
 
 Changing any of these wording rules changes what the simulated debater understands.
 """
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from debate.common.v1 import common_pb2
 
 from services.common.llm.base import ChatMessage
+from services.common.quotes import sources_message
 from services.common.text import clean_text
 from services.common.tokens import count_text_tokens
 
@@ -164,6 +170,9 @@ class ContextBuilder:
             p.name: (f"{p.name} ({(p.stance or 'debater')[:40]}): ", _safe_name(p.name)) for p in config.participants
         }
         self._fixed: dict[str, tuple[int, ChatMessage, ChatMessage, int]] = {}
+        # The documents (evidence): one message for the whole debate, its tokens once per model.
+        self._sources = ChatMessage("system", sources_message(config.sources)) if config.sources else None
+        self._sources_tokens: dict[str, int] = {}
         self._instructions: dict[tuple[str, int], tuple[ChatMessage, int]] = {}  # (model, round): the same for all
 
     def _fixed_for(
@@ -182,10 +191,19 @@ class ContextBuilder:
                     ChatMessage("user", text),
                     self.count(model, text),
                 )
-            tokens = self.count(model, system) + instruction[1] + 2 * MESSAGE_OVERHEAD
+            tokens = self.count(model, system) + instruction[1] + 2 * MESSAGE_OVERHEAD + self._sources_size(model)
             cached = (round_number, ChatMessage("system", system), instruction[0], tokens)
             self._fixed[participant.name] = cached
         return cached[1], cached[2], cached[3]
+
+    def _sources_size(self, model: str) -> int:
+        """The sources message's tokens for `model` (0 without sources), counted once."""
+        if self._sources is None:
+            return 0
+        tokens = self._sources_tokens.get(model)
+        if tokens is None:
+            tokens = self._sources_tokens[model] = self.count(model, self._sources.content) + MESSAGE_OVERHEAD
+        return tokens
 
     def _tokens(self, entry: TurnEntry, model: str) -> int:
         tokens = entry.tokens.get(model)
@@ -220,7 +238,7 @@ class ContextBuilder:
         while total > self.max_tokens and start < len(candidates):
             total -= sizes[start]
             start += 1
-        messages = [system]
+        messages = [system] if self._sources is None else [system, self._sources]
         for entry in candidates[start:]:
             if entry.participant == participant.name:
                 messages.append(ChatMessage("assistant", entry.text))

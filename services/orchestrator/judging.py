@@ -75,6 +75,7 @@ class Judging:
                     judge=config.judge,
                     request_id=request_id,
                     seed=config.seed,
+                    sources=judge_sources(config),
                 )
 
             assessment = await self._ask(run, self.judge.evaluate_round, request, prefix, common.ROLE_JUDGE, r)
@@ -119,6 +120,7 @@ class Judging:
                     judge=config.judge,
                     request_id=request_id,
                     seed=config.seed,
+                    sources=judge_sources(config),
                 )
 
             verdict = await self._ask(run, self.judge.render_verdict, request, prefix, common.ROLE_VERDICT, 0)
@@ -247,4 +249,11 @@ def _debaters(config: common.DebateConfig) -> list[judge_pb2.Debater]:
 
 
 def _round_turns(run: DebateRun, r: int) -> list[judge_pb2.DebaterTurn]:
-    return [judge_pb2.DebaterTurn(debater=p.name, text=run.turns[(r, p.name)].text) for p in run.config.participants]
+    """The round's turns as the judge reads them, each with its checked quotes."""
+    turns = [run.turns[(r, p.name)] for p in run.config.participants]
+    return [judge_pb2.DebaterTurn(debater=t.participant, text=t.text, quotes=t.quotes) for t in turns]
+
+
+def judge_sources(config: common.DebateConfig) -> list[common.SourceDocument]:
+    """The documents the judge sees: none when the debate hides them (evidence.hide_sources_from_judge)."""
+    return [] if config.evidence.hide_sources_from_judge else list(config.sources)

@@ -21,6 +21,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from services.common.errors import DomainError
 from services.common.llm.base import ChatMessage
 from services.common.money import ZERO, usd
+from services.common.quotes import SourceIndex
 from services.common.usage import add_token_usage
 from services.orchestrator.context import ContextBuilder, Transcript
 from services.orchestrator.events import DeltaBuffer, EventHub
@@ -86,6 +87,13 @@ class DebateRun:
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     shutting_down: bool = False
+    _source_index: SourceIndex | None = None
+
+    def source_index(self) -> SourceIndex:
+        """The debate's documents, normalised once, that each turn's quotes are checked against."""
+        if self._source_index is None:
+            self._source_index = SourceIndex.of(self.config.sources)
+        return self._source_index
 
     def add_cost(self, reply: acc.RecordUsageResponse) -> None:
         """Adds a recorded usage's cost and tokens to the running total (a duplicate was

@@ -33,6 +33,7 @@ Text with lone surrogates (not UTF-8) has them replaced with U+FFFD.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 
@@ -89,6 +90,13 @@ def _checked_text(text: object, model: str) -> str:
         except UnicodeEncodeError:  # a surrogate pair is joined; a lone surrogate is replaced
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
+
+
+def _check_quotes(run: DebateRun, text: str) -> list[common.Quote]:
+    """The turn's marked quotes checked against the debate's documents (services/common/quotes.py).
+    Run in a worker thread: the documents' index is built at the first turn (about 50 ms for the
+    largest sources) and a quote not found is compared with every document (bench_evidence)."""
+    return run.source_index().check_turn(text)
 
 
 class TurnRunner:
@@ -310,6 +318,8 @@ class TurnRunner:
     async def _complete(self, run: DebateRun, inflight: Inflight, turn: common.Turn, key: str) -> None:
         """Stores the finished turn, waits for its commit, then records its usage."""
         r, name, attempt = inflight.round_number, inflight.participant.name, inflight.attempt
+        if run.config.sources:  # evidence: quotes checked off the loop, the call still in flight if cut here
+            turn.quotes.extend(await asyncio.to_thread(_check_quotes, run, turn.text))
         del run.inflight[(r, name)]
         run.turns[(r, name)] = turn
         run.transcript.add(r, name, turn.text)

@@ -5,6 +5,7 @@ import type { BudgetStatus, CostLine, DebateConfig, DebateCost, Money, RoundAsse
 import { DebateState, type DebateEvent } from "./gen/debate/orchestrator/v1/orchestrator_pb";
 import { isTransient, readError, type Orchestrator } from "./api";
 import { el, formatInt, formatMoney, formatScore } from "./dom";
+import { renderQuotes } from "./quotes";
 
 const PALETTE = ["#4f46e5", "#db2777", "#0891b2", "#ca8a04", "#16a34a", "#9333ea", "#ea580c", "#475569"];
 // Reopen a stream that has said nothing (not even a heartbeat) for this long.
@@ -177,6 +178,7 @@ export class LiveDebate {
         if (!t) break;
         const turn = this.turn(t.roundNumber, t.participant, t.attempt);
         turn.text.data = t.text;
+        if (t.quotes.length > 0) renderQuotes(turn.body, t.text, t.quotes); // evidence: marked quotes
         turn.section.classList.remove("streaming", "retrying");
         // All the turn's tokens (what it read and wrote), as the cost tables count them.
         const usage = t.usage ? `${formatInt(t.usage.totalTokens)} tokens (${formatInt(t.usage.completionTokens)} written)` : "";

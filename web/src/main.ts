@@ -8,6 +8,7 @@ import { DebateForm } from "./form";
 import { LiveDebate, STATE_LABELS, type ConnectionState } from "./live";
 import { el, formatMoney } from "./dom";
 import { mountExport } from "./export";
+import { applySources, mountSourcesField } from "./sources";
 
 const client = orchestrator();
 const setup = document.getElementById("setup") as HTMLElement;
@@ -36,8 +37,10 @@ function showBanner(message: string): void {
 }
 
 const form = new DebateForm((config) => void start(config));
+mountSourcesField(form.form); // evidence: a source document the debaters quote
 
 async function start(config: DebateConfig): Promise<void> {
+  applySources(config);
   form.clearErrors();
   showBanner("");
   form.setBusy(true);

@@ -65,6 +65,32 @@ TURN_ORDER_SEQUENTIAL: TurnOrder.ValueType  # 2
 """Debaters speak in order, each seeing the earlier turns of the round."""
 Global___TurnOrder: _TypeAlias = TurnOrder  # noqa: Y015
 
+class _QuoteStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QuoteStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QuoteStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUOTE_STATUS_UNSPECIFIED: _QuoteStatus.ValueType  # 0
+    QUOTE_STATUS_VERIFIED: _QuoteStatus.ValueType  # 1
+    """Found in the source, up to whitespace, quote marks, dashes and case."""
+    QUOTE_STATUS_PARTIAL: _QuoteStatus.ValueType  # 2
+    """Not found as it is, but a near match (similarity at least PARTIAL_THRESHOLD of 100)."""
+    QUOTE_STATUS_UNVERIFIED: _QuoteStatus.ValueType  # 3
+    """Neither: invented, or naming a source that does not exist."""
+
+class QuoteStatus(_QuoteStatus, metaclass=_QuoteStatusEnumTypeWrapper):
+    """How a quote of a turn matched the debate's sources (services/common/quotes.py)."""
+
+QUOTE_STATUS_UNSPECIFIED: QuoteStatus.ValueType  # 0
+QUOTE_STATUS_VERIFIED: QuoteStatus.ValueType  # 1
+"""Found in the source, up to whitespace, quote marks, dashes and case."""
+QUOTE_STATUS_PARTIAL: QuoteStatus.ValueType  # 2
+"""Not found as it is, but a near match (similarity at least PARTIAL_THRESHOLD of 100)."""
+QUOTE_STATUS_UNVERIFIED: QuoteStatus.ValueType  # 3
+"""Neither: invented, or naming a source that does not exist."""
+Global___QuoteStatus: _TypeAlias = QuoteStatus  # noqa: Y015
+
 class _FinishReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -380,6 +406,8 @@ class DebateConfig(_message.Message):
     MAX_TOKENS_PER_TURN_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     topic: _builtins.str
     max_tokens_per_turn: _builtins.int
     """Cap on completion tokens of each debater turn."""
@@ -399,6 +427,16 @@ class DebateConfig(_message.Message):
     def budget(self) -> Global___Money:
         """Optional spending cap for the whole debate; unset means no cap."""
 
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceDocument]:
+        """Evidence (issue 19): source documents given to every debater (and to the judge unless
+        evidence.hide_sources_from_judge), against which each marked quote of a turn is checked.
+        At most MAX_SOURCES documents, MAX_SOURCE_BYTES each and MAX_SOURCES_TOTAL_BYTES in all
+        (UTF-8), and together at most half the context window (services/common/limits.py).
+        """
+
+    @_builtins.property
+    def evidence(self) -> Global___EvidenceOptions: ...
     def __init__(
         self,
         *,
@@ -410,14 +448,129 @@ class DebateConfig(_message.Message):
         max_tokens_per_turn: _builtins.int = ...,
         budget: Global___Money | None = ...,
         seed: _builtins.int = ...,
+        sources: _abc.Iterable[Global___SourceDocument] | None = ...,
+        evidence: Global___EvidenceOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "format", b"format", "judge", b"judge"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "evidence", b"evidence", "format", b"format", "judge", b"judge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "format", b"format", "judge", b"judge", "max_tokens_per_turn", b"max_tokens_per_turn", "participants", b"participants", "seed", b"seed", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "evidence", b"evidence", "format", b"format", "judge", b"judge", "max_tokens_per_turn", b"max_tokens_per_turn", "participants", b"participants", "seed", b"seed", "sources", b"sources", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DebateConfig: _TypeAlias = DebateConfig  # noqa: Y015
+
+@_typing.final
+class SourceDocument(_message.Message):
+    """A source document of a debate: plain text that debaters quote from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Unique within the debate: 1 to 64 letters, digits, '.', '_' or '-' ("doc-1"). Debaters
+    name it in their quotes: <quote source="doc-1">...</quote>.
+    """
+    title: _builtins.str
+    """Optional, at most 200 characters."""
+    text: _builtins.str
+    """The document's text: not empty, at most MAX_SOURCE_BYTES bytes of UTF-8."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "text", b"text", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceDocument: _TypeAlias = SourceDocument  # noqa: Y015
+
+@_typing.final
+class EvidenceOptions(_message.Message):
+    """How a debate's sources are used."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HIDE_SOURCES_FROM_JUDGE_FIELD_NUMBER: _builtins.int
+    hide_sources_from_judge: _builtins.bool
+    """True: the judge sees the turns and each quote's check, but not the documents themselves
+    (Khan et al. 2024, "Debating with more persuasive LLMs leads to more truthful answers").
+    """
+    def __init__(
+        self,
+        *,
+        hide_sources_from_judge: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hide_sources_from_judge", b"hide_sources_from_judge"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvidenceOptions: _TypeAlias = EvidenceOptions  # noqa: Y015
+
+@_typing.final
+class Quote(_message.Message):
+    """A marked quote in a turn's text, with its check against the sources."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    BEST_MATCH_FIELD_NUMBER: _builtins.int
+    MATCHED_SOURCE_ID_FIELD_NUMBER: _builtins.int
+    MATCH_START_FIELD_NUMBER: _builtins.int
+    MATCH_END_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The quoted words as the debater wrote them (between the marks)."""
+    source_id: _builtins.str
+    """The source the debater named ("" when none was named: every source was searched)."""
+    status: Global___QuoteStatus.ValueType
+    start: _builtins.int
+    """Span of the whole marked quote (marks included) in Turn.text, in Unicode code points:
+    text[start:end].
+    """
+    end: _builtins.int
+    score: _builtins.float
+    """0 to 100: the similarity of the best match (100 for a verified quote)."""
+    best_match: _builtins.str
+    """The closest passage found in the sources, as written there ("" when nothing came close),
+    its document and its span in that document's text (code points).
+    """
+    matched_source_id: _builtins.str
+    match_start: _builtins.int
+    match_end: _builtins.int
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        source_id: _builtins.str = ...,
+        status: Global___QuoteStatus.ValueType = ...,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+        score: _builtins.float = ...,
+        best_match: _builtins.str = ...,
+        matched_source_id: _builtins.str = ...,
+        match_start: _builtins.int = ...,
+        match_end: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_match", b"best_match", "end", b"end", "match_end", b"match_end", "match_start", b"match_start", "matched_source_id", b"matched_source_id", "score", b"score", "source_id", b"source_id", "start", b"start", "status", b"status", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Quote: _TypeAlias = Quote  # noqa: Y015
 
 @_typing.final
 class Turn(_message.Message):
@@ -434,6 +587,7 @@ class Turn(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     SIMULATED_FIELD_NUMBER: _builtins.int
+    QUOTES_FIELD_NUMBER: _builtins.int
     round_number: _builtins.int
     participant: _builtins.str
     model: _builtins.str
@@ -447,6 +601,12 @@ class Turn(_message.Message):
     def usage(self) -> Global___TokenUsage: ...
     @_builtins.property
     def cost(self) -> Global___Money: ...
+    @_builtins.property
+    def quotes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Quote]:
+        """The turn's marked quotes, in order, each checked against the debate's sources (empty
+        for a debate without sources).
+        """
+
     def __init__(
         self,
         *,
@@ -459,10 +619,11 @@ class Turn(_message.Message):
         finish_reason: Global___FinishReason.ValueType = ...,
         attempt: _builtins.int = ...,
         simulated: _builtins.bool = ...,
+        quotes: _abc.Iterable[Global___Quote] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cost", b"cost", "finish_reason", b"finish_reason", "model", b"model", "participant", b"participant", "round_number", b"round_number", "simulated", b"simulated", "text", b"text", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cost", b"cost", "finish_reason", b"finish_reason", "model", b"model", "participant", b"participant", "quotes", b"quotes", "round_number", b"round_number", "simulated", b"simulated", "text", b"text", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -54,17 +54,25 @@ class DebaterTurn(_message.Message):
 
     DEBATER_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    QUOTES_FIELD_NUMBER: _builtins.int
     debater: _builtins.str
     text: _builtins.str
+    @_builtins.property
+    def quotes(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Quote]:
+        """The turn's marked quotes with their checks against the sources, shown to the judge as
+        verified, partial or unverified.
+        """
+
     def __init__(
         self,
         *,
         debater: _builtins.str = ...,
         text: _builtins.str = ...,
+        quotes: _abc.Iterable[_common_pb2.Quote] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["debater", b"debater", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debater", b"debater", "quotes", b"quotes", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -105,6 +113,7 @@ class EvaluateRoundRequest(_message.Message):
     JUDGE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     topic: _builtins.str
     round_number: _builtins.int
@@ -120,6 +129,10 @@ class EvaluateRoundRequest(_message.Message):
     def judge(self) -> _common_pb2.JudgeConfig:
         """Judge models, orderings and rubric."""
 
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SourceDocument]:
+        """The debate's source documents, when the judge may see them (empty when hidden)."""
+
     def __init__(
         self,
         *,
@@ -131,10 +144,11 @@ class EvaluateRoundRequest(_message.Message):
         judge: _common_pb2.JudgeConfig | None = ...,
         request_id: _builtins.str = ...,
         seed: _builtins.int = ...,
+        sources: _abc.Iterable[_common_pb2.SourceDocument] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["judge", b"judge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["debate_id", b"debate_id", "debaters", b"debaters", "judge", b"judge", "request_id", b"request_id", "round_number", b"round_number", "seed", b"seed", "topic", b"topic", "turns", b"turns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debate_id", b"debate_id", "debaters", b"debaters", "judge", b"judge", "request_id", b"request_id", "round_number", b"round_number", "seed", b"seed", "sources", b"sources", "topic", b"topic", "turns", b"turns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -172,6 +186,7 @@ class RenderVerdictRequest(_message.Message):
     JUDGE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     topic: _builtins.str
     request_id: _builtins.str
@@ -184,6 +199,10 @@ class RenderVerdictRequest(_message.Message):
     def assessments(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.RoundAssessment]: ...
     @_builtins.property
     def judge(self) -> _common_pb2.JudgeConfig: ...
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SourceDocument]:
+        """The debate's source documents, when the judge may see them (empty when hidden)."""
+
     def __init__(
         self,
         *,
@@ -195,10 +214,11 @@ class RenderVerdictRequest(_message.Message):
         judge: _common_pb2.JudgeConfig | None = ...,
         request_id: _builtins.str = ...,
         seed: _builtins.int = ...,
+        sources: _abc.Iterable[_common_pb2.SourceDocument] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["judge", b"judge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessments", b"assessments", "debate_id", b"debate_id", "debaters", b"debaters", "judge", b"judge", "request_id", b"request_id", "rounds", b"rounds", "seed", b"seed", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessments", b"assessments", "debate_id", b"debate_id", "debaters", b"debaters", "judge", b"judge", "request_id", b"request_id", "rounds", b"rounds", "seed", b"seed", "sources", b"sources", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
