@@ -7,6 +7,7 @@ import { Code } from "@connectrpc/connect";
 import { DebateForm } from "./form";
 import { LiveDebate, STATE_LABELS, type ConnectionState } from "./live";
 import { el, formatMoney } from "./dom";
+import { VotePanel } from "./votes";
 
 const client = orchestrator();
 const setup = document.getElementById("setup") as HTMLElement;
@@ -14,6 +15,7 @@ const live = document.getElementById("live") as HTMLElement;
 const banner = document.getElementById("banner") as HTMLElement;
 const connection = document.getElementById("connection") as HTMLElement;
 let current: LiveDebate | null = null;
+let votes: VotePanel | null = null; // human votes (votes.ts)
 
 const CONNECTION_LABELS: Record<ConnectionState, string> = {
   idle: "",
@@ -70,6 +72,8 @@ function watch(debateId: string, config: DebateConfig): void {
   window.scrollTo({ top: 0 });
   current = new LiveDebate(client, debateId, config, setConnection, showBanner);
   void current.follow();
+  votes?.stop();
+  votes = new VotePanel(client, debateId, config);
 }
 
 /** The caller's latest debates under the form, each a link that opens its live view. */
@@ -107,6 +111,8 @@ async function cancel(): Promise<void> {
 function backToForm(): void {
   current?.stop();
   current = null;
+  votes?.stop();
+  votes = null;
   setConnection("idle");
   showBanner("");
   live.hidden = true;
