@@ -48,6 +48,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from debate.common.v1 import common_pb2 as common
 from scipy import stats  # type: ignore[import-untyped]
 
@@ -96,15 +97,27 @@ class Correlation:
         return self.points >= 2 and abs(self.rho) >= threshold and self.p_value < significance
 
 
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """The Spearman correlation of paired values, or None when undefined (fewer than 2 points, or
-    a side without variation)."""
-    if len(xs) < 2 or len(set(xs)) < 2 or len(set(ys)) < 2:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a p-value is undefined for 2 points: only rho is used
-        rho = float(stats.spearmanr(xs, ys).statistic)
-    return None if math.isnan(rho) else max(-1.0, min(1.0, rho))
+def spearman_rows(rows: Sequence[tuple[Sequence[float], Sequence[float]]]) -> list[float | None]:
+    """The Spearman correlation of each row's paired values (ties ranked by their mean rank), or
+    None where undefined (fewer than 2 points, or a side without variation). Rows of the same
+    length are ranked together in one call (scipy.stats.rankdata along rows), so that a report
+    over thousands of answers costs a few array operations, not a SciPy call per answer."""
+    result: list[float | None] = [None] * len(rows)
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for index, (xs, _) in enumerate(rows):
+        if len(xs) >= 2:
+            by_size[len(xs)].append(index)
+    for indexes in by_size.values():
+        x = stats.rankdata(np.array([rows[i][0] for i in indexes], dtype=float), axis=1)
+        y = stats.rankdata(np.array([rows[i][1] for i in indexes], dtype=float), axis=1)
+        x -= x.mean(axis=1, keepdims=True)
+        y -= y.mean(axis=1, keepdims=True)
+        norm = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+        covariance = (x * y).sum(axis=1)
+        for i, n, cov in zip(indexes, norm, covariance, strict=True):
+            if n > 0:
+                result[i] = max(-1.0, min(1.0, float(cov / n)))
+    return result
 
 
 def across_rounds(values: Sequence[float]) -> Correlation:
@@ -179,34 +192,30 @@ def audit(
     lengths: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
     for debate_id, turn in turns:
         lengths[(debate_id, turn.round_number)][turn.participant] = _length(turn)
-    by_length: dict[str, list[float]] = defaultdict(list)  # model -> one value a round
-    by_position: dict[str, list[float]] = defaultdict(list)
+    # One row an accepted answer: (model, round), then its (xs, ys) for length and for position.
+    keys: list[tuple[str, tuple[str, int]]] = []
+    length_rows: list[tuple[Sequence[float], Sequence[float]]] = []
+    position_rows: list[tuple[Sequence[float], Sequence[float]]] = []
     disagreement: dict[str, list[float]] = defaultdict(list)
     for debate_id, assessment in assessments:
-        round_lengths = lengths.get((debate_id, assessment.round_number), {})
-        per_length: dict[str, list[float]] = defaultdict(list)  # model -> one value an answer
-        per_position: dict[str, list[float]] = defaultdict(list)
+        round_key = (debate_id, assessment.round_number)
+        round_lengths = lengths.get(round_key, {})
         orderings: dict[str, set[tuple[str, ...]]] = defaultdict(set)
         for call in assessment.calls:
             if not call.accepted or not call.totals:
                 continue
             orderings[call.model].add(tuple(call.ordering))
+            keys.append((call.model, round_key))
             shown = [name for name in call.ordering if name in call.totals]
-            position = spearman(range(len(shown)), [call.totals[name] for name in shown])
-            if position is not None:
-                per_position[call.model].append(position)
+            position_rows.append((range(len(shown)), [call.totals[name] for name in shown]))
             measured = [name for name in call.totals if name in round_lengths]
-            length = spearman([round_lengths[n] for n in measured], [call.totals[n] for n in measured])
-            if length is not None:
-                per_length[call.model].append(length)
-        for model, values in per_length.items():
-            by_length[model].append(sum(values) / len(values))
-        for model, values in per_position.items():
-            by_position[model].append(sum(values) / len(values))
+            length_rows.append(([round_lengths[n] for n in measured], [call.totals[n] for n in measured]))
         if len(assessment.judge_models) == 1:
             model = assessment.judge_models[0]
             if len(orderings.get(model, ())) > 1:
                 disagreement[model].append(1.0 - assessment.ordering_agreement)
+    by_length = _per_round(keys, spearman_rows(length_rows))
+    by_position = _per_round(keys, spearman_rows(position_rows))
     result = {}
     for model in set(by_length) | set(by_position) | set(disagreement):
         rounds = disagreement.get(model, [])
@@ -217,6 +226,15 @@ def audit(
             len(rounds),
         )
     return result
+
+
+def _per_round(keys: Sequence[tuple[str, tuple[str, int]]], values: Sequence[float | None]) -> dict[str, list[float]]:
+    """model -> one value a round: the mean of its answers' defined values in that round."""
+    answers: dict[str, dict[tuple[str, int], list[float]]] = defaultdict(lambda: defaultdict(list))
+    for (model, round_key), value in zip(keys, values, strict=True):
+        if value is not None:
+            answers[model][round_key].append(value)
+    return {model: [sum(v) / len(v) for v in rounds.values()] for model, rounds in answers.items()}
 
 
 def build_report(
