@@ -2,6 +2,8 @@
 
     python -m tests.benchmarks.bench_judge_report [--debates 200 1000 4000] [--repeat 3]
 
+`run(quick)` returns its rows for `make bench` (tests/benchmarks/run_all.py).
+
 Each size is a fresh SQLite store (a temporary file) holding that many completed 2-debater,
 2-round debates of one tenant: turns with usage, round assessments with 2 accepted judge calls
 each (2 orderings, `JudgeCall.totals`), a verdict and 3 votes. It prints, per size, the CPU time
@@ -56,6 +58,37 @@ def fill(store: SqliteStore, debates: int, seed: int = 7) -> None:
     store.commit()
 
 
+def measure(debates: int, repeat: int) -> tuple[float, int]:
+    """The median CPU seconds of tenant_report over `debates` stored debates, and the judges it reports."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = SqliteStore(os.path.join(folder, "orchestrator.sqlite3"))
+        try:
+            fill(store, debates)
+            times = []
+            for _ in range(repeat):
+                began = time.process_time()
+                report = tenant_report(store, "t", Thresholds())
+                times.append(time.process_time() - began)
+        finally:
+            store.close()
+    return statistics.median(times), len(report)
+
+
+def run(quick: bool = False) -> list[dict]:
+    rows = []
+    for debates in (200,) if quick else (200, 1000, 4000):
+        median, _ = measure(debates, 3)
+        rows.append(
+            {
+                "metric": f"judge report (calibration and audits) over {debates} stored debates, CPU per debate",
+                "target": "-",
+                "value": round(median / debates * 1e6, 1),
+                "unit": "µs",
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--debates", type=int, nargs="+", default=[200, 1000, 4000])
@@ -64,17 +97,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f} at start")
     print(f"{'debates':>8}  {'report CPU ms (median)':>22}  {'µs per debate':>13}  judges")
     for debates in args.debates:
-        with tempfile.TemporaryDirectory() as folder:
-            store = SqliteStore(os.path.join(folder, "orchestrator.sqlite3"))
-            fill(store, debates)
-            times = []
-            for _ in range(args.repeat):
-                began = time.process_time()
-                report = tenant_report(store, "t", Thresholds())
-                times.append(time.process_time() - began)
-            store.close()
-        median = statistics.median(times)
-        print(f"{debates:>8}  {median * 1000:>22.1f}  {median / debates * 1e6:>13.0f}  {len(report)}")
+        median, judges = measure(debates, args.repeat)
+        print(f"{debates:>8}  {median * 1000:>22.1f}  {median / debates * 1e6:>13.0f}  {judges}")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 
