@@ -75,10 +75,10 @@ WEB_SOURCES := web/package.json web/buf.gen.yaml web/build.mjs web/tsconfig.json
 
 web: web/dist/index.html
 
-# npm prints only errors (not its package count nor its notes on install scripts).
+# npm's output (its "added N packages" line, its notes on install scripts) is shown only when it fails.
 web/node_modules/.package-lock.json: web/package-lock.json
 	@echo "== web: installing the page's npm packages from web/package-lock.json (npm ci)"
-	@cd web && npm ci --no-audit --no-fund --loglevel=error
+	@cd web && out=$$(npm ci --no-audit --no-fund --loglevel=error 2>&1) || { echo "$$out"; exit 1; }
 	@touch $@
 
 web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)

@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from services.common.auth import ApiKeys
 from services.common.postgres_server import TEST_OPTIONS, PostgresServer
@@ -253,7 +256,11 @@ async def run_up(config: SuiteConfig, *, postgres: bool = False) -> int:
     if postgres:
         try:
             # Throwaway: tuned like the tests' server (no fsync); its data goes with it at stop.
-            server = await asyncio.to_thread(PostgresServer(options=TEST_OPTIONS).start)
+            # Started from this (the main) thread, on purpose: the server exits when the thread
+            # that started it dies (a SIGKILLed `up` leaves no PostgreSQL behind), and a worker
+            # thread of to_thread's pool is not ours to keep. Nothing else runs yet.
+            server = PostgresServer(options=TEST_OPTIONS)
+            server.start()
             config.database_url = await asyncio.to_thread(server.create_database, "debate_engine")
         except Exception as error:  # noqa: BLE001 (any failure to start it is reported the same way)
             if server is not None:
@@ -331,23 +338,81 @@ async def _run_suite(config: SuiteConfig, server: PostgresServer | None) -> int:
 
 async def _last_replica_exit(suite: Suite, config: SuiteConfig) -> RunningProcess:
     """The process whose exit ends the suite: any, with one replica of each service; with several,
-    the last live replica of a service, or Envoy or the page. A replica that dies while others of
-    its service live is reported in one line and left dead (not restarted): the others carry on."""
+    Envoy or the page, or the last replica of a service when none of its replicas lives or is
+    coming back. A replica that dies while others of its service live is reported in one line and
+    restarted (`_Restarts`), after a back-off that grows while it keeps dying; the others carry on."""
+    restarts = _Restarts()
+    pending: dict[asyncio.Task[Any], RunningProcess] = {}  # restarts under way -> the dead process
     while True:
-        proc = await suite.wait_for_exit()
-        service = proc.spec.name.rpartition("-")[0]
-        others = [
-            p for p in suite.running if p.process.returncode is None and p.spec.name.rpartition("-")[0] == service
-        ]
-        if config.replicas == 1 or service not in SERVICES or not others:
-            return proc
-        go_on = "carries on" if len(others) == 1 else "carry on"
-        print(
-            f"debate-engine up: {proc.spec.name} exited with code {proc.process.returncode}; "
-            f"{', '.join(p.spec.name for p in others)} {go_on} (it is not restarted)",
-            file=sys.stderr,
-            flush=True,
-        )
+        alive: dict[asyncio.Task[Any], RunningProcess] = {
+            asyncio.create_task(p.process.wait()): p for p in suite.running if p.process.returncode is None
+        }
+        done, _ = await asyncio.wait({*alive, *pending}, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in alive.keys() - done:
+            waiting.cancel()
+        for task in done:
+            if task in pending:
+                dead = pending.pop(task)
+                if task.exception() is None:
+                    print(f"debate-engine up: {dead.spec.name} is back", file=sys.stderr, flush=True)
+                    continue
+                proc = next(p for p in suite.running if p.spec is dead.spec)
+                if proc.process.returncode is None:  # not ready in time, yet alive: stop it, try again
+                    proc.process.kill()
+                    await proc.process.wait()
+            else:
+                proc = alive[task]
+                if proc.relay:
+                    await asyncio.wait({proc.relay}, timeout=1.0)
+            service = proc.spec.name.rpartition("-")[0]
+            others = [
+                p
+                for p in suite.running
+                if p is not proc and p.spec.name.rpartition("-")[0] == service and p.process.returncode is None
+            ]
+            coming = [p for p in pending.values() if p.spec.name.rpartition("-")[0] == service]
+            if config.replicas == 1 or service not in SERVICES or not (others or coming):
+                for task in pending:
+                    task.cancel()
+                return proc
+            delay = restarts.delay(proc.spec.name)
+            go_on = ", ".join(p.spec.name for p in others) + (" carries on" if len(others) == 1 else " carry on")
+            if delay is None:
+                what = f"it has died {restarts.limit} times in a row and is not restarted again"
+            else:
+                what = f"restarting it in {delay:g} s"
+                pending[asyncio.create_task(_restart_after(suite, proc, delay))] = proc
+            print(
+                f"debate-engine up: {proc.spec.name} exited with code {proc.process.returncode}; {what}"
+                + (f"; {go_on}" if others else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+async def _restart_after(suite: Suite, proc: RunningProcess, delay: float) -> RunningProcess:
+    await asyncio.sleep(delay)
+    return await suite.restart(proc)
+
+
+class _Restarts:
+    """The back-off of a replica's restarts: 1 s after a death, doubled for each death that comes
+    within `quiet` seconds of the one before, up to `ceiling`; after `limit` such deaths in a row
+    the replica is left dead (a crash loop, such as a bad setting, is not hammered)."""
+
+    def __init__(self, first: float = 1.0, ceiling: float = 30.0, quiet: float = 60.0, limit: int = 5):
+        self.first, self.ceiling, self.quiet, self.limit = first, ceiling, quiet, limit
+        self._streak: dict[str, tuple[int, float]] = {}  # name -> (deaths in a row, last death)
+
+    def delay(self, name: str, now: float | None = None) -> float | None:
+        """Seconds to wait before restarting `name`, which just died; None: do not restart it."""
+        now = time.monotonic() if now is None else now
+        count, last = self._streak.get(name, (0, -math.inf))
+        count = count + 1 if now - last < self.quiet else 1
+        self._streak[name] = (count, now)
+        if count > self.limit:
+            return None
+        return min(self.ceiling, self.first * 2 ** (count - 1))
 
 
 def _can_bind(host: str, port: int) -> bool:

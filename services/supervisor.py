@@ -197,6 +197,17 @@ class Suite:
         died.cancel()
         ready.result()
 
+    async def restart(self, proc: RunningProcess) -> RunningProcess:
+        """Starts `proc`'s spec again, in its place in `running` (it has exited), and waits until
+        the new process is ready: ProcessDied when it dies first, TimeoutError when it is not
+        ready within startup_timeout (it is then left running for stop() to end)."""
+        process = await spawn(proc.spec.argv, {**os.environ, **proc.spec.env})
+        again = RunningProcess(proc.spec, process)
+        again.relay = asyncio.create_task(self._relay(again))
+        self.running[self.running.index(proc)] = again
+        await self._wait_ready(again)
+        return again
+
     async def wait_for_exit(self) -> RunningProcess:
         """Returns the first process that exits (of those still running, when any is)."""
         alive = [p for p in self.running if p.process.returncode is None] or self.running

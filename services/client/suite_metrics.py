@@ -27,6 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 Labels = tuple[tuple[str, str], ...]  # sorted (name, value) pairs
 
 
+NOT_ERRORS = frozenset({"OK", "CANCELLED"})  # gRPC codes that `errors` leaves out
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Every sample of one scrape: {sample name: {labels: value}}, taken at `time` (seconds of a
@@ -227,13 +230,15 @@ class Window:
 
     @staticmethod
     def _errors(newest: list[Snapshot], rate: Callable[[str], dict[Labels, float]]) -> list[ErrorRate]:
-        """gRPC calls a service ended with a code other than OK, and provider errors by model."""
+        """gRPC calls a service ended with a code other than OK or CANCELLED, and provider errors by
+        model. CANCELLED is the caller's own doing (a watcher that detaches ends its
+        StreamDebateEvents so), not a fault of the suite's."""
         found: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
 
         def key(name: str, labels: Labels) -> tuple[str, str, str] | None:
             if name == "grpc_server_handled_total":
                 code = _label(labels, "grpc_code")
-                if code == "OK":
+                if code in NOT_ERRORS:
                     return None
                 service = _label(labels, "grpc_service").rpartition(".")[2]
                 return (service, _label(labels, "grpc_method"), code)

@@ -6,8 +6,8 @@ It finds the endpoints in the suite file that `debate-engine up` writes in its d
 (services/suite_file.py), or takes them from --metrics (repeatable), scrapes them every
 `--interval` seconds and shows: debates running and queued, tokens per second and cost per hour
 by model, relay latency p50 and p99, the suite's cost per hour, and the errors (gRPC calls
-ended with a code other than OK, provider errors, endpoints that do not answer). Rates and
-quantiles are over the last `--window` seconds (services/client/suite_metrics.py computes them).
+ended with a code other than OK or CANCELLED, provider errors, endpoints that do not answer).
+Rates and quantiles are over the last `--window` seconds (services/client/suite_metrics.py computes them).
 A model call's tokens are counted when it ends (`gen_ai_client_token_usage`), so tokens per
 second is their average over the window, as `rate(gen_ai_client_token_usage_sum[10s])` is.
 

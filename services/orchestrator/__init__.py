@@ -18,6 +18,7 @@
     schema.py     their schema, version by version, in both dialects
     peers.py      the judge and accounting services as two small protocols (what the engine sees)
     clients.py    their gRPC implementations (deadlines, retries, errors mapped to domain errors)
+    export/       a debate as one document (Markdown, JSON with a published schema, HTML): ExportDebate
 
 In-process stand-ins for the judge, accounting and the models are test support
 (tests/support/orchestrator_fakes.py).

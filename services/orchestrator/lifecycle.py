@@ -203,6 +203,10 @@ class Lifecycle:
             run.cancel_reason = message
             run.task.cancel()
             await asyncio.wait({run.task}, timeout=5.0)
+            if debate_id in self.store.lost:
+                # Its lease had been taken (this replica stalled past it) and the ending was
+                # refused: the debate runs on elsewhere, so the cancel goes to its owner.
+                return await self._forward_cancel(debate_id, message)
         elif self.store.shared and (row.state == S.DEBATE_STATE_RUNNING or not self.store.claim(debate_id)):
             return await self._forward_cancel(debate_id, message)
         else:  # created or queued: nothing generates yet (shared: this replica claimed its lease to end it)

@@ -7,6 +7,7 @@ serializer, so each event is serialised once for all its subscribers.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from debate.common.v1 import common_pb2
@@ -19,12 +20,15 @@ from services.common.logs import debate_id_var, request_id_var
 from services.common.money import usd
 from services.orchestrator.engine import Engine
 from services.orchestrator.events import EventHub
+from services.orchestrator.export import render as render_export
 from services.orchestrator.judge_report import Thresholds, tenant_report
 from services.orchestrator.run import TERMINAL
 from services.orchestrator.store import DebateRow
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# Export (issue 19 part 5): the wire's formats and the export module's names for them.
+EXPORT_FORMATS = {pb.EXPORT_FORMAT_MARKDOWN: "md", pb.EXPORT_FORMAT_JSON: "json", pb.EXPORT_FORMAT_HTML: "html"}
 
 
 def _timestamp(target, ns: int) -> None:
@@ -169,3 +173,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             for target, c in ((line.length_bias, r.length_bias), (line.position_bias, r.position_bias)):
                 target.rho, target.p_value, target.points = c.rho, c.p_value, c.points
         return response
+
+    # -- Export (issue 19 part 5) -----------------------------------------------------------
+    async def ExportDebate(self, request, context):
+        debate_id_var.set(request.debate_id)
+        fmt = EXPORT_FORMATS.get(request.format)
+        if fmt is None:
+            raise InvalidArgument([FieldViolation("format", "must be EXPORT_FORMAT_MARKDOWN, _JSON or _HTML")])
+        debate = self.debate(self.engine.get_row(current_tenant(), request.debate_id))
+        # Rendering a long debate takes milliseconds of CPU: a thread, so the loop keeps relaying tokens.
+        rendered = await asyncio.to_thread(render_export, debate, fmt)
+        return pb.ExportDebateResponse(
+            content_type=rendered.content_type, content=rendered.content, file_name=rendered.file_name
+        )

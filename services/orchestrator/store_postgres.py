@@ -89,6 +89,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -125,6 +126,12 @@ T = TypeVar("T")
 
 # -- leases (schema version 2); "?" placeholders, in_dialect'd like the store's statements
 FENCE = "SELECT orchestrator_fence(?, ?::text[], ?::bigint[])"
+# How long a debate stays in `lost` after its lease was found taken: writes of it from this
+# replica are refused meanwhile. Its run here is stopped at the next heartbeat, and whatever of it
+# was still under way (a judge call, say) ends within this many lease periods; after that nothing
+# here writes for it, and forgetting it keeps `lost` from growing with every takeover.
+LOST_KEPT_LEASES = 20
+FORWARDED = ""  # the journal's key of a write for another replica's debate (never a debate id)
 FENCE_MESSAGE = "orchestrator lease lost"  # what orchestrator_fence raises, the lost debates in its DETAIL
 _EXPIRES = "clock_timestamp() + ? * interval '1 second'"
 _TAKE = (
@@ -194,6 +201,7 @@ class PostgresStore(Store):
         self.lease_seconds = lease_seconds
         self.shared = True
         self.lost: set[str] = set()
+        self._lost_at: dict[str, float] = {}  # debate in `lost` -> when (monotonic s) it was lost
         self.cancel_requests: dict[str, str] = {}
         self._listener: Listener | None = None
         self._held: dict[str, int] = {}  # debate -> the epoch of its lease held here
@@ -351,8 +359,10 @@ class PostgresStore(Store):
         """Debates whose lease another replica holds now: their unsent writes and events are
         dropped, and later ones refused (`lost`)."""
         self.lost |= debate_ids
+        now = time.monotonic()
         for debate_id in debate_ids:
             self._held.pop(debate_id, None)
+            self._lost_at[debate_id] = now
         self._unsent = [write for write in self._unsent if write[0] not in debate_ids]
         self._events = {key: event for key, event in self._events.items() if key[0] not in debate_ids}
 
@@ -402,6 +412,7 @@ class PostgresStore(Store):
         for debate_id, epoch in rows:
             self._held[debate_id] = epoch
             self.lost.discard(debate_id)
+            self._lost_at.pop(debate_id, None)
         return [debate_id for debate_id, _ in rows]
 
     def claim(self, debate_id: str) -> bool:
@@ -419,6 +430,7 @@ class PostgresStore(Store):
         return debate_id in self._held
 
     def renew(self) -> None:
+        self._forget_lost()
         if not self._held:
             return
         ids = list(self._held)
@@ -426,6 +438,14 @@ class PostgresStore(Store):
         rows = self._read(RENEW, params)
         self.cancel_requests = {debate_id: reason for debate_id, reason in rows if reason}
         self._refuse(set(ids) - {debate_id for debate_id, _ in rows})
+
+    def _forget_lost(self) -> None:
+        """Drops from `lost` the debates lost over LOST_KEPT_LEASES lease periods ago."""
+        if self._lost_at:
+            old = time.monotonic() - LOST_KEPT_LEASES * self.lease_seconds
+            for debate_id in [d for d, at in self._lost_at.items() if at < old]:
+                del self._lost_at[debate_id]
+                self.lost.discard(debate_id)
 
     # -- the cluster ----------------------------------------------------------------------------
     def admit_queued(self, queue_limit: int) -> bool:
@@ -437,8 +457,11 @@ class PostgresStore(Store):
         return int(self._read(QUEUE_POSITION, params)[0][0])
 
     def request_cancel(self, debate_id: str, reason: str) -> None:
-        self._write(debate_id, REQUEST_CANCEL, (reason, debate_id))
-        self._write(debate_id, NOTIFY, (CANCEL_CHANNEL, f"{debate_id}\n{reason}"))
+        # A request to the debate's owner, about a debate this replica does not run: never
+        # fenced, and never refused as a write of a debate lost here (`lost` would drop it, and
+        # the caller's cancel with it), hence the journal's FORWARDED key rather than the id.
+        self._unsent.append((FORWARDED, _postgres(REQUEST_CANCEL), (reason, debate_id)))
+        self._unsent.append((FORWARDED, _postgres(NOTIFY), (CANCEL_CHANNEL, f"{debate_id}\n{reason}")))
 
     def listen(self, on_events: Callable[[dict[str, int] | None], None], on_cancel: Callable[[str, str], None]) -> None:
         if self._listener is None:

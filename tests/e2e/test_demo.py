@@ -86,6 +86,7 @@ def test_make_demo_on_a_fresh_clone_is_quiet_and_installs_only_what_running_need
     assert len(before) < 40, "".join(before)
     text = "".join(before)
     assert " + " not in text and "install-scripts" not in text and "npm warn" not in text, text
+    assert not re.search(r"^added \d+ packages", text, re.MULTILINE), text  # npm's count
     bin_dir = clone / ".venv" / "bin"
     assert (bin_dir / "debate-engine").exists() and (bin_dir / "grpcurl").exists()
     for tool in ("pytest", "playwright", "locust", "ruff", "mypy"):

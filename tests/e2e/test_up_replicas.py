@@ -1,7 +1,7 @@
 """`debate-engine up --replicas N` as a user runs it: the refusal without a database, and two
 replicas of each service on a throwaway PostgreSQL behind Envoy, where a debate runs through
-Envoy, a killed replica is reported while the others carry on, and the database is gone after
-the stop."""
+Envoy, a killed replica is reported and restarted while the others carry on, and the database
+is gone after the stop."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pytest
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
+from services.common.postgres_server import sweep_orphans
 from tests.e2e.test_gateway import debate_config
 from tests.helpers import BIN, ROOT, free_port
 
@@ -118,6 +119,13 @@ def test_up_runs_two_replicas_of_each_service_on_a_throwaway_postgres_behind_env
             assert time.monotonic() < deadline, "".join(output[-20:])
             time.sleep(0.1)
         assert launcher.poll() is None
+        assert any("judge-1 exited" in line and "restarting it in 1 s" in line for line in output), output[-5:]
+        # ... and comes back on its own port.
+        while not any("judge-1 is back" in line for line in output):
+            assert time.monotonic() < deadline, "".join(output[-20:])
+            time.sleep(0.1)
+        again = next(c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == judge_port and c.pid)
+        assert again != judge
 
         with grpc.insecure_channel(f"127.0.0.1:{gateway}") as channel:
             stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
@@ -140,6 +148,44 @@ def test_up_runs_two_replicas_of_each_service_on_a_throwaway_postgres_behind_env
         assert launcher.wait(timeout=90) == 0
         assert not data_dir.exists(), "the throwaway database outlived the suite"
         assert not [p for p in servers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+
+
+def test_a_sigkilled_up_leaves_no_postgres_and_no_service_behind(tmp_path):
+    """`up --postgres` killed outright (no chance to stop anything): its children, the services,
+    Envoy and the throwaway PostgreSQL, all end (their parent-death signal), and the database's
+    folder goes at the next start of a throwaway server."""
+    env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"}, "GATEWAY_PORT": str(free_port())}
+    launcher = _up(tmp_path, "--postgres", env=env)
+    output: list[str] = []
+    up = threading.Event()
+
+    def drain() -> None:
+        assert launcher.stdout is not None
+        for line in launcher.stdout:
+            output.append(line)
+            if "Ctrl-C stops it" in line:
+                up.set()
+        up.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        assert up.wait(180) and launcher.poll() is None, "".join(output[-40:])
+        children = psutil.Process(launcher.pid).children(recursive=True)
+        table = {m[1]: m[2] for line in output if (m := re.match(r"  (\S+)\s+(\S+)", line))}
+        pg_port = int(table["postgres"].rsplit(":", 1)[1])
+        server = next(p for p in children if f"-p {pg_port}" in " ".join(p.cmdline()))
+        data_dir = Path(next(arg for arg in server.cmdline() if arg.startswith("/tmp/debate-engine-pg-")))
+        assert len(children) >= 5, children  # PostgreSQL, three services and Envoy at least
+
+        launcher.kill()
+        launcher.wait(10)
+        gone, alive = psutil.wait_procs(children, timeout=30)
+        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [p.cmdline() for p in alive]
+        assert data_dir.parent.exists() and data_dir.parent in sweep_orphans(data_dir.parent.parent)
     finally:
         if launcher.poll() is None:
             launcher.kill()

@@ -211,6 +211,37 @@ def test_a_replica_whose_heartbeat_died_records_no_usage_after_its_leases_are_ta
         suite.stop()
 
 
+@pytest.mark.timeout(240)
+def test_a_cancel_sent_to_the_replica_that_lost_the_debate_reaches_its_new_owner(postgres_url, tmp_path):
+    """The caller's CancelDebate lands on the stale replica: whether it has stopped the debate it
+    lost already (it forwards the cancel, which its refusal of the lost debate's writes must not
+    swallow) or still runs it in its own view (its own ending is refused by the fence, and then
+    it forwards the cancel), the debate ends CANCELLED on its new owner rather than running on
+    to COMPLETED."""
+    suite = _suite(tmp_path)
+    a = _replica(suite, postgres_url, "a", sim=SLOW_SIM)
+    b = _replica(suite, postgres_url, "b", sim=SLOW_SIM)
+    try:
+        ids = _start_debates(a.address, postgres_url)
+        suite.run(_stop_heartbeat(a))
+        _wait(lambda: set(b.engine.lifecycle.runs) == set(ids), "b did not take the debates over")
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(grpc.insecure_channel(a.address))
+        stub.CancelDebate(pb.CancelDebateRequest(debate_id=ids[0], reason="enough"), timeout=30)
+
+        def state(debate_id: str) -> int:
+            return _query(postgres_url, f"SELECT state FROM debates WHERE debate_id = '{debate_id}'")[0][0]
+
+        _wait(lambda: state(ids[0]) != pb.DEBATE_STATE_RUNNING, "the cancelled debate did not end")
+        assert state(ids[0]) == pb.DEBATE_STATE_CANCELLED
+        row = _query(postgres_url, f"SELECT end_reason FROM debates WHERE debate_id = '{ids[0]}'")[0][0]
+        assert "enough" in row
+        _check_completed(b.address, postgres_url, tmp_path / "accounting" / "ledger.sqlite3", ids[1:])
+    finally:
+        suite.run(a.stop(grace=0))
+        suite.run(b.stop(grace=0))
+        suite.stop()
+
+
 async def _stop_heartbeat(service) -> None:
     heartbeat = service.engine.lifecycle._heartbeat
     heartbeat.cancel()

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from services.gateway import GatewayConfig
-from services.launcher import SuiteConfig, suite_envoy_config
+from services.launcher import SuiteConfig, _Restarts, suite_envoy_config
 
 URL = "postgresql://debate@127.0.0.1:5432/debate"
 
@@ -75,3 +75,12 @@ def test_envoy_balances_and_health_checks_the_orchestrators_only_when_replicated
     route = two["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     retry = route["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"]
     assert set(retry["retry_on"].split(",")) == {"connect-failure", "refused-stream", "unavailable"}
+
+
+def test_a_dying_replica_is_restarted_after_a_growing_back_off_and_left_dead_in_a_crash_loop():
+    restarts = _Restarts(first=1.0, ceiling=8.0, quiet=60.0, limit=5)
+    # Deaths 10 s apart: each within a minute of the one before, so the wait doubles up to 8 s.
+    assert [restarts.delay("judge-1", now=10.0 * k) for k in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert restarts.delay("judge-1", now=50.0) is None  # the sixth in a row: a crash loop
+    assert restarts.delay("judge-2", now=50.0) == 1.0  # each replica has its own streak
+    assert restarts.delay("judge-1", now=200.0) == 1.0  # up for a quiet minute: the streak starts again

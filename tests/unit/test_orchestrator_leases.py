@@ -107,6 +107,53 @@ def test_a_renewal_keeps_a_lease_and_finds_one_taken(postgres_url, tmp_path):
     assert _leases(backend) == [("d1", "b", 2)]
 
 
+def test_a_replica_that_lost_a_debate_still_forwards_a_cancel_for_it(postgres_url, tmp_path):
+    """A CancelDebate that reaches the replica which lost the debate is forwarded to the new owner:
+    the refusal of the stale owner's writes does not swallow the caller's request."""
+    backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
+    a, b = _replica(backend, "a", 0), _replica(backend, "b", 60)
+    a.insert_debate(debate("d1", state=S.DEBATE_STATE_RUNNING))
+    assert a.claim("d1")
+    a.commit()
+    assert [row.debate_id for row in b.claim_runnable()] == ["d1"]
+    b.commit()
+    a.update_debate("d1", current_round=5)  # the stale run's write: refused
+    a.request_cancel("d1", "stop it")  # the caller's: sent
+    a.commit()
+    assert a.lost == {"d1"}
+    assert backend.query("SELECT current_round, cancel_requested FROM debates") == [(0, "stop it")]
+    b.renew()
+    assert b.cancel_requests == {"d1": "stop it"}
+
+
+def test_a_lost_debate_is_forgotten_after_lost_kept_leases(postgres_url, tmp_path, monkeypatch):
+    """`lost` does not grow with every takeover: a debate leaves it LOST_KEPT_LEASES lease periods
+    after it was lost (its writes are refused until then), or at once when claimed again."""
+    import services.orchestrator.store_postgres as store_postgres
+
+    backend = OrchestratorBackend("postgresql", tmp_path, postgres_url)
+    a, b = _replica(backend, "a", 0.01), _replica(backend, "b", 60)
+    for n, debate_id in enumerate(("d1", "d2"), 1):
+        a.insert_debate(debate(debate_id, create_ns=n, state=S.DEBATE_STATE_RUNNING))
+        assert a.claim(debate_id)
+    a.commit()
+    asyncio.run(asyncio.sleep(0.02))  # a's leases lapse
+    assert [row.debate_id for row in b.claim_runnable()] == ["d1", "d2"]
+    b.commit()
+    a.renew()
+    a.commit()
+    assert a.lost == {"d1", "d2"}
+    now = [1000.0]
+    monkeypatch.setattr(store_postgres.time, "monotonic", lambda: now[0])
+    a._lost_at = dict.fromkeys(a.lost, 1000.0)
+    now[0] += store_postgres.LOST_KEPT_LEASES * 0.01 * 0.9
+    a.renew()
+    assert a.lost == {"d1", "d2"}  # not yet
+    now[0] += store_postgres.LOST_KEPT_LEASES * 0.01 * 0.2
+    a.renew()
+    assert a.lost == set() and a._lost_at == {}
+
+
 def test_sqlite_holds_every_lease(tmp_path):
     store = OrchestratorBackend("sqlite", tmp_path).open()
     store.insert_debate(debate("run", state=S.DEBATE_STATE_RUNNING))

@@ -116,6 +116,10 @@ def test_rates_quantiles_and_cost_over_the_window_from_two_scrapes():
     server = orchestrator.service.grpc.server.handled
     server.labels("unary", "debate.orchestrator.v1.OrchestratorService", "CreateDebate", "INVALID_ARGUMENT").inc()
     server.labels("unary", "debate.orchestrator.v1.OrchestratorService", "CreateDebate", "OK").inc(7)
+    # A watcher that detached: its caller's own doing, not an error.
+    server.labels(
+        "server_stream", "debate.orchestrator.v1.OrchestratorService", "StreamDebateEvents", "CANCELLED"
+    ).inc()
     accounting.metrics.cost_usd.labels("gpt-4o", "debater").inc(0.01)
     accounting.metrics.cost_usd.labels("gpt-4o", "judge").inc(0.005)
     window.add(

@@ -8,6 +8,7 @@ import { DebateForm } from "./form";
 import { LiveDebate, STATE_LABELS, type ConnectionState } from "./live";
 import { el, formatMoney } from "./dom";
 import { VotePanel } from "./votes";
+import { mountExport } from "./export";
 
 const client = orchestrator();
 const setup = document.getElementById("setup") as HTMLElement;
@@ -150,6 +151,7 @@ keyInput.value = apiKey();
 keyInput.addEventListener("input", () => setApiKey(keyInput.value.trim()));
 document.getElementById("new-debate")!.addEventListener("click", backToForm);
 document.getElementById("cancel-debate")!.addEventListener("click", () => void cancel());
+mountExport(client, document.querySelector(".live-actions") as HTMLElement, () => current?.debateId ?? null, showBanner);
 window.addEventListener("popstate", () => void route());
 window.addEventListener("hashchange", () => void route());
 void route();

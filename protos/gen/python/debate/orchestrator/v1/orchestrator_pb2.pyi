@@ -54,6 +54,39 @@ DEBATE_STATE_BUDGET_EXCEEDED: DebateState.ValueType  # 7
 """A budget reservation was refused; what was spent stays recorded."""
 Global___DebateState: _TypeAlias = DebateState  # noqa: Y015
 
+class _ExportFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExportFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExportFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXPORT_FORMAT_UNSPECIFIED: _ExportFormat.ValueType  # 0
+    EXPORT_FORMAT_MARKDOWN: _ExportFormat.ValueType  # 1
+    """CommonMark with GitHub tables ("text/markdown"), to post as it is."""
+    EXPORT_FORMAT_JSON: _ExportFormat.ValueType  # 2
+    """One JSON object ("application/json") valid against the JSON Schema
+    docs/schemas/debate-export.v1.json; amounts are exact decimal strings.
+    """
+    EXPORT_FORMAT_HTML: _ExportFormat.ValueType  # 3
+    """One HTML file ("text/html") with its style inline, which fetches nothing."""
+
+class ExportFormat(_ExportFormat, metaclass=_ExportFormatEnumTypeWrapper):
+    """---- Export (issue 19 part 5) ----
+
+    The kinds of document ExportDebate writes.
+    """
+
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat.ValueType  # 0
+EXPORT_FORMAT_MARKDOWN: ExportFormat.ValueType  # 1
+"""CommonMark with GitHub tables ("text/markdown"), to post as it is."""
+EXPORT_FORMAT_JSON: ExportFormat.ValueType  # 2
+"""One JSON object ("application/json") valid against the JSON Schema
+docs/schemas/debate-export.v1.json; amounts are exact decimal strings.
+"""
+EXPORT_FORMAT_HTML: ExportFormat.ValueType  # 3
+"""One HTML file ("text/html") with its style inline, which fetches nothing."""
+Global___ExportFormat: _TypeAlias = ExportFormat  # noqa: Y015
+
 @_typing.final
 class Round(_message.Message):
     """One round of a debate."""
@@ -1210,3 +1243,53 @@ class GetJudgeReportResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetJudgeReportResponse: _TypeAlias = GetJudgeReportResponse  # noqa: Y015
+
+@_typing.final
+class ExportDebateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEBATE_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    debate_id: _builtins.str
+    format: Global___ExportFormat.ValueType
+    def __init__(
+        self,
+        *,
+        debate_id: _builtins.str = ...,
+        format: Global___ExportFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debate_id", b"debate_id", "format", b"format"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportDebateRequest: _TypeAlias = ExportDebateRequest  # noqa: Y015
+
+@_typing.final
+class ExportDebateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    content_type: _builtins.str
+    """The document's media type with its charset, e.g. "text/markdown; charset=utf-8"."""
+    content: _builtins.bytes
+    """The document, UTF-8."""
+    file_name: _builtins.str
+    """A file name for it: "debate-{debate_id}.md", ".json" or ".html"."""
+    def __init__(
+        self,
+        *,
+        content_type: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "content_type", b"content_type", "file_name", b"file_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportDebateResponse: _TypeAlias = ExportDebateResponse  # noqa: Y015

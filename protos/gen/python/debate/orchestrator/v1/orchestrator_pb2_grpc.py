@@ -79,6 +79,11 @@ class OrchestratorServiceStub:
                 request_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportRequest.SerializeToString,
                 response_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportResponse.FromString,
                 _registered_method=True)
+        self.ExportDebate = channel.unary_unary(
+                '/debate.orchestrator.v1.OrchestratorService/ExportDebate',
+                request_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateRequest.SerializeToString,
+                response_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -155,6 +160,19 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportDebate(self, request, context):
+        """---- Export (issue 19 part 5) ----
+        The debate as one document to share: the participants, the transcript with its quotes
+        marked, the round scores, the verdicts and the cost table with exact amounts, as Markdown,
+        JSON (valid against docs/schemas/debate-export.v1.json) or one self-contained HTML file.
+        A debate in any state: one not finished exports what it has so far. Another tenant's
+        debate: NOT_FOUND. A format missing or unknown: INVALID_ARGUMENT with a field violation
+        on "format".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +220,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.GetJudgeReport,
                     request_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportRequest.FromString,
                     response_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportResponse.SerializeToString,
+            ),
+            'ExportDebate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportDebate,
+                    request_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateRequest.FromString,
+                    response_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -447,6 +470,33 @@ class OrchestratorService:
             '/debate.orchestrator.v1.OrchestratorService/GetJudgeReport',
             debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportRequest.SerializeToString,
             debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportDebate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debate.orchestrator.v1.OrchestratorService/ExportDebate',
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateRequest.SerializeToString,
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,15 @@ class OrchestratorServiceStub:
     and its audit (length bias, position bias, ordering disagreement), flagged past the
     thresholds of the settings.
     """
+    ExportDebate: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ExportDebateRequest, _orchestrator_pb2.ExportDebateResponse]
+    """---- Export (issue 19 part 5) ----
+    The debate as one document to share: the participants, the transcript with its quotes
+    marked, the round scores, the verdicts and the cost table with exact amounts, as Markdown,
+    JSON (valid against docs/schemas/debate-export.v1.json) or one self-contained HTML file.
+    A debate in any state: one not finished exports what it has so far. Another tenant's
+    debate: NOT_FOUND. A format missing or unknown: INVALID_ARGUMENT with a field violation
+    on "format".
+    """
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
@@ -94,6 +103,15 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """For each judge model of the caller's debates: its calibration against the human majority
     and its audit (length bias, position bias, ordering disagreement), flagged past the
     thresholds of the settings.
+    """
+    ExportDebate: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ExportDebateRequest, _orchestrator_pb2.ExportDebateResponse]  # type: ignore[assignment]
+    """---- Export (issue 19 part 5) ----
+    The debate as one document to share: the participants, the transcript with its quotes
+    marked, the round scores, the verdicts and the cost table with exact amounts, as Markdown,
+    JSON (valid against docs/schemas/debate-export.v1.json) or one self-contained HTML file.
+    A debate in any state: one not finished exports what it has so far. Another tenant's
+    debate: NOT_FOUND. A format missing or unknown: INVALID_ARGUMENT with a field violation
+    on "format".
     """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -179,6 +197,21 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         """For each judge model of the caller's debates: its calibration against the human majority
         and its audit (length bias, position bias, ordering disagreement), flagged past the
         thresholds of the settings.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportDebate(
+        self,
+        request: _orchestrator_pb2.ExportDebateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.ExportDebateResponse, _abc.Awaitable[_orchestrator_pb2.ExportDebateResponse]]:
+        """---- Export (issue 19 part 5) ----
+        The debate as one document to share: the participants, the transcript with its quotes
+        marked, the round scores, the verdicts and the cost table with exact amounts, as Markdown,
+        JSON (valid against docs/schemas/debate-export.v1.json) or one self-contained HTML file.
+        A debate in any state: one not finished exports what it has so far. Another tenant's
+        debate: NOT_FOUND. A format missing or unknown: INVALID_ARGUMENT with a field violation
+        on "format".
         """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
