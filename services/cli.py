@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "services.loadtest.cli",  # load
     "services.client.commands",  # demo, debate, attach, list, cancel
     "services.client.top",  # top
+    "services.client.votes",  # vote, audit (i18j)
     "services.client.export",  # export (issue 19 part 5)
 ]
 

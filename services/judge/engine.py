@@ -354,11 +354,13 @@ class Judge:
                             self.metrics.repairs.labels(model).inc()
                     conversation = repair_messages(messages, reader.text, problems)
                     continue
-                calls.append(replace(made, accepted=True))
+                scores = {label_to_name[label]: s for label, s in answer.scores.items()}
+                totals = {name: round(aggregate.weighted_total(s, parts.criteria), 4) for name, s in scores.items()}
+                calls.append(replace(made, accepted=True, totals=totals))
                 return Ballot(
                     model=model,
                     ordering_index=index,
-                    scores={label_to_name[label]: s for label, s in answer.scores.items()},
+                    scores=scores,
                     rationales={
                         label_to_name[label]: unmask_labels(r, label_to_name) for label, r in answer.rationales.items()
                     },

@@ -167,6 +167,8 @@ class JudgeCall:
     simulated: bool
     attempt: int = 1  # 1 for the ballot's first answer, 2 and more for repairs
     accepted: bool = False  # the answer was valid and its ballot took it
+    # An accepted answer's weighted total (0..10) by debater name, for judge audits; else empty.
+    totals: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 
 from services.common.debate_rules import ModelRules
 from services.common.llm import LLMClient, build_llm_client
-from services.common.llm.simulated import SIM_JUDGE_MODEL
 from services.common.metrics import ServiceMetrics
 from services.common.pricing import PriceBook
 from services.common.server import GrpcService, ServiceBinding
@@ -31,7 +30,7 @@ async def build_service(settings: JudgeSettings, llm: LLMClient | None = None) -
     if llm is None:
         router = build_llm_client(
             settings,
-            responders={SIM_JUDGE_MODEL: simulated_judge.respond},
+            responders=simulated_judge.responders(),
             metrics=metrics.llm if metrics is not None else None,
         )
         on_stop.append(router.aclose)

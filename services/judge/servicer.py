@@ -135,6 +135,7 @@ def _calls(calls: Iterable[JudgeCall]) -> list[common_pb2.JudgeCall]:
             simulated=c.simulated,
             attempt=c.attempt,
             accepted=c.accepted,
+            totals=c.totals,
         )
         for c in calls
     ]

@@ -34,7 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.llm.base import CompletionRequest
+from services.common.llm.simulated import SIM_JUDGE_MODEL
 from services.common.text import plural
+from services.judge import biased_judges
 from services.judge.prompts import PromptView, read_prompt
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -226,5 +228,14 @@ def respond(request: CompletionRequest) -> str:
         if message.role == "user":
             view = read_prompt(message.content)
             if view is not None:
-                return json.dumps(answer(view))
+                return json.dumps(biased_judges.skew(request.model, view, answer(view)))
     return json.dumps({"error": "sim/judge found no judge prompt in the request"})
+
+
+# Variants of sim/judge answered by `respond` (by their model name): biased judges for audits.
+VARIANT_MODELS: tuple[str, ...] = tuple(biased_judges.VARIANTS)
+
+
+def responders() -> dict[str, Any]:
+    """`sim/judge` and each variant of it, model name -> `respond`, for build_llm_client."""
+    return {name: respond for name in (SIM_JUDGE_MODEL, *VARIANT_MODELS)}

@@ -36,6 +36,7 @@ from services.orchestrator.scheduler import Scheduler
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import DebateRow, Store, decode_page_token, encode_page_token
 from services.orchestrator.turns import TurnRunner
+from services.orchestrator.votes import Votes
 
 MAX_REQUEST_ID = 128  # characters
 
@@ -81,6 +82,7 @@ class Engine:
             metrics,
             tracer,
         )
+        self.votes = Votes(store, hub)  # human votes (votes.py; reports: judge_report.py)
 
     # ==== stored debates =========================================================================
     def create(self, tenant: str, config: common.DebateConfig, request_id: str) -> DebateRow:

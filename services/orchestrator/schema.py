@@ -190,9 +190,37 @@ _POSTGRES_V3 = (
     "CREATE INDEX debates_queue ON debates (state, queue_ns, create_ns)",
 )
 
+# Human votes (i18j; provisional number 6, numbered 4 on its branch, the next after main's 3: it
+# depends on no other migration, so it can be renumbered at merge). One vote per (debate, voter):
+# a repeated vote replaces the row. `winner` is a participant's name, '' with `tie` (0/1 in
+# SQLite, BOOLEAN in PostgreSQL); `cast_ns` is when the current vote was cast. A debate's votes
+# are read and counted by debate_id (the primary key's prefix).
+_SQLITE_VOTES = (
+    """CREATE TABLE votes (
+    debate_id TEXT NOT NULL,
+    voter TEXT NOT NULL,
+    winner TEXT NOT NULL,
+    tie INTEGER NOT NULL DEFAULT 0,
+    cast_ns INTEGER NOT NULL,
+    PRIMARY KEY (debate_id, voter)
+) WITHOUT ROWID""",
+)
+_POSTGRES_VOTES = (
+    """CREATE TABLE votes (
+    debate_id TEXT NOT NULL,
+    voter TEXT NOT NULL,
+    winner TEXT NOT NULL,
+    tie BOOLEAN NOT NULL DEFAULT FALSE,
+    cast_ns BIGINT NOT NULL,
+    PRIMARY KEY (debate_id, voter)
+)""",
+)
+VOTES_MIGRATION_NAME = "human votes, one per (debate, voter)"
+
 MIGRATIONS = (
     Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
     Migration(2, "debate leases (owner, epoch, expiry) and the fence of a commit", _SQLITE_V2, _POSTGRES_V2),
     Migration(3, "a cancel forwarded to the owner; the cluster-wide queue's index", _SQLITE_V3, _POSTGRES_V3),
+    Migration(4, VOTES_MIGRATION_NAME, _SQLITE_VOTES, _POSTGRES_VOTES),  # i18j: provisional 6
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)

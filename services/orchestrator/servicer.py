@@ -21,6 +21,7 @@ from services.common.money import usd
 from services.orchestrator.engine import Engine
 from services.orchestrator.events import EventHub
 from services.orchestrator.export import render as render_export
+from services.orchestrator.judge_report import Thresholds, tenant_report
 from services.orchestrator.run import TERMINAL
 from services.orchestrator.store import DebateRow
 
@@ -88,6 +89,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             debate.cost.total.CopyFrom(_cost(row))
         _timestamp(debate.create_time, row.create_ns)
         _timestamp(debate.update_time, row.update_ns)
+        debate.votes.CopyFrom(self.engine.votes.tally(row).to_proto())  # i18j: human votes
         return debate
 
     # -- RPCs -------------------------------------------------------------------------------
@@ -139,6 +141,38 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
         async for frame in frames:
             yield frame
+
+    # -- human votes, judge calibration and judge audits (i18j) ------------------------------
+    async def CastVote(self, request, context):
+        debate_id_var.set(request.debate_id)
+        row = self.engine.get_row(current_tenant(), request.debate_id)
+        tally, replaced = self.engine.votes.cast(row, request.voter, request.winner, request.tie)
+        return pb.CastVoteResponse(votes=tally.to_proto(), replaced=replaced)
+
+    async def GetJudgeReport(self, request, context):
+        if request.min_votes < 0:
+            raise InvalidArgument([FieldViolation("min_votes", "must be 0 (the setting) or more")])
+        thresholds = Thresholds.from_settings(self.engine.settings, request.min_votes)
+        reports = tenant_report(self.engine.store, current_tenant(), thresholds)
+        response = pb.GetJudgeReportResponse(
+            min_votes=thresholds.min_votes,
+            max_length_bias=thresholds.max_length_bias,
+            max_position_bias=thresholds.max_position_bias,
+            max_ordering_disagreement=thresholds.max_ordering_disagreement,
+        )
+        for r in reports:
+            line = response.judges.add(
+                judge=r.judge,
+                calibration_debates=r.calibration_debates,
+                calibration_agreed=r.calibration_agreed,
+                calibration=r.calibration,
+                ordering_disagreement=r.ordering_disagreement,
+                ordering_rounds=r.ordering_rounds,
+                flags=r.flags,
+            )
+            for target, c in ((line.length_bias, r.length_bias), (line.position_bias, r.position_bias)):
+                target.rho, target.p_value, target.points = c.rho, c.p_value, c.points
+        return response
 
     # -- Export (issue 19 part 5) -----------------------------------------------------------
     async def ExportDebate(self, request, context):

@@ -55,3 +55,20 @@ class OrchestratorSettings(LLMSettings, DatabaseSettings, ServiceSettings):
     max_turn_attempts: int = Field(3, ge=1, description="attempts of a debater turn whose model call fails")
     rpc_timeout_seconds: float = Field(60.0, gt=0, description="deadline of a call to the judge or accounting")
     judge_attempts: int = Field(3, ge=1)
+
+    # Judge calibration and audits (i18j; services/orchestrator/judge_report.py)
+    calibration_min_votes: int = Field(
+        3, ge=1, description="human votes a completed debate needs to count for a judge's calibration"
+    )
+    audit_max_length_bias: float = Field(
+        0.5, ge=0, le=1, description="a judge whose |Spearman rho| of score vs turn length reaches this is flagged"
+    )
+    audit_max_position_bias: float = Field(
+        0.5, ge=0, le=1, description="a judge whose |Spearman rho| of score vs shown position reaches this is flagged"
+    )
+    audit_max_ordering_disagreement: float = Field(
+        0.25, ge=0, le=1, description="a judge whose rotated orderings disagree more than this (mean) is flagged"
+    )
+    audit_significance: float = Field(
+        0.05, gt=0, le=1, description="a bias correlation flags a judge only with a p-value below this"
+    )

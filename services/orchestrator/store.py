@@ -130,6 +130,35 @@ READ_EVENTS = (
     "ORDER BY sequence LIMIT ?"
 )
 LAST_SEQUENCE = "SELECT MAX(sequence) FROM events WHERE debate_id = ?"
+# -- human votes (i18j): one row per (debate, voter), a repeated vote written over ---------------
+PUT_VOTE = (
+    "INSERT INTO votes (debate_id, voter, winner, tie, cast_ns) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (debate_id, voter) DO UPDATE SET winner = excluded.winner, tie = excluded.tie, "
+    "cast_ns = excluded.cast_ns"
+)
+HAS_VOTE = "SELECT 1 FROM votes WHERE debate_id = ? AND voter = ?"
+VOTE_COUNTS = "SELECT winner, tie, COUNT(*) FROM votes WHERE debate_id = ? GROUP BY winner, tie"
+TENANT_VOTE_COUNTS = (
+    "SELECT v.debate_id, v.winner, v.tie, COUNT(*) FROM votes v JOIN debates d ON d.debate_id = v.debate_id "
+    "WHERE d.tenant = ? GROUP BY v.debate_id, v.winner, v.tie"
+)
+# What a judge report reads of a tenant's debates: verdicts, round assessments, turns.
+TENANT_VERDICTS = (
+    "SELECT debate_id, verdict FROM debates WHERE tenant = ? AND state = ? AND verdict IS NOT NULL "
+    "ORDER BY create_ns, debate_id"
+)
+TENANT_ASSESSMENTS = (
+    "SELECT a.debate_id, a.assessment FROM assessments a JOIN debates d ON d.debate_id = a.debate_id "
+    "WHERE d.tenant = ? ORDER BY a.debate_id, a.round"
+)
+TENANT_TURNS = (
+    "SELECT t.debate_id, t.turn FROM turns t JOIN debates d ON d.debate_id = t.debate_id "
+    "WHERE d.tenant = ? ORDER BY t.debate_id, t.round"
+)
+# The key a vote's write is filed under (Store._write): never a debate's id, so a vote is never
+# fenced by, nor refused with, the lease of the replica that runs the debate.
+VOTE_WRITE_KEY = "votes/"
+
 # The states of a debate someone must run (or hold in its queue): what a restart or a takeover picks up.
 RUNNABLE = (orchestrator_pb2.DebateState.DEBATE_STATE_RUNNING, orchestrator_pb2.DebateState.DEBATE_STATE_QUEUED)
 
@@ -354,6 +383,39 @@ class Store(Protocol):
     def assessments(self, debate_id: str) -> list[tuple[common_pb2.RoundAssessment, bool]]:
         rows = self._read(ASSESSMENTS, (debate_id,))
         return [(common_pb2.RoundAssessment.FromString(a), bool(r)) for a, r in rows]
+
+    # -- human votes (i18j)
+    def put_vote(self, debate_id: str, voter: str, winner: str, tie: bool, cast_ns: int) -> bool:
+        """Stores a voter's vote on a debate, replacing the voter's earlier one (in the open
+        transaction); whether there was an earlier one."""
+        replaced = bool(self._read(HAS_VOTE, (debate_id, voter)))
+        self._write(VOTE_WRITE_KEY + debate_id, PUT_VOTE, (debate_id, voter, winner, bool(tie), cast_ns))
+        return replaced
+
+    def vote_counts(self, debate_id: str) -> dict[tuple[str, bool], int]:
+        """(winner, tie) -> votes, for the debate's choices that have any."""
+        return {(w, bool(t)): int(n) for w, t, n in self._read(VOTE_COUNTS, (debate_id,))}
+
+    def tenant_vote_counts(self, tenant: str) -> dict[str, dict[tuple[str, bool], int]]:
+        """debate_id -> (winner, tie) -> votes, over the tenant's debates that have votes."""
+        counts: dict[str, dict[tuple[str, bool], int]] = {}
+        for debate_id, w, t, n in self._read(TENANT_VOTE_COUNTS, (tenant,)):
+            counts.setdefault(debate_id, {})[(w, bool(t))] = int(n)
+        return counts
+
+    def tenant_verdicts(self, tenant: str, state: int) -> list[tuple[str, common_pb2.Verdict]]:
+        """(debate_id, verdict) of the tenant's debates in `state` that have a verdict, oldest first."""
+        rows = self._read(TENANT_VERDICTS, (tenant, state))
+        return [(debate_id, common_pb2.Verdict.FromString(v)) for debate_id, v in rows]
+
+    def tenant_assessments(self, tenant: str) -> list[tuple[str, common_pb2.RoundAssessment]]:
+        """(debate_id, assessment) of every round assessment stored for the tenant's debates."""
+        rows = self._read(TENANT_ASSESSMENTS, (tenant,))
+        return [(debate_id, common_pb2.RoundAssessment.FromString(a)) for debate_id, a in rows]
+
+    def tenant_turns(self, tenant: str) -> list[tuple[str, common_pb2.Turn]]:
+        """(debate_id, turn) of every turn stored for the tenant's debates."""
+        return [(debate_id, common_pb2.Turn.FromString(t)) for debate_id, t in self._read(TENANT_TURNS, (tenant,))]
 
     # -- events
     def add_events(self, rows: list[tuple[str, int, bytes]]) -> None:

@@ -422,6 +422,8 @@ def _future_debate_class():
         out = found[0] if found else file.message_type.add(name=name)
         for spec in fields:
             name_, number, kind, *rest = spec
+            if any(f.name == name_ for f in out.field):
+                continue  # the feature is merged: its real field is there already
             label = field.LABEL_REPEATED if rest and rest[-1] == "repeated" else field.LABEL_OPTIONAL
             type_name = rest[0] if rest and rest[0] != "repeated" else ""
             added = out.field.add(name=name_, number=number, type=kind, label=label)

@@ -7,6 +7,7 @@ import { Code } from "@connectrpc/connect";
 import { DebateForm } from "./form";
 import { LiveDebate, STATE_LABELS, type ConnectionState } from "./live";
 import { el, formatMoney } from "./dom";
+import { VotePanel } from "./votes";
 import { mountExport } from "./export";
 import { applySources, mountSourcesField } from "./sources";
 
@@ -16,6 +17,7 @@ const live = document.getElementById("live") as HTMLElement;
 const banner = document.getElementById("banner") as HTMLElement;
 const connection = document.getElementById("connection") as HTMLElement;
 let current: LiveDebate | null = null;
+let votes: VotePanel | null = null; // human votes (votes.ts)
 
 const CONNECTION_LABELS: Record<ConnectionState, string> = {
   idle: "",
@@ -74,6 +76,8 @@ function watch(debateId: string, config: DebateConfig): void {
   window.scrollTo({ top: 0 });
   current = new LiveDebate(client, debateId, config, setConnection, showBanner);
   void current.follow();
+  votes?.stop();
+  votes = new VotePanel(client, debateId, config);
 }
 
 /** The caller's latest debates under the form, each a link that opens its live view. */
@@ -111,6 +115,8 @@ async function cancel(): Promise<void> {
 function backToForm(): void {
   current?.stop();
   current = null;
+  votes?.stop();
+  votes = null;
   setConnection("idle");
   showBanner("");
   live.hidden = true;

@@ -690,6 +690,26 @@ class JudgeCall(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TotalsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     MODEL_FIELD_NUMBER: _builtins.int
     ORDERING_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
@@ -698,6 +718,7 @@ class JudgeCall(_message.Message):
     SIMULATED_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     attempts: _builtins.int
     """How many answers it took to get valid structured output (1 = first try)."""
@@ -716,6 +737,12 @@ class JudgeCall(_message.Message):
 
     @_builtins.property
     def usage(self) -> Global___TokenUsage: ...
+    @_builtins.property
+    def totals(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Judge audits (i18j): this accepted answer's weighted total (0 to 10) for each debater, by
+        debater name; empty for a refused answer and in calls stored before the field existed.
+        """
+
     def __init__(
         self,
         *,
@@ -727,10 +754,11 @@ class JudgeCall(_message.Message):
         simulated: _builtins.bool = ...,
         attempt: _builtins.int = ...,
         accepted: _builtins.bool = ...,
+        totals: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "attempt", b"attempt", "attempts", b"attempts", "model", b"model", "ordering", b"ordering", "request_id", b"request_id", "simulated", b"simulated", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "attempt", b"attempt", "attempts", b"attempts", "model", b"model", "ordering", b"ordering", "request_id", b"request_id", "simulated", b"simulated", "totals", b"totals", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -132,6 +132,7 @@ class Debate(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     END_REASON_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    VOTES_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     """"debates/{uuid}" style id without the prefix."""
     state: Global___DebateState.ValueType
@@ -153,6 +154,10 @@ class Debate(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def votes(self) -> Global___VoteTally:
+        """The human votes cast on the debate (CastVote), aggregated."""
+
     def __init__(
         self,
         *,
@@ -166,10 +171,11 @@ class Debate(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         end_reason: _builtins.str = ...,
         last_sequence: _builtins.int = ...,
+        votes: Global___VoteTally | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "cost", b"cost", "create_time", b"create_time", "update_time", b"update_time", "verdict", b"verdict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "cost", b"cost", "create_time", b"create_time", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "cost", b"cost", "create_time", b"create_time", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "rounds", b"rounds", "state", b"state", "update_time", b"update_time", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "cost", b"cost", "create_time", b"create_time", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "rounds", b"rounds", "state", b"state", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -952,6 +958,291 @@ class Heartbeat(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
+class CastVoteRequest(_message.Message):
+    """--- Human votes, judge calibration and judge audits (i18j) ---"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEBATE_ID_FIELD_NUMBER: _builtins.int
+    VOTER_FIELD_NUMBER: _builtins.int
+    WINNER_FIELD_NUMBER: _builtins.int
+    TIE_FIELD_NUMBER: _builtins.int
+    debate_id: _builtins.str
+    voter: _builtins.str
+    """Who votes, unique within the tenant: 1 to 128 characters (letters, digits, "._@:-").
+    Authentication names a tenant, not a person, so the voter is named by the request; the
+    tenant's own callers are trusted to name themselves.
+    """
+    winner: _builtins.str
+    """The participant voted for; empty when tie is set."""
+    tie: _builtins.bool
+    """A vote for a tie; winner must then be empty."""
+    def __init__(
+        self,
+        *,
+        debate_id: _builtins.str = ...,
+        voter: _builtins.str = ...,
+        winner: _builtins.str = ...,
+        tie: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debate_id", b"debate_id", "tie", b"tie", "voter", b"voter", "winner", b"winner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CastVoteRequest: _TypeAlias = CastVoteRequest  # noqa: Y015
+
+@_typing.final
+class CastVoteResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOTES_FIELD_NUMBER: _builtins.int
+    REPLACED_FIELD_NUMBER: _builtins.int
+    replaced: _builtins.bool
+    """True when this vote replaced the voter's earlier one."""
+    @_builtins.property
+    def votes(self) -> Global___VoteTally: ...
+    def __init__(
+        self,
+        *,
+        votes: Global___VoteTally | None = ...,
+        replaced: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["votes", b"votes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replaced", b"replaced", "votes", b"votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CastVoteResponse: _TypeAlias = CastVoteResponse  # noqa: Y015
+
+@_typing.final
+class VoteCount(_message.Message):
+    """The votes of one choice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINNER_FIELD_NUMBER: _builtins.int
+    TIE_FIELD_NUMBER: _builtins.int
+    VOTES_FIELD_NUMBER: _builtins.int
+    winner: _builtins.str
+    """A participant's name; empty for the tie."""
+    tie: _builtins.bool
+    votes: _builtins.int
+    def __init__(
+        self,
+        *,
+        winner: _builtins.str = ...,
+        tie: _builtins.bool = ...,
+        votes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tie", b"tie", "votes", b"votes", "winner", b"winner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoteCount: _TypeAlias = VoteCount  # noqa: Y015
+
+@_typing.final
+class VoteTally(_message.Message):
+    """The human votes on one debate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTS_FIELD_NUMBER: _builtins.int
+    VOTERS_FIELD_NUMBER: _builtins.int
+    HAS_MAJORITY_FIELD_NUMBER: _builtins.int
+    MAJORITY_WINNER_FIELD_NUMBER: _builtins.int
+    MAJORITY_TIE_FIELD_NUMBER: _builtins.int
+    voters: _builtins.int
+    """How many voters voted (one vote each)."""
+    has_majority: _builtins.bool
+    """True when one choice has more than half of the votes: majority_winner or majority_tie."""
+    majority_winner: _builtins.str
+    majority_tie: _builtins.bool
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___VoteCount]:
+        """One line per participant (in the config's order, zeros included), then the tie."""
+
+    def __init__(
+        self,
+        *,
+        counts: _abc.Iterable[Global___VoteCount] | None = ...,
+        voters: _builtins.int = ...,
+        has_majority: _builtins.bool = ...,
+        majority_winner: _builtins.str = ...,
+        majority_tie: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "has_majority", b"has_majority", "majority_tie", b"majority_tie", "majority_winner", b"majority_winner", "voters", b"voters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoteTally: _TypeAlias = VoteTally  # noqa: Y015
+
+@_typing.final
+class GetJudgeReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_VOTES_FIELD_NUMBER: _builtins.int
+    min_votes: _builtins.int
+    """Debates with fewer votes do not count for calibration; 0: the service's setting
+    (CALIBRATION_MIN_VOTES).
+    """
+    def __init__(
+        self,
+        *,
+        min_votes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_votes", b"min_votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJudgeReportRequest: _TypeAlias = GetJudgeReportRequest  # noqa: Y015
+
+@_typing.final
+class Correlation(_message.Message):
+    """A judge's bias measured within rounds (services/orchestrator/judge_report.py): for each round,
+    the Spearman rank correlation of the judge's totals for the round's debaters with a property of
+    theirs (averaged over the judge's orderings of the round); then over rounds.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RHO_FIELD_NUMBER: _builtins.int
+    P_VALUE_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    rho: _builtins.float
+    """-1 to 1: the mean of the rounds' correlations (0 when no round has one)."""
+    p_value: _builtins.float
+    """Two-sided p-value of the Wilcoxon signed-rank test of the round values against 0 (1 when
+    undefined).
+    """
+    points: _builtins.int
+    """Rounds it was computed from."""
+    def __init__(
+        self,
+        *,
+        rho: _builtins.float = ...,
+        p_value: _builtins.float = ...,
+        points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["p_value", b"p_value", "points", b"points", "rho", b"rho"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Correlation: _TypeAlias = Correlation  # noqa: Y015
+
+@_typing.final
+class JudgeReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JUDGE_FIELD_NUMBER: _builtins.int
+    CALIBRATION_DEBATES_FIELD_NUMBER: _builtins.int
+    CALIBRATION_AGREED_FIELD_NUMBER: _builtins.int
+    CALIBRATION_FIELD_NUMBER: _builtins.int
+    LENGTH_BIAS_FIELD_NUMBER: _builtins.int
+    POSITION_BIAS_FIELD_NUMBER: _builtins.int
+    ORDERING_DISAGREEMENT_FIELD_NUMBER: _builtins.int
+    ORDERING_ROUNDS_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
+    judge: _builtins.str
+    """One judge model, or a panel's models joined by " + " for calibration of a panel's verdicts."""
+    calibration_debates: _builtins.int
+    """Calibration: completed debates with at least min_votes votes and a strict human majority,
+    judged by this judge...
+    """
+    calibration_agreed: _builtins.int
+    """...and among them, those whose verdict (winner or tie) equals the human majority."""
+    calibration: _builtins.float
+    """calibration_agreed / calibration_debates (0 when there is none)."""
+    ordering_disagreement: _builtins.float
+    """Mean of (1 - ordering_agreement) over the rounds this model judged alone in several
+    orderings: 0 when rotated orderings always agree, 1 when they never do.
+    """
+    ordering_rounds: _builtins.int
+    """Rounds counted for ordering_disagreement."""
+    @_builtins.property
+    def length_bias(self) -> Global___Correlation:
+        """Audit, over the accepted answers of this model in the tenant's round assessments: how its
+        totals rank a round's debaters against their turns' lengths (completion tokens); with two
+        debaters, +1 for a round the longer turn won, -1 for one the shorter won.
+        """
+
+    @_builtins.property
+    def position_bias(self) -> Global___Correlation:
+        """The same against the 0-based position each debater was shown in: negative when earlier
+        positions score higher.
+        """
+
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why the judge is flagged ("length", "position", "ordering"); empty: not flagged."""
+
+    def __init__(
+        self,
+        *,
+        judge: _builtins.str = ...,
+        calibration_debates: _builtins.int = ...,
+        calibration_agreed: _builtins.int = ...,
+        calibration: _builtins.float = ...,
+        length_bias: Global___Correlation | None = ...,
+        position_bias: Global___Correlation | None = ...,
+        ordering_disagreement: _builtins.float = ...,
+        ordering_rounds: _builtins.int = ...,
+        flags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["length_bias", b"length_bias", "position_bias", b"position_bias"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration", b"calibration", "calibration_agreed", b"calibration_agreed", "calibration_debates", b"calibration_debates", "flags", b"flags", "judge", b"judge", "length_bias", b"length_bias", "ordering_disagreement", b"ordering_disagreement", "ordering_rounds", b"ordering_rounds", "position_bias", b"position_bias"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JudgeReport: _TypeAlias = JudgeReport  # noqa: Y015
+
+@_typing.final
+class GetJudgeReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JUDGES_FIELD_NUMBER: _builtins.int
+    MIN_VOTES_FIELD_NUMBER: _builtins.int
+    MAX_LENGTH_BIAS_FIELD_NUMBER: _builtins.int
+    MAX_POSITION_BIAS_FIELD_NUMBER: _builtins.int
+    MAX_ORDERING_DISAGREEMENT_FIELD_NUMBER: _builtins.int
+    min_votes: _builtins.int
+    """The settings the report used."""
+    max_length_bias: _builtins.float
+    max_position_bias: _builtins.float
+    max_ordering_disagreement: _builtins.float
+    @_builtins.property
+    def judges(self) -> _containers.RepeatedCompositeFieldContainer[Global___JudgeReport]:
+        """One per judge, by name."""
+
+    def __init__(
+        self,
+        *,
+        judges: _abc.Iterable[Global___JudgeReport] | None = ...,
+        min_votes: _builtins.int = ...,
+        max_length_bias: _builtins.float = ...,
+        max_position_bias: _builtins.float = ...,
+        max_ordering_disagreement: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["judges", b"judges", "max_length_bias", b"max_length_bias", "max_ordering_disagreement", b"max_ordering_disagreement", "max_position_bias", b"max_position_bias", "min_votes", b"min_votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJudgeReportResponse: _TypeAlias = GetJudgeReportResponse  # noqa: Y015
 
 @_typing.final
 class ExportDebateRequest(_message.Message):

@@ -69,6 +69,16 @@ class OrchestratorServiceStub:
                 request_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StreamDebateEventsRequest.SerializeToString,
                 response_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StreamDebateEventsResponse.FromString,
                 _registered_method=True)
+        self.CastVote = channel.unary_unary(
+                '/debate.orchestrator.v1.OrchestratorService/CastVote',
+                request_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CastVoteRequest.SerializeToString,
+                response_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CastVoteResponse.FromString,
+                _registered_method=True)
+        self.GetJudgeReport = channel.unary_unary(
+                '/debate.orchestrator.v1.OrchestratorService/GetJudgeReport',
+                request_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportRequest.SerializeToString,
+                response_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportResponse.FromString,
+                _registered_method=True)
         self.ExportDebate = channel.unary_unary(
                 '/debate.orchestrator.v1.OrchestratorService/ExportDebate',
                 request_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateRequest.SerializeToString,
@@ -130,6 +140,26 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CastVote(self, request, context):
+        """--- Human votes, judge calibration and judge audits (i18j) ---
+        Casts the caller's vote on a RUNNING or COMPLETED debate of the caller's tenant: a winner
+        (a participant's name) or a tie. One vote per voter per debate: a repeated vote replaces the
+        earlier one. NOT_FOUND for another tenant's debate; INVALID_ARGUMENT (field violations) for
+        a voter or choice that is not valid; FAILED_PRECONDITION in another state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJudgeReport(self, request, context):
+        """For each judge model of the caller's debates: its calibration against the human majority
+        and its audit (length bias, position bias, ordering disagreement), flagged past the
+        thresholds of the settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportDebate(self, request, context):
         """---- Export (issue 19 part 5) ----
         The debate as one document to share: the participants, the transcript with its quotes
@@ -180,6 +210,16 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.StreamDebateEvents,
                     request_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StreamDebateEventsRequest.FromString,
                     response_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StreamDebateEventsResponse.SerializeToString,
+            ),
+            'CastVote': grpc.unary_unary_rpc_method_handler(
+                    servicer.CastVote,
+                    request_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CastVoteRequest.FromString,
+                    response_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CastVoteResponse.SerializeToString,
+            ),
+            'GetJudgeReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJudgeReport,
+                    request_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportRequest.FromString,
+                    response_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportResponse.SerializeToString,
             ),
             'ExportDebate': grpc.unary_unary_rpc_method_handler(
                     servicer.ExportDebate,
@@ -376,6 +416,60 @@ class OrchestratorService:
             '/debate.orchestrator.v1.OrchestratorService/StreamDebateEvents',
             debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StreamDebateEventsRequest.SerializeToString,
             debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StreamDebateEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CastVote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debate.orchestrator.v1.OrchestratorService/CastVote',
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CastVoteRequest.SerializeToString,
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CastVoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJudgeReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debate.orchestrator.v1.OrchestratorService/GetJudgeReport',
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportRequest.SerializeToString,
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetJudgeReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,18 @@ class OrchestratorServiceStub:
     """Stops a queued or running debate; it ends CANCELLED and what was spent stays recorded."""
     StreamDebateEvents: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.StreamDebateEventsRequest, _orchestrator_pb2.StreamDebateEventsResponse]
     """The debate's event log from after_sequence on, then live events until the debate ends."""
+    CastVote: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CastVoteRequest, _orchestrator_pb2.CastVoteResponse]
+    """--- Human votes, judge calibration and judge audits (i18j) ---
+    Casts the caller's vote on a RUNNING or COMPLETED debate of the caller's tenant: a winner
+    (a participant's name) or a tie. One vote per voter per debate: a repeated vote replaces the
+    earlier one. NOT_FOUND for another tenant's debate; INVALID_ARGUMENT (field violations) for
+    a voter or choice that is not valid; FAILED_PRECONDITION in another state.
+    """
+    GetJudgeReport: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetJudgeReportRequest, _orchestrator_pb2.GetJudgeReportResponse]
+    """For each judge model of the caller's debates: its calibration against the human majority
+    and its audit (length bias, position bias, ordering disagreement), flagged past the
+    thresholds of the settings.
+    """
     ExportDebate: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ExportDebateRequest, _orchestrator_pb2.ExportDebateResponse]
     """---- Export (issue 19 part 5) ----
     The debate as one document to share: the participants, the transcript with its quotes
@@ -80,6 +92,18 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Stops a queued or running debate; it ends CANCELLED and what was spent stays recorded."""
     StreamDebateEvents: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.StreamDebateEventsRequest, _orchestrator_pb2.StreamDebateEventsResponse]  # type: ignore[assignment]
     """The debate's event log from after_sequence on, then live events until the debate ends."""
+    CastVote: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CastVoteRequest, _orchestrator_pb2.CastVoteResponse]  # type: ignore[assignment]
+    """--- Human votes, judge calibration and judge audits (i18j) ---
+    Casts the caller's vote on a RUNNING or COMPLETED debate of the caller's tenant: a winner
+    (a participant's name) or a tie. One vote per voter per debate: a repeated vote replaces the
+    earlier one. NOT_FOUND for another tenant's debate; INVALID_ARGUMENT (field violations) for
+    a voter or choice that is not valid; FAILED_PRECONDITION in another state.
+    """
+    GetJudgeReport: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetJudgeReportRequest, _orchestrator_pb2.GetJudgeReportResponse]  # type: ignore[assignment]
+    """For each judge model of the caller's debates: its calibration against the human majority
+    and its audit (length bias, position bias, ordering disagreement), flagged past the
+    thresholds of the settings.
+    """
     ExportDebate: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ExportDebateRequest, _orchestrator_pb2.ExportDebateResponse]  # type: ignore[assignment]
     """---- Export (issue 19 part 5) ----
     The debate as one document to share: the participants, the transcript with its quotes
@@ -150,6 +174,30 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.StreamDebateEventsResponse], _abc.AsyncIterator[_orchestrator_pb2.StreamDebateEventsResponse]]:
         """The debate's event log from after_sequence on, then live events until the debate ends."""
+
+    @_abc_1.abstractmethod
+    def CastVote(
+        self,
+        request: _orchestrator_pb2.CastVoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.CastVoteResponse, _abc.Awaitable[_orchestrator_pb2.CastVoteResponse]]:
+        """--- Human votes, judge calibration and judge audits (i18j) ---
+        Casts the caller's vote on a RUNNING or COMPLETED debate of the caller's tenant: a winner
+        (a participant's name) or a tie. One vote per voter per debate: a repeated vote replaces the
+        earlier one. NOT_FOUND for another tenant's debate; INVALID_ARGUMENT (field violations) for
+        a voter or choice that is not valid; FAILED_PRECONDITION in another state.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJudgeReport(
+        self,
+        request: _orchestrator_pb2.GetJudgeReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.GetJudgeReportResponse, _abc.Awaitable[_orchestrator_pb2.GetJudgeReportResponse]]:
+        """For each judge model of the caller's debates: its calibration against the human majority
+        and its audit (length bias, position bias, ordering disagreement), flagged past the
+        thresholds of the settings.
+        """
 
     @_abc_1.abstractmethod
     def ExportDebate(
