@@ -190,9 +190,57 @@ _POSTGRES_V3 = (
     "CREATE INDEX debates_queue ON debates (state, queue_ns, create_ns)",
 )
 
+# Version 4 (provisional: i18t's tournaments, numbered 5 at merge; it depends on no other
+# version but 1): tournaments and their matches (services/orchestrator/tournaments/). A match row
+# holds its `Match` message (its legs name their debates), written with the debates' ids before
+# they start, so a restart resumes a match's own debates and never plays it twice.
+_SQLITE_V4 = (
+    """CREATE TABLE tournaments (
+    tournament_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    config BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    create_ns INTEGER NOT NULL,
+    update_ns INTEGER NOT NULL,
+    end_reason TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID""",
+    "CREATE UNIQUE INDEX tournaments_request ON tournaments(tenant, request_id) WHERE request_id != ''",
+    "CREATE INDEX tournaments_list ON tournaments(tenant, create_ns DESC, tournament_id DESC)",
+    """CREATE TABLE tournament_matches (
+    tournament_id TEXT NOT NULL,
+    match_index INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    match BLOB NOT NULL,
+    PRIMARY KEY (tournament_id, match_index)
+) WITHOUT ROWID""",
+)
+_POSTGRES_V4 = (
+    """CREATE TABLE tournaments (
+    tournament_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    config BYTEA NOT NULL,
+    state INTEGER NOT NULL,
+    create_ns BIGINT NOT NULL,
+    update_ns BIGINT NOT NULL,
+    end_reason TEXT NOT NULL DEFAULT ''
+)""",
+    "CREATE UNIQUE INDEX tournaments_request ON tournaments (tenant, request_id) WHERE request_id <> ''",
+    "CREATE INDEX tournaments_list ON tournaments (tenant, create_ns DESC, tournament_id DESC)",
+    """CREATE TABLE tournament_matches (
+    tournament_id TEXT NOT NULL,
+    match_index INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    match BYTEA NOT NULL,
+    PRIMARY KEY (tournament_id, match_index)
+)""",
+)
+
 MIGRATIONS = (
     Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
     Migration(2, "debate leases (owner, epoch, expiry) and the fence of a commit", _SQLITE_V2, _POSTGRES_V2),
     Migration(3, "a cancel forwarded to the owner; the cluster-wide queue's index", _SQLITE_V3, _POSTGRES_V3),
+    Migration(4, "tournaments and their side-swapped matches", _SQLITE_V4, _POSTGRES_V4),
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)
