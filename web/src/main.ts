@@ -7,6 +7,7 @@ import { Code } from "@connectrpc/connect";
 import { DebateForm } from "./form";
 import { LiveDebate, STATE_LABELS, type ConnectionState } from "./live";
 import { el, formatMoney } from "./dom";
+import { TournamentView } from "./tournaments";
 
 const client = orchestrator();
 const setup = document.getElementById("setup") as HTMLElement;
@@ -35,6 +36,9 @@ function showBanner(message: string): void {
 }
 
 const form = new DebateForm((config) => void start(config));
+// Tournaments: the leaderboard (#leaderboard) and a tournament's progress (#tournament=ID).
+const tournaments = new TournamentView(document.getElementById("app") as HTMLElement, showBanner);
+document.querySelector(".topbar")!.append(el("a", { href: "#leaderboard", class: "nav-link" }, "Leaderboard"));
 
 async function start(config: DebateConfig): Promise<void> {
   form.clearErrors();
@@ -111,6 +115,7 @@ function backToForm(): void {
   showBanner("");
   live.hidden = true;
   setup.hidden = false;
+  tournaments.route("");
   void showRecent();
   if (window.location.hash) window.history.pushState(null, "", window.location.pathname + window.location.search);
 }
@@ -118,9 +123,16 @@ function backToForm(): void {
 let opening: string | null = null;
 
 async function route(): Promise<void> {
+  if (tournaments.route(window.location.hash)) {
+    current?.stop();
+    current = null;
+    setup.hidden = true;
+    live.hidden = true;
+    return;
+  }
   const match = /^#debate=(.+)$/.exec(window.location.hash);
   if (!match) {
-    if (current) backToForm();
+    if (current || setup.hidden) backToForm();
     return;
   }
   const debateId = decodeURIComponent(match[1]!);
