@@ -11,8 +11,9 @@ from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import tournament_pb2 as tpb
 from debate.orchestrator.v1 import tournament_pb2_grpc
 
+from services.client.commands import _target as target
 from services.client.commands import parse_budget
-from services.client.session import DEFAULT_TARGET, _channel, default_target, run
+from services.client.session import _channel, run
 from services.client.style import Style
 
 EXIT_OK = 0
@@ -175,12 +176,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _target(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--target",
-        metavar="HOST:PORT",
-        default=default_target(),
-        help=f"the orchestrator (default: $DEBATE_ENGINE_TARGET or {DEFAULT_TARGET})",
-    )
+    target(parser, starts_suite=False)  # --target, as the other commands take it
 
 
 def register(sub: argparse._SubParsersAction) -> None:

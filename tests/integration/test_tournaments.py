@@ -307,3 +307,35 @@ def test_the_cli_shows_the_tournament_and_the_leaderboard(played, suite):
     assert ranks == [STRONG, AVERAGE, WEAK]
     listed = subprocess.run([*cli, "tournament", "list", *target], env=env, capture_output=True, text=True, timeout=60)
     assert tournament.tournament_id in listed.stdout
+
+
+def test_a_tournament_runs_the_same_on_postgresql(tmp_path, postgres_url):
+    running = InProcessSuite(
+        tmp_path,
+        overrides={
+            "orchestrator": {
+                "database_url": postgres_url,
+                "sim_tokens_per_second": 0.0,
+                "sim_first_token_latency": 0.0,
+            }
+        },
+    )
+    try:
+        running.start()
+        with grpc.insecure_channel(running.addresses["orchestrator"]) as channel:
+            tournaments = tournament_pb2_grpc.TournamentServiceStub(channel)
+            config = tournament_config(models=[STRONG, WEAK], topics=TOPICS[:1])
+            created = tournaments.CreateTournament(tpb.CreateTournamentRequest(config=config, request_id="pg"))
+            tid = created.tournament.tournament_id
+            again = tournaments.CreateTournament(tpb.CreateTournamentRequest(config=config, request_id="pg"))
+            assert again.tournament.tournament_id == tid
+            tournaments.StartTournament(tpb.StartTournamentRequest(tournament_id=tid))
+            request = tpb.StreamTournamentEventsRequest(tournament_id=tid)
+            list(tournaments.StreamTournamentEvents(request, timeout=120))
+            ended = tournaments.GetTournament(tpb.GetTournamentRequest(tournament_id=tid)).tournament
+            listed = tournaments.ListTournaments(tpb.ListTournamentsRequest()).tournaments
+        assert ended.state == T.TOURNAMENT_STATE_COMPLETED and ended.matches[0].state == M.MATCH_STATE_DECIDED
+        assert len({leg.debate_id for leg in ended.matches[0].legs}) == 2
+        assert [r.model for r in ended.ratings] == [STRONG, WEAK] and [t.tournament_id for t in listed] == [tid]
+    finally:
+        running.stop()
