@@ -25,8 +25,11 @@ before the match row was written. No match is played twice, and no debate is cre
 Cost: the sum of its debates' costs (accounting's figures: a debate's stored final cost once it
 has ended, else accounting's running figure), with tokens, and by model.
 
-One process: a tournament runs in the orchestrator process that started it (on a shared store,
-its debates follow the engine's leases, but the tournament's own task is not leased).
+Replicas (a limit): a tournament's own task holds no lease. The process that starts it runs
+it, and on a restart every orchestrator picks up the RUNNING tournaments; on a shared store
+with several replicas two of them may then drive one tournament. Their writes agree (the same
+request ids, so the same debates; results read from the stored verdicts), but `parallel_matches`
+and the budget rule then hold per replica, not for the cluster.
 """
 
 from __future__ import annotations
@@ -349,6 +352,8 @@ class Tournaments:
                 self.engine.lifecycle.start(debate)
             except QueueFull:
                 log.info("debate %s waits for a place in the queue", leg.debate_id)
+            except FailedPrecondition as error:  # another replica started it meanwhile (a shared store)
+                log.info("debate %s not started here: %s", leg.debate_id, error.message)
 
     def _settle(self, tournament_id: str, *, skip_pending: bool = False) -> list[tpb.Match]:
         """Reads the running matches' debates: a match whose debates have both ended gets its
