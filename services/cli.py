@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "services.client.top",  # top
     "services.client.votes",  # vote, audit (i18j)
     "services.client.export",  # export (issue 19 part 5)
+    "services.client.tournaments",  # tournament create/start/get/list/cancel/watch, leaderboard
 ]
 
 

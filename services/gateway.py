@@ -6,6 +6,7 @@ variables, read once like a service's settings); `envoy_config` renders them for
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import sys
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from services.common.tls import TlsFiles
 ROOT = Path(__file__).resolve().parent.parent
 WEB_DIST = ROOT / "web" / "dist"
 ORCHESTRATOR_PREFIX = "/debate.orchestrator.v1.OrchestratorService/"
+TOURNAMENT_PREFIX = "/debate.orchestrator.v1.TournamentService/"  # served by the orchestrator too
 INTERNAL_PREFIXES = {
     "judge": "/debate.judge.v1.JudgeService/",
     "accounting": "/debate.accounting.v1.AccountingService/",
@@ -346,6 +348,9 @@ def envoy_config(
         health = prefix.strip("/") if balanced else None
         clusters.append(_cluster(name, endpoints, http2=True, tls=upstream_tls, health_service=health))
         grpc_prefixes.append(prefix)
+        if name == "orchestrator":  # tournaments: a service of the orchestrator process
+            routes.append({"match": {"prefix": TOURNAMENT_PREFIX}, "route": copy.deepcopy(route)})
+            grpc_prefixes.append(TOURNAMENT_PREFIX)
     if web:
         # Only GET and HEAD reach the file server: a call to an unrouted gRPC method gets
         # Envoy's 404, never the page.

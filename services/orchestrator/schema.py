@@ -190,8 +190,7 @@ _POSTGRES_V3 = (
     "CREATE INDEX debates_queue ON debates (state, queue_ns, create_ns)",
 )
 
-# Human votes (i18j; provisional number 6, numbered 4 on its branch, the next after main's 3: it
-# depends on no other migration, so it can be renumbered at merge). One vote per (debate, voter):
+# Version 4: human votes (issue 18 part 4). One vote per (debate, voter):
 # a repeated vote replaces the row. `winner` is a participant's name, '' with `tie` (0/1 in
 # SQLite, BOOLEAN in PostgreSQL); `cast_ns` is when the current vote was cast. A debate's votes
 # are read and counted by debate_id (the primary key's prefix).
@@ -216,11 +215,57 @@ _POSTGRES_VOTES = (
 )""",
 )
 VOTES_MIGRATION_NAME = "human votes, one per (debate, voter)"
+# Version 5: tournaments and their matches (services/orchestrator/tournaments/). A match row
+# holds its `Match` message (its legs name their debates), written with the debates' ids before
+# they start, so a restart resumes a match's own debates and never plays it twice.
+_SQLITE_TOURNAMENTS = (
+    """CREATE TABLE tournaments (
+    tournament_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    config BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    create_ns INTEGER NOT NULL,
+    update_ns INTEGER NOT NULL,
+    end_reason TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID""",
+    "CREATE UNIQUE INDEX tournaments_request ON tournaments(tenant, request_id) WHERE request_id != ''",
+    "CREATE INDEX tournaments_list ON tournaments(tenant, create_ns DESC, tournament_id DESC)",
+    """CREATE TABLE tournament_matches (
+    tournament_id TEXT NOT NULL,
+    match_index INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    match BLOB NOT NULL,
+    PRIMARY KEY (tournament_id, match_index)
+) WITHOUT ROWID""",
+)
+_POSTGRES_TOURNAMENTS = (
+    """CREATE TABLE tournaments (
+    tournament_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    config BYTEA NOT NULL,
+    state INTEGER NOT NULL,
+    create_ns BIGINT NOT NULL,
+    update_ns BIGINT NOT NULL,
+    end_reason TEXT NOT NULL DEFAULT ''
+)""",
+    "CREATE UNIQUE INDEX tournaments_request ON tournaments (tenant, request_id) WHERE request_id <> ''",
+    "CREATE INDEX tournaments_list ON tournaments (tenant, create_ns DESC, tournament_id DESC)",
+    """CREATE TABLE tournament_matches (
+    tournament_id TEXT NOT NULL,
+    match_index INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    match BYTEA NOT NULL,
+    PRIMARY KEY (tournament_id, match_index)
+)""",
+)
 
 MIGRATIONS = (
     Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
     Migration(2, "debate leases (owner, epoch, expiry) and the fence of a commit", _SQLITE_V2, _POSTGRES_V2),
     Migration(3, "a cancel forwarded to the owner; the cluster-wide queue's index", _SQLITE_V3, _POSTGRES_V3),
-    Migration(4, VOTES_MIGRATION_NAME, _SQLITE_VOTES, _POSTGRES_VOTES),  # i18j: provisional 6
+    Migration(4, VOTES_MIGRATION_NAME, _SQLITE_VOTES, _POSTGRES_VOTES),
+    Migration(5, "tournaments and their side-swapped matches", _SQLITE_TOURNAMENTS, _POSTGRES_TOURNAMENTS),
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)

@@ -8,7 +8,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
-from debate.orchestrator.v1 import orchestrator_pb2
+from debate.orchestrator.v1 import orchestrator_pb2, tournament_pb2_grpc
 
 from services.common.debate_rules import ModelRules
 from services.common.llm import build_llm_client
@@ -26,6 +26,9 @@ from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import SqliteStore, Store
 from services.orchestrator.store_postgres import PostgresStore
+from services.orchestrator.tournaments.runner import Tournaments
+from services.orchestrator.tournaments.servicer import SERVICE_NAME as TOURNAMENT_SERVICE_NAME
+from services.orchestrator.tournaments.servicer import TournamentServicer
 from services.orchestrator.transport import FRAMING, add_to_server
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
@@ -54,16 +57,22 @@ class OrchestratorService(GrpcService):
         on_stop: Sequence[Callable[[], Awaitable[None] | None]],
         metrics: ServiceMetrics | None = None,
         tracing: Tracing | None = None,
+        tournaments: Tournaments | None = None,
     ) -> None:
         servicer = OrchestratorServicer(engine, hub)
+        bindings = [ServiceBinding(SERVICE_NAME, add_to_server, servicer)]
+        if tournaments is not None:  # tournaments: their own service in this process
+            add = tournament_pb2_grpc.add_TournamentServiceServicer_to_server
+            bindings.append(ServiceBinding(TOURNAMENT_SERVICE_NAME, add, TournamentServicer(tournaments)))
         super().__init__(
             settings,
-            [ServiceBinding(SERVICE_NAME, add_to_server, servicer)],
+            bindings,
             on_stop=on_stop,
             metrics=metrics,
             tracing=tracing,
         )
         self.engine = engine
+        self.tournaments = tournaments
 
 
 async def build_service(
@@ -109,6 +118,8 @@ async def build_service(
     )
     hub.start()
     await engine.resume_all()
+    tournaments = Tournaments(engine, accounting)  # after the debates: it reads their states
+    await tournaments.resume_all()
 
     async def close_clients() -> None:
         for client in (judge, accounting, llm):
@@ -122,7 +133,8 @@ async def build_service(
         settings,
         engine,
         hub,
-        on_stop=[engine.shutdown, hub.stop, close_clients, store.close],
+        on_stop=[tournaments.shutdown, engine.shutdown, hub.stop, close_clients, store.close],
         metrics=service_metrics,
         tracing=tracing,
+        tournaments=tournaments,
     )

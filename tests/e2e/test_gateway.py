@@ -323,7 +323,10 @@ def test_the_judge_and_accounting_are_routed_only_when_the_settings_say_so(tmp_p
         return {r["match"]["prefix"] for r in manager["route_config"]["virtual_hosts"][0]["routes"]}
 
     closed = envoy_config(listen_host="127.0.0.1", listen_port=8080, orchestrator="127.0.0.1:50051")
-    assert prefixes(closed) == {"/debate.orchestrator.v1.OrchestratorService/"}
+    assert prefixes(closed) == {
+        "/debate.orchestrator.v1.OrchestratorService/",
+        "/debate.orchestrator.v1.TournamentService/",
+    }
     opened = envoy_config(
         listen_host="127.0.0.1",
         listen_port=8080,
@@ -332,6 +335,7 @@ def test_the_judge_and_accounting_are_routed_only_when_the_settings_say_so(tmp_p
     )
     assert prefixes(opened) == {
         "/debate.orchestrator.v1.OrchestratorService/",
+        "/debate.orchestrator.v1.TournamentService/",
         "/debate.judge.v1.JudgeService/",
         "/debate.accounting.v1.AccountingService/",
     }

@@ -28,7 +28,7 @@ export function setApiKey(key: string): void {
   else window.sessionStorage.removeItem(API_KEY_STORAGE);
 }
 
-const bearer: Interceptor = (next) => (request) => {
+export const bearer: Interceptor = (next) => (request) => {
   const key = apiKey();
   if (key) request.header.set("authorization", `Bearer ${key}`);
   return next(request);

@@ -10,6 +10,7 @@ import { el, formatMoney } from "./dom";
 import { VotePanel } from "./votes";
 import { mountExport } from "./export";
 import { applySources, mountSourcesField } from "./sources";
+import { TournamentView } from "./tournaments";
 
 const client = orchestrator();
 const setup = document.getElementById("setup") as HTMLElement;
@@ -40,6 +41,9 @@ function showBanner(message: string): void {
 
 const form = new DebateForm((config) => void start(config));
 mountSourcesField(form.form); // evidence: a source document the debaters quote
+// Tournaments: the leaderboard (#leaderboard) and a tournament's progress (#tournament=ID).
+const tournaments = new TournamentView(document.getElementById("app") as HTMLElement, showBanner);
+document.querySelector(".topbar")!.append(el("a", { href: "#leaderboard", class: "nav-link" }, "Leaderboard"));
 
 async function start(config: DebateConfig): Promise<void> {
   applySources(config);
@@ -121,6 +125,7 @@ function backToForm(): void {
   showBanner("");
   live.hidden = true;
   setup.hidden = false;
+  tournaments.route("");
   void showRecent();
   if (window.location.hash) window.history.pushState(null, "", window.location.pathname + window.location.search);
 }
@@ -128,9 +133,16 @@ function backToForm(): void {
 let opening: string | null = null;
 
 async function route(): Promise<void> {
+  if (tournaments.route(window.location.hash)) {
+    current?.stop();
+    current = null;
+    setup.hidden = true;
+    live.hidden = true;
+    return;
+  }
   const match = /^#debate=(.+)$/.exec(window.location.hash);
   if (!match) {
-    if (current) backToForm();
+    if (current || setup.hidden) backToForm();
     return;
   }
   const debateId = decodeURIComponent(match[1]!);

@@ -28,6 +28,7 @@ import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 
 from services.common.llm.base import Completion, CompletionRequest, StreamEvent, TextDelta, UnknownModel
+from services.common.llm.simulated.quality import with_quality
 from services.common.llm.simulated.quoting import quote_sources
 from services.common.llm.simulated.reading import parse_context
 from services.common.llm.simulated.writer import write_debate_turn
@@ -130,7 +131,7 @@ class SimulatedLLM:
             )
         seed = self.seed if request.seed is None else request.seed
         context = parse_context(request.messages)
-        text = write_debate_turn(context, seed)
+        text = with_quality(request.model, write_debate_turn(context, seed), seed)  # quality.py
         text = quote_sources(text, request.messages, seed, context.round_number)  # evidence, when given
         if context.max_tokens:
             text = within_budget(request.model, text, context.max_tokens, count_text_tokens)
