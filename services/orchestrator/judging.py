@@ -35,6 +35,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from services.common.errors import Aborted, DeadlineExceeded, DomainError, Unavailable
 from services.common.text import plural
 from services.orchestrator.events import EventHub
+from services.orchestrator.human_seat import judge_text
 from services.orchestrator.peers import Accounting, Judge
 from services.orchestrator.run import DebateRun, announce_cost
 from services.orchestrator.store import Store
@@ -247,4 +248,5 @@ def _debaters(config: common.DebateConfig) -> list[judge_pb2.Debater]:
 
 
 def _round_turns(run: DebateRun, r: int) -> list[judge_pb2.DebaterTurn]:
-    return [judge_pb2.DebaterTurn(debater=p.name, text=run.turns[(r, p.name)].text) for p in run.config.participants]
+    turns = run.turns
+    return [judge_pb2.DebaterTurn(debater=p.name, text=judge_text(turns[(r, p.name)])) for p in run.config.participants]

@@ -55,6 +55,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
         _timestamp(summary.create_time, row.create_ns)
         _timestamp(summary.update_time, row.update_ns)
+        awaiting = self.engine.human.awaiting(row)  # human seat (issue 19 part 3)
+        if awaiting is not None:
+            summary.awaiting_human.CopyFrom(awaiting)
         return summary
 
     def debate(self, row: DebateRow) -> pb.Debate:
@@ -84,6 +87,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             debate.cost.total.CopyFrom(_cost(row))
         _timestamp(debate.create_time, row.create_ns)
         _timestamp(debate.update_time, row.update_ns)
+        awaiting = self.engine.human.awaiting(row)  # human seat (issue 19 part 3)
+        if awaiting is not None:
+            debate.awaiting_human.CopyFrom(awaiting)
         return debate
 
     # -- RPCs -------------------------------------------------------------------------------
@@ -135,3 +141,23 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
         async for frame in frames:
             yield frame
+
+    # -- human seat (issue 19 part 3) ------------------------------------------------------
+    async def SubmitTurn(self, request, context):
+        debate_id_var.set(request.debate_id)
+        request_id_var.set(request.request_id or "-")
+        row, tokens, duplicate = self.engine.submit_turn(
+            current_tenant(),
+            request.debate_id,
+            request.participant,
+            request.round_number,
+            request.text,
+            request.request_id,
+        )
+        return pb.SubmitTurnResponse(
+            debate_id=row.debate_id,
+            round_number=request.round_number,
+            participant=request.participant,
+            completion_tokens=tokens,
+            duplicate=duplicate,
+        )

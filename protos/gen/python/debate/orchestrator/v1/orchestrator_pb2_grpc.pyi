@@ -49,6 +49,15 @@ class OrchestratorServiceStub:
     """Stops a queued or running debate; it ends CANCELLED and what was spent stays recorded."""
     StreamDebateEvents: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.StreamDebateEventsRequest, _orchestrator_pb2.StreamDebateEventsResponse]
     """The debate's event log from after_sequence on, then live events until the debate ends."""
+    SubmitTurn: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.SubmitTurnRequest, _orchestrator_pb2.SubmitTurnResponse]
+    """---- Human seat (issue 19 part 3) ----
+    Gives the text of a human seat's turn (a participant whose model is "human") while the debate
+    awaits it (Debate.awaiting_human). Stored before it answers, then streamed and recorded like a
+    model's turn. Another tenant's debate: NOT_FOUND. Bad fields (an unknown participant, a round
+    out of range, empty text, text over max_tokens_per_turn tokens): INVALID_ARGUMENT with field
+    violations. Not a human seat, or not its turn now, or its turn already given under another
+    request_id: FAILED_PRECONDITION. A retry with the same request_id acts once (duplicate=true).
+    """
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
@@ -71,6 +80,15 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Stops a queued or running debate; it ends CANCELLED and what was spent stays recorded."""
     StreamDebateEvents: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.StreamDebateEventsRequest, _orchestrator_pb2.StreamDebateEventsResponse]  # type: ignore[assignment]
     """The debate's event log from after_sequence on, then live events until the debate ends."""
+    SubmitTurn: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.SubmitTurnRequest, _orchestrator_pb2.SubmitTurnResponse]  # type: ignore[assignment]
+    """---- Human seat (issue 19 part 3) ----
+    Gives the text of a human seat's turn (a participant whose model is "human") while the debate
+    awaits it (Debate.awaiting_human). Stored before it answers, then streamed and recorded like a
+    model's turn. Another tenant's debate: NOT_FOUND. Bad fields (an unknown participant, a round
+    out of range, empty text, text over max_tokens_per_turn tokens): INVALID_ARGUMENT with field
+    violations. Not a human seat, or not its turn now, or its turn already given under another
+    request_id: FAILED_PRECONDITION. A retry with the same request_id acts once (duplicate=true).
+    """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -132,5 +150,20 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.StreamDebateEventsResponse], _abc.AsyncIterator[_orchestrator_pb2.StreamDebateEventsResponse]]:
         """The debate's event log from after_sequence on, then live events until the debate ends."""
+
+    @_abc_1.abstractmethod
+    def SubmitTurn(
+        self,
+        request: _orchestrator_pb2.SubmitTurnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.SubmitTurnResponse, _abc.Awaitable[_orchestrator_pb2.SubmitTurnResponse]]:
+        """---- Human seat (issue 19 part 3) ----
+        Gives the text of a human seat's turn (a participant whose model is "human") while the debate
+        awaits it (Debate.awaiting_human). Stored before it answers, then streamed and recorded like a
+        model's turn. Another tenant's debate: NOT_FOUND. Bad fields (an unknown participant, a round
+        out of range, empty text, text over max_tokens_per_turn tokens): INVALID_ARGUMENT with field
+        violations. Not a human seat, or not its turn now, or its turn already given under another
+        request_id: FAILED_PRECONDITION. A retry with the same request_id acts once (duplicate=true).
+        """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
