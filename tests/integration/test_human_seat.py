@@ -14,8 +14,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.common.tokens import count_text_tokens
 from services.orchestrator.run import turn_key
-from tests.reliability.processes import KillableSuite
-from tests.support.human_seat import API_KEYS, INSTANT, P, TenantClient, failure, human_config, of_kind
+from tests.support.human_seat import P, TenantClient, failure, human_config, human_suite, of_kind  # noqa: F401
 
 S = pb.DebateState
 CODE = grpc.StatusCode
@@ -24,22 +23,12 @@ ANN_2 = "Milo ignores the night-shift workers: buses do not run when they need t
 
 
 @pytest.fixture
-async def suite(orchestrator_backend):
-    suite = KillableSuite(
-        orchestrator_backend.data_dir / "data",
-        {**INSTANT, "API_KEYS": API_KEYS},
-        log_level="WARNING",
-        database_url=orchestrator_backend.url,
-    )
-    await suite.start_all()
-    alice, bob = (
-        TenantClient(suite.address("orchestrator"), "alice"),
-        TenantClient(suite.address("orchestrator"), "bob"),
-    )
-    yield suite, alice, bob
+async def suite(human_suite):  # noqa: F811 (the fixture)
+    address = human_suite.address("orchestrator")
+    alice, bob = TenantClient(address, "alice"), TenantClient(address, "bob")
+    yield human_suite, alice, bob
     await alice.close()
     await bob.close()
-    await suite.stop_all()
 
 
 async def test_a_person_plays_a_seat_through_submit_turn(suite):

@@ -6,30 +6,15 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from services.orchestrator.run import turn_key
-from tests.reliability.processes import KillableSuite
-from tests.support.human_seat import API_KEYS, INSTANT, TenantClient, human_config, of_kind
+from tests.support.human_seat import TenantClient, human_config, human_suite, of_kind  # noqa: F401
 
 ANN_1 = "A ban punishes the people who live furthest out."
 ANN_2 = "Charge for parking and fund the buses; keep the streets open."
 
 
-@pytest.fixture
-async def suite(orchestrator_backend):
-    suite = KillableSuite(
-        orchestrator_backend.data_dir / "data",
-        {**INSTANT, "API_KEYS": API_KEYS},
-        log_level="WARNING",
-        database_url=orchestrator_backend.url,
-    )
-    await suite.start_all()
-    yield suite
-    await suite.stop_all()
-
-
-async def test_a_sigkill_while_a_human_seat_is_awaited_resumes_the_wait(suite):
+async def test_a_sigkill_while_a_human_seat_is_awaited_resumes_the_wait(human_suite):  # noqa: F811 (the fixture)
+    suite = human_suite
     alice = TenantClient(suite.address("orchestrator"), "alice")
     try:
         debate_id = await alice.create_and_start(human_config(rounds=2, timeout_s=600))

@@ -6,16 +6,33 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
 
 from services.common.grpc_errors import error_details
+from tests.reliability.processes import KillableSuite
 
 KEYS = {"alice": "key-alice-human-1", "bob": "key-bob-human-22"}
 API_KEYS = ",".join(f"{key}={name}" for name, key in KEYS.items())
 INSTANT = {"SIM_FIRST_TOKEN_LATENCY": "0", "SIM_TOKENS_PER_SECOND": "0"}
 P = c.HumanTimeoutPolicy
+
+
+@pytest.fixture
+async def human_suite(orchestrator_backend):
+    """The three services as processes (KillableSuite) on the test's store, the simulated models
+    instant, with the API keys of alice and bob."""
+    suite = KillableSuite(
+        orchestrator_backend.data_dir / "data",
+        {**INSTANT, "API_KEYS": API_KEYS},
+        log_level="WARNING",
+        database_url=orchestrator_backend.url,
+    )
+    await suite.start_all()
+    yield suite
+    await suite.stop_all()
 
 
 def human_config(
