@@ -72,14 +72,17 @@ def has_human_seat(config: common.DebateConfig) -> bool:
 
 
 def check_config(config: common.DebateConfig, out: common.DebateConfig, v: Violations, path: str) -> None:
-    """Validates `config.human` (`path`.human.*) and, when the debate has a human seat, fills in its
-    defaults in `out`: 300 s a turn and SKIP_TURN."""
+    """Validates `config.human` (`path`.human.*) and that no judge model is `human`, and, when the
+    debate has a human seat, fills in its defaults in `out`: 300 s a turn and SKIP_TURN."""
     human = config.human
     timeout = human.turn_timeout_seconds
     if not 0 <= timeout <= MAX_TURN_TIMEOUT_S:
         v.add(f"{path}.human.turn_timeout_seconds", f"must be 1 to {MAX_TURN_TIMEOUT_S} s (0: default), got {timeout}")
     if human.timeout_policy not in Policy.values():
         v.add(f"{path}.human.timeout_policy", f"unknown policy {human.timeout_policy}")
+    for i, model in enumerate(config.judge.models):
+        if is_human(model):
+            v.add(f"{path}.judge.models[{i}]", "a human seat is a debater's; a judge is a model")
     if has_human_seat(config):
         if timeout == 0:
             out.human.turn_timeout_seconds = DEFAULT_TURN_TIMEOUT_S

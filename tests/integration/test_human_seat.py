@@ -188,3 +188,19 @@ async def test_a_bad_human_seat_config_is_refused_with_field_details(suite):
     assert [f for f, _ in violations] == ["config.human.turn_timeout_seconds", "config.human.timeout_policy"]
     listed = await alice.stub.ListDebates(pb.ListDebatesRequest(), metadata=alice.metadata)
     assert list(listed.debates) == []
+
+
+async def test_a_cancel_while_a_human_seat_is_awaited_ends_the_debate_and_the_wait(suite):
+    _, alice, _ = suite
+    debate_id = await alice.create_and_start(human_config(rounds=2))
+    await alice.until(debate_id, "human_turn_awaited")
+    request = pb.CancelDebateRequest(debate_id=debate_id, reason="the person left")
+    cancelled = (await alice.stub.CancelDebate(request, metadata=alice.metadata)).debate
+    assert cancelled.state == S.DEBATE_STATE_CANCELLED and not cancelled.HasField("awaiting_human")
+    events = await alice.events(debate_id)
+    (ending,) = of_kind(events, "debate_failed")
+    assert ending.reason == "CANCELLED" and ending.message == "the person left"
+    assert not of_kind(events, "turn_completed")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await alice.submit(debate_id, "Ann", 1, ANN_1, "after-cancel")
+    assert failure(refused.value)[:2] == (CODE.FAILED_PRECONDITION, "HUMAN_TURN_NOT_AWAITED")

@@ -68,3 +68,11 @@ def test_the_countdown_reads_minutes_and_seconds_and_stops_at_zero():
     assert remaining(now + 245 * 10**9, now) == "4m 05s"
     assert remaining(now + 9 * 10**9, now) == "9s"
     assert remaining(now - 10**9, now) == "0s"
+
+
+def test_a_judge_cannot_be_a_human_seat():
+    cfg = config("human", "sim/debater")
+    cfg.judge.models.extend(["sim/judge", "human"])
+    with pytest.raises(InvalidArgument) as refused:
+        checked(cfg)
+    assert [v.field for v in refused.value.violations] == ["config.judge.models[1]"]
