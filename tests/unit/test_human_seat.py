@@ -76,3 +76,23 @@ def test_a_judge_cannot_be_a_human_seat():
     with pytest.raises(InvalidArgument) as refused:
         checked(cfg)
     assert [v.field for v in refused.value.violations] == ["config.judge.models[1]"]
+
+
+def test_the_terminal_view_shows_the_wait_and_a_timeout():
+    import io
+
+    from debate.orchestrator.v1 import orchestrator_pb2 as pb
+
+    from services.client.view import DebateView
+
+    out = io.StringIO()
+    view = DebateView(out, participants=[c.Participant(name="Ann", model="human")], round_limit=1)
+    awaited = pb.HumanTurnAwaited(round_number=1, participant="Ann")
+    awaited.deadline.FromSeconds(3600 + 125)
+    view.handle(pb.DebateEvent(sequence=1, human_turn_awaited=awaited))
+    timed_out = pb.HumanTurnTimedOut(round_number=1, participant="Ann", message="Ann gave no turn in round 1")
+    view.handle(pb.DebateEvent(sequence=2, human_turn_timed_out=timed_out))
+    view.close()
+    text = out.getvalue()
+    assert "round 1: waiting for Ann (a person) until 01:02:05 UTC" in text
+    assert "Ann gave no turn in round 1" in text
