@@ -188,7 +188,7 @@ class HumanSeats:
             awaited = pb.HumanTurnAwaited(round_number=r, participant=name)
             awaited.deadline.FromNanoseconds(row.deadline_ns)
             self.hub.emit(debate_id, human_turn_awaited=awaited)
-            self.hub.commit()
+            await self.hub.committed()  # the deadline is stored before anyone can act on it
             row = await self._wait(debate_id, row)
         if row.submitted:
             await self._speak(run, r, participant, row)
@@ -314,6 +314,7 @@ class HumanSeats:
         wait = self.store.human_turn(debate_id, round_number, participant)
         if wait is not None and wait.submitted:
             if request_id and wait.request_id == request_id:
+                self.hub.commit()  # a first try whose commit failed is committed now, or this one fails too
                 return count_text_tokens(HUMAN_MODEL, wait.text), True
             raise _precondition(
                 f"{participant}'s turn in round {round_number} was already given",
