@@ -10,8 +10,9 @@ simultaneous round), the debate waits for it:
    with the same deadline and waits until it.
 2. `submit` (SubmitTurn) stores the text in the wait's row and commits before it answers, then wakes
    the waiting debate. A turn submitted before a crash is in the store, so the resumed debate plays
-   it at once. The debate also reads the row every POLL_S, which covers a submit that reached
-   another replica of the cluster.
+   it at once. On a shared store (PostgreSQL, several replicas) the debate also reads the row every
+   POLL_S, which covers a submit that reached another replica; on SQLite (one process) it does not
+   poll: a waiting debate costs no CPU until its submit or deadline.
 3. The turn is then played as a model's is (turns.py): an attempt opened, TurnStarted, the text
    as TokenDelta(s), the turn stored, its usage (completion tokens counted with the project's
    tokenizer, services/common/tokens.py; prompt tokens 0: no model was prompted) recorded with
@@ -209,7 +210,10 @@ class HumanSeats:
                     return current or row
                 waker.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waker.wait(), timeout=min(remaining, POLL_S))
+                    # One process a store (SQLite): every submit comes through this process's
+                    # waker. A shared store: a submit may reach another replica, so read again.
+                    timeout = min(remaining, POLL_S) if self.store.shared else remaining
+                    await asyncio.wait_for(waker.wait(), timeout=timeout)
         finally:
             self._wakers.pop(key, None)
 
