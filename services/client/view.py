@@ -22,6 +22,7 @@ Events are de-duplicated by their sequence number, so a resumed stream never pri
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -184,6 +185,16 @@ class DebateView:
         else:
             turn.done = True
             turn.footer = self.style.paint(f"{self.style.glyph('✗', 'x')} {what}", "red")
+
+    # -- human seat (issue 19 part 3) --
+    def _on_human_turn_awaited(self, awaited: pb.HumanTurnAwaited) -> None:
+        until = time.strftime("%H:%M:%S UTC", time.gmtime(awaited.deadline.seconds))
+        name = safe_text(awaited.participant)
+        self._block([self._dim(f"round {awaited.round_number}: waiting for {name} (a person) until {until}")])
+        self.idle_status = f"waiting for {name}'s turn (debate-engine play ID --as {name})"
+
+    def _on_human_turn_timed_out(self, timed_out: pb.HumanTurnTimedOut) -> None:
+        self._block([self.style.paint(safe_text(timed_out.message), "yellow")])
 
     def _on_turn_completed(self, completed: pb.TurnCompleted) -> None:
         final = completed.turn

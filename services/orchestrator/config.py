@@ -24,6 +24,8 @@ from services.common.money import CURRENCY, format_amount, read_money
 from services.common.quotes import sources_message
 from services.common.text import clean_text
 from services.common.tokens import count_text_tokens
+from services.orchestrator.human_seat import check_config as check_human_seat
+from services.orchestrator.human_seat import is_human
 from services.orchestrator.settings import OrchestratorSettings
 
 # Names end up in idempotency keys ("debates/{id}/rounds/{r}/turns/{name}/attempts/{a}"),
@@ -69,6 +71,7 @@ def validate_config(
     _check_context(config, out, limits, v, path)
     _check_budget(config, out, v, path)
     _check_sources(config, out, v, path)
+    check_human_seat(config, out, v, path)
     v.raise_if_any()
     keys.raise_if_any()
     return out
@@ -102,7 +105,8 @@ def _check_participants(
         p = f"{path}.participants[{i}]"
         target = out.participants[i]
         target.name = _check_name(participant.name, seen, i, v, f"{p}.name")
-        rules.check(participant.model, f"{p}.model", v, keys)
+        if not is_human(participant.model):  # a human seat calls no model: no allowlist, price or key
+            rules.check(participant.model, f"{p}.model", v, keys)
         persona = clean_text(participant.persona)
         if len(persona) > limits.max_persona_chars:
             v.add(f"{p}.persona", f"must be at most {limits.max_persona_chars} characters")

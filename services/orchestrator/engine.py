@@ -27,6 +27,7 @@ from services.common.errors import FieldViolation, InvalidArgument, NotFound
 from services.common.llm.base import LLMClient
 from services.orchestrator.config import Limits, validate_config
 from services.orchestrator.events import EventHub
+from services.orchestrator.human_seat import HumanSeats
 from services.orchestrator.judging import Judging
 from services.orchestrator.lifecycle import Lifecycle
 from services.orchestrator.metrics import OrchestratorMetrics
@@ -69,6 +70,8 @@ class Engine:
         self.limits = Limits(settings)
         self.model_rules = model_rules
         self.turns = TurnRunner(store, hub, llm, accounting, settings.max_turn_attempts, tracer)
+        self.human = HumanSeats(store, hub, self.turns.complete)  # human seats (issue 19 part 3)
+        self.turns.human = self.human
         self.judging = Judging(store, hub, judge, accounting, settings.judge_attempts)
         self.lifecycle = Lifecycle(
             store,
@@ -166,6 +169,16 @@ class Engine:
     def transcript(self, debate_id: str) -> tuple[list[common.Turn], list[common.RoundAssessment]]:
         """The stored turns and round assessments of a debate."""
         return [t for t, _ in self.store.turns(debate_id)], [a for a, _ in self.store.assessments(debate_id)]
+
+    # ==== human seats (issue 19 part 3; human_seat.py) ============================================
+    def submit_turn(
+        self, tenant: str, debate_id: str, participant: str, round_number: int, text: str, request_id: str
+    ) -> tuple[DebateRow, int, bool]:
+        """The caller's debate, a human seat's text given (see HumanSeats.submit): the row, the
+        text's tokens and whether it was a retry."""
+        row = self.get_row(tenant, debate_id)
+        tokens, duplicate = self.human.submit(row, participant, round_number, text, request_id)
+        return row, tokens, duplicate
 
     # ==== running debates (lifecycle.py) =========================================================
     def start(self, tenant: str, debate_id: str) -> DebateRow:

@@ -35,6 +35,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from services.common.errors import Aborted, DeadlineExceeded, DomainError, Unavailable
 from services.common.text import plural
 from services.orchestrator.events import EventHub
+from services.orchestrator.human_seat import judge_text
 from services.orchestrator.peers import Accounting, Judge
 from services.orchestrator.run import DebateRun, announce_cost
 from services.orchestrator.store import Store
@@ -249,9 +250,10 @@ def _debaters(config: common.DebateConfig) -> list[judge_pb2.Debater]:
 
 
 def _round_turns(run: DebateRun, r: int) -> list[judge_pb2.DebaterTurn]:
-    """The round's turns as the judge reads them, each with its checked quotes."""
+    """The round's turns as the judge reads them: each with its checked quotes, a human seat's
+    skipped turn as a note saying so (`judge_text`)."""
     turns = [run.turns[(r, p.name)] for p in run.config.participants]
-    return [judge_pb2.DebaterTurn(debater=t.participant, text=t.text, quotes=t.quotes) for t in turns]
+    return [judge_pb2.DebaterTurn(debater=t.participant, text=judge_text(t), quotes=t.quotes) for t in turns]
 
 
 def judge_sources(config: common.DebateConfig) -> list[common.SourceDocument]:

@@ -260,6 +260,23 @@ _POSTGRES_TOURNAMENTS = (
     PRIMARY KEY (tournament_id, match_index)
 )""",
 )
+# Version 6: human seats (issue 19 part 3). One row a human seat's turn that the debate has waited
+# for: `deadline_ns` (wall-clock nanoseconds) is stored when the wait opens and kept by a restart,
+# which resumes the same wait; `submitted`, `text` and `request_id` hold the turn given through
+# SubmitTurn, stored before SubmitTurn answers, so a crash after it loses nothing
+# (services/orchestrator/human_seat.py).
+_HUMAN_SEAT_SQL = """CREATE TABLE human_turns (
+    debate_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    participant TEXT NOT NULL,
+    deadline_ns {big} NOT NULL,
+    submitted {flag} NOT NULL DEFAULT {false},
+    text TEXT NOT NULL DEFAULT '',
+    request_id TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (debate_id, round, participant)
+){tail}"""
+_SQLITE_HUMAN_SEAT = (_HUMAN_SEAT_SQL.format(big="INTEGER", flag="INTEGER", false="0", tail=" WITHOUT ROWID"),)
+_POSTGRES_HUMAN_SEAT = (_HUMAN_SEAT_SQL.format(big="BIGINT", flag="BOOLEAN", false="FALSE", tail=""),)
 
 MIGRATIONS = (
     Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
@@ -267,5 +284,6 @@ MIGRATIONS = (
     Migration(3, "a cancel forwarded to the owner; the cluster-wide queue's index", _SQLITE_V3, _POSTGRES_V3),
     Migration(4, VOTES_MIGRATION_NAME, _SQLITE_VOTES, _POSTGRES_VOTES),
     Migration(5, "tournaments and their side-swapped matches", _SQLITE_TOURNAMENTS, _POSTGRES_TOURNAMENTS),
+    Migration(6, "human seats: awaited turns, deadlines, submitted text", _SQLITE_HUMAN_SEAT, _POSTGRES_HUMAN_SEAT),
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)

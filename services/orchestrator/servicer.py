@@ -60,6 +60,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
         _timestamp(summary.create_time, row.create_ns)
         _timestamp(summary.update_time, row.update_ns)
+        awaiting = self.engine.human.awaiting(row)  # human seat (issue 19 part 3)
+        if awaiting is not None:
+            summary.awaiting_human.CopyFrom(awaiting)
         return summary
 
     def debate(self, row: DebateRow) -> pb.Debate:
@@ -90,6 +93,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         _timestamp(debate.create_time, row.create_ns)
         _timestamp(debate.update_time, row.update_ns)
         debate.votes.CopyFrom(self.engine.votes.tally(row).to_proto())  # i18j: human votes
+        awaiting = self.engine.human.awaiting(row)  # human seat (issue 19 part 3)
+        if awaiting is not None:
+            debate.awaiting_human.CopyFrom(awaiting)
         return debate
 
     # -- RPCs -------------------------------------------------------------------------------
@@ -185,4 +191,24 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         rendered = await asyncio.to_thread(render_export, debate, fmt)
         return pb.ExportDebateResponse(
             content_type=rendered.content_type, content=rendered.content, file_name=rendered.file_name
+        )
+
+    # -- human seat (issue 19 part 3) ------------------------------------------------------
+    async def SubmitTurn(self, request, context):
+        debate_id_var.set(request.debate_id)
+        request_id_var.set(request.request_id or "-")
+        row, tokens, duplicate = self.engine.submit_turn(
+            current_tenant(),
+            request.debate_id,
+            request.participant,
+            request.round_number,
+            request.text,
+            request.request_id,
+        )
+        return pb.SubmitTurnResponse(
+            debate_id=row.debate_id,
+            round_number=request.round_number,
+            participant=request.participant,
+            completion_tokens=tokens,
+            duplicate=duplicate,
         )

@@ -81,6 +81,19 @@ class DebateRow:
     last_sequence: int
 
 
+@dataclass(slots=True)
+class HumanTurnRow:
+    """The wait for one human seat's turn (issue 19 part 3): its deadline in wall-clock ns and,
+    once SubmitTurn gave it, the text and the request_id."""
+
+    round_number: int
+    participant: str
+    deadline_ns: int
+    submitted: bool
+    text: str
+    request_id: str
+
+
 # SQLite's write-ahead log: a commit on the loop's thread checkpoints only past this many pages
 # (4 KiB each, 40 MiB; SQLite's default is 1,000), since the event hub checkpoints from a worker
 # thread (Store.checkpoint); after a checkpoint the log file is cut back to this many bytes.
@@ -159,6 +172,26 @@ TENANT_TURNS = (
 # fenced by, nor refused with, the lease of the replica that runs the debate.
 VOTE_WRITE_KEY = "votes/"
 
+# -- human seats (issue 19 part 3; services/orchestrator/human_seat.py) --
+# A wait opened again (a restart resuming it) keeps its first deadline.
+OPEN_HUMAN_TURN = (
+    "INSERT INTO human_turns (debate_id, round, participant, deadline_ns) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (debate_id, round, participant) DO NOTHING"
+)
+HUMAN_TURN = (
+    "SELECT deadline_ns, submitted, text, request_id FROM human_turns "
+    "WHERE debate_id = ? AND round = ? AND participant = ?"
+)
+SUBMIT_HUMAN_TURN = (
+    "UPDATE human_turns SET submitted = TRUE, text = ?, request_id = ? "
+    "WHERE debate_id = ? AND round = ? AND participant = ? AND submitted = FALSE"
+)
+# The waits still open: nothing submitted and no turn stored (a timed-out turn is stored skipped).
+AWAITED_HUMANS = (
+    "SELECT h.round, h.participant, h.deadline_ns FROM human_turns h WHERE h.debate_id = ? AND h.submitted = FALSE "
+    "AND NOT EXISTS (SELECT 1 FROM turns t WHERE t.debate_id = h.debate_id AND t.round = h.round "
+    "AND t.participant = h.participant) ORDER BY h.round, h.participant"
+)
 # The states of a debate someone must run (or hold in its queue): what a restart or a takeover picks up.
 RUNNABLE = (orchestrator_pb2.DebateState.DEBATE_STATE_RUNNING, orchestrator_pb2.DebateState.DEBATE_STATE_QUEUED)
 
@@ -416,6 +449,30 @@ class Store(Protocol):
     def tenant_turns(self, tenant: str) -> list[tuple[str, common_pb2.Turn]]:
         """(debate_id, turn) of every turn stored for the tenant's debates."""
         return [(debate_id, common_pb2.Turn.FromString(t)) for debate_id, t in self._read(TENANT_TURNS, (tenant,))]
+
+    # -- human seats (issue 19 part 3)
+    def open_human_turn(self, debate_id: str, round_number: int, participant: str, deadline_ns: int) -> None:
+        """Opens the wait for a human seat's turn with its deadline (wall-clock ns); a wait already
+        opened (before a restart) keeps its own."""
+        self._write(debate_id, OPEN_HUMAN_TURN, (debate_id, round_number, participant, deadline_ns))
+
+    def human_turn(self, debate_id: str, round_number: int, participant: str) -> HumanTurnRow | None:
+        """The wait for a human seat's turn, None when it was never opened."""
+        rows = self._read(HUMAN_TURN, (debate_id, round_number, participant))
+        if not rows:
+            return None
+        deadline_ns, submitted, text, request_id = rows[0]
+        return HumanTurnRow(round_number, participant, int(deadline_ns), bool(submitted), text, request_id)
+
+    def submit_human_turn(
+        self, debate_id: str, round_number: int, participant: str, text: str, request_id: str
+    ) -> None:
+        """Stores the text of an open wait (a wait that has its text already is left as it is)."""
+        self._write(debate_id, SUBMIT_HUMAN_TURN, (text, request_id, debate_id, round_number, participant))
+
+    def awaited_humans(self, debate_id: str) -> list[tuple[int, str, int]]:
+        """(round, participant, deadline_ns) of each open wait of the debate: no text, no turn stored."""
+        return [(int(r), p, int(d)) for r, p, d in self._read(AWAITED_HUMANS, (debate_id,))]
 
     # -- events
     def add_events(self, rows: list[tuple[str, int, bytes]]) -> None:

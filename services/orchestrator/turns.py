@@ -58,6 +58,7 @@ from services.common.tokens import count_message_tokens
 from services.common.usage import Usage, usage_to_proto
 from services.orchestrator.context import Window
 from services.orchestrator.events import DeltaBuffer, EventHub, TextRejected
+from services.orchestrator.human_seat import HumanSeats, is_human
 from services.orchestrator.peers import Accounting
 from services.orchestrator.run import BudgetExceeded, DebateRun, Inflight, announce_cost, turn_key
 from services.orchestrator.store import Store
@@ -120,6 +121,7 @@ class TurnRunner:
         self.llm = llm
         self.accounting = accounting
         self.max_attempts = max_attempts
+        self.human: HumanSeats | None = None  # human seats (issue 19 part 3): set by the engine
 
     async def run(self, run: DebateRun, r: int, participant: common.Participant) -> None:
         """Generates, stores and records the turn of `participant` in round `r`. Raises
@@ -144,6 +146,9 @@ class TurnRunner:
                 span.set_attribute("debate.turn.attempts", run.last_attempt.get((r, participant.name), 0))
 
     async def _run(self, run: DebateRun, r: int, participant: common.Participant) -> None:
+        if self.human is not None and is_human(participant.model):  # a person plays it (human_seat.py)
+            await self.human.play(run, r, participant)
+            return
         name = participant.name
         sequential = run.config.format.turn_order == common.TURN_ORDER_SEQUENTIAL
         attempt = run.last_attempt.get((r, name), 0)
@@ -328,6 +333,8 @@ class TurnRunner:
         await self.hub.committed()  # the turn is stored before its usage is recorded anywhere
         self.store.ensure_held(run.debate_id)  # stored by this replica, not refused: it may record
         await self.record(run, turn, key, inflight.reservation_id)
+
+    complete = _complete  # human_seat.py plays a submitted human turn through it
 
     async def record(self, run: DebateRun, turn: common.Turn, key: str, reservation_id: str = "") -> None:
         """Records a stored turn's usage under `key` (committing its reservation), marks it

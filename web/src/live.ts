@@ -6,6 +6,7 @@ import { DebateState, type DebateEvent } from "./gen/debate/orchestrator/v1/orch
 import { isTransient, readError, type Orchestrator } from "./api";
 import { el, formatInt, formatMoney, formatScore } from "./dom";
 import { renderQuotes } from "./quotes";
+import { HumanSeatPanel } from "./human_seat";
 
 const PALETTE = ["#4f46e5", "#db2777", "#0891b2", "#ca8a04", "#16a34a", "#9333ea", "#ea580c", "#475569"];
 // Reopen a stream that has said nothing (not even a heartbeat) for this long.
@@ -41,6 +42,7 @@ export class LiveDebate {
   private roundLimit: number;
   private currentRound = 0;
   private verdictCost: HTMLElement | null = null;
+  private humanSeat: HumanSeatPanel | null = null; // a seat played by a person (human_seat.ts)
 
   constructor(
     private readonly client: Orchestrator,
@@ -51,6 +53,7 @@ export class LiveDebate {
   ) {
     this.roundLimit = config.format?.roundLimit ?? 0;
     this.render();
+    this.humanSeat = new HumanSeatPanel(client, debateId, config);
   }
 
   private render(): void {
@@ -97,6 +100,7 @@ export class LiveDebate {
   }
 
   stop(): void {
+    this.humanSeat?.stop();
     this.stopped = true;
     this.abort?.abort();
   }
@@ -150,6 +154,7 @@ export class LiveDebate {
   private apply(event: DebateEvent): void {
     if (event.sequence <= this.lastSequence) return; // already shown before a reconnect
     this.lastSequence = event.sequence;
+    this.humanSeat?.apply(event);
     const payload = event.payload;
     switch (payload.case) {
       case "stateChanged":
@@ -183,7 +188,9 @@ export class LiveDebate {
         // All the turn's tokens (what it read and wrote), as the cost tables count them.
         const usage = t.usage ? `${formatInt(t.usage.totalTokens)} tokens (${formatInt(t.usage.completionTokens)} written)` : "";
         const cost = t.cost ? ` · ${formatMoney(t.cost.amount, t.cost.currencyCode)}` : "";
-        turn.section.querySelector(".turn-meta")!.textContent = `${usage}${cost}${t.simulated ? " · simulated" : ""}`;
+        turn.section.querySelector(".turn-meta")!.textContent = t.human?.skipped
+          ? `No turn: ${t.human.skipReason === "FORFEITED" ? "forfeited" : "no answer in time"}`
+          : `${usage}${cost}${t.simulated ? " · simulated" : ""}`;
         break;
       }
       case "turnFailed": {

@@ -91,6 +91,46 @@ QUOTE_STATUS_UNVERIFIED: QuoteStatus.ValueType  # 3
 """Neither: invented, or naming a source that does not exist."""
 Global___QuoteStatus: _TypeAlias = QuoteStatus  # noqa: Y015
 
+class _HumanTimeoutPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HumanTimeoutPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HumanTimeoutPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HUMAN_TIMEOUT_POLICY_UNSPECIFIED: _HumanTimeoutPolicy.ValueType  # 0
+    """Means SKIP_TURN."""
+    HUMAN_TIMEOUT_POLICY_SKIP_TURN: _HumanTimeoutPolicy.ValueType  # 1
+    """The turn is stored empty (Turn.human.skipped) and the debate goes on; the seat is awaited
+    again at its next turn.
+    """
+    HUMAN_TIMEOUT_POLICY_FORFEIT: _HumanTimeoutPolicy.ValueType  # 2
+    """The seat forfeits: this turn and all its remaining turns are stored empty without waiting,
+    and the judge is told, in each of those turns, that the seat forfeited.
+    """
+    HUMAN_TIMEOUT_POLICY_END_DEBATE: _HumanTimeoutPolicy.ValueType  # 3
+    """The debate ends FAILED with the reason "HUMAN_TURN_TIMEOUT", naming the seat and the round;
+    what was spent stays recorded.
+    """
+
+class HumanTimeoutPolicy(_HumanTimeoutPolicy, metaclass=_HumanTimeoutPolicyEnumTypeWrapper):
+    """Human seat (issue 19 part 3): what happens when a human seat's turn is not submitted in time."""
+
+HUMAN_TIMEOUT_POLICY_UNSPECIFIED: HumanTimeoutPolicy.ValueType  # 0
+"""Means SKIP_TURN."""
+HUMAN_TIMEOUT_POLICY_SKIP_TURN: HumanTimeoutPolicy.ValueType  # 1
+"""The turn is stored empty (Turn.human.skipped) and the debate goes on; the seat is awaited
+again at its next turn.
+"""
+HUMAN_TIMEOUT_POLICY_FORFEIT: HumanTimeoutPolicy.ValueType  # 2
+"""The seat forfeits: this turn and all its remaining turns are stored empty without waiting,
+and the judge is told, in each of those turns, that the seat forfeited.
+"""
+HUMAN_TIMEOUT_POLICY_END_DEBATE: HumanTimeoutPolicy.ValueType  # 3
+"""The debate ends FAILED with the reason "HUMAN_TURN_TIMEOUT", naming the seat and the round;
+what was spent stays recorded.
+"""
+Global___HumanTimeoutPolicy: _TypeAlias = HumanTimeoutPolicy  # noqa: Y015
+
 class _FinishReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -233,7 +273,8 @@ class Participant(_message.Message):
     """Unique within the debate; 1 to 64 characters."""
     model: _builtins.str
     """A model as LiteLLM names it ("openai/gpt-4o", "anthropic/claude-3-5-sonnet-20241022")
-    or a built-in simulated model ("sim/debater").
+    or a built-in simulated model ("sim/debater"), or "human": a person plays this seat through
+    OrchestratorService.SubmitTurn (a human seat, priced at 0; see DebateConfig.human).
     """
     persona: _builtins.str
     """Who the debater is ("a pragmatic economist")."""
@@ -408,6 +449,7 @@ class DebateConfig(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     SOURCES_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
+    HUMAN_FIELD_NUMBER: _builtins.int
     topic: _builtins.str
     max_tokens_per_turn: _builtins.int
     """Cap on completion tokens of each debater turn."""
@@ -437,6 +479,12 @@ class DebateConfig(_message.Message):
 
     @_builtins.property
     def evidence(self) -> Global___EvidenceOptions: ...
+    @_builtins.property
+    def human(self) -> Global___HumanSeatSettings:
+        """Human seat (issue 19 part 3): how long a participant whose model is "human" has for each
+        turn, and what happens when it does not answer in time. Unset: the defaults below.
+        """
+
     def __init__(
         self,
         *,
@@ -450,10 +498,11 @@ class DebateConfig(_message.Message):
         seed: _builtins.int = ...,
         sources: _abc.Iterable[Global___SourceDocument] | None = ...,
         evidence: Global___EvidenceOptions | None = ...,
+        human: Global___HumanSeatSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "evidence", b"evidence", "format", b"format", "judge", b"judge"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "evidence", b"evidence", "format", b"format", "human", b"human", "judge", b"judge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "evidence", b"evidence", "format", b"format", "judge", b"judge", "max_tokens_per_turn", b"max_tokens_per_turn", "participants", b"participants", "seed", b"seed", "sources", b"sources", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "evidence", b"evidence", "format", b"format", "human", b"human", "judge", b"judge", "max_tokens_per_turn", b"max_tokens_per_turn", "participants", b"participants", "seed", b"seed", "sources", b"sources", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -573,6 +622,65 @@ class Quote(_message.Message):
 Global___Quote: _TypeAlias = Quote  # noqa: Y015
 
 @_typing.final
+class HumanSeatSettings(_message.Message):
+    """Human seat (issue 19 part 3): the wait for a participant whose model is "human"."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_POLICY_FIELD_NUMBER: _builtins.int
+    turn_timeout_seconds: _builtins.int
+    """Seconds each human turn may take, counted from when the debate starts waiting for it
+    (HumanTurnAwaited.deadline): 1 to 86400; 0 means 300.
+    """
+    timeout_policy: Global___HumanTimeoutPolicy.ValueType
+    def __init__(
+        self,
+        *,
+        turn_timeout_seconds: _builtins.int = ...,
+        timeout_policy: Global___HumanTimeoutPolicy.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout_policy", b"timeout_policy", "turn_timeout_seconds", b"turn_timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HumanSeatSettings: _TypeAlias = HumanSeatSettings  # noqa: Y015
+
+@_typing.final
+class HumanTurn(_message.Message):
+    """Human seat (issue 19 part 3): how a human seat's turn was taken (Turn.human)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    SKIP_REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    skipped: _builtins.bool
+    """True when no text was submitted: the turn timed out (SKIP_TURN), or the seat forfeited."""
+    skip_reason: _builtins.str
+    """Why it was skipped: "TIMEOUT" (skip_turn), "FORFEITED" (this turn timed out or an earlier
+    one did, under FORFEIT); "" when the human spoke.
+    """
+    request_id: _builtins.str
+    """The SubmitTurn request_id that gave the text ("" when skipped or when none was sent)."""
+    def __init__(
+        self,
+        *,
+        skipped: _builtins.bool = ...,
+        skip_reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "skip_reason", b"skip_reason", "skipped", b"skipped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HumanTurn: _TypeAlias = HumanTurn  # noqa: Y015
+
+@_typing.final
 class Turn(_message.Message):
     """One debater's turn in one round."""
 
@@ -588,6 +696,7 @@ class Turn(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     SIMULATED_FIELD_NUMBER: _builtins.int
     QUOTES_FIELD_NUMBER: _builtins.int
+    HUMAN_FIELD_NUMBER: _builtins.int
     round_number: _builtins.int
     participant: _builtins.str
     model: _builtins.str
@@ -607,6 +716,10 @@ class Turn(_message.Message):
         for a debate without sources).
         """
 
+    @_builtins.property
+    def human(self) -> Global___HumanTurn:
+        """Human seat (issue 19 part 3): set for a turn of a participant whose model is "human"."""
+
     def __init__(
         self,
         *,
@@ -620,10 +733,11 @@ class Turn(_message.Message):
         attempt: _builtins.int = ...,
         simulated: _builtins.bool = ...,
         quotes: _abc.Iterable[Global___Quote] | None = ...,
+        human: Global___HumanTurn | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "human", b"human", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cost", b"cost", "finish_reason", b"finish_reason", "model", b"model", "participant", b"participant", "quotes", b"quotes", "round_number", b"round_number", "simulated", b"simulated", "text", b"text", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cost", b"cost", "finish_reason", b"finish_reason", "human", b"human", "model", b"model", "participant", b"participant", "quotes", b"quotes", "round_number", b"round_number", "simulated", b"simulated", "text", b"text", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -133,6 +133,7 @@ class Debate(_message.Message):
     END_REASON_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     VOTES_FIELD_NUMBER: _builtins.int
+    AWAITING_HUMAN_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     """"debates/{uuid}" style id without the prefix."""
     state: Global___DebateState.ValueType
@@ -158,6 +159,12 @@ class Debate(_message.Message):
     def votes(self) -> Global___VoteTally:
         """The human votes cast on the debate (CastVote), aggregated."""
 
+    @_builtins.property
+    def awaiting_human(self) -> Global___HumanTurnAwaited:
+        """Human seat (issue 19 part 3): the human seat whose turn the debate is waiting for, and until
+        when; unset when none is awaited.
+        """
+
     def __init__(
         self,
         *,
@@ -172,10 +179,11 @@ class Debate(_message.Message):
         end_reason: _builtins.str = ...,
         last_sequence: _builtins.int = ...,
         votes: Global___VoteTally | None = ...,
+        awaiting_human: Global___HumanTurnAwaited | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "cost", b"cost", "create_time", b"create_time", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "config", b"config", "cost", b"cost", "create_time", b"create_time", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "cost", b"cost", "create_time", b"create_time", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "rounds", b"rounds", "state", b"state", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "config", b"config", "cost", b"cost", "create_time", b"create_time", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "rounds", b"rounds", "state", b"state", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -198,6 +206,7 @@ class DebateSummary(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     END_REASON_FIELD_NUMBER: _builtins.int
+    AWAITING_HUMAN_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     topic: _builtins.str
     state: Global___DebateState.ValueType
@@ -214,6 +223,10 @@ class DebateSummary(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def awaiting_human(self) -> Global___HumanTurnAwaited:
+        """Human seat (issue 19 part 3): as Debate.awaiting_human."""
+
     def __init__(
         self,
         *,
@@ -228,10 +241,11 @@ class DebateSummary(_message.Message):
         last_sequence: _builtins.int = ...,
         queue_position: _builtins.int = ...,
         end_reason: _builtins.str = ...,
+        awaiting_human: Global___HumanTurnAwaited | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "cost", b"cost", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "current_round", b"current_round", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "queue_position", b"queue_position", "round_limit", b"round_limit", "state", b"state", "topic", b"topic", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "cost", b"cost", "create_time", b"create_time", "current_round", b"current_round", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "queue_position", b"queue_position", "round_limit", b"round_limit", "state", b"state", "topic", b"topic", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -573,6 +587,8 @@ class DebateEvent(_message.Message):
     DEBATE_COMPLETED_FIELD_NUMBER: _builtins.int
     DEBATE_FAILED_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    HUMAN_TURN_AWAITED_FIELD_NUMBER: _builtins.int
+    HUMAN_TURN_TIMED_OUT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Gap-free, starting at 1."""
     debate_id: _builtins.str
@@ -602,6 +618,12 @@ class DebateEvent(_message.Message):
     def debate_failed(self) -> Global___DebateFailed: ...
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def human_turn_awaited(self) -> Global___HumanTurnAwaited:
+        """Human seat (issue 19 part 3)."""
+
+    @_builtins.property
+    def human_turn_timed_out(self) -> Global___HumanTurnTimedOut: ...
     def __init__(
         self,
         *,
@@ -620,12 +642,14 @@ class DebateEvent(_message.Message):
         debate_completed: Global___DebateCompleted | None = ...,
         debate_failed: Global___DebateFailed | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        human_turn_awaited: Global___HumanTurnAwaited | None = ...,
+        human_turn_timed_out: Global___HumanTurnTimedOut | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "heartbeat", b"heartbeat", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "heartbeat", b"heartbeat", "human_turn_awaited", b"human_turn_awaited", "human_turn_timed_out", b"human_turn_timed_out", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "debate_id", b"debate_id", "heartbeat", b"heartbeat", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "debate_id", b"debate_id", "heartbeat", b"heartbeat", "human_turn_awaited", b"human_turn_awaited", "human_turn_timed_out", b"human_turn_timed_out", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "round_started", "turn_started", "token_delta", "turn_completed", "turn_failed", "round_assessed", "verdict_rendered", "cost_updated", "debate_completed", "debate_failed", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "round_started", "turn_started", "token_delta", "turn_completed", "turn_failed", "round_assessed", "verdict_rendered", "cost_updated", "debate_completed", "debate_failed", "heartbeat", "human_turn_awaited", "human_turn_timed_out"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -1293,3 +1317,135 @@ class ExportDebateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportDebateResponse: _TypeAlias = ExportDebateResponse  # noqa: Y015
+
+@_typing.final
+class HumanTurnAwaited(_message.Message):
+    """---- Human seat (issue 19 part 3) ----
+
+    The debate waits for a human seat's turn until `deadline` (logged again, with the same
+    deadline, when a restart resumes the wait).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_NUMBER_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    round_number: _builtins.int
+    participant: _builtins.str
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        round_number: _builtins.int = ...,
+        participant: _builtins.str = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "participant", b"participant", "round_number", b"round_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HumanTurnAwaited: _TypeAlias = HumanTurnAwaited  # noqa: Y015
+
+@_typing.final
+class HumanTurnTimedOut(_message.Message):
+    """A human seat's turn was not submitted by its deadline; `policy` says what follows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_NUMBER_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    round_number: _builtins.int
+    participant: _builtins.str
+    policy: _common_pb2.HumanTimeoutPolicy.ValueType
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        round_number: _builtins.int = ...,
+        participant: _builtins.str = ...,
+        policy: _common_pb2.HumanTimeoutPolicy.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "participant", b"participant", "policy", b"policy", "round_number", b"round_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HumanTurnTimedOut: _TypeAlias = HumanTurnTimedOut  # noqa: Y015
+
+@_typing.final
+class SubmitTurnRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEBATE_ID_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_FIELD_NUMBER: _builtins.int
+    ROUND_NUMBER_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    debate_id: _builtins.str
+    participant: _builtins.str
+    """The human seat's participant name."""
+    round_number: _builtins.int
+    """The round whose turn this is (the awaited one)."""
+    text: _builtins.str
+    """The turn's text: not empty, at most the debate's max_tokens_per_turn tokens (counted with
+    the project's tokenizer) and 65536 characters.
+    """
+    request_id: _builtins.str
+    """Idempotency key (at most 128 characters): a retry with the same key acts once."""
+    def __init__(
+        self,
+        *,
+        debate_id: _builtins.str = ...,
+        participant: _builtins.str = ...,
+        round_number: _builtins.int = ...,
+        text: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debate_id", b"debate_id", "participant", b"participant", "request_id", b"request_id", "round_number", b"round_number", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitTurnRequest: _TypeAlias = SubmitTurnRequest  # noqa: Y015
+
+@_typing.final
+class SubmitTurnResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEBATE_ID_FIELD_NUMBER: _builtins.int
+    ROUND_NUMBER_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    debate_id: _builtins.str
+    round_number: _builtins.int
+    participant: _builtins.str
+    completion_tokens: _builtins.int
+    """The text's tokens, as counted for the ledger (priced at 0)."""
+    duplicate: _builtins.bool
+    """True when this request_id had already given the turn: nothing was done again."""
+    def __init__(
+        self,
+        *,
+        debate_id: _builtins.str = ...,
+        round_number: _builtins.int = ...,
+        participant: _builtins.str = ...,
+        completion_tokens: _builtins.int = ...,
+        duplicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "debate_id", b"debate_id", "duplicate", b"duplicate", "participant", b"participant", "round_number", b"round_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitTurnResponse: _TypeAlias = SubmitTurnResponse  # noqa: Y015

@@ -84,6 +84,11 @@ class OrchestratorServiceStub:
                 request_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateRequest.SerializeToString,
                 response_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateResponse.FromString,
                 _registered_method=True)
+        self.SubmitTurn = channel.unary_unary(
+                '/debate.orchestrator.v1.OrchestratorService/SubmitTurn',
+                request_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnRequest.SerializeToString,
+                response_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -173,6 +178,19 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitTurn(self, request, context):
+        """---- Human seat (issue 19 part 3) ----
+        Gives the text of a human seat's turn (a participant whose model is "human") while the debate
+        awaits it (Debate.awaiting_human). Stored before it answers, then streamed and recorded like a
+        model's turn. Another tenant's debate: NOT_FOUND. Bad fields (an unknown participant, a round
+        out of range, empty text, text over max_tokens_per_turn tokens): INVALID_ARGUMENT with field
+        violations. Not a human seat, or not its turn now, or its turn already given under another
+        request_id: FAILED_PRECONDITION. A retry with the same request_id acts once (duplicate=true).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +243,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ExportDebate,
                     request_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateRequest.FromString,
                     response_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateResponse.SerializeToString,
+            ),
+            'SubmitTurn': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitTurn,
+                    request_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnRequest.FromString,
+                    response_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -497,6 +520,33 @@ class OrchestratorService:
             '/debate.orchestrator.v1.OrchestratorService/ExportDebate',
             debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateRequest.SerializeToString,
             debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportDebateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debate.orchestrator.v1.OrchestratorService/SubmitTurn',
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnRequest.SerializeToString,
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,6 +70,15 @@ class OrchestratorServiceStub:
     debate: NOT_FOUND. A format missing or unknown: INVALID_ARGUMENT with a field violation
     on "format".
     """
+    SubmitTurn: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.SubmitTurnRequest, _orchestrator_pb2.SubmitTurnResponse]
+    """---- Human seat (issue 19 part 3) ----
+    Gives the text of a human seat's turn (a participant whose model is "human") while the debate
+    awaits it (Debate.awaiting_human). Stored before it answers, then streamed and recorded like a
+    model's turn. Another tenant's debate: NOT_FOUND. Bad fields (an unknown participant, a round
+    out of range, empty text, text over max_tokens_per_turn tokens): INVALID_ARGUMENT with field
+    violations. Not a human seat, or not its turn now, or its turn already given under another
+    request_id: FAILED_PRECONDITION. A retry with the same request_id acts once (duplicate=true).
+    """
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
@@ -112,6 +121,15 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     A debate in any state: one not finished exports what it has so far. Another tenant's
     debate: NOT_FOUND. A format missing or unknown: INVALID_ARGUMENT with a field violation
     on "format".
+    """
+    SubmitTurn: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.SubmitTurnRequest, _orchestrator_pb2.SubmitTurnResponse]  # type: ignore[assignment]
+    """---- Human seat (issue 19 part 3) ----
+    Gives the text of a human seat's turn (a participant whose model is "human") while the debate
+    awaits it (Debate.awaiting_human). Stored before it answers, then streamed and recorded like a
+    model's turn. Another tenant's debate: NOT_FOUND. Bad fields (an unknown participant, a round
+    out of range, empty text, text over max_tokens_per_turn tokens): INVALID_ARGUMENT with field
+    violations. Not a human seat, or not its turn now, or its turn already given under another
+    request_id: FAILED_PRECONDITION. A retry with the same request_id acts once (duplicate=true).
     """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -212,6 +230,21 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         A debate in any state: one not finished exports what it has so far. Another tenant's
         debate: NOT_FOUND. A format missing or unknown: INVALID_ARGUMENT with a field violation
         on "format".
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitTurn(
+        self,
+        request: _orchestrator_pb2.SubmitTurnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.SubmitTurnResponse, _abc.Awaitable[_orchestrator_pb2.SubmitTurnResponse]]:
+        """---- Human seat (issue 19 part 3) ----
+        Gives the text of a human seat's turn (a participant whose model is "human") while the debate
+        awaits it (Debate.awaiting_human). Stored before it answers, then streamed and recorded like a
+        model's turn. Another tenant's debate: NOT_FOUND. Bad fields (an unknown participant, a round
+        out of range, empty text, text over max_tokens_per_turn tokens): INVALID_ARGUMENT with field
+        violations. Not a human seat, or not its turn now, or its turn already given under another
+        request_id: FAILED_PRECONDITION. A retry with the same request_id acts once (duplicate=true).
         """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,72 @@
+"""`debate-engine play ID --as PARTICIPANT` (issue 19 part 3) against the real suite: it says whose
+turn the debate awaits, waits for the seat's turn, reads the text from standard input, gives it,
+and reports the server's refusals with their exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+from tests.reliability.processes import KillableSuite
+from tests.support.human_seat import API_KEYS, INSTANT, KEYS, TenantClient, human_config, of_kind
+
+TEXT = "Charge for parking, and spend it on night buses.\nA ban helps only those who already live in town."
+
+
+@pytest.fixture
+async def suite(tmp_path):
+    suite = KillableSuite(tmp_path / "data", {**INSTANT, "API_KEYS": API_KEYS}, log_level="WARNING")
+    await suite.start_all()
+    yield suite
+    await suite.stop_all()
+
+
+async def play(suite: KillableSuite, *args: str, stdin: str = "", key: str = KEYS["alice"]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "play",
+        *args,
+        "--target",
+        suite.address("orchestrator"),
+        cwd=ROOT,
+        env={**os.environ, "DEBATE_ENGINE_API_KEY": key, "NO_COLOR": "1"},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_play_gives_the_seats_turn_from_standard_input(suite):
+    alice = TenantClient(suite.address("orchestrator"), "alice")
+    try:
+        debate_id = await alice.create_and_start(human_config(rounds=1))
+        await alice.until(debate_id, "human_turn_awaited")
+
+        code, _, err = await play(suite, debate_id, "--as", "Milo", stdin=TEXT)
+        assert code == 1 and "not Milo's turn: round 1: the debate awaits Ann's turn" in err
+        code, _, err = await play(suite, debate_id, "--as", "Ann", stdin="word " * 300)
+        assert code == 2 and "text" in err and "max_tokens_per_turn = 96" in err
+        code, _, err = await play(suite, debate_id, "--as", "Ann", stdin=TEXT, key=KEYS["bob"])
+        assert code == 1 and "NOT_FOUND" in err
+
+        code, out, err = await play(suite, debate_id, "--as", "Ann", "--wait", stdin=TEXT)
+        assert code == 0, err
+        assert "round 1: the debate awaits Ann's turn;" in out and "left" in out
+        assert "Ann's turn for round 1 given (" in out and "tokens, cost 0)" in out
+        events = await alice.events(debate_id)
+        assert of_kind(events, "debate_completed")
+        (turn,) = [t.turn for t in of_kind(events, "turn_completed") if t.turn.participant == "Ann"]
+        assert turn.text == TEXT and turn.model == "human"
+        code, _, err = await play(suite, debate_id, "--as", "Ann", stdin=TEXT)
+        assert code == 1 and "the debate is completed" in err
+    finally:
+        await alice.close()
