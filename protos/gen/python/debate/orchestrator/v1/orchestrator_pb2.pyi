@@ -99,6 +99,7 @@ class Debate(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     END_REASON_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     """"debates/{uuid}" style id without the prefix."""
     state: Global___DebateState.ValueType
@@ -120,6 +121,10 @@ class Debate(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def stop(self) -> Global___DebateStop:
+        """Set when a stopping rule ended the debate early (config.stopping)."""
+
     def __init__(
         self,
         *,
@@ -133,10 +138,11 @@ class Debate(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         end_reason: _builtins.str = ...,
         last_sequence: _builtins.int = ...,
+        stop: Global___DebateStop | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "cost", b"cost", "create_time", b"create_time", "update_time", b"update_time", "verdict", b"verdict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "cost", b"cost", "create_time", b"create_time", "stop", b"stop", "update_time", b"update_time", "verdict", b"verdict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "cost", b"cost", "create_time", b"create_time", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "rounds", b"rounds", "state", b"state", "update_time", b"update_time", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "cost", b"cost", "create_time", b"create_time", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "rounds", b"rounds", "state", b"state", "stop", b"stop", "update_time", b"update_time", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -159,6 +165,7 @@ class DebateSummary(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     END_REASON_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     topic: _builtins.str
     state: Global___DebateState.ValueType
@@ -175,6 +182,10 @@ class DebateSummary(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def stop(self) -> Global___DebateStop:
+        """Set when a stopping rule ended the debate early."""
+
     def __init__(
         self,
         *,
@@ -189,14 +200,63 @@ class DebateSummary(_message.Message):
         last_sequence: _builtins.int = ...,
         queue_position: _builtins.int = ...,
         end_reason: _builtins.str = ...,
+        stop: Global___DebateStop | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "stop", b"stop", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "current_round", b"current_round", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "queue_position", b"queue_position", "round_limit", b"round_limit", "state", b"state", "topic", b"topic", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "current_round", b"current_round", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "queue_position", b"queue_position", "round_limit", b"round_limit", "state", b"state", "stop", b"stop", "topic", b"topic", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DebateSummary: _TypeAlias = DebateSummary  # noqa: Y015
+
+@_typing.final
+class DebateStop(_message.Message):
+    """Why and where a stopping rule ended a debate early, and what that saved."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    AFTER_ROUND_FIELD_NUMBER: _builtins.int
+    ROUNDS_PLAYED_FIELD_NUMBER: _builtins.int
+    ROUNDS_NOT_PLAYED_FIELD_NUMBER: _builtins.int
+    ESTIMATED_COST_AVOIDED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    rule: _common_pb2.StoppingRule.ValueType
+    after_round: _builtins.int
+    """The round whose assessment passed the rule."""
+    rounds_played: _builtins.int
+    """The rounds played in full (normally after_round; more when the judge took longer than a
+    whole round, so the next one had already ended when the rule passed).
+    """
+    rounds_not_played: _builtins.int
+    """round_limit - rounds_played, the round under way when the stop came included."""
+    reason: _builtins.str
+    """The rule's reading, e.g. "Ada leads round 3 by 4.10 points with confidence 1.00"."""
+    @_builtins.property
+    def estimated_cost_avoided(self) -> _common_pb2.Money:
+        """An estimate, not a bill: the mean cost of a played round (its turns and its assessment)
+        times rounds_not_played, less what the cancelled round had already spent (at least 0).
+        Unset until the stop is announced (DebateStopped).
+        """
+
+    def __init__(
+        self,
+        *,
+        rule: _common_pb2.StoppingRule.ValueType = ...,
+        after_round: _builtins.int = ...,
+        rounds_played: _builtins.int = ...,
+        rounds_not_played: _builtins.int = ...,
+        estimated_cost_avoided: _common_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_cost_avoided", b"estimated_cost_avoided"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_round", b"after_round", "estimated_cost_avoided", b"estimated_cost_avoided", "reason", b"reason", "rounds_not_played", b"rounds_not_played", "rounds_played", b"rounds_played", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebateStop: _TypeAlias = DebateStop  # noqa: Y015
 
 @_typing.final
 class CreateDebateRequest(_message.Message):
@@ -534,6 +594,7 @@ class DebateEvent(_message.Message):
     DEBATE_COMPLETED_FIELD_NUMBER: _builtins.int
     DEBATE_FAILED_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    DEBATE_STOPPED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Gap-free, starting at 1."""
     debate_id: _builtins.str
@@ -563,6 +624,10 @@ class DebateEvent(_message.Message):
     def debate_failed(self) -> Global___DebateFailed: ...
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def debate_stopped(self) -> Global___DebateStopped:
+        """Stopping rules (issue 19 part 1)."""
+
     def __init__(
         self,
         *,
@@ -581,16 +646,42 @@ class DebateEvent(_message.Message):
         debate_completed: Global___DebateCompleted | None = ...,
         debate_failed: Global___DebateFailed | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        debate_stopped: Global___DebateStopped | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "heartbeat", b"heartbeat", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "debate_stopped", b"debate_stopped", "heartbeat", b"heartbeat", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "debate_id", b"debate_id", "heartbeat", b"heartbeat", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "debate_id", b"debate_id", "debate_stopped", b"debate_stopped", "heartbeat", b"heartbeat", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "round_started", "turn_started", "token_delta", "turn_completed", "turn_failed", "round_assessed", "verdict_rendered", "cost_updated", "debate_completed", "debate_failed", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "round_started", "turn_started", "token_delta", "turn_completed", "turn_failed", "round_assessed", "verdict_rendered", "cost_updated", "debate_completed", "debate_failed", "heartbeat", "debate_stopped"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___DebateEvent: _TypeAlias = DebateEvent  # noqa: Y015
+
+@_typing.final
+class DebateStopped(_message.Message):
+    """A stopping rule ended the debate early: the round under way was cancelled (its calls charged
+    as a cancel charges them, its turns TurnFailed(DEBATE_STOPPED)); VerdictRendered and
+    DebateCompleted follow, over the rounds played.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STOP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stop(self) -> Global___DebateStop: ...
+    def __init__(
+        self,
+        *,
+        stop: Global___DebateStop | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stop", b"stop"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stop", b"stop"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebateStopped: _TypeAlias = DebateStopped  # noqa: Y015
 
 @_typing.final
 class DebateStateChanged(_message.Message):
