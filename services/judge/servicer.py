@@ -60,6 +60,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
                     panel=_panel(request.judge),
                     request_id=request.request_id,
                     seed=request.seed or None,
+                    assess_consensus=request.assess_consensus,
                 )
             )
         )
@@ -144,6 +145,8 @@ def assessment_to_proto(a: RoundAssessment) -> common_pb2.RoundAssessment:
         judge_agreement=a.judge_agreement,
         calls=_calls(a.calls),
         simulated=a.simulated,
+        confidence=a.confidence,
+        consensus=a.consensus,
     )
 
 
