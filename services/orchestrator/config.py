@@ -22,6 +22,7 @@ from services.common.errors import Violations
 from services.common.money import CURRENCY, format_amount, read_money
 from services.common.text import clean_text
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.stopping import check_stopping
 
 # Names end up in idempotency keys ("debates/{id}/rounds/{r}/turns/{name}/attempts/{a}"),
 # so no slash and no surrounding space.
@@ -65,6 +66,7 @@ def validate_config(
     _check_format(config, out, limits, v, path)
     _check_context(config, out, limits, v, path)
     _check_budget(config, out, v, path)
+    check_stopping(config, out, v, path)
     v.raise_if_any()
     keys.raise_if_any()
     return out

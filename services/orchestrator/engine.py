@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 
 from debate.common.v1 import common_pb2 as common
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from opentelemetry.trace import Tracer
 
 from services.common.debate_rules import ModelRules
@@ -164,6 +165,10 @@ class Engine:
     def transcript(self, debate_id: str) -> tuple[list[common.Turn], list[common.RoundAssessment]]:
         """The stored turns and round assessments of a debate."""
         return [t for t, _ in self.store.turns(debate_id)], [a for a, _ in self.store.assessments(debate_id)]
+
+    def stops(self, debate_ids: list[str]) -> dict[str, pb.DebateStop]:
+        """The stops of those debates a stopping rule ended early (stopping.py), by debate id."""
+        return self.store.stops(debate_ids)
 
     # ==== running debates (lifecycle.py) =========================================================
     def start(self, tenant: str, debate_id: str) -> DebateRow:

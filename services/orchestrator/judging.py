@@ -75,6 +75,7 @@ class Judging:
                     judge=config.judge,
                     request_id=request_id,
                     seed=config.seed,
+                    assess_consensus=config.stopping.HasField("consensus"),
                 )
 
             assessment = await self._ask(run, self.judge.evaluate_round, request, prefix, common.ROLE_JUDGE, r)
@@ -105,7 +106,7 @@ class Judging:
         else:
             rounds = [
                 judge_pb2.RoundTranscript(round_number=r, turns=_round_turns(run, r))
-                for r in range(1, config.format.round_limit + 1)
+                for r in range(1, _last_round(run) + 1)
             ]
             debaters, assessments = _debaters(config), [run.assessments[r] for r in sorted(run.assessments)]
 
@@ -240,6 +241,13 @@ def _worth_another_try(error: DomainError) -> bool:
     if isinstance(error, Unavailable | DeadlineExceeded):
         return True
     return isinstance(error, Aborted) and error.reason.startswith("PROVIDER_")
+
+
+def _last_round(run: DebateRun) -> int:
+    """The last round the verdict covers: the round limit, or the rounds played before a stop."""
+    if run.stop is not None and run.stop.rounds_played:
+        return run.stop.rounds_played
+    return run.config.format.round_limit
 
 
 def _debaters(config: common.DebateConfig) -> list[judge_pb2.Debater]:

@@ -86,6 +86,11 @@ class DebateRun:
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     shutting_down: bool = False
+    # Stopping rules (stopping.py): the round being played, as a task a stop cancels; the stop
+    # once decided (stored), and whether DebateStopped was logged.
+    round_task: asyncio.Task[None] | None = None
+    stop: pb.DebateStop | None = None
+    stop_announced: bool = False
 
     def add_cost(self, reply: acc.RecordUsageResponse) -> None:
         """Adds a recorded usage's cost and tokens to the running total (a duplicate was

@@ -190,9 +190,31 @@ _POSTGRES_V3 = (
     "CREATE INDEX debates_queue ON debates (state, queue_ns, create_ns)",
 )
 
+# Stops (issue 19 part 1; provisional number 7 at the merge of the session's branches: versions
+# must run 1, 2, ... so on this branch it is the next after 3; it depends on no other): the stop of a
+# debate that a stopping rule ended early. `stop` is a debate.orchestrator.v1.DebateStop,
+# stored when the rule passes (before the round under way is cancelled: the decision is
+# durable), then again with its estimate once it is announced (`announced`: DebateStopped logged).
+_SQLITE_V7 = (
+    """CREATE TABLE debate_stops (
+    debate_id TEXT PRIMARY KEY,
+    stop BLOB NOT NULL,
+    announced INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID""",
+)
+_POSTGRES_V7 = (
+    """CREATE TABLE debate_stops (
+    debate_id TEXT PRIMARY KEY,
+    stop BYTEA NOT NULL,
+    announced BOOLEAN NOT NULL DEFAULT FALSE
+)""",
+)
+STOPS_VERSION = 4  # provisional: 7 once the other branches' versions 4 to 6 are merged
+
 MIGRATIONS = (
     Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
     Migration(2, "debate leases (owner, epoch, expiry) and the fence of a commit", _SQLITE_V2, _POSTGRES_V2),
     Migration(3, "a cancel forwarded to the owner; the cluster-wide queue's index", _SQLITE_V3, _POSTGRES_V3),
+    Migration(STOPS_VERSION, "the stop of a debate ended early by a stopping rule", _SQLITE_V7, _POSTGRES_V7),
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)
