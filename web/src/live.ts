@@ -4,6 +4,7 @@
 import type { BudgetStatus, CostLine, DebateConfig, DebateCost, Money, RoundAssessment, TokenUsage, Verdict } from "./gen/debate/common/v1/common_pb";
 import { DebateState, type DebateEvent } from "./gen/debate/orchestrator/v1/orchestrator_pb";
 import { isTransient, readError, type Orchestrator } from "./api";
+import { showStop } from "./stopping";
 import { el, formatInt, formatMoney, formatScore } from "./dom";
 
 const PALETTE = ["#4f46e5", "#db2777", "#0891b2", "#ca8a04", "#16a34a", "#9333ea", "#ea580c", "#475569"];
@@ -87,6 +88,7 @@ export class LiveDebate {
     const verdict = document.getElementById("verdict") as HTMLElement;
     verdict.hidden = true;
     verdict.replaceChildren();
+    document.getElementById("stopped")?.remove(); // a stopping rule's notice (stopping.ts)
     const breakdown = document.getElementById("cost-breakdown") as HTMLElement;
     breakdown.hidden = true;
     breakdown.replaceChildren();
@@ -197,6 +199,9 @@ export class LiveDebate {
       }
       case "roundAssessed":
         if (payload.value.assessment) this.showAssessment(payload.value.assessment, payload.value.roundCost);
+        break;
+      case "debateStopped":
+        if (payload.value.stop) showStop(payload.value.stop);
         break;
       case "verdictRendered":
         if (payload.value.verdict) this.showVerdict(payload.value.verdict, payload.value.verdictCost);
