@@ -1,9 +1,12 @@
 """The page says that a debate stopped early and why (issue 19 part 1), in Debian's Chromium
 against the suite `debate-engine up` starts: a debate of converging simulated debaters under the
 consensus rule is created over gRPC, and the page, opened on it (#debate=ID), shows the stop notice
-above the verdict."""
+above the verdict. The debaters converge from round 1; `up` paces the judge like the debaters, so
+the rounds still played before round 1's assessment passes the rule vary, and are not asserted."""
 
 from __future__ import annotations
+
+import re
 
 import grpc
 import pytest
@@ -19,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    running = start_suite(tmp_path_factory.mktemp("browser-stopping"), tokens_per_second=200, first_token_latency=0.05)
+    running = start_suite(tmp_path_factory.mktemp("browser-stopping"), tokens_per_second=100, first_token_latency=0.05)
     yield running
     stop_suite(running)
 
@@ -30,12 +33,12 @@ def test_the_page_shows_why_a_debate_stopped_early(suite):
     config = c.DebateConfig(
         topic="Cities should ban cars from their centres",
         participants=[
-            c.Participant(name="Ada", model="sim/debater-converging", persona="an urbanist", stance="for"),
-            c.Participant(name="Milo", model="sim/debater-converging", persona="a shopkeeper", stance="against"),
+            c.Participant(name="Ada", model="sim/debater-converging@1", persona="an urbanist", stance="for"),
+            c.Participant(name="Milo", model="sim/debater-converging@1", persona="a shopkeeper", stance="against"),
         ],
         judge=c.JudgeConfig(models=["sim/judge"]),
-        format=c.DebateFormat(round_limit=5),
-        max_tokens_per_turn=60,
+        format=c.DebateFormat(round_limit=8),
+        max_tokens_per_turn=200,
         stopping=c.StoppingRules(consensus=c.ConsensusRule(min_rounds=1)),
     )
     with grpc.insecure_channel(f"127.0.0.1:{suite.ports['orchestrator']}") as channel:
@@ -54,9 +57,10 @@ def test_the_page_shows_why_a_debate_stopped_early(suite):
             notice = page.locator("[data-testid=debate-stopped]")
             notice.wait_for(state="visible")
             text = notice.inner_text()
-            assert "Stopped early after round 2 (consensus)" in text
-            assert "3 rounds not played" in text
-            assert "stated positions converged in round 2" in text
+            assert re.search(
+                r"Stopped early after round 1 \(consensus\): \d rounds? not played, about \$0\.00 avoided", text
+            )
+            assert "stated positions converged in round 1" in text
             assert page.locator("#live-state").text_content() == "Finished"
             assert not errors, errors
         finally:
