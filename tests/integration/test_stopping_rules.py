@@ -2,7 +2,7 @@
 
 1. Judge decided: a 6-round debate whose debaters are served by a fake OpenAI-compatible provider
    (tests/support/fake_openai.py, a declared price, so every call costs money; each word a chunk
-   20 ms apart, so a turn takes about a second) and judged by `sim/judge-decisive@3` (indecisive
+   30 ms apart, so a turn takes more than a second) and judged by `sim/judge-decisive@3` (indecisive
    until round 3, then decisive; each judge call 0.3 s) ends after round 3: round 4, under way
    when round 3's assessment passes the rule, is cancelled: its calls are charged (ledger rows,
    its turns stored with FINISH_REASON_CANCELLED and their cost), TurnFailed(DEBATE_STOPPED) is
@@ -45,8 +45,8 @@ TEXT_B = "Shops need cars. People drive to shop. A ban would hurt them, I think,
 @pytest.fixture(scope="module")
 def fake():
     with FakeOpenAIServer(tokenizer=True, count_model_prefix=f"{ENDPOINT}/") as server:
-        server.model_default("a", Behavior(text=TEXT_A, chunk_delay=0.02))
-        server.model_default("b", Behavior(text=TEXT_B + " " + TEXT_B, chunk_delay=0.02))
+        server.model_default("a", Behavior(text=TEXT_A, chunk_delay=0.03))
+        server.model_default("b", Behavior(text=TEXT_B + " " + TEXT_B, chunk_delay=0.03))
         yield server
 
 
@@ -60,7 +60,8 @@ def suite(tmp_path_factory, fake):
             "accounting": {"llm_endpoints": endpoints},
             # Each judge call answers 0.3 s after it is asked: the next round is under way by then.
             "judge": {**llm, "sim_first_token_latency": 0.3, "sim_tokens_per_second": 0.0},
-            "orchestrator": {**llm, "sim_first_token_latency": 0.05, "sim_tokens_per_second": 150.0},
+            # A 60-token simulated turn takes a second: far longer than a judge call.
+            "orchestrator": {**llm, "sim_first_token_latency": 0.05, "sim_tokens_per_second": 60.0},
         },
     )
     try:

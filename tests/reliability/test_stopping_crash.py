@@ -3,7 +3,8 @@
 The services run as processes (tests/reliability/processes.py), on simulated models paced so that
 a debater's turn and a judge call each take about a second. A 5-round debate of
 `sim/debater-converging`s under the consensus rule stops after round 2: round 3 is under way when
-round 2's assessment passes. The test follows the events to that assessment, waits for the stop
+round 2's assessment passes (or, when the judge was slower than a round, round 4: round 3 is then
+played and kept). The test follows the events to that assessment, waits for the stop
 decision to be in the store (debate_stops), and SIGKILLs the orchestrator at once, before the
 verdict (which the test checks: no verdict is stored when it dies), then restarts it.
 
@@ -31,6 +32,7 @@ from tests.reliability.processes import KillableSuite
 pytestmark = pytest.mark.e2e
 
 ENV = {"SIM_TOKENS_PER_SECOND": "150", "SIM_FIRST_TOKEN_LATENCY": "0.05"}
+LIMIT = 5
 DONE = ("debate_completed", "debate_failed")
 
 
@@ -42,7 +44,7 @@ def _config() -> c.DebateConfig:
             c.Participant(name="Milo", model="sim/debater-converging", persona="an operator", stance="against"),
         ],
         judge=c.JudgeConfig(models=["sim/judge"], orderings=2),
-        format=c.DebateFormat(round_limit=5, turn_order=c.TURN_ORDER_SIMULTANEOUS),
+        format=c.DebateFormat(round_limit=LIMIT, turn_order=c.TURN_ORDER_SIMULTANEOUS),
         max_tokens_per_turn=200,
         stopping=c.StoppingRules(consensus=c.ConsensusRule(min_rounds=1)),
     )
@@ -108,7 +110,7 @@ async def _scenario(suite: KillableSuite) -> None:
         verdict = suite.query("debates", "SELECT verdict FROM debates WHERE debate_id = ?", (debate_id,))
         assert verdict[0][0] is None, "the verdict was given before the kill: the kill missed the stop decision"
         rounds_before = max(e.round_started.round_number for e in before if e.HasField("round_started"))
-        assert rounds_before == 3  # round 3 was under way
+        assert rounds_before >= 3  # round 3 at least had started (the judge is about as fast as a round)
 
         await suite.start("orchestrator")
         after: list[pb.DebateEvent] = []
@@ -118,12 +120,10 @@ async def _scenario(suite: KillableSuite) -> None:
         final = (await stub.GetDebate(pb.GetDebateRequest(debate_id=debate_id), timeout=30)).debate
         assert final.state == pb.DEBATE_STATE_COMPLETED, final.end_reason
         stop = final.stop
-        assert (stop.rule, stop.after_round, stop.rounds_played, stop.rounds_not_played) == (
-            c.STOPPING_RULE_CONSENSUS,
-            2,
-            2,
-            3,
-        )
+        assert (stop.rule, stop.after_round) == (c.STOPPING_RULE_CONSENSUS, 2)
+        # Normally 2; 3 when the judge took longer than round 3 (a round finished when the stop came is kept).
+        played = stop.rounds_played
+        assert played in (2, 3) and stop.rounds_not_played == LIMIT - played
 
         stored = []
         async for reply in stub.StreamDebateEvents(pb.StreamDebateEventsRequest(debate_id=debate_id), timeout=60):
@@ -138,14 +138,14 @@ async def _scenario(suite: KillableSuite) -> None:
         assert kinds.count("debate_stopped") == 1 and kinds[-1] == "debate_completed"
         assert kinds.count("verdict_rendered") == 1
         # No round after the stop, and nothing played after the restart.
-        assert max(e.round_started.round_number for e in stored if e.HasField("round_started")) == 3
+        assert max(e.round_started.round_number for e in stored if e.HasField("round_started")) == played + 1
         resumed = [e.WhichOneof("payload") for e in after]
         assert not {"round_started", "turn_started", "token_delta"} & set(resumed), resumed
         for event in after:
             if event.HasField("turn_failed"):
-                assert event.turn_failed.round_number == 3 and not event.turn_failed.will_retry
+                assert event.turn_failed.round_number == played + 1 and not event.turn_failed.will_retry
             if event.HasField("turn_completed"):
-                assert event.turn_completed.turn.round_number == 3
+                assert event.turn_completed.turn.round_number <= played + 1
 
         # Nothing charged twice; every finished turn exactly once; the cost is the ledger's.
         rows = suite.query(
@@ -155,7 +155,7 @@ async def _scenario(suite: KillableSuite) -> None:
         )
         keys = [row[0] for row in rows]
         assert len(keys) == len(set(keys))
-        assert not [row for row in rows if row[1] > 3]
+        assert not [row for row in rows if row[1] > played + 1]
         for rnd in final.rounds:
             for turn in rnd.turns:
                 if turn.finish_reason == c.FINISH_REASON_CANCELLED:
@@ -164,7 +164,8 @@ async def _scenario(suite: KillableSuite) -> None:
                     r for r in rows if r[1] == turn.round_number and r[2] == turn.participant and r[3] == "debater"
                 ]
                 assert len(charged) == 1 and not charged[0][4], (turn.round_number, turn.participant, charged)
-        assert {r.round_number for r in final.rounds if len(r.turns) == 2 and r.HasField("assessment")} == {1, 2}
+        assessed = {r.round_number for r in final.rounds if len(r.turns) == 2 and r.HasField("assessment")}
+        assert assessed == set(range(1, played + 1))
         total = sum((Decimal(str(row[5])) for row in rows), Decimal(0))
         assert Decimal(final.cost.total.amount or "0") == total
         print(f"stop {stop.reason!r}; {len(stored)} events, {len(rows)} ledger rows, resumed: {resumed}")
