@@ -27,9 +27,12 @@ when a rule passes on the previous one's. In that order:
    with the decision and DebateStopped is logged in the same commit;
 5. the verdict, over the rounds played, and DebateCompleted, as for any debate.
 
-The estimate: the mean cost of a played round (its turns and its assessment, as accounting
-priced them: GetDebateCost's by_round) times the rounds not played, less what the cancelled
-round had already spent, never below 0. The verdict is not in it (it is given either way).
+The estimate (`estimate_avoided`): the cost of each played round (its turns and its assessment,
+as accounting priced them: GetDebateCost's by_round), extrapolated linearly to the rounds not
+played (a round's prompts grow with the transcript until the sliding window is full, so later
+rounds cost more: the mean of the played rounds would be about half the saving in a 6-round
+debate stopped after round 3), less what the cancelled round had already spent, never below 0.
+The verdict is not in it (it is given either way).
 
 A restart at any point after step 1 rebuilds the run with its stop (lifecycle._recover): the
 calls left open are settled as after any restart (charged once, under their keys), no round is
@@ -140,15 +143,26 @@ def rounds_played(run: DebateRun) -> int:
 
 
 def estimate_avoided(run: DebateRun, played: int) -> Decimal:
-    """The mean cost of rounds 1..played times the rounds not played, less what later rounds
-    spent (the cancelled round's calls), at least 0 (see the module docstring)."""
+    """What rounds played+1..round_limit would have cost, less what they spent (the cancelled
+    round's calls), at least 0. A round's cost grows with the transcript its prompts carry, until
+    the sliding window holds `window_size` earlier rounds: so the played rounds' costs (turns and
+    assessment) are fitted by least squares as a + b * x, x = min(round, window_size + 1), and the
+    fit is summed over the rounds not played (each at least 0); with one played round, or one x,
+    the mean of the played rounds is the fit."""
     limit = run.config.format.round_limit
     if played <= 0 or played >= limit:
         return ZERO
-    spent = exact_sum(run.round_amounts.get(r, ZERO) for r in range(1, played + 1))
+    cap = run.config.context.window_size + 1 if run.config.context.window_size > 0 else limit
+    xs = [Decimal(min(r, cap)) for r in range(1, played + 1)]
+    ys = [run.round_amounts.get(r, ZERO) for r in range(1, played + 1)]
+    mean_x, mean_y = exact_sum(xs) / played, exact_sum(ys) / played
+    spread = exact_sum((x - mean_x) ** 2 for x in xs)
+    slope = exact_sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread if spread else ZERO
+    predicted = exact_sum(
+        max(ZERO, mean_y + slope * (Decimal(min(r, cap)) - mean_x)) for r in range(played + 1, limit + 1)
+    )
     cancelled = exact_sum(amount for r, amount in run.round_amounts.items() if r > played)
-    estimate = spent / played * (limit - played) - cancelled
-    return max(ZERO, estimate.quantize(_CENT_FRACTION))
+    return max(ZERO, (predicted - cancelled).quantize(_CENT_FRACTION))
 
 
 # ==== the stop =================================================================================

@@ -163,8 +163,13 @@ def test_rounds_played_and_the_estimate_of_the_cost_avoided():
     turns[(4, "Bo")] = cut
     run = run_with(6, turns, {1: "0.010", 2: "0.012", 3: "0.014", 4: "0.005"})
     assert rounds_played(run) == 3
-    # mean of a played round 0.012, times 3 rounds not played, less 0.005 the cut round spent
-    assert estimate_avoided(run, 3) == Decimal("0.031")
+    # rounds 1-3 cost 0.010, 0.012, 0.014: rounds 4-6 0.016 + 0.018 + 0.020, less 0.005 the cut round spent
+    assert estimate_avoided(run, 3) == Decimal("0.049")
+    # a window of 2 earlier rounds: from round 3 on a round's prompts stop growing (0.014 each)
+    run.config.context.window_size = 2
+    assert estimate_avoided(run, 3) == Decimal("0.037")
+    # one round played: its cost for each round not played
+    assert estimate_avoided(run_with(6, turns, {1: "0.010", 2: "0.003"}), 1) == Decimal("0.047")
     assert estimate_avoided(run_with(6, turns, {1: "0.001", 4: "0.5"}), 3) == 0  # never below 0
     assert estimate_avoided(run, 6) == 0
 

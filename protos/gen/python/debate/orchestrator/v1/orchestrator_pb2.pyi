@@ -235,8 +235,9 @@ class DebateStop(_message.Message):
     """The rule's reading, e.g. "Ada leads round 3 by 4.10 points with confidence 1.00"."""
     @_builtins.property
     def estimated_cost_avoided(self) -> _common_pb2.Money:
-        """An estimate, not a bill: the mean cost of a played round (its turns and its assessment)
-        times rounds_not_played, less what the cancelled round had already spent (at least 0).
+        """An estimate, not a bill: the played rounds' costs (turns and assessment) extrapolated
+        linearly to the rounds not played (a round's prompts grow with the transcript until the
+        context window is full), less what the cancelled round had already spent (at least 0).
         Unset until the stop is announced (DebateStopped).
         """
 
