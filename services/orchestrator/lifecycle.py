@@ -8,7 +8,10 @@ by the hub's next tick: a debate ends once).
 
 Playing a debate: for each round, its turns (turns.py) run in order (the sequential format) or
 all at once; the round's assessment (judging.py) then runs beside the next round, and its
-failure ends the debate at once. After the last round the verdict, then the final cost.
+failure ends the debate at once. After the last round the verdict, then the final cost. Each
+round is played in a task of its own (`run.round_task`) that a stopping rule passing on an
+assessment cancels (stopping.py): no further round, then DebateStopped, the verdict over the
+rounds played, and the final cost.
 
 Resuming after a restart rebuilds a run from the store: completed turns are kept (their usage
 re-sent if it was not recorded, under the same idempotent key), an attempt left open is void
