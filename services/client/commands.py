@@ -12,6 +12,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.client.evidence import add_source_flags, apply_sources
 from services.client.session import DEFAULT_TARGET, EXIT_OK, default_target, orchestrator, run, run_debate, watch
+from services.client.stopping import add_stopping_flags, stopping_rules
 from services.client.style import Style, cell_len, clip_right, money, safe_text, table
 from services.client.view import state_name
 
@@ -96,6 +97,9 @@ def debate_config(args: argparse.Namespace) -> common_pb2.DebateConfig:
     if args.budget is not None:
         config.budget.CopyFrom(args.budget)
     apply_sources(args, config)  # evidence: --source, --hide-sources-from-judge
+    rules = stopping_rules(args)
+    if rules is not None:
+        config.stopping.CopyFrom(rules)
     return config
 
 
@@ -195,6 +199,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "it is marked as cut (default: the orchestrator's, 512)",
     )
     debate.add_argument("--budget", type=parse_budget, metavar="USD", help="a spending cap, e.g. 0.50 (default: none)")
+    add_stopping_flags(debate)
     debate.add_argument(
         "--seed",
         type=int,
@@ -334,7 +339,8 @@ def list_lines(style: Style, debates: list[pb.DebateSummary]) -> list[str]:
     out = lines[:2]
     for d, row_line in zip(debates, lines[2:], strict=True):
         created = d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC") if d.HasField("create_time") else ""
-        about = "    " + " · ".join(x for x in (created, safe_text(d.topic)) if x)
+        stopped = f"stopped early after round {d.stop.after_round}" if d.HasField("stop") else ""
+        about = "    " + " · ".join(x for x in (created, stopped, safe_text(d.topic)) if x)
         if cell_len(about) > LIST_WIDTH:
             about = clip_right(about, LIST_WIDTH - 1) + "…"
         out += [row_line, style.paint(about, "dim")]

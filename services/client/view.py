@@ -32,6 +32,7 @@ from debate.orchestrator.v1 import orchestrator_pb2
 
 from services.client.evidence import quote_footer
 from services.client.panels import assessment_lines, cost_lines, turn_details, verdict_lines, wrapped
+from services.client.stopping import stop_lines
 from services.client.style import Screen, Style, Wrapper, cell_len, clip_left, safe_text
 
 pb = orchestrator_pb2
@@ -225,6 +226,10 @@ class DebateView:
         if self.round_limit and number >= self.round_limit:
             self.idle_status = "the judge is weighing the verdict"
 
+    def _on_debate_stopped(self, stopped: pb.DebateStopped) -> None:
+        self._block(stop_lines(self.style, stopped.stop))
+        self.idle_status = "the judge is weighing the verdict"
+
     def _on_verdict_rendered(self, rendered: pb.VerdictRendered) -> None:
         self._show_verdict(rendered.verdict)
 
@@ -264,6 +269,8 @@ class DebateView:
                 self.style.paint(ending(summary.state, summary.end_reason), "bold"),
             ]
         )
+        if summary.HasField("stop"):
+            self._block(stop_lines(self.style, summary.stop))
         self._pump()
 
     def close(self) -> None:

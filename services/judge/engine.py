@@ -105,7 +105,10 @@ class Judge:
         """Scores one round. Each criterion score is the mean over a model's orderings, then
         over the models (each model weighs the same); the weighted total uses the normalised
         rubric weights; the leader must be ahead by more than the tie margin. Per-debater
-        rationales are those of the first call (first model, orderings[0])."""
+        rationales are those of the first call (first model, orderings[0]). Confidence is the
+        verdict's rule (`_confidence`) over the round's ballots. With `assess_consensus`, each
+        call also says whether the stated positions converged; `consensus` is a majority of
+        the ballots saying so."""
         case = validate_round(case, self.policy)
         panel = _panel(case.panel)
         parts = PromptParts(
@@ -115,6 +118,7 @@ class Judge:
             (Round(case.round_number, case.turns),),
             verdict=False,
             sources=case.sources,
+            consensus=case.assess_consensus,
         )
         base = case.request_id or _default_key(case.debate_id, f"rounds/{case.round_number}")
         ballots = await self._poll(parts, panel, f"{base}/judge", case.seed)
@@ -124,6 +128,8 @@ class Judge:
 
         totals = tally.totals
         leader, tie, ranked = aggregate.leader(totals, self.policy.tie_margin)
+        confidence = self._confidence(tally.ballot_totals, leader, tie, totals, ranked)
+        consensus = case.assess_consensus and 2 * sum(bool(b.consensus) for b in ballots) > len(ballots)
         first = ballots[0]
         scores = tuple(
             DebaterScore(
@@ -165,7 +171,27 @@ class Judge:
             judge_agreement=tally.judge_agreement,
             calls=tuple(c for b in ballots for c in b.calls),
             simulated=simulated,
+            confidence=round(confidence, 4),
+            consensus=consensus,
         )
+
+    def _confidence(
+        self,
+        rankings: Sequence[dict[str, float]],
+        winner: str,
+        tie: bool,
+        final: dict[str, float],
+        ranked: Sequence[str],
+    ) -> float:
+        """0..1, each ranking one ballot: for a win, the winner's share of the first places (shared
+        first places split) times min(1, lead / policy.decisive_margin); for a tie, the rankings'
+        agreement."""
+        margin = self.policy.tie_margin
+        if tie:
+            return aggregate.agreement(rankings, margin)
+        support = aggregate.mean([aggregate.top_share(r, winner, margin) for r in rankings])
+        lead = final[winner] - final[ranked[1]]
+        return support * min(1.0, lead / self.policy.decisive_margin)
 
     # ----------------------------------------------------------------------- verdicts
 
@@ -199,13 +225,7 @@ class Judge:
             for name in names
         }
         winner, tie, ranked = aggregate.leader(final, margin)
-        rankings = [*tally.ballot_totals, *priors]
-        if tie:
-            confidence = aggregate.agreement(rankings, margin)
-        else:
-            support = aggregate.mean([aggregate.top_share(r, winner, margin) for r in rankings])
-            lead = final[winner] - final[ranked[1]]
-            confidence = support * min(1.0, lead / self.policy.decisive_margin)
+        confidence = self._confidence([*tally.ballot_totals, *priors], winner, tie, final, ranked)
 
         simulated = any(b.simulated for b in ballots)
         log.info(
@@ -365,6 +385,7 @@ class Judge:
                         label_to_name[label]: unmask_labels(r, label_to_name) for label, r in answer.rationales.items()
                     },
                     summary=unmask_labels(answer.summary, label_to_name),
+                    consensus=answer.consensus,
                     calls=tuple(replace(c, attempts=len(calls)) for c in calls),
                 )
         finally:

@@ -105,6 +105,7 @@ class RoundCase:
     request_id: str = ""
     seed: int | None = None
     sources: tuple[Source, ...] = ()  # empty when the judge does not see them
+    assess_consensus: bool = False  # also ask whether the stated positions converged
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,8 @@ class RoundAssessment:
     judge_agreement: float
     calls: tuple[JudgeCall, ...]  # every provider call, ballot by ballot, repairs included
     simulated: bool
+    confidence: float = 0.0  # 0..1, as a verdict's (see Judge.evaluate_round)
+    consensus: bool = False  # a majority of ballots read converged positions (only when asked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +221,7 @@ class Ballot:
     rationales: dict[str, str]
     summary: str
     calls: tuple[JudgeCall, ...] = field(compare=False)
+    consensus: bool | None = None  # the answer's "consensus", when the prompt asked for it
 
     @property
     def simulated(self) -> bool:

@@ -48,6 +48,7 @@ class AnswerShape:
     labels: tuple[str, ...]  # "A", "B", ...
     criteria: tuple[str, ...]
     with_summary: bool
+    with_consensus: bool = False  # a boolean "consensus" (the consensus stopping rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class Answer:
     scores: dict[str, dict[str, float]]  # label -> criterion -> score
     rationales: dict[str, str]
     summary: str
+    consensus: bool | None = None  # None when the shape does not ask for it
 
 
 def label_for(position: int) -> str:
@@ -75,6 +77,8 @@ def answer_model(shape: AnswerShape) -> type[BaseModel]:
     fields: dict[str, Any] = {"debaters": (debaters, ...)}
     if shape.with_summary:
         fields["summary"] = (Prose, ...)
+    if shape.with_consensus:
+        fields["consensus"] = (bool, ...)
     return create_model("JudgeAnswer", __config__=_STRICT, **fields)
 
 
@@ -109,7 +113,8 @@ def parse_answer(text: str, shape: AnswerShape) -> Answer:
         entry = getattr(model.debaters, f"d{i}")
         scores[label] = {name: float(getattr(entry.scores, f"c{j}")) for j, name in enumerate(shape.criteria)}
         rationales[label] = entry.rationale.strip()
-    return Answer(scores, rationales, model.summary.strip() if shape.with_summary else "")
+    consensus = bool(model.consensus) if shape.with_consensus else None
+    return Answer(scores, rationales, model.summary.strip() if shape.with_summary else "", consensus)
 
 
 def _describe(error: ErrorDetails) -> str:

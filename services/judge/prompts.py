@@ -48,6 +48,10 @@ _LABEL_WORD = re.compile(r"\bDebater ([A-Z])\b")
 KEYS_LINE = 'The keys of "debaters" are exactly: {labels}.'
 CRITERIA_LINE = 'The keys of each "scores" object are exactly: {criteria}.'
 SUMMARY_LINE = 'Also give "summary": two or three sentences on who won the debate and why, naming debaters by label.'
+CONSENSUS_LINE = (
+    'Also give "consensus": true when the positions the debaters state in this round have converged (they now'
+    " hold the same position, whatever their assigned stances), else false."
+)
 
 
 def new_token() -> str:
@@ -283,6 +287,7 @@ class PromptParts:
     rounds: tuple[Round, ...]  # one for a round assessment, all of them for a verdict
     verdict: bool
     sources: tuple[Source, ...] = ()  # the debate's documents, when the judge may see them
+    consensus: bool = False  # ask whether the stated positions converged (CONSENSUS_LINE)
 
 
 def build_messages(
@@ -294,7 +299,7 @@ def build_messages(
     labels = tuple(label_for(p) for p in range(len(shown)))
     display = {d.name: f"Debater {labels[p]}" for p, d in enumerate(shown)}
     label_to_name = {labels[p]: d.name for p, d in enumerate(shown)}
-    shape = AnswerShape(labels, tuple(c.name for c in parts.criteria), parts.verdict)
+    shape = AnswerShape(labels, tuple(c.name for c in parts.criteria), parts.verdict, parts.consensus)
 
     def quote(kind: str, label: str, text: str) -> str:
         return block(token, kind, label, masker.mask(text, display))
@@ -351,6 +356,8 @@ def build_messages(
     ]
     if parts.verdict:
         lines.append(SUMMARY_LINE)
+    if parts.consensus:
+        lines.append(CONSENSUS_LINE)
     messages = (ChatMessage("system", SYSTEM_PROMPT), ChatMessage("user", "\n".join(lines)))
     return messages, shape, label_to_name
 
@@ -383,6 +390,7 @@ class PromptView:
     criteria: tuple[str, ...]
     wants_summary: bool
     turns: dict[str, list[str]]  # label -> the label's turns, in round order
+    wants_consensus: bool = False
 
 
 _BLOCK = re.compile(
@@ -408,4 +416,5 @@ def read_prompt(text: str) -> PromptView | None:
         criteria=tuple(re.findall(r'"([^"]+)"', criteria.group("items"))),
         wants_summary=SUMMARY_LINE in text,
         turns=turns,
+        wants_consensus=CONSENSUS_LINE in text,
     )

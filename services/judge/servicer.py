@@ -64,6 +64,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
                     request_id=request.request_id,
                     seed=request.seed or None,
                     sources=_sources(request.sources),
+                    assess_consensus=request.assess_consensus,
                 )
             )
         )
@@ -161,6 +162,8 @@ def assessment_to_proto(a: RoundAssessment) -> common_pb2.RoundAssessment:
         judge_agreement=a.judge_agreement,
         calls=_calls(a.calls),
         simulated=a.simulated,
+        confidence=a.confidence,
+        consensus=a.consensus,
     )
 
 

@@ -22,6 +22,9 @@ moderator", "score me 10", ...) are dropped before anything is measured, so an i
 can neither buy nor cost a point. The scores do not depend on the label or the position a
 debater is shown in, so rotated orderings agree. The seed is not used: the same turns always
 get the same scores.
+
+For the stopping rules (simulated_stopping.py): when the prompt asks for "consensus", it reads
+whether the debaters' stated positions converged; `sim/judge-decisive@N` is a scripted variant.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from services.common.llm.simulated import SIM_JUDGE_MODEL
 from services.common.text import plural
 from services.judge import biased_judges
 from services.judge.prompts import PromptView, read_prompt
+from services.judge.simulated_stopping import positions_converged, scripted
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORDS = re.compile(r"[A-Za-z][A-Za-z'-]*|\d[\d.,]*%?")
@@ -218,6 +222,8 @@ def answer(view: PromptView) -> dict[str, Any]:
             + ", then ".join(f"Debater {label} ({means[label]:.1f})" for label in ranked)
             + "."
         )
+    if view.wants_consensus:
+        result["consensus"] = positions_converged(view)
     return result
 
 
@@ -228,7 +234,9 @@ def respond(request: CompletionRequest) -> str:
         if message.role == "user":
             view = read_prompt(message.content)
             if view is not None:
-                return json.dumps(biased_judges.skew(request.model, view, answer(view)))
+                # A variant's bias (biased_judges) or script (simulated_stopping), by its name.
+                answer_ = biased_judges.skew(request.model, view, answer(view))
+                return json.dumps(scripted(request.model, message.content, answer_))
     return json.dumps({"error": "sim/judge found no judge prompt in the request"})
 
 

@@ -9,6 +9,7 @@
     lifecycle.py  start or queue, play round by round, resume after a crash, cancel, shutdown, endings
     turns.py      a debater's turn: reserve, stream, store, record usage; calls cut short
     judging.py    round assessments and the verdict, stored, recorded, then announced
+    stopping.py   stopping rules: a debate ended early (judge decided, consensus), durably
     run.py        one running debate's state, shared by the three
     context.py    the sliding window each debater sees
     events.py     the event hub: coalescing, commits, subscribers

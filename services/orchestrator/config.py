@@ -27,6 +27,7 @@ from services.common.tokens import count_text_tokens
 from services.orchestrator.human_seat import check_config as check_human_seat
 from services.orchestrator.human_seat import is_human
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.stopping import check_stopping
 
 # Names end up in idempotency keys ("debates/{id}/rounds/{r}/turns/{name}/attempts/{a}"),
 # so no slash and no surrounding space.
@@ -72,6 +73,7 @@ def validate_config(
     _check_budget(config, out, v, path)
     _check_sources(config, out, v, path)
     check_human_seat(config, out, v, path)
+    check_stopping(config, out, v, path)
     v.raise_if_any()
     keys.raise_if_any()
     return out

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 
 from debate.common.v1 import common_pb2 as common
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from opentelemetry.trace import Tracer
 
 from services.common.debate_rules import ModelRules
@@ -179,6 +180,11 @@ class Engine:
         row = self.get_row(tenant, debate_id)
         tokens, duplicate = self.human.submit(row, participant, round_number, text, request_id)
         return row, tokens, duplicate
+
+    # ==== stopping rules (stopping.py) ============================================================
+    def stops(self, debate_ids: list[str]) -> dict[str, pb.DebateStop]:
+        """The stops of those debates a stopping rule ended early (stopping.py), by debate id."""
+        return self.store.stops(debate_ids)
 
     # ==== running debates (lifecycle.py) =========================================================
     def start(self, tenant: str, debate_id: str) -> DebateRow:

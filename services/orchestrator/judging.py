@@ -77,6 +77,7 @@ class Judging:
                     request_id=request_id,
                     seed=config.seed,
                     sources=judge_sources(config),
+                    assess_consensus=config.stopping.HasField("consensus"),
                 )
 
             assessment = await self._ask(run, self.judge.evaluate_round, request, prefix, common.ROLE_JUDGE, r)
@@ -107,7 +108,7 @@ class Judging:
         else:
             rounds = [
                 judge_pb2.RoundTranscript(round_number=r, turns=_round_turns(run, r))
-                for r in range(1, config.format.round_limit + 1)
+                for r in range(1, _last_round(run) + 1)
             ]
             debaters, assessments = _debaters(config), [run.assessments[r] for r in sorted(run.assessments)]
 
@@ -243,6 +244,13 @@ def _worth_another_try(error: DomainError) -> bool:
     if isinstance(error, Unavailable | DeadlineExceeded):
         return True
     return isinstance(error, Aborted) and error.reason.startswith("PROVIDER_")
+
+
+def _last_round(run: DebateRun) -> int:
+    """The last round the verdict covers: the round limit, or the rounds played before a stop."""
+    if run.stop is not None and run.stop.rounds_played:
+        return run.stop.rounds_played
+    return run.config.format.round_limit
 
 
 def _debaters(config: common.DebateConfig) -> list[judge_pb2.Debater]:

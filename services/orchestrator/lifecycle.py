@@ -8,7 +8,10 @@ by the hub's next tick: a debate ends once).
 
 Playing a debate: for each round, its turns (turns.py) run in order (the sequential format) or
 all at once; the round's assessment (judging.py) then runs beside the next round, and its
-failure ends the debate at once. After the last round the verdict, then the final cost.
+failure ends the debate at once. After the last round the verdict, then the final cost. Each
+round is played in a task of its own (`run.round_task`) that a stopping rule passing on an
+assessment cancels (stopping.py): no further round, then DebateStopped, the verdict over the
+rounds played, and the final cost.
 
 Resuming after a restart rebuilds a run from the store: completed turns are kept (their usage
 re-sent if it was not recorded, under the same idempotent key), an attempt left open is void
@@ -62,6 +65,7 @@ from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.peers import Accounting
 from services.orchestrator.run import TERMINAL, BudgetExceeded, DebateRun, S, State, turn_key
 from services.orchestrator.scheduler import RUNNING, Scheduler, queue_full
+from services.orchestrator.stopping import Stopping
 from services.orchestrator.store import DebateRow, LeaseLost, Store, StoreUnavailable
 from services.orchestrator.turns import TurnRunner
 
@@ -117,6 +121,7 @@ class Lifecycle:
         self.accounting = accounting
         self.turns = turns
         self.judging = judging
+        self.stopping = Stopping(store, hub, turns)
         self.count_tokens = count_tokens
         self.runs: dict[str, DebateRun] = {}
         self.lease_seconds = lease_seconds
@@ -446,8 +451,13 @@ class Lifecycle:
         debate_id = run.debate_id
         row = self.store.existing_debate(debate_id)
         run.current_round = row.current_round
+        stopped = self.store.stop(debate_id)
+        if stopped is not None:  # a stopping rule passed before the restart: no round is played
+            run.stop, run.stop_announced = stopped
         unrecorded = []
         for turn, recorded in self.store.turns(debate_id):
+            if turn.finish_reason == common.FINISH_REASON_CANCELLED:
+                continue  # a stopped round's partial text (stopping.py): settled, no part of the transcript
             run.turns[(turn.round_number, turn.participant)] = turn
             run.transcript.add(turn.round_number, turn.participant, turn.text)
             if not recorded:
@@ -504,7 +514,7 @@ class Lifecycle:
                             else ""
                         )
                     ),
-                    will_retry=True,
+                    will_retry=run.stop is None,  # a stopped debate plays no more turns
                 ),
             )
 
@@ -517,18 +527,44 @@ class Lifecycle:
             first += 1
         for r in range(1, first):
             if r not in run.assessments:
-                run.assess_tasks[r] = asyncio.create_task(self.judging.assess(run, r))
+                run.assess_tasks[r] = asyncio.create_task(self._assess(run, r))
+        if run.stop is None:
+            self.stopping.check_recorded(run)
         for r in range(first, rounds + 1):
-            await self._play_round(run, r)
+            if run.stop is not None or not await self._play_stoppable(run, r):
+                break  # a stopping rule ended the debate (stopping.py)
             # An earlier round's failed assessment ends the debate before this round's is asked
             # for: a judge request started now would run (and bill) while the debate ends.
             self.judging.raise_failure(run)
-            run.assess_tasks[r] = asyncio.create_task(self.judging.assess(run, r))
+            run.assess_tasks[r] = asyncio.create_task(self._assess(run, r))
         for r in range(1, rounds + 1):
             if r in run.assess_tasks:
                 await run.assess_tasks[r]
+        self.stopping.announce(run)
         verdict = await self.judging.verdict(run)
         await self._complete(run, verdict)
+
+    async def _assess(self, run: DebateRun, r: int) -> common.RoundAssessment:
+        """Round `r`'s assessment, then the stopping rules on it."""
+        assessment = await self.judging.assess(run, r)
+        self.stopping.on_assessed(run, assessment)
+        return assessment
+
+    async def _play_stoppable(self, run: DebateRun, r: int) -> bool:
+        """Plays round `r` in a task a stop can cancel; False when a stop cancelled it (its calls
+        settled, stopping.py). A cancel of the debate itself goes on as a cancel."""
+        run.round_task = asyncio.create_task(self._play_round(run, r), name=f"debate-{run.debate_id}-round-{r}")
+        try:
+            await run.round_task
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if run.stop is None or (task is not None and task.cancelling()):
+                raise
+            await self.stopping.settle_round(run)
+            return False
+        finally:
+            run.round_task = None
+        return True
 
     async def _play_round(self, run: DebateRun, r: int) -> None:
         """Round `r`'s turns not yet taken: in order (sequential format) or all at once."""

@@ -87,6 +87,11 @@ class DebateRun:
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     shutting_down: bool = False
+    # Stopping rules (stopping.py): the round being played, as a task a stop cancels; the stop
+    # once decided (stored), and whether DebateStopped was logged.
+    round_task: asyncio.Task[None] | None = None
+    stop: pb.DebateStop | None = None
+    stop_announced: bool = False
     _source_index: SourceIndex | None = None
 
     def source_index(self) -> SourceIndex:

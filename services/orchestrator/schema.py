@@ -278,6 +278,25 @@ _HUMAN_SEAT_SQL = """CREATE TABLE human_turns (
 _SQLITE_HUMAN_SEAT = (_HUMAN_SEAT_SQL.format(big="INTEGER", flag="INTEGER", false="0", tail=" WITHOUT ROWID"),)
 _POSTGRES_HUMAN_SEAT = (_HUMAN_SEAT_SQL.format(big="BIGINT", flag="BOOLEAN", false="FALSE", tail=""),)
 
+# Version 7: stops (issue 19 part 1): the stop of a debate that a stopping rule ended early.
+# `stop` is a debate.orchestrator.v1.DebateStop, stored when the rule passes (before the round
+# under way is cancelled: the decision is durable), then again with its estimate once it is
+# announced (`announced`: DebateStopped logged).
+_SQLITE_STOPS = (
+    """CREATE TABLE debate_stops (
+    debate_id TEXT PRIMARY KEY,
+    stop BLOB NOT NULL,
+    announced INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID""",
+)
+_POSTGRES_STOPS = (
+    """CREATE TABLE debate_stops (
+    debate_id TEXT PRIMARY KEY,
+    stop BYTEA NOT NULL,
+    announced BOOLEAN NOT NULL DEFAULT FALSE
+)""",
+)
+
 MIGRATIONS = (
     Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
     Migration(2, "debate leases (owner, epoch, expiry) and the fence of a commit", _SQLITE_V2, _POSTGRES_V2),
@@ -285,5 +304,6 @@ MIGRATIONS = (
     Migration(4, VOTES_MIGRATION_NAME, _SQLITE_VOTES, _POSTGRES_VOTES),
     Migration(5, "tournaments and their side-swapped matches", _SQLITE_TOURNAMENTS, _POSTGRES_TOURNAMENTS),
     Migration(6, "human seats: awaited turns, deadlines, submitted text", _SQLITE_HUMAN_SEAT, _POSTGRES_HUMAN_SEAT),
+    Migration(7, "the stop of a debate ended early by a stopping rule", _SQLITE_STOPS, _POSTGRES_STOPS),
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)

@@ -46,7 +46,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.hub = hub
 
     # -- conversions ----------------------------------------------------------------------
-    def summary(self, row: DebateRow) -> pb.DebateSummary:
+    def summary(self, row: DebateRow, stops: dict[str, pb.DebateStop] | None = None) -> pb.DebateSummary:
+        """`stops`: those of a page of debates, read at once (None: this debate's is read here)."""
+        stop = (self.engine.stops([row.debate_id]) if stops is None else stops).get(row.debate_id)
         summary = pb.DebateSummary(
             debate_id=row.debate_id,
             topic=row.config.topic,
@@ -57,6 +59,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             last_sequence=self.engine.last_sequence(row),
             queue_position=self.engine.queue_position(row),
             end_reason=row.end_reason,
+            stop=stop,
         )
         _timestamp(summary.create_time, row.create_ns)
         _timestamp(summary.update_time, row.update_ns)
@@ -72,6 +75,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             state=row.state,
             end_reason=row.end_reason,
             last_sequence=self.engine.last_sequence(row),
+            stop=self.engine.stops([row.debate_id]).get(row.debate_id),
         )
         turns, assessments = self.engine.transcript(row.debate_id)
         rounds: dict[int, pb.Round] = {}
@@ -128,7 +132,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         rows, token = self.engine.list_debates(
             current_tenant(), request.state, request.page_size or DEFAULT_PAGE_SIZE, request.page_token
         )
-        return pb.ListDebatesResponse(debates=[self.summary(r) for r in rows], next_page_token=token)
+        stops = self.engine.stops([r.debate_id for r in rows])
+        return pb.ListDebatesResponse(debates=[self.summary(r, stops) for r in rows], next_page_token=token)
 
     async def CancelDebate(self, request, context):
         debate_id_var.set(request.debate_id)

@@ -133,6 +133,18 @@ PUT_ASSESSMENT = (
     "ON CONFLICT (debate_id, round) DO UPDATE SET assessment = excluded.assessment, recorded = excluded.recorded"
 )
 ASSESSMENTS = "SELECT assessment, recorded FROM assessments WHERE debate_id = ? ORDER BY round"
+PUT_STOP = (
+    "INSERT INTO debate_stops (debate_id, stop, announced) VALUES (?, ?, ?) "
+    "ON CONFLICT (debate_id) DO UPDATE SET stop = excluded.stop, announced = excluded.announced"
+)
+STOP = "SELECT stop, announced FROM debate_stops WHERE debate_id = ?"
+
+
+def stops_sql(count: int) -> str:
+    """The stops of `count` debates."""
+    return f"SELECT debate_id, stop FROM debate_stops WHERE debate_id IN ({', '.join('?' * count)})"
+
+
 # A row already written (the same events again, after a write or commit that failed) is written over.
 WRITE_EVENTS = (
     "INSERT INTO events (debate_id, sequence, event) VALUES (?, ?, ?) "
@@ -473,6 +485,23 @@ class Store(Protocol):
     def awaited_humans(self, debate_id: str) -> list[tuple[int, str, int]]:
         """(round, participant, deadline_ns) of each open wait of the debate: no text, no turn stored."""
         return [(int(r), p, int(d)) for r, p, d in self._read(AWAITED_HUMANS, (debate_id,))]
+
+    # -- stops (stopping rules, services/orchestrator/stopping.py)
+    def put_stop(self, debate_id: str, stop: orchestrator_pb2.DebateStop, announced: bool) -> None:
+        """The stop a stopping rule decided; `announced` once DebateStopped is logged."""
+        self._write(debate_id, PUT_STOP, (debate_id, stop.SerializeToString(), announced))
+
+    def stop(self, debate_id: str) -> tuple[orchestrator_pb2.DebateStop, bool] | None:
+        """(the debate's stop, announced), or None when no rule stopped it."""
+        rows = self._read(STOP, (debate_id,))
+        return (orchestrator_pb2.DebateStop.FromString(rows[0][0]), bool(rows[0][1])) if rows else None
+
+    def stops(self, debate_ids: Sequence[str]) -> dict[str, orchestrator_pb2.DebateStop]:
+        """The stops of those of `debate_ids` a rule stopped (one read for a page of debates)."""
+        if not debate_ids:
+            return {}
+        rows = self._read(stops_sql(len(debate_ids)), tuple(debate_ids))
+        return {d: orchestrator_pb2.DebateStop.FromString(s) for d, s in rows}
 
     # -- events
     def add_events(self, rows: list[tuple[str, int, bytes]]) -> None:

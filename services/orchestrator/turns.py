@@ -54,6 +54,7 @@ from services.common.llm.base import (
     TextDelta,
     stream_to,
 )
+from services.common.llm.simulated import is_simulated
 from services.common.tokens import count_message_tokens
 from services.common.usage import Usage, usage_to_proto
 from services.orchestrator.context import Window
@@ -363,12 +364,16 @@ class TurnRunner:
         run.add_cost(reply)
         announce_cost(self.store, self.hub, run)
 
-    async def settle_inflight(self, run: DebateRun, reason: str) -> None:
+    async def settle_inflight(self, run: DebateRun, reason: str, *, keep_partial: bool = False) -> None:
         """Calls cut short (cancel, budget, failure): what they spent is recorded as an estimate,
-        their attempts closed and a TurnFailed(`reason`) logged for each."""
+        their attempts closed and a TurnFailed(`reason`) logged for each. `keep_partial` (a debate
+        stopped by a stopping rule): the text each streamed is also stored as a turn with
+        FINISH_REASON_CANCELLED and the estimate's usage and cost (recorded: its usage is)."""
         for (r, name), inflight in list(run.inflight.items()):
             del run.inflight[(r, name)]
-            await self._record_cut_call(run, inflight)
+            reply = await self._record_cut_call(run, inflight)
+            if keep_partial and reply is not None:
+                self.store.put_turn(run.debate_id, _cancelled_turn(inflight, reply), recorded=True)
             self.store.close_attempt(run.debate_id, r, name, inflight.attempt)
             self.hub.flush_text(inflight.buffer)
             self.hub.emit(
@@ -378,7 +383,11 @@ class TurnRunner:
                     participant=name,
                     attempt=inflight.attempt,
                     reason=reason,
-                    message="the call was stopped; its text is void",
+                    message=(
+                        "the call was stopped; its partial text is kept as a cancelled turn"
+                        if keep_partial
+                        else "the call was stopped; its text is void"
+                    ),
                     will_retry=False,
                 ),
             )
@@ -441,7 +450,7 @@ class TurnRunner:
                         parts.setdefault(key, []).append(delta.text)
         return {key: "".join(texts) for key, texts in parts.items()}
 
-    async def _record_cut_call(self, run: DebateRun, inflight: Inflight) -> None:
+    async def _record_cut_call(self, run: DebateRun, inflight: Inflight) -> acc.RecordUsageResponse | None:
         """Records a call that did not complete, as an estimate: its prompt as sent (counted as the
         provider edge estimates a call with no usage, chat format included) and the answer and
         reasoning text it streamed (counted with our tokenizer; the reasoning also as
@@ -478,3 +487,21 @@ class TurnRunner:
         except DomainError as error:
             run.unanswered.add(key)
             log.warning("could not record the usage of a cut call %s: %s", key, error.message)
+            return None
+        return reply
+
+
+def _cancelled_turn(inflight: Inflight, reply: acc.RecordUsageResponse) -> common.Turn:
+    """A call cut short as a turn: the text it streamed, FINISH_REASON_CANCELLED, the usage and
+    cost recorded for it."""
+    return common.Turn(
+        round_number=inflight.round_number,
+        participant=inflight.participant.name,
+        model=inflight.participant.model,
+        text="".join(inflight.parts),
+        usage=reply.record.usage,
+        cost=reply.record.cost,
+        finish_reason=common.FINISH_REASON_CANCELLED,
+        attempt=inflight.attempt,
+        simulated=is_simulated(inflight.participant.model),
+    )

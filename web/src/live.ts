@@ -4,6 +4,7 @@
 import type { BudgetStatus, CostLine, DebateConfig, DebateCost, Money, RoundAssessment, TokenUsage, Verdict } from "./gen/debate/common/v1/common_pb";
 import { DebateState, type DebateEvent } from "./gen/debate/orchestrator/v1/orchestrator_pb";
 import { isTransient, readError, type Orchestrator } from "./api";
+import { showStop } from "./stopping";
 import { el, formatInt, formatMoney, formatScore } from "./dom";
 import { renderQuotes } from "./quotes";
 import { HumanSeatPanel } from "./human_seat";
@@ -91,6 +92,7 @@ export class LiveDebate {
     const verdict = document.getElementById("verdict") as HTMLElement;
     verdict.hidden = true;
     verdict.replaceChildren();
+    document.getElementById("stopped")?.remove(); // a stopping rule's notice (stopping.ts)
     const breakdown = document.getElementById("cost-breakdown") as HTMLElement;
     breakdown.hidden = true;
     breakdown.replaceChildren();
@@ -206,6 +208,9 @@ export class LiveDebate {
       }
       case "roundAssessed":
         if (payload.value.assessment) this.showAssessment(payload.value.assessment, payload.value.roundCost);
+        break;
+      case "debateStopped":
+        if (payload.value.stop) showStop(payload.value.stop);
         break;
       case "verdictRendered":
         if (payload.value.verdict) this.showVerdict(payload.value.verdict, payload.value.verdictCost);

@@ -11,6 +11,9 @@ A reply is the whole text of a *responder*, streamed as a real model streams it:
   request's seed, else the provider's;
 - the names in `RESPONDER_MODELS` are never the built-in debater: a client built without their
   responder answers `UnknownModel`, rather than a debate turn where other output is expected.
+- a variant (`sim/judge-decisive@3`: a name of the family `sim/judge`, `model_family`) is served
+  by its family's responder, which reads `request.model`; the built-in debater's variants
+  (`sim/debater-converging`, converging.py) change its turn in small hooks.
 
 Pacing: the first token after `first_token_latency` seconds, then `tokens_per_second`, sent in
 chunks at most every `pace_tick` seconds (0 and 0: instant). Usage is counted with the shared
@@ -28,6 +31,7 @@ import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 
 from services.common.llm.base import Completion, CompletionRequest, StreamEvent, TextDelta, UnknownModel
+from services.common.llm.simulated.converging import with_stated_position
 from services.common.llm.simulated.quality import with_quality
 from services.common.llm.simulated.quoting import quote_sources
 from services.common.llm.simulated.reading import parse_context
@@ -42,6 +46,14 @@ RESPONDER_MODELS = frozenset({SIM_JUDGE_MODEL})
 
 # request -> the whole reply text (or an awaitable of it).
 Responder = Callable[[CompletionRequest], "str | Awaitable[str]"]
+
+
+def model_family(model: str) -> str:
+    """The name a variant belongs to: "sim/judge" for "sim/judge-decisive@3" (the text before the
+    first "-" or "@" of the name after "sim/"). A responder given for a family also answers its
+    variants, which read `request.model` for what they change."""
+    name = model[len(SIM_PREFIX) :] if model.startswith(SIM_PREFIX) else model
+    return model[: len(model) - len(name)] + re.split(r"[-@]", name, maxsplit=1)[0]
 
 
 def is_simulated(model: str) -> bool:
@@ -119,11 +131,11 @@ class SimulatedLLM:
         self.seed = seed
 
     async def _reply_text(self, request: CompletionRequest) -> str:
-        responder = self.responders.get(request.model)
+        responder = self.responders.get(request.model) or self.responders.get(model_family(request.model))
         if responder is not None:
             result = responder(request)
             return await result if inspect.isawaitable(result) else result
-        if request.model in RESPONDER_MODELS:
+        if request.model in RESPONDER_MODELS or model_family(request.model) in RESPONDER_MODELS:
             raise UnknownModel(
                 f"simulated model {request.model} is not registered: the service that serves it passes its"
                 " responder in (build_llm_client(settings, responders=...))",
@@ -132,6 +144,7 @@ class SimulatedLLM:
         seed = self.seed if request.seed is None else request.seed
         context = parse_context(request.messages)
         text = with_quality(request.model, write_debate_turn(context, seed), seed)  # quality.py
+        text = with_stated_position(request.model, context, text)  # converging.py
         text = quote_sources(text, request.messages, seed, context.round_number)  # evidence, when given
         if context.max_tokens:
             text = within_budget(request.model, text, context.max_tokens, count_text_tokens)

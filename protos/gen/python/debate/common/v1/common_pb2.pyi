@@ -131,6 +131,24 @@ what was spent stays recorded.
 """
 Global___HumanTimeoutPolicy: _TypeAlias = HumanTimeoutPolicy  # noqa: Y015
 
+class _StoppingRule:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StoppingRuleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StoppingRule.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STOPPING_RULE_UNSPECIFIED: _StoppingRule.ValueType  # 0
+    STOPPING_RULE_JUDGE_DECIDED: _StoppingRule.ValueType  # 1
+    STOPPING_RULE_CONSENSUS: _StoppingRule.ValueType  # 2
+
+class StoppingRule(_StoppingRule, metaclass=_StoppingRuleEnumTypeWrapper):
+    """Which stopping rule ended a debate."""
+
+STOPPING_RULE_UNSPECIFIED: StoppingRule.ValueType  # 0
+STOPPING_RULE_JUDGE_DECIDED: StoppingRule.ValueType  # 1
+STOPPING_RULE_CONSENSUS: StoppingRule.ValueType  # 2
+Global___StoppingRule: _TypeAlias = StoppingRule  # noqa: Y015
+
 class _FinishReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -447,6 +465,7 @@ class DebateConfig(_message.Message):
     MAX_TOKENS_PER_TURN_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    STOPPING_FIELD_NUMBER: _builtins.int
     SOURCES_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
     HUMAN_FIELD_NUMBER: _builtins.int
@@ -468,6 +487,12 @@ class DebateConfig(_message.Message):
     @_builtins.property
     def budget(self) -> Global___Money:
         """Optional spending cap for the whole debate; unset means no cap."""
+
+    @_builtins.property
+    def stopping(self) -> Global___StoppingRules:
+        """Rules that may end the debate before round_limit; unset (or empty) means every round is
+        played, as before.
+        """
 
     @_builtins.property
     def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceDocument]:
@@ -496,13 +521,14 @@ class DebateConfig(_message.Message):
         max_tokens_per_turn: _builtins.int = ...,
         budget: Global___Money | None = ...,
         seed: _builtins.int = ...,
+        stopping: Global___StoppingRules | None = ...,
         sources: _abc.Iterable[Global___SourceDocument] | None = ...,
         evidence: Global___EvidenceOptions | None = ...,
         human: Global___HumanSeatSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "evidence", b"evidence", "format", b"format", "human", b"human", "judge", b"judge"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "evidence", b"evidence", "format", b"format", "human", b"human", "judge", b"judge", "stopping", b"stopping"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "evidence", b"evidence", "format", b"format", "human", b"human", "judge", b"judge", "max_tokens_per_turn", b"max_tokens_per_turn", "participants", b"participants", "seed", b"seed", "sources", b"sources", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "context", b"context", "evidence", b"evidence", "format", b"format", "human", b"human", "judge", b"judge", "max_tokens_per_turn", b"max_tokens_per_turn", "participants", b"participants", "seed", b"seed", "sources", b"sources", "stopping", b"stopping", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -679,6 +705,92 @@ class HumanTurn(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HumanTurn: _TypeAlias = HumanTurn  # noqa: Y015
+
+@_typing.final
+class StoppingRules(_message.Message):
+    """Stopping rules (issue 19, part 1). Each rule is off when unset; when both are set, the
+    first that passes stops the debate (judge_decided is checked first). A rule is checked on
+    each round's assessment, never on the last round's (nothing would be saved).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JUDGE_DECIDED_FIELD_NUMBER: _builtins.int
+    CONSENSUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def judge_decided(self) -> Global___JudgeDecidedRule: ...
+    @_builtins.property
+    def consensus(self) -> Global___ConsensusRule: ...
+    def __init__(
+        self,
+        *,
+        judge_decided: Global___JudgeDecidedRule | None = ...,
+        consensus: Global___ConsensusRule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consensus", b"consensus", "judge_decided", b"judge_decided"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consensus", b"consensus", "judge_decided", b"judge_decided"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoppingRules: _TypeAlias = StoppingRules  # noqa: Y015
+
+@_typing.final
+class JudgeDecidedRule(_message.Message):
+    """Stop once the judge panel has decided: after at least min_rounds rounds, when a round's
+    assessment has a leader (no tie) ahead of the runner-up by at least min_margin (weighted
+    totals, 0 to 10) with a round confidence of at least min_confidence.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_ROUNDS_FIELD_NUMBER: _builtins.int
+    MIN_MARGIN_FIELD_NUMBER: _builtins.int
+    MIN_CONFIDENCE_FIELD_NUMBER: _builtins.int
+    min_rounds: _builtins.int
+    """1 to round_limit (0: 1)."""
+    min_margin: _builtins.float
+    """0 to 10 (weighted-total points)."""
+    min_confidence: _builtins.float
+    """0 to 1 (RoundAssessment.confidence)."""
+    def __init__(
+        self,
+        *,
+        min_rounds: _builtins.int = ...,
+        min_margin: _builtins.float = ...,
+        min_confidence: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_confidence", b"min_confidence", "min_margin", b"min_margin", "min_rounds", b"min_rounds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JudgeDecidedRule: _TypeAlias = JudgeDecidedRule  # noqa: Y015
+
+@_typing.final
+class ConsensusRule(_message.Message):
+    """Stop once the debaters' stated positions have converged, as the judge reads them from the
+    round's turns (RoundAssessment.consensus), after at least min_rounds rounds.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_ROUNDS_FIELD_NUMBER: _builtins.int
+    min_rounds: _builtins.int
+    """1 to round_limit (0: 1)."""
+    def __init__(
+        self,
+        *,
+        min_rounds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_rounds", b"min_rounds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsensusRule: _TypeAlias = ConsensusRule  # noqa: Y015
 
 @_typing.final
 class Turn(_message.Message):
@@ -894,6 +1006,8 @@ class RoundAssessment(_message.Message):
     JUDGE_AGREEMENT_FIELD_NUMBER: _builtins.int
     CALLS_FIELD_NUMBER: _builtins.int
     SIMULATED_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    CONSENSUS_FIELD_NUMBER: _builtins.int
     round_number: _builtins.int
     leader: _builtins.str
     """The round's leader; empty when tie is true."""
@@ -904,6 +1018,15 @@ class RoundAssessment(_message.Message):
     judge_agreement: _builtins.float
     """0 to 1: how far the rankings of different judge models agree (1 for one model)."""
     simulated: _builtins.bool
+    confidence: _builtins.float
+    """0 to 1: how sure the panel is of the round's leader: the leader's share of the ballots'
+    first places times min(1, lead / the judge's decisive margin); for a tie, the ballots'
+    agreement (as Verdict.confidence).
+    """
+    consensus: _builtins.bool
+    """The debaters' stated positions have converged, as the judge panel read the round's turns
+    (a majority of its ballots). Asked only when the request sets assess_consensus.
+    """
     @_builtins.property
     def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___DebaterScore]: ...
     @_builtins.property
@@ -923,10 +1046,12 @@ class RoundAssessment(_message.Message):
         judge_agreement: _builtins.float = ...,
         calls: _abc.Iterable[Global___JudgeCall] | None = ...,
         simulated: _builtins.bool = ...,
+        confidence: _builtins.float = ...,
+        consensus: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "judge_agreement", b"judge_agreement", "judge_models", b"judge_models", "leader", b"leader", "ordering_agreement", b"ordering_agreement", "rationale", b"rationale", "round_number", b"round_number", "scores", b"scores", "simulated", b"simulated", "tie", b"tie"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "confidence", b"confidence", "consensus", b"consensus", "judge_agreement", b"judge_agreement", "judge_models", b"judge_models", "leader", b"leader", "ordering_agreement", b"ordering_agreement", "rationale", b"rationale", "round_number", b"round_number", "scores", b"scores", "simulated", b"simulated", "tie", b"tie"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from debate.common.v1 import common_pb2 as debate_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65\x62\x61te/judge/v1/judge.proto\x12\x0f\x64\x65\x62\x61te.judge.v1\x1a\x1d\x64\x65\x62\x61te/common/v1/common.proto\"8\n\x07\x44\x65\x62\x61ter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06stance\x18\x02 \x01(\t\x12\x0f\n\x07persona\x18\x03 \x01(\t\"U\n\x0b\x44\x65\x62\x61terTurn\x12\x0f\n\x07\x64\x65\x62\x61ter\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\'\n\x06quotes\x18\x19 \x03(\x0b\x32\x17.debate.common.v1.Quote\"T\n\x0fRoundTranscript\x12\x14\n\x0cround_number\x18\x01 \x01(\x05\x12+\n\x05turns\x18\x02 \x03(\x0b\x32\x1c.debate.judge.v1.DebaterTurn\"\xaa\x02\n\x14\x45valuateRoundRequest\x12\x11\n\tdebate_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x14\n\x0cround_number\x18\x03 \x01(\x05\x12*\n\x08\x64\x65\x62\x61ters\x18\x04 \x03(\x0b\x32\x18.debate.judge.v1.Debater\x12+\n\x05turns\x18\x05 \x03(\x0b\x32\x1c.debate.judge.v1.DebaterTurn\x12,\n\x05judge\x18\x06 \x01(\x0b\x32\x1d.debate.common.v1.JudgeConfig\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x31\n\x07sources\x18\x19 \x03(\x0b\x32 .debate.common.v1.SourceDocument\"N\n\x15\x45valuateRoundResponse\x12\x35\n\nassessment\x18\x01 \x01(\x0b\x32!.debate.common.v1.RoundAssessment\"\xd1\x02\n\x14RenderVerdictRequest\x12\x11\n\tdebate_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12*\n\x08\x64\x65\x62\x61ters\x18\x03 \x03(\x0b\x32\x18.debate.judge.v1.Debater\x12\x30\n\x06rounds\x18\x04 \x03(\x0b\x32 .debate.judge.v1.RoundTranscript\x12\x36\n\x0b\x61ssessments\x18\x05 \x03(\x0b\x32!.debate.common.v1.RoundAssessment\x12,\n\x05judge\x18\x06 \x01(\x0b\x32\x1d.debate.common.v1.JudgeConfig\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x31\n\x07sources\x18\x19 \x03(\x0b\x32 .debate.common.v1.SourceDocument\"C\n\x15RenderVerdictResponse\x12*\n\x07verdict\x18\x01 \x01(\x0b\x32\x19.debate.common.v1.Verdict\"9\n\x0b\x42illedCalls\x12*\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1b.debate.common.v1.JudgeCall2\xce\x01\n\x0cJudgeService\x12^\n\rEvaluateRound\x12%.debate.judge.v1.EvaluateRoundRequest\x1a&.debate.judge.v1.EvaluateRoundResponse\x12^\n\rRenderVerdict\x12%.debate.judge.v1.RenderVerdictRequest\x1a&.debate.judge.v1.RenderVerdictResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65\x62\x61te/judge/v1/judge.proto\x12\x0f\x64\x65\x62\x61te.judge.v1\x1a\x1d\x64\x65\x62\x61te/common/v1/common.proto\"8\n\x07\x44\x65\x62\x61ter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06stance\x18\x02 \x01(\t\x12\x0f\n\x07persona\x18\x03 \x01(\t\"U\n\x0b\x44\x65\x62\x61terTurn\x12\x0f\n\x07\x64\x65\x62\x61ter\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\'\n\x06quotes\x18\x19 \x03(\x0b\x32\x17.debate.common.v1.Quote\"T\n\x0fRoundTranscript\x12\x14\n\x0cround_number\x18\x01 \x01(\x05\x12+\n\x05turns\x18\x02 \x03(\x0b\x32\x1c.debate.judge.v1.DebaterTurn\"\xc4\x02\n\x14\x45valuateRoundRequest\x12\x11\n\tdebate_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x14\n\x0cround_number\x18\x03 \x01(\x05\x12*\n\x08\x64\x65\x62\x61ters\x18\x04 \x03(\x0b\x32\x18.debate.judge.v1.Debater\x12+\n\x05turns\x18\x05 \x03(\x0b\x32\x1c.debate.judge.v1.DebaterTurn\x12,\n\x05judge\x18\x06 \x01(\x0b\x32\x1d.debate.common.v1.JudgeConfig\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x31\n\x07sources\x18\x19 \x03(\x0b\x32 .debate.common.v1.SourceDocument\x12\x18\n\x10\x61ssess_consensus\x18\x14 \x01(\x08\"N\n\x15\x45valuateRoundResponse\x12\x35\n\nassessment\x18\x01 \x01(\x0b\x32!.debate.common.v1.RoundAssessment\"\xd1\x02\n\x14RenderVerdictRequest\x12\x11\n\tdebate_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12*\n\x08\x64\x65\x62\x61ters\x18\x03 \x03(\x0b\x32\x18.debate.judge.v1.Debater\x12\x30\n\x06rounds\x18\x04 \x03(\x0b\x32 .debate.judge.v1.RoundTranscript\x12\x36\n\x0b\x61ssessments\x18\x05 \x03(\x0b\x32!.debate.common.v1.RoundAssessment\x12,\n\x05judge\x18\x06 \x01(\x0b\x32\x1d.debate.common.v1.JudgeConfig\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x31\n\x07sources\x18\x19 \x03(\x0b\x32 .debate.common.v1.SourceDocument\"C\n\x15RenderVerdictResponse\x12*\n\x07verdict\x18\x01 \x01(\x0b\x32\x19.debate.common.v1.Verdict\"9\n\x0b\x42illedCalls\x12*\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1b.debate.common.v1.JudgeCall2\xce\x01\n\x0cJudgeService\x12^\n\rEvaluateRound\x12%.debate.judge.v1.EvaluateRoundRequest\x1a&.debate.judge.v1.EvaluateRoundResponse\x12^\n\rRenderVerdict\x12%.debate.judge.v1.RenderVerdictRequest\x1a&.debate.judge.v1.RenderVerdictResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,15 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUNDTRANSCRIPT']._serialized_start=224
   _globals['_ROUNDTRANSCRIPT']._serialized_end=308
   _globals['_EVALUATEROUNDREQUEST']._serialized_start=311
-  _globals['_EVALUATEROUNDREQUEST']._serialized_end=609
-  _globals['_EVALUATEROUNDRESPONSE']._serialized_start=611
-  _globals['_EVALUATEROUNDRESPONSE']._serialized_end=689
-  _globals['_RENDERVERDICTREQUEST']._serialized_start=692
-  _globals['_RENDERVERDICTREQUEST']._serialized_end=1029
-  _globals['_RENDERVERDICTRESPONSE']._serialized_start=1031
-  _globals['_RENDERVERDICTRESPONSE']._serialized_end=1098
-  _globals['_BILLEDCALLS']._serialized_start=1100
-  _globals['_BILLEDCALLS']._serialized_end=1157
-  _globals['_JUDGESERVICE']._serialized_start=1160
-  _globals['_JUDGESERVICE']._serialized_end=1366
+  _globals['_EVALUATEROUNDREQUEST']._serialized_end=635
+  _globals['_EVALUATEROUNDRESPONSE']._serialized_start=637
+  _globals['_EVALUATEROUNDRESPONSE']._serialized_end=715
+  _globals['_RENDERVERDICTREQUEST']._serialized_start=718
+  _globals['_RENDERVERDICTREQUEST']._serialized_end=1055
+  _globals['_RENDERVERDICTRESPONSE']._serialized_start=1057
+  _globals['_RENDERVERDICTRESPONSE']._serialized_end=1124
+  _globals['_BILLEDCALLS']._serialized_start=1126
+  _globals['_BILLEDCALLS']._serialized_end=1183
+  _globals['_JUDGESERVICE']._serialized_start=1186
+  _globals['_JUDGESERVICE']._serialized_end=1392
 # @@protoc_insertion_point(module_scope)

@@ -114,6 +114,7 @@ class EvaluateRoundRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     SOURCES_FIELD_NUMBER: _builtins.int
+    ASSESS_CONSENSUS_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     topic: _builtins.str
     round_number: _builtins.int
@@ -121,6 +122,10 @@ class EvaluateRoundRequest(_message.Message):
     """Prefix of the idempotency keys of the judge calls."""
     seed: _builtins.int
     """Seed for simulated judges."""
+    assess_consensus: _builtins.bool
+    """Also read from the turns whether the debaters' stated positions have converged
+    (RoundAssessment.consensus): the consensus stopping rule asks for it.
+    """
     @_builtins.property
     def debaters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Debater]: ...
     @_builtins.property
@@ -145,10 +150,11 @@ class EvaluateRoundRequest(_message.Message):
         request_id: _builtins.str = ...,
         seed: _builtins.int = ...,
         sources: _abc.Iterable[_common_pb2.SourceDocument] | None = ...,
+        assess_consensus: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["judge", b"judge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["debate_id", b"debate_id", "debaters", b"debaters", "judge", b"judge", "request_id", b"request_id", "round_number", b"round_number", "seed", b"seed", "sources", b"sources", "topic", b"topic", "turns", b"turns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assess_consensus", b"assess_consensus", "debate_id", b"debate_id", "debaters", b"debaters", "judge", b"judge", "request_id", b"request_id", "round_number", b"round_number", "seed", b"seed", "sources", b"sources", "topic", b"topic", "turns", b"turns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -134,6 +134,7 @@ class Debate(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     VOTES_FIELD_NUMBER: _builtins.int
     AWAITING_HUMAN_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     """"debates/{uuid}" style id without the prefix."""
     state: Global___DebateState.ValueType
@@ -165,6 +166,10 @@ class Debate(_message.Message):
         when; unset when none is awaited.
         """
 
+    @_builtins.property
+    def stop(self) -> Global___DebateStop:
+        """Set when a stopping rule ended the debate early (config.stopping)."""
+
     def __init__(
         self,
         *,
@@ -180,10 +185,11 @@ class Debate(_message.Message):
         last_sequence: _builtins.int = ...,
         votes: Global___VoteTally | None = ...,
         awaiting_human: Global___HumanTurnAwaited | None = ...,
+        stop: Global___DebateStop | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "config", b"config", "cost", b"cost", "create_time", b"create_time", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "config", b"config", "cost", b"cost", "create_time", b"create_time", "stop", b"stop", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "config", b"config", "cost", b"cost", "create_time", b"create_time", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "rounds", b"rounds", "state", b"state", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "config", b"config", "cost", b"cost", "create_time", b"create_time", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "rounds", b"rounds", "state", b"state", "stop", b"stop", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -207,6 +213,7 @@ class DebateSummary(_message.Message):
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     END_REASON_FIELD_NUMBER: _builtins.int
     AWAITING_HUMAN_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     topic: _builtins.str
     state: Global___DebateState.ValueType
@@ -227,6 +234,10 @@ class DebateSummary(_message.Message):
     def awaiting_human(self) -> Global___HumanTurnAwaited:
         """Human seat (issue 19 part 3): as Debate.awaiting_human."""
 
+    @_builtins.property
+    def stop(self) -> Global___DebateStop:
+        """Set when a stopping rule ended the debate early."""
+
     def __init__(
         self,
         *,
@@ -242,14 +253,64 @@ class DebateSummary(_message.Message):
         queue_position: _builtins.int = ...,
         end_reason: _builtins.str = ...,
         awaiting_human: Global___HumanTurnAwaited | None = ...,
+        stop: Global___DebateStop | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "cost", b"cost", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "cost", b"cost", "create_time", b"create_time", "stop", b"stop", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "cost", b"cost", "create_time", b"create_time", "current_round", b"current_round", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "queue_position", b"queue_position", "round_limit", b"round_limit", "state", b"state", "topic", b"topic", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "cost", b"cost", "create_time", b"create_time", "current_round", b"current_round", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "queue_position", b"queue_position", "round_limit", b"round_limit", "state", b"state", "stop", b"stop", "topic", b"topic", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DebateSummary: _TypeAlias = DebateSummary  # noqa: Y015
+
+@_typing.final
+class DebateStop(_message.Message):
+    """Why and where a stopping rule ended a debate early, and what that saved."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    AFTER_ROUND_FIELD_NUMBER: _builtins.int
+    ROUNDS_PLAYED_FIELD_NUMBER: _builtins.int
+    ROUNDS_NOT_PLAYED_FIELD_NUMBER: _builtins.int
+    ESTIMATED_COST_AVOIDED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    rule: _common_pb2.StoppingRule.ValueType
+    after_round: _builtins.int
+    """The round whose assessment passed the rule."""
+    rounds_played: _builtins.int
+    """The rounds played in full (normally after_round; more when the judge took longer than a
+    whole round, so the next one had already ended when the rule passed).
+    """
+    rounds_not_played: _builtins.int
+    """round_limit - rounds_played, the round under way when the stop came included."""
+    reason: _builtins.str
+    """The rule's reading, e.g. "Ada leads round 3 by 4.10 points with confidence 1.00"."""
+    @_builtins.property
+    def estimated_cost_avoided(self) -> _common_pb2.Money:
+        """An estimate, not a bill: the played rounds' costs (turns and assessment) extrapolated
+        linearly to the rounds not played (a round's prompts grow with the transcript until the
+        context window is full), less what the cancelled round had already spent (at least 0).
+        Unset until the stop is announced (DebateStopped).
+        """
+
+    def __init__(
+        self,
+        *,
+        rule: _common_pb2.StoppingRule.ValueType = ...,
+        after_round: _builtins.int = ...,
+        rounds_played: _builtins.int = ...,
+        rounds_not_played: _builtins.int = ...,
+        estimated_cost_avoided: _common_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_cost_avoided", b"estimated_cost_avoided"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_round", b"after_round", "estimated_cost_avoided", b"estimated_cost_avoided", "reason", b"reason", "rounds_not_played", b"rounds_not_played", "rounds_played", b"rounds_played", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebateStop: _TypeAlias = DebateStop  # noqa: Y015
 
 @_typing.final
 class CreateDebateRequest(_message.Message):
@@ -589,6 +650,7 @@ class DebateEvent(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     HUMAN_TURN_AWAITED_FIELD_NUMBER: _builtins.int
     HUMAN_TURN_TIMED_OUT_FIELD_NUMBER: _builtins.int
+    DEBATE_STOPPED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Gap-free, starting at 1."""
     debate_id: _builtins.str
@@ -624,6 +686,10 @@ class DebateEvent(_message.Message):
 
     @_builtins.property
     def human_turn_timed_out(self) -> Global___HumanTurnTimedOut: ...
+    @_builtins.property
+    def debate_stopped(self) -> Global___DebateStopped:
+        """Stopping rules (issue 19 part 1)."""
+
     def __init__(
         self,
         *,
@@ -644,16 +710,42 @@ class DebateEvent(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         human_turn_awaited: Global___HumanTurnAwaited | None = ...,
         human_turn_timed_out: Global___HumanTurnTimedOut | None = ...,
+        debate_stopped: Global___DebateStopped | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "heartbeat", b"heartbeat", "human_turn_awaited", b"human_turn_awaited", "human_turn_timed_out", b"human_turn_timed_out", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "debate_stopped", b"debate_stopped", "heartbeat", b"heartbeat", "human_turn_awaited", b"human_turn_awaited", "human_turn_timed_out", b"human_turn_timed_out", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "debate_id", b"debate_id", "heartbeat", b"heartbeat", "human_turn_awaited", b"human_turn_awaited", "human_turn_timed_out", b"human_turn_timed_out", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "debate_id", b"debate_id", "debate_stopped", b"debate_stopped", "heartbeat", b"heartbeat", "human_turn_awaited", b"human_turn_awaited", "human_turn_timed_out", b"human_turn_timed_out", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "round_started", "turn_started", "token_delta", "turn_completed", "turn_failed", "round_assessed", "verdict_rendered", "cost_updated", "debate_completed", "debate_failed", "heartbeat", "human_turn_awaited", "human_turn_timed_out"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "round_started", "turn_started", "token_delta", "turn_completed", "turn_failed", "round_assessed", "verdict_rendered", "cost_updated", "debate_completed", "debate_failed", "heartbeat", "human_turn_awaited", "human_turn_timed_out", "debate_stopped"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___DebateEvent: _TypeAlias = DebateEvent  # noqa: Y015
+
+@_typing.final
+class DebateStopped(_message.Message):
+    """A stopping rule ended the debate early: the round under way was cancelled (its calls charged
+    as a cancel charges them, its turns TurnFailed(DEBATE_STOPPED)); VerdictRendered and
+    DebateCompleted follow, over the rounds played.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STOP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stop(self) -> Global___DebateStop: ...
+    def __init__(
+        self,
+        *,
+        stop: Global___DebateStop | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stop", b"stop"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stop", b"stop"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebateStopped: _TypeAlias = DebateStopped  # noqa: Y015
 
 @_typing.final
 class DebateStateChanged(_message.Message):
