@@ -190,9 +190,43 @@ _POSTGRES_V3 = (
     "CREATE INDEX debates_queue ON debates (state, queue_ns, create_ns)",
 )
 
+# Version 4 (i18v, provisional number: it depends on no other helper's): verdict versions. Every
+# verdict a debate was given: version 1 at its end, then each re-judging and continuation
+# (services/orchestrator/verdicts.py). `entry` is a debate.orchestrator.v1.VerdictVersion (its
+# progress while `done` is false: a re-judging's round scores so far); `request_id` makes a
+# retried RejudgeDebate/ContinueDebate act once ('' for version 1). `debates.verdict` stays the
+# latest verdict.
+_SQLITE_V4 = (
+    """CREATE TABLE verdicts (
+    debate_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    request_id TEXT NOT NULL DEFAULT '',
+    reason INTEGER NOT NULL,
+    entry BLOB NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    create_ns INTEGER NOT NULL,
+    PRIMARY KEY (debate_id, version)
+) WITHOUT ROWID""",
+    "CREATE UNIQUE INDEX verdicts_request ON verdicts(debate_id, request_id) WHERE request_id != ''",
+)
+_POSTGRES_V4 = (
+    """CREATE TABLE verdicts (
+    debate_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    request_id TEXT NOT NULL DEFAULT '',
+    reason INTEGER NOT NULL,
+    entry BYTEA NOT NULL,
+    done BOOLEAN NOT NULL DEFAULT FALSE,
+    create_ns BIGINT NOT NULL,
+    PRIMARY KEY (debate_id, version)
+)""",
+    "CREATE UNIQUE INDEX verdicts_request ON verdicts (debate_id, request_id) WHERE request_id <> ''",
+)
+
 MIGRATIONS = (
     Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
     Migration(2, "debate leases (owner, epoch, expiry) and the fence of a commit", _SQLITE_V2, _POSTGRES_V2),
     Migration(3, "a cancel forwarded to the owner; the cluster-wide queue's index", _SQLITE_V3, _POSTGRES_V3),
+    Migration(4, "verdict versions (re-judgings and continuations)", _SQLITE_V4, _POSTGRES_V4),
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)

@@ -31,7 +31,7 @@ from tests.support.backends import terminate_connections
 from tests.support.orchestrator_stores import OrchestratorBackend
 
 S = pb.DebateState
-TABLES = ["assessments", "attempts", "debate_leases", "debates", "events", "turns"]
+TABLES = ["assessments", "attempts", "debate_leases", "debates", "events", "turns", "verdicts"]
 
 
 def debate(debate_id: str, create_ns: int = 1, tenant: str = "t", request_id: str = "", **fields) -> DebateRow:
@@ -74,7 +74,7 @@ def as_read(rows: list[tuple[str, int, bytes]]) -> list[tuple[int, bytes]]:
 def test_a_new_store_gets_every_version_and_a_second_open_changes_nothing(orchestrator_backend):
     orchestrator_backend.open().close()
     first = orchestrator_backend.describe(COMPONENT)
-    assert first["versions"] == [(m.version, m.name) for m in MIGRATIONS] and SCHEMA_VERSION == 3
+    assert first["versions"] == [(m.version, m.name) for m in MIGRATIONS] and SCHEMA_VERSION == 4
     assert sorted({column[0] for column in first["columns"]} - {"schema_migrations"}) == TABLES
     orchestrator_backend.open().close()
     assert orchestrator_backend.describe(COMPONENT) == first
@@ -90,19 +90,22 @@ def test_both_backends_have_the_same_tables_columns_and_indexes(postgres_url, tm
         {(table, column) for table, column, *_ in shape["columns"] if table != "schema_migrations"}
         for shape in (sqlite_shape, postgres_shape)
     ]
-    assert columns[0] == columns[1] and len(columns[0]) == 16 + 5 + 6 + 4 + 3 + 4
+    assert columns[0] == columns[1] and len(columns[0]) == 16 + 5 + 6 + 4 + 3 + 4 + 7
     assert ("debates", "cancel_requested") in columns[0]  # version 3
+    assert ("verdicts", "entry") in columns[0]  # version 4
     assert {name for name, _ in sqlite_shape["indexes"] if not name.startswith("sqlite_autoindex")} == {
         "debates_request",
         "debates_list",
         "debates_state",
         "debates_queue",
+        "verdicts_request",
     }
     assert {name for name, _ in postgres_shape["indexes"] if not name.endswith("_pkey")} == {
         "debates_request",
         "debates_list",
         "debates_state",
         "debates_queue",
+        "verdicts_request",
     }
     money = {(column, kind) for table, column, kind, *_ in postgres_shape["columns"] if column == "cost_amount"}
     assert money == {("cost_amount", "numeric")}

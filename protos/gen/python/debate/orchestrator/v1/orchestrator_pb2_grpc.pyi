@@ -49,6 +49,21 @@ class OrchestratorServiceStub:
     """Stops a queued or running debate; it ends CANCELLED and what was spent stays recorded."""
     StreamDebateEvents: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.StreamDebateEventsRequest, _orchestrator_pb2.StreamDebateEventsResponse]
     """The debate's event log from after_sequence on, then live events until the debate ends."""
+    RejudgeDebate: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.RejudgeDebateRequest, _orchestrator_pb2.RejudgeDebateResponse]
+    """---- verdict versions: re-judging and continuing a completed debate (i18v) ----
+    Judges a COMPLETED debate's stored transcript again with another judge (models, orderings,
+    rubric): every round scored again, then a verdict, kept as the debate's next verdict
+    version; no debater model is called. A retry with the same request_id acts once (and
+    finishes a re-judging a crash interrupted, charging nothing twice). FAILED_PRECONDITION
+    (DEBATE_NOT_COMPLETED) for a debate in another state, INVALID_ARGUMENT for a bad judge
+    config or request_id, NOT_FOUND for a debate the caller cannot see.
+    """
+    ContinueDebate: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ContinueDebateRequest, _orchestrator_pb2.ContinueDebateResponse]
+    """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
+    debate is RUNNING again while they are played, then gets a new verdict version and is
+    COMPLETED again. Nothing of the debate so far changes or is charged again. A retry with the
+    same request_id acts once. Errors as RejudgeDebate's.
+    """
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
@@ -71,6 +86,21 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Stops a queued or running debate; it ends CANCELLED and what was spent stays recorded."""
     StreamDebateEvents: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.StreamDebateEventsRequest, _orchestrator_pb2.StreamDebateEventsResponse]  # type: ignore[assignment]
     """The debate's event log from after_sequence on, then live events until the debate ends."""
+    RejudgeDebate: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.RejudgeDebateRequest, _orchestrator_pb2.RejudgeDebateResponse]  # type: ignore[assignment]
+    """---- verdict versions: re-judging and continuing a completed debate (i18v) ----
+    Judges a COMPLETED debate's stored transcript again with another judge (models, orderings,
+    rubric): every round scored again, then a verdict, kept as the debate's next verdict
+    version; no debater model is called. A retry with the same request_id acts once (and
+    finishes a re-judging a crash interrupted, charging nothing twice). FAILED_PRECONDITION
+    (DEBATE_NOT_COMPLETED) for a debate in another state, INVALID_ARGUMENT for a bad judge
+    config or request_id, NOT_FOUND for a debate the caller cannot see.
+    """
+    ContinueDebate: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ContinueDebateRequest, _orchestrator_pb2.ContinueDebateResponse]  # type: ignore[assignment]
+    """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
+    debate is RUNNING again while they are played, then gets a new verdict version and is
+    COMPLETED again. Nothing of the debate so far changes or is charged again. A retry with the
+    same request_id acts once. Errors as RejudgeDebate's.
+    """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -132,5 +162,32 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.StreamDebateEventsResponse], _abc.AsyncIterator[_orchestrator_pb2.StreamDebateEventsResponse]]:
         """The debate's event log from after_sequence on, then live events until the debate ends."""
+
+    @_abc_1.abstractmethod
+    def RejudgeDebate(
+        self,
+        request: _orchestrator_pb2.RejudgeDebateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.RejudgeDebateResponse, _abc.Awaitable[_orchestrator_pb2.RejudgeDebateResponse]]:
+        """---- verdict versions: re-judging and continuing a completed debate (i18v) ----
+        Judges a COMPLETED debate's stored transcript again with another judge (models, orderings,
+        rubric): every round scored again, then a verdict, kept as the debate's next verdict
+        version; no debater model is called. A retry with the same request_id acts once (and
+        finishes a re-judging a crash interrupted, charging nothing twice). FAILED_PRECONDITION
+        (DEBATE_NOT_COMPLETED) for a debate in another state, INVALID_ARGUMENT for a bad judge
+        config or request_id, NOT_FOUND for a debate the caller cannot see.
+        """
+
+    @_abc_1.abstractmethod
+    def ContinueDebate(
+        self,
+        request: _orchestrator_pb2.ContinueDebateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.ContinueDebateResponse, _abc.Awaitable[_orchestrator_pb2.ContinueDebateResponse]]:
+        """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
+        debate is RUNNING again while they are played, then gets a new verdict version and is
+        COMPLETED again. Nothing of the debate so far changes or is charged again. A retry with the
+        same request_id acts once. Errors as RejudgeDebate's.
+        """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
