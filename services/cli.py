@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "services.loadtest.cli",  # load
     "services.client.commands",  # demo, debate, attach, list, cancel
     "services.client.top",  # top
+    "services.client.verdicts",  # rejudge, continue
 ]
 
 

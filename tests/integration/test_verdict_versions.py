@@ -26,6 +26,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
 from google.rpc import error_details_pb2
 
+from services.cli import main
 from services.common.grpc_errors import error_details, status_details
 from tests.reliability.inprocess import InProcessSuite
 
@@ -335,3 +336,25 @@ def test_continuing_adds_rounds_and_a_second_version_and_charges_nothing_twice(s
         "RejudgeDebate", pb.RejudgeDebateRequest(debate_id=debate_id, judge=ANOTHER_PANEL, request_id="r-after")
     ).verdict_version
     assert rejudged.version == 3 and [a.round_number for a in rejudged.assessments] == [1, 2, 3, 4]
+
+
+def test_the_cli_rejudges_and_continues_a_debate_and_shows_its_verdict_history(
+    suite, orchestrator_backend, monkeypatch, capsys
+):
+    api = Api(suite)
+    debate_id = api.completed_debate(rounds=1).debate_id
+    monkeypatch.setenv("DEBATE_ENGINE_API_KEY", KEYS["alice"])
+    monkeypatch.setenv("NO_COLOR", "1")
+    target = ["--target", suite.addresses["orchestrator"]]
+    assert main(["rejudge", debate_id, "--judge", "sim/judge", "--orderings", "2", *target]) == 0
+    shown = capsys.readouterr().out
+    assert "Verdict version 2 (re-judged by sim/judge ×2)" in shown and "Verdict history" in shown
+    assert "v1 " in shown and "debate end" in shown and "v2 *" in shown and "same winner" in shown
+
+    code = main(["continue", debate_id, "--rounds", "1", "--question", "Who pays for the buses?", *target])
+    shown = capsys.readouterr().out
+    assert code == 0, shown
+    assert "Continued: rounds 2 to 2" in shown and "Who pays for the buses?" in shown
+    assert "Verdict version 3 (continued by sim/judge)" in shown and "debate completed" in shown
+    debate = api.get(debate_id)
+    assert [v.version for v in debate.verdicts] == [1, 2, 3] and len(debate.rounds) == 2

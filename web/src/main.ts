@@ -7,6 +7,7 @@ import { Code } from "@connectrpc/connect";
 import { DebateForm } from "./form";
 import { LiveDebate, STATE_LABELS, type ConnectionState } from "./live";
 import { el, formatMoney } from "./dom";
+import { clearVerdictHistory, showVerdictHistory } from "./verdicts";
 
 const client = orchestrator();
 const setup = document.getElementById("setup") as HTMLElement;
@@ -63,13 +64,18 @@ async function start(config: DebateConfig): Promise<void> {
   }
 }
 
-function watch(debateId: string, config: DebateConfig): void {
+function watch(debateId: string, config: DebateConfig, endsAfter = 0n): void {
   current?.stop();
   setup.hidden = true;
   live.hidden = false;
   window.scrollTo({ top: 0 });
-  current = new LiveDebate(client, debateId, config, setConnection, showBanner);
-  void current.follow();
+  clearVerdictHistory();
+  const following = new LiveDebate(client, debateId, config, setConnection, showBanner);
+  following.endsAfter = endsAfter; // a continued debate ended more than once: follow it to its last end
+  current = following;
+  void following.follow().then(() => {
+    if (current === following) void showVerdictHistory(client, debateId);
+  });
 }
 
 /** The caller's latest debates under the form, each a link that opens its live view. */
@@ -130,7 +136,8 @@ async function route(): Promise<void> {
     const { debate } = await client.getDebate({ debateId });
     if (!debate?.config) throw new Error("the debate has no config");
     form.fill(debate.config);
-    watch(debateId, debate.config);
+    const ended = [DebateState.COMPLETED, DebateState.FAILED, DebateState.CANCELLED, DebateState.BUDGET_EXCEEDED];
+    watch(debateId, debate.config, ended.includes(debate.state) ? debate.lastSequence : 0n);
   } catch (error) {
     backToForm();
     showBanner(`Could not open debate ${debateId}: ${readError(error).message}`);

@@ -950,7 +950,9 @@ class VerdictRendered(_message.Message):
     @_builtins.property
     def verdict_cost(self) -> _common_pb2.CostLine:
         """What the verdict's calls cost (DebateCost.by_round's line with key "0"), final when this
-        event is logged; the CostUpdated logged just before it already counts them.
+        event is logged; the CostUpdated logged just before it already counts them. Line "0" sums
+        every verdict version's judge calls: after a re-judging or in a continued debate it counts
+        the earlier versions' too (each version's own figure is VerdictVersion.cost).
         """
 
     def __init__(
