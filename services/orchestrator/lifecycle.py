@@ -158,10 +158,8 @@ class Lifecycle:
         """Runs a completed debate again from `first_round` (verdicts.py stored its continuation in
         the open transaction): RUNNING at once, beside the running limit as a resumed debate is,
         its run rebuilt from the store as after a restart (nothing played is played again).
-        Raises FailedPrecondition (DEBATE_BUSY) when another replica holds the debate."""
+        The caller holds the debate's lease (VerdictVersions.begin_continuation claimed it)."""
         debate_id = row.debate_id
-        if not self.store.claim(debate_id):
-            raise FailedPrecondition("debate is in use by another replica; try again", reason="DEBATE_BUSY")
         self.store.update_debate(debate_id, state=S.DEBATE_STATE_RUNNING)
         self.scheduler.run_now(debate_id)
         self.hub.open_log(debate_id).active = True

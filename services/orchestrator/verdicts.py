@@ -28,7 +28,9 @@ version is returned; an unfinished re-judging goes on where it stopped). A re-ju
 the store, record, then announce order of judging.py: each round's scores (then the verdict)
 are stored in the version, committed, then their calls recorded under their own keys, so a
 crash then a retry asks the judge only for what was not stored and charges nothing twice (what
-was recorded is recorded again as a duplicate). A continuation is a RUNNING debate with an
+was recorded is recorded again as a duplicate). An unfinished re-judging (a crash, a judge that
+failed) is not listed among the debate's versions and goes on only when its request is retried;
+its number stays taken. A continuation is a RUNNING debate with an
 unfinished version: a restart resumes it like any running debate (lifecycle.py), and it ends
 with that version (`DebateRun.verdict_version`).
 
@@ -56,7 +58,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from google.rpc import error_details_pb2
 
 from services.common.debate_rules import ModelRules
-from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, Violations
+from services.common.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, Violations
 from services.common.money import ZERO, usd
 from services.common.text import clean_text
 from services.common.usage import add_token_usage
@@ -69,6 +71,7 @@ from services.orchestrator.run import DebateRun, S, announce_cost
 from services.orchestrator.store import DebateRow, Store
 
 R = pb.VerdictReason
+CLAIM_TRIES = 5  # version numbers tried when concurrent requests take them (replicas on one database)
 
 
 # ==== agreement ===================================================================================
@@ -261,8 +264,8 @@ class VerdictVersions:
     def _claim(self, row: DebateRow, versions_entry: pb.VerdictVersion) -> pb.VerdictVersion:
         """Stores `versions_entry` as the next version (committed) and returns the one stored for
         its request_id: this one, or one a concurrent request stored first. Numbers taken by a
-        concurrent request (another request_id) are skipped."""
-        while True:
+        concurrent request (another request_id) are skipped; Aborted after CLAIM_TRIES."""
+        for _ in range(CLAIM_TRIES):
             versions_entry.version = self._next_version(row)
             self.store.insert_verdict_version(
                 row.debate_id, versions_entry, versions_entry.create_time.ToNanoseconds(), done=False
@@ -271,6 +274,7 @@ class VerdictVersions:
             found = self.store.verdict_version_by_request(row.debate_id, versions_entry.request_id)
             if found is not None:
                 return found[0]
+        raise Aborted("could not store a new verdict version; try again", reason="VERDICT_VERSION_CONFLICT")
 
     # -- RejudgeDebate ----------------------------------------------------------------------------
     async def rejudge(
@@ -278,8 +282,9 @@ class VerdictVersions:
     ) -> tuple[pb.VerdictVersion, list[pb.VerdictAgreement]]:
         """A new verdict version of a COMPLETED debate by `judge` (see the module docstring), with
         its agreement with each earlier version. Raises InvalidArgument (the judge config, the
-        request_id), FailedPrecondition (DEBATE_NOT_COMPLETED; DEBATE_BUSY when another replica
-        holds the debate), and what the judge or accounting raise (the version then stays
+        request_id), FailedPrecondition (DEBATE_NOT_COMPLETED), Aborted (DEBATE_BUSY: another
+        replica holds the debate, e.g. a lease a killed replica left, for at most LEASE_SECONDS;
+        try again), and what the judge or accounting raise (the version then stays
         unfinished: a retry with the same request_id goes on with it)."""
         v = Violations()
         self._check_request_id(v, request_id)
@@ -334,8 +339,8 @@ class VerdictVersions:
     async def _run_rejudge(self, row: DebateRow, entry: pb.VerdictVersion) -> pb.VerdictVersion:
         debate_id, version = row.debate_id, entry.version
         if not self.store.claim(debate_id):
-            raise FailedPrecondition("debate is in use by another replica; try again", reason="DEBATE_BUSY")
-        self.hub.open_log(debate_id)
+            raise Aborted("debate is in use by another replica; try again", reason="DEBATE_BUSY")
+        self.hub.open_log(debate_id).closing = False  # its end may wait for a commit
         try:
             config = common.DebateConfig()
             config.CopyFrom(row.config)
@@ -400,9 +405,11 @@ class VerdictVersions:
         """Stores a continuation of a COMPLETED debate: its version (unfinished), the debate's new
         round_limit, its verdict and final cost cleared (the earlier verdicts are versions). Not
         committed: the lifecycle makes the debate RUNNING in the same transaction
-        (Lifecycle.continue_debate). Returns the debate, the version it will end with, and
-        whether this request is new (False: a retry; nothing stored). Raises InvalidArgument
-        (extra_rounds, question, request_id) and FailedPrecondition (DEBATE_NOT_COMPLETED)."""
+        (Lifecycle.continue_debate), this replica holding its lease (claimed here, before any
+        write). Returns the debate, the version it will end with, and whether this request is
+        new (False: a retry; nothing stored). Raises InvalidArgument (extra_rounds, question,
+        request_id), FailedPrecondition (DEBATE_NOT_COMPLETED) and Aborted (DEBATE_BUSY while it
+        is being re-judged here, or another replica holds it: try again)."""
         v = Violations()
         self._check_request_id(v, request_id)
         room = self.limits.max_rounds - row.config.format.round_limit
@@ -419,7 +426,9 @@ class VerdictVersions:
             return row, found[0].version, False
         self._require_completed(row, "continued")
         if any(debate_id == row.debate_id for debate_id, _ in self._rejudging):
-            raise FailedPrecondition("the debate is being re-judged; continue it after that", reason="DEBATE_BUSY")
+            raise Aborted("the debate is being re-judged; continue it after that", reason="DEBATE_BUSY")
+        if not self.store.claim(row.debate_id):
+            raise Aborted("debate is in use by another replica; try again", reason="DEBATE_BUSY")
         first_round = row.config.format.round_limit + 1
         entry = pb.VerdictVersion(
             reason=R.VERDICT_REASON_CONTINUATION,
@@ -439,7 +448,7 @@ class VerdictVersions:
         self.store.update_debate(
             row.debate_id, config=config.SerializeToString(), verdict=None, verdict_recorded=False, cost=None
         )
-        self.hub.open_log(row.debate_id, row.last_sequence)
+        self.hub.open_log(row.debate_id, row.last_sequence).closing = False  # its end may wait for a commit
         self.hub.emit(
             row.debate_id,
             debate_continued=pb.DebateContinued(

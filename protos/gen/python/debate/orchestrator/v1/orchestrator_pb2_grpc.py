@@ -142,7 +142,9 @@ class OrchestratorServiceServicer:
         version; no debater model is called. A retry with the same request_id acts once (and
         finishes a re-judging a crash interrupted, charging nothing twice). FAILED_PRECONDITION
         (DEBATE_NOT_COMPLETED) for a debate in another state, INVALID_ARGUMENT for a bad judge
-        config or request_id, NOT_FOUND for a debate the caller cannot see.
+        config or request_id, NOT_FOUND for a debate the caller cannot see, ABORTED (DEBATE_BUSY)
+        while another replica holds the debate (a lease a killed replica left lapses within
+        LEASE_SECONDS): retry with the same request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

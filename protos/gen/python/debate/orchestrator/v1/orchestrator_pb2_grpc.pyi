@@ -56,7 +56,9 @@ class OrchestratorServiceStub:
     version; no debater model is called. A retry with the same request_id acts once (and
     finishes a re-judging a crash interrupted, charging nothing twice). FAILED_PRECONDITION
     (DEBATE_NOT_COMPLETED) for a debate in another state, INVALID_ARGUMENT for a bad judge
-    config or request_id, NOT_FOUND for a debate the caller cannot see.
+    config or request_id, NOT_FOUND for a debate the caller cannot see, ABORTED (DEBATE_BUSY)
+    while another replica holds the debate (a lease a killed replica left lapses within
+    LEASE_SECONDS): retry with the same request_id.
     """
     ContinueDebate: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ContinueDebateRequest, _orchestrator_pb2.ContinueDebateResponse]
     """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
@@ -93,7 +95,9 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     version; no debater model is called. A retry with the same request_id acts once (and
     finishes a re-judging a crash interrupted, charging nothing twice). FAILED_PRECONDITION
     (DEBATE_NOT_COMPLETED) for a debate in another state, INVALID_ARGUMENT for a bad judge
-    config or request_id, NOT_FOUND for a debate the caller cannot see.
+    config or request_id, NOT_FOUND for a debate the caller cannot see, ABORTED (DEBATE_BUSY)
+    while another replica holds the debate (a lease a killed replica left lapses within
+    LEASE_SECONDS): retry with the same request_id.
     """
     ContinueDebate: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ContinueDebateRequest, _orchestrator_pb2.ContinueDebateResponse]  # type: ignore[assignment]
     """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
@@ -175,7 +179,9 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         version; no debater model is called. A retry with the same request_id acts once (and
         finishes a re-judging a crash interrupted, charging nothing twice). FAILED_PRECONDITION
         (DEBATE_NOT_COMPLETED) for a debate in another state, INVALID_ARGUMENT for a bad judge
-        config or request_id, NOT_FOUND for a debate the caller cannot see.
+        config or request_id, NOT_FOUND for a debate the caller cannot see, ABORTED (DEBATE_BUSY)
+        while another replica holds the debate (a lease a killed replica left lapses within
+        LEASE_SECONDS): retry with the same request_id.
         """
 
     @_abc_1.abstractmethod
