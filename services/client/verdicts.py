@@ -91,6 +91,9 @@ def _continue(args: argparse.Namespace) -> int:
                 ),
                 flush=True,
             )
-            return await watch(stub, args.debate_id, before.last_sequence, sys.stdout, style, target=args.target)
+            code = await watch(stub, args.debate_id, before.last_sequence, sys.stdout, style, target=args.target)
+            after = (await stub.GetDebate(pb.GetDebateRequest(debate_id=args.debate_id), timeout=30)).debate
+        print("\n".join(history_lines(style, after.verdicts)))
+        return code
 
     return run(main, target=args.target)

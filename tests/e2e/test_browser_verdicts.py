@@ -14,7 +14,7 @@ from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc as pbg
 
-from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _assert_fits
 from tests.e2e.test_gateway import start_suite, stop_suite
 
 pytestmark = pytest.mark.e2e
@@ -100,3 +100,11 @@ def test_a_rejudged_and_continued_debate_shows_its_verdict_history(suite, page):
     ARTIFACTS.mkdir(exist_ok=True)
     history.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "browser-verdict-history.png"), full_page=True)
+    # On a phone each version is a small card: nothing cut off, nothing scrolls sideways.
+    _assert_fits(page, 360, "the verdict history")
+    labels = rows.nth(1).evaluate(
+        "row => [...row.querySelectorAll('td')].map(td => getComputedStyle(td, '::before').content)"
+    )
+    assert labels == ['"Why"', '"Winner"', '"Confidence"', '"Judge"', '"Against v1"', '"Cost"']  # labelled lines
+    history.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "browser-verdict-history-phone.png"), full_page=False)

@@ -356,5 +356,10 @@ def test_the_cli_rejudges_and_continues_a_debate_and_shows_its_verdict_history(
     assert code == 0, shown
     assert "Continued: rounds 2 to 2" in shown and "Who pays for the buses?" in shown
     assert "Verdict version 3 (continued by sim/judge)" in shown and "debate completed" in shown
+    assert "v3 *" in shown and "continued (rounds 2-2)" in shown  # the history, after the new verdict
+    assert main(["attach", debate_id, *target]) == 0  # a continued debate, replayed to its last end
+    shown = capsys.readouterr().out
+    assert shown.count("Verdict history") == 1 and "v3 *" in shown and "Continued: rounds 2 to 2" in shown
+    assert "Verdict version 3" in shown
     debate = api.get(debate_id)
     assert [v.version for v in debate.verdicts] == [1, 2, 3] and len(debate.rounds) == 2

@@ -31,12 +31,12 @@ function versionRow(v: VerdictVersion, latest: number): HTMLTableRowElement {
     : "—";
   return el("tr", { "data-testid": "verdict-version", "data-version": String(v.version), class: v.version === latest ? "latest" : "" },
     el("th", { scope: "row" }, `v${v.version}`),
-    el("td", {}, why + rounds, v.question ? el("div", { class: "muted small" }, `“${v.question}”`) : null),
-    el("td", { class: "winner" }, winner),
-    el("td", { class: "num" }, verdict ? `${Math.round(verdict.confidence * 100)}%` : ""),
-    el("td", {}, judgeText(v.judge)),
-    el("td", {}, agreement),
-    el("td", { class: "num" }, v.cost ? formatMoney(v.cost.cost?.amount, v.cost.cost?.currencyCode) : ""),
+    el("td", { "data-label": "Why" }, why + rounds, v.question ? el("div", { class: "muted small" }, `“${v.question}”`) : null),
+    el("td", { class: "winner", "data-label": "Winner" }, winner),
+    el("td", { class: "num", "data-label": "Confidence" }, verdict ? `${Math.round(verdict.confidence * 100)}%` : ""),
+    el("td", { "data-label": "Judge" }, judgeText(v.judge)),
+    el("td", { "data-label": "Against v1" }, agreement),
+    el("td", { class: "num", "data-label": "Cost" }, v.cost ? formatMoney(v.cost.cost?.amount, v.cost.cost?.currencyCode) : ""),
   );
 }
 
@@ -54,12 +54,11 @@ export function renderVerdictHistory(container: HTMLElement, versions: VerdictVe
       versions.length === 1
         ? "One verdict so far. A re-judging or a continuation adds a version beside it."
         : `${versions.length} verdicts; the latest (v${latest}) is the one shown above.`),
-    el("div", { class: "table-scroll" },
-      el("table", { class: "history-table" },
-        el("thead", {}, el("tr", {},
-          ...["Version", "Why", "Winner", "Confidence", "Judge", "Against v1", "Cost"].map((h) => el("th", { scope: "col" }, h)))),
-        el("tbody", {}, ...versions.map((v) => versionRow(v, latest))),
-      )),
+    el("table", { class: "history-table" },
+      el("thead", {}, el("tr", {},
+        ...["Version", "Why", "Winner", "Confidence", "Judge", "Against v1", "Cost"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...versions.map((v) => versionRow(v, latest))),
+    ),
   );
 }
 
