@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "services.client.export",  # export (issue 19 part 5)
     "services.client.tournaments",  # tournament create/start/get/list/cancel/watch, leaderboard
     "services.client.play",  # play (submit): a human seat (issue 19 part 3)
+    "services.client.verdicts",  # rejudge, continue
 ]
 
 

@@ -24,7 +24,8 @@ from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
 from services.client.follow import StreamLost, follow
 from services.client.style import Style, Wrapper, money, safe_text
-from services.client.view import DebateView, state_name
+from services.client.verdict_history import history_lines
+from services.client.view import TERMINAL_STATES, DebateView, state_name
 from services.common.channels import open_channel
 from services.common.debate_rules import ProviderKeyMissing
 from services.common.grpc_errors import error_details
@@ -223,7 +224,11 @@ async def watch(
         )
         + "\n"
     )
+    if len(got.debate.verdicts) > 1:  # re-judged or continued: its verdict versions so far
+        out.write("\n".join(history_lines(style, got.debate.verdicts)) + "\n")
     view = DebateView(out, style, participants=config.participants, round_limit=config.format.round_limit)
+    if got.debate.state in TERMINAL_STATES:  # a continued debate ended more than once: watch to its last end
+        view.ends_after = got.debate.last_sequence
     try:
         try:
             await follow(stub, debate_id, view, after=after)

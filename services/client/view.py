@@ -34,6 +34,7 @@ from services.client.evidence import quote_footer
 from services.client.panels import assessment_lines, cost_lines, turn_details, verdict_lines, wrapped
 from services.client.stopping import stop_lines
 from services.client.style import Screen, Style, Wrapper, cell_len, clip_left, safe_text
+from services.client.verdict_history import version_lines
 
 pb = orchestrator_pb2
 TERMINAL_STATES = {
@@ -108,6 +109,9 @@ class DebateView:
         self.participants = {p.name: p for p in participants}
         self.colours: dict[str, int] = {p.name: i for i, p in enumerate(participants)}
         self.last_sequence = 0
+        # A debate can end more than once (continued after its end: verdicts.py); the view is
+        # finished at an ending at or after this sequence (0: the first).
+        self.ends_after = 0
         self.finished = False
         self.state: int = pb.DEBATE_STATE_UNSPECIFIED
         self.end_reason = ""
@@ -243,6 +247,20 @@ class DebateView:
         if completed.HasField("cost"):
             self._block(cost_lines(self.style, completed.cost, self.simulated))
 
+    def _on_verdict_version_rendered(self, rendered: pb.VerdictVersionRendered) -> None:
+        self._settle_reserved()
+        self._block(version_lines(self.style, rendered.verdict_version))
+
+    def _on_debate_continued(self, continued: pb.DebateContinued) -> None:
+        """A completed debate goes on: its rounds, scores and a new verdict follow."""
+        self.finished = False
+        self.verdict_shown = False
+        self.round_limit = continued.round_limit
+        lines = ["", self.style.paint(f"Continued: rounds {continued.first_round} to {continued.round_limit}", "bold")]
+        if continued.question:
+            lines.append("  follow-up question: " + safe_text(continued.question))
+        self._block(lines)
+
     def _on_debate_failed(self, failed: pb.DebateFailed) -> None:
         self._end(failed.state or pb.DEBATE_STATE_FAILED, failed.reason)
         s = self.style
@@ -320,7 +338,7 @@ class DebateView:
         self._block(verdict_lines(self.style, verdict, self._colour))
 
     def _end(self, state: int, reason: str = "") -> None:
-        self.finished = True
+        self.finished = self.last_sequence >= self.ends_after
         self.state = state
         self.end_reason = reason
         self.idle_status = ""

@@ -143,21 +143,50 @@ def _check_judge(
     path: str,
 ) -> None:
     """The judge's own rules, so that the judge never refuses a round the debaters were paid for."""
-    judge = config.judge
+    _judge_rules(config.judge, len(config.participants), limits, rules, v, keys, f"{path}.judge")
+    if not config.judge.models:
+        out.judge.models.append(limits.default_judge_model)
+
+
+def _judge_rules(
+    judge: common_pb2.JudgeConfig,
+    debaters: int,
+    limits: Limits,
+    rules: ModelRules,
+    v: Violations,
+    keys: MissingKeys,
+    path: str,
+) -> None:
     check_judge(
         v,
         keys,
         models=judge.models,
         orderings=judge.orderings,
         criteria=judge.rubric.criteria,
-        debaters=len(config.participants),
+        debaters=debaters,
         rules=rules,
         limits=JudgeLimits(),
-        path=f"{path}.judge",
+        path=path,
         default_models=(limits.default_judge_model,),
     )
-    if not judge.models:
-        out.judge.models.append(limits.default_judge_model)
+
+
+def validate_judge(
+    judge: common_pb2.JudgeConfig, debaters: int, limits: Limits, rules: ModelRules, *, path: str = "judge"
+) -> common_pb2.JudgeConfig:
+    """A judge config on its own (a re-judging's, verdicts.py), by the rules of a new debate's
+    judge for `debaters` debaters: the normalised config, or InvalidArgument / ProviderKeyMissing
+    as validate_config raises them, under `path`."""
+    v = Violations()
+    keys = MissingKeys()
+    _judge_rules(judge, debaters, limits, rules, v, keys, path)
+    v.raise_if_any()
+    keys.raise_if_any()
+    out = common_pb2.JudgeConfig()
+    out.CopyFrom(judge)
+    if not out.models:
+        out.models.append(limits.default_judge_model)
+    return out
 
 
 _TURN_ORDERS = (

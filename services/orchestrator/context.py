@@ -137,8 +137,14 @@ def system_prompt(config: common_pb2.DebateConfig, participant: common_pb2.Parti
     )
 
 
-def round_instruction(round_number: int, round_limit: int) -> str:
-    """The closing user message (no "Name:" prefix, so no model mistakes it for a debater)."""
+def round_instruction(round_number: int, round_limit: int, question: str = "") -> str:
+    """The closing user message (no "Name:" prefix, so no model mistakes it for a debater). A
+    continued debate's `question` (ContinueDebate, verdicts.py), if any, follows the request."""
+    if question:
+        return (
+            f"Please respond to the arguments so far and advance your case (round {round_number} of {round_limit}). "
+            f"The debate was continued with a follow-up question; address it in this round: {question}"
+        )
     if round_number == 1:
         return f"Please give your opening argument (round 1 of {round_limit})."
     if round_number == round_limit:
@@ -169,6 +175,9 @@ class ContextBuilder:
         self._labels = {
             p.name: (f"{p.name} ({(p.stance or 'debater')[:40]}): ", _safe_name(p.name)) for p in config.participants
         }
+        # A continued debate's follow-up questions (verdicts.py): (first round, question), the
+        # latest one whose first round is reached applies.
+        self.questions: list[tuple[int, str]] = []
         self._fixed: dict[str, tuple[int, ChatMessage, ChatMessage, int]] = {}
         # The documents (evidence): one message for the whole debate, its tokens once per model.
         self._sources = ChatMessage("system", sources_message(config.sources)) if config.sources else None
@@ -186,7 +195,7 @@ class ContextBuilder:
             instruction = self._instructions.get((model, round_number))
             if instruction is None:
                 self._instructions.clear()  # one round's at a time
-                text = round_instruction(round_number, self.config.format.round_limit)
+                text = round_instruction(round_number, self.config.format.round_limit, self.question(round_number))
                 instruction = self._instructions[model, round_number] = (
                     ChatMessage("user", text),
                     self.count(model, text),
@@ -204,6 +213,14 @@ class ContextBuilder:
         if tokens is None:
             tokens = self._sources_tokens[model] = self.count(model, self._sources.content) + MESSAGE_OVERHEAD
         return tokens
+
+    def question(self, round_number: int) -> str:
+        """The follow-up question put to the debaters in `round_number` ('' when none)."""
+        found = ""
+        for first, question in sorted(self.questions):
+            if first <= round_number:
+                found = question
+        return found
 
     def _tokens(self, entry: TurnEntry, model: str) -> int:
         tokens = entry.tokens.get(model)

@@ -38,6 +38,7 @@ from services.orchestrator.scheduler import Scheduler
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import DebateRow, Store, decode_page_token, encode_page_token
 from services.orchestrator.turns import TurnRunner
+from services.orchestrator.verdicts import VerdictVersions
 from services.orchestrator.votes import Votes
 
 MAX_REQUEST_ID = 128  # characters
@@ -87,6 +88,9 @@ class Engine:
             tracer,
         )
         self.votes = Votes(store, hub)  # human votes (votes.py; reports: judge_report.py)
+        self.verdicts = VerdictVersions(
+            store, hub, self.judging, accounting, self.limits, model_rules, max_request_id=MAX_REQUEST_ID
+        )
 
     # ==== stored debates =========================================================================
     def create(self, tenant: str, config: common.DebateConfig, request_id: str) -> DebateRow:
@@ -194,6 +198,30 @@ class Engine:
     async def cancel(self, tenant: str, debate_id: str, reason: str) -> DebateRow:
         """The caller's debate, cancelled (see Lifecycle.cancel)."""
         return await self.lifecycle.cancel(self.get_row(tenant, debate_id), reason)
+
+    # ==== verdict versions (verdicts.py) =========================================================
+    def verdict_versions(self, row: DebateRow) -> list[pb.VerdictVersion]:
+        """The debate's finished verdict versions, oldest first."""
+        return self.verdicts.versions(row)
+
+    async def rejudge(
+        self, tenant: str, debate_id: str, judge: common.JudgeConfig, request_id: str
+    ) -> tuple[pb.VerdictVersion, list[pb.VerdictAgreement]]:
+        """The caller's completed debate judged again (see VerdictVersions.rejudge)."""
+        return await self.verdicts.rejudge(self.get_row(tenant, debate_id), judge, request_id)
+
+    def continue_debate(
+        self, tenant: str, debate_id: str, extra_rounds: int, question: str, request_id: str
+    ) -> tuple[DebateRow, int]:
+        """The caller's completed debate continued with `extra_rounds` more rounds (see
+        VerdictVersions.begin_continuation and Lifecycle.continue_debate): the debate, and the
+        verdict version it will end with. A retried request_id returns the debate as it is."""
+        row = self.get_row(tenant, debate_id)
+        first_round = row.config.format.round_limit + 1
+        row, version, new = self.verdicts.begin_continuation(row, extra_rounds, question, request_id)
+        if new:
+            row = self.lifecycle.continue_debate(row, first_round)
+        return row, version
 
     async def resume_all(self) -> int:
         """Resumes the debates a previous process left RUNNING or QUEUED; their number."""

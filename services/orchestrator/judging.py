@@ -60,32 +60,14 @@ class Judging:
     async def assess(self, run: DebateRun, r: int) -> common.RoundAssessment:
         """Round `r`'s assessment (its turns all stored), recorded and announced with the new
         cost. Raises what the judge or accounting raise."""
-        config = run.config
         prefix = f"debates/{run.debate_id}/rounds/{r}/judge"
         assessment = run.unrecorded_assessments.pop(r, None)
         if assessment is None:
-            debaters, turns = _debaters(config), _round_turns(run, r)
-
-            def request(request_id: str) -> judge_pb2.EvaluateRoundRequest:
-                return judge_pb2.EvaluateRoundRequest(
-                    debate_id=run.debate_id,
-                    topic=config.topic,
-                    round_number=r,
-                    debaters=debaters,
-                    turns=turns,
-                    judge=config.judge,
-                    request_id=request_id,
-                    seed=config.seed,
-                    sources=judge_sources(config),
-                    assess_consensus=config.stopping.HasField("consensus"),
-                )
-
-            assessment = await self._ask(run, self.judge.evaluate_round, request, prefix, common.ROLE_JUDGE, r)
-            assessment.round_number = r
+            assessment = await self.evaluate(run, r, prefix)
             self.store.put_assessment(run.debate_id, assessment, recorded=False)
             self.hub.commit()  # stored before its usage is recorded anywhere
             self.store.ensure_held(run.debate_id)
-        await self._record_calls(run, assessment.calls, prefix, common.ROLE_JUDGE, r)
+        await self.record_calls(run, assessment.calls, prefix, common.ROLE_JUDGE, r)
         self.store.put_assessment(run.debate_id, assessment, recorded=True)
         run.assessments[r] = assessment
         # The cost first, so that whoever shows the scores has the judge's calls in the figures.
@@ -101,41 +83,79 @@ class Judging:
         row = self.store.existing_debate(run.debate_id)
         if row.verdict is not None and row.verdict_recorded:
             return common.Verdict.FromString(row.verdict)
-        config = run.config
-        prefix = f"debates/{run.debate_id}/verdict"
+        prefix = verdict_prefix(run.debate_id, run.verdict_version)
         if row.verdict is not None:  # stored, usage not recorded before a crash
             verdict = common.Verdict.FromString(row.verdict)
         else:
-            rounds = [
-                judge_pb2.RoundTranscript(round_number=r, turns=_round_turns(run, r))
-                for r in range(1, _last_round(run) + 1)
-            ]
-            debaters, assessments = _debaters(config), [run.assessments[r] for r in sorted(run.assessments)]
-
-            def request(request_id: str) -> judge_pb2.RenderVerdictRequest:
-                return judge_pb2.RenderVerdictRequest(
-                    debate_id=run.debate_id,
-                    topic=config.topic,
-                    debaters=debaters,
-                    rounds=rounds,
-                    assessments=assessments,
-                    judge=config.judge,
-                    request_id=request_id,
-                    seed=config.seed,
-                    sources=judge_sources(config),
-                )
-
-            verdict = await self._ask(run, self.judge.render_verdict, request, prefix, common.ROLE_VERDICT, 0)
+            verdict = await self.render(run, [run.assessments[r] for r in sorted(run.assessments)], prefix)
+            verdict.version = run.verdict_version
             self.store.update_debate(run.debate_id, verdict=verdict.SerializeToString())
             self.hub.commit()
             self.store.ensure_held(run.debate_id)
-        await self._record_calls(run, verdict.calls, prefix, common.ROLE_VERDICT, 0)
+        run.verdict_records = await self.record_calls(run, verdict.calls, prefix, common.ROLE_VERDICT, 0)
         self.store.update_debate(run.debate_id, verdict_recorded=True)
         announce_cost(self.store, self.hub, run)
         self.hub.emit(
             run.debate_id, verdict_rendered=pb.VerdictRendered(verdict=verdict, verdict_cost=run.round_cost(0))
         )
         return verdict
+
+    async def evaluate(
+        self, run: DebateRun, r: int, prefix: str, ledger_round: int | None = None
+    ) -> common.RoundAssessment:
+        """Round `r`'s assessment by `run.config.judge`, asked under `prefix` (the billed calls of
+        failed tries recorded, with round `ledger_round`, default `r`; the answer's own calls not
+        yet): the debate's rounds, and a re-judging's (verdicts.py: its own judge config, its
+        prefix, its calls in round 0's line)."""
+        config = run.config
+        debaters, turns = _debaters(config), _round_turns(run, r)
+
+        def request(request_id: str) -> judge_pb2.EvaluateRoundRequest:
+            return judge_pb2.EvaluateRoundRequest(
+                debate_id=run.debate_id,
+                topic=config.topic,
+                round_number=r,
+                debaters=debaters,
+                turns=turns,
+                judge=config.judge,
+                request_id=request_id,
+                seed=config.seed,
+                sources=judge_sources(config),
+                assess_consensus=config.stopping.HasField("consensus"),
+            )
+
+        ledger = r if ledger_round is None else ledger_round
+        assessment = await self._ask(run, self.judge.evaluate_round, request, prefix, common.ROLE_JUDGE, ledger)
+        assessment.round_number = r
+        return assessment
+
+    async def render(
+        self, run: DebateRun, assessments: Sequence[common.RoundAssessment], prefix: str
+    ) -> common.Verdict:
+        """The verdict by `run.config.judge` on rounds 1 to the last played (`_last_round`: the round
+        limit, or the rounds played before a stopping rule ended the debate) and their `assessments`,
+        asked under `prefix` (as `evaluate`; its calls are recorded with round 0)."""
+        config = run.config
+        rounds = [
+            judge_pb2.RoundTranscript(round_number=r, turns=_round_turns(run, r))
+            for r in range(1, _last_round(run) + 1)
+        ]
+        debaters = _debaters(config)
+
+        def request(request_id: str) -> judge_pb2.RenderVerdictRequest:
+            return judge_pb2.RenderVerdictRequest(
+                debate_id=run.debate_id,
+                topic=config.topic,
+                debaters=debaters,
+                rounds=rounds,
+                assessments=assessments,
+                judge=config.judge,
+                request_id=request_id,
+                seed=config.seed,
+                sources=judge_sources(config),
+            )
+
+        return await self._ask(run, self.judge.render_verdict, request, prefix, common.ROLE_VERDICT, 0)
 
     @staticmethod
     def raise_failure(run: DebateRun) -> None:
@@ -148,18 +168,19 @@ class Judging:
                 if error is not None:
                     raise error
 
-    async def _record_calls(
+    async def record_calls(
         self,
         run: DebateRun,
         calls: Sequence[common.JudgeCall],
         prefix: str,
         role: common.Role.ValueType,
         round_number: int,
-    ) -> None:
+    ) -> list[acc.UsageRecord]:
         """The usage of each of the judge's model calls, under the call's own request_id. The calls
         are recorded concurrently (accounting commits rows that arrive together in one transaction);
         each one recorded is added to the run's cost, and the first failure, if any, is raised
-        once all have been tried (a retry records only what is missing: the keys are idempotent)."""
+        once all have been tried (a retry records only what is missing: the keys are idempotent).
+        Returns the ledger's row of each call (a duplicate's is the row first stored)."""
         keys = [call.request_id or f"{prefix}/calls/{i + 1}" for i, call in enumerate(calls)]
         replies = await asyncio.gather(
             *(
@@ -180,14 +201,17 @@ class Judging:
             return_exceptions=True,
         )
         failure: BaseException | None = None
+        records = []
         for key, reply in zip(keys, replies, strict=True):
             if isinstance(reply, BaseException):
                 failure = failure or reply
                 run.unanswered.add(key)
             else:
                 run.add_cost(reply)
+                records.append(reply.record)
         if failure is not None:
             raise failure
+        return records
 
     async def _record_billed(
         self, run: DebateRun, error: DomainError, prefix: str, role: common.Role.ValueType, round_number: int
@@ -198,7 +222,7 @@ class Judging:
         if not calls:
             return
         try:
-            await self._record_calls(run, calls, prefix, role, round_number)
+            await self.record_calls(run, calls, prefix, role, round_number)
         except DomainError as failure:
             log.warning(
                 "could not record the %s of a failed judge request: %s", plural(len(calls), "call"), failure.message
@@ -227,6 +251,13 @@ class Judging:
                     raise
             await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
             attempt += 1
+
+
+def verdict_prefix(debate_id: str, version: int) -> str:
+    """The judge request id of a verdict version's verdict, the prefix of its calls' ledger keys:
+    `debates/{id}/verdict` for version 1 (as before versions existed), `debates/{id}/verdicts/{v}/verdict`
+    for the later ones."""
+    return f"debates/{debate_id}/verdict" if version <= 1 else f"debates/{debate_id}/verdicts/{version}/verdict"
 
 
 def billed_calls(error: BaseException) -> list[common.JudgeCall]:

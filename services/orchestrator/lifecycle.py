@@ -68,6 +68,7 @@ from services.orchestrator.scheduler import RUNNING, Scheduler, queue_full
 from services.orchestrator.stopping import Stopping
 from services.orchestrator.store import DebateRow, LeaseLost, Store, StoreUnavailable
 from services.orchestrator.turns import TurnRunner
+from services.orchestrator.verdicts import apply_continuations, store_ending_version
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,20 @@ class Lifecycle:
                 debate_id,
                 state_changed=pb.DebateStateChanged(state=S.DEBATE_STATE_QUEUED, reason="waiting for a running slot"),
             )
+        self.hub.commit()
+        return self.store.existing_debate(debate_id)
+
+    def continue_debate(self, row: DebateRow, first_round: int) -> DebateRow:
+        """Runs a completed debate again from `first_round` (verdicts.py stored its continuation in
+        the open transaction): RUNNING at once, beside the running limit as a resumed debate is,
+        its run rebuilt from the store as after a restart (nothing played is played again).
+        The caller holds the debate's lease (VerdictVersions.begin_continuation claimed it)."""
+        debate_id = row.debate_id
+        self.store.update_debate(debate_id, state=S.DEBATE_STATE_RUNNING)
+        self.scheduler.run_now(debate_id)
+        self.hub.open_log(debate_id).active = True
+        reason = f"continued from round {first_round} to {row.config.format.round_limit}"
+        self._launch(row, resumed=True, parent=self._caller_context(), resume_reason=reason)
         self.hub.commit()
         return self.store.existing_debate(debate_id)
 
@@ -353,11 +368,16 @@ class Lifecycle:
         """The trace context of the call that starts a debate now (None: traces off)."""
         return get_current() if self.tracer is not None else None
 
-    def _launch(self, row: DebateRow, *, resumed: bool = False, parent: Context | None = None) -> None:
+    def _launch(
+        self, row: DebateRow, *, resumed: bool = False, parent: Context | None = None, resume_reason: str = ""
+    ) -> None:
         """Runs a debate in a task of its own; `parent`: the trace context of its `debate` span
-        (None: a new trace)."""
+        (None: a new trace); `resume_reason`: why a resumed run resumes (default: a restart)."""
         context = ContextBuilder(row.config, self.count_tokens)
         run = DebateRun(debate_id=row.debate_id, config=row.config, context=context)
+        if resume_reason:
+            run.resume_reason = resume_reason
+        apply_continuations(self.store, run)
         self.runs[row.debate_id] = run
         if not resumed:
             if self.metrics is not None:
@@ -471,9 +491,7 @@ class Lifecycle:
         await self._void_open_attempts(run)
         self.hub.emit(
             debate_id,
-            state_changed=pb.DebateStateChanged(
-                state=S.DEBATE_STATE_RUNNING, reason="resumed after an orchestrator restart"
-            ),
+            state_changed=pb.DebateStateChanged(state=S.DEBATE_STATE_RUNNING, reason=run.resume_reason),
         )
         run.restore_cost(await self.accounting.debate_cost(debate_id))
         self.hub.commit()
@@ -597,6 +615,7 @@ class Lifecycle:
             return common.DebateCost(debate_id=run.debate_id, total=usd(run.total), usage=run.usage)
 
     async def _complete(self, run: DebateRun, verdict: common.Verdict) -> None:
+        await store_ending_version(self.store, self.hub, self.judging, run, verdict)
         cost = await self._final_cost(run)
         self.store.update_debate(
             run.debate_id, state=S.DEBATE_STATE_COMPLETED, cost=cost.SerializeToString(), cost_amount=cost.total.amount

@@ -84,6 +84,11 @@ class DebateRun:
     # Keys whose RecordUsage failed with no answer: the row may have been stored all the same, so
     # a later try's "duplicate" for one of them is a row not counted yet.
     unanswered: set[str] = field(default_factory=set)
+    # The verdict version this run ends with (1; a continuation's later one, verdicts.py), the
+    # ledger rows of its verdict's calls once recorded, and why a run that resumes resumes.
+    verdict_version: int = 1
+    verdict_records: list[acc.UsageRecord] = field(default_factory=list)
+    resume_reason: str = "resumed after an orchestrator restart"
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     shutting_down: bool = False

@@ -297,6 +297,39 @@ _POSTGRES_STOPS = (
 )""",
 )
 
+# Version 8: verdict versions (issue 18 part 1, issue 19 part 4). Every
+# verdict a debate was given: version 1 at its end, then each re-judging and continuation
+# (services/orchestrator/verdicts.py). `entry` is a debate.orchestrator.v1.VerdictVersion (its
+# progress while `done` is false: a re-judging's round scores so far); `request_id` makes a
+# retried RejudgeDebate/ContinueDebate act once ('' for version 1). `debates.verdict` stays the
+# latest verdict.
+_SQLITE_VERDICTS = (
+    """CREATE TABLE verdicts (
+    debate_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    request_id TEXT NOT NULL DEFAULT '',
+    reason INTEGER NOT NULL,
+    entry BLOB NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    create_ns INTEGER NOT NULL,
+    PRIMARY KEY (debate_id, version)
+) WITHOUT ROWID""",
+    "CREATE UNIQUE INDEX verdicts_request ON verdicts(debate_id, request_id) WHERE request_id != ''",
+)
+_POSTGRES_VERDICTS = (
+    """CREATE TABLE verdicts (
+    debate_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    request_id TEXT NOT NULL DEFAULT '',
+    reason INTEGER NOT NULL,
+    entry BYTEA NOT NULL,
+    done BOOLEAN NOT NULL DEFAULT FALSE,
+    create_ns BIGINT NOT NULL,
+    PRIMARY KEY (debate_id, version)
+)""",
+    "CREATE UNIQUE INDEX verdicts_request ON verdicts (debate_id, request_id) WHERE request_id <> ''",
+)
+
 MIGRATIONS = (
     Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
     Migration(2, "debate leases (owner, epoch, expiry) and the fence of a commit", _SQLITE_V2, _POSTGRES_V2),
@@ -305,5 +338,6 @@ MIGRATIONS = (
     Migration(5, "tournaments and their side-swapped matches", _SQLITE_TOURNAMENTS, _POSTGRES_TOURNAMENTS),
     Migration(6, "human seats: awaited turns, deadlines, submitted text", _SQLITE_HUMAN_SEAT, _POSTGRES_HUMAN_SEAT),
     Migration(7, "the stop of a debate ended early by a stopping rule", _SQLITE_STOPS, _POSTGRES_STOPS),
+    Migration(8, "verdict versions (re-judgings and continuations)", _SQLITE_VERDICTS, _POSTGRES_VERDICTS),
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)

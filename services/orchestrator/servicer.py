@@ -89,6 +89,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         debate.rounds.extend(rounds[r] for r in sorted(rounds))
         if row.verdict is not None and row.verdict_recorded:
             debate.verdict.ParseFromString(row.verdict)
+        debate.verdicts.extend(self.engine.verdict_versions(row))
         if row.cost is not None:
             debate.cost.ParseFromString(row.cost)
         else:
@@ -217,3 +218,20 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             completion_tokens=tokens,
             duplicate=duplicate,
         )
+
+    # -- verdict versions (i18v) --------------------------------------------------------------
+    async def RejudgeDebate(self, request, context):
+        debate_id_var.set(request.debate_id)
+        request_id_var.set(request.request_id or "-")
+        entry, agreements = await self.engine.rejudge(
+            current_tenant(), request.debate_id, request.judge, request.request_id
+        )
+        return pb.RejudgeDebateResponse(verdict_version=entry, agreements=agreements)
+
+    async def ContinueDebate(self, request, context):
+        debate_id_var.set(request.debate_id)
+        request_id_var.set(request.request_id or "-")
+        row, version = self.engine.continue_debate(
+            current_tenant(), request.debate_id, request.extra_rounds, request.question, request.request_id
+        )
+        return pb.ContinueDebateResponse(debate=self.summary(row), verdict_version=version)

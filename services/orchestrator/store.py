@@ -145,6 +145,15 @@ def stops_sql(count: int) -> str:
     return f"SELECT debate_id, stop FROM debate_stops WHERE debate_id IN ({', '.join('?' * count)})"
 
 
+# Verdict versions (schema version 4; services/orchestrator/verdicts.py). A version already
+# stored is not inserted again (a concurrent request took the number: the caller reads back).
+INSERT_VERDICT_VERSION = (
+    "INSERT INTO verdicts (debate_id, version, request_id, reason, entry, done, create_ns) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+UPDATE_VERDICT_VERSION = "UPDATE verdicts SET entry = ?, done = ? WHERE debate_id = ? AND version = ?"
+VERDICT_VERSIONS = "SELECT entry, done FROM verdicts WHERE debate_id = ? ORDER BY version"
+VERDICT_VERSION_BY_REQUEST = "SELECT entry, done FROM verdicts WHERE debate_id = ? AND request_id = ?"
 # A row already written (the same events again, after a write or commit that failed) is written over.
 WRITE_EVENTS = (
     "INSERT INTO events (debate_id, sequence, event) VALUES (?, ?, ?) "
@@ -502,6 +511,30 @@ class Store(Protocol):
             return {}
         rows = self._read(stops_sql(len(debate_ids)), tuple(debate_ids))
         return {d: orchestrator_pb2.DebateStop.FromString(s) for d, s in rows}
+
+    # -- verdict versions (verdicts.py)
+    def insert_verdict_version(
+        self, debate_id: str, entry: orchestrator_pb2.VerdictVersion, create_ns: int, *, done: bool
+    ) -> None:
+        """Stores a new verdict version (its number, request_id and reason from `entry`); nothing
+        when that number or that request_id is taken already (read back to know which)."""
+        values = (debate_id, entry.version, entry.request_id, entry.reason, entry.SerializeToString(), done, create_ns)
+        self._write(debate_id, INSERT_VERDICT_VERSION, values)
+
+    def update_verdict_version(self, debate_id: str, entry: orchestrator_pb2.VerdictVersion, *, done: bool) -> None:
+        """Rewrites a stored version's entry (a re-judging's progress, or its end when `done`)."""
+        self._write(debate_id, UPDATE_VERDICT_VERSION, (entry.SerializeToString(), done, debate_id, entry.version))
+
+    def verdict_versions(self, debate_id: str) -> list[tuple[orchestrator_pb2.VerdictVersion, bool]]:
+        """Every stored version of the debate, oldest first, each with whether it is done."""
+        rows = self._read(VERDICT_VERSIONS, (debate_id,))
+        return [(orchestrator_pb2.VerdictVersion.FromString(e), bool(d)) for e, d in rows]
+
+    def verdict_version_by_request(
+        self, debate_id: str, request_id: str
+    ) -> tuple[orchestrator_pb2.VerdictVersion, bool] | None:
+        rows = self._read(VERDICT_VERSION_BY_REQUEST, (debate_id, request_id))
+        return (orchestrator_pb2.VerdictVersion.FromString(rows[0][0]), bool(rows[0][1])) if rows else None
 
     # -- events
     def add_events(self, rows: list[tuple[str, int, bytes]]) -> None:

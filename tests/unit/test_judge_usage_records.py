@@ -60,7 +60,7 @@ async def test_the_calls_are_recorded_together_and_each_counts_once():
     accounting = GatedAccounting(expected=4, fail=set())
     judging = Judging(None, None, None, accounting, 1)  # type: ignore[arg-type]
     debate = run()
-    await judging._record_calls(debate, calls(4), "debates/d1/rounds/1/judge", common.ROLE_JUDGE, 1)
+    await judging.record_calls(debate, calls(4), "debates/d1/rounds/1/judge", common.ROLE_JUDGE, 1)
     assert accounting.most_in_flight == 4
     assert len(accounting.records) == 4 and debate.total == 4 * 120 * Decimal("0.000001")
     assert debate.usage.prompt_tokens == 400
@@ -71,6 +71,6 @@ async def test_a_failed_record_is_raised_after_the_others_are_recorded():
     judging = Judging(None, None, None, accounting, 1)  # type: ignore[arg-type]
     debate = run()
     with pytest.raises(Unavailable):
-        await judging._record_calls(debate, calls(3), "debates/d1/rounds/1/judge", common.ROLE_JUDGE, 1)
+        await judging.record_calls(debate, calls(3), "debates/d1/rounds/1/judge", common.ROLE_JUDGE, 1)
     assert sorted(accounting.records) == ["debates/d1/rounds/1/judge/calls/1", "debates/d1/rounds/1/judge/calls/3"]
     assert debate.total == 2 * 120 * Decimal("0.000001")

@@ -44,6 +44,7 @@ TABLES = sorted(
         "tournaments",
         "human_turns",
         "debate_stops",
+        "verdicts",
     ]
 )
 
@@ -88,7 +89,7 @@ def as_read(rows: list[tuple[str, int, bytes]]) -> list[tuple[int, bytes]]:
 def test_a_new_store_gets_every_version_and_a_second_open_changes_nothing(orchestrator_backend):
     orchestrator_backend.open().close()
     first = orchestrator_backend.describe(COMPONENT)
-    assert first["versions"] == [(m.version, m.name) for m in MIGRATIONS] and SCHEMA_VERSION == 7
+    assert first["versions"] == [(m.version, m.name) for m in MIGRATIONS] and SCHEMA_VERSION == 8
     assert sorted({column[0] for column in first["columns"]} - {"schema_migrations"}) == TABLES
     orchestrator_backend.open().close()
     assert orchestrator_backend.describe(COMPONENT) == first
@@ -105,9 +106,10 @@ def test_both_backends_have_the_same_tables_columns_and_indexes(postgres_url, tm
         for shape in (sqlite_shape, postgres_shape)
     ]
     # debates 16, turns 5, attempts 6, assessments 4, events 3, leases 4, votes 5, tournaments 8, matches 4,
-    # human turns 7, stops 3
-    assert columns[0] == columns[1] and len(columns[0]) == 16 + 5 + 6 + 4 + 3 + 4 + 5 + 8 + 4 + 7 + 3
+    # human turns 7, stops 3, verdicts 7
+    assert columns[0] == columns[1] and len(columns[0]) == 16 + 5 + 6 + 4 + 3 + 4 + 5 + 8 + 4 + 7 + 3 + 7
     assert ("debates", "cancel_requested") in columns[0]  # version 3
+    assert ("verdicts", "entry") in columns[0]  # version 8
     assert {name for name, _ in sqlite_shape["indexes"] if not name.startswith("sqlite_autoindex")} == {
         "debates_request",
         "debates_list",
@@ -115,6 +117,7 @@ def test_both_backends_have_the_same_tables_columns_and_indexes(postgres_url, tm
         "debates_queue",
         "tournaments_request",
         "tournaments_list",
+        "verdicts_request",
     }
     assert {name for name, _ in postgres_shape["indexes"] if not name.endswith("_pkey")} == {
         "debates_request",
@@ -123,6 +126,7 @@ def test_both_backends_have_the_same_tables_columns_and_indexes(postgres_url, tm
         "debates_queue",
         "tournaments_request",
         "tournaments_list",
+        "verdicts_request",
     }
     money = {(column, kind) for table, column, kind, *_ in postgres_shape["columns"] if column == "cost_amount"}
     assert money == {("cost_amount", "numeric")}

@@ -34,6 +34,9 @@ export type ConnectionState = "idle" | "connecting" | "live" | "reconnecting" | 
 
 export class LiveDebate {
   private lastSequence = 0n;
+  // A debate can end more than once (continued after its end): the view finishes at an ending
+  // at or after this sequence (0n: the first).
+  endsAfter = 0n;
   private finished = false;
   private stopped = false;
   private abort: AbortController | null = null;
@@ -228,7 +231,7 @@ export class LiveDebate {
         if (v.verdict) this.showVerdict(v.verdict);
         if (v.cost) this.showCost(v.cost);
         this.setState(DebateState.COMPLETED);
-        this.finish();
+        if (event.sequence >= this.endsAfter) this.finish();
         break;
       }
       case "debateFailed": {
@@ -236,9 +239,12 @@ export class LiveDebate {
         if (v.cost) this.showCost(v.cost);
         this.setState(v.state || DebateState.FAILED);
         if (v.state !== DebateState.CANCELLED) this.onError(`The debate ended early: ${v.message || v.reason}`);
-        this.finish();
+        if (event.sequence >= this.endsAfter) this.finish();
         break;
       }
+      case "debateContinued":
+        this.roundLimit = payload.value.roundLimit;
+        break;
       case "heartbeat":
       default:
         break;

@@ -11,6 +11,7 @@ import { VotePanel } from "./votes";
 import { mountExport } from "./export";
 import { applySources, mountSourcesField } from "./sources";
 import { TournamentView } from "./tournaments";
+import { clearVerdictHistory, showVerdictHistory } from "./verdicts";
 
 const client = orchestrator();
 const setup = document.getElementById("setup") as HTMLElement;
@@ -73,7 +74,7 @@ async function start(config: DebateConfig): Promise<void> {
   }
 }
 
-function watch(debateId: string, config: DebateConfig): void {
+function watch(debateId: string, config: DebateConfig, endsAfter = 0n): void {
   current?.stop();
   setup.hidden = true;
   live.hidden = false;
@@ -82,6 +83,13 @@ function watch(debateId: string, config: DebateConfig): void {
   void current.follow();
   votes?.stop();
   votes = new VotePanel(client, debateId, config);
+  clearVerdictHistory();
+  const following = new LiveDebate(client, debateId, config, setConnection, showBanner);
+  following.endsAfter = endsAfter; // a continued debate ended more than once: follow it to its last end
+  current = following;
+  void following.follow().then(() => {
+    if (current === following) void showVerdictHistory(client, debateId);
+  });
 }
 
 /** The caller's latest debates under the form, each a link that opens its live view. */
@@ -152,7 +160,8 @@ async function route(): Promise<void> {
     const { debate } = await client.getDebate({ debateId });
     if (!debate?.config) throw new Error("the debate has no config");
     form.fill(debate.config);
-    watch(debateId, debate.config);
+    const ended = [DebateState.COMPLETED, DebateState.FAILED, DebateState.CANCELLED, DebateState.BUDGET_EXCEEDED];
+    watch(debateId, debate.config, ended.includes(debate.state) ? debate.lastSequence : 0n);
   } catch (error) {
     backToForm();
     showBanner(`Could not open debate ${debateId}: ${readError(error).message}`);

@@ -1096,6 +1096,7 @@ class Verdict(_message.Message):
     JUDGE_AGREEMENT_FIELD_NUMBER: _builtins.int
     CALLS_FIELD_NUMBER: _builtins.int
     SIMULATED_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     winner: _builtins.str
     """The winner; empty when tie is true."""
     tie: _builtins.bool
@@ -1105,6 +1106,10 @@ class Verdict(_message.Message):
     ordering_agreement: _builtins.float
     judge_agreement: _builtins.float
     simulated: _builtins.bool
+    version: _builtins.int
+    """Which of the debate's verdict versions this is (1: the debate's end; then each re-judging
+    and each continuation, in order). 0 in verdicts stored before versions existed (version 1).
+    """
     @_builtins.property
     def final_scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___FinalScore]: ...
     @_builtins.property
@@ -1124,10 +1129,11 @@ class Verdict(_message.Message):
         judge_agreement: _builtins.float = ...,
         calls: _abc.Iterable[Global___JudgeCall] | None = ...,
         simulated: _builtins.bool = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "confidence", b"confidence", "final_scores", b"final_scores", "judge_agreement", b"judge_agreement", "judge_models", b"judge_models", "ordering_agreement", b"ordering_agreement", "simulated", b"simulated", "summary", b"summary", "tie", b"tie", "winner", b"winner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "confidence", b"confidence", "final_scores", b"final_scores", "judge_agreement", b"judge_agreement", "judge_models", b"judge_models", "ordering_agreement", b"ordering_agreement", "simulated", b"simulated", "summary", b"summary", "tie", b"tie", "version", b"version", "winner", b"winner"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -54,6 +54,32 @@ DEBATE_STATE_BUDGET_EXCEEDED: DebateState.ValueType  # 7
 """A budget reservation was refused; what was spent stays recorded."""
 Global___DebateState: _TypeAlias = DebateState  # noqa: Y015
 
+class _VerdictReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VerdictReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VerdictReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERDICT_REASON_UNSPECIFIED: _VerdictReason.ValueType  # 0
+    VERDICT_REASON_DEBATE_END: _VerdictReason.ValueType  # 1
+    """The debate's last round was played (version 1)."""
+    VERDICT_REASON_REJUDGE: _VerdictReason.ValueType  # 2
+    """RejudgeDebate: the stored transcript judged again with another judge config."""
+    VERDICT_REASON_CONTINUATION: _VerdictReason.ValueType  # 3
+    """ContinueDebate: more rounds were played, then the whole debate judged."""
+
+class VerdictReason(_VerdictReason, metaclass=_VerdictReasonEnumTypeWrapper):
+    """Why a verdict version was made."""
+
+VERDICT_REASON_UNSPECIFIED: VerdictReason.ValueType  # 0
+VERDICT_REASON_DEBATE_END: VerdictReason.ValueType  # 1
+"""The debate's last round was played (version 1)."""
+VERDICT_REASON_REJUDGE: VerdictReason.ValueType  # 2
+"""RejudgeDebate: the stored transcript judged again with another judge config."""
+VERDICT_REASON_CONTINUATION: VerdictReason.ValueType  # 3
+"""ContinueDebate: more rounds were played, then the whole debate judged."""
+Global___VerdictReason: _TypeAlias = VerdictReason  # noqa: Y015
+
 class _ExportFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -135,6 +161,7 @@ class Debate(_message.Message):
     VOTES_FIELD_NUMBER: _builtins.int
     AWAITING_HUMAN_FIELD_NUMBER: _builtins.int
     STOP_FIELD_NUMBER: _builtins.int
+    VERDICTS_FIELD_NUMBER: _builtins.int
     debate_id: _builtins.str
     """"debates/{uuid}" style id without the prefix."""
     state: Global___DebateState.ValueType
@@ -170,6 +197,10 @@ class Debate(_message.Message):
     def stop(self) -> Global___DebateStop:
         """Set when a stopping rule ended the debate early (config.stopping)."""
 
+    @_builtins.property
+    def verdicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___VerdictVersion]:
+        """Every verdict the debate was given, version 1 (its end) first; `verdict` is the last."""
+
     def __init__(
         self,
         *,
@@ -186,14 +217,129 @@ class Debate(_message.Message):
         votes: Global___VoteTally | None = ...,
         awaiting_human: Global___HumanTurnAwaited | None = ...,
         stop: Global___DebateStop | None = ...,
+        verdicts: _abc.Iterable[Global___VerdictVersion] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "config", b"config", "cost", b"cost", "create_time", b"create_time", "stop", b"stop", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "config", b"config", "cost", b"cost", "create_time", b"create_time", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "rounds", b"rounds", "state", b"state", "stop", b"stop", "update_time", b"update_time", "verdict", b"verdict", "votes", b"votes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_human", b"awaiting_human", "config", b"config", "cost", b"cost", "create_time", b"create_time", "debate_id", b"debate_id", "end_reason", b"end_reason", "last_sequence", b"last_sequence", "rounds", b"rounds", "state", b"state", "stop", b"stop", "update_time", b"update_time", "verdict", b"verdict", "verdicts", b"verdicts", "votes", b"votes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Debate: _TypeAlias = Debate  # noqa: Y015
+
+@_typing.final
+class VerdictAgreement(_message.Message):
+    """How far two verdict versions agree."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    SAME_WINNER_FIELD_NUMBER: _builtins.int
+    RANK_CORRELATION_FIELD_NUMBER: _builtins.int
+    MEAN_SCORE_DIFFERENCE_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The version compared with (the other one is the message's owner)."""
+    same_winner: _builtins.bool
+    """Both name the same winner, or both are a tie."""
+    rank_correlation: _builtins.float
+    """Kendall's tau-b between the two versions' final scores over the debaters, -1 to 1: 1 when
+    they order the debaters the same way, -1 when reversed. When one version scores every
+    debater the same it orders nothing: 1 if the other does the same, else 0.
+    """
+    mean_score_difference: _builtins.float
+    """Mean absolute difference of the debaters' final scores, on the 0 to 10 scale."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        same_winner: _builtins.bool = ...,
+        rank_correlation: _builtins.float = ...,
+        mean_score_difference: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mean_score_difference", b"mean_score_difference", "rank_correlation", b"rank_correlation", "same_winner", b"same_winner", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerdictAgreement: _TypeAlias = VerdictAgreement  # noqa: Y015
+
+@_typing.final
+class VerdictVersion(_message.Message):
+    """One verdict of a debate, kept beside the others."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    JUDGE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    AGREEMENT_FIELD_NUMBER: _builtins.int
+    ROUND_COUNT_FIELD_NUMBER: _builtins.int
+    ASSESSMENTS_FIELD_NUMBER: _builtins.int
+    FIRST_ROUND_FIELD_NUMBER: _builtins.int
+    QUESTION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """1, 2, ... in the order they were made."""
+    reason: Global___VerdictReason.ValueType
+    request_id: _builtins.str
+    """The request that made it (empty for version 1)."""
+    round_count: _builtins.int
+    """How many rounds it judged (1 to this number)."""
+    first_round: _builtins.int
+    """A continuation: the first round it added, and the question given to the debaters (may be empty)."""
+    question: _builtins.str
+    @_builtins.property
+    def verdict(self) -> _common_pb2.Verdict: ...
+    @_builtins.property
+    def judge(self) -> _common_pb2.JudgeConfig:
+        """The judge config the verdict was made with (a re-judging's own; else the debate's)."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def cost(self) -> _common_pb2.CostLine:
+        """What making it cost: for a re-judging every judge call it made (its round scores and its
+        verdict); for the debate's end and a continuation, the verdict's calls (the rounds' own
+        calls are in their rounds' lines). key: "v{version}".
+        """
+
+    @_builtins.property
+    def agreement(self) -> Global___VerdictAgreement:
+        """Agreement with version 1 (unset on version 1 itself)."""
+
+    @_builtins.property
+    def assessments(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.RoundAssessment]:
+        """A re-judging's own round scores, in round order (empty for other versions: their round
+        scores are the rounds' assessments).
+        """
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        verdict: _common_pb2.Verdict | None = ...,
+        reason: Global___VerdictReason.ValueType = ...,
+        judge: _common_pb2.JudgeConfig | None = ...,
+        request_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        cost: _common_pb2.CostLine | None = ...,
+        agreement: Global___VerdictAgreement | None = ...,
+        round_count: _builtins.int = ...,
+        assessments: _abc.Iterable[_common_pb2.RoundAssessment] | None = ...,
+        first_round: _builtins.int = ...,
+        question: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "cost", b"cost", "create_time", b"create_time", "judge", b"judge", "verdict", b"verdict"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "assessments", b"assessments", "cost", b"cost", "create_time", b"create_time", "first_round", b"first_round", "judge", b"judge", "question", b"question", "reason", b"reason", "request_id", b"request_id", "round_count", b"round_count", "verdict", b"verdict", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerdictVersion: _TypeAlias = VerdictVersion  # noqa: Y015
 
 @_typing.final
 class DebateSummary(_message.Message):
@@ -651,6 +797,8 @@ class DebateEvent(_message.Message):
     HUMAN_TURN_AWAITED_FIELD_NUMBER: _builtins.int
     HUMAN_TURN_TIMED_OUT_FIELD_NUMBER: _builtins.int
     DEBATE_STOPPED_FIELD_NUMBER: _builtins.int
+    VERDICT_VERSION_RENDERED_FIELD_NUMBER: _builtins.int
+    DEBATE_CONTINUED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Gap-free, starting at 1."""
     debate_id: _builtins.str
@@ -690,6 +838,10 @@ class DebateEvent(_message.Message):
     def debate_stopped(self) -> Global___DebateStopped:
         """Stopping rules (issue 19 part 1)."""
 
+    @_builtins.property
+    def verdict_version_rendered(self) -> Global___VerdictVersionRendered: ...
+    @_builtins.property
+    def debate_continued(self) -> Global___DebateContinued: ...
     def __init__(
         self,
         *,
@@ -711,12 +863,14 @@ class DebateEvent(_message.Message):
         human_turn_awaited: Global___HumanTurnAwaited | None = ...,
         human_turn_timed_out: Global___HumanTurnTimedOut | None = ...,
         debate_stopped: Global___DebateStopped | None = ...,
+        verdict_version_rendered: Global___VerdictVersionRendered | None = ...,
+        debate_continued: Global___DebateContinued | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "debate_stopped", b"debate_stopped", "heartbeat", b"heartbeat", "human_turn_awaited", b"human_turn_awaited", "human_turn_timed_out", b"human_turn_timed_out", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_continued", b"debate_continued", "debate_failed", b"debate_failed", "debate_stopped", b"debate_stopped", "heartbeat", b"heartbeat", "human_turn_awaited", b"human_turn_awaited", "human_turn_timed_out", b"human_turn_timed_out", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered", "verdict_version_rendered", b"verdict_version_rendered"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_failed", b"debate_failed", "debate_id", b"debate_id", "debate_stopped", b"debate_stopped", "heartbeat", b"heartbeat", "human_turn_awaited", b"human_turn_awaited", "human_turn_timed_out", b"human_turn_timed_out", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_updated", b"cost_updated", "debate_completed", b"debate_completed", "debate_continued", b"debate_continued", "debate_failed", b"debate_failed", "debate_id", b"debate_id", "debate_stopped", b"debate_stopped", "heartbeat", b"heartbeat", "human_turn_awaited", b"human_turn_awaited", "human_turn_timed_out", b"human_turn_timed_out", "payload", b"payload", "round_assessed", b"round_assessed", "round_started", b"round_started", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "token_delta", b"token_delta", "turn_completed", b"turn_completed", "turn_failed", b"turn_failed", "turn_started", b"turn_started", "verdict_rendered", b"verdict_rendered", "verdict_version_rendered", b"verdict_version_rendered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "round_started", "turn_started", "token_delta", "turn_completed", "turn_failed", "round_assessed", "verdict_rendered", "cost_updated", "debate_completed", "debate_failed", "heartbeat", "human_turn_awaited", "human_turn_timed_out", "debate_stopped"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "round_started", "turn_started", "token_delta", "turn_completed", "turn_failed", "round_assessed", "verdict_rendered", "cost_updated", "debate_completed", "debate_failed", "heartbeat", "human_turn_awaited", "human_turn_timed_out", "debate_stopped", "verdict_version_rendered", "debate_continued"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -951,7 +1105,9 @@ class VerdictRendered(_message.Message):
     @_builtins.property
     def verdict_cost(self) -> _common_pb2.CostLine:
         """What the verdict's calls cost (DebateCost.by_round's line with key "0"), final when this
-        event is logged; the CostUpdated logged just before it already counts them.
+        event is logged; the CostUpdated logged just before it already counts them. Line "0" sums
+        every verdict version's judge calls: after a re-judging or in a continued debate it counts
+        the earlier versions' too (each version's own figure is VerdictVersion.cost).
         """
 
     def __init__(
@@ -1541,3 +1697,174 @@ class SubmitTurnResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitTurnResponse: _TypeAlias = SubmitTurnResponse  # noqa: Y015
+
+@_typing.final
+class RejudgeDebateRequest(_message.Message):
+    """---- verdict versions (i18v) ----"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEBATE_ID_FIELD_NUMBER: _builtins.int
+    JUDGE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    debate_id: _builtins.str
+    request_id: _builtins.str
+    """Idempotency key (required, at most 128 characters): a retry returns the same version."""
+    @_builtins.property
+    def judge(self) -> _common_pb2.JudgeConfig:
+        """The judge to use: models (a panel of up to 5), orderings and rubric, as in DebateConfig."""
+
+    def __init__(
+        self,
+        *,
+        debate_id: _builtins.str = ...,
+        judge: _common_pb2.JudgeConfig | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["judge", b"judge"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debate_id", b"debate_id", "judge", b"judge", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejudgeDebateRequest: _TypeAlias = RejudgeDebateRequest  # noqa: Y015
+
+@_typing.final
+class RejudgeDebateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERDICT_VERSION_FIELD_NUMBER: _builtins.int
+    AGREEMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def verdict_version(self) -> Global___VerdictVersion:
+        """The new version (or, for a retried request, the one it made)."""
+
+    @_builtins.property
+    def agreements(self) -> _containers.RepeatedCompositeFieldContainer[Global___VerdictAgreement]:
+        """Its agreement with each earlier version, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        verdict_version: Global___VerdictVersion | None = ...,
+        agreements: _abc.Iterable[Global___VerdictAgreement] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["verdict_version", b"verdict_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreements", b"agreements", "verdict_version", b"verdict_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejudgeDebateResponse: _TypeAlias = RejudgeDebateResponse  # noqa: Y015
+
+@_typing.final
+class ContinueDebateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEBATE_ID_FIELD_NUMBER: _builtins.int
+    EXTRA_ROUNDS_FIELD_NUMBER: _builtins.int
+    QUESTION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    debate_id: _builtins.str
+    extra_rounds: _builtins.int
+    """Rounds to add, at least 1; the debate's round_limit plus these is at most the rounds limit (20)."""
+    question: _builtins.str
+    """Optional: a new question put to the debaters in each added round (at most the topic's length limit)."""
+    request_id: _builtins.str
+    """Idempotency key (required, at most 128 characters)."""
+    def __init__(
+        self,
+        *,
+        debate_id: _builtins.str = ...,
+        extra_rounds: _builtins.int = ...,
+        question: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debate_id", b"debate_id", "extra_rounds", b"extra_rounds", "question", b"question", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContinueDebateRequest: _TypeAlias = ContinueDebateRequest  # noqa: Y015
+
+@_typing.final
+class ContinueDebateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEBATE_FIELD_NUMBER: _builtins.int
+    VERDICT_VERSION_FIELD_NUMBER: _builtins.int
+    verdict_version: _builtins.int
+    """The verdict version the continuation will end with."""
+    @_builtins.property
+    def debate(self) -> Global___DebateSummary:
+        """The debate as it stands: RUNNING (or already COMPLETED again for a retried request)."""
+
+    def __init__(
+        self,
+        *,
+        debate: Global___DebateSummary | None = ...,
+        verdict_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["debate", b"debate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debate", b"debate", "verdict_version", b"verdict_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContinueDebateResponse: _TypeAlias = ContinueDebateResponse  # noqa: Y015
+
+@_typing.final
+class VerdictVersionRendered(_message.Message):
+    """A new verdict version was made and stored (a re-judging or a continuation; version 1 is
+    announced by VerdictRendered alone). The CostUpdated before it counts its calls.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERDICT_VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def verdict_version(self) -> Global___VerdictVersion: ...
+    def __init__(
+        self,
+        *,
+        verdict_version: Global___VerdictVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["verdict_version", b"verdict_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["verdict_version", b"verdict_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerdictVersionRendered: _TypeAlias = VerdictVersionRendered  # noqa: Y015
+
+@_typing.final
+class DebateContinued(_message.Message):
+    """A completed debate was continued: rounds first_round to round_limit follow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_ROUND_FIELD_NUMBER: _builtins.int
+    ROUND_LIMIT_FIELD_NUMBER: _builtins.int
+    QUESTION_FIELD_NUMBER: _builtins.int
+    VERDICT_VERSION_FIELD_NUMBER: _builtins.int
+    first_round: _builtins.int
+    round_limit: _builtins.int
+    question: _builtins.str
+    verdict_version: _builtins.int
+    """The verdict version it will end with."""
+    def __init__(
+        self,
+        *,
+        first_round: _builtins.int = ...,
+        round_limit: _builtins.int = ...,
+        question: _builtins.str = ...,
+        verdict_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_round", b"first_round", "question", b"question", "round_limit", b"round_limit", "verdict_version", b"verdict_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebateContinued: _TypeAlias = DebateContinued  # noqa: Y015

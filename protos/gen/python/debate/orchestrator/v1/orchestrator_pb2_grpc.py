@@ -89,6 +89,16 @@ class OrchestratorServiceStub:
                 request_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnRequest.SerializeToString,
                 response_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnResponse.FromString,
                 _registered_method=True)
+        self.RejudgeDebate = channel.unary_unary(
+                '/debate.orchestrator.v1.OrchestratorService/RejudgeDebate',
+                request_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RejudgeDebateRequest.SerializeToString,
+                response_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RejudgeDebateResponse.FromString,
+                _registered_method=True)
+        self.ContinueDebate = channel.unary_unary(
+                '/debate.orchestrator.v1.OrchestratorService/ContinueDebate',
+                request_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ContinueDebateRequest.SerializeToString,
+                response_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ContinueDebateResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -191,6 +201,31 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RejudgeDebate(self, request, context):
+        """---- verdict versions: re-judging and continuing a completed debate (i18v) ----
+        Judges a COMPLETED debate's stored transcript again with another judge (models, orderings,
+        rubric): every round scored again, then a verdict, kept as the debate's next verdict
+        version; no debater model is called. A retry with the same request_id acts once (and
+        finishes a re-judging a crash interrupted, charging nothing twice). FAILED_PRECONDITION
+        (DEBATE_NOT_COMPLETED) for a debate in another state, INVALID_ARGUMENT for a bad judge
+        config or request_id, NOT_FOUND for a debate the caller cannot see, ABORTED (DEBATE_BUSY)
+        while another replica holds the debate (a lease a killed replica left lapses within
+        LEASE_SECONDS): retry with the same request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ContinueDebate(self, request, context):
+        """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
+        debate is RUNNING again while they are played, then gets a new verdict version and is
+        COMPLETED again. Nothing of the debate so far changes or is charged again. A retry with the
+        same request_id acts once. Errors as RejudgeDebate's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -248,6 +283,16 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.SubmitTurn,
                     request_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnRequest.FromString,
                     response_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnResponse.SerializeToString,
+            ),
+            'RejudgeDebate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejudgeDebate,
+                    request_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RejudgeDebateRequest.FromString,
+                    response_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RejudgeDebateResponse.SerializeToString,
+            ),
+            'ContinueDebate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContinueDebate,
+                    request_deserializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ContinueDebateRequest.FromString,
+                    response_serializer=debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ContinueDebateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -547,6 +592,60 @@ class OrchestratorService:
             '/debate.orchestrator.v1.OrchestratorService/SubmitTurn',
             debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnRequest.SerializeToString,
             debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitTurnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejudgeDebate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debate.orchestrator.v1.OrchestratorService/RejudgeDebate',
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RejudgeDebateRequest.SerializeToString,
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RejudgeDebateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContinueDebate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debate.orchestrator.v1.OrchestratorService/ContinueDebate',
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ContinueDebateRequest.SerializeToString,
+            debate_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ContinueDebateResponse.FromString,
             options,
             channel_credentials,
             insecure,

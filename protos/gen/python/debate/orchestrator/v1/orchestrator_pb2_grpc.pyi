@@ -79,6 +79,23 @@ class OrchestratorServiceStub:
     violations. Not a human seat, or not its turn now, or its turn already given under another
     request_id: FAILED_PRECONDITION. A retry with the same request_id acts once (duplicate=true).
     """
+    RejudgeDebate: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.RejudgeDebateRequest, _orchestrator_pb2.RejudgeDebateResponse]
+    """---- verdict versions: re-judging and continuing a completed debate (i18v) ----
+    Judges a COMPLETED debate's stored transcript again with another judge (models, orderings,
+    rubric): every round scored again, then a verdict, kept as the debate's next verdict
+    version; no debater model is called. A retry with the same request_id acts once (and
+    finishes a re-judging a crash interrupted, charging nothing twice). FAILED_PRECONDITION
+    (DEBATE_NOT_COMPLETED) for a debate in another state, INVALID_ARGUMENT for a bad judge
+    config or request_id, NOT_FOUND for a debate the caller cannot see, ABORTED (DEBATE_BUSY)
+    while another replica holds the debate (a lease a killed replica left lapses within
+    LEASE_SECONDS): retry with the same request_id.
+    """
+    ContinueDebate: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ContinueDebateRequest, _orchestrator_pb2.ContinueDebateResponse]
+    """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
+    debate is RUNNING again while they are played, then gets a new verdict version and is
+    COMPLETED again. Nothing of the debate so far changes or is charged again. A retry with the
+    same request_id acts once. Errors as RejudgeDebate's.
+    """
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
@@ -130,6 +147,23 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     out of range, empty text, text over max_tokens_per_turn tokens): INVALID_ARGUMENT with field
     violations. Not a human seat, or not its turn now, or its turn already given under another
     request_id: FAILED_PRECONDITION. A retry with the same request_id acts once (duplicate=true).
+    """
+    RejudgeDebate: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.RejudgeDebateRequest, _orchestrator_pb2.RejudgeDebateResponse]  # type: ignore[assignment]
+    """---- verdict versions: re-judging and continuing a completed debate (i18v) ----
+    Judges a COMPLETED debate's stored transcript again with another judge (models, orderings,
+    rubric): every round scored again, then a verdict, kept as the debate's next verdict
+    version; no debater model is called. A retry with the same request_id acts once (and
+    finishes a re-judging a crash interrupted, charging nothing twice). FAILED_PRECONDITION
+    (DEBATE_NOT_COMPLETED) for a debate in another state, INVALID_ARGUMENT for a bad judge
+    config or request_id, NOT_FOUND for a debate the caller cannot see, ABORTED (DEBATE_BUSY)
+    while another replica holds the debate (a lease a killed replica left lapses within
+    LEASE_SECONDS): retry with the same request_id.
+    """
+    ContinueDebate: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ContinueDebateRequest, _orchestrator_pb2.ContinueDebateResponse]  # type: ignore[assignment]
+    """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
+    debate is RUNNING again while they are played, then gets a new verdict version and is
+    COMPLETED again. Nothing of the debate so far changes or is charged again. A retry with the
+    same request_id acts once. Errors as RejudgeDebate's.
     """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -245,6 +279,35 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         out of range, empty text, text over max_tokens_per_turn tokens): INVALID_ARGUMENT with field
         violations. Not a human seat, or not its turn now, or its turn already given under another
         request_id: FAILED_PRECONDITION. A retry with the same request_id acts once (duplicate=true).
+        """
+
+    @_abc_1.abstractmethod
+    def RejudgeDebate(
+        self,
+        request: _orchestrator_pb2.RejudgeDebateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.RejudgeDebateResponse, _abc.Awaitable[_orchestrator_pb2.RejudgeDebateResponse]]:
+        """---- verdict versions: re-judging and continuing a completed debate (i18v) ----
+        Judges a COMPLETED debate's stored transcript again with another judge (models, orderings,
+        rubric): every round scored again, then a verdict, kept as the debate's next verdict
+        version; no debater model is called. A retry with the same request_id acts once (and
+        finishes a re-judging a crash interrupted, charging nothing twice). FAILED_PRECONDITION
+        (DEBATE_NOT_COMPLETED) for a debate in another state, INVALID_ARGUMENT for a bad judge
+        config or request_id, NOT_FOUND for a debate the caller cannot see, ABORTED (DEBATE_BUSY)
+        while another replica holds the debate (a lease a killed replica left lapses within
+        LEASE_SECONDS): retry with the same request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def ContinueDebate(
+        self,
+        request: _orchestrator_pb2.ContinueDebateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.ContinueDebateResponse, _abc.Awaitable[_orchestrator_pb2.ContinueDebateResponse]]:
+        """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
+        debate is RUNNING again while they are played, then gets a new verdict version and is
+        COMPLETED again. Nothing of the debate so far changes or is charged again. A retry with the
+        same request_id acts once. Errors as RejudgeDebate's.
         """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
