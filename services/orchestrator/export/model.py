@@ -6,21 +6,15 @@ docs/schemas/debate-export.v1.json), and the Markdown and the HTML show its part
 plain data: names are the protos' own, enums are lower-case words ("completed", "verified"), and
 money is an exact decimal string, never a float.
 
-Parts that other features add to the `Debate` message are read when the message has the field, so
-this module works before and after they merge (`_field`):
-- Turn.quotes (10): checked quotes, each verified, partial or unverified (evidence);
-- Turn.human (11): a human seat's turn, e.g. skipped at a timeout;
-- Debate.verdicts (11): verdict versions, oldest first (re-judging, follow-up rounds);
-- Debate.votes (12): the audience's votes;
-- Debate.stop (13): an early stop (stopping rules).
-Each is read by one small function below (`quotes`, `human_turn`, `verdicts`, `votes`, `early_stop`),
-written against the field names those features' branches use (i19e, i19h, i18v, i18j, i19s); at
-merge, the descriptor check (`_field`) can go and each function read its field directly.
+The parts the debate features add are each read by one small function below: Turn.quotes
+(`quotes`: checked quotes, each verified, partial or unverified), Turn.human (`human_turn`: a human
+seat's turn, e.g. skipped at a timeout), Debate.verdicts (`verdicts`: verdict versions, oldest
+first), Debate.votes (`votes`: the audience's votes) and Debate.stop (`early_stop`: an early stop).
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from debate.common.v1 import common_pb2 as common
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
@@ -227,17 +221,6 @@ class ExportDocument(Part):
 # ==== building from the Debate message ==========================================================
 
 
-def _field(message: Message, name: str) -> Any:
-    """The field `name` of `message`, or None when its message type has no such field (a field
-    another feature adds; see the module docstring) or, for a message field, when it is unset."""
-    descriptor = message.DESCRIPTOR.fields_by_name.get(name)
-    if descriptor is None:
-        return None
-    if descriptor.message_type is not None and not descriptor.is_repeated and not message.HasField(name):
-        return None
-    return getattr(message, name)
-
-
 def _label(message: Message, name: str) -> str:
     """An enum field's value as a lower-case word: FINISH_REASON_STOP -> "stop"."""
     enum = message.DESCRIPTOR.fields_by_name[name].enum_type
@@ -256,9 +239,9 @@ def money(value: common.Money | None) -> Money:
     return Money(currency_code=value.currency_code or "USD", amount=value.amount or "0")
 
 
-def _optional_money(message: Message, name: str) -> Money | None:
-    value = _field(message, name)
-    return money(value) if value is not None and value.amount else None
+def _optional_money(value: common.Money) -> Money | None:
+    """An optional amount: None when unset or empty."""
+    return money(value) if value.amount else None
 
 
 def tokens(usage: common.TokenUsage) -> Tokens:
@@ -274,7 +257,7 @@ def tokens(usage: common.TokenUsage) -> Tokens:
 
 
 def quotes(turn: common.Turn) -> list[Quote]:
-    """Turn.quotes (field 10, evidence): the turn's checked quotes, in order."""
+    """Turn.quotes (evidence): the turn's checked quotes, in order."""
     return [
         Quote(
             text=q.text,
@@ -285,7 +268,7 @@ def quotes(turn: common.Turn) -> list[Quote]:
             score=q.score,
             best_match=q.best_match,
         )
-        for q in _field(turn, "quotes") or []
+        for q in turn.quotes
     ]
 
 
@@ -294,9 +277,10 @@ def _quote_status(label: str) -> QuoteStatus:
 
 
 def human_turn(turn: common.Turn) -> HumanTurn | None:
-    """Turn.human (field 11, a human seat): how a person's turn was taken."""
-    human = _field(turn, "human")
-    return None if human is None else HumanTurn(skipped=human.skipped, skip_reason=human.skip_reason)
+    """Turn.human (a human seat): how a person's turn was taken; None for a model's turn."""
+    if not turn.HasField("human"):
+        return None
+    return HumanTurn(skipped=turn.human.skipped, skip_reason=turn.human.skip_reason)
 
 
 def verdict(value: common.Verdict, version: int, current: bool, reason: str = "") -> Verdict:
@@ -317,9 +301,9 @@ def verdict(value: common.Verdict, version: int, current: bool, reason: str = ""
 
 
 def verdicts(debate: pb.Debate) -> list[Verdict]:
-    """Debate.verdicts (field 11, i18v's VerdictVersion: version, verdict, reason), oldest first,
-    the last current. A debate without versions has its one `verdict`, when rendered."""
-    versions = list(_field(debate, "verdicts") or [])
+    """Debate.verdicts (VerdictVersion: version, verdict, reason), oldest first, the last current.
+    A debate without versions has its one `verdict`, when rendered."""
+    versions = list(debate.verdicts)
     if not versions:
         return [verdict(debate.verdict, 1, True)] if debate.HasField("verdict") else []
     return [
@@ -327,33 +311,33 @@ def verdicts(debate: pb.Debate) -> list[Verdict]:
             entry.verdict,
             entry.version or index + 1,
             index == len(versions) - 1,
-            _label(entry, "reason") if _field(entry, "reason") else "",
+            _label(entry, "reason") if entry.reason else "",
         )
         for index, entry in enumerate(versions)
     ]
 
 
 def votes(debate: pb.Debate) -> Votes | None:
-    """Debate.votes (field 12, i18j's VoteTally: counts of a `winner` or a `tie`, and `voters`);
-    None when nobody voted."""
-    tally = _field(debate, "votes")
-    if tally is None or not tally.voters:
+    """Debate.votes (VoteTally: counts of a `winner` or a `tie`, and `voters`); None when nobody
+    voted."""
+    tally = debate.votes
+    if not debate.HasField("votes") or not tally.voters:
         return None
     counts = [VoteCount(choice="tie" if c.tie else c.winner, votes=c.votes) for c in tally.counts]
     return Votes(total=tally.voters, counts=counts)
 
 
 def early_stop(debate: pb.Debate) -> EarlyStop | None:
-    """Debate.stop (field 13, i19s's DebateStop): which rule ended the debate, after which round,
-    and what it saved (an estimate)."""
-    stop = _field(debate, "stop")
-    if stop is None:
+    """Debate.stop (DebateStop): which rule ended the debate, after which round, and what it
+    saved (an estimate); None when no rule stopped it."""
+    if not debate.HasField("stop"):
         return None
+    stop = debate.stop
     return EarlyStop(
         rule=_label(stop, "rule"),
         after_round=stop.after_round,
         rounds_not_played=stop.rounds_not_played,
-        cost_avoided=_optional_money(stop, "estimated_cost_avoided"),
+        cost_avoided=_optional_money(stop.estimated_cost_avoided),
         reason=stop.reason,
     )
 
@@ -443,7 +427,7 @@ def settings(config: common.DebateConfig) -> Settings:
         judge_models=list(config.judge.models),
         orderings=config.judge.orderings,
         max_tokens_per_turn=config.max_tokens_per_turn,
-        budget=_optional_money(config, "budget"),
+        budget=_optional_money(config.budget),
         seed=config.seed,
     )
 
