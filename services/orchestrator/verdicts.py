@@ -227,6 +227,14 @@ class VerdictVersions:
         return versions(self.store, row)
 
     # -- checks ---------------------------------------------------------------------------------
+    def _rounds_played(self, row: DebateRow) -> int:
+        """The rounds a completed debate played: its round limit, or the rounds played before a
+        stopping rule ended it (stopping.py); a re-judging scores those."""
+        stopped = self.store.stop(row.debate_id)
+        if stopped is not None and stopped[0].rounds_played:
+            return stopped[0].rounds_played
+        return row.config.format.round_limit
+
     def _check_request_id(self, v: Violations, request_id: str) -> None:
         if not request_id.strip():
             v.add("request_id", "must not be empty: it makes a retried request act once")
@@ -305,7 +313,7 @@ class VerdictVersions:
                 reason=R.VERDICT_REASON_REJUDGE,
                 judge=normalised,
                 request_id=request_id,
-                round_count=row.config.format.round_limit,
+                round_count=self._rounds_played(row),
             )
             entry.create_time.FromNanoseconds(time.time_ns())
             entry = self._claim(row, entry)
@@ -408,8 +416,9 @@ class VerdictVersions:
         (Lifecycle.continue_debate), this replica holding its lease (claimed here, before any
         write). Returns the debate, the version it will end with, and whether this request is
         new (False: a retry; nothing stored). Raises InvalidArgument (extra_rounds, question,
-        request_id), FailedPrecondition (DEBATE_NOT_COMPLETED) and Aborted (DEBATE_BUSY while it
-        is being re-judged here, or another replica holds it: try again)."""
+        request_id), FailedPrecondition (DEBATE_NOT_COMPLETED; DEBATE_STOPPED_EARLY for a debate a
+        stopping rule ended) and Aborted (DEBATE_BUSY while it is being re-judged here, or another
+        replica holds it: try again)."""
         v = Violations()
         self._check_request_id(v, request_id)
         room = self.limits.max_rounds - row.config.format.round_limit
@@ -425,6 +434,13 @@ class VerdictVersions:
                 raise InvalidArgument([FieldViolation("request_id", "was used by another request on this debate")])
             return row, found[0].version, False
         self._require_completed(row, "continued")
+        if self.store.stop(row.debate_id) is not None:
+            # Its rounds after the stop were never played (one was cut): follow-up rounds would
+            # leave a gap in the transcript, so a stopped debate is re-judged, not continued.
+            raise FailedPrecondition(
+                "a stopping rule ended this debate early; it cannot be continued (it can be re-judged)",
+                reason="DEBATE_STOPPED_EARLY",
+            )
         if any(debate_id == row.debate_id for debate_id, _ in self._rejudging):
             raise Aborted("the debate is being re-judged; continue it after that", reason="DEBATE_BUSY")
         if not self.store.claim(row.debate_id):

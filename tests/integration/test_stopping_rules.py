@@ -217,6 +217,19 @@ def test_a_consensus_stop_ends_a_debate_whose_debaters_converge(api):
     assert kinds(events).count("debate_stopped") == 1 and kinds(events)[-1] == "debate_completed"
     assert max(e.round_started.round_number for e in events if e.HasField("round_started")) <= 3
 
+    # A stopped debate is re-judged over the rounds it played, and is not continued.
+    rejudged = stub.RejudgeDebate(
+        pb.RejudgeDebateRequest(debate_id=debate_id, judge=c.JudgeConfig(models=["sim/judge"]), request_id="r1"),
+        timeout=TIMEOUT,
+    ).verdict_version
+    assert rejudged.version == 2 and [a.round_number for a in rejudged.assessments] == [1, 2]
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ContinueDebate(
+            pb.ContinueDebateRequest(debate_id=debate_id, extra_rounds=1, request_id="c1"), timeout=TIMEOUT
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "stopping rule" in refused.value.details()
+
 
 def test_a_consensus_rule_does_not_stop_debaters_who_do_not_converge(api):
     stub, _ = api

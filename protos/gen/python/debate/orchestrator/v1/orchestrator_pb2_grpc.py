@@ -220,7 +220,8 @@ class OrchestratorServiceServicer:
         """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
         debate is RUNNING again while they are played, then gets a new verdict version and is
         COMPLETED again. Nothing of the debate so far changes or is charged again. A retry with the
-        same request_id acts once. Errors as RejudgeDebate's.
+        same request_id acts once. Errors as RejudgeDebate's, and FAILED_PRECONDITION
+        (DEBATE_STOPPED_EARLY) for a debate a stopping rule ended: it can be re-judged, not continued.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

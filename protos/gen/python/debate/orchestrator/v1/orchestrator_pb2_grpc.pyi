@@ -94,7 +94,8 @@ class OrchestratorServiceStub:
     """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
     debate is RUNNING again while they are played, then gets a new verdict version and is
     COMPLETED again. Nothing of the debate so far changes or is charged again. A retry with the
-    same request_id acts once. Errors as RejudgeDebate's.
+    same request_id acts once. Errors as RejudgeDebate's, and FAILED_PRECONDITION
+    (DEBATE_STOPPED_EARLY) for a debate a stopping rule ended: it can be re-judged, not continued.
     """
 
 @_typing.type_check_only
@@ -163,7 +164,8 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
     debate is RUNNING again while they are played, then gets a new verdict version and is
     COMPLETED again. Nothing of the debate so far changes or is charged again. A retry with the
-    same request_id acts once. Errors as RejudgeDebate's.
+    same request_id acts once. Errors as RejudgeDebate's, and FAILED_PRECONDITION
+    (DEBATE_STOPPED_EARLY) for a debate a stopping rule ended: it can be re-judged, not continued.
     """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -307,7 +309,8 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Adds rounds to a COMPLETED debate, optionally with a new question for the debaters: the
         debate is RUNNING again while they are played, then gets a new verdict version and is
         COMPLETED again. Nothing of the debate so far changes or is charged again. A retry with the
-        same request_id acts once. Errors as RejudgeDebate's.
+        same request_id acts once. Errors as RejudgeDebate's, and FAILED_PRECONDITION
+        (DEBATE_STOPPED_EARLY) for a debate a stopping rule ended: it can be re-judged, not continued.
         """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
