@@ -213,3 +213,77 @@ def test_the_cli_says_when_it_cannot_write_the_file(suite, played, tmp_path, mon
     code = cli.main(["export", played.debate_id, "-o", str(path), "--target", suite.addresses["orchestrator"]])
     assert code == 1
     assert f"cannot write {path}" in capfd.readouterr().err and not path.exists()
+
+
+@pytest.fixture(scope="module")
+def featured(stub) -> pb.Debate:
+    """Alice's completed debate with the parts other features add: sources its simulated debaters
+    quote (checked quotes on its turns), two voters' votes, and a second verdict (a re-judging)."""
+    source = (
+        "Footfall in the pedestrianised centre rose by twelve percent in the first year. "
+        "Retail turnover recovered within eighteen months, and delivery windows kept shops supplied."
+    )
+    config = c.DebateConfig(
+        topic="Cities should ban private cars from their centres",
+        participants=[
+            c.Participant(name="Ada", model="sim/debater", persona="an urban economist", stance="for"),
+            c.Participant(name="Milo", model="sim/debater", persona="a shopkeeper", stance="against"),
+        ],
+        judge=c.JudgeConfig(models=["sim/judge"]),
+        format=c.DebateFormat(round_limit=2, turn_order=c.TURN_ORDER_SEQUENTIAL),
+        max_tokens_per_turn=120,
+        sources=[c.SourceDocument(id="doc-1", title="A year without cars", text=source)],
+    )
+    alice = _as(ALICE)
+    created = stub.CreateDebate(pb.CreateDebateRequest(config=config), metadata=alice, timeout=TIMEOUT).debate
+    stub.StartDebate(pb.StartDebateRequest(debate_id=created.debate_id), metadata=alice, timeout=TIMEOUT)
+    stream = stub.StreamDebateEvents(
+        pb.StreamDebateEventsRequest(debate_id=created.debate_id), metadata=alice, timeout=120
+    )
+    assert [r.event.WhichOneof("payload") for r in stream][-1] == "debate_completed"
+    for voter, winner in (("v1", "Ada"), ("v2", "Milo"), ("v3", "Ada")):
+        stub.CastVote(
+            pb.CastVoteRequest(debate_id=created.debate_id, voter=voter, winner=winner), metadata=alice, timeout=TIMEOUT
+        )
+    stub.RejudgeDebate(
+        pb.RejudgeDebateRequest(
+            debate_id=created.debate_id, judge=c.JudgeConfig(models=["sim/judge"], orderings=2), request_id="again"
+        ),
+        metadata=alice,
+        timeout=120,
+    )
+    debate = stub.GetDebate(pb.GetDebateRequest(debate_id=created.debate_id), metadata=alice, timeout=TIMEOUT).debate
+    assert len(debate.verdicts) == 2 and debate.votes.voters == 3
+    assert any(t.quotes for r in debate.rounds for t in r.turns), "the simulated debaters quoted nothing"
+    return debate
+
+
+def test_a_debate_with_quotes_votes_and_two_verdicts_exports_them_all(stub, featured):
+    """Issue 19's check: the three formats from a debate with quotes, votes and two verdicts."""
+    quotes = [(q.text, c.QuoteStatus.Name(q.status)) for r in featured.rounds for t in r.turns for q in t.quotes]
+    document = json.loads(export(stub, featured.debate_id, pb.EXPORT_FORMAT_JSON).content)
+    jsonschema.Draft202012Validator(SCHEMA).validate(document)
+    exported = [
+        (q["text"], "QUOTE_STATUS_" + q["status"].upper())
+        for r in document["rounds"]
+        for t in r["turns"]
+        for q in t["quotes"]
+    ]
+    assert exported == quotes
+    assert [(v["version"], v["reason"], v["current"]) for v in document["verdicts"]] == [
+        (1, "debate_end", False),
+        (2, "rejudge", True),
+    ]
+    assert document["votes"]["total"] == 3
+    assert {v["choice"]: v["votes"] for v in document["votes"]["counts"]} == {"Ada": 2, "Milo": 1, "tie": 0}
+
+    md = export(stub, featured.debate_id, pb.EXPORT_FORMAT_MARKDOWN).content.decode("utf-8")
+    marks = {"QUOTE_STATUS_VERIFIED": "✅", "QUOTE_STATUS_PARTIAL": "〜", "QUOTE_STATUS_UNVERIFIED": "❌"}
+    for _, status in quotes:
+        assert marks[status] in md
+    assert "## Verdicts" in md and "### Version 2" in md and "### Version 1" in md
+    assert md.index("### Version 2") < md.index("### Version 1")  # the latest first
+
+    html = export(stub, featured.debate_id, pb.EXPORT_FORMAT_HTML).content.decode("utf-8")
+    assert html.count("<html") == 1
+    assert all(q.text.split()[0] in html for r in featured.rounds for t in r.turns for q in t.quotes)
