@@ -64,6 +64,28 @@ def _up(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     )
 
 
+def _drain(launcher: subprocess.Popen) -> list[str]:
+    """Collects the launcher's output lines in a thread; returns the list they go to, once `up`
+    says the suite is up (an AssertionError with the last lines when it is not within 180 s)."""
+    output: list[str] = []
+    up = threading.Event()
+
+    def drain() -> None:
+        assert launcher.stdout is not None
+        for line in launcher.stdout:
+            output.append(line)
+            if "Ctrl-C stops it" in line:
+                up.set()
+        up.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not (up.wait(180) and launcher.poll() is None):
+        launcher.kill()
+        launcher.wait()
+        raise AssertionError("".join(output[-40:]))
+    return output
+
+
 def test_replicas_without_a_database_are_refused_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     launcher = _up(tmp_path, "--replicas", "2", env=env)
@@ -83,20 +105,8 @@ def test_up_runs_two_replicas_of_each_service_on_a_throwaway_postgres_behind_env
         "LEASE_SECONDS": "2",
     }
     launcher = _up(tmp_path, "--replicas", "2", "--postgres", env=env)
-    output: list[str] = []
-    up = threading.Event()
-
-    def drain() -> None:
-        assert launcher.stdout is not None
-        for line in launcher.stdout:
-            output.append(line)
-            if "Ctrl-C stops it" in line:
-                up.set()
-        up.set()
-
-    threading.Thread(target=drain, daemon=True).start()
+    output = _drain(launcher)
     try:
-        assert up.wait(180) and launcher.poll() is None, "".join(output[-40:])
         table = {m[1]: m[2] for line in output if (m := re.match(r"  (\S+)\s+(\S+)", line))}
         for name in ("accounting-1", "accounting-2", "judge-1", "judge-2", "orchestrator-1", "orchestrator-2"):
             assert name in table, "".join(output)
@@ -160,20 +170,8 @@ def test_a_sigkilled_up_leaves_no_postgres_and_no_service_behind(tmp_path):
     folder goes at the next start of a throwaway server."""
     env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"}, "GATEWAY_PORT": str(free_port())}
     launcher = _up(tmp_path, "--postgres", env=env)
-    output: list[str] = []
-    up = threading.Event()
-
-    def drain() -> None:
-        assert launcher.stdout is not None
-        for line in launcher.stdout:
-            output.append(line)
-            if "Ctrl-C stops it" in line:
-                up.set()
-        up.set()
-
-    threading.Thread(target=drain, daemon=True).start()
+    output = _drain(launcher)
     try:
-        assert up.wait(180) and launcher.poll() is None, "".join(output[-40:])
         children = psutil.Process(launcher.pid).children(recursive=True)
         table = {m[1]: m[2] for line in output if (m := re.match(r"  (\S+)\s+(\S+)", line))}
         pg_port = int(table["postgres"].rsplit(":", 1)[1])
