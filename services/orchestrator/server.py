@@ -118,7 +118,9 @@ async def build_service(
     )
     hub.start()
     await engine.resume_all()
-    tournaments = Tournaments(engine, accounting)  # after the debates: it reads their states
+    # After the debates: it reads their states. On a shared store each running tournament is
+    # leased like a debate, and adopted by a live replica within a lease period.
+    tournaments = Tournaments(engine, accounting, lease_s=settings.lease_seconds)
     await tournaments.resume_all()
 
     async def close_clients() -> None:

@@ -25,11 +25,13 @@ before the match row was written. No match is played twice, and no debate is cre
 Cost: the sum of its debates' costs (accounting's figures: a debate's stored final cost once it
 has ended, else accounting's running figure), with tokens, and by model.
 
-Replicas (a limit): a tournament's own task holds no lease. The process that starts it runs
-it, and on a restart every orchestrator picks up the RUNNING tournaments; on a shared store
-with several replicas two of them may then drive one tournament. Their writes agree (the same
-request ids, so the same debates; results read from the stored verdicts), but `parallel_matches`
-and the budget rule then hold per replica, not for the cluster.
+Replicas: on a shared store a running tournament is driven by the one replica that holds its
+lease, a row of `debate_leases` under the tournament's id, claimed, renewed by the lifecycle's
+heartbeat and fenced like a debate's (its writes are keyed by the tournament id, so a replica
+that lost the lease has them refused). So `parallel_matches` and the budget rule hold for the
+cluster. A replica whose lease was taken stops driving it at its next tick; every replica tries,
+every lease period, to adopt the RUNNING tournaments nobody holds (`adopt`), so a tournament
+outlives the replica that drove it. The lease is given up with the tournament's ending.
 """
 
 from __future__ import annotations
@@ -85,14 +87,18 @@ def leg_request_id(tournament_id: str, match_index: int, leg: int) -> str:
 class Tournaments:
     """The tournaments of one orchestrator process, over `engine`'s store and debates."""
 
-    def __init__(self, engine: Engine, accounting: Accounting, *, tick_s: float = TICK_S):
+    def __init__(self, engine: Engine, accounting: Accounting, *, tick_s: float = TICK_S, lease_s: float = 5.0):
+        """`tick_s`: how often a running tournament is looked at; `lease_s`: the lease period
+        (LEASE_SECONDS), how often the RUNNING tournaments nobody drives are adopted (a shared store)."""
         self.engine = engine
         self.store = engine.store
         self.accounting = accounting
         self.records = TournamentRecords(engine.store)
         self.tick_s = tick_s
+        self.lease_s = lease_s
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        self._adopting: asyncio.Task[None] | None = None
 
     # ==== stored tournaments ===================================================================
     def create(self, tenant: str, config: tpb.TournamentConfig, request_id: str) -> TournamentRow:
@@ -234,22 +240,43 @@ class Tournaments:
                 if debate.state not in TERMINAL:
                     await self.engine.lifecycle.cancel(debate, f"tournament cancelled: {message}")
         self._settle(tournament_id, skip_pending=True)
-        self.records.set_state(tournament_id, T.TOURNAMENT_STATE_CANCELLED, f"CANCELLED: {message}")
-        self.store.commit()
+        self._end(tournament_id, T.TOURNAMENT_STATE_CANCELLED, f"CANCELLED: {message}")
         self._notify(tournament_id)
         return self.get_row(tenant, tournament_id)
 
     async def resume_all(self) -> int:
-        """Resumes the tournaments a previous process left RUNNING; their number."""
-        rows = self.records.in_state(T.TOURNAMENT_STATE_RUNNING)
-        for row in rows:
-            self._launch(row.tournament_id)
-        if rows:
-            log.info("resumed %d tournaments", len(rows))
-        return len(rows)
+        """Resumes the tournaments a previous process left RUNNING (on a shared store those whose
+        lease this replica takes), and on a shared store keeps adopting the ones nobody drives;
+        the number resumed now."""
+        resumed = self.adopt()
+        if resumed:
+            log.info("resumed %d tournaments", resumed)
+        if self.store.shared and self._adopting is None:
+            self._adopting = asyncio.get_running_loop().create_task(self._keep_adopting(), name="tournament-leases")
+        return resumed
+
+    def adopt(self) -> int:
+        """Drives here every RUNNING tournament not driven here whose lease is free (or ours);
+        how many it took."""
+        taken = 0
+        for row in self.records.in_state(T.TOURNAMENT_STATE_RUNNING):
+            if row.tournament_id not in self.tasks and self._launch(row.tournament_id):
+                taken += 1
+        return taken
+
+    async def _keep_adopting(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s)
+            try:
+                self.adopt()
+            except Exception:  # the store is away: try again at the next period
+                log.exception("could not adopt the running tournaments")
 
     async def shutdown(self) -> None:
         """Stops the tasks; running tournaments stay RUNNING in the store, to be resumed."""
+        if self._adopting is not None:
+            self._adopting.cancel()
+            self._adopting = None
         tasks = list(self.tasks.values())
         for task in tasks:
             task.cancel()
@@ -257,11 +284,26 @@ class Tournaments:
             await asyncio.wait(tasks, timeout=5.0)
         self.tasks.clear()
 
-    def _launch(self, tournament_id: str) -> None:
-        if tournament_id not in self.tasks:
-            self.tasks[tournament_id] = asyncio.get_running_loop().create_task(
-                self._run(tournament_id), name=f"tournament-{tournament_id}"
-            )
+    def _launch(self, tournament_id: str) -> bool:
+        """Drives the tournament here (on a shared store once its lease is claimed); False when
+        another replica holds it."""
+        if tournament_id in self.tasks:
+            return True
+        if self.store.shared:
+            claimed = self.store.claim(tournament_id)
+            self.store.commit()
+            if not claimed:
+                return False
+        self.tasks[tournament_id] = asyncio.get_running_loop().create_task(
+            self._run(tournament_id), name=f"tournament-{tournament_id}"
+        )
+        return True
+
+    def _end(self, tournament_id: str, state: tpb.TournamentState.ValueType, reason: str = "") -> None:
+        """Stores the tournament's ending (and gives its lease up with it) and commits."""
+        self.records.set_state(tournament_id, state, reason)
+        self.store.release(tournament_id)
+        self.store.commit()
 
     async def _run(self, tournament_id: str) -> None:
         try:
@@ -278,8 +320,13 @@ class Tournaments:
     async def _step(self, tournament_id: str) -> bool:
         """One tick: settle ended matches, start debates left CREATED, launch what the limits and
         the budget allow, end the tournament when nothing is left. True once it has ended."""
+        if not self.store.holds(tournament_id):
+            log.warning("tournament %s: its lease was taken by another replica; stopped here", tournament_id)
+            return True
         row = self.records.get(tournament_id)
         if row is None or row.state != T.TOURNAMENT_STATE_RUNNING:
+            self.store.release(tournament_id)
+            self.store.commit()
             return True
         config = row.config
         matches = self._settle(tournament_id)
@@ -288,8 +335,7 @@ class Tournaments:
         for match in running:
             self._start_legs(match)
         if not running and not pending:
-            self.records.set_state(tournament_id, T.TOURNAMENT_STATE_COMPLETED)
-            self.store.commit()
+            self._end(tournament_id, T.TOURNAMENT_STATE_COMPLETED)
             self._notify(tournament_id)
             return True
         parallel = config.parallel_matches or 1
@@ -301,8 +347,7 @@ class Tournaments:
                 for match in pending:
                     match.state = M.MATCH_STATE_SKIPPED
                     self.records.put_match(tournament_id, match)
-                self.records.set_state(tournament_id, T.TOURNAMENT_STATE_BUDGET_EXHAUSTED, shortfall)
-                self.store.commit()
+                self._end(tournament_id, T.TOURNAMENT_STATE_BUDGET_EXHAUSTED, shortfall)
                 self._notify(tournament_id)
                 return True
             match = pending.pop(0)
