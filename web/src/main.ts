@@ -79,8 +79,6 @@ function watch(debateId: string, config: DebateConfig, endsAfter = 0n): void {
   setup.hidden = true;
   live.hidden = false;
   window.scrollTo({ top: 0 });
-  current = new LiveDebate(client, debateId, config, setConnection, showBanner);
-  void current.follow();
   votes?.stop();
   votes = new VotePanel(client, debateId, config);
   clearVerdictHistory();
