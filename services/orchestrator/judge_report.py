@@ -3,8 +3,9 @@
 Calibration. For each judge (a verdict's judge models: one model, or a panel's models joined
 by " + "), over the tenant's COMPLETED debates with a verdict, at least `min_votes` human votes
 and a strict human majority (more than half of the votes for one choice): how often the
-verdict's choice (its winner, or a tie) equals the majority's. The verdict is the debate's
-stored one.
+verdict's choice (its winner, or a tie) equals the majority's. Every verdict version counts for
+its own judge (a debate re-judged by another panel counts for both), each judge once per
+debate, by its latest verdict on it.
 
 Audits. For each judge model, over the accepted answers it gave in the tenant's round
 assessments (`JudgeCall.totals`, the answer's weighted total per debater, and
@@ -165,10 +166,15 @@ def calibrate(
     min_votes: int,
 ) -> dict[str, tuple[int, int]]:
     """judge -> (debates counted, debates where the verdict agreed with the human majority), over
-    `verdicts` ((debate_id, verdict) of completed debates) whose `votes` ((winner, tie) ->
-    votes) number at least `min_votes` and have a strict majority."""
-    result: dict[str, tuple[int, int]] = {}
+    `verdicts` ((debate_id, verdict) of completed debates, every verdict version in order) whose
+    `votes` ((winner, tie) -> votes) number at least `min_votes` and have a strict majority.
+    Each judge (a model, or a panel) counts a debate once, by its latest verdict on it: a debate
+    re-judged by another judge counts for both."""
+    latest: dict[tuple[str, str], common.Verdict] = {}
     for debate_id, verdict in verdicts:
+        latest[(judge_name(verdict.judge_models), debate_id)] = verdict
+    result: dict[str, tuple[int, int]] = {}
+    for (_, debate_id), verdict in latest.items():
         counts = votes.get(debate_id, {})
         majority = tally([], counts).majority
         if sum(counts.values()) < max(1, min_votes) or majority is None:

@@ -177,9 +177,15 @@ TENANT_VOTE_COUNTS = (
     "WHERE d.tenant = ? GROUP BY v.debate_id, v.winner, v.tie"
 )
 # What a judge report reads of a tenant's debates: verdicts, round assessments, turns.
+# Every verdict of the tenant's debates in a state: each finished version (verdict versions), and
+# the one stored verdict of a debate that has none (ended before versions existed).
 TENANT_VERDICTS = (
-    "SELECT debate_id, verdict FROM debates WHERE tenant = ? AND state = ? AND verdict IS NOT NULL "
-    "ORDER BY create_ns, debate_id"
+    "SELECT d.debate_id, v.entry, NULL, d.create_ns, v.version FROM verdicts v "
+    "JOIN debates d ON d.debate_id = v.debate_id WHERE d.tenant = ? AND d.state = ? AND v.done "
+    "UNION ALL SELECT d.debate_id, NULL, d.verdict, d.create_ns, 1 FROM debates d "
+    "WHERE d.tenant = ? AND d.state = ? AND d.verdict IS NOT NULL "
+    "AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.debate_id = d.debate_id AND v.done) "
+    "ORDER BY 4, 1, 5"
 )
 TENANT_ASSESSMENTS = (
     "SELECT a.debate_id, a.assessment FROM assessments a JOIN debates d ON d.debate_id = a.debate_id "
@@ -458,9 +464,19 @@ class Store(Protocol):
         return counts
 
     def tenant_verdicts(self, tenant: str, state: int) -> list[tuple[str, common_pb2.Verdict]]:
-        """(debate_id, verdict) of the tenant's debates in `state` that have a verdict, oldest first."""
-        rows = self._read(TENANT_VERDICTS, (tenant, state))
-        return [(debate_id, common_pb2.Verdict.FromString(v)) for debate_id, v in rows]
+        """(debate_id, verdict) of every verdict of the tenant's debates in `state`: each finished
+        verdict version (a re-judging's and a continuation's too), oldest debate first, then by
+        version; a debate without versions gives its one stored verdict."""
+        rows = self._read(TENANT_VERDICTS, (tenant, state, tenant, state))
+        return [
+            (
+                debate_id,
+                orchestrator_pb2.VerdictVersion.FromString(entry).verdict
+                if entry is not None
+                else common_pb2.Verdict.FromString(verdict),
+            )
+            for debate_id, entry, verdict, _, _ in rows
+        ]
 
     def tenant_assessments(self, tenant: str) -> list[tuple[str, common_pb2.RoundAssessment]]:
         """(debate_id, assessment) of every round assessment stored for the tenant's debates."""

@@ -244,6 +244,16 @@ async def test_calibration_equals_the_hand_computed_agreement_with_the_human_maj
     assert (report["sim/judge-long"].calibration_debates, report["sim/judge-long"].calibration_agreed) == (2, 1)
     with_two = await suite.report(min_votes=2)  # d3 counts too, and agrees
     assert (with_two["sim/judge"].calibration_debates, with_two["sim/judge"].calibration_agreed) == (5, 3)
+    # l1 re-judged by sim/judge: that verdict counts for sim/judge too, and sim/judge-long's stays.
+    rejudged = await suite.stub.RejudgeDebate(
+        pb.RejudgeDebateRequest(debate_id=l1.debate_id, judge=c.JudgeConfig(models=["sim/judge"]), request_id="r1"),
+        metadata=bearer_metadata(ALICE),
+    )
+    second = rejudged.verdict_version.verdict
+    agrees = ("tie" if second.tie else second.winner) == loser(l1)  # the humans' majority on l1
+    after = await suite.report()
+    assert (after["sim/judge"].calibration_debates, after["sim/judge"].calibration_agreed) == (5, 2 + agrees)
+    assert (after["sim/judge-long"].calibration_debates, after["sim/judge-long"].calibration_agreed) == (2, 1)
     bob = await suite.report(key=BOB)
     assert (bob["sim/judge"].calibration_debates, bob["sim/judge"].calibration_agreed) == (1, 0)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
