@@ -193,8 +193,14 @@ def test_envoy_in_compose_runs_the_generated_config_which_envoy_accepts(compose)
     assert check["unhealthy_threshold"] == 2 and check["no_traffic_interval"] == check["interval"]
     assert orchestrator["outlier_detection"]["consecutive_gateway_failure"] == 1
     route = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    (orchestrator_route, _) = route["route_config"]["virtual_hosts"][0]["routes"]
-    assert "connect-failure" in orchestrator_route["route"]["retry_policy"]["retry_on"]
+    # The orchestrator's two services (the debates' and the tournaments'), then the page.
+    *to_orchestrator, _ = route["route_config"]["virtual_hosts"][0]["routes"]
+    assert [r["match"]["prefix"] for r in to_orchestrator] == [
+        "/debate.orchestrator.v1.OrchestratorService/",
+        "/debate.orchestrator.v1.TournamentService/",
+    ]
+    for orchestrator_route in to_orchestrator:
+        assert "connect-failure" in orchestrator_route["route"]["retry_policy"]["retry_on"]
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     assert "9901/ready" in " ".join(envoy["healthcheck"]["test"])
     validate = subprocess.run(
