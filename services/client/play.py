@@ -20,12 +20,14 @@ import tempfile
 import time
 import uuid
 
+from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
 
 from services.client.session import DEFAULT_TARGET, EXIT_FAILED, EXIT_OK, EXIT_USAGE, default_target, orchestrator, run
 from services.client.style import Style, safe_text
 from services.client.view import state_name
+from services.common.text import plural
 
 POLL_S = 0.5  # how often --wait reads the debate
 ENDED = (
@@ -65,10 +67,17 @@ def remaining(deadline_ns: int, now_ns: int | None = None) -> str:
 
 
 def turn_lines(style: Style, debate: pb.Debate, participant: str) -> list[str]:
-    """The other debaters' turns since the seat last spoke (or the whole debate, if it never did)."""
+    """The other debaters' turns since the seat last spoke (or the whole debate, if it never did),
+    as the debate's models see them: in the simultaneous format (the default) the other turns of
+    the round the seat is awaited in are not shown until that round ends, since no model of the
+    round sees them either; in the sequential format the turns taken before the seat's are."""
     last = max((r.round_number for r in debate.rounds for t in r.turns if t.participant == participant), default=0)
+    awaited = debate.awaiting_human.round_number if debate.HasField("awaiting_human") else 0
+    sequential = debate.config.format.turn_order == common_pb2.TURN_ORDER_SEQUENTIAL
     lines = []
     for rnd in debate.rounds:
+        if awaited and rnd.round_number >= awaited and not sequential:
+            continue
         for turn in rnd.turns:
             if turn.participant != participant and rnd.round_number >= last and turn.text:
                 lines.append(style.paint(f"round {rnd.round_number}, {safe_text(turn.participant)}:", "bold"))
@@ -129,7 +138,7 @@ def _play(args: argparse.Namespace) -> int:
             reply = await stub.SubmitTurn(request, timeout=30)
         print(
             f"{safe_text(reply.participant)}'s turn for round {reply.round_number} given"
-            f" ({reply.completion_tokens} tokens, cost 0)"
+            f" ({plural(reply.completion_tokens, 'token')}, cost 0)"
         )
         return EXIT_OK
 

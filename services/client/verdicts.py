@@ -63,6 +63,8 @@ def _rejudge(args: argparse.Namespace) -> int:
             debate = (await stub.GetDebate(pb.GetDebateRequest(debate_id=args.debate_id), timeout=30)).debate
         print("\n".join(version_lines(style, reply.verdict_version)))
         for agreement in reply.agreements:
+            if agreement.version == 1 and reply.verdict_version.HasField("agreement"):
+                continue  # version_lines said it already
             print(f"  against version {agreement.version}: {agreement_text(agreement)}")
         print("\n".join(history_lines(style, debate.verdicts)))
         return EXIT_OK

@@ -19,6 +19,7 @@ from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.client.session import DEFAULT_TARGET, EXIT_OK, default_target, orchestrator, run
 from services.client.style import Style, safe_text, table
+from services.common.text import plural
 
 TIE_CHOICE = "tie"
 
@@ -38,14 +39,14 @@ def tally_lines(style: Style, tally: pb.VoteTally) -> list[str]:
     lines = table(style, ["choice", "votes"], rows)
     if tally.has_majority:
         majority = "a tie" if tally.majority_tie else safe_text(tally.majority_winner)
-        lines.append(f"  {tally.voters} voters; majority: {majority}")
+        lines.append(f"  {plural(tally.voters, 'voter')}; majority: {majority}")
     else:
-        lines.append(f"  {tally.voters} voters; no majority")
+        lines.append(f"  {plural(tally.voters, 'voter')}; no majority")
     return lines
 
 
 def _bias(c: pb.Correlation) -> str:
-    return f"{c.rho:+.2f} (p {c.p_value:.3f}, {c.points} rounds)" if c.points else "-"
+    return f"{c.rho:+.2f} (p {c.p_value:.3f}, {plural(c.points, 'round')})" if c.points else "-"
 
 
 def report_lines(style: Style, report: pb.GetJudgeReportResponse) -> list[str]:
@@ -53,7 +54,7 @@ def report_lines(style: Style, report: pb.GetJudgeReportResponse) -> list[str]:
     rows = []
     for j in report.judges:
         calibration = f"{j.calibration:.0%} of {j.calibration_debates}" if j.calibration_debates else "-"
-        ordering = f"{j.ordering_disagreement:.2f} ({j.ordering_rounds} rounds)" if j.ordering_rounds else "-"
+        ordering = f"{j.ordering_disagreement:.2f} ({plural(j.ordering_rounds, 'round')})" if j.ordering_rounds else "-"
         flags = ", ".join(j.flags) or "ok"
         rows.append([safe_text(j.judge), calibration, _bias(j.length_bias), _bias(j.position_bias), ordering, flags])
     if not rows:

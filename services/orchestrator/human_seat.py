@@ -97,7 +97,7 @@ def judge_text(turn: common.Turn) -> str:
     if not turn.human.skipped:
         return turn.text
     if turn.human.skip_reason == SKIPPED_FORFEITED:
-        return "(No turn: this debater, played by a person, forfeited the debate; its remaining turns are empty.)"
+        return "(No turn: this debater, played by a person, forfeited the debate; their remaining turns are empty.)"
     return "(No turn: this debater, played by a person, did not answer in time; the turn was skipped.)"
 
 
@@ -260,7 +260,7 @@ class HumanSeats:
         policy = human.timeout_policy or Policy.HUMAN_TIMEOUT_POLICY_SKIP_TURN
         follows = {
             Policy.HUMAN_TIMEOUT_POLICY_SKIP_TURN: "the turn is skipped",
-            Policy.HUMAN_TIMEOUT_POLICY_FORFEIT: f"{name} forfeits: its remaining turns are skipped",
+            Policy.HUMAN_TIMEOUT_POLICY_FORFEIT: f"{name} forfeits: their remaining turns are skipped",
             Policy.HUMAN_TIMEOUT_POLICY_END_DEBATE: "the debate ends",
         }[policy]
         message = f"{name} gave no turn in round {r} within {human.turn_timeout_seconds} s; {follows}"

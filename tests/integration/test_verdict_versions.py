@@ -350,6 +350,7 @@ def test_the_cli_rejudges_and_continues_a_debate_and_shows_its_verdict_history(
     shown = capsys.readouterr().out
     assert "Verdict version 2 (re-judged by sim/judge ×2)" in shown and "Verdict history" in shown
     assert "v1 " in shown and "debate end" in shown and "v2 *" in shown and "same winner" in shown
+    assert shown.count("against version 1:") == 1  # said once, not again under the version's lines
 
     code = main(["continue", debate_id, "--rounds", "1", "--question", "Who pays for the buses?", *target])
     shown = capsys.readouterr().out

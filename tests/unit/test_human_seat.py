@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 from debate.common.v1 import common_pb2 as c
+from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
-from services.client.play import remaining
+from services.client.play import remaining, turn_lines
+from services.client.style import Style
 from services.common.errors import InvalidArgument, Violations
 from services.orchestrator.human_seat import check_config, judge_text
 
@@ -96,3 +98,24 @@ def test_the_terminal_view_shows_the_wait_and_a_timeout():
     text = out.getvalue()
     assert "round 1: waiting for Ann (a person) until 01:02:05 UTC" in text
     assert "Ann gave no turn in round 1" in text
+
+
+@pytest.mark.parametrize(
+    ("order", "shown"),
+    [
+        (c.TURN_ORDER_SIMULTANEOUS, ["round 1, Milo:", "M1"]),  # round 2's other turn: not yet
+        (c.TURN_ORDER_UNSPECIFIED, ["round 1, Milo:", "M1"]),  # the default is simultaneous
+        (c.TURN_ORDER_SEQUENTIAL, ["round 1, Milo:", "M1", "round 2, Milo:", "M2"]),  # Milo spoke first
+    ],
+)
+def test_play_shows_the_seat_only_what_the_models_of_its_round_see(order, shown):
+    """Ann (human) is awaited in round 2 and Milo's round 2 turn is stored: in the simultaneous
+    format Ann does not see it before she speaks (no model of the round sees the others'), in the
+    sequential one she does (Milo spoke before her)."""
+    debate = pb.Debate(config=c.DebateConfig(format=c.DebateFormat(round_limit=3, turn_order=order)))
+    debate.rounds.add(
+        round_number=1, turns=[c.Turn(participant="Ann", text="A1"), c.Turn(participant="Milo", text="M1")]
+    )
+    debate.rounds.add(round_number=2, turns=[c.Turn(participant="Milo", text="M2")])
+    debate.awaiting_human.round_number, debate.awaiting_human.participant = 2, "Ann"
+    assert turn_lines(Style(color=False), debate, "Ann") == shown
