@@ -366,7 +366,7 @@ def _start_phone_debate(browser, gateway_url: str, debaters: int):
     for i, name in enumerate(PHONE_NAMES[:debaters]):
         page.fill(f"[data-field='config.participants[{i}].name']", name)
     page.fill("#rounds", "2")
-    page.fill("#max-tokens", "40")
+    page.fill("#max-tokens", "80")  # turns long enough that every page is seen streaming
     page.fill("#budget", "5")
     for width in PHONE_WIDTHS:  # the form too
         _assert_fits(page, width, f"the form with {debaters} debaters")
@@ -409,15 +409,36 @@ _SPENT = """() => ({budget: document.getElementById('budget-used').dataset.value
                     cost: document.getElementById('cost-total').dataset.value})"""
 
 
-def _measure_phase(page, n: int, measured: set[str]) -> None:
-    """Measures a debate's page at every phone width in each passing phase once: text streaming
-    into every column, and a round scored while the debate is live; notes "ended" once it has
-    ended (its end is measured after the loop, `_measure_end`: it does not pass, and measuring
-    it here would keep the loop from sampling the other pages' passing phases)."""
+def _streaming(page) -> bool:
+    """Text is streaming into every column (over 20 characters in each)."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid=debater-column]')]
+        .every(c => c.querySelector('.turn.streaming .turn-text')?.textContent.length > 20)""")
+
+
+def _measure_streaming(page, n: int, measured: set[str]) -> None:
+    """The page at every phone width while text streams into every column: the shortest phase."""
+    for width in PHONE_WIDTHS:
+        _assert_fits(page, width, f"a live debate with {n} debaters")
+    page.screenshot(path=str(ARTIFACTS / f"browser-phone-{n}-live.png"), full_page=False)
+    measured.add("streaming")
+
+
+def _measure_scored(page, n: int, measured: set[str]) -> None:
+    """Notes "ended" once the debate has ended (its end is measured after the loop,
+    `_measure_end`); before that, measures the page at every phone width once a round is scored
+    while the debate is live (a phase that lasts the next round and its judging)."""
     if page.locator("#cost-breakdown:not([hidden])").count():
         measured.add("ended")
         return
-    _measure_live(page, n, measured)
+    live = page.locator("#verdict:not([hidden])").count() == 0
+    if live and "scored" not in measured and page.locator("[data-testid=round-score]").count():
+        for width in PHONE_WIDTHS:
+            _assert_fits(page, width, f"a live debate with {n} debaters and a round scored")
+        # The budget used is the running cost, one figure.
+        assert page.locator("#budget-metric").is_visible()
+        spent = page.evaluate(_SPENT)
+        assert spent["budget"] == spent["cost"], spent
+        measured.add("scored")
 
 
 def _measure_end(page, n: int, measured: set[str]) -> None:
@@ -432,26 +453,6 @@ def _measure_end(page, n: int, measured: set[str]) -> None:
     for width in (768, 1360):  # and no wider screen scrolls either
         _assert_fits(page, width, f"the end with {n} debaters")
     measured.add("end")
-
-
-def _measure_live(page, n: int, measured: set[str]) -> None:
-    """The passing phases: every column streaming (over 20 characters each), a round scored live."""
-    streaming = page.evaluate("""() => [...document.querySelectorAll('[data-testid=debater-column]')]
-        .every(c => c.querySelector('.turn.streaming .turn-text')?.textContent.length > 20)""")
-    if streaming and "streaming" not in measured:
-        for width in PHONE_WIDTHS:
-            _assert_fits(page, width, f"a live debate with {n} debaters")
-        page.screenshot(path=str(ARTIFACTS / f"browser-phone-{n}-live.png"), full_page=False)
-        measured.add("streaming")
-    live = page.locator("#verdict:not([hidden])").count() == 0
-    if live and "scored" not in measured and page.locator("[data-testid=round-score]").count():
-        for width in PHONE_WIDTHS:
-            _assert_fits(page, width, f"a live debate with {n} debaters and a round scored")
-        # The budget used is the running cost, one figure.
-        assert page.locator("#budget-metric").is_visible()
-        spent = page.evaluate(_SPENT)
-        assert spent["budget"] == spent["cost"], spent
-        measured.add("scored")
 
 
 def _assert_cost_figures_agree(suite, page, n: int) -> None:
@@ -501,9 +502,19 @@ def test_the_page_fits_a_phone_and_its_cost_figures_agree(suite, browser):
     try:
         measured: dict[int, set[str]] = {n: set() for n in runs}
         for _ in range(1500):  # bounded: about 3 minutes
-            for n, (_context, page, _errors) in runs.items():
-                if "ended" not in measured[n]:
-                    _measure_phase(page, n, measured[n])
+            # The shortest phase first: text streaming in every column lasts a turn, so while a
+            # page streams that has not been measured streaming, nothing slower is measured.
+            waiting = [n for n in runs if not measured[n] & {"streaming", "ended"}]
+            streaming = [n for n in waiting if _streaming(runs[n][1])]
+            for n in streaming:
+                _measure_streaming(runs[n][1], n, measured[n])
+            if not streaming:  # at most one slower measurement before looking again
+                for n, (_context, page, _errors) in runs.items():
+                    if "ended" not in measured[n]:
+                        before = set(measured[n])
+                        _measure_scored(page, n, measured[n])
+                        if "scored" in measured[n] - before:
+                            break
             if all("ended" in m for m in measured.values()):
                 break
             runs[2][1].wait_for_timeout(100)
