@@ -96,6 +96,23 @@ def cpu_ms(step: Callable[[], object], runs: int) -> float:
     return (time.thread_time() - began) * 1000 / runs
 
 
+def run(quick: bool = False) -> list[dict]:
+    """The rows of `make bench`'s table: CPU ms of a whole export (ExportDebate's) in each format,
+    of the largest debate the limits allow, median of 3 x (2 quick, else 10) runs."""
+    runs = 2 if quick else 10
+    debate = large_debate()
+    turns = sum(len(r.turns) for r in debate.rounds)
+    return [
+        {
+            "metric": f"export of a {turns}-turn debate as {fmt}, CPU per render",
+            "target": "-",
+            "value": round(statistics.median(cpu_ms(lambda f=fmt: render(debate, f), runs) for _ in range(3)), 1),
+            "unit": "ms",
+        }
+        for fmt in RENDERERS
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs")
