@@ -93,17 +93,44 @@ def debater_system_prompt(
     """The debater's system prompt: `Topic:`, `Persona:`, `Stance:`, `Round: r of n` and, with
     `max_tokens` (the turn's budget), `Length:` lines, then `instructions` (a generic debater's by
     default). The simulated debater reads these lines by their keys (see the module docstring);
-    real models read them as written."""
-    lines = [f"Topic: {topic}", f"Persona: {persona}", f"Stance: {stance}"]
-    if round_number is not None:
-        lines.append(f"Round: {round_number}" + (f" of {rounds}" if rounds else ""))
-    if max_tokens:
-        lines.append(length_line(max_tokens))
+    real models read them as written. It is the three parts of `system_prompt_parts`, joined."""
+    return "".join(
+        system_prompt_parts(
+            topic=topic,
+            persona=persona,
+            stance=stance,
+            round_number=round_number,
+            rounds=rounds,
+            instructions=instructions,
+            max_tokens=max_tokens,
+        )
+    )
+
+
+def system_prompt_parts(
+    *,
+    topic: str,
+    persona: str,
+    stance: str,
+    round_number: int | None = None,
+    rounds: int | None = None,
+    instructions: str = "",
+    max_tokens: int | None = None,
+) -> tuple[str, str, str]:
+    """`debater_system_prompt` as (head, round line, tail): the `Topic:`/`Persona:`/`Stance:`
+    lines with their newline, the `Round: r of n` line with its newline ('' without a round), and
+    the rest. Only the round line changes from round to round, so a window counts the head and
+    tail once per debater and the round line each round (`ContextBuilder`). Each part after the
+    first starts with a letter right after a newline, where no pre-token of tiktoken's encodings
+    (cl100k_base, o200k_base) crosses: the sum of the parts' counts is the whole's, exactly."""
+    head = f"Topic: {topic}\nPersona: {persona}\nStance: {stance}\n"
+    round_line = "" if round_number is None else f"Round: {round_number}" + (f" of {rounds}" if rounds else "") + "\n"
+    lines = [length_line(max_tokens)] if max_tokens else []
     lines.append(
         instructions
         or "You are a debater. Argue your stance on the topic in your persona's voice; answer the other side's points."
     )
-    return "\n".join(lines)
+    return head, round_line, "\n".join(lines)
 
 
 def length_line(max_tokens: int) -> str:
@@ -126,7 +153,13 @@ _DATA_NOTE = (
 def system_prompt(config: common_pb2.DebateConfig, participant: common_pb2.Participant, round_number: int) -> str:
     """Persona, stance and topic (cleaned at validation) as `Key: value` lines, in the convention
     the simulated debater reads and real models follow."""
-    return debater_system_prompt(
+    return "".join(_system_parts(config, participant, round_number))
+
+
+def _system_parts(
+    config: common_pb2.DebateConfig, participant: common_pb2.Participant, round_number: int
+) -> tuple[str, str, str]:
+    return system_prompt_parts(
         topic=config.topic,
         persona=participant.persona or "a thoughtful debater",
         stance=participant.stance or "your own considered position",
@@ -183,6 +216,10 @@ class ContextBuilder:
         self._sources = ChatMessage("system", sources_message(config.sources)) if config.sources else None
         self._sources_tokens: dict[str, int] = {}
         self._instructions: dict[tuple[str, int], tuple[ChatMessage, int]] = {}  # (model, round): the same for all
+        # Each debater's system prompt without its round line: (head, tail, their tokens), counted
+        # once for the debate (again only if the config changes them).
+        self._system_tokens: dict[str, tuple[str, str, int]] = {}
+        self._round_lines: dict[tuple[str, str], int] = {}  # (model, round line): its tokens
 
     def _fixed_for(
         self, participant: common_pb2.Participant, round_number: int
@@ -191,7 +228,7 @@ class ContextBuilder:
         cached = self._fixed.get(participant.name)
         if cached is None or cached[0] != round_number:
             model = participant.model
-            system = system_prompt(self.config, participant, round_number)
+            head, round_line, tail = _system_parts(self.config, participant, round_number)
             instruction = self._instructions.get((model, round_number))
             if instruction is None:
                 self._instructions.clear()  # one round's at a time
@@ -200,10 +237,30 @@ class ContextBuilder:
                     ChatMessage("user", text),
                     self.count(model, text),
                 )
-            tokens = self.count(model, system) + instruction[1] + 2 * MESSAGE_OVERHEAD + self._sources_size(model)
-            cached = (round_number, ChatMessage("system", system), instruction[0], tokens)
+            system_tokens = self._system_size(participant, head, tail) + self._round_line_size(model, round_line)
+            tokens = system_tokens + instruction[1] + 2 * MESSAGE_OVERHEAD + self._sources_size(model)
+            cached = (round_number, ChatMessage("system", head + round_line + tail), instruction[0], tokens)
             self._fixed[participant.name] = cached
         return cached[1], cached[2], cached[3]
+
+    def _system_size(self, participant: common_pb2.Participant, head: str, tail: str) -> int:
+        """The tokens of a debater's system prompt but its round line, counted once."""
+        known = self._system_tokens.get(participant.name)
+        if known is None or known[0] != head or known[1] != tail:
+            known = (head, tail, self.count(participant.model, head) + self.count(participant.model, tail))
+            self._system_tokens[participant.name] = known
+        return known[2]
+
+    def _round_line_size(self, model: str, round_line: str) -> int:
+        """The round line's tokens for `model`: the same line for every debater of the round,
+        counted once (kept with the round's instructions)."""
+        key = (model, round_line)
+        tokens = self._round_lines.get(key)
+        if tokens is None:
+            if len(self._round_lines) > 64:
+                self._round_lines.clear()
+            tokens = self._round_lines[key] = self.count(model, round_line)
+        return tokens
 
     def _sources_size(self, model: str) -> int:
         """The sources message's tokens for `model` (0 without sources), counted once."""

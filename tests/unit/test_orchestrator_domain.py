@@ -146,6 +146,55 @@ def test_window_shows_own_turns_as_assistant_and_others_named():
     assert window.messages[2].content.startswith("bo (against): ") and window.messages[2].name == "bo"
 
 
+@pytest.mark.parametrize("model", ["sim/debater", "openai/gpt-4o", "openai/gpt-4"])
+@pytest.mark.parametrize(
+    "stance",
+    ["for", "against.", "pro — très fort!\u200b", "12 of 13 ", "'quoted'", "line\u2028sep", "ends in :"],
+)
+def test_the_system_prompt_counted_in_parts_is_counted_exactly(model, stance):
+    # The head and tail are counted once a debate and the round line each round: for tiktoken's
+    # encodings the parts' sum must be the whole prompt's count, whatever the user's text ends in.
+    from services.common.tokens import count_text_tokens, tokenizer_for
+    from services.orchestrator.context import system_prompt_parts
+
+    assert tokenizer_for(model).exact
+    for round_number, rounds, max_tokens in ((1, 3, None), (12, 40, 300), (None, None, 80)):
+        parts = system_prompt_parts(
+            topic="Should cities ban cars?\u00a0Yes.",
+            persona="a nurse, 40",
+            stance=stance,
+            round_number=round_number,
+            rounds=rounds,
+            instructions="You are Ann. Argue.",
+            max_tokens=max_tokens,
+        )
+        assert sum(count_text_tokens(model, part) for part in parts) == count_text_tokens(model, "".join(parts))
+
+
+def test_a_window_counts_each_debaters_fixed_prompt_once_and_the_round_line_each_round():
+    from services.common.tokens import count_text_tokens
+    from services.orchestrator.context import MESSAGE_OVERHEAD, round_instruction, system_prompt
+
+    config = validate(cfg(format=c.DebateFormat(round_limit=5)))
+    counted: list[str] = []
+
+    def count(model: str, text: str) -> int:
+        counted.append(text)
+        return count_text_tokens(model, text)
+
+    builder = ContextBuilder(config, count)
+    for r in (1, 2, 3):
+        for debater in config.participants:
+            window = builder.build(debater, r, Transcript())
+            whole = count_text_tokens(debater.model, system_prompt(config, debater, r))
+            instruction = count_text_tokens(debater.model, round_instruction(r, 5))
+            assert window.prompt_tokens == whole + instruction + 2 * MESSAGE_OVERHEAD
+    debaters = len(config.participants)
+    assert debaters >= 2 and len({p.model for p in config.participants}) == 1
+    assert sum("Persona:" in text for text in counted) == debaters  # each head once for three rounds
+    assert sum(text.startswith("Round: ") for text in counted) == 3  # each round's line once for all
+
+
 # -- scheduler ------------------------------------------------------------------------------
 def test_scheduler_runs_up_to_the_limit_then_queues_fifo_then_refuses():
     scheduler = Scheduler(running_limit=2, queue_limit=2)
