@@ -51,8 +51,12 @@ async def test_play_gives_the_seats_turn_from_standard_input(suite):
         debate_id = await alice.create_and_start(human_config(rounds=1))
         await alice.until(debate_id, "human_turn_awaited")
 
-        code, _, err = await play(suite, debate_id, "--as", "Milo", stdin=TEXT)
-        assert code == 1 and "not Milo's turn: round 1: the debate awaits Ann's turn" in err
+        code, _, err = await play(suite, debate_id, "--as", "Milo", stdin=TEXT)  # a model's seat: the server says so
+        assert code == 2, err
+        assert "FAILED_PRECONDITION [NOT_A_HUMAN_SEAT]: Milo is played by sim/debater, not a person" in err
+        assert "participants/Milo" in err and "turn" not in err
+        code, _, err = await play(suite, debate_id, "--as", "Zed", "--wait", stdin=TEXT)  # no such seat: no wait
+        assert code == 2 and "participant" in err and "no participant named 'Zed' in this debate" in err
         code, _, err = await play(suite, debate_id, "--as", "Ann", stdin="word " * 300)
         assert code == 2 and "text" in err and "max_tokens_per_turn = 96" in err
         code, _, err = await play(suite, debate_id, "--as", "Ann", stdin=TEXT, key=KEYS["bob"])
@@ -66,6 +70,7 @@ async def test_play_gives_the_seats_turn_from_standard_input(suite):
         assert of_kind(events, "debate_completed")
         (turn,) = [t.turn for t in of_kind(events, "turn_completed") if t.turn.participant == "Ann"]
         assert turn.text == TEXT and turn.model == "human"
+        assert [t.turn.participant for t in of_kind(events, "turn_completed")] == ["Ann", "Milo"]  # nothing else given
         code, _, err = await play(suite, debate_id, "--as", "Ann", stdin=TEXT)
         assert code == 1 and "the debate is completed" in err
     finally:
