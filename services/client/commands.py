@@ -11,6 +11,7 @@ from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.client.evidence import add_source_flags, apply_sources
+from services.client.play import remaining
 from services.client.session import DEFAULT_TARGET, EXIT_OK, default_target, orchestrator, run, run_debate, watch
 from services.client.stopping import add_stopping_flags, stopping_rules
 from services.client.style import Style, cell_len, clip_right, money, safe_text, table
@@ -324,13 +325,15 @@ LIST_WIDTH = 80
 
 
 def list_lines(style: Style, debates: list[pb.DebateSummary]) -> list[str]:
-    """The `list` table in LIST_WIDTH columns: a row per debate (id, state, round, cost), and under it
-    when it was created and its topic, clipped to fit."""
+    """The `list` table in LIST_WIDTH columns: a row per debate (id, state, rounds played of its
+    limit, cost), under it when it was created, whether a stopping rule ended it early, and its
+    topic, then (when there is one) a line saying why it ended (a failed, cancelled or over-budget
+    debate's end_reason) or whose human turn it awaits; each clipped to fit."""
     rows = [
         [
             d.debate_id,
             state_name(d.state).lower(),
-            f"{d.current_round}/{d.round_limit}",
+            f"{d.stop.rounds_played if d.HasField('stop') else d.current_round}/{d.round_limit}",
             money(d.cost.amount, d.cost.currency_code),
         ]
         for d in debates
@@ -340,8 +343,23 @@ def list_lines(style: Style, debates: list[pb.DebateSummary]) -> list[str]:
     for d, row_line in zip(debates, lines[2:], strict=True):
         created = d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC") if d.HasField("create_time") else ""
         stopped = f"stopped early after round {d.stop.after_round}" if d.HasField("stop") else ""
-        about = "    " + " · ".join(x for x in (created, stopped, safe_text(d.topic)) if x)
-        if cell_len(about) > LIST_WIDTH:
-            about = clip_right(about, LIST_WIDTH - 1) + "…"
-        out += [row_line, style.paint(about, "dim")]
+        out += [
+            row_line,
+            style.paint(_clip("    " + " · ".join(x for x in (created, stopped, safe_text(d.topic)) if x)), "dim"),
+        ]
+        if d.end_reason:
+            out.append(_clip(f"    {state_name(d.state).lower()}: {safe_text(d.end_reason)}"))
+        elif d.HasField("awaiting_human"):
+            seat = safe_text(d.awaiting_human.participant)
+            out.append(
+                _clip(
+                    f"    awaits {seat}'s turn in round {d.awaiting_human.round_number}"
+                    f" ({remaining(d.awaiting_human.deadline.ToNanoseconds())} left):"
+                    f" debate-engine play {d.debate_id} --as {seat}"
+                )
+            )
     return out
+
+
+def _clip(line: str) -> str:
+    return clip_right(line, LIST_WIDTH - 1) + "…" if cell_len(line) > LIST_WIDTH else line
