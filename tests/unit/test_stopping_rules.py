@@ -58,13 +58,13 @@ def test_valid_rules_are_kept_and_min_rounds_zero_means_one():
         cfg(
             stopping=c.StoppingRules(
                 judge_decided=c.JudgeDecidedRule(min_rounds=0, min_margin=2.5, min_confidence=0.8),
-                consensus=c.ConsensusRule(min_rounds=6),
+                consensus=c.ConsensusRule(min_rounds=5),
             )
         )
     )
     assert out.stopping.judge_decided.min_rounds == 1
     assert out.stopping.judge_decided.min_margin == 2.5 and out.stopping.judge_decided.min_confidence == 0.8
-    assert out.stopping.consensus.min_rounds == 6
+    assert out.stopping.consensus.min_rounds == 5  # the last round that can still stop a 6-round debate
 
 
 @pytest.mark.parametrize(
@@ -96,6 +96,33 @@ def test_a_bad_rule_is_refused_with_its_field(stopping, field):
     with pytest.raises(InvalidArgument) as raised:
         validate(cfg(stopping=stopping))
     assert [v.field for v in raised.value.violations] == [field]
+
+
+@pytest.mark.parametrize(
+    ("rounds", "stopping", "field"),
+    [
+        (
+            6,
+            c.StoppingRules(judge_decided=c.JudgeDecidedRule(min_rounds=6)),
+            "config.stopping.judge_decided.min_rounds",
+        ),
+        (6, c.StoppingRules(consensus=c.ConsensusRule(min_rounds=6)), "config.stopping.consensus.min_rounds"),
+        (1, c.StoppingRules(consensus=c.ConsensusRule(min_rounds=0)), "config.stopping.consensus.min_rounds"),
+        (
+            1,
+            c.StoppingRules(judge_decided=c.JudgeDecidedRule(min_rounds=1)),
+            "config.stopping.judge_decided.min_rounds",
+        ),
+    ],
+)
+def test_a_rule_that_could_never_fire_is_refused(rounds, stopping, field):
+    """A rule is never checked on the last round (nothing is left to save): min_rounds >= the
+    round limit (0 read as 1) could never stop the debate."""
+    with pytest.raises(InvalidArgument) as raised:
+        validate(cfg(rounds, stopping))
+    ((violation),) = raised.value.violations
+    assert violation.field == field
+    assert f"must be less than format.round_limit ({rounds})" in violation.description
 
 
 def test_every_bad_rule_is_reported_at_once():
