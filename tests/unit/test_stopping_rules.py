@@ -229,6 +229,22 @@ async def test_converging_debaters_state_their_stance_then_the_same_position():
     assert all(stated_position(t) is None for t in plain)
 
 
+@pytest.mark.parametrize(
+    ("stance", "line"),
+    [
+        ("for", "Position: I argue for the motion."),
+        ("against", "Position: I argue against the motion."),
+        ("I oppose a ban", "Position: I argue against the motion."),
+        ("tax the trucks, keep the cars.", "Position: my position is this: tax the trucks, keep the cars."),
+        ("a trial in one district", "Position: my position is this: a trial in one district."),
+    ],
+)
+async def test_a_converging_debater_states_its_stance_in_a_sentence(stance, line):
+    """Its side when the stance gives one, else its stance as written: never "I argue for on the motion"."""
+    text = await debater_turn("sim/debater-converging", stance, 1)
+    assert text.splitlines()[0] == line
+
+
 def round_case(texts: dict[str, str], r: int = 1, model: str = "sim/judge", consensus: bool = True) -> RoundCase:
     return RoundCase(
         debate_id="d",
