@@ -101,7 +101,36 @@ def debate_config(args: argparse.Namespace) -> common_pb2.DebateConfig:
     rules = stopping_rules(args)
     if rules is not None:
         config.stopping.CopyFrom(rules)
+    if getattr(args, "turn_timeout_seconds", None) is not None:  # the server checks the range
+        config.human.turn_timeout_seconds = args.turn_timeout_seconds
+    if getattr(args, "timeout_policy", None):
+        config.human.timeout_policy = common_pb2.HumanTimeoutPolicy.Value(
+            f"{POLICY_PREFIX}{args.timeout_policy.upper()}"
+        )
     return config
+
+
+POLICY_PREFIX = "HUMAN_TIMEOUT_POLICY_"
+
+
+def add_human_flags(parser: argparse.ArgumentParser) -> None:
+    """--turn-timeout-seconds and --timeout-policy: DebateConfig.human, the wait for a human seat
+    (a debater NAME=human:PERSONA[:STANCE], played with `debate-engine play`). Both are checked by
+    the server (a bad value: exit 2, its field violation printed); unset, the server's defaults."""
+    policy = common_pb2.HumanTimeoutPolicy
+    policies = [policy.Name(v).removeprefix(POLICY_PREFIX).lower() for v in policy.values() if v]
+    parser.add_argument(
+        "--turn-timeout-seconds",
+        type=int,
+        metavar="N",
+        help="seconds a human seat has for each turn, 1 to 86400 (default: 300)",
+    )
+    parser.add_argument(
+        "--timeout-policy",
+        choices=policies,
+        help="what a human seat's missed turn does: skip_turn (stored empty, the debate goes on), forfeit "
+        "(all its remaining turns are empty) or end_debate (the debate fails) (default: skip_turn)",
+    )
 
 
 # -- subcommands --------------------------------------------------------------------------
@@ -201,6 +230,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     debate.add_argument("--budget", type=parse_budget, metavar="USD", help="a spending cap, e.g. 0.50 (default: none)")
     add_stopping_flags(debate)
+    add_human_flags(debate)
     debate.add_argument(
         "--seed",
         type=int,

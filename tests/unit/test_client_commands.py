@@ -326,3 +326,21 @@ def test_ctrl_c_says_how_to_reattach_and_cancel(monkeypatch, target, env, expect
     assert lines[2].split(":", 1)[1].strip() == expected.replace("attach", "cancel")
     # A suite started here stops with the command: no promise that the debate goes on.
     assert "stops" in detach_lines("d1", None)[0] and "debate-engine up" in detach_lines("d1", None)[1]
+
+
+def test_the_debate_flags_set_the_human_seats_wait_and_none_by_default():
+    import argparse
+
+    from services.client.commands import debate_config, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    base = ["debate", "--topic", "t", "--debater", "A=human:x:for", "--debater", "B=sim/debater:y", "--judge", "j"]
+    assert not debate_config(parser.parse_args(base)).HasField("human")  # the server's defaults
+    config = debate_config(parser.parse_args([*base, "--turn-timeout-seconds", "90", "--timeout-policy", "forfeit"]))
+    assert config.human == c.HumanSeatSettings(turn_timeout_seconds=90, timeout_policy=c.HUMAN_TIMEOUT_POLICY_FORFEIT)
+    # out of range: sent as given, for the server to refuse with its field (exit 2)
+    assert debate_config(parser.parse_args([*base, "--turn-timeout-seconds", "-5"])).human.turn_timeout_seconds == -5
+    assert debate_config(parser.parse_args([*base, "--timeout-policy", "end_debate"])).human.timeout_policy == (
+        c.HUMAN_TIMEOUT_POLICY_END_DEBATE
+    )
