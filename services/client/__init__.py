@@ -10,6 +10,7 @@
                          --judge MODEL [--judge MODEL2] [--rounds N]
                          [--format simultaneous|sequential] [--max-tokens-per-turn N]
                          [--budget USD] [--seed N] [--cancel-on-exit] [--target HOST:PORT]
+                         [--turn-timeout-seconds N] [--timeout-policy skip_turn|forfeit|end_debate]
         The same with your own debate; models as LiteLLM names them (provider keys are read
         by the services from their environment) or sim/debater and sim/judge.
 

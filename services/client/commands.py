@@ -11,6 +11,7 @@ from debate.common.v1 import common_pb2
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 
 from services.client.evidence import add_source_flags, apply_sources
+from services.client.play import remaining
 from services.client.session import DEFAULT_TARGET, EXIT_OK, default_target, orchestrator, run, run_debate, watch
 from services.client.stopping import add_stopping_flags, stopping_rules
 from services.client.style import Style, cell_len, clip_right, money, safe_text, table
@@ -100,7 +101,36 @@ def debate_config(args: argparse.Namespace) -> common_pb2.DebateConfig:
     rules = stopping_rules(args)
     if rules is not None:
         config.stopping.CopyFrom(rules)
+    if getattr(args, "turn_timeout_seconds", None) is not None:  # the server checks the range
+        config.human.turn_timeout_seconds = args.turn_timeout_seconds
+    if getattr(args, "timeout_policy", None):
+        config.human.timeout_policy = common_pb2.HumanTimeoutPolicy.Value(
+            f"{POLICY_PREFIX}{args.timeout_policy.upper()}"
+        )
     return config
+
+
+POLICY_PREFIX = "HUMAN_TIMEOUT_POLICY_"
+
+
+def add_human_flags(parser: argparse.ArgumentParser) -> None:
+    """--turn-timeout-seconds and --timeout-policy: DebateConfig.human, the wait for a human seat
+    (a debater NAME=human:PERSONA[:STANCE], played with `debate-engine play`). Both are checked by
+    the server (a bad value: exit 2, its field violation printed); unset, the server's defaults."""
+    policy = common_pb2.HumanTimeoutPolicy
+    policies = [policy.Name(v).removeprefix(POLICY_PREFIX).lower() for v in policy.values() if v]
+    parser.add_argument(
+        "--turn-timeout-seconds",
+        type=int,
+        metavar="N",
+        help="seconds a human seat has for each turn, 1 to 86400 (default: 300)",
+    )
+    parser.add_argument(
+        "--timeout-policy",
+        choices=policies,
+        help="what a human seat's missed turn does: skip_turn (stored empty, the debate goes on), forfeit "
+        "(all its remaining turns are empty) or end_debate (the debate fails) (default: skip_turn)",
+    )
 
 
 # -- subcommands --------------------------------------------------------------------------
@@ -200,6 +230,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     debate.add_argument("--budget", type=parse_budget, metavar="USD", help="a spending cap, e.g. 0.50 (default: none)")
     add_stopping_flags(debate)
+    add_human_flags(debate)
     debate.add_argument(
         "--seed",
         type=int,
@@ -324,13 +355,15 @@ LIST_WIDTH = 80
 
 
 def list_lines(style: Style, debates: list[pb.DebateSummary]) -> list[str]:
-    """The `list` table in LIST_WIDTH columns: a row per debate (id, state, round, cost), and under it
-    when it was created and its topic, clipped to fit."""
+    """The `list` table in LIST_WIDTH columns: a row per debate (id, state, rounds played of its
+    limit, cost), under it when it was created, whether a stopping rule ended it early, and its
+    topic, then (when there is one) a line saying why it ended (a failed, cancelled or over-budget
+    debate's end_reason) or whose human turn it awaits; each clipped to fit."""
     rows = [
         [
             d.debate_id,
             state_name(d.state).lower(),
-            f"{d.current_round}/{d.round_limit}",
+            f"{d.stop.rounds_played if d.HasField('stop') else d.current_round}/{d.round_limit}",
             money(d.cost.amount, d.cost.currency_code),
         ]
         for d in debates
@@ -340,8 +373,23 @@ def list_lines(style: Style, debates: list[pb.DebateSummary]) -> list[str]:
     for d, row_line in zip(debates, lines[2:], strict=True):
         created = d.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC") if d.HasField("create_time") else ""
         stopped = f"stopped early after round {d.stop.after_round}" if d.HasField("stop") else ""
-        about = "    " + " · ".join(x for x in (created, stopped, safe_text(d.topic)) if x)
-        if cell_len(about) > LIST_WIDTH:
-            about = clip_right(about, LIST_WIDTH - 1) + "…"
-        out += [row_line, style.paint(about, "dim")]
+        out += [
+            row_line,
+            style.paint(_clip("    " + " · ".join(x for x in (created, stopped, safe_text(d.topic)) if x)), "dim"),
+        ]
+        if d.end_reason:
+            out.append(_clip(f"    {state_name(d.state).lower()}: {safe_text(d.end_reason)}"))
+        elif d.HasField("awaiting_human"):
+            seat = safe_text(d.awaiting_human.participant)
+            out.append(
+                _clip(
+                    f"    awaits {seat}'s turn in round {d.awaiting_human.round_number}"
+                    f" ({remaining(d.awaiting_human.deadline.ToNanoseconds())} left):"
+                    f" debate-engine play {d.debate_id} --as {seat}"
+                )
+            )
     return out
+
+
+def _clip(line: str) -> str:
+    return clip_right(line, LIST_WIDTH - 1) + "…" if cell_len(line) > LIST_WIDTH else line

@@ -4,8 +4,11 @@ Shows whose turn the debate awaits and until when, waits (with --wait) until it 
 shows what the other debaters said since the seat last spoke, reads the turn's text (from --text,
 else standard input when it is not a terminal, else $VISUAL / $EDITOR on a temporary file whose
 '#' lines are dropped) and gives it through SubmitTurn under a request_id of its own (a retry of
-the call acts once). Exit codes: 0 given, 1 failed (the debate ended, not this seat's turn, the
-server refused), 2 bad input (the server's field violations are printed), 130 interrupted.
+the call acts once). A PARTICIPANT that is not a human seat of the debate (no such participant, or
+one a model plays) is refused by the server at once, as SubmitTurn refuses it: its message and
+field are printed. Exit codes: 0 given, 1 failed (the debate ended, not this seat's turn now, the
+server refused), 2 bad input (PARTICIPANT is not a human seat, the text is too long: the server's
+message and field violations are printed), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ ENDED = (
     pb.DEBATE_STATE_CANCELLED,
     pb.DEBATE_STATE_BUDGET_EXCEEDED,
 )
+HUMAN = "human"  # the model name of a human seat (DebateConfig's participants)
 EDITOR_HELP = "# Write {name}'s turn for round {round} below. Lines starting with '#' are dropped.\n"
 
 
@@ -153,6 +157,9 @@ async def _awaited(
     shown = ""
     while True:
         debate = (await stub.GetDebate(pb.GetDebateRequest(debate_id=args.debate_id), timeout=30)).debate
+        seats = {p.name: p.model for p in debate.config.participants}
+        if seats.get(args.participant) != HUMAN:
+            await _refused_seat(stub, args, debate)
         if debate.awaiting_human.participant == args.participant:
             print(style.paint(status_line(debate), "bold"))
             return debate
@@ -164,3 +171,23 @@ async def _awaited(
             shown = line.split(";")[0]
             print(style.paint(f"{line}; waiting for {safe_text(args.participant)}'s turn ...", "dim"), flush=True)
         await asyncio.sleep(POLL_S)
+
+
+async def _refused_seat(
+    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub, args: argparse.Namespace, debate: pb.Debate
+) -> None:
+    """Asks the server to take a turn from a seat that is not a human seat of `debate` (no such
+    participant, or a model's), so that its own refusal is shown: InvalidArgument (the participant
+    field) or FailedPrecondition NOT_A_HUMAN_SEAT, raised as grpc.RpcError. Such a seat's turn is
+    refused whatever its text, so nothing is given (and no editor opens)."""
+    await stub.SubmitTurn(
+        pb.SubmitTurnRequest(
+            debate_id=args.debate_id,
+            participant=args.participant,
+            round_number=debate.awaiting_human.round_number or 1,
+            text=args.text or "(no text: this seat is not a human seat)",
+            request_id=str(uuid.uuid4()),
+        ),
+        timeout=30,
+    )
+    raise AssertionError(f"the server took a turn from {args.participant}, which is not a human seat")

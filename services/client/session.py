@@ -28,7 +28,7 @@ from services.client.verdict_history import history_lines
 from services.client.view import TERMINAL_STATES, DebateView, state_name
 from services.common.channels import open_channel
 from services.common.debate_rules import ProviderKeyMissing
-from services.common.grpc_errors import error_details
+from services.common.grpc_errors import error_details, precondition_violations
 from services.common.settings import ChannelSettings
 from services.common.text import plural
 from services.gateway import GatewayConfig
@@ -37,6 +37,9 @@ from services.supervisor import ProcessDied, Suite
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROVIDER_KEY_MISSING = ProviderKeyMissing.reason
+# FailedPrecondition reasons that name something the command line got wrong, whatever the state
+# (the seat named is not a human seat): bad input, exit 2, as InvalidArgument is.
+USAGE_REASONS = frozenset({"NOT_A_HUMAN_SEAT"})
 DEFAULT_TARGET = "127.0.0.1:50051"  # the orchestrator's port under `debate-engine up`
 
 
@@ -288,9 +291,14 @@ def report_rpc_error(error: grpc.RpcError, style: Style, target: str | None = No
         return EXIT_USAGE
     reason = f" [{info.reason}]" if info and info.reason and info.reason != error.code().name else ""
     print(f"debate-engine: {error.code().name}{reason}: {error.details()}", file=err)
+    for subject, description in precondition_violations(error):
+        if description != error.details():
+            print(f"  {subject}  {description}", file=err)
+        else:
+            print(f"  {subject}", file=err)
     if error.code() == grpc.StatusCode.UNAUTHENTICATED:
         print("  set DEBATE_ENGINE_API_KEY to an API key the orchestrator accepts", file=err)
-    if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+    if error.code() == grpc.StatusCode.INVALID_ARGUMENT or (info is not None and info.reason in USAGE_REASONS):
         return EXIT_USAGE
     return EXIT_FAILED
 

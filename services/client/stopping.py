@@ -46,14 +46,15 @@ def add_stopping_flags(parser: argparse.ArgumentParser) -> None:
         type=_judge_decided,
         metavar="MIN_ROUNDS:MARGIN:CONFIDENCE",
         help="end the debate once the judge has decided: after MIN_ROUNDS rounds, when a round's leader is "
-        "MARGIN points (0-10) ahead with a confidence of at least CONFIDENCE (0-1), e.g. 2:1.5:0.8",
+        "MARGIN points (0-10) ahead with a confidence of at least CONFIDENCE (0-1), e.g. 2:1.5:0.8; "
+        "MIN_ROUNDS below --rounds (the last round is never checked)",
     )
     parser.add_argument(
         "--stop-on-consensus",
         type=int,
         metavar="MIN_ROUNDS",
         help="end the debate once the judge reads that the debaters' stated positions have converged, "
-        "after at least MIN_ROUNDS rounds",
+        "after at least MIN_ROUNDS rounds (below --rounds: the last round is never checked)",
     )
 
 

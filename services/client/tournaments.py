@@ -14,7 +14,8 @@ from debate.orchestrator.v1 import tournament_pb2_grpc
 from services.client.commands import _target as target
 from services.client.commands import parse_budget
 from services.client.session import _channel, run
-from services.client.style import Style
+from services.client.style import Style, safe_text
+from services.client.view import state_name
 
 EXIT_OK = 0
 T = tpb.TournamentState
@@ -33,16 +34,44 @@ def summary_line(s: tpb.TournamentSummary) -> str:
     )
 
 
-def match_line(m: tpb.Match) -> str:
-    result = "tie" if m.tie else f"{m.winner_model} wins" if m.winner_model else ""
-    legs = ", ".join(
-        f"{leg.for_model} for: {leg.winner_model or 'tie'} ({leg.margin:+.2f})"
-        for leg in m.legs
-        if leg.winner_model or leg.tie
-    )
-    return (
-        f"  #{m.match_index:<3} {m.model_a} v {m.model_b}  [{_state(m.state, M)}] {result}{'  ' + legs if legs else ''}"
-    )
+MATCH_LEGEND = (
+    "each match: two debates on its topic, leg 1 with the first-named model for the motion, leg 2 with"
+    " the sides swapped; margin = the winner's final score minus the loser's (0-10 scale), over both legs"
+    " for the match"
+)
+
+
+def _result(winner: str, tie: bool, margin: float, model_a: str, model_b: str) -> str:
+    """ "sim/a wins by 0.80", "tie" or "" (not decided), the margin said from the winner's side
+    (`margin` is model_a's score minus model_b's)."""
+    if tie:
+        if not margin:
+            return "tie"
+        return f"tie ({model_a if margin > 0 else model_b} ahead by {abs(margin):.2f})"
+    if not winner:
+        return ""
+    own = margin if winner == model_a else -margin
+    if own >= 0:
+        return f"{winner} wins by {own:.2f}"
+    return f"{winner} wins on debates won (behind by {-own:.2f} on margin)"
+
+
+def match_lines(m: tpb.Match) -> list[str]:
+    """A match in a line (its models, state, result and topic), then a line for each leg: who argued
+    for and against, and that debate's result (or state) and id. Margins are said as whose they are
+    (the proto's are model_a's minus model_b's)."""
+    head = f"  #{m.match_index:<3} {m.model_a} v {m.model_b}  [{_state(m.state, M)}]"
+    result = _result(m.winner_model, m.tie, m.margin, m.model_a, m.model_b)
+    lines = [f"{head}{'  ' + result if result else ''}  · topic: {safe_text(m.topic)}"]
+    for number, leg in enumerate(m.legs, 1):
+        against = m.model_b if leg.for_model == m.model_a else m.model_a
+        outcome = (
+            _result(leg.winner_model, leg.tie, leg.margin, m.model_a, m.model_b) or state_name(leg.debate_state).lower()
+        )
+        lines.append(
+            f"       leg {number}: {leg.for_model} for, {against} against: {outcome}  (debate {leg.debate_id})"
+        )
+    return lines
 
 
 def rating_lines(ratings, matches: int | None = None) -> list[str]:
@@ -67,7 +96,9 @@ def tournament_lines(t: tpb.Tournament) -> list[str]:
     lines += [
         f"  {line.key}: {line.cost.amount or '0'} USD, {line.usage.total_tokens} tokens" for line in t.cost_by_model
     ]
-    lines += [match_line(m) for m in t.matches]
+    if t.matches:
+        lines.append(MATCH_LEGEND)
+    lines += [line for m in t.matches for line in match_lines(m)]
     if t.ratings:
         lines += rating_lines(t.ratings)
     return lines
@@ -151,12 +182,16 @@ def _cancel(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     async def action(stub) -> int:
         request = tpb.StreamTournamentEventsRequest(tournament_id=args.tournament_id)
+        print(MATCH_LEGEND)
         async for message in stub.StreamTournamentEvents(request):
             print(summary_line(message.progress))
             for match in message.matches:
                 if match.state in (M.MATCH_STATE_DECIDED, M.MATCH_STATE_FAILED, M.MATCH_STATE_RUNNING):
-                    print(match_line(match))
+                    print("\n".join(match_lines(match)))
             sys.stdout.flush()
+        # the stream ends with the tournament: its ratings, as `get` shows them
+        got = await stub.GetTournament(tpb.GetTournamentRequest(tournament_id=args.tournament_id), timeout=60)
+        print("\n".join(rating_lines(got.tournament.ratings)) if got.tournament.ratings else "no decided matches")
         return EXIT_OK
 
     return _call(args, action)

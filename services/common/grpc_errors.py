@@ -122,3 +122,14 @@ def error_details(
             detail.Unpack(bad)
             violations.extend((v.field, v.description) for v in bad.field_violations)
     return info, violations
+
+
+def precondition_violations(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[tuple[str, str]]:
+    """Client side: the (subject, description) pairs of a failed call's PreconditionFailure."""
+    found: list[tuple[str, str]] = []
+    for detail in status_details(error):
+        if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            found.extend((v.subject, v.description) for v in failure.violations)
+    return found

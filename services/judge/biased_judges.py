@@ -60,6 +60,14 @@ VARIANTS: dict[str, Callable[[PromptView, dict[str, Any]], dict[str, Any]]] = {
 }
 
 
+BASES = {SIM_JUDGE_LONG: "by length (words)", SIM_JUDGE_FIRST: "by the position shown"}
+
+
+def basis(model: str) -> str:
+    """What the summary of `model` ranks the debaters by (its scores'): its bias for a variant."""
+    return BASES.get(model, "by text features")
+
+
 def skew(model: str, view: PromptView, answer: dict[str, Any]) -> dict[str, Any]:
     """`answer` (sim/judge's, for `view`) as the biased variant `model` gives it; unchanged for
     a model that is not one of VARIANTS."""

@@ -195,13 +195,11 @@ def scores(f: Features) -> dict[str, float]:
 def answer(view: PromptView) -> dict[str, Any]:
     """The JSON answer for a parsed prompt."""
     debaters: dict[str, dict[str, Any]] = {}
-    means: dict[str, float] = {}
     for label in view.labels:
         f = features("\n".join(view.turns.get(label, [])), [x for x in view.labels if x != label])
         base = scores(f)
         fallback = round(sum(base.values()) / len(base), 1)
         criteria = {c: base.get(c, fallback) for c in view.criteria}
-        means[label] = sum(criteria.values()) / max(1, len(criteria))
         rationale = (
             (
                 f"Simulated judge (text features): {f.words} words in {f.sentences} sentences; per sentence "
@@ -215,15 +213,24 @@ def answer(view: PromptView) -> dict[str, Any]:
             rationale += f" {plural(f.ignored, 'sentence')} addressed to the judge {were} ignored."
         debaters[label] = {"scores": criteria, "rationale": rationale}
     result: dict[str, Any] = {"debaters": debaters}
-    if view.wants_summary:
-        ranked = sorted(view.labels, key=lambda label: -means[label])
-        result["summary"] = (
-            "Simulated judge: by text features, "
-            + ", then ".join(f"Debater {label} ({means[label]:.1f})" for label in ranked)
-            + "."
-        )
     if view.wants_consensus:
         result["consensus"] = positions_converged(view)
+    return result
+
+
+def summarise(view: PromptView, result: dict[str, Any], basis: str = "by text features") -> dict[str, Any]:
+    """`result` with its summary (when the prompt asks for one): the debaters ranked by the mean of
+    the criterion scores `result` gives them, highest first, so the words never contradict the
+    scores returned (a biased variant's skewed ones included). Changes `result` in place."""
+    if not view.wants_summary:
+        return result
+    debaters: dict[str, dict[str, Any]] = result["debaters"]
+    means = {
+        label: sum(debaters[label]["scores"].values()) / max(1, len(debaters[label]["scores"])) for label in view.labels
+    }
+    ranked = sorted(view.labels, key=lambda label: -means[label])
+    order = ", then ".join(f"Debater {label} ({means[label]:.1f})" for label in ranked)
+    result["summary"] = f"Simulated judge: {basis}, {order}."
     return result
 
 
@@ -236,7 +243,8 @@ def respond(request: CompletionRequest) -> str:
             if view is not None:
                 # A variant's bias (biased_judges) or script (simulated_stopping), by its name.
                 answer_ = biased_judges.skew(request.model, view, answer(view))
-                return json.dumps(scripted(request.model, message.content, answer_))
+                answer_ = scripted(request.model, message.content, answer_)
+                return json.dumps(summarise(view, answer_, biased_judges.basis(request.model)))
     return json.dumps({"error": "sim/judge found no judge prompt in the request"})
 
 

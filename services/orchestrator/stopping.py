@@ -84,10 +84,18 @@ def check_stopping(config: common.DebateConfig, out: common.DebateConfig, v: Vio
 
 
 def _check_min_rounds(value: int, round_limit: int, v: Violations, field: str) -> int:
+    """`min_rounds` (0: 1) normalised; a rule is checked only while a round is left to save
+    (`on_assessed`), so one that could pass only on the last round's assessment, min_rounds >=
+    round_limit (a 1-round debate: any rule), could never fire and is refused."""
     if value < 0:
-        v.add(field, f"must be 1 to the round limit (0: 1), got {value}")
-    elif round_limit >= 1 and value > round_limit:
-        v.add(field, f"must be at most format.round_limit ({round_limit}), got {value}")
+        v.add(field, f"must be 1 to format.round_limit - 1 (0: 1), got {value}")
+    elif round_limit >= 1 and max(1, value) >= round_limit:
+        read = f"{value} (read as 1)" if value == 0 else str(value)
+        v.add(
+            field,
+            f"must be less than format.round_limit ({round_limit}): a rule is never checked on the last"
+            f" round, so this one could never stop the debate; got {read}",
+        )
     return max(1, value)
 
 

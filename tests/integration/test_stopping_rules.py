@@ -262,6 +262,14 @@ def test_a_bad_stopping_config_is_invalid_argument_with_field_details(api):
         "config.stopping.judge_decided.min_rounds",
     ]
     assert any("format.round_limit (3)" in text for _, text in violations)
+    never = c.StoppingRules(consensus=c.ConsensusRule(min_rounds=3))  # checked on rounds 1-2 only: could never fire
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.CreateDebate(
+            pb.CreateDebateRequest(config=config(("sim/debater", "sim/debater"), "sim/judge", 3, never)),
+            timeout=TIMEOUT,
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [field for field, _ in error_details(raised.value)[1]] == ["config.stopping.consensus.min_rounds"]
     assert len(stub.ListDebates(pb.ListDebatesRequest(page_size=100), timeout=TIMEOUT).debates) == before
 
 

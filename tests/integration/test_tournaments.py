@@ -301,6 +301,22 @@ def test_the_cli_shows_the_tournament_and_the_leaderboard(played, suite):
     )
     assert got.returncode == 0, got.stderr
     assert "completed" in got.stdout and "9/9 matches decided" in got.stdout and "sim/judge:" in got.stdout
+    # each match names its topic and each leg who argued for and against (the legend says margins are the winner's)
+    assert "leg 1 with the first-named model for the motion" in got.stdout
+    match = tournament.matches[0]
+    assert f"{match.model_a} v {match.model_b}  [decided]" in got.stdout and f"· topic: {match.topic}" in got.stdout
+    assert f"leg 2: {match.model_b} for, {match.model_a} against: " in got.stdout
+    assert f"(debate {match.legs[1].debate_id})" in got.stdout
+    watched = subprocess.run(
+        [*cli, "tournament", "watch", tournament.tournament_id, *target],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert watched.returncode == 0, watched.stderr
+    ratings = watched.stdout.split("rank ")[-1].splitlines()[1:4]  # the ratings after the last match
+    assert [line.split()[1] for line in ratings] == [STRONG, AVERAGE, WEAK]
     board = subprocess.run([*cli, "leaderboard", *target], env=env, capture_output=True, text=True, timeout=60)
     assert board.returncode == 0, board.stderr
     ranks = [line.split()[1] for line in board.stdout.splitlines() if line[:1].isdigit() and "/" in line]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from concurrent import futures
 
 import grpc
@@ -10,9 +11,10 @@ import pytest
 from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from debate.orchestrator.v1 import orchestrator_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.cli import main
-from services.client.commands import parse_debater
+from services.client.commands import list_lines, parse_debater
 from services.client.style import Style, cell_len
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.grpc_errors import STATUS_DETAILS_KEY, status_for
@@ -163,6 +165,36 @@ def test_list_and_cancel(orchestrator, capsys):
     assert orchestrator.cancelled == ["d1"] and "cancelled" in capsys.readouterr().out
 
 
+def test_list_says_why_a_debate_failed_and_whose_turn_one_awaits():
+    deadline = Timestamp()
+    deadline.FromNanoseconds(time.time_ns() + 125 * 10**9)
+    debates = [
+        pb.DebateSummary(
+            debate_id="d1",
+            state=pb.DEBATE_STATE_FAILED,
+            current_round=2,
+            round_limit=4,
+            end_reason="HUMAN_TURN_TIMEOUT: Ann did not give round 2's turn in time",
+        ),
+        pb.DebateSummary(
+            debate_id="d2",
+            state=pb.DEBATE_STATE_RUNNING,
+            current_round=1,
+            round_limit=4,
+            awaiting_human=pb.HumanTurnAwaited(round_number=1, participant="Ann", deadline=deadline),
+        ),
+        pb.DebateSummary(debate_id="d3", state=pb.DEBATE_STATE_RUNNING, current_round=1, round_limit=4),
+    ]
+    lines = list_lines(Style(color=False, unicode=True, width=100, live=False), debates)
+    assert lines[2].split() == ["d1", "failed", "2/4", "$0.00"]
+    assert lines[4] == "    failed: HUMAN_TURN_TIMEOUT: Ann did not give round 2's turn in time"
+    assert lines[5].split()[:3] == ["d2", "running", "1/4"]
+    assert lines[7].startswith("    awaits Ann's turn in round 1 (2m 0") and lines[7].endswith(
+        "left): debate-engine play d2 --as Ann"
+    )
+    assert lines[8].split()[:2] == ["d3", "running"] and len(lines) == 10  # nothing more to say of d3
+
+
 def test_an_unreachable_orchestrator_is_a_clear_failure(capsys):
     from tests.helpers import free_port
 
@@ -294,3 +326,21 @@ def test_ctrl_c_says_how_to_reattach_and_cancel(monkeypatch, target, env, expect
     assert lines[2].split(":", 1)[1].strip() == expected.replace("attach", "cancel")
     # A suite started here stops with the command: no promise that the debate goes on.
     assert "stops" in detach_lines("d1", None)[0] and "debate-engine up" in detach_lines("d1", None)[1]
+
+
+def test_the_debate_flags_set_the_human_seats_wait_and_none_by_default():
+    import argparse
+
+    from services.client.commands import debate_config, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    base = ["debate", "--topic", "t", "--debater", "A=human:x:for", "--debater", "B=sim/debater:y", "--judge", "j"]
+    assert not debate_config(parser.parse_args(base)).HasField("human")  # the server's defaults
+    config = debate_config(parser.parse_args([*base, "--turn-timeout-seconds", "90", "--timeout-policy", "forfeit"]))
+    assert config.human == c.HumanSeatSettings(turn_timeout_seconds=90, timeout_policy=c.HUMAN_TIMEOUT_POLICY_FORFEIT)
+    # out of range: sent as given, for the server to refuse with its field (exit 2)
+    assert debate_config(parser.parse_args([*base, "--turn-timeout-seconds", "-5"])).human.turn_timeout_seconds == -5
+    assert debate_config(parser.parse_args([*base, "--timeout-policy", "end_debate"])).human.timeout_policy == (
+        c.HUMAN_TIMEOUT_POLICY_END_DEBATE
+    )

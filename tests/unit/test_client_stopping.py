@@ -62,6 +62,8 @@ def test_list_says_which_debates_stopped_early():
     ]
     lines = list_lines(PLAIN, debates)
     assert "stopped early after round 3" in lines[3] and "stopped" not in lines[5]
+    # the rounds played, not the round under way when the stop came (current_round 4)
+    assert lines[2].split()[:3] == ["d1", "completed", "3/6"] and lines[4].split()[:3] == ["d2", "completed", "6/6"]
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -314,6 +314,24 @@ def test_markdown_marks_quotes_and_shows_votes_verdict_versions_and_an_early_sto
     )
 
 
+def quotes_with_their_own_marks(doc: ExportDocument) -> ExportDocument:
+    """with_extras's document whose debater put quote marks inside its <quote> tags (curly, straight)."""
+    turn = doc.rounds[1].turns[0]
+    marked = ["\u201cfootfall rose 12%\u201d", ' "trade doubled overnight" ', "\u201efootfal rose\u201c"]
+    quotes = [q.model_copy(update={"text": text}) for q, text in zip(turn.quotes, marked, strict=True)]
+    round_2 = doc.rounds[1].model_copy(update={"turns": [turn.model_copy(update={"quotes": quotes})]})
+    return doc.model_copy(update={"rounds": [doc.rounds[0], round_2, *doc.rounds[2:]]})
+
+
+def test_a_quote_with_its_own_marks_gets_one_pair_of_marks_in_markdown():
+    md = render_markdown(quotes_with_their_own_marks(with_extras(build_document(debate()))))
+    assert "> As the study says, “footfall rose 12%” ✅; and “trade doubled overnight” ❌." in md
+    assert "- ✅ verified: “footfall rose 12%” (doc-1)" in md
+    assert "- ❌ unverified: “trade doubled overnight”" in md
+    assert "- 〜 partial: “footfal rose” (doc-1)" in md
+    assert "““" not in md and "””" not in md and '“"' not in md
+
+
 # ==== JSON ========================================================================================
 
 
@@ -387,6 +405,17 @@ def test_the_html_marks_quotes_and_shows_votes_versions_and_the_stop():
     )
     assert html.count('data-testid="verdict"') == 2 and 'data-version="2"' in html
     assert 'data-testid="votes"' in html and 'data-testid="early-stop"' in html
+
+
+def test_a_quote_with_its_own_marks_gets_one_pair_of_marks_in_html():
+    from services.orchestrator.export.html import render_html
+
+    html = render_html(quotes_with_their_own_marks(with_extras(build_document(debate()))))
+    # <q> gets its marks from the style sheet (quotes: "“" "”"): the words go in bare
+    assert '<q class="quote verified" data-status="verified" title="verified · doc-1">footfall rose 12%</q>' in html
+    assert '">trade doubled overnight</q>' in html
+    assert "verified: “footfall rose 12%”" in html and "partial: “footfal rose”" in html
+    assert "““" not in html and "””" not in html and "“&#34;" not in html
 
 
 def test_an_unknown_format_is_refused():

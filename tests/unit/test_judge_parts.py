@@ -258,3 +258,24 @@ def test_agreement_ignores_pairs_both_rankings_tie():
     b = {"w": 3.0, "x": 9.0, "y": 3.0, "z": 3.0}
     assert aggregate.pair_agreement(a, b, margin=0.25) == pytest.approx(1 / 3)
     assert aggregate.pair_agreement({"x": 5, "y": 5}, {"x": 5.1, "y": 5}, margin=0.25) == 1.0
+
+
+@pytest.mark.parametrize("model", ["sim/judge", "sim/judge-long", "sim/judge-first"])
+@pytest.mark.parametrize("ordering", [(0, 1), (1, 0)])
+def test_a_sim_judges_summary_ranks_the_debaters_by_the_scores_it_returns(model, ordering):
+    """The biased variants skew the scores (Bob's long weak text for sim/judge-long, whoever is
+    shown first for sim/judge-first): their summary must rank by those scores, not sim/judge's."""
+    rambling = " ".join(["It is bad and we all know it is bad."] * 12)
+    verdict = PromptParts(
+        "Nuclear power", DEBATERS, CRITERIA_FULL, (Round(1, (Turn("Alice", ARGUMENT), Turn("Bob", rambling))),), True
+    )
+    messages, shape, _ = build_messages(verdict, ordering, NameMasker(["Alice", "Bob"]))
+    parsed = parse_answer(simulated_judge.respond(CompletionRequest(model, messages)), shape)
+    means = {label: sum(s.values()) / len(s) for label, s in parsed.scores.items()}
+    assert means["A"] != means["B"]
+    best, worst = sorted(means, key=lambda label: -means[label])
+    assert parsed.summary.index(f"Debater {best} ({means[best]:.1f})") < parsed.summary.index(
+        f"Debater {worst} ({means[worst]:.1f})"
+    )
+    basis = {"sim/judge": "by text features", "sim/judge-long": "by length", "sim/judge-first": "by the position"}
+    assert parsed.summary.startswith(f"Simulated judge: {basis[model]}")

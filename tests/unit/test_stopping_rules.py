@@ -58,13 +58,13 @@ def test_valid_rules_are_kept_and_min_rounds_zero_means_one():
         cfg(
             stopping=c.StoppingRules(
                 judge_decided=c.JudgeDecidedRule(min_rounds=0, min_margin=2.5, min_confidence=0.8),
-                consensus=c.ConsensusRule(min_rounds=6),
+                consensus=c.ConsensusRule(min_rounds=5),
             )
         )
     )
     assert out.stopping.judge_decided.min_rounds == 1
     assert out.stopping.judge_decided.min_margin == 2.5 and out.stopping.judge_decided.min_confidence == 0.8
-    assert out.stopping.consensus.min_rounds == 6
+    assert out.stopping.consensus.min_rounds == 5  # the last round that can still stop a 6-round debate
 
 
 @pytest.mark.parametrize(
@@ -96,6 +96,33 @@ def test_a_bad_rule_is_refused_with_its_field(stopping, field):
     with pytest.raises(InvalidArgument) as raised:
         validate(cfg(stopping=stopping))
     assert [v.field for v in raised.value.violations] == [field]
+
+
+@pytest.mark.parametrize(
+    ("rounds", "stopping", "field"),
+    [
+        (
+            6,
+            c.StoppingRules(judge_decided=c.JudgeDecidedRule(min_rounds=6)),
+            "config.stopping.judge_decided.min_rounds",
+        ),
+        (6, c.StoppingRules(consensus=c.ConsensusRule(min_rounds=6)), "config.stopping.consensus.min_rounds"),
+        (1, c.StoppingRules(consensus=c.ConsensusRule(min_rounds=0)), "config.stopping.consensus.min_rounds"),
+        (
+            1,
+            c.StoppingRules(judge_decided=c.JudgeDecidedRule(min_rounds=1)),
+            "config.stopping.judge_decided.min_rounds",
+        ),
+    ],
+)
+def test_a_rule_that_could_never_fire_is_refused(rounds, stopping, field):
+    """A rule is never checked on the last round (nothing is left to save): min_rounds >= the
+    round limit (0 read as 1) could never stop the debate."""
+    with pytest.raises(InvalidArgument) as raised:
+        validate(cfg(rounds, stopping))
+    ((violation),) = raised.value.violations
+    assert violation.field == field
+    assert f"must be less than format.round_limit ({rounds})" in violation.description
 
 
 def test_every_bad_rule_is_reported_at_once():
@@ -200,6 +227,22 @@ async def test_converging_debaters_state_their_stance_then_the_same_position():
         stated_position("Position: " + shared_position("Cities should ban cars"))
     }
     assert all(stated_position(t) is None for t in plain)
+
+
+@pytest.mark.parametrize(
+    ("stance", "line"),
+    [
+        ("for", "Position: I argue for the motion."),
+        ("against", "Position: I argue against the motion."),
+        ("I oppose a ban", "Position: I argue against the motion."),
+        ("tax the trucks, keep the cars.", "Position: my position is this: tax the trucks, keep the cars."),
+        ("a trial in one district", "Position: my position is this: a trial in one district."),
+    ],
+)
+async def test_a_converging_debater_states_its_stance_in_a_sentence(stance, line):
+    """Its side when the stance gives one, else its stance as written: never "I argue for on the motion"."""
+    text = await debater_turn("sim/debater-converging", stance, 1)
+    assert text.splitlines()[0] == line
 
 
 def round_case(texts: dict[str, str], r: int = 1, model: str = "sim/judge", consensus: bool = True) -> RoundCase:

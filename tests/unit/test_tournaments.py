@@ -167,3 +167,41 @@ def test_ties_count_as_half_a_win_each():
     even = fit_ratings([Outcome("a", "b", 0.5)] * 4 + [Outcome("a", "b", 1.0), Outcome("a", "b", 0.0)])
     assert even[0].rating == pytest.approx(even[1].rating)
     assert fit_ratings([]) == []
+
+
+# -- the CLI's match lines ----------------------------------------------------------------------------
+def test_a_match_line_names_its_topic_its_legs_and_whose_margin_it_is():
+    from debate.orchestrator.v1 import orchestrator_pb2 as opb
+
+    from services.client.tournaments import match_lines
+
+    done = opb.DEBATE_STATE_COMPLETED
+    match = tpb.Match(
+        match_index=3,
+        model_a="sim/a",
+        model_b="sim/b",
+        topic="Cities should ban cars",
+        state=tpb.MATCH_STATE_DECIDED,
+        winner_model="sim/b",
+        margin=-1.25,  # model_a's: sim/b is ahead
+        legs=[
+            tpb.MatchLeg(debate_id="d1", for_model="sim/a", debate_state=done, winner_model="sim/b", margin=-1.5),
+            tpb.MatchLeg(debate_id="d2", for_model="sim/b", debate_state=done, tie=True, margin=0.25),
+        ],
+    )
+    assert match_lines(match) == [
+        "  #3   sim/a v sim/b  [decided]  sim/b wins by 1.25  · topic: Cities should ban cars",
+        "       leg 1: sim/a for, sim/b against: sim/b wins by 1.50  (debate d1)",
+        "       leg 2: sim/b for, sim/a against: tie (sim/a ahead by 0.25)  (debate d2)",
+    ]
+    running = tpb.Match(
+        match_index=4,
+        model_a="sim/a",
+        model_b="sim/b",
+        topic="T",
+        state=tpb.MATCH_STATE_RUNNING,
+        legs=[tpb.MatchLeg(debate_id="d3", for_model="sim/a", debate_state=opb.DEBATE_STATE_RUNNING)],
+    )
+    assert match_lines(running)[1] == "       leg 1: sim/a for, sim/b against: running  (debate d3)"
+    won_on_debates = tpb.Match(model_a="sim/a", model_b="sim/b", winner_model="sim/a", margin=-0.5)
+    assert "sim/a wins on debates won (behind by 0.50 on margin)" in match_lines(won_on_debates)[0]

@@ -15,7 +15,7 @@ import jinja2
 
 from services.common.text import plural
 from services.orchestrator.export.markdown import VERDICT_REASONS, amount, count, state_word
-from services.orchestrator.export.model import ExportDocument, segments
+from services.orchestrator.export.model import ExportDocument, segments, unquoted
 
 TEMPLATE = Path(__file__).with_name("debate.html.j2")
 # Marks from fonts every system has (the Markdown's emoji need an emoji font), coloured by the style.
@@ -42,6 +42,7 @@ def _environment() -> jinja2.Environment:
         state_word=state_word,
         when=_when,
         segments=segments,
+        unquoted=unquoted,
         quote_mark=QUOTE_MARKS.get,
         plural=plural,
     )

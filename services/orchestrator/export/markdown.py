@@ -28,6 +28,7 @@ from services.orchestrator.export.model import (
     Verdict,
     Votes,
     segments,
+    unquoted,
 )
 
 QUOTE_MARKS = {"verified": "✅", "partial": "〜", "unverified": "❌"}
@@ -208,11 +209,11 @@ def _quoted(words: str, quote: Quote) -> str:
 def quote_list(quotes: list[Quote]) -> list[str]:
     lines = []
     for q in quotes:
-        line = f"- {QUOTE_MARKS[q.status]} {q.status}: “{inline(q.text)}”"
+        line = f"- {QUOTE_MARKS[q.status]} {q.status}: “{inline(unquoted(q.text))}”"
         if q.source_id:
             line += f" ({inline(q.source_id)})"
         if q.status == "partial" and q.best_match:
-            line += f"; the source says “{inline(q.best_match)}” ({q.score:.0f}/100)"
+            line += f"; the source says “{inline(unquoted(q.best_match))}” ({q.score:.0f}/100)"
         lines.append(line)
     return lines
 

@@ -458,9 +458,21 @@ def build_document(debate: pb.Debate) -> ExportDocument:
 # ==== reading a turn's text with its quotes ======================================================
 
 
+# Quote marks a debater may put inside its <quote> tag; the exports set their own around a quote.
+_QUOTE_MARKS = "\"'\u201c\u201d\u201e\u201f\u2018\u2019\u201a\u201b\u00ab\u00bb\u2039\u203a"
+
+
+def unquoted(words: str) -> str:
+    """A quote's words without the quote marks (straight, curly, guillemets) and spaces around
+    them, since an export sets its own marks: '“footfall rose”' -> 'footfall rose'. Words that are
+    only marks are kept as written."""
+    return words.strip().strip(_QUOTE_MARKS).strip() or words
+
+
 def segments(value: Turn) -> list[tuple[str, Quote | None]]:
-    """The turn's text cut at its quotes: (plain text, None) and (the quote's words, the quote) in
-    order, each quote replacing its marked span (marks included). A quote whose span does not fit
+    """The turn's text cut at its quotes: (plain text, None) and (the quote's words without their
+    own quote marks, `unquoted`, the quote) in order, each quote replacing its marked span (marks
+    included). A quote whose span does not fit
     the text, or overlaps the one before, stays out of the text (it is still listed with the turn)."""
     out: list[tuple[str, Quote | None]] = []
     at = 0
@@ -469,7 +481,7 @@ def segments(value: Turn) -> list[tuple[str, Quote | None]]:
             continue
         if quote.start > at:
             out.append((value.text[at : quote.start], None))
-        out.append((quote.text, quote))
+        out.append((unquoted(quote.text), quote))
         at = quote.end
     if at < len(value.text) or not out:
         out.append((value.text[at:], None))

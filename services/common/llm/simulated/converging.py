@@ -2,7 +2,9 @@
 stopping rule's offline path, issue 19 part 1).
 
 Every turn of this variant opens with one line stating the debater's position, `Position: ...`:
-- before the round it converges from, its own stance ("Position: I argue for the motion.");
+- before the round it converges from, its own stance: "Position: I argue for the motion." (or
+  "against", when the stance's words give that side, services/common/llm/simulated/reading.py),
+  else the stance as written ("Position: my position is this: tax the trucks, keep the cars.");
 - from that round on, one shared position built from the topic alone, so that every debater of
   the variant states the same words ("Position: the sides agree on a trial of <topic> with an
   independent review after a year.").
@@ -39,14 +41,20 @@ def shared_position(topic: str) -> str:
     return f"the sides agree on a trial of this: {subject}, with an independent review after a year."
 
 
+def own_position(ctx: DebateContext) -> str:
+    """The debater's own position before it converges, a sentence: its side of the motion when
+    the stance gives one ("for", "against"), else its stance as written."""
+    if ctx.side in ("for", "against"):
+        return f"I argue {ctx.side} the motion."
+    stance = ctx.stance.strip().rstrip(".!;: ") or "a considered middle ground"
+    return f"my position is this: {stance}."
+
+
 def with_stated_position(model: str, ctx: DebateContext, text: str) -> str:
     """`text` opened by the debater's stated position when `model` is the converging variant;
     `text` as it is for any other model."""
     start = converging_round(model)
     if start is None:
         return text
-    if ctx.round_number >= start:
-        position = shared_position(ctx.topic)
-    else:
-        position = f"I argue {ctx.stance.strip() or 'my side'} on the motion."
+    position = shared_position(ctx.topic) if ctx.round_number >= start else own_position(ctx)
     return f"{POSITION_PREFIX} {position}\n\n{text}"
