@@ -43,15 +43,16 @@ is meant for the tens of thousands of debates a team keeps, not for a hot path.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from debate.common.v1 import common_pb2 as common
-from scipy import stats  # type: ignore[import-untyped]
 
 from services.orchestrator.run import S
 from services.orchestrator.settings import OrchestratorSettings
@@ -98,11 +99,20 @@ class Correlation:
         return self.points >= 2 and abs(self.rho) >= threshold and self.p_value < significance
 
 
+def _scipy_stats() -> Any:
+    """scipy.stats, imported on first use: it takes about 2 s of CPU to import, which every
+    orchestrator process paid at start for a report few of them make."""
+    from scipy import stats  # type: ignore[import-untyped]
+
+    return stats
+
+
 def spearman_rows(rows: Sequence[tuple[Sequence[float], Sequence[float]]]) -> list[float | None]:
     """The Spearman correlation of each row's paired values (ties ranked by their mean rank), or
     None where undefined (fewer than 2 points, or a side without variation). Rows of the same
     length are ranked together in one call (scipy.stats.rankdata along rows), so that a report
     over thousands of answers costs a few array operations, not a SciPy call per answer."""
+    stats = _scipy_stats()
     result: list[float | None] = [None] * len(rows)
     by_size: dict[int, list[int]] = defaultdict(list)
     for index, (xs, _) in enumerate(rows):
@@ -129,7 +139,7 @@ def across_rounds(values: Sequence[float]) -> Correlation:
     if any(v != 0 for v in values):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            p = float(stats.wilcoxon(values).pvalue)
+            p = float(_scipy_stats().wilcoxon(values).pvalue)
         p = 1.0 if math.isnan(p) else p
     return Correlation(round(sum(values) / len(values), 4), p, len(values))
 
@@ -267,12 +277,14 @@ def build_report(
     return [reports[name] for name in sorted(reports)]
 
 
-def tenant_report(store: Store, tenant: str, thresholds: Thresholds) -> list[JudgeReport]:
-    """The report over every stored debate of `tenant` (see the module docstring)."""
-    return build_report(
+async def tenant_report(store: Store, tenant: str, thresholds: Thresholds) -> list[JudgeReport]:
+    """The report over every stored debate of `tenant` (see the module docstring): the rows read
+    on the event loop (the store's connection is the loop's), the statistics computed in a worker
+    thread, so that neither they nor SciPy's first import hold up the loop's other debates."""
+    rows = (
         store.tenant_verdicts(tenant, S.DEBATE_STATE_COMPLETED),
         store.tenant_vote_counts(tenant),
         store.tenant_assessments(tenant),
         store.tenant_turns(tenant),
-        thresholds,
     )
+    return await asyncio.to_thread(build_report, *rows, thresholds)

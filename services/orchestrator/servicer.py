@@ -165,7 +165,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if request.min_votes < 0:
             raise InvalidArgument([FieldViolation("min_votes", "must be 0 (the setting) or more")])
         thresholds = Thresholds.from_settings(self.engine.settings, request.min_votes)
-        reports = tenant_report(self.engine.store, current_tenant(), thresholds)
+        reports = await tenant_report(self.engine.store, current_tenant(), thresholds)
         response = pb.GetJudgeReportResponse(
             min_votes=thresholds.min_votes,
             max_length_bias=thresholds.max_length_bias,

@@ -14,6 +14,7 @@ statistics, median of --repeat runs, and per debate.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import statistics
@@ -67,7 +68,7 @@ def measure(debates: int, repeat: int) -> tuple[float, int]:
             times = []
             for _ in range(repeat):
                 began = time.process_time()
-                report = tenant_report(store, "t", Thresholds())
+                report = asyncio.run(tenant_report(store, "t", Thresholds()))
                 times.append(time.process_time() - began)
         finally:
             store.close()

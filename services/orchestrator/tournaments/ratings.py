@@ -18,7 +18,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import choix
 import numpy as np
 
 ALPHA = 0.05
@@ -67,6 +66,8 @@ def _comparisons(outcomes: Sequence[Outcome], index: dict[str, int]) -> list[tup
 
 
 def _fit(n: int, outcomes: Sequence[Outcome], index: dict[str, int]) -> np.ndarray:
+    import choix  # on first use: with the SciPy it imports, about 2 s of CPU that every orchestrator paid at start
+
     theta = np.asarray(choix.ilsr_pairwise(n, _comparisons(outcomes, index), alpha=ALPHA), dtype=float)
     return BASE + SCALE * (theta - theta.mean())
 
