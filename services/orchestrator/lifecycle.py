@@ -425,8 +425,8 @@ class Lifecycle:
         if resume_reason:
             run.resume_reason = resume_reason
         apply_continuations(self.store, run)
+        span = self._debate_span(row, resumed, parent)  # before the run is registered: it may read the store
         self.runs[row.debate_id] = run
-        span = self._debate_span(row, resumed, parent)
         if not resumed:
             if self.metrics is not None:
                 self.metrics.debates_started.inc()
