@@ -18,6 +18,9 @@ the three services can share one process in the tests, each with its own `servic
   makes, and the W3C `traceparent` carried in the metadata between them;
 - `shutdown()` (GrpcService.stop calls it) flushes what is buffered and stops the exporter.
 
+A trace context kept in a database (the orchestrator's debates) goes through
+services.common.trace_context.
+
 Domain spans (the span sites are in the services):
 - `TracedLLM` wraps a service's LLM client: each model call is a CLIENT span `chat {model}`
   following the GenAI semantic conventions (`chat_attributes`, `completion_attributes`);

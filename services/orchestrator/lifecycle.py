@@ -34,12 +34,16 @@ Traces (when a tracer is given, services.common.tracing): a debate's run is one 
 (attributes debate.id, debate.resumed), whose children are its turns (turns.py), their model
 calls, and the judge's and accounting's calls. It runs after StartDebate has answered, so its
 parent is the context StartDebate was called in (the StartDebate server span, itself in the
-caller's trace when the caller sent a `traceparent`, as CreateDebate's then is), kept with a
-queued debate until it launches. When CreateDebate was in another trace (a caller that sends no
-`traceparent`) and on this replica, the `debate` span links to CreateDebate's span. A debate
-resumed after a restart, or taken over from another replica, continues in a new trace: its
-`debate` span is a root with debate.resumed=true (the first trace's context is not stored, so
-it is not linked; find both by debate.id).
+caller's trace when the caller sent a `traceparent`, as CreateDebate's then is). When CreateDebate
+was in another trace (a caller that sends no `traceparent`) and on this replica, the `debate` span
+links to CreateDebate's span. The debates row keeps the trace (`trace_context`, a W3C
+`traceparent`, schema version 9), written only with traces on and in a statement the debate makes
+anyway: a queued debate stores StartDebate's context with its QUEUED state, so whichever replica
+(or process, after a restart) launches it continues StartDebate's trace (a debate queued here
+keeps the context in memory too, and skips the read); a run stores its `debate` span's context
+with its RUNNING state. A debate resumed after a restart, taken over from another replica, or
+continued (ContinueDebate) starts a new `debate` span with debate.resumed=true (a root, or in
+ContinueDebate's trace) that links to that first run's `debate` span.
 """
 
 from __future__ import annotations
@@ -53,11 +57,12 @@ from collections.abc import Callable
 from debate.common.v1 import common_pb2 as common
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from opentelemetry.context import Context, get_current
-from opentelemetry.trace import Link, SpanContext, Tracer, get_current_span
+from opentelemetry.trace import Link, Span, SpanContext, Tracer, get_current_span, set_span_in_context, use_span
 
 from services.common.errors import DomainError, FailedPrecondition
 from services.common.logs import debate_id_var
 from services.common.money import ZERO, usd
+from services.common.trace_context import context_from_traceparent, traceparent
 from services.orchestrator.context import ContextBuilder
 from services.orchestrator.events import EventHub
 from services.orchestrator.judging import Judging
@@ -151,7 +156,9 @@ class Lifecycle:
         else:
             if self.tracer is not None:
                 self._start_contexts[debate_id] = get_current()
-            self.store.update_debate(debate_id, state=S.DEBATE_STATE_QUEUED, queue_ns=time.time_ns())
+            self.store.update_debate(
+                debate_id, state=S.DEBATE_STATE_QUEUED, queue_ns=time.time_ns(), **self._trace_fields(get_current())
+            )
             self.hub.emit(
                 debate_id,
                 state_changed=pb.DebateStateChanged(state=S.DEBATE_STATE_QUEUED, reason="waiting for a running slot"),
@@ -192,7 +199,9 @@ class Lifecycle:
             self.hub.commit()  # ends the admission's transaction (and its lock) now
             raise queue_full(self.scheduler.queue_limit)
         self.hub.open_log(debate_id, row.last_sequence)
-        self.store.update_debate(debate_id, state=S.DEBATE_STATE_QUEUED, queue_ns=time.time_ns())
+        self.store.update_debate(
+            debate_id, state=S.DEBATE_STATE_QUEUED, queue_ns=time.time_ns(), **self._trace_fields(get_current())
+        )
         self.hub.emit(
             debate_id,
             state_changed=pb.DebateStateChanged(state=S.DEBATE_STATE_QUEUED, reason="waiting for a running slot"),
@@ -368,25 +377,65 @@ class Lifecycle:
         """The trace context of the call that starts a debate now (None: traces off)."""
         return get_current() if self.tracer is not None else None
 
+    def _trace_fields(self, context: Context) -> dict[str, str]:
+        """The `trace_context` column to store with a debate's update: `context`'s traceparent when
+        traces are on, nothing when they are off (nothing written)."""
+        return {} if self.tracer is None else {"trace_context": traceparent(context)}
+
+    def _debate_span(self, row: DebateRow, resumed: bool, parent: Context | None) -> Span | None:
+        """A debate's `debate` span, started now (None: traces off; see the module docstring).
+        `parent` None, or a resumed run: the debate's stored trace context is read (one read):
+        a new run continues it (StartDebate's, stored when the debate was queued), a resumed one
+        links to it (the first run's `debate` span)."""
+        if self.tracer is None:
+            return None
+        links = []
+        if resumed or parent is None:
+            stored = context_from_traceparent(self.store.trace_context(row.debate_id))
+            if resumed and stored is not None:
+                links.append(Link(get_current_span(stored).get_span_context()))
+            elif parent is None:
+                parent = stored
+        context = parent if parent is not None else Context()  # an empty context: a new trace
+        created = self._created_spans.pop(row.debate_id, None)
+        in_trace = get_current_span(context).get_span_context().trace_id
+        if created is not None and created.is_valid and created.trace_id != in_trace:
+            links.append(Link(created))
+        return self.tracer.start_span(
+            "debate",
+            context=context,
+            links=links,
+            attributes={
+                "debate.id": row.debate_id,
+                "debate.resumed": resumed,
+                "debate.round_limit": row.config.format.round_limit,
+                "debate.participant_count": len(row.config.participants),
+            },
+        )
+
     def _launch(
         self, row: DebateRow, *, resumed: bool = False, parent: Context | None = None, resume_reason: str = ""
     ) -> None:
         """Runs a debate in a task of its own; `parent`: the trace context of its `debate` span
-        (None: a new trace); `resume_reason`: why a resumed run resumes (default: a restart)."""
+        (None: the one stored with the debate, else a new trace); `resume_reason`: why a resumed
+        run resumes (default: a restart). A new run stores its `debate` span's context with its
+        RUNNING state (one statement), for a later resumed run's link."""
         context = ContextBuilder(row.config, self.count_tokens)
         run = DebateRun(debate_id=row.debate_id, config=row.config, context=context)
         if resume_reason:
             run.resume_reason = resume_reason
         apply_continuations(self.store, run)
+        span = self._debate_span(row, resumed, parent)  # before the run is registered: it may read the store
         self.runs[row.debate_id] = run
         if not resumed:
             if self.metrics is not None:
                 self.metrics.debates_started.inc()
-            self.store.update_debate(row.debate_id, state=S.DEBATE_STATE_RUNNING)
+            fields = {} if span is None else self._trace_fields(set_span_in_context(span))
+            self.store.update_debate(row.debate_id, state=S.DEBATE_STATE_RUNNING, **fields)
             self.hub.emit(row.debate_id, state_changed=pb.DebateStateChanged(state=S.DEBATE_STATE_RUNNING))
         self.hub.open_log(row.debate_id).active = True
         run.task = asyncio.get_running_loop().create_task(
-            self._traced_run(run, resumed, parent), name=f"debate-{row.debate_id}"
+            self._traced_run(run, resumed, span), name=f"debate-{row.debate_id}"
         )
 
     def _start_queued(self, admitted: list[str] | None = None) -> None:
@@ -398,26 +447,12 @@ class Lifecycle:
                 self._launch(row, parent=parent)
 
     # ==== one debate ===========================================================================
-    async def _traced_run(self, run: DebateRun, resumed: bool, parent: Context | None) -> None:
-        """`_run`, inside the debate's `debate` span when traces are on (see the module docstring)."""
-        if self.tracer is None:
+    async def _traced_run(self, run: DebateRun, resumed: bool, span: Span | None) -> None:
+        """`_run`, inside the debate's `debate` span (`_debate_span`) when traces are on, ended with it."""
+        if span is None:
             await self._run(run, resumed)
             return
-        context = parent if parent is not None else Context()  # an empty context: a new trace
-        created = self._created_spans.pop(run.debate_id, None)
-        in_trace = get_current_span(context).get_span_context().trace_id
-        links = [Link(created)] if created is not None and created.is_valid and created.trace_id != in_trace else []
-        with self.tracer.start_as_current_span(
-            "debate",
-            context=context,
-            links=links,
-            attributes={
-                "debate.id": run.debate_id,
-                "debate.resumed": resumed,
-                "debate.round_limit": run.config.format.round_limit,
-                "debate.participant_count": len(run.config.participants),
-            },
-        ):
+        with use_span(span, end_on_exit=True):
             await self._run(run, resumed)
 
     async def _run(self, run: DebateRun, resumed: bool) -> None:

@@ -330,6 +330,12 @@ _POSTGRES_VERDICTS = (
     "CREATE UNIQUE INDEX verdicts_request ON verdicts (debate_id, request_id) WHERE request_id <> ''",
 )
 
+# Version 9: the debate's trace (issue 17; services/orchestrator/lifecycle.py). `trace_context` is
+# a W3C `traceparent`: StartDebate's span while the debate is QUEUED (the parent of its `debate`
+# span, whichever replica or process launches it), then the first run's `debate` span once it
+# runs (what a resumed or taken-over run links to). Written only when traces are on ('' else).
+_TRACE_CONTEXT = ("ALTER TABLE debates ADD COLUMN trace_context TEXT NOT NULL DEFAULT ''",)
+
 MIGRATIONS = (
     Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
     Migration(2, "debate leases (owner, epoch, expiry) and the fence of a commit", _SQLITE_V2, _POSTGRES_V2),
@@ -339,5 +345,6 @@ MIGRATIONS = (
     Migration(6, "human seats: awaited turns, deadlines, submitted text", _SQLITE_HUMAN_SEAT, _POSTGRES_HUMAN_SEAT),
     Migration(7, "the stop of a debate ended early by a stopping rule", _SQLITE_STOPS, _POSTGRES_STOPS),
     Migration(8, "verdict versions (re-judgings and continuations)", _SQLITE_VERDICTS, _POSTGRES_VERDICTS),
+    Migration(9, "the debate's trace context (W3C traceparent)", _TRACE_CONTEXT, _TRACE_CONTEXT),
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)

@@ -115,6 +115,9 @@ DEBATE_COLUMNS = INSERT_COLUMNS.replace(
 INSERT_DEBATE = f"INSERT INTO debates ({INSERT_COLUMNS}) VALUES ({', '.join('?' * 15)}) ON CONFLICT DO NOTHING"
 GET_DEBATE = f"SELECT {DEBATE_COLUMNS} FROM debates WHERE debate_id = ?"
 FIND_BY_REQUEST = f"SELECT {DEBATE_COLUMNS} FROM debates WHERE tenant = ? AND request_id = ?"
+# The debate's trace context (schema version 9), read only when traces are on: not a DebateRow
+# field, so that a debate's every read leaves it out.
+TRACE_CONTEXT = "SELECT trace_context FROM debates WHERE debate_id = ?"
 PUT_TURN = (
     "INSERT INTO turns (debate_id, round, participant, turn, recorded) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (debate_id, round, participant) DO UPDATE SET turn = excluded.turn, recorded = excluded.recorded"
@@ -393,13 +396,21 @@ class Store(Protocol):
         return debate_row(rows[0]) if rows else None
 
     def update_debate(self, debate_id: str, **fields: Any) -> None:
-        """Sets DebateRow fields of a debate (update_ns: now, unless given)."""
+        """Sets DebateRow fields of a debate (update_ns: now, unless given), and `trace_context`
+        (a W3C traceparent, see `trace_context`) when given, in the same statement."""
         fields.setdefault("update_ns", time.time_ns())
         if "verdict_recorded" in fields:
             fields["verdict_recorded"] = bool(fields["verdict_recorded"])
         if "cost_amount" in fields:
             fields["cost_amount"] = self._amount(fields["cost_amount"])
         self._write(debate_id, update_debate_sql(list(fields)), (*fields.values(), debate_id))
+
+    def trace_context(self, debate_id: str) -> str:
+        """The W3C `traceparent` stored with the debate by `update_debate(trace_context=...)`:
+        StartDebate's span while it is queued, its first run's `debate` span once it runs ('' when
+        traces were off, or for an unknown debate). Read only when traces are on (lifecycle.py)."""
+        rows = self._read(TRACE_CONTEXT, (debate_id,))
+        return str(rows[0][0]) if rows else ""
 
     def debates_in_states(self, states: tuple[int, ...]) -> list[DebateRow]:
         """The debates in any of `states`, oldest in the queue first."""

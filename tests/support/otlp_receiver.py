@@ -4,7 +4,7 @@ port, that keeps every span it is sent.
 
     with OtlpReceiver() as receiver:
         ... OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint ...
-        receiver.spans   # [ReceivedSpan(service, name, trace_id, span_id, parent, kind, attributes, links)]
+        receiver.spans   # [ReceivedSpan(service, name, trace_id, span_id, parent, kind, attributes, links, ...)]
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from opentelemetry.proto.common.v1 import common_pb2
 @dataclass
 class ReceivedSpan:
     """One span as it arrived: ids in hex, `kind` as OTLP numbers it (SERVER 2, CLIENT 3, ...),
-    `service` its resource's service.name, `links` the span ids it links to."""
+    `service` its resource's service.name, `links` the span ids it links to, `linked` the
+    (trace_id, span_id) of each link."""
 
     service: str
     name: str
@@ -31,6 +32,7 @@ class ReceivedSpan:
     kind: int
     attributes: dict
     links: list[str] = field(default_factory=list)
+    linked: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _value(value: common_pb2.AnyValue):
@@ -81,6 +83,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             kind=s.kind,
                             attributes={a.key: _value(a.value) for a in s.attributes},
                             links=[link.span_id.hex() for link in s.links],
+                            linked=[(link.trace_id.hex(), link.span_id.hex()) for link in s.links],
                         )
                     )
         with self._lock:

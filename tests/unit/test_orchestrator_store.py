@@ -89,7 +89,7 @@ def as_read(rows: list[tuple[str, int, bytes]]) -> list[tuple[int, bytes]]:
 def test_a_new_store_gets_every_version_and_a_second_open_changes_nothing(orchestrator_backend):
     orchestrator_backend.open().close()
     first = orchestrator_backend.describe(COMPONENT)
-    assert first["versions"] == [(m.version, m.name) for m in MIGRATIONS] and SCHEMA_VERSION == 8
+    assert first["versions"] == [(m.version, m.name) for m in MIGRATIONS] and SCHEMA_VERSION == 9
     assert sorted({column[0] for column in first["columns"]} - {"schema_migrations"}) == TABLES
     orchestrator_backend.open().close()
     assert orchestrator_backend.describe(COMPONENT) == first
@@ -105,11 +105,12 @@ def test_both_backends_have_the_same_tables_columns_and_indexes(postgres_url, tm
         {(table, column) for table, column, *_ in shape["columns"] if table != "schema_migrations"}
         for shape in (sqlite_shape, postgres_shape)
     ]
-    # debates 16, turns 5, attempts 6, assessments 4, events 3, leases 4, votes 5, tournaments 8, matches 4,
+    # debates 17, turns 5, attempts 6, assessments 4, events 3, leases 4, votes 5, tournaments 8, matches 4,
     # human turns 7, stops 3, verdicts 7
-    assert columns[0] == columns[1] and len(columns[0]) == 16 + 5 + 6 + 4 + 3 + 4 + 5 + 8 + 4 + 7 + 3 + 7
+    assert columns[0] == columns[1] and len(columns[0]) == 17 + 5 + 6 + 4 + 3 + 4 + 5 + 8 + 4 + 7 + 3 + 7
     assert ("debates", "cancel_requested") in columns[0]  # version 3
     assert ("verdicts", "entry") in columns[0]  # version 8
+    assert ("debates", "trace_context") in columns[0]  # version 9
     assert {name for name, _ in sqlite_shape["indexes"] if not name.startswith("sqlite_autoindex")} == {
         "debates_request",
         "debates_list",
@@ -240,6 +241,22 @@ def test_every_kind_of_row_is_read_back_as_written(orchestrator_backend):
             (None,),
             (None,),
         ]
+
+
+def test_a_trace_context_is_stored_with_a_state_change_and_read_back(orchestrator_backend):
+    """`trace_context` (schema version 9) rides in the update that changes the state and is read
+    by itself: '' until written, for a debate of any other row, and for an unknown debate."""
+    store = orchestrator_backend.open()
+    store.insert_debate(debate("d1"))
+    store.insert_debate(debate("d2"))
+    assert store.trace_context("d1") == "" and store.trace_context("nope") == ""
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    store.update_debate("d1", state=S.DEBATE_STATE_RUNNING, trace_context=parent)
+    store.commit()
+    store.close()
+    store = orchestrator_backend.open()
+    assert store.trace_context("d1") == parent and store.trace_context("d2") == ""
+    assert store.existing_debate("d1").state == S.DEBATE_STATE_RUNNING
 
 
 def test_a_taken_request_id_returns_the_first_debate_and_stores_nothing_else(orchestrator_backend):

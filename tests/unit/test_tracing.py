@@ -1,5 +1,6 @@
 """services.common.tracing: the server interceptor with both kinds of streaming handler, the
-client's context reaching the server, a failed model call's span, and the log filter's ids."""
+client's context reaching the server, a failed model call's span, the log filter's ids; and
+services.common.trace_context: a traceparent stored and read back."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import logging
 
 import grpc
 import pytest
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, StatusCode, get_current_span
 
 from services.common.channels import open_channel
 from services.common.llm.base import ChatMessage, Completion, CompletionRequest, ProviderError, TextDelta, stream_to
 from services.common.logs import ContextFilter
 from services.common.settings import ServiceSettings
+from services.common.trace_context import context_from_traceparent, traceparent
 from services.common.tracing import TracedLLM, Tracing, traced_llm
 from services.common.usage import Usage
 
@@ -159,3 +162,20 @@ def test_a_stop_does_not_wait_for_a_collector_that_does_not_answer(caplog):
         tracing.shutdown(timeout_s=0.2)
     assert "were dropped" in caplog.text
     assert tracing.exporter is not None and tracing.exporter._shutdown  # its retries ended
+
+
+def test_a_stored_traceparent_gives_back_the_span_it_was_written_from():
+    tracing, _ = tracing_to_memory("debate-x")
+    with tracing.tracer.start_as_current_span("start") as span:
+        written = traceparent(get_current())
+    ids = span.get_span_context()
+    assert written == f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+    context = context_from_traceparent(written)
+    assert context is not None
+    read = get_current_span(context).get_span_context()
+    assert (read.trace_id, read.span_id, read.is_remote) == (ids.trace_id, ids.span_id, True)
+    with tracing.tracer.start_as_current_span("child", context=context) as child:
+        assert child.parent is not None and child.parent.span_id == ids.span_id
+    assert traceparent(Context()) == ""  # no span: nothing to store
+    assert context_from_traceparent("") is None and context_from_traceparent("00-junk") is None
+    tracing.shutdown()
