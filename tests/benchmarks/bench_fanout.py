@@ -212,6 +212,9 @@ def metrics_rows(watchers: int, quick: bool, repeats: int = 3) -> list[dict]:
     rows = []
     for mode in MODES[1:]:
         on = statistics.median(figures[mode])
+        # Each repeat runs every setting back to back: its own ratio is the least touched by a load
+        # that drifts over the whole run.
+        paired = sorted(round(a / b, 3) for a, b in zip(figures[mode], figures["off"], strict=True))
         rows.append(
             {
                 "metric": f"orchestrator CPU per delivered event, {watchers} watchers, batch_events, {mode} on",
@@ -220,6 +223,7 @@ def metrics_rows(watchers: int, quick: bool, repeats: int = 3) -> list[dict]:
                 "unit": "µs",
                 "floor": f"off: {off:.2f} (x{on / off:.3f})",
                 "note": f"medians of {repeats}, in rotating turn; off {figures['off']}, {mode} {figures[mode]}"
+                + f"; ratio of each repeat {paired} (median x{statistics.median(paired):.3f})"
                 + (f"; spans exported {figures['spans']}" if mode == "metrics+tracing" else "")
                 + f"; load average {figures['load']}",
             }
@@ -296,11 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         "--metrics",
         action="store_true",
         help="only the orchestrator's CPU per delivered event with everything off, metrics on, and metrics and "
-        "traces on, in turn, 3 times each",
+        "traces on, in turn, 3 times each (--repeats)",
     )
+    parser.add_argument("--repeats", type=int, default=3, help="with --metrics: the times each setting runs")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    rows = metrics_rows(100 if args.quick else 1000, args.quick) if args.metrics else run(args.quick)
+    rows = metrics_rows(100 if args.quick else 1000, args.quick, args.repeats) if args.metrics else run(args.quick)
     width = max(len(r["metric"]) for r in rows)
     for r in rows:
         print(f"{r['metric']:<{width}}  {r['value']:>8} {r['unit']:<6} {r.get('floor', '')}  {r.get('note', '')}")
