@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -150,12 +151,52 @@ def _hf_tokenizer(filename: str) -> HFTokenizer:
     return HFTokenizer.from_file(str(path))
 
 
+# A newline followed by a character that is neither whitespace nor "/": no pre-token of tiktoken's
+# encodings (the cl100k_base, o200k_base and p50k_base patterns) contains a newline followed by
+# such a character (o200k's punctuation run may end in newlines and slashes, hence "/"), so the
+# tokens of a text are the sum of the tokens of its pieces cut right after each such newline,
+# exactly (tests/unit/test_token_lines.py checks it on random awkward texts).
+_LINE_START = re.compile(r"\n(?=[^\s/])")
+LINE_CACHE_SIZE = 4096  # pieces of each encoding whose counts are kept
+LINE_CACHE_MAX_CHARS = 8192  # longer pieces are counted each time, not kept
+
+
+def _lines(text: str) -> list[str]:
+    """`text` cut right after each newline that a non-whitespace character follows."""
+    pieces, start = [], 0
+    for match in _LINE_START.finditer(text):
+        pieces.append(text[start : match.end()])
+        start = match.end()
+    pieces.append(text[start:])
+    return pieces
+
+
 def _tiktoken_counter(encoding: str, *, exact: bool, model: str = "") -> Tokenizer:
-    enc = _tiktoken_encoding(encoding)
-    # encode_ordinary: text that looks like a special token ("<|endoftext|>") is counted as
-    # the plain text it is, and no check for specials is paid.
     per_message, per_name = _LEGACY_MESSAGE_FORMAT.get(model, (TOKENS_PER_MESSAGE, TOKENS_PER_NAME))
-    return Tokenizer(f"tiktoken/{encoding}", exact, lambda text: len(enc.encode_ordinary(text)), per_message, per_name)
+    return Tokenizer(f"tiktoken/{encoding}", exact, _line_counter(encoding), per_message, per_name)
+
+
+@cache
+def _line_counter(encoding: str) -> Callable[[str], int]:
+    """The encoding's count of a text, as the sum of its lines' counts (`_lines`), each line's
+    kept (LINE_CACHE_SIZE, least recently used first out): a prompt repeats the same turns, the
+    same instructions and the same documents from call to call, in another order or between
+    other lines (a judge's rotated orderings, a debater's window, a verdict over every round),
+    and only its new lines are encoded. One cache per encoding, shared by its models.
+    encode_ordinary: text that looks like a special token ("<|endoftext|>") is counted as the
+    plain text it is, and no check for specials is paid."""
+    encode = _tiktoken_encoding(encoding).encode_ordinary
+
+    @lru_cache(maxsize=LINE_CACHE_SIZE)
+    def kept(line: str) -> int:
+        return len(encode(line))
+
+    def count(text: str) -> int:
+        if "\n" not in text:
+            return kept(text) if len(text) <= LINE_CACHE_MAX_CHARS else len(encode(text))
+        return sum(kept(line) if len(line) <= LINE_CACHE_MAX_CHARS else len(encode(line)) for line in _lines(text))
+
+    return count
 
 
 def _hf_counter(name: str, filename: str) -> Tokenizer:
