@@ -158,7 +158,8 @@ def _hf_tokenizer(filename: str) -> HFTokenizer:
 # exactly (tests/unit/test_token_lines.py checks it on random awkward texts).
 _LINE_START = re.compile(r"\n(?=[^\s/])")
 LINE_CACHE_SIZE = 4096  # pieces of each encoding whose counts are kept
-LINE_CACHE_MAX_CHARS = 4096  # longer pieces are counted each time, not kept (at most 16 MiB of ASCII text kept an encoding)
+# Longer pieces are counted each time, not kept: at most 16 MiB of ASCII text kept an encoding.
+LINE_CACHE_MAX_CHARS = 4096
 
 
 def _lines(text: str) -> list[str]:
