@@ -62,22 +62,30 @@ async def _wait_state(stub, debate_id: str, states: set[int]) -> pb.DebateSummar
 
 
 async def _until(stub, debate_id: str, after: int, reached) -> int:
-    """Follows the debate's events after `after` until `reached(event)`; the last sequence read."""
-    stream = stub.StreamDebateEvents(
-        pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=after), timeout=SETTLE_SECONDS
-    )
+    """Follows the debate's events after `after` until `reached(event)`; the last sequence read.
+
+    The stream of a debate that has ended ends with its log. A re-judging's events come after
+    it, in the same log: a stream opened before the re-judging wrote its first event (the call
+    races the stream) ends at once, so the stream is opened again, after the last event read,
+    until the point is reached."""
+    deadline = time.monotonic() + SETTLE_SECONDS
     last = after
-    try:
-        async for reply in stream:
-            event = reply.event
-            if event.WhichOneof("payload") == "heartbeat" or not event.sequence:
-                continue
-            last = event.sequence
-            if reached(event):
-                return last
-    finally:
-        stream.cancel()
-    raise AssertionError("the stream ended before the point was reached")
+    while time.monotonic() < deadline:
+        stream = stub.StreamDebateEvents(
+            pb.StreamDebateEventsRequest(debate_id=debate_id, after_sequence=last), timeout=SETTLE_SECONDS
+        )
+        try:
+            async for reply in stream:
+                event = reply.event
+                if event.WhichOneof("payload") == "heartbeat" or not event.sequence:
+                    continue
+                last = event.sequence
+                if reached(event):
+                    return last
+        finally:
+            stream.cancel()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the point was not reached in {SETTLE_SECONDS} s (last event read: {last})")
 
 
 async def _all_events(stub, debate_id: str) -> list[pb.DebateEvent]:
