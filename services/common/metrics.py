@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -34,6 +36,9 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from services.common.settings import ServiceSettings
 
@@ -183,6 +188,36 @@ class NoTimer:
 
 
 NO_TIMER = NoTimer()
+
+
+class LoopHistogram(Collector):
+    """A histogram observed by one thread only (a service's event loop), without the lock that
+    prometheus-client's `Histogram` takes on every observation (about 0.8 µs against 0.25 µs here):
+    for what is observed once per message sent. `observe(amount)` as `Histogram.observe`; the
+    series (`NAME_bucket{le}`, `NAME_count`, `NAME_sum`) are built when the registry is scraped,
+    from another thread: a list copied under the GIL, so each scrape is a consistent count (its
+    `_sum` may miss an observation made while it is read). `buckets`: the upper bounds, ascending,
+    without +Inf."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry):
+        self.name = name
+        self.documentation = documentation
+        self._bounds = tuple(float(bound) for bound in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last: above every bound (+Inf)
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, amount: float) -> None:
+        self._counts[bisect_left(self._bounds, amount)] += 1
+        self._sum += amount
+
+    def collect(self) -> Iterator[Metric]:
+        counts = list(self._counts)
+        cumulative, total = [], 0
+        for bound, count in zip((*self._bounds, float("inf")), counts, strict=True):
+            total += count
+            cumulative.append((floatToGoString(bound), total))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=cumulative, sum_value=self._sum)
 
 
 class ServiceMetrics:

@@ -69,6 +69,8 @@ from services.orchestrator.store import Store, StoreUnavailable
 if TYPE_CHECKING:
     from prometheus_client import Histogram
 
+    from services.common.metrics import LoopHistogram
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT = object()
@@ -134,7 +136,7 @@ class EventHub:
         max_lag: int = 4096,
         max_subscribers: int = 100_000,
         commit_retries: int = 40,
-        relay_seconds: Histogram | None = None,
+        relay_seconds: LoopHistogram | Histogram | None = None,
     ):
         self.store = store
         self.framing = framing

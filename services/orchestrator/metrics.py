@@ -26,11 +26,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.common.metrics import LLMMetrics, ServiceMetrics
+from services.common.metrics import LLMMetrics, LoopHistogram, ServiceMetrics
 
 if TYPE_CHECKING:
     from services.orchestrator.events import EventHub
@@ -60,12 +60,12 @@ class OrchestratorMetrics:
             ("state", "reason"),
             registry=registry,
         )
-        self.relay_seconds = Histogram(
+        self.relay_seconds = LoopHistogram(
             "debate_event_relay_seconds",
             "Time from an event's append to the sending of the message that carries it (the oldest event of the "
             "message), observed once per message a live subscriber sends after a wake.",
-            buckets=RELAY_BUCKETS,
-            registry=registry,
+            RELAY_BUCKETS,
+            registry,
         )
         self.lease_takeovers = Counter(
             "debate_lease_takeovers_total",
