@@ -13,12 +13,13 @@
 2. The orchestrator: the real suite (tests/benchmarks/scale.py's harness) with K watchers of
    one 4-debater debate of simulated models, once with one event a message and once with
    `batch_events`: orchestrator CPU per delivered event, events per message, relay p99.
-3. `--metrics`: the same level with batch_events in three settings, in turn, three times each:
+3. `--metrics`: the same level with batch_events in three settings, five times each:
    everything off; Prometheus metrics on (METRICS_PORT); metrics and OpenTelemetry traces on
    (OTEL_EXPORTER_OTLP_ENDPOINT pointed at a real OTLP/gRPC receiver in this process, which
-   counts the spans it is sent: tests/support/otlp_receiver.py), each repeat starting with the
-   next setting. Orchestrator CPU per delivered event in each, and the ratios to "off" (the
-   issue's aim: at most 1.05x).
+   counts the spans it is sent: tests/support/otlp_receiver.py). The three suites run side by
+   side and take turns, one level at a time, so that each repeat's three levels run seconds
+   apart. Orchestrator CPU per delivered event in each, and the ratios to "off" (the issue's
+   aim: at most 1.05x), of the medians and of each repeat.
 
 `run(quick)` returns rows for `make bench` (tests/benchmarks/run_all.py); the full run includes
 the rows of 3 (the quick one leaves them to `--metrics --quick`).
@@ -28,11 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 import psutil
@@ -144,18 +148,21 @@ async def orchestrator_fanout(
     batches: tuple[bool, ...] = (False, True),
     metrics: bool = False,
     extra_env: dict[str, str] | None = None,
-) -> dict[bool, dict]:
-    """The subscribers level of the scale harness at `watchers`, without and with batch_events
-    (`batches`); `metrics`: the services serve Prometheus metrics; `extra_env`: more settings of
-    the services (e.g. OTEL_EXPORTER_OTLP_ENDPOINT)."""
+    repeats: int = 1,
+    gate: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+) -> dict[bool, list[dict]]:
+    """The subscribers level of the scale harness at `watchers`, `repeats` times in one suite,
+    without and with batch_events (`batches`): {batch: [level, ...]}; `metrics`: the services serve
+    Prometheus metrics; `extra_env`: more settings of the services (e.g. OTEL_EXPORTER_OTLP_ENDPOINT);
+    `gate`: each level runs inside `gate()`."""
     from tests.benchmarks import scale
 
     levels = {}
     for batch in batches:
         results = await scale.scale(
             [],
-            [watchers],
-            budget=300,
+            [watchers] * repeats,
+            budget=300 + 120 * repeats,  # gated levels wait for the other suites' turns
             subscriber_rounds=1,
             probes=10,
             tokens_per_second=400 if quick else 50,
@@ -164,48 +171,76 @@ async def orchestrator_fanout(
             batch=batch,
             metrics=metrics,
             extra_env=extra_env,
+            gate=gate,
         )
-        (levels[batch],) = results["subscribers"]
+        levels[batch] = results["subscribers"]
+        if len(levels[batch]) != repeats:
+            raise RuntimeError(f"{len(levels[batch])} of {repeats} levels ran: {results.get('notes')}")
     return levels
 
 
 MODES = ("off", "metrics", "metrics+tracing")
 
 
-async def observability_overhead(watchers: int, quick: bool, repeats: int = 3) -> dict[str, list[float]]:
+async def observability_overhead(watchers: int, quick: bool, repeats: int = 5) -> dict[str, list[float]]:
     """Orchestrator CPU per delivered event (batch_events) with everything off, with Prometheus
     metrics on (METRICS_PORT in every service, as `up` sets it), and with metrics and traces on
-    (OTEL_EXPORTER_OTLP_ENDPOINT in every service, to a real OTLP receiver here), in turn (each
-    repeat starting with the next setting), `repeats` times each: {"off": [µs, ...],
-    "metrics": [...], "metrics+tracing": [...], "spans": [spans received in each tracing run],
-    "load": [the 1-minute load average after each run]}. RuntimeError when a watcher did not
-    complete, or a tracing run exported no span."""
+    (OTEL_EXPORTER_OTLP_ENDPOINT in every service, to a real OTLP receiver here).
+
+    The three suites run side by side, started and warmed up together, and take turns: one level
+    at a time, off, metrics, metrics+tracing, off, ... `repeats` times each. A repeat's three
+    levels thus run back to back, seconds apart, so that a load that drifts (other work on a
+    shared machine) touches them alike, and each suite starts once. Returns {"off": [µs, ...],
+    "metrics": [...], "metrics+tracing": [...], "spans": [spans received from the tracing suite],
+    "load": [the 1-minute load average after each level]}. RuntimeError when a watcher did not
+    complete, or the tracing suite exported no span."""
     figures: dict[str, list[float]] = {mode: [] for mode in (*MODES, "spans", "load")}
-    with OtlpReceiver(keep=False) as receiver:
-        for repeat in range(repeats):
-            # Each repeat starts with another setting, so that a load that drifts during the
-            # run (other work on a shared machine) does not favour one setting.
-            for mode in MODES[repeat % len(MODES) :] + MODES[: repeat % len(MODES)]:
-                tracing = mode == "metrics+tracing"
-                before = receiver.span_count
-                env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint} if tracing else None
-                levels = await orchestrator_fanout(
-                    watchers, quick, batches=(True,), metrics=mode != "off", extra_env=env
-                )
-                level = levels[True]
-                if level["completed"] != watchers:
-                    raise RuntimeError(f"{mode}: {level['completed']} of {watchers} watchers completed")
-                figures[mode].append(level["orchestrator_cpu_per_event_us"])
+    turn = asyncio.Lock()  # FIFO: the suites' levels run in turn
+    ready = asyncio.Barrier(len(MODES))
+
+    def gate_of(mode: str) -> Callable[[], contextlib.AbstractAsyncContextManager[None]]:
+        waited = False
+
+        @contextlib.asynccontextmanager
+        async def gate() -> AsyncIterator[None]:
+            nonlocal waited
+            if not waited:  # no level runs while another suite still starts or warms up
+                waited = True
+                await ready.wait()
+            async with turn:
+                yield
                 figures["load"].append(round(os.getloadavg()[0], 2))
-                if tracing:
-                    spans = receiver.span_count - before  # the services flush their spans as they stop
-                    if spans == 0:
-                        raise RuntimeError("metrics+tracing: the services exported no span")
-                    figures["spans"].append(spans)
+
+        return gate
+
+    with OtlpReceiver(keep=False) as receiver:
+        runs = await asyncio.gather(
+            *(
+                orchestrator_fanout(
+                    watchers,
+                    quick,
+                    batches=(True,),
+                    metrics=mode != "off",
+                    extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint} if mode == "metrics+tracing" else None,
+                    repeats=repeats,
+                    gate=gate_of(mode),
+                )
+                for mode in MODES
+            )
+        )
+        spans = receiver.span_count  # the services flush their spans as they stop
+    for mode, levels in zip(MODES, runs, strict=True):
+        for level in levels[True]:
+            if level["completed"] != watchers:
+                raise RuntimeError(f"{mode}: {level['completed']} of {watchers} watchers completed")
+            figures[mode].append(level["orchestrator_cpu_per_event_us"])
+    if spans == 0:
+        raise RuntimeError("metrics+tracing: the services exported no span")
+    figures["spans"].append(spans)
     return figures
 
 
-def metrics_rows(watchers: int, quick: bool, repeats: int = 3) -> list[dict]:
+def metrics_rows(watchers: int, quick: bool, repeats: int = 5) -> list[dict]:
     """Rows of `observability_overhead`: metrics on, and metrics and traces on, against off."""
     figures = asyncio.run(observability_overhead(watchers, quick, repeats))
     off = statistics.median(figures["off"])
@@ -222,7 +257,7 @@ def metrics_rows(watchers: int, quick: bool, repeats: int = 3) -> list[dict]:
                 "value": round(on, 2),
                 "unit": "µs",
                 "floor": f"off: {off:.2f} (x{on / off:.3f})",
-                "note": f"medians of {repeats}, in rotating turn; off {figures['off']}, {mode} {figures[mode]}"
+                "note": f"medians of {repeats}, the suites taking turns; off {figures['off']}, {mode} {figures[mode]}"
                 + f"; ratio of each repeat {paired} (median x{statistics.median(paired):.3f})"
                 + (f"; spans exported {figures['spans']}" if mode == "metrics+tracing" else "")
                 + f"; load average {figures['load']}",
@@ -263,7 +298,7 @@ def run(quick: bool = False) -> list[dict]:
     ]
     watchers = 100 if quick else 1000
     levels = asyncio.run(orchestrator_fanout(watchers, quick))
-    one, batched = levels[False], levels[True]
+    (one,), (batched,) = levels[False], levels[True]
     rows += [
         {
             "metric": f"orchestrator CPU per delivered event, {watchers} watchers of one debate, batch_events",
@@ -300,9 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         "--metrics",
         action="store_true",
         help="only the orchestrator's CPU per delivered event with everything off, metrics on, and metrics and "
-        "traces on, in turn, 3 times each (--repeats)",
+        "traces on, three suites side by side taking turns, 5 times each (--repeats)",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="with --metrics: the times each setting runs")
+    parser.add_argument("--repeats", type=int, default=5, help="with --metrics: the times each setting runs")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows = metrics_rows(100 if args.quick else 1000, args.quick, args.repeats) if args.metrics else run(args.quick)

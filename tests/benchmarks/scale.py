@@ -51,9 +51,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -696,10 +698,12 @@ async def scale(
     provider: str = "",
     provider_processes: int = 1,
     metrics: bool = False,
+    gate: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
 ) -> dict:
     """Starts the suite, runs both ramps within `budget` seconds, returns the results.
     `extra_env`: more settings of the services (e.g. {"UVLOOP": "false"}); `metrics`: the services
-    serve Prometheus metrics, each on a free port, as under `debate-engine up`.
+    serve Prometheus metrics, each on a free port, as under `debate-engine up`; `gate`: each
+    subscribers level runs inside `gate()` (bench_fanout takes turns between suites with it).
 
     With `provider="fake"`, the fast fake provider (tests/support/fast_provider.py) runs in
     `provider_processes` processes of its own, paced like the simulated models, and each level
@@ -804,13 +808,14 @@ async def scale(
                     if time.monotonic() + need > deadline:
                         results["notes"] = results.get("notes", []) + [f"time budget spent before {k} subscribers"]
                         break
-                    level = await harness.subscribers_level(
-                        k,
-                        subscriber_rounds,
-                        probes,
-                        timeout=min(max(60.0, 2 * need), deadline - time.monotonic()),
-                        processes=subscriber_processes,
-                    )
+                    async with gate() if gate is not None else contextlib.nullcontext():
+                        level = await harness.subscribers_level(
+                            k,
+                            subscriber_rounds,
+                            probes,
+                            timeout=min(max(60.0, 2 * need), deadline - time.monotonic()),
+                            processes=subscriber_processes,
+                        )
                     _print_level(level)
                     results["subscribers"].append(asdict(level))
                     if not level.passed:

@@ -35,4 +35,4 @@ def test_observability_overhead_measures_off_metrics_and_tracing_in_one_run():
     figures = asyncio.run(bench_fanout.observability_overhead(20, quick=True, repeats=1))
     for mode in bench_fanout.MODES:
         assert len(figures[mode]) == 1 and figures[mode][0] > 0, mode
-    assert figures["spans"][0] >= 20  # at least each watcher's StreamDebateEvents server span
+    assert figures["spans"][0] > 0  # the debates' spans (a watcher's stream has none)
