@@ -34,6 +34,9 @@ import gc
 import multiprocessing
 import os
 import statistics
+import sys
+import sysconfig
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -43,6 +46,7 @@ import psutil
 
 from tests.support.otlp_receiver import OtlpReceiver
 
+PY_SPY = os.path.join(os.path.dirname(sys.executable), "py-spy")  # the dev group's py-spy
 PATH = "/bench.Fanout/Stream"
 PAYLOAD = b"x" * 200  # about a batch of a few token deltas
 
@@ -172,6 +176,7 @@ async def orchestrator_fanout(
             metrics=metrics,
             extra_env=extra_env,
             gate=gate,
+            keep_going=True,  # a level over the p99 limit still measures its CPU
         )
         levels[batch] = results["subscribers"]
         if len(levels[batch]) != repeats:
@@ -240,6 +245,94 @@ async def observability_overhead(watchers: int, quick: bool, repeats: int = 5) -
     return figures
 
 
+# What the observability layers run, by source file: the suite's own (metrics, tracing, their
+# interceptors) and the libraries' (prometheus-client, the OpenTelemetry SDK, its gRPC
+# instrumentation and OTLP exporter). `EXPORT`: the span processor's thread and the exporter,
+# whatever they call (protobuf's encoding, grpc's channel).
+INSTRUMENTATION = (
+    "/prometheus_client/",
+    "/opentelemetry/",
+    "/services/common/metrics.py",
+    "/services/common/grpc_metrics.py",
+    "/services/common/tracing.py",
+    "/services/common/trace_context.py",
+    "/services/orchestrator/metrics.py",
+)
+EXPORT = ("/opentelemetry/sdk/_shared_internal/", "/opentelemetry/sdk/trace/export/", "/opentelemetry/exporter/")
+NEUTRAL = (sysconfig.get_paths()["stdlib"] + "/", "/google/protobuf/", "<frozen ")  # called by both sides
+
+
+def _frame_file(frame: str) -> str:
+    """`function (/path/file.py:12)` -> `/path/file.py`."""
+    return frame.rpartition(" (")[2].rpartition(":")[0]
+
+
+def instrumentation_samples(raw: str) -> tuple[int, int, dict[str, int]]:
+    """py-spy's raw samples (`--full-filenames`, `-f raw`: `frame;frame;... count`, the leaf
+    last) -> (all samples, samples in the observability layers, those by the deciding file). A
+    sample is the layers' when a frame is the span exporter's, or when its innermost frame outside
+    the standard library and protobuf is one of INSTRUMENTATION's files (a model call inside a
+    tracing span is the model's; the span's own attributes are the layers')."""
+    total = ours = 0
+    files: dict[str, int] = {}
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        paths = [_frame_file(frame) for frame in stack.split(";")]
+        decider = next((f for f in reversed(paths) if not any(x in f for x in NEUTRAL)), "")
+        exporting = next((f for f in paths if any(x in f for x in EXPORT)), "")
+        if exporting or any(x in decider for x in INSTRUMENTATION):
+            ours += n
+            key = (exporting or decider).rpartition("site-packages/")[2]
+            files[key] = files.get(key, 0) + n
+    return total, ours, files
+
+
+async def instrumentation_share(watchers: int, quick: bool, levels: int = 2) -> dict:
+    """The share of the orchestrator's samples spent in the observability layers, metrics and
+    traces on: `levels` subscribers levels, py-spy attached to the orchestrator from the first
+    level's start (start-up and the warm-up debate left out) until the suite has stopped (its
+    last export and flush counted). Within one process and one run, so a load that drifts touches
+    both sides of the ratio alike. {"samples", "instrumentation", "share" (0..1), "files"}."""
+    spy: asyncio.subprocess.Process | None = None
+    with OtlpReceiver(keep=False) as receiver, tempfile.TemporaryDirectory(prefix="spy-") as tmp:
+        out = os.path.join(tmp, "samples.txt")
+
+        @contextlib.asynccontextmanager
+        async def gate() -> AsyncIterator[None]:
+            nonlocal spy
+            if spy is None:
+                (pid,) = [
+                    child.pid
+                    for child in psutil.Process().children(recursive=True)
+                    if "services.orchestrator" in " ".join(child.cmdline())
+                ]
+                spy = await asyncio.create_subprocess_exec(
+                    *(PY_SPY, "record", "--pid", str(pid), "--rate", "500", "--nonblocking", "--full-filenames"),
+                    *("--format", "raw", "--output", out),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            yield
+
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+        await orchestrator_fanout(
+            watchers, quick, batches=(True,), metrics=True, extra_env=env, repeats=levels, gate=gate
+        )
+        if spy is None:
+            raise RuntimeError("no level ran")
+        await asyncio.wait_for(spy.wait(), 30)  # py-spy ends with the process it samples
+        with open(out) as samples:
+            total, ours, files = instrumentation_samples(samples.read())
+    if total == 0:
+        raise RuntimeError("py-spy took no sample")
+    top = dict(sorted(files.items(), key=lambda item: -item[1])[:6])
+    return {"samples": total, "instrumentation": ours, "share": ours / total, "files": top}
+
+
 def metrics_rows(watchers: int, quick: bool, repeats: int = 5) -> list[dict]:
     """Rows of `observability_overhead`: metrics on, and metrics and traces on, against off."""
     figures = asyncio.run(observability_overhead(watchers, quick, repeats))
@@ -263,6 +356,18 @@ def metrics_rows(watchers: int, quick: bool, repeats: int = 5) -> list[dict]:
                 + f"; load average {figures['load']}",
             }
         )
+    share = asyncio.run(instrumentation_share(watchers, quick))
+    files = ", ".join(f"{name} {n}" for name, n in share["files"].items())
+    rows.append(
+        {
+            "metric": f"orchestrator samples in the metrics and tracing layers, {watchers} watchers, both on",
+            "target": "<= 4.8% (1.05x)",
+            "value": round(100 * share["share"], 2),
+            "unit": "%",
+            "floor": f"x{1 / (1 - share['share']):.3f} of the same work without them",
+            "note": f"py-spy, {share['instrumentation']} of {share['samples']} samples of 2 levels; by file: {files}",
+        }
+    )
     return rows
 
 

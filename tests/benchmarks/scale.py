@@ -699,11 +699,13 @@ async def scale(
     provider_processes: int = 1,
     metrics: bool = False,
     gate: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+    keep_going: bool = False,
 ) -> dict:
     """Starts the suite, runs both ramps within `budget` seconds, returns the results.
     `extra_env`: more settings of the services (e.g. {"UVLOOP": "false"}); `metrics`: the services
     serve Prometheus metrics, each on a free port, as under `debate-engine up`; `gate`: each
-    subscribers level runs inside `gate()` (bench_fanout takes turns between suites with it).
+    subscribers level runs inside `gate()` (bench_fanout takes turns between suites with it);
+    `keep_going`: every subscribers level runs, even after one fails.
 
     With `provider="fake"`, the fast fake provider (tests/support/fast_provider.py) runs in
     `provider_processes` processes of its own, paced like the simulated models, and each level
@@ -818,7 +820,7 @@ async def scale(
                         )
                     _print_level(level)
                     results["subscribers"].append(asdict(level))
-                    if not level.passed:
+                    if not level.passed and not keep_going:
                         break
                     await asyncio.sleep(1.0)
         errors = [line for line in tail if " ERROR " in line or "Traceback" in line]

@@ -36,3 +36,16 @@ def test_observability_overhead_measures_off_metrics_and_tracing_in_one_run():
     for mode in bench_fanout.MODES:
         assert len(figures[mode]) == 1 and figures[mode][0] > 0, mode
     assert figures["spans"][0] > 0  # the debates' spans (a watcher's stream has none)
+
+
+@pytest.mark.e2e
+@pytest.mark.benchmark_quick
+def test_instrumentation_share_samples_the_orchestrator_with_metrics_and_traces_on():
+    """py-spy (the dev group's) samples the real orchestrator through a level: the share is a
+    fraction of samples that exist."""
+    import asyncio
+
+    share = asyncio.run(bench_fanout.instrumentation_share(20, quick=True, levels=1))
+    assert share["samples"] > 0
+    assert 0 <= share["instrumentation"] <= share["samples"]
+    assert share["share"] == share["instrumentation"] / share["samples"]
