@@ -33,6 +33,7 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import sysconfig
@@ -294,16 +295,17 @@ def instrumentation_samples(raw: str) -> tuple[int, int, dict[str, int]]:
 async def instrumentation_share(watchers: int, quick: bool, levels: int = 2) -> dict:
     """The share of the orchestrator's samples spent in the observability layers, metrics and
     traces on: `levels` subscribers levels, py-spy attached to the orchestrator from the first
-    level's start (start-up and the warm-up debate left out) until the suite has stopped (its
-    last export and flush counted). Within one process and one run, so a load that drifts touches
-    both sides of the ratio alike. {"samples", "instrumentation", "share" (0..1), "files"}."""
+    level's start to the last one's end (start-up, the warm-up debate and the stop left out; the
+    span exports of the levels counted). Within one process and one run, so a load that drifts
+    touches both sides of the ratio alike. {"samples", "instrumentation", "share" (0..1), "files"}."""
     spy: asyncio.subprocess.Process | None = None
+    ran = 0
     with OtlpReceiver(keep=False) as receiver, tempfile.TemporaryDirectory(prefix="spy-") as tmp:
         out = os.path.join(tmp, "samples.txt")
 
         @contextlib.asynccontextmanager
         async def gate() -> AsyncIterator[None]:
-            nonlocal spy
+            nonlocal spy, ran
             if spy is None:
                 (pid,) = [
                     child.pid
@@ -317,14 +319,17 @@ async def instrumentation_share(watchers: int, quick: bool, levels: int = 2) -> 
                     stderr=asyncio.subprocess.DEVNULL,
                 )
             yield
+            ran += 1
+            if ran == levels:  # py-spy writes its samples on SIGINT
+                spy.send_signal(signal.SIGINT)
+                await asyncio.wait_for(spy.wait(), 30)
 
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
         await orchestrator_fanout(
             watchers, quick, batches=(True,), metrics=True, extra_env=env, repeats=levels, gate=gate
         )
-        if spy is None:
-            raise RuntimeError("no level ran")
-        await asyncio.wait_for(spy.wait(), 30)  # py-spy ends with the process it samples
+        if spy is None or spy.returncode is None:
+            raise RuntimeError("the levels did not all run")
         with open(out) as samples:
             total, ours, files = instrumentation_samples(samples.read())
     if total == 0:
