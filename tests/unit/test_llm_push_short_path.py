@@ -180,3 +180,49 @@ def test_a_sink_that_raises_on_the_short_path_fails_the_stream_with_its_error():
     push = asyncio.run(run())
     assert isinstance(push.failure, Refused) and push.stop and not push.done
     assert not isinstance(push.failure, LLMError)
+
+
+async def _pushed_wait(reads: int, every: float, first_token: bool) -> tuple[float, float, LLMError]:
+    """A task waiting for a whole pushed stream (begin() once), its reads coming from the loop's
+    callbacks every `every` s: the time of the last read, of the cut, and the cut's error."""
+    loop = asyncio.get_running_loop()
+    watchdog = Watchdog(0.4, 0.2)
+    last = [loop.time()]
+
+    def read(left: int) -> None:
+        if first_token:
+            watchdog.first_token()
+        watchdog.read_at = watchdog.time()  # what the short path does per read
+        last[0] = loop.time()
+        if left > 1:
+            loop.call_later(every, read, left - 1)
+
+    async def wait() -> None:
+        watchdog.begin()
+        try:
+            loop.call_later(every, read, reads)
+            await asyncio.sleep(30)
+        finally:
+            watchdog.end()
+
+    task = asyncio.create_task(wait())
+    try:
+        await task
+    except asyncio.CancelledError:
+        assert watchdog.timed_out()
+    finally:
+        watchdog.close()
+    return last[0], loop.time(), watchdog.error("openai/m", "text")
+
+
+def test_a_pushed_stream_whose_reads_keep_coming_is_not_cut_then_its_stall_is():
+    """The reads stamp a time only; the armed timer re-arms itself for the deadline then due."""
+    last, cut, error = asyncio.run(_pushed_wait(reads=8, every=0.1, first_token=True))
+    assert error.reason == "PROVIDER_STALLED"
+    assert cut - last >= 0.2 * 0.95  # the stall limit, from the last read
+    assert cut - last < 0.2 + 0.25  # and not much after it: the timer followed the reads
+
+
+def test_reads_without_a_first_token_are_cut_at_the_first_token_limit():
+    _, cut, error = asyncio.run(_pushed_wait(reads=8, every=0.1, first_token=False))
+    assert error.reason == "PROVIDER_TIMEOUT"
