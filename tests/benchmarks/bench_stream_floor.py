@@ -52,6 +52,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httptools
 import msgspec
 
 from services.common.llm.wire import HttpPool, Response, WireError
@@ -156,6 +157,8 @@ class _PushResponse(Response):
         super().__init__(pool)
         self.sink: Callable[[bytes], object] | None = None
         self.sse = b""
+        self.on_body = self._split_body  # the parser takes its callbacks when it is made
+        self.parser = httptools.HttpResponseParser(self)
 
     def data_received(self, data: bytes) -> None:
         self.received = True
@@ -168,7 +171,7 @@ class _PushResponse(Response):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
-    def on_body(self, body: bytes) -> None:
+    def _split_body(self, body: bytes) -> None:
         sink = self.sink
         if sink is None:
             self._body.append(body)

@@ -41,7 +41,6 @@ from services.common.usage import Usage
 
 class Watchdog:
     __slots__ = (
-        "_deadline",
         "_first_deadline",
         "_handle",
         "_loop",
@@ -49,50 +48,61 @@ class Watchdog:
         "_task",
         "fired",
         "first_token_timeout",
+        "read_at",
         "stall_timeout",
+        "time",
     )
 
     def __init__(self, first_token_timeout: float, stall_timeout: float):
         self._loop = asyncio.get_running_loop()
+        self.time = self._loop.time  # the loop's clock, in seconds
         self._task: asyncio.Task | None = None
         self._handle: asyncio.TimerHandle | None = None
         self.first_token_timeout = first_token_timeout
         self.stall_timeout = stall_timeout
         # Until the first token, the limit runs from the request, not from the last read.
-        self._first_deadline: float | None = self._loop.time() + first_token_timeout
-        self._deadline = self._first_deadline
+        self._first_deadline: float | None = self.time() + first_token_timeout
+        # The loop time the current wait began (begin(), or the last read of a pushed stream):
+        # the stall limit runs from it. A push reader may set it itself (`read_at = time()`).
+        self.read_at = self.time()
         self._reading = False
         self.fired = False
+
+    def _deadline(self) -> float:
+        first = self._first_deadline
+        return first if first is not None else self.read_at + self.stall_timeout
 
     def first_token(self) -> None:
         """The first chunk of the call came: from now on the stall limit applies."""
         self._first_deadline = None
         self.close()  # the stall deadline may come before the armed first-token one
+        if self._reading and self._task is not None:
+            self._handle = self._loop.call_at(self._deadline(), self._fire)
 
     def begin(self) -> None:
-        self._deadline = self._first_deadline or (self._loop.time() + self.stall_timeout)
+        self.read_at = self.time()
         self._reading = True
         if self._handle is None:
             self._task = asyncio.current_task()
-            self._handle = self._loop.call_at(self._deadline, self._fire)
+            self._handle = self._loop.call_at(self._deadline(), self._fire)
 
     def end(self) -> None:
         self._reading = False
 
     def refresh(self) -> None:
-        """A read came while the task waits for the whole stream (a push reader calls this from
-        the protocol's callback, between its task's begin() and end()): the next read's limit
-        runs from now. The timer is re-armed for the task that called begin()."""
-        self._deadline = self._first_deadline or (self._loop.time() + self.stall_timeout)
-        if self._handle is None and self._task is not None:
-            self._handle = self._loop.call_at(self._deadline, self._fire)
+        """A read came while the task waits for the whole stream (a push reader calls this, or
+        sets `read_at` to `time()` itself, from the protocol's callback, between its task's
+        begin() and end()): the next read's limit runs from now. Only a timestamp: the armed
+        timer, when it fires, re-arms itself for the deadline then due."""
+        self.read_at = self.time()
 
     def _fire(self) -> None:
         self._handle = None
         if not self._reading:
             return  # re-armed by the next begin()
-        if self._loop.time() < self._deadline:
-            self._handle = self._loop.call_at(self._deadline, self._fire)
+        deadline = self._deadline()
+        if self._loop.time() < deadline:
+            self._handle = self._loop.call_at(deadline, self._fire)
             return
         self.fired = True
         if self._task is not None:

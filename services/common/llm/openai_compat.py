@@ -303,15 +303,39 @@ class _Push:
     """The consumer of a pushed stream (wire.Response.consumer): each network read's body split
     into SSE payloads, read into events and handed to the sink, inside the protocol's callback.
     Wakes the waiting task only at the stream's end or at a failure (kept in `failure`: the
-    task raises it)."""
+    task raises it).
 
-    __slots__ = ("buffer", "done", "failure", "push", "reader", "refresh", "sink", "stop")
+    The short path: a read that is one whole event of one `data: {...}` line, as a streamed
+    token comes, carrying an answer delta and nothing else, once the first token came (the
+    OpenAI-compatible chunk only: a reader of another format, Anthropic's, has `short` off). It
+    is sliced, decoded by msgspec, its text appended and handed on, and the watchdog's clock
+    stamped, with everything bound once per stream: no SSE split, no event list, no call of
+    ours in between. Anything else (a split event, several events, comments, CRLF, [DONE],
+    reasoning, a finish reason, usage, an error, a chunk msgspec refuses) takes the general
+    path, which reads it as `stream` does (and raises its typed errors)."""
+
+    __slots__ = (
+        "append",
+        "buffer",
+        "done",
+        "failure",
+        "push",
+        "reader",
+        "short",
+        "sink",
+        "stop",
+        "time",
+        "watchdog",
+    )
 
     def __init__(self, reader: _ChunkReader, sink: DeltaSink, watchdog: Watchdog):
         self.reader = reader
         self.push = reader.push
+        self.append = reader.parts.append
+        self.short = type(reader) is _ChunkReader
         self.sink = sink
-        self.refresh = watchdog.refresh
+        self.watchdog = watchdog
+        self.time = watchdog.time
         self.buffer = b""
         self.done = False  # the stream said it ended ([DONE], message_stop)
         self.stop = False  # nothing more to read: ended or failed
@@ -323,12 +347,35 @@ class _Push:
         try:
             if (
                 not self.buffer
-                and data.startswith(b"data: {")
-                and data.endswith(b"\n\n")
+                and data[:7] == b"data: {"
+                and data[-2:] == b"\n\n"
                 and data.find(b"\n", 7) == len(data) - 2
             ):
                 # One whole event of one data line in this read, as a streamed token comes.
-                self.push(data[6:-2], self.sink)
+                payload = data[6:-2]
+                if self.short and not self.reader.waiting:
+                    try:
+                        chunk = _decode_chunk(payload)
+                    except msgspec.MsgspecError:
+                        chunk = None  # the general path raises its typed error
+                    if chunk is not None and chunk.usage is None and chunk.error is _UNSET:
+                        choices = chunk.choices
+                        if choices:
+                            choice = choices[0]
+                            delta = choice.delta
+                            if delta is not None and not choice.finish_reason:
+                                content = delta.content
+                                if (
+                                    type(content) is str
+                                    and content
+                                    and delta.reasoning_content is None
+                                    and delta.reasoning is None
+                                ):
+                                    self.append(content)
+                                    self.sink(TextDelta(content))
+                                    self.watchdog.read_at = self.time()
+                                    return False
+                self.push(payload, self.sink)
                 done = False
             else:
                 payloads, self.buffer, done = _split(self.buffer + data if self.buffer else data)
@@ -342,7 +389,7 @@ class _Push:
         if done or self.reader.ended:
             self.done = self.stop = True
             return True
-        self.refresh()
+        self.watchdog.read_at = self.time()
         return False
 
 

@@ -73,6 +73,7 @@ class Response(asyncio.Protocol):
         "headers",
         "keep_alive",
         "lost",
+        "on_body",
         "parser",
         "pool",
         "received",
@@ -85,8 +86,11 @@ class Response(asyncio.Protocol):
         self.pool = pool
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
         self._body: list[bytes] = []
+        # httptools' body callback is the list's own append (C to C, no Python frame per read);
+        # the parser looks its callbacks up once, when it is made.
+        self.on_body: Callable[[bytes], None] = self._body.append
+        self.parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -156,9 +160,6 @@ class Response(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
 
     def on_message_complete(self) -> None:
         self.complete = True
