@@ -147,5 +147,5 @@ def announce_cost(store: Store, hub: EventHub, run: DebateRun) -> None:
     budget = common.BudgetStatus(spent=usd(run.total))
     if run.config.HasField("budget"):
         budget.cap.CopyFrom(run.config.budget)
-    store.update_debate(run.debate_id, cost_amount=str(run.total))
+    store.set_cost(run.debate_id, str(run.total))
     hub.emit(run.debate_id, cost_updated=pb.CostUpdated(total=usd(run.total), usage=run.usage, budget=budget))

@@ -28,6 +28,7 @@ tokens are written once, here, and used by both stores; the schema, version by v
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import sqlite3
@@ -231,7 +232,8 @@ def in_dialect(statement: str, dialect: Dialect) -> str:
     return statement if dialect is Dialect.SQLITE else statement.replace("?", dialect.param)
 
 
-def update_debate_sql(names: Sequence[str]) -> str:
+@functools.cache  # a few sets of names, in the engine's code: built once each
+def update_debate_sql(names: tuple[str, ...]) -> str:
     """UPDATE debates SET name = ?, ... WHERE debate_id = ? (the names are DebateRow fields, never input)."""
     return f"UPDATE debates SET {', '.join(f'{name} = ?' for name in names)} WHERE debate_id = ?"
 
@@ -352,6 +354,7 @@ class Store(Protocol):
     shared: bool
     lost: set[str]
     cancel_requests: dict[str, str]  # debate -> reason: cancels asked of another replica, found by `renew`
+    _costs: dict[str, str]  # debate -> its running total set by `set_cost`, not written yet
 
     # -- transactions
     def commit(self) -> None:
@@ -403,7 +406,24 @@ class Store(Protocol):
             fields["verdict_recorded"] = bool(fields["verdict_recorded"])
         if "cost_amount" in fields:
             fields["cost_amount"] = self._amount(fields["cost_amount"])
-        self._write(debate_id, update_debate_sql(list(fields)), (*fields.values(), debate_id))
+        self._write(debate_id, update_debate_sql(tuple(fields)), (*fields.values(), debate_id))
+        if "cost_amount" in fields:
+            self._costs.pop(debate_id, None)  # a running total set earlier is older than this one
+
+    def set_cost(self, debate_id: str, amount: str) -> None:
+        """Sets the debate's running total (`cost_amount`: USD, a decimal string) as
+        `update_debate(cost_amount=amount)` does, but written once a transaction: the last amount
+        set before a commit is written into it (update_ns: then), and before any read, which sees
+        it; an `update_debate(cost_amount=...)` made after it wins. A debate whose turns end
+        together (a round's) writes its row once instead of at each turn."""
+        self._costs[debate_id] = amount
+
+    def _write_costs(self) -> None:
+        """Writes the running totals `set_cost` holds (each kept until its write ran); called by
+        the backends before a commit and before a read."""
+        while self._costs:
+            debate_id, amount = next(iter(self._costs.items()))
+            self.update_debate(debate_id, cost_amount=amount)  # drops it from _costs
 
     def trace_context(self, debate_id: str) -> str:
         """The W3C `traceparent` stored with the debate by `update_debate(trace_context=...)`:
@@ -666,6 +686,7 @@ class SqliteStore(Store):
         self.shared = False  # one process a file: every lease is held, trivially
         self.lost: set[str] = set()
         self.cancel_requests: dict[str, str] = {}
+        self._costs: dict[str, str] = {}
 
     def _migrate(self) -> None:
         db = self._tx()
@@ -688,6 +709,8 @@ class SqliteStore(Store):
         return self.db
 
     def commit(self) -> None:
+        if self._costs:
+            self._write_costs()
         if self.db.in_transaction:
             self.db.execute("COMMIT")
             self.commits += 1
@@ -716,6 +739,8 @@ class SqliteStore(Store):
         self._tx().execute(statement, params)
 
     def _read(self, statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        if self._costs:
+            self._write_costs()
         return self.db.execute(statement, params).fetchall()
 
     def _amount(self, text: str) -> object:

@@ -203,6 +203,7 @@ class PostgresStore(Store):
         self.lost: set[str] = set()
         self._lost_at: dict[str, float] = {}  # debate in `lost` -> when (monotonic s) it was lost
         self.cancel_requests: dict[str, str] = {}
+        self._costs: dict[str, str] = {}
         self._listener: Listener | None = None
         self._held: dict[str, int] = {}  # debate -> the epoch of its lease held here
         self._fenced: set[str] = set()  # held debates whose leases the open transaction checked
@@ -367,6 +368,7 @@ class PostgresStore(Store):
         self._events = {key: event for key, event in self._events.items() if key[0] not in debate_ids}
 
     def commit(self) -> None:
+        self._write_costs()  # into the journal: a lost debate's are refused, a failed commit keeps them
         self._fenced_out(self._commit)
 
     def _commit(self) -> None:
@@ -399,6 +401,8 @@ class PostgresStore(Store):
             self._unsent.append((debate_id, _postgres(statement), params))
 
     def _read(self, statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        self._write_costs()
+
         def read() -> list[tuple[Any, ...]]:
             with self._guard() as conn:
                 self._send(conn, commit=False)

@@ -193,6 +193,34 @@ def test_reads_see_the_writes_not_committed_yet_and_other_connections_only_after
     assert store.commits == commits + 1
 
 
+def test_a_running_total_is_written_once_a_commit_read_before_it_and_overridden(orchestrator_backend):
+    """set_cost: the last amount set before a commit is what it commits; a read sees it before;
+    update_debate(cost_amount=...) made after it wins; a debate without one keeps its own."""
+    store = orchestrator_backend.open()
+    for debate_id in ("d1", "d2", "d3"):
+        store.insert_debate(debate(debate_id))
+    store.commit()
+    for amount in ("0.1", "0.25", "0.5"):
+        store.set_cost("d1", amount)
+    assert Decimal(store.existing_debate("d1").cost_amount) == Decimal("0.5")  # a read writes it first
+    store.set_cost("d1", "0.75")
+    store.set_cost("d2", "1.5")
+    store.update_debate("d2", cost_amount="2", end_reason="ended")  # the later write wins
+    commits = store.commits
+    store.commit()
+    assert store.commits == commits + 1
+    store.close()
+
+    store = orchestrator_backend.open()  # a new connection reads what was committed
+    rows = {d: store.existing_debate(d) for d in ("d1", "d2", "d3")}
+    assert Decimal(rows["d1"].cost_amount) == Decimal("0.75") and rows["d1"].update_ns > 1
+    assert (Decimal(rows["d2"].cost_amount), rows["d2"].end_reason) == (Decimal("2"), "ended")
+    assert rows["d3"].cost_amount == "" and rows["d3"].update_ns == 1
+    store.set_cost("d3", "3")
+    store.close()  # closing commits it
+    assert Decimal(orchestrator_backend.open().existing_debate("d3").cost_amount) == Decimal("3")
+
+
 def test_every_kind_of_row_is_read_back_as_written(orchestrator_backend):
     store = orchestrator_backend.open()
     for i, state in enumerate([S.DEBATE_STATE_QUEUED, S.DEBATE_STATE_RUNNING, S.DEBATE_STATE_CREATED], start=1):
