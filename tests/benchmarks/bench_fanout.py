@@ -19,7 +19,10 @@
    counts the spans it is sent: tests/support/otlp_receiver.py). The three suites run side by
    side and take turns, one level at a time, so that each repeat's three levels run seconds
    apart. Orchestrator CPU per delivered event in each, and the ratios to "off" (the issue's
-   aim: at most 1.05x), of the medians and of each repeat.
+   aim: at most 1.05x), of the medians and of each repeat. Then the share of the orchestrator's
+   py-spy samples spent in the metrics and tracing layers over two levels with both on: within
+   one process and one run, it reads the few percent that the A/B rows' run-to-run spread (10%
+   to 20% on a shared 2-core machine) hides.
 
 `run(quick)` returns rows for `make bench` (tests/benchmarks/run_all.py); the full run includes
 the rows of 3 (the quick one leaves them to `--metrics --quick`).
