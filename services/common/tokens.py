@@ -23,11 +23,13 @@ count is one dict hit plus the tokenizer's own (Rust) encode.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -157,8 +159,12 @@ def _hf_tokenizer(filename: str) -> HFTokenizer:
 # tokens of a text are the sum of the tokens of its pieces cut right after each such newline,
 # exactly (tests/unit/test_token_lines.py checks it on random awkward texts).
 _LINE_START = re.compile(r"\n(?=[^\s/])")
-LINE_CACHE_SIZE = 4096  # pieces of each encoding whose counts are kept
-# Longer pieces are counted each time, not kept: at most 16 MiB of ASCII text kept an encoding.
+# Characters of the pieces whose counts are kept, per encoding (about 16 MiB of ASCII text at most,
+# with the dict's own ~100 bytes a piece): bounded by characters, not pieces, so that many short
+# pieces used once (a judge prompt's marker lines, random per call) do not push out the long ones
+# that come again (the turns every ordering and the verdict quote): 300 debates at once need ~3 M.
+LINE_CACHE_CHARS = 8 * 2**20
+# Longer pieces are counted each time, not kept.
 LINE_CACHE_MAX_CHARS = 4096
 
 
@@ -177,20 +183,50 @@ def _tiktoken_counter(encoding: str, *, exact: bool, model: str = "") -> Tokeniz
     return Tokenizer(f"tiktoken/{encoding}", exact, _line_counter(encoding), per_message, per_name)
 
 
+class _KeptCounts:
+    """Token counts of pieces of text, least recently used first out once their characters pass
+    `max_chars`. Safe to share between threads: a race can only count a piece twice."""
+
+    def __init__(self, encode: Callable[[str], list[int]], max_chars: int):
+        self._encode = encode
+        self._max_chars = max_chars
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, piece: str) -> int:
+        counts = self._counts
+        n = counts.get(piece)
+        if n is not None:
+            with contextlib.suppress(KeyError):  # dropped by another thread meanwhile
+                counts.move_to_end(piece)
+            return n
+        n = len(self._encode(piece))
+        with self._lock:
+            if piece not in counts:
+                counts[piece] = n
+                self._chars += len(piece)
+                while self._chars > self._max_chars and counts:
+                    self._chars -= len(counts.popitem(last=False)[0])
+        return n
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts.clear()
+            self._chars = 0
+
+
 @cache
 def _line_counter(encoding: str) -> Callable[[str], int]:
     """The encoding's count of a text, as the sum of its lines' counts (`_lines`), each line's
-    kept (LINE_CACHE_SIZE, least recently used first out): a prompt repeats the same turns, the
-    same instructions and the same documents from call to call, in another order or between
-    other lines (a judge's rotated orderings, a debater's window, a verdict over every round),
-    and only its new lines are encoded. One cache per encoding, shared by its models.
-    encode_ordinary: text that looks like a special token ("<|endoftext|>") is counted as the
-    plain text it is, and no check for specials is paid."""
+    kept (LINE_CACHE_CHARS characters of them, least recently used first out): a prompt repeats
+    the same turns, the same instructions and the same documents from call to call, in another
+    order or between other lines (a judge's rotated orderings, a debater's window, a verdict over
+    every round), and only its new lines are encoded. One cache per encoding, shared by its
+    models. encode_ordinary: text that looks like a special token ("<|endoftext|>") is counted as
+    the plain text it is, and no check for specials is paid."""
     encode = _tiktoken_encoding(encoding).encode_ordinary
-
-    @lru_cache(maxsize=LINE_CACHE_SIZE)
-    def kept(line: str) -> int:
-        return len(encode(line))
+    kept = _kept[encoding] = _KeptCounts(encode, LINE_CACHE_CHARS)
 
     def count(text: str) -> int:
         if "\n" not in text:
@@ -198,6 +234,15 @@ def _line_counter(encoding: str) -> Callable[[str], int]:
         return sum(kept(line) if len(line) <= LINE_CACHE_MAX_CHARS else len(encode(line)) for line in _lines(text))
 
     return count
+
+
+_kept: dict[str, _KeptCounts] = {}  # encoding -> its line counter's kept counts
+
+
+def clear_caches() -> None:
+    """Forgets every kept line count (benchmarks start each pass as a fresh process does)."""
+    for kept in list(_kept.values()):
+        kept.clear()
 
 
 def _hf_counter(name: str, filename: str) -> Tokenizer:

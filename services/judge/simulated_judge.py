@@ -32,8 +32,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from services.common.llm.base import CompletionRequest
@@ -45,7 +47,6 @@ from services.judge.simulated_stopping import positions_converged, scripted
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORDS = re.compile(r"[A-Za-z][A-Za-z'-]*|\d[\d.,]*%?")
-_NUMBER = re.compile(r"^\d")
 _ADDRESSEE = r"(me|us|myself|my side|this side|this debater|debater [a-z])"
 _TO_THE_JUDGE = re.compile(
     "|".join(
@@ -149,34 +150,73 @@ class Features:
 
 
 def features(text: str, other_labels: Sequence[str]) -> Features:
-    kept, ignored = [], 0
-    for sentence in _SENTENCES.split(text):
-        if not sentence.strip():
-            continue
-        if addressed_to_judge(sentence):
-            ignored += 1
-        else:
-            kept.append(sentence)
-    per_sentence = [_WORDS.findall(s) for s in kept]
-    per_sentence = [w for w in per_sentence if w]
-    words = [w for ws in per_sentence for w in ws]
-    n, s = len(words), len(per_sentence)
+    """The features of one debater's text; `other_labels` are the other debaters' labels ("B"),
+    whose mentions ("Debater B") count as engagement. The label-free part is measured once per
+    text (`_measured`, kept for the LABEL_FREE_CACHE_SIZE texts used last): a judge's orderings and
+    its verdict show the same turns again, under other labels and in another order."""
+    measured = _measured(text)
+    f = measured.features
+    if not f.words:
+        return f
+    mentions = sum(len(re.findall(rf"\bDebater {re.escape(label)}\b", measured.kept)) for label in other_labels)
+    if not mentions:
+        return f
+    return replace(f, engagement=(measured.contrast + mentions) / f.sentences)
+
+
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    features: Features  # without mentions of other debaters (engagement: contrast words only)
+    contrast: int  # contrast words in the kept sentences
+    kept: str  # the kept sentences (not addressed to the judge), joined by spaces
+
+
+LABEL_FREE_CACHE_SIZE = 2048  # texts (one debater's turns as a judge prompt quotes them, a few KiB each)
+
+
+@lru_cache(maxsize=LABEL_FREE_CACHE_SIZE)
+def _measured(text: str) -> _Measured:
+    sentences = [sentence for sentence in _SENTENCES.split(text) if sentence.strip()]
+    folded = text.translate(_FOLD).lower()
+    if any(word in folded for word in _JUDGE_WORDS):  # else no sentence can be addressed to the judge
+        kept = [sentence for sentence in sentences if not addressed_to_judge(sentence)]
+    else:
+        kept = sentences
+    ignored = len(sentences) - len(kept)
+    per_sentence = [ws for ws in map(_WORDS.findall, kept) if ws]
+    s = len(per_sentence)
+    # A word starts with an ASCII letter or a digit (_WORDS); lowered, with a-z or a digit.
+    counts = Counter(w.lower() for ws in per_sentence for w in ws)
+    n = sum(counts.values())
     if not n:
-        return Features(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ignored)
-    lowered = [w.lower() for w in words]
-    content = {w for w in lowered if len(w) > 3 and w not in _STOPWORDS and not _NUMBER.match(w)}
-    joined = " ".join(kept)
-    mentions = sum(len(re.findall(rf"\bDebater {re.escape(label)}\b", joined)) for label in other_labels)
-    return Features(
-        words=n,
-        sentences=s,
-        vocabulary=len(content) / math.sqrt(n),
-        reasoning=sum(w in _REASONING for w in lowered) / s,
-        evidence=(sum(w in _EVIDENCE for w in lowered) + sum(bool(_NUMBER.match(w)) for w in words)) / s,
-        engagement=(sum(w in _CONTRAST for w in lowered) + mentions) / s,
-        mean_sentence=n / s,
-        long_share=sum(len(ws) > 35 for ws in per_sentence) / s,
-        ignored=ignored,
+        return _Measured(Features(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ignored), 0, "")
+    numbers = content = reasoning = evidence = contrast = 0
+    for w, c in counts.items():
+        if not ("a" <= w[0] <= "z"):
+            numbers += c
+            continue
+        if len(w) > 3 and w not in _STOPWORDS:
+            content += 1
+        if w in _REASONING:
+            reasoning += c
+        if w in _EVIDENCE:
+            evidence += c
+        if w in _CONTRAST:
+            contrast += c
+    return _Measured(
+        Features(
+            words=n,
+            sentences=s,
+            vocabulary=content / math.sqrt(n),
+            reasoning=reasoning / s,
+            evidence=(evidence + numbers) / s,
+            engagement=contrast / s,
+            mean_sentence=n / s,
+            long_share=sum(len(ws) > 35 for ws in per_sentence) / s,
+            ignored=ignored,
+        ),
+        contrast,
+        " ".join(kept),
     )
 
 
