@@ -68,18 +68,21 @@ def _pieces(text: str) -> list[str]:
 
 def _truncate(
     model: str, pieces: list[str], max_tokens: int, count: Callable[[str, str], int]
-) -> tuple[list[str], bool]:
-    """The longest prefix of `pieces` within max_tokens (binary search on the tokenizer)."""
-    if count(model, "".join(pieces)) <= max_tokens:
-        return pieces, False
-    lo, hi = 0, len(pieces)  # invariant: pieces[:lo] fits, pieces[:hi] does not
+) -> tuple[list[str], bool, int]:
+    """(the longest prefix of `pieces` within max_tokens, whether it is shorter, its tokens): a
+    binary search on the tokenizer, whose counts give the reply's completion tokens too."""
+    tokens = count(model, "".join(pieces))
+    if tokens <= max_tokens:
+        return pieces, False, tokens
+    lo, hi, fits = 0, len(pieces), 0  # invariant: pieces[:lo] fits (`fits` tokens), pieces[:hi] does not
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if count(model, "".join(pieces[:mid])) <= max_tokens:
-            lo = mid
+        tokens = count(model, "".join(pieces[:mid]))
+        if tokens <= max_tokens:
+            lo, fits = mid, tokens
         else:
             hi = mid
-    return pieces[:lo], True
+    return pieces[:lo], True, fits
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”’)\]]*(?=\s|$)")
@@ -154,7 +157,9 @@ class SimulatedLLM:
         loop = asyncio.get_running_loop()
         started = loop.time()
         text = await self._reply_text(request)
-        pieces, truncated = _truncate(request.model, _pieces(text), max(0, request.max_tokens), count_text_tokens)
+        pieces, truncated, completion_tokens = _truncate(
+            request.model, _pieces(text), max(0, request.max_tokens), count_text_tokens
+        )
         latency, rate = self.first_token_latency, self.tokens_per_second
         if not (latency or rate):
             for i, piece in enumerate(pieces):
@@ -177,7 +182,7 @@ class SimulatedLLM:
                 i = end
         usage = Usage(
             prompt_tokens=count_message_tokens(request.model, [m.as_dict() for m in request.messages]),
-            completion_tokens=count_text_tokens(request.model, "".join(pieces)),
+            completion_tokens=completion_tokens,
         )
         yield Completion(
             model=request.model, usage=usage, finish_reason="length" if truncated else "stop", simulated=True
