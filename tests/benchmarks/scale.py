@@ -260,6 +260,9 @@ class Level:
     debater_tokens: int = 0
     debater_cost_usd: str = "0"
     orchestrator_cpu_per_token_us: float = 0.0
+    # The judge's process over the level (its ballots: the simulated judge, token counts), per debate.
+    judge_cpu_s: float = 0.0
+    judge_cpu_per_debate_ms: float = 0.0
     # Provider path only: content chunks the fake provider served during the level (one token
     # each), its processes' CPU, and the orchestrator's CPU per served chunk.
     provider_chunks: int = 0
@@ -360,8 +363,11 @@ class Harness:
         orchestrator_pid: int,
         address: str = "",
         batch: bool = True,
+        judge_pid: int | None = None,
     ):
         self.stub = stub
+        # The judge service's process: its CPU over a debates level (the simulated judge's ballots).
+        self.judge = psutil.Process(judge_pid) if judge_pid else None
         self.batch = batch  # subscribe with batch_events (several events a message)
         self.address = address
         self.channel_factory = channel_factory
@@ -371,6 +377,15 @@ class Harness:
     def _cpu(self) -> float:
         t = self.orchestrator.cpu_times()
         return t.user + t.system
+
+    def _judge_cpu(self) -> float:
+        """CPU seconds so far of the judge's process (0 without one)."""
+        if self.judge is None:
+            return 0.0
+        with contextlib.suppress(psutil.Error):
+            t = self.judge.cpu_times()
+            return t.user + t.system
+        return 0.0
 
     def _machine_cpu(self, provider: ProviderProcesses | None) -> float:
         """CPU seconds so far of the suite's processes (the orchestrator's parent's children),
@@ -435,7 +450,7 @@ class Harness:
         latencies: list[tuple[int, float]] = []
         counts = {"events": 0, "messages": 0, "token_events": 0}
         level.rss_before_mib = self.sampler.rss() / 2**20
-        cpu0, orch0 = time.process_time(), self._cpu()
+        cpu0, orch0, judge0 = time.process_time(), self._cpu(), self._judge_cpu()
         machine0 = self._machine_cpu(provider)
         provider_cpu0 = provider.cpu_seconds() if provider else 0.0
         served0 = provider.stats() if provider else {}
@@ -460,6 +475,8 @@ class Harness:
         peak = await self.sampler.stop()
         level.harness_cpu_s = time.process_time() - cpu0
         level.orchestrator_cpu_s = self._cpu() - orch0
+        level.judge_cpu_s = self._judge_cpu() - judge0
+        level.judge_cpu_per_debate_ms = round(level.judge_cpu_s / n * 1000, 2)
         peaks = await cpu_sampler.stop()
         level.orchestrator_peak_cores, level.provider_peak_cores = peaks["orchestrator"], peaks["provider"]
         level.harness_peak_cores = peaks["harness"]
@@ -628,7 +645,8 @@ def _print_level(level: Level) -> None:
     if level.kind == "debates" and level.debater_tokens:
         line = (
             f"      {level.path} path: {level.debater_tokens} debater tokens priced {level.debater_cost_usd} USD,"
-            f" orchestrator {level.orchestrator_cpu_per_token_us:.1f} µs CPU per token"
+            f" orchestrator {level.orchestrator_cpu_per_token_us:.1f} µs CPU per token;"
+            f" judge {level.judge_cpu_per_debate_ms:.1f} ms CPU per debate ({level.judge_cpu_s:.1f}s)"
         )
         if level.path == "provider":
             line += (
@@ -778,6 +796,7 @@ async def scale(
         tail: list[str] = []
         async with Suite(specs, output=tail.append) as suite:
             pid = next(p.process.pid for p in suite.running if p.spec.name == "orchestrator")
+            judge_pid = next(p.process.pid for p in suite.running if p.spec.name == "judge")
             options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 * 2**20)]
             address = config.orchestrator_address
             async with grpc.aio.insecure_channel(address, options=options) as channel:
@@ -787,6 +806,7 @@ async def scale(
                     pid,
                     address,
                     batch,
+                    judge_pid,
                 )
                 await asyncio.sleep(1.0)
                 results["orchestrator_rss_at_rest_mib"] = round(harness.sampler.rss() / 2**20, 1)
