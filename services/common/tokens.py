@@ -23,7 +23,6 @@ count is one dict hit plus the tokenizer's own (Rust) encode.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import os
@@ -184,24 +183,24 @@ def _tiktoken_counter(encoding: str, *, exact: bool, model: str = "") -> Tokeniz
 
 
 class _KeptCounts:
-    """Token counts of pieces of text, least recently used first out once their characters pass
-    `max_chars`. Safe to share between threads: a race can only count a piece twice."""
+    """Token counts of pieces of text, first kept first out once their characters pass
+    `max_chars` (first in, first out rather than least recently used: a hit is one C-level
+    `get`, with no bookkeeping, and the bound is wide enough that a piece still in use is rarely
+    out, and then only counted again). Safe to share between threads: a race can only count a
+    piece twice."""
 
     def __init__(self, encode: Callable[[str], list[int]], max_chars: int):
         self._encode = encode
         self._max_chars = max_chars
         self._counts: OrderedDict[str, int] = OrderedDict()
+        self.get = self._counts.get  # piece -> its kept count, or None
         self._chars = 0
         self._lock = threading.Lock()
 
-    def __call__(self, piece: str) -> int:
-        counts = self._counts
-        n = counts.get(piece)
-        if n is not None:
-            with contextlib.suppress(KeyError):  # dropped by another thread meanwhile
-                counts.move_to_end(piece)
-            return n
+    def add(self, piece: str) -> int:
+        """Counts `piece` and keeps its count."""
         n = len(self._encode(piece))
+        counts = self._counts
         with self._lock:
             if piece not in counts:
                 counts[piece] = n
@@ -219,7 +218,7 @@ class _KeptCounts:
 @cache
 def _line_counter(encoding: str) -> Callable[[str], int]:
     """The encoding's count of a text, as the sum of its lines' counts (`_lines`), each line's
-    kept (LINE_CACHE_CHARS characters of them, least recently used first out): a prompt repeats
+    kept (LINE_CACHE_CHARS characters of them, first kept first out): a prompt repeats
     the same turns, the same instructions and the same documents from call to call, in another
     order or between other lines (a judge's rotated orderings, a debater's window, a verdict over
     every round), and only its new lines are encoded. One cache per encoding, shared by its
@@ -227,11 +226,21 @@ def _line_counter(encoding: str) -> Callable[[str], int]:
     the plain text it is, and no check for specials is paid."""
     encode = _tiktoken_encoding(encoding).encode_ordinary
     kept = _kept[encoding] = _KeptCounts(encode, LINE_CACHE_CHARS)
+    get, add = kept.get, kept.add
 
     def count(text: str) -> int:
         if "\n" not in text:
-            return kept(text) if len(text) <= LINE_CACHE_MAX_CHARS else len(encode(text))
-        return sum(kept(line) if len(line) <= LINE_CACHE_MAX_CHARS else len(encode(line)) for line in _lines(text))
+            if len(text) > LINE_CACHE_MAX_CHARS:
+                return len(encode(text))
+            n = get(text)
+            return add(text) if n is None else n
+        total = 0
+        for line in _lines(text):
+            n = get(line)
+            if n is None:
+                n = add(line) if len(line) <= LINE_CACHE_MAX_CHARS else len(encode(line))
+            total += n
+        return total
 
     return count
 
