@@ -401,9 +401,24 @@ _KEYS = re.compile("^" + re.escape(KEYS_LINE).replace(r"\{labels\}", "(?P<items>
 _CRITERIA = re.compile("^" + re.escape(CRITERIA_LINE).replace(r"\{criteria\}", "(?P<items>.*)") + "$", re.MULTILINE)
 
 
+def _search_line(pattern: re.Pattern[str], prefix: str, text: str) -> re.Match[str] | None:
+    """`pattern.search(text)` for a MULTILINE pattern that matches only lines starting with the
+    literal `prefix`: tried only at the lines that do (found by str.find), not at every line."""
+    start = 0
+    while (at := text.find(prefix, start)) >= 0:
+        if (at == 0 or text[at - 1] == "\n") and (match := pattern.match(text, at)):
+            return match
+        start = at + 1
+    return None
+
+
+_KEYS_PREFIX, _CRITERIA_PREFIX = KEYS_LINE.split("{labels}")[0], CRITERIA_LINE.split("{criteria}")[0]
+
+
 def read_prompt(text: str) -> PromptView | None:
     """The labels, criteria and quoted turns of a prompt built by `build_messages`, or None."""
-    keys, criteria = _KEYS.search(text), _CRITERIA.search(text)
+    keys = _search_line(_KEYS, _KEYS_PREFIX, text)
+    criteria = _search_line(_CRITERIA, _CRITERIA_PREFIX, text)
     if not keys or not criteria:
         return None
     labels = tuple(re.findall(r'"([A-Z])"', keys.group("items")))

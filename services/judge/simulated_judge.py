@@ -158,7 +158,12 @@ def features(text: str, other_labels: Sequence[str]) -> Features:
     f = measured.features
     if not f.words:
         return f
-    mentions = sum(len(re.findall(rf"\bDebater {re.escape(label)}\b", measured.kept)) for label in other_labels)
+    mentions = sum(
+        measured.mentions[label]
+        if _WORD.fullmatch(label) and "Debater" not in label
+        else len(re.findall(rf"\bDebater {re.escape(label)}\b", measured.kept))
+        for label in other_labels
+    )
     if not mentions:
         return f
     return replace(f, engagement=(measured.contrast + mentions) / f.sentences)
@@ -169,6 +174,13 @@ class _Measured:
     features: Features  # without mentions of other debaters (engagement: contrast words only)
     contrast: int  # contrast words in the kept sentences
     kept: str  # the kept sentences (not addressed to the judge), joined by spaces
+    # word -> how often "Debater <word>" stands in `kept` (a word: the whole run of word characters
+    # after it), so the mentions of a one-word label are one lookup rather than one search a label.
+    mentions: Counter[str]
+
+
+_WORD = re.compile(r"\w+")
+_MENTION = re.compile(r"\bDebater (?=(\w+))")  # the lookahead consumes nothing: "Debater Debater B" holds "B"
 
 
 LABEL_FREE_CACHE_SIZE = 2048  # texts (one debater's turns as a judge prompt quotes them, a few KiB each)
@@ -189,7 +201,8 @@ def _measured(text: str) -> _Measured:
     counts = Counter(w.lower() for ws in per_sentence for w in ws)
     n = sum(counts.values())
     if not n:
-        return _Measured(Features(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ignored), 0, "")
+        return _Measured(Features(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ignored), 0, "", Counter())
+    joined = " ".join(kept)
     numbers = content = reasoning = evidence = contrast = 0
     for w, c in counts.items():
         if not ("a" <= w[0] <= "z"):
@@ -216,7 +229,8 @@ def _measured(text: str) -> _Measured:
             ignored=ignored,
         ),
         contrast,
-        " ".join(kept),
+        joined,
+        Counter(_MENTION.findall(joined)),
     )
 
 
