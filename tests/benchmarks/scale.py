@@ -34,7 +34,9 @@ being this machine's. Memory is the orchestrator process's RSS (psutil), sampled
 (peak during the level - RSS with the debate alone) / K. CPU per delivered event is reported
 for the orchestrator and for the harness (probes and thin subscribers together): on a 2-core
 machine the subscribers share the cores with the suite, and past some level the harness, not
-the orchestrator, is what saturates; the per-event figures say which.
+the orchestrator, is what saturates; the per-event figures say which. A debates level also
+reports the judge process's CPU over the level per debate (its ballots: the simulated judge and
+its token counts), which competes for the same cores while the last debates stream.
 """
 
 from __future__ import annotations
