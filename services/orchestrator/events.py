@@ -536,18 +536,23 @@ class EventHub:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def _flush_buffers(self, hold: bool) -> None:
+        """The dirty buffers' text made TokenDelta events, but for what `hold` keeps for the next
+        commit (or the tick's) under full load (`_held`)."""
+        buffers, self._dirty_buffers = self._dirty_buffers, []
+        held_since = 0  # text first added after this (time.time_ns()) may wait
+        if hold and self.load >= FULL_LOAD:
+            held_since = time.time_ns() - int(HOLD_COMMITS * self.coalesce_s * 1e9)
+        for buffer in buffers:
+            if buffer.dirty:
+                if held_since and _held(buffer, held_since):
+                    self._dirty_buffers.append(buffer)
+                else:
+                    self.flush_text(buffer)  # never raises: a bad buffer fails its own turn only
+
     def _flush(self, hold: bool) -> None:
         if self._dirty_buffers:
-            buffers, self._dirty_buffers = self._dirty_buffers, []
-            held_since = 0  # text first added after this (time.time_ns()) may wait, under full load
-            if hold and self.load >= FULL_LOAD:
-                held_since = time.time_ns() - int(HOLD_COMMITS * self.coalesce_s * 1e9)
-            for buffer in buffers:
-                if buffer.dirty:
-                    if held_since and _held(buffer, held_since):
-                        self._dirty_buffers.append(buffer)  # the next commit takes it (or the tick's)
-                    else:
-                        self.flush_text(buffer)  # never raises: a bad buffer fails its own turn only
+            self._flush_buffers(hold)
         # The logs stay dirty until the commit succeeds: a failed write or commit leaves their
         # pending events for the next one (add_events rewrites a row already written).
         logs = list(dict.fromkeys(self._dirty_logs))  # a log closed then written is listed twice
