@@ -3,7 +3,8 @@ version, in both dialects side by side.
 
 Applied at start by `services.common.migrations.migrate` (component "orchestrator"), by either
 store (services/orchestrator/store.py, store_postgres.py). A version means the same tables and
-columns on SQLite and PostgreSQL; only the types differ:
+columns on SQLite and PostgreSQL; only the types differ (and how a table is laid out: a
+version may change SQLite's alone, as 10 does, and then does nothing on PostgreSQL):
 
 - protobuf messages (`debates.config`, `cost`, `verdict`, `turns.turn`, `assessments.assessment`,
   `events.event`): BLOB in SQLite, BYTEA in PostgreSQL;
