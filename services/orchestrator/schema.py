@@ -3,7 +3,8 @@ version, in both dialects side by side.
 
 Applied at start by `services.common.migrations.migrate` (component "orchestrator"), by either
 store (services/orchestrator/store.py, store_postgres.py). A version means the same tables and
-columns on SQLite and PostgreSQL; only the types differ:
+columns on SQLite and PostgreSQL; only the types differ (and how a table is laid out: a
+version may change SQLite's alone, as 10 does, and then does nothing on PostgreSQL):
 
 - protobuf messages (`debates.config`, `cost`, `verdict`, `turns.turn`, `assessments.assessment`,
   `events.event`): BLOB in SQLite, BYTEA in PostgreSQL;
@@ -336,6 +337,26 @@ _POSTGRES_VERDICTS = (
 # runs (what a resumed or taken-over run links to). Written only when traces are on ('' else).
 _TRACE_CONTEXT = ("ALTER TABLE debates ADD COLUMN trace_context TEXT NOT NULL DEFAULT ''",)
 
+# Version 10: the events table as a rowid table (SQLite only; issue 16 part 4). Keyed WITHOUT ROWID
+# by (debate_id, sequence), a commit of many debates' events wrote each debate's rows into a leaf of
+# its own (and split it every few commits): several hundred pages a commit at 300 debates, each a
+# frame of the write-ahead log. As a rowid table the rows append to the table's last pages and only
+# the primary key's index (the same (debate_id, sequence), unique, SQLite's automatic index)
+# scatters, with entries a third of a row's size. Same columns and key; the rows are copied in key
+# order, so a debate's stored rows stay together. PostgreSQL's heap already appends: nothing there.
+_SQLITE_EVENTS_ROWID = (
+    """CREATE TABLE events_v10 (
+    debate_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    PRIMARY KEY (debate_id, sequence)
+)""",
+    "INSERT INTO events_v10 (debate_id, sequence, event) SELECT debate_id, sequence, event FROM events "
+    "ORDER BY debate_id, sequence",
+    "DROP TABLE events",
+    "ALTER TABLE events_v10 RENAME TO events",
+)
+
 MIGRATIONS = (
     Migration(1, "debates, turns, attempts, assessments and events", _SQLITE_V1, _POSTGRES_V1),
     Migration(2, "debate leases (owner, epoch, expiry) and the fence of a commit", _SQLITE_V2, _POSTGRES_V2),
@@ -346,5 +367,6 @@ MIGRATIONS = (
     Migration(7, "the stop of a debate ended early by a stopping rule", _SQLITE_STOPS, _POSTGRES_STOPS),
     Migration(8, "verdict versions (re-judgings and continuations)", _SQLITE_VERDICTS, _POSTGRES_VERDICTS),
     Migration(9, "the debate's trace context (W3C traceparent)", _TRACE_CONTEXT, _TRACE_CONTEXT),
+    Migration(10, "the event log as a rowid table (SQLite; PostgreSQL unchanged)", _SQLITE_EVENTS_ROWID, ()),
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)

@@ -18,13 +18,23 @@ from debate.common.v1 import common_pb2 as c
 from debate.orchestrator.v1 import orchestrator_pb2 as pb
 from pydantic import ValidationError
 
-from services.common.migrations import SchemaTooNew
+from services.common.migrations import Dialect, SchemaTooNew, migrate, sqlite_execute
 from services.orchestrator import events as events_module
 from services.orchestrator.events import EventHub
 from services.orchestrator.schema import COMPONENT, MIGRATIONS, SCHEMA_VERSION
 from services.orchestrator.server import open_store
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.store import DebateRow, SqliteStore, Store, StoreUnavailable, encode_page_token
+from services.orchestrator.store import (
+    GET_DEBATE,
+    LAST_SEQUENCE,
+    PAGE_CACHE_KIB,
+    READ_EVENTS,
+    DebateRow,
+    SqliteStore,
+    Store,
+    StoreUnavailable,
+    encode_page_token,
+)
 from services.orchestrator.store_postgres import COPY_FROM, PostgresStore
 from services.orchestrator.transport import FRAMING
 from tests.support.backends import terminate_connections
@@ -89,7 +99,7 @@ def as_read(rows: list[tuple[str, int, bytes]]) -> list[tuple[int, bytes]]:
 def test_a_new_store_gets_every_version_and_a_second_open_changes_nothing(orchestrator_backend):
     orchestrator_backend.open().close()
     first = orchestrator_backend.describe(COMPONENT)
-    assert first["versions"] == [(m.version, m.name) for m in MIGRATIONS] and SCHEMA_VERSION == 9
+    assert first["versions"] == [(m.version, m.name) for m in MIGRATIONS] and SCHEMA_VERSION == 10
     assert sorted({column[0] for column in first["columns"]} - {"schema_migrations"}) == TABLES
     orchestrator_backend.open().close()
     assert orchestrator_backend.describe(COMPONENT) == first
@@ -159,6 +169,52 @@ def test_a_sqlite_store_from_before_schema_migrations_is_adopted_with_its_debate
     assert backend.describe(COMPONENT)["versions"] == adopted
     backend.open().close()  # adopted once
     assert backend.describe(COMPONENT)["versions"] == adopted
+
+
+def test_version_10_moves_a_sqlite_event_log_to_a_rowid_table_keeping_every_row_and_the_key(tmp_path):
+    """A store at version 9 (events WITHOUT ROWID) opened by this release: every event kept, read
+    back in order, the table now a rowid one whose key is still unique (a row written again is
+    written over), and every query of the events searches the key's index, never the table."""
+    backend = OrchestratorBackend("sqlite", tmp_path)
+    with sqlite3.connect(backend.path, isolation_level=None) as db:
+        db.execute("BEGIN IMMEDIATE")
+        migrate(sqlite_execute(db), Dialect.SQLITE, COMPONENT, MIGRATIONS[:9])
+        db.execute("COMMIT")
+        assert "WITHOUT ROWID" in db.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()[0]
+        # Written interleaved, as the hub writes many debates' events a commit.
+        rows = [row for seq in range(1, 301) for d in ("d1", "d2", "d3") for row in events(d, seq, seq)]
+        db.executemany("INSERT INTO events (debate_id, sequence, event) VALUES (?, ?, ?)", rows)
+        db.execute(
+            "INSERT INTO debates (debate_id, tenant, request_id, config, state, create_ns, update_ns) "
+            "VALUES ('d2', 't', '', x'', 1, 5, 5)"
+        )
+    store = backend.open()
+    assert backend.describe(COMPONENT)["versions"][-1] == (10, MIGRATIONS[9].name)
+    sql = backend.query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'")[0][0]
+    assert "WITHOUT ROWID" not in sql and "PRIMARY KEY (debate_id, sequence)" in sql
+    assert backend.query("SELECT name FROM sqlite_master WHERE tbl_name = 'events' AND type = 'index'") == [
+        ("sqlite_autoindex_events_1",)
+    ]
+    assert backend.count("events") == 900 and backend.count("sqlite_master", "name = 'events_v10'") == 0
+    for d in ("d1", "d2", "d3"):
+        assert store.read_events(d, 0, 300, 1000) == as_read(events(d, 1, 300))
+        assert store.last_sequence(d) == 300
+    assert store.existing_debate("d2").last_sequence == 300
+    store.add_events(events("d2", 299, 301, tag="again"))
+    store.commit()
+    assert store.read_events("d2", 297, 301, 10) == as_read(events("d2", 298, 298) + events("d2", 299, 301, "again"))
+    assert backend.count("events") == 901
+    with pytest.raises(sqlite3.IntegrityError):
+        backend.query("INSERT INTO events (debate_id, sequence, event) VALUES ('d1', 1, x'00')")
+    plans = {
+        statement: " ".join(
+            row[3] for row in backend.query(f"EXPLAIN QUERY PLAN {statement}", ("d1",) * statement.count("?"))
+        )
+        for statement in (READ_EVENTS, LAST_SEQUENCE, GET_DEBATE)
+    }
+    for statement, plan in plans.items():  # a search of the key's index, never a scan of a table
+        assert "INDEX sqlite_autoindex_events_1" in plan and "SCAN" not in plan, (statement, plan)
+    assert store.db.execute("PRAGMA cache_size").fetchone()[0] == -PAGE_CACHE_KIB  # type: ignore[attr-defined]
 
 
 def test_a_store_migrated_by_a_newer_release_is_refused_untouched(orchestrator_backend):
