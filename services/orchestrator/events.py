@@ -110,7 +110,17 @@ class DeltaBuffer:
     """Text of one turn attempt not yet turned into a TokenDelta event. `failed` says why its
     text could not become an event (the text is then dropped and the turn must fail)."""
 
-    __slots__ = ("attempt", "debate_id", "dirty", "failed", "first_ns", "participant", "parts", "round_number")
+    __slots__ = (
+        "attempt",
+        "debate_id",
+        "dirty",
+        "failed",
+        "first_ns",
+        "participant",
+        "parts",
+        "round_number",
+        "started",
+    )
 
     def __init__(self, debate_id: str, round_number: int, participant: str, attempt: int):
         self.debate_id = debate_id
@@ -121,12 +131,14 @@ class DeltaBuffer:
         self.dirty = False
         self.failed: str | None = None
         self.first_ns = 0  # time.time_ns() of the first text since the last TokenDelta
+        self.started = False  # a TokenDelta of it was made: its first text never waits (`_held`)
 
 
 def _held(buffer: DeltaBuffer, held_since: int) -> bool:
     """Whether a dirty buffer's text waits for the next commit: shorter than MIN_DELTA_CHARS and
-    first added after `held_since` (time.time_ns()); a failed buffer never waits."""
-    if buffer.first_ns <= held_since or buffer.failed is not None:
+    first added after `held_since` (time.time_ns()). A turn's first text (its watchers' first
+    token) and a failed buffer's never wait."""
+    if not buffer.started or buffer.first_ns <= held_since or buffer.failed is not None:
         return False
     parts = buffer.parts
     return len(parts) < MIN_DELTA_CHARS and sum(map(len, parts)) < MIN_DELTA_CHARS
@@ -491,6 +503,7 @@ class EventHub:
                     exc_info=error,
                 )
             buffer.parts.clear()
+            buffer.started = True
         buffer.dirty = False
 
     # -- commits ----------------------------------------------------------------------------
