@@ -82,12 +82,6 @@ CHECKPOINT_S = 1.0  # the store's checkpoint (SQLite's write-ahead log) runs thi
 FULL_LOAD = 0.3
 # How often the busy share is sampled, in seconds.
 LOAD_WINDOW_S = 0.1
-# Under full load a turn's text shorter than this (characters) is held from one commit to the
-# next, for at most HOLD_COMMITS commit gaps since its first chunk: a provider streaming one
-# token a chunk (about 4 characters) then makes one TokenDelta of several tokens instead of one
-# event per commit, where each event costs a row, a framing and a relay, whatever its size.
-MIN_DELTA_CHARS = 16
-HOLD_COMMITS = 2
 
 
 class SubscriberTooSlow(ResourceExhausted):
@@ -110,17 +104,7 @@ class DeltaBuffer:
     """Text of one turn attempt not yet turned into a TokenDelta event. `failed` says why its
     text could not become an event (the text is then dropped and the turn must fail)."""
 
-    __slots__ = (
-        "attempt",
-        "debate_id",
-        "dirty",
-        "failed",
-        "first_ns",
-        "participant",
-        "parts",
-        "round_number",
-        "started",
-    )
+    __slots__ = ("attempt", "debate_id", "dirty", "failed", "first_ns", "participant", "parts", "round_number")
 
     def __init__(self, debate_id: str, round_number: int, participant: str, attempt: int):
         self.debate_id = debate_id
@@ -131,17 +115,6 @@ class DeltaBuffer:
         self.dirty = False
         self.failed: str | None = None
         self.first_ns = 0  # time.time_ns() of the first text since the last TokenDelta
-        self.started = False  # a TokenDelta of it was made: its first text never waits (`_held`)
-
-
-def _held(buffer: DeltaBuffer, held_since: int) -> bool:
-    """Whether a dirty buffer's text waits for the next commit: shorter than MIN_DELTA_CHARS and
-    first added after `held_since` (time.time_ns()). A turn's first text (its watchers' first
-    token) and a failed buffer's never wait."""
-    if not buffer.started or buffer.first_ns <= held_since or buffer.failed is not None:
-        return False
-    parts = buffer.parts
-    return len(parts) < MIN_DELTA_CHARS and sum(map(len, parts)) < MIN_DELTA_CHARS
 
 
 class EventHub:
@@ -503,7 +476,6 @@ class EventHub:
                     exc_info=error,
                 )
             buffer.parts.clear()
-            buffer.started = True
         buffer.dirty = False
 
     # -- commits ----------------------------------------------------------------------------
@@ -512,16 +484,15 @@ class EventHub:
         for the spacing of the next."""
         started = time.monotonic()
         try:
-            self.commit(hold=True)
+            self.commit()
         finally:
             self._last_commit = time.monotonic()
             self._commit_seconds += self._last_commit - started
 
-    def commit(self, *, hold: bool = False) -> None:
+    def commit(self) -> None:
         """Commits now: coalesced text becomes TokenDelta events, every pending event and every
         store write made so far is committed in one transaction, then each log's durable
-        watermark advances and its subscribers wake. With `hold` (the scheduled commits), under
-        full load a turn's short new text waits for the next commit (`_held`).
+        watermark advances and its subscribers wake.
 
         Raises StoreUnavailable when the store fails; every pending event stays pending (and
         the store's transaction open) for the next commit. The `committed` waiters it serves
@@ -529,7 +500,7 @@ class EventHub:
         waiters, self._commit_waiters = self._commit_waiters, []
         self._committing = True
         try:
-            self._flush(hold)
+            self._flush()
         except BaseException as error:
             self._failed_commits += 1
             failure = StoreUnavailable(f"the event store cannot commit: {type(error).__name__}: {error}")
@@ -549,23 +520,12 @@ class EventHub:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _flush_buffers(self, hold: bool) -> None:
-        """The dirty buffers' text made TokenDelta events, but for what `hold` keeps for the next
-        commit (or the tick's) under full load (`_held`)."""
-        buffers, self._dirty_buffers = self._dirty_buffers, []
-        held_since = 0  # text first added after this (time.time_ns()) may wait
-        if hold and self.load >= FULL_LOAD:
-            held_since = time.time_ns() - int(HOLD_COMMITS * self.coalesce_s * 1e9)
-        for buffer in buffers:
-            if buffer.dirty:
-                if held_since and _held(buffer, held_since):
-                    self._dirty_buffers.append(buffer)
-                else:
-                    self.flush_text(buffer)  # never raises: a bad buffer fails its own turn only
-
-    def _flush(self, hold: bool) -> None:
+    def _flush(self) -> None:
         if self._dirty_buffers:
-            self._flush_buffers(hold)
+            buffers, self._dirty_buffers = self._dirty_buffers, []
+            for buffer in buffers:
+                if buffer.dirty:
+                    self.flush_text(buffer)  # never raises: a bad buffer fails its own turn only
         # The logs stay dirty until the commit succeeds: a failed write or commit leaves their
         # pending events for the next one (add_events rewrites a row already written).
         logs = list(dict.fromkeys(self._dirty_logs))  # a log closed then written is listed twice

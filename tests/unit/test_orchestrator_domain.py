@@ -302,51 +302,6 @@ async def test_a_busy_hub_spaces_its_commits_by_the_coalescing_interval(orchestr
     assert hub.get("d1") is None or hub.get("d1").durable == 1
 
 
-async def test_under_full_load_a_turns_short_text_waits_for_more_and_never_longer_than_the_hold(
-    orchestrator_backend,
-):
-    from services.orchestrator.events import FULL_LOAD, HOLD_COMMITS, MIN_DELTA_CHARS, DeltaBuffer
-
-    hub = EventHub(orchestrator_backend.open(), framing=FRAMING, coalesce_s=0.02)
-    hub.open_log("d1", 0).active = True
-    one, other = DeltaBuffer("d1", 1, "ann", 1), DeltaBuffer("d1", 1, "bob", 1)
-    hub.load = FULL_LOAD
-    hub.add_text(one, " a")  # a turn's first token never waits: its watchers' first token
-    hub.flush()
-    assert hub.get("d1").durable == 1 and not one.dirty
-    hub.add_text(one, " a")  # then one token a chunk, as a provider streams
-    hub.add_text(other, " " + "x" * MIN_DELTA_CHARS)  # bob's first text
-    hub.flush()
-    assert hub.get("d1").durable == 2 and one.dirty  # ann's token waits for more
-    hub.add_text(one, " b")
-    hub.flush()
-    assert hub.get("d1").durable == 2 and one.dirty
-    await asyncio.sleep(HOLD_COMMITS * hub.coalesce_s + 0.005)  # its first chunk is now as old as a hold
-    hub.flush()
-    assert hub.get("d1").durable == 3 and not one.dirty
-    hub.add_text(one, " c")
-    hub.add_text(one, " d" * (MIN_DELTA_CHARS // 2))  # long enough: no wait
-    hub.flush()
-    assert hub.get("d1").durable == 4
-    hub.add_text(one, " e")
-    hub.load = FULL_LOAD / 2  # not full load: nothing waits
-    hub.flush()
-    assert hub.get("d1").durable == 5
-    hub.load = FULL_LOAD
-    hub.add_text(one, " f")
-    hub.commit()  # a commit the engine asks for carries everything, as stop's does
-    assert hub.get("d1").durable == 6
-    events = await read(hub.subscribe("d1", 0, terminal=False, last_sequence=0), 6)
-    assert [(e.token_delta.participant, e.token_delta.text) for e in events] == [
-        ("ann", " a"),
-        ("bob", " " + "x" * MIN_DELTA_CHARS),
-        ("ann", " a b"),
-        ("ann", " c" + " d" * (MIN_DELTA_CHARS // 2)),
-        ("ann", " e"),
-        ("ann", " f"),
-    ]
-
-
 async def test_a_token_delta_is_stamped_with_its_first_chunks_arrival(orchestrator_backend):
     import time
 
