@@ -146,6 +146,31 @@ def measure(debates: int, tokens_per_second: float) -> tuple[float, float]:
     return debater * 1000, judge * 1000
 
 
+def run(quick: bool = False) -> list[dict[str, object]]:
+    """The rows of `make bench` (tests/benchmarks/run_all.py): the models instant, medians of
+    3 passes (quick: 20 debates, 1 pass; else 300 debates, as the scale harness's top level)."""
+    debates, repeats = (20, 1) if quick else (300, 3)
+    measure(10, 0.0)  # warm: imports, tokenizer files, regex compiles
+    runs = [measure(debates, 0.0) for _ in range(repeats)]
+    note = f"{debates} debates at once, instant, CPU of the process; median of {repeats}"
+    return [
+        {
+            "metric": "simulated debater: CPU per turn",
+            "target": "-",
+            "value": round(statistics.median(r[0] for r in runs), 3),
+            "unit": "ms",
+            "note": note,
+        },
+        {
+            "metric": "simulated judge: CPU per debate (its ballots and verdict)",
+            "target": "-",
+            "value": round(statistics.median(r[1] for r in runs), 3),
+            "unit": "ms",
+            "note": note,
+        },
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--debates", type=int, default=300)
