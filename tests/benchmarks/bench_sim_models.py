@@ -146,25 +146,32 @@ def measure(debates: int, tokens_per_second: float) -> tuple[float, float]:
     return debater * 1000, judge * 1000
 
 
+def medians(debates: int, tokens_per_second: float, repeats: int) -> tuple[float, float, list[tuple[float, float]]]:
+    """(debater ms per turn, judge ms per debate, every pass's pair): medians of `repeats` passes
+    of `measure`, after a small warm-up pass (imports, tokenizer files, regex compiles)."""
+    measure(10, 0.0)
+    runs = [measure(debates, tokens_per_second) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs), runs
+
+
 def run(quick: bool = False) -> list[dict[str, object]]:
     """The rows of `make bench` (tests/benchmarks/run_all.py): the models instant, medians of
     3 passes (quick: 20 debates, 1 pass; else 300 debates, as the scale harness's top level)."""
     debates, repeats = (20, 1) if quick else (300, 3)
-    measure(10, 0.0)  # warm: imports, tokenizer files, regex compiles
-    runs = [measure(debates, 0.0) for _ in range(repeats)]
+    debater, judge, _ = medians(debates, 0.0, repeats)
     note = f"{debates} debates at once, instant, CPU of the process; median of {repeats}"
     return [
         {
             "metric": "simulated debater: CPU per turn",
             "target": "-",
-            "value": round(statistics.median(r[0] for r in runs), 3),
+            "value": round(debater, 3),
             "unit": "ms",
             "note": note,
         },
         {
             "metric": "simulated judge: CPU per debate (its ballots and verdict)",
             "target": "-",
-            "value": round(statistics.median(r[1] for r in runs), 3),
+            "value": round(judge, 3),
             "unit": "ms",
             "note": note,
         },
@@ -179,9 +186,7 @@ def main() -> None:
         "--tokens-per-second", type=float, default=50.0, help="the models' pace, as the scale harness's (0: instant)"
     )
     args = parser.parse_args()
-    measure(10, 0.0)  # warm: imports, tokenizer files, regex compiles
-    runs = [measure(args.debates, args.tokens_per_second) for _ in range(args.repeats)]
-    debater, judge = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+    debater, judge, runs = medians(args.debates, args.tokens_per_second, args.repeats)
     print(
         f"{args.debates} debates at {args.tokens_per_second:g} tokens/s, {args.repeats} passes (median):"
         f" debater {debater:.3f} ms CPU/turn, judge {judge:.3f} ms CPU/debate"
