@@ -5,6 +5,8 @@ shows the ratings. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
+import contextlib
+
 import grpc
 import pytest
 from debate.common.v1 import common_pb2 as c
@@ -69,3 +71,39 @@ def test_a_tournament_progresses_live_then_the_leaderboard_ranks_its_models(suit
     page.screenshot(path=str(ARTIFACTS / "browser-leaderboard.png"), full_page=True)
     page.click("[data-testid=tournament-list] a")  # back to the tournament
     page.wait_for_selector("[data-testid=tournament-results] [data-testid=ratings]")
+
+
+def test_a_leaderboard_reply_that_comes_back_late_does_not_draw_over_the_tournament_opened_since(
+    suite,
+    page,  # noqa: F811
+):
+    # CI once saw the tournament's view replaced by the leaderboard: one click fires both popstate
+    # and hashchange, so the leaderboard loaded twice, and the second reply landed after the page
+    # had moved on to a tournament. Here the leaderboard's reply is held until the tournament shows.
+    with grpc.insecure_channel(f"127.0.0.1:{suite.ports['orchestrator']}") as channel:
+        stub = tournament_pb2_grpc.TournamentServiceStub(channel)
+        config = tpb.TournamentConfig(
+            name="late reply",
+            models=MODELS[:2],
+            topics=["Cities should ban private cars from their centres"],
+            format=c.DebateFormat(round_limit=1),
+            judge=c.JudgeConfig(models=["sim/judge"]),
+            max_tokens_per_turn=20,
+        )
+        tid = stub.CreateTournament(tpb.CreateTournamentRequest(config=config), timeout=30).tournament.tournament_id
+    held = []
+    page.route("**/debate.orchestrator.v1.TournamentService/GetLeaderboard", lambda route: held.append(route))
+    page.goto(f"{suite.gateway_url}/#leaderboard")
+    for _ in range(300):
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert held, "the page never asked for the leaderboard"
+    page.evaluate("id => { window.location.hash = '#tournament=' + encodeURIComponent(id) }", tid)
+    page.wait_for_selector("[data-testid=matches] tbody tr")
+    for route in held:  # the leaderboard's replies now come back, late
+        with contextlib.suppress(Exception):  # the page may have cancelled that call already
+            route.continue_()
+    page.wait_for_timeout(1000)
+    assert page.locator("[data-testid=matches] tbody tr").count() == 1
+    assert page.locator("#tournaments h1").inner_text() == "late reply"

@@ -90,10 +90,24 @@ export class TournamentView {
     this.abort = null;
   }
 
+  /** A new view's signal; the view before it is stopped. A view renders only while its signal
+   * is not aborted: a reply that comes back after the page moved on (the browser fires both
+   * popstate and hashchange for one click) must not draw over the view that replaced it. */
+  private begin(): AbortSignal {
+    this.stop();
+    this.abort = new AbortController();
+    return this.abort.signal;
+  }
+
   private async leaderboard(): Promise<void> {
+    const signal = this.begin();
     this.section.replaceChildren(el("h1", {}, "Leaderboard"), el("p", { class: "muted" }, "Loading…"));
     try {
-      const [board, list] = await Promise.all([this.client.getLeaderboard({}), this.client.listTournaments({ pageSize: 20 })]);
+      const [board, list] = await Promise.all([
+        this.client.getLeaderboard({}, { signal }),
+        this.client.listTournaments({ pageSize: 20 }, { signal }),
+      ]);
+      if (signal.aborted) return;
       this.section.replaceChildren(
         el("h1", {}, "Leaderboard"),
         board.ratings.length
@@ -109,13 +123,12 @@ export class TournamentView {
           )))),
       );
     } catch (error) {
-      this.showBanner(`Could not load the leaderboard: ${readError(error).message}`);
+      if (!signal.aborted) this.showBanner(`Could not load the leaderboard: ${readError(error).message}`);
     }
   }
 
   private async follow(tournamentId: string): Promise<void> {
-    const abort = new AbortController();
-    this.abort = abort;
+    const signal = this.begin();
     this.matches.clear();
     const title = el("h1", {}, "Tournament");
     const state = el("span", { class: "state", "data-testid": "tournament-state" }, "");
@@ -140,14 +153,14 @@ export class TournamentView {
       progress.max = Math.max(1, p.matchesTotal);
       progress.value = p.matchesDecided;
     };
-    for (let attempt = 0; !abort.signal.aborted; attempt++) {
+    for (let attempt = 0; !signal.aborted; attempt++) {
       try {
-        for await (const message of this.client.streamTournamentEvents({ tournamentId }, { signal: abort.signal })) {
+        for await (const message of this.client.streamTournamentEvents({ tournamentId }, { signal })) {
           render(message.progress, message.matches);
         }
         break;
       } catch (error) {
-        if (abort.signal.aborted) return;
+        if (signal.aborted) return;
         if (!isTransient(error) || attempt >= 5) {
           this.showBanner(`Could not follow tournament ${tournamentId}: ${readError(error).message}`);
           return;
@@ -155,9 +168,15 @@ export class TournamentView {
         await new Promise((resolve) => setTimeout(resolve, 500));
       }
     }
-    if (abort.signal.aborted) return;
-    const { tournament } = await this.client.getTournament({ tournamentId });
-    if (!tournament || abort.signal.aborted) return;
+    if (signal.aborted) return;
+    let tournament;
+    try {
+      ({ tournament } = await this.client.getTournament({ tournamentId }, { signal }));
+    } catch (error) {
+      if (!signal.aborted) this.showBanner(`Could not load tournament ${tournamentId}: ${readError(error).message}`);
+      return;
+    }
+    if (!tournament || signal.aborted) return;
     render(undefined, tournament.matches);
     results.replaceChildren(
       el("p", { "data-testid": "tournament-cost" },
