@@ -238,6 +238,8 @@ class SuiteConfig:
                         env,
                         display_address=display,
                         metrics_url=metrics_url,
+                        # Each service calls only those before it in SERVICES: it stops first.
+                        stop_tier=SERVICES.index(service),
                     )
                 )
         return [*specs, *gateway_specs(self)]
@@ -530,6 +532,7 @@ def gateway_specs(config: SuiteConfig) -> list[ProcessSpec]:
             ready_check=envoy_ready,
             display_address=f"{gateway.browse_host}:{gateway.port} (grpc-web and the page)",
             metrics_url=f"http://127.0.0.1:{admin_port}{STATS_PATH}" if admin_port else None,
+            stop_tier=len(SERVICES),  # the browsers' way in: it stops before the services
         )
     )
     return specs

@@ -77,6 +77,10 @@ class ProcessSpec:
     # (TLS_* in `env` over ours), which is how the launcher configures its processes. A process
     # configured by flags (`--tls-cert-file ...`) gives them here.
     tls: TlsFiles | None = None
+    # When Suite.stop() ends it: higher tiers first, each tier after the one above has exited.
+    # Callers get a higher tier than the services they call, so that a caller closes its
+    # channels (and its grpc.health.v1 watches) before those services stop.
+    stop_tier: int = 0
 
 
 @dataclass
@@ -221,8 +225,20 @@ class Suite:
         return proc
 
     async def stop(self) -> None:
-        """SIGTERM to every process, SIGKILL to any still alive after stop_timeout."""
-        alive = [p for p in self.running if p.process.returncode is None]
+        """Tier by tier, highest `stop_tier` first: SIGTERM to the tier's processes, SIGKILL to
+        any still alive after stop_timeout. A caller's tier is above its services', so that no
+        service goes away while a caller still holds calls open to it (a health watch that the
+        server cancels at its stop is logged by grpc as an error)."""
+        for tier in sorted({p.spec.stop_tier for p in self.running}, reverse=True):
+            await self._stop_all([p for p in self.running if p.spec.stop_tier == tier])
+        for proc in self.running:
+            if proc.relay:
+                await asyncio.wait({proc.relay}, timeout=1.0)
+        self.running = []
+
+    async def _stop_all(self, processes: list[RunningProcess]) -> None:
+        """SIGTERM to each of `processes`, SIGKILL to any still alive after stop_timeout."""
+        alive = [p for p in processes if p.process.returncode is None]
         for proc in alive:
             with contextlib.suppress(ProcessLookupError):  # it died on its own meanwhile
                 proc.process.send_signal(signal.SIGTERM)
@@ -233,10 +249,6 @@ class Suite:
                     log.warning("%s did not stop within %.0fs; killing it", proc.spec.name, self.stop_timeout)
                     proc.process.kill()
                     await proc.process.wait()
-        for proc in self.running:
-            if proc.relay:
-                await asyncio.wait({proc.relay}, timeout=1.0)
-        self.running = []
 
 
 async def http_ok(url: str) -> bool:

@@ -80,3 +80,68 @@ def test_a_child_is_terminated_when_its_launcher_is_killed():
         time.sleep(0.05)
     os.kill(child, signal.SIGKILL)
     pytest.fail("the child outlived its launcher")
+
+
+STOPPING = """
+import os, signal, sys, time
+name, record = sys.argv[1], sys.argv[2]
+def note(what):
+    with open(record, "a") as f:
+        f.write(f"{name} {what}\\n")
+def stop(*_):
+    note("term")
+    time.sleep(0.3)  # a stop that takes a while: a tier below must not be signalled meanwhile
+    note("exit")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+note("ready")
+while True:
+    time.sleep(1)
+"""
+
+
+async def test_the_suite_stops_callers_before_the_services_they_call(tmp_path):
+    from services.supervisor import ProcessSpec, Suite
+
+    record = tmp_path / "record"
+    record.touch()
+
+    def ready(name):
+        async def check() -> bool:
+            return f"{name} ready" in record.read_text()
+
+        return check
+
+    tiers = {"accounting": 0, "judge": 1, "orchestrator": 2, "judge-2": 1}
+    argv = [sys.executable, "-c", STOPPING]
+    specs = [
+        ProcessSpec(name, [*argv, name, str(record)], None, ready_check=ready(name), stop_tier=tier)
+        for name, tier in tiers.items()
+    ]
+    async with Suite(specs, output=None):
+        pass
+    events = [line for line in record.read_text().splitlines() if not line.endswith(" ready")]
+    # Tier by tier from the top; the two judges (one tier) are signalled together.
+    assert events[:2] == ["orchestrator term", "orchestrator exit"]
+    assert sorted(events[2:6]) == ["judge exit", "judge term", "judge-2 exit", "judge-2 term"]
+    assert events[2:4] == ["judge term", "judge-2 term"] or events[2:4] == ["judge-2 term", "judge term"]
+    assert events[6:] == ["accounting term", "accounting exit"]
+
+
+def test_the_launcher_gives_each_caller_a_stop_tier_above_the_services_it_calls(tmp_path):
+    from services.gateway import GatewayConfig
+    from services.launcher import SuiteConfig
+
+    config = SuiteConfig(
+        data_dir=str(tmp_path),
+        replicas=2,
+        database_url="postgresql://x@127.0.0.1:1/x",
+        gateway=GatewayConfig(enabled=True),
+    )
+    tiers = {spec.name: spec.stop_tier for spec in config.process_specs()}
+    accounting = {t for n, t in tiers.items() if n.startswith("accounting")}
+    judge = {t for n, t in tiers.items() if n.startswith("judge")}
+    orchestrator = {t for n, t in tiers.items() if n.startswith("orchestrator")}
+    assert len(accounting) == len(judge) == len(orchestrator) == 1  # replicas of a service stop together
+    assert max(accounting) < min(judge) < min(orchestrator)
+    assert tiers["envoy"] > max(orchestrator)  # the browsers' way in goes first
