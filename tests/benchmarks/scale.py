@@ -48,6 +48,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -845,13 +846,40 @@ async def scale(
                     if not level.passed and not keep_going:
                         break
                     await asyncio.sleep(1.0)
-        errors = [line for line in tail if " ERROR " in line or "Traceback" in line]
+        errors = service_errors(tail)
         if errors:
             results["service_errors"] = errors[:20]
         stalls = [i for i, line in enumerate(tail) if "event loop stalled" in line]
         if stalls:  # LOOP_STALL_TRACE_MS: each stall's line and the stack logged under it
             results["stalls"] = ["\n".join(tail[i : i + 60]).split("\n\n")[0] for i in stalls[:20]]
     return results
+
+
+_LOG_RECORD = re.compile(r"^(\[[^\]]+\]) (\d{4}-\d\d-\d\d )?")
+
+
+def service_errors(tail: list[str]) -> list[str]:
+    """The services' ERROR records in `tail` (the suite's output lines, each "[service] text"),
+    each joined with the lines its service printed under it (a traceback) before its next
+    record: one string per error."""
+    errors: list[str] = []
+    under: set[int] = set()  # lines already part of an error above them
+    for i, line in enumerate(tail):
+        if i in under or (" ERROR " not in line and "Traceback" not in line):
+            continue
+        head = _LOG_RECORD.match(line)
+        service = head.group(1) if head else None
+        record = [line]
+        for j in range(i + 1, min(len(tail), i + 200)):
+            m = _LOG_RECORD.match(tail[j])
+            if service is None or m is None or m.group(1) != service:
+                continue  # another service's line, interleaved
+            if m.group(2):
+                break  # that service's next record
+            record.append(tail[j])
+            under.add(j)
+        errors.append("\n".join(record))
+    return errors
 
 
 def summary(results: dict) -> dict:
