@@ -98,3 +98,20 @@ async def test_fast_provider_streams_one_token_a_chunk_with_its_usage_and_counts
     assert stats["requests"] == 3 and stats["completed"] == 2 and stats["gone"] == 1
     # The third stream sent a chunk or a few (it was sending while the client closed), never all 30.
     assert stats["completion_tokens"] == 42 and 42 < stats["chunks"] < 42 + 30
+
+
+def test_service_errors_keep_each_errors_traceback_and_skip_other_services_lines():
+    tail = [
+        "[judge       ] 2026-11-30 23:37:47,148 ERROR judge grpc._cython.cygrpc Exception not handled",
+        "[judge       ] Traceback (most recent call last):",
+        "[orchestrator] 2026-11-30 23:37:47,150 INFO orchestrator stopped",
+        '[judge       ]   File "server.pyx.pxi", line 812, in _schedule_rpc_coro',
+        "[judge       ] asyncio.exceptions.CancelledError",
+        "[judge       ] 2026-11-30 23:37:47,200 INFO judge stopped",
+        "[accounting  ] 2026-11-30 23:37:47,300 ERROR accounting boom",
+    ]
+    assert scale.service_errors(tail) == [
+        "\n".join([tail[0], tail[1], tail[3], tail[4]]),  # the judge's error with its traceback
+        tail[6],
+    ]
+    assert scale.service_errors(tail[2:3] + tail[5:6]) == []
