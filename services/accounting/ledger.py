@@ -55,12 +55,25 @@ MESSAGE_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 INLINE_COUNT_CHARS = 32 * 1024
 # The most usage rows one group commit writes (the rest wait for the next).
 MAX_BATCH_ROWS = 256
-# The most usage requests one `record_usages` call (one BatchRecordUsage RPC) takes.
+# The most requests one `record_usages` or `reserve_many` call (one BatchRecordUsage or
+# BatchReserveBudget RPC) takes.
 MAX_BATCH_REQUESTS = 1000
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    """What a caller asks to hold (ReserveBudgetRequest's fields): the worst case of a call of
+    `model` with `prompt_tokens` in and up to `max_completion_tokens` out."""
+
+    reservation_id: str
+    debate_id: str
+    model: str
+    prompt_tokens: int
+    max_completion_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +135,16 @@ def check_usage(v: Violations, usage: Usage, field: str = "usage", total_tokens:
         v.add(f"{field}.total_tokens", "must not be negative")
     elif total_tokens and total_tokens != usage.total_tokens:
         v.add(f"{field}.total_tokens", "must be 0 or prompt_tokens + completion_tokens")
+
+
+def _check_batch(requests: Sequence[object]) -> None:
+    """A batch call's items: InvalidArgument (field "requests") for none or more than MAX_BATCH_REQUESTS."""
+    v = Violations()
+    if not requests:
+        v.add("requests", "must not be empty")
+    elif len(requests) > MAX_BATCH_REQUESTS:
+        v.add("requests", f"at most {MAX_BATCH_REQUESTS} items")
+    v.raise_if_any()
 
 
 def _utf8_len_over(text: str, limit: int) -> bool:
@@ -348,12 +371,7 @@ class Accounting:
         the ledger). The valid rows are queued together, so they share a group commit; the call
         returns once every one of them is committed. InvalidArgument (field "requests") for no
         requests or more than MAX_BATCH_REQUESTS; nothing is written then."""
-        v = Violations()
-        if not requests:
-            v.add("requests", "must not be empty")
-        elif len(requests) > MAX_BATCH_REQUESTS:
-            v.add("requests", f"at most {MAX_BATCH_REQUESTS} items")
-        v.raise_if_any()
+        _check_batch(requests)
         outcomes: list[tuple[UsageRow, bool] | Exception | None] = []
         waits: list[tuple[int, asyncio.Future[tuple[UsageRow, bool]]]] = []
         for i, request in enumerate(requests):
@@ -421,6 +439,23 @@ class Accounting:
             self.metrics.reservations.labels(outcome).inc()
         return result
 
+    async def reserve_many(self, requests: Sequence[ReserveRequest]) -> list[ReserveResult | Exception]:
+        """Each request decided as `reserve` would, one at a time in the order given (each in its own
+        transaction, so a cap is never passed), with its own outcome, in order: the ReserveResult
+        (granted or not) or the exception that refused it (a DomainError: bad input, an unknown
+        model; anything else is a fault of the ledger). InvalidArgument (field "requests") for no
+        requests or more than MAX_BATCH_REQUESTS; nothing is held then."""
+        _check_batch(requests)
+        outcomes: list[ReserveResult | Exception] = []
+        for r in requests:
+            try:
+                outcomes.append(
+                    await self.reserve(r.reservation_id, r.debate_id, r.model, r.prompt_tokens, r.max_completion_tokens)
+                )
+            except Exception as error:  # noqa: BLE001 - this item's outcome; the others are decided
+                outcomes.append(error)
+        return outcomes
+
     async def release(self, reservation_id: str) -> Budget:
         v = Violations()
         _check_id(v, "reservation_id", reservation_id)
@@ -458,4 +493,4 @@ def report(debate_id: str, rows: Sequence[UsageRow], budget: Budget) -> DebateCo
 
 _ROLE_ORDER = {role.value: i for i, role in enumerate(Role)}
 
-__all__ = ["Accounting", "DebateCostReport", "UsageRequest", "check_usage", "report"]
+__all__ = ["Accounting", "DebateCostReport", "ReserveRequest", "UsageRequest", "check_usage", "report"]

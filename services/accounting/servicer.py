@@ -16,8 +16,8 @@ from google.rpc import code_pb2
 
 from services.accounting.breakdown import Line
 from services.accounting.estimate import DebatePlan, DebaterPlan
-from services.accounting.ledger import Accounting, UsageRequest
-from services.accounting.store import Budget, Role, UsageRow
+from services.accounting.ledger import Accounting, ReserveRequest, UsageRequest
+from services.accounting.store import Budget, ReserveResult, Role, UsageRow
 from services.common.errors import DomainError, InvalidArgument, Violations
 from services.common.money import read_money, usd
 from services.common.pricing import ModelPrice, per_million
@@ -103,7 +103,7 @@ def item_error_to_pb(error: Exception) -> accounting_pb2.ItemError:
     a DomainError's code, message, reason, metadata and field violations; anything else is logged
     and answered as a bare INTERNAL, as the domain-error interceptor does."""
     if not isinstance(error, DomainError):
-        log.error("unexpected error recording a usage in a batch", exc_info=error)
+        log.error("unexpected error in an item of a batch", exc_info=error)
         error = DomainError("internal error; see the service log")
     item = accounting_pb2.ItemError(
         code=getattr(code_pb2, error.code), message=error.message, reason=error.reason, metadata=error.metadata
@@ -113,6 +113,25 @@ def item_error_to_pb(error: Exception) -> accounting_pb2.ItemError:
             accounting_pb2.FieldViolation(field=v.field, description=v.description) for v in error.violations
         )
     return item
+
+
+def reserve_request_from_pb(request: accounting_pb2.ReserveBudgetRequest) -> ReserveRequest:
+    return ReserveRequest(
+        reservation_id=request.reservation_id,
+        debate_id=request.debate_id,
+        model=request.model,
+        prompt_tokens=request.prompt_tokens,
+        max_completion_tokens=request.max_completion_tokens,
+    )
+
+
+def reserve_to_pb(result: ReserveResult) -> accounting_pb2.ReserveBudgetResponse:
+    reply = accounting_pb2.ReserveBudgetResponse(
+        granted=result.granted, amount=usd(result.amount), budget=budget_to_pb(result.budget)
+    )
+    if result.budget.remaining is not None:
+        reply.remaining.CopyFrom(usd(result.budget.remaining))
+    return reply
 
 
 def plan_from_pb(request: accounting_pb2.EstimateDebateCostRequest) -> DebatePlan:
@@ -219,18 +238,21 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
         return accounting_pb2.SetDebateBudgetResponse(budget=budget_to_pb(budget))
 
     async def ReserveBudget(self, request, context):
+        r = reserve_request_from_pb(request)
         result = await self.accounting.reserve(
-            request.reservation_id,
-            request.debate_id,
-            request.model,
-            request.prompt_tokens,
-            request.max_completion_tokens,
+            r.reservation_id, r.debate_id, r.model, r.prompt_tokens, r.max_completion_tokens
         )
-        reply = accounting_pb2.ReserveBudgetResponse(
-            granted=result.granted, amount=usd(result.amount), budget=budget_to_pb(result.budget)
-        )
-        if result.budget.remaining is not None:
-            reply.remaining.CopyFrom(usd(result.budget.remaining))
+        return reserve_to_pb(result)
+
+    async def BatchReserveBudget(self, request, context):
+        outcomes = await self.accounting.reserve_many([reserve_request_from_pb(item) for item in request.requests])
+        reply = accounting_pb2.BatchReserveBudgetResponse()
+        for outcome in outcomes:
+            result = reply.results.add()
+            if isinstance(outcome, Exception):
+                result.error.CopyFrom(item_error_to_pb(outcome))
+            else:
+                result.response.CopyFrom(reserve_to_pb(outcome))
         return reply
 
     async def ReleaseBudget(self, request, context):

@@ -12,6 +12,9 @@ whose round ends together, the judge's calls of an assessment) go to the service
 BatchRecordUsage RPC, and each caller gets its own item's outcome: its RecordUsageResponse, or the
 domain error a RecordUsage call of its own would have raised. A failure of the RPC itself reaches
 every caller of that batch; each item keeps its request_id, so a retry records nothing twice.
+Budget reservations are coalesced the same way (`reserve_budget`: the turns of a round reserve
+together) into BatchReserveBudget calls, which accounting decides one at a time in the order the
+reservations were made, each under its own reservation_id, as separate ReserveBudget calls are.
 
 With traces on (services.common.tracing), each call is a client span of the gRPC instrumentation
 in the trace of the debate that made it. A usage record is a span of its own, `record_usage`
@@ -27,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeAlias, TypeVar
 
 import grpc
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.accounting.v1 import accounting_pb2_grpc
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
+from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
@@ -55,7 +60,7 @@ _CODES = {
 
 
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
-# The most usage records one BatchRecordUsage carries (the contract allows 1,000).
+# The most items one BatchRecordUsage or BatchReserveBudget carries (the contract allows 1,000).
 MAX_BATCH_RECORDS = 256
 UNAVAILABLE = "ACCOUNTING_UNAVAILABLE"  # the reason `_mapped_error` gives a failure to reach accounting
 
@@ -120,10 +125,112 @@ class GrpcJudge:
         await self.channel.close()
 
 
+Request = TypeVar("Request", bound=Message)
+Response = TypeVar("Response", bound=Message)
+Pending: TypeAlias = "list[tuple[Request, asyncio.Future[Response]]]"
+
+
+class _Coalescer(Generic[Request, Response]):
+    """Calls of one kind made while no batch of theirs is waiting to be sent (in practice those of
+    one pass of the event loop) go to the service together: one sender task, started by the first
+    call while none is waiting, takes everything pending once it has one of the client's `slots`
+    (calls made while it waits for one join its batch), hands at most MAX_BATCH_RECORDS of them to
+    `send` and answers each caller with its own item's outcome. `send(batch)` makes the batch RPC
+    and returns, in the batch's order, each item's response or the domain error a call of its own
+    would have raised. A failure of the RPC itself reaches every caller of that batch, each its
+    own instance of the error. A caller cancelled before its batch leaves is left out of it."""
+
+    def __init__(
+        self,
+        slots: asyncio.Semaphore,
+        send: Callable[[Pending[Request, Response]], Awaitable[Sequence[Response | errors.DomainError]]],
+        name: str,
+    ):
+        self._slots = slots
+        self._send = send
+        self._name = name  # the sender tasks' name
+        self._pending: list[tuple[Request, asyncio.Future[Response]]] = []
+        self._waiting: asyncio.Task[None] | None = None  # the sender that will take what is pending
+        self._senders: set[asyncio.Task[None]] = set()
+        self.batches_sent = 0  # batch RPCs made (the tests and benchmarks read it)
+
+    def submit(self, request: Request) -> asyncio.Future[Response]:
+        """The future of `request`'s outcome, sent with the other calls made meanwhile."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Response] = loop.create_future()
+        self._pending.append((request, answer))
+        if self._waiting is None:
+            self._start_sender(loop)
+        return answer
+
+    def _start_sender(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(self._send_pending(), name=self._name)
+        self._waiting = task
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
+
+    async def _send_pending(self) -> None:
+        """Takes what is pending once a slot is free (calls made while it waits join the batch),
+        sends it, and answers each caller."""
+        batch: list[tuple[Request, asyncio.Future[Response]]] = []
+        try:
+            async with self._slots:
+                batch, self._pending = self._pending[:MAX_BATCH_RECORDS], self._pending[MAX_BATCH_RECORDS:]
+                self._waiting = None
+                if self._pending:
+                    self._start_sender(asyncio.get_running_loop())
+                batch = [(request, answer) for request, answer in batch if not answer.done()]  # not cancelled
+                if not batch:
+                    return
+                self.batches_sent += 1
+                results = await self._send(batch)
+        except grpc.aio.AioRpcError as error:
+            self._fail(batch, functools.partial(_domain_error, "accounting", error))
+            return
+        except Exception as error:  # noqa: BLE001 - each caller's, as a call of its own would have raised it
+            self._fail(batch, functools.partial(_same, error))
+            return
+        except BaseException:  # cancelled (the client is closing)
+            if self._waiting is asyncio.current_task():  # before it took its batch: it takes what is pending
+                self._waiting = None
+                batch, self._pending = self._pending, []
+            self._fail(batch, lambda: errors.Unavailable("the accounting client stopped", reason=UNAVAILABLE))
+            raise
+        for i, (_, answer) in enumerate(batch):
+            if answer.done():
+                continue
+            if i >= len(results):
+                answer.set_exception(
+                    errors.Unavailable(
+                        "accounting service: a batch answered fewer items than it was sent", reason=UNAVAILABLE
+                    )
+                )
+            else:
+                result = results[i]
+                if isinstance(result, errors.DomainError):
+                    answer.set_exception(result)
+                else:
+                    answer.set_result(result)
+
+    @staticmethod
+    def _fail(batch: Pending[Request, Response], error: Callable[[], BaseException]) -> None:
+        """Every caller of `batch` still waiting gets its own instance of `error()`."""
+        for _, answer in batch:
+            if not answer.done():
+                answer.set_exception(error())
+
+    async def close(self) -> None:
+        """Stops the senders; the callers they had not answered get Unavailable."""
+        for task in list(self._senders):
+            task.cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
+
+
 class GrpcAccounting:
     """The accounting service at ACCOUNTING_SERVICE_ADDR; every call has RPC_TIMEOUT_SECONDS,
     and at most `max_concurrent` are in flight. Usage records are coalesced into
-    BatchRecordUsage calls of at most MAX_BATCH_RECORDS (see the module docstring)."""
+    BatchRecordUsage calls, and budget reservations into BatchReserveBudget calls, of at most
+    MAX_BATCH_RECORDS items each (see the module docstring)."""
 
     def __init__(
         self,
@@ -140,12 +247,24 @@ class GrpcAccounting:
         # calls for 200 debates): the accounting service answers them one after the other
         # anyway, and a few in flight at a time keep this event loop free for the live streams.
         self._slots = asyncio.Semaphore(max_concurrent)
-        self._pending: list[tuple[acc.RecordUsageRequest, asyncio.Future[acc.RecordUsageResponse]]] = []
+        self._records: _Coalescer[acc.RecordUsageRequest, acc.RecordUsageResponse] = _Coalescer(
+            self._slots, self._send_records, "accounting-usage-batch"
+        )
+        self._reservations: _Coalescer[acc.ReserveBudgetRequest, acc.ReserveBudgetResponse] = _Coalescer(
+            self._slots, self._send_reservations, "accounting-reservation-batch"
+        )
         # With traces on: the `record_usage` span of each pending record (its future as the key).
         self._record_spans: dict[asyncio.Future[acc.RecordUsageResponse], trace.Span] = {}
-        self._waiting: asyncio.Task[None] | None = None  # the sender that will take what is pending
-        self._senders: set[asyncio.Task[None]] = set()
-        self.batches_sent = 0  # BatchRecordUsage calls made (the tests and benchmarks read it)
+
+    @property
+    def batches_sent(self) -> int:
+        """BatchRecordUsage calls made (the tests and benchmarks read it)."""
+        return self._records.batches_sent
+
+    @property
+    def reservation_batches_sent(self) -> int:
+        """BatchReserveBudget calls made."""
+        return self._reservations.batches_sent
 
     async def _call(self, method, request):
         try:
@@ -160,12 +279,7 @@ class GrpcAccounting:
         batch call's when that call failed."""
         if self.tracer is not None:
             return await self._traced_record(request)
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[acc.RecordUsageResponse] = loop.create_future()
-        self._pending.append((request, answer))
-        if self._waiting is None:
-            self._start_sender(loop)
-        return await answer
+        return await self._records.submit(request)
 
     async def _traced_record(self, request: acc.RecordUsageRequest) -> acc.RecordUsageResponse:
         assert self.tracer is not None
@@ -179,12 +293,8 @@ class GrpcAccounting:
             "gen_ai.usage.output_tokens": usage.completion_tokens,
         }
         with self.tracer.start_as_current_span("record_usage", attributes=attributes) as span:
-            loop = asyncio.get_running_loop()
-            answer: asyncio.Future[acc.RecordUsageResponse] = loop.create_future()
-            self._pending.append((request, answer))
+            answer = self._records.submit(request)
             self._record_spans[answer] = span
-            if self._waiting is None:
-                self._start_sender(loop)
             try:
                 reply = await answer
             finally:
@@ -192,61 +302,35 @@ class GrpcAccounting:
             span.set_attribute("debate.usage.duplicate", reply.duplicate)
             return reply
 
-    def _start_sender(self, loop: asyncio.AbstractEventLoop) -> None:
-        task = loop.create_task(self._send_pending(), name="accounting-usage-batch")
-        self._waiting = task
-        self._senders.add(task)
-        task.add_done_callback(self._senders.discard)
+    async def _send_records(
+        self, batch: Pending[acc.RecordUsageRequest, acc.RecordUsageResponse]
+    ) -> list[acc.RecordUsageResponse | errors.DomainError]:
+        with self._batch_span(batch):
+            reply = await self.stub.BatchRecordUsage(
+                acc.BatchRecordUsageRequest(requests=[request for request, _ in batch]),
+                timeout=self.timeout,
+                wait_for_ready=True,
+            )
+        return [
+            _item_error("accounting", result.error) if result.HasField("error") else result.response
+            for result in reply.results
+        ]
 
-    async def _send_pending(self) -> None:
-        """Takes what is pending once a slot is free (records made while it waits join the
-        batch), sends it, and answers each caller."""
-        batch: list[tuple[acc.RecordUsageRequest, asyncio.Future[acc.RecordUsageResponse]]] = []
-        try:
-            async with self._slots:
-                batch, self._pending = self._pending[:MAX_BATCH_RECORDS], self._pending[MAX_BATCH_RECORDS:]
-                self._waiting = None
-                if self._pending:
-                    self._start_sender(asyncio.get_running_loop())
-                batch = [(request, answer) for request, answer in batch if not answer.done()]  # not cancelled
-                if not batch:
-                    return
-                self.batches_sent += 1
-                with self._batch_span(batch):
-                    reply = await self.stub.BatchRecordUsage(
-                        acc.BatchRecordUsageRequest(requests=[request for request, _ in batch]),
-                        timeout=self.timeout,
-                        wait_for_ready=True,
-                    )
-        except grpc.aio.AioRpcError as error:
-            self._fail(batch, functools.partial(_domain_error, "accounting", error))
-            return
-        except Exception as error:  # noqa: BLE001 - each caller's, as a call of its own would have raised it
-            self._fail(batch, functools.partial(_same, error))
-            return
-        except BaseException:  # cancelled (the client is closing)
-            if self._waiting is asyncio.current_task():  # before it took its batch: it takes what is pending
-                self._waiting = None
-                batch, self._pending = self._pending, []
-            self._fail(batch, lambda: errors.Unavailable("the accounting client stopped", reason=UNAVAILABLE))
-            raise
-        results = list(reply.results)
-        for i, (_, answer) in enumerate(batch):
-            if answer.done():
-                continue
-            if i >= len(results):
-                answer.set_exception(
-                    errors.Unavailable(
-                        "accounting service: a batch answered fewer items than it was sent", reason=UNAVAILABLE
-                    )
-                )
-            elif results[i].HasField("error"):
-                answer.set_exception(_item_error("accounting", results[i].error))
-            else:
-                answer.set_result(results[i].response)
+    async def _send_reservations(
+        self, batch: Pending[acc.ReserveBudgetRequest, acc.ReserveBudgetResponse]
+    ) -> list[acc.ReserveBudgetResponse | errors.DomainError]:
+        reply = await self.stub.BatchReserveBudget(
+            acc.BatchReserveBudgetRequest(requests=[request for request, _ in batch]),
+            timeout=self.timeout,
+            wait_for_ready=True,
+        )
+        return [
+            _item_error("accounting", result.error) if result.HasField("error") else result.response
+            for result in reply.results
+        ]
 
     def _batch_span(
-        self, batch: list[tuple[acc.RecordUsageRequest, asyncio.Future[acc.RecordUsageResponse]]]
+        self, batch: Pending[acc.RecordUsageRequest, acc.RecordUsageResponse]
     ) -> contextlib.AbstractContextManager[object]:
         """With traces on, a current span for the batch's call, `record_usage_batch` (child of the
         first record's span, linked to every record's: see the module docstring), the parent of
@@ -262,18 +346,12 @@ class GrpcAccounting:
             attributes={"debate.usage.batch_size": len(batch)},
         )
 
-    @staticmethod
-    def _fail(
-        batch: list[tuple[acc.RecordUsageRequest, asyncio.Future[acc.RecordUsageResponse]]],
-        error: Callable[[], BaseException],
-    ) -> None:
-        """Every caller of `batch` still waiting gets its own instance of `error()`."""
-        for _, answer in batch:
-            if not answer.done():
-                answer.set_exception(error())
-
-    async def reserve_budget(self, request):
-        return await self._call(self.stub.ReserveBudget, request)
+    async def reserve_budget(self, request: acc.ReserveBudgetRequest) -> acc.ReserveBudgetResponse:
+        """The reservation decided under its reservation_id (ReserveBudget's semantics), sent in a
+        batch with the other reservations made meanwhile (the turns of a round ask together),
+        which accounting decides one at a time in the order they were made. Raises the item's own
+        domain error, or the batch call's when that call failed."""
+        return await self._reservations.submit(request)
 
     async def release_budget(self, reservation_id):
         await self._call(self.stub.ReleaseBudget, acc.ReleaseBudgetRequest(reservation_id=reservation_id))
@@ -288,7 +366,6 @@ class GrpcAccounting:
         return (await self._call(self.stub.GetDebateCost, acc.GetDebateCostRequest(debate_id=debate_id))).cost
 
     async def close(self) -> None:
-        for task in list(self._senders):
-            task.cancel()
-        await asyncio.gather(*self._senders, return_exceptions=True)
+        await self._records.close()
+        await self._reservations.close()
         await self.channel.close()

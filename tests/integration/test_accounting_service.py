@@ -377,6 +377,79 @@ async def test_a_bad_batch_fails_whole_and_writes_nothing(stub, ledger_rows, siz
     assert ledger_rows() == 0
 
 
+# -- BatchReserveBudget: many reservations in one call, decided one at a time in order
+
+
+def reservation(reservation_id: str, *, debate_id="d1", model=SONNET, prompt=1000, completion=500):
+    return pb.ReserveBudgetRequest(
+        reservation_id=reservation_id,
+        debate_id=debate_id,
+        model=model,
+        prompt_tokens=prompt,
+        max_completion_tokens=completion,
+    )
+
+
+async def test_batch_reserve_budget_decides_each_item_in_order_as_reserve_budget_would(stub):
+    # SONNET's worst case for 1000 in, 500 out: 0.003 + 0.0075 = 0.0105 USD; the cap holds two.
+    await stub.SetDebateBudget(
+        pb.SetDebateBudgetRequest(debate_id="d1", cap=common_pb2.Money(currency_code="USD", amount="0.025")), timeout=5
+    )
+    batch = pb.BatchReserveBudgetRequest(
+        requests=[
+            reservation("r1"),
+            reservation("r1"),  # the same id again: the first's grant, nothing held twice
+            reservation("bad", model="", prompt=-1),
+            reservation("r2"),
+            reservation("r3"),  # would pass the cap: not granted, nothing held
+            reservation("unpriced", model="gpt-99-imaginary"),
+        ]
+    )
+    reply = await stub.BatchReserveBudget(batch, timeout=10)
+    assert [r.WhichOneof("outcome") for r in reply.results] == [
+        "response",
+        "response",
+        "error",
+        "response",
+        "response",
+        "error",
+    ]
+    r1, again, bad, r2, r3, unpriced = reply.results
+    assert [x.response.granted for x in (r1, again, r2, r3)] == [True, True, True, False]
+    assert (r1.response.amount.amount, r2.response.remaining.amount) == ("0.0105", "0.004")
+    assert again.response == r1.response  # answered as the first grant, changing nothing
+    # Each refusal is what a ReserveBudget call of its own answers: code, reason, field paths.
+    alone_info, alone_fields = await expect_error(
+        stub.ReserveBudget(batch.requests[2], timeout=5), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert [(v.field, v.description) for v in bad.error.field_violations] == alone_fields
+    assert [v.field for v in bad.error.field_violations] == ["model", "prompt_tokens"]
+    assert (bad.error.code, bad.error.reason) == (grpc.StatusCode.INVALID_ARGUMENT.value[0], alone_info.reason)
+    assert (unpriced.error.code, unpriced.error.reason) == (grpc.StatusCode.NOT_FOUND.value[0], "MODEL_NOT_PRICED")
+    # What is held is exactly the two grants, as two ReserveBudget calls would have left it.
+    budget = (await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id="d1"), timeout=5)).cost.budget
+    assert (budget.reserved.amount, budget.remaining.amount) == ("0.021", "0.004")
+    # Each held reservation is committed by its usage record, as a ReserveBudget's is.
+    recorded = await stub.BatchRecordUsage(
+        pb.BatchRecordUsageRequest(requests=[record("u1", tokens=(1000, 100), reservation_id="r1")]), timeout=10
+    )
+    assert _outcomes(recorded) == ["response"]
+    budget = (await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id="d1"), timeout=5)).cost.budget
+    assert (budget.spent.amount, budget.reserved.amount) == ("0.0045", "0.0105")
+
+
+@pytest.mark.parametrize("size", [0, 1001])
+async def test_a_bad_reservation_batch_fails_whole_and_holds_nothing(stub, size):
+    await stub.SetDebateBudget(
+        pb.SetDebateBudgetRequest(debate_id="d1", cap=common_pb2.Money(currency_code="USD", amount="100")), timeout=5
+    )
+    batch = pb.BatchReserveBudgetRequest(requests=[reservation(f"r{i}", prompt=1) for i in range(size)])
+    info, fields = await expect_error(stub.BatchReserveBudget(batch, timeout=10), grpc.StatusCode.INVALID_ARGUMENT)
+    assert [f for f, _ in fields] == ["requests"] and info.reason == "INVALID_ARGUMENT"
+    budget = (await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id="d1"), timeout=5)).cost.budget
+    assert budget.reserved.amount == "0"
+
+
 SUITE_KEY, ALICE_KEY = "suite-key-0123456789", "alice-key-0123456789"
 
 
@@ -534,3 +607,28 @@ async def test_closing_the_client_answers_every_waiting_caller(client, service, 
         assert all(isinstance(o, errors.DomainError) for o in outcomes), outcomes
     finally:
         slow.release.set()
+
+
+async def test_reservations_made_together_go_as_one_call_decided_in_the_order_made(client, service):
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        stub = accounting_pb2_grpc.AccountingServiceStub(channel)
+        await stub.SetDebateBudget(
+            pb.SetDebateBudgetRequest(debate_id="d1", cap=common_pb2.Money(currency_code="USD", amount="0.025")),
+            timeout=5,
+        )
+    outcomes = await asyncio.gather(
+        client.reserve_budget(reservation("r1")),
+        client.reserve_budget(reservation("bad", model="")),
+        client.reserve_budget(reservation("r2")),
+        client.reserve_budget(reservation("r3")),
+        return_exceptions=True,
+    )
+    assert client.reservation_batches_sent == 1
+    r1, bad, r2, r3 = outcomes
+    assert isinstance(r1, pb.ReserveBudgetResponse) and isinstance(r2, pb.ReserveBudgetResponse)
+    assert isinstance(r3, pb.ReserveBudgetResponse)
+    assert (r1.granted, r2.granted, r3.granted) == (True, True, False)  # in the order they were made
+    assert isinstance(bad, errors.FailedPrecondition) and bad.reason == "INVALID_ARGUMENT"
+    # One at a time, each is a batch of one, answered as before (a repeat: the first grant).
+    again = await client.reserve_budget(reservation("r1"))
+    assert (again.granted, again.amount) == (True, r1.amount) and client.reservation_batches_sent == 2

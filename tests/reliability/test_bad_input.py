@@ -250,6 +250,20 @@ def _valid_examples(existing_debate_id: str) -> dict[tuple[str, str], list]:
                 max_completion_tokens=50,
             )
         ],
+        ("accounting", "BatchReserveBudget"): [
+            accounting_pb2.BatchReserveBudgetRequest(
+                requests=[
+                    accounting_pb2.ReserveBudgetRequest(
+                        reservation_id=f"bad-input/b{i}",
+                        debate_id="bad-input-budget",
+                        model="sim/debater",
+                        prompt_tokens=100,
+                        max_completion_tokens=50,
+                    )
+                    for i in range(2)
+                ]
+            )
+        ],
         ("accounting", "ReleaseBudget"): [accounting_pb2.ReleaseBudgetRequest(reservation_id="bad-input/r1")],
         ("accounting", "EstimateDebateCost"): [
             accounting_pb2.EstimateDebateCostRequest(config=_config(), expected_completion_tokens=20)

@@ -640,6 +640,84 @@ class ReserveBudgetResponse(_message.Message):
 Global___ReserveBudgetResponse: _TypeAlias = ReserveBudgetResponse  # noqa: Y015
 
 @_typing.final
+class BatchReserveBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReserveBudgetRequest]:
+        """At most 1,000 items, decided in this order; the same reservation_id twice is held once (the
+        second answers the first's grant).
+        """
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___ReserveBudgetRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchReserveBudgetRequest: _TypeAlias = BatchReserveBudgetRequest  # noqa: Y015
+
+@_typing.final
+class BatchReserveBudgetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReserveBudgetResult]:
+        """One per item of the request, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ReserveBudgetResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchReserveBudgetResponse: _TypeAlias = BatchReserveBudgetResponse  # noqa: Y015
+
+@_typing.final
+class ReserveBudgetResult(_message.Message):
+    """The outcome of one item of a BatchReserveBudget: what ReserveBudget would have answered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def response(self) -> Global___ReserveBudgetResponse:
+        """The item was decided: granted or not, as ReserveBudget answers."""
+
+    @_builtins.property
+    def error(self) -> Global___ItemError:
+        """The item was refused (bad input, an unknown model); nothing of it was held."""
+
+    def __init__(
+        self,
+        *,
+        response: Global___ReserveBudgetResponse | None = ...,
+        error: Global___ItemError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["response", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___ReserveBudgetResult: _TypeAlias = ReserveBudgetResult  # noqa: Y015
+
+@_typing.final
 class ReleaseBudgetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

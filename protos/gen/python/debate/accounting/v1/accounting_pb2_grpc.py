@@ -69,6 +69,11 @@ class AccountingServiceStub:
                 request_serializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.ReserveBudgetRequest.SerializeToString,
                 response_deserializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.ReserveBudgetResponse.FromString,
                 _registered_method=True)
+        self.BatchReserveBudget = channel.unary_unary(
+                '/debate.accounting.v1.AccountingService/BatchReserveBudget',
+                request_serializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchReserveBudgetRequest.SerializeToString,
+                response_deserializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchReserveBudgetResponse.FromString,
+                _registered_method=True)
         self.ReleaseBudget = channel.unary_unary(
                 '/debate.accounting.v1.AccountingService/ReleaseBudget',
                 request_serializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.ReleaseBudgetRequest.SerializeToString,
@@ -138,6 +143,17 @@ class AccountingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchReserveBudget(self, request, context):
+        """Holds many reservations in one call, each exactly as ReserveBudget would (its own
+        reservation_id, its own outcome) and decided one at a time in the order given, so a cap is
+        never passed: an item refused for bad input fails alone, an item the cap cannot cover is not
+        granted, and the others are decided as if sent one by one. Only a bad batch (no items, more
+        than 1,000) fails the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReleaseBudget(self, request, context):
         """Releases a reservation whose call spent nothing (or whose usage was recorded elsewhere).
         """
@@ -189,6 +205,11 @@ def add_AccountingServiceServicer_to_server(servicer, server):
                     servicer.ReserveBudget,
                     request_deserializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.ReserveBudgetRequest.FromString,
                     response_serializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.ReserveBudgetResponse.SerializeToString,
+            ),
+            'BatchReserveBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchReserveBudget,
+                    request_deserializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchReserveBudgetRequest.FromString,
+                    response_serializer=debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchReserveBudgetResponse.SerializeToString,
             ),
             'ReleaseBudget': grpc.unary_unary_rpc_method_handler(
                     servicer.ReleaseBudget,
@@ -390,6 +411,33 @@ class AccountingService:
             '/debate.accounting.v1.AccountingService/ReserveBudget',
             debate_dot_accounting_dot_v1_dot_accounting__pb2.ReserveBudgetRequest.SerializeToString,
             debate_dot_accounting_dot_v1_dot_accounting__pb2.ReserveBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchReserveBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debate.accounting.v1.AccountingService/BatchReserveBudget',
+            debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchReserveBudgetRequest.SerializeToString,
+            debate_dot_accounting_dot_v1_dot_accounting__pb2.BatchReserveBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,13 @@ class AccountingServiceStub:
     """Sets or changes a debate's spending cap."""
     ReserveBudget: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ReserveBudgetRequest, _accounting_pb2.ReserveBudgetResponse]
     """Holds the worst-case cost of a call before it is made; refused when it would pass the cap."""
+    BatchReserveBudget: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.BatchReserveBudgetRequest, _accounting_pb2.BatchReserveBudgetResponse]
+    """Holds many reservations in one call, each exactly as ReserveBudget would (its own
+    reservation_id, its own outcome) and decided one at a time in the order given, so a cap is
+    never passed: an item refused for bad input fails alone, an item the cap cannot cover is not
+    granted, and the others are decided as if sent one by one. Only a bad batch (no items, more
+    than 1,000) fails the call.
+    """
     ReleaseBudget: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ReleaseBudgetRequest, _accounting_pb2.ReleaseBudgetResponse]
     """Releases a reservation whose call spent nothing (or whose usage was recorded elsewhere)."""
     EstimateDebateCost: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.EstimateDebateCostRequest, _accounting_pb2.EstimateDebateCostResponse]
@@ -81,6 +88,13 @@ class AccountingServiceAsyncStub(AccountingServiceStub):
     """Sets or changes a debate's spending cap."""
     ReserveBudget: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ReserveBudgetRequest, _accounting_pb2.ReserveBudgetResponse]  # type: ignore[assignment]
     """Holds the worst-case cost of a call before it is made; refused when it would pass the cap."""
+    BatchReserveBudget: _aio.UnaryUnaryMultiCallable[_accounting_pb2.BatchReserveBudgetRequest, _accounting_pb2.BatchReserveBudgetResponse]  # type: ignore[assignment]
+    """Holds many reservations in one call, each exactly as ReserveBudget would (its own
+    reservation_id, its own outcome) and decided one at a time in the order given, so a cap is
+    never passed: an item refused for bad input fails alone, an item the cap cannot cover is not
+    granted, and the others are decided as if sent one by one. Only a bad batch (no items, more
+    than 1,000) fails the call.
+    """
     ReleaseBudget: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ReleaseBudgetRequest, _accounting_pb2.ReleaseBudgetResponse]  # type: ignore[assignment]
     """Releases a reservation whose call spent nothing (or whose usage was recorded elsewhere)."""
     EstimateDebateCost: _aio.UnaryUnaryMultiCallable[_accounting_pb2.EstimateDebateCostRequest, _accounting_pb2.EstimateDebateCostResponse]  # type: ignore[assignment]
@@ -149,6 +163,19 @@ class AccountingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_accounting_pb2.ReserveBudgetResponse, _abc.Awaitable[_accounting_pb2.ReserveBudgetResponse]]:
         """Holds the worst-case cost of a call before it is made; refused when it would pass the cap."""
+
+    @_abc_1.abstractmethod
+    def BatchReserveBudget(
+        self,
+        request: _accounting_pb2.BatchReserveBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.BatchReserveBudgetResponse, _abc.Awaitable[_accounting_pb2.BatchReserveBudgetResponse]]:
+        """Holds many reservations in one call, each exactly as ReserveBudget would (its own
+        reservation_id, its own outcome) and decided one at a time in the order given, so a cap is
+        never passed: an item refused for bad input fails alone, an item the cap cannot cover is not
+        granted, and the others are decided as if sent one by one. Only a bad batch (no items, more
+        than 1,000) fails the call.
+        """
 
     @_abc_1.abstractmethod
     def ReleaseBudget(
