@@ -5,8 +5,10 @@ ported to the gRPC suite.
 
 `--overhead` runs only the two figures of issue 16's part 5 (docs/orchestrator-overhead.md):
 the orchestrator's own overhead per debater per round, and the same through the real judge and
-accounting, the latter twice in the same run: with the ledger's group commit (today) and with one
-transaction per usage row (before it, LEDGER_GROUP_COMMIT=false).
+accounting, the latter three times in the same run: with the ledger's group commit (today), the
+same with a budget (a reservation before each turn), and with one transaction per usage row (before
+it, LEDGER_GROUP_COMMIT=false). Each row also gives the orchestrator's gRPC calls to the judge and
+accounting per debater per round, by method (its clients' stubs counted, `count_calls`).
 
 The orchestrator runs in this process (so its time and memory can be measured) on a real gRPC
 port, with an instant scripted model, and talks to the real judge and accounting services,
@@ -16,9 +18,10 @@ started as processes. Clients speak gRPC to it. Figures only: nothing here asser
   TurnCompleted (event times, set by the orchestrator), divided by the debaters; it includes
   the window build, the TurnStarted/TokenDelta/TurnCompleted events, the store commits, the
   usage record (one BatchRecordUsage call for the turns that end together) and (with a budget)
-  the ReserveBudget call. Wall time, so the rows also give the mean and median and, steadier on a
-  shared machine, the CPU seconds each process spent per debater per round (this process runs
-  the orchestrator and its client) and the usage RPCs sent per debater per round;
+  the reservation (one BatchReserveBudget call for the turns that start together). Wall time, so
+  the rows also give the mean and median and, steadier on a shared machine, the CPU seconds each
+  process spent per debater per round (this process runs the orchestrator and its client), the
+  usage RPCs and all the gRPC calls to the judge and accounting sent per debater per round;
 - parallel stream setup: RoundStarted to the first chunk of the last of 4 model streams;
 - sliding window over 20 rounds: ContextBuilder.build with the real tokenizer;
 - memory: tracemalloc peak of a whole 5-round 4-debater debate, per waiting subscriber (the
@@ -39,6 +42,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections import Counter
 
 import grpc
 import psutil
@@ -123,10 +127,25 @@ def debate_config(n: int, rounds: int, **kwargs) -> c.DebateConfig:
     )
 
 
+def count_calls(stub: object, service: str, counts: Counter[str]) -> None:
+    """Wraps each RPC method of a client's `stub` so that every call adds one to
+    counts["<service>.<Method>"] (the clients look their stub's methods up at each call)."""
+    for name in dir(stub):
+        method = getattr(stub, name)
+        if name[:1].isupper() and callable(method):
+
+            def counted(*args, _method=method, _key=f"{service}.{name}", **kwargs):
+                counts[_key] += 1
+                return _method(*args, **kwargs)
+
+            setattr(stub, name, counted)
+
+
 class Bench:
     def __init__(self, backends: SuiteConfig, data_dir: str, llm: TimedLLM, **collaborators):
         self.backends, self.data_dir, self.llm = backends, data_dir, llm
         self.collaborators = collaborators  # judge= / accounting= stand-ins instead of the services
+        self.calls: Counter[str] = Counter()  # the orchestrator's gRPC calls to the judge and accounting
 
     async def __aenter__(self):
         settings = OrchestratorSettings(
@@ -138,6 +157,10 @@ class Bench:
             service_api_key=self.backends.service_api_key,  # the judge and accounting admit only the suite's key
         )
         self.service = await build_service(settings, llm=self.llm, **self.collaborators)
+        engine = self.service.engine
+        for service, client in (("judge", engine.judging.judge), ("accounting", engine.turns.accounting)):
+            if hasattr(client, "stub"):  # the gRPC client, not an in-process stand-in
+                count_calls(client.stub, service, self.calls)
         port = await self.service.start()
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         self.stub = pbg.OrchestratorServiceStub(self.channel)
@@ -184,17 +207,20 @@ async def overhead_samples(bench: Bench, n: int, debates: int, procs: dict[str, 
     samples: list[float] = []
     before = {"orchestrator": _cpu(), **{name: _cpu(p) for name, p in procs.items()}}
     batches_before = _usage_batches(bench)
+    calls_before = Counter(bench.calls)
     for _ in range(debates):
         samples += round_overheads(await bench.run(debate_config(n, 3, **config)), n)
     after = {"orchestrator": _cpu(), **{name: _cpu(p) for name, p in procs.items()}}
     turns = debates * 3 * n
     batches = _usage_batches(bench)
+    calls = bench.calls - calls_before
     return {
         "mean": statistics.mean(samples),
         "median": statistics.median(samples),
         "rounds": len(samples),
         "cpu": {name: (after[name] - before[name]) / turns for name in after},
         "usage_rpcs": None if batches is None or batches_before is None else (batches - batches_before) / turns,
+        "calls": {method: count / turns for method, count in sorted(calls.items())},
     }
 
 
@@ -206,6 +232,9 @@ def _usage_batches(bench: Bench) -> int | None:
 def _overhead_note(m: dict, what: str) -> str:
     cpu = ", ".join(f"{name} {seconds * 1000:.3f}" for name, seconds in m["cpu"].items())
     rpcs = "" if m.get("usage_rpcs") is None else f"; usage RPCs per debater per round {m['usage_rpcs']:.2f}"
+    if m.get("calls"):
+        by_method = ", ".join(f"{method.split('.')[1]} {count:.2f}" for method, count in m["calls"].items())
+        rpcs += f"; gRPC calls to judge+accounting per debater per round {sum(m['calls'].values()):.2f} ({by_method})"
     return (
         f"{what}; median {m['median'] * 1000:.3f} ms; CPU ms per debater per round: {cpu}{rpcs}; {m['rounds']} rounds"
     )
@@ -234,7 +263,7 @@ async def bench_overhead(bench: Bench, quick: bool, procs: dict[str, psutil.Proc
             "target": "< 10 ms mean",
             "value": round(m["mean"] * 1000, 3),
             "unit": "ms",
-            "note": _overhead_note(m, "adds a ReserveBudget call per turn"),
+            "note": _overhead_note(m, "adds a reservation per turn (a BatchReserveBudget per round)"),
         }
     )
     rows.append(
@@ -253,14 +282,19 @@ async def bench_services_before_after(data_dir: str, quick: bool) -> list[dict]:
     commit, then (new processes, new ledger) with one transaction per usage row, as before it."""
     rows = []
     debates = 4 if quick else 12
-    for label, group_commit in (("group commit", "true"), ("one transaction per row (before)", "false")):
-        where = os.path.join(data_dir, f"services-{group_commit}")
+    budget = {"budget": c.Money(currency_code="USD", amount="100")}
+    for label, group_commit, config in (
+        ("group commit", "true", {}),
+        ("group commit, with a budget", "true", budget),
+        ("one transaction per row (before)", "false", {}),
+    ):
+        where = os.path.join(data_dir, f"services-{group_commit}-{len(config)}")
         os.makedirs(where)
         backends, procs = start_backends(where, LEDGER_GROUP_COMMIT=group_commit)
         try:
             watched = watch(backends, procs)
             async with Bench(backends, where, TimedLLM(chunks=20)) as bench:
-                m = await overhead_samples(bench, 4, debates, watched)
+                m = await overhead_samples(bench, 4, debates, watched, **config)
         finally:
             stop_backends(procs)
         rows.append(
@@ -269,7 +303,9 @@ async def bench_services_before_after(data_dir: str, quick: bool) -> list[dict]:
                 "target": "aim <= 1 ms mean",
                 "value": round(m["mean"] * 1000, 3),
                 "unit": "ms",
-                "note": _overhead_note(m, f"LEDGER_GROUP_COMMIT={group_commit}"),
+                "note": _overhead_note(
+                    m, f"LEDGER_GROUP_COMMIT={group_commit}" + (", budget 100 USD" if config else "")
+                ),
             }
         )
     return rows
@@ -657,7 +693,7 @@ async def overhead_async(quick: bool) -> list[dict]:
 
 def run(quick: bool = False, overhead: bool = False) -> list[dict]:
     """Rows {metric, target, value, unit[, note]} (see tests/benchmarks/run_all.py); `overhead`:
-    only the overhead figures, the services' with and without the ledger's group commit."""
+    only the overhead figures, the services' with and without the ledger's group commit and with a budget."""
     if overhead:
         return asyncio.run(overhead_async(quick))
     rows = asyncio.run(main_async(quick))
