@@ -393,6 +393,23 @@ class Accounting:
                 self._count(result)
         return [cast("tuple[UsageRow, bool] | Exception", outcome) for outcome in outcomes]
 
+    async def record_usages_then_costs(
+        self, requests: Sequence[UsageRequest], debate_ids: Sequence[str]
+    ) -> tuple[list[tuple[UsageRow, bool] | Exception], list[DebateCostReport]]:
+        """`record_usages(requests)`, then the cost of each of `debate_ids` as `debate_cost` reads
+        it, once every recorded request is committed (a debate's last records and its final cost
+        together). The ids are checked first: InvalidArgument (field "cost_debate_ids[i]", or
+        "cost_debate_ids" for more than MAX_BATCH_REQUESTS), and nothing is written then."""
+        v = Violations()
+        if len(debate_ids) > MAX_BATCH_REQUESTS:
+            v.add("cost_debate_ids", f"at most {MAX_BATCH_REQUESTS} ids")
+        else:
+            for i, debate_id in enumerate(debate_ids):
+                _check_id(v, f"cost_debate_ids[{i}]", debate_id)
+        v.raise_if_any()
+        outcomes = await self.record_usages(requests)
+        return outcomes, [await self.debate_cost(debate_id) for debate_id in debate_ids]
+
     async def debate_cost(self, debate_id: str) -> DebateCostReport:
         v = Violations()
         _check_id(v, "debate_id", debate_id)

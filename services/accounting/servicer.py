@@ -16,7 +16,7 @@ from google.rpc import code_pb2
 
 from services.accounting.breakdown import Line
 from services.accounting.estimate import DebatePlan, DebaterPlan
-from services.accounting.ledger import Accounting, ReserveRequest, UsageRequest
+from services.accounting.ledger import Accounting, DebateCostReport, ReserveRequest, UsageRequest
 from services.accounting.store import Budget, ReserveResult, Role, UsageRow
 from services.common.errors import DomainError, InvalidArgument, Violations
 from services.common.money import read_money, usd
@@ -206,8 +206,10 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
         return accounting_pb2.RecordUsageResponse(record=record_to_pb(row), duplicate=duplicate)
 
     async def BatchRecordUsage(self, request, context):
-        outcomes = await self.accounting.record_usages([usage_request_from_pb(item) for item in request.requests])
-        reply = accounting_pb2.BatchRecordUsageResponse()
+        outcomes, costs = await self.accounting.record_usages_then_costs(
+            [usage_request_from_pb(item) for item in request.requests], list(request.cost_debate_ids)
+        )
+        reply = accounting_pb2.BatchRecordUsageResponse(debate_costs=[self._cost_to_pb(r) for r in costs])
         for outcome in outcomes:
             result = reply.results.add()
             if isinstance(outcome, Exception):
@@ -218,19 +220,21 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServiceServicer):
                 result.response.duplicate = duplicate
         return reply
 
+    def _cost_to_pb(self, r: DebateCostReport) -> common_pb2.DebateCost:
+        return common_pb2.DebateCost(
+            debate_id=r.debate_id,
+            total=usd(r.total.cost),
+            usage=usage_to_proto(r.total.usage, estimated=r.total.estimated),
+            by_participant=[line_to_pb(x) for x in r.by_participant],
+            by_role=[line_to_pb(x) for x in r.by_role],
+            by_round=[line_to_pb(x) for x in r.by_round],
+            by_model=self._model_lines(r.by_model),
+            budget=budget_to_pb(r.budget),
+        )
+
     async def GetDebateCost(self, request, context):
-        r = await self.accounting.debate_cost(request.debate_id)
         return accounting_pb2.GetDebateCostResponse(
-            cost=common_pb2.DebateCost(
-                debate_id=r.debate_id,
-                total=usd(r.total.cost),
-                usage=usage_to_proto(r.total.usage, estimated=r.total.estimated),
-                by_participant=[line_to_pb(x) for x in r.by_participant],
-                by_role=[line_to_pb(x) for x in r.by_role],
-                by_round=[line_to_pb(x) for x in r.by_round],
-                by_model=self._model_lines(r.by_model),
-                budget=budget_to_pb(r.budget),
-            )
+            cost=self._cost_to_pb(await self.accounting.debate_cost(request.debate_id))
         )
 
     async def SetDebateBudget(self, request, context):

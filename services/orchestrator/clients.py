@@ -36,6 +36,7 @@ from typing import Generic, TypeAlias, TypeVar
 import grpc
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.accounting.v1 import accounting_pb2_grpc
+from debate.common.v1 import common_pb2
 from debate.judge.v1 import judge_pb2, judge_pb2_grpc
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
@@ -97,6 +98,16 @@ def _judge_error(error: grpc.aio.AioRpcError) -> errors.DomainError:
             detail.Unpack(billed)
             domain.details.append(billed)
     return domain
+
+
+def _outcomes(
+    reply: acc.BatchRecordUsageResponse | acc.BatchReserveBudgetResponse,
+) -> list:
+    """Each item's response, or the domain error a call of its own would have raised, in order."""
+    return [
+        _item_error("accounting", result.error) if result.HasField("error") else result.response
+        for result in reply.results
+    ]
 
 
 class GrpcJudge:
@@ -281,6 +292,23 @@ class GrpcAccounting:
             return await self._traced_record(request)
         return await self._records.submit(request)
 
+    async def record_usages_then_cost(
+        self, requests: Sequence[acc.RecordUsageRequest], debate_id: str
+    ) -> tuple[list[acc.RecordUsageResponse | errors.DomainError], common_pb2.DebateCost]:
+        """`requests` recorded in one BatchRecordUsage call of their own (never split, never
+        coalesced), which also asks for the debate's cost (GetDebateCost's answer, read once they
+        are committed): each item's response or domain error, and the cost. Raises the call's
+        domain error when the call failed."""
+        reply = await self._call(
+            self.stub.BatchRecordUsage,
+            acc.BatchRecordUsageRequest(requests=requests, cost_debate_ids=[debate_id]),
+        )
+        if len(reply.results) != len(requests) or len(reply.debate_costs) != 1:
+            raise errors.Unavailable(
+                "accounting service: a batch answered other than it was asked (items or costs)", reason=UNAVAILABLE
+            )
+        return _outcomes(reply), reply.debate_costs[0]
+
     async def _traced_record(self, request: acc.RecordUsageRequest) -> acc.RecordUsageResponse:
         assert self.tracer is not None
         usage = request.usage
@@ -311,10 +339,7 @@ class GrpcAccounting:
                 timeout=self.timeout,
                 wait_for_ready=True,
             )
-        return [
-            _item_error("accounting", result.error) if result.HasField("error") else result.response
-            for result in reply.results
-        ]
+        return _outcomes(reply)
 
     async def _send_reservations(
         self, batch: Pending[acc.ReserveBudgetRequest, acc.ReserveBudgetResponse]
@@ -324,10 +349,7 @@ class GrpcAccounting:
             timeout=self.timeout,
             wait_for_ready=True,
         )
-        return [
-            _item_error("accounting", result.error) if result.HasField("error") else result.response
-            for result in reply.results
-        ]
+        return _outcomes(reply)
 
     def _batch_span(
         self, batch: Pending[acc.RecordUsageRequest, acc.RecordUsageResponse]

@@ -92,7 +92,9 @@ class Judging:
             self.store.update_debate(run.debate_id, verdict=verdict.SerializeToString())
             self.hub.commit()
             self.store.ensure_held(run.debate_id)
-        run.verdict_records = await self.record_calls(run, verdict.calls, prefix, common.ROLE_VERDICT, 0)
+        run.verdict_records = await self.record_calls(
+            run, verdict.calls, prefix, common.ROLE_VERDICT, 0, with_cost=True
+        )
         self.store.update_debate(run.debate_id, verdict_recorded=True)
         announce_cost(self.store, self.hub, run)
         self.hub.emit(
@@ -175,31 +177,43 @@ class Judging:
         prefix: str,
         role: common.Role.ValueType,
         round_number: int,
+        *,
+        with_cost: bool = False,
     ) -> list[acc.UsageRecord]:
         """The usage of each of the judge's model calls, under the call's own request_id. The calls
         are recorded concurrently (accounting commits rows that arrive together in one transaction);
         each one recorded is added to the run's cost, and the first failure, if any, is raised
         once all have been tried (a retry records only what is missing: the keys are idempotent).
+        `with_cost` (the verdict's calls, the debate's last): they go in one call that also reads
+        the debate's cost once they are committed, kept as `run.final_cost` when all were recorded
+        (the lifecycle's final cost, without a GetDebateCost call of its own).
         Returns the ledger's row of each call (a duplicate's is the row first stored)."""
         keys = [call.request_id or f"{prefix}/calls/{i + 1}" for i, call in enumerate(calls)]
-        replies = await asyncio.gather(
-            *(
-                self.accounting.record_usage(
-                    acc.RecordUsageRequest(
-                        request_id=key,
-                        debate_id=run.debate_id,
-                        participant="judge",
-                        role=role,
-                        round_number=round_number,
-                        model=call.model,
-                        attempt=call.attempt or max(1, call.attempts),
-                        usage=call.usage,
-                    )
-                )
-                for key, call in zip(keys, calls, strict=True)
-            ),
-            return_exceptions=True,
-        )
+        requests = [
+            acc.RecordUsageRequest(
+                request_id=key,
+                debate_id=run.debate_id,
+                participant="judge",
+                role=role,
+                round_number=round_number,
+                model=call.model,
+                attempt=call.attempt or max(1, call.attempts),
+                usage=call.usage,
+            )
+            for key, call in zip(keys, calls, strict=True)
+        ]
+        cost: common.DebateCost | None = None
+        replies: list[acc.RecordUsageResponse | BaseException]
+        if with_cost and requests:
+            try:
+                outcomes, cost = await self.accounting.record_usages_then_cost(requests, run.debate_id)
+                replies = list(outcomes)
+            except DomainError as error:  # the call failed: no item is known to be recorded
+                replies = [error] * len(requests)
+        else:
+            replies = await asyncio.gather(
+                *(self.accounting.record_usage(request) for request in requests), return_exceptions=True
+            )
         failure: BaseException | None = None
         records = []
         for key, reply in zip(keys, replies, strict=True):
@@ -211,6 +225,8 @@ class Judging:
                 records.append(reply.record)
         if failure is not None:
             raise failure
+        if cost is not None:
+            run.final_cost = cost  # after add_cost: it includes these records
         return records
 
     async def _record_billed(

@@ -643,6 +643,11 @@ class Lifecycle:
 
     # ==== endings ==================================================================================
     async def _final_cost(self, run: DebateRun) -> common.DebateCost:
+        """The ledger's cost of the debate: the one read with the verdict's records when nothing
+        was recorded since (`run.final_cost`), else asked of accounting; the run's own total
+        when accounting cannot answer."""
+        if run.final_cost is not None:
+            return run.final_cost
         try:
             return await self.accounting.debate_cost(run.debate_id)
         except DomainError as error:

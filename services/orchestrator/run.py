@@ -88,6 +88,9 @@ class DebateRun:
     # ledger rows of its verdict's calls once recorded, and why a run that resumes resumes.
     verdict_version: int = 1
     verdict_records: list[acc.UsageRecord] = field(default_factory=list)
+    # The ledger's cost of the debate, read with the verdict's records (`Judging.verdict`): the
+    # final cost, unless anything is recorded after it (`add_cost` then drops it).
+    final_cost: common.DebateCost | None = None
     resume_reason: str = "resumed after an orchestrator restart"
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
@@ -111,6 +114,7 @@ class DebateRun:
         record = reply.record
         if not reply.duplicate or record.request_id in self.unanswered:
             self.unanswered.discard(record.request_id)
+            self.final_cost = None
             amount = Decimal(record.cost.amount or "0")
             self.total += amount
             add_token_usage(self.usage, record.usage)

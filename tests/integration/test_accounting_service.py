@@ -377,6 +377,28 @@ async def test_a_bad_batch_fails_whole_and_writes_nothing(stub, ledger_rows, siz
     assert ledger_rows() == 0
 
 
+async def test_batch_record_usage_answers_the_costs_asked_for_once_its_items_are_committed(stub, ledger_rows):
+    await stub.RecordUsage(record("earlier", tokens=(1000, 0)), timeout=5)
+    batch = pb.BatchRecordUsageRequest(
+        requests=[record("v1", role=common_pb2.ROLE_VERDICT, round_number=0), record("bad", tokens=(-1, 0))],
+        cost_debate_ids=["d1", "d2"],
+    )
+    reply = await stub.BatchRecordUsage(batch, timeout=10)
+    assert _outcomes(reply) == ["response", "error"] and ledger_rows() == 2
+    # Each cost is GetDebateCost's answer after the batch: the new row counted, to the digit.
+    alone = [(await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id=d), timeout=5)).cost for d in ("d1", "d2")]
+    assert list(reply.debate_costs) == alone
+    assert reply.debate_costs[0].total.amount == "0.0135" and sum(x.calls for x in reply.debate_costs[0].by_role) == 2
+    assert reply.debate_costs[1].total.amount == "0"
+
+
+async def test_a_bad_cost_debate_id_fails_the_batch_before_anything_is_written(stub, ledger_rows):
+    batch = pb.BatchRecordUsageRequest(requests=[record("u1")], cost_debate_ids=["d1", ""])
+    info, fields = await expect_error(stub.BatchRecordUsage(batch, timeout=10), grpc.StatusCode.INVALID_ARGUMENT)
+    assert [f for f, _ in fields] == ["cost_debate_ids[1]"] and info.reason == "INVALID_ARGUMENT"
+    assert ledger_rows() == 0
+
+
 # -- BatchReserveBudget: many reservations in one call, decided one at a time in order
 
 
@@ -632,3 +654,20 @@ async def test_reservations_made_together_go_as_one_call_decided_in_the_order_ma
     # One at a time, each is a batch of one, answered as before (a repeat: the first grant).
     again = await client.reserve_budget(reservation("r1"))
     assert (again.granted, again.amount) == (True, r1.amount) and client.reservation_batches_sent == 2
+
+
+async def test_records_then_cost_go_as_one_call_of_their_own(client, service, ledger_backend):
+    pending = asyncio.ensure_future(client.record_usage(record("turn")))  # a coalesced record meanwhile
+    outcomes, cost = await client.record_usages_then_cost(
+        [record("v1", role=common_pb2.ROLE_VERDICT, round_number=0), record("bad", tokens=(-5, 10))], "d1"
+    )
+    await pending
+    assert client.batches_sent == 1  # the coalesced record's batch; the call above was its own
+    good, bad = outcomes
+    assert isinstance(good, pb.RecordUsageResponse) and good.record.request_id == "v1"
+    assert isinstance(bad, errors.FailedPrecondition) and bad.reason == "INVALID_ARGUMENT"
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        stub = accounting_pb2_grpc.AccountingServiceStub(channel)
+        now = (await stub.GetDebateCost(pb.GetDebateCostRequest(debate_id="d1"), timeout=5)).cost
+    assert sum(line.calls for line in cost.by_role) >= 1 and ledger_backend.count() == 2
+    assert cost.by_role[-1] == now.by_role[-1]  # the verdict's line: read after v1 was committed

@@ -168,7 +168,9 @@ def test_one_trace_spans_the_three_services_from_create_to_verdict(debate):
     # The usage records: accounting's server spans of the calls that recorded them, in this trace.
     batches = named(spans, "/debate.accounting.v1.AccountingService/BatchRecordUsage", ACCOUNTING)
     assert batches, [(s.service, s.name) for s in spans]
-    assert named(spans, "/debate.accounting.v1.AccountingService/GetDebateCost", ACCOUNTING)
+    # The final cost came with the verdict's usage records (cost_debate_ids): no call of its own.
+    assert not named(spans, "/debate.accounting.v1.AccountingService/GetDebateCost", ACCOUNTING)
+    assert any(e.WhichOneof("payload") == "debate_completed" for e in debate.events)
 
 
 def test_model_calls_follow_the_genai_conventions_with_the_recorded_tokens(debate):

@@ -12,6 +12,7 @@ from decimal import Decimal
 from debate.accounting.v1 import accounting_pb2 as acc
 from debate.common.v1 import common_pb2 as common
 
+from services.common.errors import DomainError
 from services.common.llm.base import Completion, CompletionRequest, StreamEvent, TextDelta
 from services.common.money import usd
 from services.common.usage import Usage, add_token_usage, usage_to_proto
@@ -125,6 +126,14 @@ class MemoryAccounting:
         self.records[request.request_id] = record
         self.reservations.pop(request.reservation_id, None)
         return acc.RecordUsageResponse(record=record)
+
+    async def record_usages_then_cost(self, requests, debate_id):
+        """Each request through `record_usage` (so a subclass's faults apply), then the cost."""
+        outcomes = await asyncio.gather(*(self.record_usage(r) for r in requests), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, DomainError):
+                raise outcome
+        return list(outcomes), await self.debate_cost(debate_id)
 
     async def reserve_budget(self, request):
         amount = PRICE_PER_TOKEN * (request.prompt_tokens + request.max_completion_tokens)

@@ -74,3 +74,48 @@ async def test_a_failed_record_is_raised_after_the_others_are_recorded():
         await judging.record_calls(debate, calls(3), "debates/d1/rounds/1/judge", common.ROLE_JUDGE, 1)
     assert sorted(accounting.records) == ["debates/d1/rounds/1/judge/calls/1", "debates/d1/rounds/1/judge/calls/3"]
     assert debate.total == 2 * 120 * Decimal("0.000001")
+
+
+class CostCountingAccounting(MemoryAccounting):
+    """Counts the ledger's answers of a debate's cost: alone (GetDebateCost) or with records."""
+
+    def __init__(self):
+        super().__init__()
+        self.cost_calls = 0
+        self.with_records = 0
+
+    async def debate_cost(self, debate_id):
+        self.cost_calls += 1
+        return await super().debate_cost(debate_id)
+
+    async def record_usages_then_cost(self, requests, debate_id):
+        self.with_records += 1
+        return await super().record_usages_then_cost(requests, debate_id)
+
+
+async def test_the_verdicts_calls_bring_the_final_cost_with_them():
+    accounting = CostCountingAccounting()
+    judging = Judging(None, None, None, accounting, 1)  # type: ignore[arg-type]
+    debate = run()
+    await judging.record_calls(debate, calls(2), "debates/d1/rounds/1/judge", common.ROLE_JUDGE, 1)
+    assert debate.final_cost is None and accounting.with_records == 0  # an assessment's: no cost
+    records = await judging.record_calls(
+        debate, calls(3)[2:], "debates/d1/verdict", common.ROLE_VERDICT, 0, with_cost=True
+    )
+    assert accounting.with_records == 1 and len(records) == 1
+    # The cost read with the records has them all: what a GetDebateCost call now would answer.
+    assert debate.final_cost is not None and debate.final_cost.total.amount == str(debate.total)
+    assert debate.final_cost == await accounting.debate_cost("d1")
+    # Anything recorded after it makes it stale: dropped, so the lifecycle asks the ledger again.
+    await judging.record_calls(debate, calls(4)[3:], "debates/d1/rounds/1/judge", common.ROLE_JUDGE, 1)
+    assert debate.final_cost is None
+
+
+async def test_a_verdict_call_that_fails_keeps_no_final_cost():
+    accounting = GatedAccounting(expected=2, fail={"debates/d1/rounds/1/judge/calls/2"})
+    judging = Judging(None, None, None, accounting, 1)  # type: ignore[arg-type]
+    debate = run()
+    with pytest.raises(Unavailable):
+        await judging.record_calls(debate, calls(2), "debates/d1/verdict", common.ROLE_VERDICT, 0, with_cost=True)
+    assert debate.final_cost is None and "debates/d1/rounds/1/judge/calls/2" in debate.unanswered
+    assert sorted(accounting.records) == ["debates/d1/rounds/1/judge/calls/1"]

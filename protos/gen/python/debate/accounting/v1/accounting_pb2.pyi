@@ -333,18 +333,27 @@ class BatchRecordUsageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
+    COST_DEBATE_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordUsageRequest]:
         """At most 1,000 items; the same request_id twice is recorded once (the second is a duplicate)."""
+
+    @_builtins.property
+    def cost_debate_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Debates whose cost to answer in the response's debate_costs, as GetDebateCost would, read
+        once every recorded item of this batch is committed (a debate's last records and its final
+        cost in one call). At most 1,000 ids; a bad id fails the call before anything is written.
+        """
 
     def __init__(
         self,
         *,
         requests: _abc.Iterable[Global___RecordUsageRequest] | None = ...,
+        cost_debate_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_debate_ids", b"cost_debate_ids", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -355,18 +364,24 @@ class BatchRecordUsageResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    DEBATE_COSTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordUsageResult]:
         """One per item of the request, in the same order."""
+
+    @_builtins.property
+    def debate_costs(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DebateCost]:
+        """One per cost_debate_ids, in the same order: GetDebateCost's cost."""
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___RecordUsageResult] | None = ...,
+        debate_costs: _abc.Iterable[_common_pb2.DebateCost] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debate_costs", b"debate_costs", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -116,7 +116,9 @@ class AccountingServiceServicer:
         """Records many usages in one call, each exactly as RecordUsage would (its own request_id,
         its own reservation) and each with its own outcome: a refused item (bad input, an unknown
         model or reservation) fails alone and the others are recorded. Every recorded item is
-        committed before the call answers. Only a bad batch (no items, too many) fails the call.
+        committed before the call answers. Only a bad batch (no items, too many, a bad
+        cost_debate_ids) fails the call. With cost_debate_ids it also answers those debates' costs,
+        read after the items are committed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,7 +44,9 @@ class AccountingServiceStub:
     """Records many usages in one call, each exactly as RecordUsage would (its own request_id,
     its own reservation) and each with its own outcome: a refused item (bad input, an unknown
     model or reservation) fails alone and the others are recorded. Every recorded item is
-    committed before the call answers. Only a bad batch (no items, too many) fails the call.
+    committed before the call answers. Only a bad batch (no items, too many, a bad
+    cost_debate_ids) fails the call. With cost_debate_ids it also answers those debates' costs,
+    read after the items are committed.
     """
     GetDebateCost: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.GetDebateCostRequest, _accounting_pb2.GetDebateCostResponse]
     """The debate's total and breakdown, the exact sum of its ledger rows."""
@@ -80,7 +82,9 @@ class AccountingServiceAsyncStub(AccountingServiceStub):
     """Records many usages in one call, each exactly as RecordUsage would (its own request_id,
     its own reservation) and each with its own outcome: a refused item (bad input, an unknown
     model or reservation) fails alone and the others are recorded. Every recorded item is
-    committed before the call answers. Only a bad batch (no items, too many) fails the call.
+    committed before the call answers. Only a bad batch (no items, too many, a bad
+    cost_debate_ids) fails the call. With cost_debate_ids it also answers those debates' costs,
+    read after the items are committed.
     """
     GetDebateCost: _aio.UnaryUnaryMultiCallable[_accounting_pb2.GetDebateCostRequest, _accounting_pb2.GetDebateCostResponse]  # type: ignore[assignment]
     """The debate's total and breakdown, the exact sum of its ledger rows."""
@@ -137,7 +141,9 @@ class AccountingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Records many usages in one call, each exactly as RecordUsage would (its own request_id,
         its own reservation) and each with its own outcome: a refused item (bad input, an unknown
         model or reservation) fails alone and the others are recorded. Every recorded item is
-        committed before the call answers. Only a bad batch (no items, too many) fails the call.
+        committed before the call answers. Only a bad batch (no items, too many, a bad
+        cost_debate_ids) fails the call. With cost_debate_ids it also answers those debates' costs,
+        read after the items are committed.
         """
 
     @_abc_1.abstractmethod
