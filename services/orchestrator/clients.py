@@ -266,11 +266,12 @@ class GrpcAccounting:
         )
         # With traces on: the `record_usage` span of each pending record (its future as the key).
         self._record_spans: dict[asyncio.Future[acc.RecordUsageResponse], trace.Span] = {}
+        self._batches_with_cost = 0  # record_usages_then_cost's BatchRecordUsage calls
 
     @property
     def batches_sent(self) -> int:
-        """BatchRecordUsage calls made (the tests and benchmarks read it)."""
-        return self._records.batches_sent
+        """BatchRecordUsage calls made, coalesced or not (the tests and benchmarks read it)."""
+        return self._records.batches_sent + self._batches_with_cost
 
     @property
     def reservation_batches_sent(self) -> int:
@@ -299,6 +300,7 @@ class GrpcAccounting:
         coalesced), which also asks for the debate's cost (GetDebateCost's answer, read once they
         are committed): each item's response or domain error, and the cost. Raises the call's
         domain error when the call failed."""
+        self._batches_with_cost += 1
         reply = await self._call(
             self.stub.BatchRecordUsage,
             acc.BatchRecordUsageRequest(requests=requests, cost_debate_ids=[debate_id]),

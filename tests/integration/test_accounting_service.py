@@ -662,7 +662,7 @@ async def test_records_then_cost_go_as_one_call_of_their_own(client, service, le
         [record("v1", role=common_pb2.ROLE_VERDICT, round_number=0), record("bad", tokens=(-5, 10))], "d1"
     )
     await pending
-    assert client.batches_sent == 1  # the coalesced record's batch; the call above was its own
+    assert client.batches_sent == 2  # the coalesced record's batch, and the call above: its own
     good, bad = outcomes
     assert isinstance(good, pb.RecordUsageResponse) and good.record.request_id == "v1"
     assert isinstance(bad, errors.FailedPrecondition) and bad.reason == "INVALID_ARGUMENT"
