@@ -264,7 +264,9 @@ class TurnRunner:
             # callback (stream_to): no task step nor async generator between a chunk and the hub.
             inflight.answered = True
             if type(event) is TextDelta or isinstance(event, TextDelta):
-                text = _checked_text(event.text, model)
+                text = event.text
+                if type(text) is not str or not text.isascii():  # else _checked_text returns it as is
+                    text = _checked_text(text, model)
                 parts.append(text)
                 add_text(buffer, text)
             elif isinstance(event, ReasoningDelta):
