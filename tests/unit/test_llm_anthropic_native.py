@@ -60,8 +60,9 @@ async def test_an_error_event_is_a_billed_provider_error_with_the_text_so_far():
         (b'{"type": "message_start", "message": {"usage": "lots"}}', False),
         (b"[1, 2]", False),
         (b'{"type": "content_block_delta", "delta": {"ty', True),
+        (b'{"type": "content_block_delta", "delta": {"type": "text_delta", "text": "\xff"}}', True),
     ],
-    ids=["text-number", "usage-string", "not-object", "not-json"],
+    ids=["text-number", "usage-string", "not-object", "not-json", "not-utf8"],
 )
 async def test_an_event_we_cannot_read_is_a_billed_bad_chunk(payload, retryable):
     with pytest.raises(ProviderBadChunk) as caught:

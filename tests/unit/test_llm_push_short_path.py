@@ -148,6 +148,7 @@ def test_an_error_event_fails_the_stream_billed_with_the_text_before_it():
         b'data: {"choices":[{"delta":{"content":5}}]}\n\n',
         b'data: {"choices":{"delta":{"content":"x"}}}\n\n',
         b'data: {"choices":[{"delta":{"content":"x"}}],"usage":"many"}\n\n',
+        b'data: {"choices":[{"delta":{"content":"\xff"}}]}\n\n',  # not UTF-8
     ],
 )
 def test_a_chunk_of_another_shape_on_the_short_path_is_the_typed_billed_error(bad):

@@ -120,7 +120,7 @@ class _EventReader(_ChunkReader):
             event = _decode_event(payload)
         except msgspec.ValidationError as error:
             raise self.bad(f"an event of unknown shape ({error})", payload) from None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bytes that are not UTF-8
             raise self.bad("an event that is not JSON", payload) from None
         kind = event.type
         if kind == "content_block_delta":

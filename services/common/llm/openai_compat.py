@@ -356,7 +356,7 @@ class _Push:
                 if self.short and not self.reader.waiting:
                     try:
                         chunk = _decode_chunk(payload)
-                    except msgspec.MsgspecError:
+                    except (msgspec.MsgspecError, UnicodeDecodeError):
                         chunk = None  # the general path raises its typed error
                     if chunk is not None and chunk.usage is None and chunk.error is _UNSET:
                         choices = chunk.choices
@@ -444,7 +444,7 @@ class _ChunkReader:
             return _decode_chunk(payload)
         except _ValidationError as error:
             raise self.bad(f"a chunk of unknown shape ({error})", payload) from None
-        except _DecodeError:
+        except (_DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bytes that are not UTF-8
             raise self.bad("a chunk that is not JSON", payload) from None
 
     def push(self, payload: bytes, sink: DeltaSink) -> None:
