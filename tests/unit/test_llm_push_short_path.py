@@ -227,3 +227,65 @@ def test_a_pushed_stream_whose_reads_keep_coming_is_not_cut_then_its_stall_is():
 def test_reads_without_a_first_token_are_cut_at_the_first_token_limit():
     _, cut, error = asyncio.run(_pushed_wait(reads=8, every=0.1, first_token=False))
     assert error.reason == "PROVIDER_TIMEOUT"
+
+
+# The template: a token read with the template's bytes around another text.
+HEAD, TAIL = WORDS[1].split(b" wor")
+
+
+def _token(raw: bytes) -> bytes:
+    return HEAD + raw + TAIL
+
+
+def test_the_template_is_learnt_from_a_token_read_whose_text_stands_unescaped():
+    push, _, _, _ = _run([ROLE, *WORDS[:2]])
+    assert (push.head, push.tail) == (HEAD, TAIL)
+    assert HEAD.endswith(b'"delta":{"content":"') and TAIL.startswith(b'"},"finish_reason":null}')
+    push, _, _, _ = _run([ROLE, WORDS[0], WORDS[3]])  # " \u00e9t\u00e9", escaped by json.dumps
+    assert push.head == b"" and push.learn == 3
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"plain",
+        " \u00e9t\u00e9 \u4e2d\U0001f600".encode(),  # UTF-8 as is
+        b"a\\nb",  # escapes: msgspec reads them
+        b'say \\"hi\\"',
+        b"\\u00e9\\/",
+        b"",  # no text: no event
+        b"\x7f",
+    ],
+)
+def test_a_read_of_the_templates_shape_gives_the_general_paths_events(raw):
+    reads = [ROLE, *WORDS[:2], _token(raw), WORDS[2], *END]
+    push, reader, events, stamps = _run(reads)
+    assert push.head == HEAD, "the template was learnt before the read"
+    assert events == _reference(b"".join(reads))
+    assert push.done and push.failure is None and all(stamp > 0 for stamp in stamps)
+    assert "".join(reader.parts) == "".join(e.text for e in events if type(e) is TextDelta)
+
+
+@pytest.mark.parametrize("raw", [b"a\tb", b"a\x00", b"\xff", b"\xed\xa0\x80", b"a\nb", b'a"b'])
+def test_a_read_of_the_templates_shape_that_is_not_json_is_the_typed_billed_error(raw):
+    push, _, events, _ = _run([ROLE, *WORDS[:3], _token(raw), WORDS[4]])
+    assert push.head == HEAD
+    assert isinstance(push.failure, ProviderBadChunk) and push.failure.billed
+    assert push.failure.partial_text == "Hello world"
+    assert events == [TextDelta("Hello"), TextDelta(" wor"), TextDelta("ld")]
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        _event({"content": "x"}, finish="stop"),  # the same head, another tail
+        WORDS[2].replace(b'"id":"c1"', b'"id":"c2"'),  # another head
+        WORDS[2].replace(b'"usage":null', b'"usage":{"prompt_tokens":1,"completion_tokens":1}'),
+        WORDS[2][:-2] + b"\n" + WORDS[3],  # two events in one read
+    ],
+)
+def test_a_read_that_differs_from_the_template_outside_the_text_takes_the_other_paths(other):
+    reads = [ROLE, *WORDS[:2], other, *WORDS[3:], *END]
+    push, _, events, _ = _run(reads)
+    assert push.head == HEAD and push.failure is None
+    assert events == _reference(b"".join(reads))

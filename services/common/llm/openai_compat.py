@@ -309,21 +309,36 @@ class _Push:
     token comes, carrying an answer delta and nothing else, once the first token came (the
     OpenAI-compatible chunk only: a reader of another format, Anthropic's, has `short` off). It
     is sliced, decoded by msgspec, its text appended and handed on, and the watchdog's clock
-    stamped, with everything bound once per stream: no SSE split, no event list, no call of
-    ours in between. Anything else (a split event, several events, comments, CRLF, [DONE],
+    stamped, with everything bound once per stream: no SSE split, no event list (`_token`).
+    Anything else (a split event, several events, comments, CRLF, [DONE],
     reasoning, a finish reason, usage, an error, a chunk msgspec refuses) takes the general
-    path, which reads it as `stream` does (and raises its typed errors)."""
+    path, which reads it as `stream` does (and raises its typed errors).
+
+    The template: a provider sends a stream's token chunks byte for byte alike but for the
+    text (the same id, created, model and fields, in the same order). The first token chunks
+    read by msgspec teach it (`_template`): the read's bytes before the text (`head`, up to
+    `"delta":{"content":"`) and after it (`tail`), checked by decoding `head + "x" + tail`,
+    which must be an answer chunk whose text is "x". A later read that starts with `head`
+    and ends with `tail` is then that chunk with another text: when the bytes between hold
+    no quote, no backslash and no control byte (the raw text of a JSON string without
+    escapes: the string, and so the chunk's structure, end where the template's do) and are
+    UTF-8, they are the text, decoded without msgspec; anything else goes on as above. A
+    provider whose chunks differ elsewhere (a per-chunk field) never matches it."""
 
     __slots__ = (
         "append",
         "buffer",
+        "cut",
         "done",
         "failure",
+        "head",
+        "learn",
         "push",
         "reader",
         "short",
         "sink",
         "stop",
+        "tail",
         "time",
         "watchdog",
     )
@@ -340,11 +355,29 @@ class _Push:
         self.done = False  # the stream said it ended ([DONE], message_stop)
         self.stop = False  # nothing more to read: ended or failed
         self.failure: Exception | None = None
+        self.head = b""  # the template (see above): a token read's bytes before its text, once learnt
+        self.tail = b""  # and after it
+        self.cut = 0  # -len(tail)
+        self.learn = _TEMPLATE_TRIES  # token chunks left to learn the template from
 
     def __call__(self, data: bytes) -> bool:
         if self.stop:
             return True
         try:
+            head = self.head
+            if head and not self.buffer and data.startswith(head) and data.endswith(self.tail):
+                # A token chunk of the template's shape: its text is the bytes in between.
+                raw = data[len(head) : self.cut]
+                if raw and len(raw.translate(None, _ESCAPED)) == len(raw):
+                    try:
+                        text = raw.decode()
+                    except UnicodeDecodeError:
+                        text = ""  # msgspec refuses it too: the general path raises its typed error
+                    if text:
+                        self.append(text)
+                        self.sink(TextDelta(text))
+                        self.watchdog.read_at = self.time()
+                        return False
             if (
                 not self.buffer
                 and data[:7] == b"data: {"
@@ -353,28 +386,8 @@ class _Push:
             ):
                 # One whole event of one data line in this read, as a streamed token comes.
                 payload = data[6:-2]
-                if self.short and not self.reader.waiting:
-                    try:
-                        chunk = _decode_chunk(payload)
-                    except (msgspec.MsgspecError, UnicodeDecodeError):
-                        chunk = None  # the general path raises its typed error
-                    if chunk is not None and chunk.usage is None and chunk.error is _UNSET:
-                        choices = chunk.choices
-                        if choices:
-                            choice = choices[0]
-                            delta = choice.delta
-                            if delta is not None and not choice.finish_reason:
-                                content = delta.content
-                                if (
-                                    type(content) is str
-                                    and content
-                                    and delta.reasoning_content is None
-                                    and delta.reasoning is None
-                                ):
-                                    self.append(content)
-                                    self.sink(TextDelta(content))
-                                    self.watchdog.read_at = self.time()
-                                    return False
+                if self.short and not self.reader.waiting and self._token(data, payload):
+                    return False
                 self.push(payload, self.sink)
                 done = False
             else:
@@ -391,6 +404,63 @@ class _Push:
             return True
         self.watchdog.read_at = self.time()
         return False
+
+    def _token(self, data: bytes, payload: bytes) -> bool:
+        """The short path by msgspec: whether `payload` (the one event of the read `data`) was
+        a token chunk, handed on (and the template learnt from it, while not yet known)."""
+        try:
+            chunk = _decode_chunk(payload)
+        except (msgspec.MsgspecError, UnicodeDecodeError):
+            return False  # the general path raises its typed error
+        content = _answer(chunk)
+        if content is None:
+            return False
+        if self.learn:
+            self._template(data, content)
+        self.append(content)
+        self.sink(TextDelta(content))
+        self.watchdog.read_at = self.time()
+        return True
+
+    def _template(self, data: bytes, text: str) -> None:
+        """Learns the template from `data`, a read of one token chunk whose text is `text`, when
+        the text stands in it as is (no escapes) after the chunk's only `"delta":{"content":"`."""
+        self.learn -= 1
+        if data.count(_CONTENT) != 1:
+            return
+        start = data.index(_CONTENT) + len(_CONTENT)
+        raw = text.encode()
+        end = start + len(raw)
+        if data[start:end] != raw or data[end : end + 1] != b'"':
+            return
+        head, tail = data[:start], data[end:]
+        try:
+            probe = _decode_chunk(head[6:] + b"x" + tail[:-2])  # without "data: " and the blank line
+        except (msgspec.MsgspecError, UnicodeDecodeError):
+            return
+        if _answer(probe) == "x":
+            self.head, self.tail, self.cut = head, tail, -len(tail)
+            self.learn = 0
+
+
+# The template's text: bytes that a JSON string holds only escaped (control bytes, quote, backslash).
+_ESCAPED = bytes(range(0x20)) + b'"\\'
+_CONTENT = b'"delta":{"content":"'
+_TEMPLATE_TRIES = 4
+
+
+def _answer(chunk: _Chunk) -> str | None:
+    """The text of a chunk that carries an answer's text and nothing else (a streamed token: a
+    non-empty string content; no reasoning, finish reason, usage or error); None for any other."""
+    choices = chunk.choices
+    if choices and chunk.usage is None and chunk.error is _UNSET:
+        choice = choices[0]
+        delta = choice.delta
+        if delta is not None and not choice.finish_reason:
+            content = delta.content
+            if type(content) is str and content and delta.reasoning_content is None and delta.reasoning is None:
+                return content
+    return None
 
 
 def _split(data: bytes) -> tuple[list[bytes], bytes, bool]:
@@ -451,18 +521,13 @@ class _ChunkReader:
         """`feed`, its events handed to `sink`: an answer chunk (the hot path) without building
         a list of events."""
         chunk = self.decode(payload)
-        choices = chunk.choices
-        if choices and chunk.usage is None and chunk.error is _UNSET:
-            choice = choices[0]
-            delta = choice.delta
-            if delta is not None and not choice.finish_reason:
-                content = delta.content
-                if type(content) is str and content and delta.reasoning_content is None and delta.reasoning is None:
-                    if self.waiting:
-                        self.arrived()
-                    self.parts.append(content)
-                    sink(TextDelta(content))
-                    return
+        content = _answer(chunk)
+        if content is not None:
+            if self.waiting:
+                self.arrived()
+            self.parts.append(content)
+            sink(TextDelta(content))
+            return
         for event in self.read(chunk, payload):
             sink(event)
 
