@@ -289,26 +289,3 @@ def test_a_read_that_differs_from_the_template_outside_the_text_takes_the_other_
     push, _, events, _ = _run(reads)
     assert push.head == HEAD and push.failure is None
     assert events == _reference(b"".join(reads))
-
-
-def test_several_events_in_one_read_after_the_template_give_the_general_paths_events():
-    reads = [
-        ROLE,
-        *WORDS[:2],
-        WORDS[2] + _token(b"x") + _token(b"a\\nb") + _token(b"") + WORDS[3],
-        b": ping\n\n" + _token(" \u00e9".encode()) + _token(b"y")[:-1],
-        b"\n" + _token(b"z") + b"".join(END),
-    ]
-    push, reader, events, _ = _run(reads)
-    assert push.payload_head == HEAD[6:] and push.payload_tail == TAIL[:-2]
-    assert events == _reference(b"".join(reads))
-    assert "".join(reader.parts) == "Hello world" + "xa\nb \u00e9t\u00e9 \u00e9yz"
-    assert push.done and push.failure is None
-
-
-@pytest.mark.parametrize("raw", [b"a\tb", b"\xff", b'a"b'])
-def test_an_event_of_the_templates_shape_that_is_not_json_in_a_read_of_several_is_the_typed_error(raw):
-    push, _, events, _ = _run([ROLE, *WORDS[:2], WORDS[2] + _token(raw), WORDS[3]])
-    assert isinstance(push.failure, ProviderBadChunk) and push.failure.billed
-    assert push.failure.partial_text == "Hello world"
-    assert events == [TextDelta("Hello"), TextDelta(" wor"), TextDelta("ld")]

@@ -322,9 +322,8 @@ class _Push:
     and ends with `tail` is then that chunk with another text: when the bytes between hold
     no quote, no backslash and no control byte (the raw text of a JSON string without
     escapes: the string, and so the chunk's structure, end where the template's do) and are
-    UTF-8, they are the text, decoded without msgspec; anything else goes on as above. The
-    payloads of a read of several events (as reads come under load) are read the same way
-    (`_each`). A provider whose chunks differ elsewhere (a per-chunk field) never matches it."""
+    UTF-8, they are the text, decoded without msgspec; anything else goes on as above. A
+    provider whose chunks differ elsewhere (a per-chunk field) never matches it."""
 
     __slots__ = (
         "append",
@@ -334,8 +333,6 @@ class _Push:
         "failure",
         "head",
         "learn",
-        "payload_head",
-        "payload_tail",
         "push",
         "reader",
         "short",
@@ -361,7 +358,6 @@ class _Push:
         self.head = b""  # the template (see above): a token read's bytes before its text, once learnt
         self.tail = b""  # and after it
         self.cut = 0  # -len(tail)
-        self.payload_head = self.payload_tail = b""  # the same without "data: " and the blank line
         self.learn = _TEMPLATE_TRIES  # token chunks left to learn the template from
 
     def __call__(self, data: bytes) -> bool:
@@ -371,12 +367,17 @@ class _Push:
             head = self.head
             if head and not self.buffer and data.startswith(head) and data.endswith(self.tail):
                 # A token chunk of the template's shape: its text is the bytes in between.
-                text = _raw_text(data[len(head) : self.cut])
-                if text:
-                    self.append(text)
-                    self.sink(TextDelta(text))
-                    self.watchdog.read_at = self.time()
-                    return False
+                raw = data[len(head) : self.cut]
+                if raw and len(raw.translate(None, _ESCAPED)) == len(raw):
+                    try:
+                        text = raw.decode()
+                    except UnicodeDecodeError:
+                        text = ""  # msgspec refuses it too: the general path raises its typed error
+                    if text:
+                        self.append(text)
+                        self.sink(TextDelta(text))
+                        self.watchdog.read_at = self.time()
+                        return False
             if (
                 not self.buffer
                 and data[:7] == b"data: {"
@@ -391,7 +392,9 @@ class _Push:
                 done = False
             else:
                 payloads, self.buffer, done = _split(self.buffer + data if self.buffer else data)
-                self._each(payloads)
+                push, sink = self.push, self.sink
+                for payload in payloads:
+                    push(payload, sink)
         except Exception as error:  # noqa: BLE001 - an LLMError, or the sink's own: raised in the task
             self.failure = error
             self.stop = True
@@ -401,20 +404,6 @@ class _Push:
             return True
         self.watchdog.read_at = self.time()
         return False
-
-    def _each(self, payloads: list[bytes]) -> None:
-        """The payloads of a read the general path split (several events, as reads under load
-        are), handed on in order: one of the template's shape read as `__call__` reads a whole
-        read of it, any other by the reader."""
-        push, sink, head, tail = self.push, self.sink, self.payload_head, self.payload_tail
-        for payload in payloads:
-            if head and payload.startswith(head) and payload.endswith(tail):
-                text = _raw_text(payload[len(head) : len(payload) - len(tail)])
-                if text:
-                    self.append(text)
-                    sink(TextDelta(text))
-                    continue
-            push(payload, sink)
 
     def _token(self, data: bytes, payload: bytes) -> bool:
         """The short path by msgspec: whether `payload` (the one event of the read `data`) was
@@ -451,7 +440,6 @@ class _Push:
             return
         if _answer(probe) == "x":
             self.head, self.tail, self.cut = head, tail, -len(tail)
-            self.payload_head, self.payload_tail = head[6:], tail[:-2]
             self.learn = 0
 
 
@@ -459,18 +447,6 @@ class _Push:
 _ESCAPED = bytes(range(0x20)) + b'"\\'
 _CONTENT = b'"delta":{"content":"'
 _TEMPLATE_TRIES = 4
-
-
-def _raw_text(raw: bytes) -> str:
-    """The text of `raw`, the bytes of a JSON string in the template's place: "" when they hold
-    a byte that JSON escapes or are not UTF-8 (msgspec reads the escapes, and refuses the rest:
-    the general path then raises its typed error), or when there are none."""
-    if len(raw.translate(None, _ESCAPED)) != len(raw):
-        return ""
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return ""
 
 
 def _answer(chunk: _Chunk) -> str | None:
