@@ -2,6 +2,7 @@
 
     python -m tests.benchmarks.bench_stream_floor [--quick] [--mode spaced|burst] [--blocks N]
     python -m tests.benchmarks.bench_stream_floor --ladder     # where a spaced chunk's CPU goes
+    python -m tests.benchmarks.bench_stream_floor --chain      # its Python alone, warm, per delta
 
 The same 200-chunk OpenAI-style stream (tests/support/fake_openai.py, in a subprocess, so its
 CPU is not ours) is read by each candidate, under each event loop (asyncio's own and uvloop),
@@ -499,13 +500,92 @@ def ladder(blocks: int = 6, streams: int = 4) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+# ----------------------------------------------------------------------------------- the chain
+
+_TOKEN_HEAD = (
+    b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"bench",'
+    b'"system_fingerprint":null,"choices":[{"index":0,"delta":{"content":"'
+)
+_TOKEN_TAIL = b'"},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
+
+
+def chain(rounds: int = 3000) -> dict[str, float]:
+    """The Python of a spaced chunk alone, warm, in this process (no network, no wake): the
+    thread's CPU ns per delta of 200 reads of one token chunk each (fake_openai's shape) handed
+    to the lean provider's consumer (openai_compat._Push) after the first token, its sink a
+    bare list (`list`) or the orchestrator's own (`turn`: the sink TurnRunner._stream builds,
+    the hub's add_text, behind a closure like the router's `forward`). The 10th percentile of
+    `rounds` rounds each, the two alternating."""
+    import types
+
+    from services.common.llm import openai_compat
+    from services.common.llm.base import Completion
+    from services.common.llm.guard import Watchdog
+    from services.common.usage import Usage
+    from services.orchestrator.events import DeltaBuffer, EventHub
+    from services.orchestrator.run import Inflight
+    from services.orchestrator.turns import TurnRunner
+
+    reads = [_TOKEN_HEAD + word + _TOKEN_TAIL for word in (b" word", b" other", b" thing", b" and", b" more") * 40]
+    samples: dict[str, list[float]] = {"list": [], "turn": []}
+
+    def pushed(sink: Callable[[Any], object], name: str) -> None:
+        watchdog = Watchdog(30, 15)
+        push = openai_compat._Push(openai_compat._ChunkReader("bench/m", watchdog, ()), sink, watchdog)
+        push(reads[0])  # the first token
+        start = time.thread_time_ns()
+        for data in reads:
+            push(data)
+        samples[name].append((time.thread_time_ns() - start) / len(reads))
+        watchdog.close()
+
+    class _LLM:
+        async def stream_to(self, request: Any, sink: Callable[[Any], object]) -> Completion:
+            started = False
+
+            def forward(event: Any) -> object:
+                nonlocal started
+                if not started:
+                    started = True
+                return sink(event)
+
+            pushed(forward, "turn")
+            return Completion(model="bench/m", usage=Usage(1, 1))
+
+    async def run() -> None:
+        hub = types.SimpleNamespace(_dirty_buffers=[], _pending=lambda: None)
+        hub.add_text = types.MethodType(EventHub.add_text, hub)
+        runner = types.SimpleNamespace(llm=_LLM(), hub=hub)
+        seat = types.SimpleNamespace(name="alice", model="bench/m")
+        debate = types.SimpleNamespace(config=types.SimpleNamespace(seed=1, max_tokens_per_turn=512))
+        window = types.SimpleNamespace(messages=())
+        for _ in range(rounds):
+            pushed([].append, "list")
+            buffer = DeltaBuffer("d", 1, "alice", 1)
+            inflight = Inflight(1, seat, 1, (), "r", [], buffer)  # type: ignore[arg-type]
+            hub._dirty_buffers.clear()
+            await TurnRunner._stream(runner, debate, inflight, window, "k")  # type: ignore[arg-type]
+
+    gc.disable()
+    try:
+        asyncio.run(run())
+    finally:
+        gc.enable()
+    return {name: sorted(values)[len(values) // 10] for name, values in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--mode", choices=sorted(MODES), action="append")
     parser.add_argument("--blocks", type=int, default=None)
     parser.add_argument("--ladder", action="store_true", help="where a spaced chunk's CPU goes, step by step")
+    parser.add_argument("--chain", action="store_true", help="a spaced chunk's Python alone, warm, per delta")
     args = parser.parse_args()
+    if args.chain:
+        for name, value in chain().items():
+            print(f"{name:<8} {value:6.0f} ns CPU/delta")
+        return
     if args.ladder:
         for name, value in ladder(args.blocks or 6).items():
             print(f"{name:<8} {value:6.1f} µs CPU/chunk")
